@@ -1,0 +1,104 @@
+"""The per-agent circuit breaker: a pure state machine ``closed -> open -> half_open -> closed``.
+
+- ``closed``: the agent works. A critical action, or an accumulated risk budget
+  (a decayed sum of how far scores exceed ``budget_floor``, so a slow drip of
+  individually small sends trips it too), opens it: one freeze per incident,
+  with a stable ``incident_id`` derived from the agent and the tripping event.
+- ``open``: frozen. Nothing inside the stream closes it; only :func:`release`
+  (a human, from outside) moves it to ``half_open``.
+- ``half_open``: probation. Thresholds are tighter by ``probation_tighten`` and the
+  budget is halved; after ``probation_s`` without trouble it closes again.
+
+>>> from detector.policy import Thresholds
+>>> th = Thresholds()
+>>> b = BreakerState()
+>>> step(b, t=0.0, score=0.99, severity="critical", agent_id="a", event_id="e1", th=th)
+('freeze', ('closed', 'open'))
+>>> step(b, t=1.0, score=0.99, severity="critical", agent_id="a", event_id="e2", th=th)  # no second freeze
+('alert', None)
+>>> release(b, t=2.0)
+('open', 'half_open')
+"""
+
+from __future__ import annotations
+
+import hashlib
+from math import exp
+
+from detector.policy import Thresholds
+
+__all__ = ["BreakerState", "step", "release", "incident_id_for", "CLOSED", "OPEN", "HALF_OPEN"]
+
+CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
+_LN2 = 0.6931471805599453
+
+
+def incident_id_for(agent_id: str, event_id: str) -> str:
+    """Stable across replays and worker restarts: the same trip gives the same id."""
+    return "inc-" + hashlib.sha256(f"{agent_id}\x1f{event_id}".encode()).hexdigest()[:20]
+
+
+class BreakerState:
+    __slots__ = ("state", "risk", "risk_t", "incident_id", "opened_t", "probation_until", "trips")
+
+    def __init__(self) -> None:
+        self.state = CLOSED
+        self.risk = 0.0
+        self.risk_t = 0.0
+        self.incident_id: str | None = None
+        self.opened_t = 0.0
+        self.probation_until = 0.0
+        self.trips = 0
+
+    def to_tuple(self) -> tuple:
+        return (self.state, self.risk, self.risk_t, self.incident_id, self.opened_t, self.probation_until, self.trips)
+
+    @classmethod
+    def from_tuple(cls, t: tuple | list) -> "BreakerState":
+        b = cls()
+        b.state, b.risk, b.risk_t, b.incident_id, b.opened_t, b.probation_until, b.trips = t
+        if b.state not in (CLOSED, OPEN, HALF_OPEN):
+            raise ValueError(f"unknown breaker state {b.state!r}")
+        return b
+
+
+def step(b: BreakerState, *, t: float, score: float, severity: str, agent_id: str, event_id: str,
+         th: Thresholds) -> tuple[str, tuple[str, str] | None]:
+    """Feed one scored action; return ``(action_taken, transition)``. Mutates ``b``."""
+    transition = None
+    if b.state == HALF_OPEN and t >= b.probation_until:
+        b.state = CLOSED
+        transition = (HALF_OPEN, CLOSED)
+    # decayed risk budget (decays in event time; events out of order decay by nothing)
+    if t > b.risk_t:
+        if b.risk:
+            b.risk *= exp(-(t - b.risk_t) * _LN2 / th.budget_half_life_s)
+        b.risk_t = t
+    excess = score - th.budget_floor
+    if excess > 0:
+        b.risk += excess
+    alerting = severity in ("medium", "high", "critical")
+    if b.state == OPEN:
+        return ("alert" if alerting else "none"), transition
+    probation = b.state == HALF_OPEN
+    crit = th.critical - (th.probation_tighten if probation else 0.0)
+    budget = th.risk_budget * (0.5 if probation else 1.0)
+    if score >= crit or b.risk >= budget:
+        old = b.state
+        b.state = OPEN
+        b.incident_id = incident_id_for(agent_id, event_id)
+        b.opened_t = t
+        b.trips += 1
+        b.risk = 0.0
+        return "freeze", (old, OPEN)
+    return ("alert" if alerting else "none"), transition
+
+
+def release(b: BreakerState, *, t: float, probation_s: float = Thresholds.probation_s) -> tuple[str, str] | None:
+    """A human released the agent: ``open -> half_open`` (probation). Anything else is a no-op."""
+    if b.state != OPEN:
+        return None
+    b.state = HALF_OPEN
+    b.probation_until = t + probation_s
+    b.risk = 0.0
+    return (OPEN, HALF_OPEN)

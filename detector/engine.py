@@ -1,0 +1,264 @@
+"""The engine: the one place that updates per-agent state and decides.
+
+``Engine.process(event) -> Decision`` (or ``process_batch`` for many) is what the
+stream processors and ``flowbreaker replay`` both call, so a replay of a topic
+gives the decisions the live stream gave. Decisions do not depend on how events
+are batched: learning depends only on the per-feature statistics, and the
+model's batch scoring is row by row.
+
+>>> from detector.events import decode_event
+>>> eng = Engine()
+>>> ev = decode_event({"event_id": "e1", "ts": "2026-03-02T09:00:00Z", "agent_id": "a", "operator_id": "o",
+...                    "tool": "t", "action": "read", "resource": "r://x", "sensitivity": "internal"})
+>>> d = eng.process(ev)
+>>> d.record["severity"], d.record["breaker_state"], eng.process(ev).duplicate
+('ok', 'closed', True)
+"""
+
+from __future__ import annotations
+
+from array import array
+from datetime import datetime, timezone
+from typing import Iterable
+
+import msgspec
+import numpy as np
+
+from detector import breaker as brk
+from detector.baseline import Baseline, Prior
+from detector.events import ActionEvent
+from detector.features import FeatureState, Observation, commit_novelty, extract
+from detector.model import Model
+from detector.policy import Policy
+from detector.scoring import Calibration, explain, score_of
+from detector.sketch import stable_hash64
+from detector.trace import TraceStore, trace_entry
+
+__all__ = ["Engine", "Decision", "AgentState", "ONLINE_MODEL_VERSION"]
+
+ONLINE_MODEL_VERSION = "online-only"
+_DEDUPE = 32
+_STATE_VERSION = 1
+
+
+class AgentState:
+    """Everything the engine keeps per agent (the trace aside). Fixed size."""
+
+    __slots__ = ("features", "baseline", "breaker", "seen", "seen_pos", "operator_id")
+
+    def __init__(self, prior: Prior, operator_id: str) -> None:
+        self.features = FeatureState()
+        self.features.hours = prior.hours
+        self.baseline = Baseline.from_prior(prior)
+        self.breaker = brk.BreakerState()
+        self.seen = array("Q", bytes(8 * _DEDUPE))
+        self.seen_pos = 0
+        self.operator_id = operator_id
+
+    def dump(self) -> bytes:
+        return msgspec.msgpack.encode((_STATE_VERSION, self.operator_id, self.features.to_tuple(),
+                                       self.baseline.to_tuple(), self.breaker.to_tuple(), self.seen.tobytes(),
+                                       self.seen_pos))
+
+    @classmethod
+    def load(cls, blob: bytes, hours: tuple[float, ...] | None = None) -> "AgentState":
+        ver, op, f, b, br, seen, pos = msgspec.msgpack.decode(blob)
+        if ver != _STATE_VERSION:
+            raise ValueError(f"agent state version {ver} is not {_STATE_VERSION}")
+        s = cls.__new__(cls)
+        s.operator_id = op
+        s.features = FeatureState.from_tuple(f)
+        s.features.hours = hours
+        s.baseline = Baseline.from_tuple(b)
+        s.breaker = brk.BreakerState.from_tuple(br)
+        s.seen = array("Q", seen)
+        s.seen_pos = pos
+        return s
+
+
+class Decision:
+    """The outcome of one event. ``record`` is the contract's decision record."""
+
+    __slots__ = ("event", "record", "freeze", "incident", "transition", "duplicate", "dest_classes", "z")
+
+    def __init__(self, event: ActionEvent) -> None:
+        self.event = event
+        self.record: dict = {}
+        self.freeze: dict | None = None
+        self.incident: dict | None = None
+        self.transition: tuple[str, str] | None = None
+        self.duplicate = False
+        self.dest_classes: tuple[str, ...] = ()
+        self.z: list[float] | None = None
+
+
+class Engine:
+    """Scores actions against per-agent baselines and runs the circuit breakers.
+
+    ``model`` is a trained :class:`detector.model.Model` or ``None`` (online
+    baselines only: each agent starts from a wide generic prior).
+    """
+
+    def __init__(self, *, policy: Policy | None = None, model: Model | None = None, trace_length: int = 200,
+                 trace_agents: int = 5000) -> None:
+        self.policy = policy or Policy()
+        self.model = model
+        self.agents: dict[str, AgentState] = {}
+        self.traces = TraceStore(length=trace_length, max_agents=trace_agents)
+        self._cal = model.stat_calibration if model is not None else Calibration.laplace()
+        self._version = model.version if model is not None else ONLINE_MODEL_VERSION
+        self._generic = Prior.generic()
+
+    @property
+    def model_version(self) -> str:
+        return self._version
+
+    # ------------------------------------------------------------- state I/O
+    def _prior(self, agent_id: str, operator_id: str, tool: str) -> Prior:
+        if self.model is None:
+            return self._generic
+        return self.model.prior_for(agent_id, operator_id, tool)
+
+    def dump_agent(self, agent_id: str) -> bytes | None:
+        st = self.agents.get(agent_id)
+        return st.dump() if st is not None else None
+
+    def load_agent(self, agent_id: str, blob: bytes) -> None:
+        st = AgentState.load(blob)
+        if self.model is not None:
+            st.features.hours = self.model.prior_for(agent_id, st.operator_id, "").hours
+        self.agents[agent_id] = st
+
+    def breaker_state(self, agent_id: str) -> str | None:
+        st = self.agents.get(agent_id)
+        return st.breaker.state if st is not None else None
+
+    # -------------------------------------------------------------- deciding
+    def process(self, event: ActionEvent) -> Decision:
+        return self.process_batch((event,))[0]
+
+    def process_batch(self, events: Iterable[ActionEvent]) -> list[Decision]:
+        policy = self.policy
+        th = policy.thresholds
+        cal = self._cal
+        agents = self.agents
+        out: list[Decision] = []
+        pending: list[tuple[Decision, AgentState, Observation, list[float], float]] = []
+        for ev in events:
+            d = Decision(ev)
+            out.append(d)
+            st = agents.get(ev.agent_id)
+            if st is None:
+                st = agents[ev.agent_id] = AgentState(self._prior(ev.agent_id, ev.operator_id, ev.tool),
+                                                      ev.operator_id)
+            h = stable_hash64(ev.event_id)
+            seen = st.seen
+            if h in seen:
+                d.duplicate = True
+                continue
+            seen[st.seen_pos] = h
+            st.seen_pos = (st.seen_pos + 1) % _DEDUPE
+            obs = extract(st.features, ev, policy)
+            z = st.baseline.deviations(obs.x)
+            zmax = max(z)
+            p_stat = cal.pvalue(zmax)
+            if score_of(p_stat) < th.medium:
+                st.baseline.learn(obs.x)
+                commit_novelty(st.features, obs)
+            d.dest_classes = obs.dest_classes
+            d.z = z
+            pending.append((d, st, obs, z, p_stat))
+        if not pending:
+            return out
+        if self.model is not None:
+            p_comb = self.model.combination_pvalues(np.array([p[3] for p in pending], dtype=np.float64))
+        else:
+            p_comb = None
+        for k, (d, st, obs, z, p_stat) in enumerate(pending):
+            ev = d.event
+            extra = None
+            if p_comb is not None:
+                pc = float(p_comb[k])
+                p = min(1.0, 2.0 * min(p_stat, pc))
+                if pc < p_stat and pc < 1e-3:
+                    extra = [{"feature": "combination", "value": round(pc, 8), "baseline": 1.0,
+                              "detail": "this combination of volume, destinations and timing is rare for agents "
+                                        f"like this one (isolation forest rarity {pc:.1e})."}]
+            else:
+                p = p_stat
+            score = score_of(p)
+            severity = th.severity(score)
+            reasons: list[dict] = []
+            if severity != "ok":
+                reasons = explain(z, obs.x, st.baseline.loc, extra=extra)
+                if obs.config_change:
+                    reasons.append({"feature": "config_change", "value": 1.0, "baseline": 0.0,
+                                    "detail": "this happens within an hour of a change of the agent's configured "
+                                              f"instructions (instruction_hash now {ev.instruction_hash!r})."})
+                if obs.new_outbound and not any(r["feature"] == "novel_outbound" for r in reasons):
+                    reasons.append({"feature": "novel_outbound", "value": float(len(obs.new_outbound)),
+                                    "baseline": 0.0,
+                                    "detail": "first time sending to " + ", ".join(obs.new_outbound) + "."})
+                if obs.approved:
+                    reasons.append({"feature": "approved", "value": 1.0, "baseline": 0.0,
+                                    "detail": f"signed off by approval {ev.approval_id!r}; counted, never the cause "
+                                              "of a freeze."})
+            b = st.breaker
+            if obs.approved and b.state != brk.OPEN:
+                action, transition = ("alert" if severity in ("medium", "high", "critical") else "none"), None
+            else:
+                action, transition = brk.step(b, t=ev.t, score=score, severity=severity, agent_id=ev.agent_id,
+                                              event_id=ev.event_id, th=th)
+            d.transition = transition
+            rec = {
+                "event_id": ev.event_id, "agent_id": ev.agent_id, "ts": ev.ts, "score": round(score, 4),
+                "severity": severity, "reasons": reasons, "action_taken": action, "breaker_state": b.state,
+                "model_version": self._version,
+            }
+            d.record = rec
+            self.traces.append(ev.agent_id, trace_entry(ev, score, severity, obs.dest_classes))
+            if action == "freeze":
+                lead = reasons[0]["detail"] if reasons else f"risk budget exhausted (score {score:.2f})"
+                d.freeze = {"command": "freeze", "agent_id": ev.agent_id, "incident_id": b.incident_id,
+                            "issued_at": ev.ts, "reason": lead, "issued_by": "flowbreaker"}
+                d.incident = self._incident(ev, b.incident_id, score, severity, reasons)
+        return out
+
+    def _incident(self, ev: ActionEvent, incident_id: str, score: float, severity: str, reasons: list) -> dict:
+        trace = self.traces.snapshot(ev.agent_id)
+        by_id = {e["event_id"]: e for e in trace}
+        chain, cur, hops = [], ev.event_id, 0
+        while cur is not None and cur in by_id and hops < 50:
+            chain.append(cur)
+            cur = by_id[cur]["parent_event_id"]
+            hops += 1
+        task = [e["event_id"] for e in trace if ev.task_id is not None and e["task_id"] == ev.task_id]
+        return {
+            "incident_id": incident_id, "agent_id": ev.agent_id, "opened_at": ev.ts,
+            "trigger_event_id": ev.event_id, "score": round(score, 4), "severity": severity, "reasons": reasons,
+            "model_version": self._version,
+            "attribution": {
+                "operator_id": ev.operator_id, "requested_by": ev.requested_by,
+                "instruction_hash": ev.instruction_hash, "task_id": ev.task_id,
+                "task_events": task, "parent_chain": chain,
+                "operators_seen": sorted({e["operator_id"] for e in trace}),
+                "requesters_seen": sorted({e["requested_by"] for e in trace if e["requested_by"]}),
+                "instruction_hashes_seen": sorted({e["instruction_hash"] for e in trace if e["instruction_hash"]}),
+            },
+            "trace": trace,
+        }
+
+    # -------------------------------------------------------------- outside
+    def release(self, agent_id: str, *, at: datetime | float, by: str, reason: str) -> dict | None:
+        """A human released a frozen agent: probation (``half_open``). Returns the release command,
+        or ``None`` when the agent is not frozen."""
+        st = self.agents.get(agent_id)
+        if st is None:
+            return None
+        t = at.timestamp() if isinstance(at, datetime) else float(at)
+        incident = st.breaker.incident_id
+        if brk.release(st.breaker, t=t, probation_s=self.policy.thresholds.probation_s) is None:
+            return None
+        issued = datetime.fromtimestamp(t, timezone.utc).isoformat().replace("+00:00", "Z")
+        return {"command": "release", "agent_id": agent_id, "incident_id": incident, "issued_at": issued,
+                "reason": reason, "issued_by": by}

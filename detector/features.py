@@ -1,0 +1,332 @@
+"""Per-agent features over sliding windows, O(1) per event, in a fixed-size state.
+
+Windows are exponentially decayed sums with mean lifetimes of 1 min, 15 min and
+1 h: a decayed sum approximates "how much in the last W" without keeping the
+events, so the state is a handful of floats whatever the rate. Distinct
+destinations per hour are counted with a two-generation Bloom filter ("not seen
+in the current or previous hour"); first-seen tools, resource families and
+destinations use lifetime Bloom filters (novelty).
+
+Novelty sketches are only taught by :func:`commit_novelty`, which the engine
+calls for actions judged normal: an anomalous destination stays "never seen".
+
+>>> from detector.policy import Policy
+>>> from detector.events import decode_event
+>>> st = FeatureState()
+>>> ev = decode_event({"event_id": "e1", "ts": "2026-03-02T09:00:00Z", "agent_id": "a", "operator_id": "o",
+...     "tool": "mail.send", "action": "send", "resource": "mail://outbox", "sensitivity": "confidential",
+...     "records": 4, "destinations": ["email:eve@evil.example"]})
+>>> obs = extract(st, ev, Policy())
+>>> obs.x[FEATURE_INDEX["event_volume"]], obs.x[FEATURE_INDEX["novel_outbound"]], obs.dest_classes
+(20.0, 2.0, ('external',))
+"""
+
+from __future__ import annotations
+
+from array import array
+from dataclasses import dataclass
+from math import exp, log2
+
+from detector.events import ActionEvent
+from detector.policy import BROADCAST, EXTERNAL, Policy
+from detector.sketch import bloom_add, bloom_has, stable_hash
+
+__all__ = ["FEATURES", "FEATURE_NAMES", "FEATURE_INDEX", "Feature", "FeatureState", "Observation", "extract",
+           "commit_novelty", "resource_family"]
+
+
+@dataclass(frozen=True)
+class Feature:
+    name: str
+    #: smallest baseline scale (in log1p units): deviations smaller than this are not news
+    floor: float
+    #: a sentence template: {value} and {baseline} are filled in, in natural units
+    detail: str
+    unit: str = ""
+
+
+FEATURES: tuple[Feature, ...] = (
+    Feature("rate_1m", 0.6, "{value} actions in the last minute; usually about {baseline}", "actions"),
+    Feature("rate_15m", 0.5, "{value} actions in the last 15 minutes; usually about {baseline}", "actions"),
+    Feature("volume_15m", 0.6, "{value} sensitivity-weighted records handled in the last 15 minutes; usually about {baseline}"),
+    Feature("volume_1h", 0.6, "{value} sensitivity-weighted records handled in the last hour; usually about {baseline}"),
+    Feature("bytes_1h", 0.8, "{value} bytes moved in the last hour; usually about {baseline}", "bytes"),
+    Feature("outbound_15m", 0.5, "{value} sensitivity-weighted records sent to external or broadcast destinations in the last 15 minutes; usually about {baseline}"),
+    Feature("outbound_1h", 0.5, "{value} sensitivity-weighted records sent to external or broadcast destinations in the last hour; usually about {baseline}"),
+    Feature("fanout_15m", 0.6, "reached {value} recipients (broadcast reach included) in the last 15 minutes; usually about {baseline}", "recipients"),
+    Feature("destinations_1h", 0.6, "{value} distinct destinations in the last hour; usually about {baseline}", "destinations"),
+    Feature("external_destinations_1h", 0.5, "{value} distinct external destinations in the last hour; usually about {baseline}", "destinations"),
+    Feature("deletes_15m", 0.5, "{value} records deleted in the last 15 minutes; usually about {baseline}", "records"),
+    Feature("novelty_1h", 0.5, "{value} first-seen tools, resources or destinations (sensitivity-weighted) in the last hour; usually about {baseline}"),
+    Feature("event_volume", 0.7, "this action handled {value} sensitivity-weighted records; a typical action handles about {baseline}"),
+    Feature("event_fanout", 0.5, "this action reaches {value} recipients; a typical action reaches about {baseline}", "recipients"),
+    Feature("task_exfil", 0.4, "this task read {value} sensitivity-weighted records of confidential or restricted data and is now sending to an external or broadcast destination; usually about {baseline}"),
+    Feature("rule_of_two", 0.15, "this task took in untrusted input, touched confidential or restricted data and now communicates outward without an approval (rule of two); usually {baseline}"),
+    Feature("novel_outbound", 0.3, "sends to {value} never-seen external or broadcast destination(s) (weighted by sensitivity); usually about {baseline}"),
+    Feature("hour_rarity", 0.8, "acts at an hour this agent rarely works ({value} bits of surprise); usually {baseline}", "bits"),
+)
+FEATURE_NAMES = tuple(f.name for f in FEATURES)
+FEATURE_INDEX = {n: i for i, n in enumerate(FEATURE_NAMES)}
+N_FEATURES = len(FEATURES)
+
+# decayed counters: index -> (window seconds)
+_C_RATE1, _C_RATE15, _C_VOL15, _C_VOL60, _C_BYTES60, _C_OUT15, _C_OUT60, _C_FAN15, _C_DEST60, _C_EXT60, \
+    _C_DEL15, _C_NOV60 = range(12)
+N_COUNTERS = 12
+_TAU1, _TAU15, _TAU60 = 60.0, 900.0, 3600.0
+_TOOL_MASK, _RES_MASK, _DEST_MASK, _RECENT_MASK = 255, 1023, 2047, 511
+_N_TASKS = 4  # slots: [task hash, flags, sensitive volume read, last t]
+_UNTRUSTED, _SENSITIVE = 1.0, 2.0
+_GEN_S = 3600.0
+
+
+class FeatureState:
+    """The part of an agent's state that features need. Fixed size; see ``bench/bench_state.py``."""
+
+    __slots__ = ("last_t", "c", "tools", "resources", "dests", "recent_a", "recent_b", "gen_t", "tasks",
+                 "instr", "instr_t", "hours")
+
+    def __init__(self) -> None:
+        self.last_t = 0.0
+        self.c = array("d", bytes(8 * N_COUNTERS))
+        self.tools = 0
+        self.resources = 0
+        self.dests = 0
+        self.recent_a = 0
+        self.recent_b = 0
+        self.gen_t = 0.0
+        self.tasks = array("d", bytes(8 * 4 * _N_TASKS))
+        self.instr = 0
+        self.instr_t = 0.0
+        #: hour-of-day activity profile (24 probabilities) from the trained model, or None
+        self.hours: tuple[float, ...] | None = None
+
+    def to_tuple(self) -> tuple:
+        return (self.last_t, self.c.tobytes(), self.tools, self.resources, self.dests, self.recent_a,
+                self.recent_b, self.gen_t, self.tasks.tobytes(), self.instr, self.instr_t)
+
+    @classmethod
+    def from_tuple(cls, t: tuple | list) -> "FeatureState":
+        s = cls()
+        (s.last_t, c, s.tools, s.resources, s.dests, s.recent_a, s.recent_b, s.gen_t, tasks, s.instr,
+         s.instr_t) = t
+        s.c = array("d", c)
+        s.tasks = array("d", tasks)
+        return s
+
+
+class Observation:
+    """What extracting features from one action found: the raw feature values and the context
+    the engine needs to commit novelty and to explain."""
+
+    __slots__ = ("x", "dest_classes", "pending", "new_outbound", "config_change", "outbound", "approved")
+
+    def __init__(self) -> None:
+        self.x: list[float] = []
+        self.dest_classes: tuple[str, ...] = ()
+        self.pending: tuple[int, int, list[int]] = (0, 0, [])
+        self.new_outbound: list[str] = []
+        self.config_change = False
+        self.outbound = False
+        self.approved = False
+
+
+def resource_family(resource: str) -> str:
+    """The resource without its last path segment(s): ``drive://file/42`` -> ``drive://file``.
+
+    >>> resource_family("hr://personnel/records/17"), resource_family("email:bob@x.example")
+    ('hr://personnel', 'email:bob@x.example')
+    """
+    scheme, sep, rest = resource.partition("://")
+    if not sep:
+        return resource
+    return scheme + "://" + rest.split("/", 1)[0]
+
+
+def extract(st: FeatureState, ev: ActionEvent, policy: Policy) -> Observation:
+    """Advance the windows with ``ev`` and return its feature values (natural units).
+
+    Mutates ``st`` (windows, recent destinations, task flows) but not the novelty
+    sketches: those wait for :func:`commit_novelty`. Events older than the newest
+    seen are counted as if they happened now (no negative decay).
+    """
+    t = ev.t
+    dt = t - st.last_t if st.last_t else 0.0
+    if dt < 0.0:
+        dt = 0.0
+    else:
+        st.last_t = t
+    c = st.c
+    if dt > 0.0:
+        d1, d15, d60 = exp(-dt / _TAU1), exp(-dt / _TAU15), exp(-dt / _TAU60)
+        c[_C_RATE1] *= d1
+        c[_C_RATE15] *= d15
+        c[_C_VOL15] *= d15
+        c[_C_VOL60] *= d60
+        c[_C_BYTES60] *= d60
+        c[_C_OUT15] *= d15
+        c[_C_OUT60] *= d60
+        c[_C_FAN15] *= d15
+        c[_C_DEST60] *= d60
+        c[_C_EXT60] *= d60
+        c[_C_DEL15] *= d15
+        c[_C_NOV60] *= d60
+    if t - st.gen_t >= _GEN_S:
+        st.recent_b = st.recent_a if t - st.gen_t < 2 * _GEN_S else 0
+        st.recent_a = 0
+        st.gen_t = t
+
+    o = Observation()
+    weights = policy.sensitivity_weight
+    w = weights[ev.sensitivity]
+    approved = ev.approval_id is not None
+    o.approved = approved
+    records = ev.records
+    vol = w * (records if records > 0 else 1)
+    sensitive = w >= weights["confidential"] and w > 0.0
+    c[_C_RATE1] += 1.0
+    c[_C_RATE15] += 1.0
+    c[_C_BYTES60] += ev.bytes
+    if not approved:
+        c[_C_VOL15] += vol
+        c[_C_VOL60] += vol
+
+    # novelty (not yet committed)
+    wn = 1.0 + w / 5.0
+    h_tool = stable_hash(ev.tool)
+    h_res = stable_hash(resource_family(ev.resource))
+    novelty = 0.0
+    if not bloom_has(st.tools, h_tool, _TOOL_MASK):
+        novelty += wn
+    if not bloom_has(st.resources, h_res, _RES_MASK):
+        novelty += wn
+
+    # destinations
+    fanout = 0
+    n_new_recent = 0
+    n_new_ext = 0
+    novel_out = 0.0
+    dest_hashes: list[int] = []
+    new_out: list[str] = []
+    classes: list[str] = []
+    outward = False
+    dests = ev.destinations
+    if dests:
+        recent_a, recent_b = st.recent_a, st.recent_b
+        seen_dests = st.dests
+        classify = policy.classify
+        for i, d in enumerate(dests):
+            cls, reach = classify(d)
+            classes.append(cls)
+            fanout += reach
+            h = stable_hash(d)
+            ext = cls is EXTERNAL or cls is BROADCAST
+            if ext:
+                outward = True
+            if i < 64:  # novelty and distinct counts look at the first 64; fan-out counts all
+                dest_hashes.append(h)
+                if not bloom_has(recent_a, h, _RECENT_MASK) and not bloom_has(recent_b, h, _RECENT_MASK):
+                    recent_a = bloom_add(recent_a, h, _RECENT_MASK)
+                    n_new_recent += 1
+                    if ext:
+                        n_new_ext += 1
+                if not bloom_has(seen_dests, h, _DEST_MASK):
+                    novelty += wn
+                    if ext:
+                        novel_out += wn
+                        if len(new_out) < 5:
+                            new_out.append(d)
+        st.recent_a = recent_a
+    o.dest_classes = tuple(classes)
+    o.outbound = outward
+    o.new_outbound = new_out
+    if approved:
+        novel_out = 0.0
+    else:
+        c[_C_FAN15] += fanout
+        if outward:
+            c[_C_OUT15] += vol
+            c[_C_OUT60] += vol
+    c[_C_DEST60] += n_new_recent
+    c[_C_EXT60] += n_new_ext
+    c[_C_NOV60] += novelty
+    deleted = 0.0
+    if ev.action == "delete":
+        deleted = float(records if records > 0 else 1)
+        c[_C_DEL15] += deleted
+
+    # flows inside a task
+    task_exfil = 0.0
+    rule2 = 0.0
+    if ev.task_id is not None:
+        slot = _task_slot(st, stable_hash(ev.task_id), t)
+        tasks = st.tasks
+        base = 4 * slot
+        flags = tasks[base + 1]
+        if ev.action in ("read", "exec") and policy.is_untrusted_source(ev.resource):
+            flags = float(int(flags) | 1)
+        if sensitive and not outward:
+            flags = float(int(flags) | 2)
+            tasks[base + 2] += vol
+        tasks[base + 1] = flags
+        if outward and not approved:
+            if int(flags) & 2:
+                task_exfil = tasks[base + 2] + (vol if sensitive else 0.0)
+            elif sensitive:
+                task_exfil = vol
+            if int(flags) & 3 == 3 or (int(flags) & 1 and sensitive):
+                rule2 = 1.0
+    elif outward and sensitive and not approved:
+        task_exfil = vol
+
+    # configuration change (instruction_hash)
+    if ev.instruction_hash is not None:
+        ih = stable_hash(ev.instruction_hash)
+        if ih != st.instr:
+            if st.instr != 0:
+                st.instr_t = t
+            st.instr = ih
+    o.config_change = st.instr_t > 0.0 and t - st.instr_t < 3600.0
+
+    hours = st.hours
+    if hours is not None:
+        hour = int(t // 3600) % 24
+        rarity = -log2(hours[hour])
+    else:
+        rarity = 0.0
+
+    o.x = [
+        c[_C_RATE1], c[_C_RATE15], c[_C_VOL15], c[_C_VOL60], c[_C_BYTES60], c[_C_OUT15], c[_C_OUT60],
+        c[_C_FAN15], c[_C_DEST60], c[_C_EXT60], c[_C_DEL15], c[_C_NOV60],
+        0.0 if approved else vol, float(fanout), task_exfil, rule2, novel_out, rarity,
+    ]
+    o.pending = (h_tool, h_res, dest_hashes)
+    return o
+
+
+def _task_slot(st: FeatureState, h: int, t: float) -> int:
+    """The slot of task ``h``; a new task takes the least recently used slot."""
+    tasks = st.tasks
+    hf = float(h)
+    oldest, oldest_t = 0, float("inf")
+    for i in range(_N_TASKS):
+        if tasks[4 * i] == hf:
+            tasks[4 * i + 3] = t
+            return i
+        if tasks[4 * i + 3] < oldest_t:
+            oldest, oldest_t = i, tasks[4 * i + 3]
+    b = 4 * oldest
+    tasks[b], tasks[b + 1], tasks[b + 2], tasks[b + 3] = hf, 0.0, 0.0, t
+    return oldest
+
+
+def commit_novelty(st: FeatureState, obs: Observation) -> None:
+    """Teach the novelty sketches what this (normal) action used."""
+    h_tool, h_res, dests = obs.pending
+    st.tools = bloom_add(st.tools, h_tool, _TOOL_MASK)
+    st.resources = bloom_add(st.resources, h_res, _RES_MASK)
+    if dests:
+        bits = st.dests
+        for h in dests:
+            bits = bloom_add(bits, h, _DEST_MASK)
+        st.dests = bits

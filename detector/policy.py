@@ -1,0 +1,195 @@
+"""The policy file (contract section 2): what the organisation knows that no event carries.
+
+>>> p = Policy.from_dict({"internal_domains": ["corp.example"], "internal": ["slack:*"],
+...                       "broadcast": {"slack:#all-hands": 48000}})
+>>> [p.classify(d) for d in ("email:bob@corp.example", "email:eve@evil.example",
+...                          "slack:@alice", "slack:#all-hands", "http:https://wiki.corp.example/x")]
+[('internal', 1), ('external', 1), ('internal', 1), ('broadcast', 48000), ('internal', 1)]
+>>> Policy().classify("email:bob@corp.example")    # no policy: every destination is external
+('external', 1)
+
+Keys beyond the contract's (all optional, documented in the README):
+``[thresholds]`` (severity cut-offs and breaker settings, see :class:`Thresholds`).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+__all__ = ["Policy", "Thresholds", "PolicyError", "load_policy", "DEFAULT_WEIGHTS"]
+
+DEFAULT_WEIGHTS = {"public": 0.0, "internal": 1.0, "confidential": 5.0, "restricted": 25.0}
+INTERNAL, EXTERNAL, BROADCAST = "internal", "external", "broadcast"
+
+
+class PolicyError(ValueError):
+    """A policy file that cannot be used; the text says which key and why."""
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Score cut-offs (score is in [0, 1], higher is more anomalous) and breaker settings."""
+
+    low: float = 0.55
+    medium: float = 0.7
+    high: float = 0.85
+    critical: float = 0.95
+    #: the breaker trips when the decayed sum of (score - budget_floor) reaches this
+    risk_budget: float = 1.6
+    budget_floor: float = 0.55
+    budget_half_life_s: float = 6 * 3600.0
+    #: probation after a release: thresholds are tightened by this much for this long
+    probation_s: float = 24 * 3600.0
+    probation_tighten: float = 0.1
+
+    def severity(self, score: float) -> str:
+        if score >= self.critical:
+            return "critical"
+        if score >= self.high:
+            return "high"
+        if score >= self.medium:
+            return "medium"
+        if score >= self.low:
+            return "low"
+        return "ok"
+
+
+@dataclass(frozen=True)
+class Policy:
+    internal_domains: tuple[str, ...] = ()
+    internal: tuple[str, ...] = ()
+    untrusted_sources: tuple[str, ...] = ("http:", "https:", "email:")
+    approval_threshold: float = 0.9
+    broadcast: dict[str, int] = field(default_factory=dict)
+    sensitivity_weight: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
+    thresholds: Thresholds = field(default_factory=Thresholds)
+
+    def __post_init__(self) -> None:
+        pats = [re.compile(fnmatch.translate(p)) for p in self.internal]
+        object.__setattr__(self, "_patterns", pats)
+        object.__setattr__(self, "_cache", {})
+        doms = tuple(d.lower().lstrip(".") for d in self.internal_domains)
+        object.__setattr__(self, "_domains", doms)
+
+    # ---------------------------------------------------------------- loading
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Policy":
+        known = {"internal_domains", "internal", "untrusted_sources", "approval_threshold", "broadcast",
+                 "sensitivity_weight", "thresholds"}
+        unknown = set(data) - known
+        if unknown:
+            raise PolicyError(f"unknown policy key(s): {', '.join(sorted(unknown))}")
+        kw: dict[str, Any] = {}
+        for key in ("internal_domains", "internal", "untrusted_sources"):
+            if key in data:
+                val = data[key]
+                if not isinstance(val, list) or not all(isinstance(x, str) for x in val):
+                    raise PolicyError(f"{key} must be a list of strings")
+                kw[key] = tuple(val)
+        if "approval_threshold" in data:
+            val = data["approval_threshold"]
+            if isinstance(val, bool) or not isinstance(val, (int, float)) or not 0 <= val <= 1:
+                raise PolicyError("approval_threshold must be a number in [0, 1]")
+            kw["approval_threshold"] = float(val)
+        if "broadcast" in data:
+            val = data["broadcast"]
+            if not isinstance(val, dict) or not all(
+                isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in val.values()
+            ):
+                raise PolicyError("broadcast must map destinations to a reach (integer >= 1)")
+            kw["broadcast"] = dict(val)
+        if "sensitivity_weight" in data:
+            val = data["sensitivity_weight"]
+            if not isinstance(val, dict):
+                raise PolicyError("sensitivity_weight must be a table")
+            extra = set(val) - set(DEFAULT_WEIGHTS)
+            if extra:
+                raise PolicyError(f"sensitivity_weight: unknown class(es) {', '.join(sorted(extra))}")
+            weights = dict(DEFAULT_WEIGHTS)
+            for k, v in val.items():
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+                    raise PolicyError(f"sensitivity_weight.{k} must be a number >= 0")
+                weights[k] = float(v)
+            kw["sensitivity_weight"] = weights
+        if "thresholds" in data:
+            val = data["thresholds"]
+            names = {f.name for f in fields(Thresholds)}
+            if not isinstance(val, dict) or set(val) - names:
+                raise PolicyError(f"thresholds: keys must be among {', '.join(sorted(names))}")
+            for k, v in val.items():
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+                    raise PolicyError(f"thresholds.{k} must be a number >= 0")
+            t = Thresholds(**{k: float(v) for k, v in val.items()})
+            if not t.low <= t.medium <= t.high <= t.critical <= 1:
+                raise PolicyError("thresholds: need low <= medium <= high <= critical <= 1")
+            kw["thresholds"] = t
+        return cls(**kw)
+
+    # ------------------------------------------------------- classification
+    def classify(self, destination: str) -> tuple[str, int]:
+        """``(class, reach)`` of one ``scheme:address`` destination."""
+        hit = self._cache.get(destination)  # type: ignore[attr-defined]
+        if hit is None:
+            hit = self._classify(destination)
+            if len(self._cache) > 200_000:  # type: ignore[attr-defined]
+                self._cache.clear()  # type: ignore[attr-defined]
+            self._cache[destination] = hit  # type: ignore[attr-defined]
+        return hit
+
+    def _classify(self, dest: str) -> tuple[str, int]:
+        reach = self.broadcast.get(dest)
+        if reach is not None:
+            return BROADCAST, reach
+        if self._is_internal(dest):
+            return INTERNAL, 1
+        return EXTERNAL, 1
+
+    def _is_internal(self, dest: str) -> bool:
+        host = _host_of(dest)
+        if host and self._domains:  # type: ignore[attr-defined]
+            for d in self._domains:  # type: ignore[attr-defined]
+                if host == d or host.endswith("." + d):
+                    return True
+        return any(p.match(dest) for p in self._patterns)  # type: ignore[attr-defined]
+
+    def is_untrusted_source(self, resource: str) -> bool:
+        """Whether content read from ``resource`` is untrusted input (e.g. the open web, outside mail)."""
+        for prefix in self.untrusted_sources:
+            if resource.startswith(prefix):
+                if prefix.startswith("email") and self._is_internal(resource):
+                    return False
+                return True
+        return False
+
+
+def _host_of(dest: str) -> str:
+    scheme, _, addr = dest.partition(":")
+    if scheme == "email" or "@" in addr and "/" not in addr:
+        return addr.rpartition("@")[2].lower().rstrip(">").strip()
+    if scheme in ("http", "https"):
+        url = addr if scheme == "http" and "://" in addr else dest
+        try:
+            return (urlsplit(url).hostname or "").lower()
+        except ValueError:
+            return ""
+    return ""
+
+
+def load_policy(path: str | Path | None) -> Policy:
+    """Load a policy TOML file (``None`` gives the defaults). Raises :class:`PolicyError`."""
+    if path is None:
+        return Policy()
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except OSError as err:
+        raise PolicyError(f"cannot read policy file {path}: {err.strerror}") from None
+    except tomllib.TOMLDecodeError as err:
+        raise PolicyError(f"policy file {path} is not valid TOML: {err}") from None
+    return Policy.from_dict(data)

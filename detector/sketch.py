@@ -1,0 +1,37 @@
+"""Bounded sketches for per-agent novelty: stable hashes and Bloom filters held in ints.
+
+Python's ``hash()`` is salted per process, so sketches use CRC-32, which is the
+same in every worker and in ``replay``.
+
+>>> b = 0
+>>> b = bloom_add(b, stable_hash("slack:#eng"), 1023)
+>>> bloom_has(b, stable_hash("slack:#eng"), 1023), bloom_has(b, stable_hash("email:x@y"), 1023)
+(True, False)
+"""
+
+from __future__ import annotations
+
+from zlib import adler32, crc32
+
+__all__ = ["stable_hash", "stable_hash64", "bloom_add", "bloom_has"]
+
+
+def stable_hash(text: str) -> int:
+    """A 32-bit hash that is the same in every process."""
+    return crc32(text.encode("utf-8", "surrogatepass"))
+
+
+def stable_hash64(text: str) -> int:
+    """A 64-bit hash (CRC-32 and Adler-32 side by side) for duplicate detection."""
+    b = text.encode("utf-8", "surrogatepass")
+    return (crc32(b) << 32) | adler32(b)
+
+
+def bloom_add(bits: int, h: int, mask: int) -> int:
+    """Add the item with hash ``h`` to a Bloom filter of ``mask + 1`` bits (two probes)."""
+    return bits | (1 << (h & mask)) | (1 << ((h >> 16) & mask))
+
+
+def bloom_has(bits: int, h: int, mask: int) -> bool:
+    """Whether the item with hash ``h`` may have been added (false positives possible, no false negatives)."""
+    return (bits >> (h & mask)) & 1 == 1 and (bits >> ((h >> 16) & mask)) & 1 == 1
