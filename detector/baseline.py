@@ -2,16 +2,16 @@
 
 A profile starts from a prior (the agent's trained profile, or its peer group's
 when the agent is new, or a wide generic prior when there is no model) and keeps
-learning online with a Huber-clipped exponentially weighted update, so one
-outlier moves it by at most ``clip`` scales. Only actions judged normal are fed
+learning online (median and 95th percentile tracked by stochastic
+approximation), so one outlier moves it no more than an ordinary action. Only actions judged normal are fed
 to :meth:`Baseline.learn`.
 
 >>> from detector.features import N_FEATURES
 >>> b = Baseline.from_prior(Prior.generic())
 >>> for _ in range(200):
 ...     b.learn([1.0] * N_FEATURES)
->>> round(b.loc[0], 2)   # log1p(1.0) = 0.69, still pulled a little towards the prior's 0
-0.66
+>>> round(b.loc[0], 2)   # log1p(1.0)
+0.69
 >>> z = b.deviations([1.0] * N_FEATURES)
 >>> max(z) < 0.5
 True
@@ -25,12 +25,12 @@ from math import log1p
 
 from detector.features import FEATURES, N_FEATURES
 
-__all__ = ["Baseline", "Prior", "FLOORS"]
+__all__ = ["Baseline", "Prior", "FLOORS", "Z95"]
 
 FLOORS = tuple(f.floor for f in FEATURES)
-_CLIP = 3.0
 _ALPHA_MIN = 0.002
-_SCALE_FROM_ABS = 1.2533  # mean absolute deviation -> standard deviation for a normal distribution
+#: the scale is the upper semi-spread (q95 - median) / Z95: a standard deviation for normal data
+Z95 = 1.6448536
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,13 @@ class Baseline:
         return out
 
     def learn(self, x: list[float]) -> None:
-        """Move the profile towards ``x`` (an action judged normal)."""
+        """Move the profile towards ``x`` (an action judged normal).
+
+        Location tracks the median and ``loc + Z95 * scale`` the 95th percentile, both by
+        stochastic approximation with steps proportional to the scale: sign-based, so an
+        outlier moves them no more than an ordinary value does, and rare-but-normal
+        spikes (a weekly export) widen the scale instead of being ignored as a MAD would.
+        """
         self.n += 1.0
         a = 1.0 / self.n
         if a < _ALPHA_MIN:
@@ -90,13 +96,17 @@ class Baseline:
         for i in range(N_FEATURES):
             s = scale[i]
             f = FLOORS[i]
-            if s < f:
-                s = f
-            r = log1p(x[i]) - loc[i]
-            lim = _CLIP * s
-            if r > lim:
-                r = lim
-            elif r < -lim:
-                r = -lim
-            loc[i] += a * r
-            scale[i] += a * ((r if r >= 0 else -r) * _SCALE_FROM_ABS - scale[i])
+            step = a * 2.0 * (s if s > f else f)
+            xl = log1p(x[i])
+            m = loc[i]
+            hi = m + Z95 * s
+            if xl > m:
+                m += step
+            elif xl < m:
+                m -= step
+            if xl > hi:
+                hi += step * 0.95 * Z95
+            else:
+                hi -= step * 0.05 * Z95
+            loc[i] = m
+            scale[i] = (hi - m) / Z95 if hi > m else 0.0

@@ -160,11 +160,15 @@ class Engine:
             st.seen_pos = (st.seen_pos + 1) % _DEDUPE
             obs = extract(st.features, ev, policy)
             z = st.baseline.deviations(obs.x)
-            zmax = max(z)
-            p_stat = cal.pvalue(zmax)
-            if score_of(p_stat) < th.medium:
+            # learning looks at every feature: an action in the wake of a spike teaches nothing
+            if score_of(cal.pvalue(max(z))) < th.medium:
                 st.baseline.learn(obs.x)
                 commit_novelty(st.features, obs)
+            # blame looks only at what this action added to
+            for i in obs.quiet:
+                if z[i] > 0.0:
+                    z[i] = 0.0
+            p_stat = cal.pvalue(max(z))
             d.dest_classes = obs.dest_classes
             d.z = z
             pending.append((d, st, obs, z, p_stat))

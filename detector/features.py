@@ -78,6 +78,14 @@ _TOOL_MASK, _RES_MASK, _DEST_MASK, _RECENT_MASK = 255, 1023, 2047, 511
 _N_TASKS = 4  # slots: [task hash, flags, sensitive volume read, last t]
 _UNTRUSTED, _SENSITIVE = 1.0, 2.0
 _GEN_S = 3600.0
+_Q_VOLUME = (FEATURE_INDEX["volume_15m"], FEATURE_INDEX["volume_1h"])
+_Q_BYTES = (FEATURE_INDEX["bytes_1h"],)
+_Q_OUTBOUND = (FEATURE_INDEX["outbound_15m"], FEATURE_INDEX["outbound_1h"])
+_Q_FANOUT = (FEATURE_INDEX["fanout_15m"],)
+_Q_DEST = (FEATURE_INDEX["destinations_1h"],)
+_Q_EXT = (FEATURE_INDEX["external_destinations_1h"],)
+_Q_DELETE = (FEATURE_INDEX["deletes_15m"],)
+_Q_NOVELTY = (FEATURE_INDEX["novelty_1h"],)
 
 
 class FeatureState:
@@ -119,7 +127,7 @@ class Observation:
     """What extracting features from one action found: the raw feature values and the context
     the engine needs to commit novelty and to explain."""
 
-    __slots__ = ("x", "dest_classes", "pending", "new_outbound", "config_change", "outbound", "approved")
+    __slots__ = ("x", "dest_classes", "pending", "new_outbound", "config_change", "outbound", "approved", "quiet")
 
     def __init__(self) -> None:
         self.x: list[float] = []
@@ -129,6 +137,8 @@ class Observation:
         self.config_change = False
         self.outbound = False
         self.approved = False
+        #: windowed features this action added nothing to: it cannot be blamed for them
+        self.quiet: tuple[int, ...] = ()
 
 
 def resource_family(resource: str) -> str:
@@ -301,6 +311,24 @@ def extract(st: FeatureState, ev: ActionEvent, policy: Policy) -> Observation:
         0.0 if approved else vol, float(fanout), task_exfil, rule2, novel_out, rarity,
     ]
     o.pending = (h_tool, h_res, dest_hashes)
+    quiet = []
+    if approved or vol == 0.0:
+        quiet += _Q_VOLUME
+    if not ev.bytes:
+        quiet += _Q_BYTES
+    if approved or not outward or vol == 0.0:
+        quiet += _Q_OUTBOUND
+    if approved or not fanout:
+        quiet += _Q_FANOUT
+    if not n_new_recent:
+        quiet += _Q_DEST
+    if not n_new_ext:
+        quiet += _Q_EXT
+    if not deleted:
+        quiet += _Q_DELETE
+    if not novelty:
+        quiet += _Q_NOVELTY
+    o.quiet = tuple(quiet)
     return o
 
 

@@ -60,7 +60,7 @@ class Calibration:
         return cls(zs, tails, 1 / 2 ** 0.5)
 
     @classmethod
-    def fit(cls, raw: "list[float]", *, min_tail: float = 1e-4) -> "Calibration":
+    def fit(cls, raw: "list[float]", *, min_tail: float = 1e-4, min_beta: float = 0.0) -> "Calibration":
         """Fit from raw statistics of normal actions (at least a few hundred)."""
         xs = sorted(raw)
         n = len(xs)
@@ -80,7 +80,7 @@ class Calibration:
         top = xs[int(0.99 * n):] if n >= 500 else xs[int(0.9 * n):]
         last = thr[-1]
         excess = [v - last for v in top if v > last]
-        beta = max(sum(excess) / len(excess), 0.25) if excess else 0.5
+        beta = max(sum(excess) / len(excess) if excess else 0.5, min_beta, 1e-3)
         return cls(tuple(thr), tuple(tails), float(beta))
 
     def pvalue(self, raw: float) -> float:

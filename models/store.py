@@ -1,0 +1,239 @@
+"""Model directories: numeric arrays plus a JSON model card, loaded without unpickling.
+
+A model directory holds ``model.json`` (the card: version, training window,
+counts, feature schema, thresholds, calibration, checksum) and ``arrays.npz``
+(numbers only, read with ``allow_pickle=False``). The card's ``checksum`` is the
+SHA-256 of the arrays file followed by the canonical card without its checksum,
+so a changed array or a changed card is refused.
+
+The trained model implements :class:`detector.model.Model`: per-agent profiles,
+peer-group priors (same operator, same tool family), calibration of the largest
+deviation, and an isolation forest over deviation vectors exported to arrays and
+evaluated with numpy in batches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from detector.baseline import Prior
+from detector.features import FEATURE_NAMES, N_FEATURES
+from detector.scoring import Calibration
+
+__all__ = ["ModelError", "TrainedModel", "Forest", "load_model", "save_model", "tool_family", "FORMAT"]
+
+FORMAT = "flowbreaker-model/1"
+_Z_CLIP = 10.0
+
+
+class ModelError(ValueError):
+    """A model directory that cannot be used; the text says why, in one line."""
+
+
+def tool_family(tool: str) -> str:
+    """``hr_db.query`` -> ``hr_db``: agents using the same family of tools are peers."""
+    for sep in (".", "/", ":"):
+        if sep in tool:
+            return tool.split(sep, 1)[0]
+    return tool
+
+
+def _c(n: np.ndarray | float) -> np.ndarray | float:
+    """Average path length of an unsuccessful BST search over n points (Liu et al.)."""
+    n = np.asarray(n, dtype=np.float64)
+    out = np.where(n > 2, 2.0 * (np.log(np.maximum(n - 1.0, 1.0)) + 0.5772156649) - 2.0 * (n - 1.0) / np.maximum(n, 1.0), 0.0)
+    return np.where(n == 2, 1.0, out)
+
+
+class Forest:
+    """An isolation forest as flat arrays: evaluated for a whole batch at once with numpy."""
+
+    def __init__(self, feature: np.ndarray, threshold: np.ndarray, left: np.ndarray, right: np.ndarray,
+                 n_samples: np.ndarray, roots: np.ndarray, max_samples: int, max_depth: int) -> None:
+        self.feature = feature.astype(np.int32)
+        self.threshold = threshold.astype(np.float64)
+        self.left = left.astype(np.int64)
+        self.right = right.astype(np.int64)
+        self.n_samples = n_samples.astype(np.float64)
+        self.roots = roots.astype(np.int64)
+        self.max_samples = int(max_samples)
+        self.max_depth = int(max_depth)
+        self._leaf_adj = _c(self.n_samples)
+        self._norm = float(_c(float(self.max_samples)))
+
+    @classmethod
+    def from_sklearn(cls, iforest) -> "Forest":
+        feats, thrs, lefts, rights, ns, roots = [], [], [], [], [], []
+        off = 0
+        depth = 0
+        for est, fidx in zip(iforest.estimators_, iforest.estimators_features_):
+            tr = est.tree_
+            f = tr.feature.copy()
+            leaf = tr.children_left < 0
+            f[~leaf] = np.asarray(fidx)[f[~leaf]]
+            f[leaf] = -1
+            feats.append(f)
+            thrs.append(tr.threshold)
+            lefts.append(np.where(leaf, -1, tr.children_left + off))
+            rights.append(np.where(leaf, -1, tr.children_right + off))
+            ns.append(tr.n_node_samples)
+            roots.append(off)
+            off += tr.node_count
+            depth = max(depth, tr.max_depth)
+        return cls(np.concatenate(feats), np.concatenate(thrs), np.concatenate(lefts), np.concatenate(rights),
+                   np.concatenate(ns), np.array(roots), iforest.max_samples_, depth)
+
+    def score_samples(self, z: np.ndarray) -> np.ndarray:
+        """Anomaly score in (0, 1] per row (the original paper's ``s``; higher is more anomalous)."""
+        z = np.clip(np.asarray(z, dtype=np.float64), -_Z_CLIP, _Z_CLIP)
+        n = z.shape[0]
+        rows = np.repeat(np.arange(n), len(self.roots))
+        node = np.tile(self.roots, n)
+        depth = np.zeros(node.shape, dtype=np.float64)
+        for _ in range(self.max_depth + 1):
+            f = self.feature[node]
+            inner = f >= 0
+            if not inner.any():
+                break
+            go_left = z[rows, np.where(inner, f, 0)] <= self.threshold[node]
+            nxt = np.where(go_left, self.left[node], self.right[node])
+            node = np.where(inner, nxt, node)
+            depth += inner
+        h = (depth + self._leaf_adj[node]).reshape(n, len(self.roots)).mean(axis=1)
+        return np.power(2.0, -h / self._norm)
+
+
+class TrainedModel:
+    """What ``flowbreaker train`` produced, ready for :class:`detector.engine.Engine`."""
+
+    def __init__(self, card: dict, arrays: dict[str, np.ndarray]) -> None:
+        self.card = card
+        self.version: str = card["version"]
+        self.stat_calibration = Calibration.from_dict(card["calibration"]["max_deviation"])
+        comb = card["calibration"].get("combination")
+        self.comb_calibration = Calibration.from_dict(comb) if comb else None
+        self.agent_index = {a: i for i, a in enumerate(card["agents"])}
+        self.operator_index = {a: i for i, a in enumerate(card["operators"])}
+        self.family_index = {a: i for i, a in enumerate(card["tool_families"])}
+        self.a = arrays
+        self.forest = Forest(arrays["forest_feature"], arrays["forest_threshold"], arrays["forest_left"],
+                             arrays["forest_right"], arrays["forest_n_samples"], arrays["forest_roots"],
+                             card["forest"]["max_samples"], card["forest"]["max_depth"]) \
+            if card.get("forest") else None
+        self._prior_cache: dict[tuple[str, str, str], Prior] = {}
+        self._global = Prior(tuple(map(float, arrays["global_loc"])), tuple(map(float, arrays["global_scale"])),
+                             float(card["priors"]["global_weight"]), None, "global")
+
+    def _hours(self, i: int) -> tuple[float, ...] | None:
+        h = self.a["agent_hours"][i]
+        return tuple(map(float, h)) if h[0] >= 0 else None
+
+    def prior_for(self, agent_id: str, operator_id: str, tool: str) -> Prior:
+        i = self.agent_index.get(agent_id)
+        if i is not None:
+            return Prior(tuple(map(float, self.a["agent_loc"][i])), tuple(map(float, self.a["agent_scale"][i])),
+                         float(min(self.a["agent_n"][i], self.card["priors"]["max_agent_weight"])),
+                         self._hours(i), "agent")
+        key = ("", operator_id, tool_family(tool))
+        hit = self._prior_cache.get(key)
+        if hit is not None:
+            return hit
+        locs, scales = [], []
+        o = self.operator_index.get(operator_id)
+        if o is not None:
+            locs.append(self.a["operator_loc"][o])
+            scales.append(self.a["operator_scale"][o])
+        f = self.family_index.get(key[2])
+        if f is not None:
+            locs.append(self.a["family_loc"][f])
+            scales.append(self.a["family_scale"][f])
+        if not locs:
+            prior = self._global
+        else:
+            loc = np.mean(locs, axis=0)
+            scale = np.max(scales, axis=0)
+            prior = Prior(tuple(map(float, loc)), tuple(map(float, scale)),
+                          float(self.card["priors"]["peer_weight"]), None,
+                          "peers:" + ("operator" if o is not None else "") + ("+tools" if f is not None else ""))
+        if len(self._prior_cache) < 100_000:
+            self._prior_cache[key] = prior
+        return prior
+
+    def combination_pvalues(self, z: np.ndarray) -> np.ndarray:
+        if self.forest is None or self.comb_calibration is None or len(z) == 0:
+            return np.ones(len(z))
+        s = self.forest.score_samples(z)
+        cal = self.comb_calibration
+        return np.array([cal.pvalue(float(v)) for v in s])
+
+
+# ---------------------------------------------------------------- files
+def _canonical(card: dict) -> bytes:
+    c = {k: v for k, v in card.items() if k != "checksum"}
+    return json.dumps(c, sort_keys=True, separators=(",", ":")).encode()
+
+
+def _checksum(arrays_bytes: bytes, card: dict) -> str:
+    return "sha256:" + hashlib.sha256(arrays_bytes + _canonical(card)).hexdigest()
+
+
+def save_model(out: str | Path, card: dict, arrays: dict[str, np.ndarray]) -> Path:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    npz = out / "arrays.npz"
+    tmp = out / "arrays.npz.tmp"
+    with open(tmp, "wb") as fh:
+        np.savez(fh, **arrays)
+    tmp.replace(npz)
+    card = dict(card)
+    card["checksum"] = _checksum(npz.read_bytes(), card)
+    (out / "model.json").write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
+    return out
+
+
+_REQUIRED = ("agent_loc", "agent_scale", "agent_n", "agent_hours", "operator_loc", "operator_scale", "family_loc",
+             "family_scale", "global_loc", "global_scale")
+
+
+def load_model(path: str | Path) -> TrainedModel:
+    """Load and verify a model directory. Raises :class:`ModelError` (one line) when it is
+    missing, corrupt, tampered with (checksum mismatch) or of another feature schema."""
+    path = Path(path)
+    card_path, npz = path / "model.json", path / "arrays.npz"
+    if not path.is_dir():
+        raise ModelError(f"model directory {path} does not exist")
+    try:
+        card = json.loads(card_path.read_text())
+        raw = npz.read_bytes()
+    except FileNotFoundError as err:
+        raise ModelError(f"model directory {path} is incomplete: {Path(err.filename).name} is missing") from None
+    except (OSError, ValueError) as err:
+        raise ModelError(f"model card {card_path} is unreadable: {err}") from None
+    if not isinstance(card, dict) or card.get("format") != FORMAT:
+        raise ModelError(f"{card_path} is not a {FORMAT} model card")
+    if card.get("checksum") != _checksum(raw, card):
+        raise ModelError(f"model {path} failed its checksum: the arrays or the card were changed after training")
+    if list(card.get("feature_schema", {}).get("names", [])) != list(FEATURE_NAMES):
+        raise ModelError(f"model {path} was trained for another feature schema; retrain it")
+    try:
+        with np.load(npz, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (ValueError, OSError) as err:
+        raise ModelError(f"model arrays {npz} are unreadable: {err}") from None
+    missing = [k for k in _REQUIRED if k not in arrays]
+    if missing:
+        raise ModelError(f"model arrays {npz} lack {', '.join(missing)}")
+    A = len(card.get("agents", []))
+    if arrays["agent_loc"].shape != (A, N_FEATURES) or not np.all(np.isfinite(arrays["agent_loc"])):
+        raise ModelError(f"model arrays {npz} do not match the card (agents x features)")
+    try:
+        return TrainedModel(card, arrays)
+    except (KeyError, ValueError, TypeError, IndexError) as err:
+        raise ModelError(f"model {path} is inconsistent: {err}") from None
+
+

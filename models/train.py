@@ -1,0 +1,250 @@
+"""``flowbreaker train``: fit baseline profiles, peer priors, calibration and an isolation forest.
+
+Steps (seeded, reproducible; the same input gives the same model and version):
+
+1. Replay the history through the same feature extractor the engine uses, treating
+   it as normal (novelty sketches learn everything), and collect each agent's
+   feature rows in log1p units. An agent's first rows (its sketches still empty)
+   are left out of its profile.
+2. Profiles: per agent, per operator and per tool family (peers), and globally:
+   location = median, scale = (95th percentile - median) / 1.645, the same
+   definitions the online update tracks. Hour-of-day activity profiles for agents
+   whose history spans at least three days.
+3. Calibration, out of sample: each agent's profile is fitted on the first 75% of
+   its rows and its last 25% are scored; the tail of the largest deviation on
+   those rows calibrates the statistical score, and an isolation forest
+   (scikit-learn, ``random_state``) fitted on their deviation vectors calibrates
+   the combination score. The forest is exported to arrays.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+from collections import Counter, defaultdict
+from datetime import datetime, timezone
+from typing import Iterable
+
+import numpy as np
+
+from detector.baseline import FLOORS, Z95, Prior
+from detector.events import ActionEvent
+from detector.features import FEATURE_NAMES, N_FEATURES, FeatureState, commit_novelty, extract
+from detector.policy import Policy, load_policy
+from detector.scoring import Calibration
+from models.store import FORMAT, Forest, save_model, tool_family
+
+__all__ = ["fit", "configure_parser", "run"]
+
+_FLOORS = np.array(FLOORS)
+_MIN_HOURS_EVENTS = 100
+_MIN_HOURS_SPAN_S = 3 * 86400
+
+
+def _profile(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    med = np.median(m, axis=0)
+    q95 = np.quantile(m, 0.95, axis=0)
+    return med, np.maximum((q95 - med) / Z95, 0.0)
+
+
+def _pooled(blocks: list[np.ndarray], rng: np.random.Generator, cap: int = 50_000) -> np.ndarray:
+    m = np.concatenate(blocks) if len(blocks) > 1 else blocks[0]
+    if len(m) > cap:
+        m = m[rng.choice(len(m), cap, replace=False)]
+    return m
+
+
+def fit(events: Iterable[ActionEvent], policy: Policy, *, seed: int = 0, n_estimators: int = 100,
+        max_samples: int = 256, progress=None) -> tuple[dict, dict[str, np.ndarray]]:
+    """Fit a model from history; returns ``(card, arrays)`` for :func:`models.store.save_model`."""
+    evs = list(events)
+    if not evs:
+        raise ValueError("no valid events to train on")
+    rng = np.random.default_rng(seed)
+    by_agent: dict[str, list[ActionEvent]] = defaultdict(list)
+    for ev in evs:
+        by_agent[ev.agent_id].append(ev)
+    agents = sorted(by_agent)
+
+    # hour-of-day profiles where the history supports them
+    hours: dict[str, tuple[float, ...]] = {}
+    for a in agents:
+        ts = [e.t for e in by_agent[a]]
+        if len(ts) >= _MIN_HOURS_EVENTS and max(ts) - min(ts) >= _MIN_HOURS_SPAN_S:
+            counts = np.bincount((np.array(ts) // 3600).astype(np.int64) % 24, minlength=24).astype(float)
+            hours[a] = tuple(((counts + 0.5) / (counts.sum() + 12.0)).tolist())
+
+    rows: dict[str, np.ndarray] = {}
+    quiet: dict[str, np.ndarray] = {}
+    done = 0
+    for a in agents:
+        st = FeatureState()
+        st.hours = hours.get(a)
+        xs = []
+        q = np.zeros((len(by_agent[a]), N_FEATURES), dtype=bool)
+        for k, ev in enumerate(by_agent[a]):
+            obs = extract(st, ev, policy)
+            commit_novelty(st, obs)
+            xs.append(obs.x)
+            q[k, list(obs.quiet)] = True
+        done += len(xs)
+        if progress is not None:
+            progress(done, len(evs))
+        m = np.log1p(np.array(xs, dtype=np.float64))
+        skip = min(20, len(m) // 5)
+        if len(m) - skip < 5:
+            skip = 0
+        rows[a], quiet[a] = m[skip:], q[skip:]
+
+    operator_of = {a: Counter(e.operator_id for e in by_agent[a]).most_common(1)[0][0] for a in agents}
+    family_of = {a: Counter(tool_family(e.tool) for e in by_agent[a]).most_common(1)[0][0] for a in agents}
+    operators = sorted(set(operator_of.values()))
+    families = sorted(set(family_of.values()))
+
+    A = len(agents)
+    agent_loc = np.zeros((A, N_FEATURES))
+    agent_scale = np.zeros((A, N_FEATURES))
+    agent_n = np.zeros(A)
+    agent_hours = -np.ones((A, 24))
+    for i, a in enumerate(agents):
+        agent_loc[i], agent_scale[i] = _profile(rows[a])
+        agent_n[i] = len(rows[a])
+        if a in hours:
+            agent_hours[i] = hours[a]
+
+    def group(keys: list[str], of: dict[str, str]) -> tuple[np.ndarray, np.ndarray]:
+        locs, scales = np.zeros((len(keys), N_FEATURES)), np.zeros((len(keys), N_FEATURES))
+        for j, k in enumerate(keys):
+            locs[j], scales[j] = _profile(_pooled([rows[a] for a in agents if of[a] == k], rng))
+        return locs, scales
+
+    op_loc, op_scale = group(operators, operator_of)
+    fam_loc, fam_scale = group(families, family_of)
+    g_loc, g_scale = _profile(_pooled([rows[a] for a in agents], rng))
+    # a newcomer is judged against its peers, whose spread between agents widens the band
+    spread = np.maximum(g_scale, np.median(np.abs(agent_loc - g_loc), axis=0) * 1.4826)
+    g_scale = np.maximum(g_scale, spread)
+
+    # out-of-sample deviations for calibration
+    zs = []
+    for a in agents:
+        m = rows[a]
+        if len(m) < 40:
+            continue
+        cut = int(len(m) * 0.75)
+        loc, scale = _profile(m[:cut])
+        z = (m[cut:] - loc) / np.maximum(scale, _FLOORS)
+        zs.append(np.where(quiet[a][cut:], np.minimum(z, 0.0), z))  # as the engine blames
+    card_cal: dict = {}
+    forest_arrays: dict[str, np.ndarray] = {}
+    forest_card = None
+    if zs and sum(len(z) for z in zs) >= 200:
+        Z = np.concatenate(zs)
+        # the largest of many deviations has at least a Laplace-like tail: never extrapolate thinner
+        stat_cal = Calibration.fit(Z.max(axis=1).tolist(), min_beta=0.7)
+        from sklearn.ensemble import IsolationForest
+
+        Zc = np.clip(Z, -10.0, 10.0)
+        iforest = IsolationForest(n_estimators=n_estimators, max_samples=min(max_samples, len(Zc)),
+                                  random_state=seed).fit(Zc)
+        forest = Forest.from_sklearn(iforest)
+        comb_cal = Calibration.fit(forest.score_samples(Zc).tolist(), min_beta=0.05)
+        card_cal["combination"] = comb_cal.to_dict()
+        forest_arrays = {"forest_feature": forest.feature, "forest_threshold": forest.threshold,
+                         "forest_left": forest.left, "forest_right": forest.right,
+                         "forest_n_samples": forest.n_samples, "forest_roots": forest.roots}
+        forest_card = {"n_estimators": n_estimators, "max_samples": forest.max_samples,
+                       "max_depth": forest.max_depth, "trained_on": "clipped robust deviations (+-10)"}
+        n_cal = len(Z)
+    else:
+        stat_cal = Calibration.laplace()
+        n_cal = 0
+    card_cal["max_deviation"] = stat_cal.to_dict()
+
+    all_rows = np.concatenate([rows[a] for a in agents])
+    arrays = {
+        "agent_loc": agent_loc, "agent_scale": agent_scale, "agent_n": agent_n, "agent_hours": agent_hours,
+        "operator_loc": op_loc, "operator_scale": op_scale, "family_loc": fam_loc, "family_scale": fam_scale,
+        "global_loc": g_loc, "global_scale": g_scale,
+        "train_quantiles": np.quantile(all_rows, np.linspace(0, 1, 11), axis=0),
+        **forest_arrays,
+    }
+    digest = hashlib.sha256()
+    for k in sorted(arrays):
+        digest.update(k.encode())
+        digest.update(np.ascontiguousarray(arrays[k]).tobytes())
+    t_min, t_max = min(e.t for e in evs), max(e.t for e in evs)
+    iso = lambda t: datetime.fromtimestamp(t, timezone.utc).isoformat().replace("+00:00", "Z")  # noqa: E731
+    version = "m" + datetime.fromtimestamp(t_max, timezone.utc).strftime("%Y%m%d") + "-" + digest.hexdigest()[:8]
+    th = policy.thresholds
+    card = {
+        "format": FORMAT,
+        "version": version,
+        "training_window": {"from": iso(t_min), "until": iso(t_max)},
+        "counts": {"events": len(evs), "agents": A, "operators": len(operators), "tool_families": len(families),
+                   "calibration_rows": n_cal, "agents_with_hour_profile": len(hours)},
+        "feature_schema": {"names": list(FEATURE_NAMES), "transform": "log1p", "floors": list(FLOORS)},
+        "thresholds": {"low": th.low, "medium": th.medium, "high": th.high, "critical": th.critical,
+                       "risk_budget": th.risk_budget},
+        "calibration": card_cal,
+        "forest": forest_card,
+        "priors": {"global_weight": 20.0, "peer_weight": 30.0, "max_agent_weight": 500.0,
+                   "peer_groups": ["operator", "tool_family"]},
+        "seed": seed,
+        "agents": agents,
+        "operators": operators,
+        "tool_families": families,
+        "score": "in [0, 1], higher is more anomalous: -log10(p)/6, p = rarity among normal actions",
+    }
+    return card, arrays
+
+
+# ------------------------------------------------------------------ CLI
+def configure_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--input", required=True, metavar="HISTORY.jsonl", help="past action events, one JSON object per line")
+    p.add_argument("--policy", metavar="P.toml", help="policy file (contract section 2)")
+    p.add_argument("--out", required=True, metavar="MODEL_DIR", help="directory to write the model into")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--trees", type=int, default=100, help="isolation forest size (default 100)")
+    p.add_argument("--quiet", action="store_true", help="no progress or per-line reports")
+
+
+def run(args: argparse.Namespace) -> int:
+    from streams.cli import UsageError
+    from streams.replay import open_input, read_events
+
+    if args.trees < 1:
+        raise UsageError("--trees must be >= 1")
+    policy = load_policy(args.policy)
+    invalid = 0
+
+    def on_error(no, err):
+        nonlocal invalid
+        invalid += 1
+        if not args.quiet and invalid <= 20:
+            print(f"{args.input}:{no}: invalid event skipped: {err}", file=sys.stderr)
+
+    last = [0]
+
+    def progress(done: int, total: int) -> None:
+        if not args.quiet and sys.stderr.isatty() and done - last[0] >= 50_000:
+            last[0] = done
+            print(f"\rtrain: features {done}/{total} events", end="", file=sys.stderr)
+
+    with open_input(args.input) as fh:
+        events = list(read_events(fh, on_error=on_error))
+    if not args.quiet:
+        print(f"train: {len(events)} events read ({invalid} invalid skipped)", file=sys.stderr)
+    if not events:
+        raise UsageError(f"{args.input} has no valid events to train on")
+    card, arrays = fit(events, policy, seed=args.seed, n_estimators=args.trees, progress=progress)
+    card["counts"]["invalid_lines"] = invalid
+    try:
+        out = save_model(args.out, card, arrays)
+    except OSError as err:
+        raise UsageError(f"cannot write model to {args.out}: {err.strerror}") from None
+    if not args.quiet:
+        print(f"\ntrain: model {card['version']} written to {out} ({card['counts']['agents']} agents, "
+              f"{card['counts']['calibration_rows']} calibration rows)", file=sys.stderr)
+    return 0

@@ -1,0 +1,81 @@
+"""The ``flowbreaker`` command line (contract section 5).
+
+Each sub-command lives in its own module exposing ``configure_parser(parser)``
+and ``run(args) -> int``; this module only wires them. Exit codes: 0 success,
+2 usage or input error with a one-line reason on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+__all__ = ["main", "UsageError"]
+
+#: sub-command -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("models.train", "fit baseline profiles and models from past action events"),
+    "replay": ("streams.replay", "score events in order through the engine, one decision per valid event"),
+    "simulate": ("models.simulate", "write a synthetic fleet's events with injected incidents and labels"),
+    "evaluate": ("models.evaluate", "replay and report detection quality with plots"),
+    "worker": ("streams.worker", "run a stream-processing worker against Kafka"),
+    "actuator": ("streams.actuator", "run the freeze actuator against Kafka"),
+    "runtime": ("streams.runtime", "run the reference agent runtime (demo and tests)"),
+    "topics": ("streams.admin", "create flowbreaker's Kafka topics"),
+    "release": ("streams.control", "release a frozen agent (publishes `release` on agent-control)"),
+    "demo": ("streams.demo", "the live demo: Kafka, worker, actuator, runtime and simulated traffic"),
+}
+
+
+class UsageError(Exception):
+    """A bad argument or unusable input: printed as one line, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2 (argparse prints usage too; we do not)
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    parser = _Parser(prog="flowbreaker", description="Real-time anomalous data-flow detector for AI agents.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    for name, (module, help_) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_, description=help_)
+        if only is None or only == name:
+            try:
+                mod = importlib.import_module(module)
+            except ModuleNotFoundError as err:
+                if err.name != module:
+                    raise
+                continue  # not built yet
+            mod.configure_parser(p)
+            p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    only = argv[0] if argv and argv[0] in COMMANDS else None
+    parser = build_parser(only)
+    args = parser.parse_args(argv)
+    run = getattr(args, "_run", None)
+    if run is None:
+        print(f"flowbreaker: error: '{args.command}' is not available in this build", file=sys.stderr)
+        return 2
+    from detector.policy import PolicyError
+    from models.store import ModelError
+
+    try:
+        return int(run(args) or 0)
+    except (UsageError, ModelError, PolicyError) as err:
+        print(f"flowbreaker {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,152 @@
+"""``flowbreaker replay``: the file shell around the engine.
+
+Reads action events (JSONL) in file order, scores them through exactly the code
+the stream processors run (``Engine.process_batch``), writes one decision record
+per valid event. Invalid lines are reported on stderr with their line number and
+reason and never stop the replay; a repeated ``event_id`` is scored once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import IO, Iterator
+
+import msgspec
+
+from detector.engine import Engine
+from detector.events import ActionEvent, EventError, decode_event
+from detector.policy import load_policy
+
+__all__ = ["configure_parser", "run", "read_events", "open_input", "load_engine"]
+
+_BATCH = 1024
+_encode = msgspec.json.Encoder().encode
+
+
+def configure_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", metavar="MODEL_DIR", help="trained model directory (default: online baselines only)")
+    p.add_argument("--policy", metavar="P.toml", help="policy file (contract section 2)")
+    p.add_argument("--input", required=True, metavar="EVENTS.jsonl", help="action events, one JSON object per line ('-' = stdin)")
+    p.add_argument("--out", required=True, metavar="DECISIONS.jsonl", help="where to write decision records ('-' = stdout)")
+    p.add_argument("--incidents", metavar="INCIDENTS.jsonl", help="also write incident records (forensic traces)")
+    p.add_argument("--gate", action="store_true", help="add the pre-action verdict to actions with destinations and deletes")
+    p.add_argument("--quiet", action="store_true", help="do not report invalid lines one by one")
+
+
+def open_input(path: str) -> IO[bytes]:
+    from streams.cli import UsageError
+
+    if path == "-":
+        return sys.stdin.buffer
+    try:
+        return open(path, "rb")
+    except OSError as err:
+        raise UsageError(f"cannot read {path}: {err.strerror}") from None
+
+
+def open_output(path: str) -> IO[bytes]:
+    from streams.cli import UsageError
+
+    if path == "-":
+        return sys.stdout.buffer
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        return open(path, "wb")
+    except OSError as err:
+        raise UsageError(f"cannot write {path}: {err.strerror}") from None
+
+
+def read_events(fh: IO[bytes], *, on_error=None) -> Iterator[ActionEvent]:
+    """Valid events of a JSONL stream, in order; ``on_error(line_no, err)`` for the rest."""
+    for no, line in enumerate(fh, 1):
+        if not line.strip():
+            continue
+        try:
+            yield decode_event(line)
+        except EventError as err:
+            if on_error is not None:
+                on_error(no, err)
+
+
+def load_engine(model_dir: str | None, policy_path: str | None, **kw) -> Engine:
+    policy = load_policy(policy_path)
+    model = None
+    if model_dir is not None:
+        from models.store import load_model
+
+        model = load_model(model_dir)
+    return Engine(policy=policy, model=model, **kw)
+
+
+def run(args: argparse.Namespace) -> int:
+    engine = load_engine(args.model, args.policy)
+    gate = None
+    if args.gate:
+        from detector.gate import Gate
+
+        gate = Gate(engine)
+    invalid = duplicates = decided = alerts = freezes = 0
+    errors: dict[str, int] = {}
+
+    def on_error(no: int, err: EventError) -> None:
+        nonlocal invalid
+        invalid += 1
+        errors[err.code] = errors.get(err.code, 0) + 1
+        if not args.quiet:
+            print(f"{args.input}:{no}: invalid event: {err}", file=sys.stderr)
+
+    fin = open_input(args.input)
+    fout = open_output(args.out)
+    finc = open_output(args.incidents) if args.incidents else None
+    try:
+        batch: list[ActionEvent] = []
+        events = read_events(fin, on_error=on_error)
+        while True:
+            batch.clear()
+            for ev in events:
+                batch.append(ev)
+                if len(batch) >= _BATCH:
+                    break
+            if not batch:
+                break
+            if gate is not None:
+                decisions = []
+                for ev in batch:  # the verdict must see the state just before each action
+                    verdict = gate.verdict(ev)
+                    d = engine.process(ev)
+                    if verdict is not None and not d.duplicate:
+                        d.record["gate"] = verdict
+                    decisions.append(d)
+            else:
+                decisions = engine.process_batch(batch)
+            lines = []
+            for d in decisions:
+                if d.duplicate:
+                    duplicates += 1
+                    continue
+                decided += 1
+                rec = d.record
+                if rec["action_taken"] == "alert":
+                    alerts += 1
+                lines.append(_encode(rec))
+                if d.freeze is not None:
+                    freezes += 1
+                    if finc is not None:
+                        finc.write(_encode(d.incident) + b"\n")
+            if lines:
+                fout.write(b"\n".join(lines) + b"\n")
+    finally:
+        if fin is not sys.stdin.buffer:
+            fin.close()
+        for fh in (fout, finc):
+            if fh is not None and fh is not sys.stdout.buffer:
+                fh.close()
+            elif fh is not None:
+                fh.flush()
+    detail = ", ".join(f"{k}={v}" for k, v in sorted(errors.items()))
+    print(f"replay: {decided} decisions ({alerts} alerts, {freezes} freezes), {invalid} invalid lines"
+          f"{' (' + detail + ')' if detail else ''}, {duplicates} duplicates skipped; model {engine.model_version}",
+          file=sys.stderr)
+    return 0
