@@ -30,7 +30,7 @@ from detector.events import ActionEvent
 from detector.features import FeatureState, Observation, commit_novelty, extract
 from detector.model import Model
 from detector.policy import Policy
-from detector.scoring import Calibration, explain, score_of
+from detector.scoring import REASON_Z, Calibration, explain, score_of
 from detector.sketch import stable_hash64
 from detector.trace import TraceStore, trace_entry
 
@@ -143,7 +143,7 @@ class Engine:
         cal = self._cal
         agents = self.agents
         out: list[Decision] = []
-        pending: list[tuple[Decision, AgentState, Observation, list[float], float]] = []
+        pending: list[tuple[Decision, AgentState, Observation, list[float], float, array | None]] = []
         for ev in events:
             d = Decision(ev)
             out.append(d)
@@ -160,8 +160,11 @@ class Engine:
             st.seen_pos = (st.seen_pos + 1) % _DEDUPE
             obs = extract(st.features, ev, policy)
             z = st.baseline.deviations(obs.x)
+            zmax = max(z)
+            # the profile as this action was compared with it, for the reasons (learning moves it)
+            loc = st.baseline.loc[:] if zmax >= REASON_Z else None
             # learning looks at every feature: an action in the wake of a spike teaches nothing
-            if score_of(cal.pvalue(max(z))) < th.medium:
+            if score_of(cal.pvalue(zmax)) < th.medium:
                 st.baseline.learn(obs.x)
                 commit_novelty(st.features, obs)
             # blame looks only at what this action added to
@@ -171,14 +174,14 @@ class Engine:
             p_stat = cal.pvalue(max(z))
             d.dest_classes = obs.dest_classes
             d.z = z
-            pending.append((d, st, obs, z, p_stat))
+            pending.append((d, st, obs, z, p_stat, loc))
         if not pending:
             return out
         if self.model is not None:
             p_comb = self.model.combination_pvalues(np.array([p[3] for p in pending], dtype=np.float64))
         else:
             p_comb = None
-        for k, (d, st, obs, z, p_stat) in enumerate(pending):
+        for k, (d, st, obs, z, p_stat, loc) in enumerate(pending):
             ev = d.event
             extra = None
             if p_comb is not None:
@@ -194,7 +197,7 @@ class Engine:
             severity = th.severity(score)
             reasons: list[dict] = []
             if severity != "ok":
-                reasons = explain(z, obs.x, st.baseline.loc, extra=extra)
+                reasons = explain(z, obs.x, loc, extra=extra)
                 if obs.config_change:
                     reasons.append({"feature": "config_change", "value": 1.0, "baseline": 0.0,
                                     "detail": "this happens within an hour of a change of the agent's configured "
@@ -251,6 +254,27 @@ class Engine:
             },
             "trace": trace,
         }
+
+    def assess(self, event: ActionEvent) -> tuple[float, Observation, list[float], str]:
+        """What the engine would make of ``event`` right now, changing nothing:
+        ``(score, observation, deviations, breaker_state)``. For pre-action checks."""
+        st = self.agents.get(event.agent_id)
+        if st is None:
+            prior = self._prior(event.agent_id, event.operator_id, event.tool)
+            st = AgentState(prior, event.operator_id)
+        else:
+            hours = st.features.hours
+            st = AgentState.load(st.dump(), hours)
+        obs = extract(st.features, event, self.policy)
+        z = st.baseline.deviations(obs.x)
+        for i in obs.quiet:
+            if z[i] > 0.0:
+                z[i] = 0.0
+        p = self._cal.pvalue(max(z))
+        if self.model is not None:
+            pc = float(self.model.combination_pvalues(np.array([z], dtype=np.float64))[0])
+            p = min(1.0, 2.0 * min(p, pc))
+        return score_of(p), obs, z, st.breaker.state
 
     # -------------------------------------------------------------- outside
     def release(self, agent_id: str, *, at: datetime | float, by: str, reason: str) -> dict | None:

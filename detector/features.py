@@ -88,6 +88,14 @@ _Q_DELETE = (FEATURE_INDEX["deletes_15m"],)
 _Q_NOVELTY = (FEATURE_INDEX["novelty_1h"],)
 
 
+def _b(bits: int, mask: int) -> bytes:
+    return bits.to_bytes((mask + 1) // 8, "little")
+
+
+def _i(raw: bytes) -> int:
+    return int.from_bytes(raw, "little")
+
+
 class FeatureState:
     """The part of an agent's state that features need. Fixed size; see ``bench/bench_state.py``."""
 
@@ -110,16 +118,21 @@ class FeatureState:
         self.hours: tuple[float, ...] | None = None
 
     def to_tuple(self) -> tuple:
-        return (self.last_t, self.c.tobytes(), self.tools, self.resources, self.dests, self.recent_a,
-                self.recent_b, self.gen_t, self.tasks.tobytes(), self.instr, self.instr_t)
+        """Plain values (Bloom filters as little-endian bytes) for compact serialisation."""
+        return (self.last_t, self.c.tobytes(), _b(self.tools, _TOOL_MASK), _b(self.resources, _RES_MASK),
+                _b(self.dests, _DEST_MASK), _b(self.recent_a, _RECENT_MASK), _b(self.recent_b, _RECENT_MASK),
+                self.gen_t, self.tasks.tobytes(), self.instr, self.instr_t)
 
     @classmethod
     def from_tuple(cls, t: tuple | list) -> "FeatureState":
         s = cls()
-        (s.last_t, c, s.tools, s.resources, s.dests, s.recent_a, s.recent_b, s.gen_t, tasks, s.instr,
-         s.instr_t) = t
+        (s.last_t, c, tools, res, dests, ra, rb, s.gen_t, tasks, s.instr, s.instr_t) = t
         s.c = array("d", c)
         s.tasks = array("d", tasks)
+        s.tools, s.resources, s.dests = _i(tools), _i(res), _i(dests)
+        s.recent_a, s.recent_b = _i(ra), _i(rb)
+        if len(s.c) != N_COUNTERS or len(s.tasks) != 4 * _N_TASKS:
+            raise ValueError("feature state has the wrong shape")
         return s
 
 

@@ -116,7 +116,10 @@ def _fmt(v: float) -> str:
 
 def explain(z: list[float], x: list[float], loc, *, extra: list[dict] | None = None, limit: int = 5) -> list[dict]:
     """Reasons, most important first: features whose robust z is at least :data:`REASON_Z`."""
-    idx = [i for i in range(N_FEATURES) if z[i] >= REASON_Z]
+    if loc is None:
+        idx = []
+    else:
+        idx = [i for i in range(N_FEATURES) if z[i] >= REASON_Z]
     idx.sort(key=lambda i: -z[i])
     out = []
     for i in idx[:limit]:
