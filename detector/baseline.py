@@ -72,16 +72,18 @@ class Baseline:
 
     def deviations(self, x: list[float]) -> list[float]:
         """Signed robust z of each feature value (natural units in, log1p applied here)."""
-        loc, scale = self.loc, self.scale
-        out = []
-        for i in range(N_FEATURES):
-            s = scale[i]
-            f = FLOORS[i]
-            out.append((log1p(x[i]) - loc[i]) / (s if s > f else f))
-        return out
+        return self.deviations_log(list(map(log1p, x)))
+
+    def deviations_log(self, xl: list[float]) -> list[float]:
+        """Signed robust z of each feature value already in log1p units."""
+        return [(v - m) / (s if s > f else f) for v, m, s, f in zip(xl, self.loc, self.scale, FLOORS)]
 
     def learn(self, x: list[float]) -> None:
-        """Move the profile towards ``x`` (an action judged normal).
+        """Move the profile towards ``x`` (an action judged normal; natural units)."""
+        self.learn_log(list(map(log1p, x)))
+
+    def learn_log(self, xl: list[float]) -> None:
+        """Move the profile towards ``xl`` (log1p units).
 
         Location tracks the median and ``loc + Z95 * scale`` the 95th percentile, both by
         stochastic approximation with steps proportional to the scale: sign-based, so an
@@ -92,21 +94,21 @@ class Baseline:
         a = 1.0 / self.n
         if a < _ALPHA_MIN:
             a = _ALPHA_MIN
-        loc, scale = self.loc, self.scale
-        for i in range(N_FEATURES):
-            s = scale[i]
-            f = FLOORS[i]
-            step = a * 2.0 * (s if s > f else f)
-            xl = log1p(x[i])
-            m = loc[i]
+        a2 = 2.0 * a
+        up, down = 0.95 * Z95, 0.05 * Z95
+        locs, scales = [], []
+        for v, m, s, f in zip(xl, self.loc, self.scale, FLOORS):
+            step = a2 * (s if s > f else f)
             hi = m + Z95 * s
-            if xl > m:
+            if v > m:
                 m += step
-            elif xl < m:
+            elif v < m:
                 m -= step
-            if xl > hi:
-                hi += step * 0.95 * Z95
+            if v > hi:
+                hi += step * up
             else:
-                hi -= step * 0.05 * Z95
-            loc[i] = m
-            scale[i] = (hi - m) / Z95 if hi > m else 0.0
+                hi -= step * down
+            locs.append(m)
+            scales.append((hi - m) / Z95 if hi > m else 0.0)
+        self.loc = array("d", locs)
+        self.scale = array("d", scales)

@@ -18,6 +18,7 @@ model's batch scoring is row by row.
 from __future__ import annotations
 
 from array import array
+from math import log1p
 from datetime import datetime, timezone
 from typing import Iterable
 
@@ -32,7 +33,7 @@ from detector.model import Model
 from detector.policy import Policy
 from detector.scoring import REASON_Z, Calibration, explain, score_of
 from detector.sketch import stable_hash64
-from detector.trace import TraceStore, trace_entry
+from detector.trace import TraceStore
 
 __all__ = ["Engine", "Decision", "AgentState", "ONLINE_MODEL_VERSION"]
 
@@ -108,6 +109,8 @@ class Engine:
         self._cal = model.stat_calibration if model is not None else Calibration.laplace()
         self._version = model.version if model is not None else ONLINE_MODEL_VERSION
         self._generic = Prior.generic()
+        # actions whose largest deviation stays below this teach the baseline (score < medium)
+        self._learn_z = self._cal.inverse(10.0 ** (-6.0 * self.policy.thresholds.medium))
 
     @property
     def model_version(self) -> str:
@@ -142,6 +145,7 @@ class Engine:
         th = policy.thresholds
         cal = self._cal
         agents = self.agents
+        learn_z = self._learn_z
         out: list[Decision] = []
         pending: list[tuple[Decision, AgentState, Observation, list[float], float, array | None]] = []
         for ev in events:
@@ -159,13 +163,14 @@ class Engine:
             seen[st.seen_pos] = h
             st.seen_pos = (st.seen_pos + 1) % _DEDUPE
             obs = extract(st.features, ev, policy)
-            z = st.baseline.deviations(obs.x)
+            xl = list(map(log1p, obs.x))
+            z = st.baseline.deviations_log(xl)
             zmax = max(z)
-            # the profile as this action was compared with it, for the reasons (learning moves it)
-            loc = st.baseline.loc[:] if zmax >= REASON_Z else None
+            # the profile as this action was compared with it, for the reasons (learning replaces it)
+            loc = st.baseline.loc if zmax >= REASON_Z else None
             # learning looks at every feature: an action in the wake of a spike teaches nothing
-            if score_of(cal.pvalue(zmax)) < th.medium:
-                st.baseline.learn(obs.x)
+            if zmax < learn_z:
+                st.baseline.learn_log(xl)
                 commit_novelty(st.features, obs)
             # blame looks only at what this action added to
             for i in obs.quiet:
@@ -223,7 +228,7 @@ class Engine:
                 "model_version": self._version,
             }
             d.record = rec
-            self.traces.append(ev.agent_id, trace_entry(ev, score, severity, obs.dest_classes))
+            self.traces.append(ev.agent_id, (ev, score, severity, obs.dest_classes))
             if action == "freeze":
                 lead = reasons[0]["detail"] if reasons else f"risk budget exhausted (score {score:.2f})"
                 d.freeze = {"command": "freeze", "agent_id": ev.agent_id, "incident_id": b.incident_id,

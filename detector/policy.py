@@ -160,12 +160,11 @@ class Policy:
 
     def is_untrusted_source(self, resource: str) -> bool:
         """Whether content read from ``resource`` is untrusted input (e.g. the open web, outside mail)."""
-        for prefix in self.untrusted_sources:
-            if resource.startswith(prefix):
-                if prefix.startswith("email") and self._is_internal(resource):
-                    return False
-                return True
-        return False
+        if not resource.startswith(self.untrusted_sources):
+            return False
+        if resource.startswith("email") and self._is_internal(resource):
+            return False
+        return True
 
 
 def _host_of(dest: str) -> str:

@@ -95,6 +95,21 @@ class Calibration:
         l0, l1 = log(self.tails[i - 1]), log(self.tails[i])
         return exp(l0 + (l1 - l0) * (raw - x0) / (x1 - x0))
 
+    def inverse(self, p: float) -> float:
+        """The raw statistic whose tail probability is ``p`` (bisection; pvalue is non-increasing)."""
+        lo, hi = self.thresholds[0], self.thresholds[-1] + 50.0 * self.beta
+        for _ in range(100):
+            mid = (lo + hi) / 2
+            if self.pvalue(mid) > p:
+                lo = mid
+            else:
+                hi = mid
+        return hi
+
+    def pvalues(self, raw) -> "list[float]":
+        """:meth:`pvalue` of many raw values."""
+        return [self.pvalue(float(r)) for r in raw]
+
     def to_dict(self) -> dict:
         return {"thresholds": list(self.thresholds), "tails": list(self.tails), "beta": self.beta}
 

@@ -16,9 +16,18 @@ from zlib import adler32, crc32
 __all__ = ["stable_hash", "stable_hash64", "bloom_add", "bloom_has"]
 
 
+_cache: dict[str, int] = {}
+
+
 def stable_hash(text: str) -> int:
-    """A 32-bit hash that is the same in every process."""
-    return crc32(text.encode("utf-8", "surrogatepass"))
+    """A 32-bit hash that is the same in every process (memoised for recurring names)."""
+    h = _cache.get(text)
+    if h is None:
+        h = crc32(text.encode("utf-8", "surrogatepass"))
+        if len(_cache) >= 100_000:
+            _cache.clear()
+        _cache[text] = h
+    return h
 
 
 def stable_hash64(text: str) -> int:

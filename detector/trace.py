@@ -18,8 +18,9 @@ from collections import OrderedDict, deque
 __all__ = ["TraceStore", "trace_entry"]
 
 
-def trace_entry(ev, score: float, severity: str, dest_classes: tuple[str, ...]) -> dict:
-    """The metadata of one action kept in the trace."""
+def trace_entry(item) -> dict:
+    """The metadata of one action kept in the trace, from ``(event, score, severity, dest_classes)``."""
+    ev, score, severity, dest_classes = item
     dests = ev.destinations
     return {
         "event_id": ev.event_id, "ts": ev.ts, "tool": ev.tool, "action": ev.action, "resource": ev.resource,
@@ -49,4 +50,5 @@ class TraceStore:
         ring.append(entry)
 
     def snapshot(self, agent_id: str) -> list:
-        return list(self._rings.get(agent_id, ()))
+        """The agent's ring, oldest first; tuples ``(event, score, severity, classes)`` become dicts."""
+        return [trace_entry(e) if isinstance(e, tuple) else e for e in self._rings.get(agent_id, ())]

@@ -51,60 +51,73 @@ def _c(n: np.ndarray | float) -> np.ndarray | float:
 
 
 class Forest:
-    """An isolation forest as flat arrays: evaluated for a whole batch at once with numpy."""
+    """An isolation forest as flat arrays, evaluated for a whole batch at once with numpy.
 
-    def __init__(self, feature: np.ndarray, threshold: np.ndarray, left: np.ndarray, right: np.ndarray,
-                 n_samples: np.ndarray, roots: np.ndarray, max_samples: int, max_depth: int) -> None:
-        self.feature = feature.astype(np.int32)
-        self.threshold = threshold.astype(np.float64)
-        self.left = left.astype(np.int64)
-        self.right = right.astype(np.int64)
-        self.n_samples = n_samples.astype(np.float64)
-        self.roots = roots.astype(np.int64)
+    Each tree is laid out as a complete binary tree of its maximum depth (node
+    ``i`` has children ``2i+1`` and ``2i+2``); a leaf above the bottom sends
+    every sample left (threshold +inf) down to a bottom slot that holds the leaf's
+    path length, ``depth + c(n_samples)``. Evaluation is then ``depth`` rounds
+    of gather-compare-step with no branches.
+    """
+
+    def __init__(self, feature: np.ndarray, threshold: np.ndarray, path: np.ndarray, max_samples: int) -> None:
+        self.feature = np.ascontiguousarray(feature, dtype=np.int32)      # (trees, inner nodes)
+        self.threshold = np.ascontiguousarray(threshold, dtype=np.float64)  # (trees, inner nodes)
+        self.path = np.ascontiguousarray(path, dtype=np.float64)          # (trees, bottom slots)
+        if self.feature.shape != self.threshold.shape or self.path.shape[0] != self.feature.shape[0] \
+                or self.path.shape[1] != self.feature.shape[1] + 1:
+            raise ValueError("forest arrays have inconsistent shapes")
+        self.depth = int(np.log2(self.path.shape[1]))
         self.max_samples = int(max_samples)
-        self.max_depth = int(max_depth)
-        self._leaf_adj = _c(self.n_samples)
         self._norm = float(_c(float(self.max_samples)))
 
     @classmethod
     def from_sklearn(cls, iforest) -> "Forest":
-        feats, thrs, lefts, rights, ns, roots = [], [], [], [], [], []
-        off = 0
-        depth = 0
-        for est, fidx in zip(iforest.estimators_, iforest.estimators_features_):
+        depth = max(est.tree_.max_depth for est in iforest.estimators_)
+        depth = max(depth, 1)
+        T = len(iforest.estimators_)
+        inner, bottom = 2 ** depth - 1, 2 ** depth
+        feat = np.zeros((T, inner), dtype=np.int32)
+        thr = np.full((T, inner), np.inf)
+        path = np.zeros((T, bottom))
+        for t, (est, fidx) in enumerate(zip(iforest.estimators_, iforest.estimators_features_)):
             tr = est.tree_
-            f = tr.feature.copy()
-            leaf = tr.children_left < 0
-            f[~leaf] = np.asarray(fidx)[f[~leaf]]
-            f[leaf] = -1
-            feats.append(f)
-            thrs.append(tr.threshold)
-            lefts.append(np.where(leaf, -1, tr.children_left + off))
-            rights.append(np.where(leaf, -1, tr.children_right + off))
-            ns.append(tr.n_node_samples)
-            roots.append(off)
-            off += tr.node_count
-            depth = max(depth, tr.max_depth)
-        return cls(np.concatenate(feats), np.concatenate(thrs), np.concatenate(lefts), np.concatenate(rights),
-                   np.concatenate(ns), np.array(roots), iforest.max_samples_, depth)
+            stack = [(0, 0, 0)]  # (sklearn node, complete-tree slot, depth)
+            while stack:
+                node, slot, d = stack.pop()
+                left = tr.children_left[node]
+                if left >= 0:
+                    feat[t, slot] = fidx[tr.feature[node]]
+                    thr[t, slot] = tr.threshold[node]
+                    stack.append((left, 2 * slot + 1, d + 1))
+                    stack.append((tr.children_right[node], 2 * slot + 2, d + 1))
+                    continue
+                h = d + float(_c(float(tr.n_node_samples[node])))
+                # every bottom slot under this leaf's slot gets its path length
+                lo, hi = slot, slot
+                for _ in range(depth - d):
+                    lo, hi = 2 * lo + 1, 2 * hi + 2
+                path[t, lo - inner:hi - inner + 1] = h
+        return cls(feat, thr, path, iforest.max_samples_)
 
     def score_samples(self, z: np.ndarray) -> np.ndarray:
         """Anomaly score in (0, 1] per row (the original paper's ``s``; higher is more anomalous)."""
-        z = np.clip(np.asarray(z, dtype=np.float64), -_Z_CLIP, _Z_CLIP)
+        # scikit-learn compares float32 inputs with its thresholds: do the same
+        z = np.clip(np.asarray(z, dtype=np.float64), -_Z_CLIP, _Z_CLIP).astype(np.float32).astype(np.float64)
         n = z.shape[0]
-        rows = np.repeat(np.arange(n), len(self.roots))
-        node = np.tile(self.roots, n)
-        depth = np.zeros(node.shape, dtype=np.float64)
-        for _ in range(self.max_depth + 1):
-            f = self.feature[node]
-            inner = f >= 0
-            if not inner.any():
-                break
-            go_left = z[rows, np.where(inner, f, 0)] <= self.threshold[node]
-            nxt = np.where(go_left, self.left[node], self.right[node])
-            node = np.where(inner, nxt, node)
-            depth += inner
-        h = (depth + self._leaf_adj[node]).reshape(n, len(self.roots)).mean(axis=1)
+        T, inner = self.feature.shape
+        feat = self.feature.ravel()
+        thr = self.threshold.ravel()
+        off = (np.arange(T, dtype=np.int64) * inner)[None, :]
+        rows = np.arange(n, dtype=np.int64)[:, None] * z.shape[1]
+        zf = z.ravel()
+        node = np.zeros((n, T), dtype=np.int64)
+        for _ in range(self.depth):
+            k = node + off
+            right = zf[rows + feat[k]] > thr[k]
+            node = 2 * node + 1 + right
+        leaf = node - inner + (np.arange(T, dtype=np.int64) * (inner + 1))[None, :]
+        h = self.path.ravel()[leaf].mean(axis=1)
         return np.power(2.0, -h / self._norm)
 
 
@@ -121,10 +134,8 @@ class TrainedModel:
         self.operator_index = {a: i for i, a in enumerate(card["operators"])}
         self.family_index = {a: i for i, a in enumerate(card["tool_families"])}
         self.a = arrays
-        self.forest = Forest(arrays["forest_feature"], arrays["forest_threshold"], arrays["forest_left"],
-                             arrays["forest_right"], arrays["forest_n_samples"], arrays["forest_roots"],
-                             card["forest"]["max_samples"], card["forest"]["max_depth"]) \
-            if card.get("forest") else None
+        self.forest = Forest(arrays["forest_feature"], arrays["forest_threshold"], arrays["forest_path"],
+                             card["forest"]["max_samples"]) if card.get("forest") else None
         self._prior_cache: dict[tuple[str, str, str], Prior] = {}
         self._global = Prior(tuple(map(float, arrays["global_loc"])), tuple(map(float, arrays["global_scale"])),
                              float(card["priors"]["global_weight"]), None, "global")

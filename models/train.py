@@ -152,10 +152,10 @@ def fit(events: Iterable[ActionEvent], policy: Policy, *, seed: int = 0, n_estim
         comb_cal = Calibration.fit(forest.score_samples(Zc).tolist(), min_beta=0.05)
         card_cal["combination"] = comb_cal.to_dict()
         forest_arrays = {"forest_feature": forest.feature, "forest_threshold": forest.threshold,
-                         "forest_left": forest.left, "forest_right": forest.right,
-                         "forest_n_samples": forest.n_samples, "forest_roots": forest.roots}
+                         "forest_path": forest.path}
         forest_card = {"n_estimators": n_estimators, "max_samples": forest.max_samples,
-                       "max_depth": forest.max_depth, "trained_on": "clipped robust deviations (+-10)"}
+                       "max_depth": forest.depth, "trained_on": "clipped robust deviations (+-10)",
+                       "layout": "complete binary trees; bottom slots hold path lengths"}
         n_cal = len(Z)
     else:
         stat_cal = Calibration.laplace()

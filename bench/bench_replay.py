@@ -1,0 +1,140 @@
+"""Replay throughput next to the bare decode rate of the same file, and state bytes per agent.
+
+    python bench/bench_replay.py [--agents 40] [--days 7] [--state-agents 10000]
+
+Prints numbers; asserts nothing. "Bare decode" is ``decode_event`` over the
+file's lines (the cheapest thing any consumer must do per event); "replay" is
+decode + ``Engine.process_batch`` + encoding the decision record, i.e. what
+``flowbreaker replay`` does per event. Also shown: ``json.loads`` and pydantic
+v2 on the same lines, which is how the decoder was chosen.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import sys
+import tempfile
+import time
+import tracemalloc
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import msgspec  # noqa: E402
+
+from detector.engine import Engine  # noqa: E402
+from detector.events import decode_event  # noqa: E402
+from models.simulate import simulate  # noqa: E402
+from models.store import load_model, save_model  # noqa: E402
+from models.train import fit  # noqa: E402
+
+
+def best_of(n, fn):
+    best = float("inf")
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def pydantic_rate(lines):
+    try:
+        from typing import Literal
+
+        from pydantic import BaseModel, Field
+    except ImportError:
+        return None
+
+    class Ev(BaseModel):
+        event_id: str = Field(min_length=1, max_length=128)
+        ts: str
+        agent_id: str = Field(min_length=1, max_length=128)
+        operator_id: str = Field(min_length=1, max_length=256)
+        tool: str = Field(min_length=1, max_length=256)
+        action: Literal["read", "write", "delete", "send", "exec"]
+        resource: str = Field(min_length=1, max_length=1024)
+        sensitivity: Literal["public", "internal", "confidential", "restricted"]
+        records: int = Field(default=0, ge=0)
+        bytes: int = Field(default=0, ge=0)
+        destinations: list[str] = []
+        task_id: str | None = None
+        parent_event_id: str | None = None
+        approval_id: str | None = None
+        instruction_hash: str | None = None
+        requested_by: str | None = None
+
+    return best_of(3, lambda: [Ev.model_validate_json(x) for x in lines])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--agents", type=int, default=40)
+    ap.add_argument("--days", type=int, default=7)
+    ap.add_argument("--state-agents", type=int, default=10_000)
+    args = ap.parse_args()
+
+    events, _ = simulate(n_agents=args.agents, days=args.days, seed=1)
+    lines = [json.dumps(e, separators=(",", ":")).encode() for e in events]
+    n = len(lines)
+    avg = sum(map(len, lines)) / n
+    decoded = [decode_event(x) for x in lines]
+    cut = int(n * 0.6)
+    with tempfile.TemporaryDirectory() as tmp:
+        card, arrays = fit(decoded[:cut], Engine().policy, seed=0)
+        save_model(tmp, card, arrays)
+        model = load_model(tmp)
+    test = lines[cut:]
+    m = len(test)
+    enc = msgspec.json.Encoder().encode
+
+    t_json = best_of(3, lambda: [json.loads(x) for x in test])
+    t_dec = best_of(3, lambda: [decode_event(x) for x in test])
+    t_pyd = pydantic_rate(test)
+
+    def replay(model_):
+        eng = Engine(model=model_)
+        for i in range(0, m, 1024):
+            for d in eng.process_batch([decode_event(x) for x in test[i:i + 1024]]):
+                if not d.duplicate:
+                    enc(d.record)
+
+    t_rep_online = best_of(3, lambda: replay(None))
+    t_rep_model = best_of(3, lambda: replay(model))
+    us = lambda t: t / m * 1e6  # noqa: E731
+    print(f"events: {m} (avg {avg:.0f} bytes), {args.agents} agents")
+    print(f"json.loads            {m / t_json:>10,.0f} events/s  {us(t_json):6.2f} us/event")
+    if t_pyd:
+        print(f"pydantic v2 validate  {m / t_pyd:>10,.0f} events/s  {us(t_pyd):6.2f} us/event")
+    print(f"bare decode (msgspec) {m / t_dec:>10,.0f} events/s  {us(t_dec):6.2f} us/event")
+    print(f"replay, online only   {m / t_rep_online:>10,.0f} events/s  {us(t_rep_online):6.2f} us/event"
+          f"  ({t_rep_online / t_dec:.1f}x bare decode)")
+    print(f"replay, trained model {m / t_rep_model:>10,.0f} events/s  {us(t_rep_model):6.2f} us/event"
+          f"  ({t_rep_model / t_dec:.1f}x bare decode)")
+
+    # state per agent at steady state: many agents, each with a realistic history
+    k = args.state_agents
+    base = decoded[:cut]
+    eng = Engine(trace_agents=0, trace_length=1)
+    per_agent = max(1, min(100, len(base) // max(1, args.agents)))
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for a in range(k):
+        aid = f"bench-agent-{a:05d}"
+        src = base[(a * per_agent) % (len(base) - per_agent):][:per_agent]
+        eng.process_batch([msgspec.structs.replace(e, agent_id=aid, event_id=f"{aid}-{i}")
+                           for i, e in enumerate(src)])
+    eng.traces = None  # the trace store is bounded separately; measure the agent state
+    gc.collect()
+    after = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    blob = sum(len(eng.dump_agent(f"bench-agent-{a:05d}")) for a in range(k))
+    print(f"state: {k} agents, {per_agent} events each: {(after - before) / k:,.0f} bytes/agent in memory "
+          f"(incl. dict slot), {blob / k:,.0f} bytes/agent serialised (changelog value)")
+
+
+if __name__ == "__main__":
+    main()
