@@ -1,0 +1,176 @@
+"""Integration-test fixtures: a real single-node Kafka broker for the test session.
+
+By default the session starts its own broker with ``scripts/kafka.sh`` on a free
+127.0.0.1 port pair (19092/19093 when free), with a fresh data dir, and stops it
+at the end. Set ``FLOWBREAKER_TEST_KAFKA=host:port`` to use an already running
+broker instead (nothing is started or stopped then).
+
+Every test under ``tests/integration`` is marked ``integration``; deselect them
+with ``pytest -m 'not integration'``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import subprocess
+import sys
+import types
+import uuid
+from pathlib import Path
+
+import pytest
+
+REPO_DIR = Path(__file__).resolve().parents[2]
+KAFKA_SH = REPO_DIR / "scripts" / "kafka.sh"
+HERE = Path(__file__).resolve().parent
+HOST = "127.0.0.1"
+
+# First run may download ~46 MB of jars from Maven Central; the broker itself is ready in seconds.
+START_TIMEOUT_S = float(os.environ.get("FLOWBREAKER_TEST_KAFKA_START_TIMEOUT", "600"))
+STOP_TIMEOUT_S = 60.0
+
+
+def pytest_configure(config):
+    # kafka-python 3.0 loads its protocol schemas with the legacy importlib.resources API
+    # (one DeprecationWarning per schema on import): noise, not ours.
+    config.addinivalue_line("filterwarnings", "ignore:read_text is deprecated:DeprecationWarning")
+    config.addinivalue_line("filterwarnings", "ignore:open_text is deprecated:DeprecationWarning")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        path = Path(str(getattr(item, "path", item.fspath))).resolve()
+        if HERE == path or HERE in path.parents:
+            item.add_marker(pytest.mark.integration)
+
+
+@dataclasses.dataclass(frozen=True)
+class KafkaBroker:
+    bootstrap: str
+    managed: bool                 # True: started (and stopped) by this session via scripts/kafka.sh
+    env: dict | None = None       # environment that scripts/kafka.sh was run with (managed only)
+    data_dir: Path | None = None  # FLOWBREAKER_KAFKA_DIR (managed only)
+
+    def script(self, *args: str, timeout: float = 120.0, env: dict | None = None) -> subprocess.CompletedProcess:
+        """Run scripts/kafka.sh with this broker's environment (managed brokers only)."""
+        if self.env is None and env is None:
+            raise RuntimeError("external broker (FLOWBREAKER_TEST_KAFKA): no kafka.sh environment")
+        return run_kafka_sh(*args, env=env or self.env, timeout=timeout)
+
+
+def run_kafka_sh(*args: str, env: dict, timeout: float) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["bash", str(KAFKA_SH), *args],
+        env=env, cwd=REPO_DIR, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+    )
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((HOST, port))
+        except OSError:
+            return False
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:  # nothing listening either
+        s.settimeout(0.2)
+        return s.connect_ex((HOST, port)) != 0
+
+
+def free_port_pair(preferred: int = 19092) -> tuple[int, int]:
+    """A (client, controller) pair of free consecutive ports on 127.0.0.1."""
+    for port in range(preferred, preferred + 40, 2):
+        if _port_free(port) and _port_free(port + 1):
+            return port, port + 1
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind((HOST, 0))
+            port = s.getsockname()[1]
+        if port < 65535 and _port_free(port) and _port_free(port + 1):
+            return port, port + 1
+    raise RuntimeError("no free port pair on 127.0.0.1")
+
+
+def kafka_script_env(port: int, controller_port: int, data_dir: Path) -> dict:
+    env = dict(os.environ)
+    env.update(
+        FLOWBREAKER_KAFKA_PORT=str(port),
+        FLOWBREAKER_KAFKA_CONTROLLER_PORT=str(controller_port),
+        FLOWBREAKER_KAFKA_DIR=str(data_dir),
+        FLOWBREAKER_PYTHON=sys.executable,  # same interpreter (has kafka-python) for the readiness check
+    )
+    return env
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory) -> KafkaBroker:
+    external = os.environ.get("FLOWBREAKER_TEST_KAFKA", "").strip()
+    if external:
+        yield KafkaBroker(bootstrap=external, managed=False)
+        return
+
+    port, controller_port = free_port_pair()
+    data_dir = tmp_path_factory.mktemp("kafka")
+    env = kafka_script_env(port, controller_port, data_dir)
+    try:
+        proc = run_kafka_sh("start", env=env, timeout=START_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        run_kafka_sh("stop", env=env, timeout=STOP_TIMEOUT_S)
+        pytest.fail(f"scripts/kafka.sh start did not finish within {START_TIMEOUT_S:.0f}s (data dir {data_dir})")
+    if proc.returncode != 0:
+        run_kafka_sh("stop", env=env, timeout=STOP_TIMEOUT_S)
+        pytest.fail(f"scripts/kafka.sh start failed (exit {proc.returncode}):\n{proc.stderr}{proc.stdout}")
+    bootstrap = proc.stdout.strip().splitlines()[-1]
+    try:
+        yield KafkaBroker(bootstrap=bootstrap, managed=True, env=env, data_dir=data_dir)
+    finally:
+        stop = run_kafka_sh("stop", env=env, timeout=STOP_TIMEOUT_S)
+        if stop.returncode != 0:  # pragma: no cover - diagnostics only
+            sys.stderr.write(f"scripts/kafka.sh stop failed (exit {stop.returncode}): {stop.stderr}\n")
+
+
+@pytest.fixture(scope="session")
+def kafka_script():
+    """Helpers to drive scripts/kafka.sh directly: ``run(*args, env=, timeout=)``,
+    ``env(port, controller_port, data_dir)``, ``free_port_pair(preferred)``."""
+    return types.SimpleNamespace(run=run_kafka_sh, env=kafka_script_env, free_port_pair=free_port_pair)
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(kafka_broker: KafkaBroker) -> str:
+    """Bootstrap address of the session's broker, e.g. '127.0.0.1:19092'."""
+    return kafka_broker.bootstrap
+
+
+@pytest.fixture
+def unique_topic_prefix(request) -> str:
+    """A per-test prefix so tests never share topics (or consumer groups) on the session broker."""
+    name = "".join(c if c.isalnum() else "-" for c in request.node.name)[:40].strip("-")
+    return f"it-{name}-{uuid.uuid4().hex[:8]}-"
+
+
+def make_topics(bootstrap: str, names, partitions: int = 8, configs: dict | None = None,
+                timeout_s: float = 30.0) -> list[str]:
+    """Create topics (replication factor 1) and wait until every partition has a leader."""
+    from kafka.admin import KafkaAdminClient
+
+    names = list(names)
+    spec = {
+        name: {"num_partitions": partitions, "replication_factor": 1, "configs": dict(configs or {})}
+        for name in names
+    }
+    admin = KafkaAdminClient(
+        bootstrap_servers=bootstrap, client_id="flowbreaker-tests",
+        request_timeout_ms=int(timeout_s * 1000), bootstrap_timeout_ms=int(timeout_s * 1000),
+    )
+    try:
+        admin.create_topics(spec, timeout_ms=int(timeout_s * 1000), wait_for_metadata=True)
+    finally:
+        admin.close()
+    return names
+
+
+@pytest.fixture(name="make_topics")
+def make_topics_fixture():
+    """The :func:`make_topics` helper: ``make_topics(bootstrap, names, partitions=8, configs=None)``."""
+    return make_topics
