@@ -32,7 +32,7 @@ from detector.features import FeatureState, Observation, commit_novelty, extract
 from detector.model import Model
 from detector.policy import Policy
 from detector.scoring import REASON_Z, Calibration, explain, score_of
-from detector.sketch import stable_hash64
+from detector.sketch import dedupe_key
 from detector.trace import TraceStore
 
 __all__ = ["Engine", "Decision", "AgentState", "ONLINE_MODEL_VERSION"]
@@ -52,7 +52,7 @@ class AgentState:
         self.features.hours = prior.hours
         self.baseline = Baseline.from_prior(prior)
         self.breaker = brk.BreakerState()
-        self.seen = array("Q", bytes(8 * _DEDUPE))
+        self.seen = array("I", bytes(4 * _DEDUPE))
         self.seen_pos = 0
         self.operator_id = operator_id
 
@@ -72,7 +72,9 @@ class AgentState:
         s.features.hours = hours
         s.baseline = Baseline.from_tuple(b)
         s.breaker = brk.BreakerState.from_tuple(br)
-        s.seen = array("Q", seen)
+        s.seen = array("I", seen)
+        if len(s.seen) != _DEDUPE:
+            raise ValueError("agent state has the wrong dedupe ring size")
         s.seen_pos = pos
         return s
 
@@ -155,7 +157,7 @@ class Engine:
             if st is None:
                 st = agents[ev.agent_id] = AgentState(self._prior(ev.agent_id, ev.operator_id, ev.tool),
                                                       ev.operator_id)
-            h = stable_hash64(ev.event_id)
+            h = dedupe_key(ev.event_id)
             seen = st.seen
             if h in seen:
                 d.duplicate = True
