@@ -125,7 +125,7 @@ def main() -> None:
     for a in range(k):
         aid = f"bench-agent-{a:05d}"
         src = base[(a * per_agent) % (len(base) - per_agent):][:per_agent]
-        eng.process_batch([msgspec.structs.replace(e, agent_id=aid, event_id=f"{aid}-{i}")
+        eng.process_batch([e.replace(agent_id=aid, event_id=f"{aid}-{i}")
                            for i, e in enumerate(src)])
     eng.traces = None  # the trace store is bounded separately; measure the agent state
     gc.collect()

@@ -23,6 +23,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from math import exp
 
 from detector.policy import Thresholds
@@ -35,7 +36,7 @@ _LN2 = 0.6931471805599453
 
 def incident_id_for(agent_id: str, event_id: str) -> str:
     """Stable across replays and worker restarts: the same trip gives the same id."""
-    return "inc-" + hashlib.sha256(f"{agent_id}\x1f{event_id}".encode()).hexdigest()[:20]
+    return "inc-" + hashlib.sha256(json.dumps([agent_id, event_id]).encode()).hexdigest()[:20]
 
 
 class BreakerState:
@@ -63,8 +64,16 @@ class BreakerState:
 
 
 def step(b: BreakerState, *, t: float, score: float, severity: str, agent_id: str, event_id: str,
-         th: Thresholds) -> tuple[str, tuple[str, str] | None]:
-    """Feed one scored action; return ``(action_taken, transition)``. Mutates ``b``."""
+         th: Thresholds, harm: float = 1.0, solo_trip: bool = True) -> tuple[str, tuple[str, str] | None]:
+    """Feed one scored action; return ``(action_taken, transition)``. Mutates ``b``.
+
+    ``harm`` in [0, 1] is how much damage the action can do by itself (the engine gives
+    1 to data leaving or being destroyed, less to data only read): it scales what the
+    action spends of the risk budget. A harmless action (0: public data, nothing
+    destroyed) is alerted on when rare but never trips: rarity alone is not harm.
+    With ``solo_trip`` false a critical action alone does not trip (it still spends the
+    budget): the engine says so for a young agent's action that moves nothing sensitive out.
+    """
     transition = None
     if b.state == HALF_OPEN and t >= b.probation_until:
         b.state = CLOSED
@@ -75,15 +84,15 @@ def step(b: BreakerState, *, t: float, score: float, severity: str, agent_id: st
             b.risk *= exp(-(t - b.risk_t) * _LN2 / th.budget_half_life_s)
         b.risk_t = t
     excess = score - th.budget_floor
-    if excess > 0:
-        b.risk += excess
+    if excess > 0 and harm > 0.0:
+        b.risk += excess * harm
     alerting = severity in ("medium", "high", "critical")
-    if b.state == OPEN:
+    if b.state == OPEN or harm <= 0.0:
         return ("alert" if alerting else "none"), transition
     probation = b.state == HALF_OPEN
     crit = th.critical - (th.probation_tighten if probation else 0.0)
     budget = th.risk_budget * (0.5 if probation else 1.0)
-    if score >= crit or b.risk >= budget:
+    if (solo_trip and score >= crit) or b.risk >= budget:
         old = b.state
         b.state = OPEN
         b.incident_id = incident_id_for(agent_id, event_id)

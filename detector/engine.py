@@ -31,7 +31,8 @@ from detector.events import ActionEvent
 from detector.features import FeatureState, Observation, commit_novelty, extract
 from detector.model import Model
 from detector.policy import Policy
-from detector.scoring import REASON_Z, Calibration, explain, score_of
+from detector.features import N_FEATURES
+from detector.scoring import REASON_NEGLOG, Calibration, FeatureTails, explain, score_of
 from detector.sketch import dedupe_key
 from detector.trace import TraceStore
 
@@ -40,6 +41,28 @@ __all__ = ["Engine", "Decision", "AgentState", "ONLINE_MODEL_VERSION"]
 ONLINE_MODEL_VERSION = "online-only"
 _DEDUPE = 32
 _STATE_VERSION = 1
+#: an agent whose profile is worth fewer observations than this is young (see the breaker's solo_trip)
+YOUNG_N = 100.0
+#: with no trained model: how many effectively independent features the largest rarity is taken over
+GENERIC_MULTIPLICITY = 6.0
+
+
+def _harm(ev: ActionEvent, obs: Observation) -> float:
+    """What one action can damage by itself: data leaving or destroyed counts fully, data
+    written half-way, data only read a third; public data that is not deleted nothing."""
+    if ev.action == "delete" or obs.outbound and ev.sensitivity != "public":
+        return 1.0
+    if ev.sensitivity == "public":
+        return 0.0
+    return 0.5 if ev.action == "write" or ev.destinations else 0.35
+
+
+def _blame(obs: Observation, z: list[float], r: list[float]) -> None:
+    """An action is blamed only for the windows it added to (the wake of an earlier spike is not news)."""
+    for i in obs.quiet:
+        if z[i] > 0.0:
+            z[i] = 0.0
+            r[i] = 0.0
 
 
 class AgentState:
@@ -50,6 +73,8 @@ class AgentState:
     def __init__(self, prior: Prior, operator_id: str) -> None:
         self.features = FeatureState()
         self.features.hours = prior.hours
+        if prior.sketches is not None:
+            self.features.seed_sketches(prior.sketches)
         self.baseline = Baseline.from_prior(prior)
         self.breaker = brk.BreakerState()
         self.seen = array("I", bytes(4 * _DEDUPE))
@@ -108,11 +133,12 @@ class Engine:
         self.model = model
         self.agents: dict[str, AgentState] = {}
         self.traces = TraceStore(length=trace_length, max_agents=trace_agents)
-        self._cal = model.stat_calibration if model is not None else Calibration.laplace()
+        self._cal = model.stat_calibration if model is not None else Calibration.multiplicity(GENERIC_MULTIPLICITY)
+        self._tails = model.feature_tails if model is not None else FeatureTails.generic(N_FEATURES)
         self._version = model.version if model is not None else ONLINE_MODEL_VERSION
         self._generic = Prior.generic()
-        # actions whose largest deviation stays below this teach the baseline (score < medium)
-        self._learn_z = self._cal.inverse(10.0 ** (-6.0 * self.policy.thresholds.medium))
+        # actions whose rarest deviation stays below this teach the baseline (score < medium)
+        self._learn_raw = self._cal.inverse(10.0 ** (-6.0 * self.policy.thresholds.medium))
 
     @property
     def model_version(self) -> str:
@@ -147,9 +173,10 @@ class Engine:
         th = policy.thresholds
         cal = self._cal
         agents = self.agents
-        learn_z = self._learn_z
+        learn_raw = self._learn_raw
+        tails = self._tails
         out: list[Decision] = []
-        pending: list[tuple[Decision, AgentState, Observation, list[float], float, array | None]] = []
+        pending: list[tuple[Decision, AgentState, Observation, list[float], list[float], float, array | None]] = []
         for ev in events:
             d = Decision(ev)
             out.append(d)
@@ -167,28 +194,25 @@ class Engine:
             obs = extract(st.features, ev, policy)
             xl = list(map(log1p, obs.x))
             z = st.baseline.deviations_log(xl)
-            zmax = max(z)
+            r = tails.neglogs(z)
+            raw = max(r)
             # the profile as this action was compared with it, for the reasons (learning replaces it)
-            loc = st.baseline.loc if zmax >= REASON_Z else None
+            loc = st.baseline.loc if raw >= REASON_NEGLOG else None
             # learning looks at every feature: an action in the wake of a spike teaches nothing
-            if zmax < learn_z:
+            if raw < learn_raw:
                 st.baseline.learn_log(xl)
                 commit_novelty(st.features, obs)
-            # blame looks only at what this action added to
-            for i in obs.quiet:
-                if z[i] > 0.0:
-                    z[i] = 0.0
-            p_stat = cal.pvalue(max(z))
+            _blame(obs, z, r)
             d.dest_classes = obs.dest_classes
             d.z = z
-            pending.append((d, st, obs, z, p_stat, loc))
+            pending.append((d, st, obs, z, r, cal.pvalue(max(r)), loc))
         if not pending:
             return out
         if self.model is not None:
             p_comb = self.model.combination_pvalues(np.array([p[3] for p in pending], dtype=np.float64))
         else:
             p_comb = None
-        for k, (d, st, obs, z, p_stat, loc) in enumerate(pending):
+        for k, (d, st, obs, z, r, p_stat, loc) in enumerate(pending):
             ev = d.event
             extra = None
             if p_comb is not None:
@@ -204,7 +228,7 @@ class Engine:
             severity = th.severity(score)
             reasons: list[dict] = []
             if severity != "ok":
-                reasons = explain(z, obs.x, loc, extra=extra)
+                reasons = explain(z, r, obs.x, loc, extra=extra)
                 if obs.config_change:
                     reasons.append({"feature": "config_change", "value": 1.0, "baseline": 0.0,
                                     "detail": "this happens within an hour of a change of the agent's configured "
@@ -221,8 +245,12 @@ class Engine:
             if obs.approved and b.state != brk.OPEN:
                 action, transition = ("alert" if severity in ("medium", "high", "critical") else "none"), None
             else:
+                # a young agent (still judged mostly by its peers' profile) is frozen on one action only
+                # when that action moves sensitive data out or destroys something
+                sensitive_out = obs.outbound and ev.sensitivity in ("confidential", "restricted")
+                solo = st.baseline.n >= YOUNG_N or ev.action == "delete" or sensitive_out
                 action, transition = brk.step(b, t=ev.t, score=score, severity=severity, agent_id=ev.agent_id,
-                                              event_id=ev.event_id, th=th)
+                                              event_id=ev.event_id, th=th, solo_trip=solo, harm=_harm(ev, obs))
             d.transition = transition
             rec = {
                 "event_id": ev.event_id, "agent_id": ev.agent_id, "ts": ev.ts, "score": round(score, 4),
@@ -274,10 +302,9 @@ class Engine:
             st = AgentState.load(st.dump(), hours)
         obs = extract(st.features, event, self.policy)
         z = st.baseline.deviations(obs.x)
-        for i in obs.quiet:
-            if z[i] > 0.0:
-                z[i] = 0.0
-        p = self._cal.pvalue(max(z))
+        r = self._tails.neglogs(z)
+        _blame(obs, z, r)
+        p = self._cal.pvalue(max(r))
         if self.model is not None:
             pc = float(self.model.combination_pvalues(np.array([z], dtype=np.float64))[0])
             p = min(1.0, 2.0 * min(p, pc))

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import msgspec
 
@@ -36,10 +36,10 @@ ERROR_CODES = ("not_json", "not_object", "missing", "type", "enum", "range", "le
 _Id = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 _Op = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
 _Opt = Annotated[str, msgspec.Meta(max_length=1024)]
-_Count = Annotated[int, msgspec.Meta(ge=0)]
+_Count = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
 
 
-class ActionEvent(msgspec.Struct, frozen=True, gc=False):
+class ActionEvent(msgspec.Struct, frozen=True, dict=True):
     """One tool call of one agent, as published on ``agent-actions``.
 
     Unknown fields are ignored. ``t`` is the instant in epoch seconds, derived
@@ -63,13 +63,20 @@ class ActionEvent(msgspec.Struct, frozen=True, gc=False):
     destinations: Annotated[list[str], msgspec.Meta(max_length=10_000)] = []
     approval_id: _Opt | None = None
     parent_event_id: _Opt | None = None
-    t: float = msgspec.field(default=0.0, name="~flowbreaker_epoch")
+    if TYPE_CHECKING:  # not a field: the decoder sets it in the instance's __dict__, so no input key collides
+        t: float
+
+    def replace(self, **changes: Any) -> "ActionEvent":
+        """A copy with some fields changed (``ts`` may not change; ``t`` is carried over)."""
+        if "ts" in changes:
+            raise ValueError("replace() keeps ts; decode a new event to change the time")
+        ev = msgspec.structs.replace(self, **changes)
+        ev.__dict__["t"] = self.__dict__["t"]
+        return ev
 
     def to_dict(self) -> dict[str, Any]:
         """The event as a contract dict (without the derived ``t``)."""
-        d = msgspec.structs.asdict(self)
-        del d["t"]
-        return d
+        return msgspec.structs.asdict(self)
 
 
 class EventError(ValueError):
@@ -143,5 +150,5 @@ def decode_event(raw: bytes | bytearray | memoryview | str | dict) -> ActionEven
         when = datetime.fromisoformat(ts if ts[-1] not in "zZ" else ts[:-1] + "+00:00")
     except ValueError:
         raise EventError("timestamp", "ts", f"{ts!r} is not a valid date and time") from None
-    msgspec.structs.force_setattr(ev, "t", when.timestamp())
+    ev.__dict__["t"] = when.timestamp()
     return ev

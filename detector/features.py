@@ -18,7 +18,7 @@ calls for actions judged normal: an anomalous destination stays "never seen".
 ...     "records": 4, "destinations": ["email:eve@evil.example"]})
 >>> obs = extract(st, ev, Policy())
 >>> obs.x[FEATURE_INDEX["event_volume"]], obs.x[FEATURE_INDEX["novel_outbound"]], obs.dest_classes
-(20.0, 2.0, ('external',))
+(20.0, 6.0, ('external',))
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from detector.policy import BROADCAST, EXTERNAL, Policy
 from detector.sketch import bloom_add, bloom_has, stable_hash
 
 __all__ = ["FEATURES", "FEATURE_NAMES", "FEATURE_INDEX", "Feature", "FeatureState", "Observation", "extract",
-           "commit_novelty", "resource_family"]
+           "commit_novelty", "resource_family", "destination_family"]
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ FEATURES: tuple[Feature, ...] = (
     Feature("event_fanout", 0.5, "this action reaches {value} recipients; a typical action reaches about {baseline}", "recipients"),
     Feature("task_exfil", 0.4, "this task read {value} sensitivity-weighted records of confidential or restricted data and is now sending to an external or broadcast destination; usually about {baseline}"),
     Feature("rule_of_two", 0.15, "this task took in untrusted input, touched confidential or restricted data and now communicates outward without an approval (rule of two); usually {baseline}"),
-    Feature("novel_outbound", 0.3, "sends to {value} never-seen external or broadcast destination(s) (weighted by sensitivity); usually about {baseline}"),
+    Feature("novel_outbound", 0.3, "sends to never-seen external or broadcast destinations ({value}: weighted by sensitivity, triple for a never-seen kind of destination such as a new domain); usually about {baseline}"),
     Feature("hour_rarity", 0.8, "acts at an hour this agent rarely works ({value} bits of surprise); usually {baseline}", "bits"),
 )
 FEATURE_NAMES = tuple(f.name for f in FEATURES)
@@ -73,11 +73,13 @@ N_FEATURES = len(FEATURES)
 _C_RATE1, _C_RATE15, _C_VOL15, _C_VOL60, _C_BYTES60, _C_OUT15, _C_OUT60, _C_FAN15, _C_DEST60, _C_EXT60, \
     _C_DEL15, _C_NOV60 = range(12)
 N_COUNTERS = 12
+#: bytes of the three lifetime novelty sketches (tools, resource families, destinations)
 _TAU1, _TAU15, _TAU60 = 60.0, 900.0, 3600.0
 _TOOL_MASK, _RES_MASK, _DEST_MASK, _RECENT_MASK = 255, 1023, 2047, 511
 _N_TASKS = 4  # slots: [task hash, flags, sensitive volume read, last t]
 _UNTRUSTED, _SENSITIVE = 1.0, 2.0
 _GEN_S = 3600.0
+_SHARE = 0.05
 _Q_VOLUME = (FEATURE_INDEX["volume_15m"], FEATURE_INDEX["volume_1h"])
 _Q_BYTES = (FEATURE_INDEX["bytes_1h"],)
 _Q_OUTBOUND = (FEATURE_INDEX["outbound_15m"], FEATURE_INDEX["outbound_1h"])
@@ -116,6 +118,13 @@ class FeatureState:
         self.instr_t = 0.0
         #: hour-of-day activity profile (24 probabilities) from the trained model, or None
         self.hours: tuple[float, ...] | None = None
+
+    def seed_sketches(self, sketches: tuple[bytes, bytes, bytes]) -> None:
+        """Start the novelty sketches from a trained profile's (tools, resource families, destinations)."""
+        self.tools, self.resources, self.dests = (_i(b) for b in sketches)
+
+    def sketches(self) -> tuple[bytes, bytes, bytes]:
+        return _b(self.tools, _TOOL_MASK), _b(self.resources, _RES_MASK), _b(self.dests, _DEST_MASK)
 
     def to_tuple(self) -> tuple:
         """Plain values (Bloom filters as little-endian bytes) for compact serialisation."""
@@ -164,6 +173,23 @@ def resource_family(resource: str) -> str:
     if not sep:
         return resource
     return scheme + "://" + rest.split("/", 1)[0]
+
+
+def destination_family(dest: str) -> str:
+    """The kind of a destination: scheme and domain (``email:x@evil.example`` -> ``email:@evil.example``),
+    or scheme and host for URLs; the scheme alone otherwise.
+
+    >>> destination_family("email:eve@evil.example"), destination_family("http:https://paste.example/x/y")
+    ('email:@evil.example', 'http:paste.example')
+    >>> destination_family("iban:GB29NWBK60161331926819")
+    'iban:'
+    """
+    scheme, _, addr = dest.partition(":")
+    if "@" in addr:
+        return scheme + ":@" + addr.rpartition("@")[2].lower()
+    if "://" in addr:
+        return scheme + ":" + addr.split("://", 1)[1].split("/", 1)[0].lower()
+    return scheme + ":"
 
 
 def extract(st: FeatureState, ev: ActionEvent, policy: Policy) -> Observation:
@@ -256,7 +282,10 @@ def extract(st: FeatureState, ev: ActionEvent, policy: Policy) -> Observation:
                 if not bloom_has(seen_dests, h, _DEST_MASK):
                     novelty += wn
                     if ext:
-                        novel_out += wn
+                        # a never-seen destination of a never-seen kind (scheme and domain) counts triple
+                        hf = stable_hash(destination_family(d))
+                        dest_hashes.append(hf)
+                        novel_out += wn if bloom_has(seen_dests, hf, _DEST_MASK) else 3.0 * wn
                         if len(new_out) < 5:
                             new_out.append(d)
         st.recent_a = recent_a
@@ -324,22 +353,24 @@ def extract(st: FeatureState, ev: ActionEvent, policy: Policy) -> Observation:
         0.0 if approved else vol, float(fanout), task_exfil, rule2, novel_out, rarity,
     ]
     o.pending = (h_tool, h_res, dest_hashes)
+    # an action is blamed for a window only when it is a real part of it (>= 5%): in the wake of a
+    # spike, a small action adds to the window but is not what made it unusual
     quiet = []
-    if approved or vol == 0.0:
+    if approved or vol == 0.0 or vol < _SHARE * c[_C_VOL15]:
         quiet += _Q_VOLUME
-    if not ev.bytes:
+    if ev.bytes < _SHARE * c[_C_BYTES60] or not ev.bytes:
         quiet += _Q_BYTES
-    if approved or not outward or vol == 0.0:
+    if approved or not outward or vol < _SHARE * c[_C_OUT15] or vol == 0.0:
         quiet += _Q_OUTBOUND
-    if approved or not fanout:
+    if approved or not fanout or fanout < _SHARE * c[_C_FAN15]:
         quiet += _Q_FANOUT
-    if not n_new_recent:
+    if not n_new_recent or n_new_recent < _SHARE * c[_C_DEST60]:
         quiet += _Q_DEST
-    if not n_new_ext:
+    if not n_new_ext or n_new_ext < _SHARE * c[_C_EXT60]:
         quiet += _Q_EXT
-    if not deleted:
+    if not deleted or deleted < _SHARE * c[_C_DEL15]:
         quiet += _Q_DELETE
-    if not novelty:
+    if not novelty or novelty < _SHARE * c[_C_NOV60]:
         quiet += _Q_NOVELTY
     o.quiet = tuple(quiet)
     return o

@@ -2,7 +2,7 @@
 
 The engine asks a model three things: where a profile starts for an agent (its own
 trained profile, else its peer group's), how rare the largest feature deviation
-is (a :class:`~detector.scoring.Calibration` learnt from normal history), and,
+is (per-feature tails and a :class:`~detector.scoring.Calibration` learnt from normal history), and,
 for a batch of deviation vectors, how rare each *combination* is (e.g. an
 isolation forest evaluated with numpy). ``None`` as the model means online
 baselines only.
@@ -15,13 +15,16 @@ from typing import Protocol
 import numpy as np
 
 from detector.baseline import Prior
-from detector.scoring import Calibration
+from detector.scoring import Calibration, FeatureTails
 
 __all__ = ["Model"]
 
 
 class Model(Protocol):
     version: str
+    #: per-feature tails of robust deviations (``-log10 p``)
+    feature_tails: FeatureTails
+    #: rarity of the largest per-feature ``-log10 p`` (a multiplicity correction)
     stat_calibration: Calibration
 
     def prior_for(self, agent_id: str, operator_id: str, tool: str) -> Prior:

@@ -19,14 +19,20 @@ from __future__ import annotations
 from bisect import bisect_left
 from dataclasses import dataclass
 from math import exp, expm1, log, log10
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
 
 from detector.features import FEATURES, N_FEATURES
 
-__all__ = ["Calibration", "score_of", "explain", "P_FLOOR", "REASON_Z"]
+__all__ = ["Calibration", "FeatureTails", "score_of", "explain", "P_FLOOR", "REASON_Z", "REASON_NEGLOG"]
 
 P_FLOOR = 1e-6
-#: a feature is named as a reason when its robust z is at least this
+#: a feature is named as a reason when its robust z is at least this ...
 REASON_Z = 2.5
+#: ... and a normal action deviates this much at most once in a hundred (-log10 p >= 2)
+REASON_NEGLOG = 2.0
 
 
 def score_of(p: float) -> float:
@@ -60,7 +66,14 @@ class Calibration:
         return cls(zs, tails, 1 / 2 ** 0.5)
 
     @classmethod
-    def fit(cls, raw: "list[float]", *, min_tail: float = 1e-4, min_beta: float = 0.0) -> "Calibration":
+    def multiplicity(cls, m: float) -> "Calibration":
+        """For a raw statistic that is ``-log10`` of the smallest of several tail probabilities:
+        ``p = min(1, m * 10**-raw)`` (a Bonferroni correction for ``m`` effective tests)."""
+        return cls((0.0, log10(max(m, 1.0)) + 1e-9), (1.0, 1.0), 1.0 / log(10.0))
+
+    @classmethod
+    def fit(cls, raw: "list[float]", *, min_tail: float = 1e-4, min_beta: float = 0.0,
+            beta: float | None = None) -> "Calibration":
         """Fit from raw statistics of normal actions (at least a few hundred)."""
         xs = sorted(raw)
         n = len(xs)
@@ -80,7 +93,8 @@ class Calibration:
         top = xs[int(0.99 * n):] if n >= 500 else xs[int(0.9 * n):]
         last = thr[-1]
         excess = [v - last for v in top if v > last]
-        beta = max(sum(excess) / len(excess) if excess else 0.5, min_beta, 1e-3)
+        if beta is None:
+            beta = max(sum(excess) / len(excess) if excess else 0.5, min_beta, 1e-3)
         return cls(tuple(thr), tuple(tails), float(beta))
 
     def pvalue(self, raw: float) -> float:
@@ -121,6 +135,101 @@ class Calibration:
         return cls(thr, tails, float(d["beta"]))
 
 
+class FeatureTails:
+    """How rare each feature's robust deviation is among normal actions, as ``-log10 p``.
+
+    One table per feature: entry ``i >= 1`` holds ``-log10 P(Z >= (i-1)/STEPS_PER_Z)``
+    for ``z`` up to ``Z_MAX`` (entry 0 is for ``z <= 0``, never rare), and beyond it an exponential tail with the
+    feature's own slope. Per-feature tails keep one feature's heavy tail (an HR
+    agent's occasional all-hands post) from blunting the others. ``raw`` is the
+    largest ``-log10 p`` over the features; :class:`Calibration` turns it into the
+    rarity of the action (a multiplicity correction learnt from normal history).
+
+    >>> t = FeatureTails.generic(3)
+    >>> round(t.neglog(0, 8.0), 2), t.neglog(0, -1.0)
+    (4.91, 0.0)
+    """
+
+    STEPS_PER_Z = 20
+    Z_MAX = 40.0
+
+    def __init__(self, tables: "list[list[float]]", slopes: "list[float]") -> None:
+        n = int(self.Z_MAX * self.STEPS_PER_Z) + 2
+        if len(tables) != len(slopes) or any(len(t) != n for t in tables):
+            raise ValueError(f"feature tails: need one table of {n} values and one slope per feature")
+        self.tables = [list(map(float, t)) for t in tables]
+        self.slopes = [float(s) for s in slopes]
+        self._n = n
+
+    @classmethod
+    def generic(cls, n_features: int) -> "FeatureTails":
+        """No history: a Laplace tail per feature, ``p = exp(-z * sqrt(2))``."""
+        k = 2 ** 0.5 / log(10.0)
+        n = int(cls.Z_MAX * cls.STEPS_PER_Z) + 2
+        table = [0.0] + [k * ((i - 1) / cls.STEPS_PER_Z) for i in range(1, n)]
+        return cls([table] * n_features, [k] * n_features)
+
+    def neglog(self, f: int, z: float) -> float:
+        if z <= 0.0:
+            return 0.0
+        i = int(z * self.STEPS_PER_Z) + 1
+        t = self.tables[f]
+        if i < self._n:
+            return t[i]
+        return t[-1] + (z - self.Z_MAX) * self.slopes[f]
+
+    @classmethod
+    def fit(cls, z: "np.ndarray", *, min_count: int = 10) -> "FeatureTails":
+        """Empirical tails of out-of-sample deviations (rows = normal actions, columns = features).
+
+        Where fewer than ``min_count`` normal actions deviate at least this much, the tail
+        continues exponentially with the mean excess of those last ones (at least a Laplace
+        slope's worth of caution: never thinner than 0.3 z per factor e, never heavier than 3).
+        A feature that never deviated upwards in history gets ``p = 1/(n+1)`` at ``0+``.
+        """
+        import numpy as np
+
+        n_rows, n_feat = z.shape
+        n = int(cls.Z_MAX * cls.STEPS_PER_Z) + 2
+        grid = np.arange(n - 1) / cls.STEPS_PER_Z  # z values of entries 1..n-1
+        tables, slopes = [], []
+        for f in range(n_feat):
+            col = np.sort(z[:, f])
+            pos = col[col > 0.0]
+            counts = len(col) - np.searchsorted(col, grid, side="left")
+            counts[0] = len(pos)  # entry 1 means "just above 0"
+            if len(pos) >= min_count:
+                tail_vals = pos[-min_count:]
+                z0 = float(tail_vals[0])
+                beta = float(np.clip(np.mean(tail_vals - z0), 0.3, 3.0))
+                p0 = min_count / (n_rows + 1)
+            else:
+                z0, beta = 0.0, 1 / 2 ** 0.5
+                p0 = max(len(pos), 1) / (n_rows + 1)
+            emp = np.maximum(counts, 0) / (n_rows + 1)
+            ext = p0 * np.exp(-(grid - z0) / beta)
+            p = np.where(counts >= min_count, emp, ext)
+            p = np.minimum(np.minimum.accumulate(np.clip(p, 1e-300, 1.0)), 1.0)
+            tables.append([0.0] + (-np.log10(p)).tolist())
+            slopes.append(1.0 / (beta * log(10.0)))
+        return cls(tables, slopes)
+
+    def neglogs(self, z: "list[float]") -> "list[float]":
+        """``-log10 p`` of every feature (0 for deviations at or below the baseline)."""
+        spz, n, zmax = self.STEPS_PER_Z, self._n, self.Z_MAX
+        out = []
+        for v, t, s in zip(z, self.tables, self.slopes):
+            if v <= 0.0:
+                out.append(0.0)
+                continue
+            i = int(v * spz) + 1
+            out.append(t[i] if i < n else t[-1] + (v - zmax) * s)
+        return out
+
+    def to_arrays(self) -> "tuple[list[list[float]], list[float]]":
+        return self.tables, self.slopes
+
+
 def _fmt(v: float) -> str:
     if v >= 100:
         return f"{v:,.0f}"
@@ -129,13 +238,15 @@ def _fmt(v: float) -> str:
     return f"{v:.2g}" if v else "0"
 
 
-def explain(z: list[float], x: list[float], loc, *, extra: list[dict] | None = None, limit: int = 5) -> list[dict]:
-    """Reasons, most important first: features whose robust z is at least :data:`REASON_Z`."""
+def explain(z: list[float], r: list[float], x: list[float], loc, *, extra: list[dict] | None = None,
+            limit: int = 5) -> list[dict]:
+    """Reasons, rarest first: features at least :data:`REASON_Z` robust deviations above the
+    agent's baseline that normal actions reach less than once in a hundred."""
     if loc is None:
         idx = []
     else:
-        idx = [i for i in range(N_FEATURES) if z[i] >= REASON_Z]
-    idx.sort(key=lambda i: -z[i])
+        idx = [i for i in range(N_FEATURES) if z[i] >= REASON_Z and r[i] >= REASON_NEGLOG]
+    idx.sort(key=lambda i: (-r[i], -z[i]))
     out = []
     for i in idx[:limit]:
         f = FEATURES[i]

@@ -23,11 +23,13 @@ import numpy as np
 
 from detector.baseline import Prior
 from detector.features import FEATURE_NAMES, N_FEATURES
-from detector.scoring import Calibration
+from detector.scoring import Calibration, FeatureTails
 
 __all__ = ["ModelError", "TrainedModel", "Forest", "load_model", "save_model", "tool_family", "FORMAT"]
 
 FORMAT = "flowbreaker-model/1"
+#: bytes of each agent's (tools, resource families, destinations) Bloom filters in ``agent_sketches``
+SKETCH_BYTES = (32, 128, 256)
 _Z_CLIP = 10.0
 
 
@@ -128,6 +130,7 @@ class TrainedModel:
         self.card = card
         self.version: str = card["version"]
         self.stat_calibration = Calibration.from_dict(card["calibration"]["max_deviation"])
+        self.feature_tails = FeatureTails(arrays["tail_tables"].tolist(), arrays["tail_slopes"].tolist())
         comb = card["calibration"].get("combination")
         self.comb_calibration = Calibration.from_dict(comb) if comb else None
         self.agent_index = {a: i for i, a in enumerate(card["agents"])}
@@ -140,6 +143,14 @@ class TrainedModel:
         self._global = Prior(tuple(map(float, arrays["global_loc"])), tuple(map(float, arrays["global_scale"])),
                              float(card["priors"]["global_weight"]), None, "global")
 
+    def _sketches(self, i: int) -> tuple[bytes, bytes, bytes] | None:
+        sk = self.a.get("agent_sketches")
+        if sk is None:
+            return None
+        row = sk[i].tobytes()
+        a, b = SKETCH_BYTES[0], SKETCH_BYTES[0] + SKETCH_BYTES[1]
+        return row[:a], row[a:b], row[b:]
+
     def _hours(self, i: int) -> tuple[float, ...] | None:
         h = self.a["agent_hours"][i]
         return tuple(map(float, h)) if h[0] >= 0 else None
@@ -149,7 +160,7 @@ class TrainedModel:
         if i is not None:
             return Prior(tuple(map(float, self.a["agent_loc"][i])), tuple(map(float, self.a["agent_scale"][i])),
                          float(min(self.a["agent_n"][i], self.card["priors"]["max_agent_weight"])),
-                         self._hours(i), "agent")
+                         self._hours(i), "agent", self._sketches(i))
         key = ("", operator_id, tool_family(tool))
         hit = self._prior_cache.get(key)
         if hit is not None:
@@ -208,7 +219,7 @@ def save_model(out: str | Path, card: dict, arrays: dict[str, np.ndarray]) -> Pa
 
 
 _REQUIRED = ("agent_loc", "agent_scale", "agent_n", "agent_hours", "operator_loc", "operator_scale", "family_loc",
-             "family_scale", "global_loc", "global_scale")
+             "family_scale", "global_loc", "global_scale", "tail_tables", "tail_slopes")
 
 
 def load_model(path: str | Path) -> TrainedModel:
@@ -240,6 +251,9 @@ def load_model(path: str | Path) -> TrainedModel:
     if missing:
         raise ModelError(f"model arrays {npz} lack {', '.join(missing)}")
     A = len(card.get("agents", []))
+    sk = arrays.get("agent_sketches")
+    if sk is not None and (sk.dtype != np.uint8 or sk.shape != (A, sum(SKETCH_BYTES))):
+        raise ModelError(f"model arrays {npz}: agent_sketches do not match the card")
     if arrays["agent_loc"].shape != (A, N_FEATURES) or not np.all(np.isfinite(arrays["agent_loc"])):
         raise ModelError(f"model arrays {npz} do not match the card (agents x features)")
     try:

@@ -6,15 +6,19 @@ Steps (seeded, reproducible; the same input gives the same model and version):
    it as normal (novelty sketches learn everything), and collect each agent's
    feature rows in log1p units. An agent's first rows (its sketches still empty)
    are left out of its profile.
-2. Profiles: per agent, per operator and per tool family (peers), and globally:
+2. Profiles: per agent (with its novelty sketches: known tools, resource families and
+   destinations), per operator and per tool family (peers, from each member's first
+   actions, since a peer prior is what a newcomer is judged by), and globally:
    location = median, scale = (95th percentile - median) / 1.645, the same
    definitions the online update tracks. Hour-of-day activity profiles for agents
    whose history spans at least three days.
 3. Calibration, out of sample: each agent's profile is fitted on the first 75% of
-   its rows and its last 25% are scored; the tail of the largest deviation on
-   those rows calibrates the statistical score, and an isolation forest
+   its rows and its last 25% are scored; the tails of the deviations on those
+   rows calibrate the statistical score, and an isolation forest
    (scikit-learn, ``random_state``) fitted on their deviation vectors calibrates
    the combination score. The forest is exported to arrays.
+   The deviations' tails are learnt per feature (``FeatureTails``), and the rarity of
+   the rarest feature is then calibrated for how many features there are to be rare in.
 """
 
 from __future__ import annotations
@@ -32,13 +36,16 @@ from detector.baseline import FLOORS, Z95, Prior
 from detector.events import ActionEvent
 from detector.features import FEATURE_NAMES, N_FEATURES, FeatureState, commit_novelty, extract
 from detector.policy import Policy, load_policy
-from detector.scoring import Calibration
+from detector.engine import GENERIC_MULTIPLICITY
+from detector.scoring import Calibration, FeatureTails
 from models.store import FORMAT, Forest, save_model, tool_family
 
 __all__ = ["fit", "configure_parser", "run"]
 
 _FLOORS = np.array(FLOORS)
 _MIN_HOURS_EVENTS = 100
+#: peer priors describe how agents of a group behave in their first actions (a newcomer's situation)
+_EARLY_ROWS = 200
 _MIN_HOURS_SPAN_S = 3 * 86400
 
 
@@ -76,7 +83,9 @@ def fit(events: Iterable[ActionEvent], policy: Policy, *, seed: int = 0, n_estim
             hours[a] = tuple(((counts + 0.5) / (counts.sum() + 12.0)).tolist())
 
     rows: dict[str, np.ndarray] = {}
+    early: dict[str, np.ndarray] = {}
     quiet: dict[str, np.ndarray] = {}
+    sketches: dict[str, bytes] = {}
     done = 0
     for a in agents:
         st = FeatureState()
@@ -92,15 +101,21 @@ def fit(events: Iterable[ActionEvent], policy: Policy, *, seed: int = 0, n_estim
         if progress is not None:
             progress(done, len(evs))
         m = np.log1p(np.array(xs, dtype=np.float64))
+        sketches[a] = b"".join(st.sketches())
+        early[a] = m[:_EARLY_ROWS]
         skip = min(20, len(m) // 5)
         if len(m) - skip < 5:
             skip = 0
         rows[a], quiet[a] = m[skip:], q[skip:]
 
     operator_of = {a: Counter(e.operator_id for e in by_agent[a]).most_common(1)[0][0] for a in agents}
-    family_of = {a: Counter(tool_family(e.tool) for e in by_agent[a]).most_common(1)[0][0] for a in agents}
+    # an agent belongs to every tool family it uses for at least a tenth of its actions
+    families_of: dict[str, set[str]] = {}
+    for a in agents:
+        fc = Counter(tool_family(e.tool) for e in by_agent[a])
+        families_of[a] = {f for f, c in fc.items() if c >= 0.1 * len(by_agent[a])}
     operators = sorted(set(operator_of.values()))
-    families = sorted(set(family_of.values()))
+    families = sorted(set().union(*families_of.values()))
 
     A = len(agents)
     agent_loc = np.zeros((A, N_FEATURES))
@@ -113,15 +128,15 @@ def fit(events: Iterable[ActionEvent], policy: Policy, *, seed: int = 0, n_estim
         if a in hours:
             agent_hours[i] = hours[a]
 
-    def group(keys: list[str], of: dict[str, str]) -> tuple[np.ndarray, np.ndarray]:
+    def group(keys: list[str], member) -> tuple[np.ndarray, np.ndarray]:
         locs, scales = np.zeros((len(keys), N_FEATURES)), np.zeros((len(keys), N_FEATURES))
         for j, k in enumerate(keys):
-            locs[j], scales[j] = _profile(_pooled([rows[a] for a in agents if of[a] == k], rng))
+            locs[j], scales[j] = _profile(_pooled([early[a] for a in agents if member(a, k)], rng))
         return locs, scales
 
-    op_loc, op_scale = group(operators, operator_of)
-    fam_loc, fam_scale = group(families, family_of)
-    g_loc, g_scale = _profile(_pooled([rows[a] for a in agents], rng))
+    op_loc, op_scale = group(operators, lambda a, k: operator_of[a] == k)
+    fam_loc, fam_scale = group(families, lambda a, k: k in families_of[a])
+    g_loc, g_scale = _profile(_pooled([early[a] for a in agents], rng))
     # a newcomer is judged against its peers, whose spread between agents widens the band
     spread = np.maximum(g_scale, np.median(np.abs(agent_loc - g_loc), axis=0) * 1.4826)
     g_scale = np.maximum(g_scale, spread)
@@ -141,8 +156,10 @@ def fit(events: Iterable[ActionEvent], policy: Policy, *, seed: int = 0, n_estim
     forest_card = None
     if zs and sum(len(z) for z in zs) >= 200:
         Z = np.concatenate(zs)
-        # the largest of many deviations has at least a Laplace-like tail: never extrapolate thinner
-        stat_cal = Calibration.fit(Z.max(axis=1).tolist(), min_beta=0.7)
+        tails = FeatureTails.fit(Z)
+        raw = [max(tails.neglogs(row)) for row in Z.tolist()]
+        # beyond the data, the smallest of the per-feature p-values is taken at face value (slope 1 in log10)
+        stat_cal = Calibration.fit(raw, beta=1.0 / np.log(10.0))
         from sklearn.ensemble import IsolationForest
 
         Zc = np.clip(Z, -10.0, 10.0)
@@ -158,13 +175,18 @@ def fit(events: Iterable[ActionEvent], policy: Policy, *, seed: int = 0, n_estim
                        "layout": "complete binary trees; bottom slots hold path lengths"}
         n_cal = len(Z)
     else:
-        stat_cal = Calibration.laplace()
+        tails = FeatureTails.generic(N_FEATURES)
+        stat_cal = Calibration.multiplicity(GENERIC_MULTIPLICITY)
         n_cal = 0
+    tables, slopes = tails.to_arrays()
+    forest_arrays["tail_tables"] = np.array(tables)
+    forest_arrays["tail_slopes"] = np.array(slopes)
     card_cal["max_deviation"] = stat_cal.to_dict()
 
     all_rows = np.concatenate([rows[a] for a in agents])
     arrays = {
         "agent_loc": agent_loc, "agent_scale": agent_scale, "agent_n": agent_n, "agent_hours": agent_hours,
+        "agent_sketches": np.frombuffer(b"".join(sketches[a] for a in agents), dtype=np.uint8).reshape(A, -1),
         "operator_loc": op_loc, "operator_scale": op_scale, "family_loc": fam_loc, "family_scale": fam_scale,
         "global_loc": g_loc, "global_scale": g_scale,
         "train_quantiles": np.quantile(all_rows, np.linspace(0, 1, 11), axis=0),
@@ -188,6 +210,8 @@ def fit(events: Iterable[ActionEvent], policy: Policy, *, seed: int = 0, n_estim
         "thresholds": {"low": th.low, "medium": th.medium, "high": th.high, "critical": th.critical,
                        "risk_budget": th.risk_budget},
         "calibration": card_cal,
+        "feature_tails": {"steps_per_z": FeatureTails.STEPS_PER_Z, "z_max": FeatureTails.Z_MAX,
+                          "arrays": ["tail_tables", "tail_slopes"]},
         "forest": forest_card,
         "priors": {"global_weight": 20.0, "peer_weight": 30.0, "max_agent_weight": 500.0,
                    "peer_groups": ["operator", "tool_family"]},

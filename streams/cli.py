@@ -15,10 +15,11 @@ __all__ = ["main", "UsageError"]
 
 #: sub-command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "train": ("models.train", "fit baseline profiles and models from past action events"),
+    "train": ("streams.train_cli", "fit baseline profiles and models from past action events (a file or a Kafka topic)"),
     "replay": ("streams.replay", "score events in order through the engine, one decision per valid event"),
     "simulate": ("models.simulate", "write a synthetic fleet's events with injected incidents and labels"),
     "evaluate": ("models.evaluate", "replay and report detection quality with plots"),
+    "models": ("streams.models_cli", "the model registry: list, show, add, promote, rollback"),
     "worker": ("streams.worker", "run a stream-processing worker against Kafka"),
     "actuator": ("streams.actuator", "run the freeze actuator against Kafka"),
     "runtime": ("streams.runtime", "run the reference agent runtime (demo and tests)"),
@@ -77,5 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+if __name__ == "__main__":  # ``python -m streams.cli``: run the module's canonical copy, whose UsageError
+    from streams.cli import main as _main  # the sub-commands raise
+
+    raise SystemExit(_main())

@@ -1,0 +1,338 @@
+"""The action event decoder (detector/events.py) against the outside contract, section 1.
+
+Every rejection reason has its own test and its bounded ``code``; the valid-event
+strategy below is written from the contract table, not from the decoder.
+"""
+from __future__ import annotations
+
+import copy
+import json
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from detector.events import ERROR_CODES, ActionEvent, EventError, decode_event
+
+REQUIRED = ("event_id", "ts", "agent_id", "operator_id", "tool", "action", "resource", "sensitivity")
+OPTIONAL_STRINGS = ("requested_by", "task_id", "instruction_hash", "approval_id", "parent_event_id")
+ACTIONS = ("read", "write", "delete", "send", "exec")
+SENSITIVITIES = ("public", "internal", "confidential", "restricted")
+
+
+def valid(**overrides) -> dict:
+    ev = {
+        "event_id": "ev-1", "ts": "2026-03-02T09:00:00Z", "agent_id": "hr-agent-1", "operator_id": "team-hr",
+        "tool": "hr_db.query", "action": "read", "resource": "hr://personnel/records", "sensitivity": "restricted",
+    }
+    ev.update(overrides)
+    return ev
+
+
+def rejection(raw) -> EventError:
+    with pytest.raises(EventError) as info:
+        decode_event(raw)
+    assert info.value.code in ERROR_CODES
+    return info.value
+
+
+def as_bytes(d: dict) -> bytes:
+    return json.dumps(d).encode()
+
+
+# --------------------------------------------------------------------------- whole-message errors
+
+@pytest.mark.parametrize("raw", [b"{", b"not json", b"", b'{"event_id": }', "{'single': 'quotes'}"])
+def test_a_message_that_is_not_json_is_rejected_as_not_json(raw):
+    err = rejection(raw)
+    assert err.code == "not_json"
+    assert err.field == ""
+    assert "JSON" in str(err)
+
+
+@pytest.mark.parametrize("raw", [b"[1, 2]", b'"an event"', b"42", b"null", b"true"])
+def test_json_that_is_not_an_object_is_rejected_as_not_object(raw):
+    err = rejection(raw)
+    assert err.code == "not_object"
+    assert "object" in str(err)
+
+
+@pytest.mark.parametrize("raw", [b"\xff\xfe", b'{"event_id": "\xff"}', "\ud800"])
+def test_a_message_that_is_not_utf8_is_rejected_as_encoding(raw):
+    err = rejection(raw)
+    assert err.code == "encoding"
+    assert "UTF-8" in str(err)
+
+
+# --------------------------------------------------------------------------- field errors
+
+@pytest.mark.parametrize("field", REQUIRED)
+@pytest.mark.parametrize("form", ["dict", "bytes"])
+def test_each_missing_required_field_is_named_with_code_missing(field, form):
+    ev = valid()
+    del ev[field]
+    err = rejection(ev if form == "dict" else as_bytes(ev))
+    assert (err.code, err.field) == ("missing", field)
+    assert str(err) == f"{field}: required field is missing"
+
+
+@pytest.mark.parametrize("field,value", [
+    ("event_id", 5), ("agent_id", None), ("operator_id", ["o"]), ("tool", {"n": 1}), ("resource", 1.5),
+    ("records", "3"), ("records", True), ("records", 1.5), ("bytes", None), ("destinations", "email:x@y"),
+    ("destinations", [1]), ("schema_version", "1"), ("task_id", 7), ("approval_id", False), ("action", 3),
+])
+def test_a_wrong_typed_field_is_rejected_as_type_and_named(field, value):
+    err = rejection(as_bytes(valid(**{field: value})))
+    assert (err.code, err.field) == ("type", field)
+    assert str(err).startswith(f"{field}: expected")
+
+
+@pytest.mark.parametrize("field,value,allowed", [
+    ("action", "fly", ACTIONS), ("action", "READ", ACTIONS), ("sensitivity", "secret", SENSITIVITIES),
+    ("sensitivity", "", SENSITIVITIES),
+])
+def test_a_value_outside_an_enum_is_rejected_as_enum_listing_the_allowed_values(field, value, allowed):
+    err = rejection(as_bytes(valid(**{field: value})))
+    assert (err.code, err.field) == ("enum", field)
+    for name in allowed:
+        assert name in str(err)
+
+
+@pytest.mark.parametrize("field", ["records", "bytes"])
+def test_a_negative_count_is_rejected_as_range(field):
+    err = rejection(valid(**{field: -1}))
+    assert (err.code, err.field) == ("range", field)
+    assert ">= 0" in str(err)
+
+
+def test_another_schema_version_is_rejected_as_range():
+    err = rejection(valid(schema_version=2))
+    assert (err.code, err.field) == ("range", "schema_version")
+    assert "2" in str(err)
+
+
+@pytest.mark.parametrize("field,limit", [
+    ("event_id", 128), ("agent_id", 128), ("operator_id", 256), ("tool", 256), ("resource", 1024),
+])
+def test_an_over_size_string_is_rejected_as_length_and_the_limit_itself_is_accepted(field, limit):
+    assert len(getattr(decode_event(valid(**{field: "x" * limit})), field)) == limit
+    err = rejection(as_bytes(valid(**{field: "x" * (limit + 1)})))
+    assert (err.code, err.field) == ("length", field)
+    assert str(limit) in str(err)
+
+
+@pytest.mark.parametrize("field", ["event_id", "agent_id", "operator_id", "tool", "resource"])
+def test_an_empty_required_string_is_rejected_as_length(field):
+    err = rejection(valid(**{field: ""}))
+    assert (err.code, err.field) == ("length", field)
+
+
+def test_more_than_ten_thousand_destinations_are_rejected_as_length():
+    assert len(decode_event(valid(destinations=["slack:#x"] * 10_000)).destinations) == 10_000
+    err = rejection(as_bytes(valid(destinations=["slack:#x"] * 10_001)))
+    assert (err.code, err.field) == ("length", "destinations")
+
+
+@pytest.mark.parametrize("ts", ["2026-03-02T09:00:00", "2026-03-02T09:00:00.250", "2026-03-02 09:00:00"])
+def test_a_timestamp_without_offset_is_rejected_saying_so(ts):
+    err = rejection(valid(ts=ts))
+    assert (err.code, err.field) == ("timestamp", "ts")
+    assert "offset" in str(err)
+
+
+@pytest.mark.parametrize("ts", ["yesterday", "2026-03-02", "02/03/2026 09:00 +01:00", "2026-03-02T9:00:00Z",
+                                "1772442000", "2026-03-02T09:00:00+0100"])
+def test_a_timestamp_that_is_not_rfc3339_is_rejected(ts):
+    err = rejection(valid(ts=ts))
+    assert (err.code, err.field) == ("timestamp", "ts")
+    assert "RFC 3339" in str(err)
+
+
+@pytest.mark.parametrize("ts", ["2026-02-30T09:00:00Z", "2026-13-01T09:00:00Z", "2026-03-02T25:00:00Z",
+                                "2026-03-02T09:00:00+99:00", "0000-01-01T00:00:00Z"])
+def test_a_timestamp_with_an_impossible_date_or_time_is_rejected(ts):
+    err = rejection(valid(ts=ts))
+    assert (err.code, err.field) == ("timestamp", "ts")
+    assert "valid date" in str(err)
+
+
+def test_every_error_code_is_one_of_the_bounded_metric_labels():
+    assert set(ERROR_CODES) == {"not_json", "not_object", "missing", "type", "enum", "range", "length",
+                                "timestamp", "encoding"}
+
+
+# --------------------------------------------------------------------------- what a valid event gives
+
+def test_optional_fields_take_the_contract_defaults():
+    ev = decode_event(valid())
+    assert (ev.schema_version, ev.records, ev.bytes, ev.destinations) == (1, 0, 0, [])
+    for name in OPTIONAL_STRINGS:
+        assert getattr(ev, name) is None
+
+
+def test_unknown_extra_fields_are_tolerated_and_ignored():
+    plain = decode_event(valid())
+    extra = decode_event(valid(x_trace={"span": [1, 2]}, model="gpt", t="not a float", records_estimate=-5))
+    assert extra == plain
+    assert "x_trace" not in extra.to_dict()
+
+
+def test_an_unknown_field_named_like_the_internal_epoch_is_tolerated_too():
+    assert decode_event(valid(**{"~flowbreaker_epoch": "x"})) == decode_event(valid())
+
+
+@pytest.mark.parametrize("ts", ["2026-03-02T09:00:00Z", "2026-03-02T09:00:00+00:00", "2026-03-02T10:30:00+01:30",
+                                "2026-03-01T23:00:00-10:00", "2026-03-02t09:00:00z", "2026-03-02T14:45:00.000+05:45"])
+def test_any_offset_of_the_same_instant_gives_the_same_t(ts):
+    assert decode_event(valid(ts=ts)).t == 1772442000.0
+
+
+def test_the_timestamp_text_is_kept_as_sent():
+    assert decode_event(valid(ts="2026-03-02T10:30:00+01:30")).ts == "2026-03-02T10:30:00+01:30"
+
+
+def test_fractional_seconds_count_in_t():
+    assert decode_event(valid(ts="2026-03-02T09:00:00.250Z")).t == pytest.approx(1772442000.25, abs=1e-6)
+
+
+def test_the_input_dict_is_not_mutated():
+    raw = valid(destinations=["email:a@b.example"], records=3, extra={"k": [1]})
+    before = copy.deepcopy(raw)
+    decode_event(raw)
+    assert raw == before
+
+
+def test_bytes_str_and_dict_forms_decode_to_the_same_event():
+    d = valid(records=4, destinations=["slack:#x"], task_id="T1")
+    assert decode_event(d) == decode_event(as_bytes(d)) == decode_event(json.dumps(d)) \
+        == decode_event(bytearray(as_bytes(d))) == decode_event(memoryview(as_bytes(d)))
+
+
+def test_an_event_is_immutable():
+    ev = decode_event(valid())
+    with pytest.raises(AttributeError):
+        ev.records = 5  # type: ignore[misc]
+
+
+# --------------------------------------------------------------------------- properties
+
+@settings(max_examples=400, deadline=None)
+@given(st.binary(max_size=300))
+def test_arbitrary_bytes_never_raise_anything_but_event_error(raw):
+    try:
+        decode_event(raw)
+    except EventError as err:
+        assert err.code in ERROR_CODES
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(REQUIRED + ("records", "bytes", "destinations", "schema_version") +
+                                       OPTIONAL_STRINGS),
+                       st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20)
+                       | st.lists(st.text(max_size=5), max_size=3),
+                       max_size=14))
+def test_arbitrary_json_objects_never_raise_anything_but_event_error(obj):
+    for raw in (obj, json.dumps(obj).encode()):
+        try:
+            decode_event(raw)
+        except EventError as err:
+            assert err.code in ERROR_CODES
+
+
+_text_chars = st.characters(blacklist_categories=("Cs",))
+
+
+def _text(lo: int, hi: int) -> st.SearchStrategy[str]:
+    return st.text(_text_chars, min_size=lo, max_size=hi)
+
+
+@st.composite
+def rfc3339(draw) -> tuple[str, float]:
+    """An RFC 3339 timestamp with an offset, and its instant in epoch seconds (computed here)."""
+    local = draw(st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30)))
+    local = local.replace(microsecond=0)
+    offset = draw(st.integers(-(23 * 60 + 59), 23 * 60 + 59))
+    micros = draw(st.integers(0, 999_999))
+    digits = draw(st.integers(0, 6))
+    frac = ""
+    if digits:
+        frac = "." + f"{micros:06d}"[:digits]
+        micros = int(f"{micros:06d}"[:digits].ljust(6, "0"))
+    else:
+        micros = 0
+    if offset == 0 and draw(st.booleans()):
+        off = draw(st.sampled_from(["Z", "z"]))
+    else:
+        sign = "+" if offset >= 0 else "-"
+        off = f"{sign}{abs(offset) // 60:02d}:{abs(offset) % 60:02d}"
+    text = local.strftime("%Y-%m-%dT%H:%M:%S").rjust(19, "0") + frac + off
+    utc = local - timedelta(minutes=offset)
+    instant = (utc - datetime(1970, 1, 1)) / timedelta(seconds=1) + micros / 1e6
+    return text, instant
+
+
+@st.composite
+def contract_events(draw) -> tuple[dict, float]:
+    """A valid action event built from the contract table (section 1), with its instant."""
+    ts, instant = draw(rfc3339())
+    ev = {
+        "event_id": draw(_text(1, 128)), "ts": ts, "agent_id": draw(_text(1, 128)),
+        "operator_id": draw(_text(1, 256)), "tool": draw(_text(1, 256)), "action": draw(st.sampled_from(ACTIONS)),
+        "resource": draw(_text(1, 1024)), "sensitivity": draw(st.sampled_from(SENSITIVITIES)),
+    }
+    if draw(st.booleans()):
+        ev["schema_version"] = 1
+    for name in OPTIONAL_STRINGS:
+        if draw(st.booleans()):
+            ev[name] = draw(_text(0, 64))
+    for name in ("records", "bytes"):
+        if draw(st.booleans()):
+            ev[name] = draw(st.integers(0, 2**53))
+    if draw(st.booleans()):
+        scheme = st.from_regex(r"[a-z][a-z0-9+.-]{0,7}", fullmatch=True)
+        ev["destinations"] = draw(st.lists(st.builds(lambda s, a: f"{s}:{a}", scheme, _text(1, 40)), max_size=12))
+    extras = draw(st.dictionaries(st.from_regex(r"x_[a-z]{1,8}", fullmatch=True),
+                                  st.integers() | _text(0, 8) | st.none(), max_size=2))
+    ev.update(extras)
+    return ev, instant
+
+
+def _with_defaults(ev: dict) -> dict:
+    out = {"schema_version": 1, "records": 0, "bytes": 0, "destinations": []}
+    out.update({n: None for n in OPTIONAL_STRINGS})
+    out.update({k: v for k, v in ev.items() if not k.startswith("x_")})
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(contract_events())
+def test_any_contract_valid_event_decodes_and_round_trips_through_to_dict(case):
+    raw, instant = case
+    ev = decode_event(raw)
+    assert ev.to_dict() == _with_defaults(raw)
+    assert ev.t == pytest.approx(instant, abs=1e-3)
+    assert decode_event(ev.to_dict()) == ev
+    assert decode_event(json.dumps(raw, ensure_ascii=False).encode()) == ev
+    assert decode_event(json.dumps(ev.to_dict())) == ev
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(2200, 1, 1)),
+       st.integers(-(23 * 60 + 59), 23 * 60 + 59), st.integers(-(23 * 60 + 59), 23 * 60 + 59))
+def test_the_same_instant_at_any_two_offsets_gives_the_same_t(utc, off_a, off_b):
+    def at(offset: int) -> str:
+        return utc.replace(tzinfo=timezone.utc).astimezone(timezone(timedelta(minutes=offset))).isoformat()
+
+    assert decode_event(valid(ts=at(off_a))).t == decode_event(valid(ts=at(off_b))).t
+
+
+def test_action_event_has_exactly_the_contract_fields_plus_the_derived_instant():
+    contract = set(REQUIRED) | set(OPTIONAL_STRINGS) | {"schema_version", "records", "bytes", "destinations"}
+    assert set(ActionEvent.__struct_fields__) == contract
+    assert isinstance(decode_event(_minimal_event_bytes()).t, float)
+
+
+def _minimal_event_bytes() -> bytes:
+    return json.dumps({"event_id": "e", "ts": "2026-03-02T09:00:00Z", "agent_id": "a", "operator_id": "o",
+                       "tool": "t", "action": "read", "resource": "r", "sensitivity": "public"}).encode()
