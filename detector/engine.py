@@ -107,7 +107,7 @@ class AgentState:
 class Decision:
     """The outcome of one event. ``record`` is the contract's decision record."""
 
-    __slots__ = ("event", "record", "freeze", "incident", "transition", "duplicate", "dest_classes", "z")
+    __slots__ = ("event", "record", "freeze", "incident", "transition", "duplicate", "dest_classes", "z", "x")
 
     def __init__(self, event: ActionEvent) -> None:
         self.event = event
@@ -118,6 +118,8 @@ class Decision:
         self.duplicate = False
         self.dest_classes: tuple[str, ...] = ()
         self.z: list[float] | None = None
+        #: the feature values (natural units), for drift monitoring
+        self.x: list[float] | None = None
 
 
 class Engine:
@@ -130,15 +132,23 @@ class Engine:
     def __init__(self, *, policy: Policy | None = None, model: Model | None = None, trace_length: int = 200,
                  trace_agents: int = 5000) -> None:
         self.policy = policy or Policy()
-        self.model = model
         self.agents: dict[str, AgentState] = {}
         self.traces = TraceStore(length=trace_length, max_agents=trace_agents)
+        self._generic = Prior.generic()
+        self.swap_model(model)
+
+    def swap_model(self, model: Model | None) -> None:
+        """Score from now on with ``model`` (a promoted version, or ``None``). Per-agent online
+        state (baselines, sketches, breakers) carries over; agents first seen later start from
+        the new model's priors; hour profiles come from the new model."""
+        self.model = model
         self._cal = model.stat_calibration if model is not None else Calibration.multiplicity(GENERIC_MULTIPLICITY)
         self._tails = model.feature_tails if model is not None else FeatureTails.generic(N_FEATURES)
         self._version = model.version if model is not None else ONLINE_MODEL_VERSION
-        self._generic = Prior.generic()
         # actions whose rarest deviation stays below this teach the baseline (score < medium)
         self._learn_raw = self._cal.inverse(10.0 ** (-6.0 * self.policy.thresholds.medium))
+        for agent_id, st in self.agents.items():
+            st.features.hours = self._prior(agent_id, st.operator_id, "").hours if model is not None else None
 
     @property
     def model_version(self) -> str:
@@ -205,6 +215,7 @@ class Engine:
             _blame(obs, z, r)
             d.dest_classes = obs.dest_classes
             d.z = z
+            d.x = obs.x
             pending.append((d, st, obs, z, r, cal.pvalue(max(r)), loc))
         if not pending:
             return out

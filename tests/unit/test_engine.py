@@ -393,3 +393,21 @@ def test_a_duplicate_is_recognised_after_many_events_of_other_agents():
     eng.process_batch([ev(k, agent_id=f"other-{k % 5}", event_id=f"o{k}") for k in range(1, 300)])
     eng.process_batch([ev(300 + k, event_id=f"own-{k}") for k in range(20)])  # fewer than the window of 32
     assert eng.process(e).duplicate
+
+
+# --------------------------------------------------------------------------- model swap
+
+def test_swapping_the_model_keeps_agent_state_and_names_the_new_version_in_decisions():
+    events = [decode_event(e) for e in sim.simulate(n_agents=6, days=2, seed=3, incidents=[])[0]]
+    card, arrays = fit(events[: len(events) // 2], POLICY, seed=0, n_estimators=10)
+    model = TrainedModel(card, arrays)
+    eng = Engine(policy=POLICY)
+    first = eng.process_batch(events[: len(events) // 2])
+    assert {d.record["model_version"] for d in first if not d.duplicate} == {ONLINE_MODEL_VERSION}
+    before = {a: st.dump() for a, st in eng.agents.items()}
+    eng.swap_model(model)
+    assert {a: st.dump() for a, st in eng.agents.items()} == before  # online state carried over
+    later = eng.process_batch(events[len(events) // 2:])
+    assert {d.record["model_version"] for d in later if not d.duplicate} == {model.version}
+    eng.swap_model(None)
+    assert eng.model_version == ONLINE_MODEL_VERSION
