@@ -1,0 +1,152 @@
+"""Kafka topics of flowbreaker, and ``flowbreaker topics`` which creates them.
+
+:func:`ensure_topics` creates whatever is missing of ``agent-actions``,
+``agent-actions-dlq``, ``agent-decisions``, ``agent-control``,
+``agent-incidents`` and ``agent-tasks`` and returns every topic's partition
+count. It is idempotent and safe to race: two workers starting together both
+succeed, and an existing topic is left as it is (its partition count wins; the
+caller decides whether a mismatch matters). The changelog topic of the workers'
+state table is created by the workers themselves (faust), with the partition
+count of ``agent-actions``.
+
+``agent-actions``, ``agent-control`` and the changelog must have the same
+number of partitions: the worker that owns partition *p* of the actions owns
+partition *p* of the control topic (releases) and of the state changelog.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Iterable, Mapping
+
+from streams.settings import TOPICS, Settings, SettingsError, add_kafka_arguments
+
+__all__ = ["ensure_topics", "describe_topics", "configure_parser", "run", "KafkaUnavailable"]
+
+#: topic configs per logical topic (everything else: broker defaults)
+TOPIC_CONFIGS: dict[str, dict[str, str]] = {
+    "dlq": {"retention.ms": str(30 * 24 * 3600 * 1000)},        # a month to look at bad producers
+    "incidents": {"retention.ms": str(365 * 24 * 3600 * 1000)},  # forensic records: a year
+    "control": {"retention.ms": str(90 * 24 * 3600 * 1000)},     # freezes and releases: audit trail
+}
+
+
+class KafkaUnavailable(RuntimeError):
+    """The broker did not answer in time (one line, for the command line)."""
+
+
+def _admin(settings: Settings, timeout_s: float):
+    from kafka.admin import KafkaAdminClient
+    from kafka.errors import KafkaError
+
+    deadline = time.monotonic() + timeout_s
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            return KafkaAdminClient(client_id=f"{settings.app_id}-admin", request_timeout_ms=int(timeout_s * 1000),
+                                    **settings.kafka_python_config())
+        except (KafkaError, OSError) as err:
+            last = err
+            time.sleep(0.5)
+    raise KafkaUnavailable(f"no Kafka broker answered at {settings.bootstrap} within {timeout_s:.0f}s ({last})")
+
+
+def describe_topics(settings: Settings, names: Iterable[str], *, timeout_s: float = 30.0) -> dict[str, int]:
+    """Partition counts of those of ``names`` that exist."""
+    admin = _admin(settings, timeout_s)
+    try:
+        return _partition_counts(admin, list(names))
+    finally:
+        admin.close()
+
+
+def _partition_counts(admin, names: list[str]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    existing = set(admin.list_topics())
+    want = [n for n in names if n in existing]
+    if want:
+        for t in admin.describe_topics(want):
+            if t.get("error_code", 0) == 0 and t.get("partitions"):
+                out[t.get("name") or t.get("topic")] = len(t["partitions"])
+    return out
+
+
+def ensure_topics(bootstrap: str | Settings, partitions: int | None = None, *, replication_factor: int | None = None,
+                  topic_prefix: str = "", topics: Iterable[str] | None = None,
+                  configs: Mapping[str, Mapping[str, str]] | None = None,
+                  timeout_s: float = 30.0) -> dict[str, int]:
+    """Create the missing flowbreaker topics; return ``{topic name: partition count}`` for all of them.
+
+    ``bootstrap`` is a ``host:port[,...]`` string (PLAINTEXT) or a :class:`Settings`
+    (security settings, prefix, partitions and replication factor are then taken
+    from it unless given here). New topics get ``partitions`` (default 8)
+    partitions and ``replication_factor`` (default 1) replicas. ``topics`` restricts the logical names (keys of
+    ``streams.settings.TOPICS``). Raises :class:`KafkaUnavailable` when no broker
+    answers within ``timeout_s``.
+    """
+    from kafka.errors import TopicAlreadyExistsError
+
+    if isinstance(bootstrap, Settings):
+        settings = bootstrap
+        topic_prefix = topic_prefix or settings.topic_prefix
+    else:
+        settings = Settings(bootstrap=bootstrap)
+    partitions = settings.partitions if partitions is None else partitions
+    replication_factor = settings.replication_factor if replication_factor is None else replication_factor
+    logical = list(topics) if topics is not None else list(TOPICS)
+    unknown = [t for t in logical if t not in TOPICS]
+    if unknown:
+        raise ValueError(f"unknown flowbreaker topics: {', '.join(unknown)}")
+    names = {lt: topic_prefix + TOPICS[lt] for lt in logical}
+    all_configs = {**TOPIC_CONFIGS, **(configs or {})}
+
+    admin = _admin(settings, timeout_s)
+    try:
+        have = _partition_counts(admin, list(names.values()))
+        missing = {lt: n for lt, n in names.items() if n not in have}
+        if missing:
+            spec = {n: {"num_partitions": partitions, "replication_factor": replication_factor,
+                        "configs": dict(all_configs.get(lt, {}))} for lt, n in missing.items()}
+            try:
+                admin.create_topics(spec, timeout_ms=int(timeout_s * 1000), wait_for_metadata=True)
+            except TopicAlreadyExistsError:
+                pass  # another process created one of them meanwhile: fine
+            deadline = time.monotonic() + timeout_s
+            while True:  # until every topic has metadata (leaders elected)
+                have = _partition_counts(admin, list(names.values()))
+                if len(have) == len(names) or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+            if len(have) != len(names):
+                raise KafkaUnavailable("topics not ready in time: "
+                                       + ", ".join(sorted(set(names.values()) - set(have))))
+        return {n: have[n] for n in names.values()}
+    finally:
+        admin.close()
+
+
+# ---------------------------------------------------------------------- command line
+def configure_parser(p: argparse.ArgumentParser) -> None:
+    add_kafka_arguments(p)
+    p.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
+                   help="how long to wait for the broker (default 30)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from streams.cli import UsageError
+
+    try:
+        settings = Settings.from_args(args)
+    except SettingsError as err:
+        raise UsageError(str(err)) from None
+    try:
+        counts = ensure_topics(settings, timeout_s=args.timeout)
+    except KafkaUnavailable as err:
+        print(f"flowbreaker topics: error: {err}", file=sys.stderr)
+        return 1
+    for name, n in counts.items():
+        note = "" if n == settings.partitions else f"  (exists with {n}, not {settings.partitions})"
+        print(f"{name}\t{n} partitions{note}")
+    return 0

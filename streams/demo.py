@@ -1,0 +1,676 @@
+"""``flowbreaker demo``: the live demo, one command.
+
+It starts what is not running yet, in order, and stops at the end only what it
+started, each by its own pid:
+
+1. Kafka (``scripts/kafka.sh start``) when nothing answers on ``--bootstrap``
+   (a 127.0.0.1 address);
+2. the topics (:func:`streams.admin.ensure_topics`);
+3. a model of the simulated fleet's normal work at the demo's pace (the runtime's
+   own code on a virtual clock, :func:`streams.runtime.paced_history`, then
+   ``flowbreaker train``; a few seconds);
+4. one worker (``flowbreaker worker`` with ``examples/policy.toml`` and that
+   model), unless the worker group already has members;
+5. the actuator (log sink, plus ``--webhook`` if given), unless its group has members;
+6. the reference runtime with its task feed (the same simulated fleet working,
+   an incident injected every ``--incident-every`` seconds), unless its group has members;
+7. Prometheus (``scripts/prometheus.sh start``) when that script exists, unless
+   ``--no-prometheus`` or one is running already.
+
+Then it shows what a SOC wants to see: throughput, alerts as they happen with
+their top reason, every freeze with the incident's trace summary (trigger,
+attribution, last actions), which agents are frozen and that they stopped
+(tasks held, no action since the freeze). Ctrl-C (or ``--duration``) ends it.
+
+When it fails: a component that does not come up within its timeout stops the
+demo (exit 1) after what was started is stopped again; the component's log is
+under ``--workdir`` (default ``var/demo``). Prometheus is optional: if it cannot
+start, the demo goes on without it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from queue import Empty, Queue
+from typing import Callable
+
+from streams.settings import Settings, SettingsError, add_kafka_arguments
+
+__all__ = ["configure_parser", "run", "SocView"]
+
+REPO_DIR = Path(__file__).resolve().parents[1]
+KAFKA_SH = REPO_DIR / "scripts" / "kafka.sh"
+PROMETHEUS_SH = REPO_DIR / "scripts" / "prometheus.sh"
+POLICY = REPO_DIR / "examples" / "policy.toml"
+#: the training history: cold-started sessions at the demo's pace, spread over the hours of three days
+HISTORY_SESSIONS, HISTORY_SESSION_S, HISTORY_EVERY_S = 12, 20 * 60.0, 6 * 3600.0
+#: run a sub-command of this checkout with this interpreter (``python -m streams.cli`` would load the CLI twice)
+CLI = [sys.executable, "-c", "import sys; from streams.cli import main; sys.exit(main())"]
+
+
+class _Usage(Exception):
+    pass
+
+
+class DemoError(RuntimeError):
+    """A component did not come up: the message says which and where its log is."""
+
+
+# ---------------------------------------------------------------------- processes
+
+
+@dataclass
+class Child:
+    """A process the demo started: stopped by its own pid (SIGTERM, then SIGKILL)."""
+
+    name: str
+    proc: subprocess.Popen
+    out: Path
+    err: Path
+    stop_timeout: float = 20.0
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stdout(self) -> str:
+        try:
+            return self.out.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def tail(self, n: int = 15) -> str:
+        try:
+            return "\n".join(self.err.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+    def stop(self) -> int | None:
+        if self.proc.poll() is None:
+            try:
+                os.kill(self.proc.pid, signal.SIGTERM)
+                self.proc.wait(timeout=self.stop_timeout)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+            except ProcessLookupError:
+                pass
+        return self.proc.returncode
+
+
+def spawn(name: str, args: list[str], logdir: Path, *, env: dict | None = None, stop_timeout: float = 20.0) -> Child:
+    """Start ``args`` in its own session (a Ctrl-C in the terminal reaches only the demo, which then
+    stops its children in order), output to ``logdir/<name>.out|.err``."""
+    logdir.mkdir(parents=True, exist_ok=True)
+    out, err = logdir / f"{name}.out", logdir / f"{name}.err"
+    full_env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
+    full_env["PYTHONPATH"] = str(REPO_DIR) + os.pathsep + full_env.get("PYTHONPATH", "")
+    with open(out, "wb") as fo, open(err, "wb") as fe:
+        proc = subprocess.Popen(args, cwd=REPO_DIR, env=full_env, stdin=subprocess.DEVNULL, stdout=fo, stderr=fe,
+                                start_new_session=True)
+    return Child(name, proc, out, err, stop_timeout)
+
+
+def _script(path: Path, *args: str, env: dict, timeout: float) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(path), *args], cwd=REPO_DIR, env={**os.environ, **env}, capture_output=True,
+                          text=True, timeout=timeout, stdin=subprocess.DEVNULL, start_new_session=True)
+
+
+def _port_open(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.3)
+        return s.connect_ex((host, port)) == 0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _kafka_answers(settings: Settings, timeout_s: float = 3.0) -> bool:
+    from kafka.admin import KafkaAdminClient
+
+    try:
+        admin = KafkaAdminClient(client_id="flowbreaker-demo", request_timeout_ms=int(timeout_s * 1000),
+                                 bootstrap_timeout_ms=int(timeout_s * 1000), **settings.kafka_python_config())
+    except Exception:  # noqa: BLE001 - any failure means: not answering
+        return False
+    try:
+        admin.list_topics()
+        return True
+    except Exception:  # noqa: BLE001
+        return False
+    finally:
+        admin.close()
+
+
+def _group_active(settings: Settings, group: str) -> bool:
+    """True if consumer group ``group`` has members (the component runs somewhere)."""
+    from kafka.admin import KafkaAdminClient
+
+    admin = KafkaAdminClient(client_id="flowbreaker-demo", request_timeout_ms=10000,
+                             **settings.kafka_python_config())
+    try:
+        info = admin.describe_groups([group]).get(group) or {}
+        return bool(info.get("members"))
+    except Exception:  # noqa: BLE001 - cannot tell: assume not running, we start one
+        return False
+    finally:
+        admin.close()
+
+
+def _wait(what: str, check: Callable[[], bool], timeout: float, child: Child | None, stop: threading.Event) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if stop.is_set():
+            raise KeyboardInterrupt
+        if child is not None and not child.alive():
+            raise DemoError(f"{child.name} exited with {child.proc.returncode} while starting; its log "
+                            f"({child.err}):\n{child.tail()}")
+        if time.monotonic() > deadline:
+            log_hint = f" (log: {child.err})" if child else ""
+            raise DemoError(f"{what} did not happen within {timeout:.0f}s{log_hint}")
+        time.sleep(0.2)
+
+
+# ---------------------------------------------------------------------- the SOC view
+
+
+class _Style:
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+
+    def __call__(self, text: str, code: str) -> str:
+        return f"\x1b[{code}m{text}\x1b[0m" if self.enabled else text
+
+
+@dataclass
+class _FrozenAgent:
+    incident_id: str | None
+    since: float
+    reason: str = ""
+    actions_after: int = 0
+    held: int = 0
+    aborted: str | None = None
+
+
+@dataclass
+class SocView:
+    """Turns decisions, incidents, control commands and the runtime journal into terminal lines.
+
+    Feed it with the ``on_*`` methods; ``status_line()`` summarises. ``write`` prints one line.
+    """
+
+    write: Callable[[str], None] = print
+    color: bool = False
+    max_alerts_per_s: float = 3.0
+    window_s: float = 10.0
+    decided: int = 0
+    alerts: int = 0
+    freezes: int = 0
+    frozen: dict[str, _FrozenAgent] = field(default_factory=dict)
+    _times: deque = field(default_factory=deque)
+    _alert_budget: float = 3.0
+    _alert_t: float = field(default_factory=time.monotonic)
+    _suppressed: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    def __post_init__(self) -> None:
+        self.s = _Style(self.color)
+
+    def _stamp(self) -> str:
+        return time.strftime("%H:%M:%S")
+
+    # -- inputs
+    def on_decision(self, rec: dict) -> None:
+        now = time.monotonic()
+        self.decided += 1
+        self._times.append(now)
+        agent = rec.get("agent_id", "?")
+        f = self.frozen.get(agent)
+        if f is not None:
+            f.actions_after += 1
+        action = rec.get("action_taken")
+        if action not in ("alert", "freeze"):
+            return
+        self.alerts += 1
+        # bounded output: a burst of alerts is summarised, not scrolled past
+        self._alert_budget = min(self.max_alerts_per_s * 2,
+                                 self._alert_budget + (now - self._alert_t) * self.max_alerts_per_s)
+        self._alert_t = now
+        if self._alert_budget < 1.0:
+            self._suppressed += 1
+            return
+        self._alert_budget -= 1.0
+        reasons = rec.get("reasons") or []
+        top = reasons[0] if reasons else {}
+        sev = rec.get("severity", "?")
+        color = {"critical": "1;31", "high": "31", "medium": "33"}.get(sev, "0")
+        tag = "FREEZE" if action == "freeze" else "ALERT "
+        more = f" (+{self._suppressed} more alerts)" if self._suppressed else ""
+        self._suppressed = 0
+        self.write(f"{self._stamp()} {self.s(tag, color)} {self.s(sev.upper(), color):<8} {agent:<20} "
+                   f"score {rec.get('score', 0):.2f}  {top.get('feature', '-')}: {top.get('detail', '')}{more}")
+
+    def on_incident(self, inc: dict) -> None:
+        s = self.s
+        att = inc.get("attribution") or {}
+        reasons = inc.get("reasons") or []
+        lines = [s(f"┏━ INCIDENT {inc.get('incident_id')}  agent {inc.get('agent_id')}  "
+                   f"{inc.get('severity', '?')} (score {inc.get('score', 0):.2f})", "1;31")]
+        lines.append(f"┃ trigger   {inc.get('trigger_event_id')} at {inc.get('opened_at')}")
+        for r in reasons[:3]:
+            lines.append(f"┃ reason    {r.get('feature')}: {r.get('detail')}")
+        lines.append(f"┃ attribution operator {att.get('operator_id')}  requested_by {att.get('requested_by') or '-'}  "
+                     f"task {att.get('task_id') or '-'}  instructions {att.get('instruction_hash') or '-'}")
+        if len(att.get("instruction_hashes_seen") or ()) > 1:
+            lines.append(f"┃           instruction hashes seen: {', '.join(att['instruction_hashes_seen'])}")
+        chain = att.get("parent_chain") or []
+        if len(chain) > 1:
+            lines.append(f"┃ data flow {' <- '.join(chain[:5])}")
+        trace = inc.get("trace") or []
+        lines.append(f"┃ last actions ({min(5, len(trace))} of {len(trace)} kept):")
+        for e in trace[-5:]:
+            dests = e.get("destinations") or []
+            extra = f" -> {', '.join(dests[:2])}" + (f" (+{e['destination_count'] - 2})"
+                                                     if e.get("destination_count", 0) > 2 else "") if dests else ""
+            lines.append(f"┃   {str(e.get('ts', ''))[11:23]} {e.get('action', ''):<6} {e.get('tool', ''):<22} "
+                         f"{e.get('resource', '')} [{e.get('sensitivity', '')}, {e.get('records', 0)} rec]{extra}"
+                         f"  score {e.get('score', 0):.2f}")
+        lines.append(s("┗━", "1;31"))
+        for line in lines:
+            self.write(line)
+
+    def on_command(self, cmd: dict, frozen: bool) -> None:
+        agent = cmd["agent_id"]
+        if frozen:
+            self.freezes += 1
+            self.frozen[agent] = _FrozenAgent(cmd.get("incident_id"), time.monotonic(), cmd.get("reason") or "")
+            self.write(f"{self._stamp()} {self.s('FROZEN  ', '1;35')} {agent:<20} incident {cmd.get('incident_id')}"
+                       f" by {cmd.get('issued_by')}: the runtime stops its tasks and tool calls")
+        else:
+            f = self.frozen.pop(agent, None)
+            held = f" ({f.held} held tasks resume)" if f and f.held else ""
+            self.write(f"{self._stamp()} {self.s('RELEASED', '1;32')} {agent:<20} by {cmd.get('issued_by')}: "
+                       f"{cmd.get('reason')}{held}")
+
+    def on_journal(self, e: dict) -> None:
+        kind, agent = e.get("event"), e.get("agent_id")
+        f = self.frozen.get(agent) if agent else None
+        if kind == "task_aborted":
+            if f is not None:
+                f.aborted = e.get("task_id")
+            self.write(f"{self._stamp()} {self.s('STOPPED ', '35')} {agent:<20} task {e.get('task_id')} "
+                       f"({e.get('kind')}) cut off before step {e.get('step', 0) + 1}/{e.get('steps')}")
+        elif kind == "task_held" and f is not None:
+            f.held = max(f.held, int(e.get("held") or 0))
+        elif kind == "incident_injected":
+            self.write(self.s(f"{self._stamp()} [simulator] incident '{e.get('kind')}' injected on {agent} "
+                              f"(task {e.get('task_id')}, {e.get('steps')} steps)", "2"))
+
+    # -- summary
+    def rate(self) -> float:
+        now = time.monotonic()
+        while self._times and self._times[0] < now - self.window_s:
+            self._times.popleft()
+        span = min(self.window_s, max(1e-9, now - self.started))
+        return len(self._times) / span
+
+    def status_line(self) -> str:
+        frozen = []
+        now = time.monotonic()
+        for agent, f in sorted(self.frozen.items()):
+            stopped = "stopped" if f.actions_after == 0 else f"{f.actions_after} actions since!"
+            frozen.append(f"{agent} ({stopped}, {f.held} tasks held, {now - f.since:.0f}s)")
+        return (f"{self._stamp()} {self.s('──', '2')} {self.rate():6.1f} events/s | decided {self.decided} | "
+                f"alerts {self.alerts} | freezes {self.freezes} | frozen: {', '.join(frozen) or 'none'}")
+
+
+# ---------------------------------------------------------------------- the demo
+
+
+class Demo:
+    def __init__(self, args: argparse.Namespace, settings: Settings) -> None:
+        self.args = args
+        self.settings = settings
+        self.workdir = Path(args.workdir).resolve()
+        self.logdir = self.workdir / "logs"
+        self.started: list[tuple[str, Callable[[], object]]] = []  # (name, how to stop it), in start order
+        self.children: dict[str, Child] = {}
+        self.stop = threading.Event()
+        self.journal_path: Path | None = None
+        self.web_port: int | None = None
+        self.model: Path | None = None
+        self.out = sys.stdout
+
+    def say(self, text: str) -> None:
+        self.out.write(text + "\n")
+        self.out.flush()
+
+    # -- starting
+    def start_kafka(self) -> None:
+        s = self.settings
+        if _kafka_answers(s):
+            self.say(f"kafka       already running at {s.bootstrap}")
+            return
+        host, _, port = s.bootstrap_servers[0].rpartition(":")
+        if host not in ("127.0.0.1", "localhost") or not port.isdigit() or len(s.bootstrap_servers) != 1:
+            raise DemoError(f"no Kafka answers at {s.bootstrap}, and only a local one (127.0.0.1) can be started")
+        env = {"FLOWBREAKER_KAFKA_PORT": port, "FLOWBREAKER_PYTHON": sys.executable}
+        if self.args.kafka_dir:
+            env["FLOWBREAKER_KAFKA_DIR"] = str(Path(self.args.kafka_dir).resolve())
+        self.say(f"kafka       starting a local broker on 127.0.0.1:{port} (scripts/kafka.sh; the first run "
+                 "fetches the jars)")
+        proc = _script(KAFKA_SH, "start", env=env, timeout=self.args.kafka_timeout)
+        if proc.returncode != 0:
+            raise DemoError(f"scripts/kafka.sh start failed: {proc.stderr.strip()[-600:]}")
+        self.started.append(("kafka", lambda: _script(KAFKA_SH, "stop", env=env, timeout=90)))
+        status = _script(KAFKA_SH, "status", env=env, timeout=30).stdout.strip()
+        self.say(f"kafka       started: {status}")
+
+    def ensure_topics(self) -> None:
+        from streams.admin import ensure_topics
+
+        counts = ensure_topics(self.settings, timeout_s=60.0)
+        self.say(f"topics      {', '.join(f'{t} ({n})' for t, n in counts.items())}")
+
+    def train_model(self) -> None:
+        """A model of the fleet's normal work at the demo's own pace (see :func:`streams.runtime.paced_history`)."""
+        from datetime import datetime, timezone
+
+        from streams.cli import main
+        from streams.runtime import paced_history
+
+        a = self.args
+        model, history = self.workdir / "model", self.workdir / "history.jsonl"
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        t0 = time.monotonic()
+        events = paced_history(n_agents=a.agents, seed=a.seed, rate=a.rate, speed=a.speed,
+                               seconds=HISTORY_SESSION_S, sessions=HISTORY_SESSIONS, session_every=HISTORY_EVERY_S,
+                               end=datetime.now(timezone.utc))
+        with open(history, "w", encoding="utf-8") as fh:
+            fh.writelines(json.dumps(e, separators=(",", ":")) + "\n" for e in events)
+        import shutil
+
+        shutil.rmtree(model, ignore_errors=True)
+        try:
+            rc = main(["train", "--input", str(history), "--policy", str(POLICY), "--out", str(model), "--quiet"])
+        except SystemExit as exc:
+            rc = exc.code
+        if rc != 0:
+            self.say(f"model       training failed (exit {rc}): the worker runs on online baselines only")
+            return
+        self.say(f"model       trained on {len(events)} normal actions of the {a.agents}-agent fleet at this pace "
+                 f"({HISTORY_SESSIONS} sessions of {HISTORY_SESSION_S / 60:.0f} min over "
+                 f"{HISTORY_SESSIONS * HISTORY_EVERY_S / 86400:.0f} days; {time.monotonic() - t0:.1f} s)")
+        self.model = model
+
+    def _child(self, name: str, args: list[str], stop_timeout: float = 20.0) -> Child:
+        child = spawn(name, CLI + args, self.logdir, stop_timeout=stop_timeout)
+        self.children[name] = child
+        self.started.append((name, child.stop))
+        return child
+
+    def start_worker(self) -> None:
+        s = self.settings
+        if _group_active(s, s.app_id):
+            self.say(f"worker      already running (consumer group {s.app_id!r} has members)")
+            return
+        port = self.args.web_port
+        if _port_open("127.0.0.1", port):
+            port = _free_port()
+        self.web_port = port
+        args = ["worker", *self._kafka_flags(), "--app-id", s.app_id, "--web-port", str(port),
+                "--datadir", str(self.workdir / f"worker-{port}"), "--policy", str(POLICY)]
+        if self.model is not None:
+            args += ["--model", str(self.model)]
+        child = self._child("worker", args, stop_timeout=40.0)
+        _wait("the worker's ready line", lambda: "flowbreaker worker ready" in child.stdout(),
+              self.args.component_timeout, child, self.stop)
+        self.say(f"worker      started, pid {child.pid}: http://127.0.0.1:{port}/metrics  /status")
+
+    def start_actuator(self) -> None:
+        group = f"{self.settings.topic_prefix}flowbreaker-actuator"
+        if _group_active(self.settings, group):
+            self.say(f"actuator    already running (group {group!r})")
+            return
+        args = ["actuator", *self._kafka_flags(), "--group", group]
+        for url in self.args.webhook:
+            args += ["--webhook", url]
+        child = self._child("actuator", args)
+        _wait("the actuator's start", lambda: "actuator:" in child.tail(), self.args.component_timeout, child,
+              self.stop)
+        sinks = "log" + (f" + webhook {', '.join(self.args.webhook)}" if self.args.webhook else "")
+        self.say(f"actuator    started, pid {child.pid}: sinks {sinks} (enacted commands: {child.out})")
+
+    def start_runtime(self) -> None:
+        group = f"{self.settings.topic_prefix}flowbreaker-runtime"
+        if _group_active(self.settings, group):
+            self.say(f"runtime     already running (group {group!r}): no feed started")
+            return
+        self.journal_path = self.workdir / "journal.jsonl"
+        self.journal_path.unlink(missing_ok=True)
+        a = self.args
+        args = ["runtime", *self._kafka_flags(), "--group", group, "--feed", "--agents", str(a.agents), "--seed",
+                str(a.seed), "--rate", str(a.rate), "--speed", str(a.speed), "--incident-every",
+                str(a.incident_every), "--journal", str(self.journal_path), "--stats-every", "60"]
+        if a.incident_after is not None:
+            args += ["--incident-after", str(a.incident_after)]
+        child = self._child("runtime", args)
+        journal = self.journal_path
+
+        def ready() -> bool:
+            try:
+                return '"event": "ready"' in journal.read_text()
+            except OSError:
+                return False
+
+        _wait("the runtime's readiness", ready, self.args.component_timeout, child, self.stop)
+        self.say(f"runtime     started, pid {child.pid}: {a.agents} simulated agents, {a.rate} tasks/s, speed x"
+                 f"{a.speed:g}, an incident every {a.incident_every:g} s")
+
+    def start_prometheus(self) -> None:
+        if self.args.no_prometheus or not PROMETHEUS_SH.exists():
+            return
+        env = {"FLOWBREAKER_PROM_PORT": str(self.args.prometheus_port)}
+        if self.web_port is not None:
+            env["FLOWBREAKER_PROM_TARGETS"] = f"127.0.0.1:{self.web_port}"
+        try:
+            if _script(PROMETHEUS_SH, "status", env=env, timeout=30).returncode == 0:
+                self.say(f"prometheus  already running at http://127.0.0.1:{self.args.prometheus_port}")
+                return
+            if _port_open("127.0.0.1", self.args.prometheus_port):
+                self.say(f"prometheus  port {self.args.prometheus_port} is taken: skipped")
+                return
+            proc = _script(PROMETHEUS_SH, "start", env=env, timeout=self.args.component_timeout + 120)
+        except subprocess.TimeoutExpired:
+            _script(PROMETHEUS_SH, "stop", env=env, timeout=60)
+            self.say("prometheus  did not start in time: skipped")
+            return
+        if proc.returncode != 0:
+            self.say(f"prometheus  could not start ({proc.stderr.strip().splitlines()[-1:] or ['?']}): skipped")
+            return
+        self.started.append(("prometheus", lambda: _script(PROMETHEUS_SH, "stop", env=env, timeout=60)))
+        self.say(f"prometheus  started: {proc.stdout.strip()}")
+
+    def _kafka_flags(self) -> list[str]:
+        flags = ["--bootstrap", self.settings.bootstrap]
+        if self.settings.topic_prefix:
+            flags += ["--topic-prefix", self.settings.topic_prefix]
+        return flags
+
+    # -- stopping
+    def stop_all(self) -> None:
+        for name, stop in reversed(self.started):
+            self.say(f"stopping    {name}" + (f" (pid {self.children[name].pid})" if name in self.children else ""))
+            try:
+                stop()
+            except Exception as err:  # noqa: BLE001 - keep stopping the others
+                self.say(f"stopping    {name} failed: {err!r}")
+        self.started.clear()
+
+    # -- watching
+    def watch(self) -> None:
+        from kafka import KafkaConsumer, TopicPartition
+
+        from streams.guard import FreezeGuard
+
+        view = SocView(write=self.say, color=self.out.isatty())
+        commands: Queue = Queue()
+        s = self.settings
+        guard = FreezeGuard(s.bootstrap, topic=s.topic("control"), client_id="flowbreaker-demo",
+                            consumer_config=s.kafka_python_config())
+        guard.start()
+        if not guard.wait_ready(60.0):
+            raise DemoError(f"could not read {s.topic('control')}")
+        for agent, cmd in sorted(guard.frozen().items()):
+            view.frozen[agent] = _FrozenAgent(cmd.get("incident_id"), time.monotonic(), cmd.get("reason") or "")
+            self.say(f"frozen      {agent} already (incident {cmd.get('incident_id')}, {cmd.get('issued_at')})")
+        guard.add_listener(lambda cmd, frozen: commands.put((cmd, frozen)))
+
+        consumer = KafkaConsumer(group_id=None, client_id="flowbreaker-demo", enable_auto_commit=False,
+                                 **s.kafka_python_config())
+        tps = []
+        for topic in (s.topic("decisions"), s.topic("incidents")):
+            tps += [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        consumer.assign(tps)
+        consumer.seek_to_end(*tps)
+        journal = open(self.journal_path, "a+", encoding="utf-8") if self.journal_path else None
+        if journal is not None:
+            journal.seek(0)
+        decisions, incidents = s.topic("decisions"), s.topic("incidents")
+        self.say(view.s("watching    decisions, incidents and freezes; Ctrl-C stops everything the demo started. "
+                        "Release a frozen agent with:", "1"))
+        self.say(f"            flowbreaker release AGENT --reason '...' --by YOUR_NAME {' '.join(self._kafka_flags())}")
+        until = time.monotonic() + self.args.duration if self.args.duration > 0 else float("inf")
+        next_status = time.monotonic() + self.args.status_every
+        try:
+            while not self.stop.is_set() and time.monotonic() < until:
+                if journal is not None:
+                    while True:
+                        pos = journal.tell()
+                        line = journal.readline()
+                        if not line.endswith("\n"):
+                            journal.seek(pos)  # a line being written: read it next time
+                            break
+                        try:
+                            view.on_journal(json.loads(line))
+                        except ValueError:
+                            pass
+                for tp, records in consumer.poll(timeout_ms=200).items():
+                    for rec in records:
+                        try:
+                            value = json.loads(rec.value)
+                        except ValueError:
+                            continue
+                        if tp.topic == decisions:
+                            view.on_decision(value)
+                        elif tp.topic == incidents:
+                            view.on_incident(value)
+                while True:
+                    try:
+                        cmd, frozen = commands.get_nowait()
+                    except Empty:
+                        break
+                    view.on_command(cmd, frozen)
+                for name, child in self.children.items():
+                    if not child.alive():
+                        raise DemoError(f"{name} (pid {child.pid}) exited with {child.proc.returncode}; its log "
+                                        f"({child.err}):\n{child.tail()}")
+                if time.monotonic() >= next_status:
+                    next_status += self.args.status_every
+                    self.say(view.status_line())
+        finally:
+            consumer.close(autocommit=False)
+            guard.stop()
+            if journal is not None:
+                journal.close()
+            self.say(view.status_line())
+
+
+def configure_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--duration", type=float, default=0.0, help="stop by itself after this many seconds (0: Ctrl-C)")
+    p.add_argument("--workdir", default=str(REPO_DIR / "var" / "demo"),
+                   help="logs, model, journal and worker data (default var/demo)")
+    p.add_argument("--agents", type=int, default=24, help="simulated agents (default %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="fleet seed (default %(default)s)")
+    p.add_argument("--rate", type=float, default=2.0, help="normal tasks per second (default %(default)s)")
+    p.add_argument("--speed", type=float, default=10.0,
+                   help="the agents work this many times faster than the simulated people (default %(default)s)")
+    p.add_argument("--incident-every", type=float, default=45.0,
+                   help="seconds between injected incidents (default %(default)s)")
+    p.add_argument("--incident-after", type=float, default=None,
+                   help="seconds before the first incident (default: --incident-every)")
+    p.add_argument("--status-every", type=float, default=5.0, help="seconds between status lines (default 5)")
+    p.add_argument("--web-port", type=int, default=6066, help="the worker's HTTP port (default 6066, or a free one)")
+    p.add_argument("--webhook", action="append", default=[], metavar="URL",
+                   help="also have the actuator POST freezes and releases to this URL")
+    p.add_argument("--no-prometheus", action="store_true", help="do not start Prometheus")
+    p.add_argument("--prometheus-port", type=int, default=9090, help="Prometheus port (default 9090)")
+    p.add_argument("--kafka-dir", help="data dir of a broker the demo starts (default var/kafka-<port>)")
+    p.add_argument("--kafka-timeout", type=float, default=900.0,
+                   help="seconds for scripts/kafka.sh start, jar download included (default 900)")
+    p.add_argument("--component-timeout", type=float, default=120.0,
+                   help="seconds for the worker, actuator and runtime to come up (default 120)")
+    add_kafka_arguments(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        settings = Settings.from_args(args)
+        if args.agents < 1 or args.rate <= 0 or args.speed <= 0 or args.duration < 0 or args.status_every <= 0:
+            raise _Usage("--agents must be >= 1; --rate, --speed and --status-every > 0; --duration >= 0")
+    except (_Usage, SettingsError) as err:
+        print(f"flowbreaker demo: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+    if not os.environ.get("FLOWBREAKER_APP_ID") and settings.topic_prefix:
+        # the worker's state changelog and consumer group are named after the app id: one per set of topics,
+        # or a worker would recover another prefix's agents (and skip their offsets as already scored)
+        settings.app_id = f"{settings.topic_prefix}flowbreaker"
+    demo = Demo(args, settings)
+
+    def on_signal(signum, _frame):
+        demo.stop.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    code = 0
+    try:
+        demo.say(f"flowbreaker demo: logs in {demo.logdir}")
+        for step in (demo.start_kafka, demo.ensure_topics, demo.train_model, demo.start_worker, demo.start_actuator,
+                     demo.start_runtime, demo.start_prometheus, demo.watch):
+            if demo.stop.is_set():  # Ctrl-C during start-up: stop what is up so far
+                raise KeyboardInterrupt
+            step()
+    except KeyboardInterrupt:
+        pass
+    except DemoError as err:
+        demo.say(f"flowbreaker demo: error: {err}")
+        code = 1
+    finally:
+        runtime = demo.children.get("runtime")
+        demo.stop_all()
+        if runtime is not None:
+            counts = runtime.stdout().strip()
+            if counts:
+                demo.say("per-agent counts of the reference runtime (held = tasks not taken while frozen, "
+                         "aborted = stopped mid-task by a freeze):")
+                demo.say(counts)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    return code

@@ -1,0 +1,109 @@
+"""``flowbreaker worker``: one stream-processing worker, in the foreground.
+
+Loads the policy and the model (input errors exit 2 before anything touches
+Kafka), creates the topics that are missing, then runs the faust worker of
+:mod:`streams.app` until SIGTERM or SIGINT, which stop it cleanly: every decided
+event's state is written and its offset committed before it exits 0.
+
+It prints one line on stdout each time its partitions are assigned and their
+state is recovered::
+
+    flowbreaker worker ready: 4 partitions of agent-actions [0,2,4,6] (rebalance 1, web :6066)
+
+and serves ``/metrics`` (Prometheus) and ``/status`` (JSON) on its web port.
+Run several on one host with distinct ``--web-port`` and ``--datadir``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from streams.settings import Settings, SettingsError, add_kafka_arguments, add_worker_arguments
+
+__all__ = ["configure_parser", "run", "build_engine"]
+
+log = logging.getLogger("flowbreaker.worker")
+
+
+def configure_parser(p: argparse.ArgumentParser) -> None:
+    add_kafka_arguments(p)
+    add_worker_arguments(p)
+    p.add_argument("--log-level", dest="log_level", default=os.environ.get("FLOWBREAKER_LOG_LEVEL", "warning"),
+                   choices=("debug", "info", "warning", "error"), help="faust and worker log level (default warning)")
+    p.add_argument("--broker-timeout", dest="broker_timeout", type=float, default=60.0, metavar="SECONDS",
+                   help="how long to wait for the broker at start (default 60)")
+
+
+def build_engine(policy: str | None, model: str | None):
+    """The engine ``flowbreaker replay`` would build for the same files (one engine, two shells)."""
+    from detector.engine import Engine
+    from detector.policy import load_policy
+
+    loaded = None
+    if model is not None:
+        try:
+            from models.store import load_model
+        except ImportError as err:  # a build without the models package: score with online baselines
+            print(f"flowbreaker worker: warning: cannot load models ({err}); running without a model",
+                  file=sys.stderr)
+        else:
+            loaded = load_model(model)
+    return Engine(policy=load_policy(policy), model=loaded)
+
+
+def _metrics(engine):
+    try:
+        from streams.metrics import Metrics
+    except ImportError:
+        return None
+    m = Metrics()
+    card = getattr(engine.model, "card", None) or {}
+    trained = card.get("trained_at") or (card.get("training_window") or {}).get("until")
+    m.set_model(engine.model_version, trained)
+    return m
+
+
+def run(args: argparse.Namespace) -> int:
+    from streams.cli import UsageError
+
+    try:
+        settings = Settings.from_args(args)
+    except SettingsError as err:
+        raise UsageError(str(err)) from None
+    engine = build_engine(settings.policy, settings.model)  # PolicyError / ModelError -> exit 2
+
+    from streams.admin import KafkaUnavailable, ensure_topics
+
+    try:
+        counts = ensure_topics(settings, timeout_s=args.broker_timeout)
+    except KafkaUnavailable as err:
+        print(f"flowbreaker worker: error: {err}", file=sys.stderr)
+        return 1
+    actions, control = settings.topic("actions"), settings.topic("control")
+    if counts[actions] != counts[control]:
+        raise UsageError(f"{actions} has {counts[actions]} partitions and {control} {counts[control]}: "
+                         "they must be equal (releases are applied by the owner of the agent's partition)")
+    if counts[actions] != settings.partitions:
+        print(f"flowbreaker worker: note: {actions} exists with {counts[actions]} partitions; using that",
+              file=sys.stderr)
+
+    metrics = _metrics(engine)
+    from faust.worker import Worker
+
+    from streams.app import create_app
+
+    app, processor = create_app(settings, engine, partition_counts=counts, metrics=metrics)
+    if metrics is not None:
+        metrics.set_worker(f"{os.uname().nodename}:{settings.web_port}")
+    worker = Worker(app, loglevel=args.log_level.upper(), quiet=True, redirect_stdouts=False)
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if code == 0 and getattr(app, "crash_reason", None) is not None:
+            return 1
+        return code
+    return 0

@@ -1,0 +1,258 @@
+"""Helpers for the worker integration tests and bench/bench_stream.py.
+
+Workers run as subprocesses (``python -m streams.cli worker``), each with its own
+web port and data dir; they are stopped with SIGTERM and, after a timeout,
+SIGKILL, and only by their own pid. Every wait here is bounded.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections import defaultdict
+from pathlib import Path
+from typing import Callable, Iterable
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+REPO_DIR = Path(__file__).resolve().parents[2]
+POLICY = REPO_DIR / "examples" / "policy.toml"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class WorkerProc:
+    """One ``flowbreaker worker`` subprocess."""
+
+    def __init__(self, bootstrap: str, prefix: str, app_id: str, datadir: Path, *, policy: Path | None = POLICY,
+                 extra: Iterable[str] = (), web_port: int | None = None, session_timeout: float = 6.0,
+                 flush_interval: float = 1.0) -> None:
+        self.web_port = web_port or free_port()
+        self.datadir = Path(datadir)
+        self.datadir.mkdir(parents=True, exist_ok=True)
+        self.args = [sys.executable, "-m", "streams.cli", "worker", "--bootstrap", bootstrap,
+                     "--topic-prefix", prefix, "--app-id", app_id, "--web-port", str(self.web_port),
+                     "--datadir", str(self.datadir), "--session-timeout", str(session_timeout),
+                     "--flush-interval", str(flush_interval), *extra]
+        if policy is not None:
+            self.args += ["--policy", str(policy)]
+        self.proc: subprocess.Popen | None = None
+        self.lines: list[str] = []
+        self.line_times: list[tuple[float, str]] = []  # (wall clock when read, line)
+        self._cond = threading.Condition()
+        self.stderr_path = self.datadir / f"worker-{self.web_port}.err"
+
+    def start(self) -> "WorkerProc":
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env["PYTHONPATH"] = str(REPO_DIR) + os.pathsep + env.get("PYTHONPATH", "")
+        self._err = open(self.stderr_path, "ab")
+        self.proc = subprocess.Popen(self.args, cwd=REPO_DIR, env=env, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE, stderr=self._err, text=True)
+        threading.Thread(target=self._read, daemon=True).start()
+        return self
+
+    def _read(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        with open(self.stderr_path.with_suffix(".out"), "a") as out:
+            for line in self.proc.stdout:
+                line = _ANSI.sub("", line).rstrip("\n")
+                out.write(line + "\n")
+                out.flush()
+                with self._cond:
+                    self.lines.append(line)
+                    self.line_times.append((time.time(), line))
+                    self._cond.notify_all()
+
+    def ready_count(self) -> int:
+        with self._cond:
+            return sum(1 for line in self.lines if line.startswith("flowbreaker worker ready"))
+
+    def wait_ready(self, count: int = 1, timeout: float = 60.0) -> str:
+        """Wait for the ``count``-th readiness line; return it."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                ready = [line for line in self.lines if line.startswith("flowbreaker worker ready")]
+                if len(ready) >= count:
+                    return ready[count - 1]
+                if self.proc is not None and self.proc.poll() is not None:
+                    raise RuntimeError(f"worker exited with {self.proc.returncode}:\n{self.stderr_tail()}")
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"worker not ready within {timeout}s; stdout={self.lines}\n"
+                                       f"{self.stderr_tail()}")
+                self._cond.wait(min(left, 0.5))
+
+    def status(self, timeout: float = 5.0) -> dict:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.web_port}/status", timeout=timeout) as r:
+            return json.loads(r.read())
+
+    def metrics(self, timeout: float = 5.0) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.web_port}/metrics", timeout=timeout) as r:
+            return r.read().decode()
+
+    def stderr_tail(self, n: int = 40) -> str:
+        try:
+            return "\n".join(self.stderr_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        """kill -9 (our own pid only)."""
+        if self.alive():
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        """SIGTERM, then SIGKILL after ``timeout``; the exit code (negative: killed by a signal)."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+        try:
+            self._err.close()
+        except Exception:
+            pass
+        return self.proc.returncode
+
+
+# ---------------------------------------------------------------------- Kafka I/O
+def producer(bootstrap: str):
+    from kafka import KafkaProducer
+
+    return KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=2, request_timeout_ms=15000,
+                         max_block_ms=15000, batch_size=256 * 1024)
+
+
+def produce(bootstrap: str, topic: str, messages: Iterable[tuple[bytes | None, bytes]], *,
+            rate: float | None = None, prod=None, on_sent: Callable[[int], None] | None = None) -> int:
+    """Send (key, value) pairs in order (``rate``: messages per second); flushes; returns the count."""
+    own = prod is None
+    prod = prod or producer(bootstrap)
+    n = 0
+    t0 = time.monotonic()
+    try:
+        for key, value in messages:
+            prod.send(topic, key=key, value=value)
+            n += 1
+            if on_sent is not None:
+                on_sent(n)
+            if rate:
+                ahead = n / rate - (time.monotonic() - t0)
+                if ahead > 0.002:
+                    time.sleep(ahead)
+        prod.flush(timeout=60)
+    finally:
+        if own:
+            prod.close(timeout=10)
+    return n
+
+
+def event_messages(events: Iterable[dict]) -> list[tuple[bytes, bytes]]:
+    return [(e["agent_id"].encode(), json.dumps(e).encode()) for e in events]
+
+
+class TopicReader:
+    """Reads every partition of a topic from the beginning, incrementally."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        from kafka import KafkaConsumer, TopicPartition
+
+        self.consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
+                                      auto_offset_reset="earliest", request_timeout_ms=30000,
+                                      consumer_timeout_ms=1000)
+        deadline = time.monotonic() + 30
+        parts = None
+        while not parts and time.monotonic() < deadline:
+            parts = self.consumer.partitions_for_topic(topic)
+            if not parts:
+                time.sleep(0.2)
+        self.tps = [TopicPartition(topic, p) for p in sorted(parts or ())]
+        self.consumer.assign(self.tps)
+        self.consumer.seek_to_beginning(*self.tps)
+        self.messages: list = []
+
+    def poll(self, timeout_ms: int = 200) -> int:
+        got = self.consumer.poll(timeout_ms=timeout_ms, max_records=10000)
+        n = 0
+        for records in got.values():
+            self.messages.extend(records)
+            n += len(records)
+        return n
+
+    def read_until(self, done: Callable[[list], bool], timeout: float) -> list:
+        deadline = time.monotonic() + timeout
+        while not done(self.messages):
+            if time.monotonic() > deadline:
+                break
+            self.poll()
+        return self.messages
+
+    def drain(self, quiet: float = 1.5, timeout: float = 30.0) -> list:
+        """Read until nothing new arrives for ``quiet`` seconds."""
+        deadline = time.monotonic() + timeout
+        last = time.monotonic()
+        while time.monotonic() < deadline and time.monotonic() - last < quiet:
+            if self.poll():
+                last = time.monotonic()
+        return self.messages
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+def decisions_by_event(messages) -> dict[str, list[bytes]]:
+    out: dict[str, list[bytes]] = defaultdict(list)
+    for m in messages:
+        out[json.loads(m.value)["event_id"]].append(m.value)
+    return out
+
+
+# ---------------------------------------------------------------------- events and replay
+def fleet(n_agents: int = 10, days: int = 2, seed: int = 3, incidents=None, incident_days_from: int = 1):
+    """Simulated events (dicts, in time order) with incidents that trip breakers."""
+    from models.simulate import simulate
+
+    if incidents is None:
+        incidents = ["bulk_read_broadcast", "mass_fanout", "mass_delete", "prompt_injection"] * 2
+    events, labels = simulate(n_agents=n_agents, days=days, seed=seed, incidents=incidents,
+                              incident_days_from=incident_days_from)
+    return events
+
+
+def replay(events: Iterable[dict], workdir: Path, policy: Path | None = POLICY) -> dict[str, dict]:
+    """Decision records of ``flowbreaker replay`` over the events, by event_id."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    src = workdir / "events.jsonl"
+    out = workdir / "replay.jsonl"
+    with open(src, "w") as fh:
+        for e in events:
+            fh.write(json.dumps(e) + "\n")
+    cmd = [sys.executable, "-m", "streams.cli", "replay", "--input", str(src), "--out", str(out), "--quiet"]
+    if policy is not None:
+        cmd += ["--policy", str(policy)]
+    subprocess.run(cmd, cwd=REPO_DIR, check=True, timeout=120, capture_output=True)
+    recs = {}
+    with open(out, "rb") as fh:
+        for line in fh:
+            rec = json.loads(line)
+            recs[rec["event_id"]] = rec
+    return recs
