@@ -1,0 +1,110 @@
+"""Hot reload: a worker follows ``model-updates`` and switches models without a restart.
+
+A background thread reads the single partition of ``model-updates`` (no consumer
+group: every worker must see every announcement), from its last message on.
+For each announcement it loads the model directory with
+:func:`models.store.load_model` (checksum verified) and checks that the loaded
+version and checksum are the announced ones; then it hands the model to
+``on_model``. The processor swaps it in at the next batch boundary, so every
+batch is scored by exactly one version and each decision names it. On any
+failure (missing or corrupt directory, checksum mismatch, other version) it
+calls ``on_error(reason, note)`` and the worker keeps the model it has.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Callable
+
+from models.store import ModelError, load_model
+from streams.model_updates import decode_update, updates_topic
+from streams.settings import Settings
+
+__all__ = ["ModelFollower", "load_announced"]
+
+log = logging.getLogger(__name__)
+
+
+def load_announced(note: dict):
+    """Load the model an announcement names; raise ``ModelError`` unless it is exactly that model."""
+    model = load_model(note["path"])
+    if model.version != note["version"]:
+        raise ModelError(f"{note['path']} holds version {model.version}, not the announced {note['version']}")
+    if model.card.get("checksum") != note["checksum"]:
+        raise ModelError(f"model {note['version']} at {note['path']} does not match the announced checksum")
+    return model
+
+
+class ModelFollower:
+    def __init__(self, settings: Settings, *, on_model: Callable[[object, dict], None],
+                 on_error: Callable[[str, dict], None], current_version: str | None = None,
+                 poll_s: float = 1.0) -> None:
+        self.settings = settings
+        self.on_model = on_model
+        self.on_error = on_error
+        self.current_version = current_version
+        self.poll_s = poll_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="model-follower", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def handle(self, value: bytes) -> None:
+        """One message of ``model-updates``."""
+        try:
+            note = decode_update(value)
+        except ValueError as err:
+            self.on_error("malformed", {"error": str(err)})
+            return
+        if note["version"] == self.current_version:
+            return
+        try:
+            model = load_announced(note)
+        except ModelError as err:
+            log.error("model update %s refused, keeping %s: %s", note.get("version"), self.current_version, err)
+            self.on_error("refused", {**note, "error": str(err)})
+            return
+        self.current_version = model.version
+        self.on_model(model, note)
+
+    def _run(self) -> None:
+        from kafka import KafkaConsumer, TopicPartition
+
+        topic = updates_topic(self.settings)
+        consumer = None
+        while not self._stop.is_set():
+            try:
+                if consumer is None:
+                    consumer = KafkaConsumer(group_id=None, enable_auto_commit=False,
+                                             **self.settings.kafka_python_config())
+                    tp = TopicPartition(topic, 0)
+                    if topic not in (consumer.topics() or set()):
+                        consumer.close()
+                        consumer = None
+                        self._stop.wait(5.0)
+                        continue
+                    consumer.assign([tp])
+                    end = consumer.end_offsets([tp])[tp]
+                    consumer.seek(tp, max(0, end - 1))  # the last announcement is the current model
+                for records in consumer.poll(timeout_ms=int(self.poll_s * 1000)).values():
+                    for rec in records:
+                        self.handle(rec.value)
+            except Exception as err:  # the broker went away: retry, never take the worker down
+                log.warning("model-updates follower: %r; retrying", err)
+                if consumer is not None:
+                    try:
+                        consumer.close()
+                    except Exception:
+                        pass
+                consumer = None
+                self._stop.wait(2.0)
+        if consumer is not None:
+            consumer.close()
