@@ -35,6 +35,11 @@ DS = {"type": "prometheus", "uid": "${datasource}"}
 RATE = "$__rate_interval"
 SENSITIVE = 'sensitivity=~"confidential|restricted"'
 LEAVING = 'dest_class=~"external|broadcast"'
+# Alerts and freezes, counted on a counter whose series all exist from the start at 0.
+# flowbreaker_alerts_total{severity, feature} gets a series at its first alert, and
+# rate()/increase() cannot see a series' rise from "absent": a burst of alerts would
+# show as almost none. Use it only for the breakdown by leading feature.
+FLAGGED = 'flowbreaker_decisions_total{action_taken=~"alert|freeze"}'
 SOC_UID, AGENT_UID, PIPELINE_UID = "flowbreaker-soc", "flowbreaker-agent", "flowbreaker-pipeline"
 AGENT_LINK = (
     f"/d/{AGENT_UID}/flowbreaker-agent-drill-down?var-agent=AGENT"
@@ -247,7 +252,7 @@ def soc_overview() -> dict:
              steps=(("green", None), ("red", 1)), graph=False),
         stat("Alerts in range",
              "Alerts and freezes raised by the detector in the selected time range.",
-             "short", "sum(increase(flowbreaker_alerts_total[$__range]))",
+             "short", f"sum(increase({FLAGGED}[$__range]))",
              steps=(("green", None), ("orange", 1))),
         stat("Freezes in range",
              "Agents frozen automatically in the selected time range (one per incident).",
@@ -265,12 +270,13 @@ def soc_overview() -> dict:
                    "many agents suggests a shared cause (a prompt injection campaign, a bad "
                    "deployment) rather than one misbehaving agent.",
                    "cpm",
-                   targets((f"sum by (severity) (rate(flowbreaker_alerts_total[{RATE}])) * 60",
+                   targets((f"sum by (severity) (rate({FLAGGED}[{RATE}])) * 60",
                             "{{severity}}")), stack=True),
         timeseries("Alerts by leading reason",
                    "Alerts per minute by the feature that contributed most to the score "
                    "(for example destination novelty, volume or fan-out). Tells what kind "
-                   "of behaviour is being flagged.",
+                   "of behaviour is being flagged. A reason's first alerts on a worker "
+                   "may be missing here (counted in Alerts by severity).",
                    "cpm",
                    targets((f"sum by (feature) (rate(flowbreaker_alerts_total[{RATE}])) * 60",
                             "{{feature}}")), stack=True),
@@ -543,7 +549,7 @@ ALERT_RULES = [
     },
     {
         "alert": "AlertStorm",
-        "expr": "sum(rate(flowbreaker_alerts_total[5m])) * 60 > 30",
+        "expr": f"sum(rate({FLAGGED}[5m])) * 60 > 30",
         "for": "5m",
         "labels": {"severity": "warning"},
         "annotations": {

@@ -40,7 +40,10 @@ Rare paths (prometheus_client metrics, labelled children cached):
     Decisions whose ``action_taken`` is ``alert`` or ``freeze``, by severity and
     leading reason feature (``none`` if no reason). Feature names come from the
     engine's fixed set; after 50 distinct names any new one is ``other``, and
-    names are cut to 64 characters. At most 6 x 52 series.
+    names are cut to 64 characters. At most 6 x 52 series. A series appears at
+    its first alert, so ``rate``/``increase`` miss the alerts before its first
+    scrape: count alerts with ``flowbreaker_decisions_total{action_taken=~"alert|freeze"}``
+    (every series there from the start) and use this one for the breakdown by feature.
 ``flowbreaker_freezes_total{severity}``
     Freeze commands issued (one per incident). 6 series.
 ``flowbreaker_releases_total``
