@@ -28,6 +28,7 @@ re-included.
 from __future__ import annotations
 
 import argparse
+from datetime import datetime, timezone
 import json
 import sys
 import time
@@ -246,6 +247,8 @@ def run(args: argparse.Namespace) -> int:
 
     card, arrays = fit(events, policy, seed=args.seed, n_estimators=args.trees, progress=progress)
     card["counts"]["invalid_lines"] = invalid
+    # when it was trained (the shell reads the clock; the version stays a pure function of the data)
+    card["trained_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
     if source is not None:
         card["source"] = source
     try:
