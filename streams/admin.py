@@ -30,6 +30,8 @@ TOPIC_CONFIGS: dict[str, dict[str, str]] = {
     "dlq": {"retention.ms": str(30 * 24 * 3600 * 1000)},        # a month to look at bad producers
     "incidents": {"retention.ms": str(365 * 24 * 3600 * 1000)},  # forensic records: a year
     "control": {"retention.ms": str(90 * 24 * 3600 * 1000)},     # freezes and releases: audit trail
+    "audit": {"retention.ms": str(365 * 24 * 3600 * 1000)},      # who did what in the control plane: a year
+    "feedback": {"retention.ms": "-1"},                          # labels for retraining: kept
 }
 
 
@@ -44,9 +46,10 @@ def _admin(settings: Settings, timeout_s: float):
     deadline = time.monotonic() + timeout_s
     last: Exception | None = None
     while time.monotonic() < deadline:
+        left_ms = max(1000, int((deadline - time.monotonic()) * 1000))
         try:
             return KafkaAdminClient(client_id=f"{settings.app_id}-admin", request_timeout_ms=int(timeout_s * 1000),
-                                    **settings.kafka_python_config())
+                                    bootstrap_timeout_ms=left_ms, **settings.kafka_python_config())
         except (KafkaError, OSError) as err:
             last = err
             time.sleep(0.5)

@@ -55,17 +55,21 @@ or doubling anything:
    back). The processor starts each partition at its committed offset once its
    changelog is recovered, processes only the next expected offset, drops
    (never acks) anything else, and seeks the partition back to the first
-   missing offset when it sees a gap.
+   missing offset when it sees a gap, or when the partition's log end is past
+   that offset and nothing arrived for 2 s (the dropped message was the last).
 
 What is written when
 --------------------
 A changed agent's state is written at most once per flush, when it has
 ``flush_events`` (K) unwritten events or its oldest unwritten change is
 ``flush_interval`` (T) seconds old, and at once for every breaker opening and
-every release. A hot agent at 1,000 events/s with K=1000 writes once a second,
-an agent with one event a minute once per event-minute; never per event. While
-faust rebalances or stops, every tick writes all changed agents so partitions
-are handed over promptly.
+every release: at most one write per agent per T seconds (or per K events). A
+hot agent at 1,000 events/s with K=1000 writes once a second, not a thousand
+times; an agent acting once a minute writes once a minute. While faust
+rebalances or stops, every tick writes all changed agents so partitions are
+handed over promptly. Outputs and state writes go straight to the aiokafka
+producer in per-partition batches (faust's ``send_soon`` buffer throttles every
+stream while it holds more than 100 messages).
 
 Store: ``memory://``. The per-agent state is small (~1.5 KB) and the changelog
 is compacted, so rebuilding a partition's table on assignment means reading one
@@ -85,8 +89,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gc
 import logging
-import sys
 import time
 from collections import defaultdict
 from datetime import datetime
@@ -240,9 +244,12 @@ class Processor:
             self._idle.set()
         return self._lock, self._idle  # type: ignore[return-value]
 
-    async def _send_batches(self, out: dict[tuple[str, int], list[tuple[bytes, bytes]]]) -> None:
-        """Publish records grouped by (topic, partition) as producer batches (the fast path)."""
-        producer = self.app.producer._ensure_producer()  # aiokafka producer: batch API
+    async def _send_batches(self, out: dict[tuple[str, int], list[tuple[bytes, bytes]]],
+                            track: bool = True) -> list[asyncio.Future]:
+        """Publish records grouped by (topic, partition) as producer batches (the fast path); return the
+        future of each partition's last batch (a partition's batches complete in order)."""
+        producer = self.app.producer._ensure_producer()  # the aiokafka producer: its batch API
+        lasts = []
         for (topic, partition), records in out.items():
             batch = producer.create_batch()
             for key, value in records:
@@ -254,7 +261,10 @@ class Processor:
                         raise ValueError(f"a record of {len(value)} bytes does not fit in a producer batch")
             fut = await producer.send_batch(batch, topic, partition=partition)
             fut.add_done_callback(self._on_sent)
-            self.last_out[(topic, partition)] = fut
+            lasts.append(fut)
+            if track:
+                self.last_out[(topic, partition)] = fut
+        return lasts
 
     async def _publish_one(self, logical: str, partition: int, key: str, value: bytes) -> asyncio.Future:
         fut = await self.app.producer.send(self.topics[logical], key.encode(), value, partition, None, None)
@@ -329,8 +339,10 @@ class Processor:
         out: dict[tuple[str, int], list[tuple[bytes, bytes]]] = defaultdict(list)
         free = []
         expect = self.expect
+        unacked = getattr(self.app.consumer, "_unacked_messages", set())
         mono0 = time.monotonic()
         gaps: dict[int, int] = {}
+        dropped = 0
         for e in events:
             msg = e.message
             msg.incref()  # ours: acked once durable (rule 1), never by take_events
@@ -347,6 +359,10 @@ class Processor:
                     self.stats["redelivered"] += 1
                 else:
                     gaps.setdefault(p, nxt)
+                # not acked, and not waited for either: faust's rebalance and stop wait for every message
+                # a stream has seen to be acked (it is processed, and acked, when it comes again)
+                unacked.discard(msg)
+                dropped += 1
                 continue
             expect[p] = off + 1
             self.position[p] = off
@@ -365,6 +381,8 @@ class Processor:
                 if metrics is not None:
                     metrics.dlq(err.code)
                 continue
+            if ev.approval_id is not None and self.approval_check is not None:
+                ev = self.approval_check(ev)  # an approval_id that does not cover the action signs nothing off
             agent = ev.agent_id
             if agent not in self.part:
                 self._load(agent, msg.partition)
@@ -407,7 +425,7 @@ class Processor:
                 freezes.append((d, msg.partition))
         if gaps:
             await self._seek_back(gaps)
-        self.stats["events"] += len(events)
+        self.stats["events"] += len(events) - dropped
         self.stats["decisions"] += len(decisions) - sum(1 for d in decisions if d.duplicate)
         if out:
             await self._send_batches(out)
@@ -480,7 +498,7 @@ class Processor:
         topic = self.topics["actions"]
         tps = [TopicPartition(topic, p) for p in partitions]
         admin = KafkaAdminClient(client_id=f"{self.settings.app_id}-offsets", request_timeout_ms=15000,
-                                 **self.settings.kafka_python_config())
+                                 bootstrap_timeout_ms=15000, **self.settings.kafka_python_config())
         try:
             committed = admin.list_group_offsets({self.settings.app_id: tps}).get(self.settings.app_id, {})
             out = {tp.partition: committed[tp].offset for tp in tps
@@ -498,7 +516,7 @@ class Processor:
         now_ms = int(time.time() * 1000)
         pending = []
         for d, partition in freezes:
-            agent = d.event.agent_id
+            agent = d.freeze["agent_id"]  # a manual freeze (streams/api.py) has no event
             incident_id = d.freeze["incident_id"]
             freeze = _encode(d.freeze)
             incident = _encode(d.incident)
@@ -508,6 +526,11 @@ class Processor:
                 ["freeze", "control", self._partition_for("control", agent.encode(), partition),
                  agent, freeze, incident_id, now_ms],
             ]
+            if "audit" in self.topics and self.topics["audit"] in self.counts:  # every freeze is audited
+                from streams.audit import freeze_entry
+
+                entries.append(["audit-freeze", "audit", self._partition_for("audit", agent.encode(), None), agent,
+                                freeze_entry(d.freeze, d.incident, now_ms, self.worker_url), incident_id, now_ms])
             self.outbox.setdefault(agent, []).extend(entries)
             pending.append((agent, entries))
             if agent not in self.dirty:
@@ -517,6 +540,60 @@ class Processor:
             for entry in entries:
                 await self._publish_entry(agent, entry)
             self.stats["freezes"] += 1
+
+    # ------------------------------------------------------------------ manual acts (streams/api.py)
+    worker_url: str | None = None
+    #: ``ev -> ev`` for events carrying an ``approval_id`` (streams/api.py: drops ids that do not cover them)
+    approval_check = None
+
+    def agent_state(self, agent: str, partition: int):
+        """The agent's engine state on the worker that owns it, loaded from the table if needed; None if unknown."""
+        if agent not in self.engine.agents and agent not in self.part and self.table is not None \
+                and self.table.data.get(agent) is not None:
+            self._load(agent, partition)
+        return self.engine.agents.get(agent)
+
+    async def apply_manual_freeze(self, d, partition: int, worker: str | None = None) -> None:
+        """A freeze by a human (``Engine.freeze_manual``): the automatic freeze's path (rule 3)."""
+        agent = d.freeze["agent_id"]
+        self.worker_url = worker or self.worker_url
+        self.frozen[agent] = d.freeze["incident_id"]
+        if self.metrics is not None:
+            self.metrics.set_frozen(self.frozen)
+        await self._freeze([(d, partition)])
+
+    async def apply_manual_release(self, agent: str, command: dict, audit: bytes) -> None:
+        """A release by a human, already applied to the engine: state, release command and audit record in the
+        table first (rule 3), then published."""
+        now_ms = int(time.time() * 1000)
+        incident_id = command.get("incident_id") or ""
+        entries = [["release", "control", self._partition_for("control", agent.encode(), self.part.get(agent)),
+                    agent, _encode(command), incident_id, now_ms]]
+        if "audit" in self.topics and self.topics["audit"] in self.counts:
+            entries.append(["audit-release", "audit", self._partition_for("audit", agent.encode(), None), agent,
+                            audit, incident_id, now_ms])
+        self.stats["releases"] += 1
+        self.frozen.pop(agent, None)
+        if self.metrics is not None:
+            self.metrics.release(agent)
+        self.outbox.setdefault(agent, []).extend(entries)
+        if agent not in self.dirty:
+            self.dirty[agent] = [time.monotonic(), 0]
+        await self.flush(force=True)
+        for entry in entries:
+            await self._publish_entry(agent, entry)
+
+    def published(self, agent: str, incident_id: str) -> bool:
+        """No publication of this incident is waiting in the agent's outbox."""
+        return not any(e[5] == incident_id for e in self.outbox.get(agent, ()))
+
+    def outbox_incident(self, agent: str, incident_id: str) -> dict | None:
+        """Severity and author of an incident not yet confirmed published (for the two-person rule)."""
+        for e in self.outbox.get(agent, ()):
+            if e[0] == "incident" and e[5] == incident_id:
+                rec = _decode_json(e[4])
+                return {"severity": rec.get("severity"), "frozen_by": rec.get("frozen_by") or "flowbreaker"}
+        return None
 
     async def _publish_entry(self, agent: str, entry: list) -> None:
         kind, logical, partition, key, value, incident_id, _ = entry
@@ -646,18 +723,26 @@ class Processor:
             if self.send_error is not None:
                 raise RuntimeError(f"publishing failed: {self.send_error!r}")
             # ... then the states ...
-            futs = []
+            # (straight to the producer, in batches: faust's send_soon buffer throttles every stream
+            # while it holds more than 100 messages, and a flush writes hundreds)
+            changelog = self.table.changelog_topic
+            topic = changelog.get_topic_name()
+            out: dict[tuple[str, int], list[tuple[bytes, bytes]]] = defaultdict(list)
             for agent, p, value in writes:
                 self.table.data[agent] = value
-                futs.append(self.table.send_changelog(p, agent, value))
-            if futs:
-                results = await asyncio.gather(*futs, return_exceptions=True)
-                errors = [r for r in results if isinstance(r, BaseException)]
-                if errors:
-                    raise RuntimeError(f"writing agent state failed: {errors[0]!r}")
-            # ... then the offsets may be committed
-            for e in to_ack:
+                key, _ = changelog.prepare_key(agent, self.table.key_serializer)
+                out[(topic, p)].append((key, value))
+            if out:
+                futs = await self._send_batches(out, track=False)
+                await asyncio.gather(*futs, return_exceptions=True)
+                if self.send_error is not None:
+                    raise RuntimeError(f"writing agent state failed: {self.send_error!r}")
+            # ... then the offsets may be committed (a few hundred at a time: faust's ack costs ~10 us, and
+            # a flush can free thousands of events; the stream keeps going in between)
+            for i, e in enumerate(to_ack, 1):
                 e.ack()
+                if not i % 256:
+                    await asyncio.sleep(0)
             self.stats["state_writes"] += len(writes)
             self.stats["flushes"] += 1
             return len(writes)
@@ -749,12 +834,16 @@ def create_app(settings: Settings, engine: Engine, *, partition_counts: dict[str
         web_port=settings.web_port,
         web_bind=settings.web_bind,
         web_host=settings.web_bind,
+        canonical_url=getattr(settings, "advertised_url", None) or None,  # peers forward API requests here
+        web_tables_enabled=False,  # faust's /table/... would serve agent state without authentication
+        web_router_enabled=False,
         autodiscover=False,
         key_serializer="raw",
         value_serializer="raw",
         stream_wait_empty=True,
         producer_acks=-1,
         producer_max_request_size=4 * 1024 * 1024,
+        producer_max_batch_size=512 * 1024,  # per partition and request: a flush's states fit in one batch
     )
     processor = Processor(app, engine, settings, partition_counts=partition_counts, metrics=metrics)
     say = announce or (lambda line: print(line, flush=True))
@@ -805,6 +894,11 @@ def create_app(settings: Settings, engine: Engine, *, partition_counts: dict[str
         processor.assigned = mine
         processor.generation += 1
         processor.ready = True
+        if processor.generation == 1:
+            # Everything loaded so far (faust, aiokafka, numpy, the model) lives as long as the process: keep
+            # it out of the collector's full passes, which otherwise stall the stream for ~80 ms each.
+            gc.collect()
+            gc.freeze()
         if metrics is not None:
             metrics.set_assignment(mine)
         say(f"flowbreaker worker ready: {len(mine)} partitions of {topics['actions']} "
@@ -818,44 +912,12 @@ def create_app(settings: Settings, engine: Engine, *, partition_counts: dict[str
 
         return web.bytes(metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
-    @app.page("/debug")
-    async def debug_page(web, request):  # TEMP
-        c = app.consumer
-        ac = c._thread._consumer if hasattr(c, "_thread") else None
-        rec = app.tables.recovery
-        d = {
-            "paused": sorted(map(str, c._paused_partitions)),
-            "active": sorted(map(str, c._active_partitions or ())),
-            "buffered": sorted(map(str, c._buffered_partitions)),
-            "flow_active": c.flow_active,
-            "fc_suspended": app.flow_control.is_active() if hasattr(app.flow_control, "is_active") else None,
-            "in_recovery": rec.in_recovery,
-            "active_offsets": {str(k): v for k, v in rec.active_offsets.items()},
-            "active_highwaters": {str(k): v for k, v in rec.active_highwaters.items()},
-            "buffers": {str(k): len(v) for k, v in rec.buffers.items()} if hasattr(rec, "buffers") else None,
-            "aio_paused": sorted(map(str, ac.paused())) if ac else None,
-            "aio_assignment": sorted(map(str, ac.assignment())) if ac else None,
-            "fetcher_state": str(app._fetcher.state),
-            "idle": processor._idle.is_set() if processor._idle else None,
-            "locked": processor._lock.locked() if processor._lock else None,
-            "held": sum(len(v) for v in processor.held.values()), "held_free": len(processor.held_free),
-            "unacked": len(c._unacked_messages),
-            "rebalancing": getattr(app, "rebalancing", None),
-            "tasks": app.agents.human_tracebacks()[:20000] if hasattr(app.agents, "human_tracebacks") else None,
-        }
-        if ac:
-            pos = {}
-            for tp in ac.assignment():
-                try:
-                    st = ac._subscription.subscription.assignment.state_value(tp)
-                    pos[str(tp)] = [st.position if st.has_valid_position else None, st.paused]
-                except Exception as e:
-                    pos[str(tp)] = repr(e)
-            d["aio_pos"] = pos
-        return web.json(d)
-
     @app.page("/status")
     async def status_page(web, request):
         return web.json(processor.status())
 
+    from streams.api import mount_api
+
+    mount_api(app, processor, settings, metrics=metrics)
+    processor.worker_url = str(app.conf.canonical_url).rstrip("/")
     return app, processor

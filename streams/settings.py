@@ -18,6 +18,8 @@ setting                     environment                        default
 ``datadir``                 ``FLOWBREAKER_DATADIR``            ``./var/worker-<web port>``
 ``web_port`` / ``web_bind`` ``FLOWBREAKER_WEB_PORT`` / ``_BIND`` 6066 / ``127.0.0.1``
 ``policy`` / ``model``      ``FLOWBREAKER_POLICY`` / ``_MODEL`` none (defaults / online baselines)
+``tokens``                  ``FLOWBREAKER_TOKENS``             none: API tokens file (``docs/api.md``)
+``advertised_url``          ``FLOWBREAKER_ADVERTISED_URL``     ``http://<web bind>:<web port>``
 ``security_protocol``       ``FLOWBREAKER_SECURITY_PROTOCOL``  ``PLAINTEXT`` (``SSL``, ``SASL_PLAINTEXT``, ``SASL_SSL``)
 ``sasl_mechanism``          ``FLOWBREAKER_SASL_MECHANISM``     ``SCRAM-SHA-512`` (``PLAIN``, ``SCRAM-SHA-256``)
 ``sasl_username``           ``FLOWBREAKER_SASL_USERNAME``
@@ -25,6 +27,10 @@ setting                     environment                        default
 ``ssl_cafile``              ``FLOWBREAKER_SSL_CAFILE``         system trust store
 ``ssl_certfile`` / keyfile  ``FLOWBREAKER_SSL_CERTFILE`` / ``_KEYFILE`` (mutual TLS)
 (key password)              ``FLOWBREAKER_SSL_KEY_PASSWORD``
+``batch_max`` / ``_within`` ``FLOWBREAKER_BATCH_MAX`` / ``_WITHIN`` 500 events / 0.005 s per ``take`` batch
+``flush_interval`` (T)      ``FLOWBREAKER_FLUSH_INTERVAL``     5 s: a changed agent's state is written ...
+``flush_events`` (K)        ``FLOWBREAKER_FLUSH_EVENTS``       ... or after 1,000 of its events
+``session_timeout``         ``FLOWBREAKER_SESSION_TIMEOUT``    10 s: a silent worker's partitions move
 =========================== ================================== =======================
 
 The same settings give the keyword arguments of each Kafka client in use:
@@ -65,6 +71,9 @@ TOPICS: dict[str, str] = {
     "control": "agent-control",
     "incidents": "agent-incidents",
     "tasks": "agent-tasks",
+    "audit": "agent-audit",          # control-plane audit trail (streams/audit.py)
+    "feedback": "agent-feedback",    # analysts' verdicts on decisions, for retraining
+    "approvals": "agent-approvals",  # approval requests and decisions (streams/approvals.py)
 }
 
 PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
@@ -90,6 +99,9 @@ class Settings:
     web_bind: str = "127.0.0.1"
     policy: str | None = None
     model: str | None = None
+    # control-plane API (streams/api.py)
+    tokens: str | None = None            # tokens file (streams/auth.py); FLOWBREAKER_API_TOKENS without one
+    advertised_url: str | None = None    # URL other workers forward API requests to (default http://bind:port)
     # stream processing knobs (see streams/app.py for what they trade)
     batch_max: int = 500           # events per stream.take batch
     batch_within: float = 0.005    # seconds a batch waits to fill
@@ -281,6 +293,10 @@ def add_worker_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--datadir", metavar="DIR", help="this worker's local data directory (default var/worker-<web port>)")
     g.add_argument("--policy", metavar="P.toml", help="policy file (contract section 2)")
     g.add_argument("--model", metavar="MODEL_DIR", help="trained model directory (default: online baselines only)")
+    g.add_argument("--tokens", metavar="FILE",
+                   help="API bearer tokens (TOML/JSON of name, role, sha256; env FLOWBREAKER_TOKENS; docs/api.md)")
+    g.add_argument("--advertised-url", dest="advertised_url", metavar="URL",
+                   help="this worker's API URL as other workers reach it (default http://<web bind>:<web port>)")
     g.add_argument("--batch-max", dest="batch_max", type=int, metavar="N", help="events per batch (default 500)")
     g.add_argument("--batch-within", dest="batch_within", type=float, metavar="SECONDS",
                    help="longest wait for a batch to fill (default 0.005)")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections import Counter
 
 import pytest
@@ -20,7 +19,7 @@ from worker_harness import TopicReader, WorkerProc, decisions_by_event, event_me
 
 pytestmark = pytest.mark.timeout(240)
 
-RATE = 1000.0  # events/s: the stream lasts ~3 s, the kill lands in its first half
+RATE = 1000.0  # events/s: the stream lasts ~3 s; the kill lands after the first freeze, before its end
 
 
 def test_a_worker_killed_mid_stream_is_replaced_without_losing_or_doubling_anything(
@@ -29,7 +28,7 @@ def test_a_worker_killed_mid_stream_is_replaced_without_losing_or_doubling_anyth
     expected = replay(events, tmp_path / "replay")
     freezes_expected = {eid for eid, r in expected.items() if r["action_taken"] == "freeze"}
     first_freeze = min(i for i, e in enumerate(events) if e["event_id"] in freezes_expected)
-    assert first_freeze < len(events) * 0.6 and len(freezes_expected) >= 3
+    assert first_freeze < len(events) * 0.9 and len(freezes_expected) >= 3
 
     p = unique_topic_prefix
     app_id = f"{p}app"

@@ -1,11 +1,13 @@
 """Two workers share the partitions; kill one and the other takes its partitions, and their state, over.
 
 Both workers run in one consumer group (same app id). Each owns part of
-``agent-actions`` and the matching partitions of the state changelog. After
-the first half of the stream, one is killed with SIGKILL; the survivor gets
-every partition, rebuilds the dead worker's agents from the changelog, and the
-second half is decided exactly as ``flowbreaker replay`` decides it, which it
-could not be if any agent's baseline or breaker had been lost on the way.
+``agent-actions`` and the matching partitions of the state changelog. Once the
+first half of the stream is decided, and the worker to be killed has written
+its agents' state and committed its offsets, it is killed with SIGKILL. The
+survivor gets every partition, rebuilds the dead worker's agents from the
+changelog (it does not re-read their first half: it cannot rebuild them from
+the events), and decides the second half exactly as ``flowbreaker replay``
+does, which it could not if any agent's baseline or breaker had been lost.
 """
 from __future__ import annotations
 
@@ -34,6 +36,18 @@ def _wait(cond, timeout: float, what: str):
     raise AssertionError(f"{what} (last: {last!r})")
 
 
+def _committed(bootstrap: str, group: str, topic: str, partitions) -> dict[int, int]:
+    from kafka import TopicPartition
+    from kafka.admin import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
+    try:
+        got = admin.list_group_offsets({group: [TopicPartition(topic, p) for p in partitions]})[group]
+        return {tp.partition: om.offset for tp, om in got.items()}
+    finally:
+        admin.close()
+
+
 def test_two_workers_share_partitions_and_the_survivor_takes_over_a_killed_ones_agents(
         kafka_bootstrap, unique_topic_prefix, tmp_path):
     events = fleet(n_agents=30, days=1, incident_days_from=0)
@@ -41,6 +55,7 @@ def test_two_workers_share_partitions_and_the_survivor_takes_over_a_killed_ones_
     half = len(events) // 2
     p = unique_topic_prefix
     app_id = f"{p}app"
+    actions = f"{p}agent-actions"
     a = WorkerProc(kafka_bootstrap, p, app_id, tmp_path / "a")
     b = WorkerProc(kafka_bootstrap, p, app_id, tmp_path / "b")
     decisions = control = None
@@ -56,39 +71,41 @@ def test_two_workers_share_partitions_and_the_survivor_takes_over_a_killed_ones_
 
         pa, pb = _wait(shared, 60, "the two workers never split the partitions")
 
-        produce(kafka_bootstrap, f"{p}agent-actions", event_messages(events[:half]))
+        produce(kafka_bootstrap, actions, event_messages(events[:half]))
         decisions = TopicReader(kafka_bootstrap, f"{p}agent-decisions")
         first_ids = {e["event_id"] for e in events[:half]}
         decisions.read_until(lambda ms: first_ids <= set(decisions_by_event(ms)), timeout=60)
         sa, sb = a.status(), b.status()
         assert sa["decisions"] > 0 and sb["decisions"] > 0, (sa, sb)
-        assert sa["agents_loaded"] > 0 and sb["agents_loaded"] > 0
-        moved_agents = sb["agents_loaded"]
 
+        # b's agents are in the changelog and its offsets committed: what a takeover has to rely on
+        from kafka import KafkaConsumer, TopicPartition
+
+        probe = KafkaConsumer(bootstrap_servers=kafka_bootstrap)
+        ends = {tp.partition: off for tp, off in probe.end_offsets([TopicPartition(actions, q) for q in pb]).items()}
+        probe.close()
+        _wait(lambda: b.status()["dirty_agents"] == 0 and _committed(kafka_bootstrap, app_id, actions, pb) == ends,
+              30, "the worker to be killed never wrote its state and committed")
+        moved = b.status()
         b.kill()  # kill -9: no goodbye to the group, no last flush
-        produce(kafka_bootstrap, f"{p}agent-actions", event_messages(events[half:]))
+        t_kill_ms = int(time.time() * 1000)
+        produce(kafka_bootstrap, actions, event_messages(events[half:]))
 
-        try:
-            _wait(lambda: len(a.status()["partitions"]) == 8, 40, "the survivor did not take every partition")
-        except AssertionError:
-            import urllib.request
-            print(urllib.request.urlopen(f"http://127.0.0.1:{a.web_port}/debug", timeout=10).read().decode())
-            raise
+        _wait(lambda: len(a.status()["partitions"]) == 8, 60, "the survivor did not take every partition")
         got = decisions_by_event(decisions.read_until(lambda ms: len(decisions_by_event(ms)) >= len(events),
                                                       timeout=90))
         missing = set(expected) - set(got)
-        if missing:  # TEMP
-            import urllib.request
-            print(json.dumps(a.status()))
-            print(urllib.request.urlopen(f"http://127.0.0.1:{a.web_port}/debug", timeout=10).read().decode())
         assert not missing, f"{len(missing)} events never decided, e.g. {sorted(missing)[:5]}"
         for eid, copies in got.items():
             for raw in copies:
                 assert json.loads(raw) == expected[eid], eid
 
+        # the first half of b's partitions was not decided again: the survivor started from b's state
+        again = [m for m in decisions.messages if m.timestamp >= t_kill_ms
+                 and json.loads(m.value)["event_id"] in first_ids]
+        assert not again, f"{len(again)} first-half events decided again after the takeover"
         second_half_agents = {e["agent_id"] for e in events[half:]}
-        decided_agents = {json.loads(got[e["event_id"]][0])["agent_id"] for e in events[half:]}
-        assert decided_agents == second_half_agents
+        assert {json.loads(got[e["event_id"]][0])["agent_id"] for e in events[half:]} == second_half_agents
 
         control = TopicReader(kafka_bootstrap, f"{p}agent-control")
         control.drain(quiet=2.0, timeout=20)
@@ -98,8 +115,8 @@ def test_two_workers_share_partitions_and_the_survivor_takes_over_a_killed_ones_
         assert len(freezes) == sum(1 for r in expected.values() if r["action_taken"] == "freeze")
 
         sa = a.status()
-        print(f"\nsplit {sorted(pa)} / {sorted(pb)}; killed worker held {moved_agents} agents; "
-              f"survivor: {json.dumps(sa)}")
+        print(f"\nsplit {sorted(pa)} / {sorted(pb)}; killed worker held {moved['agents_loaded']} agents "
+              f"({moved['state_writes']} state writes); survivor: {json.dumps(sa)}")
         assert a.stop(timeout=30) == 0, a.stderr_tail()
     finally:
         b.kill()

@@ -1,0 +1,330 @@
+"""Stream benchmark on a real broker: prints numbers, asserts nothing (a few minutes).
+
+    python bench/bench_stream.py [--bootstrap HOST:PORT] [--events 150000] [--rate 5000]
+
+Without ``--bootstrap`` it starts its own broker with scripts/kafka.sh (free
+ports, fresh data dir) and stops it at the end. It measures, in one run:
+
+1. sustained throughput: a raw aiokafka consumer reading ``agent-actions``
+   (and the same while decoding every event), next to one ``flowbreaker worker``
+   and then two workers (one consumer group) deciding the same pre-filled topic.
+   A worker's rate is decisions per second between its readiness (after its
+   last rebalance) and its last decision, from the decisions' broker timestamps;
+   A bare faust agent that only counts events on the same topic shows what
+   faust itself costs per message here;
+2. latency at fixed offered loads (``--rates``, events/s, each for
+   ``--seconds``, paced aiokafka producer, one worker, after a warm-up of
+   ``--warmup`` seconds at 1,000 events/s): produce -> decision,
+   from the action's and the decision's create times (same host, ms
+   resolution), p50/p99/max;
+3. produce -> freeze command on ``agent-control`` for every freeze in those runs
+   (joined through the incident record's ``trigger_event_id``), p50/p99/max.
+
+Workers run as subprocesses with default settings (batch 500 within 5 ms,
+state flushed every 5 s or 1,000 events per agent). Everything shares the
+machine's cores with the broker and the load generator: read the numbers as
+what this host gives, not as a ceiling.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO), str(REPO / "tests" / "integration")]
+
+from worker_harness import TopicReader, WorkerProc, event_messages, producer  # noqa: E402
+
+KINDS = ["bulk_read_broadcast", "mass_fanout", "mass_delete", "prompt_injection", "instruction_change"]
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    return s[min(len(s) - 1, max(0, int(round(q / 100 * (len(s) - 1)))))]
+
+
+def start_broker(tmp: Path):
+    sys.path.insert(0, str(REPO / "tests" / "integration"))
+    from conftest import free_port_pair, kafka_script_env, run_kafka_sh
+
+    port, cport = free_port_pair(29192)
+    env = kafka_script_env(port, cport, tmp / "kafka")
+    proc = run_kafka_sh("start", env=env, timeout=600)
+    if proc.returncode != 0:
+        raise SystemExit(f"kafka.sh start failed: {proc.stderr}")
+    return proc.stdout.strip().splitlines()[-1], (lambda: run_kafka_sh("stop", env=env, timeout=60))
+
+
+def produce_fast(bootstrap: str, topic: str, messages) -> float:
+    prod = producer(bootstrap)
+    t0 = time.perf_counter()
+    for key, value in messages:
+        prod.send(topic, key=key, value=value)
+    prod.flush(timeout=120)
+    dt = time.perf_counter() - t0
+    prod.close(timeout=10)
+    return len(messages) / dt
+
+
+async def raw_consume(bootstrap: str, topic: str, n: int, decode: bool) -> float:
+    from aiokafka import AIOKafkaConsumer
+
+    from detector.events import EventError, decode_event
+
+    c = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest",
+                         enable_auto_commit=False, fetch_max_bytes=16 * 1024 * 1024,
+                         max_partition_fetch_bytes=4 * 1024 * 1024)
+    await c.start()
+    try:
+        count = 0
+        deadline = time.monotonic() + 120
+        t0 = time.perf_counter()  # from the first fetch request on, as for the workers' first batch
+        while count < n and time.monotonic() < deadline:
+            got = await c.getmany(timeout_ms=1000, max_records=20000)
+            for records in got.values():
+                if decode:
+                    for m in records:
+                        try:
+                            decode_event(m.value)
+                        except EventError:
+                            pass
+                count += len(records)
+        return count / (time.perf_counter() - t0)
+    finally:
+        await c.stop()
+
+
+def worker_rate(workers: list[WorkerProc], reader: TopicReader, n: int, since_ms: int, timeout: float = 240) -> dict:
+    """Wait until the workers decided n events after since_ms; rate over the steady window."""
+    deadline = time.monotonic() + timeout
+    seen: set[str] = set()
+    stamps: list[int] = []
+    pos = 0
+    while len(seen) < n and time.monotonic() < deadline:
+        reader.poll(500)
+        for m in reader.messages[pos:]:
+            if m.timestamp >= since_ms:
+                seen.add(json.loads(m.value)["event_id"])
+                stamps.append(m.timestamp)
+        pos = len(reader.messages)
+    ready = max(t for w in workers for t, line in w.line_times if "worker ready" in line)
+    start_ms = int(ready * 1000)
+    window = [t for t in stamps if t >= start_ms]
+    dur = (max(window) - start_ms) / 1000 if window else float("nan")
+    statuses = [w.status() for w in workers]
+    return {"decided": len(seen), "decisions_in_window": len(window), "window_s": dur,
+            "rate": len(window) / dur if window and dur > 0 else float("nan"),
+            "partitions": [s["partitions"] for s in statuses],
+            "state_writes": sum(s["state_writes"] for s in statuses)}
+
+
+def bare_faust(bootstrap: str, topic: str, n: int, datadir: str) -> None:
+    """A faust agent that only counts: faust's own per-message cost on this host (run as a subprocess)."""
+    import faust
+
+    app = faust.App(f"bench-bare-{uuid.uuid4().hex[:6]}", broker=f"kafka://{bootstrap}", store="memory://",
+                    datadir=datadir, web_enabled=False, topic_partitions=8,
+                    table_standby_replicas=0, topic_replication_factor=1, key_serializer="raw",
+                    value_serializer="raw")
+    source = app.topic(topic, key_type=bytes, value_type=bytes, partitions=8)
+    seen = {"n": 0, "t0": 0.0}
+
+    @app.agent(source)
+    async def count(stream):
+        async for events in stream.take_events(500, within=0.005):
+            if not seen["n"]:
+                seen["t0"] = time.perf_counter()
+            seen["n"] += len(events)
+            if seen["n"] >= n:
+                print(f"BARE {seen['n'] / (time.perf_counter() - seen['t0']):.0f}", flush=True)
+                os._exit(0)
+
+    sys.argv = [sys.argv[0], "worker", "-l", "warn"]
+    app.main()
+
+
+def run_bare_faust(bootstrap: str, topic: str, n: int, datadir: Path) -> float:
+    import subprocess
+
+    out = subprocess.run([sys.executable, __file__, "--bootstrap", bootstrap, "--bare-faust", topic, str(n),
+                          str(datadir)],
+                         capture_output=True, text=True, timeout=180, cwd=REPO)
+    import re
+
+    found = re.search(r"BARE (\d+)", out.stdout + out.stderr)  # faust may route stdout to its log
+    return float(found.group(1)) if found else float("nan")
+
+
+async def produce_paced_async(bootstrap: str, topic: str, messages, rate: float) -> float:
+    """Paced load from an aiokafka producer (cheaper per message than kafka-python: the load generator
+    shares the cores with the worker and the broker)."""
+    from aiokafka import AIOKafkaProducer
+
+    prod = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
+    await prod.start()
+    try:
+        t0 = time.monotonic()
+        futs = []
+        for n, (key, value) in enumerate(messages, 1):
+            futs.append(await prod.send(topic, value=value, key=key))
+            ahead = n / rate - (time.monotonic() - t0)
+            if ahead > 0.002:
+                await asyncio.sleep(ahead)
+        await asyncio.gather(*futs)
+        return len(messages) / (time.monotonic() - t0)
+    finally:
+        await prod.stop()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bootstrap")
+    ap.add_argument("--events", type=int, default=150_000, help="events for the throughput runs")
+    ap.add_argument("--rates", default="1000,2500,5000", help="offered loads for the latency runs (events/s)")
+    ap.add_argument("--seconds", type=float, default=6.0, help="length of each latency run")
+    ap.add_argument("--warmup", type=float, default=8.0, help="seconds of 1,000 events/s before the latency runs")
+    ap.add_argument("--bare-faust", nargs=3, metavar=("TOPIC", "N", "DATADIR"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.bare_faust:
+        return bare_faust(args.bootstrap, args.bare_faust[0], int(args.bare_faust[1]), args.bare_faust[2])
+
+    from models.simulate import simulate
+    from streams.admin import ensure_topics
+
+    tmp = Path(tempfile.mkdtemp(prefix="fb-bench-"))
+    stop_broker = None
+    bootstrap = args.bootstrap
+    if not bootstrap:
+        bootstrap, stop_broker = start_broker(tmp)
+    print(f"broker {bootstrap}; cores {os.cpu_count()}; python {sys.version.split()[0]}")
+    started: list[WorkerProc] = []
+    try:
+        t = time.perf_counter()
+        events, _ = simulate(n_agents=300, days=5, seed=11)
+        events = events[: args.events]
+        msgs = event_messages(events)
+        size = sum(len(v) for _, v in msgs) / len(msgs)
+        print(f"generated {len(events)} events of {size:.0f} bytes on average, {len({e['agent_id'] for e in events})}"
+              f" agents ({time.perf_counter() - t:.1f}s)")
+
+        # ------------------------------------------------------------ throughput
+        prefix = f"bench-{uuid.uuid4().hex[:6]}-"
+        ensure_topics(bootstrap, 8, topic_prefix=prefix)
+        rate_in = produce_fast(bootstrap, f"{prefix}agent-actions", msgs)
+        print(f"\npre-filled {prefix}agent-actions (8 partitions) at {rate_in:,.0f} events/s (kafka-python producer)")
+        raw = asyncio.run(raw_consume(bootstrap, f"{prefix}agent-actions", len(msgs), decode=False))
+        raw_dec = asyncio.run(raw_consume(bootstrap, f"{prefix}agent-actions", len(msgs), decode=True))
+        bare = run_bare_faust(bootstrap, f"{prefix}agent-actions", len(msgs) * 9 // 10, tmp / "bare")
+        print(f"raw aiokafka consumer:              {raw:>9,.0f} events/s")
+        print(f"raw aiokafka consumer + decode:     {raw_dec:>9,.0f} events/s")
+        print(f"bare faust agent (take_events):     {bare:>9,.0f} events/s   (counts only: faust's own cost)")
+
+        reader = TopicReader(bootstrap, f"{prefix}agent-decisions")
+        results = {}
+        for n_workers in (1, 2):
+            since = int(time.time() * 1000)
+            app_id = f"{prefix}w{n_workers}"
+            ws = [WorkerProc(bootstrap, prefix, app_id, tmp / f"{app_id}-{i}", flush_interval=5.0,
+                             session_timeout=10.0) for i in range(n_workers)]
+            started.extend(ws)
+            for w in ws:
+                w.start()
+            for w in ws:
+                w.wait_ready(timeout=90)
+            r = worker_rate(ws, reader, len(msgs), since)
+            results[n_workers] = r
+            print(f"{n_workers} worker{'s' if n_workers > 1 else ' '}:                          "
+                  f"{r['rate']:>9,.0f} events/s  ({r['decisions_in_window']} decisions in {r['window_s']:.1f}s after "
+                  f"the last rebalance; {r['decided']}/{len(msgs)} events decided; partitions {r['partitions']}; "
+                  f"{r['state_writes']} state writes)")
+            for w in ws:
+                w.stop(timeout=60)
+        reader.close()
+        print(f"worker / raw consumer:              {results[1]['rate'] / raw:>9.0%}   "
+              f"(worker / bare faust: {results[1]['rate'] / bare:.0%}; two workers / one: "
+              f"{results[2]['rate'] / results[1]['rate']:.2f}x)")
+
+        # ------------------------------------------------------------ latency at fixed loads
+        prefix = f"bench-{uuid.uuid4().hex[:6]}-"
+        ensure_topics(bootstrap, 8, topic_prefix=prefix)
+        rates = [float(r) for r in args.rates.split(",")]
+        need = int(sum(rates) * args.seconds + 1000 * args.warmup)
+        lat_events, _ = simulate(n_agents=150, days=4, seed=5, incidents=KINDS * 12, incident_days_from=1)
+        lat_events = lat_events[:need]
+        w = WorkerProc(bootstrap, prefix, f"{prefix}lat", tmp / "lat", flush_interval=5.0, session_timeout=10.0)
+        started.append(w)
+        w.start().wait_ready(timeout=90)
+        # warm-up, not measured: the first state writes, offset commits and new log segments of every
+        # partition cost the broker tens of ms once; the runs below measure the steady state
+        warm = lat_events[: int(1000 * args.warmup)]
+        asyncio.run(produce_paced_async(bootstrap, f"{prefix}agent-actions", event_messages(warm), 1000.0))
+        time.sleep(2.0)
+        chunks, at = [], len(warm)
+        for rate in rates:
+            n = min(int(rate * args.seconds), len(lat_events) - at)
+            chunk = lat_events[at:at + n]
+            at += n
+            achieved = asyncio.run(produce_paced_async(bootstrap, f"{prefix}agent-actions",
+                                                       event_messages(chunk), rate))
+            chunks.append((rate, achieved, {e["event_id"] for e in chunk}))
+            time.sleep(1.0)  # let the worker drain before the next load
+        total = sum(len(c[2]) for c in chunks) + len(warm)
+        dec = TopicReader(bootstrap, f"{prefix}agent-decisions")
+        dec.read_until(lambda ms: len(ms) >= total, timeout=120)
+        acts = TopicReader(bootstrap, f"{prefix}agent-actions")
+        acts.read_until(lambda ms: len(ms) >= total, timeout=60)
+        sent = {json.loads(m.value)["event_id"]: m.timestamp for m in acts.messages}
+        decided = {}
+        for m in dec.messages:
+            decided.setdefault(json.loads(m.value)["event_id"], m.timestamp)
+        print(f"\nlatency, one worker, paced aiokafka producer (create time of the action -> of the decision):")
+        for rate, achieved, ids in chunks:
+            lat = [decided[i] - sent[i] for i in ids if i in decided]
+            print(f"  {rate:>6,.0f} events/s offered ({achieved:,.0f} achieved, {len(ids)} events): produce -> decision"
+                  f"  p50 {pct(lat, 50):4.0f} ms  p99 {pct(lat, 99):5.0f} ms  max {max(lat):5.0f} ms")
+        inc = TopicReader(bootstrap, f"{prefix}agent-incidents")
+        ctl = TopicReader(bootstrap, f"{prefix}agent-control")
+        n_freezes = sum(1 for m in dec.messages if json.loads(m.value)["action_taken"] == "freeze")
+        inc.read_until(lambda ms: len(ms) >= n_freezes, timeout=30)
+        ctl.read_until(lambda ms: len(ms) >= n_freezes, timeout=30)
+        trigger = {json.loads(m.value)["incident_id"]: json.loads(m.value)["trigger_event_id"] for m in inc.messages}
+        flat = {}
+        for m in ctl.messages:
+            c = json.loads(m.value)
+            if c.get("command") == "freeze" and c["incident_id"] in trigger:
+                eid = trigger[c["incident_id"]]
+                rate = next((r for r, _, ids in chunks if eid in ids), None)
+                if rate is not None:  # not in the warm-up
+                    flat.setdefault(rate, []).append(m.timestamp - sent[eid])
+        for rate, values in sorted(flat.items()):
+            print(f"  {rate:>6,.0f} events/s offered: produce -> freeze command  p50 {pct(values, 50):4.0f} ms  "
+                  f"p99 {pct(values, 99):5.0f} ms  max {max(values):5.0f} ms  ({len(values)} freezes)")
+        allf = [v for vs in flat.values() for v in vs]
+        if allf:
+            print(f"  all loads: produce -> freeze command  p50 {pct(allf, 50):4.0f} ms  p99 {pct(allf, 99):5.0f} ms"
+                  f"  ({len(allf)} freezes)")
+        for r in (dec, acts, inc, ctl):
+            r.close()
+        st = w.status()
+        print(f"  worker: {st['events']} events, {st['state_writes']} state writes in {st['flushes']} flushes")
+    finally:
+        for w in started:
+            w.stop(timeout=30)
+        if stop_broker is not None:
+            stop_broker()
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
