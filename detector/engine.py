@@ -322,6 +322,58 @@ class Engine:
         return score_of(p), obs, z, st.breaker.state
 
     # -------------------------------------------------------------- outside
+    def freeze_manual(self, agent_id: str, *, at: datetime | float, by: str, reason: str,
+                      severity: str = "high") -> Decision | None:
+        """A human froze the agent: the same outcome as a trip (breaker ``open``, one incident),
+        as a :class:`Decision` without an event (``freeze``, ``incident``, ``transition``).
+        ``None`` when the agent is unknown or already frozen. The incident id starts with ``man-``
+        and is stable for the same agent, time and person; the incident names ``frozen_by``.
+
+        >>> from detector.events import decode_event
+        >>> eng = Engine()
+        >>> _ = eng.process(decode_event({"event_id": "e1", "ts": "2026-03-02T09:00:00Z", "agent_id": "a",
+        ...     "operator_id": "o", "tool": "t", "action": "read", "resource": "r://x", "sensitivity": "internal"}))
+        >>> d = eng.freeze_manual("a", at=1772442000.0, by="alice", reason="suspicious", severity="critical")
+        >>> d.transition, d.freeze["issued_by"], d.incident["frozen_by"], eng.breaker_state("a")
+        (('closed', 'open'), 'alice', 'alice', 'open')
+        >>> eng.freeze_manual("a", at=1772442001.0, by="bob", reason="again") is None
+        True
+        """
+        st = self.agents.get(agent_id)
+        if st is None or st.breaker.state == brk.OPEN:
+            return None
+        t = at.timestamp() if isinstance(at, datetime) else float(at)
+        issued = datetime.fromtimestamp(t, timezone.utc).isoformat().replace("+00:00", "Z")
+        b = st.breaker
+        old = b.state
+        b.state, b.opened_t, b.risk = brk.OPEN, t, 0.0
+        b.incident_id = "man-" + brk.incident_id_for(agent_id, f"manual|{by}|{issued}")[4:]
+        b.trips += 1
+        d = Decision(None)  # type: ignore[arg-type]
+        d.transition = (old, brk.OPEN)
+        d.freeze = {"command": "freeze", "agent_id": agent_id, "incident_id": b.incident_id, "issued_at": issued,
+                    "reason": reason, "issued_by": by}
+        trace = self.traces.snapshot(agent_id)
+        last = trace[-1] if trace else {}
+        d.incident = {
+            "incident_id": b.incident_id, "agent_id": agent_id, "opened_at": issued, "trigger_event_id": None,
+            "score": None, "severity": severity, "manual": True, "frozen_by": by,
+            "reasons": [{"feature": "manual", "value": 1.0, "baseline": 0.0, "detail": f"frozen by {by}: {reason}"}],
+            "model_version": self._version,
+            "attribution": {
+                "operator_id": st.operator_id, "requested_by": last.get("requested_by"),
+                "instruction_hash": last.get("instruction_hash"), "task_id": last.get("task_id"),
+                "task_events": [e["event_id"] for e in trace if last.get("task_id") is not None
+                                and e["task_id"] == last.get("task_id")],
+                "parent_chain": [],
+                "operators_seen": sorted({e["operator_id"] for e in trace}),
+                "requesters_seen": sorted({e["requested_by"] for e in trace if e["requested_by"]}),
+                "instruction_hashes_seen": sorted({e["instruction_hash"] for e in trace if e["instruction_hash"]}),
+            },
+            "trace": trace,
+        }
+        return d
+
     def release(self, agent_id: str, *, at: datetime | float, by: str, reason: str) -> dict | None:
         """A human released a frozen agent: probation (``half_open``). Returns the release command,
         or ``None`` when the agent is not frozen."""

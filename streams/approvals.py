@@ -1,0 +1,193 @@
+"""Approval requests and decisions on a worker: the store every worker keeps, and the owner's service.
+
+Records are :mod:`detector.approvals` dicts, published on ``agent-approvals``
+(key ``approval_id``, in the partition of the agent's key, so an agent's
+approvals sit beside its actions). Every worker folds the whole topic into an
+:class:`ApprovalStore` (through :class:`streams.index.ControlFeed`): any worker
+lists them. Requests are opened, approved and denied only on the worker that
+owns the agent (the API routes there), which updates its store at once, so the
+check it answers next sees the decision.
+
+Ids are ``apr-`` and 128 random bits: an id that no worker issued (forged) is
+one that is not in a caught-up store.
+
+>>> store = ApprovalStore()
+>>> store.apply({"approval_id": "apr-1", "rev": 2, "state": "approved", "agent_id": "a"})
+True
+>>> store.apply({"approval_id": "apr-1", "rev": 1, "state": "pending", "agent_id": "a"})  # older: ignored
+False
+>>> store.get("apr-1")["state"]
+'approved'
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections import OrderedDict
+from typing import Any
+
+import msgspec
+from aiokafka.partitioner import murmur2
+
+from detector import approvals as core
+from detector.events import ActionEvent
+
+__all__ = ["ApprovalStore", "ApprovalService", "new_approval_id", "approval_ttl_s", "max_approval_ttl_s"]
+
+_encode = msgspec.json.Encoder().encode
+
+
+def approval_ttl_s(environ=None) -> float:
+    """How long an approval covers matching actions (``FLOWBREAKER_APPROVAL_TTL_S``, default 900)."""
+    env = os.environ if environ is None else environ
+    try:
+        return max(1.0, float(env.get("FLOWBREAKER_APPROVAL_TTL_S", core.DEFAULT_TTL_S)))
+    except ValueError:
+        return core.DEFAULT_TTL_S
+
+
+def max_approval_ttl_s(environ=None) -> float:
+    """The longest TTL an approver may give (``FLOWBREAKER_APPROVAL_MAX_TTL_S``, default 8 hours)."""
+    env = os.environ if environ is None else environ
+    try:
+        return max(1.0, float(env.get("FLOWBREAKER_APPROVAL_MAX_TTL_S", 8 * 3600.0)))
+    except ValueError:
+        return 8 * 3600.0
+
+
+def new_approval_id() -> str:
+    return "apr-" + secrets.token_hex(16)
+
+
+class ApprovalStore:
+    """Approval records by id (newest ``rev`` wins), bounded: the oldest records go first."""
+
+    def __init__(self, max_items: int = 100_000) -> None:
+        self.max_items = max_items
+        self._items: OrderedDict[str, dict] = OrderedDict()
+        self._pending: dict[str, str] = {}  # fingerprint -> id of its newest pending request
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def apply(self, rec: dict) -> bool:
+        aid = rec.get("approval_id")
+        if not isinstance(aid, str):
+            return False
+        old = self._items.get(aid)
+        if old is not None and int(old.get("rev", 0)) >= int(rec.get("rev", 0) or 0):
+            return False
+        self._items[aid] = rec
+        fp = rec.get("fingerprint")
+        if isinstance(fp, str):
+            if rec.get("state") == "pending":
+                self._pending[fp] = aid
+            elif self._pending.get(fp) == aid:
+                del self._pending[fp]
+        while len(self._items) > self.max_items:
+            gone, grec = self._items.popitem(last=False)
+            if self._pending.get(grec.get("fingerprint")) == gone:
+                del self._pending[grec["fingerprint"]]
+        return True
+
+    def get(self, approval_id: str) -> dict | None:
+        return self._items.get(approval_id)
+
+    def discard(self, approval_id: str) -> None:
+        rec = self._items.pop(approval_id, None)
+        if rec is not None and self._pending.get(rec.get("fingerprint")) == approval_id:
+            del self._pending[rec["fingerprint"]]
+
+    def restore(self, rec: dict) -> None:
+        """Put back ``rec`` whatever its ``rev`` (undo a change that could not be published)."""
+        self.discard(rec["approval_id"])
+        self._items[rec["approval_id"]] = dict(rec, rev=int(rec.get("rev", 0)))
+        if rec.get("state") == "pending" and isinstance(rec.get("fingerprint"), str):
+            self._pending[rec["fingerprint"]] = rec["approval_id"]
+
+    def pending_like(self, ev: ActionEvent, now: float) -> dict | None:
+        """An open request for the same kind of action covering at least as many records."""
+        aid = self._pending.get(core.fingerprint(ev))
+        rec = self._items.get(aid) if aid else None
+        if rec is None or core.effective_state(rec, now) != "pending" or rec.get("max_records", 0) < ev.records:
+            return None
+        return rec
+
+    def listing(self, state: str | None, now: float, agent_id: str | None = None, limit: int = 100) -> list[dict]:
+        out = []
+        for rec in reversed(self._items.values()):  # newest first
+            if agent_id is not None and rec.get("agent_id") != agent_id:
+                continue
+            eff = core.effective_state(rec, now)
+            if state is not None and eff != state:
+                continue
+            out.append(view(rec, now))
+            if len(out) >= limit:
+                break
+        return out
+
+
+def view(rec: dict, now: float) -> dict:
+    """A record as the API shows it: its effective state (expiry applied)."""
+    out = dict(rec)
+    out["state"] = core.effective_state(rec, now)
+    return out
+
+
+class ApprovalService:
+    """The owner's side: open, decide and check approvals, publishing every change."""
+
+    def __init__(self, app: Any, store: ApprovalStore, topic: str, partitions: int, *,
+                 ttl_s: float | None = None, max_ttl_s: float | None = None,
+                 pending_ttl_s: float = core.DEFAULT_PENDING_TTL_S) -> None:
+        self.app = app
+        self.store = store
+        self.topic = topic
+        self.partitions = partitions
+        self.ttl_s = ttl_s if ttl_s is not None else approval_ttl_s()
+        self.max_ttl_s = max_ttl_s if max_ttl_s is not None else max_approval_ttl_s()
+        self.pending_ttl_s = pending_ttl_s
+
+    async def _publish(self, rec: dict) -> None:
+        key = rec["approval_id"].encode()
+        partition = (murmur2(rec["agent_id"].encode()) & 0x7FFFFFFF) % self.partitions
+        fut = await self.app.producer.send(self.topic, key, _encode(rec), partition, None, None)
+        await fut
+
+    async def open_request(self, ev: ActionEvent, *, reasons: list[str], score: float, by: str,
+                           now: float) -> tuple[dict, bool]:
+        """The pending request for ``ev`` (an existing one for the same kind of action, or a new one);
+        ``(record, created)``."""
+        rec = self.store.pending_like(ev, now)
+        if rec is not None:
+            return rec, False
+        rec = core.request(ev, approval_id=new_approval_id(), now=now, reasons=reasons, score=score,
+                           requested_by=by, pending_ttl_s=self.pending_ttl_s)
+        self.store.apply(rec)  # before the await: a concurrent check of the same action reuses it
+        try:
+            await self._publish(rec)
+        except BaseException:
+            self.store.discard(rec["approval_id"])
+            raise
+        return rec, True
+
+    async def decide(self, approval_id: str, *, approve: bool, by: str, reason: str, now: float,
+                     ttl_s: float | None = None) -> dict:
+        """Approve or deny; raises KeyError (unknown) or :class:`detector.approvals.ApprovalError`."""
+        rec = self.store.get(approval_id)
+        if rec is None:
+            raise KeyError(approval_id)
+        ttl = min(self.max_ttl_s, ttl_s) if ttl_s else self.ttl_s
+        new = core.decide(rec, approve=approve, by=by, reason=reason, now=now, ttl_s=ttl)
+        self.store.apply(new)  # synchronously: a second decision of the same request sees it taken
+        try:
+            await self._publish(new)
+        except BaseException:
+            self.store.restore(rec)
+            raise
+        return new
+
+    def check(self, ev: ActionEvent, now: float) -> str | None:
+        """``None`` if ``ev.approval_id`` covers ``ev`` now, else the rejection (detector.approvals.REJECTIONS)."""
+        return core.validate(self.store.get(ev.approval_id or ""), ev, now)
