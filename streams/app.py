@@ -192,6 +192,8 @@ class Processor:
         self.engine = engine
         self.settings = settings
         self.metrics = metrics
+        #: a model handed over by the model follower, swapped in before the next batch
+        self.pending_model = None
         self.topics = settings.topics()
         self.counts = partition_counts               # topic name -> partitions
         self.n_actions = partition_counts[self.topics["actions"]]
@@ -320,6 +322,15 @@ class Processor:
     # ------------------------------------------------------------------ the hot path
     async def on_batch(self, events: list) -> None:
         """Decode, score and publish one batch of ``agent-actions`` events."""
+        pending = self.pending_model
+        if pending is not None:  # a promoted model: switch between batches (streams/model_follow.py)
+            self.pending_model = None
+            self.engine.swap_model(pending)
+            if self.metrics is not None:
+                card = getattr(pending, "card", {}) or {}
+                self.metrics.set_model(pending.version, card.get("trained_at")
+                                       or (card.get("training_window") or {}).get("until"))
+            log.warning("model switched to %s", pending.version)
         lock, idle = self._sync()
         if self.send_error is not None:
             raise RuntimeError(f"publishing failed earlier: {self.send_error!r}")

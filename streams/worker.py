@@ -98,6 +98,19 @@ def run(args: argparse.Namespace) -> int:
     app, processor = create_app(settings, engine, partition_counts=counts, metrics=metrics)
     if metrics is not None:
         metrics.set_worker(f"{os.uname().nodename}:{settings.web_port}")
+    from streams.model_follow import ModelFollower
+
+    def on_model(model, note) -> None:
+        processor.pending_model = model
+        print(f"flowbreaker worker: model {model.version} announced by {note.get('promoted_by')}; "
+              "switching at the next batch", flush=True)
+
+    def on_error(reason, note) -> None:
+        print(f"flowbreaker worker: model update refused ({reason}): {note.get('error')}; keeping "
+              f"{engine.model_version}", file=sys.stderr, flush=True)
+
+    follower = ModelFollower(settings, on_model=on_model, on_error=on_error, current_version=engine.model_version)
+    follower.start()
     worker = Worker(app, loglevel=args.log_level.upper(), quiet=True, redirect_stdouts=False)
     try:
         worker.execute_from_commandline()
