@@ -102,6 +102,7 @@ from aiokafka.partitioner import murmur2
 
 from detector.engine import Engine
 from detector.events import EventError, decode_event
+from streams.drift_monitor import DriftMonitor
 from streams.settings import Settings
 
 __all__ = ["create_app", "Processor", "TABLE", "pack_state", "unpack_state", "dlq_record"]
@@ -194,6 +195,9 @@ class Processor:
         self.metrics = metrics
         #: a model handed over by the model follower, swapped in before the next batch
         self.pending_model = None
+        #: live feature drift against the model's training data (streams/drift_monitor.py)
+        self.drift = DriftMonitor(engine.model) if metrics is not None and engine.model is not None else None
+        self._drift_at = 0.0
         self.topics = settings.topics()
         self.counts = partition_counts               # topic name -> partitions
         self.n_actions = partition_counts[self.topics["actions"]]
@@ -327,6 +331,8 @@ class Processor:
             self.pending_model = None
             self.engine.swap_model(pending)
             if self.metrics is not None:
+                self.drift = DriftMonitor(pending)
+            if self.metrics is not None:
                 card = getattr(pending, "card", {}) or {}
                 self.metrics.set_model(pending.version, card.get("trained_at")
                                        or (card.get("training_window") or {}).get("until"))
@@ -404,6 +410,8 @@ class Processor:
             valid.append(ev)
             metas.append(e)
         decisions = self.engine.process_batch(valid) if valid else []
+        if self.drift is not None and decisions:
+            self.drift.add([d.x for d in decisions if d.x is not None])
         now = time.time()
         mono = time.monotonic()
         topic_decisions = self.topics["decisions"]
@@ -776,6 +784,11 @@ class Processor:
                     await self.watch_partitions()
                 if self.metrics is not None:
                     self._update_lag()
+                    if self.drift is not None and mono - self._drift_at >= 10.0:
+                        self._drift_at = mono
+                        psi = self.drift.psi()
+                        if psi is not None:
+                            self.metrics.set_drift(psi)
 
     def _update_lag(self) -> None:
         """Consumer lag per owned partition (a gauge: never worth stopping the worker for)."""

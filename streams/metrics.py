@@ -442,6 +442,12 @@ class Metrics:
             registry=reg,
         )
         self._model_trained.set(math.nan)
+        self._drift = Gauge(
+            "flowbreaker_model_drift_psi",
+            "Population stability index of each feature: live traffic (decayed, about the last hour of "
+            "events) against the model's training data. Above 0.25: the model is going stale.",
+            ["feature"], registry=reg,  # bounded: the engine's fixed feature names
+        )
         self._worker = Info("flowbreaker_worker", "A live flowbreaker worker.", registry=reg)
         self._version = _version()
         self._worker.info({"version": self._version, "worker": ""})
@@ -668,6 +674,11 @@ class Metrics:
         """Declare the model in use: its version and ISO 8601 training time."""
         self._model.info({"version": str(version), "trained_at": str(trained_at or "")})
         self._model_trained.set(_parse_timestamp(trained_at))
+
+    def set_drift(self, psi: dict[str, float]) -> None:
+        """Per-feature PSI of live traffic against the model's training distribution."""
+        for feature, value in psi.items():
+            self._drift.labels(feature=feature).set(value)
 
     def set_worker(self, worker: str) -> None:
         """Name this worker (e.g. its faust worker id) in ``flowbreaker_worker_info``."""
