@@ -25,6 +25,9 @@ When it works, when it fails:
   caller error, not an outage: :class:`CheckError` is raised.
 
 The client is thread-safe: each thread keeps its own keep-alive connection.
+It remembers which worker answered for an agent (``X-Flowbreaker-Owner``) and
+asks that one first next time, so most checks skip the forwarding hop; after a
+rebalance the old owner forwards (or answers 503 and the next worker is tried).
 
 >>> c = CheckClient("http://127.0.0.1:9", "token", fail_closed=("restricted",))
 >>> c.fallback_verdict({"sensitivity": "restricted"}), c.fallback_verdict({"sensitivity": "internal"})
@@ -102,6 +105,7 @@ class CheckClient:
         self.report_timeout_s = report_timeout_s
         self.report_every_s = report_every_s
         self._frozen: OrderedDict[str, float] = OrderedDict()   # agent -> monotonic expiry
+        self._owners: OrderedDict[str, str] = OrderedDict()     # agent -> URL of the worker that answered
         self._reports: deque[dict] = deque(maxlen=max_reports)
         self._dropped = 0
         self._local = threading.local()
@@ -133,16 +137,18 @@ class CheckClient:
             conn.close()
 
     def _request(self, method: str, path: str, body: bytes | None, timeout: float,
-                 urls: list[str] | None = None) -> tuple[int, dict]:
-        """One request, trying the workers in turn until ``timeout``; raises _Unavailable."""
+                 urls: list[str] | None = None, prefer: str | None = None) -> tuple[int, dict]:
+        """One request, trying ``prefer`` then the workers in turn until ``timeout``; raises _Unavailable."""
         urls = urls or self.urls
         deadline = time.monotonic() + timeout
         with self._lock:
             start = self._next
             self._next = (self._next + 1) % len(urls)
+        order = [urls[(start + i) % len(urls)] for i in range(len(urls))]
+        if prefer is not None:
+            order = [prefer] + [u for u in order if u != prefer]
         cause = "unreachable"
-        for i in range(len(urls)):
-            url = urls[(start + i) % len(urls)]
+        for url in order:
             left = deadline - time.monotonic()
             if left <= 0:
                 cause = "timeout"
@@ -172,6 +178,7 @@ class CheckClient:
                     payload = json.loads(data) if data else {}
                 except ValueError:
                     payload = {}
+                self._local.answered_by = resp.getheader("X-Flowbreaker-Owner") or url
                 return resp.status, payload
         raise _Unavailable(cause)
 
@@ -191,6 +198,14 @@ class CheckClient:
             return False
         return True
 
+    def _remember_owner(self, agent: str, url: str | None) -> None:
+        if url is None or self._owners.get(agent) == url:
+            return
+        with self._lock:
+            self._owners[agent] = url.rstrip("/")
+            while len(self._owners) > 100_000:
+                self._owners.popitem(last=False)
+
     def _remember_frozen(self, agent: str) -> None:
         with self._lock:
             self._frozen.pop(agent, None)
@@ -206,10 +221,15 @@ class CheckClient:
             self.stats["local_denies"] += 1
             return CheckResult("deny", reasons=["the agent is frozen (local cache)"], source="local")
         body = json.dumps(action, separators=(",", ":")).encode()
+        owner = self._owners.get(agent) if isinstance(agent, str) else None
         try:
-            status, payload = self._request("POST", "/v1/check", body, self.timeout_s)
+            status, payload = self._request("POST", "/v1/check", body, self.timeout_s, prefer=owner)
         except _Unavailable as na:
+            if owner is not None:
+                self._owners.pop(agent, None)
             return self._fallback(action, na.cause)
+        if isinstance(agent, str):  # ask the worker that answered (the agent's owner) directly next time
+            self._remember_owner(agent, getattr(self._local, "answered_by", None))
         if status != 200:
             err = payload.get("error") or {}
             raise CheckError(status, str(err.get("message") or f"HTTP {status}"))
