@@ -91,6 +91,11 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
 
     metrics = _metrics(engine)
+    # Full collections of a large young heap paused the event loop for 50-135 ms (bench/bench_check.py):
+    # collect young objects less often; long-lived state is frozen out of collection once the worker is up.
+    import gc
+
+    gc.set_threshold(50_000, 20, 1_000)
     from faust.worker import Worker
 
     from streams.app import create_app
