@@ -23,24 +23,22 @@ Steps (seeded, reproducible; the same input gives the same model and version):
 
 from __future__ import annotations
 
-import argparse
 import hashlib
-import sys
 from collections import Counter, defaultdict
 from datetime import datetime, timezone
 from typing import Iterable
 
 import numpy as np
 
-from detector.baseline import FLOORS, Z95, Prior
+from detector.baseline import FLOORS, Z95
 from detector.events import ActionEvent
 from detector.features import FEATURE_NAMES, N_FEATURES, FeatureState, commit_novelty, extract
-from detector.policy import Policy, load_policy
+from detector.policy import Policy
 from detector.engine import GENERIC_MULTIPLICITY
 from detector.scoring import Calibration, FeatureTails
-from models.store import FORMAT, Forest, save_model, tool_family
+from models.store import FORMAT, Forest, tool_family
 
-__all__ = ["fit", "configure_parser", "run"]
+__all__ = ["fit"]
 
 _FLOORS = np.array(FLOORS)
 _MIN_HOURS_EVENTS = 100
@@ -222,53 +220,3 @@ def fit(events: Iterable[ActionEvent], policy: Policy, *, seed: int = 0, n_estim
         "score": "in [0, 1], higher is more anomalous: -log10(p)/6, p = rarity among normal actions",
     }
     return card, arrays
-
-
-# ------------------------------------------------------------------ CLI
-def configure_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--input", required=True, metavar="HISTORY.jsonl", help="past action events, one JSON object per line")
-    p.add_argument("--policy", metavar="P.toml", help="policy file (contract section 2)")
-    p.add_argument("--out", required=True, metavar="MODEL_DIR", help="directory to write the model into")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--trees", type=int, default=100, help="isolation forest size (default 100)")
-    p.add_argument("--quiet", action="store_true", help="no progress or per-line reports")
-
-
-def run(args: argparse.Namespace) -> int:
-    from streams.cli import UsageError
-    from streams.replay import open_input, read_events
-
-    if args.trees < 1:
-        raise UsageError("--trees must be >= 1")
-    policy = load_policy(args.policy)
-    invalid = 0
-
-    def on_error(no, err):
-        nonlocal invalid
-        invalid += 1
-        if not args.quiet and invalid <= 20:
-            print(f"{args.input}:{no}: invalid event skipped: {err}", file=sys.stderr)
-
-    last = [0]
-
-    def progress(done: int, total: int) -> None:
-        if not args.quiet and sys.stderr.isatty() and done - last[0] >= 50_000:
-            last[0] = done
-            print(f"\rtrain: features {done}/{total} events", end="", file=sys.stderr)
-
-    with open_input(args.input) as fh:
-        events = list(read_events(fh, on_error=on_error))
-    if not args.quiet:
-        print(f"train: {len(events)} events read ({invalid} invalid skipped)", file=sys.stderr)
-    if not events:
-        raise UsageError(f"{args.input} has no valid events to train on")
-    card, arrays = fit(events, policy, seed=args.seed, n_estimators=args.trees, progress=progress)
-    card["counts"]["invalid_lines"] = invalid
-    try:
-        out = save_model(args.out, card, arrays)
-    except OSError as err:
-        raise UsageError(f"cannot write model to {args.out}: {err.strerror}") from None
-    if not args.quiet:
-        print(f"\ntrain: model {card['version']} written to {out} ({card['counts']['agents']} agents, "
-              f"{card['counts']['calibration_rows']} calibration rows)", file=sys.stderr)
-    return 0
