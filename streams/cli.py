@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "actuator": ("streams.actuator", "run the freeze actuator against Kafka"),
     "runtime": ("streams.runtime", "run the reference agent runtime (demo and tests)"),
     "topics": ("streams.admin", "create flowbreaker's Kafka topics"),
+    "approvals": ("streams.approvals_cli", "list, approve and deny pre-action approval requests (the /v1 API)"),
     "release": ("streams.control", "release a frozen agent (publishes `release` on agent-control)"),
     "demo": ("streams.demo", "the live demo: Kafka, worker, actuator, runtime and simulated traffic"),
 }

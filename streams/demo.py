@@ -14,6 +14,13 @@ started, each by its own pid:
 5. the actuator (log sink, plus ``--webhook`` if given), unless its group has members;
 6. the reference runtime with its task feed (the same simulated fleet working,
    an incident injected every ``--incident-every`` seconds), unless its group has members;
+   when the demo started the worker, the runtime asks it (``POST /v1/check``) before
+   every outbound action: a ``needs_approval`` action is held, not performed, until
+   an analyst decides, and the feed adds a legitimate export every
+   ``--export-every`` seconds so there is something to approve. The demo makes
+   its own analyst and runtime tokens (``--workdir``/api/*.token, mode 600; the
+   worker gets only their hashes) and prints, for every held action, the
+   ``flowbreaker approvals approve ID --reason ...`` command to run;
 7. Prometheus (``scripts/prometheus.sh start``) when that script exists, unless
    ``--no-prometheus`` or one is running already.
 
@@ -229,6 +236,10 @@ class SocView:
     _alert_t: float = field(default_factory=time.monotonic)
     _suppressed: int = 0
     started: float = field(default_factory=time.monotonic)
+    #: appended to the printed ``flowbreaker approvals approve ID`` commands (--url, --token-file)
+    approvals_flags: str = ""
+    held: int = 0
+    approved: int = 0
 
     def __post_init__(self) -> None:
         self.s = _Style(self.color)
@@ -322,6 +333,35 @@ class SocView:
         elif kind == "incident_injected":
             self.write(self.s(f"{self._stamp()} [simulator] incident '{e.get('kind')}' injected on {agent} "
                               f"(task {e.get('task_id')}, {e.get('steps')} steps)", "2"))
+        elif kind == "export_injected":
+            self.write(self.s(f"{self._stamp()} [simulator] legitimate export of {e.get('records')} records by "
+                              f"{agent} to {e.get('destination')} (task {e.get('task_id')})", "2"))
+        elif kind == "action_held":
+            self.held += 1
+            dests = e.get("destinations") or []
+            more = f" (+{e['destination_count'] - len(dests)})" if e.get("destination_count", 0) > len(dests) else ""
+            reasons = e.get("reasons") or []
+            apr = e.get("approval_id")
+            score = e.get("score")
+            self.write(f"{self._stamp()} {self.s('HELD    ', '1;33')} {agent:<20} {e.get('action')} {e.get('tool')} "
+                       f"[{e.get('sensitivity')}, {e.get('records')} rec] -> {', '.join(dests)}{more}: not performed, "
+                       f"nothing left; waits for approval {apr}"
+                       + (f" (score {score:.2f})" if isinstance(score, (int, float)) else ""))
+            if reasons:
+                self.write(f"         why: {'; '.join(reasons[:2])}")
+            self.write(f"         approve: flowbreaker approvals approve {apr} --reason '...'{self.approvals_flags}")
+            self.write(f"         deny:    flowbreaker approvals deny {apr} --reason '...'{self.approvals_flags}")
+        elif kind == "approval_granted":
+            self.approved += 1
+            self.write(f"{self._stamp()} {self.s('APPROVED', '1;32')} {agent:<20} {e.get('approval_id')} by "
+                       f"{e.get('by')}: {e.get('reason')}; the held action runs now (until {e.get('valid_until')})")
+        elif kind == "action_refused":
+            self.write(f"{self._stamp()} {self.s('REFUSED ', '1;31')} {agent:<20} approval {e.get('approval_id')} "
+                       f"{e.get('state')}" + (f" by {e.get('by')}: {e.get('reason')}" if e.get("by") else "")
+                       + f"; task {e.get('task_id')} abandoned, the action never ran")
+        elif kind == "action_denied":
+            self.write(f"{self._stamp()} {self.s('DENIED  ', '1;31')} {agent:<20} pre-action check: "
+                       f"{'; '.join(e.get('reasons') or []) or '-'}; task {e.get('task_id')} abandoned")
 
     # -- summary
     def rate(self) -> float:
@@ -337,8 +377,9 @@ class SocView:
         for agent, f in sorted(self.frozen.items()):
             stopped = "stopped" if f.actions_after == 0 else f"{f.actions_after} actions since!"
             frozen.append(f"{agent} ({stopped}, {f.held} tasks held, {now - f.since:.0f}s)")
+        held = f" | held {self.held}, approved {self.approved}" if self.held else ""
         return (f"{self._stamp()} {self.s('──', '2')} {self.rate():6.1f} events/s | decided {self.decided} | "
-                f"alerts {self.alerts} | freezes {self.freezes} | frozen: {', '.join(frozen) or 'none'}")
+                f"alerts {self.alerts} | freezes {self.freezes}{held} | frozen: {', '.join(frozen) or 'none'}")
 
 
 # ---------------------------------------------------------------------- the demo
@@ -357,6 +398,9 @@ class Demo:
         self.web_port: int | None = None
         self.model: Path | None = None
         self.out = sys.stdout
+        #: the API tokens the demo made for itself (files under workdir/api; only their hashes in tokens.toml)
+        self.tokens_file: Path | None = None
+        self.token_files: dict[str, Path] = {}
 
     def say(self, text: str) -> None:
         self.out.write(text + "\n")
@@ -420,6 +464,33 @@ class Demo:
                  f"{HISTORY_SESSIONS * HISTORY_EVERY_S / 86400:.0f} days; {time.monotonic() - t0:.1f} s)")
         self.model = model
 
+    def make_tokens(self) -> None:
+        """Fresh bearer tokens for an analyst and the runtime: the worker gets their hashes, the tokens
+        themselves go to files only this user may read (never printed)."""
+        import secrets
+
+        from streams.auth import hash_token
+
+        d = self.workdir / "api"
+        d.mkdir(parents=True, exist_ok=True)
+        lines = []
+        for role, name in (("analyst", "demo-analyst"), ("runtime", "demo-runtime")):
+            token = secrets.token_urlsafe(32)
+            path = d / f"{role}.token"
+            path.unlink(missing_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(token + "\n")
+            self.token_files[role] = path
+            lines += ["[[token]]", f'name = "{name}"', f'role = "{role}"', f'sha256 = "{hash_token(token)}"', ""]
+        self.tokens_file = d / "tokens.toml"
+        self.tokens_file.write_text("\n".join(lines))
+
+    def _approvals_flags(self) -> str:
+        if self.web_port is None or "analyst" not in self.token_files:
+            return ""
+        return f" --url http://127.0.0.1:{self.web_port} --token-file {self.token_files['analyst']}"
+
     def _child(self, name: str, args: list[str], stop_timeout: float = 20.0) -> Child:
         child = spawn(name, CLI + args, self.logdir, stop_timeout=stop_timeout)
         self.children[name] = child
@@ -439,6 +510,8 @@ class Demo:
                 "--datadir", str(self.workdir / f"worker-{port}"), "--policy", str(POLICY)]
         if self.model is not None:
             args += ["--model", str(self.model)]
+        self.make_tokens()
+        args += ["--tokens", str(self.tokens_file)]
         child = self._child("worker", args, stop_timeout=40.0)
         _wait("the worker's ready line", lambda: "flowbreaker worker ready" in child.stdout(),
               self.args.component_timeout, child, self.stop)
@@ -471,6 +544,19 @@ class Demo:
                 str(a.incident_every), "--journal", str(self.journal_path), "--stats-every", "60"]
         if a.incident_after is not None:
             args += ["--incident-after", str(a.incident_after)]
+        checked = self.web_port is not None and "runtime" in self.token_files and not a.no_check
+        if checked:  # the pre-action check before every outbound action, and now and then an export to approve
+            args += ["--check-url", f"http://127.0.0.1:{self.web_port}", "--check-token-file",
+                     str(self.token_files["runtime"]), "--approval-wait", str(a.approval_wait)]
+            # the deletes (no destinations, not checked) first: the stream's freeze shows early, then the
+            # outbound incidents, which the check holds before any data leaves
+            from streams.runtime import DEFAULT_INCIDENT_KINDS
+
+            kinds = ["mass_delete"] + [k for k in DEFAULT_INCIDENT_KINDS if k != "mass_delete"]
+            args += ["--incidents", ",".join(kinds)]
+            if a.export_every > 0:
+                args += ["--export-every", str(a.export_every), "--export-after",
+                         str(a.export_after if a.export_after is not None else a.export_every / 2)]
         child = self._child("runtime", args)
         journal = self.journal_path
 
@@ -483,6 +569,9 @@ class Demo:
         _wait("the runtime's readiness", ready, self.args.component_timeout, child, self.stop)
         self.say(f"runtime     started, pid {child.pid}: {a.agents} simulated agents, {a.rate} tasks/s, speed x"
                  f"{a.speed:g}, an incident every {a.incident_every:g} s")
+        if checked:
+            self.say(f"            outbound actions are checked first (POST /v1/check); a legitimate export "
+                     f"every {a.export_every:g} s needs an analyst's approval")
 
     def start_prometheus(self) -> None:
         if self.args.no_prometheus or not PROMETHEUS_SH.exists():
@@ -507,6 +596,8 @@ class Demo:
             return
         self.started.append(("prometheus", lambda: _script(PROMETHEUS_SH, "stop", env=env, timeout=60)))
         self.say(f"prometheus  started: {proc.stdout.strip()}")
+        self.say("dashboards  dashboards/grafana/*.json: import them into Grafana (datasource: this Prometheus) "
+                 "or provision them with dashboards/provisioning/ (README, 'For the SOC')")
 
     def _kafka_flags(self) -> list[str]:
         flags = ["--bootstrap", self.settings.bootstrap]
@@ -530,7 +621,7 @@ class Demo:
 
         from streams.guard import FreezeGuard
 
-        view = SocView(write=self.say, color=self.out.isatty())
+        view = SocView(write=self.say, color=self.out.isatty(), approvals_flags=self._approvals_flags())
         commands: Queue = Queue()
         s = self.settings
         guard = FreezeGuard(s.bootstrap, topic=s.topic("control"), client_id="flowbreaker-demo",
@@ -557,6 +648,9 @@ class Demo:
         self.say(view.s("watching    decisions, incidents and freezes; Ctrl-C stops everything the demo started. "
                         "Release a frozen agent with:", "1"))
         self.say(f"            flowbreaker release AGENT --reason '...' --by YOUR_NAME {' '.join(self._kafka_flags())}")
+        if view.approvals_flags:
+            self.say(view.s("            Held actions wait for an analyst (the analyst's token is in the file below):", "1"))
+            self.say(f"            flowbreaker approvals list --state pending{view.approvals_flags}")
         until = time.monotonic() + self.args.duration if self.args.duration > 0 else float("inf")
         next_status = time.monotonic() + self.args.status_every
         try:
@@ -616,6 +710,14 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                    help="seconds between injected incidents (default %(default)s)")
     p.add_argument("--incident-after", type=float, default=None,
                    help="seconds before the first incident (default: --incident-every)")
+    p.add_argument("--export-every", type=float, default=60.0,
+                   help="seconds between legitimate exports that need an approval (0: none; default 60)")
+    p.add_argument("--export-after", type=float, default=None,
+                   help="seconds before the first export (default: half of --export-every)")
+    p.add_argument("--approval-wait", type=float, default=300.0,
+                   help="seconds a held action waits for an approval before its task is abandoned (default 300)")
+    p.add_argument("--no-check", action="store_true",
+                   help="agents act without the pre-action check (only the stream and freezes)")
     p.add_argument("--status-every", type=float, default=5.0, help="seconds between status lines (default 5)")
     p.add_argument("--web-port", type=int, default=6066, help="the worker's HTTP port (default 6066, or a free one)")
     p.add_argument("--webhook", action="append", default=[], metavar="URL",

@@ -253,6 +253,9 @@ class _Agent:
     step: int = 0
     due: float = 0.0
     held_ids: set = field(default_factory=set)
+    awaiting: str | None = None          # approval request the current step waits for
+    awaiting_since: float = 0.0
+    approval_id: str | None = None       # approval granted for the current step
     counts: dict = field(default_factory=lambda: {"executed": 0, "held": 0, "aborted": 0, "blocked_calls": 0,
                                                   "events": 0, "resumed": 0})
 
@@ -271,7 +274,8 @@ class Runtime:
     def __init__(self, guard: FreezeGuard, emit: Callable[[dict], Any], *, speed: float = 10.0,
                  max_step_delay: float = 5.0, id_prefix: str = "rt-", journal: Journal | None = None,
                  clock: Callable[[], float] = time.monotonic,
-                 wallclock: Callable[[], datetime] | None = None) -> None:
+                 wallclock: Callable[[], datetime] | None = None, checker: Any = None,
+                 approval_wait_s: float = 300.0, approval_poll_s: float = 1.0) -> None:
         if speed <= 0:
             raise ValueError("speed must be > 0")
         self.guard = guard
@@ -282,6 +286,10 @@ class Runtime:
         self.journal = journal or Journal()
         self.clock = clock
         self.wallclock = wallclock  # the events' ts; None: the real time
+        #: a :class:`streams.check_client.CheckClient` (or alike): asked before every outbound action
+        self.checker = checker
+        self.approval_wait_s = approval_wait_s
+        self.approval_poll_s = approval_poll_s
         self.agents: dict[str, _Agent] = {}
         self._inbox: deque[RTask] = deque()  # appended by any thread, drained by the tick thread
         self._wake = threading.Event()
@@ -368,11 +376,14 @@ class Runtime:
                         task.task_id, task.kind, a.step + 1, len(task.steps))
             self.journal.write("task_aborted", agent_id=a.agent_id, task_id=task.task_id, kind=task.kind,
                                step=a.step, steps=len(task.steps))
-            a.current = None
+            a.current, a.awaiting, a.approval_id = None, None, None
             return
         tz = task.utc_offset_minutes
         at = self.wallclock() if self.wallclock is not None else None
         event = step_event(task, a.step, now_rfc3339(tz, task.zulu, at), self.id_prefix)
+        if self.checker is not None and (event["action"] == "send" or event["destinations"]):
+            if not self._gate(a, task, event, now):
+                return
         try:
             self.emit(event)
         except Exception as err:  # publish failed (buffer full, broker away): retry this step shortly
@@ -381,6 +392,7 @@ class Runtime:
             return
         a.counts["events"] += 1
         a.step += 1
+        a.approval_id = None
         if a.step >= len(task.steps):
             a.counts["executed"] += 1
             self.journal.write("task_finished", agent_id=a.agent_id, task_id=task.task_id, kind=task.kind,
@@ -388,6 +400,76 @@ class Runtime:
             a.current = None
         else:
             a.due = now + self._delay(task, a.step)
+
+    def _end_task(self, a: _Agent, task: RTask, event: str, **fields: Any) -> None:
+        a.counts["refused"] = a.counts.get("refused", 0) + 1
+        self.journal.write(event, agent_id=a.agent_id, task_id=task.task_id, kind=task.kind, step=a.step,
+                           steps=len(task.steps), **fields)
+        a.current, a.awaiting, a.approval_id = None, None, None
+
+    def _gate(self, a: _Agent, task: RTask, event: dict, now: float) -> bool:
+        """The pre-action check of an outbound step: True to perform it now. On ``needs_approval`` the
+        step is held (not published) and waits for the approval, polled every ``approval_poll_s``;
+        denied, expired or undecided after ``approval_wait_s``: the task is abandoned."""
+        from streams.check_client import CheckError
+
+        if a.awaiting is not None:
+            try:
+                rec = self.checker.approval(a.awaiting)
+            except (TimeoutError, CheckError) as err:
+                rec = {"state": "pending"}
+                log.warning("agent %s: approval %s status unknown (%s)", a.agent_id, a.awaiting, err)
+            state = rec.get("state")
+            if state == "pending":
+                if now - a.awaiting_since > self.approval_wait_s:
+                    log.warning("agent %s: approval %s undecided after %.0f s: task %s abandoned", a.agent_id,
+                                a.awaiting, self.approval_wait_s, task.task_id)
+                    self._end_task(a, task, "action_refused", approval_id=a.awaiting, state="undecided",
+                                   event_id=event["event_id"])
+                else:
+                    a.due = now + self.approval_poll_s
+                return False
+            if state != "approved":
+                log.warning("agent %s: approval %s %s: task %s abandoned, the action never ran", a.agent_id,
+                            a.awaiting, state, task.task_id)
+                self._end_task(a, task, "action_refused", approval_id=a.awaiting, state=state,
+                               by=rec.get("decided_by"), reason=rec.get("decision_reason"),
+                               event_id=event["event_id"])
+                return False
+            log.warning("agent %s: approval %s granted by %s: performing %s", a.agent_id, a.awaiting,
+                        rec.get("decided_by"), event["event_id"])
+            self.journal.write("approval_granted", agent_id=a.agent_id, task_id=task.task_id,
+                               approval_id=a.awaiting, by=rec.get("decided_by"), reason=rec.get("decision_reason"),
+                               valid_until=rec.get("valid_until"), event_id=event["event_id"])
+            a.approval_id, a.awaiting = a.awaiting, None
+        if a.approval_id is not None and not event.get("approval_id"):
+            event["approval_id"] = a.approval_id
+        try:
+            res = self.checker.check(event)
+        except CheckError as err:  # misconfigured (token, role) or invalid: do not act unchecked
+            log.error("agent %s: the pre-action check refused the request (%s): task %s abandoned", a.agent_id,
+                      err, task.task_id)
+            self._end_task(a, task, "action_denied", reasons=[str(err)], event_id=event["event_id"])
+            return False
+        if res.verdict == "allow":
+            return True
+        if res.verdict == "needs_approval" and res.approval_request_id:
+            a.awaiting, a.awaiting_since, a.due = res.approval_request_id, now, now + self.approval_poll_s
+            log.warning("agent %s: %s %s held for approval %s: %s", a.agent_id, event["action"], event["tool"],
+                        res.approval_request_id, "; ".join(res.reasons))
+            self.journal.write("action_held", agent_id=a.agent_id, task_id=task.task_id, kind=task.kind,
+                               approval_id=res.approval_request_id, event_id=event["event_id"],
+                               tool=event["tool"], action=event["action"], resource=event["resource"],
+                               sensitivity=event["sensitivity"], records=event["records"],
+                               destinations=event["destinations"][:3],
+                               destination_count=len(event["destinations"]), reasons=res.reasons,
+                               score=res.score)
+            return False
+        log.warning("agent %s: %s %s denied by the pre-action check (%s): task %s abandoned", a.agent_id,
+                    event["action"], event["tool"], "; ".join(res.reasons), task.task_id)
+        self._end_task(a, task, "action_denied", reasons=res.reasons, event_id=event["event_id"],
+                       approval_rejected=res.approval_rejected)
+        return False
 
     def run(self, stop: threading.Event, until: float | None = None) -> None:
         """Tick until ``stop`` is set (or monotonic time ``until``)."""
@@ -445,7 +527,8 @@ class Feed:
     def __init__(self, send: Callable[[dict], Any] | None = None, *, n_agents: int = 12, seed: int = 0,
                  rate: float = 2.0, incident_every: float = 60.0, incident_after: float | None = None,
                  kinds: Sequence[str] = DEFAULT_INCIDENT_KINDS, journal: Journal | None = None,
-                 clock: Callable[[], float] = time.monotonic, stream: str = "live") -> None:
+                 clock: Callable[[], float] = time.monotonic, stream: str = "live",
+                 export_every: float = 0.0, export_after: float | None = None) -> None:
         from models.simulate import INCIDENT_KINDS, Fleet
 
         bad = [k for k in kinds if k not in INCIDENT_KINDS]
@@ -467,11 +550,40 @@ class Feed:
         self.incidents = 0
         self._next_task: float | None = None
         self._next_incident = float("inf")
+        #: a legitimate export (a send that needs an analyst's approval) every ``export_every`` s
+        self.export_every = export_every
+        self.export_after = export_every if export_after is None else export_after
+        self.exports = 0
+        self._next_export = float("inf")
 
     def normal(self, at: datetime | None = None) -> dict:
         agent = self.rng.choices(self.agents, weights=[a.activity for a in self.agents])[0]
         task = self.fleet.normal_task(agent, at or datetime.now(timezone.utc), self.rng)
         return task_to_dict(task)
+
+    def export(self, agent_id: str | None = None, at: datetime | None = None) -> dict:
+        """A legitimate export: confidential records the agent reads every day, sent to an external auditor
+        it never wrote to (the kind of send the pre-action check holds for an analyst)."""
+        at = at or datetime.now(timezone.utc)
+        if agent_id is not None:
+            agent = next(a for a in self.agents if a.agent_id == agent_id)
+        else:
+            agent = self.rng.choice(self.agents)
+        base = task_to_dict(self.fleet.normal_task(agent, at, self.rng))
+        first = base["steps"][0]
+        # a few confidential records, as the agent reads them every day: only the send is unusual
+        tool, res, sens, per = self.fleet._record_source(agent, self.rng)
+        n = self.rng.randint(2, 5)
+        common = {k: first[k] for k in ("operator_id", "requested_by", "instruction_hash") if first.get(k)}
+        send_tool = self.fleet._send_tool(agent)
+        dest = (f"http:https://upload.external-audit.example/exports/{self.rng.randint(1000, 9999)}"
+                if send_tool == "http.post" else f"email:exports{self.rng.randint(10, 99)}@external-audit.example")
+        steps = [dict(common, tool=tool, action="read", resource=res, sensitivity=sens, records=n,
+                      bytes=n * per, delay_s=2.0),
+                 dict(common, tool=send_tool, action="send", resource=dest, sensitivity=sens,
+                      records=n, bytes=n * per // 2, destinations=[dest], parent=0, delay_s=5.0)]
+        self.exports += 1
+        return dict(base, task_id=f"export-{base['task_id']}", kind="approved_export", steps=steps)
 
     def incident(self, kind: str | None = None, agent_id: str | None = None, at: datetime | None = None) -> dict:
         kind = kind or self.kinds[self.incidents % len(self.kinds)]
@@ -491,14 +603,21 @@ class Feed:
 
     def next_due(self) -> float:
         """Monotonic time of the next task (after the first call of :meth:`due`)."""
-        return min(self._next_task if self._next_task is not None else 0.0, self._next_incident)
+        return min(self._next_task if self._next_task is not None else 0.0, self._next_incident,
+                   self._next_export)
 
     def due(self, now: float, at: datetime | None = None) -> list[dict]:
         """The tasks (incidents first) due by ``now``; the first call starts the schedule."""
         if self._next_task is None:
             self._next_task = now
             self._next_incident = now + self.incident_after if self.incident_every > 0 else float("inf")
+            self._next_export = now + self.export_after if self.export_every > 0 else float("inf")
         out = []
+        if now >= self._next_export:
+            self._next_export = now + self.export_every
+            task = self.export(at=at)
+            task["_export"] = True
+            out.append(task)
         if now >= self._next_incident:
             self._next_incident = now + self.incident_every
             task = self.incident(at=at)
@@ -520,6 +639,11 @@ class Feed:
                                 task["task_id"])
                     self.journal.write("incident_injected", agent_id=task["agent_id"], task_id=task["task_id"],
                                        kind=task["kind"], steps=len(task["steps"]))
+                if task.pop("_export", False):
+                    log.warning("feed: legitimate export by %s (task %s)", task["agent_id"], task["task_id"])
+                    self.journal.write("export_injected", agent_id=task["agent_id"], task_id=task["task_id"],
+                                       records=task["steps"][0]["records"],
+                                       destination=task["steps"][1]["destinations"][0])
                 self.send(task)
                 self.sent += 1
             stop.wait(max(0.0, self.next_due() - self.clock()))
@@ -641,6 +765,17 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                       help="seconds before the first incident (default: --incident-every)")
     feed.add_argument("--incidents", default=",".join(DEFAULT_INCIDENT_KINDS),
                       help="comma list of incident kinds to cycle through (default %(default)s)")
+    feed.add_argument("--export-every", type=float, default=0.0,
+                      help="seconds between legitimate exports that need an approval (0 = none)")
+    feed.add_argument("--export-after", type=float, default=None,
+                      help="seconds before the first export (default: --export-every)")
+    chk = p.add_argument_group("pre-action check (docs/api.md)")
+    chk.add_argument("--check-url", action="append", default=[], metavar="URL",
+                     help="a worker's API: check every outbound action there first (repeat for more workers)")
+    chk.add_argument("--check-token-file", type=Path, metavar="FILE",
+                     help="the runtime's bearer token (default env FLOWBREAKER_RUNTIME_TOKEN)")
+    chk.add_argument("--approval-wait", type=float, default=300.0,
+                     help="seconds a held action waits for its approval before the task is abandoned (default 300)")
     hist = p.add_argument_group("training history at this pace (no Kafka)")
     hist.add_argument("--history-out", type=Path, metavar="FILE.jsonl",
                       help="only write the actions the fleet makes at this pace (--agents, --seed, --rate, --speed) "
@@ -673,6 +808,26 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(2) from None
     if args.history_out is not None:
         return _write_history(args)
+    checker = None
+    if args.check_url:
+        import os
+
+        from streams.check_client import CheckClient
+
+        if args.check_token_file is not None:
+            try:
+                token = args.check_token_file.read_text().strip()
+            except OSError as err:
+                print(f"flowbreaker runtime: error: cannot read {args.check_token_file}: {err.strerror}",
+                      file=sys.stderr)
+                raise SystemExit(2) from None
+        else:
+            token = os.environ.get("FLOWBREAKER_RUNTIME_TOKEN", "").strip()
+        if not token:
+            print("flowbreaker runtime: error: --check-url needs a token (--check-token-file or "
+                  "FLOWBREAKER_RUNTIME_TOKEN)", file=sys.stderr)
+            raise SystemExit(2)
+        checker = CheckClient(args.check_url, token, timeout_s=1.0)
     from kafka import KafkaProducer
 
     from streams.admin import KafkaUnavailable, ensure_topics
@@ -700,7 +855,7 @@ def run(args: argparse.Namespace) -> int:
     if args.feed:
         feed = Feed(send_task, n_agents=args.agents, seed=args.seed, rate=args.rate,
                     incident_every=args.incident_every, incident_after=args.incident_after, kinds=kinds,
-                    journal=journal)
+                    journal=journal, export_every=args.export_every, export_after=args.export_after)
     stop = threading.Event()
 
     def on_signal(signum, _frame):
@@ -712,7 +867,8 @@ def run(args: argparse.Namespace) -> int:
     guard = FreezeGuard(settings.bootstrap, topic=topics["control"], client_id="flowbreaker-runtime-guard",
                         max_staleness_s=args.guard_max_staleness, consumer_config=settings.kafka_python_config())
     runtime = Runtime(guard, send_action, speed=args.speed, max_step_delay=args.max_step_delay,
-                      id_prefix=args.event_prefix, journal=journal)
+                      id_prefix=args.event_prefix, journal=journal, checker=checker,
+                      approval_wait_s=args.approval_wait)
     threads: list[threading.Thread] = []
     started = time.monotonic()
     code = 0
@@ -759,6 +915,8 @@ def run(args: argparse.Namespace) -> int:
         for t in threads:
             t.join(10.0)
         guard.stop()
+        if checker is not None:
+            checker.close()
         producer.flush(10.0)
         producer.close(timeout=10.0)
         for s, handler in previous.items():
