@@ -232,14 +232,10 @@ class Settings:
         return cfg
 
     def aiokafka_config(self) -> dict[str, Any]:
-        """Keyword arguments for aiokafka clients (AIOKafkaConsumer, AIOKafkaProducer)."""
-        cfg: dict[str, Any] = {"bootstrap_servers": self.bootstrap_servers,
-                               "security_protocol": self.security_protocol}
-        if self.sasl:
-            cfg.update(sasl_mechanism=self.sasl_mechanism, sasl_plain_username=self.sasl_username,
-                       sasl_plain_password=self.sasl_password)
-        if self.tls:
-            cfg["ssl_context"] = self.ssl_context()
+        """Keyword arguments for aiokafka clients (AIOKafkaConsumer, AIOKafkaProducer): the kafka-python
+        ones, less ``ssl_check_hostname`` (aiokafka takes hostname checking from the SSL context)."""
+        cfg = self.kafka_python_config()
+        cfg.pop("ssl_check_hostname", None)
         return cfg
 
 

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import pytest
 
+from worker_harness import stop_process
+
 REPO_DIR = Path(__file__).resolve().parents[2]
 POLICY = REPO_DIR / "examples" / "policy.toml"
 FLEET_AGENTS, FLEET_SEED = 12, 0
@@ -81,14 +83,7 @@ class Proc:
     def stop(self, timeout: float = 20.0) -> int | None:
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
-        return self.proc.returncode
+        return stop_process(self.proc, timeout)
 
 
 def wait_for(what: str, check, timeout: float, procs=(), every: float = 0.2):

@@ -31,6 +31,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def stop_process(proc: subprocess.Popen, timeout: float) -> int | None:
+    """SIGTERM our own child, then SIGKILL after ``timeout``; its exit code (negative: killed by a signal)."""
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+    return proc.returncode
+
+
 class WorkerProc:
     """One ``flowbreaker worker`` subprocess."""
 
@@ -120,13 +132,7 @@ class WorkerProc:
         """SIGTERM, then SIGKILL after ``timeout``; the exit code (negative: killed by a signal)."""
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
+        stop_process(self.proc, timeout)
         try:
             self._err.close()
         except Exception:
