@@ -7,7 +7,13 @@
 - ``open``: frozen. Nothing inside the stream closes it; only :func:`release`
   (a human, from outside) moves it to ``half_open``.
 - ``half_open``: probation. Thresholds are tighter by ``probation_tighten`` and the
-  budget is halved; after ``probation_s`` without trouble it closes again.
+  budget is halved; it closes again only after ``probation_s`` of event time *and*
+  ``probation_min_events`` actions without trouble, so one event dated far in the
+  future cannot end probation by itself.
+
+Each trip is a new incident: the id is derived from the agent, the tripping event
+and how many times the breaker has tripped before, so the same trigger sent again
+after a release opens a new incident with a new id.
 
 >>> from detector.policy import Thresholds
 >>> th = Thresholds()
@@ -34,13 +40,20 @@ CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 _LN2 = 0.6931471805599453
 
 
-def incident_id_for(agent_id: str, event_id: str) -> str:
-    """Stable across replays and worker restarts: the same trip gives the same id."""
-    return "inc-" + hashlib.sha256(json.dumps([agent_id, event_id]).encode()).hexdigest()[:20]
+def incident_id_for(agent_id: str, event_id: str, trip: int = 0) -> str:
+    """Stable across replays and worker restarts: the same trip gives the same id. ``trip`` is
+    how many times this agent's breaker tripped before, so a re-trip after a release on the same
+    event id is a different incident.
+
+    >>> incident_id_for("a", "e1") == incident_id_for("a", "e1"), incident_id_for("a", "e1") == incident_id_for("a", "e1", 1)
+    (True, False)
+    """
+    key = [agent_id, event_id] if trip == 0 else [agent_id, event_id, trip]
+    return "inc-" + hashlib.sha256(json.dumps(key).encode()).hexdigest()[:20]
 
 
 class BreakerState:
-    __slots__ = ("state", "risk", "risk_t", "incident_id", "opened_t", "probation_until", "trips")
+    __slots__ = ("state", "risk", "risk_t", "incident_id", "opened_t", "probation_until", "trips", "probation_seen")
 
     def __init__(self) -> None:
         self.state = CLOSED
@@ -50,14 +63,19 @@ class BreakerState:
         self.opened_t = 0.0
         self.probation_until = 0.0
         self.trips = 0
+        #: actions seen on probation since the last release
+        self.probation_seen = 0
 
     def to_tuple(self) -> tuple:
-        return (self.state, self.risk, self.risk_t, self.incident_id, self.opened_t, self.probation_until, self.trips)
+        return (self.state, self.risk, self.risk_t, self.incident_id, self.opened_t, self.probation_until, self.trips,
+                self.probation_seen)
 
     @classmethod
     def from_tuple(cls, t: tuple | list) -> "BreakerState":
         b = cls()
-        b.state, b.risk, b.risk_t, b.incident_id, b.opened_t, b.probation_until, b.trips = t
+        if len(t) == 7:  # written before probation counted actions
+            t = (*t, 0)
+        b.state, b.risk, b.risk_t, b.incident_id, b.opened_t, b.probation_until, b.trips, b.probation_seen = t
         if b.state not in (CLOSED, OPEN, HALF_OPEN):
             raise ValueError(f"unknown breaker state {b.state!r}")
         return b
@@ -75,9 +93,11 @@ def step(b: BreakerState, *, t: float, score: float, severity: str, agent_id: st
     budget): the engine says so for a young agent's action that moves nothing sensitive out.
     """
     transition = None
-    if b.state == HALF_OPEN and t >= b.probation_until:
-        b.state = CLOSED
-        transition = (HALF_OPEN, CLOSED)
+    if b.state == HALF_OPEN:
+        b.probation_seen += 1
+        if t >= b.probation_until and b.probation_seen > th.probation_min_events:
+            b.state = CLOSED
+            transition = (HALF_OPEN, CLOSED)
     # decayed risk budget (decays in event time; events out of order decay by nothing)
     if t > b.risk_t:
         if b.risk:
@@ -95,7 +115,7 @@ def step(b: BreakerState, *, t: float, score: float, severity: str, agent_id: st
     if (solo_trip and score >= crit) or b.risk >= budget:
         old = b.state
         b.state = OPEN
-        b.incident_id = incident_id_for(agent_id, event_id)
+        b.incident_id = incident_id_for(agent_id, event_id, b.trips)
         b.opened_t = t
         b.trips += 1
         b.risk = 0.0
@@ -109,5 +129,6 @@ def release(b: BreakerState, *, t: float, probation_s: float = Thresholds.probat
         return None
     b.state = HALF_OPEN
     b.probation_until = t + probation_s
+    b.probation_seen = 0
     b.risk = 0.0
     return (OPEN, HALF_OPEN)

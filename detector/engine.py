@@ -18,6 +18,7 @@ model's batch scoring is row by row.
 from __future__ import annotations
 
 from array import array
+from zlib import crc32
 from math import log1p
 from datetime import datetime, timezone
 from typing import Iterable
@@ -40,7 +41,8 @@ __all__ = ["Engine", "Decision", "AgentState", "ONLINE_MODEL_VERSION"]
 
 ONLINE_MODEL_VERSION = "online-only"
 _DEDUPE = 32
-_STATE_VERSION = 1
+_STATE_VERSION = 2
+_encode = msgspec.msgpack.Encoder().encode
 #: an agent whose profile is worth fewer observations than this is young (see the breaker's solo_trip)
 YOUNG_N = 100.0
 #: with no trained model: how many effectively independent features the largest rarity is taken over
@@ -65,10 +67,16 @@ def _blame(obs: Observation, z: list[float], r: list[float]) -> None:
             r[i] = 0.0
 
 
+def content_key(ev: ActionEvent) -> int:
+    """A non-zero 32-bit key of everything an event says, to tell a redelivered event (same id, same
+    content) from an id reused for another action."""
+    return crc32(_encode(ev)) | 1
+
+
 class AgentState:
     """Everything the engine keeps per agent (the trace aside). Fixed size."""
 
-    __slots__ = ("features", "baseline", "breaker", "seen", "seen_pos", "operator_id")
+    __slots__ = ("features", "baseline", "breaker", "seen", "seen_content", "seen_pos", "operator_id")
 
     def __init__(self, prior: Prior, operator_id: str) -> None:
         self.features = FeatureState()
@@ -77,19 +85,29 @@ class AgentState:
             self.features.seed_sketches(prior.sketches)
         self.baseline = Baseline.from_prior(prior)
         self.breaker = brk.BreakerState()
+        #: the agent's last event ids (32-bit keys) and, beside each, a key of that event's content
         self.seen = array("I", bytes(4 * _DEDUPE))
+        self.seen_content = array("I", bytes(4 * _DEDUPE))
         self.seen_pos = 0
         self.operator_id = operator_id
 
     def dump(self) -> bytes:
         return msgspec.msgpack.encode((_STATE_VERSION, self.operator_id, self.features.to_tuple(),
                                        self.baseline.to_tuple(), self.breaker.to_tuple(), self.seen.tobytes(),
-                                       self.seen_pos))
+                                       self.seen_pos, self.seen_content.tobytes()))
 
     @classmethod
     def load(cls, blob: bytes, hours: tuple[float, ...] | None = None) -> "AgentState":
-        ver, op, f, b, br, seen, pos = msgspec.msgpack.decode(blob)
-        if ver != _STATE_VERSION:
+        """The state :meth:`dump` wrote (this version, or version 1 whose dedupe ring kept no content
+        keys: an id from that ring counts as a true duplicate)."""
+        parts = msgspec.msgpack.decode(blob)
+        ver = parts[0] if isinstance(parts, list) and parts else None
+        if ver == 1 and len(parts) == 7:
+            ver, op, f, b, br, seen, pos = parts
+            content = bytes(4 * _DEDUPE)
+        elif ver == _STATE_VERSION and len(parts) == 8:
+            ver, op, f, b, br, seen, pos, content = parts
+        else:
             raise ValueError(f"agent state version {ver} is not {_STATE_VERSION}")
         s = cls.__new__(cls)
         s.operator_id = op
@@ -98,7 +116,8 @@ class AgentState:
         s.baseline = Baseline.from_tuple(b)
         s.breaker = brk.BreakerState.from_tuple(br)
         s.seen = array("I", seen)
-        if len(s.seen) != _DEDUPE:
+        s.seen_content = array("I", content)
+        if len(s.seen) != _DEDUPE or len(s.seen_content) != _DEDUPE:
             raise ValueError("agent state has the wrong dedupe ring size")
         s.seen_pos = pos
         return s
@@ -107,7 +126,8 @@ class AgentState:
 class Decision:
     """The outcome of one event. ``record`` is the contract's decision record."""
 
-    __slots__ = ("event", "record", "freeze", "incident", "transition", "duplicate", "dest_classes", "z", "x")
+    __slots__ = ("event", "record", "freeze", "incident", "transition", "duplicate", "reused_id", "dest_classes",
+                 "z", "x")
 
     def __init__(self, event: ActionEvent) -> None:
         self.event = event
@@ -115,7 +135,10 @@ class Decision:
         self.freeze: dict | None = None
         self.incident: dict | None = None
         self.transition: tuple[str, str] | None = None
+        #: a true duplicate (same id, same content): skipped, no record
         self.duplicate = False
+        #: an id from the agent's recent events with different content: decided, and flagged in the reasons
+        self.reused_id = False
         self.dest_classes: tuple[str, ...] = ()
         self.z: list[float] | None = None
         #: the feature values (natural units), for drift monitoring
@@ -195,11 +218,17 @@ class Engine:
                 st = agents[ev.agent_id] = AgentState(self._prior(ev.agent_id, ev.operator_id, ev.tool),
                                                       ev.operator_id)
             h = dedupe_key(ev.event_id)
+            hc = content_key(ev)
             seen = st.seen
             if h in seen:
-                d.duplicate = True
-                continue
+                content = st.seen_content
+                if any(seen[k] == h and content[k] in (hc, 0) for k in range(_DEDUPE)):
+                    d.duplicate = True
+                    continue
+                # the same id on a different action: never a reason to look away
+                d.reused_id = True
             seen[st.seen_pos] = h
+            st.seen_content[st.seen_pos] = hc
             st.seen_pos = (st.seen_pos + 1) % _DEDUPE
             obs = extract(st.features, ev, policy)
             xl = list(map(log1p, obs.x))
@@ -236,6 +265,8 @@ class Engine:
             else:
                 p = p_stat
             score = score_of(p)
+            if d.reused_id and score < th.medium:
+                score = th.medium  # an analyst should see it
             severity = th.severity(score)
             reasons: list[dict] = []
             if severity != "ok":
@@ -248,6 +279,10 @@ class Engine:
                     reasons.append({"feature": "novel_outbound", "value": float(len(obs.new_outbound)),
                                     "baseline": 0.0,
                                     "detail": "first time sending to " + ", ".join(obs.new_outbound) + "."})
+                if d.reused_id:
+                    reasons.append({"feature": "reused_event_id", "value": 1.0, "baseline": 0.0,
+                                    "detail": f"event id {ev.event_id!r} was already used by a different recent action "
+                                              "of this agent; both are scored."})
                 if obs.approved:
                     reasons.append({"feature": "approved", "value": 1.0, "baseline": 0.0,
                                     "detail": f"signed off by approval {ev.approval_id!r}; counted, never the cause "
@@ -347,7 +382,7 @@ class Engine:
         b = st.breaker
         old = b.state
         b.state, b.opened_t, b.risk = brk.OPEN, t, 0.0
-        b.incident_id = "man-" + brk.incident_id_for(agent_id, f"manual|{by}|{issued}")[4:]
+        b.incident_id = "man-" + brk.incident_id_for(agent_id, f"manual|{by}|{issued}", b.trips)[4:]
         b.trips += 1
         d = Decision(None)  # type: ignore[arg-type]
         d.transition = (old, brk.OPEN)

@@ -47,6 +47,8 @@ class Thresholds:
     #: probation after a release: thresholds are tightened by this much for this long
     probation_s: float = 24 * 3600.0
     probation_tighten: float = 0.1
+    #: ... and lasts at least this many actions, whatever their timestamps say
+    probation_min_events: int = 10
 
     def severity(self, score: float) -> str:
         if score >= self.critical:

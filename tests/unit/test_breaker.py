@@ -102,8 +102,18 @@ def test_half_open_closes_after_probation_without_trouble():
     release(b, t=T0 + 1, probation_s=3600)
     assert feed(b, [0.1], start=T0 + 100)[0] == ("none", None)
     assert b.state == HALF_OPEN
-    assert feed(b, [0.1], start=T0 + 1 + 3600)[0] == ("none", (HALF_OPEN, CLOSED))
+    # time alone is not enough: probation also lasts probation_min_events actions
+    assert feed(b, [0.1] * 9, start=T0 + 1 + 3600)[-1] == ("none", None) and b.state == HALF_OPEN
+    assert feed(b, [0.1], start=T0 + 1 + 7200)[0] == ("none", (HALF_OPEN, CLOSED))
     assert b.state == CLOSED
+
+
+def test_probation_is_not_ended_by_one_action_dated_far_ahead():
+    b = BreakerState()
+    feed(b, [0.99])
+    release(b, t=T0 + 1, probation_s=3600)
+    assert feed(b, [0.1], start=T0 + 100 * 365 * 86400)[0] == ("none", None)
+    assert b.state == HALF_OPEN
 
 
 def test_a_new_trip_after_a_release_is_a_new_incident():
@@ -112,8 +122,17 @@ def test_a_new_trip_after_a_release_is_a_new_incident():
     first = b.incident_id
     release(b, t=T0 + 1)
     step(b, t=T0 + 2, score=0.99, severity="critical", agent_id="a", event_id="later", th=TH)
-    assert b.incident_id == incident_id_for("a", "later") != first
+    assert b.incident_id == incident_id_for("a", "later", 1) != first
     assert b.trips == 2
+
+
+def test_the_same_trigger_after_a_release_opens_a_new_incident_id():
+    b = BreakerState()
+    step(b, t=T0, score=0.99, severity="critical", agent_id="a", event_id="x", th=TH)
+    first = b.incident_id
+    release(b, t=T0 + 1)
+    step(b, t=T0 + 2, score=0.99, severity="critical", agent_id="a", event_id="x", th=TH)
+    assert b.state == OPEN and b.incident_id != first
 
 
 def test_incident_ids_are_stable_and_distinct():
@@ -171,6 +190,7 @@ class BreakerMachine(RuleBasedStateMachine):
         # an upper bound of the risk: excess summed since the last reset, without decay
         self.excess = 0.0
         self.frozen_by_us = False
+        self.probation_actions = 0
 
     @rule(dt=st.one_of(st.just(0.0), st.floats(0.0, 120.0), st.floats(0.0, 3 * 86400.0)),
           score=st.one_of(st.floats(0.0, 1.0), st.sampled_from([0.0, 0.55, 0.7, 0.85, 0.95, 0.99, 1.0])),
@@ -181,7 +201,11 @@ class BreakerMachine(RuleBasedStateMachine):
         event_id = f"e{self.n}"
         b, th = self.b, self.th
         before = b.state
-        on_probation = before == HALF_OPEN and self.t < b.probation_until
+        trips_before = b.trips
+        if before == HALF_OPEN:
+            self.probation_actions += 1
+        on_probation = before == HALF_OPEN and (self.t < b.probation_until
+                                                or self.probation_actions <= th.probation_min_events)
         crit = th.critical - (th.probation_tighten if on_probation else 0.0)
         budget = th.risk_budget * (0.5 if on_probation else 1.0)
         self.excess += max(0.0, score - th.budget_floor)
@@ -198,7 +222,7 @@ class BreakerMachine(RuleBasedStateMachine):
             assert score >= crit or self.excess >= budget - 1e-9, (score, crit, self.excess, budget)
             assert b.state == OPEN and transition == (before if not (before == HALF_OPEN and not on_probation)
                                                       else CLOSED, OPEN)
-            assert b.incident_id == incident_id_for("agent-x", event_id)
+            assert b.incident_id == incident_id_for("agent-x", event_id, trips_before)
             self.frozen_by_us = True
             self.excess = 0.0
         else:
@@ -225,6 +249,7 @@ class BreakerMachine(RuleBasedStateMachine):
             assert self.b.probation_until == self.t + self.th.probation_s
             self.frozen_by_us = False
             self.excess = 0.0
+            self.probation_actions = 0
         else:
             assert result is None and self.b.state == before
 

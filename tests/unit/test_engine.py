@@ -279,12 +279,50 @@ def test_release_of_an_agent_that_is_not_frozen_is_none():
     assert eng.breaker_state("agent-a") == CLOSED
 
 
-def test_half_open_closes_again_after_probation():
+def test_half_open_closes_again_after_probation_time_and_enough_actions():
     eng, _ = _frozen_engine()
     eng.release("agent-a", at=(T0 + timedelta(hours=1)).timestamp(), by="alice", reason="ok")
-    probation = POLICY.thresholds.probation_s
-    d = eng.process(ev(3600 + probation + 60))
+    th = POLICY.thresholds
+    for k in range(int(th.probation_min_events)):
+        d = eng.process(ev(3600 + 600 * (k + 1)))
+        assert d.record["breaker_state"] == HALF_OPEN
+    d = eng.process(ev(3600 + th.probation_s + 60))
     assert d.transition == (HALF_OPEN, CLOSED) and d.record["breaker_state"] == CLOSED
+
+
+def test_one_event_dated_far_in_the_future_does_not_end_probation():
+    eng, _ = _frozen_engine()
+    eng.release("agent-a", at=(T0 + timedelta(hours=1)).timestamp(), by="alice", reason="ok")
+    far = decode_event({**ev(0).to_dict(), "event_id": "future", "ts": "2099-01-01T00:00:00Z"})
+    d = eng.process(far)
+    assert d.transition is None and eng.breaker_state("agent-a") == HALF_OPEN
+
+
+def test_a_trip_after_a_release_is_a_new_incident_even_on_the_same_trigger():
+    eng, first = _frozen_engine()
+    eng.release("agent-a", at=T0 + timedelta(hours=1), by="alice", reason="checked")
+    # the same trigger again (its id long out of the duplicate ring is not needed: same id, new content)
+    again = eng.process(exfil(4000, event_id="x-again"))
+    assert again.record["action_taken"] == "freeze"
+    assert again.freeze["incident_id"] != first.freeze["incident_id"]
+    assert again.incident["incident_id"] == again.freeze["incident_id"]
+
+
+def test_an_event_id_reused_for_a_different_action_is_decided_and_flagged():
+    eng = Engine(policy=POLICY)
+    eng.process_batch(routine(40))
+    harmful = exfil(2500, event_id=f"e{39 * 60.0}")  # the id of the last routine read
+    d = eng.process(harmful)
+    assert not d.duplicate and d.reused_id
+    assert d.record["action_taken"] == "freeze"
+    assert any(r["feature"] == "reused_event_id" for r in d.record["reasons"])
+    # a quiet action reusing an id is still shown to an analyst
+    eng2 = Engine(policy=POLICY)
+    eng2.process_batch(routine(40))
+    quiet = eng2.process(ev(2500, event_id=f"e{38 * 60.0}", records=2))
+    assert quiet.reused_id and quiet.record["severity"] != "ok"
+    # and the same event sent again is still a plain duplicate
+    assert eng2.process(ev(2500, event_id=f"e{38 * 60.0}", records=2)).duplicate
 
 
 def test_an_approved_action_is_counted_but_never_the_cause_of_a_freeze():
