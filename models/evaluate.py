@@ -634,7 +634,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input", required=True, metavar="EVENTS.jsonl", help="action events, one JSON object per line")
     p.add_argument("--labels", required=True, metavar="LABELS.json",
                    help="labels (flowbreaker-labels/1, as `flowbreaker simulate` writes)")
-    p.add_argument("--policy", metavar="P.toml", help="policy file (contract section 2)")
+    p.add_argument("--policy", metavar="P.toml", help="policy file (docs/contract.md, section 2)")
     p.add_argument("--baseline", metavar="OTHER_MODEL_DIR", help="another model, reported side by side")
     p.add_argument("--report", required=True, metavar="DIR",
                    help="directory for report.md, report.html, metrics.json and the plots")

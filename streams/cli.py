@@ -1,4 +1,4 @@
-"""The ``flowbreaker`` command line (contract section 5).
+"""The ``flowbreaker`` command line (docs/contract.md, section 5).
 
 Each sub-command lives in its own module exposing ``configure_parser(parser)``
 and ``run(args) -> int``; this module only wires them. Exit codes: 0 success,

@@ -27,7 +27,7 @@ _encode = msgspec.json.Encoder().encode
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", metavar="MODEL_DIR", help="trained model directory (default: online baselines only)")
-    p.add_argument("--policy", metavar="P.toml", help="policy file (contract section 2)")
+    p.add_argument("--policy", metavar="P.toml", help="policy file (docs/contract.md, section 2)")
     p.add_argument("--input", required=True, metavar="EVENTS.jsonl", help="action events, one JSON object per line ('-' = stdin)")
     p.add_argument("--out", required=True, metavar="DECISIONS.jsonl", help="where to write decision records ('-' = stdout)")
     p.add_argument("--incidents", metavar="INCIDENTS.jsonl", help="also write incident records (forensic traces)")

@@ -287,7 +287,7 @@ def add_worker_arguments(p: argparse.ArgumentParser) -> None:
                    help="HTTP port for /metrics and /status (default 6066; one per worker on a host)")
     g.add_argument("--web-bind", dest="web_bind", metavar="ADDR", help="HTTP bind address (default 127.0.0.1)")
     g.add_argument("--datadir", metavar="DIR", help="this worker's local data directory (default var/worker-<web port>)")
-    g.add_argument("--policy", metavar="P.toml", help="policy file (contract section 2)")
+    g.add_argument("--policy", metavar="P.toml", help="policy file (docs/contract.md, section 2)")
     g.add_argument("--model", metavar="MODEL_DIR", help="trained model directory (default: online baselines only)")
     g.add_argument("--tokens", metavar="FILE",
                    help="API bearer tokens (TOML/JSON of name, role, sha256; env FLOWBREAKER_TOKENS; docs/api.md)")

@@ -46,7 +46,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     src.add_argument("--input", metavar="HISTORY.jsonl", help="past action events, one JSON object per line")
     src.add_argument("--from-topic", dest="from_topic", metavar="TOPIC",
                      help="read past action events from this Kafka topic (with --since, --until)")
-    p.add_argument("--policy", metavar="P.toml", help="policy file (contract section 2)")
+    p.add_argument("--policy", metavar="P.toml", help="policy file (docs/contract.md, section 2)")
     p.add_argument("--out", required=True, metavar="MODEL_DIR", help="directory to write the model into")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--trees", type=int, default=100, help="isolation forest size (default 100)")
