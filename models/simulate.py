@@ -1800,6 +1800,7 @@ def run(args: argparse.Namespace) -> int:
     handles = {}
     try:
         for path in paths:
+            path.parent.mkdir(parents=True, exist_ok=True)  # `--out /tmp/fb/events.jsonl` on a fresh machine
             handles[path] = open(path, "w", encoding="utf-8")
     except OSError as e:
         for h in handles.values():

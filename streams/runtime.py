@@ -223,6 +223,8 @@ class Journal:
 
     def __init__(self, path: str | Path | None = None, stream: TextIO | None = None) -> None:
         self._lock = threading.Lock()
+        if path:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
         self._fh = open(path, "a", encoding="utf-8", buffering=1) if path else stream
 
     def write(self, event: str, **fields: Any) -> None:
@@ -729,6 +731,7 @@ def _write_history(args: argparse.Namespace) -> int:
                            session_every=args.history_every * 3600, max_step_delay=args.max_step_delay,
                            end=datetime.now(timezone.utc))
     try:
+        Path(args.history_out).parent.mkdir(parents=True, exist_ok=True)
         with open(args.history_out, "w", encoding="utf-8") as fh:
             fh.writelines(json.dumps(e, separators=(",", ":")) + "\n" for e in events)
     except OSError as err:
