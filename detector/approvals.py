@@ -44,8 +44,9 @@ from typing import Any
 
 from detector.events import SENSITIVITIES, ActionEvent
 
-__all__ = ["request", "decide", "validate", "effective_state", "fingerprint", "covers", "ApprovalError",
-           "STATES", "REJECTIONS", "DEFAULT_TTL_S", "DEFAULT_PENDING_TTL_S"]
+__all__ = ["request", "decide", "validate", "effective_state", "fingerprint", "covers", "screen", "ApprovalBook",
+           "ApprovalError", "STATES", "REJECTIONS", "DEFAULT_TTL_S", "DEFAULT_PENDING_TTL_S", "OWN_PREFIX",
+           "STREAM_GRACE_S"]
 
 STATES = ("pending", "approved", "denied", "expired")
 #: why an approval id does not cover an action (a bounded set: usable as a metric label)
@@ -55,6 +56,10 @@ DEFAULT_TTL_S = 15 * 60.0
 #: a request nobody decides expires after this long
 DEFAULT_PENDING_TTL_S = 60 * 60.0
 _RANK = {s: i for i, s in enumerate(SENSITIVITIES)}
+#: ids this system issues; any other id belongs to another approval system
+OWN_PREFIX = "apr-"
+#: on the stream an action is judged at its own time, with this much grace for clocks and delivery
+STREAM_GRACE_S = 60.0
 
 
 class ApprovalError(ValueError):
@@ -144,3 +149,70 @@ def validate(a: dict[str, Any] | None, ev: ActionEvent, now: float) -> str | Non
     if state == "approved":
         return None
     return state if state in REJECTIONS else "forged"
+
+
+def screen(get, ev: ActionEvent, *, strict: bool = False, grace_s: float = STREAM_GRACE_S) -> str | None:
+    """Does ``ev.approval_id`` sign ``ev`` off, judged at the action's own time? ``None`` when it does
+    (or ``ev`` carries no id), else the rejection (:data:`REJECTIONS`). ``get(approval_id)`` returns the
+    latest record of an approval or ``None``.
+
+    An id of another approval system (not ``apr-``) is taken at its word unless ``strict``. An action
+    that ran before anyone approved it was not signed off (``pending``). The engine calls this for every
+    event with an id, in the worker and in ``replay --approvals``, so both give the same decisions.
+
+    >>> from detector.events import decode_event
+    >>> ev = decode_event({"event_id": "e1", "ts": "2026-03-02T09:00:00Z", "agent_id": "a", "operator_id": "o",
+    ...     "tool": "t", "action": "send", "resource": "r://x", "sensitivity": "internal", "approval_id": "apr-9"})
+    >>> screen({}.get, ev), screen({}.get, ev.replace(approval_id="TICKET-7")), screen({}.get, ev.replace(approval_id="TICKET-7"), strict=True)
+    ('forged', None, 'forged')
+    """
+    aid = ev.approval_id
+    if aid is None:
+        return None
+    if not strict and not aid.startswith(OWN_PREFIX):
+        return None
+    rec = get(aid)
+    why = validate(rec, ev, ev.t - grace_s)
+    if why is None and ev.t < float(rec.get("decided_t") or 0.0) - grace_s:
+        why = "pending"
+    return why
+
+
+class ApprovalBook:
+    """Approval records by id, the latest ``rev`` winning: what ``replay --approvals FILE`` reads (a dump
+    of the ``agent-approvals`` topic, one record a line), screened exactly as the worker screens.
+
+    >>> book = ApprovalBook()
+    >>> book.apply({"approval_id": "apr-1", "rev": 2, "state": "denied"}), book.apply({"approval_id": "apr-1", "rev": 1})
+    (True, False)
+    >>> book.get("apr-1")["state"], len(book)
+    ('denied', 1)
+    """
+
+    def __init__(self, *, strict: bool = False, grace_s: float = STREAM_GRACE_S) -> None:
+        self._items: dict[str, dict[str, Any]] = {}
+        self.strict = strict
+        self.grace_s = grace_s
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def apply(self, rec: Any) -> bool:
+        """Take one record; ``False`` (ignored) when it is not an approval record or is older than the one held."""
+        if not isinstance(rec, dict) or not isinstance(rec.get("approval_id"), str):
+            return False
+        try:
+            rev = int(rec.get("rev", 0) or 0)
+        except (TypeError, ValueError):
+            return False
+        old = self._items.get(rec["approval_id"])
+        if old is not None and int(old.get("rev", 0) or 0) >= rev:
+            return False
+        self._items[rec["approval_id"]] = rec
+        return True
+
+    def get(self, approval_id: str) -> dict[str, Any] | None:
+        return self._items.get(approval_id)
+
+    def screen(self, ev: ActionEvent) -> str | None:
+        return screen(self.get, ev, strict=self.strict, grace_s=self.grace_s)

@@ -127,7 +127,7 @@ class Decision:
     """The outcome of one event. ``record`` is the contract's decision record."""
 
     __slots__ = ("event", "record", "freeze", "incident", "transition", "duplicate", "reused_id", "dest_classes",
-                 "z", "x")
+                 "z", "x", "approval_refused")
 
     def __init__(self, event: ActionEvent) -> None:
         self.event = event
@@ -139,6 +139,8 @@ class Decision:
         self.duplicate = False
         #: an id from the agent's recent events with different content: decided, and flagged in the reasons
         self.reused_id = False
+        #: why the event's approval_id was refused (its event is scored without it), or None
+        self.approval_refused: str | None = None
         self.dest_classes: tuple[str, ...] = ()
         self.z: list[float] | None = None
         #: the feature values (natural units), for drift monitoring
@@ -153,8 +155,12 @@ class Engine:
     """
 
     def __init__(self, *, policy: Policy | None = None, model: Model | None = None, trace_length: int = 200,
-                 trace_agents: int = 5000) -> None:
+                 trace_agents: int = 5000, approvals=None) -> None:
         self.policy = policy or Policy()
+        #: where ``approval_id``s are checked: any object with ``screen(event) -> rejection | None``
+        #: (:class:`detector.approvals.ApprovalBook`, or the worker's store). ``None``: ids are taken at
+        #: their word (an offline replay with no approvals dump).
+        self.approvals = approvals
         self.agents: dict[str, AgentState] = {}
         self.traces = TraceStore(length=trace_length, max_agents=trace_agents)
         self._generic = Prior.generic()
@@ -210,8 +216,15 @@ class Engine:
         tails = self._tails
         out: list[Decision] = []
         pending: list[tuple[Decision, AgentState, Observation, list[float], list[float], float, array | None]] = []
+        approvals = self.approvals
         for ev in events:
+            refused = None
+            if ev.approval_id is not None and approvals is not None:
+                refused = approvals.screen(ev)
+                if refused is not None:  # an id that does not cover the action signs nothing off
+                    ev = ev.replace(approval_id=None)
             d = Decision(ev)
+            d.approval_refused = refused
             out.append(d)
             st = agents.get(ev.agent_id)
             if st is None:
@@ -283,6 +296,10 @@ class Engine:
                     reasons.append({"feature": "reused_event_id", "value": 1.0, "baseline": 0.0,
                                     "detail": f"event id {ev.event_id!r} was already used by a different recent action "
                                               "of this agent; both are scored."})
+                if d.approval_refused is not None:
+                    reasons.append({"feature": "approval_refused", "value": 1.0, "baseline": 0.0,
+                                    "detail": f"the action came with an approval id that does not cover it "
+                                              f"({d.approval_refused}); scored as unapproved."})
                 if obs.approved:
                     reasons.append({"feature": "approved", "value": 1.0, "baseline": 0.0,
                                     "detail": f"signed off by approval {ev.approval_id!r}; counted, never the cause "
