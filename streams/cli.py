@@ -58,6 +58,19 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+#: sub-commands that score or learn from events, and so classify destinations with a policy file
+POLICY_COMMANDS = ("train", "replay", "evaluate")
+
+
+def _note_missing_policy(args: argparse.Namespace) -> None:
+    """Say once, on stderr, what the results just produced without a policy file mean
+    (docs/contract.md, section 2): far more false freezes, which nothing else would tell.
+    Said after a successful run, so that a usage error stays one line."""
+    if args.command in POLICY_COMMANDS and getattr(args, "policy", None) is None:
+        print(f"flowbreaker {args.command}: note: no --policy, so every destination counts as external; "
+              "expect more alerts and false freezes", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     only = argv[0] if argv and argv[0] in COMMANDS else None
@@ -71,7 +84,10 @@ def main(argv: list[str] | None = None) -> int:
     from models.store import ModelError
 
     try:
-        return int(run(args) or 0)
+        code = int(run(args) or 0)
+        if code == 0:
+            _note_missing_policy(args)
+        return code
     except (UsageError, ModelError, PolicyError) as err:
         print(f"flowbreaker {args.command}: error: {err}", file=sys.stderr)
         return 2

@@ -2,6 +2,8 @@
 
 - A command that writes a file creates the file's parent directories, so the README's
   ``--out /tmp/fb/...`` works on a fresh machine.
+- ``train``, ``replay`` and ``evaluate`` without ``--policy`` say once, on stderr, that every
+  destination then counts as external.
 """
 from __future__ import annotations
 
@@ -46,3 +48,24 @@ def test_runtime_history_creates_its_parent_directory(tmp_path):
     assert main(["runtime", "--history-out", str(out), "--agents", "2", "--history-sessions", "1",
                  "--history-minutes", "1", "--history-every", "1"]) == 0
     assert out.stat().st_size
+
+
+# --------------------------------------------------------------------------- running without a policy
+
+def test_replay_without_a_policy_says_once_what_that_means(tmp_path, capsys):
+    events, _ = _simulate(tmp_path / "sim")
+    capsys.readouterr()
+    assert main(["replay", "--input", str(events), "--out", str(tmp_path / "d.jsonl"), "--quiet"]) == 0
+    notes = [x for x in capsys.readouterr().err.splitlines() if "--policy" in x]
+    assert notes == ["flowbreaker replay: note: no --policy, so every destination counts as external; "
+                     "expect more alerts and false freezes"]
+
+
+def test_no_note_with_a_policy_and_no_note_beside_a_usage_error(tmp_path, capsys):
+    events, _ = _simulate(tmp_path / "sim")
+    capsys.readouterr()
+    assert main(["replay", "--policy", str(POLICY), "--input", str(events), "--out", str(tmp_path / "d.jsonl"),
+                 "--quiet"]) == 0
+    assert "--policy" not in capsys.readouterr().err
+    assert main(["replay", "--input", str(tmp_path / "nope.jsonl"), "--out", str(tmp_path / "e.jsonl")]) == 2
+    assert len(capsys.readouterr().err.splitlines()) == 1

@@ -561,7 +561,8 @@ def test_cli_rejects_bad_arguments_with_exit_2_and_one_line(tmp_path, capsys, ar
 
 
 def test_cli_unwritable_path_gives_exit_2(tmp_path, capsys):
-    out = tmp_path / "missing-dir" / "e.jsonl"
+    (tmp_path / "a-file").write_text("")
+    out = tmp_path / "a-file" / "e.jsonl"  # its parent cannot be created: a file is in the way
     assert sim.run(_args("--out", str(out), "--agents", "2", "--days", "1")) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "cannot write" in err[0]
