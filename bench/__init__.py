@@ -1,0 +1,1 @@
+"""Benchmarks (scripts that print numbers) and the public-data benchmark builder (``bench.public``)."""
