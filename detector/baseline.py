@@ -43,9 +43,9 @@ class Prior:
     weight: float
     hours: tuple[float, ...] | None = None
     source: str = "generic"
-    #: the agent's known tools, resource families and destinations (Bloom filter bytes, as
-    #: ``FeatureState.to_tuple`` writes them), so a known agent's usual destinations are not novel
-    sketches: tuple[bytes, bytes, bytes] | None = None
+    #: the agent's known tools, resource families, destinations, task steps and principals (Bloom filter
+    #: bytes, as ``FeatureState.sketches`` gives them), so a known agent's usual ways are not novel
+    sketches: tuple[bytes, ...] | None = None
 
     @classmethod
     def generic(cls) -> "Prior":

@@ -29,7 +29,7 @@ import numpy as np
 from detector import breaker as brk
 from detector.baseline import Baseline, Prior
 from detector.events import ActionEvent
-from detector.features import FeatureState, Observation, commit_novelty, extract
+from detector.features import FEATURE_INDEX, HARM_FEATURES, VOLUME_FEATURES, FeatureState, Observation, commit_novelty, extract
 from detector.model import Model
 from detector.policy import Policy
 from detector.features import N_FEATURES
@@ -47,6 +47,23 @@ _encode = msgspec.msgpack.Encoder().encode
 YOUNG_N = 100.0
 #: with no trained model: how many effectively independent features the largest rarity is taken over
 GENERIC_MULTIPLICITY = 6.0
+
+
+_HARM_IDX = tuple(FEATURE_INDEX[n] for n in HARM_FEATURES)
+_HARM_IDX_MOVING = _HARM_IDX + tuple(FEATURE_INDEX[n] for n in VOLUME_FEATURES)
+_NOVELTY = FEATURE_INDEX["novelty_1h"]
+
+
+def _evidence(ev: ActionEvent, obs: Observation, r: list[float]) -> float:
+    """The largest rarity (``-log10`` tail) among the features that are evidence of harm by themselves
+    (:data:`detector.features.HARM_FEATURES`). Volume is evidence only when this action moves data out
+    or destroys it (reading a lot is not harm yet); never-used tools and resources only when they touch
+    confidential or restricted data (privilege misuse), never a first send to a new address alone."""
+    idx = _HARM_IDX_MOVING if obs.outbound or ev.action == "delete" else _HARM_IDX
+    top = max(r[i] for i in idx)
+    if ev.sensitivity in ("confidential", "restricted") and r[_NOVELTY] > top:
+        top = r[_NOVELTY]
+    return top
 
 
 def _harm(ev: ActionEvent, obs: Observation) -> float:
@@ -215,7 +232,8 @@ class Engine:
         learn_raw = self._learn_raw
         tails = self._tails
         out: list[Decision] = []
-        pending: list[tuple[Decision, AgentState, Observation, list[float], list[float], float, array | None]] = []
+        pending: list[tuple[Decision, AgentState, Observation, list[float], list[float], float, array | None,
+                            float]] = []
         approvals = self.approvals
         for ev in events:
             refused = None
@@ -258,14 +276,14 @@ class Engine:
             d.dest_classes = obs.dest_classes
             d.z = z
             d.x = obs.x
-            pending.append((d, st, obs, z, r, cal.pvalue(max(r)), loc))
+            pending.append((d, st, obs, z, r, cal.pvalue(max(r)), loc, cal.pvalue(_evidence(ev, obs, r))))
         if not pending:
             return out
         if self.model is not None:
             p_comb = self.model.combination_pvalues(np.array([p[3] for p in pending], dtype=np.float64))
         else:
             p_comb = None
-        for k, (d, st, obs, z, r, p_stat, loc) in enumerate(pending):
+        for k, (d, st, obs, z, r, p_stat, loc, p_harm) in enumerate(pending):
             ev = d.event
             extra = None
             if p_comb is not None:
@@ -308,10 +326,13 @@ class Engine:
             if obs.approved and b.state != brk.OPEN:
                 action, transition = ("alert" if severity in ("medium", "high", "critical") else "none"), None
             else:
-                # a young agent (still judged mostly by its peers' profile) is frozen on one action only
-                # when that action moves sensitive data out or destroys something
+                # one action trips the breaker by itself only on evidence of harm: a harm feature is itself
+                # rare for this agent (novelty alone is held by the pre-action check and spends the budget);
+                # a young agent (still judged mostly by its peers' profile) only when the action moves
+                # sensitive data out or destroys something
                 sensitive_out = obs.outbound and ev.sensitivity in ("confidential", "restricted")
-                solo = st.baseline.n >= YOUNG_N or ev.action == "delete" or sensitive_out
+                solo = (score_of(p_harm) >= th.evidence
+                        and (st.baseline.n >= YOUNG_N or ev.action == "delete" or sensitive_out))
                 action, transition = brk.step(b, t=ev.t, score=score, severity=severity, agent_id=ev.agent_id,
                                               event_id=ev.event_id, th=th, solo_trip=solo, harm=_harm(ev, obs))
             d.transition = transition

@@ -32,7 +32,8 @@ from detector.policy import BROADCAST, EXTERNAL, Policy
 from detector.sketch import bloom_add, bloom_has, stable_hash
 
 __all__ = ["FEATURES", "FEATURE_NAMES", "FEATURE_INDEX", "Feature", "FeatureState", "Observation", "extract",
-           "commit_novelty", "resource_family", "destination_family"]
+           "commit_novelty", "resource_family", "destination_family", "SKETCH_BYTES", "HARM_FEATURES",
+           "VOLUME_FEATURES"]
 
 
 @dataclass(frozen=True)
@@ -64,20 +65,41 @@ FEATURES: tuple[Feature, ...] = (
     Feature("rule_of_two", 0.15, "this task took in untrusted input, touched confidential or restricted data and now communicates outward without an approval (rule of two); usually {baseline}"),
     Feature("novel_outbound", 0.3, "sends to never-seen external or broadcast destinations ({value}: weighted by sensitivity, triple for a never-seen kind of destination such as a new domain); usually about {baseline}"),
     Feature("hour_rarity", 0.8, "acts at an hour this agent rarely works ({value} bits of surprise); usually {baseline}", "bits"),
+    Feature("novel_destinations_1d", 0.5, "met {value} never-seen external or broadcast destinations in the last day; this agent usually meets about {baseline}", "destinations"),
+    Feature("task_actions", 0.5, "this task has taken {value} actions so far; this agent's tasks usually take about {baseline}", "actions"),
+    Feature("task_novel_steps", 0.3, "this task took {value} steps (one tool after another) this agent has never taken in a task; usually {baseline}", "steps"),
+    Feature("unfamiliar_principal", 0.3, "someone this agent has never worked for directs it to do this ({value}: weighted by what the action can damage: sending out, deleting, broadcasting); usually {baseline}"),
+    Feature("untrusted_detour", 0.3, "after taking in untrusted input (web, outside mail) this task now sends to a never-seen destination ({value}: weighted by sensitivity, triple for a never-seen kind of destination); usually {baseline}"),
 )
 FEATURE_NAMES = tuple(f.name for f in FEATURES)
 FEATURE_INDEX = {n: i for i, n in enumerate(FEATURE_NAMES)}
 N_FEATURES = len(FEATURES)
 
+#: features that are evidence of harm by themselves (data leaving, destroyed, broadcast, or a pattern:
+#: a detour after untrusted input, someone unfamiliar directing the agent). A critical action trips the
+#: breaker alone only when one of these is what makes it rare; novelty alone (a first send to a new
+#: address) is a case for the pre-action check and the risk budget, not a freeze.
+HARM_FEATURES = ("outbound_15m", "outbound_1h", "fanout_15m", "deletes_15m", "event_fanout", "task_exfil",
+                 "rule_of_two", "unfamiliar_principal", "untrusted_detour")
+#: volume far beyond the profile is evidence too, when the action itself moves data out or destroys it
+VOLUME_FEATURES = ("volume_15m", "volume_1h", "bytes_1h", "event_volume")
+
 # decayed counters: index -> (window seconds)
 _C_RATE1, _C_RATE15, _C_VOL15, _C_VOL60, _C_BYTES60, _C_OUT15, _C_OUT60, _C_FAN15, _C_DEST60, _C_EXT60, \
-    _C_DEL15, _C_NOV60 = range(12)
-N_COUNTERS = 12
-#: bytes of the three lifetime novelty sketches (tools, resource families, destinations)
-_TAU1, _TAU15, _TAU60 = 60.0, 900.0, 3600.0
+    _C_DEL15, _C_NOV60, _C_NOVD1D = range(13)
+N_COUNTERS = 13
+_TAU1, _TAU15, _TAU60, _TAU1D = 60.0, 900.0, 3600.0, 86400.0
 _TOOL_MASK, _RES_MASK, _DEST_MASK, _RECENT_MASK = 255, 1023, 2047, 511
-_N_TASKS = 4  # slots: [task hash, flags, sensitive volume read, last t]
-_UNTRUSTED, _SENSITIVE = 1.0, 2.0
+#: tool-to-tool steps taken inside tasks, and the principals (requested_by) the agent worked for
+_STEP_MASK, _PRINCIPAL_MASK = 1023, 255
+#: bytes of the lifetime sketches (tools, resource families, destinations, task steps, principals)
+SKETCH_BYTES = ((_TOOL_MASK + 1) // 8, (_RES_MASK + 1) // 8, (_DEST_MASK + 1) // 8, (_STEP_MASK + 1) // 8,
+                (_PRINCIPAL_MASK + 1) // 8)
+_N_TASKS = 4
+#: per task slot: hash, flags, sensitive volume read, last t, last tool's hash, actions, novel steps
+_SLOT = 7
+_F_UNTRUSTED, _F_SENSITIVE = 1, 2
+_START = 0x5A17
 _GEN_S = 3600.0
 _SHARE = 0.05
 _Q_VOLUME = (FEATURE_INDEX["volume_15m"], FEATURE_INDEX["volume_1h"])
@@ -88,6 +110,7 @@ _Q_DEST = (FEATURE_INDEX["destinations_1h"],)
 _Q_EXT = (FEATURE_INDEX["external_destinations_1h"],)
 _Q_DELETE = (FEATURE_INDEX["deletes_15m"],)
 _Q_NOVELTY = (FEATURE_INDEX["novelty_1h"],)
+_Q_NOVEL_DESTS = (FEATURE_INDEX["novel_destinations_1d"],)
 
 
 def _b(bits: int, mask: int) -> bytes:
@@ -101,8 +124,8 @@ def _i(raw: bytes) -> int:
 class FeatureState:
     """The part of an agent's state that features need. Fixed size; see ``bench/bench_state.py``."""
 
-    __slots__ = ("last_t", "c", "tools", "resources", "dests", "recent_a", "recent_b", "gen_t", "tasks",
-                 "instr", "instr_t", "hours")
+    __slots__ = ("last_t", "c", "tools", "resources", "dests", "steps", "principals", "recent_a", "recent_b",
+                 "gen_t", "tasks", "instr", "instr_t", "hours")
 
     def __init__(self) -> None:
         self.last_t = 0.0
@@ -110,37 +133,41 @@ class FeatureState:
         self.tools = 0
         self.resources = 0
         self.dests = 0
+        self.steps = 0
+        self.principals = 0
         self.recent_a = 0
         self.recent_b = 0
         self.gen_t = 0.0
-        self.tasks = array("d", bytes(8 * 4 * _N_TASKS))
+        self.tasks = array("d", bytes(8 * _SLOT * _N_TASKS))
         self.instr = 0
         self.instr_t = 0.0
         #: hour-of-day activity profile (24 probabilities) from the trained model, or None
         self.hours: tuple[float, ...] | None = None
 
-    def seed_sketches(self, sketches: tuple[bytes, bytes, bytes]) -> None:
-        """Start the novelty sketches from a trained profile's (tools, resource families, destinations)."""
-        self.tools, self.resources, self.dests = (_i(b) for b in sketches)
+    def seed_sketches(self, sketches: tuple[bytes, ...]) -> None:
+        """Start the lifetime sketches from a trained profile's (see :data:`SKETCH_BYTES`)."""
+        self.tools, self.resources, self.dests, self.steps, self.principals = (_i(b) for b in sketches)
 
-    def sketches(self) -> tuple[bytes, bytes, bytes]:
-        return _b(self.tools, _TOOL_MASK), _b(self.resources, _RES_MASK), _b(self.dests, _DEST_MASK)
+    def sketches(self) -> tuple[bytes, ...]:
+        return (_b(self.tools, _TOOL_MASK), _b(self.resources, _RES_MASK), _b(self.dests, _DEST_MASK),
+                _b(self.steps, _STEP_MASK), _b(self.principals, _PRINCIPAL_MASK))
 
     def to_tuple(self) -> tuple:
         """Plain values (Bloom filters as little-endian bytes) for compact serialisation."""
-        return (self.last_t, self.c.tobytes(), _b(self.tools, _TOOL_MASK), _b(self.resources, _RES_MASK),
-                _b(self.dests, _DEST_MASK), _b(self.recent_a, _RECENT_MASK), _b(self.recent_b, _RECENT_MASK),
-                self.gen_t, self.tasks.tobytes(), self.instr, self.instr_t)
+        return (self.last_t, self.c.tobytes(), *self.sketches(), _b(self.recent_a, _RECENT_MASK),
+                _b(self.recent_b, _RECENT_MASK), self.gen_t, self.tasks.tobytes(), self.instr, self.instr_t)
 
     @classmethod
     def from_tuple(cls, t: tuple | list) -> "FeatureState":
         s = cls()
-        (s.last_t, c, tools, res, dests, ra, rb, s.gen_t, tasks, s.instr, s.instr_t) = t
+        if len(t) != 13:
+            raise ValueError("feature state has the wrong shape")
+        (s.last_t, c, tools, res, dests, steps, principals, ra, rb, s.gen_t, tasks, s.instr, s.instr_t) = t
         s.c = array("d", c)
         s.tasks = array("d", tasks)
-        s.tools, s.resources, s.dests = _i(tools), _i(res), _i(dests)
+        s.seed_sketches((tools, res, dests, steps, principals))
         s.recent_a, s.recent_b = _i(ra), _i(rb)
-        if len(s.c) != N_COUNTERS or len(s.tasks) != 4 * _N_TASKS:
+        if len(s.c) != N_COUNTERS or len(s.tasks) != _SLOT * _N_TASKS:
             raise ValueError("feature state has the wrong shape")
         return s
 
@@ -149,12 +176,17 @@ class Observation:
     """What extracting features from one action found: the raw feature values and the context
     the engine needs to commit novelty and to explain."""
 
-    __slots__ = ("x", "dest_classes", "pending", "new_outbound", "config_change", "outbound", "approved", "quiet")
+    __slots__ = ("x", "dest_classes", "pending", "new_outbound", "config_change", "outbound", "approved", "quiet",
+                 "step", "principal")
 
     def __init__(self) -> None:
         self.x: list[float] = []
         self.dest_classes: tuple[str, ...] = ()
         self.pending: tuple[int, int, list[int]] = (0, 0, [])
+        #: the tool-to-tool step this action took inside its task (a hash, 0 without a task), and the
+        #: principal it was asked by (a hash, 0 when none or the operator): committed with the novelty
+        self.step = 0
+        self.principal = 0
         self.new_outbound: list[str] = []
         self.config_change = False
         self.outbound = False
@@ -208,6 +240,7 @@ def extract(st: FeatureState, ev: ActionEvent, policy: Policy) -> Observation:
     c = st.c
     if dt > 0.0:
         d1, d15, d60 = exp(-dt / _TAU1), exp(-dt / _TAU15), exp(-dt / _TAU60)
+        c[_C_NOVD1D] *= exp(-dt / _TAU1D)
         c[_C_RATE1] *= d1
         c[_C_RATE15] *= d15
         c[_C_VOL15] *= d15
@@ -292,6 +325,8 @@ def extract(st: FeatureState, ev: ActionEvent, policy: Policy) -> Observation:
     o.dest_classes = tuple(classes)
     o.outbound = outward
     o.new_outbound = new_out
+    if new_out and not approved:
+        c[_C_NOVD1D] += len(new_out)
     if approved:
         novel_out = 0.0
     else:
@@ -307,27 +342,61 @@ def extract(st: FeatureState, ev: ActionEvent, policy: Policy) -> Observation:
         deleted = float(records if records > 0 else 1)
         c[_C_DEL15] += deleted
 
-    # flows inside a task
+    # who asked: a principal the agent never worked for, weighted by what the action can damage
+    unfamiliar = 0.0
+    who = ev.requested_by
+    h_who = 0
+    if who is not None and who != ev.operator_id:
+        h_who = stable_hash(who)
+        if not bloom_has(st.principals, h_who, _PRINCIPAL_MASK):
+            if ev.action == "delete" or (outward and (sensitive or fanout > 1)) or any(k is BROADCAST for k in classes):
+                unfamiliar = 3.0
+            elif outward or dests:
+                unfamiliar = 2.0
+            elif ev.action == "write" or sensitive:
+                unfamiliar = 1.0
+            else:
+                unfamiliar = 0.25
+    o.principal = h_who
+
+    # flows inside a task, and its shape (which tool follows which)
     task_exfil = 0.0
     rule2 = 0.0
+    task_n = 0.0
+    novel_steps = 0.0
+    detour = 0.0
     if ev.task_id is not None:
         slot = _task_slot(st, stable_hash(ev.task_id), t)
         tasks = st.tasks
-        base = 4 * slot
-        flags = tasks[base + 1]
+        base = _SLOT * slot
+        flags = int(tasks[base + 1])
+        untrusted_before = flags & _F_UNTRUSTED
+        prev = int(tasks[base + 4]) or _START
+        step = ((prev * 0x9E3779B1) ^ h_tool) & 0xFFFFFFFF
+        o.step = step
+        tasks[base + 4] = float(h_tool)
+        tasks[base + 5] += 1.0
+        task_n = tasks[base + 5]
+        new_step = not bloom_has(st.steps, step, _STEP_MASK)
+        if new_step:
+            tasks[base + 6] += 1.0
+        if new_step or outward or ev.action == "delete":
+            novel_steps = tasks[base + 6]
         if ev.action in ("read", "exec") and policy.is_untrusted_source(ev.resource):
-            flags = float(int(flags) | 1)
+            flags |= _F_UNTRUSTED
         if sensitive and not outward:
-            flags = float(int(flags) | 2)
+            flags |= _F_SENSITIVE
             tasks[base + 2] += vol
-        tasks[base + 1] = flags
+        tasks[base + 1] = float(flags)
         if outward and not approved:
-            if int(flags) & 2:
+            if flags & _F_SENSITIVE:
                 task_exfil = tasks[base + 2] + (vol if sensitive else 0.0)
             elif sensitive:
                 task_exfil = vol
-            if int(flags) & 3 == 3 or (int(flags) & 1 and sensitive):
+            if flags & 3 == 3 or (flags & _F_UNTRUSTED and sensitive):
                 rule2 = 1.0
+            if untrusted_before and novel_out > 0.0:
+                detour = novel_out
     elif outward and sensitive and not approved:
         task_exfil = vol
 
@@ -351,6 +420,7 @@ def extract(st: FeatureState, ev: ActionEvent, policy: Policy) -> Observation:
         c[_C_RATE1], c[_C_RATE15], c[_C_VOL15], c[_C_VOL60], c[_C_BYTES60], c[_C_OUT15], c[_C_OUT60],
         c[_C_FAN15], c[_C_DEST60], c[_C_EXT60], c[_C_DEL15], c[_C_NOV60],
         0.0 if approved else vol, float(fanout), task_exfil, rule2, novel_out, rarity,
+        c[_C_NOVD1D], task_n, novel_steps, 0.0 if approved else unfamiliar, detour,
     ]
     o.pending = (h_tool, h_res, dest_hashes)
     # an action is blamed for a window only when it is a real part of it (>= 5%): in the wake of a
@@ -372,6 +442,8 @@ def extract(st: FeatureState, ev: ActionEvent, policy: Policy) -> Observation:
         quiet += _Q_DELETE
     if not novelty or novelty < _SHARE * c[_C_NOV60]:
         quiet += _Q_NOVELTY
+    if approved or not new_out:
+        quiet += _Q_NOVEL_DESTS
     o.quiet = tuple(quiet)
     return o
 
@@ -382,21 +454,27 @@ def _task_slot(st: FeatureState, h: int, t: float) -> int:
     hf = float(h)
     oldest, oldest_t = 0, float("inf")
     for i in range(_N_TASKS):
-        if tasks[4 * i] == hf:
-            tasks[4 * i + 3] = t
+        b = _SLOT * i
+        if tasks[b] == hf:
+            tasks[b + 3] = t
             return i
-        if tasks[4 * i + 3] < oldest_t:
-            oldest, oldest_t = i, tasks[4 * i + 3]
-    b = 4 * oldest
-    tasks[b], tasks[b + 1], tasks[b + 2], tasks[b + 3] = hf, 0.0, 0.0, t
+        if tasks[b + 3] < oldest_t:
+            oldest, oldest_t = i, tasks[b + 3]
+    b = _SLOT * oldest
+    tasks[b:b + _SLOT] = array("d", (hf, 0.0, 0.0, t, 0.0, 0.0, 0.0))
     return oldest
 
 
 def commit_novelty(st: FeatureState, obs: Observation) -> None:
-    """Teach the novelty sketches what this (normal) action used."""
+    """Teach the novelty sketches what this (normal) action used: its tool, resource family,
+    destinations, the step it took inside its task and who asked for it."""
     h_tool, h_res, dests = obs.pending
     st.tools = bloom_add(st.tools, h_tool, _TOOL_MASK)
     st.resources = bloom_add(st.resources, h_res, _RES_MASK)
+    if obs.step:
+        st.steps = bloom_add(st.steps, obs.step, _STEP_MASK)
+    if obs.principal:
+        st.principals = bloom_add(st.principals, obs.principal, _PRINCIPAL_MASK)
     if dests:
         bits = st.dests
         for h in dests:

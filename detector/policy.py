@@ -49,6 +49,10 @@ class Thresholds:
     probation_tighten: float = 0.1
     #: ... and lasts at least this many actions, whatever their timestamps say
     probation_min_events: int = 10
+    #: a critical action trips the breaker by itself only when a feature that is evidence of harm
+    #: (data out, deletes, broadcast, a detour after untrusted input, an unfamiliar principal) is by
+    #: itself at least this rare (on the score scale); otherwise it alerts and spends the risk budget
+    evidence: float = 0.7
 
     def severity(self, score: float) -> str:
         if score >= self.critical:

@@ -21,14 +21,14 @@ from pathlib import Path
 import numpy as np
 
 from detector.baseline import Prior
-from detector.features import FEATURE_NAMES, N_FEATURES
+from detector.features import FEATURE_NAMES, N_FEATURES, SKETCH_BYTES as _FEATURE_SKETCH_BYTES
 from detector.scoring import Calibration, FeatureTails
 
 __all__ = ["ModelError", "TrainedModel", "Forest", "load_model", "save_model", "tool_family", "FORMAT"]
 
 FORMAT = "flowbreaker-model/1"
-#: bytes of each agent's (tools, resource families, destinations) Bloom filters in ``agent_sketches``
-SKETCH_BYTES = (32, 128, 256)
+#: bytes of each agent's lifetime Bloom filters in ``agent_sketches`` (detector.features.SKETCH_BYTES)
+SKETCH_BYTES = _FEATURE_SKETCH_BYTES
 _Z_CLIP = 10.0
 
 
@@ -142,13 +142,16 @@ class TrainedModel:
         self._global = Prior(tuple(map(float, arrays["global_loc"])), tuple(map(float, arrays["global_scale"])),
                              float(card["priors"]["global_weight"]), None, "global")
 
-    def _sketches(self, i: int) -> tuple[bytes, bytes, bytes] | None:
+    def _sketches(self, i: int) -> tuple[bytes, ...] | None:
         sk = self.a.get("agent_sketches")
         if sk is None:
             return None
         row = sk[i].tobytes()
-        a, b = SKETCH_BYTES[0], SKETCH_BYTES[0] + SKETCH_BYTES[1]
-        return row[:a], row[a:b], row[b:]
+        parts, at = [], 0
+        for n in SKETCH_BYTES:
+            parts.append(row[at:at + n])
+            at += n
+        return tuple(parts)
 
     def _hours(self, i: int) -> tuple[float, ...] | None:
         h = self.a["agent_hours"][i]

@@ -101,7 +101,8 @@ def test_feature_rows_of_the_training_history_reproduce_the_training_deciles():
     rows = feature_rows(evs, policy, prior_for=lambda a, o, t: Prior(model.prior_for(a, o, t).hours))
     assert rows.shape[1] == N_FEATURES
     assert np.allclose(quantiles(rows), arrays["train_quantiles"])
-    assert np.all(psi_rows(arrays["train_quantiles"], rows) < 1e-3)  # discrete features: deciles are not exact shares
+    # discrete features (counts of actions in a task) tie at decile edges: deciles are not exact shares
+    assert np.all(psi_rows(arrays["train_quantiles"], rows) < 1e-2)
 
 
 def exact_psi(train, live):
