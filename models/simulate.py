@@ -132,6 +132,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+from detector.errors import UsageError
+
 __all__ = [
     "ROLES",
     "INCIDENT_KINDS",
@@ -1754,11 +1756,6 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-lookalikes", action="store_true", help="inject no benign look-alikes")
 
 
-def _usage(msg: str) -> int:
-    print(f"flowbreaker simulate: {msg}", file=sys.stderr)
-    return 2
-
-
 def _parse_start(text: str) -> datetime:
     dt = datetime.fromisoformat(text)
     return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt
@@ -1770,7 +1767,8 @@ def _write_jsonl(fh, events: Sequence[dict]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``flowbreaker simulate``: 0 on success, 2 with one line on stderr otherwise."""
+    """Run ``flowbreaker simulate``: 0 on success; :class:`UsageError` (exit 2) on a bad argument
+    or a file it cannot write, leaving no file behind."""
     spec = (args.incidents or "").strip()
     if spec == "all":
         kinds: list[str] = list(INCIDENT_KINDS)
@@ -1780,20 +1778,20 @@ def run(args: argparse.Namespace) -> int:
         kinds = [k.strip() for k in spec.split(",") if k.strip()]
         bad = [k for k in kinds if k not in INCIDENT_KINDS]
         if bad:
-            return _usage(f"unknown incident kind {bad[0]!r}; known: {', '.join(INCIDENT_KINDS)}")
+            raise UsageError(f"unknown incident kind {bad[0]!r}; known: {', '.join(INCIDENT_KINDS)}")
     if args.days <= 0:
-        return _usage(f"--days must be > 0, got {args.days}")
+        raise UsageError(f"--days must be > 0, got {args.days}")
     if args.agents <= 0:
-        return _usage(f"--agents must be > 0, got {args.agents}")
+        raise UsageError(f"--agents must be > 0, got {args.agents}")
     clean = args.clean_days
     if clean is not None and not 0 <= clean <= args.days:
-        return _usage(f"--clean-days must be in [0, {args.days}], got {clean}")
+        raise UsageError(f"--clean-days must be in [0, {args.days}], got {clean}")
     if clean is not None and clean == args.days and kinds:
-        return _usage(f"--clean-days {clean} leaves no day for incidents (use --incidents none)")
+        raise UsageError(f"--clean-days {clean} leaves no day for incidents (use --incidents none)")
     try:
         start = _parse_start(args.start)
     except ValueError:
-        return _usage(f"--start: not an RFC 3339 timestamp or date: {args.start!r}")
+        raise UsageError(f"--start: not an RFC 3339 timestamp or date: {args.start!r}")
     out: Path = args.out
     labels_path: Path = args.labels or out.with_name(f"{out.stem}.labels.json")
     paths = [out, labels_path] + ([args.history_out] if args.history_out else [])
@@ -1803,9 +1801,10 @@ def run(args: argparse.Namespace) -> int:
             path.parent.mkdir(parents=True, exist_ok=True)  # `--out /tmp/fb/events.jsonl` on a fresh machine
             handles[path] = open(path, "w", encoding="utf-8")
     except OSError as e:
-        for h in handles.values():
+        for path, h in handles.items():
             h.close()
-        return _usage(f"cannot write {e.filename}: {e.strerror}")
+            path.unlink(missing_ok=True)
+        raise UsageError(f"cannot write {e.filename}: {e.strerror}") from None
     try:
         try:
             events, labels = simulate(n_agents=args.agents, days=args.days, seed=args.seed, start=start,
@@ -1814,7 +1813,7 @@ def run(args: argparse.Namespace) -> int:
             for path, h in handles.items():
                 h.close()
                 path.unlink(missing_ok=True)
-            return _usage(str(e))
+            raise UsageError(str(e)) from None
         if args.history_out:
             history, rest = split_history(events, labels)
             _write_jsonl(handles[args.history_out], history)

@@ -147,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         counts = ensure_topics(settings, timeout_s=args.timeout)
     except KafkaUnavailable as err:
-        print(f"flowbreaker topics: error: {err}", file=sys.stderr)
+        print(f"flowbreaker topics: {err}", file=sys.stderr)
         return 1
     for name, n in counts.items():
         note = "" if n == settings.partitions else f"  (exists with {n}, not {settings.partitions})"

@@ -184,5 +184,5 @@ def run(args: argparse.Namespace) -> int:
     try:
         return _run(args)
     except _Fail as err:
-        print(f"flowbreaker approvals: error: {err}", file=sys.stderr)
+        print(f"flowbreaker approvals: {err}", file=sys.stderr)
         return err.code

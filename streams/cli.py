@@ -2,7 +2,10 @@
 
 Each sub-command lives in its own module exposing ``configure_parser(parser)``
 and ``run(args) -> int``; this module only wires them. Exit codes: 0 success,
-2 usage or input error with a one-line reason on stderr.
+2 usage or input error, printed as one line in one style for every command,
+``flowbreaker COMMAND: REASON``: argparse's own errors, :class:`UsageError`
+(``detector.errors``, which every command raises) and the errors of unusable
+policies, models and settings.
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+
+from detector.errors import UsageError
 
 __all__ = ["main", "UsageError"]
 
@@ -30,13 +35,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-class UsageError(Exception):
-    """A bad argument or unusable input: printed as one line, exit code 2."""
-
-
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2 (argparse prints usage too; we do not)
-        print(f"{self.prog}: error: {message}", file=sys.stderr)
+    """argparse, with its errors in the house style: ``flowbreaker train: the following arguments are
+    required: --out`` and exit 2 (argparse's own style adds the usage and ``error:``)."""
+
+    def error(self, message: str) -> None:
+        print(f"{self.prog}: {message}", file=sys.stderr)
         raise SystemExit(2)
 
 
@@ -82,20 +86,23 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from detector.policy import PolicyError
     from models.store import ModelError
+    from streams.admin import KafkaUnavailable
+    from streams.settings import SettingsError
 
     try:
         code = int(run(args) or 0)
         if code == 0:
             _note_missing_policy(args)
         return code
-    except (UsageError, ModelError, PolicyError) as err:
-        print(f"flowbreaker {args.command}: error: {err}", file=sys.stderr)
+    except (UsageError, ModelError, PolicyError, SettingsError) as err:
+        print(f"flowbreaker {args.command}: {err}", file=sys.stderr)
         return 2
+    except KafkaUnavailable as err:  # a service it needs did not answer: the same style, exit 1
+        print(f"flowbreaker {args.command}: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 
 
-if __name__ == "__main__":  # ``python -m streams.cli``: run the module's canonical copy, whose UsageError
-    from streams.cli import main as _main  # the sub-commands raise
-
-    raise SystemExit(_main())
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -32,6 +32,7 @@ import json
 import sys
 from datetime import datetime, timezone
 
+from detector.errors import UsageError
 from streams.guard import FreezeGuard
 from streams.settings import Settings, SettingsError, add_kafka_arguments
 
@@ -72,37 +73,24 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     add_kafka_arguments(p)
 
 
-class _Usage(Exception):
-    pass
-
-
 def run(args: argparse.Namespace) -> int:
-    try:
-        return _run(args)
-    except _Usage as err:
-        # one line and exit 2 (SystemExit works whether the CLI runs as a script or with ``python -m``)
-        print(f"flowbreaker release: error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
-
-
-def _run(args: argparse.Namespace) -> int:
     try:
         settings = Settings.from_args(args)
     except SettingsError as err:
-        raise _Usage(str(err)) from None
+        raise UsageError(str(err)) from None
     by = (args.by or (settings.sasl_username if settings.sasl else None) or "").strip()
     if not by:
-        raise _Usage("--by NAME is required: who approves this release")
+        raise UsageError("--by NAME is required: who approves this release")
     if by == RESERVED_ISSUER:
-        raise _Usage(f"--by {RESERVED_ISSUER!r} is reserved for automatic freezes; name the human approver")
+        raise UsageError(f"--by {RESERVED_ISSUER!r} is reserved for automatic freezes; name the human approver")
     if settings.sasl and by != settings.sasl_username:
-        raise _Usage(f"--by {by!r} is not the authenticated Kafka user {settings.sasl_username!r}")
+        raise UsageError(f"--by {by!r} is not the authenticated Kafka user {settings.sasl_username!r}")
     reason = args.reason.strip()
     if not reason:
-        raise _Usage("--reason must not be empty")
+        raise UsageError("--reason must not be empty")
     agent = args.agent.strip()
     if not agent:
-        raise _Usage("AGENT must not be empty")
+        raise UsageError("AGENT must not be empty")
 
     topic = settings.topic("control")
     guard = FreezeGuard(settings.bootstrap, topic=topic, client_id="flowbreaker-control",
@@ -110,25 +98,25 @@ def _run(args: argparse.Namespace) -> int:
     guard.start()
     try:
         if not guard.wait_ready(args.timeout):
-            print(f"flowbreaker release: error: could not read {topic} at {settings.bootstrap} within "
+            print(f"flowbreaker release: could not read {topic} at {settings.bootstrap} within "
                   f"{args.timeout:.0f}s", file=sys.stderr)
             return 1
         freeze = guard.frozen().get(agent)
     except RuntimeError as err:
-        print(f"flowbreaker release: error: {err}", file=sys.stderr)
+        print(f"flowbreaker release: {err}", file=sys.stderr)
         return 1
     finally:
         guard.stop()
     if freeze is None:
-        raise _Usage(f"agent {agent!r} is not frozen (no open freeze on {topic})")
+        raise UsageError(f"agent {agent!r} is not frozen (no open freeze on {topic})")
     incident = freeze.get("incident_id")
     if args.incident and args.incident != incident:
-        raise _Usage(f"agent {agent!r} is frozen for incident {incident!r}, not {args.incident!r}")
+        raise UsageError(f"agent {agent!r} is frozen for incident {incident!r}, not {args.incident!r}")
     command = release_command(agent, incident, by=by, reason=reason)
     try:
         meta = publish_command(settings, command, timeout=args.timeout)
     except Exception as err:  # KafkaTimeoutError and friends: the broker did not take it
-        print(f"flowbreaker release: error: {topic} did not accept the release: {err!r}", file=sys.stderr)
+        print(f"flowbreaker release: {topic} did not accept the release: {err!r}", file=sys.stderr)
         return 1
     print(f"released {agent} (incident {incident}) by {by}: {topic}[{meta.partition}]@{meta.offset}")
     return 0

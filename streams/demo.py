@@ -52,7 +52,8 @@ from pathlib import Path
 from queue import Empty, Queue
 from typing import Callable
 
-from streams.settings import Settings, SettingsError, add_kafka_arguments
+from detector.errors import UsageError
+from streams.settings import Settings, add_kafka_arguments
 
 __all__ = ["configure_parser", "run", "SocView"]
 
@@ -64,10 +65,6 @@ POLICY = REPO_DIR / "examples" / "policy.toml"
 HISTORY_SESSIONS, HISTORY_SESSION_S, HISTORY_EVERY_S = 12, 20 * 60.0, 6 * 3600.0
 #: run a sub-command of this checkout with this interpreter (``python -m streams.cli`` would load the CLI twice)
 CLI = [sys.executable, "-c", "import sys; from streams.cli import main; sys.exit(main())"]
-
-
-class _Usage(Exception):
-    pass
 
 
 class DemoError(RuntimeError):
@@ -733,13 +730,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        settings = Settings.from_args(args)
-        if args.agents < 1 or args.rate <= 0 or args.speed <= 0 or args.duration < 0 or args.status_every <= 0:
-            raise _Usage("--agents must be >= 1; --rate, --speed and --status-every > 0; --duration >= 0")
-    except (_Usage, SettingsError) as err:
-        print(f"flowbreaker demo: error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+    settings = Settings.from_args(args)  # SettingsError: exit 2
+    if args.agents < 1 or args.rate <= 0 or args.speed <= 0 or args.duration < 0 or args.status_every <= 0:
+        raise UsageError("--agents must be >= 1; --rate, --speed and --status-every > 0; --duration >= 0")
 
     if not os.environ.get("FLOWBREAKER_APP_ID") and settings.topic_prefix:
         # the worker's state changelog and consumer group are named after the app id: one per set of topics,
@@ -762,7 +755,7 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     except DemoError as err:
-        demo.say(f"flowbreaker demo: error: {err}")
+        demo.say(f"flowbreaker demo: {err}")
         code = 1
     finally:
         runtime = demo.children.get("runtime")

@@ -65,6 +65,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence, TextIO
 
+from detector.errors import UsageError
 from streams.guard import FreezeGuard
 from streams.settings import Settings, SettingsError, add_kafka_arguments
 
@@ -721,10 +722,6 @@ def _consume_tasks(settings, group: str, runtime: Runtime, stop: threading.Event
             log.warning("%d bad task messages skipped", bad)
 
 
-class _Usage(Exception):
-    pass
-
-
 def _write_history(args: argparse.Namespace) -> int:
     events = paced_history(n_agents=args.agents, seed=args.seed, rate=args.rate, speed=args.speed,
                            seconds=args.history_minutes * 60, sessions=args.history_sessions,
@@ -735,8 +732,7 @@ def _write_history(args: argparse.Namespace) -> int:
         with open(args.history_out, "w", encoding="utf-8") as fh:
             fh.writelines(json.dumps(e, separators=(",", ":")) + "\n" for e in events)
     except OSError as err:
-        print(f"flowbreaker runtime: error: cannot write {args.history_out}: {err.strerror}", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise UsageError(f"cannot write {args.history_out}: {err.strerror}") from None
     print(f"runtime: {len(events)} actions of {args.agents} agents at {args.rate:g} tasks/s, speed x{args.speed:g} "
           f"({args.history_sessions} sessions of {args.history_minutes:g} min) -> {args.history_out}",
           file=sys.stderr)
@@ -793,22 +789,20 @@ def run(args: argparse.Namespace) -> int:
     try:
         settings = Settings.from_args(args)
         if args.speed <= 0 or args.max_step_delay < 0:
-            raise _Usage("--speed must be > 0 and --max-step-delay >= 0")
+            raise UsageError("--speed must be > 0 and --max-step-delay >= 0")
         if args.feed and (args.agents < 1 or args.rate <= 0):
-            raise _Usage("--agents must be >= 1 and --rate > 0")
+            raise UsageError("--agents must be >= 1 and --rate > 0")
         kinds = [k.strip() for k in args.incidents.split(",") if k.strip()]
         from models.simulate import INCIDENT_KINDS
 
         bad = [k for k in kinds if k not in INCIDENT_KINDS]
         if bad:
-            raise _Usage(f"unknown incident kind {bad[0]!r}; known: {', '.join(INCIDENT_KINDS)}")
+            raise UsageError(f"unknown incident kind {bad[0]!r}; known: {', '.join(INCIDENT_KINDS)}")
         if args.history_out is not None and (args.history_sessions < 1 or args.history_minutes <= 0
                                              or args.history_every * 60 < args.history_minutes):
-            raise _Usage("--history-sessions >= 1, --history-minutes > 0, --history-every >= one session")
-    except (_Usage, SettingsError) as err:
-        # one line and exit 2 (SystemExit works whether the CLI runs as a script or with ``python -m``)
-        print(f"flowbreaker runtime: error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+            raise UsageError("--history-sessions >= 1, --history-minutes > 0, --history-every >= one session")
+    except SettingsError as err:
+        raise UsageError(str(err)) from None
     if args.history_out is not None:
         return _write_history(args)
     checker = None
@@ -821,28 +815,20 @@ def run(args: argparse.Namespace) -> int:
             try:
                 token = args.check_token_file.read_text().strip()
             except OSError as err:
-                print(f"flowbreaker runtime: error: cannot read {args.check_token_file}: {err.strerror}",
-                      file=sys.stderr)
-                raise SystemExit(2) from None
+                raise UsageError(f"cannot read {args.check_token_file}: {err.strerror}") from None
         else:
             token = os.environ.get("FLOWBREAKER_RUNTIME_TOKEN", "").strip()
         if not token:
-            print("flowbreaker runtime: error: --check-url needs a token (--check-token-file or "
-                  "FLOWBREAKER_RUNTIME_TOKEN)", file=sys.stderr)
-            raise SystemExit(2)
+            raise UsageError("--check-url needs a token (--check-token-file or FLOWBREAKER_RUNTIME_TOKEN)")
         checker = CheckClient(args.check_url, token, timeout_s=1.0)
     from kafka import KafkaProducer
 
-    from streams.admin import KafkaUnavailable, ensure_topics
+    from streams.admin import ensure_topics
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("kafka").setLevel(logging.WARNING)
-    try:
-        ensure_topics(settings, topics=["actions", "control", "tasks"], timeout_s=60.0)
-    except KafkaUnavailable as err:
-        print(f"flowbreaker runtime: error: {err}", file=sys.stderr)
-        return 1
+    ensure_topics(settings, topics=["actions", "control", "tasks"], timeout_s=60.0)  # KafkaUnavailable: exit 1
     topics = settings.topics()
     journal = Journal(args.journal)
     producer = KafkaProducer(client_id="flowbreaker-runtime", linger_ms=5, max_block_ms=10000,

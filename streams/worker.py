@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         counts = ensure_topics(settings, timeout_s=args.broker_timeout)
     except KafkaUnavailable as err:
-        print(f"flowbreaker worker: error: {err}", file=sys.stderr)
+        print(f"flowbreaker worker: {err}", file=sys.stderr)
         return 1
     actions, control = settings.topic("actions"), settings.topic("control")
     if counts[actions] != counts[control]:

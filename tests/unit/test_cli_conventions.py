@@ -4,11 +4,16 @@
   ``--out /tmp/fb/...`` works on a fresh machine.
 - ``train``, ``replay`` and ``evaluate`` without ``--policy`` say once, on stderr, that every
   destination then counts as external.
+- Bad usage or input is one line on stderr, ``flowbreaker COMMAND: REASON``, and exit 2.
 """
 from __future__ import annotations
 
 import json
+import os
+import re
 from pathlib import Path
+
+import pytest
 
 from streams.cli import main
 
@@ -69,3 +74,44 @@ def test_no_note_with_a_policy_and_no_note_beside_a_usage_error(tmp_path, capsys
     assert "--policy" not in capsys.readouterr().err
     assert main(["replay", "--input", str(tmp_path / "nope.jsonl"), "--out", str(tmp_path / "e.jsonl")]) == 2
     assert len(capsys.readouterr().err.splitlines()) == 1
+
+
+# --------------------------------------------------------------------------- one error style
+
+@pytest.mark.parametrize("argv, says", [
+    (["frobnicate"], "invalid choice"),
+    (["train", "--out", "m"], "one of the arguments --input --from-topic is required"),
+    (["replay", "--bogus"], "required: --input, --out"),
+    (["simulate", "--out", "{tmp}/e.jsonl", "--days", "0"], "--days must be > 0"),
+    (["evaluate", "--model", "{tmp}/m", "--input", "{tmp}/nope.jsonl", "--labels", "{tmp}/l.json",
+      "--report", "{tmp}/r"], ""),
+    (["runtime", "--speed", "0"], "--speed must be > 0"),
+    (["demo", "--agents", "0"], "--agents must be >= 1"),
+    (["actuator", "--no-log"], "no sink"),
+    (["release", "agent-a", "--reason", "checked"], "--by NAME is required"),
+    (["approvals", "list"], "no API token"),
+    (["topics", "--partitions", "0"], "partitions"),
+    (["worker", "--web-port", "0"], "web port 0"),
+    (["models", "add"], "required: MODEL_DIR"),
+])
+def test_every_command_reports_bad_usage_as_one_line_flowbreaker_command_reason_and_exit_2(
+        argv, says, tmp_path, capsys, monkeypatch):
+    for name in [k for k in os.environ if k.startswith("FLOWBREAKER_")]:
+        monkeypatch.delenv(name)
+    argv = [a.format(tmp=tmp_path) for a in argv]
+    try:
+        code = main(argv)
+    except SystemExit as exit_:  # argparse's errors leave through SystemExit
+        code = exit_.code
+    err = capsys.readouterr().err.splitlines()
+    command = argv[0] if argv[0] != "frobnicate" else None
+    prefix = f"flowbreaker {command}" if command else "flowbreaker"
+    assert code == 2 and len(err) == 1, err
+    assert re.match(rf"{prefix}( \w+)?: (?!error)", err[0]) and says in err[0], err
+
+
+def test_the_shared_usage_error_is_the_one_the_cli_re_exports():
+    import streams.cli
+    from detector.errors import UsageError
+
+    assert streams.cli.UsageError is UsageError

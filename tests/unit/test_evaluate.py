@@ -260,4 +260,4 @@ def test_bad_input_exits_2_with_one_line(simulated, capsys, change, message):
     assert rc == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err, err
-    assert re.match(r"^flowbreaker( evaluate)?: error: ", err)
+    assert re.match(r"^flowbreaker( evaluate)?: (?!error)", err)

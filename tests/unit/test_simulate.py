@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from models import simulate as sim
+from streams.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
 POLICY = REPO / "examples" / "policy.toml"
@@ -554,15 +555,15 @@ def test_cli_incidents_none_gives_no_incidents(tmp_path):
     (("--start", "yesterday"), "--start"),
 ])
 def test_cli_rejects_bad_arguments_with_exit_2_and_one_line(tmp_path, capsys, argv, needle):
-    assert sim.run(_args("--out", str(tmp_path / "e.jsonl"), *argv)) == 2
+    assert main(["simulate", "--out", str(tmp_path / "e.jsonl"), *argv]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and needle in err[0]
+    assert len(err) == 1 and err[0].startswith("flowbreaker simulate: ") and needle in err[0]
     assert not (tmp_path / "e.jsonl").exists()
 
 
 def test_cli_unwritable_path_gives_exit_2(tmp_path, capsys):
     (tmp_path / "a-file").write_text("")
     out = tmp_path / "a-file" / "e.jsonl"  # its parent cannot be created: a file is in the way
-    assert sim.run(_args("--out", str(out), "--agents", "2", "--days", "1")) == 2
+    assert main(["simulate", "--out", str(out), "--agents", "2", "--days", "1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "cannot write" in err[0]
+    assert len(err) == 1 and err[0].startswith("flowbreaker simulate: cannot write")
