@@ -8,6 +8,8 @@ and carries no ``approval_id``:
 - confidential or restricted data from this task going to an external or
   broadcast destination the agent has no history with, when that is unusual for it;
 - a "rule of two" task (untrusted input + sensitive data + outward), when unusual for it;
+- a detour: after untrusted input, a send to a destination the agent never used, when unusual for it;
+- someone the agent never worked for directing it to send out, delete or broadcast, when unusual for it;
 - a fan-out or delete burst far beyond its baseline;
 - a score above the policy's ``approval_threshold``.
 
@@ -35,6 +37,7 @@ __all__ = ["Gate", "ALLOW", "NEEDS_APPROVAL", "DENY"]
 ALLOW, NEEDS_APPROVAL, DENY = "allow", "needs_approval", "deny"
 _EXFIL, _RULE2, _NOVEL = FEATURE_INDEX["task_exfil"], FEATURE_INDEX["rule_of_two"], FEATURE_INDEX["novel_outbound"]
 _FAN, _EVFAN, _DEL = FEATURE_INDEX["fanout_15m"], FEATURE_INDEX["event_fanout"], FEATURE_INDEX["deletes_15m"]
+_DETOUR, _WHO = FEATURE_INDEX["untrusted_detour"], FEATURE_INDEX["unfamiliar_principal"]
 #: "far beyond its baseline" for bursts, in robust deviations
 BURST_Z = 6.0
 
@@ -59,6 +62,10 @@ class Gate:
             why.append("sensitive data from this task to a never-seen external or broadcast destination")
         if x[_RULE2] > 0 and z[_RULE2] >= REASON_Z:
             why.append("rule of two: untrusted input, sensitive data and an outward action in one task")
+        if x[_DETOUR] > 0 and z[_DETOUR] >= REASON_Z:
+            why.append("after untrusted input, this task sends to a destination the agent has never used")
+        if x[_WHO] >= 2.0 and z[_WHO] >= REASON_Z:
+            why.append(f"{event.requested_by!r}, whom this agent has never worked for, directs it to send or delete")
         if max(z[_FAN], z[_EVFAN], z[_DEL]) >= BURST_Z:
             why.append("a fan-out or delete burst far beyond this agent's baseline")
         if score > self.engine.policy.approval_threshold:
