@@ -57,7 +57,7 @@ from detector.manifest import CEILINGS, Manifest, Scope, Usage, counts_as_out
 from detector.policy import Policy
 
 __all__ = ["Observed", "observe", "suggest", "unused_grants", "drift", "family_of", "parent_glob",
-           "OPERATOR", "DEFAULT_MARGIN"]
+           "OPERATOR", "DEFAULT_MARGIN", "iso_utc"]
 
 #: the principal key for actions directed by the agent's operator (no ``requested_by``)
 OPERATOR = "(operator)"
@@ -291,10 +291,11 @@ def suggest(seen: Observed, *, policy: Policy | None = None, margin: float = DEF
     if seen.out_events:
         clauses["ceilings"] = {k: _nice_ceiling(v * margin) for k, v in seen.peaks.items()}
     return Manifest(kind="agent", name=seen.agent_id, version=version, clauses=clauses, role=role,
-                    description=f"suggested from {seen.n} actions ({_iso(seen.first_t)} to {_iso(seen.last_t)})")
+                    description=f"suggested from {seen.n} actions ({iso_utc(seen.first_t)} to {iso_utc(seen.last_t)})")
 
 
-def _iso(t: float) -> str:
+def iso_utc(t: float) -> str:
+    """``t`` (epoch seconds) as RFC 3339 UTC, ``-`` for an empty range."""
     if t in (float("inf"), float("-inf")):
         return "-"
     return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")

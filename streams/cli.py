@@ -32,6 +32,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "approvals": ("streams.approvals_cli", "list, approve and deny pre-action approval requests (the /v1 API)"),
     "release": ("streams.control", "release a frozen agent (publishes `release` on agent-control)"),
     "demo": ("streams.demo", "the live demo: Kafka, worker, actuator, runtime and simulated traffic"),
+    "manifest": ("streams.manifest_cli", "intended-use manifests: suggest from behaviour, check, publish"),
+    "audit": ("streams.usage_audit", "behaviour against intended use per agent over a period (report)"),
+    "drill": ("streams.drill", "rehearse a freeze end to end on a live deployment (drill report)"),
 }
 
 

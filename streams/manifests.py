@@ -1,0 +1,249 @@
+"""Intended-use manifests in the shell: TOML files, the compacted ``agent-manifests`` topic, and the
+follower that keeps a worker's book current.
+
+Files: :func:`load_path` reads one manifest file or every ``*.toml`` in a directory
+(not recursive, in name order) into a :class:`detector.manifest.ManifestBook`. Any
+bad file is a :class:`ManifestError` naming the file and line; two files declaring
+the same agent or role are an error naming both.
+
+Topic: ``agent-manifests`` is compacted. A record's key is the manifest's identity
+(``agent:<id>`` or ``role:<name>``), its value the manifest's TOML text (UTF-8), so
+the same parser reads files and records and a record's errors have line numbers;
+a ``null`` value (tombstone) withdraws the manifest. :func:`publish` writes files
+to the topic; a worker follows it with :class:`ManifestFollower`.
+
+When it works, when it fails:
+
+- a record that does not parse, whose key is not its manifest's identity, or
+  whose version is not higher than the one held, is skipped and counted
+  (``invalid`` / ``stale``, with the last reason in ``last_error``); it never
+  stops the follower, and the manifest held before stays in force;
+- the follower reads the whole topic from the beginning at start (compaction
+  keeps it small) and hands the worker a new book after every poll that changed
+  something; until it has read to the end offsets seen at start ``ready`` is
+  unset, and agents are checked against the manifests read so far (the files
+  given with ``--manifests`` are in force from the start);
+- a broker that goes away: the follower retries every 2 s and keeps its book.
+
+>>> book, texts = load_texts({"a.toml": 'version = 1\\nagent = "a"\\n[tools]\\nallow = ["x"]\\n'})
+>>> book.scope_for("a").label, sorted(texts)
+('agent a v1', ['agent:a'])
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Callable, Iterable, Mapping
+
+from detector.manifest import Manifest, ManifestBook, ManifestError, parse_manifest
+
+__all__ = ["load_path", "load_texts", "publish", "record_for", "ManifestFollower", "ManifestTopicFold"]
+
+log = logging.getLogger("flowbreaker.manifests")
+
+
+def load_texts(texts: Mapping[str, str | bytes], base: ManifestBook | None = None
+               ) -> tuple[ManifestBook, dict[str, tuple[Manifest, bytes]]]:
+    """Parse ``{source name: TOML text}``; returns the book and ``{key: (manifest, text bytes)}``."""
+    book = base.copy() if base is not None else ManifestBook()
+    seen: dict[str, tuple[Manifest, bytes]] = {}
+    for source, text in texts.items():
+        m = parse_manifest(text, source)
+        other = seen.get(m.key)
+        if other is not None:
+            raise ManifestError(source, 1, f"{m.kind} {m.name!r} is also declared in {other[0].source}")
+        raw = text.encode("utf-8") if isinstance(text, str) else bytes(text)
+        seen[m.key] = (m, raw)
+        book.manifests[m.key] = m
+    book._changed()
+    return book, seen
+
+
+def _files(path: Path) -> list[Path]:
+    if path.is_dir():
+        return sorted(p for p in path.glob("*.toml") if p.is_file())
+    return [path]
+
+
+def load_path(path: str | Path) -> tuple[ManifestBook, dict[str, tuple[Manifest, bytes]]]:
+    """Every manifest of a file or a directory. Raises :class:`ManifestError` (``FILE:LINE: why``);
+    an unreadable path or an empty directory is a ``ManifestError`` at line 1 too."""
+    p = Path(path)
+    if not p.exists():
+        raise ManifestError(str(p), 1, "no such file or directory")
+    files = _files(p)
+    if not files:
+        raise ManifestError(str(p), 1, "no *.toml manifest in this directory")
+    texts: dict[str, bytes] = {}
+    for f in files:
+        try:
+            texts[str(f)] = f.read_bytes()
+        except OSError as err:
+            raise ManifestError(str(f), 1, f"cannot read: {err.strerror}") from None
+    return load_texts(texts)
+
+
+def record_for(m: Manifest, text: bytes) -> tuple[bytes, bytes]:
+    """``(key, value)`` of a manifest's record on ``agent-manifests``."""
+    return m.key.encode("utf-8"), text
+
+
+def publish(settings, items: Iterable[tuple[Manifest, bytes]], *, timeout: float = 30.0) -> int:
+    """Publish manifests to ``agent-manifests`` (key = identity); returns how many the broker took."""
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(client_id="flowbreaker-manifests", acks="all", max_block_ms=int(timeout * 1000),
+                             request_timeout_ms=int(timeout * 1000), **settings.kafka_python_config())
+    try:
+        futures = [producer.send(settings.topic("manifests"), key=k, value=v)
+                   for k, v in (record_for(m, text) for m, text in items)]
+        producer.flush(timeout)
+        for f in futures:
+            f.get(timeout=timeout)
+        return len(futures)
+    finally:
+        producer.close(timeout=5)
+
+
+def withdraw(settings, keys: Iterable[str], *, timeout: float = 30.0) -> int:
+    """Tombstones for ``agent:<id>`` / ``role:<name>`` keys: those manifests are no longer in force."""
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(client_id="flowbreaker-manifests", acks="all", max_block_ms=int(timeout * 1000),
+                             **settings.kafka_python_config())
+    try:
+        futures = [producer.send(settings.topic("manifests"), key=k.encode("utf-8"), value=None) for k in keys]
+        producer.flush(timeout)
+        for f in futures:
+            f.get(timeout=timeout)
+        return len(futures)
+    finally:
+        producer.close(timeout=5)
+
+
+class ManifestTopicFold:
+    """Folds ``agent-manifests`` records into a book over a base (the files given at start).
+
+    >>> fold = ManifestTopicFold()
+    >>> fold.apply(b"agent:a", b'version = 2\\nagent = "a"\\n', where="p0@0")
+    'added'
+    >>> fold.apply(b"agent:a", b'version = 1\\nagent = "a"\\n', where="p0@1"), fold.stale
+    ('stale', 1)
+    >>> fold.apply(b"agent:b", b'version = 1\\nagent = "a"\\n', where="p0@2"), fold.last_error
+    ('invalid', "agent-manifests p0@2: key 'agent:b' is not the manifest's identity 'agent:a'")
+    >>> fold.apply(b"agent:a", None, where="p0@3"), len(fold.book)
+    ('removed', 0)
+    """
+
+    def __init__(self, base: ManifestBook | None = None, topic: str = "agent-manifests") -> None:
+        self.book = base.copy() if base is not None else ManifestBook()
+        self.base = set(self.book.manifests)
+        self.topic = topic
+        self.invalid = 0
+        self.stale = 0
+        self.applied = 0
+        self.last_error: str | None = None
+
+    def apply(self, key: bytes | None, value: bytes | None, *, where: str = "") -> str:
+        """``added``, ``replaced``, ``removed``, ``stale`` or ``invalid``."""
+        src = f"{self.topic} {where}".strip()
+        try:
+            k = (key or b"").decode("utf-8")
+        except UnicodeDecodeError:
+            k = ""
+        if value is None:
+            if k and self.book.remove(k):
+                self.applied += 1
+                return "removed"
+            return "stale"
+        try:
+            m = parse_manifest(value, src)
+        except ManifestError as err:
+            return self._invalid(str(err))
+        except RecursionError:  # a pathological nesting: still just a bad record
+            return self._invalid(f"{src}:1: nested too deeply")
+        if k != m.key:
+            return self._invalid(f"{src}: key {k!r} is not the manifest's identity {m.key!r}")
+        result = self.book.put(m)
+        if result == "stale":
+            self.stale += 1
+        else:
+            self.applied += 1
+        return result
+
+    def _invalid(self, why: str) -> str:
+        self.invalid += 1
+        self.last_error = why
+        log.warning("manifest record skipped: %s", why)
+        return "invalid"
+
+
+class ManifestFollower:
+    """Follows ``agent-manifests`` in a daemon thread; calls ``on_book(book)`` with a snapshot after
+    every poll that changed the book (the worker assigns it to ``engine.manifests``)."""
+
+    def __init__(self, settings, *, on_book: Callable[[ManifestBook], None], base: ManifestBook | None = None,
+                 poll_s: float = 0.5, on_skip: Callable[[str], None] | None = None) -> None:
+        self.settings = settings
+        self.on_book = on_book
+        self.on_skip = on_skip
+        self.fold = ManifestTopicFold(base, settings.topic("manifests"))
+        self.poll_s = poll_s
+        self.ready = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> "ManifestFollower":
+        self._thread = threading.Thread(target=self._run, name="manifest-follower", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._follow()
+            except Exception as err:  # the broker went away: retry, never take the worker down
+                log.warning("agent-manifests follower: %r; retrying", err)
+                self._stop.wait(2.0)
+
+    def _follow(self) -> None:
+        from kafka import KafkaConsumer, TopicPartition
+
+        topic = self.settings.topic("manifests")
+        consumer = KafkaConsumer(group_id=None, enable_auto_commit=False, auto_offset_reset="earliest",
+                                 client_id="flowbreaker-manifests", **self.settings.kafka_python_config())
+        try:
+            parts = None
+            while parts is None and not self._stop.is_set():
+                parts = consumer.partitions_for_topic(topic)
+                if parts is None:
+                    self.ready.set()  # no topic: nothing to wait for
+                    self._stop.wait(5.0)
+            if parts is None:
+                return
+            tps = [TopicPartition(topic, p) for p in sorted(parts)]
+            consumer.assign(tps)
+            consumer.seek_to_beginning(*tps)
+            target = consumer.end_offsets(tps)
+            while not self._stop.is_set():
+                changed = False
+                for tp, records in consumer.poll(timeout_ms=int(self.poll_s * 1000)).items():
+                    for rec in records:
+                        result = self.fold.apply(rec.key, rec.value, where=f"p{tp.partition}@{rec.offset}")
+                        if result in ("added", "replaced", "removed"):
+                            changed = True
+                        elif result == "invalid" and self.on_skip is not None:
+                            self.on_skip(self.fold.last_error or "")
+                if changed:
+                    self.on_book(self.fold.book.copy())
+                if not self.ready.is_set() and all(consumer.position(tp) >= end for tp, end in target.items()):
+                    self.ready.set()
+        finally:
+            consumer.close(autocommit=False)
