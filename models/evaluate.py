@@ -71,7 +71,8 @@ from detector.events import ActionEvent
 from detector.features import FEATURE_NAMES
 
 __all__ = ["LABELS_FORMAT", "LabelsError", "check_labels", "load_labels", "incident_outcomes", "event_labels",
-           "summarize", "score_events", "drift_of", "write_report", "configure_parser", "run"]
+           "lookalikes_frozen", "gate_summary", "summarize", "score_events", "drift_of", "write_report",
+           "configure_parser", "run"]
 
 LABELS_FORMAT = "flowbreaker-labels/1"
 REPORT_FORMAT = "flowbreaker-evaluation/1"
@@ -156,9 +157,28 @@ def _index(records: Sequence[Mapping]) -> dict[str, tuple[int, Mapping]]:
 
 def incident_outcomes(records: Sequence[Mapping], labels: Mapping) -> list[dict]:
     """One row per labelled incident: ``outcome`` (``first``, ``later``, ``missed`` or
-    ``not_in_input``), ``masked``, the freezing event, delays and harmful events done.
+    ``not_in_input``), ``masked``, the freezing event, delays and harmful events done,
+    and the freeze-only outcomes of the independent evaluation (issue 11), all judged on
+    the first freeze on one of the incident's own events, by position in the agent's
+    scored sequence:
+
+    * ``caught_at_first_harmful``: that freeze is at or before the first harmful event;
+    * ``contained``: it is at or before the incident's *last* harmful event (the breaker
+      opened while the incident was still doing harm, so the rest of it would have been
+      stopped; a caught incident is contained);
+    * ``stopped_before_harm``: it is strictly before the first harmful event;
+    * ``first_harmful_gate``: the pre-action verdict on the first harmful event, if any.
 
     ``records`` are decision records (contract section 3) in scoring order.
+
+    >>> rec = lambda e, act="none", gate=None: {"event_id": e, "agent_id": "a", "ts": "2026-03-02T09:00:00Z",
+    ...     "score": 0.9, "severity": "high", "action_taken": act, "breaker_state": "closed",
+    ...     **({"gate": gate} if gate else {})}
+    >>> labels = {"incidents": [{"incident_id": "i", "kind": "k", "agent_id": "a", "event_ids": ["r", "s1", "s2"],
+    ...           "harmful_event_ids": ["s1", "s2"], "first_harmful_event_id": "s1"}]}
+    >>> o = incident_outcomes([rec("r"), rec("s1", gate="needs_approval"), rec("s2", "freeze")], labels)[0]
+    >>> o["caught_at_first_harmful"], o["contained"], o["stopped_before_harm"], o["first_harmful_gate"]
+    (False, True, False, 'needs_approval')
     """
     pos = _index(records)
     out = []
@@ -169,7 +189,8 @@ def incident_outcomes(records: Sequence[Mapping], labels: Mapping) -> list[dict]
         row = {"incident_id": inc["incident_id"], "kind": inc["kind"], "agent_id": inc["agent_id"],
                "events": len(ids), "harmful": len(harmful), "outcome": "not_in_input", "masked": False,
                "first_severity": None, "freeze_event_id": None, "delay_s": None, "delay_events": None,
-               "harmful_done": None, "max_score": None}
+               "harmful_done": None, "max_score": None, "caught_at_first_harmful": False, "contained": False,
+               "stopped_before_harm": False, "first_harmful_gate": None}
         if first is None or first not in pos:
             out.append(row)
             continue
@@ -187,8 +208,13 @@ def incident_outcomes(records: Sequence[Mapping], labels: Mapping) -> list[dict]
             row["outcome"] = "later"
         else:
             row["outcome"] = "missed"
+        row["first_harmful_gate"] = r0.get("gate")
         if fz is not None:
             kf, rf = pos[fz]
+            k_last = max(pos[e][0] for e in harmful)
+            row["caught_at_first_harmful"] = kf <= k0
+            row["contained"] = kf <= k_last
+            row["stopped_before_harm"] = kf < k0
             row["freeze_event_id"] = fz
             row["delay_s"] = round(max(0.0, _t(rf["ts"]) - _t(r0["ts"])), 3)
             row["delay_events"] = max(0, kf - k0)
@@ -220,8 +246,70 @@ def _ratio(a: int, b: int) -> float | None:
     return round(a / b, 4) if b else None
 
 
-def summarize(records: Sequence[Mapping], labels: Mapping, *, outcomes: list[dict] | None = None) -> dict:
-    """All the numbers of the report for one model's decision records (see the module docstring)."""
+def lookalikes_frozen(records: Sequence[Mapping], labels: Mapping) -> dict:
+    """How many look-alikes had their agent frozen on one of their own events.
+
+    >>> recs = [{"event_id": "x", "action_taken": "freeze"}, {"event_id": "y", "action_taken": "alert"}]
+    >>> lookalikes_frozen(recs, {"lookalikes": [{"kind": "k", "event_ids": ["x"]}, {"kind": "k", "event_ids": ["y"]}]})
+    {'frozen': 1, 'of': 2, 'kinds_frozen': ['k']}
+    """
+    frozen = {r["event_id"] for r in records if r["action_taken"] == "freeze"}
+    seen = {r["event_id"] for r in records}
+    looks = [la for la in labels.get("lookalikes", []) if any(e in seen for e in la["event_ids"])]
+    hit = [la for la in looks if any(e in frozen for e in la["event_ids"])]
+    return {"frozen": len(hit), "of": len(looks), "kinds_frozen": sorted({la["kind"] for la in hit})}
+
+
+def gate_summary(records: Sequence[Mapping], labels: Mapping, outbound_ids: set[str] | None,
+                 outcomes: list[dict] | None = None) -> dict | None:
+    """The pre-action check as the independent evaluation counts it (``None`` without ``gate`` fields).
+
+    * ``first_harmful_held``: incidents whose first harmful event got ``needs_approval``
+      or ``deny``, of the incidents whose first harmful event was scored;
+    * ``approvals_per_1000_benign_outbound``: ``needs_approval`` verdicts on benign
+      outbound actions (in no incident, with destinations) per 1,000 of them;
+      ``held_per_1000_benign_outbound`` counts ``deny`` too (a frozen agent's actions).
+
+    ``outbound_ids`` are the ids of events with destinations (decision records do not
+    carry destinations); without them, every record with a ``gate`` field that is not a
+    delete is taken as outbound, which the caller cannot check, so pass them.
+
+    >>> recs = [{"event_id": "h", "gate": "needs_approval"}, {"event_id": "b1", "gate": "allow"},
+    ...         {"event_id": "b2", "gate": "needs_approval"}]
+    >>> labels = {"incidents": [{"incident_id": "i", "kind": "k", "agent_id": "a", "event_ids": ["h"],
+    ...           "harmful_event_ids": ["h"], "first_harmful_event_id": "h"}]}
+    >>> g = gate_summary(recs, labels, {"h", "b1", "b2"})
+    >>> g["first_harmful_held"], g["benign_outbound"], g["approvals_per_1000_benign_outbound"]
+    (1, 2, 500.0)
+    """
+    if not any("gate" in r for r in records):
+        return None
+    by_id = {r["event_id"]: r for r in records}
+    incident_ids = {e for inc in labels["incidents"] for e in inc["event_ids"]}
+    held = of = 0
+    for inc in labels["incidents"]:
+        r = by_id.get(inc["first_harmful_event_id"] or "")
+        if r is None:
+            continue
+        of += 1
+        held += r.get("gate") in ("needs_approval", "deny")
+    benign = [r for r in records if r["event_id"] not in incident_ids and
+              (r["event_id"] in outbound_ids if outbound_ids is not None else "gate" in r)]
+    asked = sum(r.get("gate") == "needs_approval" for r in benign)
+    denied = sum(r.get("gate") == "deny" for r in benign)
+    n = len(benign)
+    return {"first_harmful_held": held, "of": of, "benign_outbound": n, "approvals": asked, "denied": denied,
+            "approvals_per_1000_benign_outbound": round(1000.0 * asked / n, 3) if n else None,
+            "held_per_1000_benign_outbound": round(1000.0 * (asked + denied) / n, 3) if n else None}
+
+
+def summarize(records: Sequence[Mapping], labels: Mapping, *, outcomes: list[dict] | None = None,
+              outbound_ids: set[str] | None = None) -> dict:
+    """All the numbers of the report for one model's decision records (see the module docstring).
+
+    ``outbound_ids`` (ids of events with destinations) are needed for the gate's
+    approvals per 1,000 benign outbound actions (:func:`gate_summary`).
+    """
     from sklearn.metrics import average_precision_score, roc_auc_score
 
     outcomes = incident_outcomes(records, labels) if outcomes is None else outcomes
@@ -269,9 +357,16 @@ def summarize(records: Sequence[Mapping], labels: Mapping, *, outcomes: list[dic
                       "caught_later": n_later, "missed": n_missed,
                       "masked": sum(1 for o in scored if o["masked"]),
                       "detection_rate": _ratio(n_first + n_later, len(scored)), "by_kind": by_kind},
+        "freeze_outcomes": {"of": len(scored),
+                            "caught_at_first_harmful": sum(o["caught_at_first_harmful"] for o in scored),
+                            "contained": sum(o["contained"] for o in scored),
+                            "stopped_before_harm": sum(o["stopped_before_harm"] for o in scored)},
         "false_freezes": {"count": len(false_freezes), "agent_days": len(days),
                           "per_1000_agent_days": round(1000.0 * len(false_freezes) / len(days), 3) if days else None,
+                          "agents": len({r["agent_id"] for r in false_freezes}),
                           "event_ids": [r["event_id"] for r in false_freezes]},
+        "lookalikes_frozen": lookalikes_frozen(records, labels),
+        "gate": gate_summary(records, labels, outbound_ids, outcomes),
         "alerts": {"count": len(soc), "on_incident_events": soc_hit, "precision": _ratio(soc_hit, len(soc))},
         "freezes": {"count": len(freezes), "on_incident_events": len(freezes) - len(false_freezes),
                     "precision": _ratio(len(freezes) - len(false_freezes), len(freezes))},
@@ -289,40 +384,30 @@ def summarize(records: Sequence[Mapping], labels: Mapping, *, outcomes: list[dic
 
 
 # ------------------------------------------------------------------ scoring
-def score_events(engine: Engine, events: Sequence[ActionEvent], *, release_after: float | None = None,
-                 by: str = "evaluate") -> tuple[list[dict], int]:
+def score_events(engine: Engine, events: Sequence[ActionEvent], *, release_after: float | str | None = None,
+                 gate: bool = False, by: str = "evaluate") -> tuple[list[dict], int]:
     """Score ``events`` in order; returns ``(decision records, duplicates skipped)``.
 
-    Without ``release_after`` this is ``replay``'s loop (``process_batch`` over
-    batches of 1024). With it, every frozen agent is released ``release_after``
-    seconds of event time after its freeze, just before its next event.
+    This is ``replay``'s loop (:class:`models.playback.Playback`): with ``gate`` each
+    record of an action with destinations or a delete gets the pre-action verdict
+    (``gate``); with ``release_after`` (seconds or a duration such as ``"1h"``) a
+    simulated analyst releases every freeze that long after it.
     """
+    from detector.gate import Gate
+    from models.playback import Playback
+
+    pb = Playback(engine, gate=Gate(engine) if gate else None, release_after=release_after, by=by)
     records: list[dict] = []
     dup = 0
-
-    def keep(decisions) -> None:
-        nonlocal dup
-        for d in decisions:
-            if d.duplicate:
-                dup += 1
-            else:
-                rec = d.record
-                records.append({k: rec[k] for k in _KEEP})
-
-    if release_after is None:
-        for i in range(0, len(events), _BATCH):
-            keep(engine.process_batch(events[i:i + _BATCH]))
-        return records, dup
-    frozen_at: dict[str, float] = {}
-    for ev in events:
-        t0 = frozen_at.get(ev.agent_id)
-        if t0 is not None and ev.t - t0 >= release_after:
-            engine.release(ev.agent_id, at=t0 + release_after, by=by, reason="evaluation: simulated analyst release")
-            del frozen_at[ev.agent_id]
-        d = engine.process(ev)
-        if d.freeze is not None:
-            frozen_at[ev.agent_id] = ev.t
-        keep((d,))
+    for d in pb.run(events):
+        if d.duplicate:
+            dup += 1
+            continue
+        rec = d.record
+        out = {k: rec[k] for k in _KEEP}
+        if "gate" in rec:
+            out["gate"] = rec["gate"]
+        records.append(out)
     return records, dup
 
 
@@ -367,8 +452,30 @@ def _summary_rows(models: list[dict]) -> list[list[str]]:
         i = m["incidents"]
         return f"{i[k]}/{i['in_input']}"
 
+    def fo(m, k):
+        f = m["freeze_outcomes"]
+        return f"{f[k]}/{f['of']}"
+
+    def gate(m, f):
+        g = m.get("gate")
+        return f(g) if g else "n/a (no gate)"
+
     return [
-        row("incidents caught at the first harmful event", lambda m: frac(m, "caught_first")),
+        row("caught at the first harmful action (frozen on an incident event at or before it)",
+            lambda m: fo(m, "caught_at_first_harmful")),
+        row("contained (frozen on an incident event at or before its last harmful event)",
+            lambda m: fo(m, "contained")),
+        row("stopped strictly before harm", lambda m: fo(m, "stopped_before_harm")),
+        row("false freezes (freezes on events of no incident; agents)",
+            lambda m: f"{m['false_freezes']['count']} ({m['false_freezes']['agents']} agents)"),
+        row("look-alikes frozen", lambda m: f"{m['lookalikes_frozen']['frozen']}/{m['lookalikes_frozen']['of']}"),
+        row("pre-action check: first harmful actions held",
+            lambda m: gate(m, lambda g: f"{g['first_harmful_held']}/{g['of']}")),
+        row("pre-action check: approvals per 1,000 benign outbound actions",
+            lambda m: gate(m, lambda g: f"{_fmt(g['approvals_per_1000_benign_outbound'])} ({g['approvals']}/"
+                                        f"{g['benign_outbound']})")),
+        row("incidents caught at the first harmful event (freeze, or high/critical severity)",
+            lambda m: frac(m, "caught_first")),
         row("incidents caught later", lambda m: frac(m, "caught_later")),
         row("incidents missed", lambda m: frac(m, "missed") + (f" ({m['incidents']['masked']} masked)"
                                                                if m["incidents"]["masked"] else "")),
@@ -483,6 +590,15 @@ _PLOT_TITLES = {"scores": "Score distributions: benign, look-alike and incident 
                 "drift": "Per-feature drift (PSI) between the training data and the evaluated data"}
 
 _DEFINITIONS = [
+    "Freeze outcomes (as the independent evaluation counts them), from the first freeze on one of the incident's own "
+    "events, by position in the agent's scored sequence: caught at the first harmful action = at or before the first "
+    "harmful event; contained = at or before the last harmful event (the breaker opened while the incident was still "
+    "doing harm); stopped before harm = strictly before the first harmful event.",
+    "Look-alikes frozen: look-alikes whose agent was frozen on one of their own events. Pre-action check: first harmful "
+    "actions whose verdict was needs_approval or deny; approvals = needs_approval verdicts on benign outbound actions "
+    "(in no incident, with destinations) per 1,000 of them.",
+    "With --release-after, a simulated analyst releases every freeze that long (event time) after it (probation as "
+    "after a human release); the report shows each model with and without it.",
     "Caught at the first harmful event: the agent was frozen on an incident event at or before the first harmful "
     "event, or the first harmful event got severity high or critical. Caught later: a freeze on a later event of the "
     "incident. Missed: neither. Masked: the agent was already frozen by an unrelated freeze when the incident began.",
@@ -510,8 +626,17 @@ def _sections(meta: dict, models: list[dict], plots: dict) -> list[tuple]:
                      + (f"Frozen agents released after {meta['release_after_s']:g} s of event time."
                         if meta["release_after_s"] else "No releases (as replay).")))
     sec.append(("h2", "Summary"))
-    head = ["metric"] + [f"{m['role']}: {m['version']}" for m in models]
-    sec.append(("table", head, _summary_rows(models)))
+    cols = []
+    for m in models:
+        if "metrics_without_release" in m:
+            cols.append({"title": f"{m['role']}: {m['version']} (released after {meta['release_after_s']:g} s)",
+                         "metrics": m["metrics"]})
+            cols.append({"title": f"{m['role']}: {m['version']} (never released)",
+                         "metrics": m["metrics_without_release"]})
+        else:
+            cols.append({"title": f"{m['role']}: {m['version']}", "metrics": m["metrics"]})
+    head = ["metric"] + [c["title"] for c in cols]
+    sec.append(("table", head, _summary_rows(cols)))
     for m in models:
         sec.append(("h2", f"Incidents, {m['role']} ({m['version']})"))
         rows = []
@@ -629,6 +754,17 @@ def _plot_arrays(records: Sequence[Mapping], labels: Mapping) -> tuple[np.ndarra
 
 
 # ------------------------------------------------------------------ CLI
+def one_line(mm: dict) -> str:
+    """The headline figures of :func:`summarize`'s output, as one line."""
+    f, ff, la, g = mm["freeze_outcomes"], mm["false_freezes"], mm["lookalikes_frozen"], mm.get("gate")
+    gate = (f"; gate held {g['first_harmful_held']}/{g['of']} first harmful actions at "
+            f"{_fmt(g['approvals_per_1000_benign_outbound'])} approvals/1000 benign outbound") if g else ""
+    return (f"caught at first harmful {f['caught_at_first_harmful']}/{f['of']}, contained {f['contained']}/{f['of']}, "
+            f"stopped before harm {f['stopped_before_harm']}/{f['of']}; false freezes {ff['count']} "
+            f"({_fmt(ff['per_1000_agent_days'])}/1000 agent-days); look-alikes frozen {la['frozen']}/{la['of']}; "
+            f"ROC-AUC {_fmt(mm['event_level']['roc_auc'])}, PR-AUC {_fmt(mm['event_level']['pr_auc'])}{gate}")
+
+
 def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, metavar="MODEL_DIR", help="the model to evaluate (the candidate)")
     p.add_argument("--input", required=True, metavar="EVENTS.jsonl", help="action events, one JSON object per line")
@@ -638,8 +774,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--baseline", metavar="OTHER_MODEL_DIR", help="another model, reported side by side")
     p.add_argument("--report", required=True, metavar="DIR",
                    help="directory for report.md, report.html, metrics.json and the plots")
-    p.add_argument("--release-after", type=float, metavar="SECONDS",
-                   help="release a frozen agent this long (event time) after its freeze (default: never, as replay)")
+    p.add_argument("--release-after", metavar="DURATION",
+                   help="a simulated analyst releases every freeze this long (event time) after it, e.g. 1h, 30m, "
+                        "90s or plain seconds; the report shows the figures with and without it (default: never)")
     p.add_argument("--quiet", action="store_true", help="do not report invalid lines one by one")
 
 
@@ -648,8 +785,12 @@ def run(args: argparse.Namespace) -> int:
     from streams.cli import UsageError
     from streams.replay import load_engine, open_input, read_events
 
-    if args.release_after is not None and not (args.release_after > 0 and math.isfinite(args.release_after)):
-        raise UsageError(f"--release-after must be a positive number of seconds, got {args.release_after}")
+    from models.playback import parse_duration
+
+    try:
+        release_after = parse_duration(args.release_after) if args.release_after is not None else None
+    except ValueError as err:
+        raise UsageError(str(err)) from None
     try:
         labels = load_labels(args.labels)
     except LabelsError as err:
@@ -680,12 +821,16 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.input} has no valid events to evaluate")
 
     models, scored, first_records = [], [], None
+    outbound = {ev.event_id for ev in events if ev.destinations}
     for role, path, engine in engines:
-        records, dup = score_events(engine, events, release_after=args.release_after)
+        records, dup = score_events(engine, events, release_after=release_after, gate=True)
         outcomes = incident_outcomes(records, labels)
-        metrics = summarize(records, labels, outcomes=outcomes)
+        metrics = summarize(records, labels, outcomes=outcomes, outbound_ids=outbound)
         models.append({"role": role, "version": engine.model_version, "path": str(path), "metrics": metrics,
                        "incidents": outcomes, "drift": drift_of(engine.model, events, policy, labels)})
+        if release_after is not None:  # the same model with nothing ever released, as replay without the flag
+            plain, _ = score_events(load_engine(path, args.policy), events, gate=True)
+            models[-1]["metrics_without_release"] = summarize(plain, labels, outbound_ids=outbound)
         scored.append(_plot_arrays(records, labels))
         if first_records is None:
             first_records = (records, dup)
@@ -697,19 +842,18 @@ def run(args: argparse.Namespace) -> int:
         "labels": {"path": args.labels, "incidents": len(labels["incidents"]),
                    "lookalikes": len(labels.get("lookalikes", []))},
         "policy": args.policy,
-        "release_after_s": args.release_after,
+        "release_after_s": release_after,
     }
     try:
         out = write_report(report, meta, models, scored)
     except OSError as err:
         raise UsageError(f"cannot write the report to {report}: {err.strerror or err}") from None
     for m in models:
-        mm = m["metrics"]
-        i = mm["incidents"]
-        print(f"evaluate: {m['role']} {m['version']}: {i['caught_first']} caught at the first harmful event, "
-              f"{i['caught_later']} later, {i['missed']} missed of {i['in_input']}; false freezes "
-              f"{_fmt(mm['false_freezes']['per_1000_agent_days'])}/1000 agent-days; alert precision "
-              f"{_fmt(mm['alerts']['precision'], True)}; ROC-AUC {_fmt(mm['event_level']['roc_auc'])}, "
-              f"PR-AUC {_fmt(mm['event_level']['pr_auc'])}", file=sys.stderr)
+        runs = [("", m["metrics"])]
+        if "metrics_without_release" in m:
+            runs = [(f" (released after {release_after:g} s)", m["metrics"]),
+                    (" (never released)", m["metrics_without_release"])]
+        for tag, mm in runs:
+            print(f"evaluate: {m['role']} {m['version']}{tag}: {one_line(mm)}", file=sys.stderr)
     print(f"evaluate: report written to {out}/report.html (and report.md, metrics.json)", file=sys.stderr)
     return 0

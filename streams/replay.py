@@ -32,6 +32,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, metavar="DECISIONS.jsonl", help="where to write decision records ('-' = stdout)")
     p.add_argument("--incidents", metavar="INCIDENTS.jsonl", help="also write incident records (forensic traces)")
     p.add_argument("--gate", action="store_true", help="add the pre-action verdict to actions with destinations and deletes")
+    p.add_argument("--release-after", metavar="DURATION",
+                   help="evaluation mode: a simulated analyst releases every freeze this long (event time) after it, "
+                        "e.g. 1h, 30m, 90s or plain seconds (default: never)")
     p.add_argument("--quiet", action="store_true", help="do not report invalid lines one by one")
 
 
@@ -87,6 +90,14 @@ def run(args: argparse.Namespace) -> int:
         from detector.gate import Gate
 
         gate = Gate(engine)
+    from models.playback import Playback, parse_duration
+    from streams.cli import UsageError
+
+    try:
+        release_after = parse_duration(args.release_after) if getattr(args, "release_after", None) else None
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    playback = Playback(engine, gate=gate, release_after=release_after)
     invalid = duplicates = decided = alerts = freezes = 0
     errors: dict[str, int] = {}
 
@@ -111,16 +122,8 @@ def run(args: argparse.Namespace) -> int:
                     break
             if not batch:
                 break
-            if gate is not None:
-                decisions = []
-                for ev in batch:  # the verdict must see the state just before each action
-                    verdict = gate.verdict(ev)
-                    d = engine.process(ev)
-                    if verdict is not None and not d.duplicate:
-                        d.record["gate"] = verdict
-                    decisions.append(d)
-            else:
-                decisions = engine.process_batch(batch)
+            # the gate's verdict sees the state just before each action; releases are due in event time
+            decisions = list(playback.run(batch))
             lines = []
             for d in decisions:
                 if d.duplicate:
@@ -147,6 +150,7 @@ def run(args: argparse.Namespace) -> int:
                 fh.flush()
     detail = ", ".join(f"{k}={v}" for k, v in sorted(errors.items()))
     print(f"replay: {decided} decisions ({alerts} alerts, {freezes} freezes), {invalid} invalid lines"
-          f"{' (' + detail + ')' if detail else ''}, {duplicates} duplicates skipped; model {engine.model_version}",
+          f"{' (' + detail + ')' if detail else ''}, {duplicates} duplicates skipped"
+          f"{f', {len(playback.releases)} simulated releases' if release_after else ''}; model {engine.model_version}",
           file=sys.stderr)
     return 0

@@ -205,10 +205,19 @@ def test_evaluate_writes_a_self_contained_report_that_agrees_with_replay(simulat
     assert len(cand["drift"]) == 18 and all(f["psi"] is None or f["psi"] >= 0 for f in cand["drift"])
     # the same numbers from replay's own output: one engine, the same code
     assert main(["replay", "--model", str(d / "model"), "--policy", str(POLICY), "--input", str(d / "events.jsonl"),
-                 "--out", str(d / "decisions.jsonl"), "--quiet"]) == 0
+                 "--out", str(d / "decisions.jsonl"), "--quiet", "--gate"]) == 0
     records = [json.loads(line) for line in (d / "decisions.jsonl").read_text().splitlines()]
     labels = json.loads((d / "labels.json").read_text())
-    assert json.loads(json.dumps(summarize(records, labels))) == cand["metrics"]
+    outbound = set()
+    for line in (d / "events.jsonl").read_text().splitlines():
+        try:
+            ev = json.loads(line)
+        except ValueError:
+            continue
+        if ev.get("destinations"):
+            outbound.add(ev["event_id"])
+    assert json.loads(json.dumps(summarize(records, labels, outbound_ids=outbound))) == cand["metrics"]
+    assert cand["metrics"]["gate"]["benign_outbound"] > 0
 
 
 def test_release_after_releases_frozen_agents_so_they_can_be_frozen_again(simulated):
@@ -236,6 +245,10 @@ def test_release_after_is_recorded_in_the_report(simulated):
     doc = json.loads((d / "rep2" / "metrics.json").read_text())
     assert doc["release_after_s"] == 600 and len(doc["models"]) == 1
     assert "released after 600 s" in (d / "rep2" / "report.md").read_text()
+    # with and without the simulated analyst, side by side
+    assert "never released" in (d / "rep2" / "report.md").read_text()
+    assert doc["models"][0]["metrics_without_release"]["freeze_outcomes"]["of"] == \
+        doc["models"][0]["metrics"]["freeze_outcomes"]["of"]
 
 
 @pytest.mark.parametrize("change, message", [
@@ -243,7 +256,9 @@ def test_release_after_is_recorded_in_the_report(simulated):
     ({"--labels": "events.jsonl"}, "is not JSON"),
     ({"--model": "no-such-model"}, "does not exist"),
     ({"--input": "no-such-input.jsonl"}, "cannot read"),
-    ({"--release-after": "-5"}, "--release-after must be a positive number"),
+    ({"--release-after": "-5"}, "--release-after: '-5' is not a duration"),
+    ({"--release-after": "0h"}, "--release-after: '0h' must be a positive duration"),
+    ({"--release-after": "soon"}, "--release-after: 'soon' is not a duration"),
     ({"--bogus": "1"}, "unrecognized arguments"),
 ])
 def test_bad_input_exits_2_with_one_line(simulated, capsys, change, message):
