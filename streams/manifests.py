@@ -39,7 +39,8 @@ from typing import Callable, Iterable, Mapping
 
 from detector.manifest import Manifest, ManifestBook, ManifestError, parse_manifest
 
-__all__ = ["load_path", "load_texts", "publish", "record_for", "ManifestFollower", "ManifestTopicFold"]
+__all__ = ["load_path", "load_texts", "publish", "withdraw", "record_for", "read_topic_book", "ManifestFollower",
+           "ManifestTopicFold"]
 
 log = logging.getLogger("flowbreaker.manifests")
 
@@ -121,6 +122,37 @@ def withdraw(settings, keys: Iterable[str], *, timeout: float = 30.0) -> int:
         return len(futures)
     finally:
         producer.close(timeout=5)
+
+
+def read_topic_book(settings, *, timeout_s: float = 30.0) -> tuple[ManifestBook, int]:
+    """The manifests on ``agent-manifests`` now (read once to the end): ``(book, records skipped)``.
+    A topic that does not exist gives an empty book."""
+    import time
+
+    from kafka import KafkaConsumer, TopicPartition
+
+    topic = settings.topic("manifests")
+    fold = ManifestTopicFold(topic=topic)
+    consumer = KafkaConsumer(group_id=None, enable_auto_commit=False, auto_offset_reset="earliest",
+                             client_id="flowbreaker-manifests", **settings.kafka_python_config())
+    try:
+        parts = consumer.partitions_for_topic(topic)
+        if not parts:
+            return fold.book, 0
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        end = consumer.end_offsets(tps)
+        deadline = time.monotonic() + timeout_s
+        while any(consumer.position(tp) < end[tp] for tp in tps):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{topic} not read to its end within {timeout_s:.0f} s")
+            for tp, records in consumer.poll(timeout_ms=500).items():
+                for rec in records:
+                    fold.apply(rec.key, rec.value, where=f"p{tp.partition}@{rec.offset}")
+        return fold.book, fold.invalid + fold.stale
+    finally:
+        consumer.close(autocommit=False)
 
 
 class ManifestTopicFold:
