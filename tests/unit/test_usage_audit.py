@@ -39,8 +39,8 @@ def ev(i, hours, agent="bot", **kw):
 def history():
     send = dict(tool="mail.send", action="send", records=10, destinations=["email:a@client.example"])
     return [
-        ev(0, -30, **send),                                                  # previous period
-        ev(1, -29, requested_by="alice@corp.example"),
+        ev(0, -20, **send),                                                  # previous period
+        ev(1, -19, requested_by="alice@corp.example"),
         ev(2, 1, **send),                                                    # current period
         ev(3, 2, tool="shell.exec", action="exec", resource="host://x"),   # out of scope: tools
         ev(4, 3, **{**send, "destinations": ["email:eve@evil.example"]}),  # out of scope: destinations (deny)
