@@ -26,6 +26,7 @@ from __future__ import annotations
 from array import array
 from dataclasses import dataclass
 from math import exp, log2
+import re
 
 from detector.events import ActionEvent
 from detector.policy import BROADCAST, EXTERNAL, Policy
@@ -96,9 +97,18 @@ _STEP_MASK, _PRINCIPAL_MASK = 1023, 255
 SKETCH_BYTES = ((_TOOL_MASK + 1) // 8, (_RES_MASK + 1) // 8, (_DEST_MASK + 1) // 8, (_STEP_MASK + 1) // 8,
                 (_PRINCIPAL_MASK + 1) // 8)
 _N_TASKS = 4
-#: per task slot: hash, flags, sensitive volume read, last t, last tool's hash, actions, novel steps
-_SLOT = 7
-_F_UNTRUSTED, _F_SENSITIVE = 1, 2
+#: per task slot: hash, flags, sensitive volume read, last t, last tool's hash, actions, novel steps, and a
+#: 64-bit Bloom filter (two 32-bit halves) of the words of who asked and of what the task touched
+_SLOT = 9
+_F_UNTRUSTED, _F_SENSITIVE, _F_STRANGER = 1, 2, 4
+#: a never-seen destination that the task's context names (a reply to whoever asked, to the sender of a
+#: mail it read) counts this much of one that nothing in the task points to
+_RELATED_SHARE = 0.25
+_WORD = re.compile(r"[a-z]{2,}")
+#: words too common in addresses to relate anything
+_STOP = frozenset(("com", "org", "net", "www", "http", "https", "mail", "email", "gmail", "example", "customer",
+                   "user", "users", "corp", "inbox", "outbox", "the", "and", "info", "support", "team", "noreply"))
+_words_cache: dict[str, tuple[int, ...]] = {}
 _START = 0x5A17
 _GEN_S = 3600.0
 _SHARE = 0.05
@@ -224,6 +234,28 @@ def destination_family(dest: str) -> str:
     return scheme + ":"
 
 
+def _words(text: str) -> tuple[int, ...]:
+    """Hashes of the words (letters only, 2+ long, common address words left out) in a name, address
+    or resource: ``customer:noah_hernandez_42`` and ``email:noah.hernandez7@x.example`` share two."""
+    hit = _words_cache.get(text)
+    if hit is None:
+        local = text.partition(":")[2] or text
+        if "@" in local:
+            local = local.rpartition("@")[0]
+        hit = tuple(stable_hash(w) for w in _WORD.findall(local.lower()) if w not in _STOP)[:16]
+        if len(_words_cache) >= 50_000:
+            _words_cache.clear()
+        _words_cache[text] = hit
+    return hit
+
+
+def _word_bits(words: tuple[int, ...]) -> int:
+    bits = 0
+    for w in words:
+        bits |= 1 << (w & 63)
+    return bits
+
+
 def extract(st: FeatureState, ev: ActionEvent, policy: Policy) -> Observation:
     """Advance the windows with ``ev`` and return its feature values (natural units).
 
@@ -283,8 +315,19 @@ def extract(st: FeatureState, ev: ActionEvent, policy: Policy) -> Observation:
     if not bloom_has(st.resources, h_res, _RES_MASK):
         novelty += wn
 
+    # the task this action serves: its context (who asked, what it touched) relates destinations to it
+    slot_base = -1
+    context = 0
+    if ev.task_id is not None:
+        slot_base = _SLOT * _task_slot(st, stable_hash(ev.task_id), t)
+        tasks = st.tasks
+        context = int(tasks[slot_base + 7]) | (int(tasks[slot_base + 8]) << 32)
+    if ev.requested_by is not None:
+        context |= _word_bits(_words(ev.requested_by))
+
     # destinations
     fanout = 0
+    strangers = 0.0
     n_new_recent = 0
     n_new_ext = 0
     novel_out = 0.0
@@ -315,10 +358,17 @@ def extract(st: FeatureState, ev: ActionEvent, policy: Policy) -> Observation:
                 if not bloom_has(seen_dests, h, _DEST_MASK):
                     novelty += wn
                     if ext:
-                        # a never-seen destination of a never-seen kind (scheme and domain) counts triple
+                        # a never-seen destination of a never-seen kind (scheme and domain) counts triple,
+                        # one that the task's context names (a reply to whoever asked) a quarter
                         hf = stable_hash(destination_family(d))
                         dest_hashes.append(hf)
-                        novel_out += wn if bloom_has(seen_dests, hf, _DEST_MASK) else 3.0 * wn
+                        add = wn if bloom_has(seen_dests, hf, _DEST_MASK) else 3.0 * wn
+                        dw = _words(d)
+                        if dw and context and any((context >> (w & 63)) & 1 for w in dw):
+                            add *= _RELATED_SHARE
+                        else:
+                            strangers += add
+                        novel_out += add
                         if len(new_out) < 5:
                             new_out.append(d)
         st.recent_a = recent_a
@@ -349,14 +399,7 @@ def extract(st: FeatureState, ev: ActionEvent, policy: Policy) -> Observation:
     if who is not None and who != ev.operator_id:
         h_who = stable_hash(who)
         if not bloom_has(st.principals, h_who, _PRINCIPAL_MASK):
-            if ev.action == "delete" or (outward and (sensitive or fanout > 1)) or any(k is BROADCAST for k in classes):
-                unfamiliar = 3.0
-            elif outward or dests:
-                unfamiliar = 2.0
-            elif ev.action == "write" or sensitive:
-                unfamiliar = 1.0
-            else:
-                unfamiliar = 0.25
+            unfamiliar = _directed_harm(ev, outward, sensitive, fanout, classes, dests)
     o.principal = h_who
 
     # flows inside a task, and its shape (which tool follows which)
@@ -365,11 +408,17 @@ def extract(st: FeatureState, ev: ActionEvent, policy: Policy) -> Observation:
     task_n = 0.0
     novel_steps = 0.0
     detour = 0.0
-    if ev.task_id is not None:
-        slot = _task_slot(st, stable_hash(ev.task_id), t)
+    if slot_base >= 0:
         tasks = st.tasks
-        base = _SLOT * slot
+        base = slot_base
         flags = int(tasks[base + 1])
+        if tasks[base + 5] == 0.0 and unfamiliar > 0.0:
+            flags |= _F_STRANGER  # whoever started the task stays unfamiliar for all of it
+        elif flags & _F_STRANGER and who is not None and unfamiliar == 0.0 and h_who:
+            unfamiliar = _directed_harm(ev, outward, sensitive, fanout, classes, dests)
+        ctx = context | _word_bits(_words(ev.resource))
+        tasks[base + 7] = float(ctx & 0xFFFFFFFF)
+        tasks[base + 8] = float(ctx >> 32)
         untrusted_before = flags & _F_UNTRUSTED
         prev = int(tasks[base + 4]) or _START
         step = ((prev * 0x9E3779B1) ^ h_tool) & 0xFFFFFFFF
@@ -395,8 +444,8 @@ def extract(st: FeatureState, ev: ActionEvent, policy: Policy) -> Observation:
                 task_exfil = vol
             if flags & 3 == 3 or (flags & _F_UNTRUSTED and sensitive):
                 rule2 = 1.0
-            if untrusted_before and novel_out > 0.0:
-                detour = novel_out
+            if untrusted_before and strangers > 0.0:
+                detour = strangers
     elif outward and sensitive and not approved:
         task_exfil = vol
 
@@ -448,6 +497,18 @@ def extract(st: FeatureState, ev: ActionEvent, policy: Policy) -> Observation:
     return o
 
 
+def _directed_harm(ev: ActionEvent, outward: bool, sensitive: bool, fanout: int, classes: list, dests) -> float:
+    """How much an unfamiliar principal's action can damage: deleting, sending sensitive data out or
+    broadcasting 3, another send 2, a write or a sensitive read 1, anything else a quarter."""
+    if ev.action == "delete" or (outward and (sensitive or fanout > 1)) or BROADCAST in classes:
+        return 3.0
+    if outward or dests:
+        return 2.0
+    if ev.action == "write" or sensitive:
+        return 1.0
+    return 0.25
+
+
 def _task_slot(st: FeatureState, h: int, t: float) -> int:
     """The slot of task ``h``; a new task takes the least recently used slot."""
     tasks = st.tasks
@@ -461,7 +522,7 @@ def _task_slot(st: FeatureState, h: int, t: float) -> int:
         if tasks[b + 3] < oldest_t:
             oldest, oldest_t = i, tasks[b + 3]
     b = _SLOT * oldest
-    tasks[b:b + _SLOT] = array("d", (hf, 0.0, 0.0, t, 0.0, 0.0, 0.0))
+    tasks[b:b + _SLOT] = array("d", (hf, 0.0, 0.0, t, 0.0, 0.0, 0.0, 0.0, 0.0))
     return oldest
 
 
