@@ -13,8 +13,19 @@ When it works, when it fails:
   rather than commit past it. Commands behind it wait; none is lost. Each POST
   carries ``Idempotency-Key: <incident_id>:<command>``, so a command delivered
   again after a crash or a rebalance can be recognised by the orchestrator.
-- A message that is not a contract command (not JSON, unknown ``command``, no
-  ``agent_id``) cannot be enacted: it is logged, counted and committed past.
+- Commands are judged by the contract's rules (:class:`streams.commands.CommandFold`,
+  per partition, in offset order): a freeze is enacted even unsigned (freezing
+  is the safe side; counted, and marked ``X-Flowbreaker-Verified: false``); a
+  release is enacted only when its signature verifies (:mod:`streams.signing`)
+  and it names the incident of the freeze in force. Ignored commands are
+  logged, counted in ``ignored`` and committed past. To know the freeze in force
+  when it starts (or takes over a partition) mid-log, the actuator first reads
+  that partition from its beginning up to the record in hand (``history``).
+- A record that is not a contract command (not JSON, too deep, wrong types, too
+  large, bad UTF-8, ...) cannot be enacted: it is logged, counted in ``invalid``
+  (and ``rejected`` by reason) and committed past. No record can crash the loop.
+- The orchestrator receives the command's known fields re-encoded as JSON
+  (unknown extra fields, which no signature covers, are dropped).
 - A stop (SIGINT/SIGTERM) during retries ends the wait at once; the pending
   command stays uncommitted and is delivered again on the next start.
 - One actuator process handles all partitions in one thread, so a command held
@@ -43,11 +54,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Iterable, Mapping, Protocol, TextIO
 
-from streams.guard import parse_command
-from streams.settings import Settings, SettingsError, add_kafka_arguments
+from detector.errors import UsageError
+from streams.commands import CommandFold, RecordError, RejectLog, command_dict, decode_command
+from streams.settings import Settings, add_kafka_arguments
 
 __all__ = [
-    "Actuator", "Backoff", "WebhookSink", "LogSink", "Sink", "Stopped", "idempotency_key",
+    "Actuator", "Backoff", "WebhookSink", "LogSink", "Sink", "Stopped", "idempotency_key", "KafkaHistory",
     "configure_parser", "run", "DEFAULT_GROUP",
 ]
 
@@ -66,7 +78,7 @@ class Sink(Protocol):
 
     name: str
 
-    def deliver(self, command: dict, raw: bytes, stop: threading.Event) -> None: ...
+    def deliver(self, command: dict, raw: bytes, stop: threading.Event, *, verified: bool = True) -> None: ...
 
 
 def idempotency_key(command: Mapping, raw: bytes = b"") -> str:
@@ -121,7 +133,7 @@ class WebhookSink:
         self.attempts = 0
         self.failures = 0
 
-    def deliver(self, command: dict, raw: bytes, stop: threading.Event) -> None:
+    def deliver(self, command: dict, raw: bytes, stop: threading.Event, *, verified: bool = True) -> None:
         key = idempotency_key(command, raw)
         headers = {
             "Content-Type": "application/json",
@@ -130,6 +142,8 @@ class WebhookSink:
             "Idempotency-Key": key,
             "X-Flowbreaker-Command": command["command"],
             "X-Flowbreaker-Agent": command["agent_id"],
+            # a freeze whose signature did not verify is enacted all the same (fail closed): say so
+            "X-Flowbreaker-Verified": "true" if verified else "false",
         }
         attempt = 0
         while True:
@@ -177,14 +191,14 @@ class LogSink:
         self.stream = stream
         self.fmt = fmt
 
-    def deliver(self, command: dict, raw: bytes, stop: threading.Event) -> None:
+    def deliver(self, command: dict, raw: bytes, stop: threading.Event, *, verified: bool = True) -> None:
         out = self.stream or sys.stdout
         if self.fmt == "json":
-            line = json.dumps({"enacted": command, "at": _now()}, sort_keys=True)
+            line = json.dumps({"enacted": command, "at": _now(), "verified": verified}, sort_keys=True)
         else:
             line = (f"{_now()} {command['command'].upper():7} agent={command['agent_id']} "
                     f"incident={command.get('incident_id')} by={command.get('issued_by')} "
-                    f"reason={json.dumps(command.get('reason'))}")
+                    f"reason={json.dumps(command.get('reason'))}{'' if verified else ' UNVERIFIED'}")
         out.write(line + "\n")
         out.flush()
 
@@ -193,40 +207,148 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
+class _PartitionState:
+    """The fold of one partition, and the next offset it expects."""
+
+    __slots__ = ("fold", "next")
+
+    def __init__(self, fold: CommandFold, next_offset: int) -> None:
+        self.fold = fold
+        self.next = next_offset
+
+
+class _NotPrimed(Exception):
+    """The partition's earlier commands could not be read: the record in hand must wait."""
+
+
+class KafkaHistory:
+    """``history(topic, partition, end)``: the records of a partition from its beginning up to ``end``
+    (exclusive), read with a consumer of its own (no group). Raises on a broker that does not answer
+    within ``timeout_s``."""
+
+    def __init__(self, config: Mapping, *, timeout_s: float = 30.0) -> None:
+        self.config = dict(config)
+        self.timeout_s = timeout_s
+        self._consumer = None
+
+    def __call__(self, topic: str, partition: int, end: int) -> list:
+        from kafka import KafkaConsumer, TopicPartition
+
+        if self._consumer is None:
+            self._consumer = KafkaConsumer(client_id="flowbreaker-actuator-history", group_id=None,
+                                           enable_auto_commit=False, request_timeout_ms=int(self.timeout_s * 1000),
+                                           **self.config)
+        c = self._consumer
+        tp = TopicPartition(topic, partition)
+        c.assign([tp])
+        c.seek_to_beginning(tp)
+        out = []
+        deadline = time.monotonic() + self.timeout_s
+        while c.position(tp, timeout_ms=int(self.timeout_s * 1000)) < end:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"could not read {topic}[{partition}] up to offset {end} in {self.timeout_s:.0f}s")
+            for rec in c.poll(timeout_ms=200).get(tp, ()):
+                if rec.offset < end:
+                    out.append(rec)
+        return out
+
+    def close(self) -> None:
+        if self._consumer is not None:
+            self._consumer.close(autocommit=False)
+            self._consumer = None
+
+
 class Actuator:
     """Delivers the commands a consumer yields to every sink, then commits.
 
     ``consumer`` is a kafka-python ``KafkaConsumer`` subscribed to
-    ``agent-control`` with auto-commit off (or anything with the same ``poll``
-    and ``commit``). Counters: ``enacted`` (by command), ``invalid``.
+    ``agent-control`` with auto-commit off (or anything with the same ``poll``,
+    ``commit`` and ``seek``). ``keys`` (a :class:`streams.signing.KeyRing`)
+    verifies the commands; ``history`` reads a partition's earlier records
+    (:class:`KafkaHistory`; ``None``: the consumer starts at the log's beginning,
+    as in tests). Counters: ``enacted`` (by command), ``invalid`` and
+    ``rejected`` (records that are not commands), ``ignored`` (commands not
+    enacted, by outcome), ``unverified_freezes``.
     """
 
-    def __init__(self, consumer, sinks: Iterable[Sink], *, stop: threading.Event | None = None,
-                 poll_timeout_s: float = 0.5) -> None:
+    def __init__(self, consumer, sinks: Iterable[Sink], *, keys, history=None, stop: threading.Event | None = None,
+                 poll_timeout_s: float = 0.5, retry_s: float = 2.0) -> None:
+        if keys is None:
+            raise ValueError("the actuator needs the command signing keys to verify releases")
         self.consumer = consumer
         self.sinks = list(sinks)
         if not self.sinks:
             raise ValueError("the actuator needs at least one sink")
+        self.keys = keys
+        self.history = history
         self.stop = stop or threading.Event()
         self.poll_timeout_s = poll_timeout_s
+        self.retry_s = retry_s
         self.enacted: dict[str, int] = {"freeze": 0, "release": 0}
         self.invalid = 0
+        self.rejected: dict[str, int] = {}
+        self.ignored: dict[str, int] = {}
+        self.unverified_freezes = 0
+        self._parts: dict[tuple[str, int], _PartitionState] = {}
+        self._reject_log = RejectLog(log)
+        self._ignore_log = RejectLog(log)
+
+    # ------------------------------------------------------------------ one record
+    def _state(self, record) -> _PartitionState:
+        """The partition's fold just before ``record`` (read from the log when not already in step)."""
+        key = (record.topic, record.partition)
+        st = self._parts.get(key)
+        if st is not None and st.next == record.offset:
+            return st
+        fold = CommandFold(self.keys, unverified_freezes=True)
+        if self.history is not None and record.offset > 0:
+            try:
+                earlier = self.history(record.topic, record.partition, record.offset)
+            except Exception as err:  # noqa: BLE001 - broker slow or gone: the record waits, nothing is skipped
+                raise _NotPrimed(f"cannot read {record.topic}[{record.partition}] before offset {record.offset}: "
+                                 f"{err!r}") from None
+            for rec in earlier:
+                try:
+                    fold.apply(decode_command(rec.value))
+                except RecordError:
+                    pass  # counted when it was first handled
+        st = _PartitionState(fold, record.offset)
+        self._parts[key] = st
+        return st
 
     def handle(self, record) -> None:
-        """Enact one record through every sink and commit its offset.
+        """Enact one record through every sink (if the rules say so) and commit its offset.
 
-        Raises :class:`Stopped` (nothing committed) if stopped before every sink took it.
+        Raises :class:`Stopped` (nothing committed) if stopped before every sink took it,
+        and ``_NotPrimed`` (nothing committed) if the partition's earlier commands could not be read.
         """
-        raw = record.value if isinstance(record.value, bytes) else (record.value or "").encode()
-        command = parse_command(raw)
-        if command is None:
+        st = self._state(record)
+        try:
+            cmd = decode_command(record.value)
+        except RecordError as err:
             self.invalid += 1
-            log.error("not a contract command at %s[%d]@%d, skipped: %r", record.topic, record.partition,
-                      record.offset, raw[:200])
-        else:
+            self.rejected[err.reason] = self.rejected.get(err.reason, 0) + 1
+            self._reject_log(record.topic, record.partition, record.offset, err)
+            st.next = record.offset + 1
+            self._commit(record)
+            return
+        outcome = st.fold.apply(cmd)
+        verified = st.fold.last_verdict == "ok"
+        if outcome in ("frozen", "frozen_unverified", "refrozen", "released"):
+            command = command_dict(cmd)
+            raw = json.dumps(command, separators=(",", ":")).encode()
             for sink in self.sinks:
-                sink.deliver(command, raw, self.stop)
-            self.enacted[command["command"]] += 1
+                sink.deliver(command, raw, self.stop, verified=verified)
+            self.enacted[cmd.command] += 1
+            if cmd.command == "freeze" and not verified:
+                self.unverified_freezes += 1
+        else:
+            self.ignored[outcome] = self.ignored.get(outcome, 0) + 1
+            if outcome != "repeat":
+                self._ignore_log(record.topic, record.partition, record.offset,
+                                 f"{cmd.command} of {cmd.agent_id!r} (incident {cmd.incident_id!r}, by "
+                                 f"{cmd.issued_by!r}) not enacted: {outcome} (signature: {st.fold.last_verdict})")
+        st.next = record.offset + 1
         self._commit(record)
 
     def _commit(self, record) -> None:
@@ -243,11 +365,20 @@ class Actuator:
 
     def poll_once(self) -> int:
         """Poll once and enact what came; returns how many records were handled."""
+        from kafka import TopicPartition
+
         batches = self.consumer.poll(timeout_ms=int(self.poll_timeout_s * 1000))
         n = 0
-        for _tp, records in batches.items():
+        for tp, records in batches.items():
             for record in records:
-                self.handle(record)
+                try:
+                    self.handle(record)
+                except _NotPrimed as why:
+                    # come back to this record (the rest of the partition's batch waits behind it)
+                    log.warning("%s; retrying in %.0f s", why, self.retry_s)
+                    self.consumer.seek(TopicPartition(record.topic, record.partition), record.offset)
+                    self.stop.wait(self.retry_s)
+                    break
                 n += 1
         return n
 
@@ -261,10 +392,6 @@ class Actuator:
 
 
 # ---------------------------------------------------------------------- command line
-
-class _Usage(Exception):
-    pass
-
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--group", default=None,
@@ -287,38 +414,37 @@ def _headers(items: list[str]) -> dict[str, str]:
     for item in items:
         name, sep, value = item.partition(":")
         if not sep or not name.strip():
-            raise _Usage(f"--webhook-header must look like 'Name: value', got {item!r}")
+            raise UsageError(f"--webhook-header must look like 'Name: value', got {item!r}")
         out[name.strip()] = value.strip()
     return out
 
 
 def build_sinks(args: argparse.Namespace) -> list[Sink]:
-    """The sinks the flags ask for; raises ``_Usage`` on a bad flag."""
+    """The sinks the flags ask for; raises ``UsageError`` on a bad flag."""
     sinks: list[Sink] = []
     headers = _headers(args.webhook_header)
     if args.backoff_initial <= 0 or args.backoff_max < args.backoff_initial or args.webhook_timeout <= 0:
-        raise _Usage("--backoff-initial and --webhook-timeout must be > 0 and --backoff-max >= --backoff-initial")
+        raise UsageError("--backoff-initial and --webhook-timeout must be > 0 and --backoff-max >= --backoff-initial")
     backoff = Backoff(initial=args.backoff_initial, maximum=args.backoff_max)
     for url in args.webhook:
         try:
             sinks.append(WebhookSink(url, headers=headers, timeout=args.webhook_timeout, backoff=backoff))
         except ValueError as err:
-            raise _Usage(str(err)) from None
+            raise UsageError(str(err)) from None
     if not args.no_log:
         sinks.append(LogSink(fmt=args.log_format))
     if not sinks:
-        raise _Usage("no sink: give --webhook URL or drop --no-log")
+        raise UsageError("no sink: give --webhook URL or drop --no-log")
     return sinks
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        settings = Settings.from_args(args)
-        sinks = build_sinks(args)
-    except (_Usage, SettingsError) as err:
-        # one line and exit 2 (SystemExit works whether the CLI runs as a script or with ``python -m``)
-        print(f"flowbreaker actuator: error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+    settings = Settings.from_args(args)  # SettingsError, like UsageError: one line, exit 2
+    sinks = build_sinks(args)
+    keys = settings.keyring()
+    if keys is None:
+        raise UsageError("no command signing keys: --signing-keys FILE or FLOWBREAKER_SIGNING_KEYS (the workers' "
+                         "key file; python -m streams.signing new)")
     from kafka import KafkaConsumer
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
@@ -338,15 +464,18 @@ def run(args: argparse.Namespace) -> int:
         auto_offset_reset="earliest", max_poll_records=50, request_timeout_ms=30000,
         **settings.kafka_python_config(),
     )
-    actuator = Actuator(consumer, sinks, stop=stop)
+    history = KafkaHistory(settings.kafka_python_config())
+    actuator = Actuator(consumer, sinks, keys=keys, history=history, stop=stop)
     log.info("actuator: %s -> %s (group %s)", topic, ", ".join(s.name for s in sinks), group)
     started = time.monotonic()
     try:
         actuator.run()
     finally:
         consumer.close(autocommit=False)
+        history.close()
         for s, handler in previous.items():
             signal.signal(s, handler)
-        log.info("actuator stopped after %.0f s: enacted %s, invalid %d", time.monotonic() - started,
-                 actuator.enacted, actuator.invalid)
+        log.info("actuator stopped after %.0f s: enacted %s (%d unverified freezes), invalid %s, not enacted %s",
+                 time.monotonic() - started, actuator.enacted, actuator.unverified_freezes, actuator.rejected,
+                 actuator.ignored)
     return 0

@@ -24,8 +24,15 @@ How a request is handled
    (:mod:`streams.index`), so those reads are answered locally.
 5. *Act and audit*: every call of a state-changing route is appended to
    ``agent-audit`` (:mod:`streams.audit`) with its result, refused calls
-   included. A manual freeze takes the automatic freeze's path (breaker open
-   and outbox in the agent's table state, then published); a release too.
+   included (401 and 403 summarised per client address and minute, so a flood
+   of bad calls cannot flood the trail). A manual freeze takes the automatic
+   freeze's path (breaker open and outbox in the agent's table state, then
+   published, signed); a release too.
+
+Tokens are re-read when the tokens file changes and on ``SIGHUP``
+(:class:`streams.auth.ReloadingRegistry`). With ``--metrics-auth``,
+``/metrics`` and ``/status`` need a token too (role ``monitor``, ``viewer``,
+``analyst`` or ``lead``).
 
 Any unexpected error is a 500 whose body says only that it was logged.
 """
@@ -35,6 +42,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import time
 from dataclasses import dataclass, field
 from math import expm1
@@ -51,8 +59,9 @@ from detector.features import FEATURES
 from detector.gate import DENY, NEEDS_APPROVAL, Gate
 from streams import openapi
 from streams.approvals import ApprovalService, ApprovalStore, view
-from streams.audit import Auditor, record
-from streams.auth import PERMISSIONS, Principal, TokenRegistry, allowed, load_registry
+from streams.audit import Auditor, RefusalSummary, record
+from streams.auth import PERMISSIONS, Principal, TokenRegistry, allowed, open_registry
+from streams.commands import ControlMetrics
 from streams.index import ControlFeed
 
 __all__ = ["mount_api", "ControlPlane", "ApiError", "FORWARD_HEADER"]
@@ -174,6 +183,7 @@ class ApiMetrics:
         from prometheus_client import CollectorRegistry, Counter, Histogram
 
         reg = registry if registry is not None else CollectorRegistry()
+        self.registry = reg
         self.requests = Counter("flowbreaker_api_requests_total", "API requests by route and status.",
                                 ("route", "status"), registry=reg)
         self.forwarded = Counter("flowbreaker_api_forwarded_total",
@@ -212,6 +222,9 @@ class ApiMetrics:
         self.foreign = Counter("flowbreaker_foreign_approvals_total",
                                "approval_ids flowbreaker did not issue, taken at their word (not strict).",
                                ("where",), registry=reg)
+        self.refusals_summarised = Counter("flowbreaker_audit_refusals_summarised_total",
+                                           "Refused calls (401/403) counted in a per-client summary record "
+                                           "instead of a record each.", registry=reg)
 
 
 # ---------------------------------------------------------------------- routes
@@ -244,18 +257,22 @@ class ControlPlane:
     """The API of one worker: routes, the control feed, approvals, audit."""
 
     def __init__(self, app: Any, processor: Any, settings: Any, registry: TokenRegistry, *,
-                 metrics_registry: Any = None) -> None:
+                 keys: Any, metrics_registry: Any = None) -> None:
         self.app = app
         self.processor = processor
         self.settings = settings
         self.registry = registry
+        self.keys = keys
         topics = settings.topics()
         counts = processor.counts
         self.metrics = ApiMetrics(metrics_registry)
+        self.control_metrics = ControlMetrics(self.metrics.registry)
+        self.refusals = RefusalSummary()
+        self.metrics_auth = bool(getattr(settings, "metrics_auth", False))
         self.store = ApprovalStore()
         self.feed = ControlFeed(settings, {k: topics[k] for k in ("control", "incidents", "approvals")}, counts,
                                 probation_s=processor.engine.policy.thresholds.probation_s,
-                                on_approval=self.store.apply)
+                                on_approval=self.store.apply, keys=keys, metrics=self.control_metrics)
         self.approvals = ApprovalService(app, self.store, topics["approvals"], counts[topics["approvals"]])
         self.auditor = Auditor(app, topics["audit"], counts[topics["audit"]])
         self.feedback_topic = topics["feedback"]
@@ -295,7 +312,42 @@ class ControlPlane:
                 await asyncio.sleep(0.05)
                 self.metrics.loop_lag.observe(max(0.0, time.perf_counter() - t - 0.05))
 
+        @self.app.task
+        async def control_plane_ticks() -> None:
+            # SIGHUP re-reads the tokens file (mode's worker leaves SIGHUP alone: by default it would kill us)
+            if hasattr(self.registry, "reload"):
+                try:
+                    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.registry.reload)
+                except (NotImplementedError, RuntimeError, ValueError):  # not the main thread (tests)
+                    pass
+            while True:
+                await asyncio.sleep(1.0)
+                if hasattr(self.registry, "maybe_reload"):
+                    self.registry.maybe_reload()  # also without requests: a revocation is logged promptly
+                await self._write_refusal_summaries()
+
+    async def _write_refusal_summaries(self, force: bool = False) -> None:
+        for rec in self.refusals.due(int(time.time() * 1000), force=force):
+            rec["worker"] = self.url
+            try:
+                await self._audit(rec)
+            except Exception:  # noqa: BLE001 - counted and logged in _audit
+                pass
+
+    def page_denied(self, request: web.Request) -> web.Response | None:
+        """For ``/metrics`` and ``/status``: None when the page may be served, else the 401/403 answer
+        (always None without ``--metrics-auth``)."""
+        if not self.metrics_auth:
+            return None
+        principal = self.registry.authenticate(request.headers.get("Authorization"))
+        if principal is None:
+            return _error_response(ApiError(401, "unauthenticated", "a valid bearer token is required"))
+        if not allowed(principal.role, "metrics"):
+            return _error_response(ApiError(403, "forbidden", f"role {principal.role!r} may not read metrics"))
+        return None
+
     async def _close(self, _web_app: Any = None) -> None:
+        await self._write_refusal_summaries(force=True)
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -546,11 +598,21 @@ class ControlPlane:
 
     async def _audit_refusal(self, ctx: Ctx, err: ApiError) -> None:
         p = ctx.principal
-        rec = record(who=p.name if p else "anonymous", role=p.role if p else None, what=ctx.route.act or "-",
-                     why=ctx.reason, result=err.result, status=err.status, at_ms=int(time.time() * 1000),
-                     agent_id=ctx.target.get("agent_id"), incident_id=ctx.target.get("incident_id"),
-                     event_id=ctx.target.get("event_id"), approval_id=ctx.target.get("approval_id"),
-                     detail=f"{err.code}: {err.message}", worker=self.url)
+        fields = dict(why=ctx.reason, agent_id=ctx.target.get("agent_id"), incident_id=ctx.target.get("incident_id"),
+                      event_id=ctx.target.get("event_id"), approval_id=ctx.target.get("approval_id"),
+                      detail=f"{err.code}: {err.message}", worker=self.url)
+        if err.status in (401, 403):
+            # who cannot even authenticate (or calls what their role may not) is summarised per client: a flood
+            # of refused calls writes at most two records per client and minute (streams/audit.py)
+            rec = self.refusals.note(ctx.request.remote or "unknown", who=p.name if p else "anonymous",
+                                     role=p.role if p else None, what=ctx.route.act or "-", result=err.result,
+                                     status=err.status, at_ms=int(time.time() * 1000), **fields)
+            if rec is None:
+                self.metrics.refusals_summarised.inc()
+                return
+        else:
+            rec = record(who=p.name if p else "anonymous", role=p.role if p else None, what=ctx.route.act or "-",
+                         result=err.result, status=err.status, at_ms=int(time.time() * 1000), **fields)
         try:
             await self._audit(rec)
         except Exception:  # noqa: BLE001 - the refusal stands; the failure is counted and logged
@@ -886,17 +948,25 @@ def mount_api(app: Any, processor: Any, settings: Any, *, metrics: Any = None) -
     ``FLOWBREAKER_API_TOKENS``; a file that cannot be used is a usage error (exit 2).
     """
     from streams.auth import TokenFileError
+    from streams.cli import UsageError
+    from streams.settings import SettingsError
 
     try:
-        registry = load_registry(getattr(settings, "tokens", None))
-    except TokenFileError as err:
-        from streams.cli import UsageError
-
+        registry = open_registry(getattr(settings, "tokens", None))
+        keys = settings.keyring()
+    except (TokenFileError, SettingsError) as err:
         raise UsageError(str(err)) from None
+    if keys is None or not keys.can_sign:
+        raise UsageError("no command signing key: the worker signs every freeze and release (--signing-keys FILE "
+                         "or FLOWBREAKER_SIGNING_KEYS, with an active key; python -m streams.signing new > FILE)")
     if not len(registry):
         log.warning("no API tokens configured: every /v1 route but the OpenAPI document answers 401")
-    cp = ControlPlane(app, processor, settings, registry,
+    cp = ControlPlane(app, processor, settings, registry, keys=keys,
                       metrics_registry=getattr(metrics, "registry", None))
     cp.mount()
     processor.control_plane = cp
+    processor.keys = keys
+    processor.control_metrics = cp.control_metrics
+    processor.stats.setdefault("control_rejected", 0)
+    processor.stats.setdefault("releases_ignored", 0)
     return cp

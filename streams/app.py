@@ -537,7 +537,7 @@ class Processor:
         for d, partition in freezes:
             agent = d.freeze["agent_id"]  # a manual freeze (streams/api.py) has no event
             incident_id = d.freeze["incident_id"]
-            freeze = _encode(d.freeze)
+            freeze = _encode(self.sign(d.freeze))  # signed (streams/signing.py): guards verify it
             incident = _encode(d.incident)
             entries = [
                 ["incident", "incidents", self._partition_for("incidents", incident_id.encode(), None),
@@ -562,6 +562,13 @@ class Processor:
 
     # ------------------------------------------------------------------ manual acts (streams/api.py)
     worker_url: str | None = None
+    #: the command signing keys (streams/signing.py) and the control-side counters, set by streams/api.py
+    keys = None
+    control_metrics = None
+
+    def sign(self, command: dict) -> dict:
+        """``command`` with its signature (unchanged when this worker has no signing key: no API mounted)."""
+        return self.keys.sign(command) if self.keys is not None and self.keys.can_sign else command
     #: ``ev -> ev`` for events carrying an ``approval_id`` (streams/api.py: drops ids that do not cover them)
     approval_check = None
 
@@ -587,7 +594,7 @@ class Processor:
         now_ms = int(time.time() * 1000)
         incident_id = command.get("incident_id") or ""
         entries = [["release", "control", self._partition_for("control", agent.encode(), self.part.get(agent)),
-                    agent, _encode(command), incident_id, now_ms]]
+                    agent, _encode(self.sign(command)), incident_id, now_ms]]
         if "audit" in self.topics and self.topics["audit"] in self.counts:
             entries.append(["audit-release", "audit", self._partition_for("audit", agent.encode(), None), agent,
                             audit, incident_id, now_ms])
@@ -670,38 +677,57 @@ class Processor:
 
     # ------------------------------------------------------------------ control commands
     async def on_control(self, event) -> None:
-        """A command on ``agent-control``: apply human releases; note our own freezes as published."""
+        """A record on ``agent-control``: apply a human release that is signed (streams/signing.py) and names
+        the agent's open incident; note our own signed freezes as published. Anything else (a record that is
+        not a command, an unsigned or forged release, a release of another incident) is counted and skipped:
+        no record can stop this agent."""
+        from streams.commands import RecordError, decode_command
+
+        msg = event.message
         try:
-            cmd = _decode_json(event.message.value or b"")
-        except msgspec.DecodeError:
+            cmd = decode_command(msg.value)
+        except RecordError as err:
+            self.stats["control_rejected"] = self.stats.get("control_rejected", 0) + 1
+            if self.control_metrics is not None:
+                self.control_metrics.reject("control", err.reason)
+            _control_log(msg.topic, msg.partition, msg.offset, err)
             return
-        if not isinstance(cmd, dict) or not isinstance(cmd.get("agent_id"), str):
+        verdict = self.keys.verify(msgspec.structs.asdict(cmd)) if self.keys is not None else "unsigned"
+        agent = cmd.agent_id
+        if cmd.command == "freeze":
+            if verdict == "ok" and cmd.issued_by == "flowbreaker" and cmd.incident_id:
+                self._confirm(agent, cmd.incident_id, "freeze")
+            if verdict != "ok":  # not ours: the owner's breaker knows nothing of it (guards hold the agent)
+                self._count_control("freeze_ignored", verdict)
             return
-        agent = cmd["agent_id"]
-        by = cmd.get("issued_by")
-        if cmd.get("command") == "freeze" and by == "flowbreaker":
-            if isinstance(cmd.get("incident_id"), str):
-                self._confirm(agent, cmd["incident_id"], "freeze")
-            return
-        if cmd.get("command") != "release" or not isinstance(by, str) or not by or by == "flowbreaker":
+        if verdict != "ok":
+            self._count_control("release_unverified", verdict)
+            _control_log(msg.topic, msg.partition, msg.offset,
+                         f"release of {agent!r} (incident {cmd.incident_id!r}, by {cmd.issued_by!r}) ignored: "
+                         f"signature {verdict}")
             return
         if agent not in self.part:
             if self.table is None or self.table.data.get(agent) is None:
                 log.info("release of %s ignored: no state for this agent on this worker", agent)
                 return
-            self._load(agent, event.message.partition)
+            self._load(agent, msg.partition)
         st = self.engine.agents.get(agent)
         if st is None:
             return
-        wanted = cmd.get("incident_id")
-        if isinstance(wanted, str) and wanted and st.breaker.incident_id and wanted != st.breaker.incident_id:
-            log.info("release of %s for incident %s ignored: the open incident is %s", agent, wanted,
-                     st.breaker.incident_id)
+        b = st.breaker
+        if not cmd.incident_id or cmd.incident_id != b.incident_id or b.state != "open":
+            own = cmd.incident_id == b.incident_id and b.state != "open"  # ours (the API released it) or a copy
+            self._count_control("repeat" if own else "release_stale", verdict)
+            if not own:
+                _control_log(msg.topic, msg.partition, msg.offset,
+                             f"release of {agent!r} for incident {cmd.incident_id!r} ignored: the breaker is "
+                             f"{b.state} with incident {b.incident_id!r}")
             return
-        at = _parse_time(cmd.get("issued_at")) or (event.message.timestamp or time.time())
-        reason = cmd.get("reason") if isinstance(cmd.get("reason"), str) else ""
-        if self.engine.release(agent, at=at, by=by, reason=reason) is None:
+        by = cmd.issued_by or "unknown"
+        at = _parse_time(cmd.issued_at) or (msg.timestamp or time.time())
+        if self.engine.release(agent, at=at, by=by, reason=cmd.reason or "") is None:
             return
+        self._count_control("released", verdict)
         self.stats["releases"] += 1
         self.frozen.pop(agent, None)
         if self.metrics is not None:
@@ -710,6 +736,12 @@ class Processor:
             self.dirty[agent] = [time.monotonic(), 0]
         await self.flush(force=True)  # written before the command's offset is committed
         log.info("released %s (by %s)", agent, by)
+
+    def _count_control(self, outcome: str, verdict: str) -> None:
+        if outcome in ("release_unverified", "release_stale"):
+            self.stats["releases_ignored"] = self.stats.get("releases_ignored", 0) + 1
+        if self.control_metrics is not None:
+            self.control_metrics.command("worker", outcome, verdict)
 
     # ------------------------------------------------------------------ write-behind
     async def flush(self, force: bool = False) -> int:
@@ -813,6 +845,24 @@ class Processor:
         return {"ready": self.ready, "generation": self.generation, "partitions": self.assigned,
                 "agents_loaded": len(self.part), "agents_frozen": len(self.frozen),
                 "dirty_agents": len(self.dirty), "model_version": self.engine.model_version, **self.stats}
+
+
+def _page_denied(processor: "Processor", request):
+    cp = getattr(processor, "control_plane", None)
+    return cp.page_denied(request) if cp is not None else None
+
+
+def _control_log(topic, partition, offset, err) -> None:
+    """Skipped control records, logged with where they are (rate-limited: streams/commands.py)."""
+    global _CONTROL_LOG
+    if _CONTROL_LOG is None:
+        from streams.commands import RejectLog
+
+        _CONTROL_LOG = RejectLog(log)
+    _CONTROL_LOG(topic, partition, offset, err)
+
+
+_CONTROL_LOG = None
 
 
 def _parse_time(value: Any) -> float | None:
@@ -930,6 +980,9 @@ def create_app(settings: Settings, engine: Engine, *, partition_counts: dict[str
 
     @app.page("/metrics")
     async def metrics_page(web, request):
+        denied = _page_denied(processor, request)  # --metrics-auth: a token is needed (streams/api.py)
+        if denied is not None:
+            return denied
         if metrics is None:
             return web.text("# no metrics module in this build\n")
         from streams.metrics import CONTENT_TYPE
@@ -938,6 +991,9 @@ def create_app(settings: Settings, engine: Engine, *, partition_counts: dict[str
 
     @app.page("/status")
     async def status_page(web, request):
+        denied = _page_denied(processor, request)
+        if denied is not None:
+            return denied
         return web.json(processor.status())
 
     from streams.api import mount_api

@@ -25,7 +25,7 @@ from __future__ import annotations
 import os
 import secrets
 from collections import OrderedDict
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 from aiokafka.partitioner import murmur2
@@ -33,9 +33,71 @@ from aiokafka.partitioner import murmur2
 from detector import approvals as core
 from detector.events import ActionEvent
 
-__all__ = ["ApprovalStore", "ApprovalService", "new_approval_id", "approval_ttl_s", "max_approval_ttl_s"]
+__all__ = ["ApprovalStore", "ApprovalService", "new_approval_id", "approval_ttl_s", "max_approval_ttl_s",
+           "decode_approval", "ApprovalRecord"]
 
 _encode = msgspec.json.Encoder().encode
+_Str = Annotated[str, msgspec.Meta(max_length=4096)]
+_Time = Annotated[float, msgspec.Meta(ge=0, le=1e11)]
+
+
+class ApprovalRecord(msgspec.Struct, kw_only=True):
+    """The shape of an ``agent-approvals`` record (:func:`detector.approvals.request` and ``decide``): every
+    field the store, the check and the listings read, with its type, so a record that would make them fail
+    is refused when it is read, not when an action is checked."""
+
+    approval_id: Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
+    state: Literal["pending", "approved", "denied", "expired"]
+    rev: Annotated[int, msgspec.Meta(ge=0, le=2 ** 31)]
+    agent_id: Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
+    tool: _Str
+    action: _Str
+    sensitivity: _Str
+    destinations: Annotated[list[_Str], msgspec.Meta(max_length=10_000)] = []
+    max_records: Annotated[int, msgspec.Meta(ge=0, le=2 ** 62)] = 0
+    resource: _Str | None = None
+    task_id: _Str | None = None
+    event_id: _Str | None = None
+    operator_id: _Str | None = None
+    reasons: Annotated[list[_Str], msgspec.Meta(max_length=100)] = []
+    score: float = 0.0
+    fingerprint: _Str | None = None
+    requested_by: _Str | None = None
+    requested_at: _Str | None = None
+    requested_t: _Time = 0.0
+    expires_t: _Time = 0.0
+    expires_at: _Str | None = None
+    decided_by: _Str | None = None
+    decided_at: _Str | None = None
+    decided_t: _Time | None = None
+    decision_reason: _Str | None = None
+    valid_until_t: _Time | None = None
+    valid_until: _Str | None = None
+
+
+def decode_approval(raw: Any) -> dict:
+    """An ``agent-approvals`` record as the dict the store keeps; raises
+    :class:`streams.commands.RecordError` for anything else. Fields :class:`ApprovalRecord` does not
+    name are kept as they are (a newer worker's additions) but never read here.
+
+    >>> decode_approval(b'{"approval_id": "apr-1", "state": "approved", "rev": 2, "agent_id": "a", "tool": "t", '
+    ...                 b'"action": "send", "sensitivity": "internal"}')["rev"]
+    2
+    >>> decode_approval(b'{"approval_id": "apr-1", "state": "approved", "rev": "2"}')
+    Traceback (most recent call last):
+    ...
+    streams.commands.RecordError: schema: Expected `int`, got `str` - at `$.rev`
+    """
+    from streams.commands import RecordError, decode_record
+
+    rec = decode_record(raw, dict, max_bytes=1024 * 1024)
+    try:
+        msgspec.convert(rec, ApprovalRecord)
+    except msgspec.ValidationError as err:
+        raise RecordError("schema", str(err)[:200]) from None
+    except Exception as err:  # noqa: BLE001 - whatever else fails, the record is unusable
+        raise RecordError("error", type(err).__name__) from None
+    return rec
 
 
 def approval_ttl_s(environ=None) -> float:

@@ -20,6 +20,9 @@ setting                     environment                        default
 ``policy`` / ``model``      ``FLOWBREAKER_POLICY`` / ``_MODEL`` none (defaults / online baselines)
 ``tokens``                  ``FLOWBREAKER_TOKENS``             none: API tokens file (``docs/api.md``)
 ``advertised_url``          ``FLOWBREAKER_ADVERTISED_URL``     ``http://<web bind>:<web port>``
+``signing_keys``            ``FLOWBREAKER_SIGNING_KEYS``       none: freeze/release signing key file
+                            (or ``FLOWBREAKER_SIGNING_KEYS_INLINE``; ``streams/signing.py``)
+``metrics_auth``            ``FLOWBREAKER_METRICS_AUTH``       false: ``/metrics`` and ``/status`` need a token
 ``security_protocol``       ``FLOWBREAKER_SECURITY_PROTOCOL``  ``PLAINTEXT`` (``SSL``, ``SASL_PLAINTEXT``, ``SASL_SSL``)
 ``sasl_mechanism``          ``FLOWBREAKER_SASL_MECHANISM``     ``SCRAM-SHA-512`` (``PLAIN``, ``SCRAM-SHA-256``)
 ``sasl_username``           ``FLOWBREAKER_SASL_USERNAME``
@@ -102,6 +105,9 @@ class Settings:
     # control-plane API (streams/api.py)
     tokens: str | None = None            # tokens file (streams/auth.py); FLOWBREAKER_API_TOKENS without one
     advertised_url: str | None = None    # URL other workers forward API requests to (default http://bind:port)
+    metrics_auth: bool = False           # /metrics and /status need a bearer token (role monitor, viewer+)
+    # freeze/release command signing keys (streams/signing.py): a file; FLOWBREAKER_SIGNING_KEYS_INLINE without one
+    signing_keys: str | None = None
     # stream processing knobs (see streams/app.py for what they trade)
     batch_max: int = 500           # events per stream.take batch
     batch_within: float = 0.005    # seconds a batch waits to fill
@@ -171,6 +177,16 @@ class Settings:
         if (self.batch_max < 1 or self.batch_within <= 0 or self.flush_interval <= 0 or self.flush_events < 1
                 or self.session_timeout < 1):
             raise SettingsError("batch and flush settings must be positive")
+
+    def keyring(self, environ: Mapping[str, str] | None = None):
+        """The command signing keys (:class:`streams.signing.KeyRing`), or None when none is configured;
+        raises :class:`SettingsError` for a key file or variable that cannot be used."""
+        from streams.signing import SigningKeyError, load_keyring
+
+        try:
+            return load_keyring(self.signing_keys, environ)
+        except SigningKeyError as err:
+            raise SettingsError(str(err)) from None
 
     # ------------------------------------------------------------------ topics
     def topic(self, logical: str) -> str:
@@ -276,6 +292,9 @@ def add_kafka_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--ssl-cafile", dest="ssl_cafile", metavar="PEM", help="CA bundle that signed the brokers' certificates")
     g.add_argument("--ssl-certfile", dest="ssl_certfile", metavar="PEM", help="client certificate (mutual TLS)")
     g.add_argument("--ssl-keyfile", dest="ssl_keyfile", metavar="PEM", help="client private key (mutual TLS)")
+    g.add_argument("--signing-keys", dest="signing_keys", metavar="FILE",
+                   help="freeze/release command signing keys (env FLOWBREAKER_SIGNING_KEYS; "
+                        "python -m streams.signing new > FILE)")
 
 
 def add_worker_arguments(p: argparse.ArgumentParser) -> None:
@@ -291,6 +310,9 @@ def add_worker_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--model", metavar="MODEL_DIR", help="trained model directory (default: online baselines only)")
     g.add_argument("--tokens", metavar="FILE",
                    help="API bearer tokens (TOML/JSON of name, role, sha256; env FLOWBREAKER_TOKENS; docs/api.md)")
+    g.add_argument("--metrics-auth", dest="metrics_auth", action="store_const", const=True, default=None,
+                   help="/metrics and /status need a bearer token (role monitor, viewer, analyst or lead; "
+                        "env FLOWBREAKER_METRICS_AUTH=1)")
     g.add_argument("--advertised-url", dest="advertised_url", metavar="URL",
                    help="this worker's API URL as other workers reach it (default http://<web bind>:<web port>)")
     g.add_argument("--batch-max", dest="batch_max", type=int, metavar="N", help="events per batch (default 500)")

@@ -129,6 +129,29 @@ def kafka_broker(tmp_path_factory) -> KafkaBroker:
             sys.stderr.write(f"scripts/kafka.sh stop failed (exit {stop.returncode}): {stop.stderr}\n")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def signing_keys(tmp_path_factory):
+    """The session's freeze/release command signing keys (streams/signing.py): a fresh key file, named in
+    ``FLOWBREAKER_SIGNING_KEYS`` for every worker, actuator, runtime and CLI the tests start (they inherit the
+    environment). Yields the :class:`streams.signing.KeyRing`, for tests that sign commands themselves."""
+    from streams.signing import KeyRing, new_key_file
+
+    path = tmp_path_factory.mktemp("signing") / "signing-keys.toml"
+    path.write_text(new_key_file("k-test"))
+    path.chmod(0o600)
+    saved = {k: os.environ.get(k) for k in ("FLOWBREAKER_SIGNING_KEYS", "FLOWBREAKER_SIGNING_KEYS_INLINE")}
+    os.environ["FLOWBREAKER_SIGNING_KEYS"] = str(path)
+    os.environ.pop("FLOWBREAKER_SIGNING_KEYS_INLINE", None)
+    try:
+        yield KeyRing.from_file(path)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 @pytest.fixture(scope="session")
 def kafka_script():
     """Helpers to drive scripts/kafka.sh directly: ``run(*args, env=, timeout=)``,

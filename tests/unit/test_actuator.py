@@ -14,16 +14,19 @@ import pytest
 
 import streams.actuator
 from streams.actuator import Actuator, Backoff, LogSink, Stopped, WebhookSink, idempotency_key
+from streams.signing import KeyRing
 
 pytestmark = pytest.mark.timeout(60)
 
 Record = namedtuple("Record", "topic partition offset key value")
 FAST = Backoff(initial=0.02, factor=2.0, maximum=0.5, jitter=0.0)
+KEYS = KeyRing({"k1": b"s" * 32}, active="k1")
 
 
-def command(kind="freeze", agent="agent-7", incident="inc-42") -> dict:
-    return {"command": kind, "agent_id": agent, "incident_id": incident, "issued_at": "2026-03-02T09:00:00Z",
-            "reason": "sent 5000 restricted records to a new external address", "issued_by": "flowbreaker"}
+def command(kind="freeze", agent="agent-7", incident="inc-42", by="flowbreaker", sign=True) -> dict:
+    cmd = {"command": kind, "agent_id": agent, "incident_id": incident, "issued_at": "2026-03-02T09:00:00Z",
+           "reason": "sent 5000 restricted records to a new external address", "issued_by": by}
+    return KEYS.sign(cmd) if sign else cmd
 
 
 def raw(cmd: dict) -> bytes:
@@ -78,6 +81,7 @@ class FakeConsumer:
         self.pending = list(records)
         self.on_commit = on_commit
         self.commits: list[tuple[int, int]] = []  # (partition, offset committed)
+        self.seeks: list[tuple[int, int]] = []
 
     def poll(self, timeout_ms=0):
         from kafka import TopicPartition
@@ -90,6 +94,9 @@ class FakeConsumer:
             out.setdefault(TopicPartition(rec.topic, rec.partition), []).append(rec)
         self.pending = []
         return out
+
+    def seek(self, tp, offset):
+        self.seeks.append((tp.partition, offset))
 
     def commit(self, offsets):
         if self.on_commit is not None:
@@ -200,7 +207,7 @@ def test_the_actuator_commits_each_command_only_after_the_webhook_took_it():
     seen_at_commit = []
     with Orchestrator(fail_first=3) as orch:
         consumer = FakeConsumer(records, on_commit=lambda: seen_at_commit.append(len(orch.requests)))
-        act = Actuator(consumer, [WebhookSink(orch.url, backoff=FAST), LogSink(out)])
+        act = Actuator(consumer, [WebhookSink(orch.url, backoff=FAST), LogSink(out)], keys=KEYS)
         assert act.poll_once() == 3
     # the first command needed 4 POSTs: nothing was committed before the 4th
     assert seen_at_commit == [4, 5, 6]
@@ -216,7 +223,7 @@ def test_the_actuator_commits_nothing_while_the_webhook_fails_and_it_is_stopped(
     consumer = FakeConsumer([Record("agent-control", 0, 0, b"agent-1", raw(command()))])
     stop = threading.Event()
     with Orchestrator(fail_first=10**6) as orch:
-        act = Actuator(consumer, [WebhookSink(orch.url, backoff=FAST)], stop=stop)
+        act = Actuator(consumer, [WebhookSink(orch.url, backoff=FAST)], keys=KEYS, stop=stop)
         t = threading.Thread(target=act.run, daemon=True)
         t.start()
         time.sleep(0.5)
@@ -232,7 +239,7 @@ def test_the_actuator_skips_and_commits_past_what_is_not_a_command():
     consumer = FakeConsumer([Record("agent-control", 1, 0, None, b"garbage"),
                              Record("agent-control", 1, 1, b"a", raw(command()))])
     out = io.StringIO()
-    act = Actuator(consumer, [LogSink(out)])
+    act = Actuator(consumer, [LogSink(out)], keys=KEYS)
     act.poll_once()
     assert consumer.commits == [(1, 1), (1, 2)]
     assert act.invalid == 1 and act.enacted["freeze"] == 1
@@ -241,8 +248,97 @@ def test_the_actuator_skips_and_commits_past_what_is_not_a_command():
 def test_the_command_line_refuses_a_bad_webhook_url_with_exit_code_2(capsys):
     from streams.cli import main
 
-    with pytest.raises(SystemExit) as exc:
-        main(["actuator", "--webhook", "ftp://x"])
-    assert exc.value.code == 2
+    assert main(["actuator", "--webhook", "ftp://x"]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "webhook URL" in err
+    assert len(err.splitlines()) == 1 and err.startswith("flowbreaker actuator: webhook URL")
+
+
+# ---------------------------------------------------------------------- hostile records and forged commands
+
+POISON = [b"not json", b'{"a":' * 1000, b"[" * 5000 + b"]" * 5000, b"\xff\xfe", b'{"command": "freeze", "agent_id": "\xff"}',
+          b'{"command": "freeze", "agent_id": 7}', b'{"command": "freeze", "agent_id": "' + b"a" * 100_000 + b'"}',
+          None, b"", b'{"command": "release", "agent_id": "a", "incident_id": {"x": 1}}']
+
+
+def run_records(records, history=None):
+    out = io.StringIO()
+    with Orchestrator() as orch:
+        consumer = FakeConsumer(records)
+        act = Actuator(consumer, [WebhookSink(orch.url, backoff=FAST), LogSink(out, fmt="json")], keys=KEYS,
+                       history=history)
+        act.poll_once()
+    return act, consumer, [(h, json.loads(b)) for _, h, b in orch.requests]
+
+
+def test_poison_records_are_skipped_counted_and_committed_and_the_freeze_behind_them_is_enacted():
+    records = [Record("agent-control", 2, i, b"a", v) for i, v in enumerate(POISON)]
+    records.append(Record("agent-control", 2, len(POISON), b"agent-7", raw(command())))
+    act, consumer, posts = run_records(records)
+    assert act.invalid == len(POISON) and sum(act.rejected.values()) == len(POISON)
+    assert consumer.commits == [(2, i + 1) for i in range(len(records))]
+    assert [b["command"] for _, b in posts] == ["freeze"] and act.enacted["freeze"] == 1
+
+
+def test_forged_unsigned_and_stale_releases_are_not_enacted_and_a_signed_one_is():
+    forged = command("release", incident="inc-made-up", sign=False)            # the worker's own name
+    unsigned = command("release", by="lee", sign=False)
+    tampered = dict(command("release", by="lee"), agent_id="agent-7", reason="edited")
+    stale = command("release", incident="inc-41", by="lee")                    # a genuine, older release
+    good = command("release", by="lee")
+    records = [Record("agent-control", 0, i, b"agent-7", raw(c))
+               for i, c in enumerate([command(), forged, unsigned, tampered, stale, good])]
+    act, consumer, posts = run_records(records)
+    assert [(b["command"], b["incident_id"]) for _, b in posts] == [("freeze", "inc-42"), ("release", "inc-42")]
+    assert posts[1][1]["issued_by"] == "lee"
+    assert act.ignored == {"release_unverified": 3, "release_stale": 1}
+    assert consumer.commits[-1] == (0, 6)
+
+
+def test_an_unsigned_freeze_is_enacted_marked_unverified_and_counted():
+    act, _, posts = run_records([Record("agent-control", 0, 0, b"agent-7", raw(command(sign=False)))])
+    assert [h["X-Flowbreaker-Verified"] for h, _ in posts] == ["false"]
+    assert act.unverified_freezes == 1
+
+
+def test_a_refreeze_after_a_release_is_a_second_delivery_with_its_own_idempotency_key():
+    cmds = [command("freeze", incident="inc-1"), command("release", incident="inc-1", by="lee"),
+            command("freeze", incident="inc-2")]
+    act, _, posts = run_records([Record("agent-control", 0, i, b"agent-7", raw(c)) for i, c in enumerate(cmds)])
+    assert [h["Idempotency-Key"] for h, _ in posts] == ["inc-1:freeze", "inc-1:release", "inc-2:freeze"]
+    assert act.enacted == {"freeze": 2, "release": 1}
+
+
+def test_starting_mid_log_it_reads_the_partition_history_to_know_the_open_incident():
+    earlier = [Record("agent-control", 0, 0, b"agent-7", raw(command(incident="inc-9"))),
+               Record("agent-control", 0, 1, b"x", b"garbage")]
+    asked = []
+
+    def history(topic, partition, end):  # the partition before the committed offset
+        asked.append((topic, partition, end))
+        return earlier[:end]
+
+    release = Record("agent-control", 0, 2, b"agent-7", raw(command("release", incident="inc-9", by="lee")))
+    act, _, posts = run_records([release], history=history)
+    assert asked == [("agent-control", 0, 2)]
+    assert [b["command"] for _, b in posts] == ["release"]
+    act, _, posts = run_records([release])  # without the history the release names no known freeze
+    assert posts == [] and act.ignored == {"release_stale": 1}
+
+
+def test_when_the_history_cannot_be_read_the_record_waits_uncommitted():
+    def history(topic, partition, end):
+        raise TimeoutError("broker away")
+
+    consumer = FakeConsumer([Record("agent-control", 3, 5, b"agent-7", raw(command("release", by="lee")))])
+    act = Actuator(consumer, [LogSink(io.StringIO())], keys=KEYS, history=history, retry_s=0.01)
+    assert act.poll_once() == 0
+    assert consumer.commits == [] and consumer.seeks == [(3, 5)]
+
+
+def test_the_command_line_needs_the_signing_keys(capsys, monkeypatch):
+    from streams.cli import main
+
+    monkeypatch.delenv("FLOWBREAKER_SIGNING_KEYS", raising=False)
+    monkeypatch.delenv("FLOWBREAKER_SIGNING_KEYS_INLINE", raising=False)
+    assert main(["actuator", "--bootstrap", "127.0.0.1:1"]) == 2
+    assert "signing keys" in capsys.readouterr().err

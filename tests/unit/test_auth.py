@@ -6,6 +6,7 @@ import hmac
 import json
 import subprocess
 import sys
+import time
 import tomllib
 from pathlib import Path
 
@@ -103,7 +104,8 @@ def test_an_unparseable_file_is_named_without_quoting_its_content(tmp_path):
 
 
 def test_roles_are_sets_of_permissions_and_only_a_lead_releases():
-    assert set(ROLES) == {"viewer", "analyst", "lead", "runtime"}
+    assert set(ROLES) == {"viewer", "analyst", "lead", "runtime", "monitor"}
+    assert {p for p, roles in PERMISSIONS.items() if "monitor" in roles} == {"metrics"}
     assert {r for r in ROLES if allowed(r, "release")} == {"lead"}
     assert {r for r in ROLES if allowed(r, "freeze")} == {"analyst", "lead"}
     assert {r for r in ROLES if allowed(r, "check")} == {"runtime"}
@@ -120,3 +122,84 @@ def test_new_prints_a_fresh_token_and_an_entry_that_accepts_it():
     reg = TokenRegistry.from_entries(tomllib.loads(toml)["token"])
     assert reg.authenticate(f"Bearer {token}") == Principal("dana", "analyst")
     assert token not in toml
+
+
+# ---------------------------------------------------------------------- names, lines, reloading (issue 10, items 10-11)
+
+def toml_entries(*entries) -> str:
+    return "\n".join(f'[[token]]\nname = "{e["name"]}"\nrole = "{e["role"]}"\nsha256 = "{e["sha256"]}"\n'
+                     for e in entries)
+
+
+@pytest.mark.parametrize("name", ["flowbreaker lead", 'al"ice', "flowbreaker", "", "-lead", "x" * 129, "ali\u200bce",
+                                  "a\nb"])
+def test_new_refuses_a_name_the_workers_would_refuse_with_one_line_and_exit_2(name):
+    res = subprocess.run([sys.executable, "-m", "streams.auth", "new", name, "lead"], cwd=REPO, capture_output=True,
+                         text=True, timeout=30)
+    assert res.returncode == 2 and res.stdout == ""
+    assert len(res.stderr.strip().splitlines()) == 1 and "name" in res.stderr
+
+
+def test_every_name_new_accepts_is_accepted_by_the_tokens_file():
+    for name in ("alice", "bob.smith@corp.example", "rt-7_a+b"):
+        assert auth.check_name(name) is None
+        TokenRegistry.from_entries([entry(name, "viewer", "t-" + name)])
+
+
+def test_a_bad_entry_in_a_file_names_the_file_and_its_line(tmp_path):
+    path = tmp_path / "tokens.toml"
+    path.write_text(toml_entries(entry("alice", "lead", "a"), entry("flowbreaker lead", "lead", "b")))
+    with pytest.raises(TokenFileError, match=rf"{path}:6: entry 2: name must be"):
+        load_registry(path, environ={})
+    path.write_text('[[token]]\nname = "alice"\nrole = "lead"\nsha256 = "' + "0" * 64 + '"\nname2 = = "x"\n')
+    with pytest.raises(TokenFileError, match=rf"{path}:5: not valid TOML"):
+        load_registry(path, environ={})
+
+
+def test_a_name_cannot_hold_two_roles_and_a_stray_table_is_refused(tmp_path):
+    with pytest.raises(TokenFileError, match="one name, one role"):
+        TokenRegistry.from_entries([entry("alice", "viewer", "a"), entry("alice", "lead", "b")])
+    TokenRegistry.from_entries([entry("alice", "lead", "old"), entry("alice", "lead", "new")])  # rotating her own
+    path = tmp_path / "tokens.toml"
+    path.write_text('[tokn]\nname = "alice"\n')  # a typo must not load as "no tokens" silently
+    with pytest.raises(TokenFileError, match="unknown top-level"):
+        load_registry(path, environ={})
+
+
+def test_a_removed_token_stops_working_within_the_check_interval(tmp_path):
+    path = tmp_path / "tokens.toml"
+    path.write_text(toml_entries(entry("alice", "lead", "a-secret"), entry("mallory", "lead", "m-secret")))
+    reg = auth.ReloadingRegistry(path, check_s=0.05)
+    assert reg.authenticate("Bearer m-secret") == Principal("mallory", "lead")
+    path.write_text(toml_entries(entry("alice", "lead", "a-secret")))  # mallory revoked
+    deadline = time.monotonic() + 5
+    while reg.authenticate("Bearer m-secret") is not None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert reg.authenticate("Bearer m-secret") is None
+    assert reg.authenticate("Bearer a-secret") == Principal("alice", "lead")
+
+
+def test_a_broken_edit_accepts_no_token_until_it_is_fixed_and_a_removed_file_neither(tmp_path):
+    path = tmp_path / "tokens.toml"
+    good = toml_entries(entry("alice", "lead", "a-secret"))
+    path.write_text(good)
+    reg = auth.ReloadingRegistry(path, check_s=0.0)
+    path.write_text(good + 'name = "oops"\n')  # a malformed line
+    assert reg.authenticate("Bearer a-secret") is None and f"{path}:5" in reg.error
+    path.write_text(good + "\n")
+    assert reg.authenticate("Bearer a-secret") == Principal("alice", "lead") and reg.error is None
+    path.unlink()
+    assert reg.authenticate("Bearer a-secret") is None and "cannot read" in reg.error
+
+
+def test_reload_rereads_at_once_whatever_the_clock():
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "tokens.toml"
+        path.write_text(toml_entries(entry("alice", "lead", "a-secret")))
+        reg = auth.ReloadingRegistry(path, check_s=3600)
+        path.write_text(toml_entries(entry("bob", "viewer", "b-secret")))
+        assert reg.authenticate("Bearer b-secret") is None  # not looked at yet (an hour between looks)
+        assert reg.reload()                                  # what SIGHUP does
+        assert reg.authenticate("Bearer b-secret") == Principal("bob", "viewer")

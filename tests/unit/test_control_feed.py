@@ -3,7 +3,11 @@ from __future__ import annotations
 
 import json
 
+from streams.commands import ControlMetrics
 from streams.index import ControlFeed
+from streams.signing import KeyRing
+
+KEYS = KeyRing({"k1": b"w" * 32}, active="k1")
 
 
 def freeze(agent, iid, at="2026-03-02T09:00:00Z", by="flowbreaker"):
@@ -34,9 +38,9 @@ def test_the_latest_command_of_each_agent_wins_and_redeliveries_change_nothing()
 
 def test_malformed_commands_are_counted_and_skipped():
     feed = ControlFeed.offline()
-    for bad in (None, [], {"command": "pause", "agent_id": "a"}, {"command": "freeze"}, {"command": "freeze",
-                                                                                          "agent_id": 3}):
-        feed.apply_control(0, 0, bad)
+    for i, bad in enumerate((None, [], {"command": "pause", "agent_id": "a"}, {"command": "freeze"},
+                             {"command": "freeze", "agent_id": 3})):
+        feed.apply_control(0, i, bad)
     feed.apply_incident(b"not json")
     feed.apply_incident(b'{"no": "id"}')
     assert feed.invalid == 7 and feed.breakers == {}
@@ -57,3 +61,58 @@ def test_incidents_are_indexed_with_who_froze_them_and_the_records_are_bounded()
     assert feed.incident_meta("man-1")["severity"] == "critical"  # ... its summary stays (two-person rule)
     feed.apply_control(0, 0, freeze("a", "man-1", by="lee"))
     assert feed.breakers_in("open", now=0)[0]["severity"] == "critical"
+
+
+# ---------------------------------------------------------------------- hostile records and forged commands
+
+POISON = [b"not json", b'{"a":' * 1000, b"[" * 5000 + b"]" * 5000, b"\xff\xfe", b'{"incident_id": "\xff"}',
+          b'{"incident_id": 7}', b'{"incident_id": "' + b"i" * 5_000_000 + b'"}', None, b"", b"null", b"[1]"]
+
+
+def test_no_record_of_any_kind_stops_the_index_and_each_is_counted_with_its_topic_and_reason():
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    reg = CollectorRegistry()
+    feed = ControlFeed.offline(keys=KEYS)
+    feed.metrics = ControlMetrics(reg)
+    seen = []
+    feed.on_approval = seen.append
+    for i, bad in enumerate(POISON):
+        feed._apply("control", 0, i, bad)
+        feed._apply("incidents", 0, i, bad)
+        feed._apply("approvals", 0, i, bad)
+    feed._apply("approvals", 0, 99, b'{"approval_id": "apr-1", "state": "approved", "rev": "x", "agent_id": "a"}')
+    assert feed.invalid == 3 * len(POISON) + 1 and seen == []
+    feed._apply("control", 0, 100, KEYS.sign(freeze("a", "inc-1")))
+    assert [b["agent_id"] for b in feed.breakers_in("open", now=0)] == ["a"]
+    text = generate_latest(reg).decode()
+    assert 'flowbreaker_control_records_rejected_total{reason="too_deep",topic="control"} 1.0' in text
+    assert 'flowbreaker_control_records_rejected_total{reason="too_large",topic="incidents"} 1.0' in text
+    assert {t for t, _ in feed.rejected} == {"control", "incidents", "approvals"}
+
+
+def test_only_signed_commands_change_the_index_and_a_release_must_name_the_open_incident():
+    feed = ControlFeed.offline(probation_s=3600, keys=KEYS)
+    feed.apply_control(0, 0, KEYS.sign(freeze("a", "inc-1")))
+    feed.apply_control(0, 1, release("a", "inc-made-up", by="flowbreaker"))    # forged: unsigned, made-up incident
+    feed.apply_control(0, 2, release("a", "inc-1"))                             # unsigned
+    feed.apply_control(0, 3, KEYS.sign(release("a", "inc-0")))                  # signed, but a stale incident
+    feed.apply_control(0, 4, freeze("b", "inc-2"))                              # an unsigned freeze: not a breaker
+    assert [(b["agent_id"], b["state"]) for b in feed.breakers.values()] == [("a", "open")]
+    assert feed.fold.outcomes["release_unverified"] == 2 and feed.fold.outcomes["release_stale"] == 1
+    feed.apply_control(0, 5, KEYS.sign(release("a", "inc-1")))
+    assert feed.breaker("a")["state"] == "half_open"
+
+
+def test_the_first_record_of_an_incident_says_who_froze_it():
+    feed = ControlFeed.offline()
+    feed.apply_incident(None, {"incident_id": "man-1", "agent_id": "a", "severity": "critical", "frozen_by": "lee"})
+    feed.apply_incident(None, {"incident_id": "man-1", "agent_id": "a", "severity": "low", "frozen_by": "mallory"})
+    assert feed.incident_meta("man-1")["frozen_by"] == "lee" and feed.incident_meta("man-1")["severity"] == "critical"
+
+
+def test_a_kafka_feed_needs_the_keys():
+    import pytest
+
+    with pytest.raises(ValueError, match="signing keys"):
+        ControlFeed(object(), {}, {}, probation_s=1.0)

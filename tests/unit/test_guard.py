@@ -15,9 +15,11 @@ from hypothesis import strategies as st
 import streams.guard
 import streams.runtime
 from streams.guard import FreezeGuard
+from streams.signing import KeyRing
 from streams.runtime import Feed, Runtime, TaskError, paced_history, step_event, task_from_dict, task_to_dict
 
 AGENTS = ("agent-a", "agent-b", "agent-c", "agent-d")
+KEYS = KeyRing({"k1": b"k" * 32}, active="k1")
 N_PARTITIONS = 3
 
 pytestmark = pytest.mark.timeout(120)
@@ -131,7 +133,8 @@ def test_listeners_hear_changes_only():
     g.apply(command("freeze", "agent-a"))
     g.apply(command("freeze", "agent-a", incident="inc-2"))  # still frozen: no change
     g.apply(command("release", "agent-b"))                   # was not frozen: no change
-    g.apply(command("release", "agent-a"))
+    g.apply(command("release", "agent-a"))                   # names inc-1, the open incident is inc-2: ignored
+    g.apply(command("release", "agent-a", incident="inc-2"))
     assert heard == [("agent-a", True), ("agent-a", False)]
     assert g.frozen() == {}
 
@@ -146,7 +149,7 @@ def test_a_failing_listener_does_not_stop_the_fold():
 
 
 def test_a_kafka_guard_holds_every_agent_until_it_has_read_the_log():
-    g = FreezeGuard("127.0.0.1:1")  # never started: not caught up
+    g = FreezeGuard("127.0.0.1:1", keys=KEYS)  # never started: not caught up
     assert not g.ready
     assert not g.may_proceed("agent-a")
 
@@ -164,6 +167,97 @@ def test_may_proceed_answers_in_well_under_a_microsecond_on_average():
             ask("agent-x")
         best = min(best, (time.perf_counter() - t0) / n)
     assert best < 2e-6, f"{best * 1e9:.0f} ns per call"
+
+
+# ---------------------------------------------------------------------- signed commands, poison, failing closed
+
+def signed(kind: str, agent: str, incident: str = "inc-1", by: str = "flowbreaker") -> dict:
+    return KEYS.sign(dict(command(kind, agent, incident), issued_by=by))
+
+
+POISON = [b"not json", b'{"a":' * 1000, b"[" * 5000 + b"]" * 5000, b"\xff\xfe\x00", b'{"command": "freeze", "agent_id": "\xff"}',
+          b'{"command": "freeze", "agent_id": 7}', b'{"command": "release", "agent_id": ["x"]}',
+          b'{"command": "freeze", "agent_id": "' + b"a" * 100_000 + b'"}', b"", None, b"null", b"1e999999",
+          b'{"command": "freeze", "agent_id": "a", "signature": {"nested": true}}']
+
+
+def test_a_signed_guard_ignores_forged_unsigned_and_stale_releases_and_obeys_a_signed_one():
+    g = FreezeGuard(keys=KEYS)
+    assert g.apply(signed("freeze", "agent-a", "inc-7"))
+    forged = command("release", "agent-a", "inc-made-up")            # the worker's name, a made-up incident
+    unsigned_right_incident = command("release", "agent-a", "inc-7")
+    bad_sig = dict(signed("release", "agent-a", "inc-7", by="lee"), reason="changed after signing")
+    other_key = KeyRing({"k1": b"x" * 32}, active="k1").sign(command("release", "agent-a", "inc-7"))
+    stale = signed("release", "agent-a", "inc-6", by="lee")           # a genuine release of an older incident
+    for cmd in (forged, unsigned_right_incident, bad_sig, other_key, stale):
+        assert not g.apply(cmd)
+        assert not g.may_proceed("agent-a")
+    assert g.outcomes["release_unverified"] == 4 and g.outcomes["release_stale"] == 1
+    assert g.verdicts["unsigned"] == 2 and g.verdicts["bad_signature"] == 2
+    assert g.apply(signed("release", "agent-a", "inc-7", by="lee"))
+    assert g.may_proceed("agent-a")
+
+
+def test_an_unsigned_freeze_is_obeyed_and_counted_but_never_displaces_a_signed_one():
+    g = FreezeGuard(keys=KEYS)
+    assert g.apply(command("freeze", "agent-b", "inc-x"))             # unsigned: freezing is the safe side
+    assert not g.may_proceed("agent-b") and not g.freeze_verified("agent-b")
+    assert g.outcomes["frozen_unverified"] == 1
+    g.apply(signed("freeze", "agent-a", "inc-1"))
+    assert not g.apply(command("freeze", "agent-a", "inc-forged"))     # cannot hijack the open incident ...
+    assert g.open_incident("agent-a") == "inc-1" and g.outcomes["freeze_ignored"] == 1
+    assert g.apply(signed("release", "agent-a", "inc-1", by="lee"))   # ... so the genuine release still works
+    assert g.apply(signed("release", "agent-b", "inc-x", by="lee"))   # a key holder lifts the unsigned hold
+
+
+@pytest.mark.parametrize("poison", POISON, ids=range(len(POISON)))
+def test_every_kind_of_poison_record_is_counted_and_skipped_and_the_next_freeze_is_seen(poison):
+    g = FreezeGuard(keys=KEYS)
+    assert not g.apply(poison, partition=0, offset=0)
+    assert g.invalid == 1 and sum(g.rejected.values()) == 1
+    assert g.apply(signed("freeze", "agent-a"), partition=0, offset=1)
+    assert not g.may_proceed("agent-a")
+
+
+def test_rejections_have_bounded_reasons():
+    from streams.commands import REASONS
+
+    g = FreezeGuard(keys=KEYS)
+    for i, poison in enumerate(POISON):
+        g.apply(poison, partition=0, offset=i)
+    assert set(g.rejected) <= set(REASONS)
+    assert {"too_deep", "encoding", "not_json", "schema", "too_large", "empty"} <= set(g.rejected)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.binary(max_size=300), st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
+        st.sampled_from(["command", "agent_id", "incident_id", "signature", "issued_by", "x"]), inner, max_size=6),
+    max_leaves=30).map(lambda v: json.dumps(v).encode())))
+def test_no_record_makes_apply_raise(value):
+    g = FreezeGuard(keys=KEYS)
+    g.apply(value, partition=0, offset=0)
+    g.apply(signed("freeze", "agent-a"), partition=0, offset=1)
+    assert not g.may_proceed("agent-a")
+
+
+def test_a_kafka_guard_fails_closed_once_it_is_not_confirmed_current():
+    g = FreezeGuard("127.0.0.1:1", keys=KEYS, max_staleness_s=5.0)
+    g._synced, g._current_at = True, time.monotonic()                 # as the follower leaves it when caught up
+    assert g.may_proceed("agent-a") and g.current
+    g._current_at = time.monotonic() - 6.0                            # no confirmation for 6 s
+    assert not g.may_proceed("agent-a") and not g.current
+    g._current_at = time.monotonic()
+    g._synced = False                                                 # the follower failed and restarts
+    assert not g.may_proceed("agent-a")
+
+
+def test_a_kafka_guard_without_keys_is_refused(monkeypatch):
+    monkeypatch.delenv("FLOWBREAKER_SIGNING_KEYS", raising=False)
+    monkeypatch.delenv("FLOWBREAKER_SIGNING_KEYS_INLINE", raising=False)
+    with pytest.raises(ValueError, match="signing keys"):
+        FreezeGuard("127.0.0.1:1")
 
 
 # ---------------------------------------------------------------------- the reference runtime obeys the guard
