@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         cols += evaluate_dataset("simulator", sim / "history.jsonl", sim / "events.jsonl", sim / "labels.json",
                                  ROOT / "examples" / "policy.toml", sim, args.release_after)
     pub = Path(args.public) if args.public else (FULL if (FULL / "labels.json").is_file() else FIXTURE)
-    name = "public" if pub != FIXTURE else "public fixture"
+    name = "public fixture" if pub.resolve() == FIXTURE.resolve() else "public"
     cols += evaluate_dataset(name, pub / "history.jsonl", pub / "events.jsonl", pub / "labels.json",
                              pub / "policy.toml", work / "public", args.release_after)
     print(f"public benchmark: {pub}")
