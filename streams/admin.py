@@ -32,6 +32,9 @@ TOPIC_CONFIGS: dict[str, dict[str, str]] = {
     "control": {"retention.ms": str(90 * 24 * 3600 * 1000)},     # freezes and releases: audit trail
     "audit": {"retention.ms": str(365 * 24 * 3600 * 1000)},      # who did what in the control plane: a year
     "feedback": {"retention.ms": "-1"},                          # labels for retraining: kept
+    "manifests": {"cleanup.policy": "compact"},                  # the latest manifest per agent and role
+    "acks": {"retention.ms": str(30 * 24 * 3600 * 1000)},        # who enacted a command: a month
+    "drills": {"retention.ms": str(365 * 24 * 3600 * 1000)},     # drill results: a year
 }
 
 

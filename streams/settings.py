@@ -23,6 +23,8 @@ setting                     environment                        default
 ``signing_keys``            ``FLOWBREAKER_SIGNING_KEYS``       none: freeze/release signing key file
                             (or ``FLOWBREAKER_SIGNING_KEYS_INLINE``; ``streams/signing.py``)
 ``metrics_auth``            ``FLOWBREAKER_METRICS_AUTH``       false: ``/metrics`` and ``/status`` need a token
+``manifests``               ``FLOWBREAKER_MANIFESTS``          none: intended-use manifest file or directory
+``drill_<step>_s``          ``FLOWBREAKER_DRILL_<STEP>_S``     targets of ``flowbreaker drill``'s steps (``streams/drill.py``)
 ``security_protocol``       ``FLOWBREAKER_SECURITY_PROTOCOL``  ``PLAINTEXT`` (``SSL``, ``SASL_PLAINTEXT``, ``SASL_SSL``)
 ``sasl_mechanism``          ``FLOWBREAKER_SASL_MECHANISM``     ``SCRAM-SHA-512`` (``PLAIN``, ``SCRAM-SHA-256``)
 ``sasl_username``           ``FLOWBREAKER_SASL_USERNAME``
@@ -77,6 +79,9 @@ TOPICS: dict[str, str] = {
     "audit": "agent-audit",          # control-plane audit trail (streams/audit.py)
     "feedback": "agent-feedback",    # analysts' verdicts on decisions, for retraining
     "approvals": "agent-approvals",  # approval requests and decisions (streams/approvals.py)
+    "manifests": "agent-manifests",  # intended-use manifests, compacted (streams/manifests.py)
+    "acks": "agent-control-acks",    # guards' and the actuator's acknowledgements of commands (streams/acks.py)
+    "drills": "agent-drills",        # results of `flowbreaker drill` (streams/drill.py)
 }
 
 PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
@@ -108,6 +113,19 @@ class Settings:
     metrics_auth: bool = False           # /metrics and /status need a bearer token (role monitor, viewer+)
     # freeze/release command signing keys (streams/signing.py): a file; FLOWBREAKER_SIGNING_KEYS_INLINE without one
     signing_keys: str | None = None
+    # intended-use manifests (streams/manifests.py): a file or directory; the agent-manifests topic adds to it
+    manifests: str | None = None
+    # seconds each step of `flowbreaker drill` may take (streams/drill.py): from the first harmful event ...
+    drill_decision_s: float = 5.0
+    drill_freeze_command_s: float = 10.0
+    drill_guard_ack_s: float = 15.0
+    drill_actuator_webhook_s: float = 30.0
+    drill_alert_s: float = 60.0
+    # ... and from the release request
+    drill_release_s: float = 15.0
+    drill_release_guard_ack_s: float = 15.0
+    drill_release_actuator_s: float = 30.0
+    drill_probation_s: float = 15.0
     # stream processing knobs (see streams/app.py for what they trade)
     batch_max: int = 500           # events per stream.take batch
     batch_within: float = 0.005    # seconds a batch waits to fill
@@ -315,6 +333,9 @@ def add_worker_arguments(p: argparse.ArgumentParser) -> None:
                         "env FLOWBREAKER_METRICS_AUTH=1)")
     g.add_argument("--advertised-url", dest="advertised_url", metavar="URL",
                    help="this worker's API URL as other workers reach it (default http://<web bind>:<web port>)")
+    g.add_argument("--manifests", metavar="PATH",
+                   help="intended-use manifests: a TOML file or a directory of them (env FLOWBREAKER_MANIFESTS); "
+                        "the agent-manifests topic adds newer versions")
     g.add_argument("--batch-max", dest="batch_max", type=int, metavar="N", help="events per batch (default 500)")
     g.add_argument("--batch-within", dest="batch_within", type=float, metavar="SECONDS",
                    help="longest wait for a batch to fill (default 0.005)")
