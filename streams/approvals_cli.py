@@ -127,10 +127,12 @@ def _call(method: str, url: str, token: str, body: Any, timeout: float) -> Any:
 def _fmt_row(a: dict) -> str:
     dests = a.get("destinations") or []
     d = ", ".join(dests[:2]) + (f" (+{len(dests) - 2})" if len(dests) > 2 else "")
-    when = a.get("valid_until") if a.get("state") == "approved" else a.get("requested_at")
+    # the time that matters for the state: until when an approval holds, otherwise when it was asked for
+    when = (f"valid until {a.get('valid_until') or '-'}" if a.get("state") == "approved"
+            else f"requested {a.get('requested_at') or '-'}")
     return (f"{a.get('approval_id', '?'):<38} {a.get('state', '?'):<9} {a.get('agent_id', '?'):<20} "
             f"{a.get('action', '?')} {a.get('tool', '?')} [{a.get('sensitivity', '?')}, "
-            f"<= {a.get('max_records', 0)} rec] -> {d or '-'}  ({when or '-'})")
+            f"<= {a.get('max_records', 0)} records] -> {d or '-'}  ({when})")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -155,6 +157,7 @@ def _run(args: argparse.Namespace) -> int:
         if not items:
             print(f"no {args.state + ' ' if args.state else ''}approval requests")
             return 0
+        print("ID, state, agent, action tool [sensitivity, most records], destinations (times UTC)")
         for a in items:
             print(_fmt_row(a))
             reasons = a.get("reasons") or []

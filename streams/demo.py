@@ -40,10 +40,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 from collections import deque
@@ -53,6 +55,7 @@ from queue import Empty, Queue
 from typing import Callable
 
 from detector.errors import UsageError
+from detector.timestamps import clock_utc
 from streams.settings import Settings, add_kafka_arguments
 
 __all__ = ["configure_parser", "run", "SocView"]
@@ -129,6 +132,14 @@ def spawn(name: str, args: list[str], logdir: Path, *, env: dict | None = None, 
     return Child(name, proc, out, err, stop_timeout)
 
 
+def _short_path(path: Path) -> str:
+    """``path`` relative to the working directory when it is under it (shorter lines), else absolute."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
 def _script(path: Path, *args: str, env: dict, timeout: float) -> subprocess.CompletedProcess:
     return subprocess.run(["bash", str(path), *args], cwd=REPO_DIR, env={**os.environ, **env}, capture_output=True,
                           text=True, timeout=timeout, stdin=subprocess.DEVNULL, start_new_session=True)
@@ -195,6 +206,48 @@ def _wait(what: str, check: Callable[[], bool], timeout: float, child: Child | N
 # ---------------------------------------------------------------------- the SOC view
 
 
+#: the widest line the demo prints (a status line, an alert, a trace entry): wider text is cut with "…"
+WIDTH = 120
+_ESC = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def clip(line: str, width: int = WIDTH) -> str:
+    """``line`` cut to ``width`` visible columns (colour codes do not count), ending in ``…`` when cut.
+
+    >>> clip("x" * 200)[-3:], len(clip("x" * 200)), clip("short")
+    ('xx…', 120, 'short')
+    >>> cut = clip(_Style(True)("y" * 10, "31"), 5)
+    >>> _ESC.sub("", cut), cut.endswith("\\x1b[0m")
+    ('yyyy…', True)
+    """
+    if len(_ESC.sub("", line)) <= width:
+        return line
+    out, seen, i = [], 0, 0
+    while i < len(line) and seen < width - 1:
+        m = _ESC.match(line, i)
+        if m:
+            out.append(m.group(0))
+            i = m.end()
+            continue
+        out.append(line[i])
+        seen += 1
+        i += 1
+    return "".join(out) + "…" + ("\x1b[0m" if _ESC.search(line) else "")
+
+
+def wrap(head: str, text: str, width: int = WIDTH) -> list[str]:
+    """``head`` then ``text`` wrapped at word boundaries to ``width``, continuation lines indented
+    under the text (the start-up lines: ``topics      agent-actions (8), ...``)."""
+    lines = textwrap.wrap(text, width=width, initial_indent=head, subsequent_indent=" " * len(head),
+                          break_long_words=False, break_on_hyphens=False) or [head]
+    return [clip(x, width) for x in lines]  # a word longer than the line (a URL, a path) is cut
+
+
+def _count(n: object, noun: str) -> str:
+    """``1 record``, ``3 records``."""
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 class _Style:
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
@@ -215,9 +268,20 @@ class _FrozenAgent:
 
 @dataclass
 class SocView:
-    """Turns decisions, incidents, control commands and the runtime journal into terminal lines.
+    """Turns decisions, incidents, control commands and the runtime journal into terminal lines:
+    every time in UTC (``HH:MM:SS``), every number with its unit or name, no line over :data:`WIDTH`.
 
-    Feed it with the ``on_*`` methods; ``status_line()`` summarises. ``write`` prints one line.
+    Feed it with the ``on_*`` methods; ``status_lines()`` summarises. ``write`` prints one line.
+
+    >>> out = []
+    >>> view = SocView(write=out.append, clock=lambda: 1772442000.0)
+    >>> view.on_journal({"event": "action_held", "agent_id": "fin-agent-002", "approval_id": "apr-1",
+    ...     "action": "send", "tool": "sftp.put", "sensitivity": "confidential", "records": 40,
+    ...     "destinations": ["sftp:acme"], "destination_count": 1, "reasons": [], "score": 0.5})
+    >>> print("\\n".join(out))
+    09:00:00 HELD     fin-agent-002        not performed: send sftp.put [confidential, 40 records] -> sftp:acme
+             why: score 0.50, no reason given by the check
+             to run it: flowbreaker approvals approve apr-1 --reason '...'
     """
 
     write: Callable[[str], None] = print
@@ -233,16 +297,36 @@ class SocView:
     _alert_t: float = field(default_factory=time.monotonic)
     _suppressed: int = 0
     started: float = field(default_factory=time.monotonic)
-    #: appended to the printed ``flowbreaker approvals approve ID`` commands (--url, --token-file)
-    approvals_flags: str = ""
     held: int = 0
     approved: int = 0
+    #: wall clock for the line stamps (the tests pass a fixed one)
+    clock: Callable[[], float] = time.time
 
     def __post_init__(self) -> None:
         self.s = _Style(self.color)
 
     def _stamp(self) -> str:
-        return time.strftime("%H:%M:%S")
+        return clock_utc(self.clock())
+
+    def _line(self, tag: str, color: str, agent: str, text: str, max_lines: int = 1) -> None:
+        """``HH:MM:SS TAG      agent                text``; text that does not fit goes on up to
+        ``max_lines - 1`` more lines under itself, and the last line is cut to the width."""
+        head = f"{self._stamp()} {tag:<8} {agent:<20} "
+        lines = wrap(head, text)
+        lines[max_lines - 1:] = [clip(" ".join(lines[max_lines - 1:]).replace("  ", " ").rstrip())] \
+            if len(lines) > max_lines else lines[max_lines - 1:]
+        first = lines[0][len(head):]
+        self.write(f"{self._stamp()} {self.s(f'{tag:<8}', color)} {agent:<20} {first}")
+        for line in lines[1:]:
+            self.write(" " * len(head) + line.lstrip())
+
+    def _note(self, prefix: str, text: str, max_lines: int = 2) -> None:
+        """An indented line under an event (``why:``, ``to run it:``), wrapped like :meth:`_line`."""
+        lines = wrap(prefix, text)
+        if len(lines) > max_lines:
+            lines[max_lines - 1:] = [clip(" " * len(prefix) + " ".join(x.strip() for x in lines[max_lines - 1:]))]
+        for line in lines:
+            self.write(line)
 
     # -- inputs
     def on_decision(self, rec: dict) -> None:
@@ -269,96 +353,107 @@ class SocView:
         top = reasons[0] if reasons else {}
         sev = rec.get("severity", "?")
         color = {"critical": "1;31", "high": "31", "medium": "33"}.get(sev, "0")
-        tag = "FREEZE" if action == "freeze" else "ALERT "
-        more = f" (+{self._suppressed} more alerts)" if self._suppressed else ""
+        more = f" (+{self._suppressed} more alerts not shown)" if self._suppressed else ""
         self._suppressed = 0
-        self.write(f"{self._stamp()} {self.s(tag, color)} {self.s(sev.upper(), color):<8} {agent:<20} "
-                   f"score {rec.get('score', 0):.2f}  {top.get('feature', '-')}: {top.get('detail', '')}{more}")
+        self._line("FREEZE" if action == "freeze" else "ALERT", color, agent,
+                   f"{sev} score {rec.get('score', 0):.2f}{more}: {top.get('detail') or top.get('feature') or '-'}",
+                   max_lines=2)
 
     def on_incident(self, inc: dict) -> None:
         s = self.s
         att = inc.get("attribution") or {}
         reasons = inc.get("reasons") or []
+        score = inc.get("score")
+        scored = f", score {score:.2f}" if isinstance(score, (int, float)) else ""
         lines = [s(f"┏━ INCIDENT {inc.get('incident_id')}  agent {inc.get('agent_id')}  "
-                   f"{inc.get('severity', '?')} (score {inc.get('score', 0):.2f})", "1;31")]
-        lines.append(f"┃ trigger   {inc.get('trigger_event_id')} at {inc.get('opened_at')}")
+                   f"severity {inc.get('severity', '?')}{scored}", "1;31")]
+        lines.append(f"┃ trigger     {inc.get('trigger_event_id') or '(manual freeze)'} "
+                     f"at {clock_utc(inc.get('opened_at') or '')} UTC")
         for r in reasons[:3]:
-            lines.append(f"┃ reason    {r.get('feature')}: {r.get('detail')}")
-        lines.append(f"┃ attribution operator {att.get('operator_id')}  requested_by {att.get('requested_by') or '-'}  "
-                     f"task {att.get('task_id') or '-'}  instructions {att.get('instruction_hash') or '-'}")
+            said = wrap("┃ reason      ", str(r.get("detail") or r.get("feature")))[:2]
+            lines += said[:1] + ["┃" + x[1:] for x in said[1:]]
+        lines.append(f"┃ attribution operator {att.get('operator_id')}, requested by "
+                     f"{att.get('requested_by') or '-'}, task {att.get('task_id') or '-'}")
+        lines.append(f"┃             instructions {att.get('instruction_hash') or '-'}")
         if len(att.get("instruction_hashes_seen") or ()) > 1:
-            lines.append(f"┃           instruction hashes seen: {', '.join(att['instruction_hashes_seen'])}")
+            lines.append(f"┃             instruction hashes seen: {', '.join(att['instruction_hashes_seen'])}")
         chain = att.get("parent_chain") or []
         if len(chain) > 1:
-            lines.append(f"┃ data flow {' <- '.join(chain[:5])}")
+            lines.append(f"┃ data flow   {' <- '.join(chain[:4])}")
         trace = inc.get("trace") or []
-        lines.append(f"┃ last actions ({min(5, len(trace))} of {len(trace)} kept):")
+        lines.append(f"┃ last {min(5, len(trace))} of the {len(trace)} actions kept (time UTC, action, tool, "
+                     "resource [sensitivity, records] -> destinations, score):")
         for e in trace[-5:]:
             dests = e.get("destinations") or []
-            extra = f" -> {', '.join(dests[:2])}" + (f" (+{e['destination_count'] - 2})"
-                                                     if e.get("destination_count", 0) > 2 else "") if dests else ""
-            lines.append(f"┃   {str(e.get('ts', ''))[11:23]} {e.get('action', ''):<6} {e.get('tool', ''):<22} "
-                         f"{e.get('resource', '')} [{e.get('sensitivity', '')}, {e.get('records', 0)} rec]{extra}"
+            extra = ""
+            if dests:
+                extra = f" -> {', '.join(dests[:2])}" + (f" (+{e['destination_count'] - 2})"
+                                                         if e.get("destination_count", 0) > 2 else "")
+            lines.append(f"┃   {clock_utc(e.get('ts', ''))} {e.get('action', ''):<6} {e.get('tool', ''):<20} "
+                         f"{e.get('resource', '')} [{e.get('sensitivity', '')}, {e.get('records', 0)}]{extra}"
                          f"  score {e.get('score', 0):.2f}")
         lines.append(s("┗━", "1;31"))
         for line in lines:
-            self.write(line)
+            self.write(clip(line))
 
     def on_command(self, cmd: dict, frozen: bool) -> None:
         agent = cmd["agent_id"]
         if frozen:
             self.freezes += 1
             self.frozen[agent] = _FrozenAgent(cmd.get("incident_id"), time.monotonic(), cmd.get("reason") or "")
-            self.write(f"{self._stamp()} {self.s('FROZEN  ', '1;35')} {agent:<20} incident {cmd.get('incident_id')}"
-                       f" by {cmd.get('issued_by')}: the runtime stops its tasks and tool calls")
+            self._line("FROZEN", "1;35", agent, f"incident {cmd.get('incident_id')} by {cmd.get('issued_by')}: "
+                                                "its tasks and tool calls stop")
         else:
             f = self.frozen.pop(agent, None)
-            held = f" ({f.held} held tasks resume)" if f and f.held else ""
-            self.write(f"{self._stamp()} {self.s('RELEASED', '1;32')} {agent:<20} by {cmd.get('issued_by')}: "
-                       f"{cmd.get('reason')}{held}")
+            held = f" ({f.held} waiting tasks resume)" if f and f.held else ""
+            self._line("RELEASED", "1;32", agent, f"by {cmd.get('issued_by')}{held}: {cmd.get('reason')}")
 
     def on_journal(self, e: dict) -> None:
-        kind, agent = e.get("event"), e.get("agent_id")
-        f = self.frozen.get(agent) if agent else None
+        kind, agent = e.get("event"), e.get("agent_id") or "?"
+        f = self.frozen.get(agent)
         if kind == "task_aborted":
             if f is not None:
                 f.aborted = e.get("task_id")
-            self.write(f"{self._stamp()} {self.s('STOPPED ', '35')} {agent:<20} task {e.get('task_id')} "
-                       f"({e.get('kind')}) cut off before step {e.get('step', 0) + 1}/{e.get('steps')}")
+            self._line("STOPPED", "35", agent, f"task {e.get('task_id')} ({e.get('kind')}) cut off before step "
+                                               f"{e.get('step', 0) + 1} of {e.get('steps')}")
         elif kind == "task_held" and f is not None:
             f.held = max(f.held, int(e.get("held") or 0))
         elif kind == "incident_injected":
-            self.write(self.s(f"{self._stamp()} [simulator] incident '{e.get('kind')}' injected on {agent} "
-                              f"(task {e.get('task_id')}, {e.get('steps')} steps)", "2"))
+            for line in wrap(f"{self._stamp()} [simulator] ", f"incident '{e.get('kind')}' injected on {agent} "
+                                                               f"(task {e.get('task_id')}, {e.get('steps')} steps)"):
+                self.write(self.s(line, "2"))
         elif kind == "export_injected":
-            self.write(self.s(f"{self._stamp()} [simulator] legitimate export of {e.get('records')} records by "
-                              f"{agent} to {e.get('destination')} (task {e.get('task_id')})", "2"))
+            for line in wrap(f"{self._stamp()} [simulator] ", f"legitimate export of {e.get('records')} records by "
+                                                               f"{agent} to {e.get('destination')} "
+                                                               f"(task {e.get('task_id')})"):
+                self.write(self.s(line, "2"))
         elif kind == "action_held":
             self.held += 1
             dests = e.get("destinations") or []
             more = f" (+{e['destination_count'] - len(dests)})" if e.get("destination_count", 0) > len(dests) else ""
             reasons = e.get("reasons") or []
-            apr = e.get("approval_id")
             score = e.get("score")
-            self.write(f"{self._stamp()} {self.s('HELD    ', '1;33')} {agent:<20} {e.get('action')} {e.get('tool')} "
-                       f"[{e.get('sensitivity')}, {e.get('records')} rec] -> {', '.join(dests)}{more}: not performed, "
-                       f"nothing left; waits for approval {apr}"
-                       + (f" (score {score:.2f})" if isinstance(score, (int, float)) else ""))
-            if reasons:
-                self.write(f"         why: {'; '.join(reasons[:2])}")
-            self.write(f"         approve: flowbreaker approvals approve {apr} --reason '...'{self.approvals_flags}")
-            self.write(f"         deny:    flowbreaker approvals deny {apr} --reason '...'{self.approvals_flags}")
+            scored = f"score {score:.2f}" if isinstance(score, (int, float)) else "no score"
+            self._line("HELD", "1;33", agent, f"not performed: {e.get('action')} {e.get('tool')} "
+                                              f"[{e.get('sensitivity')}, {_count(e.get('records'), 'record')}] -> "
+                                              f"{', '.join(dests) or '-'}{more}", max_lines=2)
+            if not reasons:
+                self._note("         why: ", f"{scored}, no reason given by the check")
+            for i, why in enumerate(reasons[:3]):
+                self._note("         why: ", why + (f" ({scored})" if i == 0 else ""))
+            self.write(clip(f"         to run it: flowbreaker approvals approve {e.get('approval_id')} --reason '...'"))
         elif kind == "approval_granted":
             self.approved += 1
-            self.write(f"{self._stamp()} {self.s('APPROVED', '1;32')} {agent:<20} {e.get('approval_id')} by "
-                       f"{e.get('by')}: {e.get('reason')}; the held action runs now (until {e.get('valid_until')})")
+            until = clock_utc(e.get("valid_until") or "")
+            self._line("APPROVED", "1;32", agent, f"{e.get('approval_id')} by {e.get('by')} (valid until {until} "
+                                                  f"UTC): the held action runs now; {e.get('reason')}", max_lines=2)
         elif kind == "action_refused":
-            self.write(f"{self._stamp()} {self.s('REFUSED ', '1;31')} {agent:<20} approval {e.get('approval_id')} "
-                       f"{e.get('state')}" + (f" by {e.get('by')}: {e.get('reason')}" if e.get("by") else "")
-                       + f"; task {e.get('task_id')} abandoned, the action never ran")
+            by = f" by {e.get('by')}: {e.get('reason')}" if e.get("by") else ""
+            self._line("REFUSED", "1;31", agent, f"approval {e.get('approval_id')} {e.get('state')}{by}; task "
+                                                 f"{e.get('task_id')} abandoned, the action never ran", max_lines=2)
         elif kind == "action_denied":
-            self.write(f"{self._stamp()} {self.s('DENIED  ', '1;31')} {agent:<20} pre-action check: "
-                       f"{'; '.join(e.get('reasons') or []) or '-'}; task {e.get('task_id')} abandoned")
+            self._line("DENIED", "1;31", agent, f"by the pre-action check, task {e.get('task_id')} abandoned: "
+                                                f"{'; '.join(e.get('reasons') or []) or '-'}", max_lines=2)
 
     # -- summary
     def rate(self) -> float:
@@ -368,15 +463,20 @@ class SocView:
         span = min(self.window_s, max(1e-9, now - self.started))
         return len(self._times) / span
 
-    def status_line(self) -> str:
-        frozen = []
+    def status_lines(self) -> list[str]:
+        """The running totals, then one line per frozen agent: whether it stopped, how many of its
+        tasks wait, for how long."""
+        held = f" | held {self.held}, approved {self.approved}" if self.held else ""
+        lines = [clip(f"{self._stamp()} {self.s('──', '2')} {self.rate():.1f} decisions/s (last "
+                      f"{self.window_s:.0f} s) | decisions {self.decided} | alerts {self.alerts} | "
+                      f"freezes {self.freezes} | frozen now {len(self.frozen)}{held}")]
         now = time.monotonic()
         for agent, f in sorted(self.frozen.items()):
-            stopped = "stopped" if f.actions_after == 0 else f"{f.actions_after} actions since!"
-            frozen.append(f"{agent} ({stopped}, {f.held} tasks held, {now - f.since:.0f}s)")
-        held = f" | held {self.held}, approved {self.approved}" if self.held else ""
-        return (f"{self._stamp()} {self.s('──', '2')} {self.rate():6.1f} events/s | decided {self.decided} | "
-                f"alerts {self.alerts} | freezes {self.freezes}{held} | frozen: {', '.join(frozen) or 'none'}")
+            acted = "no action since the freeze" if f.actions_after == 0 else \
+                f"{_count(f.actions_after, 'action')} since the freeze!"
+            lines.append(clip(f"         {'':<8} {agent:<20} frozen for {now - f.since:.0f} s: {acted}, "
+                              f"{_count(f.held, 'task')} waiting"))
+        return lines
 
 
 # ---------------------------------------------------------------------- the demo
@@ -399,9 +499,17 @@ class Demo:
         self.tokens_file: Path | None = None
         self.token_files: dict[str, Path] = {}
 
-    def say(self, text: str) -> None:
-        self.out.write(text + "\n")
+    def say(self, text: str, *, cut: bool = True) -> None:
+        """Print ``text``, each line cut to :data:`WIDTH` columns (``cut=False`` for error reports,
+        whose log lines must stay whole)."""
+        lines = text.split("\n")
+        self.out.write("\n".join(clip(x) if cut else x for x in lines) + "\n")
         self.out.flush()
+
+    def say_wrapped(self, head: str, text: str) -> None:
+        """A start-up line whose text is too long for one line: wrapped, continuations under the text."""
+        for line in wrap(f"{head:<12}", text):
+            self.say(line)
 
     # -- starting
     def start_kafka(self) -> None:
@@ -428,7 +536,7 @@ class Demo:
         from streams.admin import ensure_topics
 
         counts = ensure_topics(self.settings, timeout_s=60.0)
-        self.say(f"topics      {', '.join(f'{t} ({n})' for t, n in counts.items())}")
+        self.say_wrapped("topics", "ready (partitions): " + ", ".join(f"{t} ({n})" for t, n in counts.items()))
 
     def train_model(self) -> None:
         """A model of the fleet's normal work at the demo's own pace (see :func:`streams.runtime.paced_history`)."""
@@ -456,10 +564,28 @@ class Demo:
         if rc != 0:
             self.say(f"model       training failed (exit {rc}): the worker runs on online baselines only")
             return
-        self.say(f"model       trained on {len(events)} normal actions of the {a.agents}-agent fleet at this pace "
-                 f"({HISTORY_SESSIONS} sessions of {HISTORY_SESSION_S / 60:.0f} min over "
-                 f"{HISTORY_SESSIONS * HISTORY_EVERY_S / 86400:.0f} days; {time.monotonic() - t0:.1f} s)")
+        self.say_wrapped("model", f"trained on {len(events)} normal actions of the {a.agents}-agent fleet at this "
+                         f"pace ({HISTORY_SESSIONS} sessions of {HISTORY_SESSION_S / 60:.0f} min over "
+                         f"{HISTORY_SESSIONS * HISTORY_EVERY_S / 86400:.0f} days); training took "
+                         f"{time.monotonic() - t0:.1f} s")
         self.model = model
+
+    def make_signing_keys(self) -> None:
+        """The key that signs freeze and release commands (``streams/signing.py``): when none is configured,
+        a fresh one in ``workdir/signing-keys.toml`` (mode 600), named in ``FLOWBREAKER_SIGNING_KEYS`` for the
+        demo's own guard and every component it starts."""
+        if os.environ.get("FLOWBREAKER_SIGNING_KEYS") or os.environ.get("FLOWBREAKER_SIGNING_KEYS_INLINE"):
+            return
+        from streams.signing import new_key_file
+
+        path = self.workdir / "signing-keys.toml"
+        if not path.exists():
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(new_key_file())
+        os.environ["FLOWBREAKER_SIGNING_KEYS"] = str(path)
+        self.say(f"signing     freeze and release commands are signed with the key in {_short_path(path)}")
 
     def make_tokens(self) -> None:
         """Fresh bearer tokens for an analyst and the runtime: the worker gets their hashes, the tokens
@@ -482,11 +608,6 @@ class Demo:
             lines += ["[[token]]", f'name = "{name}"', f'role = "{role}"', f'sha256 = "{hash_token(token)}"', ""]
         self.tokens_file = d / "tokens.toml"
         self.tokens_file.write_text("\n".join(lines))
-
-    def _approvals_flags(self) -> str:
-        if self.web_port is None or "analyst" not in self.token_files:
-            return ""
-        return f" --url http://127.0.0.1:{self.web_port} --token-file {self.token_files['analyst']}"
 
     def _child(self, name: str, args: list[str], stop_timeout: float = 20.0) -> Child:
         child = spawn(name, CLI + args, self.logdir, stop_timeout=stop_timeout)
@@ -526,7 +647,8 @@ class Demo:
         _wait("the actuator's start", lambda: "actuator:" in child.tail(), self.args.component_timeout, child,
               self.stop)
         sinks = "log" + (f" + webhook {', '.join(self.args.webhook)}" if self.args.webhook else "")
-        self.say(f"actuator    started, pid {child.pid}: sinks {sinks} (enacted commands: {child.out})")
+        self.say_wrapped("actuator", f"started, pid {child.pid}: sinks {sinks} (enacted commands: "
+                                     f"{_short_path(child.out)})")
 
     def start_runtime(self) -> None:
         group = f"{self.settings.topic_prefix}flowbreaker-runtime"
@@ -564,11 +686,11 @@ class Demo:
                 return False
 
         _wait("the runtime's readiness", ready, self.args.component_timeout, child, self.stop)
-        self.say(f"runtime     started, pid {child.pid}: {a.agents} simulated agents, {a.rate} tasks/s, speed x"
-                 f"{a.speed:g}, an incident every {a.incident_every:g} s")
+        self.say_wrapped("runtime", f"started, pid {child.pid}: {a.agents} simulated agents, {a.rate:g} tasks/s, "
+                                    f"speed x{a.speed:g}, an incident every {a.incident_every:g} s")
         if checked:
-            self.say(f"            outbound actions are checked first (POST /v1/check); a legitimate export "
-                     f"every {a.export_every:g} s needs an analyst's approval")
+            self.say_wrapped("", f"outbound actions are checked first (POST /v1/check); a legitimate export "
+                                 f"every {a.export_every:g} s needs an analyst's approval")
 
     def start_prometheus(self) -> None:
         if self.args.no_prometheus or not PROMETHEUS_SH.exists():
@@ -593,8 +715,9 @@ class Demo:
             return
         self.started.append(("prometheus", lambda: _script(PROMETHEUS_SH, "stop", env=env, timeout=60)))
         self.say(f"prometheus  started: {proc.stdout.strip()}")
-        self.say("dashboards  dashboards/grafana/*.json: import them into Grafana (datasource: this Prometheus) "
-                 "or provision them with dashboards/provisioning/ (README, 'For the SOC')")
+        self.say_wrapped("dashboards", "dashboards/grafana/*.json: import them into Grafana (datasource: this "
+                                       "Prometheus) or provision them with dashboards/provisioning/ (README, "
+                                       "'For the SOC')")
 
     def _kafka_flags(self) -> list[str]:
         flags = ["--bootstrap", self.settings.bootstrap]
@@ -618,7 +741,7 @@ class Demo:
 
         from streams.guard import FreezeGuard
 
-        view = SocView(write=self.say, color=self.out.isatty(), approvals_flags=self._approvals_flags())
+        view = SocView(write=self.say, color=self.out.isatty())
         commands: Queue = Queue()
         s = self.settings
         guard = FreezeGuard(s.bootstrap, topic=s.topic("control"), client_id="flowbreaker-demo",
@@ -628,7 +751,8 @@ class Demo:
             raise DemoError(f"could not read {s.topic('control')}")
         for agent, cmd in sorted(guard.frozen().items()):
             view.frozen[agent] = _FrozenAgent(cmd.get("incident_id"), time.monotonic(), cmd.get("reason") or "")
-            self.say(f"frozen      {agent} already (incident {cmd.get('incident_id')}, {cmd.get('issued_at')})")
+            self.say(f"frozen      {agent} already (incident {cmd.get('incident_id')}, since "
+                     f"{clock_utc(cmd.get('issued_at') or '')} UTC)")
         guard.add_listener(lambda cmd, frozen: commands.put((cmd, frozen)))
 
         consumer = KafkaConsumer(group_id=None, client_id="flowbreaker-demo", enable_auto_commit=False,
@@ -642,13 +766,22 @@ class Demo:
         if journal is not None:
             journal.seek(0)
         decisions, incidents = s.topic("decisions"), s.topic("incidents")
-        self.say(view.s("watching    decisions, incidents and freezes; Ctrl-C stops everything the demo started. "
-                        "Release a frozen agent with:", "1"))
+        self.say(view.s("watching    decisions, incidents and freezes (times UTC); Ctrl-C stops everything the "
+                        "demo started.", "1"))
+        self.say("            Release a frozen agent (in another terminal):")
+        keys = os.environ.get("FLOWBREAKER_SIGNING_KEYS")
+        if keys:
+            self.say(f"            export FLOWBREAKER_SIGNING_KEYS={_short_path(Path(keys))}")
         self.say(f"            flowbreaker release AGENT --reason '...' --by YOUR_NAME {' '.join(self._kafka_flags())}")
-        if view.approvals_flags:
-            self.say(view.s("            Held actions wait for an analyst (the analyst's token is in the file below):", "1"))
-            self.say(f"            flowbreaker approvals list --state pending{view.approvals_flags}")
+        if self.web_port is not None and "analyst" in self.token_files:
+            self.say("            Act as the analyst on held actions (list, approve ID, deny ID) after this, "
+                     "in that terminal:")
+            self.say(f"            export FLOWBREAKER_API_URL=http://127.0.0.1:{self.web_port}")
+            self.say(f"            export FLOWBREAKER_API_TOKEN=$(cat {_short_path(self.token_files['analyst'])})")
+            self.say("            flowbreaker approvals list --state pending   (time column: when requested, "
+                     "or until when approved)")
         until = time.monotonic() + self.args.duration if self.args.duration > 0 else float("inf")
+        status_at = 0.0
         next_status = time.monotonic() + self.args.status_every
         try:
             while not self.stop.is_set() and time.monotonic() < until:
@@ -685,17 +818,23 @@ class Demo:
                                         f"({child.err}):\n{child.tail()}")
                 if time.monotonic() >= next_status:
                     next_status += self.args.status_every
-                    self.say(view.status_line())
+                    status_at = time.monotonic()
+                    for line in view.status_lines():
+                        self.say(line)
         finally:
             consumer.close(autocommit=False)
             guard.stop()
             if journal is not None:
                 journal.close()
-            self.say(view.status_line())
+            if time.monotonic() - status_at > 1.0:  # the last status line is not the one just printed
+                for line in view.status_lines():
+                    self.say(line)
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--duration", type=float, default=0.0, help="stop by itself after this many seconds (0: Ctrl-C)")
+    p.add_argument("--duration", type=float, default=0.0,
+                   help="stop by itself this many seconds after the traffic starts, i.e. after Kafka, training "
+                        "and the components are up, which takes half a minute or more (default 0: until Ctrl-C)")
     p.add_argument("--workdir", default=str(REPO_DIR / "var" / "demo"),
                    help="logs, model, journal and worker data (default var/demo)")
     p.add_argument("--agents", type=int, default=24, help="simulated agents (default %(default)s)")
@@ -746,16 +885,16 @@ def run(args: argparse.Namespace) -> int:
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     code = 0
     try:
-        demo.say(f"flowbreaker demo: logs in {demo.logdir}")
-        for step in (demo.start_kafka, demo.ensure_topics, demo.train_model, demo.start_worker, demo.start_actuator,
-                     demo.start_runtime, demo.start_prometheus, demo.watch):
+        demo.say(f"flowbreaker demo: logs in {_short_path(demo.logdir)}; every time shown is UTC")
+        for step in (demo.start_kafka, demo.ensure_topics, demo.train_model, demo.make_signing_keys, demo.start_worker,
+                     demo.start_actuator, demo.start_runtime, demo.start_prometheus, demo.watch):
             if demo.stop.is_set():  # Ctrl-C during start-up: stop what is up so far
                 raise KeyboardInterrupt
             step()
     except KeyboardInterrupt:
         pass
     except DemoError as err:
-        demo.say(f"flowbreaker demo: {err}")
+        demo.say(f"flowbreaker demo: {err}", cut=False)
         code = 1
     finally:
         runtime = demo.children.get("runtime")
@@ -763,8 +902,7 @@ def run(args: argparse.Namespace) -> int:
         if runtime is not None:
             counts = runtime.stdout().strip()
             if counts:
-                demo.say("per-agent counts of the reference runtime (held = tasks not taken while frozen, "
-                         "aborted = stopped mid-task by a freeze):")
+                demo.say("the reference runtime's counts:")
                 demo.say(counts)
         for s, handler in previous.items():
             signal.signal(s, handler)

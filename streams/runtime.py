@@ -502,7 +502,15 @@ class Runtime:
             out[agent_id] = dict(a.counts, queued=len(a.queue), frozen=self.guard.is_frozen(agent_id))
         return out
 
+    #: what the columns of :meth:`format_stats` count, printed under the table
+    STATS_LEGEND = (
+        "tasks: executed = run to the end, held = kept waiting while the agent was frozen, aborted = cut off by a",
+        "freeze, resumed = held tasks run after a release, queued = waiting now; blocked = tool calls refused while",
+        "frozen. state: FROZEN or ok at the end.",
+    )
+
     def format_stats(self) -> str:
+        """One line per agent, then :data:`STATS_LEGEND` (under 120 columns)."""
         stats = self.stats()
         head = f"{'agent':<24} {'executed':>8} {'held':>6} {'aborted':>7} {'blocked':>7} {'resumed':>7} " \
                f"{'queued':>6}  state"
@@ -511,7 +519,7 @@ class Runtime:
             lines.append(f"{agent_id:<24} {s['executed']:>8} {s['held']:>6} {s['aborted']:>7} "
                          f"{s['blocked_calls']:>7} {s['resumed']:>7} {s['queued']:>6}  "
                          f"{'FROZEN' if s['frozen'] else 'ok'}")
-        return "\n".join(lines)
+        return "\n".join(lines + list(self.STATS_LEGEND))
 
 
 # ---------------------------------------------------------------------- the task feed
