@@ -355,6 +355,33 @@ def soc_overview() -> dict:
                        ("histogram_quantile(0.99, sum by (le) (rate("
                         f"flowbreaker_event_destinations_bucket[{RATE}])))", "p99"),
                    )),
+        row("Intended use and drills"),
+        timeseries("Out-of-scope actions, by clause",
+                   "Actions outside their agent's intended-use manifest, per minute, by the clause "
+                   "they break (tools, resources, sensitivity, destinations, principals, ceilings): "
+                   "decided actions on the stream (they count towards the score and the risk budget) "
+                   "and proposed actions held by the pre-action check. `flowbreaker audit` reports "
+                   "them per agent.",
+                   "cpm",
+                   targets((f'sum by (clause) (rate(flowbreaker_scope_violations_total{{where="stream"}}[{RATE}])) '
+                            "* 60", "stream: {{clause}}"),
+                           (f'sum by (clause) (rate(flowbreaker_scope_violations_total{{where="check"}}[{RATE}])) '
+                            "* 60", "check: {{clause}}")),
+                   stack=True, w=12),
+        stat("Since the last freeze drill",
+             "Time since the last `flowbreaker drill` finished (a rehearsed freeze of a drill agent, "
+             "end to end). Drills should run at least weekly: DrillStale fires after 8 days.",
+             "s", "time() - max(flowbreaker_drill_last_run_timestamp_seconds)",
+             steps=(("green", None), ("orange", 7 * 86400), ("red", 8 * 86400)), graph=False),
+        stat("Last freeze drill",
+             "Whether the last drill passed every step (event to decision, freeze command, the "
+             "runtime's stop, the actuator's webhook, the alert, the release and probation) within "
+             "its target. Its report names the step that failed.",
+             "none", "max(flowbreaker_drill_last_success)",
+             steps=(("red", None), ("green", 1)), graph=False,
+             mappings=[{"type": "value", "options": {
+                 "0": {"text": "failed", "color": "red", "index": 0},
+                 "1": {"text": "passed", "color": "green", "index": 1}}}]),
     ]
     return dashboard(
         SOC_UID, "flowbreaker / SOC overview",
@@ -545,6 +572,42 @@ ALERT_RULES = [
                            "its runtime takes no tasks and makes no tool calls until an "
                            "approver releases it. Review incident {{ $labels.incident_id }} "
                            "on the agent drill-down dashboard.",
+        },
+    },
+    {
+        "alert": "DrillAgentFrozen",
+        "expr": "max by (agent_id) (flowbreaker_drill_agent_frozen) > 0",
+        "for": "0s",
+        "labels": {"severity": "info", "kind": "drill"},
+        "annotations": {
+            "summary": "Drill agent {{ $labels.agent_id }} is frozen (a rehearsal)",
+            "description": "A freeze drill froze its drill agent {{ $labels.agent_id }}; `flowbreaker drill` "
+                           "times this alert and releases the agent. Route alerts labelled kind=drill away "
+                           "from the on-call pager. Frozen for long: a drill was interrupted; release it.",
+        },
+    },
+    {
+        "alert": "DrillFailed",
+        "expr": "max(flowbreaker_drill_last_success) < 1",
+        "for": "0s",
+        "labels": {"severity": "warning"},
+        "annotations": {
+            "summary": "The last freeze drill failed",
+            "description": "A step of the last `flowbreaker drill` (decision, freeze command, the runtime's "
+                           "stop, the actuator's webhook, the alert, release or probation) did not happen "
+                           "within its target: a real freeze might not stop an agent in time either. The "
+                           "drill report names the step.",
+        },
+    },
+    {
+        "alert": "DrillStale",
+        "expr": "time() - max(flowbreaker_drill_last_run_timestamp_seconds) > 8 * 86400",
+        "for": "1h",
+        "labels": {"severity": "warning"},
+        "annotations": {
+            "summary": "No freeze drill for more than 8 days",
+            "description": "The last `flowbreaker drill` finished {{ $value | humanizeDuration }} ago. "
+                           "Rehearse the freeze path at least weekly (schedule `flowbreaker drill`).",
         },
     },
     {

@@ -76,6 +76,33 @@ Rare paths (prometheus_client metrics, labelled children cached):
 ``process_*``, ``python_info``
     prometheus_client's process and platform collectors (``process_metrics=True``).
 
+Intended-use manifests (``detector/manifest.py``):
+
+``flowbreaker_scope_violations_total{where, clause, on_violation}``
+    Clauses of their manifests that actions broke: ``where`` is ``stream`` (decided
+    events) or ``check`` (``/v1/check``), ``clause`` one of the ten of
+    ``detector.manifest.VIOLATION_CLAUSES``, ``on_violation`` ``needs_approval`` or
+    ``deny``. 40 series, all present from the start.
+``flowbreaker_manifests_loaded``
+    Manifests (agents and roles) in force on this worker.
+``flowbreaker_manifest_records_skipped_total``
+    Records of ``agent-manifests`` that did not parse or were not their key's manifest.
+
+Drills (``flowbreaker drill``, ``detector/drill.py``): decisions on drill agents are
+counted here only, never in the counters above, the per-agent gauges or ``AgentFrozen``:
+
+``flowbreaker_drill_decisions_total{action_taken}``
+    Decisions on drill agents' events (none|alert|freeze).
+``flowbreaker_drill_agent_frozen{agent_id}``
+    1 for each drill agent this worker holds frozen (at most 10 drill agents listed);
+    the ``DrillAgentFrozen`` alert, which a drill times, fires on it.
+``flowbreaker_drill_last_run_timestamp_seconds``, ``flowbreaker_drill_last_success``
+    When the last drill finished (Unix time) and whether it passed (1/0); NaN before
+    the first one, so ``DrillStale`` and ``DrillFailed`` arm with the first drill.
+``flowbreaker_drill_step_seconds{step}``
+    The last drill's time per step (``streams.drill.STEPS``, 9 series); NaN for a step
+    that failed to happen or was skipped.
+
 Bounded per-agent gauges (the only metrics with an ``agent_id`` label),
 recomputed by :meth:`Metrics.refresh_topk` (which :meth:`Metrics.render` calls),
 label sets that fall out are removed:
@@ -153,6 +180,9 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.utils import floatToGoString
 
+from detector.drill import DRILL_PREFIX
+from detector.manifest import ON_VIOLATION, VIOLATION_CLAUSES
+
 __all__ = ["Metrics", "CONTENT_TYPE"]
 
 OTHER = "other"
@@ -177,6 +207,10 @@ LATENCY_BUCKETS = (
 FANOUT_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 1000, 10000)
 
 MAX_FEATURES = 50
+MAX_DRILL_AGENTS = 10
+#: the steps of ``flowbreaker drill`` (streams/drill.py STEPS; metrics must not import the CLI)
+DRILL_STEPS = ("decision", "freeze_command", "guard_ack", "actuator_webhook", "alert", "release",
+               "release_guard_ack", "release_actuator", "probation")
 MAX_FEATURE_CHARS = 64
 REASONS_PER_AGENT = 3
 RISK_FLOOR = 0.01
@@ -484,6 +518,40 @@ class Metrics:
             )
         }
 
+        self._scope = Counter(
+            "flowbreaker_scope_violations_total",
+            "Clauses of intended-use manifests broken, where (stream or check), by clause and what it asks.",
+            ("where", "clause", "on_violation"), registry=reg,
+        )
+        self._scope_children = {k: self._scope.labels(*k)
+                                for k in product(("stream", "check"), VIOLATION_CLAUSES, ON_VIOLATION)}
+        self._manifests = Gauge("flowbreaker_manifests_loaded", "Intended-use manifests in force on this worker.",
+                                registry=reg)
+        self._manifest_skipped = Counter("flowbreaker_manifest_records_skipped_total",
+                                         "agent-manifests records skipped (not a valid manifest for its key).",
+                                         registry=reg)
+        self._drill_decisions = Counter("flowbreaker_drill_decisions_total",
+                                        "Decisions on drill agents' events (kept out of every other count).",
+                                        ("action_taken",), registry=reg)
+        self._drill_children = {a: self._drill_decisions.labels(a) for a in ACTIONS_TAKEN + (OTHER,)}
+        self._drill_frozen: dict[str, int] = {}
+        self._drill_frozen_gauge = Gauge("flowbreaker_drill_agent_frozen",
+                                         "1 for each drill agent frozen on this worker (at most 10).",
+                                         ("agent_id",), registry=reg)
+        self._exposed[id(self._drill_frozen_gauge)] = set()
+        self._drill_last = Gauge("flowbreaker_drill_last_run_timestamp_seconds",
+                                 "When the last freeze drill finished (Unix time; NaN before the first).",
+                                 registry=reg)
+        self._drill_last.set(math.nan)
+        self._drill_ok = Gauge("flowbreaker_drill_last_success",
+                               "Whether the last freeze drill passed every step (1) or not (0); NaN before the first.",
+                               registry=reg)
+        self._drill_ok.set(math.nan)
+        self._drill_step = Gauge("flowbreaker_drill_step_seconds", "The last freeze drill's time per step.",
+                                 ("step",), registry=reg)
+        for step in DRILL_STEPS:
+            self._drill_step.labels(step).set(math.nan)
+
         if process_metrics:
             ProcessCollector(registry=reg)
             PlatformCollector(registry=reg)
@@ -500,6 +568,10 @@ class Metrics:
         missing: a wiring bug, not data.
         """
         rec = decision.record
+        agent = event.agent_id
+        if agent.startswith(DRILL_PREFIX):  # a rehearsal: counted apart, never as an incident
+            self._drill(agent, rec, decision.transition)
+            return
         sens = event.sensitivity
 
         key = (event.action, sens)
@@ -550,7 +622,9 @@ class Metrics:
             else:
                 self._observe_many(sens, records, nbytes, classes)
 
-        agent = event.agent_id
+        violations = getattr(decision, "violations", None)
+        if violations:
+            self.scope_violations("stream", violations)
         if score > self._window.get(agent, RISK_FLOOR):
             self._window[agent] = score
         if rec["reasons"]:
@@ -623,6 +697,39 @@ class Metrics:
         else:
             self._breaker[agent] = new
 
+    def _drill(self, agent: str, rec: Mapping, transition) -> None:
+        (self._drill_children.get(rec.get("action_taken")) or self._drill_children[OTHER]).inc()
+        if transition is not None:
+            if transition[1] == "open":
+                self._drill_frozen[agent] = 1
+            elif transition[0] == "open":
+                self._drill_frozen.pop(agent, None)
+
+    def scope_violations(self, where: str, violations) -> None:
+        """Count the clauses an action broke (``detector.manifest.Violation``s) at ``where`` (stream|check)."""
+        for v in violations:
+            child = self._scope_children.get((where, v.clause, v.on_violation))
+            if child is not None:
+                child.inc()
+
+    def set_manifests(self, count: int) -> None:
+        """How many manifests (agents and roles) are in force."""
+        self._manifests.set(count)
+
+    def manifest_skipped(self) -> None:
+        """Count one ``agent-manifests`` record skipped."""
+        self._manifest_skipped.inc()
+
+    def set_drill(self, result: Mapping) -> None:
+        """The last drill's result (a ``flowbreaker-drill/1`` record from ``agent-drills``)."""
+        self._drill_last.set(float(result.get("finished_t") or math.nan))
+        self._drill_ok.set(1.0 if result.get("passed") else 0.0)
+        times = {s.get("step"): s.get("seconds") for s in result.get("steps") or () if isinstance(s, Mapping)}
+        for step in DRILL_STEPS:
+            v = times.get(step)
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool)
+            self._drill_step.labels(step).set(float(v) if ok else math.nan)
+
     def dlq(self, code: str) -> None:
         """Count one event sent to the dead-letter topic, by ``EventError.code``."""
         (self._dlq_children.get(code) or self._dlq_children[OTHER]).inc()
@@ -634,6 +741,9 @@ class Metrics:
     def release(self, agent_id: str | None = None) -> None:
         """Count one release; with ``agent_id``, that agent leaves the frozen list
         and its breaker becomes ``half_open`` (as ``Engine.release`` does)."""
+        if agent_id is not None and agent_id.startswith(DRILL_PREFIX):
+            self._drill_frozen.pop(agent_id, None)
+            return
         self._releases.inc()
         if agent_id is not None:
             self._frozen.pop(agent_id, None)
@@ -650,7 +760,8 @@ class Metrics:
         for agent, state in list(self._breaker.items()):
             if state == "open" and agent not in frozen:
                 del self._breaker[agent]
-        self._frozen = {str(a): str(i or "") for a, i in frozen.items()}
+        self._drill_frozen = {str(a): 1 for a in frozen if str(a).startswith(DRILL_PREFIX)}
+        self._frozen = {str(a): str(i or "") for a, i in frozen.items() if not str(a).startswith(DRILL_PREFIX)}
         for agent in self._frozen:
             self._breaker[agent] = "open"
 
@@ -736,6 +847,7 @@ class Metrics:
                     baselines[(agent, feature)] = base
         self._sync(self._value_gauge, values)
         self._sync(self._baseline_gauge, baselines)
+        self._sync(self._drill_frozen_gauge, {(a,): 1.0 for a in islice(self._drill_frozen, MAX_DRILL_AGENTS)})
 
     def _sync(self, gauge: Gauge, desired: Mapping[tuple[str, ...], float]) -> None:
         exposed = self._exposed[id(gauge)]

@@ -82,6 +82,9 @@ def exposed_metrics() -> dict[str, set[str]]:
                                     [{"feature": "exfil", "value": 1, "baseline": 0, "detail": ""}],
                                     transition=("closed", "open"),
                                     freeze={"incident_id": "inc-1", "agent_id": "a4"}), 0.3)
+    m.observe(Event("flowbreaker-drill-1"), Decision("flowbreaker-drill-1", 0.99, "critical", "freeze",
+                                                     transition=("closed", "open"),
+                                                     freeze={"incident_id": "inc-d", "agent_id": "x"}), 0.3)
     m.release()
     m.dlq("missing")
     m.duplicate()
@@ -292,9 +295,10 @@ def test_the_drilldown_offers_the_listed_agents_as_a_variable():
 def test_the_required_alerts_exist():
     names = {r["alert"] for r in generate.ALERT_RULES}
     assert names == {"AgentFrozen", "AlertStorm", "DLQRateHigh", "ConsumerLagGrowing",
-                     "WorkerDown", "ModelStale"}
+                     "WorkerDown", "ModelStale", "DrillAgentFrozen", "DrillFailed", "DrillStale"}
     for rule in generate.ALERT_RULES:
-        assert rule["labels"]["severity"] in {"warning", "critical"}
+        assert rule["labels"]["severity"] in {"warning", "critical"} or rule["labels"] == {
+            "severity": "info", "kind": "drill"}  # the alert a drill times, never a page
         assert rule["annotations"]["summary"] and rule["annotations"]["description"]
 
 
@@ -327,7 +331,7 @@ def run_promtool(promtool: str, *args: str) -> subprocess.CompletedProcess:
 def test_promtool_accepts_the_alert_rules(promtool):
     result = run_promtool(promtool, "check", "rules", str(DASHBOARDS / "alerts.yml"))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "6 rules found" in result.stdout + result.stderr
+    assert "9 rules found" in result.stdout + result.stderr
 
 
 def test_promtool_accepts_the_committed_prometheus_config(promtool):
