@@ -57,6 +57,7 @@ from detector.baseline import Z95
 from detector.events import EventError, decode_event
 from detector.features import FEATURES
 from detector.gate import DENY, NEEDS_APPROVAL, Gate
+from detector.manifest import ManifestGate
 from streams import openapi
 from streams.approvals import ApprovalService, ApprovalStore, view
 from streams.audit import Auditor, RefusalSummary, record
@@ -278,7 +279,8 @@ class ControlPlane:
         self.feedback_topic = topics["feedback"]
         self.feedback_partitions = counts[topics["feedback"]]
         self.actions_topic = topics["actions"]
-        self.gate = Gate(processor.engine)
+        # the learned check with the agents' intended-use manifests over it (the engine's book, read per check)
+        self.gate = ManifestGate(Gate(processor.engine))
         #: FLOWBREAKER_STRICT_APPROVALS=1: every approval_id must be one flowbreaker issued
         self.strict_approvals = os.environ.get("FLOWBREAKER_STRICT_APPROVALS", "").lower() in ("1", "true", "yes",
                                                                                              "on")
@@ -894,7 +896,10 @@ class ControlPlane:
         self._agent_state(ev.agent_id)  # loaded from the table if this worker has not seen it yet
         now = time.time()
         probe = ev.replace(approval_id=None) if ev.approval_id is not None else ev
-        verdict, score, why = self.gate.check(probe)
+        verdict, score, why, broken = self.gate.check_both(probe)
+        metrics = getattr(self.processor, "metrics", None)
+        if broken and metrics is not None:
+            metrics.scope_violations("check", broken)
         reasons = list(why)
         approval_id = None
         rejected = None
