@@ -9,12 +9,11 @@
 #   scripts/demo.sh --duration 120          stop by itself after two minutes (CI smoke runs)
 #   scripts/demo.sh --help                  every option (agents, pace, incident rate, webhook, ports ...)
 #
-# Environment: FLOWBREAKER_PYTHON (default python3), FLOWBREAKER_BOOTSTRAP, FLOWBREAKER_TOPIC_PREFIX and the
-# other FLOWBREAKER_* settings of streams/settings.py; FLOWBREAKER_KAFKA_PORT is not needed (the port comes
-# from --bootstrap).
+# Environment: FLOWBREAKER_PYTHON (default: the active virtualenv's, else the project's .venv, see
+# scripts/install.sh), FLOWBREAKER_BOOTSTRAP, FLOWBREAKER_TOPIC_PREFIX and the other FLOWBREAKER_* settings of
+# streams/settings.py; FLOWBREAKER_KAFKA_PORT is not needed (the port comes from --bootstrap).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-PY="${FLOWBREAKER_PYTHON:-python3}"
+source scripts/lib.sh
 bash scripts/install.sh
-# `python -c` rather than `python -m streams.cli`: the CLI module is then loaded once, as `streams.cli`.
-exec "$PY" -c 'import sys; from streams.cli import main; sys.exit(main(["demo", *sys.argv[1:]]))' "$@"
+exec "$(fb_python)" -m streams.cli demo "$@"

@@ -11,7 +11,8 @@
 #   FLOWBREAKER_KAFKA_DIR              data dir (default <repo>/var/kafka-<port>): config, pid, logs, log.dirs
 #   FLOWBREAKER_CACHE                  jar cache root (default ~/.cache/flowbreaker), shared across clones
 #   FLOWBREAKER_KAFKA_START_TIMEOUT    seconds to wait for readiness (default 90)
-#   FLOWBREAKER_PYTHON                 python with kafka-python for the readiness check (default python3)
+#   FLOWBREAKER_PYTHON                 python with kafka-python for the readiness check (default: the active
+#                                      virtualenv's, else the project's .venv, else python3; scripts/lib.sh)
 #   JAVA_HOME                          optional; otherwise `java` from PATH
 set -euo pipefail
 
@@ -29,7 +30,9 @@ LIBS="$KAFKA_CACHE/libs"
 LIBS_MARKER="$LIBS/.complete"
 DATA_DIR=${FLOWBREAKER_KAFKA_DIR:-$REPO_DIR/var/kafka-$PORT}
 START_TIMEOUT=${FLOWBREAKER_KAFKA_START_TIMEOUT:-90}
-PYTHON=${FLOWBREAKER_PYTHON:-python3}
+source "$SCRIPT_DIR/lib.sh"
+PYTHON=$(fb_python)
+[[ -n ${FLOWBREAKER_PYTHON:-} || -x $PYTHON ]] || PYTHON=python3
 JAVA=${JAVA_HOME:+$JAVA_HOME/bin/}java
 
 PID_FILE="$DATA_DIR/kafka.pid"

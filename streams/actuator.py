@@ -406,6 +406,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-format", choices=("text", "json"), default="text",
                    help="format of the log sink's lines on stdout (default %(default)s)")
     p.add_argument("--no-log", action="store_true", help="no log sink (needs --webhook)")
+    p.add_argument("--no-ack", action="store_true",
+                   help="do not acknowledge enacted commands on agent-control-acks (flowbreaker drill times them)")
     add_kafka_arguments(p)
 
 
@@ -441,6 +443,10 @@ def build_sinks(args: argparse.Namespace) -> list[Sink]:
 def run(args: argparse.Namespace) -> int:
     settings = Settings.from_args(args)  # SettingsError, like UsageError: one line, exit 2
     sinks = build_sinks(args)
+    if not args.no_ack:  # the last sink: acknowledged once every other one took the command (streams/acks.py)
+        from streams.acks import AckSink
+
+        sinks.append(AckSink(settings))
     keys = settings.keyring()
     if keys is None:
         raise UsageError("no command signing keys: --signing-keys FILE or FLOWBREAKER_SIGNING_KEYS (the workers' "

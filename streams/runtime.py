@@ -863,6 +863,12 @@ def run(args: argparse.Namespace) -> int:
     group = args.group or settings.topic_prefix + DEFAULT_GROUP
     guard = FreezeGuard(settings.bootstrap, topic=topics["control"], client_id="flowbreaker-runtime-guard",
                         max_staleness_s=args.guard_max_staleness, consumer_config=settings.kafka_python_config())
+    # the guard acknowledges the commands it enacts on agent-control-acks (streams/acks.py; flowbreaker drill)
+    import os
+
+    from streams.acks import GuardAcker
+
+    acker = GuardAcker(settings, by=f"runtime:{os.uname().nodename}:{os.getpid()}").attach(guard)
     runtime = Runtime(guard, send_action, speed=args.speed, max_step_delay=args.max_step_delay,
                       id_prefix=args.event_prefix, journal=journal, checker=checker,
                       approval_wait_s=args.approval_wait)
@@ -912,6 +918,7 @@ def run(args: argparse.Namespace) -> int:
         for t in threads:
             t.join(10.0)
         guard.stop()
+        acker.close()
         if checker is not None:
             checker.close()
         producer.flush(10.0)

@@ -54,6 +54,20 @@ def build_engine(policy: str | None, model: str | None):
     return Engine(policy=load_policy(policy), model=loaded)
 
 
+def load_manifests(path: str | None):
+    """The manifests of ``--manifests`` (a file or directory) as a book; an empty book without it."""
+    from detector.manifest import ManifestBook, ManifestError
+    from streams.cli import UsageError
+    from streams.manifests import load_path
+
+    if not path:
+        return ManifestBook()
+    try:
+        return load_path(path)[0]
+    except ManifestError as err:
+        raise UsageError(str(err)) from None
+
+
 def _metrics(engine):
     try:
         from streams.metrics import Metrics
@@ -74,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
     except SettingsError as err:
         raise UsageError(str(err)) from None
     engine = build_engine(settings.policy, settings.model)  # PolicyError / ModelError -> exit 2
+    engine.manifests = load_manifests(settings.manifests)     # ManifestError -> exit 2 naming file and line
 
     from streams.admin import KafkaUnavailable, ensure_topics
 
@@ -116,6 +131,21 @@ def run(args: argparse.Namespace) -> int:
 
     follower = ModelFollower(settings, on_model=on_model, on_error=on_error, current_version=engine.model_version)
     follower.start()
+    # intended-use manifests: the files given, with newer versions from agent-manifests swapped in between batches
+    from streams.drill import DrillFollower
+    from streams.manifests import ManifestFollower
+
+    def on_book(book) -> None:
+        engine.manifests = book
+        if metrics is not None:
+            metrics.set_manifests(len(book))
+
+    if metrics is not None:
+        metrics.set_manifests(len(engine.manifests or ()))
+    ManifestFollower(settings, on_book=on_book, base=engine.manifests,
+                     on_skip=lambda why: metrics.manifest_skipped() if metrics is not None else None).start()
+    if metrics is not None:  # the last drill's time and result, for DrillFailed / DrillStale
+        DrillFollower(settings, on_result=metrics.set_drill).start()
     worker = Worker(app, loglevel=args.log_level.upper(), quiet=True, redirect_stdouts=False)
     try:
         worker.execute_from_commandline()
