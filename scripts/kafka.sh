@@ -43,37 +43,11 @@ PROPS="$DATA_DIR/server.properties"
 LOG4J="$DATA_DIR/log4j.properties"
 BOOTSTRAP="$HOST:$PORT"
 
-die() { echo "kafka.sh: $*" >&2; exit 1; }
-info() { echo "kafka.sh: $*" >&2; }
+# Process helpers (die, info, port_open, our_pid, stop_pid, ...) are in lib.sh, shared with prometheus.sh.
+FB_NAME=kafka.sh
+BROKER_CMDLINE="kafka.Kafka $PROPS"   # how our broker's command line is recognised (pid reuse)
 
-check_port_number() {
-    [[ $1 =~ ^[0-9]+$ ]] && (($1 > 0 && $1 < 65536)) || die "invalid port '$1'"
-}
-
-# True if something accepts TCP connections on 127.0.0.1:$1.
-port_open() {
-    (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null
-}
-
-# Pid from our pid file if that process is alive and is our broker (guards against pid reuse).
-our_pid() {
-    local pid
-    [[ -f $PID_FILE ]] || return 1
-    pid=$(<"$PID_FILE")
-    [[ $pid =~ ^[0-9]+$ ]] || return 1
-    kill -0 "$pid" 2>/dev/null || return 1
-    if [[ -r /proc/$pid/cmdline ]]; then
-        tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "kafka.Kafka $PROPS" || return 1
-    fi
-    echo "$pid"
-}
-
-clean_stale_pid() {
-    if [[ -f $PID_FILE ]] && ! our_pid >/dev/null; then
-        info "removing stale pid file $PID_FILE"
-        rm -f "$PID_FILE"
-    fi
-}
+broker_logs() { show_logs "$OUT_FILE" "$LOG_DIR/server.log"; }
 
 # Fetch the broker jars once into the shared cache. The marker (written last, holds the pom's
 # checksum) makes an interrupted download, or a changed pom, get redone.
@@ -184,22 +158,12 @@ format_storage() {
         >>"$OUT_FILE" 2>&1 || die "StorageTool format failed (see $OUT_FILE)"
 }
 
-show_logs() {
-    local f
-    for f in "$OUT_FILE" "$LOG_DIR/server.log"; do
-        if [[ -s $f ]]; then
-            echo "---- last lines of $f" >&2
-            tail -n 25 "$f" >&2
-        fi
-    done
-}
-
 # Wait until the port answers and a kafka-python admin list_topics() succeeds.
 wait_ready() {
     local pid=$1 deadline=$((SECONDS + START_TIMEOUT))
-    until port_open "$PORT"; do
-        kill -0 "$pid" 2>/dev/null || { show_logs; rm -f "$PID_FILE"; die "broker (pid $pid) exited during startup"; }
-        ((SECONDS < deadline)) || { show_logs; die "broker (pid $pid) did not open $BOOTSTRAP within ${START_TIMEOUT}s"; }
+    until port_open "$HOST" "$PORT"; do
+        kill -0 "$pid" 2>/dev/null || { broker_logs; rm -f "$PID_FILE"; die "broker (pid $pid) exited during startup"; }
+        ((SECONDS < deadline)) || { broker_logs; die "broker (pid $pid) did not open $BOOTSTRAP within ${START_TIMEOUT}s"; }
         sleep 0.3
     done
     local remaining=$((deadline - SECONDS))
@@ -238,16 +202,16 @@ sys.exit(f"admin list_topics() did not succeed: {last!r}")
 PYEOF
     then
         kill -0 "$pid" 2>/dev/null || rm -f "$PID_FILE"
-        show_logs
+        broker_logs
         die "broker (pid $pid) at $BOOTSTRAP is not ready after ${START_TIMEOUT}s"
     fi
 }
 
 cmd_start() {
     local pid started
-    clean_stale_pid
-    if pid=$(our_pid); then
-        if port_open "$PORT"; then
+    clean_stale_pid "$PID_FILE" "$BROKER_CMDLINE"
+    if pid=$(our_pid "$PID_FILE" "$BROKER_CMDLINE"); then
+        if port_open "$HOST" "$PORT"; then
             echo "$BOOTSTRAP"
             return 0
         fi
@@ -259,8 +223,8 @@ cmd_start() {
     command -v "$JAVA" >/dev/null 2>&1 || die "java not found (Java 17+ needed)"
     "$PYTHON" -c 'import kafka' 2>/dev/null \
         || die "$PYTHON cannot import kafka (kafka-python is needed for the readiness check; set FLOWBREAKER_PYTHON)"
-    port_open "$PORT" && die "port $PORT on $HOST is already in use by another process"
-    port_open "$CONTROLLER_PORT" && die "controller port $CONTROLLER_PORT on $HOST is already in use by another process"
+    port_open "$HOST" "$PORT" && die "port $PORT on $HOST is already in use by another process"
+    port_open "$HOST" "$CONTROLLER_PORT" && die "controller port $CONTROLLER_PORT on $HOST is already in use by another process"
 
     ensure_libs
     write_config
@@ -279,39 +243,27 @@ cmd_start() {
 }
 
 cmd_stop() {
-    local pid i
-    if ! pid=$(our_pid); then
-        clean_stale_pid
+    local pid
+    if ! pid=$(our_pid "$PID_FILE" "$BROKER_CMDLINE"); then
+        clean_stale_pid "$PID_FILE" "$BROKER_CMDLINE"
         info "not running ($DATA_DIR)"
         return 0
     fi
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < 300; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        info "broker (pid $pid) still alive after 30 s; sending SIGKILL"
-        kill -KILL "$pid" 2>/dev/null || true
-        for ((i = 0; i < 50; i++)); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-    fi
+    stop_pid "$pid" broker 30
     rm -f "$PID_FILE"
     info "stopped (pid $pid)"
 }
 
 cmd_status() {
     local pid
-    if pid=$(our_pid) && port_open "$PORT"; then
+    if pid=$(our_pid "$PID_FILE" "$BROKER_CMDLINE") && port_open "$HOST" "$PORT"; then
         echo "running pid $pid at $BOOTSTRAP (data dir $DATA_DIR)"
         return 0
     fi
     if [[ -n ${pid:-} ]]; then
         echo "starting pid $pid ($BOOTSTRAP not answering yet)"
     else
-        clean_stale_pid
+        clean_stale_pid "$PID_FILE" "$BROKER_CMDLINE"
         echo "not running ($BOOTSTRAP, data dir $DATA_DIR)"
     fi
     return 3

@@ -41,45 +41,18 @@ PID_FILE="$DATA_DIR/prometheus.pid"
 LOG_FILE="$DATA_DIR/prometheus.log"
 URL="http://$HOST:$PORT"
 
-die() { echo "prometheus.sh: $*" >&2; exit 1; }
-info() { echo "prometheus.sh: $*" >&2; }
-
-check_port_number() {
-    [[ $1 =~ ^[0-9]+$ ]] && (($1 > 0 && $1 < 65536)) || die "invalid port '$1'"
-}
+# Process helpers (die, info, port_open, our_pid, stop_pid, ...) are in lib.sh, shared with kafka.sh.
+source "$SCRIPT_DIR/lib.sh"
+FB_NAME=prometheus.sh
+PROM_CMDLINE="--config.file=$CONFIG"   # how our Prometheus's command line is recognised (pid reuse)
 
 check_seconds() {
     [[ $2 =~ ^[0-9]+$ ]] && (($2 > 0)) || die "$1 must be a positive whole number of seconds, got '$2'"
 }
 
-# True if something accepts TCP connections on 127.0.0.1:$1.
-port_open() {
-    (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null
-}
-
 # True if our Prometheus answers /-/ready with 200.
 ready() {
     curl -fsS --max-time 2 -o /dev/null "$URL/-/ready" 2>/dev/null
-}
-
-# Pid from our pid file if that process is alive and is our Prometheus (guards against pid reuse).
-our_pid() {
-    local pid
-    [[ -f $PID_FILE ]] || return 1
-    pid=$(<"$PID_FILE")
-    [[ $pid =~ ^[0-9]+$ ]] || return 1
-    kill -0 "$pid" 2>/dev/null || return 1
-    if [[ -r /proc/$pid/cmdline ]]; then
-        tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "--config.file=$CONFIG" || return 1
-    fi
-    echo "$pid"
-}
-
-clean_stale_pid() {
-    if [[ -f $PID_FILE ]] && ! our_pid >/dev/null; then
-        info "removing stale pid file $PID_FILE"
-        rm -f "$PID_FILE"
-    fi
 }
 
 cmd_install() {
@@ -124,26 +97,19 @@ write_config() {
     write_targets
 }
 
-show_log() {
-    if [[ -s $LOG_FILE ]]; then
-        echo "---- last lines of $LOG_FILE" >&2
-        tail -n 25 "$LOG_FILE" >&2
-    fi
-}
-
 wait_ready() {
     local pid=$1 deadline=$((SECONDS + START_TIMEOUT))
     until ready; do
-        kill -0 "$pid" 2>/dev/null || { show_log; rm -f "$PID_FILE"; die "prometheus (pid $pid) exited during startup"; }
-        ((SECONDS < deadline)) || { show_log; die "prometheus (pid $pid) not ready at $URL within ${START_TIMEOUT}s"; }
+        kill -0 "$pid" 2>/dev/null || { show_logs "$LOG_FILE"; rm -f "$PID_FILE"; die "prometheus (pid $pid) exited during startup"; }
+        ((SECONDS < deadline)) || { show_logs "$LOG_FILE"; die "prometheus (pid $pid) not ready at $URL within ${START_TIMEOUT}s"; }
         sleep 0.2
     done
 }
 
 cmd_start() {
     local pid started
-    clean_stale_pid
-    if pid=$(our_pid); then
+    clean_stale_pid "$PID_FILE" "$PROM_CMDLINE"
+    if pid=$(our_pid "$PID_FILE" "$PROM_CMDLINE"); then
         write_targets
         ready || wait_ready "$pid"
         info "already running (pid $pid); scrape targets: $TARGETS"
@@ -152,7 +118,7 @@ cmd_start() {
     fi
     cmd_install
     command -v curl >/dev/null 2>&1 || die "curl not found (needed for the readiness check)"
-    port_open "$PORT" && die "port $PORT on $HOST is already in use by another process"
+    port_open "$HOST" "$PORT" && die "port $PORT on $HOST is already in use by another process"
     write_config
     if command -v promtool >/dev/null 2>&1; then
         promtool check config "$CONFIG" >"$DATA_DIR/promtool.out" 2>&1 \
@@ -177,39 +143,27 @@ cmd_start() {
 }
 
 cmd_stop() {
-    local pid i
-    if ! pid=$(our_pid); then
-        clean_stale_pid
+    local pid
+    if ! pid=$(our_pid "$PID_FILE" "$PROM_CMDLINE"); then
+        clean_stale_pid "$PID_FILE" "$PROM_CMDLINE"
         info "not running ($DATA_DIR)"
         return 0
     fi
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < STOP_TIMEOUT * 10; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        info "prometheus (pid $pid) still alive after ${STOP_TIMEOUT}s; sending SIGKILL"
-        kill -KILL "$pid" 2>/dev/null || true
-        for ((i = 0; i < 50; i++)); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-    fi
+    stop_pid "$pid" prometheus "$STOP_TIMEOUT"
     rm -f "$PID_FILE"
     info "stopped (pid $pid)"
 }
 
 cmd_status() {
     local pid
-    if pid=$(our_pid) && ready; then
+    if pid=$(our_pid "$PID_FILE" "$PROM_CMDLINE") && ready; then
         echo "running pid $pid at $URL (data dir $DATA_DIR)"
         return 0
     fi
     if [[ -n ${pid:-} ]]; then
         echo "starting pid $pid ($URL not ready yet)"
     else
-        clean_stale_pid
+        clean_stale_pid "$PID_FILE" "$PROM_CMDLINE"
         echo "not running ($URL, data dir $DATA_DIR)"
     fi
     return 3

@@ -32,6 +32,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, metavar="DECISIONS.jsonl", help="where to write decision records ('-' = stdout)")
     p.add_argument("--incidents", metavar="INCIDENTS.jsonl", help="also write incident records (forensic traces)")
     p.add_argument("--gate", action="store_true", help="add the pre-action verdict to actions with destinations and deletes")
+    p.add_argument("--manifests", metavar="PATH",
+                   help="intended-use manifests (a TOML file or a directory): enforced by --gate's verdict, and "
+                        "out-of-scope actions count in the scores as in the workers")
     p.add_argument("--release-after", metavar="DURATION",
                    help="evaluation mode: a simulated analyst releases every freeze this long (event time) after it, "
                         "e.g. 1h, 30m, 90s or plain seconds (default: never)")
@@ -90,6 +93,14 @@ def run(args: argparse.Namespace) -> int:
         from detector.gate import Gate
 
         gate = Gate(engine)
+    if getattr(args, "manifests", None):
+        from streams.worker import load_manifests
+
+        engine.manifests = load_manifests(args.manifests)  # a bad manifest: FILE:LINE, exit 2
+        if gate is not None:
+            from detector.manifest import ManifestGate
+
+            gate = ManifestGate(gate)
     from models.playback import Playback, parse_duration
     from streams.cli import UsageError
 

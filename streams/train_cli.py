@@ -233,6 +233,14 @@ def run(args: argparse.Namespace) -> int:
         source = None  # the card stays what models.train writes for a file
     else:
         events, source = _from_topic(args, on_error)
+    # drill agents' events are rehearsals, never behaviour (detector/drill.py): no baseline or prior learns them
+    from detector.drill import is_drill
+
+    drills = sum(1 for ev in events if is_drill(ev.agent_id))
+    if drills:
+        events = [ev for ev in events if not is_drill(ev.agent_id)]
+        if not args.quiet:
+            print(f"train: {drills} drill events left out", file=sys.stderr)
     if not args.quiet:
         print(f"train: {len(events)} events to train on ({invalid} invalid skipped)", file=sys.stderr)
     if not events:
