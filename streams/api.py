@@ -93,6 +93,14 @@ class ApiError(Exception):
         self.audited = audited
 
 
+def _env_float(name: str, default: float) -> float:
+    try:
+        value = float(os.environ.get(name, default))
+    except ValueError:
+        return default
+    return value if value > 0 else default
+
+
 def _json(data: Any, status: int = 200, headers: dict | None = None) -> web.Response:
     return web.Response(body=_encode(data), status=status, content_type="application/json", headers=headers)
 
@@ -268,7 +276,8 @@ class ControlPlane:
         counts = processor.counts
         self.metrics = ApiMetrics(metrics_registry)
         self.control_metrics = ControlMetrics(self.metrics.registry)
-        self.refusals = RefusalSummary()
+        #: FLOWBREAKER_AUDIT_REFUSAL_WINDOW_S: refused calls of one client are summarised per this window
+        self.refusals = RefusalSummary(window_s=_env_float("FLOWBREAKER_AUDIT_REFUSAL_WINDOW_S", 60.0))
         self.metrics_auth = bool(getattr(settings, "metrics_auth", False))
         self.store = ApprovalStore()
         self.feed = ControlFeed(settings, {k: topics[k] for k in ("control", "incidents", "approvals")}, counts,
@@ -603,9 +612,10 @@ class ControlPlane:
         fields = dict(why=ctx.reason, agent_id=ctx.target.get("agent_id"), incident_id=ctx.target.get("incident_id"),
                       event_id=ctx.target.get("event_id"), approval_id=ctx.target.get("approval_id"),
                       detail=f"{err.code}: {err.message}", worker=self.url)
-        if err.status in (401, 403):
+        if err.result in ("unauthenticated", "forbidden"):
             # who cannot even authenticate (or calls what their role may not) is summarised per client: a flood
-            # of refused calls writes at most two records per client and minute (streams/audit.py)
+            # of refused calls writes at most two records per client and window (streams/audit.py). A rule's
+            # refusal of an authorised call (two-person rule: result "refused") stays a record of its own.
             rec = self.refusals.note(ctx.request.remote or "unknown", who=p.name if p else "anonymous",
                                      role=p.role if p else None, what=ctx.route.act or "-", result=err.result,
                                      status=err.status, at_ms=int(time.time() * 1000), **fields)

@@ -143,6 +143,7 @@ class FreezeGuard:
         self._frozen: dict[str, dict] = {}
         # partition -> next offset to apply (records below it were applied already)
         self._next: dict[int, int] = {}
+        self._since: dict[str, int | None] = {}  # frozen agent -> timestamp (ms) of the freeze record in force
         self._lock = threading.Lock()
         # ``_synced``: the current follower session has read the log to its end at least once
         self._synced = bootstrap is None
@@ -188,6 +189,10 @@ class FreezeGuard:
         """The incident of the freeze in force for ``agent_id`` (None when not frozen)."""
         return (self._frozen.get(agent_id) or {}).get("incident_id")
 
+    def freeze_record_ms(self, agent_id: str) -> int | None:
+        """When the record of the freeze in force was written (Kafka timestamp, ms), if known."""
+        return self._since.get(agent_id)
+
     def freeze_verified(self, agent_id: str) -> bool:
         """Is the freeze in force for ``agent_id`` signed by a known key?"""
         held = self._fold.frozen.get(agent_id)
@@ -227,14 +232,16 @@ class FreezeGuard:
         (from the follower thread: keep it short)."""
         self._on_change.append(on_change)
 
-    def apply(self, command: Any, *, partition: int | None = None, offset: int | None = None) -> bool:
+    def apply(self, command: Any, *, partition: int | None = None, offset: int | None = None,
+              timestamp: int | None = None) -> bool:
         """Apply one command (a record's value, a mapping or a :class:`~streams.commands.Command`); return
         True if the agent's frozen state changed.
 
         With ``partition`` and ``offset`` (as read from Kafka), a record below the
         next offset expected in that partition is a redelivery and is ignored.
         Without them, commands apply in call order. A record that is not a valid
-        command is counted in ``rejected`` and ignored. Never raises.
+        command is counted in ``rejected`` and ignored. Never raises. ``timestamp``
+        (the record's, ms) is kept for the freeze in force (:meth:`freeze_record_ms`).
         """
         if partition is not None and offset is not None:
             nxt = self._next.get(partition)
@@ -256,8 +263,11 @@ class FreezeGuard:
             held = self._fold.frozen.get(agent)
             if held is None:
                 self._frozen.pop(agent, None)
+                self._since.pop(agent, None)
             else:
                 self._frozen[agent] = command_dict(held[0])
+                if outcome in ("frozen", "frozen_unverified", "refrozen"):
+                    self._since[agent] = timestamp
             now = agent in self._frozen
         if outcome in ("release_unverified", "release_stale", "freeze_ignored", "frozen_unverified"):
             self._ignore_log(self.topic, partition, offset,
@@ -379,7 +389,7 @@ class FreezeGuard:
                 batches = consumer.poll(timeout_ms=int(self.poll_timeout_s * 1000))
                 for tp, records in batches.items():
                     for rec in records:
-                        self.apply(rec.value, partition=tp.partition, offset=rec.offset)
+                        self.apply(rec.value, partition=tp.partition, offset=rec.offset, timestamp=rec.timestamp)
                 now = time.monotonic()
                 if not self._synced:
                     if self._caught_up(consumer, target):

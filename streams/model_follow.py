@@ -9,15 +9,23 @@ version and checksum are the announced ones; then it hands the model to
 batch is scored by exactly one version and each decision names it. On any
 failure (missing or corrupt directory, checksum mismatch, other version) it
 calls ``on_error(reason, note)`` and the worker keeps the model it has.
+
+A message that is not an announcement (not JSON, too deep, wrong types, too
+large, bad UTF-8, ...) is counted in ``rejected`` by reason, handed to
+``on_reject(reason)`` (the worker's metric), logged with its partition and
+offset, and skipped: the follower goes on with the next message. No message
+and no failure to load a model stops it.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections import Counter
 from typing import Callable
 
 from models.store import ModelError, load_model
+from streams.commands import RecordError, RejectLog
 from streams.model_updates import decode_update, updates_topic
 from streams.settings import Settings
 
@@ -39,10 +47,13 @@ def load_announced(note: dict):
 class ModelFollower:
     def __init__(self, settings: Settings, *, on_model: Callable[[object, dict], None],
                  on_error: Callable[[str, dict], None], current_version: str | None = None,
-                 poll_s: float = 1.0) -> None:
+                 poll_s: float = 1.0, on_reject: Callable[[str], None] | None = None) -> None:
         self.settings = settings
         self.on_model = on_model
         self.on_error = on_error
+        self.on_reject = on_reject
+        self.rejected: Counter = Counter()
+        self._reject_log = RejectLog(log)
         self.current_version = current_version
         self.poll_s = poll_s
         self._stop = threading.Event()
@@ -57,18 +68,24 @@ class ModelFollower:
         if self._thread is not None:
             self._thread.join(timeout)
 
-    def handle(self, value: bytes) -> None:
-        """One message of ``model-updates``."""
+    def handle(self, value: bytes, partition: int | None = None, offset: int | None = None) -> None:
+        """One message of ``model-updates``; never raises."""
         try:
             note = decode_update(value)
-        except ValueError as err:
+        except RecordError as err:
+            self.rejected[err.reason] += 1
+            self._reject_log(updates_topic(self.settings), partition, offset, err)
+            if self.on_reject is not None:
+                self.on_reject(err.reason)
             self.on_error("malformed", {"error": str(err)})
             return
         if note["version"] == self.current_version:
             return
         try:
             model = load_announced(note)
-        except ModelError as err:
+        except Exception as err:  # noqa: BLE001 - ModelError, or a path no filesystem takes: refused all the same
+            if not isinstance(err, ModelError):
+                err = ModelError(f"{type(err).__name__} loading {note['path'][:200]!r}")
             log.error("model update %s refused, keeping %s: %s", note.get("version"), self.current_version, err)
             self.on_error("refused", {**note, "error": str(err)})
             return
@@ -96,7 +113,7 @@ class ModelFollower:
                     consumer.seek(tp, max(0, end - 1))  # the last announcement is the current model
                 for records in consumer.poll(timeout_ms=int(self.poll_s * 1000)).values():
                     for rec in records:
-                        self.handle(rec.value)
+                        self.handle(rec.value, rec.partition, rec.offset)
             except Exception as err:  # the broker went away: retry, never take the worker down
                 log.warning("model-updates follower: %r; retrying", err)
                 if consumer is not None:

@@ -21,7 +21,7 @@ like every other flowbreaker topic.
 >>> decode_update(b'{"version": "m1"}')
 Traceback (most recent call last):
 ...
-ValueError: model update lacks path, checksum, promoted_at, promoted_by
+streams.commands.RecordError: schema: model update lacks path, checksum, promoted_at, promoted_by
 """
 
 from __future__ import annotations
@@ -37,6 +37,8 @@ __all__ = ["MODEL_UPDATES", "KEY", "updates_topic", "ensure_updates_topic", "ann
 MODEL_UPDATES = "model-updates"
 KEY = b"current-model"
 _FIELDS = ("version", "path", "checksum", "promoted_at", "promoted_by")
+#: an announcement is a few hundred bytes
+MAX_UPDATE_BYTES = 64 * 1024
 #: compacted: the last announcement stays readable forever; a day before old ones may go
 _CONFIGS = {"cleanup.policy": "compact", "min.compaction.lag.ms": str(24 * 3600 * 1000)}
 
@@ -46,16 +48,18 @@ def updates_topic(settings: Settings) -> str:
 
 
 def decode_update(value: bytes | str) -> dict:
-    """Parse and check one ``model-updates`` message; ``ValueError`` (one line) when unusable."""
-    try:
-        msg = json.loads(value)
-    except (ValueError, UnicodeDecodeError) as err:
-        raise ValueError(f"model update is not JSON: {err}") from None
-    if not isinstance(msg, dict):
-        raise ValueError("model update is not a JSON object")
+    """Parse and check one ``model-updates`` message; :class:`streams.commands.RecordError` (a
+    ``ValueError``, one line, with a bounded ``reason``) when unusable, whatever is wrong with it (deep
+    nesting, bad UTF-8, wrong types and huge values included)."""
+    from streams.commands import RecordError, decode_record
+
+    msg = decode_record(value, dict, max_bytes=MAX_UPDATE_BYTES)
     missing = [k for k in _FIELDS if not isinstance(msg.get(k), str) or not msg.get(k)]
     if missing:
-        raise ValueError(f"model update lacks {', '.join(missing)}")
+        raise RecordError("schema", f"model update lacks {', '.join(missing)}")
+    long = [k for k in _FIELDS if len(msg[k]) > 4096]
+    if long:
+        raise RecordError("schema", f"model update field {long[0]} is longer than 4096 characters")
     return msg
 
 

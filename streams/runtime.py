@@ -760,7 +760,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stats-every", type=float, default=30.0,
                    help="log the per-agent counts this often, seconds (0 = only at exit)")
     p.add_argument("--guard-max-staleness", type=float, default=None, metavar="SECONDS",
-                   help="hold every agent when agent-control was not confirmed current for this long")
+                   help="hold every agent when agent-control was not confirmed current for this long "
+                        "(default 5)")
     feed = p.add_argument_group("task feed (simulated fleet)")
     feed.add_argument("--feed", action="store_true", help="also produce the simulated fleet's tasks")
     feed.add_argument("--agents", type=int, default=12, help="fleet size (default %(default)s)")
@@ -813,6 +814,13 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(str(err)) from None
     if args.history_out is not None:
         return _write_history(args)
+    try:
+        keys = settings.keyring()  # the guard verifies releases (streams/signing.py)
+    except SettingsError as err:
+        raise UsageError(str(err)) from None
+    if keys is None:
+        raise UsageError("no command signing keys: the freeze guard verifies releases with them (--signing-keys "
+                         "FILE or FLOWBREAKER_SIGNING_KEYS: the workers' key file)")
     checker = None
     if args.check_url:
         import os
@@ -861,8 +869,9 @@ def run(args: argparse.Namespace) -> int:
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     group = args.group or settings.topic_prefix + DEFAULT_GROUP
-    guard = FreezeGuard(settings.bootstrap, topic=topics["control"], client_id="flowbreaker-runtime-guard",
-                        max_staleness_s=args.guard_max_staleness, consumer_config=settings.kafka_python_config())
+    guard = FreezeGuard(settings.bootstrap, keys=keys, topic=topics["control"],
+                        client_id="flowbreaker-runtime-guard", max_staleness_s=args.guard_max_staleness,
+                        consumer_config=settings.kafka_python_config())
     # the guard acknowledges the commands it enacts on agent-control-acks (streams/acks.py; flowbreaker drill)
     import os
 

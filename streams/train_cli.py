@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 from datetime import datetime, timezone
-import json
 import sys
 import time
 
@@ -147,6 +146,9 @@ def _from_topic(args, on_error) -> tuple[list, dict]:
         if progress is not None and sys.stderr.isatty():
             print(file=sys.stderr)
 
+        from streams.commands import RecordError, decode_record
+
+        skipped = 0  # decision and feedback records that could not be used
         flagged: set[str] = set()
         decisions_topic = None
         if not args.keep_flagged:
@@ -157,8 +159,9 @@ def _from_topic(args, on_error) -> tuple[list, dict]:
                 decisions_topic = None
             for value in recs or ():
                 try:
-                    d = json.loads(value)
-                except (TypeError, ValueError):
+                    d = decode_record(value, dict)  # any bad record (deep, not UTF-8, ...) is skipped
+                except RecordError:
+                    skipped += 1
                     continue
                 if isinstance(d, dict) and d.get("action_taken") in ("alert", "freeze") and d.get("event_id") in ids:
                     flagged.add(d["event_id"])
@@ -171,11 +174,14 @@ def _from_topic(args, on_error) -> tuple[list, dict]:
                 feedback_topic = None
             for value in recs or ():
                 try:
-                    f = json.loads(value)
-                except (TypeError, ValueError):
+                    f = decode_record(value, dict)
+                except RecordError:
+                    skipped += 1
                     continue
-                if isinstance(f, dict) and isinstance(f.get("event_id"), str) and f.get("verdict") in _VERDICTS:
+                if isinstance(f.get("event_id"), str) and f.get("verdict") in _VERDICTS:
                     verdicts[f["event_id"]] = f["verdict"]
+                else:
+                    skipped += 1
     except TopicMissing:
         raise UsageError(f"topic {args.from_topic} does not exist at {settings.bootstrap}") from None
     except RangeTooLarge as err:
@@ -192,6 +198,8 @@ def _from_topic(args, on_error) -> tuple[list, dict]:
         "flagged_left_out": len(flagged - reincluded), "confirmed_left_out": len(left_out - flagged),
         "false_positives_reincluded": len(reincluded),
     }
+    if skipped:
+        print(f"train: {skipped} decision or feedback records could not be read and were skipped", file=sys.stderr)
     if not args.quiet:
         print(f"train: {messages} messages from {args.from_topic} [{source['since']}, {source['until']}); "
               f"{len(left_out & {ev.event_id for ev in events})} flagged or confirmed events left out, "

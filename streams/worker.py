@@ -129,7 +129,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"flowbreaker worker: model update refused ({reason}): {note.get('error')}; keeping "
               f"{engine.model_version}", file=sys.stderr, flush=True)
 
-    follower = ModelFollower(settings, on_model=on_model, on_error=on_error, current_version=engine.model_version)
+    def on_reject(reason) -> None:  # a message on model-updates that is not an announcement: counted
+        if processor.control_metrics is not None:
+            processor.control_metrics.reject("model_updates", reason)
+
+    follower = ModelFollower(settings, on_model=on_model, on_error=on_error, current_version=engine.model_version,
+                             on_reject=on_reject)
     follower.start()
     # intended-use manifests: the files given, with newer versions from agent-manifests swapped in between batches
     from streams.drill import DrillFollower

@@ -24,6 +24,10 @@ pytestmark = pytest.mark.timeout(240)
 
 #: every state-changing call made by these tests: (who, what, status, agent_id)
 CALLS: list[tuple[str, str, int, str | None]] = []
+#: ... of which refused as unauthenticated or forbidden: summarised per client in the audit trail, (who, result)
+REFUSED: list[tuple[str, str]] = []
+#: the workers summarise refused calls per client over this window (FLOWBREAKER_AUDIT_REFUSAL_WINDOW_S)
+REFUSAL_WINDOW_S = 2.0
 
 
 def act(cluster: Cluster, worker: int, method: str, path: str, role: str | None, body=None, *, what: str,
@@ -31,18 +35,30 @@ def act(cluster: Cluster, worker: int, method: str, path: str, role: str | None,
     tok = token if token is not None else (TOKEN[role] if role else None)
     r = call(method, cluster.url(worker) + path, tok, body, headers=headers)
     who = NAME[role] if role and r.status != 401 else "anonymous"
-    CALLS.append((who, what, r.status, agent))
+    code = ((r.json or {}).get("error") or {}).get("code") if r.status >= 400 else None
+    if code in ("unauthenticated", "forbidden"):
+        REFUSED.append((who, code))
+    else:
+        CALLS.append((who, what, r.status, agent))
     return r
 
 
 @pytest.fixture(scope="module")
 def cluster(kafka_bootstrap, tmp_path_factory):
+    import os
+
+    saved = os.environ.get("FLOWBREAKER_AUDIT_REFUSAL_WINDOW_S")
+    os.environ["FLOWBREAKER_AUDIT_REFUSAL_WINDOW_S"] = str(REFUSAL_WINDOW_S)  # the workers inherit it
     c = Cluster(kafka_bootstrap, f"it-api-{uuid.uuid4().hex[:8]}-", tmp_path_factory.mktemp("api"), n=2)
     try:
         c.start()
         yield c
     finally:
         c.stop()
+        if saved is None:
+            os.environ.pop("FLOWBREAKER_AUDIT_REFUSAL_WINDOW_S", None)
+        else:
+            os.environ["FLOWBREAKER_AUDIT_REFUSAL_WINDOW_S"] = saved
 
 
 @pytest.fixture(scope="module")
@@ -173,7 +189,8 @@ def _commands(cluster: Cluster, agent: str) -> list[tuple[int, dict]]:
             if m.key == agent.encode()]
 
 
-def test_a_manual_freeze_is_in_the_agent_state_before_its_command_and_a_lead_releases_it(cluster, agents):
+def test_a_manual_freeze_is_in_the_agent_state_before_its_command_and_a_lead_releases_it(cluster, agents,
+                                                                                        signing_keys):
     agent = agents["freeze"]
     via = other(cluster, agent)
     r = act(cluster, via, "POST", f"/v1/agents/{agent}/freeze", "analyst", {"reason": "odd exports at night"},
@@ -189,8 +206,10 @@ def test_a_manual_freeze_is_in_the_agent_state_before_its_command_and_a_lead_rel
     # the command went out, issued by the analyst; the table had the open breaker first
     cmds = wait_for(lambda: [c for c in _commands(cluster, agent) if c[1]["command"] == "freeze"], 10, "freeze cmd")
     ts_cmd, cmd = cmds[0]
-    assert cmd == {"command": "freeze", "agent_id": agent, "incident_id": iid, "issued_at": frozen["issued_at"],
-                   "reason": "odd exports at night", "issued_by": NAME["analyst"]}
+    assert signing_keys.verify(cmd) == "ok"  # signed by the worker (streams/signing.py)
+    assert {k: v for k, v in cmd.items() if k != "signature"} == {
+        "command": "freeze", "agent_id": agent, "incident_id": iid, "issued_at": frozen["issued_at"],
+        "reason": "odd exports at night", "issued_by": NAME["analyst"]}
     opened = [ts for ts, state in _changelog_states(cluster, agent) if state == "open"]
     assert opened and min(opened) <= ts_cmd
     # every worker lists it, with the incident and its author
@@ -215,6 +234,7 @@ def test_a_manual_freeze_is_in_the_agent_state_before_its_command_and_a_lead_rel
     assert r.json["state"] == "half_open" and r.json["released_by"] == NAME["lead"] and r.json["published"]
     rel = wait_for(lambda: [c for _, c in _commands(cluster, agent) if c["command"] == "release"], 10, "release")
     assert rel[0]["issued_by"] == NAME["lead"] and rel[0]["incident_id"] == iid
+    assert signing_keys.verify(rel[0]) == "ok"
     assert act(cluster, 1 - via, "POST", f"/v1/agents/{agent}/release", "lead", {"reason": "again"},
                what="release", agent=agent).status == 409
     assert call("GET", cluster.url(0) + f"/v1/agents/{agent}", TOKEN["viewer"]).json["breaker"]["state"] == "half_open"
@@ -348,15 +368,22 @@ def test_zz_every_state_changing_call_is_in_the_audit_trail_and_no_token_is(clus
     want = Counter(CALLS)
     assert want and all(w in ("freeze", "release", "feedback", "approve", "deny", "check_fallback")
                         for _, w, _, _ in want)
+    refused = Counter(REFUSED)
+    assert refused[("anonymous", "unauthenticated")] > 10 and refused[("vera", "forbidden")] > 3
 
     def got():
         recs = records(cluster.bootstrap, cluster.topic("audit"))
         have = Counter((r["who"], r["what"], r["status"], r["target"]["agent_id"])
                        for r in recs if not r["automatic"])
+        # refused calls: a record for a client's first refusal in a window, a count for the rest of it
+        counted = Counter()
+        for r in recs:
+            if r["result"] in ("unauthenticated", "forbidden"):
+                counted[(r["who"], r["result"])] += r["count"] if r["what"] == "refused_calls" else 1
         missing = want - have
-        return (recs, missing) if not missing else None
+        return (recs, missing) if not missing and counted == refused else None
 
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + 15 + 2 * REFUSAL_WINDOW_S
     result = None
     while result is None and time.monotonic() < deadline:
         result = got()
@@ -365,7 +392,7 @@ def test_zz_every_state_changing_call_is_in_the_audit_trail_and_no_token_is(clus
     if result is None:
         recs = records(cluster.bootstrap, cluster.topic("audit"))
         have = Counter((r["who"], r["what"], r["status"], r["target"]["agent_id"]) for r in recs)
-        pytest.fail(f"audit records missing: {dict(want - have)}")
+        pytest.fail(f"audit records missing: {dict(want - have)}; refused calls {dict(refused)}")
     recs, _ = result
     for r in recs:
         assert r["at"].endswith("Z") and r["who"] and r["what"] and r["result"]
@@ -373,6 +400,9 @@ def test_zz_every_state_changing_call_is_in_the_audit_trail_and_no_token_is(clus
             assert r["why"], r
     results = {(r["what"], r["status"]): r["result"] for r in recs}
     assert results.get(("release", 403)) in ("forbidden", "refused")
+    summaries = [r for r in recs if r["what"] == "refused_calls"]
+    assert summaries and all(r["client"] == "127.0.0.1" and r["count"] >= 1 for r in summaries)
+    assert len([r for r in recs if r["result"] in ("unauthenticated", "forbidden")]) < sum(refused.values())
     assert any(r["result"] == "refused" and "two_person_rule" in (r["detail"] or "") for r in recs)
     raw = b"".join(m.value for m in read_topic(cluster.bootstrap, cluster.topic("audit")))
     for token in TOKEN.values():

@@ -336,7 +336,8 @@ def test_an_incident_freezes_the_agent_which_executes_nothing_more_until_a_relea
 
 
 @pytest.mark.skipif(not HAVE_WORKER, reason="streams.worker is not built yet")
-def test_a_guard_started_late_reads_the_freezes_already_on_the_topic(kafka_bootstrap, unique_topic_prefix):
+def test_a_guard_started_late_reads_the_freezes_already_on_the_topic(kafka_bootstrap, unique_topic_prefix,
+                                                                      signing_keys):
     from streams.admin import ensure_topics
     from streams.control import publish_command, release_command
     from streams.guard import FreezeGuard
@@ -344,14 +345,16 @@ def test_a_guard_started_late_reads_the_freezes_already_on_the_topic(kafka_boots
 
     settings = Settings(bootstrap=kafka_bootstrap, topic_prefix=unique_topic_prefix)
     ensure_topics(settings, topics=["control"])
+    sign = signing_keys.sign
     for i in range(6):
-        publish_command(settings, {"command": "freeze", "agent_id": f"agent-{i}", "incident_id": f"inc-{i}",
-                                   "issued_at": "2026-03-02T09:00:00Z", "reason": "t", "issued_by": "flowbreaker"})
-    publish_command(settings, release_command("agent-2", "inc-2", by="alice", reason="ok"))
+        publish_command(settings, sign({"command": "freeze", "agent_id": f"agent-{i}", "incident_id": f"inc-{i}",
+                                        "issued_at": "2026-03-02T09:00:00Z", "reason": "t",
+                                        "issued_by": "flowbreaker"}))
+    publish_command(settings, sign(release_command("agent-2", "inc-2", by="alice", reason="ok")))
     with FreezeGuard(kafka_bootstrap, topic=settings.topic("control")) as guard:
         assert set(guard.frozen()) == {"agent-0", "agent-1", "agent-3", "agent-4", "agent-5"}
         assert guard.may_proceed("agent-2") and not guard.may_proceed("agent-4")
-        publish_command(settings, release_command("agent-4", "inc-4", by="alice", reason="ok"))
+        publish_command(settings, sign(release_command("agent-4", "inc-4", by="alice", reason="ok")))
         deadline = time.monotonic() + 15
         while not guard.may_proceed("agent-4") and time.monotonic() < deadline:
             time.sleep(0.05)

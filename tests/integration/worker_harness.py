@@ -67,6 +67,9 @@ class WorkerProc:
     def start(self) -> "WorkerProc":
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         env["PYTHONPATH"] = str(REPO_DIR) + os.pathsep + env.get("PYTHONPATH", "")
+        if not env.get("FLOWBREAKER_SIGNING_KEYS") and not env.get("FLOWBREAKER_SIGNING_KEYS_INLINE"):
+            # workers sign freezes and releases (streams/signing.py): outside pytest (bench/), a key of their own
+            env["FLOWBREAKER_SIGNING_KEYS"] = str(ensure_signing_keys(self.datadir.parent / "signing-keys.toml"))
         self._err = open(self.stderr_path, "ab")
         self.proc = subprocess.Popen(self.args, cwd=REPO_DIR, env=env, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.PIPE, stderr=self._err, text=True)
@@ -138,6 +141,25 @@ class WorkerProc:
         except Exception:
             pass
         return self.proc.returncode
+
+
+def ensure_signing_keys(path: Path) -> Path:
+    """A command signing key file at ``path`` (made once, mode 600), for workers started outside pytest."""
+    if not path.exists():
+        from streams.signing import new_key_file
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(new_key_file("k-bench"))
+        try:
+            os.link(tmp, path)  # atomic: the first writer's key wins, never a half-written file
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    return path
 
 
 # ---------------------------------------------------------------------- Kafka I/O

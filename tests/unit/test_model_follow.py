@@ -79,3 +79,27 @@ def test_a_malformed_announcement_is_counted_not_fatal():
     rec = Recorder()
     rec.follower().handle(b"{not json")
     assert rec.errors == ["malformed"]
+
+
+@pytest.mark.parametrize("poison", [b'{"a":' * 1000, b"\xff\xfe", b'{"version": 1, "path": [], "checksum": null}',
+                                    b'{"version": "' + b"v" * 100_000 + b'"}', b"", None, b"[]",
+                                    b'{"version": "m", "path": "/x\\u0000y", "checksum": "c", "promoted_at": "t", '
+                                    b'"promoted_by": "' + b"p" * 5000 + b'"}'])
+def test_no_message_makes_the_follower_raise_and_each_is_counted_with_a_reason(poison):
+    from streams.commands import REASONS
+
+    rec = Recorder()
+    f = rec.follower()
+    reasons = []
+    f.on_reject = reasons.append
+    f.handle(poison, 0, 7)
+    assert rec.models == [] and rec.errors == ["malformed"]
+    assert len(reasons) == 1 and reasons[0] in REASONS and sum(f.rejected.values()) == 1
+
+
+def test_a_path_no_filesystem_takes_is_refused_not_raised(model_dir):
+    rec = Recorder()
+    for bad_path in (str(model_dir) + "\x00x", "/" + "x" * 4000):
+        note = json.loads(note_for(model_dir))
+        rec.follower().handle(json.dumps(dict(note, path=bad_path)).encode())
+    assert rec.models == [] and rec.errors == ["refused", "refused"]
