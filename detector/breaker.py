@@ -82,7 +82,8 @@ class BreakerState:
 
 
 def step(b: BreakerState, *, t: float, score: float, severity: str, agent_id: str, event_id: str,
-         th: Thresholds, harm: float = 1.0, solo_trip: bool = True) -> tuple[str, tuple[str, str] | None]:
+         th: Thresholds, harm: float = 1.0, solo_trip: bool = True,
+         evidence: float | None = None) -> tuple[str, tuple[str, str] | None]:
     """Feed one scored action; return ``(action_taken, transition)``. Mutates ``b``.
 
     ``harm`` in [0, 1] is how much damage the action can do by itself (the engine gives
@@ -91,6 +92,9 @@ def step(b: BreakerState, *, t: float, score: float, severity: str, agent_id: st
     destroyed) is alerted on when rare but never trips: rarity alone is not harm.
     With ``solo_trip`` false a critical action alone does not trip (it still spends the
     budget): the engine says so for a young agent's action that moves nothing sensitive out.
+    ``evidence`` (on the score scale), when given, is what the action spends of the budget instead
+    of its score: the engine gives the evidence of harm, so rare-but-harmless novelty never adds up
+    to a freeze.
     """
     transition = None
     if b.state == HALF_OPEN:
@@ -103,7 +107,7 @@ def step(b: BreakerState, *, t: float, score: float, severity: str, agent_id: st
         if b.risk:
             b.risk *= exp(-(t - b.risk_t) * _LN2 / th.budget_half_life_s)
         b.risk_t = t
-    excess = score - th.budget_floor
+    excess = (score if evidence is None else evidence) - th.budget_floor
     if excess > 0 and harm > 0.0:
         b.risk += excess * harm
     alerting = severity in ("medium", "high", "critical")

@@ -29,7 +29,8 @@ import numpy as np
 from detector import breaker as brk
 from detector.baseline import Baseline, Prior
 from detector.events import ActionEvent
-from detector.features import FEATURE_INDEX, HARM_FEATURES, VOLUME_FEATURES, FeatureState, Observation, commit_novelty, extract
+from detector.evidence import fisher, strength
+from detector.features import FeatureState, Observation, commit_novelty, extract
 from detector.model import Model
 from detector.policy import Policy
 from detector.features import N_FEATURES
@@ -49,21 +50,10 @@ YOUNG_N = 100.0
 GENERIC_MULTIPLICITY = 6.0
 
 
-_HARM_IDX = tuple(FEATURE_INDEX[n] for n in HARM_FEATURES)
-_HARM_IDX_MOVING = _HARM_IDX + tuple(FEATURE_INDEX[n] for n in VOLUME_FEATURES)
-_NOVELTY = FEATURE_INDEX["novelty_1h"]
-
-
-def _evidence(ev: ActionEvent, obs: Observation, r: list[float]) -> float:
-    """The largest rarity (``-log10`` tail) among the features that are evidence of harm by themselves
-    (:data:`detector.features.HARM_FEATURES`). Volume is evidence only when this action moves data out
-    or destroys it (reading a lot is not harm yet); never-used tools and resources only when they touch
-    confidential or restricted data (privilege misuse), never a first send to a new address alone."""
-    idx = _HARM_IDX_MOVING if obs.outbound or ev.action == "delete" else _HARM_IDX
-    top = max(r[i] for i in idx)
-    if ev.sensitivity in ("confidential", "restricted") and r[_NOVELTY] > top:
-        top = r[_NOVELTY]
-    return top
+def _combined(p_stat: float, p_comb: float, p_harm: float) -> float:
+    """Three rarities of one action (its rarest feature, the forest's combination of all, the evidence of
+    harm together) as one, Bonferroni-corrected for the three."""
+    return min(1.0, 3.0 * min(p_stat, p_comb, p_harm))
 
 
 def _harm(ev: ActionEvent, obs: Observation) -> float:
@@ -191,6 +181,7 @@ class Engine:
         self._cal = model.stat_calibration if model is not None else Calibration.multiplicity(GENERIC_MULTIPLICITY)
         self._tails = model.feature_tails if model is not None else FeatureTails.generic(N_FEATURES)
         self._version = model.version if model is not None else ONLINE_MODEL_VERSION
+        self._evidence_cal = getattr(model, "evidence_calibration", None) if model is not None else None
         # actions whose rarest deviation stays below this teach the baseline (score < medium)
         self._learn_raw = self._cal.inverse(10.0 ** (-6.0 * self.policy.thresholds.medium))
         for agent_id, st in self.agents.items():
@@ -276,7 +267,8 @@ class Engine:
             d.dest_classes = obs.dest_classes
             d.z = z
             d.x = obs.x
-            pending.append((d, st, obs, z, r, cal.pvalue(max(r)), loc, cal.pvalue(_evidence(ev, obs, r))))
+            pending.append((d, st, obs, z, r, cal.pvalue(max(r)), loc,
+                            self._harm_pvalue(ev, obs, r, st.baseline.n >= YOUNG_N)))
         if not pending:
             return out
         if self.model is not None:
@@ -288,7 +280,7 @@ class Engine:
             extra = None
             if p_comb is not None:
                 pc = float(p_comb[k])
-                p = min(1.0, 2.0 * min(p_stat, pc))
+                p = _combined(p_stat, pc, p_harm)
                 if pc < p_stat and pc < 1e-3:
                     extra = [{"feature": "combination", "value": round(pc, 8), "baseline": 1.0,
                               "detail": "this combination of volume, destinations and timing is rare for agents "
@@ -331,10 +323,12 @@ class Engine:
                 # a young agent (still judged mostly by its peers' profile) only when the action moves
                 # sensitive data out or destroys something
                 sensitive_out = obs.outbound and ev.sensitivity in ("confidential", "restricted")
-                solo = (score_of(p_harm) >= th.evidence
+                harm_score = score_of(p_harm)
+                solo = (harm_score >= th.evidence
                         and (st.baseline.n >= YOUNG_N or ev.action == "delete" or sensitive_out))
                 action, transition = brk.step(b, t=ev.t, score=score, severity=severity, agent_id=ev.agent_id,
-                                              event_id=ev.event_id, th=th, solo_trip=solo, harm=_harm(ev, obs))
+                                              event_id=ev.event_id, th=th, solo_trip=solo, harm=_harm(ev, obs),
+                                              evidence=min(score, harm_score))
             d.transition = transition
             rec = {
                 "event_id": ev.event_id, "agent_id": ev.agent_id, "ts": ev.ts, "score": round(score, 4),
@@ -374,9 +368,10 @@ class Engine:
             "trace": trace,
         }
 
-    def assess(self, event: ActionEvent) -> tuple[float, Observation, list[float], str]:
+    def assess(self, event: ActionEvent) -> tuple[float, Observation, list[float], str, float]:
         """What the engine would make of ``event`` right now, changing nothing:
-        ``(score, observation, deviations, breaker_state)``. For pre-action checks."""
+        ``(score, observation, deviations, breaker_state, harm)`` where ``harm`` is the evidence of harm on
+        the score scale (what a freeze needs). For pre-action checks."""
         st = self.agents.get(event.agent_id)
         if st is None:
             prior = self._prior(event.agent_id, event.operator_id, event.tool)
@@ -389,10 +384,25 @@ class Engine:
         r = self._tails.neglogs(z)
         _blame(obs, z, r)
         p = self._cal.pvalue(max(r))
+        p_harm = self._harm_pvalue(event, obs, r, st.baseline.n >= YOUNG_N)
         if self.model is not None:
             pc = float(self.model.combination_pvalues(np.array([z], dtype=np.float64))[0])
-            p = min(1.0, 2.0 * min(p, pc))
-        return score_of(p), obs, z, st.breaker.state
+            p = _combined(p, pc, p_harm)
+        return score_of(p), obs, z, st.breaker.state, score_of(p_harm)
+
+    def _harm_pvalue(self, ev: ActionEvent, obs: Observation, r: list[float], established: bool) -> float:
+        """Rarity of the evidence of harm (:mod:`detector.evidence`): of its rarest solo piece, or (with a
+        model that calibrated it) of all of it together, whichever is rarer. 1 when there is none."""
+        solo, total, k = strength(r, moving=obs.outbound or ev.action == "delete",
+                                  sensitive=ev.sensitivity in ("confidential", "restricted"), established=established)
+        if solo == 0.0:
+            return 1.0
+        p = self._cal.pvalue(solo)
+        if self._evidence_cal is not None and k > 1:
+            p_sum = max(fisher(total, k), self._evidence_cal.pvalue(total))
+            if p_sum < p:
+                p = p_sum
+        return p
 
     # -------------------------------------------------------------- outside
     def freeze_manual(self, agent_id: str, *, at: datetime | float, by: str, reason: str,

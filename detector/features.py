@@ -33,8 +33,7 @@ from detector.policy import BROADCAST, EXTERNAL, Policy
 from detector.sketch import bloom_add, bloom_has, stable_hash
 
 __all__ = ["FEATURES", "FEATURE_NAMES", "FEATURE_INDEX", "Feature", "FeatureState", "Observation", "extract",
-           "commit_novelty", "resource_family", "destination_family", "SKETCH_BYTES", "HARM_FEATURES",
-           "VOLUME_FEATURES"]
+           "commit_novelty", "resource_family", "destination_family", "SKETCH_BYTES"]
 
 
 @dataclass(frozen=True)
@@ -70,20 +69,12 @@ FEATURES: tuple[Feature, ...] = (
     Feature("task_actions", 0.5, "this task has taken {value} actions so far; this agent's tasks usually take about {baseline}", "actions"),
     Feature("task_novel_steps", 0.3, "this task took {value} steps (one tool after another) this agent has never taken in a task; usually {baseline}", "steps"),
     Feature("unfamiliar_principal", 0.3, "someone this agent has never worked for directs it to do this ({value}: weighted by what the action can damage: sending out, deleting, broadcasting); usually {baseline}"),
-    Feature("untrusted_detour", 0.3, "after taking in untrusted input (web, outside mail) this task now sends to a never-seen destination ({value}: weighted by sensitivity, triple for a never-seen kind of destination); usually {baseline}"),
+    Feature("untrusted_detour", 0.3, "after taking in untrusted input (web, outside mail) this task now sends to a destination nothing in the task points to, or takes a step it never took, to send, delete or change something ({value}: weighted by sensitivity and harm); usually {baseline}"),
+    Feature("novel_tool", 0.3, "uses a tool this agent has never used ({value}: weighted by sensitivity, double when it sends, deletes, writes or executes); usually {baseline}"),
 )
 FEATURE_NAMES = tuple(f.name for f in FEATURES)
 FEATURE_INDEX = {n: i for i, n in enumerate(FEATURE_NAMES)}
 N_FEATURES = len(FEATURES)
-
-#: features that are evidence of harm by themselves (data leaving, destroyed, broadcast, or a pattern:
-#: a detour after untrusted input, someone unfamiliar directing the agent). A critical action trips the
-#: breaker alone only when one of these is what makes it rare; novelty alone (a first send to a new
-#: address) is a case for the pre-action check and the risk budget, not a freeze.
-HARM_FEATURES = ("outbound_15m", "outbound_1h", "fanout_15m", "deletes_15m", "event_fanout", "task_exfil",
-                 "rule_of_two", "unfamiliar_principal", "untrusted_detour")
-#: volume far beyond the profile is evidence too, when the action itself moves data out or destroys it
-VOLUME_FEATURES = ("volume_15m", "volume_1h", "bytes_1h", "event_volume")
 
 # decayed counters: index -> (window seconds)
 _C_RATE1, _C_RATE15, _C_VOL15, _C_VOL60, _C_BYTES60, _C_OUT15, _C_OUT60, _C_FAN15, _C_DEST60, _C_EXT60, \
@@ -98,8 +89,9 @@ SKETCH_BYTES = ((_TOOL_MASK + 1) // 8, (_RES_MASK + 1) // 8, (_DEST_MASK + 1) //
                 (_PRINCIPAL_MASK + 1) // 8)
 _N_TASKS = 4
 #: per task slot: hash, flags, sensitive volume read, last t, last tool's hash, actions, novel steps, and a
-#: 64-bit Bloom filter (two 32-bit halves) of the words of who asked and of what the task touched
-_SLOT = 9
+#: 128-bit Bloom filter (four 32-bit quarters, two probes a word) of the words of who asked and of what
+#: the task touched
+_SLOT = 11
 _F_UNTRUSTED, _F_SENSITIVE, _F_STRANGER = 1, 2, 4
 #: a never-seen destination that the task's context names (a reply to whoever asked, to the sender of a
 #: mail it read) counts this much of one that nothing in the task points to
@@ -252,8 +244,15 @@ def _words(text: str) -> tuple[int, ...]:
 def _word_bits(words: tuple[int, ...]) -> int:
     bits = 0
     for w in words:
-        bits |= 1 << (w & 63)
+        bits |= (1 << (w & 127)) | (1 << ((w >> 7) & 127))
     return bits
+
+
+def _names_any(bits: int, words: tuple[int, ...]) -> bool:
+    for w in words:
+        if (bits >> (w & 127)) & 1 and (bits >> ((w >> 7) & 127)) & 1:
+            return True
+    return False
 
 
 def extract(st: FeatureState, ev: ActionEvent, policy: Policy) -> Observation:
@@ -310,8 +309,11 @@ def extract(st: FeatureState, ev: ActionEvent, policy: Policy) -> Observation:
     h_tool = stable_hash(ev.tool)
     h_res = stable_hash(resource_family(ev.resource))
     novelty = 0.0
+    novel_tool = 0.0
+    acting = ev.action != "read" or bool(ev.destinations)
     if not bloom_has(st.tools, h_tool, _TOOL_MASK):
         novelty += wn
+        novel_tool = wn * (2.0 if acting else 1.0)
     if not bloom_has(st.resources, h_res, _RES_MASK):
         novelty += wn
 
@@ -321,7 +323,8 @@ def extract(st: FeatureState, ev: ActionEvent, policy: Policy) -> Observation:
     if ev.task_id is not None:
         slot_base = _SLOT * _task_slot(st, stable_hash(ev.task_id), t)
         tasks = st.tasks
-        context = int(tasks[slot_base + 7]) | (int(tasks[slot_base + 8]) << 32)
+        context = (int(tasks[slot_base + 7]) | (int(tasks[slot_base + 8]) << 32) | (int(tasks[slot_base + 9]) << 64)
+                   | (int(tasks[slot_base + 10]) << 96))
     if ev.requested_by is not None:
         context |= _word_bits(_words(ev.requested_by))
 
@@ -364,7 +367,7 @@ def extract(st: FeatureState, ev: ActionEvent, policy: Policy) -> Observation:
                         dest_hashes.append(hf)
                         add = wn if bloom_has(seen_dests, hf, _DEST_MASK) else 3.0 * wn
                         dw = _words(d)
-                        if dw and context and any((context >> (w & 63)) & 1 for w in dw):
+                        if dw and context and _names_any(context, dw):
                             add *= _RELATED_SHARE
                         else:
                             strangers += add
@@ -418,7 +421,9 @@ def extract(st: FeatureState, ev: ActionEvent, policy: Policy) -> Observation:
             unfamiliar = _directed_harm(ev, outward, sensitive, fanout, classes, dests)
         ctx = context | _word_bits(_words(ev.resource))
         tasks[base + 7] = float(ctx & 0xFFFFFFFF)
-        tasks[base + 8] = float(ctx >> 32)
+        tasks[base + 8] = float((ctx >> 32) & 0xFFFFFFFF)
+        tasks[base + 9] = float((ctx >> 64) & 0xFFFFFFFF)
+        tasks[base + 10] = float(ctx >> 96)
         untrusted_before = flags & _F_UNTRUSTED
         prev = int(tasks[base + 4]) or _START
         step = ((prev * 0x9E3779B1) ^ h_tool) & 0xFFFFFFFF
@@ -446,6 +451,9 @@ def extract(st: FeatureState, ev: ActionEvent, policy: Policy) -> Observation:
                 rule2 = 1.0
             if untrusted_before and strangers > 0.0:
                 detour = strangers
+        if untrusted_before and new_step and acting and not approved:
+            # a tool the task never used to take next, right after untrusted input, that changes something
+            detour += wn * (3.0 if ev.action == "delete" else 2.0 if outward else 1.0)
     elif outward and sensitive and not approved:
         task_exfil = vol
 
@@ -469,7 +477,7 @@ def extract(st: FeatureState, ev: ActionEvent, policy: Policy) -> Observation:
         c[_C_RATE1], c[_C_RATE15], c[_C_VOL15], c[_C_VOL60], c[_C_BYTES60], c[_C_OUT15], c[_C_OUT60],
         c[_C_FAN15], c[_C_DEST60], c[_C_EXT60], c[_C_DEL15], c[_C_NOV60],
         0.0 if approved else vol, float(fanout), task_exfil, rule2, novel_out, rarity,
-        c[_C_NOVD1D], task_n, novel_steps, 0.0 if approved else unfamiliar, detour,
+        c[_C_NOVD1D], task_n, novel_steps, 0.0 if approved else unfamiliar, detour, novel_tool,
     ]
     o.pending = (h_tool, h_res, dest_hashes)
     # an action is blamed for a window only when it is a real part of it (>= 5%): in the wake of a
@@ -522,7 +530,8 @@ def _task_slot(st: FeatureState, h: int, t: float) -> int:
         if tasks[b + 3] < oldest_t:
             oldest, oldest_t = i, tasks[b + 3]
     b = _SLOT * oldest
-    tasks[b:b + _SLOT] = array("d", (hf, 0.0, 0.0, t, 0.0, 0.0, 0.0, 0.0, 0.0))
+    tasks[b:b + _SLOT] = array("d", (hf, t) + (0.0,) * (_SLOT - 2))
+    tasks[b + 1], tasks[b + 3] = 0.0, t
     return oldest
 
 

@@ -2,16 +2,18 @@
 
 ``allow``, ``needs_approval`` or ``deny`` for actions with destinations and for
 deletes (other actions get ``None``). ``deny`` when the agent is frozen;
-``needs_approval`` when the action would be a critical flow *for this agent*
-and carries no ``approval_id``:
+``needs_approval`` when the action carries no ``approval_id`` and
 
-- confidential or restricted data from this task going to an external or
-  broadcast destination the agent has no history with, when that is unusual for it;
-- a "rule of two" task (untrusted input + sensitive data + outward), when unusual for it;
-- a detour: after untrusted input, a send to a destination the agent never used, when unusual for it;
-- someone the agent never worked for directing it to send out, delete or broadcast, when unusual for it;
-- a fan-out or delete burst far beyond its baseline;
-- a score above the policy's ``approval_threshold``.
+- its evidence of harm (:mod:`detector.evidence`: data going out, deletes, fan-out,
+  the rule of two, a detour after untrusted input, with an unfamiliar principal, a
+  never-seen destination or an unusual step adding to it) reaches the policy's
+  ``gate_evidence``: the case for a human look before the data leaves, well below
+  what a freeze needs (``evidence``). The reasons say which signs were seen;
+- or it sends to a never-seen destination that nothing in the task names (not the
+  requester, not what the task read), when that is rare for this agent;
+- or its score is above the policy's ``approval_threshold``;
+- or, with no trained model (nothing says what is usual), it sends confidential or
+  restricted data to a never-seen external or broadcast destination.
 
 The check reads the engine's state and changes nothing (:meth:`Engine.assess`).
 
@@ -38,8 +40,6 @@ ALLOW, NEEDS_APPROVAL, DENY = "allow", "needs_approval", "deny"
 _EXFIL, _RULE2, _NOVEL = FEATURE_INDEX["task_exfil"], FEATURE_INDEX["rule_of_two"], FEATURE_INDEX["novel_outbound"]
 _FAN, _EVFAN, _DEL = FEATURE_INDEX["fanout_15m"], FEATURE_INDEX["event_fanout"], FEATURE_INDEX["deletes_15m"]
 _DETOUR, _WHO = FEATURE_INDEX["untrusted_detour"], FEATURE_INDEX["unfamiliar_principal"]
-#: "far beyond its baseline" for bursts, in robust deviations
-BURST_Z = 6.0
 
 
 class Gate:
@@ -51,23 +51,37 @@ class Gate:
         approvals = self.engine.approvals
         if event.approval_id is not None and approvals is not None and approvals.screen(event) is not None:
             event = event.replace(approval_id=None)  # an id that does not cover the action signs nothing off
-        score, obs, z, state = self.engine.assess(event)
+        score, obs, z, state, harm = self.engine.assess(event)
         if state == OPEN:
             return DENY, score, ["the agent is frozen"]
         if event.approval_id is not None:
             return ALLOW, score, ["carries an approval"]
         why = []
-        x = obs.x
-        if x[_EXFIL] > 0 and obs.new_outbound and max(z[_EXFIL], z[_NOVEL]) >= REASON_Z:
-            why.append("sensitive data from this task to a never-seen external or broadcast destination")
-        if x[_RULE2] > 0 and z[_RULE2] >= REASON_Z:
-            why.append("rule of two: untrusted input, sensitive data and an outward action in one task")
-        if x[_DETOUR] > 0 and z[_DETOUR] >= REASON_Z:
-            why.append("after untrusted input, this task sends to a destination the agent has never used")
-        if x[_WHO] >= 2.0 and z[_WHO] >= REASON_Z:
-            why.append(f"{event.requested_by!r}, whom this agent has never worked for, directs it to send or delete")
-        if max(z[_FAN], z[_EVFAN], z[_DEL]) >= BURST_Z:
-            why.append("a fan-out or delete burst far beyond this agent's baseline")
+        th = self.engine.policy.thresholds
+        if harm >= th.gate_evidence:
+            x = obs.x
+            if x[_EXFIL] > 0 and z[_EXFIL] >= REASON_Z:
+                why.append("sensitive data read in this task is being sent outward, which is unusual for this agent")
+            if x[_RULE2] > 0 and z[_RULE2] >= REASON_Z:
+                why.append("rule of two: untrusted input, sensitive data and an outward action in one task")
+            if x[_DETOUR] > 0 and z[_DETOUR] >= REASON_Z:
+                why.append("after untrusted input, this task sends to a destination nothing in it points to, or takes a "
+                           "step it never took")
+            if x[_WHO] >= 2.0 and z[_WHO] >= REASON_Z:
+                why.append(f"{event.requested_by!r}, whom this agent has never worked for, directs it to send or delete")
+            if obs.new_outbound and z[_NOVEL] >= REASON_Z:
+                why.append("a destination this agent has never sent to: " + ", ".join(obs.new_outbound))
+            if max(z[_FAN], z[_EVFAN], z[_DEL]) >= REASON_Z:
+                why.append("a fan-out or delete burst beyond this agent's baseline")
+            if not why:
+                why.append(f"evidence of harm {harm:.2f} (volume, destinations, data flows together)")
+        elif obs.new_outbound and obs.x[_NOVEL] >= 1.0 and z[_NOVEL] >= REASON_Z:
+            # a single send to a destination nothing in the task names, rare for this agent: a human looks
+            why.append("a destination this agent has never sent to and nothing in the task names: "
+                       + ", ".join(obs.new_outbound))
+        elif self.engine.model is None and obs.x[_EXFIL] > 0 and obs.new_outbound:
+            # no trained profile to say what is usual: when unsure, sensitive data to a new place waits
+            why.append("sensitive data to a never-seen external or broadcast destination (no trained profile yet)")
         if score > self.engine.policy.approval_threshold:
             why.append(f"score {score:.2f} above the approval threshold")
         return (NEEDS_APPROVAL if why else ALLOW), score, why

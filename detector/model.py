@@ -26,6 +26,8 @@ class Model(Protocol):
     feature_tails: FeatureTails
     #: rarity of the largest per-feature ``-log10 p`` (a multiplicity correction)
     stat_calibration: Calibration
+    #: rarity of the summed evidence of harm (:func:`detector.scoring.evidence_sum`), or None
+    evidence_calibration: Calibration | None
 
     def prior_for(self, agent_id: str, operator_id: str, tool: str) -> Prior:
         """The starting profile for an agent first seen acting with ``tool``."""

@@ -53,6 +53,8 @@ class Thresholds:
     #: (data out, deletes, broadcast, a detour after untrusted input, an unfamiliar principal) is by
     #: itself at least this rare (on the score scale); otherwise it alerts and spends the risk budget
     evidence: float = 0.7
+    #: the pre-action check holds an action (needs_approval) whose evidence of harm reaches this
+    gate_evidence: float = 0.6
 
     def severity(self, score: float) -> str:
         if score >= self.critical:

@@ -129,6 +129,8 @@ class TrainedModel:
         self.card = card
         self.version: str = card["version"]
         self.stat_calibration = Calibration.from_dict(card["calibration"]["max_deviation"])
+        ev_cal = card["calibration"].get("evidence")
+        self.evidence_calibration = Calibration.from_dict(ev_cal) if ev_cal else None
         self.feature_tails = FeatureTails(arrays["tail_tables"].tolist(), arrays["tail_slopes"].tolist())
         comb = card["calibration"].get("combination")
         self.comb_calibration = Calibration.from_dict(comb) if comb else None

@@ -32,6 +32,7 @@ import numpy as np
 
 from detector.baseline import FLOORS, Z95
 from detector.events import ActionEvent
+from detector.evidence import strength
 from detector.features import FEATURE_NAMES, N_FEATURES, FeatureState, commit_novelty, extract
 from detector.policy import Policy
 from detector.engine import GENERIC_MULTIPLICITY
@@ -155,7 +156,13 @@ def fit(events: Iterable[ActionEvent], policy: Policy, *, seed: int = 0, n_estim
     if zs and sum(len(z) for z in zs) >= 200:
         Z = np.concatenate(zs)
         tails = FeatureTails.fit(Z)
-        raw = [max(tails.neglogs(row)) for row in Z.tolist()]
+        neglogs = [tails.neglogs(row) for row in Z.tolist()]
+        raw = [max(nl) for nl in neglogs]
+        # the evidence of harm together (every evidence feature counted: an upper bound of what one
+        # action can sum, so the calibration errs towards calling sums common)
+        ev_cal = Calibration.fit([strength(nl, moving=True, sensitive=True)[1] for nl in neglogs],
+                                 beta=1.0 / np.log(10.0))
+        card_cal["evidence"] = ev_cal.to_dict()
         # beyond the data, the smallest of the per-feature p-values is taken at face value (slope 1 in log10)
         stat_cal = Calibration.fit(raw, beta=1.0 / np.log(10.0))
         from sklearn.ensemble import IsolationForest

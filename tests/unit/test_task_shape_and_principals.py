@@ -44,12 +44,14 @@ def run(events, state=None, commit=True):
     return s, out
 
 
-def usual_task(k: int, at: float):
-    """read the inbox, look up the customer, reply internally: the agent's usual shape."""
+def usual_task(k: int, at: float, outward: bool = False):
+    """read the inbox, look up the customer, reply to the team (or to one of five partners outside):
+    the agent's usual shape."""
+    dest = f"email:partner{k % 5}@partners.example" if outward else "email:team@corp.example"
     return [ev(at, task_id=f"T{k}", tool="mail.read", resource="mail://inbox/1"),
             ev(at + 5, task_id=f"T{k}", tool="crm.lookup", resource="crm://customers/1"),
             ev(at + 10, task_id=f"T{k}", tool="mail.send", action="send", resource="mail://outbox",
-               destinations=["email:team@corp.example"])]
+               destinations=[dest])]
 
 
 # ------------------------------------------------------------------ task shape
@@ -143,30 +145,30 @@ def test_new_features_are_finite_non_negative_and_survive_a_state_round_trip(ste
 
 # ------------------------------------------------------------------ freezes need evidence of harm
 
-_MODEL = None
+_MODELS: dict = {}
 
 
-def _routine_engine() -> Engine:
+def _routine_engine(outward: bool = False) -> Engine:
     """An engine with a model trained on 150 usual tasks of agents a, b and c, then agent a's usual day."""
-    global _MODEL
-    if _MODEL is None:
+    if outward not in _MODELS:
         from models.store import TrainedModel
         from models.train import fit
 
         history = [e.replace(agent_id=a, event_id=f"{a}-{e.event_id}") for a in "abc"
-                   for k in range(150) for e in usual_task(k, 300.0 * k)]
+                   for k in range(150) for e in usual_task(k, 300.0 * k, outward)]
         card, arrays = fit(history, POLICY, seed=0, n_estimators=20)
-        _MODEL = TrainedModel({**card, "checksum": ""}, arrays)
-    eng = Engine(policy=POLICY, model=_MODEL)
+        _MODELS[outward] = TrainedModel({**card, "checksum": ""}, arrays)
+    eng = Engine(policy=POLICY, model=_MODELS[outward])
     for k in range(150, 160):
-        eng.process_batch(usual_task(k, 300.0 * k))
+        eng.process_batch(usual_task(k, 300.0 * k, outward))
     return eng
 
 
 def test_one_small_send_to_a_never_seen_address_is_not_a_freeze_but_is_held_by_the_check():
-    eng = _routine_engine()
+    """An agent that sends outward every day (to addresses it knows): a first small send to a stranger."""
+    eng = _routine_engine(outward=True)
     new_addr = ev(300.0 * 161, task_id="Tn", tool="mail.send", action="send", resource="mail://outbox",
-                  sensitivity="internal", records=1, destinations=["email:newcustomer@elsewhere.example"],
+                  sensitivity="internal", records=1, destinations=["email:stranger@elsewhere.example"],
                   requested_by="owner")
     verdict = Gate(eng).check(new_addr)[0]
     d = eng.process(new_addr)
