@@ -39,10 +39,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import datetime, timezone
 from typing import Any
 
 from detector.events import SENSITIVITIES, ActionEvent
+from detector.timestamps import iso_utc
 
 __all__ = ["request", "decide", "validate", "effective_state", "fingerprint", "covers", "screen", "ApprovalBook",
            "ApprovalError", "STATES", "REJECTIONS", "DEFAULT_TTL_S", "DEFAULT_PENDING_TTL_S", "OWN_PREFIX",
@@ -66,8 +66,7 @@ class ApprovalError(ValueError):
     """A decision that cannot be taken (the request is not pending any more)."""
 
 
-def _iso(t: float) -> str:
-    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+_iso = iso_utc  # detector/timestamps.py
 
 
 def fingerprint(ev: ActionEvent) -> str:

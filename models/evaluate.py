@@ -69,6 +69,7 @@ import numpy as np
 from detector.engine import Engine
 from detector.events import ActionEvent
 from detector.features import FEATURE_NAMES
+from detector.timestamps import instant
 
 __all__ = ["LABELS_FORMAT", "LabelsError", "check_labels", "load_labels", "incident_outcomes", "event_labels",
            "lookalikes_frozen", "gate_summary", "summarize", "score_events", "drift_of", "write_report",
@@ -140,7 +141,7 @@ def load_labels(path: str | Path) -> dict:
 
 # ------------------------------------------------------------------ metrics (pure)
 def _t(ts: str) -> float:
-    return datetime.fromisoformat(ts).timestamp()
+    return instant(ts)  # detector/timestamps.py
 
 
 def _index(records: Sequence[Mapping]) -> dict[str, tuple[int, Mapping]]:

@@ -44,6 +44,7 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
+from detector.timestamps import iso_utc
 from models.store import ModelError, load_model
 
 __all__ = ["Registry", "RegistryError", "default_root", "ENV"]
@@ -62,8 +63,7 @@ def default_root(environ=None) -> Path:
     return Path(env.get(ENV) or "var/registry")
 
 
-def _iso(at: datetime) -> str:
-    return at.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+_iso = iso_utc  # detector/timestamps.py
 
 
 class Registry:

@@ -133,6 +133,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from detector.errors import UsageError
+from detector.timestamps import instant
 
 __all__ = [
     "ROLES",
@@ -1726,10 +1727,10 @@ def simulate(*, n_agents: int = 40, days: int = 7, seed: int = 0, start: datetim
 
 def split_history(events: Sequence[dict], labels: Mapping) -> tuple[list[dict], list[dict]]:
     """Split ``simulate``'s events at ``labels["history_end"]``: (history, rest)."""
-    cut = _to_ms(datetime.fromisoformat(labels["history_end"]))
+    cut = instant(labels["history_end"])
     history, rest = [], []
     for ev in events:
-        (history if _to_ms(datetime.fromisoformat(ev["ts"])) < cut else rest).append(ev)
+        (history if instant(ev["ts"]) < cut else rest).append(ev)
     return history, rest
 
 

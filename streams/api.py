@@ -116,9 +116,9 @@ def _error_response(err: ApiError) -> web.Response:
 
 
 def _iso(t: float) -> str:
-    from datetime import datetime, timezone
+    from detector.timestamps import iso_utc
 
-    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return iso_utc(t)
 
 
 # ---------------------------------------------------------------------- field validation

@@ -40,11 +40,12 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from datetime import datetime, timezone
 from typing import Any
 
 import msgspec
 from aiokafka.partitioner import murmur2
+
+from detector.timestamps import iso_utc
 
 __all__ = ["record", "freeze_entry", "Auditor", "RefusalSummary", "ACTS", "RESULTS"]
 
@@ -57,8 +58,7 @@ _encode = msgspec.json.Encoder().encode
 
 
 def _iso_ms(at_ms: int) -> str:
-    return datetime.fromtimestamp(at_ms / 1000, timezone.utc).isoformat(timespec="milliseconds").replace(
-        "+00:00", "Z")
+    return iso_utc(at_ms / 1000)  # detector/timestamps.py
 
 
 def _cut(value: Any) -> Any:

@@ -31,8 +31,9 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Callable, Iterator
+
+from detector.timestamps import instant
 
 __all__ = ["parse_instant", "read_range", "plan_range", "RangePlan", "TopicMissing", "RangeTooLarge"]
 
@@ -51,12 +52,9 @@ def parse_instant(text: str, *, now_ms: int | None = None) -> int:
     if t.lower() == "now":
         return int(time.time() * 1000) if now_ms is None else now_ms
     try:
-        dt = datetime.fromisoformat(t)
+        return int(round(instant(t, assume_utc=True) * 1000))
     except ValueError:
         raise ValueError(f"not an RFC 3339 timestamp, a date or 'now': {text!r}") from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return int(round(dt.timestamp() * 1000))
 
 
 @dataclass

@@ -54,8 +54,9 @@ import json
 import logging
 import time
 from collections import Counter, OrderedDict
-from datetime import datetime
 from typing import Any, Callable
+
+from detector.timestamps import instant_or_none
 
 from streams.commands import CommandFold, RecordError, RejectLog, decode_command, decode_record
 
@@ -68,13 +69,7 @@ MAX_INCIDENT_BYTES = 4 * 1024 * 1024
 
 
 def _ts(value: Any) -> float | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        when = datetime.fromisoformat(value[:-1] + "+00:00" if value[-1] in "zZ" else value)
-    except ValueError:
-        return None
-    return when.timestamp() if when.tzinfo is not None else None
+    return instant_or_none(value)  # None for a missing, malformed or offset-less time
 
 
 def _text(value: Any, limit: int = 1024) -> str | None:

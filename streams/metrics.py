@@ -161,7 +161,6 @@ import heapq
 import math
 import time
 from bisect import bisect_left
-from datetime import datetime, timezone
 from itertools import islice, product
 from operator import itemgetter
 from typing import Any, Iterable, Mapping
@@ -181,6 +180,7 @@ from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.utils import floatToGoString
 
 from detector.drill import DRILL_PREFIX
+from detector.timestamps import instant_or_none
 from detector.manifest import ON_VIOLATION, VIOLATION_CLAUSES
 
 __all__ = ["Metrics", "CONTENT_TYPE"]
@@ -350,15 +350,8 @@ def _counter(name, documentation, labelnames, samples) -> CounterMetricFamily:
 
 
 def _parse_timestamp(text: str | None) -> float:
-    if not text:
-        return math.nan
-    try:
-        dt = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
-    except ValueError:
-        return math.nan
-    if dt.tzinfo is None:  # a model card without offset: read it as UTC
-        dt = dt.replace(tzinfo=timezone.utc)
-    return dt.timestamp()
+    t = instant_or_none(str(text) if text else None, assume_utc=True)  # a card without offset: UTC
+    return math.nan if t is None else t
 
 
 def _number(x: Any) -> float | None:
