@@ -36,33 +36,13 @@ import time
 import uuid
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "tests" / "integration")]
-
-from worker_harness import WorkerProc, producer  # noqa: E402
+from harness import broker, pct  # bench/harness.py: sys.path, a broker of our own
+from worker_harness import WorkerProc, producer
 
 TOKEN = "bench-runtime-token"
 GC_TUNED = ("import gc, sys, threading; gc.set_threshold(50000, 20, 1000); "
             "threading.Timer(15.0, lambda: (gc.collect(), gc.freeze())).start(); "
             "from streams.cli import main; sys.exit(main())")
-
-
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    s = sorted(values)
-    return s[min(len(s) - 1, max(0, int(round(q / 100 * (len(s) - 1)))))]
-
-
-def start_broker(tmp: Path):
-    from conftest import free_port_pair, kafka_script_env, run_kafka_sh
-
-    port, cport = free_port_pair(29292)
-    env = kafka_script_env(port, cport, tmp / "kafka")
-    proc = run_kafka_sh("start", env=env, timeout=600)
-    if proc.returncode != 0:
-        raise SystemExit(f"kafka.sh start failed: {proc.stderr}")
-    return proc.stdout.strip().splitlines()[-1], (lambda: run_kafka_sh("stop", env=env, timeout=60))
 
 
 def action(agent: str, i: int, t: float, **kw) -> dict:
@@ -190,10 +170,11 @@ def main() -> None:
         return
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-check-"))
-    stop_broker = None
-    bootstrap = args.bootstrap
-    if bootstrap is None:
-        bootstrap, stop_broker = start_broker(tmp)
+    with broker(args.bootstrap, tmp, 29292) as bootstrap:
+        run(args, bootstrap, tmp)
+
+
+def run(args: argparse.Namespace, bootstrap: str, tmp: Path) -> None:
     prefix = f"bc-{uuid.uuid4().hex[:6]}-"
     tokens = tmp / "tokens.toml"
     tokens.write_text(f'[[token]]\nname = "bench"\nrole = "runtime"\n'
@@ -253,8 +234,6 @@ def main() -> None:
                   f"{res['errors']:>6}  {res['verdicts']}; {kept}", flush=True)
     finally:
         worker.stop()
-        if stop_broker is not None:
-            stop_broker()
 
 
 if __name__ == "__main__":
