@@ -14,7 +14,31 @@ Traceback (most recent call last):
 ...
 detector.events.EventError: ts: required field is missing
 
-Measured on a 2-core machine (bench/bench_decode.py, ~330-byte events):
+What is refused besides the contract's types and ranges, and why:
+
+* nesting deeper than :data:`MAX_DEPTH` arrays or objects (code ``depth``): the
+  JSON parser recurses per level, so without a bound a message such as
+  ``{"a":`` repeated 1,000 times ends in Python's ``RecursionError`` instead of
+  a rejection. Unknown extra fields are still tolerated up to that depth;
+* a message over :data:`MAX_EVENT_BYTES` (code ``length``);
+* identifiers (:data:`ID_FIELDS`) holding control or format characters
+  (Unicode categories Cc, Cf, Cs: zero-width spaces, bidirectional overrides,
+  NUL...; code ``character``): ``"a\u200bb"`` would otherwise be a new agent
+  with a fresh baseline that looks like ``"ab"`` on every screen.
+  Identifiers are normalised to NFC, so the same name typed with a combining
+  accent or a precomposed one is one agent.
+
+>>> decode_event(b'{"a":' * 1000)
+Traceback (most recent call last):
+...
+detector.events.EventError: nested deeper than 64 arrays or objects
+>>> decode_event({"event_id": "e1", "ts": "2026-03-02T09:00:00Z", "agent_id": "a\u200bb", "operator_id": "o",
+...               "tool": "t", "action": "read", "resource": "r", "sensitivity": "public"})
+Traceback (most recent call last):
+...
+detector.events.EventError: agent_id: contains U+200B (ZERO WIDTH SPACE), a format character; identifiers may not contain control or format characters
+
+Measured on a 2-core machine (bench/bench_replay.py, ~330-byte events):
 msgspec typed decode + timestamp check ~1.5 us/event, pydantic v2
 ``model_validate_json`` ~5 us, ``json.loads`` + hand checks ~6 us. msgspec wins.
 """
@@ -22,16 +46,27 @@ msgspec typed decode + timestamp check ~1.5 us/event, pydantic v2
 from __future__ import annotations
 
 import re
+import unicodedata
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import msgspec
+import numpy as np
 
-__all__ = ["ActionEvent", "EventError", "decode_event", "ERROR_CODES", "ACTIONS", "SENSITIVITIES"]
+__all__ = ["ActionEvent", "EventError", "decode_event", "check_event_time", "ERROR_CODES", "ACTIONS",
+           "SENSITIVITIES", "ID_FIELDS", "MAX_DEPTH", "MAX_EVENT_BYTES"]
 
 ACTIONS = ("read", "write", "delete", "send", "exec")
 SENSITIVITIES = ("public", "internal", "confidential", "restricted")
-ERROR_CODES = ("not_json", "not_object", "missing", "type", "enum", "range", "length", "timestamp", "encoding")
+ERROR_CODES = ("not_json", "not_object", "missing", "type", "enum", "range", "length", "timestamp", "encoding",
+               "depth", "character")
+#: arrays and objects inside one another; a contract event needs 2 (the event, its destinations)
+MAX_DEPTH = 64
+#: a message larger than this is refused whole (Kafka's default ``message.max.bytes`` is about 1 MB)
+MAX_EVENT_BYTES = 1024 * 1024
+#: the identifier fields: normalised to NFC, and refused with control or format characters
+ID_FIELDS = ("event_id", "agent_id", "operator_id", "requested_by", "task_id", "instruction_hash", "approval_id",
+             "parent_event_id")
 
 _Id = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 _Op = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
@@ -123,12 +158,118 @@ def _is_utf8(raw: bytes | bytearray | memoryview) -> bool:
     return True
 
 
+# ---------------------------------------------------------------------- nesting depth
+# Bytes that matter for nesting: brackets, braces and the quote (brackets inside strings do not nest).
+_SPECIAL = np.zeros(256, dtype=bool)
+_SPECIAL[[ord("["), ord("]"), ord("{"), ord("}"), ord('"')]] = True
+_STEP = np.zeros(256, dtype=np.int32)
+_STEP[[ord("["), ord("{")]] = 1
+_STEP[[ord("]"), ord("}")]] = -1
+
+
+def json_depth(raw: bytes | bytearray | memoryview) -> int:
+    """The deepest nesting of arrays and objects in a JSON text, outside string literals.
+
+    Vectorised (numpy over the bracket, brace and quote bytes), so a megabyte of
+    brackets costs milliseconds, not a Python loop per byte. On text that is not
+    valid JSON the answer holds up to the first syntax error, which is as far as
+    any parser goes, so it bounds the parser's recursion.
+
+    >>> json_depth(b'{"a": [1, {"b": "[[[not nesting]]]"}], "c": "\\\\"{"}')
+    3
+    """
+    a = np.frombuffer(raw, dtype=np.uint8)
+    pos = np.flatnonzero(_SPECIAL[a])
+    if pos.size == 0:
+        return 0
+    s = a[pos]
+    quote = s == 34
+    if quote.any():
+        backslash = np.flatnonzero(a == 92)
+        if backslash.size:  # a quote preceded by an odd run of backslashes is escaped, not a delimiter
+            qi = np.flatnonzero(quote)
+            q = pos[qi]
+            run_start = np.empty(backslash.size, dtype=bool)
+            run_start[0] = True
+            np.not_equal(np.diff(backslash), 1, out=run_start[1:])
+            starts = backslash[run_start]
+            run_of = np.cumsum(run_start) - 1
+            j = np.searchsorted(backslash, q) - 1   # the last backslash before each quote
+            jj = np.maximum(j, 0)
+            adjacent = (j >= 0) & (backslash[jj] == q - 1)
+            escaped = adjacent & ((q - starts[run_of[jj]]) % 2 == 1)
+            quote[qi[escaped]] = False
+        in_string = (np.cumsum(quote, dtype=np.int32) & 1).astype(bool)
+        step = _STEP[s]
+        step[in_string] = 0
+    else:
+        step = _STEP[s]
+    return int(np.cumsum(step).max(initial=0))
+
+
+def _check_shape(raw: bytes | bytearray | memoryview | str) -> None:
+    """Size and nesting, before the parser sees the text (see the module docstring)."""
+    data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
+    size = len(data) if not isinstance(data, memoryview) else data.nbytes
+    if size > MAX_EVENT_BYTES:
+        raise EventError("length", "", f"message is {size} bytes; at most {MAX_EVENT_BYTES} are accepted")
+    if isinstance(data, memoryview):
+        data = data.tobytes()
+    # fast path: a text with few opening brackets cannot nest deeply (counted in C, ~100 ns per event)
+    if data.count(b"[") + data.count(b"{") > MAX_DEPTH and json_depth(data) > MAX_DEPTH:
+        raise EventError("depth", "", f"nested deeper than {MAX_DEPTH} arrays or objects")
+
+
+# ---------------------------------------------------------------------- identifiers
+_FORBIDDEN = {"Cc": "a control character", "Cf": "a format character", "Cs": "a lone surrogate"}
+
+
+def _id_problem(name: str, value: str) -> tuple[str, str] | None:
+    """``None`` when ``value`` is a plain identifier, else (code, reason); slow path for non-ASCII."""
+    for ch in value:
+        cat = unicodedata.category(ch)
+        if cat in _FORBIDDEN:
+            label = unicodedata.name(ch, "") or repr(ch)[1:-1]
+            return "character", (f"contains U+{ord(ch):04X} ({label}), {_FORBIDDEN[cat]}; identifiers may not "
+                                  "contain control or format characters")
+    return None
+
+
+def _normalise_ids(ev: ActionEvent) -> ActionEvent:
+    """NFC identifiers, refused with control or format characters (see the module docstring)."""
+    changes = None
+    for name in ID_FIELDS:
+        value = getattr(ev, name)
+        # printable ASCII (the usual case) is already NFC and has no control or format character
+        if value is None or value.isascii() and value.isprintable():
+            continue
+        problem = _id_problem(name, value)
+        if problem is not None:
+            raise EventError(problem[0], name, problem[1])
+        nfc = unicodedata.normalize("NFC", value)
+        if nfc != value:
+            limit = 128 if name in ("event_id", "agent_id") else 256 if name == "operator_id" else 1024
+            if len(nfc) > limit:
+                raise EventError("length", name, f"must be of length <= {limit} once normalised to NFC")
+            changes = changes or {}
+            changes[name] = nfc
+    if changes:
+        ev = msgspec.structs.replace(ev, **changes)
+    return ev
+
+
+# ---------------------------------------------------------------------- decoding
 def decode_event(raw: bytes | bytearray | memoryview | str | dict) -> ActionEvent:
-    """Decode and validate one event; raise :class:`EventError` when it is invalid."""
+    """Decode and validate one event; raise :class:`EventError` when it is invalid.
+
+    Never raises anything else, whatever the input bytes (property-tested in
+    ``tests/unit/test_events.py``).
+    """
     try:
         if isinstance(raw, dict):
             ev = msgspec.convert(raw, ActionEvent)
         else:
+            _check_shape(raw)
             ev = _decoder.decode(raw)
     except msgspec.ValidationError as err:
         raise _translate(err) from None
@@ -139,6 +280,8 @@ def decode_event(raw: bytes | bytearray | memoryview | str | dict) -> ActionEven
         raise EventError("not_json", "", f"not valid JSON ({text.removeprefix('JSON is malformed: ')})") from None
     except UnicodeError:
         raise EventError("encoding", "", "message is not valid UTF-8") from None
+    except RecursionError:  # a dict nested beyond the interpreter's limit (bytes were bounded above)
+        raise EventError("depth", "", f"nested deeper than {MAX_DEPTH} arrays or objects") from None
     if ev.schema_version != 1:
         raise EventError("range", "schema_version", f"unsupported schema_version {ev.schema_version} (this reader knows 1)")
     ts = ev.ts
@@ -150,5 +293,28 @@ def decode_event(raw: bytes | bytearray | memoryview | str | dict) -> ActionEven
         when = datetime.fromisoformat(ts if ts[-1] not in "zZ" else ts[:-1] + "+00:00")
     except ValueError:
         raise EventError("timestamp", "ts", f"{ts!r} is not a valid date and time") from None
+    ev = _normalise_ids(ev)
     ev.__dict__["t"] = when.timestamp()
     return ev
+
+
+def check_event_time(ev: ActionEvent, reference: float, max_ahead: float) -> None:
+    """Refuse an event dated more than ``max_ahead`` seconds after ``reference`` (code ``timestamp``).
+
+    ``reference`` is a time the producer cannot choose: the stream shell passes
+    the broker's append time of the record. An agent's clock may run a little
+    ahead (``max_ahead`` allows for it); an event from the far future would
+    otherwise move the agent's windows and its breaker's probation ahead to that
+    date. Events from the past are not refused here: a backlog is normal.
+
+    >>> ev = decode_event({"event_id": "e1", "ts": "2099-01-01T00:00:00Z", "agent_id": "a", "operator_id": "o",
+    ...                    "tool": "t", "action": "read", "resource": "r", "sensitivity": "public"})
+    >>> check_event_time(ev, reference=1772442000.0, max_ahead=300.0)
+    Traceback (most recent call last):
+    ...
+    detector.events.EventError: ts: '2099-01-01T00:00:00Z' is 2298466800 s ahead of the broker's time for this record (at most 300 s allowed)
+    """
+    ahead = ev.t - reference
+    if ahead > max_ahead:
+        raise EventError("timestamp", "ts", f"{ev.ts!r} is {ahead:.0f} s ahead of the broker's time for this record "
+                                            f"(at most {max_ahead:.0f} s allowed)")

@@ -12,6 +12,15 @@ count of ``agent-actions``.
 ``agent-actions``, ``agent-control`` and the changelog must have the same
 number of partitions: the worker that owns partition *p* of the actions owns
 partition *p* of the control topic (releases) and of the state changelog.
+
+``agent-actions`` is created with ``message.timestamp.type=LogAppendTime``: the
+broker stamps every record with its own clock, and the workers refuse an event
+dated more than ``max_clock_skew`` (default 5 min) ahead of that stamp
+(``streams/intake.py``), so a producer cannot make an agent's clock jump to 2099
+and end a breaker's probation. A topic created earlier keeps its setting; set it
+with ``kafka-configs.sh --alter --entity-type topics --entity-name agent-actions
+--add-config message.timestamp.type=LogAppendTime`` (until then the workers cap
+the producer's timestamp with their own clock).
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ __all__ = ["ensure_topics", "describe_topics", "configure_parser", "run", "Kafka
 
 #: topic configs per logical topic (everything else: broker defaults)
 TOPIC_CONFIGS: dict[str, dict[str, str]] = {
+    "actions": {"message.timestamp.type": "LogAppendTime"},      # event time is bounded by the broker's clock
     "dlq": {"retention.ms": str(30 * 24 * 3600 * 1000)},        # a month to look at bad producers
     "incidents": {"retention.ms": str(365 * 24 * 3600 * 1000)},  # forensic records: a year
     "control": {"retention.ms": str(90 * 24 * 3600 * 1000)},     # freezes and releases: audit trail

@@ -101,8 +101,9 @@ import msgspec
 from aiokafka.partitioner import murmur2
 
 from detector.engine import Engine
-from detector.events import EventError, decode_event
+from detector.events import EventError
 from streams.drift_monitor import DriftMonitor
+from streams.intake import REROUTED_HEADER, MiskeyLog, admit, home_partition, key_problem, reference_time
 from streams.settings import Settings
 
 __all__ = ["create_app", "Processor", "TABLE", "pack_state", "unpack_state", "dlq_record"]
@@ -178,11 +179,6 @@ def _is_utf8_prefix(data: bytes) -> bool:
     return False
 
 
-class _EmptyMessage(EventError):
-    def __init__(self) -> None:
-        super().__init__("not_json", "", "message has no value")
-
-
 # ---------------------------------------------------------------------- the processor
 class Processor:
     """The per-worker loop around the engine; see the module docstring for the rules it keeps."""
@@ -222,7 +218,8 @@ class Processor:
         self.ready = False
         self.stats = dict(events=0, decisions=0, dlq=0, skipped=0, duplicates=0, freezes=0, releases=0,
                           state_writes=0, flushes=0, reconciled=0, republished=0, not_ready=0, redelivered=0,
-                          gaps=0)
+                          gaps=0, miskeyed=0, rerouted=0)
+        self.miskey_log = MiskeyLog()
         self._lock: asyncio.Lock | None = None
         self._idle: asyncio.Event | None = None
         self._tasks: set[asyncio.Future] = set()
@@ -258,12 +255,13 @@ class Processor:
         lasts = []
         for (topic, partition), records in out.items():
             batch = producer.create_batch()
-            for key, value in records:
-                if batch.append(key=key, value=value, timestamp=None) is None:
+            for key, value, *headers in records:  # (key, value) or (key, value, headers)
+                hdrs = headers[0] if headers else []
+                if batch.append(key=key, value=value, timestamp=None, headers=hdrs) is None:
                     fut = await producer.send_batch(batch, topic, partition=partition)
                     fut.add_done_callback(self._on_sent)
                     batch = producer.create_batch()
-                    if batch.append(key=key, value=value, timestamp=None) is None:
+                    if batch.append(key=key, value=value, timestamp=None, headers=hdrs) is None:
                         raise ValueError(f"a record of {len(value)} bytes does not fit in a producer batch")
             fut = await producer.send_batch(batch, topic, partition=partition)
             fut.add_done_callback(self._on_sent)
@@ -278,7 +276,10 @@ class Processor:
         return fut
 
     # ------------------------------------------------------------------ loading and forgetting
-    def _load(self, agent: str, partition: int) -> None:
+    def _load(self, agent: str, partition: int | None = None) -> None:
+        """Bring an agent into memory from the table. Its events and its state's changelog record live on
+        its home partition (streams/intake.py), whatever partition the record that named it came from."""
+        partition = home_partition(agent, self.n_actions)
         self.part[agent] = partition
         self.applied[agent] = -1
         raw = self.table.data.get(agent) if self.table is not None else None
@@ -358,6 +359,8 @@ class Processor:
         expect = self.expect
         unacked = getattr(self.app.consumer, "_unacked_messages", set())
         mono0 = time.monotonic()
+        wall = time.time()
+        max_skew = self.settings.max_clock_skew
         gaps: dict[int, int] = {}
         dropped = 0
         for e in events:
@@ -384,25 +387,35 @@ class Processor:
             expect[p] = off + 1
             self.position[p] = off
             self.progress[p] = mono0
-            try:
-                value = msg.value
-                if not value:
-                    raise _EmptyMessage()
-                ev = decode_event(value)
+            try:  # streams/intake.py: a dead letter, a re-route, or an event to decide
+                ev = admit(msg.value, reference=reference_time(msg.timestamp, msg.timestamp_type, wall),
+                           max_skew=max_skew)
             except EventError as err:
-                p = self._partition_for("dlq", msg.key or b"", msg.partition)
-                out[(self.topics["dlq"], p)].append(
+                dp = self._partition_for("dlq", msg.key or b"", msg.partition)
+                out[(self.topics["dlq"], dp)].append(
                     (msg.key, dlq_record(msg.value, err, topic_actions, msg.partition, msg.offset)))
                 free.append(e)
                 self.stats["dlq"] += 1
                 if metrics is not None:
                     metrics.dlq(err.code)
                 continue
+            agent = ev.agent_id
+            home = self.part.get(agent)
+            if home is None:
+                home = home_partition(agent, self.n_actions)
+            problem = key_problem(msg.key, agent)
+            if home != p:  # never decided off its agent's home partition: copied there, decided there
+                out[(topic_actions, home)].append(
+                    (agent.encode("utf-8"), msg.value, [(REROUTED_HEADER, f"{topic_actions}/{p}/{off}".encode())]))
+                free.append(e)
+                self._miskeyed(problem or "wrong_partition", agent, p, off, home, True)
+                continue
+            if problem is not None:
+                self._miskeyed(problem, agent, p, off, home, False)
             if ev.approval_id is not None and self.approval_check is not None:
                 ev = self.approval_check(ev)  # an approval_id that does not cover the action signs nothing off
-            agent = ev.agent_id
             if agent not in self.part:
-                self._load(agent, msg.partition)
+                self._load(agent)
             if msg.offset <= self.applied[agent] and msg.partition == self.part[agent]:
                 free.append(e)  # rule 2: already in the state, already decided
                 self.stats["skipped"] += 1
@@ -459,6 +472,14 @@ class Processor:
                 dirty[1] += 1
         self.held_free.extend(free)
         return freezes
+
+    def _miskeyed(self, reason: str, agent: str, partition: int, offset: int, home: int, rerouted: bool) -> None:
+        self.stats["miskeyed"] += 1
+        if rerouted:
+            self.stats["rerouted"] += 1
+        if self.metrics is not None:
+            self.metrics.miskeyed(reason, rerouted)
+        self.miskey_log.note(reason, agent, self.topics["actions"], partition, offset, home, rerouted)
 
     async def _seek_back(self, gaps: dict[int, int]) -> None:
         from faust.types import TP
@@ -576,7 +597,7 @@ class Processor:
         """The agent's engine state on the worker that owns it, loaded from the table if needed; None if unknown."""
         if agent not in self.engine.agents and agent not in self.part and self.table is not None \
                 and self.table.data.get(agent) is not None:
-            self._load(agent, partition)
+            self._load(agent)
         return self.engine.agents.get(agent)
 
     async def apply_manual_freeze(self, d, partition: int, worker: str | None = None) -> None:
@@ -707,10 +728,11 @@ class Processor:
                          f"signature {verdict}")
             return
         if agent not in self.part:
-            if self.table is None or self.table.data.get(agent) is None:
+            if self.table is None or self.table.data.get(agent) is None \
+                    or home_partition(agent, self.n_actions) not in self.expect:  # not this worker's agent
                 log.info("release of %s ignored: no state for this agent on this worker", agent)
                 return
-            self._load(agent, msg.partition)
+            self._load(agent)
         st = self.engine.agents.get(agent)
         if st is None:
             return
@@ -934,8 +956,18 @@ def create_app(settings: Settings, engine: Engine, *, partition_counts: dict[str
 
     @app.agent(actions, name="flowbreaker-actions")
     async def process_actions(stream):
-        async for events in stream.take_events(batch_max, within=within):
-            await processor.on_batch(events)
+        try:
+            async for events in stream.take_events(batch_max, within=within):
+                await processor.on_batch(events)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # No record gets here (intake dead-letters every bad one); a failed publication or a bug does. faust
+            # would restart the agent past the events of the failed batch: stop the worker instead, so the
+            # next owner resumes from the committed offset and nothing is lost.
+            log.exception("the actions agent failed; stopping the worker: %r", exc)
+            await app.crash(exc)
+            raise
 
     @app.agent(control, name="flowbreaker-control")
     async def process_control(stream):

@@ -53,8 +53,16 @@ Rare paths (prometheus_client metrics, labelled children cached):
     At most 16 series.
 ``flowbreaker_dlq_events_total{code}``
     Invalid events sent to the dead-letter topic, by ``EventError.code`` (not_json,
-    not_object, missing, type, enum, range, length, timestamp, encoding; unknown
-    codes -> ``other``). 10 series, all present from the start.
+    not_object, missing, type, enum, range, length, timestamp, encoding, depth,
+    character; ``internal`` when decoding failed in an unexpected way; unknown
+    codes -> ``other``). 13 series, all present from the start.
+``flowbreaker_miskeyed_events_total{reason, outcome}``
+    Events on ``agent-actions`` not keyed as the contract says: ``reason`` is
+    ``no_key``, ``wrong_key`` (the key is not the event's ``agent_id``) or
+    ``wrong_partition`` (right key, but not on the partition Kafka's default
+    murmur2 partitioner gives it); ``outcome`` is ``rerouted`` (copied to the
+    agent's partition and decided there) or ``decided`` (already on the agent's
+    partition). 6 series, all present from the start.
 ``flowbreaker_duplicates_total``
     Repeated ``event_id`` values, scored once and otherwise skipped.
 ``flowbreaker_agents_frozen``
@@ -195,8 +203,10 @@ DEST_CLASSES = ("internal", "external", "broadcast")
 VOLUME_CLASSES = ("none",) + DEST_CLASSES
 DLQ_CODES = (
     "not_json", "not_object", "missing", "type", "enum",
-    "range", "length", "timestamp", "encoding",
+    "range", "length", "timestamp", "encoding", "depth", "character", "internal",
 )
+MISKEYED_REASONS = ("no_key", "wrong_key", "wrong_partition")
+MISKEYED_OUTCOMES = ("rerouted", "decided")
 BREAKER_STATE_VALUE = {"closed": 0.0, "half_open": 1.0, "open": 2.0}
 
 SCORE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
@@ -447,6 +457,14 @@ class Metrics:
             "flowbreaker_duplicates_total", "Repeated event ids, scored once and skipped.",
             registry=reg,
         )
+        self._miskeyed = Counter(
+            "flowbreaker_miskeyed_events_total",
+            "Events on agent-actions without their agent_id as key, or off their agent's partition.",
+            ("reason", "outcome"), registry=reg,
+        )
+        self._miskeyed_children = {
+            (r, o): self._miskeyed.labels(r, o) for r in MISKEYED_REASONS for o in MISKEYED_OUTCOMES
+        }
         self._frozen_count = Gauge(
             "flowbreaker_agents_frozen", "Agents currently frozen on this worker.", registry=reg,
         )
@@ -730,6 +748,12 @@ class Metrics:
     def duplicate(self) -> None:
         """Count one repeated ``event_id`` (skipped, not scored again)."""
         self._duplicates.inc()
+
+    def miskeyed(self, reason: str, rerouted: bool, n: int = 1) -> None:
+        """Count ``n`` mis-keyed events (``reason`` one of MISKEYED_REASONS), re-routed or decided in place."""
+        child = self._miskeyed_children.get((reason, "rerouted" if rerouted else "decided"))
+        if child is not None:
+            child.inc(n)
 
     def release(self, agent_id: str | None = None) -> None:
         """Count one release; with ``agent_id``, that agent leaves the frozen list

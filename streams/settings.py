@@ -36,6 +36,8 @@ setting                     environment                        default
 ``flush_interval`` (T)      ``FLOWBREAKER_FLUSH_INTERVAL``     5 s: a changed agent's state is written ...
 ``flush_events`` (K)        ``FLOWBREAKER_FLUSH_EVENTS``       ... or after 1,000 of its events
 ``session_timeout``         ``FLOWBREAKER_SESSION_TIMEOUT``    10 s: a silent worker's partitions move
+``max_clock_skew``          ``FLOWBREAKER_MAX_CLOCK_SKEW``     300 s: events dated further ahead of their record's
+                                                               broker time go to the DLQ (``timestamp``)
 =========================== ================================== =======================
 
 The same settings give the keyword arguments of each Kafka client in use:
@@ -132,6 +134,7 @@ class Settings:
     flush_interval: float = 5.0    # T: a dirty agent's state is written at most this long after its first change
     flush_events: int = 1000       # K: ... or once it has this many unwritten events
     session_timeout: float = 10.0  # seconds without heartbeat before a worker's partitions move
+    max_clock_skew: float = 300.0  # seconds an event's ts may be ahead of its record's broker time (streams/intake.py)
     # security
     security_protocol: str = "PLAINTEXT"
     sasl_mechanism: str = "SCRAM-SHA-512"
@@ -195,6 +198,8 @@ class Settings:
         if (self.batch_max < 1 or self.batch_within <= 0 or self.flush_interval <= 0 or self.flush_events < 1
                 or self.session_timeout < 1):
             raise SettingsError("batch and flush settings must be positive")
+        if not self.max_clock_skew >= 0:
+            raise SettingsError(f"max clock skew {self.max_clock_skew} must be >= 0 seconds")
 
     def keyring(self, environ: Mapping[str, str] | None = None):
         """The command signing keys (:class:`streams.signing.KeyRing`), or None when none is configured;
@@ -343,6 +348,9 @@ def add_worker_arguments(p: argparse.ArgumentParser) -> None:
                    help="write a changed agent's state at most this long after its first change (default 5)")
     g.add_argument("--flush-events", dest="flush_events", type=int, metavar="N",
                    help="... or after this many of its events (default 1000)")
+    g.add_argument("--max-clock-skew", dest="max_clock_skew", type=float, metavar="SECONDS",
+                   help="an event dated more than this ahead of its record's broker time is refused to the DLQ "
+                        "(default 300)")
     g.add_argument("--session-timeout", dest="session_timeout", type=float, metavar="SECONDS",
                    help="a worker silent this long loses its partitions to the others (default 10; "
                         "the broker's group.min.session.timeout.ms is the floor)")

@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import copy
 import json
+import unicodedata
 from datetime import datetime, timedelta, timezone
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from detector.events import ERROR_CODES, ActionEvent, EventError, decode_event
+from detector.events import (ERROR_CODES, MAX_DEPTH, MAX_EVENT_BYTES, ActionEvent, EventError, check_event_time,
+                             decode_event, json_depth)
 
 REQUIRED = ("event_id", "ts", "agent_id", "operator_id", "tool", "action", "resource", "sensitivity")
 OPTIONAL_STRINGS = ("requested_by", "task_id", "instruction_hash", "approval_id", "parent_event_id")
@@ -159,7 +161,10 @@ def test_a_timestamp_with_an_impossible_date_or_time_is_rejected(ts):
 
 def test_every_error_code_is_one_of_the_bounded_metric_labels():
     assert set(ERROR_CODES) == {"not_json", "not_object", "missing", "type", "enum", "range", "length",
-                                "timestamp", "encoding"}
+                                "timestamp", "encoding", "depth", "character"}
+    from streams.metrics import DLQ_CODES
+
+    assert set(ERROR_CODES) <= set(DLQ_CODES)  # every code has its own series in flowbreaker_dlq_events_total
 
 
 # --------------------------------------------------------------------------- what a valid event gives
@@ -241,10 +246,17 @@ def test_arbitrary_json_objects_never_raise_anything_but_event_error(obj):
 
 
 _text_chars = st.characters(blacklist_categories=("Cs",))
+_id_chars = st.characters(blacklist_categories=("Cs", "Cc", "Cf"))
 
 
 def _text(lo: int, hi: int) -> st.SearchStrategy[str]:
     return st.text(_text_chars, min_size=lo, max_size=hi)
+
+
+def _id(lo: int, hi: int) -> st.SearchStrategy[str]:
+    """Identifiers as the decoder keeps them: no control or format characters, already NFC."""
+    return st.text(_id_chars, min_size=lo, max_size=hi).map(lambda t: unicodedata.normalize("NFC", t)) \
+        .filter(lambda t: lo <= len(t) <= hi)
 
 
 @st.composite
@@ -277,15 +289,15 @@ def contract_events(draw) -> tuple[dict, float]:
     """A valid action event built from the contract table (section 1), with its instant."""
     ts, instant = draw(rfc3339())
     ev = {
-        "event_id": draw(_text(1, 128)), "ts": ts, "agent_id": draw(_text(1, 128)),
-        "operator_id": draw(_text(1, 256)), "tool": draw(_text(1, 256)), "action": draw(st.sampled_from(ACTIONS)),
+        "event_id": draw(_id(1, 128)), "ts": ts, "agent_id": draw(_id(1, 128)),
+        "operator_id": draw(_id(1, 256)), "tool": draw(_text(1, 256)), "action": draw(st.sampled_from(ACTIONS)),
         "resource": draw(_text(1, 1024)), "sensitivity": draw(st.sampled_from(SENSITIVITIES)),
     }
     if draw(st.booleans()):
         ev["schema_version"] = 1
     for name in OPTIONAL_STRINGS:
         if draw(st.booleans()):
-            ev[name] = draw(_text(0, 64))
+            ev[name] = draw(_id(0, 64))
     for name in ("records", "bytes"):
         if draw(st.booleans()):
             ev[name] = draw(st.integers(0, 2**53))
@@ -336,3 +348,147 @@ def test_action_event_has_exactly_the_contract_fields_plus_the_derived_instant()
 def _minimal_event_bytes() -> bytes:
     return json.dumps({"event_id": "e", "ts": "2026-03-02T09:00:00Z", "agent_id": "a", "operator_id": "o",
                        "tool": "t", "action": "read", "resource": "r", "sensitivity": "public"}).encode()
+
+
+
+# --------------------------------------------------------------------------- hostile input (issue 10, items 2, 7, 12)
+
+@pytest.mark.parametrize("raw", [
+    b'{"a":' * 1000,                                   # the issue's example, unterminated
+    b'{"a":' * 100_000,
+    b"[" * 100_000,
+    b'{"event_id":' + b"[" * 5000 + b"]" * 5000 + b"}",
+    json.dumps({**valid(), "x": json.loads("[" * 200 + "]" * 200)}).encode(),   # valid JSON, deep extra field
+])
+def test_deep_nesting_is_the_decoders_own_rejection_never_a_recursion_error(raw):
+    err = rejection(raw)
+    assert (err.code, err.field) == ("depth", "")
+    assert f"deeper than {MAX_DEPTH}" in str(err)
+
+
+def test_a_deeply_nested_dict_is_ignored_as_an_extra_field_or_rejected_in_a_known_one():
+    deep: list = []
+    inner = deep
+    for _ in range(5000):
+        inner.append([])
+        inner = inner[0]
+    assert decode_event({**valid(), "x": deep}) == decode_event(valid())   # unknown fields are not walked
+    assert rejection({**valid(), "destinations": deep}).code == "type"
+
+
+def test_nesting_up_to_the_limit_in_an_unknown_field_is_tolerated():
+    deep = json.loads("[" * (MAX_DEPTH - 1) + "]" * (MAX_DEPTH - 1))
+    assert decode_event(json.dumps({**valid(), "x": deep}).encode()) == decode_event(valid())
+
+
+def test_brackets_inside_strings_do_not_count_as_nesting():
+    raw = valid(resource="s3://bucket/" + "[{" * 500, task_id="\\\"[[[" * 40)
+    assert decode_event(as_bytes(raw)).resource.endswith("[{")
+
+
+def _depth_by_hand(raw: bytes) -> int:
+    depth = deepest = 0
+    in_string = escaped = False
+    for c in raw:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif c == 0x5C:
+                escaped = True
+            elif c == 0x22:
+                in_string = False
+        elif c == 0x22:
+            in_string = True
+        elif c in b"[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif c in b"]}":
+            depth -= 1
+    return deepest
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.recursive(st.none() | st.booleans() | st.integers() | st.text(st.sampled_from('[]{}"\\ab'), max_size=6),
+                    lambda kids: st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=3), kids, max_size=3),
+                    max_leaves=40))
+def test_json_depth_agrees_with_a_character_by_character_count(obj):
+    raw = json.dumps(obj).encode()
+    assert json_depth(raw) == _depth_by_hand(raw)
+
+
+def test_a_message_over_the_size_limit_is_rejected_whole():
+    raw = as_bytes(valid(x_pad="x" * MAX_EVENT_BYTES))
+    err = rejection(raw)
+    assert (err.code, err.field) == ("length", "")
+    assert str(MAX_EVENT_BYTES) in str(err)
+
+
+_json_scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=8)
+_nested_json = st.recursive(_json_scalars, lambda kids: st.lists(kids, max_size=3)
+                            | st.dictionaries(st.text(max_size=4), kids, max_size=3), max_leaves=30)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from([b"{", b"[", b'{"a":', b"]", b"}", b'"', b"\\", b",", b"1", b"\xff", b"\x00"]),
+                max_size=400).map(b"".join),
+       st.integers(0, 3000))
+def test_bracket_soup_of_any_depth_never_raises_anything_but_event_error(soup, repeat):
+    for raw in (soup, b"[" * repeat + soup, b'{"a":' * repeat + soup, as_bytes(valid())[:-1] + b',"x":' + soup):
+        try:
+            decode_event(raw)
+        except EventError as err:
+            assert err.code in ERROR_CODES
+
+
+@settings(max_examples=300, deadline=None)
+@given(_nested_json)
+def test_any_json_in_an_unknown_field_decodes_or_is_a_bounded_rejection(extra):
+    raw = as_bytes(valid(x_extra=extra))
+    try:
+        assert decode_event(raw) == decode_event(valid())
+    except EventError as err:
+        assert err.code == "depth"
+
+
+@pytest.mark.parametrize("field", ["agent_id", "event_id", "operator_id", "task_id", "requested_by",
+                                   "instruction_hash", "approval_id", "parent_event_id"])
+@pytest.mark.parametrize("char, kind", [("\u200b", "format"), ("\u202e", "format"), ("\u2066", "format"),
+                                        ("\ufeff", "format"), ("\u200d", "format"), ("\x00", "control"),
+                                        ("\x1b", "control"), ("\n", "control"), ("\x85", "control")])
+def test_an_identifier_with_a_control_or_format_character_is_refused_with_its_name(field, char, kind):
+    err = rejection(as_bytes(valid(**{field: f"hr{char}agent"})))
+    assert (err.code, err.field) == ("character", field)
+    assert f"U+{ord(char):04X}" in str(err) and f"a {kind} character" in str(err)
+
+
+def test_identifiers_are_normalised_to_nfc_so_one_name_is_one_agent():
+    composed, decomposed = "caf\u00e9-bot", "cafe\u0301-bot"
+    a = decode_event(as_bytes(valid(agent_id=composed, event_id="e-\u00e9")))
+    b = decode_event(json.dumps(valid(agent_id=decomposed, event_id="e-e\u0301"), ensure_ascii=False).encode())
+    assert a.agent_id == b.agent_id == composed and a.event_id == b.event_id == "e-\u00e9"
+    assert b.t == a.t
+
+
+def test_other_text_fields_are_kept_as_sent():
+    ev = decode_event(as_bytes(valid(resource="doc://cafe\u0301", tool="t\u200bool")))
+    assert (ev.resource, ev.tool) == ("doc://cafe\u0301", "t\u200bool")
+
+
+def test_printable_non_ascii_identifiers_are_accepted():
+    ev = decode_event(as_bytes(valid(agent_id="агент-7 ☃", operator_id="équipe RH")))
+    assert (ev.agent_id, ev.operator_id) == ("агент-7 ☃", "équipe RH")
+
+
+def test_an_event_dated_beyond_the_allowed_skew_ahead_of_the_reference_is_refused():
+    ev = decode_event(valid(ts="2026-03-02T09:10:00Z"))
+    reference = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc).timestamp()
+    check_event_time(ev, reference, max_ahead=600.0)              # 10 min ahead, 10 allowed: fine
+    with pytest.raises(EventError) as info:
+        check_event_time(ev, reference, max_ahead=300.0)
+    assert (info.value.code, info.value.field) == ("timestamp", "ts")
+    assert "600 s ahead" in str(info.value) and "300 s" in str(info.value)
+
+
+def test_an_event_from_the_past_is_not_refused_by_the_time_bound():
+    ev = decode_event(valid(ts="2001-01-01T00:00:00Z"))
+    check_event_time(ev, datetime(2026, 3, 2, tzinfo=timezone.utc).timestamp(), max_ahead=0.0)

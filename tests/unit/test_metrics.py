@@ -371,7 +371,7 @@ def test_dlq_counts_by_code_and_unknown_codes_become_other(metrics, registry):
     assert value(registry, "flowbreaker_dlq_events_total", code="timestamp") == 1
     assert value(registry, "flowbreaker_dlq_events_total", code="other") == 1
     assert value(registry, "flowbreaker_dlq_events_total", code="not_json") == 0
-    assert len(series(registry, "flowbreaker_dlq_events_total")) == 10
+    assert len(series(registry, "flowbreaker_dlq_events_total")) == 13
 
 
 def test_duplicates_are_counted(metrics, registry):
