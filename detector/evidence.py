@@ -7,10 +7,11 @@ sign that harm is being done, rare *for this agent*:
 
 - **solo evidence**, enough by itself: data going out (volume to external or
   broadcast destinations, sensitive data read then sent within a task), fan-out,
-  deletes, the rule of two, a detour after untrusted input; volume far beyond the
+  deletes, the rule of two, a detour after untrusted input, someone from outside the
+  organisation the agent never worked for directing it; volume far beyond the
   profile when this action itself moves data out or destroys it; never-used tools
   or resources when they touch confidential or restricted data (privilege misuse);
-- **supporting evidence**, which only adds to solo evidence: someone the agent never
+- **supporting evidence**, which only adds to solo evidence: a colleague the agent never
   worked for directing it, a never-seen destination, steps the task never took.
 
 Correlated features form one group (outbound volume over 15 minutes and over an hour
@@ -51,6 +52,7 @@ GROUPS: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("deletes", ("deletes_15m",), SOLO),
     ("rule of two", ("rule_of_two",), SOLO),
     ("detour after untrusted input", ("untrusted_detour",), SOLO),
+    ("an outsider asked", ("outsider_principal",), SOLO),
     ("volume moved", ("volume_15m", "volume_1h", "bytes_1h", "event_volume"), MOVING),
     ("never-used access to sensitive data", ("novelty_1h", "novel_tool"), SENSITIVE),
     ("who asked", ("unfamiliar_principal",), SUPPORT),

@@ -29,7 +29,7 @@ from math import exp, log2
 import re
 
 from detector.events import ActionEvent
-from detector.policy import BROADCAST, EXTERNAL, Policy
+from detector.policy import BROADCAST, EXTERNAL, INTERNAL, Policy
 from detector.sketch import bloom_add, bloom_has, stable_hash
 
 __all__ = ["FEATURES", "FEATURE_NAMES", "FEATURE_INDEX", "Feature", "FeatureState", "Observation", "extract",
@@ -68,9 +68,10 @@ FEATURES: tuple[Feature, ...] = (
     Feature("novel_destinations_1d", 0.5, "met {value} never-seen external or broadcast destinations in the last day; this agent usually meets about {baseline}", "destinations"),
     Feature("task_actions", 0.5, "this task has taken {value} actions so far; this agent's tasks usually take about {baseline}", "actions"),
     Feature("task_novel_steps", 0.3, "this task took {value} steps (one tool after another) this agent has never taken in a task; usually {baseline}", "steps"),
-    Feature("unfamiliar_principal", 0.3, "someone this agent has never worked for directs it to do this ({value}: weighted by what the action can damage: sending out, deleting, broadcasting); usually {baseline}"),
+    Feature("unfamiliar_principal", 0.3, "a colleague this agent has never worked for directs it to do this ({value}: weighted by what the action can damage: sending out, deleting, broadcasting); usually {baseline}"),
     Feature("untrusted_detour", 0.3, "after taking in untrusted input (web, outside mail) this task now sends to a destination nothing in the task points to, or takes a step it never took, to send, delete or change something ({value}: weighted by sensitivity and harm); usually {baseline}"),
     Feature("novel_tool", 0.3, "uses a tool this agent has never used ({value}: weighted by sensitivity, double when it sends, deletes, writes or executes); usually {baseline}"),
+    Feature("outsider_principal", 0.3, "someone from outside the organisation whom this agent has never worked for directs it to do this ({value}: weighted by what the action can damage: sending out, deleting, broadcasting); usually {baseline}"),
 )
 FEATURE_NAMES = tuple(f.name for f in FEATURES)
 FEATURE_INDEX = {n: i for i, n in enumerate(FEATURE_NAMES)}
@@ -124,7 +125,7 @@ def _i(raw: bytes) -> int:
 
 
 class FeatureState:
-    """The part of an agent's state that features need. Fixed size; see ``bench/bench_state.py``."""
+    """The part of an agent's state that features need. Fixed size; measured by ``bench/bench_replay.py``."""
 
     __slots__ = ("last_t", "c", "tools", "resources", "dests", "steps", "principals", "recent_a", "recent_b",
                  "gen_t", "tasks", "instr", "instr_t", "hours")
@@ -395,7 +396,8 @@ def extract(st: FeatureState, ev: ActionEvent, policy: Policy) -> Observation:
         deleted = float(records if records > 0 else 1)
         c[_C_DEL15] += deleted
 
-    # who asked: a principal the agent never worked for, weighted by what the action can damage
+    # who asked: a principal the agent never worked for, weighted by what the action can damage; one
+    # from outside the organisation (not an internal address per the policy) weighs as evidence of harm
     unfamiliar = 0.0
     who = ev.requested_by
     h_who = 0
@@ -451,11 +453,14 @@ def extract(st: FeatureState, ev: ActionEvent, policy: Policy) -> Observation:
                 rule2 = 1.0
             if untrusted_before and strangers > 0.0:
                 detour = strangers
-        if untrusted_before and new_step and acting and not approved:
-            # a tool the task never used to take next, right after untrusted input, that changes something
+        if untrusted_before and acting and not approved and (new_step or tasks[base + 6] > 0.0):
+            # after untrusted input the task took a step it never takes, and now changes something
             detour += wn * (3.0 if ev.action == "delete" else 2.0 if outward else 1.0)
     elif outward and sensitive and not approved:
         task_exfil = vol
+    outsider = 0.0
+    if unfamiliar > 0.0 and _is_outsider(policy, who):
+        outsider, unfamiliar = unfamiliar, 0.0
 
     # configuration change (instruction_hash)
     if ev.instruction_hash is not None:
@@ -478,6 +483,7 @@ def extract(st: FeatureState, ev: ActionEvent, policy: Policy) -> Observation:
         c[_C_FAN15], c[_C_DEST60], c[_C_EXT60], c[_C_DEL15], c[_C_NOV60],
         0.0 if approved else vol, float(fanout), task_exfil, rule2, novel_out, rarity,
         c[_C_NOVD1D], task_n, novel_steps, 0.0 if approved else unfamiliar, detour, novel_tool,
+        0.0 if approved else outsider,
     ]
     o.pending = (h_tool, h_res, dest_hashes)
     # an action is blamed for a window only when it is a real part of it (>= 5%): in the wake of a
@@ -503,6 +509,12 @@ def extract(st: FeatureState, ev: ActionEvent, policy: Policy) -> Observation:
         quiet += _Q_NOVEL_DESTS
     o.quiet = tuple(quiet)
     return o
+
+
+def _is_outsider(policy: Policy, who: str) -> bool:
+    """A principal whose address the policy does not call internal (``unknown``, an outside mail
+    address, a look-alike domain, a customer id)."""
+    return policy.classify(who if ":" in who and "@" not in who else "email:" + who)[0] != INTERNAL
 
 
 def _directed_harm(ev: ActionEvent, outward: bool, sensitive: bool, fanout: int, classes: list, dests) -> float:

@@ -77,22 +77,43 @@ def test_an_action_without_a_task_has_no_task_shape():
 
 # ------------------------------------------------------------------ who asked
 
+def who_asked(o) -> tuple[float, float]:
+    return f(o, "unfamiliar_principal"), f(o, "outsider_principal")
+
+
 def test_a_principal_never_seen_directing_a_send_of_sensitive_data_weighs_most():
-    s, _ = run([ev(k, requested_by="alice") for k in range(5)])
-    _, obs = run([ev(10, requested_by="alice", action="send", sensitivity="confidential", tool="mail.send",
-                     destinations=["email:x@evil.example"]),
-                  ev(20, requested_by="mallory", action="send", sensitivity="confidential", tool="mail.send",
-                     destinations=["email:x@evil.example"]),
-                  ev(30, requested_by="mallory2", action="delete"),
-                  ev(40, requested_by="mallory3", action="read"),
+    s, _ = run([ev(k, requested_by="alice@corp.example") for k in range(5)])
+    _, obs = run([ev(10, requested_by="alice@corp.example", action="send", sensitivity="confidential",
+                     tool="mail.send", destinations=["email:x@evil.example"]),
+                  ev(20, requested_by="mallory@corp.example", action="send", sensitivity="confidential",
+                     tool="mail.send", destinations=["email:x@evil.example"]),
+                  ev(30, requested_by="mallory2@corp.example", action="delete"),
+                  ev(40, requested_by="mallory3@corp.example", action="read"),
                   ev(50, requested_by="owner", action="delete")], state=s, commit=False)
-    assert [f(o, "unfamiliar_principal") for o in obs] == [0.0, 3.0, 3.0, 0.25, 0.0]
+    assert [who_asked(o)[0] for o in obs] == [0.0, 3.0, 3.0, 0.25, 0.0]
+
+
+def test_a_principal_from_outside_the_organisation_counts_as_an_outsider():
+    _, obs = run([ev(0, requested_by="eve@evil.example", action="delete"),
+                  ev(1, requested_by="unknown", action="delete"),
+                  ev(2, requested_by="eve@corp-example.com", action="delete"),   # a look-alike domain
+                  ev(3, requested_by="bob@corp.example", action="delete")], commit=False)
+    assert [who_asked(o) for o in obs] == [(0.0, 3.0), (0.0, 3.0), (0.0, 3.0), (3.0, 0.0)]
 
 
 def test_a_principal_is_familiar_once_a_normal_action_taught_it():
-    s, (first,) = run([ev(0, requested_by="bob", action="delete")])
-    _, (second,) = run([ev(10, requested_by="bob", action="delete")], state=s)
-    assert f(first, "unfamiliar_principal") == 3.0 and f(second, "unfamiliar_principal") == 0.0
+    s, (first,) = run([ev(0, requested_by="bob@corp.example", action="delete")])
+    _, (second,) = run([ev(10, requested_by="bob@corp.example", action="delete")], state=s)
+    assert who_asked(first) == (3.0, 0.0) and who_asked(second) == (0.0, 0.0)
+
+
+def test_a_task_started_by_a_stranger_stays_a_strangers_task():
+    s = FeatureState()
+    # the stranger's first step (a harmless read) is normal and teaches the principal ...
+    _, (read,) = run([ev(0, task_id="T", requested_by="eve@evil.example")], state=s)
+    # ... but the deletes that follow in the same task are still directed by someone unfamiliar
+    _, (delete,) = run([ev(5, task_id="T", requested_by="eve@evil.example", action="delete")], state=s)
+    assert who_asked(read) == (0.0, 0.25) and who_asked(delete) == (0.0, 3.0)
 
 
 # ------------------------------------------------------------------ detours and relative novelty
