@@ -1,7 +1,7 @@
 """Start-up shared by the benchmarks that need a real broker (bench_check.py, bench_stream.py).
 
 Importing it puts the repository and ``tests/integration`` (the worker and Kafka helpers the
-integration tests use) on ``sys.path``, so a benchmark run as ``python bench/bench_x.py`` from a
+integration tests use) on ``sys.path``, so a benchmark run as ``python bench/bench_check.py`` from a
 checkout finds ``worker_harness`` and ``conftest``. Then:
 
 - :func:`broker`: the ``--bootstrap`` broker when one is given, else a broker of its own started with

@@ -35,13 +35,6 @@ CLI = [sys.executable, "-c", "import sys; from streams.cli import main; sys.exit
 
 pytestmark = pytest.mark.timeout(240)
 
-try:
-    import streams.worker  # noqa: F401
-    HAVE_WORKER = True
-except ImportError:  # pragma: no cover - the worker is built in parallel
-    HAVE_WORKER = False
-
-
 # ---------------------------------------------------------------------- helpers
 
 def free_port() -> int:
@@ -190,7 +183,6 @@ def exfiltration_task(agent, task_id: str) -> dict:
 
 # ---------------------------------------------------------------------- the test
 
-@pytest.mark.skipif(not HAVE_WORKER, reason="streams.worker is not built yet")
 def test_an_incident_freezes_the_agent_which_executes_nothing_more_until_a_release(
         kafka_bootstrap, unique_topic_prefix, tmp_path):
     from kafka import KafkaProducer
@@ -335,7 +327,6 @@ def test_an_incident_freezes_the_agent_which_executes_nothing_more_until_a_relea
     assert time.monotonic() - t_start < 180
 
 
-@pytest.mark.skipif(not HAVE_WORKER, reason="streams.worker is not built yet")
 def test_a_guard_started_late_reads_the_freezes_already_on_the_topic(kafka_bootstrap, unique_topic_prefix,
                                                                       signing_keys):
     from streams.admin import ensure_topics
@@ -361,7 +352,6 @@ def test_a_guard_started_late_reads_the_freezes_already_on_the_topic(kafka_boots
         assert guard.may_proceed("agent-4")
 
 
-@pytest.mark.skipif(not HAVE_WORKER, reason="streams.worker is not built yet")
 def test_the_demo_shows_freezes_and_stops_only_what_it_started(kafka_bootstrap, unique_topic_prefix, tmp_path):
     import re
 
