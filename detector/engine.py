@@ -30,6 +30,7 @@ from detector import breaker as brk
 from detector.baseline import Baseline, Prior
 from detector.events import ActionEvent
 from detector.evidence import fisher, strength
+from detector.manifest import ManifestBook, Usage, stream_effect
 from detector.features import FeatureState, Observation, commit_novelty, extract
 from detector.model import Model
 from detector.policy import Policy
@@ -42,7 +43,7 @@ __all__ = ["Engine", "Decision", "AgentState", "ONLINE_MODEL_VERSION"]
 
 ONLINE_MODEL_VERSION = "online-only"
 _DEDUPE = 32
-_STATE_VERSION = 2
+_STATE_VERSION = 3
 _encode = msgspec.msgpack.Encoder().encode
 #: an agent whose profile is worth fewer observations than this is young (see the breaker's solo_trip)
 YOUNG_N = 100.0
@@ -75,15 +76,15 @@ def _blame(obs: Observation, z: list[float], r: list[float]) -> None:
 
 
 def content_key(ev: ActionEvent) -> int:
-    """A non-zero 32-bit key of everything an event says, to tell a redelivered event (same id, same
-    content) from an id reused for another action."""
-    return crc32(_encode(ev)) | 1
+    """A non-zero 16-bit key of everything an event says, to tell a redelivered event (same id, same
+    content) from an id reused for another action (one reuse in 65,535 passes as a redelivery)."""
+    return (crc32(_encode(ev)) & 0xFFFF) | 1
 
 
 class AgentState:
     """Everything the engine keeps per agent (the trace aside). Fixed size."""
 
-    __slots__ = ("features", "baseline", "breaker", "seen", "seen_content", "seen_pos", "operator_id")
+    __slots__ = ("features", "baseline", "breaker", "seen", "seen_content", "seen_pos", "operator_id", "usage")
 
     def __init__(self, prior: Prior, operator_id: str) -> None:
         self.features = FeatureState()
@@ -94,26 +95,30 @@ class AgentState:
         self.breaker = brk.BreakerState()
         #: the agent's last event ids (32-bit keys) and, beside each, a key of that event's content
         self.seen = array("I", bytes(4 * _DEDUPE))
-        self.seen_content = array("I", bytes(4 * _DEDUPE))
+        self.seen_content = array("H", bytes(2 * _DEDUPE))
         self.seen_pos = 0
         self.operator_id = operator_id
+        #: records and bytes sent out per hour and day (intended-use ceilings; kept for every agent, so a
+        #: manifest published later sees what the agent already sent)
+        self.usage = Usage()
 
     def dump(self) -> bytes:
         return msgspec.msgpack.encode((_STATE_VERSION, self.operator_id, self.features.to_tuple(),
                                        self.baseline.to_tuple(), self.breaker.to_tuple(), self.seen.tobytes(),
-                                       self.seen_pos, self.seen_content.tobytes()))
+                                       self.seen_pos, self.seen_content.tobytes(), self.usage.to_tuple()))
 
     @classmethod
     def load(cls, blob: bytes, hours: tuple[float, ...] | None = None) -> "AgentState":
         """The state :meth:`dump` wrote (this version, or version 1 whose dedupe ring kept no content
-        keys: an id from that ring counts as a true duplicate)."""
+        keys: an id from that ring counts as a true duplicate, and which kept no usage)."""
         parts = msgspec.msgpack.decode(blob)
         ver = parts[0] if isinstance(parts, list) and parts else None
+        usage = None
         if ver == 1 and len(parts) == 7:
             ver, op, f, b, br, seen, pos = parts
-            content = bytes(4 * _DEDUPE)
-        elif ver == _STATE_VERSION and len(parts) == 8:
-            ver, op, f, b, br, seen, pos, content = parts
+            content = bytes(2 * _DEDUPE)
+        elif ver == _STATE_VERSION and len(parts) == 9:
+            ver, op, f, b, br, seen, pos, content, usage = parts
         else:
             raise ValueError(f"agent state version {ver} is not {_STATE_VERSION}")
         s = cls.__new__(cls)
@@ -123,10 +128,11 @@ class AgentState:
         s.baseline = Baseline.from_tuple(b)
         s.breaker = brk.BreakerState.from_tuple(br)
         s.seen = array("I", seen)
-        s.seen_content = array("I", content)
+        s.seen_content = array("H", content)
         if len(s.seen) != _DEDUPE or len(s.seen_content) != _DEDUPE:
             raise ValueError("agent state has the wrong dedupe ring size")
         s.seen_pos = pos
+        s.usage = Usage.from_tuple(usage) if usage is not None else Usage()
         return s
 
 
@@ -134,7 +140,7 @@ class Decision:
     """The outcome of one event. ``record`` is the contract's decision record."""
 
     __slots__ = ("event", "record", "freeze", "incident", "transition", "duplicate", "reused_id", "dest_classes",
-                 "z", "x", "approval_refused")
+                 "z", "x", "approval_refused", "violations")
 
     def __init__(self, event: ActionEvent) -> None:
         self.event = event
@@ -148,6 +154,8 @@ class Decision:
         self.reused_id = False
         #: why the event's approval_id was refused (its event is scored without it), or None
         self.approval_refused: str | None = None
+        #: clauses of the agent's intended-use manifest this action breaks (detector.manifest.Violation)
+        self.violations: list = []
         self.dest_classes: tuple[str, ...] = ()
         self.z: list[float] | None = None
         #: the feature values (natural units), for drift monitoring
@@ -162,12 +170,15 @@ class Engine:
     """
 
     def __init__(self, *, policy: Policy | None = None, model: Model | None = None, trace_length: int = 200,
-                 trace_agents: int = 5000, approvals=None) -> None:
+                 trace_agents: int = 5000, approvals=None, manifests: ManifestBook | None = None) -> None:
         self.policy = policy or Policy()
         #: where ``approval_id``s are checked: any object with ``screen(event) -> rejection | None``
         #: (:class:`detector.approvals.ApprovalBook`, or the worker's store). ``None``: ids are taken at
         #: their word (an offline replay with no approvals dump).
         self.approvals = approvals
+        #: intended-use manifests in force (detector/manifest.py), or None (no agent has one). The shell
+        #: swaps in a new book between batches; read once per batch.
+        self.manifests = manifests
         self.agents: dict[str, AgentState] = {}
         self.traces = TraceStore(length=trace_length, max_agents=trace_agents)
         self._generic = Prior.generic()
@@ -226,6 +237,8 @@ class Engine:
         pending: list[tuple[Decision, AgentState, Observation, list[float], list[float], float, array | None,
                             float]] = []
         approvals = self.approvals
+        book = self.manifests
+        classify = policy.classify
         for ev in events:
             refused = None
             if ev.approval_id is not None and approvals is not None:
@@ -253,6 +266,11 @@ class Engine:
             st.seen_content[st.seen_pos] = hc
             st.seen_pos = (st.seen_pos + 1) % _DEDUPE
             obs = extract(st.features, ev, policy)
+            scope = book.scope_for(ev.agent_id) if book is not None else None
+            if scope is not None:
+                d.violations = scope.check(ev, st.usage, classify=classify)
+            if ev.destinations:  # after the check: an action is judged on the usage before it
+                st.usage.add(ev.t, ev.records, ev.bytes)
             xl = list(map(log1p, obs.x))
             z = st.baseline.deviations_log(xl)
             r = tails.neglogs(z)
@@ -260,7 +278,7 @@ class Engine:
             # the profile as this action was compared with it, for the reasons (learning replaces it)
             loc = st.baseline.loc if raw >= REASON_NEGLOG else None
             # learning looks at every feature: an action in the wake of a spike teaches nothing
-            if raw < learn_raw:
+            if raw < learn_raw and not d.violations:  # an out-of-scope action teaches nothing
                 st.baseline.learn_log(xl)
                 commit_novelty(st.features, obs)
             _blame(obs, z, r)
@@ -290,10 +308,15 @@ class Engine:
             score = score_of(p)
             if d.reused_id and score < th.medium:
                 score = th.medium  # an analyst should see it
+            effect = stream_effect(d.violations, th) if d.violations else None
+            if effect is not None and score < effect[0]:
+                score = effect[0]  # outside its intended use: an alert, and spent from the risk budget
             severity = th.severity(score)
             reasons: list[dict] = []
             if severity != "ok":
                 reasons = explain(z, r, obs.x, loc, extra=extra)
+                if effect is not None:
+                    reasons.insert(0, effect[1])
                 if obs.config_change:
                     reasons.append({"feature": "config_change", "value": 1.0, "baseline": 0.0,
                                     "detail": "this happens within an hour of a change of the agent's configured "
@@ -328,7 +351,7 @@ class Engine:
                         and (st.baseline.n >= YOUNG_N or ev.action == "delete" or sensitive_out))
                 action, transition = brk.step(b, t=ev.t, score=score, severity=severity, agent_id=ev.agent_id,
                                               event_id=ev.event_id, th=th, solo_trip=solo, harm=_harm(ev, obs),
-                                              evidence=min(score, harm_score))
+                                              evidence=max(min(score, harm_score), effect[0] if effect else 0.0))
             d.transition = transition
             rec = {
                 "event_id": ev.event_id, "agent_id": ev.agent_id, "ts": ev.ts, "score": round(score, 4),
