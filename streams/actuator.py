@@ -291,7 +291,7 @@ class Actuator:
         self.unverified_freezes = 0
         self._parts: dict[tuple[str, int], _PartitionState] = {}
         self._reject_log = RejectLog(log)
-        self._ignore_log = RejectLog(log)
+        self._ignore_log = RejectLog(log, what="ignored a command")
 
     # ------------------------------------------------------------------ one record
     def _state(self, record) -> _PartitionState:

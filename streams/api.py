@@ -333,6 +333,10 @@ class ControlPlane:
                     pass
             while True:
                 await asyncio.sleep(1.0)
+                stats = self.processor.stats  # the control index's health, on /status
+                stats["control_feed_restarts"] = self.feed.restarts
+                stats["control_feed_skipped"] = self.feed.invalid
+                stats["control_feed_caught_up"] = self.feed.caught_up.is_set()
                 if hasattr(self.registry, "maybe_reload"):
                     self.registry.maybe_reload()  # also without requests: a revocation is logged promptly
                 await self._write_refusal_summaries()
@@ -982,6 +986,7 @@ def mount_api(app: Any, processor: Any, settings: Any, *, metrics: Any = None) -
     processor.control_plane = cp
     processor.keys = keys
     processor.control_metrics = cp.control_metrics
-    processor.stats.setdefault("control_rejected", 0)
-    processor.stats.setdefault("releases_ignored", 0)
+    for key in ("control_rejected", "releases_ignored", "control_feed_restarts", "control_feed_skipped"):
+        processor.stats.setdefault(key, 0)
+    processor.stats.setdefault("control_feed_caught_up", False)
     return cp

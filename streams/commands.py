@@ -230,8 +230,9 @@ class RejectLog:
     seconds, then one summary line per window (a flood of poison cannot flood the log)."""
 
     def __init__(self, logger: logging.Logger = log, *, burst: int = 10, window_s: float = 60.0,
-                 clock=time.monotonic) -> None:
+                 clock=time.monotonic, what: str = "skipped a record") -> None:
         self.logger = logger
+        self.what = what
         self.burst = burst
         self.window_s = window_s
         self.clock = clock
@@ -243,12 +244,12 @@ class RejectLog:
         now = self.clock()
         if now - self._start >= self.window_s:
             if self._suppressed:
-                self.logger.warning("%d more rejected control-side records in the last %.0f s (not logged one by "
-                                    "one)", self._suppressed, self.window_s)
+                self.logger.warning("%s: %d more in the last %.0f s (not logged one by one)", self.what,
+                                    self._suppressed, self.window_s)
             self._start, self._logged, self._suppressed = now, 0, 0
         if self._logged < self.burst:
             self._logged += 1
-            self.logger.warning("skipped a record of %s[%s]@%s: %s", topic, partition, offset, err)
+            self.logger.warning("%s of %s[%s]@%s: %s", self.what, topic, partition, offset, err)
         else:
             self._suppressed += 1
 

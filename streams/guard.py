@@ -26,8 +26,9 @@ When it works, when it fails (it fails closed):
   the guard open.
 - A follower that fails (any exception) holds every agent at once, is
   restarted after ``restart_delay_s`` from where it stopped, and lets agents go
-  on only once it has caught up again. ``restarts`` counts this; ``last_error``
-  says why.
+  on only once it has caught up again. One that stays stale for
+  ``stuck_after_s`` (3 x ``max_staleness_s``, at least 10 s) is restarted the
+  same way. ``restarts`` counts this; ``last_error`` says why.
 - A record that is not a valid command (not JSON, too deep, wrong types, too
   large, bad UTF-8, ...) is counted in ``rejected`` by reason, logged with its
   partition and offset (a few lines a minute at most), and skipped.
@@ -135,6 +136,8 @@ class FreezeGuard:
         self.poll_timeout_s = poll_timeout_s
         self.check_every_s = check_every_s
         self.restart_delay_s = restart_delay_s
+        #: stale this long, the follower is restarted (a stuck or paused consumer): a fresh one catches up
+        self.stuck_after_s = max(3 * self.max_staleness_s, 10.0)
         self._consumer_config = dict(consumer_config or {})
         self._on_change: list[OnChange] = [on_change] if on_change else []
         self._fold = CommandFold(keys, unverified_freezes=True)
@@ -161,7 +164,7 @@ class FreezeGuard:
         self.invalid = 0
         self.rejected: Counter = Counter()
         self._reject_log = RejectLog(log)
-        self._ignore_log = RejectLog(log)
+        self._ignore_log = RejectLog(log, what="ignored a command")
 
     # ------------------------------------------------------------------ the fast path
 
@@ -385,6 +388,7 @@ class FreezeGuard:
                 self._stop.wait(0.5)
                 target = self._end_offsets(consumer, tps)
             next_check = time.monotonic() + self.check_every_s
+            stale = False
             while not self._stop.is_set():
                 batches = consumer.poll(timeout_ms=int(self.poll_timeout_s * 1000))
                 for tp, records in batches.items():
@@ -402,12 +406,17 @@ class FreezeGuard:
                     next_check = now + self.check_every_s
                     ends = self._end_offsets(consumer, tps)
                     if ends is not None and self._caught_up(consumer, ends):
-                        if now - self._current_at > self.max_staleness_s:
+                        if stale:
                             log.warning("%s is current again: agents may proceed", self.topic)
+                            stale = False
                         self._current_at = now
                     elif now - self._current_at > self.max_staleness_s:
-                        log.error("%s not confirmed current for %.1f s: holding every agent", self.topic,
-                                  now - self._current_at)
+                        if not stale:
+                            log.error("%s not confirmed current for %.1f s: holding every agent", self.topic,
+                                      now - self._current_at)
+                            stale = True
+                        if now - self._current_at > self.stuck_after_s:  # a consumer that no longer moves
+                            raise RuntimeError(f"{self.topic} not current for {now - self._current_at:.0f} s")
         finally:
             self._consumer = None
             try:

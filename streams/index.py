@@ -114,6 +114,7 @@ class ControlFeed:
         self._tps: list = []
         self._progress: asyncio.Event | None = None
         self._reject_log = RejectLog(log)
+        self._ignore_log = RejectLog(log, what="ignored a command")
 
     @classmethod
     def offline(cls, probation_s: float = 24 * 3600.0, keys: Any = None) -> "ControlFeed":
@@ -153,7 +154,7 @@ class ControlFeed:
             self.metrics.command("index", outcome, self.fold.last_verdict)
         if outcome not in ("frozen", "refrozen", "released"):
             if outcome != "repeat":
-                self._reject_log(self.topics.get("control", "control"), partition, offset,
+                self._ignore_log(self.topics.get("control", "control"), partition, offset,
                                  f"{cmd.command} of {cmd.agent_id!r} (incident {cmd.incident_id!r}, by "
                                  f"{cmd.issued_by!r}) not applied: {outcome} (signature: {self.fold.last_verdict})")
             return
