@@ -105,9 +105,9 @@ _words_cache: dict[str, tuple[int, ...]] = {}
 _START = 0x5A17
 _GEN_S = 3600.0
 _SHARE = 0.05
-_Q_VOLUME = (FEATURE_INDEX["volume_15m"], FEATURE_INDEX["volume_1h"])
+_Q_VOLUME15, _Q_VOLUME60 = (FEATURE_INDEX["volume_15m"],), (FEATURE_INDEX["volume_1h"],)
 _Q_BYTES = (FEATURE_INDEX["bytes_1h"],)
-_Q_OUTBOUND = (FEATURE_INDEX["outbound_15m"], FEATURE_INDEX["outbound_1h"])
+_Q_OUTBOUND15, _Q_OUTBOUND60 = (FEATURE_INDEX["outbound_15m"],), (FEATURE_INDEX["outbound_1h"],)
 _Q_FANOUT = (FEATURE_INDEX["fanout_15m"],)
 _Q_DEST = (FEATURE_INDEX["destinations_1h"],)
 _Q_EXT = (FEATURE_INDEX["external_destinations_1h"],)
@@ -489,12 +489,17 @@ def extract(st: FeatureState, ev: ActionEvent, policy: Policy) -> Observation:
     # an action is blamed for a window only when it is a real part of it (>= 5%): in the wake of a
     # spike, a small action adds to the window but is not what made it unusual
     quiet = []
+    # each window on its own: an hour after a spike the 15-minute window has forgotten it, the hour has not
     if approved or vol == 0.0 or vol < _SHARE * c[_C_VOL15]:
-        quiet += _Q_VOLUME
+        quiet += _Q_VOLUME15
+    if approved or vol == 0.0 or vol < _SHARE * c[_C_VOL60]:
+        quiet += _Q_VOLUME60
     if ev.bytes < _SHARE * c[_C_BYTES60] or not ev.bytes:
         quiet += _Q_BYTES
     if approved or not outward or vol < _SHARE * c[_C_OUT15] or vol == 0.0:
-        quiet += _Q_OUTBOUND
+        quiet += _Q_OUTBOUND15
+    if approved or not outward or vol < _SHARE * c[_C_OUT60] or vol == 0.0:
+        quiet += _Q_OUTBOUND60
     if approved or not fanout or fanout < _SHARE * c[_C_FAN15]:
         quiet += _Q_FANOUT
     if not n_new_recent or n_new_recent < _SHARE * c[_C_DEST60]:
