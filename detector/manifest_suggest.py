@@ -13,15 +13,16 @@ exactly as the ceilings are enforced, :class:`detector.manifest.Usage`).
 - resources: their families, ``scheme://authority/*`` (``email:*@domain`` for
   opaque URIs seen at least ``min_group`` times per domain), and ``scheme:*``
   once ``wide_after`` families of one scheme were used;
-- destinations: those used, as ``*@domain`` or ``scheme:proto://host/*`` globs
-  where ``min_group`` siblings were used, never a glob that would cover a
+- destinations: those used, as ``*@domain``, ``scheme:proto://host/*`` or
+  ``scheme:stem[0-9]*`` (numbered ids) globs where ``min_group`` siblings were used, never a glob that would cover a
   broadcast destination of the policy the agent did not use; the whole
   ``internal`` class once ``class_after`` distinct internal destinations were
   used. External destinations are never granted as a class;
 - sensitivity: the most sensitive data read, and sent out;
 - principals: the ``requested_by`` values seen (``*@domain`` where
-  ``min_group`` people of one domain directed it), and the operator if it ever
-  acted without one;
+  ``min_group`` people of one domain directed it, ``kind:*`` once ``wide_after``
+  requesters like ``customer:...`` did), and the operator if it ever acted
+  without one;
 - ceilings: the observed peak times ``margin``, rounded up to two significant
   digits.
 
@@ -174,11 +175,14 @@ def family_of(resource: str) -> str:
 def parent_glob(value: str) -> str | None:
     """A glob for ``value`` and its siblings, or ``None`` when it has none worth grouping:
     ``scheme:*@domain`` for an address, ``scheme:proto://host/*`` for a URL, ``scheme:first/*``
-    for a path, ``scheme:@*`` for a person on a chat system. Channels (``#...``) stay exact.
+    for a path, ``scheme:@*`` for a person on a chat system, ``scheme:stem[0-9]*`` for a
+    numbered id. Channels (``#...``) and plain names stay exact.
 
     >>> [parent_glob(v) for v in ("email:bob@corp.example", "http:https://git.corp.example/eng/x.git",
-    ...                           "sftp:backup.example/nightly/1", "slack:@alice", "slack:#general", "payee:acme")]
-    ['email:*@corp.example', 'http:https://git.corp.example/*', 'sftp:backup.example/*', 'slack:@*', None, None]
+    ...                           "sftp:backup.example/nightly/1", "slack:@alice", "slack:#general", "payee:acme",
+    ...                           "payment:credit_card_1061405", "chat:42")]
+    ['email:*@corp.example', 'http:https://git.corp.example/*', 'sftp:backup.example/*', 'slack:@*', None, None, \
+'payment:credit_card_[0-9]*', None]
     """
     scheme, sep, addr = value.partition(":")
     if not sep or not scheme or not addr:
@@ -195,6 +199,9 @@ def parent_glob(value: str) -> str | None:
     if "/" in addr:
         first, _, rest = addr.partition("/")
         return f"{scheme}:{first}/*" if first and rest else None
+    stem = addr.rstrip("0123456789")
+    if stem != addr and any(c.isalpha() for c in stem):  # an id with a number: credit_card_1061405, USR002
+        return f"{scheme}:{stem}[0-9]*"
     return None
 
 
@@ -286,6 +293,11 @@ def suggest(seen: Observed, *, policy: Policy | None = None, margin: float = DEF
 
     people = [p for p in seen.principals if p != OPERATOR]
     who = _group(people, _principal_group, min_group, lambda g: False)
+    # many requesters of one kind (customer:..., ticket:...) direct it: its job is to serve any of them
+    kinds = Counter(p.partition(":")[0] + ":*" for p in who if ":" in p and "@" not in p and "*" not in p)
+    wide_who = {k for k, n in kinds.items() if n >= wide_after}
+    who = sorted(dict.fromkeys((p.partition(":")[0] + ":*") if p.partition(":")[0] + ":*" in wide_who else p
+                               for p in who))
     clauses["principals"] = {"allow": tuple(who), "operator": seen.principals.get(OPERATOR, 0) > 0}
 
     if seen.out_events:

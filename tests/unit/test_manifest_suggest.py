@@ -173,3 +173,16 @@ def test_drift_names_what_is_new_and_what_was_dropped():
     assert d["new"]["destination_groups"] == ["email:*@y.example"]
     assert d["new"]["principals"] == ["eve@evil.example"] and d["dropped"]["principals"] == []
     assert d["records_out"] == {"previous": 10, "current": 30, "ratio": 3.0}
+
+
+def test_numbered_ids_group_by_their_stem_and_many_requesters_of_one_kind_by_their_kind():
+    evs = [ev(i, action="send", destinations=[f"payment:credit_card_{1000 + i}"], requested_by=f"customer:c_{i}")
+           for i in range(12)]
+    c = suggested(evs).clauses
+    assert c["destinations"]["allow"] == ("payment:credit_card_[0-9]*",)
+    assert c["principals"]["allow"] == ("customer:*",)
+    scope = ManifestBook([parse_manifest(render_manifest(suggested(evs)))]).scope_for("a")
+    assert [v.clause for v in scope.check(ev(99, action="send", destinations=["payment:P-123456"],
+                                             requested_by="customer:new"), classify=POLICY.classify)] \
+        == ["destinations"]
+    assert len(suggested(evs, wide_after=13).clauses["principals"]["allow"]) == 12
