@@ -152,6 +152,51 @@ def signing_keys(tmp_path_factory):
                 os.environ[k] = v
 
 
+class _SharedCluster:
+    """One two-worker API cluster (``api_harness.Cluster``) for the test modules that can share it.
+
+    Started when the first test that asks for ``two_worker_cluster`` runs, and stopped as soon as the
+    next test to run does not ask for it (:func:`pytest_runtest_teardown`), so its workers do not idle
+    through the rest of the session; a later module that asks again gets a fresh one. Modules that
+    assert on the whole audit topic or on absolute counters (test_api, test_api_fuzz) keep their own."""
+
+    def __init__(self) -> None:
+        self.cluster = None
+
+    def get(self, bootstrap: str, tmp: Path):
+        if self.cluster is None:
+            from api_harness import Cluster
+
+            cluster = Cluster(bootstrap, f"it-shared-{uuid.uuid4().hex[:8]}-", tmp, n=2)
+            try:
+                cluster.start()
+            except BaseException:
+                cluster.stop()
+                raise
+            self.cluster = cluster
+        return self.cluster
+
+    def stop(self) -> None:
+        if self.cluster is not None:
+            cluster, self.cluster = self.cluster, None
+            cluster.stop()
+
+
+_SHARED = _SharedCluster()
+
+
+@pytest.fixture(scope="module")
+def two_worker_cluster(kafka_bootstrap, tmp_path_factory):
+    """Two workers of one app with the API test tokens (``api_harness``), shared by consecutive modules
+    (test_approvals_cli, test_check): each starts in about 20 s here. Tests use agents of their own."""
+    return _SHARED.get(kafka_bootstrap, tmp_path_factory.mktemp("shared-cluster"))
+
+
+def pytest_runtest_teardown(item, nextitem):
+    if _SHARED.cluster is not None and (nextitem is None or "two_worker_cluster" not in nextitem.fixturenames):
+        _SHARED.stop()
+
+
 @pytest.fixture(scope="session")
 def kafka_script():
     """Helpers to drive scripts/kafka.sh directly: ``run(*args, env=, timeout=)``,
@@ -197,3 +242,7 @@ def make_topics(bootstrap: str, names, partitions: int = 8, configs: dict | None
 def make_topics_fixture():
     """The :func:`make_topics` helper: ``make_topics(bootstrap, names, partitions=8, configs=None)``."""
     return make_topics
+
+
+def pytest_sessionfinish(session, exitstatus):
+    _SHARED.stop()  # after an interrupted run too

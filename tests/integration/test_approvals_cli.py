@@ -24,13 +24,9 @@ CLI = [sys.executable, "-c", "import sys; from streams.cli import main; sys.exit
 
 
 @pytest.fixture(scope="module")
-def cluster(kafka_bootstrap, tmp_path_factory):
-    c = Cluster(kafka_bootstrap, f"it-acli-{uuid.uuid4().hex[:8]}-", tmp_path_factory.mktemp("acli"), n=2)
-    try:
-        c.start()
-        yield c
-    finally:
-        c.stop()
+def cluster(two_worker_cluster):
+    """The two-worker cluster this module shares with its neighbours (conftest.py)."""
+    return two_worker_cluster
 
 
 def cli(*args: str, token: str | None = None, token_file: Path | None = None) -> subprocess.CompletedProcess:

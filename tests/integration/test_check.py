@@ -26,13 +26,9 @@ pytestmark = pytest.mark.timeout(240)
 
 
 @pytest.fixture(scope="module")
-def cluster(kafka_bootstrap, tmp_path_factory):
-    c = Cluster(kafka_bootstrap, f"it-chk-{uuid.uuid4().hex[:8]}-", tmp_path_factory.mktemp("check"), n=2)
-    try:
-        c.start()
-        yield c
-    finally:
-        c.stop()
+def cluster(two_worker_cluster):
+    """The two-worker cluster this module shares with its neighbours (conftest.py)."""
+    return two_worker_cluster
 
 
 @pytest.fixture(scope="module")
