@@ -344,3 +344,53 @@ def test_poison_and_forged_commands_change_nothing_and_every_component_goes_on(
             os.environ.pop("FLOWBREAKER_AUDIT_REFUSAL_WINDOW_S", None)
         else:
             os.environ["FLOWBREAKER_AUDIT_REFUSAL_WINDOW_S"] = saved
+
+
+def test_tokens_follow_the_file_and_sighup_and_metrics_can_require_a_token(kafka_bootstrap, tmp_path):
+    """Items 10 and 12: a removed token stops working within seconds; SIGHUP re-reads the file at once (here an
+    edit the modification-time poll cannot see); with --metrics-auth, /metrics and /status need a token."""
+    import hashlib
+    import signal
+
+    from api_harness import write_tokens
+
+    prefix = f"it-tokens-{uuid.uuid4().hex[:8]}-"
+    tokens = write_tokens(tmp_path / "tokens.toml")
+    monitor = "tok-monitor-5a6b7c"
+    with open(tokens, "a") as fh:
+        fh.write(f'[[token]]\nname = "prom"\nrole = "monitor"\nsha256 = "{hashlib.sha256(monitor.encode()).hexdigest()}"\n')
+    worker = WorkerProc(kafka_bootstrap, prefix, prefix + "app", tmp_path / "w", extra=["--tokens", str(tokens),
+                                                                                     "--metrics-auth"])
+    try:
+        worker.start()
+        worker.wait_ready(1, timeout=90)
+        url = f"http://127.0.0.1:{worker.web_port}"
+        wait_for(lambda: call("GET", url + "/v1/breakers", TOKEN["viewer"]).status == 200, 60, "the API")
+        # --metrics-auth: a token of a role with the metrics permission
+        for page in ("/metrics", "/status"):
+            assert call("GET", url + page).status == 401
+            assert call("GET", url + page, TOKEN["runtime"]).status == 403
+            assert call("GET", url + page, monitor).status == 200
+            assert call("GET", url + page, TOKEN["viewer"]).status == 200
+        assert call("GET", url + "/v1/breakers", monitor).status == 403  # monitor reads nothing else
+        # revoke the viewer's token by editing the file: refused within seconds, without a restart
+        text = tokens.read_text()
+        viewer_hash = hashlib.sha256(TOKEN["viewer"].encode()).hexdigest()
+        revoked = text.replace(viewer_hash, "0" * 64)
+        tokens.write_text(revoked)
+        t0 = time.monotonic()
+        wait_for(lambda: call("GET", url + "/v1/breakers", TOKEN["viewer"]).status == 401, 10, "the revocation")
+        print(f"revoked token refused {time.monotonic() - t0:.2f} s after the edit")
+        assert call("GET", url + "/v1/breakers", TOKEN["lead"]).status == 200
+        # an edit of the same size with the old modification time: only SIGHUP notices it
+        st = tokens.stat()
+        with open(tokens, "r+") as fh:  # in place: same inode
+            fh.write(revoked.replace("0" * 64, viewer_hash))
+        os.utime(tokens, ns=(st.st_atime_ns, st.st_mtime_ns))
+        time.sleep(2.5)  # two polls: nothing changed as far as they can tell
+        assert call("GET", url + "/v1/breakers", TOKEN["viewer"]).status == 401
+        os.kill(worker.proc.pid, signal.SIGHUP)  # our own child
+        wait_for(lambda: call("GET", url + "/v1/breakers", TOKEN["viewer"]).status == 200, 10, "the SIGHUP reload")
+        assert worker.alive()
+    finally:
+        worker.stop(timeout=30)
