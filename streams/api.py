@@ -52,6 +52,7 @@ import msgspec
 from aiohttp import ClientError, ClientSession, ClientTimeout, TCPConnector, web
 from aiokafka.partitioner import murmur2
 
+from detector import approvals as approvals_core
 from detector.approvals import REJECTIONS
 from detector.baseline import Z95
 from detector.events import EventError, decode_event
@@ -310,7 +311,8 @@ class ControlPlane:
         self.auditor.worker = self.url
 
         feed = self.feed
-        self.processor.approval_check = self.stream_approval
+        # approval ids on the stream are checked inside the engine (the same rule replay --approvals uses)
+        self.processor.engine.approvals = self
 
         @self.app.task
         async def control_feed() -> None:
@@ -545,26 +547,25 @@ class ControlPlane:
 
     # ------------------------------------------------------------------ the stream's side of approvals
     #: an action may run a little after its check and the hosts' clocks differ: so much later still counts
-    STREAM_GRACE_S = 60.0
+    STREAM_GRACE_S = approvals_core.STREAM_GRACE_S
 
-    def stream_approval(self, ev: Any) -> Any:
-        """For the processor: ``ev`` as is if its ``approval_id`` covers it (at the action's own time, with
-        :attr:`STREAM_GRACE_S` of grace), else ``ev`` without it, so it is scored as unapproved. Until the
+    def screen(self, ev: Any) -> str | None:
+        """The engine's approvals source (:attr:`detector.engine.Engine.approvals`): ``None`` if
+        ``ev.approval_id`` signs ``ev`` off (judged by :func:`detector.approvals.screen` at the action's
+        own time, with :data:`detector.approvals.STREAM_GRACE_S` of grace, against the approvals topic),
+        else the rejection, audited here; the engine then scores the action as unapproved. Until the
         approvals topic has been read the id cannot be checked and is kept (counted ``unverified``)."""
         if self.foreign_approval(ev.approval_id):
             self.metrics.stream_approvals.labels("foreign").inc()
             self.metrics.foreign.labels("stream").inc()
-            return ev
+            return None
         if not self.feed.caught_up.is_set():
             self.metrics.stream_approvals.labels("unverified").inc()
-            return ev
-        rejected = self.approvals.check(ev, ev.t - self.STREAM_GRACE_S)
-        if rejected is None and ev.t < (self.store.get(ev.approval_id) or {}).get("decided_t", 0.0) \
-                - self.STREAM_GRACE_S:
-            rejected = "pending"  # the action ran before anyone approved it
+            return None
+        rejected = approvals_core.screen(self.store.get, ev, strict=self.strict_approvals)
         self.metrics.stream_approvals.labels(rejected or "ok").inc()
         if rejected is None:
-            return ev
+            return None
         task = asyncio.ensure_future(self._audit_quietly(record(
             who="flowbreaker", role=None, what="approval_rejected", result="refused", status=None,
             at_ms=int(time.time() * 1000), agent_id=ev.agent_id, event_id=ev.event_id,
@@ -572,7 +573,7 @@ class ControlPlane:
             detail="on the stream: the action is scored as unapproved", worker=self.url)))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
-        return ev.replace(approval_id=None)
+        return rejected
 
     def foreign_approval(self, approval_id: str) -> bool:
         """An id from another approval system (not ``apr-``), taken at its word unless strict."""

@@ -35,6 +35,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--manifests", metavar="PATH",
                    help="intended-use manifests (a TOML file or a directory): enforced by --gate's verdict, and "
                         "out-of-scope actions count in the scores as in the workers")
+    p.add_argument("--approvals", metavar="APPROVALS.jsonl",
+                   help="approval records (a dump of the agent-approvals topic): approval ids are checked as the "
+                        "worker checks them (default: ids are taken at their word)")
     p.add_argument("--release-after", metavar="DURATION",
                    help="evaluation mode: a simulated analyst releases every freeze this long (event time) after it, "
                         "e.g. 1h, 30m, 90s or plain seconds (default: never)")
@@ -86,8 +89,37 @@ def load_engine(model_dir: str | None, policy_path: str | None, **kw) -> Engine:
     return Engine(policy=policy, model=model, **kw)
 
 
+def load_approvals(path: str | None):
+    """An :class:`detector.approvals.ApprovalBook` from a JSONL dump of the approvals topic, or ``None``.
+    Lines that are not approval records are skipped (counted on stderr)."""
+    if path is None:
+        return None
+    from detector.approvals import ApprovalBook
+    from detector.errors import UsageError
+
+    book, bad = ApprovalBook(), 0
+    try:
+        with open(path, "rb") as fh:
+            for line in fh:
+                if not line.strip():
+                    continue
+                try:
+                    rec = msgspec.json.decode(line)
+                except (msgspec.DecodeError, RecursionError):
+                    rec = None
+                if not isinstance(rec, dict) or not isinstance(rec.get("approval_id"), str):
+                    bad += 1
+                    continue
+                book.apply(rec)
+    except OSError as err:
+        raise UsageError(f"cannot read {path}: {err.strerror}") from None
+    if bad:
+        print(f"flowbreaker replay: note: {path}: {bad} lines are not approval records (skipped)", file=sys.stderr)
+    return book
+
+
 def run(args: argparse.Namespace) -> int:
-    engine = load_engine(args.model, args.policy)
+    engine = load_engine(args.model, args.policy, approvals=load_approvals(getattr(args, "approvals", None)))
     gate = None
     if args.gate:
         from detector.gate import Gate

@@ -19,7 +19,7 @@ import pytest
 import json
 
 from api_harness import NAME, TOKEN, Cluster, call, event, exfil, metric, now_ts, records, seed, wait_for
-from worker_harness import produce
+from worker_harness import produce, replay
 from streams.check_client import CheckClient, CheckError
 
 pytestmark = pytest.mark.timeout(240)
@@ -259,7 +259,7 @@ def test_without_an_answer_in_time_restricted_data_fails_closed_the_rest_open_an
         silent.close()
 
 
-def test_the_stream_signs_off_only_actions_an_approval_covers(cluster, agents):
+def test_the_stream_signs_off_only_actions_an_approval_covers(cluster, agents, tmp_path):
     signed, unsigned = agents["signed"], agents["unsigned"]
     ask = check(cluster, 0, exfil(signed, 1000, ts=now_ts()))
     assert ask.json["verdict"] == "needs_approval"
@@ -285,3 +285,12 @@ def test_the_stream_signs_off_only_actions_an_approval_covers(cluster, agents):
     assert audit[0]["who"] == "flowbreaker" and audit[0]["automatic"] and audit[0]["why"] == "forged"
     assert metrics_sum(cluster, "flowbreaker_stream_approvals_total", result="ok") >= 1
     assert metrics_sum(cluster, "flowbreaker_stream_approvals_total", result="forged") >= 1
+    # replay = live: the same events with a dump of the approvals topic give the same decision records
+    dump = tmp_path / "approvals.jsonl"
+    dump.write_text("".join(json.dumps(r) + "\n" for r in records(cluster.bootstrap, cluster.topic("approvals"))))
+    history = [event(a, i) for a in (signed, unsigned) for i in range(12)]  # what seed() produced
+    again = replay(history + [good, forged], tmp_path / "replay", extra=["--approvals", str(dump)])
+    assert again[good["event_id"]] == ok and again[forged["event_id"]] == bad
+    # without the dump, replay takes the forged id at its word: the difference the approvals make
+    naive = replay(history + [good, forged], tmp_path / "naive")
+    assert naive[forged["event_id"]]["action_taken"] != "freeze"

@@ -266,8 +266,9 @@ def fleet(n_agents: int = 10, days: int = 2, seed: int = 3, incidents=None, inci
     return events
 
 
-def replay(events: Iterable[dict], workdir: Path, policy: Path | None = POLICY) -> dict[str, dict]:
-    """Decision records of ``flowbreaker replay`` over the events, by event_id."""
+def replay(events: Iterable[dict], workdir: Path, policy: Path | None = POLICY,
+           extra: Iterable[str] = ()) -> dict[str, dict]:
+    """Decision records of ``flowbreaker replay`` over the events, by event_id (``extra``: more flags)."""
     workdir.mkdir(parents=True, exist_ok=True)
     src = workdir / "events.jsonl"
     out = workdir / "replay.jsonl"
@@ -277,6 +278,7 @@ def replay(events: Iterable[dict], workdir: Path, policy: Path | None = POLICY) 
     cmd = [sys.executable, "-m", "streams.cli", "replay", "--input", str(src), "--out", str(out), "--quiet"]
     if policy is not None:
         cmd += ["--policy", str(policy)]
+    cmd += list(extra)
     subprocess.run(cmd, cwd=REPO_DIR, check=True, timeout=120, capture_output=True)
     recs = {}
     with open(out, "rb") as fh:
