@@ -498,6 +498,7 @@ class Demo:
         #: the API tokens the demo made for itself (files under workdir/api; only their hashes in tokens.toml)
         self.tokens_file: Path | None = None
         self.token_files: dict[str, Path] = {}
+        self.prometheus_url: str | None = None  # the Prometheus this demo started (the drill times its alert)
 
     def say(self, text: str, *, cut: bool = True) -> None:
         """Print ``text``, each line cut to :data:`WIDTH` columns (``cut=False`` for error reports,
@@ -597,7 +598,7 @@ class Demo:
         d = self.workdir / "api"
         d.mkdir(parents=True, exist_ok=True)
         lines = []
-        for role, name in (("analyst", "demo-analyst"), ("runtime", "demo-runtime")):
+        for role, name in (("analyst", "demo-analyst"), ("runtime", "demo-runtime"), ("lead", "demo-lead")):
             token = secrets.token_urlsafe(32)
             path = d / f"{role}.token"
             path.unlink(missing_ok=True)
@@ -714,10 +715,39 @@ class Demo:
             self.say(f"prometheus  could not start ({proc.stderr.strip().splitlines()[-1:] or ['?']}): skipped")
             return
         self.started.append(("prometheus", lambda: _script(PROMETHEUS_SH, "stop", env=env, timeout=60)))
+        self.prometheus_url = f"http://127.0.0.1:{self.args.prometheus_port}"
         self.say(f"prometheus  started: {proc.stdout.strip()}")
         self.say_wrapped("dashboards", "dashboards/grafana/*.json: import them into Grafana (datasource: this "
                                        "Prometheus) or provision them with dashboards/provisioning/ (README, "
                                        "'For the SOC')")
+
+    def run_drill(self) -> None:
+        """One freeze drill (flowbreaker drill) through the running worker, runtime and actuator; its report."""
+        if self.args.no_drill or self.web_port is None or "lead" not in self.token_files:
+            return
+        report = self.workdir / "drill"
+        args = [*CLI, "drill", *self._kafka_flags(), "--url", f"http://127.0.0.1:{self.web_port}", "--token-file",
+                str(self.token_files["lead"]), "--report", str(report)]
+        if self.prometheus_url is not None:
+            args += ["--prometheus", self.prometheus_url]
+        self.say("drill       rehearsing a freeze end to end as flowbreaker-drill-1 (flowbreaker drill) ...")
+        env = dict(os.environ, PYTHONPATH=str(REPO_DIR))
+        try:
+            done = subprocess.run(args, cwd=REPO_DIR, env=env, capture_output=True, text=True,
+                                  timeout=self.args.component_timeout + 180, stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired:
+            self.say("drill       did not finish in time: skipped")
+            return
+        md = report / "drill.md"
+        if not md.exists():
+            self.say_wrapped("drill", f"could not run: {(done.stderr.strip().splitlines() or ['?'])[-1]}")
+            return
+        lines = md.read_text().splitlines()
+        self.say(f"drill       {lines[0].lstrip('# ')}  (report: {_short_path(md)})")
+        for line in lines:
+            if line.startswith("| ") and not line.startswith("| step") and not line.startswith("|---"):
+                step, secs, target, result = [c.strip() for c in line.strip("|").split("|")][:4]
+                self.say(f"            {step:<18} {secs:>7} s  (target {target} s)  {result}")
 
     def _kafka_flags(self) -> list[str]:
         flags = ["--bootstrap", self.settings.bootstrap]
@@ -859,6 +889,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--webhook", action="append", default=[], metavar="URL",
                    help="also have the actuator POST freezes and releases to this URL")
     p.add_argument("--no-prometheus", action="store_true", help="do not start Prometheus")
+    p.add_argument("--no-drill", action="store_true", help="do not rehearse a freeze (flowbreaker drill) at start")
     p.add_argument("--prometheus-port", type=int, default=9090, help="Prometheus port (default 9090)")
     p.add_argument("--kafka-dir", help="data dir of a broker the demo starts (default var/kafka-<port>)")
     p.add_argument("--kafka-timeout", type=float, default=900.0,
@@ -887,7 +918,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         demo.say(f"flowbreaker demo: logs in {_short_path(demo.logdir)}; every time shown is UTC")
         for step in (demo.start_kafka, demo.ensure_topics, demo.train_model, demo.make_signing_keys, demo.start_worker,
-                     demo.start_actuator, demo.start_runtime, demo.start_prometheus, demo.watch):
+                     demo.start_actuator, demo.start_runtime, demo.start_prometheus, demo.run_drill, demo.watch):
             if demo.stop.is_set():  # Ctrl-C during start-up: stop what is up so far
                 raise KeyboardInterrupt
             step()
