@@ -163,3 +163,10 @@ def test_audit_reads_a_period_of_the_topic_with_the_manifests_on_the_topic(setup
     assert a["drift"]["actions"] == {"previous": 5, "current": 7}
     assert a["drift"]["new"]["tools"] == ["mail.send", "shell.exec"]
     assert (report / "audit.html").exists() and (report / "out_of_scope.png").exists()
+    # least privilege from the same topic range
+    suggested = s["tmp"] / "suggested"
+    done = cli("manifest", "suggest", "--from-topic", s["prefix"] + "agent-actions", *s["kafka"], "--since", since,
+               "--agent", bot, "--out", str(suggested))
+    assert done.returncode == 0, done.stderr
+    text = (suggested / f"{bot}.toml").read_text()
+    assert 'allow = ["crm.query", "mail.send", "shell.exec"]' in text and '"email:eve@evil.example"' in text
