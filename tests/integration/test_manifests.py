@@ -170,3 +170,26 @@ def test_audit_reads_a_period_of_the_topic_with_the_manifests_on_the_topic(setup
     assert done.returncode == 0, done.stderr
     text = (suggested / f"{bot}.toml").read_text()
     assert 'allow = ["crm.query", "mail.send", "shell.exec"]' in text and '"email:eve@evil.example"' in text
+
+
+def test_in_the_stream_an_out_of_scope_action_is_alerted_with_its_clause(setup):
+    from worker_harness import TopicReader
+
+    s, agent = setup, setup["agent"]
+    bad = action(agent, 200, tool="shell.exec", action="exec", resource="host://x")
+    fine = action(agent, 201)
+    produce(s["bootstrap"], s["prefix"] + "agent-actions",
+            [(agent.encode(), json.dumps(e).encode()) for e in (bad, fine)])
+    reader = TopicReader(s["bootstrap"], s["prefix"] + "agent-decisions")
+    try:
+        got = reader.read_until(lambda ms: {json.loads(m.value)["event_id"] for m in ms} >= {bad["event_id"],
+                                                                                               fine["event_id"]}, 30)
+    finally:
+        reader.close()
+    recs = {json.loads(m.value)["event_id"]: json.loads(m.value) for m in got}
+    r = recs[bad["event_id"]]
+    assert r["severity"] != "ok" and r["reasons"][0]["feature"] == "out_of_scope", r
+    assert "tools: tool 'shell.exec' is not among its tools" in r["reasons"][0]["detail"]
+    assert not any(x["feature"] == "out_of_scope" for x in recs[fine["event_id"]]["reasons"])
+    text = s["worker"].metrics()
+    assert metric(text, "flowbreaker_scope_violations_total", where="stream", clause="tools") >= 1
