@@ -97,6 +97,11 @@ class GuardAcker:
 
     def attach(self, guard) -> "GuardAcker":
         self._guard = guard
+        if self._producer is None:  # connected now, so the first acknowledgement is not late by a connect
+            try:
+                self._producer = _producer(self._settings, "flowbreaker-guard-ack")
+            except Exception as err:  # the broker is away: try again with the first command
+                log.warning("guard acknowledgements: no producer yet (%r)", err)
         guard.add_listener(self._on_change)
         return self
 
