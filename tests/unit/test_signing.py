@@ -91,7 +91,7 @@ def test_a_key_file_loads_and_its_errors_name_the_file_and_line_without_the_secr
     for text, needle in (('active = "k9"\n[[key]]\nid = "k1"\nsecret = "' + "ab" * 32 + '"\n', "not among"),
                          ('[[key]]\nid = "k1"\nsecret = "abcd"\n', "at least 64 hex"),
                          ('[[key]]\nid = "k1"\nsecret = = "x"\n', f"{path}:3: not valid TOML"),
-                         ('actve = "k1"\n', "unknown key"), ("", "no [[key]]")):
+                         ('actve = "k1"\n', "unknown key"), ("", r"no \[\[key\]\] entries")):
         path.write_text(text)
         with pytest.raises(SigningKeyError, match=needle):
             load_keyring(path, environ={})
