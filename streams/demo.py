@@ -356,7 +356,8 @@ class SocView:
         more = f" (+{self._suppressed} more alerts not shown)" if self._suppressed else ""
         self._suppressed = 0
         self._line("FREEZE" if action == "freeze" else "ALERT", color, agent,
-                   f"{sev} score {rec.get('score', 0):.2f}{more}: {top.get('detail') or top.get('feature') or '-'}",
+                   f"{sev} score {rec.get('score', 0):.2f}{more}: "
+                   f"{top.get('detail') or top.get('feature') or 'no reason given by the detector'}",
                    max_lines=2)
 
     def on_incident(self, inc: dict) -> None:
