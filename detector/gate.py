@@ -40,6 +40,7 @@ ALLOW, NEEDS_APPROVAL, DENY = "allow", "needs_approval", "deny"
 _EXFIL, _RULE2, _NOVEL = FEATURE_INDEX["task_exfil"], FEATURE_INDEX["rule_of_two"], FEATURE_INDEX["novel_outbound"]
 _FAN, _EVFAN, _DEL = FEATURE_INDEX["fanout_15m"], FEATURE_INDEX["event_fanout"], FEATURE_INDEX["deletes_15m"]
 _DETOUR, _WHO = FEATURE_INDEX["untrusted_detour"], FEATURE_INDEX["unfamiliar_principal"]
+_OUTSIDER = FEATURE_INDEX["outsider_principal"]
 
 
 class Gate:
@@ -69,17 +70,21 @@ class Gate:
                            "step it never took")
             if x[_WHO] >= 2.0 and z[_WHO] >= REASON_Z:
                 why.append(f"{event.requested_by!r}, whom this agent has never worked for, directs it to send or delete")
+            if x[_OUTSIDER] >= 2.0 and z[_OUTSIDER] >= REASON_Z:
+                why.append(f"{event.requested_by!r}, from outside the organisation and never worked for, directs it "
+                           "to send or delete")
             if obs.new_outbound and z[_NOVEL] >= REASON_Z:
-                why.append("a destination this agent has never sent to: " + ", ".join(obs.new_outbound))
+                why.append("a never-seen external or broadcast destination: " + ", ".join(obs.new_outbound))
             if max(z[_FAN], z[_EVFAN], z[_DEL]) >= REASON_Z:
                 why.append("a fan-out or delete burst beyond this agent's baseline")
             if not why:
                 why.append(f"evidence of harm {harm:.2f} (volume, destinations, data flows together)")
-        elif obs.new_outbound and obs.x[_NOVEL] >= 1.0 and z[_NOVEL] >= REASON_Z:
+        if not why and obs.new_outbound and obs.x[_NOVEL] >= 1.0 and z[_NOVEL] >= REASON_Z:
             # a single send to a destination nothing in the task names, rare for this agent: a human looks
-            why.append("a destination this agent has never sent to and nothing in the task names: "
+            why.append("a never-seen external or broadcast destination that nothing in the task names: "
                        + ", ".join(obs.new_outbound))
-        elif self.engine.model is None and obs.x[_EXFIL] > 0 and obs.new_outbound:
+        if self.engine.model is None and obs.x[_EXFIL] > 0 and obs.new_outbound \
+                and not any("never-seen" in w for w in why):
             # no trained profile to say what is usual: when unsure, sensitive data to a new place waits
             why.append("sensitive data to a never-seen external or broadcast destination (no trained profile yet)")
         if score > self.engine.policy.approval_threshold:
