@@ -518,7 +518,10 @@ def extract(st: FeatureState, ev: ActionEvent, policy: Policy) -> Observation:
 
 def _is_outsider(policy: Policy, who: str) -> bool:
     """A principal whose address the policy does not call internal (``unknown``, an outside mail
-    address, a look-alike domain, a customer id)."""
+    address, a look-alike domain, a customer id). A policy that names nothing internal (or no policy)
+    cannot tell an outsider from a colleague: nobody is called one then."""
+    if not (policy.internal_domains or policy.internal):
+        return False
     return policy.classify(who if ":" in who and "@" not in who else "email:" + who)[0] != INTERNAL
 
 
