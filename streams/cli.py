@@ -22,7 +22,7 @@ __all__ = ["main", "UsageError"]
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("streams.train_cli", "fit baseline profiles and models from past action events (a file or a Kafka topic)"),
     "replay": ("streams.replay", "score events in order through the engine, one decision per valid event"),
-    "simulate": ("models.simulate", "write a synthetic fleet's events with injected incidents and labels"),
+    "simulate": ("streams.simulate_cli", "write a synthetic fleet's events with injected incidents and labels"),
     "evaluate": ("models.evaluate", "replay and report detection quality with plots"),
     "models": ("streams.models_cli", "the model registry: list, show, add, promote, rollback"),
     "worker": ("streams.worker", "run a stream-processing worker against Kafka"),

@@ -575,6 +575,9 @@ class Feed:
     def export(self, agent_id: str | None = None, at: datetime | None = None) -> dict:
         """A legitimate export: confidential records the agent reads every day, sent to an external auditor
         it never wrote to (the kind of send the pre-action check holds for an analyst)."""
+        from models.simulate.roles import record_source
+        from models.simulate.roles import send_tool as role_send_tool
+
         at = at or datetime.now(timezone.utc)
         if agent_id is not None:
             agent = next(a for a in self.agents if a.agent_id == agent_id)
@@ -583,10 +586,10 @@ class Feed:
         base = task_to_dict(self.fleet.normal_task(agent, at, self.rng))
         first = base["steps"][0]
         # a few confidential records, as the agent reads them every day: only the send is unusual
-        tool, res, sens, per = self.fleet._record_source(agent, self.rng)
+        tool, res, sens, per = record_source(self.fleet, agent, self.rng)
         n = self.rng.randint(2, 5)
         common = {k: first[k] for k in ("operator_id", "requested_by", "instruction_hash") if first.get(k)}
-        send_tool = self.fleet._send_tool(agent)
+        send_tool = role_send_tool(agent)
         dest = (f"http:https://upload.external-audit.example/exports/{self.rng.randint(1000, 9999)}"
                 if send_tool == "http.post" else f"email:exports{self.rng.randint(10, 99)}@external-audit.example")
         steps = [dict(common, tool=tool, action="read", resource=res, sensitivity=sens, records=n,

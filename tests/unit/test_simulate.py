@@ -1,4 +1,4 @@
-"""Tests of the synthetic fleet simulator (models/simulate.py).
+"""Tests of the synthetic fleet simulator (models/simulate/) and its command line (streams/simulate_cli.py).
 
 The contract checker below is written independently of the simulator (and of
 detector/events.py) from the outside contract, section 1.
@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from models import simulate as sim
+from streams import simulate_cli
 from streams.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
@@ -507,7 +508,7 @@ def test_any_small_run_is_valid_and_consistent(n_agents, days, seed, kinds, look
 
 def _args(*argv: str) -> argparse.Namespace:
     p = argparse.ArgumentParser()
-    sim.configure_parser(p)
+    simulate_cli.configure_parser(p)
     return p.parse_args(list(argv))
 
 
@@ -517,7 +518,7 @@ def _read_jsonl(path: Path) -> list[dict]:
 
 def test_cli_writes_events_and_labels_next_to_out(tmp_path, capsys):
     out = tmp_path / "events.jsonl"
-    assert sim.run(_args("--out", str(out), "--agents", "6", "--days", "2", "--seed", "4")) == 0
+    assert simulate_cli.run(_args("--out", str(out), "--agents", "6", "--days", "2", "--seed", "4")) == 0
     events = _read_jsonl(out)
     labels = json.loads((tmp_path / "events.labels.json").read_text())
     assert labels["format"] == "flowbreaker-labels/1" and labels["seed"] == 4
@@ -529,7 +530,7 @@ def test_cli_writes_events_and_labels_next_to_out(tmp_path, capsys):
 
 def test_cli_splits_history_and_incident_window(tmp_path):
     hist, out, lab = tmp_path / "h.jsonl", tmp_path / "e.jsonl", tmp_path / "l.json"
-    rc = sim.run(_args("--out", str(out), "--history-out", str(hist), "--labels", str(lab), "--agents", "8",
+    rc = simulate_cli.run(_args("--out", str(out), "--history-out", str(hist), "--labels", str(lab), "--agents", "8",
                        "--days", "3", "--clean-days", "2", "--incidents", "slow_drip,mass_fanout", "--no-lookalikes"))
     assert rc == 0
     history, rest, labels = _read_jsonl(hist), _read_jsonl(out), json.loads(lab.read_text())
@@ -543,7 +544,7 @@ def test_cli_splits_history_and_incident_window(tmp_path):
 
 def test_cli_incidents_none_gives_no_incidents(tmp_path):
     out = tmp_path / "e.jsonl"
-    assert sim.run(_args("--out", str(out), "--agents", "3", "--days", "1", "--incidents", "none")) == 0
+    assert simulate_cli.run(_args("--out", str(out), "--agents", "3", "--days", "1", "--incidents", "none")) == 0
     assert json.loads((tmp_path / "e.labels.json").read_text())["incidents"] == []
 
 
