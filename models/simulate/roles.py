@@ -138,7 +138,8 @@ def _hr_onboarding(f: Fleet, b: TaskBuilder, ms: int) -> None:
     b.requested_by = f"{mgr}@{DOMAIN}"
     hire = rng.choice(f.people)
     r = b.add("hr_db.get_employee", "read", f"hr://personnel/E{rng.randint(10000, 99999)}", "restricted", 1, 4000)
-    invitees = [f.email(p) for p in {hire, mgr, rng.choice(f.people)}]
+    # sorted: a set's order follows the process's string hashing (PYTHONHASHSEED), the output must not
+    invitees = [f.email(p) for p in sorted({hire, mgr, rng.choice(f.people)})]
     b.add("calendar.create_event", "write", f"calendar://hr/events/{hexid(rng, 32)}", "internal", 1, 1200, invitees)
     b.add("email.send", "send", "docs://hr/templates/welcome", "internal", 1, rng.randint(3000, 8000),
           [f.email(hire)], parent=r)

@@ -8,8 +8,11 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import json
+import os
 import random
 import re
+import subprocess
+import sys
 import tomllib
 from collections import defaultdict
 from datetime import datetime, timedelta
@@ -136,6 +139,16 @@ def test_same_seed_gives_identical_output():
     a = sim.simulate(n_agents=8, days=3, seed=5)
     b = sim.simulate(n_agents=8, days=3, seed=5)
     assert json.dumps(a) == json.dumps(b)
+
+
+def test_same_seed_gives_identical_output_in_another_process():
+    # another process hashes strings differently (PYTHONHASHSEED): no set's order may reach the output
+    probe = ("import hashlib, json; from models.simulate import simulate; "
+             "print(hashlib.sha256(json.dumps(simulate(n_agents=6, days=2, seed=4)).encode()).hexdigest())")
+    digests = {subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=120,
+                              check=True, env={**os.environ, "PYTHONHASHSEED": str(h), "PYTHONPATH": str(REPO)}
+                              ).stdout for h in (1, 2)}
+    assert len(digests) == 1
 
 
 def test_different_seeds_give_different_output():
