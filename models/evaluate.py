@@ -1,10 +1,11 @@
 """``flowbreaker evaluate``: replay labelled events through the engine and report detection quality.
 
 The events are scored in file order by one :class:`detector.engine.Engine` per
-model, through ``Engine.process_batch`` exactly as ``flowbreaker replay`` does
-(the engine is built by ``streams.replay.load_engine``), and the decision
-records are compared with a labels file (``flowbreaker-labels/1``, the format
-``flowbreaker simulate`` writes; see ``docs/retraining.md``).
+model, through the offline loop ``flowbreaker replay`` uses
+(:class:`models.playback.Playback`), and the decision records are compared with a
+labels file (``flowbreaker-labels/1``, the format ``flowbreaker simulate`` writes;
+see ``docs/retraining.md``). This module is the measurement and the report; the
+command line (reading files, building engines) is ``streams/evaluate_cli.py``.
 
 What is measured (all from decision records and labels, by the pure functions
 :func:`incident_outcomes` and :func:`summarize`):
@@ -53,16 +54,15 @@ everything that agent does afterwards.
 
 from __future__ import annotations
 
-import argparse
 import base64
 import html
 import json
 import math
-import sys
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -72,15 +72,14 @@ from detector.features import FEATURE_NAMES
 from detector.timestamps import instant
 
 __all__ = ["LABELS_FORMAT", "LabelsError", "check_labels", "load_labels", "incident_outcomes", "event_labels",
-           "lookalikes_frozen", "gate_summary", "summarize", "score_events", "drift_of", "write_report",
-           "configure_parser", "run"]
+           "lookalikes_frozen", "gate_summary", "summarize", "score_events", "drift_of", "ModelRun",
+           "evaluate_model", "write_report", "one_line"]
 
 LABELS_FORMAT = "flowbreaker-labels/1"
 REPORT_FORMAT = "flowbreaker-evaluation/1"
 _HIGH = frozenset(("high", "critical"))
 _SOC = frozenset(("alert", "freeze"))
 _KEEP = ("event_id", "agent_id", "ts", "score", "severity", "action_taken", "breaker_state")
-_BATCH = 1024
 
 
 class LabelsError(ValueError):
@@ -424,6 +423,49 @@ def drift_of(model, events: Sequence[ActionEvent], policy, labels: Mapping | Non
     return drift_table(psi_rows(model.a["train_quantiles"], rows))
 
 
+@dataclass
+class ModelRun:
+    """One model evaluated on the events.
+
+    ``entry`` is its part of the report (an element of ``metrics.json``'s ``models``: role,
+    version, path, metrics, incidents, drift, and ``metrics_without_release`` when a simulated
+    analyst released freezes); ``records`` and ``duplicates`` are :func:`score_events`'
+    result; ``scored`` holds the arrays the plots draw (harmful, score, kind of event).
+    """
+
+    entry: dict
+    records: list[dict]
+    duplicates: int
+    scored: tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def evaluate_model(role: str, path: str | Path, engine: Engine, events: Sequence[ActionEvent], labels: Mapping,
+                   policy, *, release_after: float | None = None, fresh_engine: Callable[[], Engine] | None = None,
+                   outbound_ids: set[str] | None = None) -> ModelRun:
+    """Score ``events`` with ``engine`` (the gate's verdict on every record) and measure against ``labels``.
+
+    ``role`` (``candidate``, ``baseline``) and ``path`` only label the result; ``policy`` is the
+    one the engine uses (for drift). With ``release_after`` (seconds) a simulated analyst
+    releases every freeze that long after it, and the same model is scored again with
+    nothing released, on ``fresh_engine()`` (a new engine of the same model and policy, since
+    ``engine`` has kept state); ``ValueError`` if it is missing. ``outbound_ids``: the ids of
+    the events with destinations (computed when not given; pass it to share it across models).
+    """
+    if release_after is not None and fresh_engine is None:
+        raise ValueError("release_after needs fresh_engine: the never-released figures need an engine of their own")
+    if outbound_ids is None:
+        outbound_ids = {ev.event_id for ev in events if ev.destinations}
+    records, dup = score_events(engine, events, release_after=release_after, gate=True)
+    outcomes = incident_outcomes(records, labels)
+    metrics = summarize(records, labels, outcomes=outcomes, outbound_ids=outbound_ids)
+    entry = {"role": role, "version": engine.model_version, "path": str(path), "metrics": metrics,
+             "incidents": outcomes, "drift": drift_of(engine.model, events, policy, labels)}
+    if release_after is not None:  # the same model with nothing ever released, as replay without the flag
+        plain, _ = score_events(fresh_engine(), events, gate=True)
+        entry["metrics_without_release"] = summarize(plain, labels, outbound_ids=outbound_ids)
+    return ModelRun(entry, records, dup, _plot_arrays(records, labels))
+
+
 # ------------------------------------------------------------------ report
 def _fmt(v, pct: bool = False) -> str:
     if v is None:
@@ -754,7 +796,7 @@ def _plot_arrays(records: Sequence[Mapping], labels: Mapping) -> tuple[np.ndarra
     return y, s, kind
 
 
-# ------------------------------------------------------------------ CLI
+# ------------------------------------------------------------------ headline
 def one_line(mm: dict) -> str:
     """The headline figures of :func:`summarize`'s output, as one line."""
     f, ff, la, g = mm["freeze_outcomes"], mm["false_freezes"], mm["lookalikes_frozen"], mm.get("gate")
@@ -764,97 +806,3 @@ def one_line(mm: dict) -> str:
             f"stopped before harm {f['stopped_before_harm']}/{f['of']}; false freezes {ff['count']} "
             f"({_fmt(ff['per_1000_agent_days'])}/1000 agent-days); look-alikes frozen {la['frozen']}/{la['of']}; "
             f"ROC-AUC {_fmt(mm['event_level']['roc_auc'])}, PR-AUC {_fmt(mm['event_level']['pr_auc'])}{gate}")
-
-
-def configure_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, metavar="MODEL_DIR", help="the model to evaluate (the candidate)")
-    p.add_argument("--input", required=True, metavar="EVENTS.jsonl", help="action events, one JSON object per line")
-    p.add_argument("--labels", required=True, metavar="LABELS.json",
-                   help="labels (flowbreaker-labels/1, as `flowbreaker simulate` writes)")
-    p.add_argument("--policy", metavar="P.toml", help="policy file (docs/contract.md, section 2)")
-    p.add_argument("--baseline", metavar="OTHER_MODEL_DIR", help="another model, reported side by side")
-    p.add_argument("--report", required=True, metavar="DIR",
-                   help="directory for report.md, report.html, metrics.json and the plots")
-    p.add_argument("--release-after", metavar="DURATION",
-                   help="a simulated analyst releases every freeze this long (event time) after it, e.g. 1h, 30m, "
-                        "90s or plain seconds; the report shows the figures with and without it (default: never)")
-    p.add_argument("--quiet", action="store_true", help="do not report invalid lines one by one")
-
-
-def run(args: argparse.Namespace) -> int:
-    from detector.policy import load_policy
-    from streams.cli import UsageError
-    from streams.replay import load_engine, open_input, read_events
-
-    from models.playback import parse_duration
-
-    try:
-        release_after = parse_duration(args.release_after) if args.release_after is not None else None
-    except ValueError as err:
-        raise UsageError(str(err)) from None
-    try:
-        labels = load_labels(args.labels)
-    except LabelsError as err:
-        raise UsageError(str(err)) from None
-    report = Path(args.report)
-    if report.exists() and not report.is_dir():
-        raise UsageError(f"--report {report} exists and is not a directory")
-    # engines first: a broken model directory is an input error before any work is done
-    specs = [("candidate", args.model)] + ([("baseline", args.baseline)] if args.baseline else [])
-    engines = [(role, path, load_engine(path, args.policy)) for role, path in specs]
-    policy = load_policy(args.policy)
-
-    invalid = 0
-
-    def on_error(no, err):
-        nonlocal invalid
-        invalid += 1
-        if not args.quiet and invalid <= 20:
-            print(f"{args.input}:{no}: invalid event skipped: {err}", file=sys.stderr)
-
-    fh = open_input(args.input)
-    try:
-        events = list(read_events(fh, on_error=on_error))
-    finally:
-        if fh is not sys.stdin.buffer:
-            fh.close()
-    if not events:
-        raise UsageError(f"{args.input} has no valid events to evaluate")
-
-    models, scored, first_records = [], [], None
-    outbound = {ev.event_id for ev in events if ev.destinations}
-    for role, path, engine in engines:
-        records, dup = score_events(engine, events, release_after=release_after, gate=True)
-        outcomes = incident_outcomes(records, labels)
-        metrics = summarize(records, labels, outcomes=outcomes, outbound_ids=outbound)
-        models.append({"role": role, "version": engine.model_version, "path": str(path), "metrics": metrics,
-                       "incidents": outcomes, "drift": drift_of(engine.model, events, policy, labels)})
-        if release_after is not None:  # the same model with nothing ever released, as replay without the flag
-            plain, _ = score_events(load_engine(path, args.policy), events, gate=True)
-            models[-1]["metrics_without_release"] = summarize(plain, labels, outbound_ids=outbound)
-        scored.append(_plot_arrays(records, labels))
-        if first_records is None:
-            first_records = (records, dup)
-    records, dup = first_records
-    meta = {
-        "input": {"path": args.input, "events": len(events), "invalid_lines": invalid, "duplicates": dup,
-                  "agents": len({r["agent_id"] for r in records}),
-                  "agent_days": models[0]["metrics"]["false_freezes"]["agent_days"]},
-        "labels": {"path": args.labels, "incidents": len(labels["incidents"]),
-                   "lookalikes": len(labels.get("lookalikes", []))},
-        "policy": args.policy,
-        "release_after_s": release_after,
-    }
-    try:
-        out = write_report(report, meta, models, scored)
-    except OSError as err:
-        raise UsageError(f"cannot write the report to {report}: {err.strerror or err}") from None
-    for m in models:
-        runs = [("", m["metrics"])]
-        if "metrics_without_release" in m:
-            runs = [(f" (released after {release_after:g} s)", m["metrics"]),
-                    (" (never released)", m["metrics_without_release"])]
-        for tag, mm in runs:
-            print(f"evaluate: {m['role']} {m['version']}{tag}: {one_line(mm)}", file=sys.stderr)
-    print(f"evaluate: report written to {out}/report.html (and report.md, metrics.json)", file=sys.stderr)
-    return 0

@@ -23,7 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("streams.train_cli", "fit baseline profiles and models from past action events (a file or a Kafka topic)"),
     "replay": ("streams.replay", "score events in order through the engine, one decision per valid event"),
     "simulate": ("streams.simulate_cli", "write a synthetic fleet's events with injected incidents and labels"),
-    "evaluate": ("models.evaluate", "replay and report detection quality with plots"),
+    "evaluate": ("streams.evaluate_cli", "replay and report detection quality with plots"),
     "models": ("streams.models_cli", "the model registry: list, show, add, promote, rollback"),
     "worker": ("streams.worker", "run a stream-processing worker against Kafka"),
     "actuator": ("streams.actuator", "run the freeze actuator against Kafka"),
