@@ -5,7 +5,8 @@
   individually small sends trips it too), opens it: one freeze per incident,
   with a stable ``incident_id`` derived from the agent and the tripping event.
 - ``open``: frozen. Nothing inside the stream closes it; only :func:`release`
-  (a human, from outside) moves it to ``half_open``.
+  (a human, from outside) moves it to ``half_open``. A human can also open it
+  from outside (:func:`trip_manual`): the same outcome as a trip, one incident.
 - ``half_open``: probation. Thresholds are tighter by ``probation_tighten`` and the
   budget is halved; it closes again only after ``probation_s`` of event time *and*
   ``probation_min_events`` actions without trouble, so one event dated far in the
@@ -34,7 +35,7 @@ from math import exp
 
 from detector.policy import Thresholds
 
-__all__ = ["BreakerState", "step", "release", "incident_id_for", "CLOSED", "OPEN", "HALF_OPEN"]
+__all__ = ["BreakerState", "step", "release", "trip_manual", "incident_id_for", "CLOSED", "OPEN", "HALF_OPEN"]
 
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 _LN2 = 0.6931471805599453
@@ -125,6 +126,29 @@ def step(b: BreakerState, *, t: float, score: float, severity: str, agent_id: st
         b.risk = 0.0
         return "freeze", (old, OPEN)
     return ("alert" if alerting else "none"), transition
+
+
+def trip_manual(b: BreakerState, *, t: float, agent_id: str, key: str) -> tuple[str, str] | None:
+    """A human froze the agent from outside: ``closed`` or ``half_open -> open``, exactly as a trip
+    (one incident: a new id, the trip counted, ``opened_t`` set, the risk budget spent). The id
+    starts with ``man-`` and is derived from the agent, ``key`` (what makes this freeze itself,
+    such as who froze it and when) and the trips before, so it is stable when the same freeze is
+    applied again and differs after a release. Returns the transition; ``None``, changing nothing,
+    when the breaker is already ``open`` (one freeze per incident).
+
+    >>> b = BreakerState()
+    >>> trip_manual(b, t=5.0, agent_id="a", key="manual|alice|t5"), b.incident_id[:4], b.trips
+    (('closed', 'open'), 'man-', 1)
+    >>> trip_manual(b, t=6.0, agent_id="a", key="manual|bob|t6"), b.opened_t
+    (None, 5.0)
+    """
+    if b.state == OPEN:
+        return None
+    old = b.state
+    b.state, b.opened_t, b.risk = OPEN, t, 0.0
+    b.incident_id = "man-" + incident_id_for(agent_id, key, b.trips)[4:]
+    b.trips += 1
+    return (old, OPEN)
 
 
 def release(b: BreakerState, *, t: float, probation_s: float = Thresholds.probation_s) -> tuple[str, str] | None:

@@ -75,6 +75,29 @@ def _blame(obs: Observation, z: list[float], r: list[float]) -> None:
             r[i] = 0.0
 
 
+def _attribution(trace: list[dict], *, operator_id: str, requested_by: str | None, instruction_hash: str | None,
+                 task_id: str | None, trigger_event_id: str | None) -> dict:
+    """Who and what stands behind an incident, from the agent's recent trace: the operator, requester,
+    configuration and task of the triggering action (for a human freeze, of the agent's last one), the
+    task's events, the chain of parents back from the trigger (none without one, at most 50 hops), and
+    every operator, requester and configuration the trace shows."""
+    by_id = {e["event_id"]: e for e in trace}
+    chain, cur, hops = [], trigger_event_id, 0
+    while cur is not None and cur in by_id and hops < 50:
+        chain.append(cur)
+        cur = by_id[cur]["parent_event_id"]
+        hops += 1
+    return {
+        "operator_id": operator_id, "requested_by": requested_by,
+        "instruction_hash": instruction_hash, "task_id": task_id,
+        "task_events": [e["event_id"] for e in trace if task_id is not None and e["task_id"] == task_id],
+        "parent_chain": chain,
+        "operators_seen": sorted({e["operator_id"] for e in trace}),
+        "requesters_seen": sorted({e["requested_by"] for e in trace if e["requested_by"]}),
+        "instruction_hashes_seen": sorted({e["instruction_hash"] for e in trace if e["instruction_hash"]}),
+    }
+
+
 def content_key(ev: ActionEvent) -> int:
     """A non-zero 16-bit key of everything an event says, to tell a redelivered event (same id, same
     content) from an id reused for another action (one reuse in 65,535 passes as a redelivery)."""
@@ -369,25 +392,13 @@ class Engine:
 
     def _incident(self, ev: ActionEvent, incident_id: str, score: float, severity: str, reasons: list) -> dict:
         trace = self.traces.snapshot(ev.agent_id)
-        by_id = {e["event_id"]: e for e in trace}
-        chain, cur, hops = [], ev.event_id, 0
-        while cur is not None and cur in by_id and hops < 50:
-            chain.append(cur)
-            cur = by_id[cur]["parent_event_id"]
-            hops += 1
-        task = [e["event_id"] for e in trace if ev.task_id is not None and e["task_id"] == ev.task_id]
         return {
             "incident_id": incident_id, "agent_id": ev.agent_id, "opened_at": ev.ts,
             "trigger_event_id": ev.event_id, "score": round(score, 4), "severity": severity, "reasons": reasons,
             "model_version": self._version,
-            "attribution": {
-                "operator_id": ev.operator_id, "requested_by": ev.requested_by,
-                "instruction_hash": ev.instruction_hash, "task_id": ev.task_id,
-                "task_events": task, "parent_chain": chain,
-                "operators_seen": sorted({e["operator_id"] for e in trace}),
-                "requesters_seen": sorted({e["requested_by"] for e in trace if e["requested_by"]}),
-                "instruction_hashes_seen": sorted({e["instruction_hash"] for e in trace if e["instruction_hash"]}),
-            },
+            "attribution": _attribution(trace, operator_id=ev.operator_id, requested_by=ev.requested_by,
+                                        instruction_hash=ev.instruction_hash, task_id=ev.task_id,
+                                        trigger_event_id=ev.event_id),
             "trace": trace,
         }
 
@@ -446,17 +457,16 @@ class Engine:
         True
         """
         st = self.agents.get(agent_id)
-        if st is None or st.breaker.state == brk.OPEN:
+        if st is None:
             return None
         t = at.timestamp() if isinstance(at, datetime) else float(at)
         issued = datetime.fromtimestamp(t, timezone.utc).isoformat().replace("+00:00", "Z")
         b = st.breaker
-        old = b.state
-        b.state, b.opened_t, b.risk = brk.OPEN, t, 0.0
-        b.incident_id = "man-" + brk.incident_id_for(agent_id, f"manual|{by}|{issued}", b.trips)[4:]
-        b.trips += 1
+        transition = brk.trip_manual(b, t=t, agent_id=agent_id, key=f"manual|{by}|{issued}")
+        if transition is None:  # already frozen: one freeze per incident
+            return None
         d = Decision(None)  # type: ignore[arg-type]
-        d.transition = (old, brk.OPEN)
+        d.transition = transition
         d.freeze = {"command": "freeze", "agent_id": agent_id, "incident_id": b.incident_id, "issued_at": issued,
                     "reason": reason, "issued_by": by}
         trace = self.traces.snapshot(agent_id)
@@ -466,16 +476,9 @@ class Engine:
             "score": None, "severity": severity, "manual": True, "frozen_by": by,
             "reasons": [{"feature": "manual", "value": 1.0, "baseline": 0.0, "detail": f"frozen by {by}: {reason}"}],
             "model_version": self._version,
-            "attribution": {
-                "operator_id": st.operator_id, "requested_by": last.get("requested_by"),
-                "instruction_hash": last.get("instruction_hash"), "task_id": last.get("task_id"),
-                "task_events": [e["event_id"] for e in trace if last.get("task_id") is not None
-                                and e["task_id"] == last.get("task_id")],
-                "parent_chain": [],
-                "operators_seen": sorted({e["operator_id"] for e in trace}),
-                "requesters_seen": sorted({e["requested_by"] for e in trace if e["requested_by"]}),
-                "instruction_hashes_seen": sorted({e["instruction_hash"] for e in trace if e["instruction_hash"]}),
-            },
+            "attribution": _attribution(trace, operator_id=st.operator_id, requested_by=last.get("requested_by"),
+                                        instruction_hash=last.get("instruction_hash"), task_id=last.get("task_id"),
+                                        trigger_event_id=None),
             "trace": trace,
         }
         return d

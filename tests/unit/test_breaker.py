@@ -1,10 +1,11 @@
 """The per-agent circuit breaker (detector/breaker.py): a pure state machine.
 
 The hypothesis state machine below drives the breaker with arbitrary scores, time
-steps and human releases and checks, after every step, the promises of the
-design: no freeze without cause, never a second freeze without a release in
-between, a critical action trips a closed breaker, only a release leaves
-``open`` and only towards ``half_open``, probation ends by itself.
+steps, human freezes and human releases and checks, after every step, the promises
+of the design: no freeze without cause, never a second freeze without a release in
+between, a critical action trips a closed breaker, a human freeze opens a closed or
+half-open breaker as one new incident and changes nothing on an open one, only a
+release leaves ``open`` and only towards ``half_open``, probation ends by itself.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from detector.breaker import CLOSED, HALF_OPEN, OPEN, BreakerState, incident_id_for, release, step
+from detector.breaker import CLOSED, HALF_OPEN, OPEN, BreakerState, incident_id_for, release, step, trip_manual
 from detector.policy import Thresholds
 
 TH = Thresholds()
@@ -167,6 +168,21 @@ def test_an_unknown_breaker_state_is_refused():
         BreakerState.from_tuple(("ajar", 0.0, 0.0, None, 0.0, 0.0, 0))
 
 
+def test_a_human_freeze_is_one_incident_of_its_own_and_an_open_breaker_stays_as_it_is():
+    b = BreakerState()
+    feed(b, [0.8])  # some risk spent
+    assert trip_manual(b, t=T0 + 10, agent_id="a", key="manual|alice|1") == (CLOSED, OPEN)
+    assert b.state == OPEN and b.risk == 0.0 and b.opened_t == T0 + 10 and b.trips == 1
+    assert b.incident_id == "man-" + incident_id_for("a", "manual|alice|1")[4:]
+    frozen = b.to_tuple()
+    assert trip_manual(b, t=T0 + 20, agent_id="a", key="manual|bob|2") is None and b.to_tuple() == frozen
+    # the stream's critical actions do not freeze it again either
+    assert feed(b, [0.99], start=T0 + 30) == [("alert", None)]
+    release(b, t=T0 + 40)
+    assert trip_manual(b, t=T0 + 50, agent_id="a", key="manual|alice|1") == (HALF_OPEN, OPEN)
+    assert b.incident_id == "man-" + incident_id_for("a", "manual|alice|1", 1)[4:] != frozen[3]
+
+
 def test_events_out_of_order_do_not_decay_the_budget():
     b = BreakerState()
     step(b, t=T0 + 1000, score=0.8, severity="medium", agent_id="a", event_id="e1", th=TH)
@@ -252,6 +268,22 @@ class BreakerMachine(RuleBasedStateMachine):
             self.probation_actions = 0
         else:
             assert result is None and self.b.state == before
+
+    @rule(dt=st.floats(0.0, 86400.0), who=st.sampled_from(["alice", "bob"]))
+    def human_freeze(self, dt, who):
+        self.t += dt
+        b = self.b
+        before, trips_before, kept = b.state, b.trips, b.to_tuple()
+        key = f"manual|{who}|{self.t}"
+        result = trip_manual(b, t=self.t, agent_id="agent-x", key=key)
+        if before == OPEN:  # already frozen: nothing changes, no second incident
+            assert result is None and b.to_tuple() == kept
+        else:  # closed or half_open -> open, one new incident, as a trip
+            assert result == (before, OPEN)
+            assert b.state == OPEN and b.trips == trips_before + 1 and b.opened_t == self.t and b.risk == 0.0
+            assert b.incident_id == "man-" + incident_id_for("agent-x", key, trips_before)[4:]
+            self.frozen_by_us = True
+            self.excess = 0.0
 
     @rule()
     def round_trip(self):
