@@ -15,7 +15,8 @@ from collections import Counter
 
 import pytest
 
-from worker_harness import TopicReader, WorkerProc, decisions_by_event, event_messages, fleet, produce, replay
+from worker_harness import (TopicReader, WorkerProc, decisions_by_event, event_messages, fleet, fleet_model, produce,
+                            replay)
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -25,15 +26,16 @@ RATE = 1000.0  # events/s: the stream lasts ~3 s; the kill lands after the first
 def test_a_worker_killed_mid_stream_is_replaced_without_losing_or_doubling_anything(
         kafka_bootstrap, unique_topic_prefix, tmp_path):
     events = fleet()
-    expected = replay(events, tmp_path / "replay")
+    model = fleet_model(events, tmp_path / "train")
+    expected = replay(events, tmp_path / "replay", extra=["--model", str(model)])
     freezes_expected = {eid for eid, r in expected.items() if r["action_taken"] == "freeze"}
     first_freeze = min(i for i, e in enumerate(events) if e["event_id"] in freezes_expected)
     assert first_freeze < len(events) * 0.9 and len(freezes_expected) >= 3
 
     p = unique_topic_prefix
     app_id = f"{p}app"
-    first = WorkerProc(kafka_bootstrap, p, app_id, tmp_path / "w1", flush_interval=2.0)
-    second = WorkerProc(kafka_bootstrap, p, app_id, tmp_path / "w2", flush_interval=2.0)
+    first = WorkerProc(kafka_bootstrap, p, app_id, tmp_path / "w1", flush_interval=2.0, extra=["--model", str(model)])
+    second = WorkerProc(kafka_bootstrap, p, app_id, tmp_path / "w2", flush_interval=2.0, extra=["--model", str(model)])
     control = decisions = None
     try:
         first.start().wait_ready(timeout=60)

@@ -13,8 +13,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from worker_harness import (TopicReader, WorkerProc, decisions_by_event, event_messages, fleet, produce,
-                            replay)
+from worker_harness import (TopicReader, WorkerProc, decisions_by_event, event_messages, fleet, fleet_model,
+                            produce, replay)
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -37,12 +37,13 @@ def worker_factory(kafka_bootstrap, unique_topic_prefix, tmp_path):
 def test_live_decisions_are_the_replay_decisions_and_freezes_are_published_once(
         kafka_bootstrap, unique_topic_prefix, worker_factory, tmp_path, signing_keys):
     events = fleet()
-    expected = replay(events, tmp_path / "replay")
+    model = fleet_model(events, tmp_path / "train")
+    expected = replay(events, tmp_path / "replay", extra=["--model", str(model)])
     assert 2000 <= len(events) <= 5000 and len(expected) == len(events)
     freezes_expected = {eid for eid, r in expected.items() if r["action_taken"] == "freeze"}
     assert len(freezes_expected) >= 3
 
-    worker = worker_factory()
+    worker = worker_factory(extra=["--model", str(model)])
     worker.wait_ready(timeout=60)
     p = unique_topic_prefix
     produce(kafka_bootstrap, f"{p}agent-actions", event_messages(events))

@@ -266,6 +266,28 @@ def fleet(n_agents: int = 10, days: int = 2, seed: int = 3, incidents=None, inci
     return events
 
 
+def fleet_model(events: list[dict], workdir: Path, policy: Path | None = POLICY, clean_days: int = 1) -> Path:
+    """A model trained (``flowbreaker train``) on the fleet's first ``clean_days`` (before any incident:
+    :func:`fleet`'s ``incident_days_from``), as a deployment would have one. A worker started with
+    ``--model`` and ``replay --model`` of the same directory decide alike; with the model the fleet's
+    incidents trip breakers, where the wide online-only prior catches few of them."""
+    from detector.timestamps import instant
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    start = min(instant(e["ts"]) for e in events)
+    history = workdir / "history.jsonl"
+    with open(history, "w") as fh:
+        for e in events:
+            if instant(e["ts"]) < start + clean_days * 86400.0:
+                fh.write(json.dumps(e) + "\n")
+    out = workdir / "model"
+    cmd = [sys.executable, "-m", "streams.cli", "train", "--input", str(history), "--out", str(out), "--seed", "0"]
+    if policy is not None:
+        cmd += ["--policy", str(policy)]
+    subprocess.run(cmd, cwd=REPO_DIR, check=True, timeout=300, capture_output=True)
+    return out
+
+
 def replay(events: Iterable[dict], workdir: Path, policy: Path | None = POLICY,
            extra: Iterable[str] = ()) -> dict[str, dict]:
     """Decision records of ``flowbreaker replay`` over the events, by event_id (``extra``: more flags)."""
