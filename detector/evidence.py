@@ -93,7 +93,10 @@ def strength(r: list[float], *, moving: bool, sensitive: bool, established: bool
             continue
         if not established and kind in (SENSITIVE, SUPPORT):
             continue
-        v = max(r[i] for i in idx)
+        v = r[idx[0]]
+        for i in idx[1:]:
+            if r[i] > v:
+                v = r[i]
         if v < _MIN:
             continue
         k += 1
