@@ -13,7 +13,9 @@ The modules, from the bottom up:
   month ends, an agent's working hours;
 * :mod:`.world`: the organisation's vocabulary (domain, roles and their tools, activity
   by hour, pools of names, vendors and outside domains) and random identifiers;
-* :mod:`.tasks`: operators, agents, tasks and steps as data; a task as contract events;
+* :mod:`.profile`: operators and agents as data;
+* :mod:`.tasks`: tasks and steps as data; a task as contract events; what a task script
+  may ask of the fleet (:class:`~models.simulate.tasks.FleetView`);
 * :mod:`.roles`: the everyday work of each role (about 30 task scripts);
 * :mod:`.incidents`: the 7 incident kinds, which events are harmful, where they go;
 * :mod:`.lookalikes`: the 4 benign look-alikes (approved export, month-end peak, new
@@ -41,7 +43,8 @@ from models.simulate.clock import DEFAULT_START, format_ts
 from models.simulate.fleet import Fleet
 from models.simulate.incidents import INCIDENT_KINDS
 from models.simulate.lookalikes import LOOKALIKE_KINDS
-from models.simulate.tasks import AgentProfile, Operator, Step, Task, task_events
+from models.simulate.profile import AgentProfile, Operator
+from models.simulate.tasks import Step, Task, task_events
 from models.simulate.timeline import LABELS_FORMAT, simulate, split_history
 from models.simulate.world import BROADCAST_EMAIL, BROADCAST_SLACK, DOMAIN, ROLE_TOOLS, ROLES
 

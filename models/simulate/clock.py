@@ -16,10 +16,8 @@ from __future__ import annotations
 import functools
 import random
 from datetime import UTC, date, datetime, timedelta
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # only for annotations: the tasks module imports this one
-    from models.simulate.tasks import AgentProfile
+from models.simulate.profile import AgentProfile
 
 __all__ = ["DAY_MS", "HOUR_MS", "EPOCH", "DEFAULT_START", "to_ms", "from_ms", "format_ts", "month_of",
            "weekday", "is_month_end_day", "working_instant"]

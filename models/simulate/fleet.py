@@ -18,7 +18,8 @@ from models.simulate.clock import DAY_MS, HOUR_MS, is_month_end_day, to_ms, week
 from models.simulate.incidents import BUILDERS, INCIDENT_KINDS
 from models.simulate.lookalikes import LOOKALIKE_KINDS, approved_export
 from models.simulate.roles import TEMPLATES
-from models.simulate.tasks import AgentProfile, Operator, Task, TaskBuilder
+from models.simulate.profile import AgentProfile, Operator
+from models.simulate.tasks import Task, TaskBuilder
 from models.simulate.world import (ALWAYS_ON_FLOOR, CUSTOMER_DOMAINS, DOMAIN, FIRST_NAMES, HOUR_WEIGHT, LAST_NAMES,
                                    MONTH_END_FACTOR, OPERATOR_ZONES, PARTNER_DOMAINS, REPOS, ROLE_RATE, ROLE_SHORT,
                                    ROLE_WEIGHTS, ROLES, TEAMS, VENDORS, WEEKEND_FACTOR, WEEKEND_FACTOR_ALWAYS_ON,

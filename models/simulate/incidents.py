@@ -40,17 +40,14 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING
 
 from models.simulate.clock import from_ms, month_of, working_instant
 from models.simulate.roles import bulk_source, record_source, send_tool
-from models.simulate.tasks import AgentProfile, Placed, TaskBuilder, fit, layout
+from models.simulate.profile import AgentProfile
+from models.simulate.tasks import FleetView, Placed, TaskBuilder, fit, layout
 from models.simulate.world import (BROADCAST_EMAIL, BROADCAST_SLACK, CUSTOMER_DOMAINS, EXFIL_EMAIL_DOMAINS,
                                    EXFIL_URLS, FIRST_NAMES, LAST_NAMES, PARTNER_DOMAINS, ROLE_TOOLS, ROLES,
                                    SENS_RANK, SRC_FILES, WEB_DOCS, hexid, random_iban)
-
-if TYPE_CHECKING:  # only for annotations: the fleet module imports this one
-    from models.simulate.fleet import Fleet
 
 __all__ = ["INCIDENT_KINDS", "INCIDENT_ROLES", "BUILDERS", "exfil_dest", "stage_incidents"]
 
@@ -86,7 +83,7 @@ def exfil_dest(rng: random.Random, http: bool = False) -> str:
 # --------------------------------------------------------------------------- builders
 
 
-def _bulk_read_broadcast(f: Fleet, b: TaskBuilder, ms: int) -> None:
+def _bulk_read_broadcast(f: FleetView, b: TaskBuilder, ms: int) -> None:
     rng, agent = b.rng, b.agent
     tool, res, sens, per = bulk_source(agent, ms)
     n = rng.randint(2500, 4800)
@@ -100,7 +97,7 @@ def _bulk_read_broadcast(f: Fleet, b: TaskBuilder, ms: int) -> None:
         b.add(tool_for[other], "send", other, sens, n, n * 300, [other], parent=r, harmful=True)
 
 
-def _slow_drip(f: Fleet, b: TaskBuilder, ms: int) -> None:
+def _slow_drip(f: FleetView, b: TaskBuilder, ms: int) -> None:
     rng, agent = b.rng, b.agent
     dest = exfil_dest(rng, http=agent.role == "coding_agent")
     tool = "http.post" if dest.startswith("http:") else send_tool(agent)
@@ -113,7 +110,7 @@ def _slow_drip(f: Fleet, b: TaskBuilder, ms: int) -> None:
               harmful=True)
 
 
-def _mass_fanout(f: Fleet, b: TaskBuilder, ms: int) -> None:
+def _mass_fanout(f: FleetView, b: TaskBuilder, ms: int) -> None:
     rng, agent = b.rng, b.agent
     n = rng.randint(300, 3000)
     if agent.role == "support_bot":
@@ -139,7 +136,7 @@ def _mass_fanout(f: Fleet, b: TaskBuilder, ms: int) -> None:
               parent=r, harmful=True, delay=rng.uniform(30, 120))
 
 
-def _mass_delete(f: Fleet, b: TaskBuilder, ms: int) -> None:
+def _mass_delete(f: FleetView, b: TaskBuilder, ms: int) -> None:
     rng, agent = b.rng, b.agent
     role = agent.role
     n = rng.randint(40, 250)
@@ -187,7 +184,7 @@ _CREEP = (
 )
 
 
-def _privilege_creep(f: Fleet, b: TaskBuilder, ms: int) -> None:
+def _privilege_creep(f: FleetView, b: TaskBuilder, ms: int) -> None:
     rng, agent = b.rng, b.agent
     own = ROLE_TOOLS[agent.role]
     steps = [s for s in _CREEP if s[0] not in own]
@@ -199,7 +196,7 @@ def _privilege_creep(f: Fleet, b: TaskBuilder, ms: int) -> None:
               delay=0.0 if i == 0 else rng.uniform(1800, 5400), harmful=harmful)
 
 
-def _instruction_change(f: Fleet, b: TaskBuilder, ms: int) -> None:
+def _instruction_change(f: FleetView, b: TaskBuilder, ms: int) -> None:
     rng, agent = b.rng, b.agent
     # Start like the role's normal work, under the new configuration.
     normal = f.normal_task(agent, from_ms(ms), rng)
@@ -232,7 +229,7 @@ def _instruction_change(f: Fleet, b: TaskBuilder, ms: int) -> None:
         b.add("http.post", "send", dest2, rsens, 5, 5 * rper, [dest2], parent=r2, harmful=True)
 
 
-def _prompt_injection(f: Fleet, b: TaskBuilder, ms: int) -> None:
+def _prompt_injection(f: FleetView, b: TaskBuilder, ms: int) -> None:
     rng, agent = b.rng, b.agent
     role = agent.role
     dest = exfil_dest(rng, http=role == "coding_agent")
@@ -276,7 +273,7 @@ def _prompt_injection(f: Fleet, b: TaskBuilder, ms: int) -> None:
 
 
 #: incident kind -> the builder that fills its task (every step ``add``ed in order; at least one harmful)
-BUILDERS: Mapping[str, Callable[["Fleet", TaskBuilder, int], None]] = {
+BUILDERS: Mapping[str, Callable[[FleetView, TaskBuilder, int], None]] = {
     "bulk_read_broadcast": _bulk_read_broadcast,
     "slow_drip": _slow_drip,
     "mass_fanout": _mass_fanout,
@@ -290,7 +287,7 @@ BUILDERS: Mapping[str, Callable[["Fleet", TaskBuilder, int], None]] = {
 # --------------------------------------------------------------------------- placing
 
 
-def stage_incidents(fleet: Fleet, kinds: Sequence[str], choose: Callable[..., AgentProfile | None], lo: int, hi: int,
+def stage_incidents(fleet: FleetView, kinds: Sequence[str], choose: Callable[..., AgentProfile | None], lo: int, hi: int,
                     seed: int, hashes: dict[str, list[tuple[int, str]]]) -> tuple[list[Placed], list[dict]]:
     """One task per entry of ``kinds`` (in order), placed in the incident window ``[lo, hi)`` (epoch ms).
 

@@ -20,14 +20,11 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from models.simulate.clock import DAY_MS, from_ms, is_month_end_day, month_of, weekday, working_instant
-from models.simulate.tasks import AgentProfile, Placed, TaskBuilder, fit, layout
+from models.simulate.profile import AgentProfile
+from models.simulate.tasks import FleetView, Placed, TaskBuilder, fit, layout
 from models.simulate.world import APPROVED_PARTNERS, MONTH_END_FACTOR, ROLES, hexid
-
-if TYPE_CHECKING:  # only for annotations: the fleet module imports this one
-    from models.simulate.fleet import Fleet
 
 __all__ = ["LOOKALIKE_KINDS", "LOOKALIKE_ROLES", "LookalikePlan", "approved_export", "stage_lookalikes"]
 
@@ -40,7 +37,7 @@ LOOKALIKE_ROLES = {
 }
 
 
-def approved_export(f: Fleet, b: TaskBuilder, ms: int) -> None:
+def approved_export(f: FleetView, b: TaskBuilder, ms: int) -> None:
     """A large confidential export read (through a drive file for finance and HR), then one send
     to an approved partner carrying an ``approval_id``: data out, to a stranger, but signed off."""
     rng, agent = b.rng, b.agent
@@ -87,7 +84,7 @@ class LookalikePlan:
     meta: list[dict] = field(default_factory=list)
 
 
-def stage_lookalikes(fleet: Fleet, choose: Callable[..., AgentProfile | None], lo: int, hi: int, seed: int,
+def stage_lookalikes(fleet: FleetView, choose: Callable[..., AgentProfile | None], lo: int, hi: int, seed: int,
                      hashes: dict[str, list[tuple[int, str]]]) -> LookalikePlan:
     """One look-alike of each kind in the incident window ``[lo, hi)`` (epoch ms) of ``fleet``.
 

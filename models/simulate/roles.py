@@ -33,15 +33,12 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING
 
 from models.simulate.clock import from_ms, month_of
-from models.simulate.tasks import AgentProfile, TaskBuilder
+from models.simulate.profile import AgentProfile
+from models.simulate.tasks import FleetView, TaskBuilder
 from models.simulate.world import (BROADCAST_SLACK, CUSTOMER_DOMAINS, DOMAIN, FIRST_NAMES, LAST_NAMES, SRC_FILES,
                                    TEAMS, WEB_DOCS, hexid)
-
-if TYPE_CHECKING:  # only for annotations: the fleet module imports this one
-    from models.simulate.fleet import Fleet
 
 __all__ = ["TEMPLATES", "Template", "bulk_source", "record_source", "send_tool"]
 
@@ -65,7 +62,7 @@ def bulk_source(agent: AgentProfile, ms: int) -> tuple[str, str, str, int]:
     return "mail.search", f"mail://mailbox/{principal}/search?q=contract", "confidential", 8000
 
 
-def record_source(fleet: Fleet, agent: AgentProfile, rng: random.Random) -> tuple[str, str, str, int]:
+def record_source(fleet: FleetView, agent: AgentProfile, rng: random.Random) -> tuple[str, str, str, int]:
     """One confidential record ``agent``'s role reads in its work, drawn from ``rng``:
     ``(tool, resource, sensitivity, bytes per record)`` (a slow drip sends them out one by one;
     the runtime's legitimate export reads a few)."""
@@ -94,7 +91,7 @@ def send_tool(agent: AgentProfile) -> str:
 # Each script fills a TaskBuilder with 2-12 steps of one role's everyday work.
 
 
-def _hr_employee_question(f: Fleet, b: TaskBuilder, ms: int) -> None:
+def _hr_employee_question(f: FleetView, b: TaskBuilder, ms: int) -> None:
     rng, a = b.rng, b.agent
     mgr = rng.choice(a.habits["managers"])
     b.requested_by = f"{mgr}@{DOMAIN}"
@@ -111,7 +108,7 @@ def _hr_employee_question(f: Fleet, b: TaskBuilder, ms: int) -> None:
         b.add("email.send", "send", d, "confidential", 1, rng.randint(1500, 6000), [d], parent=r)
 
 
-def _hr_team_summary(f: Fleet, b: TaskBuilder, ms: int) -> None:
+def _hr_team_summary(f: FleetView, b: TaskBuilder, ms: int) -> None:
     rng, a = b.rng, b.agent
     if rng.random() < 0.5:
         b.requested_by = f"{rng.choice(a.habits['managers'])}@{DOMAIN}"
@@ -121,7 +118,7 @@ def _hr_team_summary(f: Fleet, b: TaskBuilder, ms: int) -> None:
     b.add("slack.post_message", "send", d, "confidential", n, n * 250, [d], parent=r)
 
 
-def _hr_headcount_report(f: Fleet, b: TaskBuilder, ms: int) -> None:
+def _hr_headcount_report(f: FleetView, b: TaskBuilder, ms: int) -> None:
     rng, a = b.rng, b.agent
     n = rng.randint(200, 600)
     r = b.add("hr_db.query", "read", "hr://personnel/records", "restricted", n, n * 2200)
@@ -132,7 +129,7 @@ def _hr_headcount_report(f: Fleet, b: TaskBuilder, ms: int) -> None:
           rng.randint(20_000, 90_000), dests, parent=w)
 
 
-def _hr_onboarding(f: Fleet, b: TaskBuilder, ms: int) -> None:
+def _hr_onboarding(f: FleetView, b: TaskBuilder, ms: int) -> None:
     rng, a = b.rng, b.agent
     mgr = rng.choice(a.habits["managers"])
     b.requested_by = f"{mgr}@{DOMAIN}"
@@ -145,7 +142,7 @@ def _hr_onboarding(f: Fleet, b: TaskBuilder, ms: int) -> None:
           [f.email(hire)], parent=r)
 
 
-def _hr_policy_lookup(f: Fleet, b: TaskBuilder, ms: int) -> None:
+def _hr_policy_lookup(f: FleetView, b: TaskBuilder, ms: int) -> None:
     rng, a = b.rng, b.agent
     asker = rng.choice(a.habits["team"] + a.habits["managers"])
     b.requested_by = f"{asker}@{DOMAIN}"
@@ -156,7 +153,7 @@ def _hr_policy_lookup(f: Fleet, b: TaskBuilder, ms: int) -> None:
     b.add("slack.post_message", "send", d, "internal", 1, rng.randint(300, 1500), [d], parent=r)
 
 
-def _hr_candidate_email(f: Fleet, b: TaskBuilder, ms: int) -> None:
+def _hr_candidate_email(f: FleetView, b: TaskBuilder, ms: int) -> None:
     rng, a = b.rng, b.agent
     sender = f"{rng.choice(FIRST_NAMES)}.{rng.choice(LAST_NAMES)}{rng.randint(1, 99)}@{rng.choice(CUSTOMER_DOMAINS)}"
     r = b.add("mail.read_inbound", "read", f"email:{sender}", "confidential", 1, rng.randint(5000, 400_000))
@@ -167,20 +164,20 @@ def _hr_candidate_email(f: Fleet, b: TaskBuilder, ms: int) -> None:
         b.add("slack.post_message", "send", d, "confidential", 1, 800, [d], parent=r)
 
 
-def _hr_announcement(f: Fleet, b: TaskBuilder, ms: int) -> None:
+def _hr_announcement(f: FleetView, b: TaskBuilder, ms: int) -> None:
     rng, a = b.rng, b.agent
     r = b.add("docs.read", "read", f"docs://hr/announcements/{hexid(rng, 16)}", "internal", 1, 6000)
     b.add("slack.post_message", "send", BROADCAST_SLACK, "public", 1, rng.randint(500, 3000), [BROADCAST_SLACK], parent=r)
 
 
-def _hr_cleanup(f: Fleet, b: TaskBuilder, ms: int) -> None:
+def _hr_cleanup(f: FleetView, b: TaskBuilder, ms: int) -> None:
     rng, a = b.rng, b.agent
     b.add("docs.read", "read", "drive://folder/hr-drafts", "internal", rng.randint(5, 30), 20_000)
     for _ in range(rng.randint(1, 3)):
         b.add("drive.delete", "delete", f"drive://file/hr-draft-{rng.randint(100, 9999)}", "internal", 1, 0)
 
 
-def _code_fix_bug(f: Fleet, b: TaskBuilder, ms: int) -> None:
+def _code_fix_bug(f: FleetView, b: TaskBuilder, ms: int) -> None:
     rng, a = b.rng, b.agent
     repo = rng.choice(a.habits["repos"])
     if rng.random() < 0.4:
@@ -199,7 +196,7 @@ def _code_fix_bug(f: Fleet, b: TaskBuilder, ms: int) -> None:
           rng.randint(2000, 60000), [dest], parent=w)
 
 
-def _code_review(f: Fleet, b: TaskBuilder, ms: int) -> None:
+def _code_review(f: FleetView, b: TaskBuilder, ms: int) -> None:
     rng, a = b.rng, b.agent
     repo = rng.choice(a.habits["repos"])
     b.requested_by = f"{rng.choice(a.habits['team'])}@{DOMAIN}"
@@ -210,7 +207,7 @@ def _code_review(f: Fleet, b: TaskBuilder, ms: int) -> None:
     b.add("gh.comment", "write", f"repo://corp/{repo}/pulls", "internal", 1, rng.randint(300, 4000), [dest], parent=last)
 
 
-def _code_dependency_update(f: Fleet, b: TaskBuilder, ms: int) -> None:
+def _code_dependency_update(f: FleetView, b: TaskBuilder, ms: int) -> None:
     rng, a = b.rng, b.agent
     repo = rng.choice(a.habits["repos"])
     b.add("git.clone", "read", f"repo://corp/{repo}", "internal", 1, rng.randint(5_000_000, 80_000_000))
@@ -224,7 +221,7 @@ def _code_dependency_update(f: Fleet, b: TaskBuilder, ms: int) -> None:
           [f"http:https://git.{DOMAIN}/eng/{repo}.git"], parent=w)
 
 
-def _code_ci_triage(f: Fleet, b: TaskBuilder, ms: int) -> None:
+def _code_ci_triage(f: FleetView, b: TaskBuilder, ms: int) -> None:
     rng, a = b.rng, b.agent
     repo = rng.choice(a.habits["repos"])
     r = b.add("ci.logs", "read", f"ci://pipelines/{repo}/runs/{rng.randint(1000, 99999)}", "internal", 1,
@@ -235,7 +232,7 @@ def _code_ci_triage(f: Fleet, b: TaskBuilder, ms: int) -> None:
     b.add("slack.post_message", "send", d, "internal", 1, rng.randint(300, 3000), [d], parent=r)
 
 
-def _code_cleanup(f: Fleet, b: TaskBuilder, ms: int) -> None:
+def _code_cleanup(f: FleetView, b: TaskBuilder, ms: int) -> None:
     rng, a = b.rng, b.agent
     repo = rng.choice(a.habits["repos"])
     b.add("repo.read_file", "read", f"repo://corp/{repo}/branches", "internal", rng.randint(5, 60), 8000)
@@ -247,7 +244,7 @@ def _code_cleanup(f: Fleet, b: TaskBuilder, ms: int) -> None:
               rng.randint(1, 20), 0)
 
 
-def _fin_pay_invoice(f: Fleet, b: TaskBuilder, ms: int) -> None:
+def _fin_pay_invoice(f: FleetView, b: TaskBuilder, ms: int) -> None:
     rng, a = b.rng, b.agent
     payee = rng.choice(a.habits["payees"])
     approval = None
@@ -265,7 +262,7 @@ def _fin_pay_invoice(f: Fleet, b: TaskBuilder, ms: int) -> None:
           approval_id=approval)
 
 
-def _fin_payment_run(f: Fleet, b: TaskBuilder, ms: int) -> None:
+def _fin_payment_run(f: FleetView, b: TaskBuilder, ms: int) -> None:
     rng, a = b.rng, b.agent
     k = rng.randint(3, 10)
     q = b.add("erp.query", "read", "erp://invoices?status=approved", "confidential", k * rng.randint(1, 3), k * 6000)
@@ -278,7 +275,7 @@ def _fin_payment_run(f: Fleet, b: TaskBuilder, ms: int) -> None:
     b.add("slack.post_message", "send", d, "internal", 1, 800, [d], parent=s)
 
 
-def _fin_reconcile(f: Fleet, b: TaskBuilder, ms: int) -> None:
+def _fin_reconcile(f: FleetView, b: TaskBuilder, ms: int) -> None:
     rng, a = b.rng, b.agent
     n = rng.randint(200, 3000)
     l = b.add("erp.query", "read", f"erp://ledger/{month_of(ms)}", "confidential", n, n * 500)
@@ -290,7 +287,7 @@ def _fin_reconcile(f: Fleet, b: TaskBuilder, ms: int) -> None:
     b.add("slack.post_message", "send", d, "internal", 1, 600, [d], parent=w)
 
 
-def _fin_expense_question(f: Fleet, b: TaskBuilder, ms: int) -> None:
+def _fin_expense_question(f: FleetView, b: TaskBuilder, ms: int) -> None:
     rng, a = b.rng, b.agent
     asker = rng.choice(f.people)
     b.requested_by = f"{asker}@{DOMAIN}"
@@ -300,7 +297,7 @@ def _fin_expense_question(f: Fleet, b: TaskBuilder, ms: int) -> None:
           rng.randint(1500, 5000), [f.email(asker)], parent=r)
 
 
-def _fin_invoice_intake(f: Fleet, b: TaskBuilder, ms: int) -> None:
+def _fin_invoice_intake(f: FleetView, b: TaskBuilder, ms: int) -> None:
     rng, a = b.rng, b.agent
     payee = rng.choice(a.habits["payees"])
     r = b.add("mail.read_inbound", "read", f"email:billing@{payee}.example", "confidential", 1, rng.randint(20_000, 400_000))
@@ -308,14 +305,14 @@ def _fin_invoice_intake(f: Fleet, b: TaskBuilder, ms: int) -> None:
     b.add("erp.write", "write", f"erp://invoices/INV-{rng.randint(10000, 99999)}", "confidential", 1, 5000, parent=r)
 
 
-def _fin_void_draft(f: Fleet, b: TaskBuilder, ms: int) -> None:
+def _fin_void_draft(f: FleetView, b: TaskBuilder, ms: int) -> None:
     rng, a = b.rng, b.agent
     pmt = f"erp://payments/PMT-{rng.randint(100000, 999999)}"
     b.add("erp.read", "read", pmt, "confidential", 1, 1500)
     b.add("payments.void", "delete", pmt, "confidential", 1, 0)
 
 
-def _cx_reply(f: Fleet, b: TaskBuilder, ms: int) -> None:
+def _cx_reply(f: FleetView, b: TaskBuilder, ms: int) -> None:
     rng, a = b.rng, b.agent
     q = a.habits["queue"][0]
     cid, addr = f.customer(rng, a)
@@ -332,7 +329,7 @@ def _cx_reply(f: Fleet, b: TaskBuilder, ms: int) -> None:
     b.add("tickets.update", "write", ticket, "internal", 1, 600)
 
 
-def _cx_followup(f: Fleet, b: TaskBuilder, ms: int) -> None:
+def _cx_followup(f: FleetView, b: TaskBuilder, ms: int) -> None:
     rng, a = b.rng, b.agent
     q = a.habits["queue"][0]
     _, addr = f.customer(rng, a)
@@ -341,7 +338,7 @@ def _cx_followup(f: Fleet, b: TaskBuilder, ms: int) -> None:
     b.add("email.send", "send", ticket, "confidential", 1, rng.randint(1000, 5000), [f"email:{addr}"], parent=r)
 
 
-def _cx_escalate(f: Fleet, b: TaskBuilder, ms: int) -> None:
+def _cx_escalate(f: FleetView, b: TaskBuilder, ms: int) -> None:
     rng, a = b.rng, b.agent
     q = a.habits["queue"][0]
     cid, _ = f.customer(rng, a)
@@ -351,7 +348,7 @@ def _cx_escalate(f: Fleet, b: TaskBuilder, ms: int) -> None:
     b.add("slack.post_message", "send", d, "confidential", 1, rng.randint(500, 2500), [d], parent=c)
 
 
-def _cx_spam_cleanup(f: Fleet, b: TaskBuilder, ms: int) -> None:
+def _cx_spam_cleanup(f: FleetView, b: TaskBuilder, ms: int) -> None:
     rng, a = b.rng, b.agent
     q = a.habits["queue"][0]
     b.add("tickets.search", "read", f"tickets://{q}/search?tag=spam", "internal", rng.randint(1, 8), 6000)
@@ -360,7 +357,7 @@ def _cx_spam_cleanup(f: Fleet, b: TaskBuilder, ms: int) -> None:
               rng.randint(1, 3), 0)
 
 
-def _mail_triage(f: Fleet, b: TaskBuilder, ms: int) -> None:
+def _mail_triage(f: FleetView, b: TaskBuilder, ms: int) -> None:
     rng, a = b.rng, b.agent
     p = a.habits["principal"][0]
     b.requested_by = f"{p}@{DOMAIN}"
@@ -378,7 +375,7 @@ def _mail_triage(f: Fleet, b: TaskBuilder, ms: int) -> None:
           [to], parent=last)
 
 
-def _mail_schedule(f: Fleet, b: TaskBuilder, ms: int) -> None:
+def _mail_schedule(f: FleetView, b: TaskBuilder, ms: int) -> None:
     rng, a = b.rng, b.agent
     p = a.habits["principal"][0]
     b.requested_by = f"{p}@{DOMAIN}"
@@ -390,7 +387,7 @@ def _mail_schedule(f: Fleet, b: TaskBuilder, ms: int) -> None:
           sorted(invitees))
 
 
-def _mail_forward(f: Fleet, b: TaskBuilder, ms: int) -> None:
+def _mail_forward(f: FleetView, b: TaskBuilder, ms: int) -> None:
     rng, a = b.rng, b.agent
     p = a.habits["principal"][0]
     b.requested_by = f"{p}@{DOMAIN}"
@@ -401,7 +398,7 @@ def _mail_forward(f: Fleet, b: TaskBuilder, ms: int) -> None:
           rng.randint(3000, 200_000), dests, parent=r)
 
 
-def _mail_reply_external(f: Fleet, b: TaskBuilder, ms: int) -> None:
+def _mail_reply_external(f: FleetView, b: TaskBuilder, ms: int) -> None:
     rng, a = b.rng, b.agent
     p = a.habits["principal"][0]
     b.requested_by = f"{p}@{DOMAIN}"
@@ -413,7 +410,7 @@ def _mail_reply_external(f: Fleet, b: TaskBuilder, ms: int) -> None:
           [f"email:{ext}"], parent=d)
 
 
-Template = Callable[["Fleet", TaskBuilder, int], None]
+Template = Callable[[FleetView, TaskBuilder, int], None]
 # role -> kind -> (weight when drawn at random, builder); weight 0 = scheduled only.
 TEMPLATES: Mapping[str, Mapping[str, tuple[float, Template]]] = {
     "hr_assistant": {

@@ -1,5 +1,5 @@
-"""What an agent does, as data: operators, agents, tasks and their steps; and how a task
-becomes contract events at an instant.
+"""What an agent does, as data: tasks and their steps; how a task becomes contract events at an
+instant; and :class:`FleetView`, what a task script may ask of the fleet.
 
 A :class:`Task` is a unit of an agent's queue: ordered :class:`Step` objects sharing one
 ``task_id``, each carrying the event's fields except ``event_id`` and ``ts`` and the think
@@ -12,44 +12,15 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
 from models.simulate.clock import format_ts, to_ms
+from models.simulate.profile import AgentProfile
 
-__all__ = ["Operator", "AgentProfile", "Step", "Task", "TaskBuilder", "Placed", "layout", "fit", "render",
+__all__ = ["FleetView", "Step", "Task", "TaskBuilder", "Placed", "layout", "fit", "render",
            "task_events"]
-
-
-@dataclass(frozen=True, slots=True)
-class Operator:
-    """A team accountable for some agents: time zone and people."""
-
-    operator_id: str
-    tz_offset_minutes: int
-    zulu: bool
-    members: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class AgentProfile:
-    """One agent of the fleet.
-
-    ``habits`` holds the role's stable working set (repos, payees, contacts,
-    channels ...) as tuples; ``activity`` scales the role's task rate;
-    ``zulu`` renders offset 0 as ``Z`` rather than ``+00:00``.
-    """
-
-    agent_id: str
-    operator_id: str
-    role: str
-    tz_offset_minutes: int
-    instruction_hash: str
-    zulu: bool = True
-    activity: float = 1.0
-    always_on: bool = False
-    nightly: bool = False
-    habits: Mapping[str, tuple] = field(default_factory=dict, hash=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,3 +216,27 @@ def fit(placed: Placed, lo: int, hi: int) -> None:
             scaled.append(v)
             prev = v
         placed.offsets = scaled
+
+
+class FleetView(Protocol):
+    """What the task scripts (:mod:`.roles`, :mod:`.incidents`, :mod:`.lookalikes`) and the staging of
+    incidents and look-alikes use of the fleet. :class:`models.simulate.fleet.Fleet` is the one
+    implementation; naming it here keeps the scripts below the fleet, which calls them."""
+
+    people: tuple[str, ...]
+    vendors: Mapping[str, str]
+
+    def add_agent(self, *, role: str, rng: random.Random, operator_id: str | None = None) -> AgentProfile: ...
+
+    def normal_task(self, agent: AgentProfile, at: datetime, rng: random.Random, *,
+                    kind: str | None = None) -> Task: ...
+
+    def incident_task(self, kind: str, agent: AgentProfile, at: datetime, rng: random.Random) -> Task: ...
+
+    def lookalike_task(self, kind: str, agent: AgentProfile, at: datetime, rng: random.Random) -> Task: ...
+
+    def email(self, person: str) -> str: ...
+
+    def customer(self, rng: random.Random, agent: AgentProfile) -> tuple[str, str]: ...
+
+    def payment_dests(self, payee: str) -> tuple[str, str]: ...

@@ -47,7 +47,8 @@ from models.simulate.clock import DAY_MS, DEFAULT_START, HOUR_MS, format_ts, fro
 from models.simulate.fleet import Fleet
 from models.simulate.incidents import INCIDENT_KINDS, stage_incidents
 from models.simulate.lookalikes import LookalikePlan, stage_lookalikes
-from models.simulate.tasks import AgentProfile, Placed, layout, render
+from models.simulate.profile import AgentProfile
+from models.simulate.tasks import Placed, layout, render
 from models.simulate.world import new_instruction_hash
 
 __all__ = ["LABELS_FORMAT", "simulate", "split_history"]
