@@ -63,7 +63,7 @@ from streams import openapi
 from streams.approvals import ApprovalService, ApprovalStore, view
 from streams.audit import Auditor, RefusalSummary, record
 from streams.auth import PERMISSIONS, Principal, TokenRegistry, allowed, open_registry
-from streams.commands import ControlMetrics
+from streams.clients.commands import ControlMetrics
 from streams.index import ControlFeed
 
 __all__ = ["mount_api", "ControlPlane", "ApiError", "FORWARD_HEADER"]
@@ -978,7 +978,7 @@ def mount_api(app: Any, processor: Any, settings: Any, *, metrics: Any = None) -
         raise UsageError(str(err)) from None
     if keys is None or not keys.can_sign:
         raise UsageError("no command signing key: the worker signs every freeze and release (--signing-keys FILE "
-                         "or FLOWBREAKER_SIGNING_KEYS, with an active key; python -m streams.signing new > FILE)")
+                         "or FLOWBREAKER_SIGNING_KEYS, with an active key; python -m streams.clients.signing new > FILE)")
     if not len(registry):
         log.warning("no API tokens configured: every /v1 route but the OpenAPI document answers 401")
     cp = ControlPlane(app, processor, settings, registry, keys=keys,

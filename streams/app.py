@@ -702,7 +702,7 @@ class Processor:
         the agent's open incident; note our own signed freezes as published. Anything else (a record that is
         not a command, an unsigned or forged release, a release of another incident) is counted and skipped:
         no record can stop this agent."""
-        from streams.commands import RecordError, decode_command
+        from streams.clients.commands import RecordError, decode_command
 
         msg = event.message
         try:
@@ -878,7 +878,7 @@ def _control_log(topic, partition, offset, err) -> None:
     """Skipped control records, logged with where they are (rate-limited: streams/commands.py)."""
     global _CONTROL_LOG
     if _CONTROL_LOG is None:
-        from streams.commands import RejectLog
+        from streams.clients.commands import RejectLog
 
         _CONTROL_LOG = RejectLog(log)
     _CONTROL_LOG(topic, partition, offset, err)

@@ -77,7 +77,7 @@ class ApprovalRecord(msgspec.Struct, kw_only=True):
 
 def decode_approval(raw: Any) -> dict:
     """An ``agent-approvals`` record as the dict the store keeps; raises
-    :class:`streams.commands.RecordError` for anything else. Fields :class:`ApprovalRecord` does not
+    :class:`streams.clients.commands.RecordError` for anything else. Fields :class:`ApprovalRecord` does not
     name are kept as they are (a newer worker's additions) but never read here.
 
     >>> decode_approval(b'{"approval_id": "apr-1", "state": "approved", "rev": 2, "agent_id": "a", "tool": "t", '
@@ -86,9 +86,9 @@ def decode_approval(raw: Any) -> dict:
     >>> decode_approval(b'{"approval_id": "apr-1", "state": "approved", "rev": "2"}')
     Traceback (most recent call last):
     ...
-    streams.commands.RecordError: schema: Expected `int`, got `str` - at `$.rev`
+    streams.clients.commands.RecordError: schema: Expected `int`, got `str` - at `$.rev`
     """
-    from streams.commands import RecordError, decode_record
+    from streams.clients.commands import RecordError, decode_record
 
     rec = decode_record(raw, dict, max_bytes=1024 * 1024)
     try:

@@ -26,7 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("streams.evaluate_cli", "replay and report detection quality with plots"),
     "models": ("streams.models_cli", "the model registry: list, show, add, promote, rollback"),
     "worker": ("streams.worker", "run a stream-processing worker against Kafka"),
-    "actuator": ("streams.actuator", "run the freeze actuator against Kafka"),
+    "actuator": ("streams.clients.actuator", "run the freeze actuator against Kafka"),
     "runtime": ("streams.runtime", "run the reference agent runtime (demo and tests)"),
     "topics": ("streams.admin", "create flowbreaker's Kafka topics"),
     "approvals": ("streams.approvals_cli", "list, approve and deny pre-action approval requests (the /v1 API)"),

@@ -11,7 +11,7 @@ Two ways, one authority (the same rules as ``POST /v1/agents/{id}/release``):
 - **As a key holder** (no token; the command signing key file with an active
   key: ``--signing-keys FILE`` or ``$FLOWBREAKER_SIGNING_KEYS``) ``--by NAME``:
   for when no worker answers. It reads ``agent-control`` (a
-  :class:`streams.guard.FreezeGuard`, signatures verified) to find the agent's
+  :class:`streams.clients.guard.FreezeGuard`, signatures verified) to find the agent's
   open incident, applies the two-person rule from the incident's record on
   ``agent-incidents`` (a critical manual freeze is released by someone else than
   who froze it), then publishes the signed ``release`` on ``agent-control`` (key
@@ -51,7 +51,7 @@ from datetime import datetime, timezone
 from urllib.parse import quote
 
 from detector.errors import UsageError
-from streams.guard import FreezeGuard
+from streams.clients.guard import FreezeGuard
 from streams.settings import Settings, SettingsError, add_kafka_arguments
 
 __all__ = ["release_command", "publish_command", "configure_parser", "run"]
@@ -247,7 +247,7 @@ def _incident_record(settings: Settings, incident_id: str, near_ms: int | None, 
     from kafka import KafkaConsumer, TopicPartition
     from kafka.partitioner.default import murmur2
 
-    from streams.commands import RecordError, decode_record
+    from streams.clients.commands import RecordError, decode_record
     from streams.index import MAX_INCIDENT_BYTES
 
     topic = settings.topic("incidents")

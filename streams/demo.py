@@ -573,12 +573,12 @@ class Demo:
         self.model = model
 
     def make_signing_keys(self) -> None:
-        """The key that signs freeze and release commands (``streams/signing.py``): when none is configured,
+        """The key that signs freeze and release commands (``streams/clients/signing.py``): when none is configured,
         a fresh one in ``workdir/signing-keys.toml`` (mode 600), named in ``FLOWBREAKER_SIGNING_KEYS`` for the
         demo's own guard and every component it starts."""
         if os.environ.get("FLOWBREAKER_SIGNING_KEYS") or os.environ.get("FLOWBREAKER_SIGNING_KEYS_INLINE"):
             return
-        from streams.signing import new_key_file
+        from streams.clients.signing import new_key_file
 
         path = self.workdir / "signing-keys.toml"
         if not path.exists():
@@ -770,7 +770,7 @@ class Demo:
     def watch(self) -> None:
         from kafka import KafkaConsumer, TopicPartition
 
-        from streams.guard import FreezeGuard
+        from streams.clients.guard import FreezeGuard
 
         view = SocView(write=self.say, color=self.out.isatty())
         commands: Queue = Queue()

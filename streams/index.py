@@ -6,8 +6,8 @@ without a group, in the worker's event loop), so any worker can answer
 ``GET /v1/breakers``, ``GET /v1/incidents/{id}`` and the approval listings
 without asking the others:
 
-- breakers: the contract's rules (:class:`streams.commands.CommandFold`), with
-  only commands whose signature verifies (:mod:`streams.signing`): a signed
+- breakers: the contract's rules (:class:`streams.clients.commands.CommandFold`), with
+  only commands whose signature verifies (:mod:`streams.clients.signing`): a signed
   ``freeze`` -> ``open``; a signed ``release`` naming the open incident ->
   ``half_open`` (listed for the policy's probation time after the release).
   Workers sign every freeze and release their breakers make, so this is the
@@ -58,7 +58,7 @@ from typing import Any, Callable
 
 from detector.timestamps import instant_or_none
 
-from streams.commands import CommandFold, RecordError, RejectLog, decode_command, decode_record
+from streams.clients.commands import CommandFold, RecordError, RejectLog, decode_command, decode_record
 
 __all__ = ["ControlFeed", "MAX_INCIDENT_BYTES"]
 
@@ -80,7 +80,7 @@ class ControlFeed:
     """The worker's index of breakers, incidents and approvals (see the module docstring).
 
     ``keys`` verifies commands (None: trusted, for :meth:`offline` feeds only);
-    ``metrics`` is a :class:`streams.commands.ControlMetrics` (optional).
+    ``metrics`` is a :class:`streams.clients.commands.ControlMetrics` (optional).
     """
 
     def __init__(self, settings: Any, topics: dict[str, str], counts: dict[str, int], *, probation_s: float,

@@ -25,7 +25,7 @@ from collections import Counter
 from typing import Callable
 
 from models.store import ModelError, load_model
-from streams.commands import RecordError, RejectLog
+from streams.clients.commands import RecordError, RejectLog
 from streams.model_updates import decode_update, updates_topic
 from streams.settings import Settings
 

@@ -21,7 +21,7 @@ like every other flowbreaker topic.
 >>> decode_update(b'{"version": "m1"}')
 Traceback (most recent call last):
 ...
-streams.commands.RecordError: schema: model update lacks path, checksum, promoted_at, promoted_by
+streams.clients.commands.RecordError: schema: model update lacks path, checksum, promoted_at, promoted_by
 """
 
 from __future__ import annotations
@@ -48,10 +48,10 @@ def updates_topic(settings: Settings) -> str:
 
 
 def decode_update(value: bytes | str) -> dict:
-    """Parse and check one ``model-updates`` message; :class:`streams.commands.RecordError` (a
+    """Parse and check one ``model-updates`` message; :class:`streams.clients.commands.RecordError` (a
     ``ValueError``, one line, with a bounded ``reason``) when unusable, whatever is wrong with it (deep
     nesting, bad UTF-8, wrong types and huge values included)."""
-    from streams.commands import RecordError, decode_record
+    from streams.clients.commands import RecordError, decode_record
 
     msg = decode_record(value, dict, max_bytes=MAX_UPDATE_BYTES)
     missing = [k for k in _FIELDS if not isinstance(msg.get(k), str) or not msg.get(k)]

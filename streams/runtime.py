@@ -3,7 +3,7 @@
 Agents take tasks from the task queue topic ``agent-tasks`` (key ``agent_id``;
 value: a task as JSON, see :func:`task_to_dict`), execute them step by step and
 publish one contract action event per step to ``agent-actions`` (``ts`` = now,
-in the operator's zone). An embedded :class:`streams.guard.FreezeGuard` is
+in the operator's zone). An embedded :class:`streams.clients.guard.FreezeGuard` is
 asked before every task and before every tool call:
 
 - a frozen agent takes no task from its queue: its tasks wait (``held``), none
@@ -66,7 +66,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence, TextIO
 
 from detector.errors import UsageError
-from streams.guard import FreezeGuard
+from streams.clients.guard import FreezeGuard
 from streams.settings import Settings, SettingsError, add_kafka_arguments
 
 __all__ = [
@@ -289,7 +289,7 @@ class Runtime:
         self.journal = journal or Journal()
         self.clock = clock
         self.wallclock = wallclock  # the events' ts; None: the real time
-        #: a :class:`streams.check_client.CheckClient` (or alike): asked before every outbound action
+        #: a :class:`streams.clients.check_client.CheckClient` (or alike): asked before every outbound action
         self.checker = checker
         self.approval_wait_s = approval_wait_s
         self.approval_poll_s = approval_poll_s
@@ -414,7 +414,7 @@ class Runtime:
         """The pre-action check of an outbound step: True to perform it now. On ``needs_approval`` the
         step is held (not published) and waits for the approval, polled every ``approval_poll_s``;
         denied, expired or undecided after ``approval_wait_s``: the task is abandoned."""
-        from streams.check_client import CheckError
+        from streams.clients.check_client import CheckError
 
         if a.awaiting is not None:
             try:
@@ -818,7 +818,7 @@ def run(args: argparse.Namespace) -> int:
     if args.history_out is not None:
         return _write_history(args)
     try:
-        keys = settings.keyring()  # the guard verifies releases (streams/signing.py)
+        keys = settings.keyring()  # the guard verifies releases (streams/clients/signing.py)
     except SettingsError as err:
         raise UsageError(str(err)) from None
     if keys is None:
@@ -828,7 +828,7 @@ def run(args: argparse.Namespace) -> int:
     if args.check_url:
         import os
 
-        from streams.check_client import CheckClient
+        from streams.clients.check_client import CheckClient
 
         if args.check_token_file is not None:
             try:
@@ -875,10 +875,10 @@ def run(args: argparse.Namespace) -> int:
     guard = FreezeGuard(settings.bootstrap, keys=keys, topic=topics["control"],
                         client_id="flowbreaker-runtime-guard", max_staleness_s=args.guard_max_staleness,
                         consumer_config=settings.kafka_python_config())
-    # the guard acknowledges the commands it enacts on agent-control-acks (streams/acks.py; flowbreaker drill)
+    # the guard acknowledges the commands it enacts on agent-control-acks (streams/clients/acks.py; flowbreaker drill)
     import os
 
-    from streams.acks import GuardAcker
+    from streams.clients.acks import GuardAcker
 
     acker = GuardAcker(settings, by=f"runtime:{os.uname().nodename}:{os.getpid()}").attach(guard)
     runtime = Runtime(guard, send_action, speed=args.speed, max_step_delay=args.max_step_delay,

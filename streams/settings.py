@@ -21,7 +21,7 @@ setting                     environment                        default
 ``tokens``                  ``FLOWBREAKER_TOKENS``             none: API tokens file (``docs/api.md``)
 ``advertised_url``          ``FLOWBREAKER_ADVERTISED_URL``     ``http://<web bind>:<web port>``
 ``signing_keys``            ``FLOWBREAKER_SIGNING_KEYS``       none: freeze/release signing key file
-                            (or ``FLOWBREAKER_SIGNING_KEYS_INLINE``; ``streams/signing.py``)
+                            (or ``FLOWBREAKER_SIGNING_KEYS_INLINE``; ``streams/clients/signing.py``)
 ``metrics_auth``            ``FLOWBREAKER_METRICS_AUTH``       false: ``/metrics`` and ``/status`` need a token
 ``manifests``               ``FLOWBREAKER_MANIFESTS``          none: intended-use manifest file or directory
 ``drill_<step>_s``          ``FLOWBREAKER_DRILL_<STEP>_S``     targets of ``flowbreaker drill``'s steps (``streams/drill.py``)
@@ -82,7 +82,7 @@ TOPICS: dict[str, str] = {
     "feedback": "agent-feedback",    # analysts' verdicts on decisions, for retraining
     "approvals": "agent-approvals",  # approval requests and decisions (streams/approvals.py)
     "manifests": "agent-manifests",  # intended-use manifests, compacted (streams/manifests.py)
-    "acks": "agent-control-acks",    # guards' and the actuator's acknowledgements of commands (streams/acks.py)
+    "acks": "agent-control-acks",    # guards' and the actuator's acknowledgements of commands (streams/clients/acks.py)
     "drills": "agent-drills",        # results of `flowbreaker drill` (streams/drill.py)
 }
 
@@ -113,7 +113,7 @@ class Settings:
     tokens: str | None = None            # tokens file (streams/auth.py); FLOWBREAKER_API_TOKENS without one
     advertised_url: str | None = None    # URL other workers forward API requests to (default http://bind:port)
     metrics_auth: bool = False           # /metrics and /status need a bearer token (role monitor, viewer+)
-    # freeze/release command signing keys (streams/signing.py): a file; FLOWBREAKER_SIGNING_KEYS_INLINE without one
+    # freeze/release command signing keys (streams/clients/signing.py): a file; FLOWBREAKER_SIGNING_KEYS_INLINE without one
     signing_keys: str | None = None
     # intended-use manifests (streams/manifests.py): a file or directory; the agent-manifests topic adds to it
     manifests: str | None = None
@@ -202,9 +202,9 @@ class Settings:
             raise SettingsError(f"max clock skew {self.max_clock_skew} must be >= 0 seconds")
 
     def keyring(self, environ: Mapping[str, str] | None = None):
-        """The command signing keys (:class:`streams.signing.KeyRing`), or None when none is configured;
+        """The command signing keys (:class:`streams.clients.signing.KeyRing`), or None when none is configured;
         raises :class:`SettingsError` for a key file or variable that cannot be used."""
-        from streams.signing import SigningKeyError, load_keyring
+        from streams.clients.signing import SigningKeyError, load_keyring
 
         try:
             return load_keyring(self.signing_keys, environ)
@@ -317,7 +317,7 @@ def add_kafka_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--ssl-keyfile", dest="ssl_keyfile", metavar="PEM", help="client private key (mutual TLS)")
     g.add_argument("--signing-keys", dest="signing_keys", metavar="FILE",
                    help="freeze/release command signing keys (env FLOWBREAKER_SIGNING_KEYS; "
-                        "python -m streams.signing new > FILE)")
+                        "python -m streams.clients.signing new > FILE)")
 
 
 def add_worker_arguments(p: argparse.ArgumentParser) -> None:

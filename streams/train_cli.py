@@ -146,7 +146,7 @@ def _from_topic(args, on_error) -> tuple[list, dict]:
         if progress is not None and sys.stderr.isatty():
             print(file=sys.stderr)
 
-        from streams.commands import RecordError, decode_record
+        from streams.clients.commands import RecordError, decode_record
 
         skipped = 0  # decision and feedback records that could not be used
         flagged: set[str] = set()

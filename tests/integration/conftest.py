@@ -131,10 +131,10 @@ def kafka_broker(tmp_path_factory) -> KafkaBroker:
 
 @pytest.fixture(scope="session", autouse=True)
 def signing_keys(tmp_path_factory):
-    """The session's freeze/release command signing keys (streams/signing.py): a fresh key file, named in
+    """The session's freeze/release command signing keys (streams/clients/signing.py): a fresh key file, named in
     ``FLOWBREAKER_SIGNING_KEYS`` for every worker, actuator, runtime and CLI the tests start (they inherit the
-    environment). Yields the :class:`streams.signing.KeyRing`, for tests that sign commands themselves."""
-    from streams.signing import KeyRing, new_key_file
+    environment). Yields the :class:`streams.clients.signing.KeyRing`, for tests that sign commands themselves."""
+    from streams.clients.signing import KeyRing, new_key_file
 
     path = tmp_path_factory.mktemp("signing") / "signing-keys.toml"
     path.write_text(new_key_file("k-test"))

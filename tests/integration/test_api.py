@@ -206,7 +206,7 @@ def test_a_manual_freeze_is_in_the_agent_state_before_its_command_and_a_lead_rel
     # the command went out, issued by the analyst; the table had the open breaker first
     cmds = wait_for(lambda: [c for c in _commands(cluster, agent) if c[1]["command"] == "freeze"], 10, "freeze cmd")
     ts_cmd, cmd = cmds[0]
-    assert signing_keys.verify(cmd) == "ok"  # signed by the worker (streams/signing.py)
+    assert signing_keys.verify(cmd) == "ok"  # signed by the worker (streams/clients/signing.py)
     assert {k: v for k, v in cmd.items() if k != "signature"} == {
         "command": "freeze", "agent_id": agent, "incident_id": iid, "issued_at": frozen["issued_at"],
         "reason": "odd exports at night", "issued_by": NAME["analyst"]}

@@ -20,7 +20,7 @@ import json
 
 from api_harness import NAME, TOKEN, Cluster, call, event, exfil, metric, now_ts, records, seed, wait_for
 from worker_harness import produce, replay
-from streams.check_client import CheckClient, CheckError
+from streams.clients.check_client import CheckClient, CheckError
 
 pytestmark = pytest.mark.timeout(240)
 

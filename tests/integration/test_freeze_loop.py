@@ -331,7 +331,7 @@ def test_a_guard_started_late_reads_the_freezes_already_on_the_topic(kafka_boots
                                                                       signing_keys):
     from streams.admin import ensure_topics
     from streams.control import publish_command, release_command
-    from streams.guard import FreezeGuard
+    from streams.clients.guard import FreezeGuard
     from streams.settings import Settings
 
     settings = Settings(bootstrap=kafka_bootstrap, topic_prefix=unique_topic_prefix)

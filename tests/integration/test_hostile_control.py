@@ -99,7 +99,7 @@ class Orchestrator:
 
 def audit_records(bootstrap: str, topic: str) -> list[dict]:
     """The audit trail's records, the poison written to it skipped (it is an attacker's, not the workers')."""
-    from streams.commands import RecordError, decode_record
+    from streams.clients.commands import RecordError, decode_record
 
     out = []
     for m in read_topic(bootstrap, topic):
@@ -146,10 +146,10 @@ def forged_releases(agent: str, open_incident: str, other_keys) -> list[dict]:
 def test_poison_and_forged_commands_change_nothing_and_every_component_goes_on(
         kafka_bootstrap, tmp_path, signing_keys):
     from streams.admin import ensure_topics
-    from streams.guard import FreezeGuard
+    from streams.clients.guard import FreezeGuard
     from streams.model_updates import ensure_updates_topic
     from streams.settings import Settings
-    from streams.signing import KeyRing
+    from streams.clients.signing import KeyRing
 
     prefix = f"it-hostile-{uuid.uuid4().hex[:8]}-"
     settings = Settings(bootstrap=kafka_bootstrap, topic_prefix=prefix, partitions=4)

@@ -68,7 +68,7 @@ class WorkerProc:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         env["PYTHONPATH"] = str(REPO_DIR) + os.pathsep + env.get("PYTHONPATH", "")
         if not env.get("FLOWBREAKER_SIGNING_KEYS") and not env.get("FLOWBREAKER_SIGNING_KEYS_INLINE"):
-            # workers sign freezes and releases (streams/signing.py): outside pytest (bench/), a key of their own
+            # workers sign freezes and releases (streams/clients/signing.py): outside pytest (bench/), a key of their own
             env["FLOWBREAKER_SIGNING_KEYS"] = str(ensure_signing_keys(self.datadir.parent / "signing-keys.toml"))
         self._err = open(self.stderr_path, "ab")
         self.proc = subprocess.Popen(self.args, cwd=REPO_DIR, env=env, stdin=subprocess.DEVNULL,
@@ -146,7 +146,7 @@ class WorkerProc:
 def ensure_signing_keys(path: Path) -> Path:
     """A command signing key file at ``path`` (made once, mode 600), for workers started outside pytest."""
     if not path.exists():
-        from streams.signing import new_key_file
+        from streams.clients.signing import new_key_file
 
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")

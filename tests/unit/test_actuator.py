@@ -12,9 +12,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-import streams.actuator
-from streams.actuator import Actuator, Backoff, LogSink, Stopped, WebhookSink, idempotency_key
-from streams.signing import KeyRing
+import streams.clients.actuator
+from streams.clients.actuator import Actuator, Backoff, LogSink, Stopped, WebhookSink, idempotency_key
+from streams.clients.signing import KeyRing
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -112,7 +112,7 @@ def free_port() -> int:
 
 
 def test_the_module_examples_run():
-    assert doctest.testmod(streams.actuator).failed == 0
+    assert doctest.testmod(streams.clients.actuator).failed == 0
 
 
 def test_backoff_grows_exponentially_up_to_its_cap_and_jitter_only_shortens_it():

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import json
 
-from streams.commands import ControlMetrics
+from streams.clients.commands import ControlMetrics
 from streams.index import ControlFeed
-from streams.signing import KeyRing
+from streams.clients.signing import KeyRing
 
 KEYS = KeyRing({"k1": b"w" * 32}, active="k1")
 

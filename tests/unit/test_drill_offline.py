@@ -1,4 +1,4 @@
-"""Drills (streams/drill.py, streams/acks.py, detector/drill.py) without Kafka: the synthetic incident, the
+"""Drills (streams/drill.py, streams/clients/acks.py, detector/drill.py) without Kafka: the synthetic incident, the
 acknowledgements a guard and the actuator publish, the report, the result the workers follow, the command's
 usage errors, and training leaving drill agents out."""
 from __future__ import annotations
@@ -12,11 +12,11 @@ from detector.drill import DEFAULT_DRILL_AGENT, is_drill
 from detector.engine import Engine
 from detector.events import decode_event
 from detector.policy import Policy
-from streams.acks import AckSink, GuardAcker, parse_ack
+from streams.clients.acks import AckSink, GuardAcker, parse_ack
 from streams.cli import main
 from streams.drill import (DEFAULT_TARGETS_S, REPORT_FORMAT, STEPS, DrillFollower, parse_result, script,
                            targets_from, write_report)
-from streams.guard import FreezeGuard
+from streams.clients.guard import FreezeGuard
 from streams.settings import Settings
 
 
@@ -99,7 +99,7 @@ def test_the_actuators_ack_sink_retries_until_the_broker_takes_it_and_stops_when
     sink = AckSink(Settings(), producer=prod, retry_s=0.001)
     sink.deliver({"command": "release", "agent_id": "a", "incident_id": "inc-1"}, b"{}", threading.Event())
     assert [r["kind"] for _, _, r in prod.sent] == ["actuator"] and sink.sent == 1
-    from streams.actuator import Stopped
+    from streams.clients.actuator import Stopped
 
     stop = threading.Event()
     stop.set()

@@ -12,10 +12,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import streams.guard
+import streams.clients.guard
 import streams.runtime
-from streams.guard import FreezeGuard
-from streams.signing import KeyRing
+from streams.clients.guard import FreezeGuard
+from streams.clients.signing import KeyRing
 from streams.runtime import Feed, Runtime, TaskError, paced_history, step_event, task_from_dict, task_to_dict
 
 AGENTS = ("agent-a", "agent-b", "agent-c", "agent-d")
@@ -56,7 +56,7 @@ commands = st.lists(st.tuples(st.sampled_from(AGENTS), st.sampled_from(("freeze"
 
 
 def test_the_module_examples_run():
-    assert doctest.testmod(streams.guard).failed == 0
+    assert doctest.testmod(streams.clients.guard).failed == 0
     assert doctest.testmod(streams.runtime).failed == 0
 
 
@@ -220,7 +220,7 @@ def test_every_kind_of_poison_record_is_counted_and_skipped_and_the_next_freeze_
 
 
 def test_rejections_have_bounded_reasons():
-    from streams.commands import REASONS
+    from streams.clients.commands import REASONS
 
     g = FreezeGuard(keys=KEYS)
     for i, poison in enumerate(POISON):

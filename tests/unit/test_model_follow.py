@@ -86,7 +86,7 @@ def test_a_malformed_announcement_is_counted_not_fatal():
                                     b'{"version": "m", "path": "/x\\u0000y", "checksum": "c", "promoted_at": "t", '
                                     b'"promoted_by": "' + b"p" * 5000 + b'"}'])
 def test_no_message_makes_the_follower_raise_and_each_is_counted_with_a_reason(poison):
-    from streams.commands import REASONS
+    from streams.clients.commands import REASONS
 
     rec = Recorder()
     f = rec.follower()

@@ -67,7 +67,7 @@ def test_without_a_token_or_a_signing_key_it_refuses(capsys):
 
 
 def test_a_key_holder_must_name_a_valid_approver(capsys, tmp_path, monkeypatch):
-    from streams.signing import new_key_file
+    from streams.clients.signing import new_key_file
 
     keys = tmp_path / "keys.toml"
     keys.write_text(new_key_file("k1"))

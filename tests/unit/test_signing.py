@@ -1,4 +1,4 @@
-"""Signed freeze/release commands (streams/signing.py) and the control-side decoder (streams/commands.py)."""
+"""Signed freeze/release commands (streams/clients/signing.py) and the control-side decoder (streams/clients/commands.py)."""
 from __future__ import annotations
 
 import doctest
@@ -10,12 +10,12 @@ from hypothesis import strategies as st
 import streams.approvals
 import streams.audit
 import streams.auth
-import streams.commands
+import streams.clients.commands
 import streams.control
 import streams.index
-import streams.signing
-from streams.commands import REASONS, CommandFold, RecordError, decode_command, decode_record
-from streams.signing import SIGNED_FIELDS, KeyRing, SigningError, SigningKeyError, load_keyring, new_key_file
+import streams.clients.signing
+from streams.clients.commands import REASONS, CommandFold, RecordError, decode_command, decode_record
+from streams.clients.signing import SIGNED_FIELDS, KeyRing, SigningError, SigningKeyError, load_keyring, new_key_file
 
 K1 = KeyRing({"k1": b"1" * 32}, active="k1")
 ROTATED = KeyRing({"k1": b"1" * 32, "k2": b"2" * 32}, active="k2")
@@ -28,7 +28,7 @@ def release(**kw) -> dict:
     return cmd
 
 
-@pytest.mark.parametrize("module", [streams.signing, streams.commands, streams.index, streams.audit, streams.auth,
+@pytest.mark.parametrize("module", [streams.clients.signing, streams.clients.commands, streams.index, streams.audit, streams.auth,
                                     streams.approvals, streams.control])
 def test_the_module_examples_run(module):
     assert doctest.testmod(module).failed == 0

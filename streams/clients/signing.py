@@ -6,7 +6,7 @@ command's canonical encoding (:func:`canonical`). Workers sign the freezes they
 publish and the releases the API grants; ``flowbreaker release`` signs when run
 by a key holder. Guards, the actuator and the workers verify: a release is
 honoured only when its signature verifies (and it names the agent's open
-incident, :mod:`streams.commands`).
+incident, :mod:`streams.clients.commands`).
 
 Keys are read from a TOML file (``--signing-keys FILE`` or
 ``FLOWBREAKER_SIGNING_KEYS``), mode 600, the same on every worker, actuator,
@@ -21,7 +21,7 @@ runtime and key holder::
     secret = "..."
 
 or, for containers, from ``FLOWBREAKER_SIGNING_KEYS_INLINE="k2026-03=HEX,k2025-12=HEX"``
-(the first is the active one). ``python -m streams.signing new [KID]`` prints a
+(the first is the active one). ``python -m streams.clients.signing new [KID]`` prints a
 fresh key file.
 
 Rotation (no command is ever unverifiable):
@@ -258,12 +258,12 @@ def new_key_file(kid: str | None = None) -> str:
 
 def _main(argv: list[str]) -> int:
     if not argv or argv[0] != "new" or len(argv) > 2:
-        print("usage: python -m streams.signing new [KEY_ID]   (prints a fresh key file)", file=sys.stderr)
+        print("usage: python -m streams.clients.signing new [KEY_ID]   (prints a fresh key file)", file=sys.stderr)
         return 2
     try:
         print(new_key_file(argv[1] if len(argv) > 1 else None), end="")
     except SigningKeyError as err:
-        print(f"streams.signing: error: {err}", file=sys.stderr)
+        print(f"streams.clients.signing: error: {err}", file=sys.stderr)
         return 2
     return 0
 

@@ -4,7 +4,7 @@ Two parties acknowledge a command once they have enacted it:
 
 - a runtime's FreezeGuard (``kind: guard``), once the command changed what its
   ``may_proceed`` answers: a frozen agent's next task and tool call are held. A
-  :class:`GuardAcker` attaches to a :class:`streams.guard.FreezeGuard` as a listener;
+  :class:`GuardAcker` attaches to a :class:`streams.clients.guard.FreezeGuard` as a listener;
   commands the guard folds while it is still catching up on the topic (history)
   are not acknowledged, only those that arrive once it is current;
 - the actuator (``kind: actuator``), once every other sink took the command (the
@@ -133,7 +133,7 @@ class AckSink:
     """The actuator's last sink: an ``actuator`` acknowledgement once every sink before it took the command.
 
     It waits for the broker to take the record, retrying every ``retry_s`` until the actuator
-    stops (then :class:`streams.actuator.Stopped`: the command stays uncommitted and is
+    stops (then :class:`streams.clients.actuator.Stopped`: the command stays uncommitted and is
     enacted again on the next start, as the actuator does for its other sinks).
     """
 
@@ -150,7 +150,7 @@ class AckSink:
         self.sent = 0
 
     def deliver(self, command: dict, raw: bytes, stop: threading.Event, *, verified: bool = True) -> None:
-        from streams.actuator import Stopped
+        from streams.clients.actuator import Stopped
 
         rec = json.dumps(ack_record("actuator", command, by=self.by)).encode()
         while True:

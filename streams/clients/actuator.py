@@ -13,10 +13,10 @@ When it works, when it fails:
   rather than commit past it. Commands behind it wait; none is lost. Each POST
   carries ``Idempotency-Key: <incident_id>:<command>``, so a command delivered
   again after a crash or a rebalance can be recognised by the orchestrator.
-- Commands are judged by the contract's rules (:class:`streams.commands.CommandFold`,
+- Commands are judged by the contract's rules (:class:`streams.clients.commands.CommandFold`,
   per partition, in offset order): a freeze is enacted even unsigned (freezing
   is the safe side; counted, and marked ``X-Flowbreaker-Verified: false``); a
-  release is enacted only when its signature verifies (:mod:`streams.signing`)
+  release is enacted only when its signature verifies (:mod:`streams.clients.signing`)
   and it names the incident of the freeze in force. Ignored commands are
   logged, counted in ``ignored`` and committed past. To know the freeze in force
   when it starts (or takes over a partition) mid-log, the actuator first reads
@@ -55,7 +55,7 @@ from datetime import datetime, timezone
 from typing import Iterable, Mapping, Protocol, TextIO
 
 from detector.errors import UsageError
-from streams.commands import CommandFold, RecordError, RejectLog, command_dict, decode_command
+from streams.clients.commands import CommandFold, RecordError, RejectLog, command_dict, decode_command
 from streams.settings import Settings, add_kafka_arguments
 
 __all__ = [
@@ -263,7 +263,7 @@ class Actuator:
 
     ``consumer`` is a kafka-python ``KafkaConsumer`` subscribed to
     ``agent-control`` with auto-commit off (or anything with the same ``poll``,
-    ``commit`` and ``seek``). ``keys`` (a :class:`streams.signing.KeyRing`)
+    ``commit`` and ``seek``). ``keys`` (a :class:`streams.clients.signing.KeyRing`)
     verifies the commands; ``history`` reads a partition's earlier records
     (:class:`KafkaHistory`; ``None``: the consumer starts at the log's beginning,
     as in tests). Counters: ``enacted`` (by command), ``invalid`` and
@@ -443,14 +443,14 @@ def build_sinks(args: argparse.Namespace) -> list[Sink]:
 def run(args: argparse.Namespace) -> int:
     settings = Settings.from_args(args)  # SettingsError, like UsageError: one line, exit 2
     sinks = build_sinks(args)
-    if not args.no_ack:  # the last sink: acknowledged once every other one took the command (streams/acks.py)
-        from streams.acks import AckSink
+    if not args.no_ack:  # the last sink: acknowledged once every other one took the command (streams/clients/acks.py)
+        from streams.clients.acks import AckSink
 
         sinks.append(AckSink(settings))
     keys = settings.keyring()
     if keys is None:
         raise UsageError("no command signing keys: --signing-keys FILE or FLOWBREAKER_SIGNING_KEYS (the workers' "
-                         "key file; python -m streams.signing new)")
+                         "key file; python -m streams.clients.signing new)")
     from kafka import KafkaConsumer
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,

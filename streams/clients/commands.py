@@ -23,7 +23,7 @@ index:
   incident of the freeze in force. Anything else (unsigned, forged, another or
   an older incident, an agent that is not frozen) is ignored and counted.
 
->>> from streams.signing import KeyRing
+>>> from streams.clients.signing import KeyRing
 >>> ring = KeyRing({"k1": bytes(32)}, active="k1")
 >>> fold = CommandFold(ring)
 >>> def cmd(kind, inc, **kw):
@@ -151,7 +151,7 @@ def decode_command(raw: Any) -> Command:
     >>> decode_command(b'{"command": "pause", "agent_id": "a"}')
     Traceback (most recent call last):
     ...
-    streams.commands.RecordError: schema: Invalid enum value 'pause' - at `$.command`
+    streams.clients.commands.RecordError: schema: Invalid enum value 'pause' - at `$.command`
     """
     if isinstance(raw, Command):
         return raw
@@ -166,7 +166,7 @@ def command_dict(cmd: Command) -> dict:
 class CommandFold:
     """Per agent, the freeze in force, folded from commands in log order (see the module docstring).
 
-    ``keys`` is a :class:`streams.signing.KeyRing`; ``None`` means a trusted
+    ``keys`` is a :class:`streams.clients.signing.KeyRing`; ``None`` means a trusted
     feed (every command counts as verified: only for in-process feeds, never for
     records read from Kafka). ``outcomes`` and ``verdicts`` count what was seen.
     """
@@ -270,7 +270,7 @@ class ControlMetrics:
     def __init__(self, registry: Any = None) -> None:
         from prometheus_client import CollectorRegistry, Counter as PCounter
 
-        from streams.signing import VERDICTS
+        from streams.clients.signing import VERDICTS
 
         reg = registry if registry is not None else CollectorRegistry()
         self.rejected = PCounter("flowbreaker_control_records_rejected_total",

@@ -9,7 +9,7 @@ then check again with ``approval_id`` set) or ``deny``.
 
 When it works, when it fails:
 
-- *Frozen agents are refused locally.* With a :class:`streams.guard.FreezeGuard`
+- *Frozen agents are refused locally.* With a :class:`streams.clients.guard.FreezeGuard`
   (``guard=``), an agent the guard holds frozen gets ``deny`` without a network
   call; agents the server reported frozen are remembered for ``frozen_ttl_s``
   seconds too (a small bounded cache).

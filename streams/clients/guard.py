@@ -2,9 +2,9 @@
 
 It follows ``agent-control`` (contract section 4) from the beginning, on every
 partition, and folds the commands into the set of frozen agents with the
-contract's rules (:class:`streams.commands.CommandFold`): a ``freeze`` holds the
+contract's rules (:class:`streams.clients.commands.CommandFold`): a ``freeze`` holds the
 agent; a ``release`` lets it go on only when its signature verifies
-(:mod:`streams.signing`) and it names the incident of the freeze in force.
+(:mod:`streams.clients.signing`) and it names the incident of the freeze in force.
 Records are deduplicated by (partition, offset), so a re-read or a redelivery
 changes nothing.
 
@@ -67,7 +67,7 @@ import time
 from collections import Counter
 from typing import Any, Callable, Mapping
 
-from streams.commands import CommandFold, RecordError, RejectLog, command_dict, decode_command
+from streams.clients.commands import CommandFold, RecordError, RejectLog, command_dict, decode_command
 
 __all__ = ["FreezeGuard", "CONTROL_TOPIC", "parse_command", "DEFAULT_MAX_STALENESS_S"]
 
@@ -102,7 +102,7 @@ class FreezeGuard:
 
     ``bootstrap`` is the Kafka bootstrap address; without it the guard is fed
     only through :meth:`apply` and is ready at once. ``keys`` is a
-    :class:`streams.signing.KeyRing` (default with ``bootstrap``: from the
+    :class:`streams.clients.signing.KeyRing` (default with ``bootstrap``: from the
     settings' environment). ``start()`` launches the follower thread; ``stop()``
     ends it. Usable as a context manager (start, wait until ready, stop).
     """
@@ -122,12 +122,12 @@ class FreezeGuard:
         consumer_config: Mapping[str, Any] | None = None,
     ) -> None:
         if bootstrap is not None and keys is None:
-            from streams.signing import load_keyring
+            from streams.clients.signing import load_keyring
 
             keys = load_keyring()
             if keys is None:
                 raise ValueError("FreezeGuard needs the command signing keys to verify releases: pass keys= or set "
-                                 "FLOWBREAKER_SIGNING_KEYS (a key file; python -m streams.signing new)")
+                                 "FLOWBREAKER_SIGNING_KEYS (a key file; python -m streams.clients.signing new)")
         self.bootstrap = bootstrap
         self.keys = keys
         self.topic = topic
@@ -203,12 +203,12 @@ class FreezeGuard:
 
     @property
     def outcomes(self) -> Counter:
-        """What was done with the commands read (:data:`streams.commands.OUTCOMES`)."""
+        """What was done with the commands read (:data:`streams.clients.commands.OUTCOMES`)."""
         return self._fold.outcomes
 
     @property
     def verdicts(self) -> Counter:
-        """Signature verdicts of the commands read (:data:`streams.signing.VERDICTS`)."""
+        """Signature verdicts of the commands read (:data:`streams.clients.signing.VERDICTS`)."""
         return self._fold.verdicts
 
     def status(self) -> dict:
@@ -237,7 +237,7 @@ class FreezeGuard:
 
     def apply(self, command: Any, *, partition: int | None = None, offset: int | None = None,
               timestamp: int | None = None) -> bool:
-        """Apply one command (a record's value, a mapping or a :class:`~streams.commands.Command`); return
+        """Apply one command (a record's value, a mapping or a :class:`~streams.clients.commands.Command`); return
         True if the agent's frozen state changed.
 
         With ``partition`` and ``offset`` (as read from Kafka), a record below the
