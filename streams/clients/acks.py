@@ -39,6 +39,8 @@ import time
 from datetime import datetime, timezone
 from typing import Any, Mapping
 
+from streams.clients.sink import Stopped
+
 __all__ = ["ack_record", "parse_ack", "GuardAcker", "AckSink", "ACK_FORMAT", "KINDS"]
 
 log = logging.getLogger("flowbreaker.acks")
@@ -133,7 +135,7 @@ class AckSink:
     """The actuator's last sink: an ``actuator`` acknowledgement once every sink before it took the command.
 
     It waits for the broker to take the record, retrying every ``retry_s`` until the actuator
-    stops (then :class:`streams.clients.actuator.Stopped`: the command stays uncommitted and is
+    stops (then :class:`streams.clients.sink.Stopped`: the command stays uncommitted and is
     enacted again on the next start, as the actuator does for its other sinks).
     """
 
@@ -150,8 +152,6 @@ class AckSink:
         self.sent = 0
 
     def deliver(self, command: dict, raw: bytes, stop: threading.Event, *, verified: bool = True) -> None:
-        from streams.clients.actuator import Stopped
-
         rec = json.dumps(ack_record("actuator", command, by=self.by)).encode()
         while True:
             if stop.is_set():

@@ -52,33 +52,21 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Iterable, Mapping, Protocol, TextIO
+from typing import Iterable, Mapping, TextIO
 
 from detector.errors import UsageError
 from streams.clients.commands import CommandFold, RecordError, RejectLog, command_dict, decode_command
+from streams.clients.sink import Sink, Stopped
 from streams.settings import Settings, add_kafka_arguments
 
 __all__ = [
-    "Actuator", "Backoff", "WebhookSink", "LogSink", "Sink", "Stopped", "idempotency_key", "KafkaHistory",
+    "Actuator", "Backoff", "WebhookSink", "LogSink", "idempotency_key", "KafkaHistory",
     "configure_parser", "run", "DEFAULT_GROUP",
 ]
 
 log = logging.getLogger("flowbreaker.actuator")
 
 DEFAULT_GROUP = "flowbreaker-actuator"
-
-
-class Stopped(Exception):
-    """The actuator is stopping: the command in hand was not (fully) delivered."""
-
-
-class Sink(Protocol):
-    """Where a command is enacted. ``deliver`` returns once the command is taken;
-    it retries as it sees fit and raises :class:`Stopped` if ``stop`` is set first."""
-
-    name: str
-
-    def deliver(self, command: dict, raw: bytes, stop: threading.Event, *, verified: bool = True) -> None: ...
 
 
 def idempotency_key(command: Mapping, raw: bytes = b"") -> str:

@@ -13,7 +13,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 import streams.clients.actuator
-from streams.clients.actuator import Actuator, Backoff, LogSink, Stopped, WebhookSink, idempotency_key
+from streams.clients.actuator import Actuator, Backoff, LogSink, WebhookSink, idempotency_key
+from streams.clients.sink import Stopped
 from streams.clients.signing import KeyRing
 
 pytestmark = pytest.mark.timeout(60)

@@ -99,7 +99,7 @@ def test_the_actuators_ack_sink_retries_until_the_broker_takes_it_and_stops_when
     sink = AckSink(Settings(), producer=prod, retry_s=0.001)
     sink.deliver({"command": "release", "agent_id": "a", "incident_id": "inc-1"}, b"{}", threading.Event())
     assert [r["kind"] for _, _, r in prod.sent] == ["actuator"] and sink.sent == 1
-    from streams.clients.actuator import Stopped
+    from streams.clients.sink import Stopped
 
     stop = threading.Event()
     stop.set()
