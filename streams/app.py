@@ -567,7 +567,7 @@ class Processor:
                  agent, freeze, incident_id, now_ms],
             ]
             if "audit" in self.topics and self.topics["audit"] in self.counts:  # every freeze is audited
-                from streams.audit import freeze_entry
+                from streams.api.audit_trail import freeze_entry
 
                 entries.append(["audit-freeze", "audit", self._partition_for("audit", agent.encode(), None), agent,
                                 freeze_entry(d.freeze, d.incident, now_ms, self.worker_url), incident_id, now_ms])
@@ -1028,7 +1028,7 @@ def create_app(settings: Settings, engine: Engine, *, partition_counts: dict[str
             return denied
         return web.json(processor.status())
 
-    from streams.api import mount_api
+    from streams.api.server import mount_api
 
     mount_api(app, processor, settings, metrics=metrics)
     processor.worker_url = str(app.conf.canonical_url).rstrip("/")

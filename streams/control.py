@@ -185,7 +185,7 @@ def _via_api(args: argparse.Namespace, agent: str, reason: str, token: str) -> i
 
 # ---------------------------------------------------------------------- as a key holder
 def _as_key_holder(args: argparse.Namespace, settings: Settings, keys, agent: str, reason: str) -> int:
-    from streams.auth import check_name
+    from streams.api.auth import check_name
 
     by = (args.by or (settings.sasl_username if settings.sasl else None) or "").strip()
     if not by:
@@ -225,7 +225,7 @@ def _as_key_holder(args: argparse.Namespace, settings: Settings, keys, agent: st
             raise UsageError(f"two-person rule: {by!r} froze critical incident {incident!r}; another lead "
                              "releases it")
 
-    from streams.audit import record
+    from streams.api.audit_trail import record
 
     command = keys.sign(release_command(agent, incident, by=by, reason=reason))
     now_ms = int(time.time() * 1000)
@@ -248,7 +248,7 @@ def _incident_record(settings: Settings, incident_id: str, near_ms: int | None, 
     from kafka.partitioner.default import murmur2
 
     from streams.clients.commands import RecordError, decode_record
-    from streams.index import MAX_INCIDENT_BYTES
+    from streams.api.control_feed import MAX_INCIDENT_BYTES
 
     topic = settings.topic("incidents")
     c = KafkaConsumer(client_id="flowbreaker-control", group_id=None, enable_auto_commit=False,

@@ -594,7 +594,7 @@ class Demo:
         themselves go to files only this user may read (never printed)."""
         import secrets
 
-        from streams.auth import hash_token
+        from streams.api.auth import hash_token
 
         d = self.workdir / "api"
         d.mkdir(parents=True, exist_ok=True)

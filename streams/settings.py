@@ -78,9 +78,9 @@ TOPICS: dict[str, str] = {
     "control": "agent-control",
     "incidents": "agent-incidents",
     "tasks": "agent-tasks",
-    "audit": "agent-audit",          # control-plane audit trail (streams/audit.py)
+    "audit": "agent-audit",          # control-plane audit trail (streams/api/audit_trail.py)
     "feedback": "agent-feedback",    # analysts' verdicts on decisions, for retraining
-    "approvals": "agent-approvals",  # approval requests and decisions (streams/approvals.py)
+    "approvals": "agent-approvals",  # approval requests and decisions (streams/api/approvals.py)
     "manifests": "agent-manifests",  # intended-use manifests, compacted (streams/manifests.py)
     "acks": "agent-control-acks",    # guards' and the actuator's acknowledgements of commands (streams/clients/acks.py)
     "drills": "agent-drills",        # results of `flowbreaker drill` (streams/drill.py)
@@ -109,8 +109,8 @@ class Settings:
     web_bind: str = "127.0.0.1"
     policy: str | None = None
     model: str | None = None
-    # control-plane API (streams/api.py)
-    tokens: str | None = None            # tokens file (streams/auth.py); FLOWBREAKER_API_TOKENS without one
+    # control-plane API (streams/api/server.py)
+    tokens: str | None = None            # tokens file (streams/api/auth.py); FLOWBREAKER_API_TOKENS without one
     advertised_url: str | None = None    # URL other workers forward API requests to (default http://bind:port)
     metrics_auth: bool = False           # /metrics and /status need a bearer token (role monitor, viewer+)
     # freeze/release command signing keys (streams/clients/signing.py): a file; FLOWBREAKER_SIGNING_KEYS_INLINE without one

@@ -5,7 +5,7 @@
     flowbreaker audit --since ISO --until ISO [--agent A] (--input EVENTS.jsonl | --bootstrap HOST:PORT
                       [--topic agent-actions]) [--manifests DIR] [--policy P.toml] --report DIR
 
-(Not the control plane's audit trail: that is ``agent-audit``, :mod:`streams.audit`.)
+(Not the control plane's audit trail: that is ``agent-audit``, :mod:`streams.api.audit_trail`.)
 
 For each agent active in ``[--since, --until)`` the report says:
 

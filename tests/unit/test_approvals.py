@@ -1,4 +1,4 @@
-"""Approvals: scope and expiry (detector/approvals.py), the store every worker keeps (streams/approvals.py)."""
+"""Approvals: scope and expiry (detector/approvals.py), the store every worker keeps (streams/api/approvals.py)."""
 from __future__ import annotations
 
 import copy
@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from detector.approvals import (ApprovalError, decide, effective_state, fingerprint, request, validate)
 from detector.events import SENSITIVITIES, decode_event
-from streams.approvals import ApprovalStore, new_approval_id
+from streams.api.approvals import ApprovalStore, new_approval_id
 
 DESTS = ["email:partner@ext.example", "email:ops@ext.example"]
 

@@ -1,7 +1,7 @@
-"""Refused API calls summarised per client in the audit trail (streams/audit.py, issue 10 item 8)."""
+"""Refused API calls summarised per client in the audit trail (streams/api/audit_trail.py, issue 10 item 8)."""
 from __future__ import annotations
 
-from streams.audit import RefusalSummary
+from streams.api.audit_trail import RefusalSummary
 
 
 def refuse(rs: RefusalSummary, client: str, at_ms: int, who: str = "anonymous", result: str = "unauthenticated"):

@@ -1,4 +1,4 @@
-"""Bearer tokens -> principals and roles (streams/auth.py): loading, matching, permissions."""
+"""Bearer tokens -> principals and roles (streams/api/auth.py): loading, matching, permissions."""
 from __future__ import annotations
 
 import hashlib
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from streams import auth
-from streams.auth import PERMISSIONS, ROLES, Principal, TokenFileError, TokenRegistry, allowed, load_registry
+from streams.api import auth
+from streams.api.auth import PERMISSIONS, ROLES, Principal, TokenFileError, TokenRegistry, allowed, load_registry
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -115,7 +115,7 @@ def test_roles_are_sets_of_permissions_and_only_a_lead_releases():
 
 
 def test_new_prints_a_fresh_token_and_an_entry_that_accepts_it():
-    out = subprocess.run([sys.executable, "-m", "streams.auth", "new", "dana", "analyst"], cwd=REPO,
+    out = subprocess.run([sys.executable, "-m", "streams.api.auth", "new", "dana", "analyst"], cwd=REPO,
                          capture_output=True, text=True, timeout=30, check=True).stdout
     token = [line for line in out.splitlines() if line.startswith("# ") and " " not in line[2:]][0][2:]
     toml = "\n".join(line for line in out.splitlines() if not line.startswith("#"))
@@ -134,7 +134,7 @@ def toml_entries(*entries) -> str:
 @pytest.mark.parametrize("name", ["flowbreaker lead", 'al"ice', "flowbreaker", "", "-lead", "x" * 129, "ali\u200bce",
                                   "a\nb"])
 def test_new_refuses_a_name_the_workers_would_refuse_with_one_line_and_exit_2(name):
-    res = subprocess.run([sys.executable, "-m", "streams.auth", "new", name, "lead"], cwd=REPO, capture_output=True,
+    res = subprocess.run([sys.executable, "-m", "streams.api.auth", "new", name, "lead"], cwd=REPO, capture_output=True,
                          text=True, timeout=30)
     assert res.returncode == 2 and res.stdout == ""
     assert len(res.stderr.strip().splitlines()) == 1 and "name" in res.stderr

@@ -1,10 +1,10 @@
-"""What every worker folds from the control topics (streams/index.py), without Kafka."""
+"""What every worker folds from the control topics (streams/api/control_feed.py), without Kafka."""
 from __future__ import annotations
 
 import json
 
 from streams.clients.commands import ControlMetrics
-from streams.index import ControlFeed
+from streams.api.control_feed import ControlFeed
 from streams.clients.signing import KeyRing
 
 KEYS = KeyRing({"k1": b"w" * 32}, active="k1")

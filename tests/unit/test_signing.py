@@ -7,12 +7,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import streams.approvals
-import streams.audit
-import streams.auth
+import streams.api.approvals
+import streams.api.audit_trail
+import streams.api.auth
 import streams.clients.commands
 import streams.control
-import streams.index
+import streams.api.control_feed
 import streams.clients.signing
 from streams.clients.commands import REASONS, CommandFold, RecordError, decode_command, decode_record
 from streams.clients.signing import SIGNED_FIELDS, KeyRing, SigningError, SigningKeyError, load_keyring, new_key_file
@@ -28,8 +28,8 @@ def release(**kw) -> dict:
     return cmd
 
 
-@pytest.mark.parametrize("module", [streams.clients.signing, streams.clients.commands, streams.index, streams.audit, streams.auth,
-                                    streams.approvals, streams.control])
+@pytest.mark.parametrize("module", [streams.clients.signing, streams.clients.commands, streams.api.control_feed, streams.api.audit_trail, streams.api.auth,
+                                    streams.api.approvals, streams.control])
 def test_the_module_examples_run(module):
     assert doctest.testmod(module).failed == 0
 

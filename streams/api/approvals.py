@@ -3,7 +3,7 @@
 Records are :mod:`detector.approvals` dicts, published on ``agent-approvals``
 (key ``approval_id``, in the partition of the agent's key, so an agent's
 approvals sit beside its actions). Every worker folds the whole topic into an
-:class:`ApprovalStore` (through :class:`streams.index.ControlFeed`): any worker
+:class:`ApprovalStore` (through :class:`streams.api.control_feed.ControlFeed`): any worker
 lists them. Requests are opened, approved and denied only on the worker that
 owns the agent (the API routes there), which updates its store at once, so the
 check it answers next sees the decision.

@@ -19,8 +19,8 @@ without asking the others:
   of each (agent, severity, who froze it) is kept for many more, for the
   two-person rule. The first record of an incident id wins: a later record
   with the same id cannot change who froze it.
-- approvals: shape-checked (:func:`streams.approvals.decode_approval`) and
-  handed to an :class:`streams.approvals.ApprovalStore`.
+- approvals: shape-checked (:func:`streams.api.approvals.decode_approval`) and
+  handed to an :class:`streams.api.approvals.ApprovalStore`.
 
 When it works, when it fails:
 
@@ -210,7 +210,7 @@ class ControlFeed:
         """Hand one shape-checked ``agent-approvals`` record to ``on_approval``. Never raises."""
         if self._seen("approvals", partition, offset):
             return
-        from streams.approvals import decode_approval
+        from streams.api.approvals import decode_approval
 
         try:
             rec = decode_approval(value)

@@ -1,6 +1,6 @@
 """The OpenAPI 3.0 document of the control-plane API (served at ``/v1/openapi.json``), and its limits.
 
-The limits below are the ones :mod:`streams.api` enforces; the document is
+The limits below are the ones :mod:`streams.api.server` enforces; the document is
 built from them, so the two cannot drift apart.
 
 >>> doc = document()
@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from streams.auth import PERMISSIONS
+from streams.api.auth import PERMISSIONS
 
 __all__ = ["document", "MAX_BODY", "MAX_CHECK_BODY", "MAX_REASON", "MAX_ID", "MAX_FALLBACKS", "MAX_LIMIT",
            "SEVERITIES", "VERDICTS", "FEEDBACK_VERDICTS"]

@@ -18,7 +18,7 @@ The JSON form is ``{"tokens": [{"name": ..., "role": ..., "sha256": ...}]}``. Th
 file is named by ``--tokens FILE`` or ``FLOWBREAKER_TOKENS``; without a file,
 ``FLOWBREAKER_API_TOKENS`` may hold ``name:role:sha256`` entries separated by
 ``;`` or ``,`` (for containers). With neither, every authenticated route
-answers 401: the API fails closed. ``python -m streams.auth new NAME ROLE``
+answers 401: the API fails closed. ``python -m streams.api.auth new NAME ROLE``
 prints a fresh random token and the entry to add (exit 2 with one line for a
 name or role the workers would refuse).
 
@@ -321,14 +321,14 @@ def open_registry(path: str | os.PathLike | None = None, environ: Mapping[str, s
 
 def _main(argv: list[str]) -> int:
     if len(argv) != 3 or argv[0] != "new":
-        print(f"usage: python -m streams.auth new NAME ROLE   (ROLE: {', '.join(ROLES)})", file=sys.stderr)
+        print(f"usage: python -m streams.api.auth new NAME ROLE   (ROLE: {', '.join(ROLES)})", file=sys.stderr)
         return 2
     why = check_name(argv[1])
     if why is not None:
-        print(f"streams.auth new: {why}", file=sys.stderr)
+        print(f"streams.api.auth new: {why}", file=sys.stderr)
         return 2
     if argv[2] not in ROLES:
-        print(f"streams.auth new: role must be one of {', '.join(ROLES)}", file=sys.stderr)
+        print(f"streams.api.auth new: role must be one of {', '.join(ROLES)}", file=sys.stderr)
         return 2
     token = secrets.token_urlsafe(32)
     print(f"# token for {argv[1]} (give it to them once; it is not stored anywhere):\n# {token}")

@@ -1,12 +1,12 @@
 """The control-plane HTTP API (``/v1``), served by every worker on faust's aiohttp web server.
 
 :func:`mount_api` adds the routes to a worker's faust app (``create_app`` calls
-it). The document of record is ``/v1/openapi.json`` (:mod:`streams.openapi`);
+it). The document of record is ``/v1/openapi.json`` (:mod:`streams.api.openapi`);
 ``docs/api.md`` explains the routes, roles, routing and audit trail.
 
 How a request is handled
 ------------------------
-1. *Authenticate* the bearer token (:mod:`streams.auth`): none or unknown -> 401.
+1. *Authenticate* the bearer token (:mod:`streams.api.auth`): none or unknown -> 401.
 2. *Authorise*: the role must have the route's permission -> else 403.
 3. *Validate* path parameters, body size (-> 413), JSON (-> 400 saying where it
    broke) and fields (-> 400 naming the field and the bound; values are never
@@ -21,16 +21,16 @@ How a request is handled
    ``X-Flowbreaker-Forwarded``) and relays the answer; a forwarded request that
    lands on a non-owner (a rebalance in between) gets 503 with ``Retry-After``.
    Breakers, incidents and approvals are folded on every worker
-   (:mod:`streams.index`), so those reads are answered locally.
+   (:mod:`streams.api.control_feed`), so those reads are answered locally.
 5. *Act and audit*: every call of a state-changing route is appended to
-   ``agent-audit`` (:mod:`streams.audit`) with its result, refused calls
+   ``agent-audit`` (:mod:`streams.api.audit_trail`) with its result, refused calls
    included (401 and 403 summarised per client address and minute, so a flood
    of bad calls cannot flood the trail). A manual freeze takes the automatic
    freeze's path (breaker open and outbox in the agent's table state, then
    published, signed); a release too.
 
 Tokens are re-read when the tokens file changes and on ``SIGHUP``
-(:class:`streams.auth.ReloadingRegistry`). With ``--metrics-auth``,
+(:class:`streams.api.auth.ReloadingRegistry`). With ``--metrics-auth``,
 ``/metrics`` and ``/status`` need a token too (role ``monitor``, ``viewer``,
 ``analyst`` or ``lead``).
 
@@ -59,12 +59,12 @@ from detector.events import EventError, decode_event
 from detector.features import FEATURES
 from detector.gate import DENY, NEEDS_APPROVAL, Gate
 from detector.manifest import ManifestGate
-from streams import openapi
-from streams.approvals import ApprovalService, ApprovalStore, view
-from streams.audit import Auditor, RefusalSummary, record
-from streams.auth import PERMISSIONS, Principal, TokenRegistry, allowed, open_registry
+from streams.api import openapi
+from streams.api.approvals import ApprovalService, ApprovalStore, view
+from streams.api.audit_trail import Auditor, RefusalSummary, record
+from streams.api.auth import PERMISSIONS, Principal, TokenRegistry, allowed, open_registry
 from streams.clients.commands import ControlMetrics
-from streams.index import ControlFeed
+from streams.api.control_feed import ControlFeed
 
 __all__ = ["mount_api", "ControlPlane", "ApiError", "FORWARD_HEADER"]
 
@@ -619,7 +619,7 @@ class ControlPlane:
                       detail=f"{err.code}: {err.message}", worker=self.url)
         if err.result in ("unauthenticated", "forbidden"):
             # who cannot even authenticate (or calls what their role may not) is summarised per client: a flood
-            # of refused calls writes at most two records per client and window (streams/audit.py). A rule's
+            # of refused calls writes at most two records per client and window (streams/api/audit_trail.py). A rule's
             # refusal of an authorised call (two-person rule: result "refused") stays a record of its own.
             rec = self.refusals.note(ctx.request.remote or "unknown", who=p.name if p else "anonymous",
                                      role=p.role if p else None, what=ctx.route.act or "-", result=err.result,
@@ -967,7 +967,7 @@ def mount_api(app: Any, processor: Any, settings: Any, *, metrics: Any = None) -
     Tokens come from ``settings.tokens`` (``--tokens``, ``FLOWBREAKER_TOKENS``) or
     ``FLOWBREAKER_API_TOKENS``; a file that cannot be used is a usage error (exit 2).
     """
-    from streams.auth import TokenFileError
+    from streams.api.auth import TokenFileError
     from streams.cli import UsageError
     from streams.settings import SettingsError
 
