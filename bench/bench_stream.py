@@ -198,7 +198,7 @@ def main() -> None:
         return bare_faust(args.bootstrap, args.bare_faust[0], int(args.bare_faust[1]), args.bare_faust[2])
 
     from models.simulate import simulate
-    from streams.admin import ensure_topics
+    from streams.kafka_admin import ensure_topics
 
     tmp = Path(tempfile.mkdtemp(prefix="fb-bench-"))
     stop_broker = None

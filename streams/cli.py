@@ -28,7 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "worker": ("streams.worker", "run a stream-processing worker against Kafka"),
     "actuator": ("streams.clients.actuator", "run the freeze actuator against Kafka"),
     "runtime": ("streams.runtime", "run the reference agent runtime (demo and tests)"),
-    "topics": ("streams.admin", "create flowbreaker's Kafka topics"),
+    "topics": ("streams.kafka_admin", "create flowbreaker's Kafka topics"),
     "approvals": ("streams.approvals_cli", "list, approve and deny pre-action approval requests (the /v1 API)"),
     "release": ("streams.control", "release a frozen agent (publishes `release` on agent-control)"),
     "demo": ("streams.demo", "the live demo: Kafka, worker, actuator, runtime and simulated traffic"),
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     run = args._run
     from detector.policy import PolicyError
     from models.store import ModelError
-    from streams.admin import KafkaUnavailable
+    from streams.kafka_admin import KafkaUnavailable
     from streams.settings import SettingsError
 
     try:

@@ -5,7 +5,7 @@ started, each by its own pid:
 
 1. Kafka (``scripts/kafka.sh start``) when nothing answers on ``--bootstrap``
    (a 127.0.0.1 address);
-2. the topics (:func:`streams.admin.ensure_topics`);
+2. the topics (:func:`streams.kafka_admin.ensure_topics`);
 3. a model of the simulated fleet's normal work at the demo's pace (the runtime's
    own code on a virtual clock, :func:`streams.runtime.paced_history`, then
    ``flowbreaker train``; a few seconds);
@@ -535,7 +535,7 @@ class Demo:
         self.say(f"kafka       started: {status}")
 
     def ensure_topics(self) -> None:
-        from streams.admin import ensure_topics
+        from streams.kafka_admin import ensure_topics
 
         counts = ensure_topics(self.settings, timeout_s=60.0)
         self.say_wrapped("topics", "ready (partitions): " + ", ".join(f"{t} ({n})" for t, n in counts.items()))

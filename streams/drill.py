@@ -36,7 +36,7 @@ Each step passes when it happened within its target (settings
 fails with what was missing. ``alert`` is skipped without ``--prometheus``. The
 report (``drill.json``, ``flowbreaker-drill/1``, and ``drill.md``) goes to
 ``--report`` (default ``var/drills/<drill id>``) and the result is published on
-``agent-drills``, which every worker follows (:class:`DrillFollower`) to export the
+``agent-drills``, which every worker follows (:class:`streams.drill_results.DrillFollower`) to export the
 last drill's time, result and step times as metrics (``DrillFailed`` and
 ``DrillStale`` alert on them).
 
@@ -53,10 +53,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -67,14 +65,12 @@ from typing import Any, Callable
 from urllib.parse import quote
 
 from detector.drill import DEFAULT_DRILL_AGENT, DRILL_PREFIX, is_drill
+from streams.drill_results import REPORT_FORMAT, publish_result
 from streams.settings import Settings, SettingsError, add_kafka_arguments
 
-__all__ = ["configure_parser", "run", "run_drill", "script", "write_report", "DrillFollower", "STEPS",
-           "DEFAULT_TARGETS_S", "REPORT_FORMAT", "targets_from"]
+__all__ = ["configure_parser", "run", "run_drill", "script", "write_report", "STEPS", "DEFAULT_TARGETS_S",
+           "targets_from"]
 
-log = logging.getLogger("flowbreaker.drill")
-
-REPORT_FORMAT = "flowbreaker-drill/1"
 FREEZE_STEPS = ("decision", "freeze_command", "guard_ack", "actuator_webhook", "alert")
 RELEASE_STEPS = ("release", "release_guard_ack", "release_actuator", "probation")
 #: every step, in order (a bounded set: usable as a metric label)
@@ -397,105 +393,6 @@ def write_report(report: dict, out: str | Path) -> Path:
     return d
 
 
-def publish_result(settings: Settings, report: dict, timeout: float = 30.0) -> None:
-    """The result on ``agent-drills`` (key: the drill agent), for the workers' metrics."""
-    from kafka import KafkaProducer
-
-    producer = KafkaProducer(client_id="flowbreaker-drill", acks="all", **settings.kafka_python_config())
-    try:
-        producer.send(settings.topic("drills"), key=report["agent_id"].encode(),
-                      value=json.dumps(report).encode()).get(timeout)
-    finally:
-        producer.close(timeout=5)
-
-
-# --------------------------------------------------------------------------- the workers' side
-def parse_result(value: bytes | None) -> dict | None:
-    """A drill result record, or ``None`` (never raises).
-
-    >>> parse_result(b'{"format": "flowbreaker-drill/1", "finished_t": 5.0, "passed": true, "steps": []}')["passed"]
-    True
-    >>> parse_result(b"[1]") is None, parse_result(b'{"format": "x"}') is None
-    (True, True)
-    """
-    try:
-        rec = json.loads(value or b"")
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        return None
-    if not isinstance(rec, dict) or rec.get("format") != REPORT_FORMAT:
-        return None
-    if not isinstance(rec.get("finished_t"), (int, float)) or not isinstance(rec.get("passed"), bool) \
-            or not isinstance(rec.get("steps"), list):
-        return None
-    return rec
-
-
-class DrillFollower:
-    """Follows ``agent-drills`` in a daemon thread and calls ``on_result(record)`` with the latest drill
-    (by ``finished_t``) each time a later one arrives. Bad records are skipped and counted."""
-
-    def __init__(self, settings: Settings, *, on_result: Callable[[dict], None], poll_s: float = 1.0) -> None:
-        self.settings = settings
-        self.on_result = on_result
-        self.poll_s = poll_s
-        self.latest_t = float("-inf")
-        self.invalid = 0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def handle(self, value: bytes | None) -> bool:
-        rec = parse_result(value)
-        if rec is None:
-            self.invalid += 1
-            return False
-        if rec["finished_t"] <= self.latest_t:
-            return False
-        self.latest_t = rec["finished_t"]
-        self.on_result(rec)
-        return True
-
-    def start(self) -> "DrillFollower":
-        self._thread = threading.Thread(target=self._run, name="drill-follower", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    def _run(self) -> None:
-        from kafka import KafkaConsumer, TopicPartition
-
-        topic = self.settings.topic("drills")
-        while not self._stop.is_set():
-            consumer = None
-            try:
-                consumer = KafkaConsumer(group_id=None, enable_auto_commit=False, auto_offset_reset="earliest",
-                                         client_id="flowbreaker-drills", **self.settings.kafka_python_config())
-                parts = consumer.partitions_for_topic(topic)
-                if not parts:
-                    consumer.close()
-                    self._stop.wait(10.0)
-                    continue
-                tps = [TopicPartition(topic, p) for p in sorted(parts)]
-                consumer.assign(tps)
-                consumer.seek_to_beginning(*tps)
-                while not self._stop.is_set():
-                    for records in consumer.poll(timeout_ms=int(self.poll_s * 1000)).values():
-                        for rec in records:
-                            self.handle(rec.value)
-            except Exception as err:  # the broker went away: retry, never take the worker down
-                log.warning("agent-drills follower: %r; retrying", err)
-                self._stop.wait(2.0)
-            finally:
-                if consumer is not None:
-                    try:
-                        consumer.close(autocommit=False)
-                    except Exception:
-                        pass
-
-
 # --------------------------------------------------------------------------- command line
 def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--agent", default=None, metavar="DRILL_AGENT",
@@ -537,7 +434,7 @@ def run(args: argparse.Namespace) -> int:
     wait_s = args.wait if args.wait is not None else max(30.0, 2 * max(targets.values()))
     if wait_s <= 0:
         raise UsageError("--wait must be > 0")
-    from streams.admin import KafkaUnavailable, ensure_topics
+    from streams.kafka_admin import KafkaUnavailable, ensure_topics
 
     try:
         ensure_topics(settings, topics=["actions", "decisions", "control", "acks", "drills"])

@@ -115,7 +115,7 @@ def read_events(args: argparse.Namespace, *, since_ms: int | None = None, until_
     else:
         from kafka.errors import KafkaError
 
-        from streams.history import RangeTooLarge, TopicMissing, read_range
+        from streams.topic_range import RangeTooLarge, TopicMissing, read_range
 
         try:
             settings = Settings.from_args(args)
@@ -143,7 +143,7 @@ def read_events(args: argparse.Namespace, *, since_ms: int | None = None, until_
 def time_range(args: argparse.Namespace) -> tuple[int | None, int | None]:
     """``(since_ms, until_ms)`` of ``--since``/``--until`` (either may be absent for a file)."""
     from detector.errors import UsageError
-    from streams.history import parse_instant
+    from streams.topic_range import parse_instant
 
     now_ms = int(time.time() * 1000)
     try:
@@ -280,7 +280,7 @@ def _publish(args: argparse.Namespace) -> int:
 
     from detector.errors import UsageError
     from detector.manifest import ManifestError
-    from streams.admin import KafkaUnavailable, ensure_topics
+    from streams.kafka_admin import KafkaUnavailable, ensure_topics
     from streams.manifests import load_path, publish
 
     try:

@@ -121,7 +121,7 @@ def _drift_events(args):
     from kafka.errors import KafkaError
 
     from detector.events import EventError, decode_event
-    from streams.history import RangeTooLarge, TopicMissing, parse_instant, read_range
+    from streams.topic_range import RangeTooLarge, TopicMissing, parse_instant, read_range
     from streams.settings import Settings, SettingsError
 
     if not args.since:

@@ -842,7 +842,7 @@ def run(args: argparse.Namespace) -> int:
         checker = CheckClient(args.check_url, token, timeout_s=1.0)
     from kafka import KafkaProducer
 
-    from streams.admin import ensure_topics
+    from streams.kafka_admin import ensure_topics
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -7,7 +7,7 @@ Wraps :func:`models.train.fit` (same flags, same model) with a second source::
                       [--feedback-topic agent-feedback] [--policy P.toml] --out MODEL_DIR
 
 From a topic, the actions whose Kafka timestamps fall in ``[--since, --until)``
-are read (:mod:`streams.history`; bounded by ``--max-events``), with progress
+are read (:mod:`streams.topic_range`; bounded by ``--max-events``), with progress
 on stderr. Actions the live system flagged do not teach the new baselines that
 they are normal: events whose decision on ``--decisions-topic`` (default
 ``agent-decisions``) was an alert or a freeze are left out, unless an analyst
@@ -98,7 +98,7 @@ def _progress_printer(label: str, quiet: bool):
 
 def _side_topic(config: dict, topic: str, since_ms: int, until_ms: int | None, max_messages: int):
     """Messages of an optional topic (None when it does not exist)."""
-    from streams.history import TopicMissing, read_range
+    from streams.topic_range import TopicMissing, read_range
 
     try:
         return list(read_range(config, topic, since_ms=since_ms, until_ms=until_ms, max_messages=max_messages,
@@ -112,7 +112,7 @@ def _from_topic(args, on_error) -> tuple[list, dict]:
 
     from detector.events import EventError, decode_event
     from streams.cli import UsageError
-    from streams.history import RangeTooLarge, TopicMissing, parse_instant, read_range
+    from streams.topic_range import RangeTooLarge, TopicMissing, parse_instant, read_range
 
     if not args.since:
         raise UsageError("--from-topic needs --since (and optionally --until)")

@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     engine = build_engine(settings.policy, settings.model)  # PolicyError / ModelError -> exit 2
     engine.manifests = load_manifests(settings.manifests)     # ManifestError -> exit 2 naming file and line
 
-    from streams.admin import KafkaUnavailable, ensure_topics
+    from streams.kafka_admin import KafkaUnavailable, ensure_topics
 
     try:
         counts = ensure_topics(settings, timeout_s=args.broker_timeout)
@@ -137,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
                              on_reject=on_reject)
     follower.start()
     # intended-use manifests: the files given, with newer versions from agent-manifests swapped in between batches
-    from streams.drill import DrillFollower
+    from streams.drill_results import DrillFollower
     from streams.manifests import ManifestFollower
 
     def on_book(book) -> None:

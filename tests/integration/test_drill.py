@@ -84,7 +84,7 @@ class Orchestrator:
 @pytest.fixture(scope="module")
 def deployment(kafka_bootstrap, tmp_path_factory):
     """A worker with the API and a runtime with its FreezeGuard, on fresh topics."""
-    from streams.admin import ensure_topics
+    from streams.kafka_admin import ensure_topics
     from streams.settings import Settings
 
     tmp = tmp_path_factory.mktemp("drill")

@@ -188,7 +188,7 @@ def test_an_incident_freezes_the_agent_which_executes_nothing_more_until_a_relea
     from kafka import KafkaProducer
 
     from models.simulate import Fleet
-    from streams.admin import ensure_topics
+    from streams.kafka_admin import ensure_topics
     from streams.runtime import task_to_dict
     from streams.settings import Settings
 
@@ -329,7 +329,7 @@ def test_an_incident_freezes_the_agent_which_executes_nothing_more_until_a_relea
 
 def test_a_guard_started_late_reads_the_freezes_already_on_the_topic(kafka_bootstrap, unique_topic_prefix,
                                                                       signing_keys):
-    from streams.admin import ensure_topics
+    from streams.kafka_admin import ensure_topics
     from streams.control import publish_command, release_command
     from streams.clients.guard import FreezeGuard
     from streams.settings import Settings

@@ -145,7 +145,7 @@ def forged_releases(agent: str, open_incident: str, other_keys) -> list[dict]:
 
 def test_poison_and_forged_commands_change_nothing_and_every_component_goes_on(
         kafka_bootstrap, tmp_path, signing_keys):
-    from streams.admin import ensure_topics
+    from streams.kafka_admin import ensure_topics
     from streams.clients.guard import FreezeGuard
     from streams.model_updates import ensure_updates_topic
     from streams.settings import Settings

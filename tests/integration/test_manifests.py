@@ -63,7 +63,7 @@ def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def setup(kafka_bootstrap, tmp_path_factory):
-    from streams.admin import ensure_topics
+    from streams.kafka_admin import ensure_topics
     from streams.settings import Settings
 
     tmp = tmp_path_factory.mktemp("manifests")

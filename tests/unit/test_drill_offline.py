@@ -14,8 +14,8 @@ from detector.events import decode_event
 from detector.policy import Policy
 from streams.clients.acks import AckSink, GuardAcker, parse_ack
 from streams.cli import main
-from streams.drill import (DEFAULT_TARGETS_S, REPORT_FORMAT, STEPS, DrillFollower, parse_result, script,
-                           targets_from, write_report)
+from streams.drill import DEFAULT_TARGETS_S, STEPS, script, targets_from, write_report
+from streams.drill_results import REPORT_FORMAT, DrillFollower, parse_result
 from streams.clients.guard import FreezeGuard
 from streams.settings import Settings
 

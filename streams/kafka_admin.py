@@ -151,7 +151,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from streams.cli import UsageError
+    from detector.errors import UsageError
 
     try:
         settings = Settings.from_args(args)
