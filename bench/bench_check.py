@@ -42,7 +42,7 @@ from worker_harness import WorkerProc, producer
 TOKEN = "bench-runtime-token"
 GC_TUNED = ("import gc, sys, threading; gc.set_threshold(50000, 20, 1000); "
             "threading.Timer(15.0, lambda: (gc.collect(), gc.freeze())).start(); "
-            "from streams.cli import main; sys.exit(main())")
+            "from streams.cli.main import main; sys.exit(main())")
 
 
 def action(agent: str, i: int, t: float, **kw) -> dict:

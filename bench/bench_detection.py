@@ -29,8 +29,8 @@ sys.path.insert(0, str(ROOT))
 from bench.public.rules import RuleBaseline  # noqa: E402
 from detector.policy import load_policy  # noqa: E402
 from models.evaluate import load_labels, summarize  # noqa: E402
-from streams.cli import main as cli  # noqa: E402
-from streams.replay import read_events  # noqa: E402
+from streams.cli.main import main as cli  # noqa: E402
+from streams.cli.replay import read_events  # noqa: E402
 
 FULL = Path.home() / ".cache" / "flowbreaker" / "public-bench"
 FIXTURE = ROOT / "tests" / "fixtures" / "public"

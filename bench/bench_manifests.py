@@ -47,9 +47,9 @@ from detector.manifest import ManifestGate, Usage  # noqa: E402
 from detector.policy import load_policy  # noqa: E402
 from models.playback import Playback  # noqa: E402
 from models.store import load_model  # noqa: E402
-from streams.cli import main as cli  # noqa: E402
+from streams.cli.main import main as cli  # noqa: E402
 from streams.manifests import load_path  # noqa: E402
-from streams.replay import read_events  # noqa: E402
+from streams.cli.replay import read_events  # noqa: E402
 
 FULL = Path.home() / ".cache" / "flowbreaker" / "public-bench"
 FIXTURE = ROOT / "tests" / "fixtures" / "public"

@@ -2,7 +2,7 @@
 
 It lives at the bottom of the import graph (``detector`` imports nothing of the project's
 other packages), so the shell (``streams``) and the offline tools (``models``) raise the
-same class without ``models`` importing ``streams``. ``streams.cli.main`` prints it as one
+same class without ``models`` importing ``streams``. ``streams.cli.main.main`` prints it as one
 line, ``flowbreaker COMMAND: REASON``, and exits 2 (docs/contract.md, section 5).
 
 Raise it with the reason only; the command's name is added by the CLI:

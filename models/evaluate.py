@@ -5,7 +5,7 @@ model, through the offline loop ``flowbreaker replay`` uses
 (:class:`models.playback.Playback`), and the decision records are compared with a
 labels file (``flowbreaker-labels/1``, the format ``flowbreaker simulate`` writes;
 see ``docs/retraining.md``). This module is the measurement and the report; the
-command line (reading files, building engines) is ``streams/evaluate_cli.py``.
+command line (reading files, building engines) is ``streams/cli/evaluate.py``.
 
 What is measured (all from decision records and labels, by the pure functions
 :func:`incident_outcomes` and :func:`summarize`):

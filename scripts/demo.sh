@@ -16,4 +16,4 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/lib.sh
 bash scripts/install.sh
-exec "$(fb_python)" -m streams.cli demo "$@"
+exec "$(fb_python)" -m streams.cli.main demo "$@"

@@ -66,8 +66,8 @@ PROMETHEUS_SH = REPO_DIR / "scripts" / "prometheus.sh"
 POLICY = REPO_DIR / "examples" / "policy.toml"
 #: the training history: cold-started sessions at the demo's pace, spread over the hours of three days
 HISTORY_SESSIONS, HISTORY_SESSION_S, HISTORY_EVERY_S = 12, 20 * 60.0, 6 * 3600.0
-#: run a sub-command of this checkout with this interpreter (``python -m streams.cli`` would load the CLI twice)
-CLI = [sys.executable, "-c", "import sys; from streams.cli import main; sys.exit(main())"]
+#: run a sub-command of this checkout with this interpreter (``python -m streams.cli.main`` would load the CLI twice)
+CLI = [sys.executable, "-c", "import sys; from streams.cli.main import main; sys.exit(main())"]
 
 
 class DemoError(RuntimeError):
@@ -544,7 +544,7 @@ class Demo:
         """A model of the fleet's normal work at the demo's own pace (see :func:`streams.runtime.paced_history`)."""
         from datetime import datetime, timezone
 
-        from streams.cli import main
+        from streams.cli.main import main
         from streams.runtime import paced_history
 
         a = self.args

@@ -1,4 +1,5 @@
-"""Kafka topics of flowbreaker, and ``flowbreaker topics`` which creates them.
+"""Kafka topics of flowbreaker: creating them (``flowbreaker topics``, the worker, the demo) and
+reading their partition counts.
 
 :func:`ensure_topics` creates whatever is missing of ``agent-actions``,
 ``agent-actions-dlq``, ``agent-decisions``, ``agent-control``,
@@ -25,14 +26,12 @@ the producer's timestamp with their own clock).
 
 from __future__ import annotations
 
-import argparse
-import sys
 import time
 from typing import Iterable, Mapping
 
-from streams.settings import TOPICS, Settings, SettingsError, add_kafka_arguments
+from streams.settings import TOPICS, Settings
 
-__all__ = ["ensure_topics", "describe_topics", "configure_parser", "run", "KafkaUnavailable"]
+__all__ = ["ensure_topics", "describe_topics", "KafkaUnavailable", "TOPIC_CONFIGS"]
 
 #: topic configs per logical topic (everything else: broker defaults)
 TOPIC_CONFIGS: dict[str, dict[str, str]] = {
@@ -141,28 +140,3 @@ def ensure_topics(bootstrap: str | Settings, partitions: int | None = None, *, r
         return {n: have[n] for n in names.values()}
     finally:
         admin.close()
-
-
-# ---------------------------------------------------------------------- command line
-def configure_parser(p: argparse.ArgumentParser) -> None:
-    add_kafka_arguments(p)
-    p.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
-                   help="how long to wait for the broker (default 30)")
-
-
-def run(args: argparse.Namespace) -> int:
-    from detector.errors import UsageError
-
-    try:
-        settings = Settings.from_args(args)
-    except SettingsError as err:
-        raise UsageError(str(err)) from None
-    try:
-        counts = ensure_topics(settings, timeout_s=args.timeout)
-    except KafkaUnavailable as err:
-        print(f"flowbreaker topics: {err}", file=sys.stderr)
-        return 1
-    for name, n in counts.items():
-        note = "" if n == settings.partitions else f"  (exists with {n}, not {settings.partitions})"
-        print(f"{name}\t{n} partitions{note}")
-    return 0

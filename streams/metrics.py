@@ -108,7 +108,7 @@ counted here only, never in the counters above, the per-agent gauges or ``AgentF
     When the last drill finished (Unix time) and whether it passed (1/0); NaN before
     the first one, so ``DrillStale`` and ``DrillFailed`` arm with the first drill.
 ``flowbreaker_drill_step_seconds{step}``
-    The last drill's time per step (``streams.drill.STEPS``, 9 series); NaN for a step
+    The last drill's time per step (``streams.cli.drill.STEPS``, 9 series); NaN for a step
     that failed to happen or was skipped.
 
 Bounded per-agent gauges (the only metrics with an ``agent_id`` label),
@@ -218,7 +218,7 @@ FANOUT_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 1000, 10000)
 
 MAX_FEATURES = 50
 MAX_DRILL_AGENTS = 10
-#: the steps of ``flowbreaker drill`` (streams/drill.py STEPS; metrics must not import the CLI)
+#: the steps of ``flowbreaker drill`` (streams/cli/drill.py STEPS; metrics must not import the CLI)
 DRILL_STEPS = ("decision", "freeze_command", "guard_ack", "actuator_webhook", "alert", "release",
                "release_guard_ack", "release_actuator", "probation")
 MAX_FEATURE_CHARS = 64

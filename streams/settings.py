@@ -24,7 +24,7 @@ setting                     environment                        default
                             (or ``FLOWBREAKER_SIGNING_KEYS_INLINE``; ``streams/clients/signing.py``)
 ``metrics_auth``            ``FLOWBREAKER_METRICS_AUTH``       false: ``/metrics`` and ``/status`` need a token
 ``manifests``               ``FLOWBREAKER_MANIFESTS``          none: intended-use manifest file or directory
-``drill_<step>_s``          ``FLOWBREAKER_DRILL_<STEP>_S``     targets of ``flowbreaker drill``'s steps (``streams/drill.py``)
+``drill_<step>_s``          ``FLOWBREAKER_DRILL_<STEP>_S``     targets of ``flowbreaker drill``'s steps (``streams/cli/drill.py``)
 ``security_protocol``       ``FLOWBREAKER_SECURITY_PROTOCOL``  ``PLAINTEXT`` (``SSL``, ``SASL_PLAINTEXT``, ``SASL_SSL``)
 ``sasl_mechanism``          ``FLOWBREAKER_SASL_MECHANISM``     ``SCRAM-SHA-512`` (``PLAIN``, ``SCRAM-SHA-256``)
 ``sasl_username``           ``FLOWBREAKER_SASL_USERNAME``
@@ -83,7 +83,7 @@ TOPICS: dict[str, str] = {
     "approvals": "agent-approvals",  # approval requests and decisions (streams/api/approvals.py)
     "manifests": "agent-manifests",  # intended-use manifests, compacted (streams/manifests.py)
     "acks": "agent-control-acks",    # guards' and the actuator's acknowledgements of commands (streams/clients/acks.py)
-    "drills": "agent-drills",        # results of `flowbreaker drill` (streams/drill.py)
+    "drills": "agent-drills",        # results of `flowbreaker drill` (streams/cli/drill.py)
 }
 
 PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
@@ -117,7 +117,7 @@ class Settings:
     signing_keys: str | None = None
     # intended-use manifests (streams/manifests.py): a file or directory; the agent-manifests topic adds to it
     manifests: str | None = None
-    # seconds each step of `flowbreaker drill` may take (streams/drill.py): from the first harmful event ...
+    # seconds each step of `flowbreaker drill` may take (streams/cli/drill.py): from the first harmful event ...
     drill_decision_s: float = 5.0
     drill_freeze_command_s: float = 10.0
     drill_guard_ack_s: float = 15.0

@@ -57,7 +57,7 @@ def build_engine(policy: str | None, model: str | None):
 def load_manifests(path: str | None):
     """The manifests of ``--manifests`` (a file or directory) as a book; an empty book without it."""
     from detector.manifest import ManifestBook, ManifestError
-    from streams.cli import UsageError
+    from detector.errors import UsageError
     from streams.manifests import load_path
 
     if not path:
@@ -81,7 +81,7 @@ def _metrics(engine):
 
 
 def run(args: argparse.Namespace) -> int:
-    from streams.cli import UsageError
+    from detector.errors import UsageError
 
     try:
         settings = Settings.from_args(args)

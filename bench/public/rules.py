@@ -171,7 +171,7 @@ class RuleBaseline:
 
 
 def _read(path: str) -> list[ActionEvent]:
-    from streams.replay import open_input, read_events
+    from streams.cli.replay import open_input, read_events
 
     fh = open_input(path)
     try:
@@ -183,7 +183,7 @@ def _read(path: str) -> list[ActionEvent]:
 def main(argv: list[str] | None = None) -> int:
     """``python -m bench.public.rules --history H --input E --out D [--policy P] [--gate]``."""
     from detector.policy import PolicyError, load_policy
-    from streams.cli import UsageError
+    from detector.errors import UsageError
 
     p = argparse.ArgumentParser(prog="python -m bench.public.rules", description="the rule baseline")
     p.add_argument("--history", metavar="HISTORY.jsonl", help="clean history for the seen-sets")

@@ -1,6 +1,6 @@
 """Synthetic fleet simulator: seeded agent action events with labelled incidents.
 
-Behind ``flowbreaker simulate`` (its command line is ``streams/simulate_cli.py``). It
+Behind ``flowbreaker simulate`` (its command line is ``streams/cli/simulate.py``). It
 writes a fleet's action events (docs/contract.md, section 1) and a labels file, so the
 detector can be trained on a clean history, replayed on a later stretch with injected
 incidents and benign look-alikes, and scored against the labels. The same pieces

@@ -968,7 +968,7 @@ def mount_api(app: Any, processor: Any, settings: Any, *, metrics: Any = None) -
     ``FLOWBREAKER_API_TOKENS``; a file that cannot be used is a usage error (exit 2).
     """
     from streams.api.auth import TokenFileError
-    from streams.cli import UsageError
+    from detector.errors import UsageError
     from streams.settings import SettingsError
 
     try:

@@ -19,7 +19,7 @@ from api_harness import NAME, TOKEN, Cluster, call, exfil, seed
 
 pytestmark = pytest.mark.timeout(240)
 REPO_DIR = Path(__file__).resolve().parents[2]
-CLI = [sys.executable, "-c", "import sys; from streams.cli import main; sys.exit(main())"]
+CLI = [sys.executable, "-c", "import sys; from streams.cli.main import main; sys.exit(main())"]
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ from api_harness import TOKEN, call, metric, wait_for, write_tokens
 from worker_harness import REPO_DIR, WorkerProc, stop_process
 
 pytestmark = pytest.mark.timeout(420)
-CLI = [sys.executable, "-m", "streams.cli"]
+CLI = [sys.executable, "-m", "streams.cli.main"]
 
 
 class Proc:

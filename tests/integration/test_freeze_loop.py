@@ -30,8 +30,8 @@ from worker_harness import stop_process
 REPO_DIR = Path(__file__).resolve().parents[2]
 POLICY = REPO_DIR / "examples" / "policy.toml"
 FLEET_AGENTS, FLEET_SEED = 12, 0
-#: a flowbreaker sub-command in a subprocess (``-c`` loads the CLI once, as ``streams.cli``)
-CLI = [sys.executable, "-c", "import sys; from streams.cli import main; sys.exit(main())"]
+#: a flowbreaker sub-command in a subprocess (``-c`` loads the CLI once, as ``streams.cli.main``)
+CLI = [sys.executable, "-c", "import sys; from streams.cli.main import main; sys.exit(main())"]
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -158,7 +158,7 @@ class Orchestrator:
 
 def train_model(workdir: Path) -> Path:
     """A model of the fleet's normal work: four clean simulated days, trained as an operator would."""
-    from streams.cli import main
+    from streams.cli.main import main
 
     history, model = workdir / "history.jsonl", workdir / "model"
     assert main(["simulate", "--out", str(history), "--agents", str(FLEET_AGENTS), "--seed", str(FLEET_SEED),
@@ -330,7 +330,7 @@ def test_an_incident_freezes_the_agent_which_executes_nothing_more_until_a_relea
 def test_a_guard_started_late_reads_the_freezes_already_on_the_topic(kafka_bootstrap, unique_topic_prefix,
                                                                       signing_keys):
     from streams.kafka_admin import ensure_topics
-    from streams.control import publish_command, release_command
+    from streams.cli.release import publish_command, release_command
     from streams.clients.guard import FreezeGuard
     from streams.settings import Settings
 

@@ -48,7 +48,7 @@ from worker_harness import WorkerProc, produce, stop_process
 pytestmark = pytest.mark.timeout(400)
 
 REPO_DIR = Path(__file__).resolve().parents[2]
-CLI = [sys.executable, "-c", "import sys; from streams.cli import main; sys.exit(main())"]
+CLI = [sys.executable, "-c", "import sys; from streams.cli.main import main; sys.exit(main())"]
 REFUSAL_WINDOW_S = 3.0
 FLOOD = 2000
 

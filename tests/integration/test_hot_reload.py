@@ -22,7 +22,7 @@ POLICY = REPO_DIR / "examples" / "policy.toml"
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "streams.cli", *args], cwd=REPO_DIR, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "streams.cli.main", *args], cwd=REPO_DIR, capture_output=True,
                           text=True, timeout=120)
 
 

@@ -18,7 +18,7 @@ from api_harness import TOKEN, call, metric, wait_for, write_tokens
 from worker_harness import REPO_DIR, WorkerProc, produce
 
 pytestmark = pytest.mark.timeout(300)
-CLI = [sys.executable, "-m", "streams.cli"]
+CLI = [sys.executable, "-m", "streams.cli.main"]
 
 MANIFEST_V1 = """version = 1
 agent = "{agent}"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.cli import main
+from streams.cli.main import main
 
 REPO = Path(__file__).resolve().parents[2]
 POLICY = str(REPO / "examples" / "policy.toml")

@@ -1,6 +1,6 @@
 """Helpers for the worker integration tests and bench/bench_stream.py.
 
-Workers run as subprocesses (``python -m streams.cli worker``), each with its own
+Workers run as subprocesses (``python -m streams.cli.main worker``), each with its own
 web port and data dir; they are stopped with SIGTERM and, after a timeout,
 SIGKILL, and only by their own pid. Every wait here is bounded.
 """
@@ -52,7 +52,7 @@ class WorkerProc:
         self.web_port = web_port or free_port()
         self.datadir = Path(datadir)
         self.datadir.mkdir(parents=True, exist_ok=True)
-        self.args = [sys.executable, "-m", "streams.cli", "worker", "--bootstrap", bootstrap,
+        self.args = [sys.executable, "-m", "streams.cli.main", "worker", "--bootstrap", bootstrap,
                      "--topic-prefix", prefix, "--app-id", app_id, "--web-port", str(self.web_port),
                      "--datadir", str(self.datadir), "--session-timeout", str(session_timeout),
                      "--flush-interval", str(flush_interval), *extra]
@@ -281,7 +281,7 @@ def fleet_model(events: list[dict], workdir: Path, policy: Path | None = POLICY,
             if instant(e["ts"]) < start + clean_days * 86400.0:
                 fh.write(json.dumps(e) + "\n")
     out = workdir / "model"
-    cmd = [sys.executable, "-m", "streams.cli", "train", "--input", str(history), "--out", str(out), "--seed", "0"]
+    cmd = [sys.executable, "-m", "streams.cli.main", "train", "--input", str(history), "--out", str(out), "--seed", "0"]
     if policy is not None:
         cmd += ["--policy", str(policy)]
     subprocess.run(cmd, cwd=REPO_DIR, check=True, timeout=300, capture_output=True)
@@ -297,7 +297,7 @@ def replay(events: Iterable[dict], workdir: Path, policy: Path | None = POLICY,
     with open(src, "w") as fh:
         for e in events:
             fh.write(json.dumps(e) + "\n")
-    cmd = [sys.executable, "-m", "streams.cli", "replay", "--input", str(src), "--out", str(out), "--quiet"]
+    cmd = [sys.executable, "-m", "streams.cli.main", "replay", "--input", str(src), "--out", str(out), "--quiet"]
     if policy is not None:
         cmd += ["--policy", str(policy)]
     cmd += list(extra)

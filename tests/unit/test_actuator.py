@@ -247,7 +247,7 @@ def test_the_actuator_skips_and_commits_past_what_is_not_a_command():
 
 
 def test_the_command_line_refuses_a_bad_webhook_url_with_exit_code_2(capsys):
-    from streams.cli import main
+    from streams.cli.main import main
 
     assert main(["actuator", "--webhook", "ftp://x"]) == 2
     err = capsys.readouterr().err.strip()
@@ -337,7 +337,7 @@ def test_when_the_history_cannot_be_read_the_record_waits_uncommitted():
 
 
 def test_the_command_line_needs_the_signing_keys(capsys, monkeypatch):
-    from streams.cli import main
+    from streams.cli.main import main
 
     monkeypatch.delenv("FLOWBREAKER_SIGNING_KEYS", raising=False)
     monkeypatch.delenv("FLOWBREAKER_SIGNING_KEYS_INLINE", raising=False)

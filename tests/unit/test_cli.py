@@ -1,6 +1,6 @@
-"""The command line (streams/cli.py, streams/replay.py, models/train.py), contract section 5.
+"""The command line (streams/cli/main.py, streams/cli/replay.py, models/train.py), contract section 5.
 
-Run in-process through ``streams.cli.main`` and, for exit codes, in a subprocess.
+Run in-process through ``streams.cli.main.main`` and, for exit codes, in a subprocess.
 """
 from __future__ import annotations
 
@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 
 from detector.events import decode_event
-from streams.cli import main
+from streams.cli.main import main
 
 REPO = Path(__file__).resolve().parents[2]
 POLICY = REPO / "examples" / "policy.toml"
 RECORD_FIELDS = {"event_id", "agent_id", "ts", "score", "severity", "reasons", "action_taken", "breaker_state",
                  "model_version"}
-ENTRY = "import sys; from streams.cli import main; raise SystemExit(main(sys.argv[1:]))"
+ENTRY = "import sys; from streams.cli.main import main; raise SystemExit(main(sys.argv[1:]))"
 
 
 def flowbreaker(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -88,7 +88,7 @@ def test_a_missing_input_file_exits_2_in_a_real_process(tmp_path):
 
 def test_python_dash_m_streams_cli_also_exits_2_on_a_missing_input_file(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    done = subprocess.run([sys.executable, "-m", "streams.cli", "replay", "--input", "nope.jsonl", "--out", "d.jsonl"],
+    done = subprocess.run([sys.executable, "-m", "streams.cli.main", "replay", "--input", "nope.jsonl", "--out", "d.jsonl"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert len(stderr_lines(done.stderr)) == 1

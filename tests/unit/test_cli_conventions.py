@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.cli import main
+from streams.cli.main import main
 
 REPO = Path(__file__).resolve().parents[2]
 POLICY = REPO / "examples" / "policy.toml"
@@ -111,7 +111,7 @@ def test_every_command_reports_bad_usage_as_one_line_flowbreaker_command_reason_
 
 
 def test_the_shared_usage_error_is_the_one_the_cli_re_exports():
-    import streams.cli
+    import streams.cli.main
     from detector.errors import UsageError
 
-    assert streams.cli.UsageError is UsageError
+    assert streams.cli.main.UsageError is UsageError

@@ -64,7 +64,7 @@ def test_every_topic_of_the_settings_is_in_the_topic_table():
 
 
 def test_every_sub_command_is_in_the_command_table():
-    from streams.cli import COMMANDS
+    from streams.cli.main import COMMANDS
 
     table = _section(CONTRACT, 5)
     assert [c for c in COMMANDS if f"`flowbreaker {c}" not in table] == []

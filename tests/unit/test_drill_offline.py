@@ -1,4 +1,4 @@
-"""Drills (streams/drill.py, streams/clients/acks.py, detector/drill.py) without Kafka: the synthetic incident, the
+"""Drills (streams/cli/drill.py, streams/clients/acks.py, detector/drill.py) without Kafka: the synthetic incident, the
 acknowledgements a guard and the actuator publish, the report, the result the workers follow, the command's
 usage errors, and training leaving drill agents out."""
 from __future__ import annotations
@@ -13,8 +13,8 @@ from detector.engine import Engine
 from detector.events import decode_event
 from detector.policy import Policy
 from streams.clients.acks import AckSink, GuardAcker, parse_ack
-from streams.cli import main
-from streams.drill import DEFAULT_TARGETS_S, STEPS, script, targets_from, write_report
+from streams.cli.main import main
+from streams.cli.drill import DEFAULT_TARGETS_S, STEPS, script, targets_from, write_report
 from streams.drill_results import REPORT_FORMAT, DrillFollower, parse_result
 from streams.clients.guard import FreezeGuard
 from streams.settings import Settings

@@ -96,7 +96,7 @@ def test_replay_with_an_approvals_dump_checks_ids_like_the_worker(tmp_path):
     dump = tmp_path / "approvals.jsonl"
     dump.write_text(json.dumps(book.get("apr-1")) + "\nnot json\n")
     out = tmp_path / "decisions.jsonl"
-    proc = subprocess.run([sys.executable, "-m", "streams.cli", "replay", "--policy", "examples/policy.toml",
+    proc = subprocess.run([sys.executable, "-m", "streams.cli.main", "replay", "--policy", "examples/policy.toml",
                            "--input", str(events), "--out", str(out), "--approvals", str(dump)],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr

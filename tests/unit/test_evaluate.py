@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from models.evaluate import (LabelsError, check_labels, event_labels, incident_outcomes, load_labels, summarize)
-from streams.cli import main
+from streams.cli.main import main
 
 REPO = Path(__file__).resolve().parents[2]
 POLICY = REPO / "examples" / "policy.toml"
@@ -222,7 +222,7 @@ def test_evaluate_writes_a_self_contained_report_that_agrees_with_replay(simulat
 
 def test_release_after_releases_frozen_agents_so_they_can_be_frozen_again(simulated):
     from models.evaluate import score_events
-    from streams.replay import load_engine, read_events
+    from streams.cli.replay import load_engine, read_events
 
     with open(simulated / "events.jsonl", "rb") as fh:
         events = list(read_events(fh))

@@ -49,7 +49,7 @@ def test_importing_a_models_module_loads_nothing_of_the_shell(module):
 
 def test_the_probe_would_see_the_shell():
     # the check above can fail: a module that imports the shell shows up
-    assert "streams.replay" in _shell_modules_loaded_by("streams.evaluate_cli")
+    assert "streams.cli.replay" in _shell_modules_loaded_by("streams.cli.evaluate")
 
 
 def _shell_imports(source: str) -> list[str]:
@@ -69,5 +69,5 @@ def test_no_models_source_imports_the_shell_even_inside_a_function(path):
 
 
 def test_the_source_check_sees_an_import_inside_a_function():
-    src = "def run():\n    from streams.replay import load_engine\n    import streams.cli\nimport streamsx\n"
-    assert _shell_imports(src) == ["streams.replay (line 2)", "streams.cli (line 3)"]
+    src = "def run():\n    from streams.cli.replay import load_engine\n    import streams.cli.main\nimport streamsx\n"
+    assert _shell_imports(src) == ["streams.cli.replay (line 2)", "streams.cli.main (line 3)"]

@@ -17,7 +17,7 @@ from detector.events import decode_event
 from detector.policy import load_policy
 from models.evaluate import check_labels, incident_outcomes, summarize
 from models.playback import Playback, parse_duration
-from streams.cli import main as cli
+from streams.cli.main import main as cli
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "public"
 

@@ -1,4 +1,4 @@
-"""Tests of the model registry (models/registry.py) and ``flowbreaker models`` (streams/models_cli.py)."""
+"""Tests of the model registry (models/registry.py) and ``flowbreaker models`` (streams/cli/models.py)."""
 from __future__ import annotations
 
 import json
@@ -12,7 +12,7 @@ import pytest
 from detector.features import FEATURE_NAMES
 from models.registry import Registry, RegistryError, default_root
 from models.store import ModelError, save_model
-from streams.cli import main
+from streams.cli.main import main
 
 REPO = Path(__file__).resolve().parents[2]
 POLICY = REPO / "examples" / "policy.toml"

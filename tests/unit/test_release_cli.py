@@ -1,4 +1,4 @@
-"""``flowbreaker release`` (streams/control.py): which authority it uses and how it fails, without Kafka.
+"""``flowbreaker release`` (streams/cli/release.py): which authority it uses and how it fails, without Kafka.
 
 The API path is exercised against a small real HTTP server on 127.0.0.1 that
 answers as a worker would; the key-holder path against Kafka is in
@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from streams.cli import main
+from streams.cli.main import main
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from streams.cli import main
+from streams.cli.main import main
 
 
 def event(i: int, **kw) -> dict:

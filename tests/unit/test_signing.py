@@ -11,7 +11,7 @@ import streams.api.approvals
 import streams.api.audit_trail
 import streams.api.auth
 import streams.clients.commands
-import streams.control
+import streams.cli.release
 import streams.api.control_feed
 import streams.clients.signing
 from streams.clients.commands import REASONS, CommandFold, RecordError, decode_command, decode_record
@@ -29,7 +29,7 @@ def release(**kw) -> dict:
 
 
 @pytest.mark.parametrize("module", [streams.clients.signing, streams.clients.commands, streams.api.control_feed, streams.api.audit_trail, streams.api.auth,
-                                    streams.api.approvals, streams.control])
+                                    streams.api.approvals, streams.cli.release])
 def test_the_module_examples_run(module):
     assert doctest.testmod(module).failed == 0
 

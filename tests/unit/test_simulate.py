@@ -1,4 +1,4 @@
-"""Tests of the synthetic fleet simulator (models/simulate/) and its command line (streams/simulate_cli.py).
+"""Tests of the synthetic fleet simulator (models/simulate/) and its command line (streams/cli/simulate.py).
 
 The contract checker below is written independently of the simulator (and of
 detector/events.py) from the outside contract, section 1.
@@ -23,8 +23,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from models import simulate as sim
-from streams import simulate_cli
-from streams.cli import main
+from streams.cli import simulate as simulate_cli
+from streams.cli.main import main
 
 REPO = Path(__file__).resolve().parents[2]
 POLICY = REPO / "examples" / "policy.toml"

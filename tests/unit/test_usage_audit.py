@@ -1,4 +1,4 @@
-"""flowbreaker audit (streams/usage_audit.py): behaviour against intended use over a period, drift against the
+"""flowbreaker audit (streams/cli/audit.py): behaviour against intended use over a period, drift against the
 previous period, the report files; and the manifests' file loading and topic fold it relies on."""
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import pytest
 from detector.events import decode_event
 from detector.manifest import ManifestBook, ManifestError, parse_manifest
 from detector.policy import Policy
-from streams.cli import main
+from streams.cli.main import main
 from streams.manifests import ManifestTopicFold, load_path
-from streams.usage_audit import REPORT_FORMAT, audit_period, write_report
+from streams.cli.audit import REPORT_FORMAT, audit_period, write_report
 
 POLICY = Policy.from_dict({"internal_domains": ["corp.example"]})
 SINCE = datetime(2026, 3, 9, tzinfo=timezone.utc)

@@ -45,7 +45,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 
 def open_input(path: str) -> IO[bytes]:
-    from streams.cli import UsageError
+    from detector.errors import UsageError
 
     if path == "-":
         return sys.stdin.buffer
@@ -56,7 +56,7 @@ def open_input(path: str) -> IO[bytes]:
 
 
 def open_output(path: str) -> IO[bytes]:
-    from streams.cli import UsageError
+    from detector.errors import UsageError
 
     if path == "-":
         return sys.stdout.buffer
@@ -134,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
 
             gate = ManifestGate(gate)
     from models.playback import Playback, parse_duration
-    from streams.cli import UsageError
+    from detector.errors import UsageError
 
     try:
         release_after = parse_duration(args.release_after) if getattr(args, "release_after", None) else None

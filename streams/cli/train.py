@@ -111,7 +111,7 @@ def _from_topic(args, on_error) -> tuple[list, dict]:
     from kafka.errors import KafkaError
 
     from detector.events import EventError, decode_event
-    from streams.cli import UsageError
+    from detector.errors import UsageError
     from streams.topic_range import RangeTooLarge, TopicMissing, parse_instant, read_range
 
     if not args.since:
@@ -211,8 +211,8 @@ def run(args: argparse.Namespace) -> int:
     from detector.policy import load_policy
     from models.store import save_model
     from models.train import fit
-    from streams.cli import UsageError
-    from streams.replay import open_input, read_events
+    from detector.errors import UsageError
+    from streams.cli.replay import open_input, read_events
 
     if args.trees < 1:
         raise UsageError("--trees must be >= 1")

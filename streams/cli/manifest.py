@@ -100,7 +100,7 @@ def read_events(args: argparse.Namespace, *, since_ms: int | None = None, until_
 
     events = []
     if args.input is not None:
-        from streams.replay import open_input, read_events as read_file
+        from streams.cli.replay import open_input, read_events as read_file
 
         fh = open_input(args.input)
         try:

@@ -16,25 +16,25 @@ import sys
 
 from detector.errors import UsageError
 
-__all__ = ["main", "UsageError"]
+__all__ = ["main", "build_parser", "COMMANDS"]
 
 #: sub-command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "train": ("streams.train_cli", "fit baseline profiles and models from past action events (a file or a Kafka topic)"),
-    "replay": ("streams.replay", "score events in order through the engine, one decision per valid event"),
-    "simulate": ("streams.simulate_cli", "write a synthetic fleet's events with injected incidents and labels"),
-    "evaluate": ("streams.evaluate_cli", "replay and report detection quality with plots"),
-    "models": ("streams.models_cli", "the model registry: list, show, add, promote, rollback"),
+    "train": ("streams.cli.train", "fit baseline profiles and models from past action events (a file or a Kafka topic)"),
+    "replay": ("streams.cli.replay", "score events in order through the engine, one decision per valid event"),
+    "simulate": ("streams.cli.simulate", "write a synthetic fleet's events with injected incidents and labels"),
+    "evaluate": ("streams.cli.evaluate", "replay and report detection quality with plots"),
+    "models": ("streams.cli.models", "the model registry: list, show, add, promote, rollback"),
     "worker": ("streams.worker", "run a stream-processing worker against Kafka"),
     "actuator": ("streams.clients.actuator", "run the freeze actuator against Kafka"),
     "runtime": ("streams.runtime", "run the reference agent runtime (demo and tests)"),
-    "topics": ("streams.kafka_admin", "create flowbreaker's Kafka topics"),
-    "approvals": ("streams.approvals_cli", "list, approve and deny pre-action approval requests (the /v1 API)"),
-    "release": ("streams.control", "release a frozen agent (publishes `release` on agent-control)"),
+    "topics": ("streams.cli.topics", "create flowbreaker's Kafka topics"),
+    "approvals": ("streams.cli.approvals", "list, approve and deny pre-action approval requests (the /v1 API)"),
+    "release": ("streams.cli.release", "release a frozen agent (publishes `release` on agent-control)"),
     "demo": ("streams.demo", "the live demo: Kafka, worker, actuator, runtime and simulated traffic"),
-    "manifest": ("streams.manifest_cli", "intended-use manifests: suggest from behaviour, check, publish"),
-    "audit": ("streams.usage_audit", "behaviour against intended use per agent over a period (report)"),
-    "drill": ("streams.drill", "rehearse a freeze end to end on a live deployment (drill report)"),
+    "manifest": ("streams.cli.manifest", "intended-use manifests: suggest from behaviour, check, publish"),
+    "audit": ("streams.cli.audit", "behaviour against intended use per agent over a period (report)"),
+    "drill": ("streams.cli.drill", "rehearse a freeze end to end on a live deployment (drill report)"),
 }
 
 

@@ -108,8 +108,8 @@ def _list(reg) -> int:
 
 
 def _drift_events(args):
-    from streams.cli import UsageError
-    from streams.replay import open_input, read_events
+    from detector.errors import UsageError
+    from streams.cli.replay import open_input, read_events
 
     if args.input:
         fh = open_input(args.input)
@@ -152,7 +152,7 @@ def _show(reg, args) -> int:
     from detector.policy import load_policy
     from models.drift import drift_table, feature_rows, psi_rows
     from models.store import ModelError
-    from streams.cli import UsageError
+    from detector.errors import UsageError
 
     version = args.version or reg.current()
     if version is None:
@@ -214,7 +214,7 @@ def _show(reg, args) -> int:
 
 
 def _switch(reg, args) -> int:
-    from streams.cli import UsageError
+    from detector.errors import UsageError
 
     by = args.by or _by_default()
     if args.models_command == "promote":
@@ -245,7 +245,7 @@ def _switch(reg, args) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from models.registry import RegistryError
-    from streams.cli import UsageError
+    from detector.errors import UsageError
 
     reg = _registry(args)
     try:

@@ -336,7 +336,7 @@ def run(args: argparse.Namespace) -> int:
     from detector.errors import UsageError
     from detector.manifest import ManifestError
     from detector.policy import load_policy
-    from streams.manifest_cli import read_events, time_range
+    from streams.cli.manifest import read_events, time_range
     from streams.settings import Settings, SettingsError
 
     policy = load_policy(args.policy)

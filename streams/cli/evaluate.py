@@ -2,8 +2,8 @@
 of detection quality (report.md, report.html, metrics.json and plots).
 
 The file and engine shell around :mod:`models.evaluate`, which measures and writes the
-report: this module reads the labels, the events (``streams.replay``'s reader: invalid
-lines are counted and skipped) and the models (``streams.replay.load_engine``), so that
+report: this module reads the labels, the events (``streams.cli.replay``'s reader: invalid
+lines are counted and skipped) and the models (``streams.cli.replay.load_engine``), so that
 ``models/`` never imports the shell. What is measured: :mod:`models.evaluate`.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ from detector.errors import UsageError
 from detector.policy import load_policy
 from models.evaluate import LabelsError, evaluate_model, load_labels, one_line, write_report
 from models.playback import parse_duration
-from streams.replay import load_engine, open_input, read_events
+from streams.cli.replay import load_engine, open_input, read_events
 
 __all__ = ["configure_parser", "run"]
 
