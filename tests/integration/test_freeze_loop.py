@@ -189,7 +189,7 @@ def test_an_incident_freezes_the_agent_which_executes_nothing_more_until_a_relea
 
     from models.simulate import Fleet
     from streams.kafka_admin import ensure_topics
-    from streams.runtime import task_to_dict
+    from streams.demo.simulated_runtime import task_to_dict
     from streams.settings import Settings
 
     t_start = time.monotonic()

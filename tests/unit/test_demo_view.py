@@ -1,4 +1,4 @@
-"""What the live demo prints (streams/demo.py's SocView): one time zone, short lines, labelled numbers.
+"""What the live demo prints (streams/demo/live.py's SocView): one time zone, short lines, labelled numbers.
 
 Fed with records shaped like the worker's and the runtime journal's, with a fixed clock.
 """
@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import re
 
-from streams.demo import WIDTH, SocView, clip, wrap
-from streams.runtime import FreezeGuard, Runtime
+from streams.demo.live import WIDTH, SocView, clip, wrap
+from streams.demo.simulated_runtime import FreezeGuard, Runtime
 
 T0 = 1772442000.0  # 2026-03-02T09:00:00Z
 

@@ -1,5 +1,5 @@
 """FreezeGuard without Kafka: the fold of freeze/release commands into the frozen set, and the
-reference runtime that obeys it (streams/runtime.py, driven by a hand-made clock)."""
+reference runtime that obeys it (streams/demo/simulated_runtime.py, driven by a hand-made clock)."""
 from __future__ import annotations
 
 import doctest
@@ -13,10 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import streams.clients.guard
-import streams.runtime
+import streams.demo.simulated_runtime
 from streams.clients.guard import FreezeGuard
 from streams.clients.signing import KeyRing
-from streams.runtime import Feed, Runtime, TaskError, paced_history, step_event, task_from_dict, task_to_dict
+from streams.demo.simulated_runtime import Feed, Runtime, TaskError, paced_history, step_event, task_from_dict, task_to_dict
 
 AGENTS = ("agent-a", "agent-b", "agent-c", "agent-d")
 KEYS = KeyRing({"k1": b"k" * 32}, active="k1")
@@ -57,7 +57,7 @@ commands = st.lists(st.tuples(st.sampled_from(AGENTS), st.sampled_from(("freeze"
 
 def test_the_module_examples_run():
     assert doctest.testmod(streams.clients.guard).failed == 0
-    assert doctest.testmod(streams.runtime).failed == 0
+    assert doctest.testmod(streams.demo.simulated_runtime).failed == 0
 
 
 def test_a_freeze_stops_the_agent_and_a_release_lets_it_go_on():

@@ -7,7 +7,7 @@ started, each by its own pid:
    (a 127.0.0.1 address);
 2. the topics (:func:`streams.kafka_admin.ensure_topics`);
 3. a model of the simulated fleet's normal work at the demo's pace (the runtime's
-   own code on a virtual clock, :func:`streams.runtime.paced_history`, then
+   own code on a virtual clock, :func:`streams.demo.simulated_runtime.paced_history`, then
    ``flowbreaker train``; a few seconds);
 4. one worker (``flowbreaker worker`` with ``examples/policy.toml`` and that
    model), unless the worker group already has members;
@@ -541,11 +541,11 @@ class Demo:
         self.say_wrapped("topics", "ready (partitions): " + ", ".join(f"{t} ({n})" for t, n in counts.items()))
 
     def train_model(self) -> None:
-        """A model of the fleet's normal work at the demo's own pace (see :func:`streams.runtime.paced_history`)."""
+        """A model of the fleet's normal work at the demo's own pace (see :func:`streams.demo.simulated_runtime.paced_history`)."""
         from datetime import datetime, timezone
 
         from streams.cli.main import main
-        from streams.runtime import paced_history
+        from streams.demo.simulated_runtime import paced_history
 
         a = self.args
         model, history = self.workdir / "model", self.workdir / "history.jsonl"
@@ -671,7 +671,7 @@ class Demo:
                      str(self.token_files["runtime"]), "--approval-wait", str(a.approval_wait)]
             # the deletes (no destinations, not checked) first: the stream's freeze shows early, then the
             # outbound incidents, which the check holds before any data leaves
-            from streams.runtime import DEFAULT_INCIDENT_KINDS
+            from streams.demo.simulated_runtime import DEFAULT_INCIDENT_KINDS
 
             kinds = ["mass_delete"] + [k for k in DEFAULT_INCIDENT_KINDS if k != "mass_delete"]
             args += ["--incidents", ",".join(kinds)]
