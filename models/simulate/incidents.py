@@ -287,8 +287,8 @@ BUILDERS: Mapping[str, Callable[[FleetView, TaskBuilder, int], None]] = {
 # --------------------------------------------------------------------------- placing
 
 
-def stage_incidents(fleet: FleetView, kinds: Sequence[str], choose: Callable[..., AgentProfile | None], lo: int, hi: int,
-                    seed: int, hashes: dict[str, list[tuple[int, str]]]) -> tuple[list[Placed], list[dict]]:
+def stage_incidents(fleet: FleetView, kinds: Sequence[str], choose: Callable[..., AgentProfile | None], lo: int,
+                    hi: int, seed: int, hashes: dict[str, list[tuple[int, str]]]) -> tuple[list[Placed], list[dict]]:
     """One task per entry of ``kinds`` (in order), placed in the incident window ``[lo, hi)`` (epoch ms).
 
     ``choose(roles)`` picks the agent (the simulation's, shared with the look-alikes). Long

@@ -20,7 +20,8 @@ __all__ = ["main", "build_parser", "COMMANDS"]
 
 #: sub-command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "train": ("streams.cli.train", "fit baseline profiles and models from past action events (a file or a Kafka topic)"),
+    "train": ("streams.cli.train",
+              "fit baseline profiles and models from past action events (a file or a Kafka topic)"),
     "replay": ("streams.cli.replay", "score events in order through the engine, one decision per valid event"),
     "simulate": ("streams.cli.simulate", "write a synthetic fleet's events with injected incidents and labels"),
     "evaluate": ("streams.cli.evaluate", "replay and report detection quality with plots"),

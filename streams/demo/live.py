@@ -541,7 +541,8 @@ class Demo:
         self.say_wrapped("topics", "ready (partitions): " + ", ".join(f"{t} ({n})" for t, n in counts.items()))
 
     def train_model(self) -> None:
-        """A model of the fleet's normal work at the demo's own pace (see :func:`streams.demo.simulated_runtime.paced_history`)."""
+        """A model of the fleet's normal work at the demo's own pace
+        (see :func:`streams.demo.simulated_runtime.paced_history`)."""
         from datetime import datetime, timezone
 
         from streams.cli.main import main

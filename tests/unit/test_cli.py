@@ -88,8 +88,8 @@ def test_a_missing_input_file_exits_2_in_a_real_process(tmp_path):
 
 def test_python_dash_m_streams_cli_also_exits_2_on_a_missing_input_file(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    done = subprocess.run([sys.executable, "-m", "streams.cli.main", "replay", "--input", "nope.jsonl", "--out", "d.jsonl"],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    done = subprocess.run([sys.executable, "-m", "streams.cli.main", "replay", "--input", "nope.jsonl",
+                           "--out", "d.jsonl"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert len(stderr_lines(done.stderr)) == 1
 

@@ -16,7 +16,8 @@ import streams.clients.guard
 import streams.demo.simulated_runtime
 from streams.clients.guard import FreezeGuard
 from streams.clients.signing import KeyRing
-from streams.demo.simulated_runtime import Feed, Runtime, TaskError, paced_history, step_event, task_from_dict, task_to_dict
+from streams.demo.simulated_runtime import (Feed, Runtime, TaskError, paced_history, step_event, task_from_dict,
+                                            task_to_dict)
 
 AGENTS = ("agent-a", "agent-b", "agent-c", "agent-d")
 KEYS = KeyRing({"k1": b"k" * 32}, active="k1")

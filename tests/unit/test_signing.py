@@ -28,8 +28,9 @@ def release(**kw) -> dict:
     return cmd
 
 
-@pytest.mark.parametrize("module", [streams.clients.signing, streams.clients.commands, streams.api.control_feed, streams.api.audit_trail, streams.api.auth,
-                                    streams.api.approvals, streams.cli.release])
+@pytest.mark.parametrize("module", [streams.clients.signing, streams.clients.commands, streams.api.control_feed,
+                                    streams.api.audit_trail, streams.api.auth, streams.api.approvals,
+                                    streams.cli.release])
 def test_the_module_examples_run(module):
     assert doctest.testmod(module).failed == 0
 
