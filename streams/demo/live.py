@@ -60,7 +60,7 @@ from streams.settings import Settings, add_kafka_arguments
 
 __all__ = ["configure_parser", "run", "SocView"]
 
-REPO_DIR = Path(__file__).resolve().parents[1]
+REPO_DIR = Path(__file__).resolve().parents[2]  # streams/demo/live.py -> the repository
 KAFKA_SH = REPO_DIR / "scripts" / "kafka.sh"
 PROMETHEUS_SH = REPO_DIR / "scripts" / "prometheus.sh"
 POLICY = REPO_DIR / "examples" / "policy.toml"
