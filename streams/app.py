@@ -71,13 +71,19 @@ handed over promptly. Outputs and state writes go straight to the aiokafka
 producer in per-partition batches (faust's ``send_soon`` buffer throttles every
 stream while it holds more than 100 messages).
 
-Store: ``memory://``. The per-agent state is small (~1.5 KB) and the changelog
+Store: ``memory://``. The per-agent state is small (~2 KB) and the changelog
 is compacted, so rebuilding a partition's table on assignment means reading one
-message per agent (100,000 agents: ~150 MB, seconds); nothing local can go stale
-or corrupt after kill -9, and there is no native dependency. The processor also
-writes table entries outside faust's event context (from its flusher), which
-faust's RocksDB store does not support (it picks its column family from the
-current event).
+message per agent (100,000 agents: ~200 MB, seconds); nothing local can go stale
+or corrupt after kill -9, and there is no native dependency. The processor
+writes the changelog itself, outside faust's event context (from its flusher),
+which faust's RocksDB store would not support (it picks its column family from
+the current event). The in-memory store holds only the agents that *rest*:
+quiet for ``rest_after`` seconds, their state deflated there, their live state
+dropped (``streams/residency.py``); an agent that acts is *resident*, its live
+state in the engine and nothing in the store.
+
+What a record becomes before the engine sees it (a dead letter, a re-route to
+its agent's home partition, or an event to decide) is ``streams/intake.py``.
 
 Scale-out: any number of workers in one consumer group share the partitions;
 the table's changelog partitions follow their ``agent-actions`` partitions, so a
@@ -94,7 +100,7 @@ import logging
 import time
 from collections import defaultdict
 from datetime import datetime
-from typing import Any, Iterable
+from typing import Any
 
 import faust
 import msgspec
@@ -104,6 +110,7 @@ from detector.engine import Engine
 from detector.events import EventError
 from streams.drift_monitor import DriftMonitor
 from streams.intake import REROUTED_HEADER, MiskeyLog, admit, home_partition, key_problem, reference_time
+from streams.residency import Residency, pack_state, unpack_state
 from streams.settings import Settings
 
 __all__ = ["create_app", "Processor", "TABLE", "pack_state", "unpack_state", "dlq_record"]
@@ -111,7 +118,6 @@ __all__ = ["create_app", "Processor", "TABLE", "pack_state", "unpack_state", "dl
 log = logging.getLogger("flowbreaker.worker")
 
 TABLE = "agent-state"
-ENVELOPE_VERSION = 1
 #: DLQ copies at most this much of an invalid message (base64 of a 1 MB message would not fit in one)
 DLQ_RAW_MAX = 256 * 1024
 #: how far before an outbox write the lookup of its publication starts (clock skew between hosts)
@@ -119,24 +125,6 @@ RECONCILE_MARGIN_MS = 60_000
 
 _encode = msgspec.json.Encoder().encode  # the same encoder as streams/replay.py: byte-identical records
 _decode_json = msgspec.json.decode
-
-
-# ---------------------------------------------------------------------- table envelope
-def pack_state(partition: int, offset: int, state: bytes, outbox: Iterable = (), written_ms: int = 0) -> bytes:
-    """Table value: the engine's agent state and where it stands in the source partition.
-
-    >>> unpack_state(pack_state(3, 41, b"state", [("freeze", "control", 3, "a", b"{}", "inc-1", 5)]))
-    (3, 41, b'state', [['freeze', 'control', 3, 'a', b'{}', 'inc-1', 5]], 0)
-    """
-    return msgspec.msgpack.encode((ENVELOPE_VERSION, partition, offset, state, list(outbox), written_ms))
-
-
-def unpack_state(raw: bytes) -> tuple[int, int, bytes, list, int]:
-    """``(partition, offset, state, outbox, written_ms)``; raises ValueError on an unknown version."""
-    ver, partition, offset, state, outbox, written_ms = msgspec.msgpack.decode(raw)
-    if ver != ENVELOPE_VERSION:
-        raise ValueError(f"agent-state envelope version {ver} is not {ENVELOPE_VERSION}")
-    return partition, offset, state, outbox, written_ms
 
 
 def dlq_record(raw: bytes | None, err: EventError, topic: str, partition: int, offset: int) -> bytes:
@@ -198,9 +186,8 @@ class Processor:
         self.counts = partition_counts               # topic name -> partitions
         self.n_actions = partition_counts[self.topics["actions"]]
         self.table: Any = None
-        # per loaded agent (all four keyed by agent_id)
-        self.part: dict[str, int] = {}               # partition of its events
-        self.applied: dict[str, int] = {}            # offset of the last event its state includes
+        # resident agents (streams/residency.py): live state in the engine; idle ones rest in the table
+        self.residency = Residency(engine, None, partitions=self.n_actions, rest_after=settings.rest_after)
         self.outbox: dict[str, list] = {}            # unconfirmed freeze / incident publications
         self.frozen: dict[str, str] = {}             # agents with an open breaker -> incident id
         # write-behind bookkeeping
@@ -222,6 +209,7 @@ class Processor:
         self.miskey_log = MiskeyLog()
         self._lock: asyncio.Lock | None = None
         self._idle: asyncio.Event | None = None
+        self._topk_at = 0.0
         self._tasks: set[asyncio.Future] = set()
 
     # ------------------------------------------------------------------ helpers
@@ -276,21 +264,25 @@ class Processor:
         return fut
 
     # ------------------------------------------------------------------ loading and forgetting
+    @property
+    def part(self) -> dict[str, int]:
+        """Resident agent -> its home partition."""
+        return self.residency.home
+
+    @property
+    def applied(self) -> dict[str, int]:
+        """Resident agent -> offset of the last event its state includes."""
+        return self.residency.cursor
+
+    def attach_table(self, table) -> None:
+        """The ``agent-state`` table: its in-memory store holds the resting agents."""
+        self.table = table
+        self.residency.store = table.data
+
     def _load(self, agent: str, partition: int | None = None) -> None:
-        """Bring an agent into memory from the table. Its events and its state's changelog record live on
+        """Make an agent resident, from the table. Its events and its state's changelog record live on
         its home partition (streams/intake.py), whatever partition the record that named it came from."""
-        partition = home_partition(agent, self.n_actions)
-        self.part[agent] = partition
-        self.applied[agent] = -1
-        raw = self.table.data.get(agent) if self.table is not None else None
-        if raw is None:
-            return
-        p, offset, state, outbox, _ = unpack_state(raw)
-        self.engine.load_agent(agent, state)
-        if p == partition:
-            self.applied[agent] = offset
-        else:  # the topic was repartitioned: offsets of the old partition say nothing
-            log.warning("agent %s moved from partition %d to %d: not skipping redelivered events", agent, p, partition)
+        outbox = self.residency.load(agent)
         if outbox:
             self.outbox[agent] = [list(e) for e in outbox]
             self._spawn(self._reconcile(agent, [list(e) for e in outbox]))
@@ -309,8 +301,12 @@ class Processor:
                 self.dirty.pop(agent, None)
                 self.held.pop(agent, None)
             self.engine.agents.pop(agent, None)
-            for d in (self.part, self.applied, self.outbox, self.frozen):
+            self.residency.forget(agent)
+            for d in (self.outbox, self.frozen):
                 d.pop(agent, None)
+        self.residency.drop_partitions(partitions)  # resting agents of those partitions
+        for agent in [a for a in self.frozen if home_partition(a, self.n_actions) in partitions]:
+            del self.frozen[agent]  # resting frozen agents
         for p in partitions:
             self.position.pop(p, None)
             self.expect.pop(p, None)
@@ -463,7 +459,9 @@ class Processor:
             await self._send_batches(out)
         # bookkeeping only once every output of the batch is queued: a flush that snapshots these agents
         # must find all their decisions among the futures it waits for
+        seen = self.residency.seen
         for agent, e in touched:
+            seen[agent] = mono
             self.held[agent].append(e)
             dirty = self.dirty.get(agent)
             if dirty is None:
@@ -523,6 +521,7 @@ class Processor:
         """Partitions recovered and about to be resumed: process each from its committed offset on."""
         offsets = await asyncio.get_running_loop().run_in_executor(None, self._start_offsets, partitions)
         self.expect = offsets
+        self.residency.schedule_compaction()  # faust refilled the table from the changelog: deflate idle agents
         self.sought.clear()
         now = time.monotonic()
         self.progress = {p: now for p in offsets}
@@ -801,8 +800,7 @@ class Processor:
             changelog = self.table.changelog_topic
             topic = changelog.get_topic_name()
             out: dict[tuple[str, int], list[tuple[bytes, bytes]]] = defaultdict(list)
-            for agent, p, value in writes:
-                self.table.data[agent] = value
+            for agent, p, value in writes:  # (resident agents keep no copy in the table's store)
                 key, _ = changelog.prepare_key(agent, self.table.key_serializer)
                 out[(topic, p)].append((key, value))
             if out:
@@ -820,6 +818,14 @@ class Processor:
             self.stats["flushes"] += 1
             return len(writes)
 
+    async def rest_idle(self) -> int:
+        """Agents durable and quiet for ``rest_after`` leave memory for the table's store (streams/residency.py)."""
+        lock, idle = self._sync()
+        async with lock:
+            while not idle.is_set():  # never in the middle of a batch
+                await idle.wait()
+            return self.residency.rest_idle(lambda a: a in self.dirty or a in self.outbox or a in self.held)
+
     def flush_wanted(self) -> bool:
         """True while faust hands partitions over (rebalance or stop): write everything, promptly."""
         return bool(self.app.should_stop or getattr(self.app, "rebalancing", False))
@@ -831,9 +837,15 @@ class Processor:
             urgent = self.flush_wanted()
             await asyncio.sleep(0.02 if urgent else tick)
             await self.flush(force=urgent)
+            self.residency.compact_some()
             mono = time.monotonic()
             if mono - last_lag >= 1.0:
                 last_lag = mono
+                if not urgent:
+                    await self.rest_idle()
+                if self.metrics is not None and mono - self._topk_at >= 15.0:
+                    self._topk_at = mono  # bounds the per-agent ranking even when nothing scrapes /metrics
+                    self.metrics.refresh_topk()
                 if not urgent:
                     await self.watch_partitions()
                 if self.metrics is not None:
@@ -865,8 +877,30 @@ class Processor:
     # ------------------------------------------------------------------ status
     def status(self) -> dict:
         return {"ready": self.ready, "generation": self.generation, "partitions": self.assigned,
-                "agents_loaded": len(self.part), "agents_frozen": len(self.frozen),
-                "dirty_agents": len(self.dirty), "model_version": self.engine.model_version, **self.stats}
+                "agents_loaded": len(self.part), "agents_resting": self.residency.resting(),
+                "agents_frozen": len(self.frozen),
+                "dirty_agents": len(self.dirty), "model_version": self.engine.model_version, **self.stats,
+                **self.residency.stats}
+
+
+def _memory_report(top: int = 25) -> dict:
+    """Python heap by source file (with ``FLOWBREAKER_TRACEMALLOC=1``: slow, for measuring only) and the RSS."""
+    import tracemalloc
+
+    rss = {}
+    try:
+        with open("/proc/self/status") as fh:
+            rss = {k: int(v.split()[0]) * 1024 for k, v in (line.split(":", 1) for line in fh)
+                   if k in ("VmRSS", "VmHWM")}
+    except OSError:
+        pass
+    if not tracemalloc.is_tracing():
+        return {"rss": rss}
+    gc.collect()
+    snap = tracemalloc.take_snapshot()
+    by_file = [(str(st.traceback[0].filename), st.size) for st in snap.statistics("filename")[:top]]
+    current, peak = tracemalloc.get_traced_memory()
+    return {"rss": rss, "traced": current, "traced_peak": peak, "by_file": by_file}
 
 
 def _page_denied(processor: "Processor", request):
@@ -950,7 +984,7 @@ def create_app(settings: Settings, engine: Engine, *, partition_counts: dict[str
                         value_serializer="raw", partitions=partition_counts[topics["control"]], internal=False)
     table = app.Table(TABLE, key_type=str, value_type=bytes,
                       partitions=n, default=None)
-    processor.table = table
+    processor.attach_table(table)
 
     batch_max, within = settings.batch_max, settings.batch_within
 
@@ -1026,6 +1060,8 @@ def create_app(settings: Settings, engine: Engine, *, partition_counts: dict[str
         denied = _page_denied(processor, request)
         if denied is not None:
             return denied
+        if request.query.get("memory"):  # bench/bench_memory.py: what the heap holds, by source file
+            return web.json({**processor.status(), "memory": _memory_report()})
         return web.json(processor.status())
 
     from streams.api.server import mount_api

@@ -38,6 +38,8 @@ setting                     environment                        default
 ``session_timeout``         ``FLOWBREAKER_SESSION_TIMEOUT``    10 s: a silent worker's partitions move
 ``max_clock_skew``          ``FLOWBREAKER_MAX_CLOCK_SKEW``     300 s: events dated further ahead of their record's
                                                                broker time go to the DLQ (``timestamp``)
+``rest_after``              ``FLOWBREAKER_REST_AFTER``         60 s: an agent quiet this long leaves memory and rests
+                                                               serialised in the table (``streams/residency.py``)
 =========================== ================================== =======================
 
 The same settings give the keyword arguments of each Kafka client in use:
@@ -135,6 +137,7 @@ class Settings:
     flush_events: int = 1000       # K: ... or once it has this many unwritten events
     session_timeout: float = 10.0  # seconds without heartbeat before a worker's partitions move
     max_clock_skew: float = 300.0  # seconds an event's ts may be ahead of its record's broker time (streams/intake.py)
+    rest_after: float = 60.0       # seconds a quiet agent stays resident before it rests in the table (residency.py)
     # security
     security_protocol: str = "PLAINTEXT"
     sasl_mechanism: str = "SCRAM-SHA-512"
@@ -200,6 +203,8 @@ class Settings:
             raise SettingsError("batch and flush settings must be positive")
         if not self.max_clock_skew >= 0:
             raise SettingsError(f"max clock skew {self.max_clock_skew} must be >= 0 seconds")
+        if not self.rest_after >= 0:
+            raise SettingsError(f"rest after {self.rest_after} must be >= 0 seconds")
 
     def keyring(self, environ: Mapping[str, str] | None = None):
         """The command signing keys (:class:`streams.clients.signing.KeyRing`), or None when none is configured;
@@ -348,6 +353,8 @@ def add_worker_arguments(p: argparse.ArgumentParser) -> None:
                    help="write a changed agent's state at most this long after its first change (default 5)")
     g.add_argument("--flush-events", dest="flush_events", type=int, metavar="N",
                    help="... or after this many of its events (default 1000)")
+    g.add_argument("--rest-after", dest="rest_after", type=float, metavar="SECONDS",
+                   help="an agent quiet this long leaves memory and rests serialised in the table (default 60)")
     g.add_argument("--max-clock-skew", dest="max_clock_skew", type=float, metavar="SECONDS",
                    help="an event dated more than this ahead of its record's broker time is refused to the DLQ "
                         "(default 300)")

@@ -111,6 +111,11 @@ def run(args: argparse.Namespace) -> int:
     import gc
 
     gc.set_threshold(50_000, 20, 1_000)
+    if os.environ.get("FLOWBREAKER_TRACEMALLOC"):  # memory measurement (bench/bench_memory.py): /status?memory=1
+        import tracemalloc
+
+        tracemalloc.start(int(os.environ["FLOWBREAKER_TRACEMALLOC"]) if os.environ[
+            "FLOWBREAKER_TRACEMALLOC"].isdigit() else 1)
     from faust.worker import Worker
 
     from streams.app import create_app

@@ -1,0 +1,220 @@
+"""Residency: where each agent's state lives on a worker, live in the engine or resting in the table.
+
+An agent is **resident** while it acts: its state is a live
+:class:`detector.engine.AgentState` in the engine (about 2.7 KB with Python's
+object overhead), with its home partition and its *cursor* (the offset, on
+that partition, of the last event its state includes). Once it has been quiet
+for ``rest_after`` seconds and everything it did is durable (no unwritten
+change, no unconfirmed outbox entry), it **rests**: its envelope (below) is
+compressed into the table's in-memory store (about 0.7-1.3 KB), its trace ring
+is packed (:meth:`detector.trace.TraceStore.rest`), and the live objects are
+dropped. Its next event, a release or an API call wakes it from the table.
+While it is resident the table holds nothing for it (the live state is the
+truth; the changelog has the last write), so an agent is in memory once.
+
+The table envelope
+------------------
+The value of the ``agent-state`` table (and of its changelog, which brings a
+partition's agents back after a crash or a rebalance) is
+``msgpack([version, partition, offset, state, outbox, written_ms])``: the
+engine's state of the agent, where it stands in its home partition, and the
+freeze, incident and audit records decided for it but not yet confirmed
+published (``streams/app.py``, rule 3). The changelog holds it plain; the
+in-memory store holds a resting agent's envelope deflated behind a zero byte
+(a msgpack envelope starts with ``0x96``, never zero).
+
+>>> raw = pack_state(3, 41, b"state", [("freeze", "control", 3, "a", b"{}", "inc-1", 5)])
+>>> unpack_state(raw) == unpack_state(rest_value(raw)) == (3, 41, b'state', [['freeze', 'control', 3, 'a', b'{}', 'inc-1', 5]], 0)
+True
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+import time
+import zlib
+from typing import Iterable, MutableMapping
+
+import msgspec
+
+from streams.intake import home_partition
+
+__all__ = ["Residency", "pack_state", "unpack_state", "rest_value", "RESTING", "ENVELOPE_VERSION"]
+
+log = logging.getLogger("flowbreaker.worker")
+
+ENVELOPE_VERSION = 1
+#: first byte of a resting (deflated) envelope in the in-memory store
+RESTING = b"\x00"
+_WBITS = -15  # raw deflate: no header or checksum to store per agent
+
+
+def pack_state(partition: int, offset: int, state: bytes, outbox: Iterable = (), written_ms: int = 0) -> bytes:
+    """Table value: the engine's agent state and where it stands in the source partition."""
+    return msgspec.msgpack.encode((ENVELOPE_VERSION, partition, offset, state, list(outbox), written_ms))
+
+
+def unpack_state(raw: bytes) -> tuple[int, int, bytes, list, int]:
+    """``(partition, offset, state, outbox, written_ms)`` of a plain or resting envelope; raises ValueError on an
+    unknown version."""
+    if raw[:1] == RESTING:
+        raw = zlib.decompress(raw[1:], _WBITS)
+    ver, partition, offset, state, outbox, written_ms = msgspec.msgpack.decode(raw)
+    if ver != ENVELOPE_VERSION:
+        raise ValueError(f"agent-state envelope version {ver} is not {ENVELOPE_VERSION}")
+    return partition, offset, state, outbox, written_ms
+
+
+def rest_value(envelope: bytes) -> bytes:
+    """The in-memory form of a resting agent's envelope (deflated: mostly zeros and sparse sketches)."""
+    if envelope[:1] == RESTING:
+        return envelope
+    packer = zlib.compressobj(6, zlib.DEFLATED, _WBITS, 8)  # ~80 us, once per agent going idle
+    return RESTING + packer.compress(envelope) + packer.flush()
+
+
+def _malloc_trim():
+    """glibc's ``malloc_trim``: hand freed heap pages back to the OS (else a no-op)."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):
+        return lambda: None
+    trim.argtypes = [ctypes.c_size_t]
+    return lambda: trim(0)
+
+
+class Residency:
+    """The agents of one worker: resident ones (``home``, ``cursor``, ``seen``) and resting ones (in ``store``).
+
+    ``store`` is the table's in-memory store (``table.data``), ``partitions`` the
+    partition count of ``agent-actions``, ``rest_after`` how long an agent stays
+    resident after its last event. Not thread-safe: the worker calls it from its
+    event loop only.
+    """
+
+    def __init__(self, engine, store: MutableMapping[str, bytes] | None, *, partitions: int, rest_after: float,
+                 clock=time.monotonic) -> None:
+        self.engine = engine
+        self.store = store
+        self.partitions = partitions
+        self.rest_after = rest_after
+        self.clock = clock
+        self.home: dict[str, int] = {}      # resident agent -> home partition
+        self.cursor: dict[str, int] = {}    # resident agent -> offset of the last event its state includes (-1)
+        self.seen: dict[str, float] = {}    # resident agent -> clock() of its last event (or of its loading)
+        self._compact: list[str] = []       # keys to check for plain (recovered) envelopes
+        self._trim = _malloc_trim()
+        self._trimmed_at = -float("inf")
+        self._rested_since_trim = 0
+        self.stats = {"rested": 0, "woken": 0, "compacted": 0}
+
+    def __contains__(self, agent: str) -> bool:
+        return agent in self.home
+
+    def __len__(self) -> int:
+        return len(self.home)
+
+    def resting(self) -> int:
+        """How many agents rest in the store (resident ones have no value there)."""
+        return len(self.store) if self.store is not None else 0
+
+    def has_state(self, agent: str) -> bool:
+        """The agent is resident or rests in the store."""
+        return agent in self.home or (self.store is not None and self.store.get(agent) is not None)
+
+    # ------------------------------------------------------------------ waking and resting
+    def load(self, agent: str) -> list:
+        """Make the agent resident (from the store when it has state there); return its outbox entries.
+
+        Its home partition is computed from its id (streams/intake.py), whatever
+        record named it. An envelope from another partition (the topic was
+        repartitioned) keeps the state but not the cursor: offsets of another
+        partition say nothing here.
+        """
+        partition = home_partition(agent, self.partitions)
+        self.home[agent] = partition
+        self.cursor[agent] = -1
+        self.seen[agent] = self.clock()
+        raw = self.store.pop(agent, None) if self.store is not None else None
+        if raw is None:
+            return []
+        p, offset, state, outbox, _ = unpack_state(raw)
+        self.engine.load_agent(agent, state)
+        self.stats["woken"] += 1
+        if p == partition:
+            self.cursor[agent] = offset
+        else:
+            log.warning("agent %s moved from partition %d to %d: not skipping redelivered events", agent, p,
+                        partition)
+        return [list(e) for e in outbox] if outbox else []
+
+    def rest(self, agent: str) -> None:
+        """Serialise a resident agent into the store and drop its live state (it must be clean)."""
+        state = self.engine.dump_agent(agent)
+        if state is not None and self.store is not None:
+            self.store[agent] = rest_value(pack_state(self.home[agent], self.cursor[agent], state))
+        self.engine.agents.pop(agent, None)
+        self.engine.traces.rest(agent)
+        self.forget(agent)
+        self.stats["rested"] += 1
+
+    def forget(self, agent: str) -> None:
+        """Drop a resident agent's bookkeeping (its partition went to another worker, or it rested)."""
+        self.home.pop(agent, None)
+        self.cursor.pop(agent, None)
+        self.seen.pop(agent, None)
+
+    def rest_idle(self, keep, *, limit: int | None = 2000) -> int:
+        """Rest up to ``limit`` agents quiet for ``rest_after`` seconds for which ``keep(agent)`` is false
+        (unwritten changes, unconfirmed outbox); return how many rested."""
+        now = self.clock()
+        cutoff = now - self.rest_after
+        idle = [a for a, t in self.seen.items() if t <= cutoff and not keep(a)]
+        if limit is not None:
+            idle = idle[:limit]
+        for agent in idle:
+            self.rest(agent)
+        self._rested_since_trim += len(idle)
+        quiet = limit is None or len(idle) < limit  # this sweep rested every idle agent there was
+        if self._rested_since_trim >= 1000 and (quiet or now - self._trimmed_at > 30.0):
+            # many live states freed: dicts never shrink by themselves, and freed heap pages go back to the
+            # OS only when asked, so RSS shows what the worker holds
+            self._trimmed_at = now
+            self._rested_since_trim = 0
+            self.home, self.cursor, self.seen = dict(self.home), dict(self.cursor), dict(self.seen)
+            self.engine.agents = dict(self.engine.agents)
+            self._trim()
+        return len(idle)
+
+    # ------------------------------------------------------------------ the store after a rebalance
+    def schedule_compaction(self) -> None:
+        """faust refilled the store from the changelog (plain envelopes): compact them, a few per call of
+        :meth:`compact_some`."""
+        self._compact = list(self.store) if self.store is not None else []
+
+    def compact_some(self, n: int = 500) -> int:
+        """Deflate up to ``n`` plain envelopes of agents that are not resident; return how many."""
+        done = 0
+        store = self.store
+        while self._compact and done < n:
+            agent = self._compact.pop()
+            raw = store.get(agent) if store is not None else None
+            if raw is not None and raw[:1] != RESTING and agent not in self.home:
+                store[agent] = rest_value(raw)
+                done += 1
+        self.stats["compacted"] += done
+        return done
+
+    def drop_partitions(self, partitions: set[int]) -> int:
+        """Drop resting agents of partitions this worker no longer owns from the store (faust prunes only
+        what it recovered itself); return how many."""
+        if self.store is None or not partitions:
+            return 0
+        gone = [a for a in list(self.store) if a not in self.home
+                and home_partition(a, self.partitions) in partitions]
+        for agent in gone:
+            self.store.pop(agent, None)
+        return len(gone)
