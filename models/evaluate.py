@@ -541,8 +541,11 @@ def _summary_rows(models: list[dict]) -> list[list[str]]:
     ]
 
 
-def _plots(report: Path, models: list[dict], scored: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> dict:
-    """Write the PNGs; returns ``{name: file name}``."""
+def _plots(report: Path, models: list[dict], scored: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+           thresholds=None) -> dict:
+    """Write the PNGs; returns ``{name: file name}``. Score histograms are drawn as outlines (benign
+    shaded) so no class hides another, with the severity cut-offs marked; the ROC curve's false positive
+    rate is on a log scale, where an alerting detector lives."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -555,12 +558,23 @@ def _plots(report: Path, models: list[dict], scored: list[tuple[np.ndarray, np.n
     # score distributions
     fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 3.6), squeeze=False)
     bins = np.linspace(0.0, 1.0, 41)
+    if thresholds is None:
+        from detector.policy import Thresholds
+
+        thresholds = Thresholds()
+    cuts = (("low", thresholds.low), ("medium", thresholds.medium), ("high", thresholds.high),
+            ("critical", thresholds.critical))
     for ax, m, (y, s, kind) in zip(axes[0], models, scored):
         for mask, label, color in ((kind == 0, "benign", "#7f7f7f"), (kind == 2, "look-alike", "#2ca02c"),
                                    (kind == 1, "incident", "#d62728")):
             if mask.any():
-                ax.hist(s[mask], bins=bins, alpha=0.6, label=f"{label} ({int(mask.sum())})", color=color,
-                        density=True)
+                ax.hist(s[mask], bins=bins, label=f"{label} ({int(mask.sum())})", color=color, density=True,
+                        histtype="stepfilled" if label == "benign" else "step",
+                        alpha=0.35 if label == "benign" else 1.0, linewidth=1.8)
+        for name, x in cuts:
+            ax.axvline(x, ls="--", lw=0.8, color="#444444")
+            ax.text(x, 0.02, name, rotation=90, va="bottom", ha="right", fontsize=7, color="#444444",
+                    transform=ax.get_xaxis_transform())
         ax.set_yscale("log")
         ax.set_xlabel("score")
         ax.set_ylabel("density (log)")
@@ -577,9 +591,14 @@ def _plots(report: Path, models: list[dict], scored: list[tuple[np.ndarray, np.n
         fig, ax = plt.subplots(figsize=(5, 4.2))
         for c, (m, y, s) in zip(colors, have):
             fpr, tpr, _ = roc_curve(y, s)
-            ax.plot(fpr, tpr, color=c, label=f"{m['role']} (AUC {m['metrics']['event_level']['roc_auc']:.3f})")
-        ax.plot([0, 1], [0, 1], ls=":", color="#999999")
-        ax.set_xlabel("false positive rate")
+            floor = 0.5 / max(1, int((y == 0).sum()))  # a log axis has no 0: half of one negative
+            ax.plot(np.maximum(fpr, floor), tpr, color=c, drawstyle="steps-post",
+                    label=f"{m['role']} (AUC {m['metrics']['event_level']['roc_auc']:.3f})")
+        grid = np.logspace(-5, 0, 50)
+        ax.plot(grid, grid, ls=":", color="#999999")
+        ax.set_xscale("log")
+        ax.set_xlim(max(1e-5, 0.5 / max(1, int((have[0][1] == 0).sum()))), 1.0)
+        ax.set_xlabel("false positive rate (log)")
         ax.set_ylabel("true positive rate (harmful events)")
         ax.set_title("ROC, event level", fontsize=10)
         ax.legend(fontsize=8, loc="lower right")
@@ -759,16 +778,17 @@ def _html(sections: list[tuple], report: Path) -> str:
 
 
 def write_report(report: str | Path, meta: dict, models: list[dict],
-                 scored: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> Path:
+                 scored: list[tuple[np.ndarray, np.ndarray, np.ndarray]], thresholds=None) -> Path:
     """Write ``metrics.json``, the PNG plots, ``report.md`` and ``report.html`` into ``report``.
 
     ``models`` are ``{"role", "version", "path", "metrics", "incidents", "drift"}``;
     ``scored`` holds per model ``(y, score, kind)`` over all decisions, with ``y`` 1 for
-    harmful events and ``kind`` 0 benign, 1 incident, 2 look-alike (for the plots).
+    harmful events and ``kind`` 0 benign, 1 incident, 2 look-alike (for the plots); ``thresholds``
+    (the policy's severity cut-offs, defaults when ``None``) are marked on the score plot.
     """
     report = Path(report)
     report.mkdir(parents=True, exist_ok=True)
-    plots = _plots(report, models, scored)
+    plots = _plots(report, models, scored, thresholds)
     doc = {"format": REPORT_FORMAT, **meta, "plots": plots, "models": models}
     (report / "metrics.json").write_text(json.dumps(doc, indent=1, default=_json_default) + "\n")
     sections = _sections(meta, models, plots)

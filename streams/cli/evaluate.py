@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
         "release_after_s": release_after,
     }
     try:
-        out = write_report(report, meta, models, [r.scored for r in runs])
+        out = write_report(report, meta, models, [r.scored for r in runs], thresholds=policy.thresholds)
     except OSError as err:
         raise UsageError(f"cannot write the report to {report}: {err.strerror or err}") from None
     for m in models:
