@@ -171,7 +171,8 @@ def live_run(bootstrap: str, tmp: Path, msgs: list[tuple[bytes, bytes]], n_agent
         time.sleep(settle)
         rss2, hwm = rss_kb(w.proc.pid)
         st = w.status()
-        print(f"  {n_agents:>6} agents: {len(msgs)} events at {achieved:,.0f}/s, decided in {time.monotonic() - t - settle:.0f} s;"
+        took = time.monotonic() - t - settle
+        print(f"  {n_agents:>6} agents: {len(msgs)} events at {achieved:,.0f}/s, decided in {took:.0f} s;"
               f" RSS at readiness {rss0 / 1024:,.1f} MiB, once decided {rss1 / 1024:,.1f} MiB ({resident} resident), "
               f"after {settle:.0f} s quiet {rss2 / 1024:,.1f} MiB ({st['agents_loaded']} resident, "
               f"{st['agents_resting']} resting; peak {hwm / 1024:,.1f} MiB)")

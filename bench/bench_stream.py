@@ -1,6 +1,6 @@
 """Stream benchmark on a real broker: prints numbers, asserts nothing (a few minutes).
 
-    python bench/bench_stream.py [--bootstrap HOST:PORT] [--events 150000] [--rate 5000]
+    python bench/bench_stream.py [--bootstrap HOST:PORT [--broker-pid PID]] [--events 150000] [--rates 1000,2500,5000]
 
 Without ``--bootstrap`` it starts its own broker with scripts/kafka.sh (free
 ports, fresh data dir) and stops it at the end. It measures, in one run:
@@ -20,10 +20,17 @@ ports, fresh data dir) and stops it at the end. It measures, in one run:
 3. produce -> freeze command on ``agent-control`` for every freeze in those runs
    (joined through the incident record's ``trigger_event_id``), p50/p99/max.
 
-Workers run as subprocesses with default settings (batch 500 within 5 ms,
-state flushed every 5 s or 1,000 events per agent). Everything shares the
-machine's cores with the broker and the load generator: read the numbers as
-what this host gives, not as a ceiling.
+Next to them, ``flowbreaker replay``'s rate on the same events (decode, the
+same engine and policy, encode; in this process, no Kafka), and the cores each
+process used (CPU seconds over wall seconds, from ``/proc``) during each run:
+the broker's (its own, or ``--broker-pid``), the workers' and the producer's.
+At the end it prints the ratios issue 13 asks for: one worker against replay,
+p99 latencies at 5,000 events/s, two workers against one.
+
+Workers run as subprocesses with default settings (batches of up to
+``batch_max`` records, state flushed every 5 s or 1,000 events per agent).
+Everything shares the machine's cores with the broker and the load generator:
+read the numbers as what this host gives, not as a ceiling.
 """
 from __future__ import annotations
 
@@ -40,7 +47,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests" / "integration")]
 
-from worker_harness import TopicReader, WorkerProc, event_messages, producer  # noqa: E402
+from worker_harness import POLICY, TopicReader, WorkerProc, event_messages, producer  # noqa: E402
 
 KINDS = ["bulk_read_broadcast", "mass_fanout", "mass_delete", "prompt_injection", "instruction_change"]
 
@@ -62,6 +69,67 @@ def start_broker(tmp: Path):
     if proc.returncode != 0:
         raise SystemExit(f"kafka.sh start failed: {proc.stderr}")
     return proc.stdout.strip().splitlines()[-1], (lambda: run_kafka_sh("stop", env=env, timeout=60))
+
+
+def broker_pid_of(tmp: Path) -> int | None:
+    """The pid of the broker start_broker started (scripts/kafka.sh's pid file)."""
+    try:
+        return int((tmp / "kafka" / "kafka.pid").read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU seconds a process has used so far (0 if unknown)."""
+    if pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Cores:
+    """Cores each named process used between start() and stop(): CPU seconds / wall seconds."""
+
+    def __init__(self, pids: dict[str, int | None]) -> None:
+        self.pids = pids
+
+    def start(self) -> "Cores":
+        self.t0 = time.monotonic()
+        self.c0 = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        return self
+
+    def stop(self) -> dict[str, float]:
+        dt = max(1e-9, time.monotonic() - self.t0)
+        return {name: (cpu_seconds(pid) - self.c0[name]) / dt for name, pid in self.pids.items()}
+
+
+def show_cores(cores: dict[str, float]) -> str:
+    return ", ".join(f"{name} {c:.2f}" for name, c in cores.items())
+
+
+def replay_rate(msgs: list[tuple[bytes, bytes]], policy: Path) -> float:
+    """flowbreaker replay's rate on these events in this process: decode, Engine.process_batch, encode."""
+    import msgspec
+
+    from detector.engine import Engine
+    from detector.events import decode_event
+    from detector.policy import load_policy
+
+    encode = msgspec.json.Encoder().encode
+    values = [v for _, v in msgs]
+    best = float("inf")
+    for _ in range(2):
+        engine = Engine(policy=load_policy(str(policy)))
+        t0 = time.perf_counter()
+        for i in range(0, len(values), 1024):
+            for d in engine.process_batch([decode_event(v) for v in values[i:i + 1024]]):
+                if not d.duplicate:
+                    encode(d.record)
+        best = min(best, time.perf_counter() - t0)
+    return len(values) / best
 
 
 def produce_fast(bootstrap: str, topic: str, messages) -> float:
@@ -103,8 +171,10 @@ async def raw_consume(bootstrap: str, topic: str, n: int, decode: bool) -> float
         await c.stop()
 
 
-def worker_rate(workers: list[WorkerProc], reader: TopicReader, n: int, since_ms: int, timeout: float = 240) -> dict:
+def worker_rate(workers: list[WorkerProc], reader: TopicReader, n: int, since_ms: int, timeout: float = 240,
+                broker_pid: int | None = None) -> dict:
     """Wait until the workers decided n events after since_ms; rate over the steady window."""
+    cores = Cores({**{f"worker {i + 1}": w.proc.pid for i, w in enumerate(workers)}, "broker": broker_pid}).start()
     deadline = time.monotonic() + timeout
     seen: set[str] = set()
     stamps: list[int] = []
@@ -120,8 +190,9 @@ def worker_rate(workers: list[WorkerProc], reader: TopicReader, n: int, since_ms
     start_ms = int(ready * 1000)
     window = [t for t in stamps if t >= start_ms]
     dur = (max(window) - start_ms) / 1000 if window else float("nan")
+    used = cores.stop()
     statuses = [w.status() for w in workers]
-    return {"decided": len(seen), "decisions_in_window": len(window), "window_s": dur,
+    return {"decided": len(seen), "decisions_in_window": len(window), "window_s": dur, "cores": used,
             "rate": len(window) / dur if window and dur > 0 else float("nan"),
             "partitions": [s["partitions"] for s in statuses],
             "state_writes": sum(s["state_writes"] for s in statuses)}
@@ -188,6 +259,7 @@ async def produce_paced_async(bootstrap: str, topic: str, messages, rate: float)
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bootstrap")
+    ap.add_argument("--broker-pid", type=int, help="pid of the --bootstrap broker (for the cores it used)")
     ap.add_argument("--events", type=int, default=150_000, help="events for the throughput runs")
     ap.add_argument("--rates", default="1000,2500,5000", help="offered loads for the latency runs (events/s)")
     ap.add_argument("--seconds", type=float, default=6.0, help="length of each latency run")
@@ -202,9 +274,10 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="fb-bench-"))
     stop_broker = None
-    bootstrap = args.bootstrap
+    bootstrap, broker_pid = args.bootstrap, args.broker_pid
     if not bootstrap:
         bootstrap, stop_broker = start_broker(tmp)
+        broker_pid = broker_pid_of(tmp)
     print(f"broker {bootstrap}; cores {os.cpu_count()}; python {sys.version.split()[0]}")
     started: list[WorkerProc] = []
     try:
@@ -215,6 +288,8 @@ def main() -> None:
         size = sum(len(v) for _, v in msgs) / len(msgs)
         print(f"generated {len(events)} events of {size:.0f} bytes on average, {len({e['agent_id'] for e in events})}"
               f" agents ({time.perf_counter() - t:.1f}s)")
+        replay = replay_rate(msgs, POLICY)
+        print(f"flowbreaker replay, same events and policy (in process): {replay:,.0f} events/s")
 
         # ------------------------------------------------------------ throughput
         prefix = f"bench-{uuid.uuid4().hex[:6]}-"
@@ -240,12 +315,12 @@ def main() -> None:
                 w.start()
             for w in ws:
                 w.wait_ready(timeout=90)
-            r = worker_rate(ws, reader, len(msgs), since)
+            r = worker_rate(ws, reader, len(msgs), since, broker_pid=broker_pid)
             results[n_workers] = r
             print(f"{n_workers} worker{'s' if n_workers > 1 else ' '}:                          "
                   f"{r['rate']:>9,.0f} events/s  ({r['decisions_in_window']} decisions in {r['window_s']:.1f}s after "
                   f"the last rebalance; {r['decided']}/{len(msgs)} events decided; partitions {r['partitions']}; "
-                  f"{r['state_writes']} state writes)")
+                  f"{r['state_writes']} state writes; cores used: {show_cores(r['cores'])})")
             for w in ws:
                 w.stop(timeout=60)
         reader.close()
@@ -255,7 +330,8 @@ def main() -> None:
 
         # ------------------------------------------------------------ latency at fixed loads
         prefix = f"bench-{uuid.uuid4().hex[:6]}-"
-        ensure_topics(bootstrap, 8, topic_prefix=prefix)
+        # the producer's create time on the actions (not the broker's append time): latency from the send
+        ensure_topics(bootstrap, 8, topic_prefix=prefix, configs={"actions": {"message.timestamp.type": "CreateTime"}})
         rates = [float(r) for r in args.rates.split(",")]
         need = int(sum(rates) * args.seconds + 1000 * args.warmup)
         lat_events, _ = simulate(n_agents=150, days=4, seed=5, incidents=KINDS * 12, incident_days_from=1)
@@ -269,12 +345,15 @@ def main() -> None:
         asyncio.run(produce_paced_async(bootstrap, f"{prefix}agent-actions", event_messages(warm), 1000.0))
         time.sleep(2.0)
         chunks, at = [], len(warm)
+        run_cores = {}
         for rate in rates:
             n = min(int(rate * args.seconds), len(lat_events) - at)
             chunk = lat_events[at:at + n]
             at += n
-            achieved = asyncio.run(produce_paced_async(bootstrap, f"{prefix}agent-actions",
-                                                       event_messages(chunk), rate))
+            chunk_msgs = event_messages(chunk)
+            cores = Cores({"worker": w.proc.pid, "broker": broker_pid, "producer": os.getpid()}).start()
+            achieved = asyncio.run(produce_paced_async(bootstrap, f"{prefix}agent-actions", chunk_msgs, rate))
+            run_cores[rate] = cores.stop()
             chunks.append((rate, achieved, {e["event_id"] for e in chunk}))
             time.sleep(1.0)  # let the worker drain before the next load
         total = sum(len(c[2]) for c in chunks) + len(warm)
@@ -287,10 +366,13 @@ def main() -> None:
         for m in dec.messages:
             decided.setdefault(json.loads(m.value)["event_id"], m.timestamp)
         print(f"\nlatency, one worker, paced aiokafka producer (create time of the action -> of the decision):")
+        p99_decision = {}
         for rate, achieved, ids in chunks:
             lat = [decided[i] - sent[i] for i in ids if i in decided]
+            p99_decision[rate] = pct(lat, 99)
             print(f"  {rate:>6,.0f} events/s offered ({achieved:,.0f} achieved, {len(ids)} events): produce -> decision"
-                  f"  p50 {pct(lat, 50):4.0f} ms  p99 {pct(lat, 99):5.0f} ms  max {max(lat):5.0f} ms")
+                  f"  p50 {pct(lat, 50):4.0f} ms  p99 {pct(lat, 99):5.0f} ms  max {max(lat):5.0f} ms"
+                  f"  (cores: {show_cores(run_cores[rate])})")
         inc = TopicReader(bootstrap, f"{prefix}agent-incidents")
         ctl = TopicReader(bootstrap, f"{prefix}agent-control")
         n_freezes = sum(1 for m in dec.messages if json.loads(m.value)["action_taken"] == "freeze")
@@ -305,7 +387,9 @@ def main() -> None:
                 rate = next((r for r, _, ids in chunks if eid in ids), None)
                 if rate is not None:  # not in the warm-up
                     flat.setdefault(rate, []).append(m.timestamp - sent[eid])
+        p99_freeze = {}
         for rate, values in sorted(flat.items()):
+            p99_freeze[rate] = pct(values, 99)
             print(f"  {rate:>6,.0f} events/s offered: produce -> freeze command  p50 {pct(values, 50):4.0f} ms  "
                   f"p99 {pct(values, 99):5.0f} ms  max {max(values):5.0f} ms  ({len(values)} freezes)")
         allf = [v for vs in flat.values() for v in vs]
@@ -316,6 +400,17 @@ def main() -> None:
             r.close()
         st = w.status()
         print(f"  worker: {st['events']} events, {st['state_writes']} state writes in {st['flushes']} flushes")
+
+        top = max(rates)
+        print(f"\nratios (issue 13), on a {os.cpu_count()}-core machine shared with other work:")
+        print(f"  one worker / replay on the same events:   {results[1]['rate'] / replay:6.2f}   (goal >= 0.70)")
+        nan = float("nan")
+        print(f"  p99 produce -> decision at {top:,.0f}/s:    {p99_decision.get(top, nan):6.0f} ms (goal <= 50)")
+        print(f"  p99 produce -> freeze at {top:,.0f}/s:      {p99_freeze.get(top, nan):6.0f} ms (goal <= 100)")
+        print(f"  two workers / one:                        {results[2]['rate'] / results[1]['rate']:6.2f}   "
+              f"(goal >= 1.7 where the cores allow)")
+        print(f"  cores used: one worker run: {show_cores(results[1]['cores'])}; two workers run: "
+              f"{show_cores(results[2]['cores'])}; {top:,.0f}/s run: {show_cores(run_cores.get(top, {}))}")
     finally:
         for w in started:
             w.stop(timeout=30)

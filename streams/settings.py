@@ -32,7 +32,7 @@ setting                     environment                        default
 ``ssl_cafile``              ``FLOWBREAKER_SSL_CAFILE``         system trust store
 ``ssl_certfile`` / keyfile  ``FLOWBREAKER_SSL_CERTFILE`` / ``_KEYFILE`` (mutual TLS)
 (key password)              ``FLOWBREAKER_SSL_KEY_PASSWORD``
-``batch_max`` / ``_within`` ``FLOWBREAKER_BATCH_MAX`` / ``_WITHIN`` 500 events / 0.005 s per ``take`` batch
+``batch_max``               ``FLOWBREAKER_BATCH_MAX``          250: most records of agent-actions in one batch
 ``flush_interval`` (T)      ``FLOWBREAKER_FLUSH_INTERVAL``     5 s: a changed agent's state is written ...
 ``flush_events`` (K)        ``FLOWBREAKER_FLUSH_EVENTS``       ... or after 1,000 of its events
 ``session_timeout``         ``FLOWBREAKER_SESSION_TIMEOUT``    10 s: a silent worker's partitions move
@@ -131,8 +131,7 @@ class Settings:
     drill_release_actuator_s: float = 30.0
     drill_probation_s: float = 15.0
     # stream processing knobs (see streams/app.py for what they trade)
-    batch_max: int = 500           # events per stream.take batch
-    batch_within: float = 0.005    # seconds a batch waits to fill
+    batch_max: int = 250           # records per batch the worker reads (streams/reader.py): bounds a batch's latency
     flush_interval: float = 5.0    # T: a dirty agent's state is written at most this long after its first change
     flush_events: int = 1000       # K: ... or once it has this many unwritten events
     session_timeout: float = 10.0  # seconds without heartbeat before a worker's partitions move
@@ -198,7 +197,7 @@ class Settings:
             raise SettingsError("partitions and replication factor must be >= 1")
         if not 1 <= self.web_port <= 65535:
             raise SettingsError(f"web port {self.web_port} is not in 1..65535")
-        if (self.batch_max < 1 or self.batch_within <= 0 or self.flush_interval <= 0 or self.flush_events < 1
+        if (self.batch_max < 1 or self.flush_interval <= 0 or self.flush_events < 1
                 or self.session_timeout < 1):
             raise SettingsError("batch and flush settings must be positive")
         if not self.max_clock_skew >= 0:
@@ -346,9 +345,8 @@ def add_worker_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--manifests", metavar="PATH",
                    help="intended-use manifests: a TOML file or a directory of them (env FLOWBREAKER_MANIFESTS); "
                         "the agent-manifests topic adds newer versions")
-    g.add_argument("--batch-max", dest="batch_max", type=int, metavar="N", help="events per batch (default 500)")
-    g.add_argument("--batch-within", dest="batch_within", type=float, metavar="SECONDS",
-                   help="longest wait for a batch to fill (default 0.005)")
+    g.add_argument("--batch-max", dest="batch_max", type=int, metavar="N",
+                   help="most records of agent-actions per batch (default 250)")
     g.add_argument("--flush-interval", dest="flush_interval", type=float, metavar="SECONDS",
                    help="write a changed agent's state at most this long after its first change (default 5)")
     g.add_argument("--flush-events", dest="flush_events", type=int, metavar="N",

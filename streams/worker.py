@@ -80,6 +80,21 @@ def _metrics(engine):
     return m
 
 
+def _quiet_worker_class():
+    from faust.worker import Worker
+
+    class QuietWorker(Worker):
+        """faust's worker, with the root logger at the chosen level: faust leaves it at DEBUG for its terminal
+        spinner, so every library's debug record was built and then dropped (4% of a busy worker's time)."""
+
+        def on_setup_root_logger(self, logger, level: int) -> None:
+            super().on_setup_root_logger(logger, level)
+            if level:
+                logger.setLevel(level)
+
+    return QuietWorker
+
+
 def run(args: argparse.Namespace) -> int:
     from detector.errors import UsageError
 
@@ -116,8 +131,6 @@ def run(args: argparse.Namespace) -> int:
 
         tracemalloc.start(int(os.environ["FLOWBREAKER_TRACEMALLOC"]) if os.environ[
             "FLOWBREAKER_TRACEMALLOC"].isdigit() else 1)
-    from faust.worker import Worker
-
     from streams.app import create_app
 
     app, processor = create_app(settings, engine, partition_counts=counts, metrics=metrics)
@@ -156,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
                      on_skip=lambda why: metrics.manifest_skipped() if metrics is not None else None).start()
     if metrics is not None:  # the last drill's time and result, for DrillFailed / DrillStale
         DrillFollower(settings, on_result=metrics.set_drill).start()
-    worker = Worker(app, loglevel=args.log_level.upper(), quiet=True, redirect_stdouts=False)
+    worker = _quiet_worker_class()(app, loglevel=args.log_level.upper(), quiet=True, redirect_stdouts=False)
     try:
         worker.execute_from_commandline()
     except SystemExit as exc:

@@ -1,0 +1,110 @@
+"""Publisher: the worker's outputs, straight to the aiokafka producer in per-partition batches.
+
+A batch step adds its records (decisions, dead letters, re-routed events) with
+:meth:`Publisher.add` and hands them over with one :meth:`Publisher.send`: one
+producer batch per topic partition, enqueued without waiting for the broker.
+Each partition's batches complete in order, so the future of its last batch
+says when everything sent to it so far is on the broker: :meth:`Publisher.drained`
+waits for those (rule 1 of ``streams/app.py``: the decisions in a state are
+published before the state is written). The first failure is kept and raised by
+every later call: a worker never writes state or commits past an output that
+did not reach the broker.
+
+faust's own ``send_soon`` buffer is not used: it throttles every stream while it
+holds more than 100 messages, and a flush alone writes hundreds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Callable
+
+from aiokafka.partitioner import murmur2
+
+__all__ = ["Publisher", "PublishError"]
+
+log = logging.getLogger("flowbreaker.worker")
+
+
+class PublishError(RuntimeError):
+    """An output did not reach the broker: the worker must stop rather than commit past it."""
+
+
+class Publisher:
+    """Batches records per (topic, partition) and sends them with the producer ``producer()`` returns.
+
+    ``counts`` maps topic names to partition counts; ``n_source`` is the
+    partition count of ``agent-actions`` (outputs keyed like their source land
+    on the source's partition number when their topic has as many partitions).
+    """
+
+    def __init__(self, producer: Callable[[], object], counts: dict[str, int], n_source: int) -> None:
+        self._producer = producer
+        self.counts = counts
+        self.n_source = n_source
+        self.pending: dict[tuple[str, int], list] = {}
+        self.last: dict[tuple[str, int], asyncio.Future] = {}
+        self.error: BaseException | None = None
+
+    def partition_for(self, topic: str, key: bytes, source_partition: int | None) -> int:
+        """The source partition's number when ``topic`` is co-partitioned with ``agent-actions`` (what the
+        default partitioner gives keys partitioned by it), else murmur2 of the key."""
+        n = self.counts[topic]
+        if source_partition is not None and n == self.n_source:
+            return source_partition
+        return (murmur2(key) & 0x7FFFFFFF) % n
+
+    def add(self, topic: str, partition: int, key: bytes | None, value: bytes, headers: list | None = None) -> None:
+        records = self.pending.get((topic, partition))
+        if records is None:
+            records = self.pending[(topic, partition)] = []
+        records.append((key, value, headers))
+
+    def check(self) -> None:
+        if self.error is not None:
+            raise PublishError(f"publishing failed: {self.error!r}")
+
+    def _on_sent(self, fut: asyncio.Future) -> None:
+        if fut.cancelled():
+            self.error = self.error or asyncio.CancelledError()
+        elif fut.exception() is not None:
+            self.error = self.error or fut.exception()
+            log.error("publishing failed: %r", fut.exception())
+
+    async def send(self, *, track: bool = True) -> list[asyncio.Future]:
+        """Enqueue everything added since the last call, one producer batch per partition (more when a
+        batch is full); return each partition's last future. ``track``: the flush barrier waits for them."""
+        out, self.pending = self.pending, {}
+        if not out:
+            return []
+        producer = self._producer()
+        lasts = []
+        for (topic, partition), records in out.items():
+            batch = producer.create_batch()
+            for key, value, headers in records:
+                if batch.append(key=key, value=value, timestamp=None, headers=headers or []) is None:
+                    fut = await producer.send_batch(batch, topic, partition=partition)
+                    fut.add_done_callback(self._on_sent)
+                    batch = producer.create_batch()
+                    if batch.append(key=key, value=value, timestamp=None, headers=headers or []) is None:
+                        raise PublishError(f"a record of {len(value)} bytes does not fit in a producer batch")
+            fut = await producer.send_batch(batch, topic, partition=partition)
+            fut.add_done_callback(self._on_sent)
+            lasts.append(fut)
+            if track:
+                self.last[(topic, partition)] = fut
+        return lasts
+
+    async def send_one(self, topic: str, partition: int, key: bytes, value: bytes) -> asyncio.Future:
+        """One record on its own (a freeze, a release): its delivery future."""
+        fut = await self._producer().send(topic, value=value, key=key, partition=partition)
+        fut.add_done_callback(self._on_sent)
+        return fut
+
+    async def drained(self) -> None:
+        """Every output sent so far is on the broker (raises :class:`PublishError` if one is not)."""
+        outs = list(self.last.values())
+        if outs:
+            await asyncio.gather(*outs, return_exceptions=True)
+        self.check()

@@ -1,0 +1,180 @@
+"""Reading ``agent-actions`` below faust's per-message stream path.
+
+faust stays the application: the consumer group and its assignment (the state
+table's changelog partitions follow ``agent-actions``), changelog recovery, the
+web server and the control-side agents. But its stream path costs about 80 us
+per message before any work is done (a ``Message`` object, the conductor, a
+channel queue, the stream iterator, an ack). So the worker reads
+``agent-actions`` itself, in batches, from the aiokafka consumer faust already
+holds (``getmany``, run on the consumer's own thread and event loop), and
+commits that topic's offsets itself (``streams/flushing.py``); faust's fetcher
+is told to leave the topic alone (:meth:`ActionReader.install`). The topic stays
+subscribed through a faust agent that never receives a message, so assignment,
+recovery and rebalancing are faust's as before.
+
+When it fails: a fetch or seek refused mid-rebalance is retried by the caller's
+next round; a refused commit answers False (the next owner redelivers from the
+last committed offset, and effects are idempotent); a stopped consumer ends
+:meth:`ActionReader.fetch` with :class:`ReaderStopped`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+__all__ = ["ActionReader", "ReaderStopped"]
+
+log = logging.getLogger("flowbreaker.worker")
+
+
+class ReaderStopped(RuntimeError):
+    """The consumer is stopping or stopped."""
+
+
+class ActionReader:
+    """Batches of records of ``topic`` from the partitions asked for, on the consumer of faust ``app``."""
+
+    def __init__(self, app, topic: str, *, max_records: int, wait_ms: int = 100) -> None:
+        self.app = app
+        self.topic = topic
+        self.max_records = max_records
+        self.wait_ms = wait_ms
+
+    # ------------------------------------------------------------------ set-up
+    def install(self) -> None:
+        """faust's fetcher skips ``topic``: its records stay in the consumer's buffer for :meth:`fetch`."""
+        consumer = self.app.consumer
+        original = consumer._getmany
+        topic = self.topic
+
+        async def getmany_without_actions(active_partitions, timeout):
+            if active_partitions is None:  # a client-only app fetches everything; a worker never is one
+                return await original(active_partitions, timeout)
+            others = {tp for tp in active_partitions if tp.topic != topic}
+            if not others:  # an empty set would mean "every partition" to aiokafka
+                await asyncio.sleep(min(timeout, 0.2))
+                return {}
+            return await original(others, timeout)
+
+        consumer._getmany = getmany_without_actions
+
+    def _consumer(self):
+        thread = self.app.consumer._thread
+        return thread, thread._ensure_consumer()
+
+    async def _on_consumer_thread(self, coro):
+        """Run ``coro`` on the consumer's event loop (aiokafka objects belong to it) and await its result."""
+        thread, _ = self._consumer()
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, thread.thread_loop))
+
+    def _tp(self, partition: int):
+        from aiokafka import TopicPartition
+
+        return TopicPartition(self.topic, partition)
+
+    # ------------------------------------------------------------------ reading
+    async def fetch(self, partitions: list[int]) -> dict[int, list]:
+        """Records fetched for ``partitions`` (up to ``max_records``, waiting up to ``wait_ms`` when there are
+        none): ``{partition: [ConsumerRecord, ...]}`` in offset order per partition."""
+        from aiokafka.errors import ConsumerStoppedError, KafkaError
+
+        try:
+            thread, consumer = self._consumer()
+        except Exception as exc:  # faust's ConsumerNotStarted: not yet, or no longer
+            raise ReaderStopped(str(exc)) from None
+        tps = [self._tp(p) for p in partitions]
+
+        async def getmany():
+            return await consumer.getmany(*tps, timeout_ms=self.wait_ms, max_records=self.max_records)
+
+        try:
+            got = await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(getmany(), thread.thread_loop))
+        except ConsumerStoppedError:
+            raise ReaderStopped("consumer stopped") from None
+        except KafkaError as exc:
+            log.warning("fetching %s failed (retrying): %r", self.topic, exc)
+            await asyncio.sleep(0.5)
+            return {}
+        if not got:
+            return {}
+        self._note_inbound(got)
+        return {tp.partition: records for tp, records in got.items()}
+
+    def _note_inbound(self, got) -> None:
+        """Tell faust's slow-stream watchdog that these partitions are being processed."""
+        monitor = getattr(self.app, "monitor", None)
+        inbound = getattr(monitor, "stream_inbound_time", None)
+        if inbound is None:
+            return
+        from faust.types import TP
+
+        now = time.monotonic()
+        for tp in got:
+            inbound[TP(tp.topic, tp.partition)] = now
+
+    async def seek(self, offsets: dict[int, int]) -> None:
+        """Reading of each partition continues at its offset (buffered records of it are dropped)."""
+        _, consumer = self._consumer()
+        from aiokafka.errors import IllegalStateError
+
+        async def seek_all():
+            for p, offset in offsets.items():
+                try:
+                    consumer.seek(self._tp(p), offset)
+                except (IllegalStateError, AssertionError) as exc:  # not assigned any more: nothing to read
+                    log.debug("seek of partition %d skipped: %r", p, exc)
+
+        await self._on_consumer_thread(seek_all())
+
+    async def committed(self, partitions: list[int]) -> dict[int, int]:
+        """The group's committed offset of each partition (the log start for one never committed)."""
+        _, consumer = self._consumer()
+
+        async def read():
+            out: dict[int, int] = {}
+            for p in partitions:
+                offset = await consumer.committed(self._tp(p))
+                if offset is not None and offset >= 0:
+                    out[p] = offset
+            missing = [self._tp(p) for p in partitions if p not in out]
+            if missing:
+                for tp, offset in (await consumer.beginning_offsets(missing)).items():
+                    out[tp.partition] = offset
+            return out
+
+        return await self._on_consumer_thread(read())
+
+    async def commit(self, offsets: dict[int, int]) -> bool:
+        """Commit ``{partition: next offset to read}`` for the group; False if the group refused (rebalance)."""
+        from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+        from faust.types import TP
+
+        thread, consumer = self._consumer()
+        tps = {self._tp(p): offset for p, offset in offsets.items()}
+
+        async def commit():
+            await consumer.commit(tps)
+
+        try:
+            await self._on_consumer_thread(commit())
+        except (CommitFailedError, IllegalStateError) as exc:
+            log.warning("offsets of %s not committed (%r); the next owner resumes from the last commit",
+                        self.topic, exc)
+            return False
+        except KafkaError as exc:
+            log.warning("committing offsets of %s failed (%r); retried with the next flush", self.topic, exc)
+            return False
+        now = time.monotonic()  # faust's commit watchdog: these partitions are committed
+        for p in offsets:
+            thread.tp_last_committed_at[TP(self.topic, p)] = now
+        return True
+
+    def highwater(self, partition: int) -> int | None:
+        from faust.types import TP
+
+        try:
+            return self.app.consumer.highwater(TP(self.topic, partition))
+        except Exception:  # mid-rebalance, or not started: unknown
+            return None
