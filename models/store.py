@@ -24,7 +24,7 @@ from detector.baseline import Prior
 from detector.features import FEATURE_NAMES, N_FEATURES, SKETCH_BYTES as _FEATURE_SKETCH_BYTES
 from detector.scoring import Calibration, FeatureTails
 
-__all__ = ["ModelError", "TrainedModel", "Forest", "load_model", "save_model", "tool_family", "FORMAT"]
+__all__ = ["ModelError", "TrainedModel", "Forest", "load_model", "save_model", "load_engine", "tool_family", "FORMAT"]
 
 FORMAT = "flowbreaker-model/1"
 #: bytes of each agent's lifetime Bloom filters in ``agent_sketches`` (detector.features.SKETCH_BYTES)
@@ -266,3 +266,16 @@ def load_model(path: str | Path) -> TrainedModel:
         raise ModelError(f"model {path} is inconsistent: {err}") from None
 
 
+
+
+def load_engine(model_dir: str | None, policy_path: str | None, **kw):
+    """The engine both shells build from the same files (``flowbreaker worker`` and ``flowbreaker replay``:
+    one engine, two shells): the policy file (or the defaults), and the model directory (or online baselines
+    only). Raises :class:`detector.policy.PolicyError` or :class:`ModelError` (one line each) for bad files;
+    ``kw`` goes to :class:`detector.engine.Engine` (approvals, manifests)."""
+    from detector.engine import Engine
+    from detector.policy import load_policy
+
+    policy = load_policy(policy_path)
+    model = load_model(model_dir) if model_dir is not None else None
+    return Engine(policy=policy, model=model, **kw)

@@ -38,20 +38,10 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 
 def build_engine(policy: str | None, model: str | None):
-    """The engine ``flowbreaker replay`` would build for the same files (one engine, two shells)."""
-    from detector.engine import Engine
-    from detector.policy import load_policy
+    """The engine ``flowbreaker replay`` builds for the same files (one engine, two shells)."""
+    from models.store import load_engine
 
-    loaded = None
-    if model is not None:
-        try:
-            from models.store import load_model
-        except ImportError as err:  # a build without the models package: score with online baselines
-            print(f"flowbreaker worker: warning: cannot load models ({err}); running without a model",
-                  file=sys.stderr)
-        else:
-            loaded = load_model(model)
-    return Engine(policy=load_policy(policy), model=loaded)
+    return load_engine(model, policy)
 
 
 def load_manifests(path: str | None):

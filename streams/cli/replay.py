@@ -15,9 +15,8 @@ from typing import IO, Iterator
 
 import msgspec
 
-from detector.engine import Engine
 from detector.events import ActionEvent, EventError, decode_event
-from detector.policy import load_policy
+from models.store import load_engine
 
 __all__ = ["configure_parser", "run", "read_events", "open_input", "load_engine"]
 
@@ -77,16 +76,6 @@ def read_events(fh: IO[bytes], *, on_error=None) -> Iterator[ActionEvent]:
         except EventError as err:
             if on_error is not None:
                 on_error(no, err)
-
-
-def load_engine(model_dir: str | None, policy_path: str | None, **kw) -> Engine:
-    policy = load_policy(policy_path)
-    model = None
-    if model_dir is not None:
-        from models.store import load_model
-
-        model = load_model(model_dir)
-    return Engine(policy=policy, model=model, **kw)
 
 
 def load_approvals(path: str | None):
