@@ -11,7 +11,7 @@ events, about six each, relabelled from the simulator's traffic):
    over the reachable graph, each object counted once) and in total with
    ``tracemalloc``. Twice: right after the events, while every agent is
    resident (its live engine state in memory), and once the agents have gone
-   idle and rest serialised in the table (``streams/residency.py``).
+   idle and rest serialised in the table (``streams/worker/residency.py``).
 2. **live** (real broker; its own unless ``--bootstrap``): a fresh ``flowbreaker
    worker`` subprocess decides the events, offered at ``--rate`` (it keeps up:
    no backlog), and its RSS (``/proc/PID/status``) is read at readiness, once
@@ -80,8 +80,8 @@ def in_process(msgs: list[tuple[bytes, bytes]], n_agents: int) -> None:
     from detector.engine import Engine
     from detector.events import decode_event
     from detector.policy import load_policy
-    from streams.metrics import Metrics
-    from streams.residency import Residency
+    from streams.worker.metrics import Metrics
+    from streams.worker.residency import Residency
 
     gc.collect()
     tracemalloc.start()

@@ -16,7 +16,7 @@ about 2 us per action), and every :data:`CHUNK` of them are packed into one
 deflated block (about 30-60 bytes an action: an agent's actions repeat its
 tools, resources and people), so a full ring of 200 actions costs about 10 KB
 instead of 240 KB. :meth:`TraceStore.rest` packs the newest ones too, for an
-agent that has gone idle (``streams/residency.py``). Entries read back are
+agent that has gone idle (``streams/worker/residency.py``). Entries read back are
 exactly the entries :func:`trace_entry` makes.
 
 >>> store.rest("a")

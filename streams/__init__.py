@@ -1,5 +1,6 @@
 """The streaming shell around :mod:`detector`, laid out by who uses it (README, "Layout"):
-the worker and the modules several rooms share at this level; :mod:`streams.api` (the SOC HTTP
-API on the workers), :mod:`streams.clients` (what an agent runtime or orchestrator imports),
+:mod:`streams.worker` (the stream-processing worker), :mod:`streams.api` (the SOC HTTP API on
+the workers), :mod:`streams.clients` (what an agent runtime or orchestrator imports),
 :mod:`streams.cli` (the ``flowbreaker`` command line), :mod:`streams.demo` (the demo and the
-simulated agents)."""
+simulated agents); at this level, the modules several of them share (settings, topics, topic
+ranges, manifests, model announcements, drill results)."""

@@ -17,7 +17,7 @@ partition *p* of the control topic (releases) and of the state changelog.
 ``agent-actions`` is created with ``message.timestamp.type=LogAppendTime``: the
 broker stamps every record with its own clock, and the workers refuse an event
 dated more than ``max_clock_skew`` (default 5 min) ahead of that stamp
-(``streams/intake.py``), so a producer cannot make an agent's clock jump to 2099
+(``streams/worker/intake.py``), so a producer cannot make an agent's clock jump to 2099
 and end a breaker's probation. A topic created earlier keeps its setting; set it
 with ``kafka-configs.sh --alter --entity-type topics --entity-name agent-actions
 --add-config message.timestamp.type=LogAppendTime`` (until then the workers cap

@@ -39,7 +39,7 @@ from typing import Callable, Iterable, Mapping
 
 from detector.manifest import Manifest, ManifestBook, ManifestError, parse_manifest
 
-__all__ = ["load_path", "load_texts", "publish", "withdraw", "record_for", "read_topic_book", "ManifestFollower",
+__all__ = ["load_path", "load_book", "load_texts", "publish", "withdraw", "record_for", "read_topic_book", "ManifestFollower",
            "ManifestTopicFold"]
 
 log = logging.getLogger("flowbreaker.manifests")
@@ -84,6 +84,19 @@ def load_path(path: str | Path) -> tuple[ManifestBook, dict[str, tuple[Manifest,
         except OSError as err:
             raise ManifestError(str(f), 1, f"cannot read: {err.strerror}") from None
     return load_texts(texts)
+
+
+def load_book(path: str | None) -> ManifestBook:
+    """The manifests of ``--manifests`` (a file or directory) as a book, for the worker and ``replay``; an empty
+    book without a path. A bad manifest raises :class:`UsageError` naming its file and line (exit 2)."""
+    from detector.errors import UsageError
+
+    if not path:
+        return ManifestBook()
+    try:
+        return load_path(path)[0]
+    except ManifestError as err:
+        raise UsageError(str(err)) from None
 
 
 def record_for(m: Manifest, text: bytes) -> tuple[bytes, bytes]:

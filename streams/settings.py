@@ -39,7 +39,7 @@ setting                     environment                        default
 ``max_clock_skew``          ``FLOWBREAKER_MAX_CLOCK_SKEW``     300 s: events dated further ahead of their record's
                                                                broker time go to the DLQ (``timestamp``)
 ``rest_after``              ``FLOWBREAKER_REST_AFTER``         60 s: an agent quiet this long leaves memory and rests
-                                                               serialised in the table (``streams/residency.py``)
+                                                               serialised in the table (``streams/worker/residency.py``)
 =========================== ================================== =======================
 
 The same settings give the keyword arguments of each Kafka client in use:
@@ -130,12 +130,12 @@ class Settings:
     drill_release_guard_ack_s: float = 15.0
     drill_release_actuator_s: float = 30.0
     drill_probation_s: float = 15.0
-    # stream processing knobs (see streams/app.py for what they trade)
-    batch_max: int = 250           # records per batch the worker reads (streams/reader.py): bounds a batch's latency
+    # stream processing knobs (see streams/worker/app.py for what they trade)
+    batch_max: int = 250           # records per batch the worker reads (streams/worker/reader.py): bounds a batch's latency
     flush_interval: float = 5.0    # T: a dirty agent's state is written at most this long after its first change
     flush_events: int = 1000       # K: ... or once it has this many unwritten events
     session_timeout: float = 10.0  # seconds without heartbeat before a worker's partitions move
-    max_clock_skew: float = 300.0  # seconds an event's ts may be ahead of its record's broker time (streams/intake.py)
+    max_clock_skew: float = 300.0  # seconds an event's ts may be ahead of its record's broker time (streams/worker/intake.py)
     rest_after: float = 60.0       # seconds a quiet agent stays resident before it rests in the table (residency.py)
     # security
     security_protocol: str = "PLAINTEXT"

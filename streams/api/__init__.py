@@ -9,7 +9,7 @@
 * :mod:`.control_feed`: what every worker folds from ``agent-control``, ``agent-incidents`` and
   ``agent-approvals`` to answer the reads locally.
 
-Imported by the worker (``streams/app.py`` mounts the API and writes automatic freezes to the
+Imported by the worker (``streams/worker/app.py`` mounts the API and writes automatic freezes to the
 audit trail), by ``flowbreaker release`` (audit trail, token names, the incident size bound) and
 by the demo (tokens). It imports the shared modules and :mod:`streams.clients` (commands, signing).
 """

@@ -5,7 +5,7 @@ named after it, exposing ``configure_parser(parser)`` and ``run(args) -> int``:
 ``train``, ``replay``, ``simulate``, ``evaluate``, ``models``, ``manifest``, ``audit``,
 ``approvals``, ``release``, ``drill``, ``topics``.
 
-The long-running commands live with what they run: ``worker`` (``streams/worker.py``),
+The long-running commands live with what they run: ``worker`` (``streams/worker/main.py``),
 ``actuator`` (:mod:`streams.clients.actuator`), ``runtime`` and ``demo`` (``streams/demo/``).
 Imported by nobody but the entry point, the benchmarks and the tests (``replay.load_engine``
 is the offline engine other commands share). Commands import :mod:`streams.api`,

@@ -26,7 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "simulate": ("streams.cli.simulate", "write a synthetic fleet's events with injected incidents and labels"),
     "evaluate": ("streams.cli.evaluate", "replay and report detection quality with plots"),
     "models": ("streams.cli.models", "the model registry: list, show, add, promote, rollback"),
-    "worker": ("streams.worker", "run a stream-processing worker against Kafka"),
+    "worker": ("streams.worker.main", "run a stream-processing worker against Kafka"),
     "actuator": ("streams.clients.actuator", "run the freeze actuator against Kafka"),
     "runtime": ("streams.demo.simulated_runtime", "run the reference agent runtime (demo and tests)"),
     "topics": ("streams.cli.topics", "create flowbreaker's Kafka topics"),

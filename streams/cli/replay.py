@@ -115,9 +115,9 @@ def run(args: argparse.Namespace) -> int:
 
         gate = Gate(engine)
     if getattr(args, "manifests", None):
-        from streams.worker import load_manifests
+        from streams.manifests import load_book
 
-        engine.manifests = load_manifests(args.manifests)  # a bad manifest: FILE:LINE, exit 2
+        engine.manifests = load_book(args.manifests)  # a bad manifest: FILE:LINE, exit 2
         if gate is not None:
             from detector.manifest import ManifestGate
 

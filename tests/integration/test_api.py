@@ -174,7 +174,7 @@ def test_any_worker_answers_for_any_agent_by_forwarding_to_the_owner(cluster, ag
 # ---------------------------------------------------------------------- freeze and release
 def _changelog_states(cluster: Cluster, agent: str) -> list[tuple[int, str]]:
     from detector.engine import AgentState
-    from streams.app import unpack_state
+    from streams.worker.app import unpack_state
 
     out = []
     for m in read_topic(cluster.bootstrap, cluster.prefix + "app-agent-state-changelog"):

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from streams.intake import REROUTED_HEADER, home_partition
+from streams.worker.intake import REROUTED_HEADER, home_partition
 from worker_harness import TopicReader, WorkerProc, fleet, replay
 
 pytestmark = pytest.mark.timeout(300)
@@ -171,7 +171,7 @@ def test_hostile_records_never_hide_crash_or_double_a_decision(kafka_bootstrap, 
         assert worker.alive()
         log = worker.stderr_path.read_text(errors="replace")
         assert "crashed" not in log.lower() and "Traceback" not in log and "RecursionError" not in log, log[-3000:]
-        assert "faust delivered" not in log  # agent-actions is read by the worker's reader only (streams/reader.py)
+        assert "faust delivered" not in log  # agent-actions is read by the worker's reader only (streams/worker/reader.py)
         assert "mis-keyed event" in log  # named in the worker's log
         t0 = time.monotonic()
         assert worker.stop(timeout=30) == 0, worker.stderr_tail()

@@ -11,8 +11,8 @@ from detector.policy import Policy, load_policy
 from models import simulate as sim
 from models.store import TrainedModel
 from models.train import fit
-from streams.drift_monitor import DriftMonitor
-from streams.metrics import Metrics
+from streams.worker.drift_monitor import DriftMonitor
+from streams.worker.metrics import Metrics
 
 from pathlib import Path
 

@@ -162,7 +162,7 @@ def test_a_timestamp_with_an_impossible_date_or_time_is_rejected(ts):
 def test_every_error_code_is_one_of_the_bounded_metric_labels():
     assert set(ERROR_CODES) == {"not_json", "not_object", "missing", "type", "enum", "range", "length",
                                 "timestamp", "encoding", "depth", "character"}
-    from streams.metrics import DLQ_CODES
+    from streams.worker.metrics import DLQ_CODES
 
     assert set(ERROR_CODES) <= set(DLQ_CODES)  # every code has its own series in flowbreaker_dlq_events_total
 

@@ -1,5 +1,5 @@
-"""State writes and offset commits (streams/flushing.py), outputs (streams/publisher.py), the outbox
-(streams/outbox.py).
+"""State writes and offset commits (streams/worker/flushing.py), outputs (streams/worker/publisher.py), the outbox
+(streams/worker/outbox.py).
 
 The broker is replaced by a small hand-written producer that records what it
 was given and completes futures when told to, so the order of events (outputs
@@ -12,11 +12,11 @@ import asyncio
 import msgspec
 import pytest
 
-from streams.flushing import Flusher
-from streams.ordering import Positions
-from streams.outbox import Outbox, OutboxEntry
-from streams.publisher import Publisher, PublishError
-from streams.residency import pack_state, unpack_state
+from streams.worker.flushing import Flusher
+from streams.worker.ordering import Positions
+from streams.worker.outbox import Outbox, OutboxEntry
+from streams.worker.publisher import Publisher, PublishError
+from streams.worker.residency import pack_state, unpack_state
 
 
 class Batch:

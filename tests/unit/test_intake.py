@@ -1,4 +1,4 @@
-"""What a record of agent-actions becomes before the engine sees it (streams/intake.py)."""
+"""What a record of agent-actions becomes before the engine sees it (streams/worker/intake.py)."""
 from __future__ import annotations
 
 import json
@@ -11,8 +11,8 @@ from kafka.partitioner.default import murmur2 as kafka_python_murmur2
 from prometheus_client import CollectorRegistry
 
 from detector.events import ERROR_CODES, EventError
-from streams.intake import LOG_APPEND_TIME, MiskeyLog, admit, home_partition, key_problem, reference_time
-from streams.metrics import Metrics
+from streams.worker.intake import LOG_APPEND_TIME, MiskeyLog, admit, home_partition, key_problem, reference_time
+from streams.worker.metrics import Metrics
 
 EVENT = {"event_id": "e1", "ts": "2026-03-02T09:00:00Z", "agent_id": "hr-agent-1", "operator_id": "o",
          "tool": "hr_db.query", "action": "read", "resource": "hr://x", "sensitivity": "internal"}

@@ -1,4 +1,4 @@
-"""streams.metrics: names, labels, bounds; a fresh registry per test."""
+"""streams.worker.metrics: names, labels, bounds; a fresh registry per test."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from streams.metrics import MAX_FEATURES, Metrics
+from streams.worker.metrics import MAX_FEATURES, Metrics
 
 
 class FakeEvent:

@@ -1,4 +1,4 @@
-"""Metrics of intended-use manifests and drills (streams/metrics.py): scope violations with bounded labels;
+"""Metrics of intended-use manifests and drills (streams/worker/metrics.py): scope violations with bounded labels;
 drill agents counted apart from every SOC count; the last drill's result."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from detector.manifest import Violation
-from streams.metrics import Metrics
+from streams.worker.metrics import Metrics
 
 
 class Event:

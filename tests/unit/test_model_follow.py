@@ -12,7 +12,7 @@ from detector.policy import Policy
 from models import simulate as sim
 from models.store import save_model
 from models.train import fit
-from streams.model_follow import ModelFollower
+from streams.worker.model_follow import ModelFollower
 from streams.settings import Settings
 
 

@@ -1,4 +1,4 @@
-"""Which records of agent-actions a worker processes, per partition (streams/ordering.py)."""
+"""Which records of agent-actions a worker processes, per partition (streams/worker/ordering.py)."""
 from __future__ import annotations
 
 from collections import namedtuple
@@ -6,7 +6,7 @@ from collections import namedtuple
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.ordering import Positions
+from streams.worker.ordering import Positions
 
 R = namedtuple("R", "offset")
 

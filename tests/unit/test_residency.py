@@ -1,4 +1,4 @@
-"""Agents resting serialised in the table and waking up (streams/residency.py, detector/trace.py)."""
+"""Agents resting serialised in the table and waking up (streams/worker/residency.py, detector/trace.py)."""
 from __future__ import annotations
 
 import json
@@ -12,8 +12,8 @@ from detector.engine import Engine
 from detector.events import decode_event
 from detector.trace import TraceStore, trace_entry
 from models.simulate import simulate
-from streams.intake import home_partition
-from streams.residency import RESTING, Residency, pack_state, rest_value, unpack_state
+from streams.worker.intake import home_partition
+from streams.worker.residency import RESTING, Residency, pack_state, rest_value, unpack_state
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
-"""A metrics object that records nothing: what a worker built without ``streams.metrics`` holds.
+"""A metrics object that records nothing: what a worker built without ``streams.worker.metrics`` holds.
 
-It has the methods the worker's processor calls on :class:`streams.metrics.Metrics`,
+It has the methods the worker's processor calls on :class:`streams.worker.metrics.Metrics`,
 so the processor never asks whether it has metrics.
 
 >>> m = NullMetrics()

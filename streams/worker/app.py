@@ -5,29 +5,29 @@ web server, the ``agent-state`` table and its changelog recovery, the control
 agent) and a :class:`Processor` that reads ``agent-actions`` itself and decides:
 
 * ``agent-actions`` is read in batches below faust's per-message stream path,
-  from the consumer faust holds (``streams/reader.py``). Each record becomes a
+  from the consumer faust holds (``streams/worker/reader.py``). Each record becomes a
   dead letter on ``agent-actions-dlq`` with its reason, a copy re-routed to its
-  agent's home partition, or an event to decide (``streams/intake.py``). Events
+  agent's home partition, or an event to decide (``streams/worker/intake.py``). Events
   go through :meth:`Engine.process_batch` (decisions do not depend on how events
   are batched) and the processor publishes what the engine returns: decision
   records to ``agent-decisions`` (key ``agent_id``, encoded once, with the same
   encoder as ``flowbreaker replay``, so the bytes are identical), freeze
   commands to ``agent-control`` (key ``agent_id``, signed) and incident records
   to ``agent-incidents`` (key ``incident_id``), as producer batches
-  (``streams/publisher.py``).
+  (``streams/worker/publisher.py``).
 * ``agent-control`` (co-partitioned with the actions) is read by a faust agent
   for signed ``release`` commands naming an agent's open incident, applied with
   :meth:`Engine.release` and written at once.
 * the table ``agent-state`` (changelog ``<app id>-agent-state-changelog``) maps
   ``agent_id`` to an envelope around ``Engine.dump_agent``: the home partition
   and offset of the last event in the state, the state, and the agent's outbox
-  (``streams/residency.py``, ``streams/outbox.py``).
+  (``streams/worker/residency.py``, ``streams/worker/outbox.py``).
 
-The processor is made of parts, each in its module: :class:`streams.ordering.Positions`
-(which offsets to process, seeks), :class:`streams.residency.Residency` (agents
+The processor is made of parts, each in its module: :class:`streams.worker.ordering.Positions`
+(which offsets to process, seeks), :class:`streams.worker.residency.Residency` (agents
 live in memory or resting in the table; their cursors),
-:class:`streams.outbox.Outbox` (records decided, not yet confirmed),
-:class:`streams.publisher.Publisher` (outputs) and :class:`streams.flushing.Flusher`
+:class:`streams.worker.outbox.Outbox` (records decided, not yet confirmed),
+:class:`streams.worker.publisher.Publisher` (outputs) and :class:`streams.worker.flushing.Flusher`
 (state writes and offset commits). What is left here is the batch step that
 calls the engine, the control commands and the manual acts of the API.
 
@@ -39,7 +39,7 @@ or doubling anything:
 1. *An offset is committed only once the events before it are durable*: their
    decisions (or dead letters, or re-routed copies) acknowledged by the broker
    and their agents' states, including them, written to the changelog and
-   acknowledged (``streams/flushing.py``). The worker commits ``agent-actions``
+   acknowledged (``streams/worker/flushing.py``). The worker commits ``agent-actions``
    itself; faust never acknowledges its records.
 2. *The state knows which events it holds.* The envelope carries the offset of
    the last event the state includes. After a restart or a rebalance, Kafka
@@ -52,10 +52,10 @@ or doubling anything:
    opens, the processor waits for the batch's decisions, then writes the states
    with the freeze (and its incident and audit records) in the agent's outbox,
    waits for that write, and only then publishes the freeze
-   (``streams/outbox.py``). The breaker is open in the table, so no restarted
+   (``streams/worker/outbox.py``). The breaker is open in the table, so no restarted
    worker trips again for that incident.
 4. *Per partition, strictly in offset order, from the committed offset*
-   (``streams/ordering.py``): a partition is read once its agents' states are
+   (``streams/worker/ordering.py``): a partition is read once its agents' states are
    recovered, from its committed offset; records already processed are
    skipped, a missing one is sought back.
 
@@ -81,7 +81,7 @@ writes the changelog itself, outside faust's event context (from its flusher),
 which faust's RocksDB store would not support (it picks its column family from
 the current event). The in-memory store holds only the agents that *rest*:
 quiet for ``rest_after`` seconds, their state deflated there, their live state
-dropped (``streams/residency.py``); an agent that acts is *resident*, its live
+dropped (``streams/worker/residency.py``); an agent that acts is *resident*, its live
 state in the engine and nothing in the store.
 
 Scale-out: any number of workers in one consumer group share the partitions;
@@ -105,15 +105,15 @@ import msgspec
 
 from detector.engine import Engine
 from detector.events import EventError
-from streams.drift_monitor import DriftMonitor
-from streams.flushing import Flusher
-from streams.intake import (LOG_APPEND_TIME, REROUTED_HEADER, MiskeyLog, admit, home_partition, key_problem)
-from streams.null_metrics import NullMetrics
-from streams.ordering import Positions
-from streams.outbox import Outbox, OutboxEntry, reconcile
-from streams.publisher import Publisher
-from streams.reader import ActionReader, ReaderStopped
-from streams.residency import Residency, pack_state, unpack_state
+from streams.worker.drift_monitor import DriftMonitor
+from streams.worker.flushing import Flusher
+from streams.worker.intake import (LOG_APPEND_TIME, REROUTED_HEADER, MiskeyLog, admit, home_partition, key_problem)
+from streams.worker.null_metrics import NullMetrics
+from streams.worker.ordering import Positions
+from streams.worker.outbox import Outbox, OutboxEntry, reconcile
+from streams.worker.publisher import Publisher
+from streams.worker.reader import ActionReader, ReaderStopped
+from streams.worker.residency import Residency, pack_state, unpack_state
 from streams.settings import Settings
 
 __all__ = ["create_app", "Processor", "TABLE", "pack_state", "unpack_state", "dlq_record"]
@@ -177,7 +177,7 @@ class Processor:
 
     Collaborators come in through the constructor: the faust ``app`` (its table
     and stop flag), the ``engine``, ``settings``, ``metrics`` (a
-    :class:`streams.null_metrics.NullMetrics` when there are none), the
+    :class:`streams.worker.null_metrics.NullMetrics` when there are none), the
     ``reader`` of ``agent-actions`` and the ``publisher`` of outputs. ``keys``
     (command signing) and ``control_metrics`` are the control plane's
     (``streams/api/server.py`` sets them when it mounts).
@@ -202,7 +202,7 @@ class Processor:
             self.keys = keys
         #: a model handed over by the model follower, swapped in before the next batch
         self.pending_model = None
-        #: live feature drift against the model's training data (streams/drift_monitor.py)
+        #: live feature drift against the model's training data (streams/worker/drift_monitor.py)
         self.drift = DriftMonitor(engine.model) if metrics is not None and engine.model is not None else None
         self.topics = settings.topics()
         self.counts = partition_counts               # topic name -> partitions
@@ -381,7 +381,7 @@ class Processor:
         pending = self.pending_model
         if pending is None:
             return
-        self.pending_model = None  # a promoted model: switch between batches (streams/model_follow.py)
+        self.pending_model = None  # a promoted model: switch between batches (streams/worker/model_follow.py)
         self.engine.swap_model(pending)
         if self.drift is not None:
             self.drift = DriftMonitor(pending)
@@ -408,7 +408,7 @@ class Processor:
             run = self.positions.admit(p, recs, mono)
             processed += len(run)
             for rec in run:
-                # streams/intake.py: a dead letter, a re-route, or an event to decide
+                # streams/worker/intake.py: a dead letter, a re-route, or an event to decide
                 ts = rec.timestamp
                 if ts is None:
                     reference = wall
@@ -653,7 +653,7 @@ class Processor:
 
     # ------------------------------------------------------------------ in the background
     async def rest_idle(self) -> int:
-        """Agents durable and quiet for ``rest_after`` leave memory for the table's store (streams/residency.py)."""
+        """Agents durable and quiet for ``rest_after`` leave memory for the table's store (streams/worker/residency.py)."""
         async with self.flusher.quiet():
             dirty, outbox = self.flusher.dirty, self.outbox
             return self.residency.rest_idle(lambda a: a in dirty or a in outbox)
@@ -820,7 +820,7 @@ def create_app(settings: Settings, engine: Engine, *, partition_counts: dict[str
     @app.agent(actions, name="flowbreaker-actions")
     async def actions_subscription(stream):
         """Keeps agent-actions subscribed (assignment, the table's co-partitioned recovery). Its records are
-        read by streams/reader.py, so faust hands this agent none; one that comes anyway is left unacked
+        read by streams/worker/reader.py, so faust hands this agent none; one that comes anyway is left unacked
         (the worker commits this topic itself) and logged."""
         unacked = app.consumer._unacked_messages
         async for event in stream.noack().events():
@@ -886,7 +886,7 @@ def create_app(settings: Settings, engine: Engine, *, partition_counts: dict[str
             return denied
         if metrics is None:
             return web.text("# no metrics module in this build\n")
-        from streams.metrics import CONTENT_TYPE
+        from streams.worker.metrics import CONTENT_TYPE
 
         return web.bytes(metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 

@@ -2,7 +2,7 @@
 
 Loads the policy and the model (input errors exit 2 before anything touches
 Kafka), creates the topics that are missing, then runs the faust worker of
-:mod:`streams.app` until SIGTERM or SIGINT, which stop it cleanly: every decided
+:mod:`streams.worker.app` until SIGTERM or SIGINT, which stop it cleanly: every decided
 event's state is written and its offset committed before it exits 0.
 
 It prints one line on stdout each time its partitions are assigned and their
@@ -23,7 +23,7 @@ import sys
 
 from streams.settings import Settings, SettingsError, add_kafka_arguments, add_worker_arguments
 
-__all__ = ["configure_parser", "run", "build_engine"]
+__all__ = ["configure_parser", "run"]
 
 log = logging.getLogger("flowbreaker.worker")
 
@@ -37,32 +37,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                    help="how long to wait for the broker at start (default 60)")
 
 
-def build_engine(policy: str | None, model: str | None):
-    """The engine ``flowbreaker replay`` builds for the same files (one engine, two shells)."""
-    from models.store import load_engine
-
-    return load_engine(model, policy)
-
-
-def load_manifests(path: str | None):
-    """The manifests of ``--manifests`` (a file or directory) as a book; an empty book without it."""
-    from detector.manifest import ManifestBook, ManifestError
-    from detector.errors import UsageError
-    from streams.manifests import load_path
-
-    if not path:
-        return ManifestBook()
-    try:
-        return load_path(path)[0]
-    except ManifestError as err:
-        raise UsageError(str(err)) from None
-
-
 def _metrics(engine):
-    try:
-        from streams.metrics import Metrics
-    except ImportError:
-        return None
+    from streams.worker.metrics import Metrics
+
     m = Metrics()
     card = getattr(engine.model, "card", None) or {}
     trained = card.get("trained_at") or (card.get("training_window") or {}).get("until")
@@ -92,8 +69,11 @@ def run(args: argparse.Namespace) -> int:
         settings = Settings.from_args(args)
     except SettingsError as err:
         raise UsageError(str(err)) from None
-    engine = build_engine(settings.policy, settings.model)  # PolicyError / ModelError -> exit 2
-    engine.manifests = load_manifests(settings.manifests)     # ManifestError -> exit 2 naming file and line
+    from models.store import load_engine
+    from streams.manifests import load_book
+
+    engine = load_engine(settings.model, settings.policy)  # the engine replay builds; PolicyError / ModelError -> exit 2
+    engine.manifests = load_book(settings.manifests)       # ManifestError -> exit 2 naming file and line
 
     from streams.kafka_admin import KafkaUnavailable, ensure_topics
 
@@ -121,12 +101,11 @@ def run(args: argparse.Namespace) -> int:
 
         tracemalloc.start(int(os.environ["FLOWBREAKER_TRACEMALLOC"]) if os.environ[
             "FLOWBREAKER_TRACEMALLOC"].isdigit() else 1)
-    from streams.app import create_app
+    from streams.worker.app import create_app
 
     app, processor = create_app(settings, engine, partition_counts=counts, metrics=metrics)
-    if metrics is not None:
-        metrics.set_worker(f"{os.uname().nodename}:{settings.web_port}")
-    from streams.model_follow import ModelFollower
+    metrics.set_worker(f"{os.uname().nodename}:{settings.web_port}")
+    from streams.worker.model_follow import ModelFollower
 
     def on_model(model, note) -> None:
         processor.pending_model = model
@@ -150,15 +129,12 @@ def run(args: argparse.Namespace) -> int:
 
     def on_book(book) -> None:
         engine.manifests = book
-        if metrics is not None:
-            metrics.set_manifests(len(book))
+        metrics.set_manifests(len(book))
 
-    if metrics is not None:
-        metrics.set_manifests(len(engine.manifests or ()))
+    metrics.set_manifests(len(engine.manifests or ()))
     ManifestFollower(settings, on_book=on_book, base=engine.manifests,
-                     on_skip=lambda why: metrics.manifest_skipped() if metrics is not None else None).start()
-    if metrics is not None:  # the last drill's time and result, for DrillFailed / DrillStale
-        DrillFollower(settings, on_result=metrics.set_drill).start()
+                     on_skip=lambda why: metrics.manifest_skipped()).start()
+    DrillFollower(settings, on_result=metrics.set_drill).start()  # the last drill, for DrillFailed / DrillStale
     worker = _quiet_worker_class()(app, loglevel=args.log_level.upper(), quiet=True, redirect_stdouts=False)
     try:
         worker.execute_from_commandline()

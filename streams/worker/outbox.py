@@ -1,4 +1,4 @@
-"""The outbox: records decided for an agent but not yet confirmed published (rule 3 of ``streams/app.py``).
+"""The outbox: records decided for an agent but not yet confirmed published (rule 3 of ``streams/worker/app.py``).
 
 A freeze is recorded before it is acted on: its command, its incident record
 and its audit record are put in the agent's outbox, the agent's state is

@@ -1,6 +1,6 @@
 """Ordering: which records of ``agent-actions`` a worker processes, per partition, strictly in offset order.
 
-Rule 4 of ``streams/app.py``. Each partition a worker owns is *started* once its
+Rule 4 of ``streams/worker/app.py``. Each partition a worker owns is *started* once its
 agents' states are recovered, at its committed offset; from then on the worker
 processes only the next expected offset of it:
 
@@ -15,7 +15,7 @@ processes only the next expected offset of it:
 * a partition that is not started (its state not recovered yet, or being
   handed over in a rebalance) is not read at all.
 
-Per agent, the cursor of ``streams/residency.py`` (the offset of the last event
+Per agent, the cursor of ``streams/worker/residency.py`` (the offset of the last event
 its state includes, on its home partition) skips events a restarted worker is
 handed again: ordering and dedupe state are per (topic, partition, offset),
 never per agent alone.

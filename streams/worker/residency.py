@@ -19,7 +19,7 @@ partition's agents back after a crash or a rebalance) is
 ``msgpack([version, partition, offset, state, outbox, written_ms])``: the
 engine's state of the agent, where it stands in its home partition, and the
 freeze, incident and audit records decided for it but not yet confirmed
-published (``streams/app.py``, rule 3). The changelog holds it plain; the
+published (``streams/worker/app.py``, rule 3). The changelog holds it plain; the
 in-memory store holds a resting agent's envelope deflated behind a zero byte
 (a msgpack envelope starts with ``0x96``, never zero).
 
@@ -39,7 +39,7 @@ from typing import Iterable, MutableMapping
 
 import msgspec
 
-from streams.intake import home_partition
+from streams.worker.intake import home_partition
 
 __all__ = ["Residency", "pack_state", "unpack_state", "rest_value", "RESTING", "ENVELOPE_VERSION"]
 
@@ -129,7 +129,7 @@ class Residency:
     def load(self, agent: str) -> list:
         """Make the agent resident (from the store when it has state there); return its outbox entries.
 
-        Its home partition is computed from its id (streams/intake.py), whatever
+        Its home partition is computed from its id (streams/worker/intake.py), whatever
         record named it. An envelope from another partition (the topic was
         repartitioned) keeps the state but not the cursor: offsets of another
         partition say nothing here.

@@ -7,7 +7,7 @@ per message before any work is done (a ``Message`` object, the conductor, a
 channel queue, the stream iterator, an ack). So the worker reads
 ``agent-actions`` itself, in batches, from the aiokafka consumer faust already
 holds (``getmany``, run on the consumer's own thread and event loop), and
-commits that topic's offsets itself (``streams/flushing.py``); faust's fetcher
+commits that topic's offsets itself (``streams/worker/flushing.py``); faust's fetcher
 is told to leave the topic alone (:meth:`ActionReader.install`). The topic stays
 subscribed through a faust agent that never receives a message, so assignment,
 recovery and rebalancing are faust's as before.

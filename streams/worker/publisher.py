@@ -5,7 +5,7 @@ A batch step adds its records (decisions, dead letters, re-routed events) with
 producer batch per topic partition, enqueued without waiting for the broker.
 Each partition's batches complete in order, so the future of its last batch
 says when everything sent to it so far is on the broker: :meth:`Publisher.drained`
-waits for those (rule 1 of ``streams/app.py``: the decisions in a state are
+waits for those (rule 1 of ``streams/worker/app.py``: the decisions in a state are
 published before the state is written). The first failure is kept and raised by
 every later call: a worker never writes state or commits past an output that
 did not reach the broker.

@@ -1,4 +1,4 @@
-"""Flushing: agents' states to the changelog, then offsets to the consumer group (rules 1 and 2 of ``streams/app.py``).
+"""Flushing: agents' states to the changelog, then offsets to the consumer group (rules 1 and 2 of ``streams/worker/app.py``).
 
 A changed agent is *dirty* from its first unwritten event: the flusher writes
 its state (once, whatever the number of events since) when it has ``K``
@@ -9,7 +9,7 @@ once for a breaker that opens or a release (``flush(only=...)``). A flush:
    partition, the offset it may commit: the first unwritten event of the
    partition's agents that stay dirty, or else the next offset to process;
 2. waits until every output sent so far is on the broker (the decisions
-   included in those states first: :meth:`streams.publisher.Publisher.drained`);
+   included in those states first: :meth:`streams.worker.publisher.Publisher.drained`);
 3. writes the states as producer batches to the changelog and waits for them;
 4. commits the snapshot's offsets (at most once a second, unless forced).
 
@@ -38,8 +38,8 @@ class Flusher:
 
     Collaborators: ``snapshot(agent)`` gives the agent's envelope (None: nothing to
     write), ``home(agent)`` its partition, ``positions`` the
-    :class:`streams.ordering.Positions` of the worker, ``publisher`` the
-    :class:`streams.publisher.Publisher`, ``changelog_key(agent)`` the key of its
+    :class:`streams.worker.ordering.Positions` of the worker, ``publisher`` the
+    :class:`streams.worker.publisher.Publisher`, ``changelog_key(agent)`` the key of its
     changelog record, ``changelog`` the changelog topic's name and ``commit``
     an awaitable taking ``{partition: offset}`` and answering whether it committed
     (a commit refused in a rebalance is not an error: the next owner redelivers).
