@@ -3,4 +3,4 @@
 the workers), :mod:`streams.clients` (what an agent runtime or orchestrator imports),
 :mod:`streams.cli` (the ``flowbreaker`` command line), :mod:`streams.demo` (the demo and the
 simulated agents); at this level, the modules several of them share (settings, topics, topic
-ranges, manifests, model announcements, drill results)."""
+ranges, topics followed whole, manifests, model announcements, drill results)."""

@@ -11,15 +11,12 @@ neither imports the other.
 from __future__ import annotations
 
 import json
-import logging
-import threading
 from typing import Callable
 
 from streams.settings import Settings
+from streams.topic_follow import Follower
 
 __all__ = ["REPORT_FORMAT", "publish_result", "parse_result", "DrillFollower"]
-
-log = logging.getLogger("flowbreaker.drill")
 
 REPORT_FORMAT = "flowbreaker-drill/1"
 
@@ -56,18 +53,16 @@ def parse_result(value: bytes | None) -> dict | None:
     return rec
 
 
-class DrillFollower:
-    """Follows ``agent-drills`` in a daemon thread and calls ``on_result(record)`` with the latest drill
-    (by ``finished_t``) each time a later one arrives. Bad records are skipped and counted."""
+class DrillFollower(Follower):
+    """Follows ``agent-drills`` (on the worker's :class:`~streams.topic_follow.TopicFollowers` thread) and calls
+    ``on_result(record)`` with the latest drill (by ``finished_t``) each time a later one arrives. Bad records
+    are skipped and counted."""
 
-    def __init__(self, settings: Settings, *, on_result: Callable[[dict], None], poll_s: float = 1.0) -> None:
-        self.settings = settings
+    def __init__(self, settings: Settings, *, on_result: Callable[[dict], None]) -> None:
+        self.topic = settings.topic("drills")
         self.on_result = on_result
-        self.poll_s = poll_s
         self.latest_t = float("-inf")
         self.invalid = 0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def handle(self, value: bytes | None) -> bool:
         rec = parse_result(value)
@@ -80,43 +75,5 @@ class DrillFollower:
         self.on_result(rec)
         return True
 
-    def start(self) -> "DrillFollower":
-        self._thread = threading.Thread(target=self._run, name="drill-follower", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    def _run(self) -> None:
-        from kafka import KafkaConsumer, TopicPartition
-
-        topic = self.settings.topic("drills")
-        while not self._stop.is_set():
-            consumer = None
-            try:
-                consumer = KafkaConsumer(group_id=None, enable_auto_commit=False, auto_offset_reset="earliest",
-                                         client_id="flowbreaker-drills", **self.settings.kafka_python_config())
-                parts = consumer.partitions_for_topic(topic)
-                if not parts:
-                    consumer.close()
-                    self._stop.wait(10.0)
-                    continue
-                tps = [TopicPartition(topic, p) for p in sorted(parts)]
-                consumer.assign(tps)
-                consumer.seek_to_beginning(*tps)
-                while not self._stop.is_set():
-                    for records in consumer.poll(timeout_ms=int(self.poll_s * 1000)).values():
-                        for rec in records:
-                            self.handle(rec.value)
-            except Exception as err:  # the broker went away: retry, never take the worker down
-                log.warning("agent-drills follower: %r; retrying", err)
-                self._stop.wait(2.0)
-            finally:
-                if consumer is not None:
-                    try:
-                        consumer.close(autocommit=False)
-                    except Exception:
-                        pass
+    def on_record(self, record) -> None:
+        self.handle(record.value)

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
 from detector.manifest import Manifest, ManifestBook, ManifestError, parse_manifest
+from streams.topic_follow import Follower
 
 __all__ = ["load_path", "load_book", "load_texts", "publish", "withdraw", "record_for", "read_topic_book", "ManifestFollower",
            "ManifestTopicFold"]
@@ -225,70 +226,39 @@ class ManifestTopicFold:
         return "invalid"
 
 
-class ManifestFollower:
-    """Follows ``agent-manifests`` in a daemon thread; calls ``on_book(book)`` with a snapshot after
-    every poll that changed the book (the worker assigns it to ``engine.manifests``)."""
+class ManifestFollower(Follower):
+    """Follows ``agent-manifests`` (on the worker's :class:`~streams.topic_follow.TopicFollowers` thread); calls
+    ``on_book(book)`` with a snapshot after every poll that changed the book (the worker assigns it to
+    ``engine.manifests``). ``ready`` is set once the topic was read to the end it had when reading began (or
+    when there is no topic)."""
 
     def __init__(self, settings, *, on_book: Callable[[ManifestBook], None], base: ManifestBook | None = None,
-                 poll_s: float = 0.5, on_skip: Callable[[str], None] | None = None) -> None:
-        self.settings = settings
+                 on_skip: Callable[[str], None] | None = None) -> None:
+        self.topic = settings.topic("manifests")
         self.on_book = on_book
         self.on_skip = on_skip
-        self.fold = ManifestTopicFold(base, settings.topic("manifests"))
-        self.poll_s = poll_s
+        self.fold = ManifestTopicFold(base, self.topic)
         self.ready = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._target: dict = {}
+        self._changed = False
 
-    def start(self) -> "ManifestFollower":
-        self._thread = threading.Thread(target=self._run, name="manifest-follower", daemon=True)
-        self._thread.start()
-        return self
+    def position(self, consumer, tps: list) -> None:
+        consumer.seek_to_beginning(*tps)
+        self._target = consumer.end_offsets(tps)
 
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+    def absent(self) -> None:
+        self.ready.set()  # no topic: nothing to wait for
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self._follow()
-            except Exception as err:  # the broker went away: retry, never take the worker down
-                log.warning("agent-manifests follower: %r; retrying", err)
-                self._stop.wait(2.0)
+    def on_record(self, record) -> None:
+        result = self.fold.apply(record.key, record.value, where=f"p{record.partition}@{record.offset}")
+        if result in ("added", "replaced", "removed"):
+            self._changed = True
+        elif result == "invalid" and self.on_skip is not None:
+            self.on_skip(self.fold.last_error or "")
 
-    def _follow(self) -> None:
-        from kafka import KafkaConsumer, TopicPartition
-
-        topic = self.settings.topic("manifests")
-        consumer = KafkaConsumer(group_id=None, enable_auto_commit=False, auto_offset_reset="earliest",
-                                 client_id="flowbreaker-manifests", **self.settings.kafka_python_config())
-        try:
-            parts = None
-            while parts is None and not self._stop.is_set():
-                parts = consumer.partitions_for_topic(topic)
-                if parts is None:
-                    self.ready.set()  # no topic: nothing to wait for
-                    self._stop.wait(5.0)
-            if parts is None:
-                return
-            tps = [TopicPartition(topic, p) for p in sorted(parts)]
-            consumer.assign(tps)
-            consumer.seek_to_beginning(*tps)
-            target = consumer.end_offsets(tps)
-            while not self._stop.is_set():
-                changed = False
-                for tp, records in consumer.poll(timeout_ms=int(self.poll_s * 1000)).items():
-                    for rec in records:
-                        result = self.fold.apply(rec.key, rec.value, where=f"p{tp.partition}@{rec.offset}")
-                        if result in ("added", "replaced", "removed"):
-                            changed = True
-                        elif result == "invalid" and self.on_skip is not None:
-                            self.on_skip(self.fold.last_error or "")
-                if changed:
-                    self.on_book(self.fold.book.copy())
-                if not self.ready.is_set() and all(consumer.position(tp) >= end for tp, end in target.items()):
-                    self.ready.set()
-        finally:
-            consumer.close(autocommit=False)
+    def after_poll(self, consumer) -> None:
+        if self._changed:
+            self._changed = False
+            self.on_book(self.fold.book.copy())
+        if not self.ready.is_set() and all(consumer.position(tp) >= end for tp, end in self._target.items()):
+            self.ready.set()

@@ -120,21 +120,22 @@ def run(args: argparse.Namespace) -> int:
         if processor.control_metrics is not None:
             processor.control_metrics.reject("model_updates", reason)
 
-    follower = ModelFollower(settings, on_model=on_model, on_error=on_error, current_version=engine.model_version,
-                             on_reject=on_reject)
-    follower.start()
+    models = ModelFollower(settings, on_model=on_model, on_error=on_error, current_version=engine.model_version,
+                           on_reject=on_reject)
     # intended-use manifests: the files given, with newer versions from agent-manifests swapped in between batches
     from streams.drill_results import DrillFollower
     from streams.manifests import ManifestFollower
+    from streams.topic_follow import TopicFollowers
 
     def on_book(book) -> None:
         engine.manifests = book
         metrics.set_manifests(len(book))
 
     metrics.set_manifests(len(engine.manifests or ()))
-    ManifestFollower(settings, on_book=on_book, base=engine.manifests,
-                     on_skip=lambda why: metrics.manifest_skipped()).start()
-    DrillFollower(settings, on_result=metrics.set_drill).start()  # the last drill, for DrillFailed / DrillStale
+    manifests = ManifestFollower(settings, on_book=on_book, base=engine.manifests,
+                                 on_skip=lambda why: metrics.manifest_skipped())
+    drills = DrillFollower(settings, on_result=metrics.set_drill)  # the last drill, for DrillFailed / DrillStale
+    TopicFollowers(settings, [models, manifests, drills]).start()  # one thread, one consumer for the three
     worker = _quiet_worker_class()(app, loglevel=args.log_level.upper(), quiet=True, redirect_stdouts=False)
     try:
         worker.execute_from_commandline()

@@ -1,7 +1,8 @@
 """Hot reload: a worker follows ``model-updates`` and switches models without a restart.
 
-A background thread reads the single partition of ``model-updates`` (no consumer
-group: every worker must see every announcement), from its last message on.
+The worker's follower thread (:mod:`streams.topic_follow`) reads the single partition of
+``model-updates`` (no consumer group: every worker must see every announcement), from its last
+message on.
 For each announcement it loads the model directory with
 :func:`models.store.load_model` (checksum verified) and checks that the loaded
 version and checksum are the announced ones; then it hands the model to
@@ -20,7 +21,6 @@ and no failure to load a model stops it.
 from __future__ import annotations
 
 import logging
-import threading
 from collections import Counter
 from typing import Callable
 
@@ -28,6 +28,7 @@ from models.store import ModelError, load_model
 from streams.clients.commands import RecordError, RejectLog
 from streams.model_updates import decode_update, updates_topic
 from streams.settings import Settings
+from streams.topic_follow import Follower, from_last
 
 __all__ = ["ModelFollower", "load_announced"]
 
@@ -44,29 +45,27 @@ def load_announced(note: dict):
     return model
 
 
-class ModelFollower:
+class ModelFollower(Follower):
+    """Follows ``model-updates`` from its last message (on the worker's
+    :class:`~streams.topic_follow.TopicFollowers` thread); see the module docstring."""
+
     def __init__(self, settings: Settings, *, on_model: Callable[[object, dict], None],
                  on_error: Callable[[str, dict], None], current_version: str | None = None,
-                 poll_s: float = 1.0, on_reject: Callable[[str], None] | None = None) -> None:
+                 on_reject: Callable[[str], None] | None = None) -> None:
         self.settings = settings
+        self.topic = updates_topic(settings)
         self.on_model = on_model
         self.on_error = on_error
         self.on_reject = on_reject
         self.rejected: Counter = Counter()
         self._reject_log = RejectLog(log)
         self.current_version = current_version
-        self.poll_s = poll_s
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="model-follower", daemon=True)
-        self._thread.start()
+    def position(self, consumer, tps: list) -> None:
+        from_last(consumer, tps)  # the last announcement is the current model
 
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+    def on_record(self, record) -> None:
+        self.handle(record.value, record.partition, record.offset)
 
     def handle(self, value: bytes, partition: int | None = None, offset: int | None = None) -> None:
         """One message of ``model-updates``; never raises."""
@@ -91,37 +90,3 @@ class ModelFollower:
             return
         self.current_version = model.version
         self.on_model(model, note)
-
-    def _run(self) -> None:
-        from kafka import KafkaConsumer, TopicPartition
-
-        topic = updates_topic(self.settings)
-        consumer = None
-        while not self._stop.is_set():
-            try:
-                if consumer is None:
-                    consumer = KafkaConsumer(group_id=None, enable_auto_commit=False,
-                                             **self.settings.kafka_python_config())
-                    tp = TopicPartition(topic, 0)
-                    if topic not in (consumer.topics() or set()):
-                        consumer.close()
-                        consumer = None
-                        self._stop.wait(5.0)
-                        continue
-                    consumer.assign([tp])
-                    end = consumer.end_offsets([tp])[tp]
-                    consumer.seek(tp, max(0, end - 1))  # the last announcement is the current model
-                for records in consumer.poll(timeout_ms=int(self.poll_s * 1000)).values():
-                    for rec in records:
-                        self.handle(rec.value, rec.partition, rec.offset)
-            except Exception as err:  # the broker went away: retry, never take the worker down
-                log.warning("model-updates follower: %r; retrying", err)
-                if consumer is not None:
-                    try:
-                        consumer.close()
-                    except Exception:
-                        pass
-                consumer = None
-                self._stop.wait(2.0)
-        if consumer is not None:
-            consumer.close()
