@@ -90,20 +90,41 @@ def cpu_seconds(pid: int | None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def machine_cpu_seconds() -> float:
+    """CPU seconds all cores of the machine have been busy so far (/proc/stat: everything but idle and iowait)."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    except (OSError, ValueError):
+        return 0.0
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 class Cores:
-    """Cores each named process used between start() and stop(): CPU seconds / wall seconds."""
+    """Cores each named process used between start() and stop(): CPU seconds / wall seconds; beside them
+    ``machine`` (all processes) and ``others`` (the machine minus the named ones: the other work on the host)."""
 
     def __init__(self, pids: dict[str, int | None]) -> None:
         self.pids = pids
 
+    def sample(self) -> tuple[float, dict[str, float]]:
+        used = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        used["machine"] = machine_cpu_seconds()
+        return time.time(), used
+
     def start(self) -> "Cores":
-        self.t0 = time.monotonic()
-        self.c0 = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        self.t0, self.c0 = self.sample()
         return self
 
     def stop(self) -> dict[str, float]:
-        dt = max(1e-9, time.monotonic() - self.t0)
-        return {name: (cpu_seconds(pid) - self.c0[name]) / dt for name, pid in self.pids.items()}
+        return self.between((self.t0, self.c0), self.sample())
+
+    @staticmethod
+    def between(a: tuple[float, dict[str, float]], b: tuple[float, dict[str, float]]) -> dict[str, float]:
+        dt = max(1e-9, b[0] - a[0])
+        out = {name: (b[1][name] - a[1][name]) / dt for name in a[1]}
+        out["others"] = max(0.0, out["machine"] - sum(v for k, v in out.items() if k != "machine"))
+        return out
 
 
 def show_cores(cores: dict[str, float]) -> str:
@@ -173,24 +194,30 @@ async def raw_consume(bootstrap: str, topic: str, n: int, decode: bool) -> float
 
 def worker_rate(workers: list[WorkerProc], reader: TopicReader, n: int, since_ms: int, timeout: float = 240,
                 broker_pid: int | None = None) -> dict:
-    """Wait until the workers decided n events after since_ms; rate over the steady window."""
-    cores = Cores({**{f"worker {i + 1}": w.proc.pid for i, w in enumerate(workers)}, "broker": broker_pid}).start()
+    """Wait until the workers decided n events after since_ms; rate over the steady window (from the last
+    readiness to the last decision) and the cores each process used in that same window."""
+    cores = Cores({**{f"worker {i + 1}": w.proc.pid for i, w in enumerate(workers)}, "broker": broker_pid,
+                   "bench": os.getpid()})
+    samples = [cores.sample()]
     deadline = time.monotonic() + timeout
-    seen: set[str] = set()
+    seen: set[bytes] = set()
     stamps: list[int] = []
     pos = 0
     while len(seen) < n and time.monotonic() < deadline:
-        reader.poll(500)
+        reader.poll(250)
         for m in reader.messages[pos:]:
             if m.timestamp >= since_ms:
-                seen.add(json.loads(m.value)["event_id"])
+                seen.add(m.value)  # a redelivered event's decision is byte-identical (no JSON decode: the bench's own cost)
                 stamps.append(m.timestamp)
         pos = len(reader.messages)
+        samples.append(cores.sample())
     ready = max(t for w in workers for t, line in w.line_times if "worker ready" in line)
     start_ms = int(ready * 1000)
     window = [t for t in stamps if t >= start_ms]
-    dur = (max(window) - start_ms) / 1000 if window else float("nan")
-    used = cores.stop()
+    end = max(window) / 1000 if window else ready
+    dur = end - ready if window else float("nan")
+    inside = [s for s in samples if ready <= s[0] <= end + 0.3] or samples[-2:]
+    used = Cores.between(inside[0], inside[-1]) if len(inside) > 1 else Cores.between(samples[0], samples[-1])
     statuses = [w.status() for w in workers]
     return {"decided": len(seen), "decisions_in_window": len(window), "window_s": dur, "cores": used,
             "rate": len(window) / dur if window and dur > 0 else float("nan"),
@@ -409,6 +436,18 @@ def main() -> None:
         print(f"  p99 produce -> freeze at {top:,.0f}/s:      {p99_freeze.get(top, nan):6.0f} ms (goal <= 100)")
         print(f"  two workers / one:                        {results[2]['rate'] / results[1]['rate']:6.2f}   "
               f"(goal >= 1.7 where the cores allow)")
+
+        def per_core(r: dict) -> float:
+            return r["rate"] / max(1e-9, sum(v for k, v in r["cores"].items() if k.startswith("worker")))
+
+        two = results[2]["cores"]
+        free = os.cpu_count() - two["machine"]
+        print(f"  two workers / one, per core the workers used: {per_core(results[2]) / per_core(results[1]):6.2f}   "
+              f"(1.0: a second worker adds no cost of its own; events/s per worker core "
+              f"{per_core(results[1]):,.0f} -> {per_core(results[2]):,.0f})")
+        print(f"  did the cores allow it? during the two-worker run the machine was busy {two['machine']:.2f} of "
+              f"{os.cpu_count()} cores ({free:.2f} idle; other work {two['others']:.2f}); two workers need about "
+              f"{2 * sum(v for k, v in results[1]['cores'].items() if k.startswith('worker')):.2f} cores for 2x")
         print(f"  cores used: one worker run: {show_cores(results[1]['cores'])}; two workers run: "
               f"{show_cores(results[2]['cores'])}; {top:,.0f}/s run: {show_cores(run_cores.get(top, {}))}")
     finally:
