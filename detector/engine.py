@@ -21,7 +21,7 @@ from array import array
 from zlib import crc32
 from math import log1p
 from datetime import datetime, timezone
-from typing import Iterable
+from typing import Iterable, NamedTuple
 
 import msgspec
 import numpy as np
@@ -55,6 +55,38 @@ def _combined(p_stat: float, p_comb: float, p_harm: float) -> float:
     """Three rarities of one action (its rarest feature, the forest's combination of all, the evidence of
     harm together) as one, Bonferroni-corrected for the three."""
     return min(1.0, 3.0 * min(p_stat, p_comb, p_harm))
+
+
+def _score(p_stat: float, p_comb: float | None, p_harm: float) -> tuple[float, list[dict] | None]:
+    """An action's score from its rarities, and the reason to add when the model's combination is what
+    makes it rare. ``p_comb`` is ``None`` without a trained model: the score is then the rarest feature's
+    alone (the evidence of harm counts only through the breaker)."""
+    if p_comb is None:
+        return score_of(p_stat), None
+    extra = None
+    if p_comb < p_stat and p_comb < 1e-3:
+        extra = [{"feature": "combination", "value": round(p_comb, 8), "baseline": 1.0,
+                  "detail": "this combination of volume, destinations and timing is rare for agents "
+                            f"like this one (isolation forest rarity {p_comb:.1e})."}]
+    return score_of(_combined(p_stat, p_comb, p_harm)), extra
+
+
+class _Reading(NamedTuple):
+    """One action read against its agent's state (:meth:`Engine._read`): everything scoring needs but
+    the model's combination p-value, which is computed for a whole batch at once."""
+
+    obs: Observation
+    #: clauses of the agent's intended-use manifest the action breaks (empty without a manifest)
+    violations: list
+    #: signed robust z per feature, and its tail rarity (-log p), both zero where the action is not blamed
+    z: list[float]
+    r: list[float]
+    #: the profile's location as the action was compared with it, kept for the reasons only when some
+    #: feature is rare enough to be named (learning replaces the profile)
+    loc: array | None
+    #: rarity of the rarest feature (calibrated), and of the evidence of harm
+    p_stat: float
+    p_harm: float
 
 
 def _harm(ev: ActionEvent, obs: Observation) -> float:
@@ -163,7 +195,7 @@ class Decision:
     """The outcome of one event. ``record`` is the contract's decision record."""
 
     __slots__ = ("event", "record", "freeze", "incident", "transition", "duplicate", "reused_id", "dest_classes",
-                 "z", "x", "approval_refused", "violations")
+                 "z", "x", "approval_refused", "violations", "harm")
 
     def __init__(self, event: ActionEvent) -> None:
         self.event = event
@@ -183,6 +215,9 @@ class Decision:
         self.z: list[float] | None = None
         #: the feature values (natural units), for drift monitoring
         self.x: list[float] | None = None
+        #: the evidence of harm on the score scale (what one action needs to trip the breaker alone);
+        #: :meth:`Engine.assess` gives the same number before the action
+        self.harm: float | None = None
 
 
 class Engine:
@@ -252,16 +287,11 @@ class Engine:
     def process_batch(self, events: Iterable[ActionEvent]) -> list[Decision]:
         policy = self.policy
         th = policy.thresholds
-        cal = self._cal
         agents = self.agents
-        learn_raw = self._learn_raw
-        tails = self._tails
         out: list[Decision] = []
-        pending: list[tuple[Decision, AgentState, Observation, list[float], list[float], float, array | None,
-                            float]] = []
+        pending: list[tuple[Decision, AgentState, _Reading]] = []
         approvals = self.approvals
         book = self.manifests
-        classify = policy.classify
         for ev in events:
             refused = None
             if ev.approval_id is not None and approvals is not None:
@@ -288,47 +318,24 @@ class Engine:
             seen[st.seen_pos] = h
             st.seen_content[st.seen_pos] = hc
             st.seen_pos = (st.seen_pos + 1) % _DEDUPE
-            obs = extract(st.features, ev, policy)
-            scope = book.scope_for(ev.agent_id) if book is not None else None
-            if scope is not None:
-                d.violations = scope.check(ev, st.usage, classify=classify)
-            if ev.destinations:  # after the check: an action is judged on the usage before it
-                st.usage.add(ev.t, ev.records, ev.bytes)
-            xl = list(map(log1p, obs.x))
-            z = st.baseline.deviations_log(xl)
-            r = tails.neglogs(z)
-            raw = max(r)
-            # the profile as this action was compared with it, for the reasons (learning replaces it)
-            loc = st.baseline.loc if raw >= REASON_NEGLOG else None
-            # learning looks at every feature: an action in the wake of a spike teaches nothing
-            if raw < learn_raw and not d.violations:  # an out-of-scope action teaches nothing
-                st.baseline.learn_log(xl)
-                commit_novelty(st.features, obs)
-            _blame(obs, z, r)
+            reading = self._read(st, ev, book)
+            obs = reading.obs
+            d.violations = reading.violations
             d.dest_classes = obs.dest_classes
-            d.z = z
+            d.z = reading.z
             d.x = obs.x
-            pending.append((d, st, obs, z, r, cal.pvalue(max(r)), loc,
-                            self._harm_pvalue(ev, obs, r, st.baseline.n >= YOUNG_N)))
+            pending.append((d, st, reading))
         if not pending:
             return out
+        # the model scores the whole batch in one call (row by row, so batching changes no number)
         if self.model is not None:
-            p_comb = self.model.combination_pvalues(np.array([p[3] for p in pending], dtype=np.float64))
+            p_comb = self.model.combination_pvalues(np.array([p[2].z for p in pending], dtype=np.float64))
         else:
             p_comb = None
-        for k, (d, st, obs, z, r, p_stat, loc, p_harm) in enumerate(pending):
+        for k, (d, st, (obs, _, z, r, loc, p_stat, p_harm)) in enumerate(pending):
             ev = d.event
-            extra = None
-            if p_comb is not None:
-                pc = float(p_comb[k])
-                p = _combined(p_stat, pc, p_harm)
-                if pc < p_stat and pc < 1e-3:
-                    extra = [{"feature": "combination", "value": round(pc, 8), "baseline": 1.0,
-                              "detail": "this combination of volume, destinations and timing is rare for agents "
-                                        f"like this one (isolation forest rarity {pc:.1e})."}]
-            else:
-                p = p_stat
-            score = score_of(p)
+            score, extra = _score(p_stat, float(p_comb[k]) if p_comb is not None else None, p_harm)
+            harm_score = d.harm = score_of(p_harm)
             if d.reused_id and score < th.medium:
                 score = th.medium  # an analyst should see it
             effect = stream_effect(d.violations, th) if d.violations else None
@@ -369,7 +376,6 @@ class Engine:
                 # a young agent (still judged mostly by its peers' profile) only when the action moves
                 # sensitive data out or destroys something
                 sensitive_out = obs.outbound and ev.sensitivity in ("confidential", "restricted")
-                harm_score = score_of(p_harm)
                 solo = (harm_score >= th.evidence
                         and (st.baseline.n >= YOUNG_N or ev.action == "delete" or sensitive_out))
                 action, transition = brk.step(b, t=ev.t, score=score, severity=severity, agent_id=ev.agent_id,
@@ -405,24 +411,62 @@ class Engine:
     def assess(self, event: ActionEvent) -> tuple[float, Observation, list[float], str, float]:
         """What the engine would make of ``event`` right now, changing nothing:
         ``(score, observation, deviations, breaker_state, harm)`` where ``harm`` is the evidence of harm on
-        the score scale (what a freeze needs). For pre-action checks."""
+        the score scale (what a freeze needs). For pre-action checks.
+
+        ``score`` and ``harm`` are the numbers :meth:`process_batch` would give the event next (the same
+        pipeline, :meth:`_read`, on a copy of the agent's state), unrounded. What the stream adds on top
+        is left out: a reused event id and a broken manifest clause raise the stream's score, and an
+        approval id is taken at its word (the gate screens it, and checks manifests itself)."""
         st = self.agents.get(event.agent_id)
         if st is None:
             prior = self._prior(event.agent_id, event.operator_id, event.tool)
             st = AgentState(prior, event.operator_id)
-        else:
+        else:  # a copy: reading an action moves the agent's feature windows and its manifest usage
             hours = st.features.hours
             st = AgentState.load(st.dump(), hours)
-        obs = extract(st.features, event, self.policy)
-        z = st.baseline.deviations(obs.x)
-        r = self._tails.neglogs(z)
-        _blame(obs, z, r)
-        p = self._cal.pvalue(max(r))
-        p_harm = self._harm_pvalue(event, obs, r, st.baseline.n >= YOUNG_N)
+        obs, _, z, _, _, p_stat, p_harm = self._read(st, event, self.manifests, learn=False)
+        p_comb = None
         if self.model is not None:
-            pc = float(self.model.combination_pvalues(np.array([z], dtype=np.float64))[0])
-            p = _combined(p, pc, p_harm)
-        return score_of(p), obs, z, st.breaker.state, score_of(p_harm)
+            p_comb = float(self.model.combination_pvalues(np.array([z], dtype=np.float64))[0])
+        score, _ = _score(p_stat, p_comb, p_harm)
+        return score, obs, z, st.breaker.state, score_of(p_harm)
+
+    def _read(self, st: AgentState, ev: ActionEvent, book: ManifestBook | None, *,
+              learn: bool = True) -> _Reading:
+        """Read one action against its agent's state ``st``, and update that state as the stream does:
+        the feature windows move, the manifest usage grows, and an action that is not rare (and breaks no
+        manifest clause) teaches the profile. The one scoring pipeline: :meth:`process_batch` runs it on
+        the agent's state, :meth:`assess` on a copy, so the stream and the pre-action check give the
+        same numbers for the same action in the same state.
+
+        The evidence of harm is judged on the profile's weight *after* learning from this action (an
+        agent's 100th ordinary action already counts as established), which decisions have always done.
+        ``learn=False`` (for a copy that is thrown away) skips the learning itself and counts the weight
+        it would have added.
+        """
+        obs = extract(st.features, ev, self.policy)
+        scope = book.scope_for(ev.agent_id) if book is not None else None
+        violations = scope.check(ev, st.usage, classify=self.policy.classify) if scope is not None else []
+        if ev.destinations:  # after the check: an action is judged on the usage before it
+            st.usage.add(ev.t, ev.records, ev.bytes)
+        xl = list(map(log1p, obs.x))
+        z = st.baseline.deviations_log(xl)
+        r = self._tails.neglogs(z)
+        raw = max(r)
+        # the profile as this action was compared with it, for the reasons (learning replaces it)
+        loc = st.baseline.loc if raw >= REASON_NEGLOG else None
+        weight = st.baseline.n
+        # learning looks at every feature: an action in the wake of a spike teaches nothing
+        if raw < self._learn_raw and not violations:  # an out-of-scope action teaches nothing
+            if learn:
+                st.baseline.learn_log(xl)
+                commit_novelty(st.features, obs)
+                weight = st.baseline.n
+            else:
+                weight += 1.0  # what learn_log adds (tests/unit/test_engine.py holds the two paths together)
+        _blame(obs, z, r)
+        return _Reading(obs, violations, z, r, loc, self._cal.pvalue(max(r)),
+                        self._harm_pvalue(ev, obs, r, weight >= YOUNG_N))
 
     def _harm_pvalue(self, ev: ActionEvent, obs: Observation, r: list[float], established: bool) -> float:
         """Rarity of the evidence of harm (:mod:`detector.evidence`): of its rarest solo piece, or (with a

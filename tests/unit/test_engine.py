@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from detector.breaker import CLOSED, HALF_OPEN, OPEN
-from detector.engine import ONLINE_MODEL_VERSION, Engine
+from detector.engine import ONLINE_MODEL_VERSION, YOUNG_N, Engine
 from detector.events import EventError, decode_event
 from detector.gate import Gate
 from detector.policy import load_policy
@@ -394,6 +394,33 @@ def test_asking_the_gate_changes_nothing_in_the_engine(later):
         gate.check(e)
         a, b = plain.process(e), asked.process(e)
         assert (a.record, a.freeze) == (b.record, b.freeze)
+
+
+@pytest.mark.parametrize("with_model", [False, True])
+@pytest.mark.parametrize("on_the_brink", [False, True])
+def test_assess_gives_the_score_and_harm_of_the_decision_the_stream_then_makes(later, model, with_model,
+                                                                              on_the_brink):
+    """The pre-action check and the stream score with one pipeline: for every event of the fleet, what
+    ``assess`` says just before is what ``process_batch`` then decides (its score, its evidence of harm,
+    its deviations). ``on_the_brink`` puts each agent's profile one learnt action short of established
+    (weight YOUNG_N - 1) before each of its events: the stream judges the evidence of harm on the weight
+    after learning from the action, so a check that judged it on the weight before would disagree."""
+    eng = Engine(policy=POLICY, model=model if with_model else None)
+    compared = alerts = harmful = 0
+    for e in later:
+        st = eng.agents.get(e.agent_id)
+        if on_the_brink and st is not None:
+            st.baseline.n = YOUNG_N - 1.0
+        score, _, z, state, harm = eng.assess(e)
+        d = eng.process_batch([e])[0]
+        if d.duplicate or d.reused_id:  # the stream raises a reused id's score; a duplicate is not scored
+            continue
+        assert (round(score, 4), harm, z) == (d.record["score"], d.harm, d.z), e.event_id
+        assert d.transition is not None or d.record["breaker_state"] == state, e.event_id
+        compared += 1
+        alerts += d.record["severity"] != "ok"
+        harmful += harm > 0.0
+    assert compared > 1000 and alerts > 0 and harmful > 0  # the comparison covered rare and harmful actions
 
 
 # --------------------------------------------------------------------------- end to end
