@@ -3,7 +3,9 @@ entry point in pyproject.toml is ``streams.cli.main:main``); each command here i
 named after it, exposing ``configure_parser(parser)`` and ``run(args) -> int``:
 
 ``train``, ``replay``, ``simulate``, ``evaluate``, ``models``, ``manifest``, ``audit``,
-``approvals``, ``release``, ``drill``, ``topics``.
+``approvals``, ``release``, ``drill``, ``topics``. One module is no command: :mod:`.sources`,
+where a command's events come from (a file or a topic range), read and reported the same way by
+``train``, ``replay``, ``evaluate``, ``models show``, ``manifest suggest`` and ``audit``.
 
 The long-running commands live with what they run: ``worker`` (``streams/worker/main.py``),
 ``actuator`` (:mod:`streams.clients.actuator`), ``runtime`` and ``demo`` (``streams/demo/``).

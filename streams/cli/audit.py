@@ -46,6 +46,7 @@ from detector.events import ActionEvent
 from detector.manifest import CEILINGS, ManifestBook, Usage, VIOLATION_CLAUSES
 from detector.manifest_suggest import OPERATOR, Observed, drift, iso_utc, parent_glob, unused_grants
 from detector.policy import Policy
+from streams.cli.sources import add_max_events_argument
 from streams.settings import add_kafka_arguments
 
 __all__ = ["configure_parser", "run", "audit_period", "write_report", "REPORT_FORMAT"]
@@ -65,8 +66,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                                                         "topic when reading Kafka)")
     p.add_argument("--policy", metavar="P.toml", help="policy file: destination classes")
     p.add_argument("--report", required=True, metavar="DIR", help="directory for audit.md, audit.html, audit.json")
-    p.add_argument("--max-events", dest="max_events", type=int, default=5_000_000, metavar="N",
-                   help="refuse a topic range holding more messages than this (default 5,000,000)")
+    add_max_events_argument(p, max_events=5_000_000)
     p.add_argument("--quiet", action="store_true", help="no per-line reports of invalid events")
     add_kafka_arguments(p)
 
@@ -336,11 +336,11 @@ def run(args: argparse.Namespace) -> int:
     from detector.errors import UsageError
     from detector.manifest import ManifestError
     from detector.policy import load_policy
-    from streams.cli.manifest import read_events, time_range
+    from streams.cli.sources import parse_range, read_source
     from streams.settings import Settings, SettingsError
 
     policy = load_policy(args.policy)
-    since_ms, until_ms = time_range(args)
+    since_ms, until_ms = parse_range(args.since, args.until)
     length = until_ms - since_ms
     book = None
     if args.manifests:
@@ -365,7 +365,7 @@ def run(args: argparse.Namespace) -> int:
                       "stale)", file=sys.stderr)
     else:
         args.from_topic = None
-    events = read_events(args, since_ms=since_ms - length, until_ms=until_ms, label="audit")
+    events = read_source(args, since_ms=since_ms - length, until_ms=until_ms, client_id="flowbreaker-audit")
     report = audit_period(events, since=since_ms / 1000, until=until_ms / 1000, book=book, policy=policy,
                           agent=args.agent)
     try:

@@ -2,7 +2,7 @@
 of detection quality (report.md, report.html, metrics.json and plots).
 
 The file and engine shell around :mod:`models.evaluate`, which measures and writes the
-report: this module reads the labels, the events (``streams.cli.replay``'s reader: invalid
+report: this module reads the labels, the events (:mod:`streams.cli.sources`: invalid
 lines are counted and skipped) and the models (``streams.cli.replay.load_engine``), so that
 ``models/`` never imports the shell. What is measured: :mod:`models.evaluate`.
 """
@@ -16,7 +16,8 @@ from detector.errors import UsageError
 from detector.policy import load_policy
 from models.evaluate import LabelsError, evaluate_model, load_labels, one_line, write_report
 from models.playback import parse_duration
-from streams.cli.replay import load_engine, open_input, read_events
+from streams.cli.replay import load_engine
+from streams.cli.sources import InvalidLines, read_file
 
 __all__ = ["configure_parser", "run"]
 
@@ -57,20 +58,8 @@ def run(args: argparse.Namespace) -> int:
     engines = [(role, path, load_engine(path, args.policy)) for role, path in specs]
     policy = load_policy(args.policy)
 
-    invalid = 0
-
-    def on_error(no, err):
-        nonlocal invalid
-        invalid += 1
-        if not args.quiet and invalid <= 20:
-            print(f"{args.input}:{no}: invalid event skipped: {err}", file=sys.stderr)
-
-    fh = open_input(args.input)
-    try:
-        events = list(read_events(fh, on_error=on_error))
-    finally:
-        if fh is not sys.stdin.buffer:
-            fh.close()
+    invalid = InvalidLines(args.input, quiet=args.quiet)
+    events = read_file(args.input, on_error=invalid)
     if not events:
         raise UsageError(f"{args.input} has no valid events to evaluate")
 
@@ -81,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     models = [r.entry for r in runs]
     records, dup = runs[0].records, runs[0].duplicates
     meta = {
-        "input": {"path": args.input, "events": len(events), "invalid_lines": invalid, "duplicates": dup,
+        "input": {"path": args.input, "events": len(events), "invalid_lines": invalid.count, "duplicates": dup,
                   "agents": len({r["agent_id"] for r in records}),
                   "agent_days": models[0]["metrics"]["false_freezes"]["agent_days"]},
         "labels": {"path": args.labels, "incidents": len(labels["incidents"]),

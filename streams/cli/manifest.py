@@ -25,22 +25,20 @@ import argparse
 import json
 import re
 import sys
-import time
 from pathlib import Path
 
+from streams.cli.sources import (add_range_arguments, add_source_arguments, parse_range, read_source,
+                                 refuse_topic_options, require_since)
 from streams.settings import Settings, SettingsError, add_kafka_arguments
 
-__all__ = ["configure_parser", "run", "read_events", "safe_filename"]
+__all__ = ["configure_parser", "run", "safe_filename"]
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="manifest_command", metavar="SUBCOMMAND", parser_class=type(p))
     sub.required = True
     s = sub.add_parser("suggest", help="least-privilege manifests from observed behaviour")
-    src = s.add_mutually_exclusive_group(required=True)
-    src.add_argument("--input", metavar="HISTORY.jsonl", help="past action events, one JSON object per line")
-    src.add_argument("--from-topic", dest="from_topic", metavar="TOPIC",
-                     help="read past action events from this Kafka topic (with --since, --until)")
+    add_source_arguments(s)
     s.add_argument("--agent", metavar="A", help="only this agent")
     s.add_argument("--out", metavar="DIR", help="write DIR/<agent>.toml (default: print on stdout)")
     s.add_argument("--compare", metavar="MANIFEST_DIR",
@@ -50,10 +48,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     s.add_argument("--min-group", dest="min_group", type=int, default=2, metavar="N",
                    help="grant *@domain (or a host's URLs) once N of its addresses were used (default 2)")
     s.add_argument("--version", type=int, default=1, help="version of the suggested manifests (default 1)")
-    s.add_argument("--since", metavar="ISO", help="with --from-topic: start of the range (RFC 3339 or date)")
-    s.add_argument("--until", metavar="ISO", default="now", help="with --from-topic: end of the range (default now)")
-    s.add_argument("--max-events", dest="max_events", type=int, default=5_000_000, metavar="N",
-                   help="refuse a topic range holding more messages than this (default 5,000,000)")
+    add_range_arguments(s, max_events=5_000_000)
     s.add_argument("--quiet", action="store_true", help="no per-line reports of invalid events")
     add_kafka_arguments(s)
     c = sub.add_parser("check", help="validate manifests (a file or a directory of *.toml)")
@@ -79,81 +74,6 @@ def safe_filename(agent_id: str) -> str:
     import hashlib
 
     return f"{clean[:80]}-{hashlib.sha256(agent_id.encode('utf-8', 'surrogatepass')).hexdigest()[:8]}.toml"
-
-
-def read_events(args: argparse.Namespace, *, since_ms: int | None = None, until_ms: int | None = None,
-                label: str = "manifest") -> list:
-    """Valid events of ``--input`` or of ``--from-topic`` in ``[since_ms, until_ms)`` (drill agents left out).
-    Invalid lines are reported (unless ``--quiet``) and skipped."""
-    from detector.drill import is_drill
-    from detector.errors import UsageError
-    from detector.events import EventError, decode_event
-
-    bad = 0
-    where = args.input or args.from_topic
-
-    def on_error(no: int, err: EventError) -> None:
-        nonlocal bad
-        bad += 1
-        if not getattr(args, "quiet", False) and bad <= 20:
-            print(f"{where}:{no}: invalid event skipped: {err}", file=sys.stderr)
-
-    events = []
-    if args.input is not None:
-        from streams.cli.replay import open_input, read_events as read_file
-
-        fh = open_input(args.input)
-        try:
-            events = list(read_file(fh, on_error=on_error))
-        finally:
-            if fh is not sys.stdin.buffer:
-                fh.close()
-        if since_ms is not None or until_ms is not None:
-            lo = -1e300 if since_ms is None else since_ms / 1000
-            hi = 1e300 if until_ms is None else until_ms / 1000
-            events = [e for e in events if lo <= e.t < hi]
-    else:
-        from kafka.errors import KafkaError
-
-        from streams.topic_range import RangeTooLarge, TopicMissing, read_range
-
-        try:
-            settings = Settings.from_args(args)
-        except SettingsError as err:
-            raise UsageError(str(err)) from None
-        try:
-            for no, value in enumerate(read_range(settings.kafka_python_config(), args.from_topic,
-                                                  since_ms=since_ms or 0, until_ms=until_ms,
-                                                  max_messages=args.max_events,
-                                                  client_id=f"flowbreaker-{label}"), 1):
-                try:
-                    events.append(decode_event(value if value is not None else b""))
-                except EventError as err:
-                    on_error(no, err)
-        except TopicMissing:
-            raise UsageError(f"topic {args.from_topic} does not exist at {settings.bootstrap}") from None
-        except RangeTooLarge as err:
-            raise UsageError(f"{err}; narrow --since/--until or raise --max-events") from None
-        except (KafkaError, TimeoutError) as err:
-            raise UsageError(f"reading {args.from_topic} from {settings.bootstrap} failed: {err}") from None
-        events.sort(key=lambda e: e.t)  # partitions come one after another; usage windows need time order
-    return [e for e in events if not is_drill(e.agent_id)]
-
-
-def time_range(args: argparse.Namespace) -> tuple[int | None, int | None]:
-    """``(since_ms, until_ms)`` of ``--since``/``--until`` (either may be absent for a file)."""
-    from detector.errors import UsageError
-    from streams.topic_range import parse_instant
-
-    now_ms = int(time.time() * 1000)
-    try:
-        since = parse_instant(args.since, now_ms=now_ms) if args.since else None
-        until = parse_instant(args.until, now_ms=now_ms) if args.until else None
-    except ValueError as err:
-        raise UsageError(f"--since/--until: {err}") from None
-    if since is not None and until is not None and since >= until:
-        raise UsageError(f"--since {args.since} is not before --until {args.until}")
-    return since, until
 
 
 def _comments(seen, margin: float) -> dict[str, str]:
@@ -188,10 +108,8 @@ def _suggest(args: argparse.Namespace) -> int:
         raise UsageError(f"--margin must be >= 1, got {args.margin:g}")
     if args.min_group < 1 or args.version < 1:
         raise UsageError("--min-group and --version must be >= 1")
-    if args.input is not None and args.since:
-        raise UsageError("--since goes with --from-topic, not --input")
-    if args.from_topic is not None and not args.since:
-        raise UsageError("--from-topic needs --since (and optionally --until)")
+    refuse_topic_options(args, "--since")
+    require_since(args)
     policy = load_policy(args.policy)
     compare = None
     if args.compare:
@@ -199,8 +117,8 @@ def _suggest(args: argparse.Namespace) -> int:
             compare = load_path(args.compare)[0]
         except ManifestError as err:
             raise UsageError(str(err)) from None
-    since, until = time_range(args) if args.from_topic else (None, None)
-    events = read_events(args, since_ms=since, until_ms=until, label="manifest-suggest")
+    since, until = parse_range(args.since, args.until) if args.from_topic else (None, None)
+    events = read_source(args, since_ms=since, until_ms=until, client_id="flowbreaker-manifest-suggest")
     seen = observe(events, policy, agent=args.agent)
     if not seen:
         raise UsageError(f"no valid events{' of agent ' + args.agent if args.agent else ''} in "

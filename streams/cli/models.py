@@ -37,6 +37,7 @@ def _by_default() -> str:
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
+    from streams.cli.sources import add_range_arguments, add_source_arguments
     from streams.settings import add_kafka_arguments
 
     p.add_argument("--registry", metavar="DIR",
@@ -49,14 +50,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     s = sub.add_parser("show", help="a version's card, history and (with events) drift")
     s.add_argument("version", nargs="?", metavar="VERSION", help="default: the current version")
     s.add_argument("--json", action="store_true", help="print JSON")
-    src = s.add_mutually_exclusive_group()
-    src.add_argument("--input", metavar="EVENTS.jsonl", help="events to measure drift on")
-    src.add_argument("--from-topic", dest="from_topic", metavar="TOPIC",
-                     help="measure drift on this topic's events in [--since, --until)")
-    s.add_argument("--since", metavar="ISO", help="start of the range (RFC 3339 or date)")
-    s.add_argument("--until", metavar="ISO", default="now", help="end of the range (default now)")
-    s.add_argument("--max-events", dest="max_events", type=int, default=2_000_000, metavar="N",
-                   help="refuse a range holding more messages than this (default 2,000,000)")
+    add_source_arguments(s, required=False, metavar="EVENTS.jsonl", input_help="events to measure drift on",
+                         topic_help="measure drift on this topic's events in [--since, --until)")
+    add_range_arguments(s, max_events=2_000_000)
     s.add_argument("--policy", metavar="P.toml", help="policy file the events are scored with")
     add_kafka_arguments(s)
     for name, help_ in (("promote", "make VERSION current (verified first) and announce it"),
@@ -108,43 +104,24 @@ def _list(reg) -> int:
 
 
 def _drift_events(args):
+    """The events to measure drift on and where they came from. Invalid events are left out silently,
+    and a topic range is read as given: ``models show`` has always done both (an empty or reversed
+    range ends in 'no valid events in ...')."""
     from detector.errors import UsageError
-    from streams.cli.replay import open_input, read_events
+    from streams.cli.sources import read_file, read_topic
+    from streams.settings import Settings
+    from streams.topic_range import parse_instant
 
     if args.input:
-        fh = open_input(args.input)
-        try:
-            return list(read_events(fh)), args.input
-        finally:
-            if fh is not sys.stdin.buffer:
-                fh.close()
-    from kafka.errors import KafkaError
-
-    from detector.events import EventError, decode_event
-    from streams.topic_range import RangeTooLarge, TopicMissing, parse_instant, read_range
-    from streams.settings import Settings, SettingsError
-
+        return read_file(args.input), args.input
     if not args.since:
         raise UsageError("--from-topic needs --since")
     try:
         since_ms, until_ms = parse_instant(args.since), parse_instant(args.until)
-        settings = Settings.from_args(args)
-    except (ValueError, SettingsError) as err:
+    except ValueError as err:
         raise UsageError(str(err)) from None
-    events = []
-    try:
-        for value in read_range(settings.kafka_python_config(), args.from_topic, since_ms=since_ms,
-                                until_ms=until_ms, max_messages=args.max_events, client_id="flowbreaker-models"):
-            try:
-                events.append(decode_event(value or b""))
-            except EventError:
-                pass
-    except TopicMissing:
-        raise UsageError(f"topic {args.from_topic} does not exist at {settings.bootstrap}") from None
-    except RangeTooLarge as err:
-        raise UsageError(f"{err}; narrow --since/--until or raise --max-events") from None
-    except (KafkaError, TimeoutError) as err:
-        raise UsageError(f"reading {args.from_topic} failed: {err}") from None
+    events = read_topic(Settings.from_args(args), args.from_topic, since_ms=since_ms, until_ms=until_ms,
+                        max_events=args.max_events, client_id="flowbreaker-models", name_broker=False)
     return events, f"{args.from_topic} [{args.since}, {args.until})"
 
 

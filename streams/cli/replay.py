@@ -11,13 +11,16 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO
 
 import msgspec
 
-from detector.events import ActionEvent, EventError, decode_event
+from detector.events import ActionEvent
 from models.store import load_engine
+from streams.cli.sources import InvalidLines, input_file, open_input, read_events
 
+# read_events and open_input (streams.cli.sources) stay importable from here: bench/ and tests read
+# event files through replay, as they take load_engine from it
 __all__ = ["configure_parser", "run", "read_events", "open_input", "load_engine"]
 
 _BATCH = 1024
@@ -43,17 +46,6 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="do not report invalid lines one by one")
 
 
-def open_input(path: str) -> IO[bytes]:
-    from detector.errors import UsageError
-
-    if path == "-":
-        return sys.stdin.buffer
-    try:
-        return open(path, "rb")
-    except OSError as err:
-        raise UsageError(f"cannot read {path}: {err.strerror}") from None
-
-
 def open_output(path: str) -> IO[bytes]:
     from detector.errors import UsageError
 
@@ -64,18 +56,6 @@ def open_output(path: str) -> IO[bytes]:
         return open(path, "wb")
     except OSError as err:
         raise UsageError(f"cannot write {path}: {err.strerror}") from None
-
-
-def read_events(fh: IO[bytes], *, on_error=None) -> Iterator[ActionEvent]:
-    """Valid events of a JSONL stream, in order; ``on_error(line_no, err)`` for the rest."""
-    for no, line in enumerate(fh, 1):
-        if not line.strip():
-            continue
-        try:
-            yield decode_event(line)
-        except EventError as err:
-            if on_error is not None:
-                on_error(no, err)
 
 
 def load_approvals(path: str | None):
@@ -130,58 +110,50 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as err:
         raise UsageError(str(err)) from None
     playback = Playback(engine, gate=gate, release_after=release_after)
-    invalid = duplicates = decided = alerts = freezes = 0
-    errors: dict[str, int] = {}
+    duplicates = decided = alerts = freezes = 0
+    # replay names every invalid line, as the contract says (docs/contract.md, section 5)
+    invalid = InvalidLines(args.input, quiet=args.quiet, show=None, wording="invalid event")
 
-    def on_error(no: int, err: EventError) -> None:
-        nonlocal invalid
-        invalid += 1
-        errors[err.code] = errors.get(err.code, 0) + 1
-        if not args.quiet:
-            print(f"{args.input}:{no}: invalid event: {err}", file=sys.stderr)
-
-    fin = open_input(args.input)
-    fout = open_output(args.out)
-    finc = open_output(args.incidents) if args.incidents else None
-    try:
-        batch: list[ActionEvent] = []
-        events = read_events(fin, on_error=on_error)
-        while True:
-            batch.clear()
-            for ev in events:
-                batch.append(ev)
-                if len(batch) >= _BATCH:
+    with input_file(args.input) as fin:
+        fout = open_output(args.out)
+        finc = open_output(args.incidents) if args.incidents else None
+        try:
+            batch: list[ActionEvent] = []
+            events = read_events(fin, on_error=invalid)
+            while True:
+                batch.clear()
+                for ev in events:
+                    batch.append(ev)
+                    if len(batch) >= _BATCH:
+                        break
+                if not batch:
                     break
-            if not batch:
-                break
-            # the gate's verdict sees the state just before each action; releases are due in event time
-            decisions = list(playback.run(batch))
-            lines = []
-            for d in decisions:
-                if d.duplicate:
-                    duplicates += 1
-                    continue
-                decided += 1
-                rec = d.record
-                if rec["action_taken"] == "alert":
-                    alerts += 1
-                lines.append(_encode(rec))
-                if d.freeze is not None:
-                    freezes += 1
-                    if finc is not None:
-                        finc.write(_encode(d.incident) + b"\n")
-            if lines:
-                fout.write(b"\n".join(lines) + b"\n")
-    finally:
-        if fin is not sys.stdin.buffer:
-            fin.close()
-        for fh in (fout, finc):
-            if fh is not None and fh is not sys.stdout.buffer:
-                fh.close()
-            elif fh is not None:
-                fh.flush()
-    detail = ", ".join(f"{k}={v}" for k, v in sorted(errors.items()))
-    print(f"replay: {decided} decisions ({alerts} alerts, {freezes} freezes), {invalid} invalid lines"
+                # the gate's verdict sees the state just before each action; releases are due in event time
+                decisions = list(playback.run(batch))
+                lines = []
+                for d in decisions:
+                    if d.duplicate:
+                        duplicates += 1
+                        continue
+                    decided += 1
+                    rec = d.record
+                    if rec["action_taken"] == "alert":
+                        alerts += 1
+                    lines.append(_encode(rec))
+                    if d.freeze is not None:
+                        freezes += 1
+                        if finc is not None:
+                            finc.write(_encode(d.incident) + b"\n")
+                if lines:
+                    fout.write(b"\n".join(lines) + b"\n")
+        finally:
+            for fh in (fout, finc):
+                if fh is not None and fh is not sys.stdout.buffer:
+                    fh.close()
+                elif fh is not None:
+                    fh.flush()
+    detail = ", ".join(f"{k}={v}" for k, v in sorted(invalid.by_code.items()))
+    print(f"replay: {decided} decisions ({alerts} alerts, {freezes} freezes), {invalid.count} invalid lines"
           f"{' (' + detail + ')' if detail else ''}, {duplicates} duplicates skipped"
           f"{f', {len(playback.releases)} simulated releases' if release_after else ''}; model {engine.model_version}",
           file=sys.stderr)

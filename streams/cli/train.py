@@ -32,7 +32,9 @@ from datetime import datetime, timezone
 import sys
 import time
 
-from streams.settings import Settings, SettingsError, add_kafka_arguments
+from streams.cli.sources import (InvalidLines, add_range_arguments, add_source_arguments, parse_range, read_file,
+                                 read_topic, refuse_topic_options, require_since, topic_errors)
+from streams.settings import Settings, add_kafka_arguments
 
 __all__ = ["configure_parser", "run", "exclusions"]
 
@@ -41,20 +43,14 @@ _VERDICTS = ("false_positive", "confirmed")
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--input", metavar="HISTORY.jsonl", help="past action events, one JSON object per line")
-    src.add_argument("--from-topic", dest="from_topic", metavar="TOPIC",
-                     help="read past action events from this Kafka topic (with --since, --until)")
+    add_source_arguments(p)
     p.add_argument("--policy", metavar="P.toml", help="policy file (docs/contract.md, section 2)")
     p.add_argument("--out", required=True, metavar="MODEL_DIR", help="directory to write the model into")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--trees", type=int, default=100, help="isolation forest size (default 100)")
     p.add_argument("--quiet", action="store_true", help="no progress or per-line reports")
     g = p.add_argument_group("history from Kafka (with --from-topic)")
-    g.add_argument("--since", metavar="ISO", help="start of the range, inclusive (RFC 3339 or date; UTC if no offset)")
-    g.add_argument("--until", metavar="ISO", default="now", help="end of the range, exclusive (default now)")
-    g.add_argument("--max-events", dest="max_events", type=int, default=5_000_000, metavar="N",
-                   help="refuse a range holding more messages than this (default 5,000,000)")
+    add_range_arguments(g, max_events=5_000_000)
     g.add_argument("--decisions-topic", dest="decisions_topic", metavar="TOPIC",
                    help="decisions of the live system; alerted or frozen events are left out "
                         "(default agent-decisions, with the topic prefix; skipped when missing)")
@@ -107,50 +103,30 @@ def _side_topic(config: dict, topic: str, since_ms: int, until_ms: int | None, m
         return None
 
 
-def _from_topic(args, on_error) -> tuple[list, dict]:
-    from kafka.errors import KafkaError
-
-    from detector.events import EventError, decode_event
+def _from_topic(args, invalid: InvalidLines) -> tuple[list, dict]:
     from detector.errors import UsageError
-    from streams.topic_range import RangeTooLarge, TopicMissing, parse_instant, read_range
 
-    if not args.since:
-        raise UsageError("--from-topic needs --since (and optionally --until)")
+    require_since(args)
     if args.max_events < 1:
         raise UsageError("--max-events must be >= 1")
-    now_ms = int(time.time() * 1000)
-    try:
-        since_ms = parse_instant(args.since, now_ms=now_ms)
-        until_ms = parse_instant(args.until, now_ms=now_ms)
-    except ValueError as err:
-        raise UsageError(f"--since/--until: {err}") from None
-    if since_ms >= until_ms:
-        raise UsageError(f"--since {args.since} is not before --until {args.until}")
-    try:
-        settings = Settings.from_args(args)
-    except SettingsError as err:
-        raise UsageError(str(err)) from None
+    since_ms, until_ms = parse_range(args.since, args.until)
+    settings = Settings.from_args(args)  # a SettingsError is one line and exit 2, like a UsageError
     config = settings.kafka_python_config()
 
-    events, messages = [], 0
-    try:
-        progress = _progress_printer(f"train: reading {args.from_topic}", args.quiet)
-        for no, value in enumerate(read_range(config, args.from_topic, since_ms=since_ms, until_ms=until_ms,
-                                              max_messages=args.max_events, progress=progress,
-                                              client_id="flowbreaker-train"), 1):
-            messages += 1
-            try:
-                events.append(decode_event(value if value is not None else b""))
-            except EventError as err:
-                on_error(no, err)
-        if progress is not None and sys.stderr.isatty():
-            print(file=sys.stderr)
+    progress = _progress_printer(f"train: reading {args.from_topic}", args.quiet)
+    events = read_topic(settings, args.from_topic, since_ms=since_ms, until_ms=until_ms, max_events=args.max_events,
+                        client_id="flowbreaker-train", on_error=invalid, progress=progress)
+    messages = len(events) + invalid.count  # every message read is an event or an invalid line
+    if progress is not None and sys.stderr.isatty():
+        print(file=sys.stderr)
 
-        from streams.clients.commands import RecordError, decode_record
+    from streams.clients.commands import RecordError, decode_record
 
-        skipped = 0  # decision and feedback records that could not be used
-        flagged: set[str] = set()
-        decisions_topic = None
+    skipped = 0  # decision and feedback records that could not be used
+    flagged: set[str] = set()
+    decisions_topic = None
+    # a side topic's failures are reported as reading the range failed, naming the actions topic
+    with topic_errors(args.from_topic, settings.bootstrap):
         if not args.keep_flagged:
             decisions_topic = args.decisions_topic or settings.topic("decisions")
             ids = {ev.event_id for ev in events}
@@ -182,12 +158,6 @@ def _from_topic(args, on_error) -> tuple[list, dict]:
                     verdicts[f["event_id"]] = f["verdict"]
                 else:
                     skipped += 1
-    except TopicMissing:
-        raise UsageError(f"topic {args.from_topic} does not exist at {settings.bootstrap}") from None
-    except RangeTooLarge as err:
-        raise UsageError(f"{err}; narrow --since/--until or raise --max-events") from None
-    except (KafkaError, TimeoutError) as err:
-        raise UsageError(f"reading {args.from_topic} from {settings.bootstrap} failed: {err}") from None
 
     left_out, reincluded = exclusions(flagged, verdicts)
     kept = [ev for ev in events if ev.event_id not in left_out]
@@ -212,35 +182,18 @@ def run(args: argparse.Namespace) -> int:
     from models.store import save_model
     from models.train import fit
     from detector.errors import UsageError
-    from streams.cli.replay import open_input, read_events
 
     if args.trees < 1:
         raise UsageError("--trees must be >= 1")
-    if args.input is not None:
-        extra = [f for f, v in (("--since", args.since), ("--feedback-topic", args.feedback_topic),
-                                ("--decisions-topic", args.decisions_topic)) if v]
-        if extra:
-            raise UsageError(f"{extra[0]} goes with --from-topic, not --input")
+    refuse_topic_options(args, "--since", "--feedback-topic", "--decisions-topic")
     policy = load_policy(args.policy)
-    invalid = 0
     where = args.input or args.from_topic
-
-    def on_error(no, err):
-        nonlocal invalid
-        invalid += 1
-        if not args.quiet and invalid <= 20:
-            print(f"{where}:{no}: invalid event skipped: {err}", file=sys.stderr)
-
+    invalid = InvalidLines(where, quiet=args.quiet)
     if args.input is not None:
-        fh = open_input(args.input)
-        try:
-            events = list(read_events(fh, on_error=on_error))
-        finally:
-            if fh is not sys.stdin.buffer:
-                fh.close()
+        events = read_file(args.input, on_error=invalid)
         source = None  # the card stays what models.train writes for a file
     else:
-        events, source = _from_topic(args, on_error)
+        events, source = _from_topic(args, invalid)
     # drill agents' events are rehearsals, never behaviour (detector/drill.py): no baseline or prior learns them
     from detector.drill import is_drill
 
@@ -250,7 +203,7 @@ def run(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(f"train: {drills} drill events left out", file=sys.stderr)
     if not args.quiet:
-        print(f"train: {len(events)} events to train on ({invalid} invalid skipped)", file=sys.stderr)
+        print(f"train: {len(events)} events to train on ({invalid.count} invalid skipped)", file=sys.stderr)
     if not events:
         raise UsageError(f"{where} has no valid events to train on" + (" in that range" if args.from_topic else ""))
 
@@ -262,7 +215,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"\rtrain: features {done}/{total} events", end="", file=sys.stderr)
 
     card, arrays = fit(events, policy, seed=args.seed, n_estimators=args.trees, progress=progress)
-    card["counts"]["invalid_lines"] = invalid
+    card["counts"]["invalid_lines"] = invalid.count
     # when it was trained (the shell reads the clock; the version stays a pure function of the data)
     card["trained_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
     if source is not None:
