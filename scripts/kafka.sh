@@ -115,7 +115,10 @@ group.initial.rebalance.delay.ms=0
 num.network.threads=2
 num.io.threads=4
 num.recovery.threads.per.data.dir=1
-log.retention.hours=24
+# retention by size, never by time: replayed, simulated and drill events carry their own (past) create
+# times, and time-based retention deleted them minutes after they were written
+log.retention.ms=-1
+log.retention.bytes=1073741824
 log.segment.bytes=104857600
 EOF
     cat >"$LOG4J" <<'EOF'

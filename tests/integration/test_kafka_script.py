@@ -68,6 +68,23 @@ def test_topic_produce_consume_roundtrip(kafka_bootstrap, unique_topic_prefix, m
         assert seqs == sorted(seqs)
 
 
+def test_topics_keep_records_stamped_in_the_past(kafka_bootstrap, unique_topic_prefix, make_topics):
+    """Replayed and simulated events carry past create times: the broker retains by size, never by time (with
+    time-based retention its cleaner deleted such records within minutes, under a running test or demo)."""
+    from kafka.admin import ConfigResource, ConfigResourceType
+
+    topic = make_topics(kafka_bootstrap, [f"{unique_topic_prefix}old"], partitions=1)[0]
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap, request_timeout_ms=10000)
+    try:
+        got = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic, None)], config_filter="all")
+    finally:
+        admin.close()
+    (entries,) = got["topic"].values()  # {config key: {value, ...}}, the values the broker applies to the topic
+    value = {k: (v.get("value") if isinstance(v, dict) else v) for k, v in entries.items()}
+    assert value["retention.ms"] == "-1"
+    assert int(value["retention.bytes"]) >= 1 << 30
+
+
 def test_second_start_is_noop_and_status(kafka_broker):
     if not kafka_broker.managed:
         pytest.skip("FLOWBREAKER_TEST_KAFKA points at an external broker; kafka.sh not used")
