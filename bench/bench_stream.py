@@ -192,31 +192,64 @@ async def raw_consume(bootstrap: str, topic: str, n: int, decode: bool) -> float
         await c.stop()
 
 
-def worker_rate(workers: list[WorkerProc], reader: TopicReader, n: int, since_ms: int, timeout: float = 240,
-                broker_pid: int | None = None) -> dict:
+def end_offsets_sum(bootstrap: str, topic: str) -> int:
+    """How many records ``topic`` holds now (the sum of its partitions' end offsets)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic) or ())]
+        return sum(c.end_offsets(tps).values()) if tps else 0
+    finally:
+        c.close()
+
+
+def worker_rate(workers: list[WorkerProc], bootstrap: str, topic: str, n: int, since_ms: int, base: int,
+                timeout: float = 240, broker_pid: int | None = None) -> dict:
     """Wait until the workers decided n events after since_ms; rate over the steady window (from the last
-    readiness to the last decision) and the cores each process used in that same window."""
+    readiness to the last decision) and the cores each process used in that same window. ``base``: the
+    records ``topic`` held before the workers started.
+
+    While the workers run, the bench only asks the broker for the topic's end offsets (reading 150,000
+    decisions with kafka-python would take a third of a core from the processes measured); the decisions
+    themselves are read once the count is reached, to date them and to count each event once."""
+    from kafka import KafkaConsumer, TopicPartition
+
     cores = Cores({**{f"worker {i + 1}": w.proc.pid for i, w in enumerate(workers)}, "broker": broker_pid,
                    "bench": os.getpid()})
     samples = [cores.sample()]
-    deadline = time.monotonic() + timeout
-    seen: set[bytes] = set()
-    stamps: list[int] = []
-    pos = 0
-    while len(seen) < n and time.monotonic() < deadline:
-        reader.poll(250)
-        for m in reader.messages[pos:]:
-            if m.timestamp >= since_ms:
-                seen.add(m.value)  # a redelivered event's decision is byte-identical (no JSON decode: the bench's own cost)
+    watcher = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(watcher.partitions_for_topic(topic) or ())]
+        deadline = time.monotonic() + timeout
+        seen: set[bytes] = set()
+        stamps: list[int] = []
+        reader = None
+        while time.monotonic() < deadline:
+            time.sleep(0.25)
+            samples.append(cores.sample())
+            produced = sum(watcher.end_offsets(tps).values()) - base
+            if reader is None and produced < n:
+                continue
+            reader = reader or TopicReader(bootstrap, topic)
+            while reader.poll(1000):
+                pass
+            for m in reader.messages[len(stamps):]:
                 stamps.append(m.timestamp)
-        pos = len(reader.messages)
-        samples.append(cores.sample())
+            seen = {m.value for m in reader.messages if m.timestamp >= since_ms}  # a redelivered event's
+            if len(seen) >= n:                                                     # decision is byte-identical
+                break
+        if reader is not None:
+            reader.close()
+    finally:
+        watcher.close()
+    stamps = [t for t in stamps if t >= since_ms]
     ready = max(t for w in workers for t, line in w.line_times if "worker ready" in line)
     start_ms = int(ready * 1000)
     window = [t for t in stamps if t >= start_ms]
     end = max(window) / 1000 if window else ready
     dur = end - ready if window else float("nan")
-    inside = [s for s in samples if ready <= s[0] <= end + 0.3] or samples[-2:]
+    inside = [s for s in samples if ready <= s[0] <= end + 0.3]
     used = Cores.between(inside[0], inside[-1]) if len(inside) > 1 else Cores.between(samples[0], samples[-1])
     statuses = [w.status() for w in workers]
     return {"decided": len(seen), "decisions_in_window": len(window), "window_s": dur, "cores": used,
@@ -330,10 +363,10 @@ def main() -> None:
         print(f"raw aiokafka consumer + decode:     {raw_dec:>9,.0f} events/s")
         print(f"bare faust agent (take_events):     {bare:>9,.0f} events/s   (counts only: faust's own cost)")
 
-        reader = TopicReader(bootstrap, f"{prefix}agent-decisions")
         results = {}
         for n_workers in (1, 2):
             since = int(time.time() * 1000)
+            base = end_offsets_sum(bootstrap, f"{prefix}agent-decisions")  # earlier runs' decisions
             app_id = f"{prefix}w{n_workers}"
             ws = [WorkerProc(bootstrap, prefix, app_id, tmp / f"{app_id}-{i}", flush_interval=5.0,
                              session_timeout=10.0) for i in range(n_workers)]
@@ -342,7 +375,7 @@ def main() -> None:
                 w.start()
             for w in ws:
                 w.wait_ready(timeout=90)
-            r = worker_rate(ws, reader, len(msgs), since, broker_pid=broker_pid)
+            r = worker_rate(ws, bootstrap, f"{prefix}agent-decisions", len(msgs), since, base, broker_pid=broker_pid)
             results[n_workers] = r
             print(f"{n_workers} worker{'s' if n_workers > 1 else ' '}:                          "
                   f"{r['rate']:>9,.0f} events/s  ({r['decisions_in_window']} decisions in {r['window_s']:.1f}s after "
@@ -350,7 +383,6 @@ def main() -> None:
                   f"{r['state_writes']} state writes; cores used: {show_cores(r['cores'])})")
             for w in ws:
                 w.stop(timeout=60)
-        reader.close()
         print(f"worker / raw consumer:              {results[1]['rate'] / raw:>9.0%}   "
               f"(worker / bare faust: {results[1]['rate'] / bare:.0%}; two workers / one: "
               f"{results[2]['rate'] / results[1]['rate']:.2f}x)")
