@@ -15,7 +15,7 @@ from typing import Any, Iterable
 
 from aiokafka.partitioner import murmur2
 
-from worker_harness import WorkerProc, produce
+from worker_harness import WorkerProc, make_topics, produce
 
 #: role -> (principal, token). Tokens are test values; the tokens file holds only their hashes.
 PRINCIPALS = {
@@ -75,11 +75,13 @@ def call(method: str, url: str, token: str | None = None, body: Any = None, *, h
 
 
 class Cluster:
-    """``n`` workers of one app on the session broker, with the test tokens."""
+    """``n`` workers of one app on the session broker, with the test tokens. ``refusal_window_s``: the
+    FLOWBREAKER_AUDIT_REFUSAL_WINDOW_S its workers run with, when the caller set it (for :class:`AuditMark`)."""
 
     def __init__(self, bootstrap: str, prefix: str, tmp: Path, n: int = 2, *, partitions: int = 8,
-                 extra: Iterable[str] = ()) -> None:
+                 extra: Iterable[str] = (), refusal_window_s: float | None = None) -> None:
         self.bootstrap, self.prefix, self.tmp, self.partitions = bootstrap, prefix, tmp, partitions
+        self.refusal_window_s = refusal_window_s
         self.tokens = write_tokens(tmp / "tokens.toml")
         self.workers = [WorkerProc(bootstrap, prefix, prefix + "app", tmp / f"w{i}", session_timeout=6.0,
                                    flush_interval=1.0, extra=["--tokens", str(self.tokens), *extra])
@@ -94,8 +96,6 @@ class Cluster:
         return f"http://127.0.0.1:{self.workers[i].web_port}"
 
     def start(self, timeout: float = 90.0) -> "Cluster":
-        from conftest import make_topics
-
         make_topics(self.bootstrap, [self.topic("actions"), self.topic("control")], partitions=self.partitions)
         self.workers[0].start()
         self.workers[0].wait_ready(1, timeout=timeout)
@@ -192,8 +192,9 @@ def exfil(agent: str, i: int, **kw) -> dict:
     return event(agent, i, **base)
 
 
-def read_topic(bootstrap: str, topic: str, timeout: float = 10.0) -> list:
-    """Every message of ``topic`` up to its current end (ConsumerRecords)."""
+def read_topic(bootstrap: str, topic: str, timeout: float = 10.0, since: dict[int, int] | None = None) -> list:
+    """Every message of ``topic`` up to its current end (ConsumerRecords); from ``since`` (partition -> offset,
+    e.g. :func:`topic_ends`) instead of the beginning when given."""
     from kafka import KafkaConsumer, TopicPartition
 
     c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
@@ -205,6 +206,9 @@ def read_topic(bootstrap: str, topic: str, timeout: float = 10.0) -> list:
             return []
         c.assign(tps)
         c.seek_to_beginning(*tps)
+        for tp in tps:
+            if since and since.get(tp.partition):
+                c.seek(tp, since[tp.partition])
         ends = c.end_offsets(tps)
         out = []
         deadline = time.monotonic() + timeout
@@ -214,6 +218,48 @@ def read_topic(bootstrap: str, topic: str, timeout: float = 10.0) -> list:
         return out
     finally:
         c.close()
+
+
+def topic_ends(bootstrap: str, topic: str) -> dict[int, int]:
+    """partition -> end offset of ``topic`` now."""
+    return {int(k.rsplit(":", 1)[1]): v for k, v in end_offsets(bootstrap, [topic]).items()}
+
+
+class AuditMark:
+    """A mark on a cluster's audit trail (``agent-audit``): :meth:`records` are the ones written after it.
+
+    For a module on the shared cluster (conftest.py, ``two_worker_cluster``), whose audit topic also holds
+    the records of the modules before it. Refused calls are summarised per client and window
+    (``cluster.refusal_window_s``): a window opened by an earlier module's refusal would be summarised into a
+    record written after the mark, counting calls that are not this module's. So the mark waits until every
+    window opened before it has closed and its summary is on the topic: at most one window after the last
+    refusal record, and not at all on a cluster that has refused nothing yet."""
+
+    #: the workers write due summaries once a second; the rest is room for the write itself
+    SUMMARY_DELAY_S = 2.5
+
+    def __init__(self, cluster: Cluster, timeout: float = 60.0) -> None:
+        from detector.timestamps import instant
+
+        self.bootstrap, self.topic = cluster.bootstrap, cluster.topic("audit")
+        window = cluster.refusal_window_s
+        if window is None:
+            raise AssertionError("the cluster's refusal window is not known (FLOWBREAKER_AUDIT_REFUSAL_WINDOW_S)")
+        opened = [instant(r["at"]) for r in records(self.bootstrap, self.topic)
+                  if r.get("result") in ("unauthenticated", "forbidden") and r.get("what") != "refused_calls"]
+        if opened:
+            closed_by = max(opened) + window + self.SUMMARY_DELAY_S
+            if closed_by - time.time() > timeout:
+                raise AssertionError(f"a refusal window of {window} s is open beyond {timeout} s")
+            time.sleep(max(0.0, closed_by - time.time()))  # bounded above; a condition on the audit times
+        self.since = topic_ends(self.bootstrap, self.topic)
+
+    def messages(self) -> list:
+        """The audit topic's messages written after the mark (ConsumerRecords)."""
+        return read_topic(self.bootstrap, self.topic, since=self.since)
+
+    def records(self) -> list[dict]:
+        return [json.loads(m.value) for m in self.messages()]
 
 
 def records(bootstrap: str, topic: str) -> list[dict]:
@@ -232,6 +278,11 @@ def end_offsets(bootstrap: str, topics: Iterable[str]) -> dict:
         return {f"{tp.topic}:{tp.partition}": v for tp, v in out.items()}
     finally:
         c.close()
+
+
+def metrics_sum(cluster: Cluster, name: str, **labels) -> float:
+    """:func:`metric` summed over the cluster's workers."""
+    return sum(metric(w.metrics(), name, **labels) for w in cluster.workers)
 
 
 def metric(text: str, name: str, **labels) -> float:

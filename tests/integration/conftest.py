@@ -2,24 +2,37 @@
 
 By default the session starts its own broker with ``scripts/kafka.sh`` on a free
 127.0.0.1 port pair (19092/19093 when free), with a fresh data dir, and stops it
-at the end. Set ``FLOWBREAKER_TEST_KAFKA=host:port`` to use an already running
-broker instead (nothing is started or stopped then).
+at the end. When pytest-xdist spreads the run over processes (tests/conftest.py),
+the run has one broker: the first process that needs it starts it, the others use
+it, and the controlling process stops it at the end. Set
+``FLOWBREAKER_TEST_KAFKA=host:port`` to use an already running broker instead
+(nothing is started or stopped then).
+
+``two_worker_cluster`` is one two-worker API cluster shared by the modules that
+only talk to a healthy cluster (test_api, test_api_fuzz, test_approvals_cli,
+test_check); see :class:`_SharedCluster`.
 
 Every test under ``tests/integration`` is marked ``integration``; deselect them
 with ``pytest -m 'not integration'``.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
+import json
 import os
 import socket
 import subprocess
 import sys
+import time
 import types
 import uuid
 from pathlib import Path
 
 import pytest
+
+from worker_harness import make_topics  # the make_topics fixture hands it out
 
 REPO_DIR = Path(__file__).resolve().parents[2]
 KAFKA_SH = REPO_DIR / "scripts" / "kafka.sh"
@@ -29,6 +42,8 @@ HOST = "127.0.0.1"
 # First run may download ~46 MB of jars from Maven Central; the broker itself is ready in seconds.
 START_TIMEOUT_S = float(os.environ.get("FLOWBREAKER_TEST_KAFKA_START_TIMEOUT", "600"))
 STOP_TIMEOUT_S = 60.0
+#: where a run spread over processes records its one broker (read by tests/conftest.py, which stops it)
+SHARED_BROKER_STATE = "kafka-broker.json"
 
 
 def pytest_configure(config):
@@ -91,6 +106,11 @@ def free_port_pair(preferred: int = 19092) -> tuple[int, int]:
     raise RuntimeError("no free port pair on 127.0.0.1")
 
 
+#: the variables :func:`kafka_script_env` sets: with them, scripts/kafka.sh finds the same broker again
+KAFKA_SCRIPT_VARS = ("FLOWBREAKER_KAFKA_PORT", "FLOWBREAKER_KAFKA_CONTROLLER_PORT", "FLOWBREAKER_KAFKA_DIR",
+                     "FLOWBREAKER_PYTHON")
+
+
 def kafka_script_env(port: int, controller_port: int, data_dir: Path) -> dict:
     env = dict(os.environ)
     env.update(
@@ -102,25 +122,83 @@ def kafka_script_env(port: int, controller_port: int, data_dir: Path) -> dict:
     return env
 
 
+def _start_broker(env: dict, data_dir: Path) -> str:
+    """``scripts/kafka.sh start`` with ``env``; the bootstrap address. On failure the broker is stopped and
+    RuntimeError says why."""
+    try:
+        proc = run_kafka_sh("start", env=env, timeout=START_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        run_kafka_sh("stop", env=env, timeout=STOP_TIMEOUT_S)
+        raise RuntimeError(f"scripts/kafka.sh start did not finish within {START_TIMEOUT_S:.0f}s "
+                           f"(data dir {data_dir})") from None
+    if proc.returncode != 0:
+        run_kafka_sh("stop", env=env, timeout=STOP_TIMEOUT_S)
+        raise RuntimeError(f"scripts/kafka.sh start failed (exit {proc.returncode}):\n{proc.stderr}{proc.stdout}")
+    return proc.stdout.strip().splitlines()[-1]
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path, timeout: float):
+    """An exclusive lock on ``path`` between this run's processes; waits at most ``timeout`` seconds."""
+    with open(path, "a") as fh:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{path} stayed locked for {timeout:.0f}s") from None
+                time.sleep(0.1)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _shared_broker(run_dir: Path) -> KafkaBroker:
+    """The broker of a run spread over processes by pytest-xdist (tests/conftest.py): the first process to ask
+    starts it and writes where it is to ``run_dir/SHARED_BROKER_STATE``; the others read that. Stopped by the
+    controlling process after every test process has ended (tests/conftest.py, pytest_sessionfinish). A start
+    that failed is recorded too, so every process fails with its reason instead of trying again."""
+    state = run_dir / SHARED_BROKER_STATE
+    with _file_lock(run_dir / (SHARED_BROKER_STATE + ".lock"), timeout=START_TIMEOUT_S + 2 * STOP_TIMEOUT_S):
+        if not state.exists():
+            port, controller_port = free_port_pair()
+            data_dir = run_dir / "kafka"
+            env = kafka_script_env(port, controller_port, data_dir)
+            record = {"env": {k: env[k] for k in KAFKA_SCRIPT_VARS},
+                      "data_dir": str(data_dir), "bootstrap": None, "error": None}
+            try:
+                record["bootstrap"] = _start_broker(env, data_dir)
+            except RuntimeError as err:
+                record["error"] = str(err)
+            state.write_text(json.dumps(record))
+        record = json.loads(state.read_text())
+    if record["error"]:
+        pytest.fail(record["error"])
+    return KafkaBroker(bootstrap=record["bootstrap"], managed=True, env=dict(os.environ, **record["env"]),
+                       data_dir=Path(record["data_dir"]))
+
+
 @pytest.fixture(scope="session")
 def kafka_broker(tmp_path_factory) -> KafkaBroker:
     external = os.environ.get("FLOWBREAKER_TEST_KAFKA", "").strip()
     if external:
         yield KafkaBroker(bootstrap=external, managed=False)
         return
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        # one broker for the whole run: the controlling process's base temp dir is this one's parent
+        yield _shared_broker(tmp_path_factory.getbasetemp().parent)
+        return
 
     port, controller_port = free_port_pair()
     data_dir = tmp_path_factory.mktemp("kafka")
     env = kafka_script_env(port, controller_port, data_dir)
     try:
-        proc = run_kafka_sh("start", env=env, timeout=START_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        run_kafka_sh("stop", env=env, timeout=STOP_TIMEOUT_S)
-        pytest.fail(f"scripts/kafka.sh start did not finish within {START_TIMEOUT_S:.0f}s (data dir {data_dir})")
-    if proc.returncode != 0:
-        run_kafka_sh("stop", env=env, timeout=STOP_TIMEOUT_S)
-        pytest.fail(f"scripts/kafka.sh start failed (exit {proc.returncode}):\n{proc.stderr}{proc.stdout}")
-    bootstrap = proc.stdout.strip().splitlines()[-1]
+        bootstrap = _start_broker(env, data_dir)
+    except RuntimeError as err:
+        pytest.fail(str(err))
     try:
         yield KafkaBroker(bootstrap=bootstrap, managed=True, env=env, data_dir=data_dir)
     finally:
@@ -153,12 +231,24 @@ def signing_keys(tmp_path_factory):
 
 
 class _SharedCluster:
-    """One two-worker API cluster (``api_harness.Cluster``) for the test modules that can share it.
+    """One two-worker API cluster (``api_harness.Cluster``) for the test modules that only talk to a healthy
+    cluster: test_api, test_api_fuzz, test_approvals_cli, test_check (a worker takes 15-20 s to serve its API
+    here, so one start instead of four saves about a minute of the run).
 
     Started when the first test that asks for ``two_worker_cluster`` runs, and stopped as soon as the
     next test to run does not ask for it (:func:`pytest_runtest_teardown`), so its workers do not idle
-    through the rest of the session; a later module that asks again gets a fresh one. Modules that
-    assert on the whole audit topic or on absolute counters (test_api, test_api_fuzz) keep their own."""
+    through the rest of the session (tests/conftest.py keeps its users together, also in a run spread over
+    processes); a later module that asks again gets a fresh one.
+
+    Sharing rules, for a module that joins: use agent ids of its own (a stem naming the module); assert on
+    counters and topics as changes over the module's own calls (:func:`api_harness.metrics_sum`,
+    :func:`api_harness.AuditMark`), never on their totals; do not stop, restart or reconfigure a worker (a
+    test that does starts workers of its own). The workers summarise refused calls per
+    ``REFUSAL_WINDOW_S`` (test_api checks the summaries)."""
+
+    #: FLOWBREAKER_AUDIT_REFUSAL_WINDOW_S of the shared workers: refused calls of one client are summarised per
+    #: this window, short so that test_api sees its summaries within seconds
+    REFUSAL_WINDOW_S = 2.0
 
     def __init__(self) -> None:
         self.cluster = None
@@ -167,12 +257,20 @@ class _SharedCluster:
         if self.cluster is None:
             from api_harness import Cluster
 
-            cluster = Cluster(bootstrap, f"it-shared-{uuid.uuid4().hex[:8]}-", tmp, n=2)
+            saved = os.environ.get("FLOWBREAKER_AUDIT_REFUSAL_WINDOW_S")
+            os.environ["FLOWBREAKER_AUDIT_REFUSAL_WINDOW_S"] = str(self.REFUSAL_WINDOW_S)  # the workers inherit it
+            cluster = Cluster(bootstrap, f"it-shared-{uuid.uuid4().hex[:8]}-", tmp, n=2,
+                              refusal_window_s=self.REFUSAL_WINDOW_S)
             try:
                 cluster.start()
             except BaseException:
                 cluster.stop()
                 raise
+            finally:
+                if saved is None:
+                    os.environ.pop("FLOWBREAKER_AUDIT_REFUSAL_WINDOW_S", None)
+                else:
+                    os.environ["FLOWBREAKER_AUDIT_REFUSAL_WINDOW_S"] = saved
             self.cluster = cluster
         return self.cluster
 
@@ -188,7 +286,7 @@ _SHARED = _SharedCluster()
 @pytest.fixture(scope="module")
 def two_worker_cluster(kafka_bootstrap, tmp_path_factory):
     """Two workers of one app with the API test tokens (``api_harness``), shared by consecutive modules
-    (test_approvals_cli, test_check): each starts in about 20 s here. Tests use agents of their own."""
+    (see :class:`_SharedCluster` for the rules). Tests use agents of their own."""
     return _SHARED.get(kafka_bootstrap, tmp_path_factory.mktemp("shared-cluster"))
 
 
@@ -215,27 +313,6 @@ def unique_topic_prefix(request) -> str:
     """A per-test prefix so tests never share topics (or consumer groups) on the session broker."""
     name = "".join(c if c.isalnum() else "-" for c in request.node.name)[:40].strip("-")
     return f"it-{name}-{uuid.uuid4().hex[:8]}-"
-
-
-def make_topics(bootstrap: str, names, partitions: int = 8, configs: dict | None = None,
-                timeout_s: float = 30.0) -> list[str]:
-    """Create topics (replication factor 1) and wait until every partition has a leader."""
-    from kafka.admin import KafkaAdminClient
-
-    names = list(names)
-    spec = {
-        name: {"num_partitions": partitions, "replication_factor": 1, "configs": dict(configs or {})}
-        for name in names
-    }
-    admin = KafkaAdminClient(
-        bootstrap_servers=bootstrap, client_id="flowbreaker-tests",
-        request_timeout_ms=int(timeout_s * 1000), bootstrap_timeout_ms=int(timeout_s * 1000),
-    )
-    try:
-        admin.create_topics(spec, timeout_ms=int(timeout_s * 1000), wait_for_metadata=True)
-    finally:
-        admin.close()
-    return names
 
 
 @pytest.fixture(name="make_topics")

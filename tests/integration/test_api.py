@@ -1,4 +1,4 @@
-"""The control-plane API against two running workers on the real broker.
+"""The control-plane API against two running workers on the real broker (the cluster conftest.py shares).
 
 Every route, role and error path; routing to the owner of the agent's partition
 (requests are sent to the worker that does *not* own the agent, and answered);
@@ -12,12 +12,11 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-import uuid
 from collections import Counter
 
 import pytest
 
-from api_harness import (NAME, TOKEN, Cluster, call, event, exfil, read_topic, records, seed, wait_for)
+from api_harness import (NAME, TOKEN, AuditMark, Cluster, call, event, exfil, read_topic, records, seed, wait_for)
 from worker_harness import produce
 
 pytestmark = pytest.mark.timeout(240)
@@ -26,8 +25,6 @@ pytestmark = pytest.mark.timeout(240)
 CALLS: list[tuple[str, str, int, str | None]] = []
 #: ... of which refused as unauthenticated or forbidden: summarised per client in the audit trail, (who, result)
 REFUSED: list[tuple[str, str]] = []
-#: the workers summarise refused calls per client over this window (FLOWBREAKER_AUDIT_REFUSAL_WINDOW_S)
-REFUSAL_WINDOW_S = 2.0
 
 
 def act(cluster: Cluster, worker: int, method: str, path: str, role: str | None, body=None, *, what: str,
@@ -44,21 +41,21 @@ def act(cluster: Cluster, worker: int, method: str, path: str, role: str | None,
 
 
 @pytest.fixture(scope="module")
-def cluster(kafka_bootstrap, tmp_path_factory):
-    import os
+def shared(two_worker_cluster):
+    """The two-worker cluster conftest.py shares, and a mark on its audit trail taken before this module's first
+    call: the records after it are this module's (the workers summarise refused calls per
+    ``cluster.refusal_window_s``)."""
+    return two_worker_cluster, AuditMark(two_worker_cluster)
 
-    saved = os.environ.get("FLOWBREAKER_AUDIT_REFUSAL_WINDOW_S")
-    os.environ["FLOWBREAKER_AUDIT_REFUSAL_WINDOW_S"] = str(REFUSAL_WINDOW_S)  # the workers inherit it
-    c = Cluster(kafka_bootstrap, f"it-api-{uuid.uuid4().hex[:8]}-", tmp_path_factory.mktemp("api"), n=2)
-    try:
-        c.start()
-        yield c
-    finally:
-        c.stop()
-        if saved is None:
-            os.environ.pop("FLOWBREAKER_AUDIT_REFUSAL_WINDOW_S", None)
-        else:
-            os.environ["FLOWBREAKER_AUDIT_REFUSAL_WINDOW_S"] = saved
+
+@pytest.fixture(scope="module")
+def cluster(shared):
+    return shared[0]
+
+
+@pytest.fixture(scope="module")
+def audit(shared) -> AuditMark:
+    return shared[1]
 
 
 @pytest.fixture(scope="module")
@@ -364,7 +361,7 @@ def test_an_automatic_freeze_is_audited_and_its_incident_carries_the_attribution
 
 
 # ---------------------------------------------------------------------- the audit trail (runs last)
-def test_zz_every_state_changing_call_is_in_the_audit_trail_and_no_token_is(cluster, agents):
+def test_zz_every_state_changing_call_is_in_the_audit_trail_and_no_token_is(cluster, agents, audit):
     want = Counter(CALLS)
     assert want and all(w in ("freeze", "release", "feedback", "approve", "deny", "check_fallback")
                         for _, w, _, _ in want)
@@ -372,7 +369,7 @@ def test_zz_every_state_changing_call_is_in_the_audit_trail_and_no_token_is(clus
     assert refused[("anonymous", "unauthenticated")] > 10 and refused[("vera", "forbidden")] > 3
 
     def got():
-        recs = records(cluster.bootstrap, cluster.topic("audit"))
+        recs = audit.records()  # this module's: written after its first call's mark
         have = Counter((r["who"], r["what"], r["status"], r["target"]["agent_id"])
                        for r in recs if not r["automatic"])
         # refused calls: a record for a client's first refusal in a window, a count for the rest of it
@@ -383,14 +380,14 @@ def test_zz_every_state_changing_call_is_in_the_audit_trail_and_no_token_is(clus
         missing = want - have
         return (recs, missing) if not missing and counted == refused else None
 
-    deadline = time.monotonic() + 15 + 2 * REFUSAL_WINDOW_S
+    deadline = time.monotonic() + 15 + 2 * cluster.refusal_window_s
     result = None
     while result is None and time.monotonic() < deadline:
         result = got()
         if result is None:
             time.sleep(0.5)
     if result is None:
-        recs = records(cluster.bootstrap, cluster.topic("audit"))
+        recs = audit.records()
         have = Counter((r["who"], r["what"], r["status"], r["target"]["agent_id"]) for r in recs)
         pytest.fail(f"audit records missing: {dict(want - have)}; refused calls {dict(refused)}")
     recs, _ = result
@@ -404,7 +401,7 @@ def test_zz_every_state_changing_call_is_in_the_audit_trail_and_no_token_is(clus
     assert summaries and all(r["client"] == "127.0.0.1" and r["count"] >= 1 for r in summaries)
     assert len([r for r in recs if r["result"] in ("unauthenticated", "forbidden")]) < sum(refused.values())
     assert any(r["result"] == "refused" and "two_person_rule" in (r["detail"] or "") for r in recs)
-    raw = b"".join(m.value for m in read_topic(cluster.bootstrap, cluster.topic("audit")))
+    raw = b"".join(m.value for m in read_topic(cluster.bootstrap, cluster.topic("audit")))  # the whole trail
     for token in TOKEN.values():
         assert token.encode() not in raw
         assert hashlib.sha256(token.encode()).hexdigest().encode() not in raw

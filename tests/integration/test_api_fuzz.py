@@ -1,19 +1,21 @@
-"""A hostile-input sweep of the API from its own OpenAPI document (schemathesis), on a running worker.
+"""A hostile-input sweep of the API from its own OpenAPI document (schemathesis), on the two running workers
+conftest.py shares (requests go to the first; those for agents the second owns are forwarded to it).
 
 Schemathesis generates requests for every operation from ``/v1/openapi.json``,
 valid and invalid (``--mode all``: wrong types, missing fields, oversized
 strings, odd path ids), in its coverage and fuzzing phases, with a bounded
-number of examples per operation. It runs four times:
+number of examples per operation. It runs five times:
 
 - without a token, with a wrong token and with a viewer's token: no answer may
   be a 5xx, and nothing may change: ``agent-control``, ``agent-feedback`` and
   ``agent-approvals`` get no message, the agents' breakers stay closed, and the
-  audit trail records only refusals;
+  audit trail records only refusals (from a mark taken before: the trail also holds
+  the records of the modules that used the cluster earlier);
 - with a lead's token and with a runtime's token (state changes allowed): no
   5xx, and schemathesis' ``ignored_auth`` check confirms the routes refuse the
   same requests without the token.
 
-The number of requests the worker served is printed (``-s`` shows it) and
+The number of requests the first worker served is printed (``-s`` shows it) and
 checked to be substantial.
 """
 from __future__ import annotations
@@ -22,12 +24,11 @@ import os
 import shutil
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import pytest
 
-from api_harness import TOKEN, Cluster, call, end_offsets, metric, records, seed
+from api_harness import TOKEN, AuditMark, Cluster, call, end_offsets, metric, records, seed
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -46,22 +47,19 @@ def _st() -> list[str] | None:
 
 
 @pytest.fixture(scope="module")
-def cluster(kafka_bootstrap, tmp_path_factory):
-    c = Cluster(kafka_bootstrap, f"it-fuzz-{uuid.uuid4().hex[:8]}-", tmp_path_factory.mktemp("fuzz"), n=1)
-    try:
-        c.start()
-        yield c
-    finally:
-        c.stop()
+def cluster(two_worker_cluster):
+    """The two-worker cluster conftest.py shares with the other API modules."""
+    return two_worker_cluster
 
 
 def served(cluster: Cluster) -> float:
+    """Requests the first worker served (schemathesis sends every request there)."""
     return metric(cluster.workers[0].metrics(), "flowbreaker_api_requests_total")
 
 
 def five_xx(cluster: Cluster) -> list[str]:
-    """The worker's request counters with a 5xx status (an empty list when there is none)."""
-    return [line for line in cluster.workers[0].metrics().splitlines()
+    """The workers' request counters with a 5xx status (an empty list when there is none)."""
+    return [f"worker {i}: {line}" for i, w in enumerate(cluster.workers) for line in w.metrics().splitlines()
             if line.startswith("flowbreaker_api_requests_total{") and 'status="5' in line
             and not line.endswith(" 0.0")]
 
@@ -85,8 +83,9 @@ def test_fuzzing_the_api_from_its_openapi_document_finds_no_5xx_and_no_unauthori
     seed(cluster, agents)
     guarded = [cluster.topic("control"), cluster.topic("feedback"), cluster.topic("approvals")]
     total = 0
-    startup = five_xx(cluster)  # the readiness probe's 503s while the worker read the control topics
+    startup = five_xx(cluster)  # the readiness probe's 503s while the workers read the control topics
     # 1. nobody, a wrong token, a viewer: nothing may change
+    mark = AuditMark(cluster)
     before = end_offsets(cluster.bootstrap, guarded)
     for n, header in enumerate((None, "Authorization: Bearer forged-token-0000",
                                 f"Authorization: Bearer {TOKEN['viewer']}")):
@@ -97,7 +96,7 @@ def test_fuzzing_the_api_from_its_openapi_document_finds_no_5xx_and_no_unauthori
         assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     assert five_xx(cluster) == startup, five_xx(cluster)
     assert end_offsets(cluster.bootstrap, guarded) == before, "a state change without authorisation"
-    audit = records(cluster.bootstrap, cluster.topic("audit"))
+    audit = mark.records()
     assert audit and all(r["result"] in ("unauthenticated", "forbidden") for r in audit), \
         {r["result"] for r in audit}
     for a in agents:

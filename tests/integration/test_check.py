@@ -18,7 +18,7 @@ import pytest
 
 import json
 
-from api_harness import NAME, TOKEN, Cluster, call, event, exfil, metric, now_ts, records, seed, wait_for
+from api_harness import NAME, TOKEN, Cluster, call, event, exfil, metrics_sum, now_ts, records, seed, wait_for
 from worker_harness import produce, replay
 from streams.clients.check_client import CheckClient, CheckError
 
@@ -47,10 +47,6 @@ def check(cluster: Cluster, worker: int, action: dict, role: str = "runtime"):
 
 def snapshot(cluster: Cluster, agent: str) -> dict:
     return call("GET", cluster.url(0) + f"/v1/agents/{agent}", TOKEN["viewer"]).json
-
-
-def metrics_sum(cluster: Cluster, name: str, **labels) -> float:
-    return sum(metric(w.metrics(), name, **labels) for w in cluster.workers)
 
 
 def test_every_verdict_comes_from_the_owner_and_changes_nothing(cluster, agents):
@@ -232,6 +228,9 @@ def test_without_an_answer_in_time_restricted_data_fails_closed_the_rest_open_an
                          report_every_s=3600)
     refused = CheckClient([dead_url], TOKEN["runtime"], timeout_s=0.2, report_urls=[cluster.url(1)],
                           report_every_s=3600)
+    # the cluster is shared (conftest.py): the counters below are compared with their values before this test
+    fallbacks = {v: metrics_sum(cluster, "flowbreaker_check_fallbacks_total", verdict=v) for v in ("deny", "allow")}
+    timeouts = metrics_sum(cluster, "flowbreaker_check_fallbacks_total", verdict="deny", cause="timeout")
     try:
         t0 = time.monotonic()
         closed = client.check(exfil(agent, 900))                      # restricted
@@ -251,8 +250,10 @@ def test_without_an_answer_in_time_restricted_data_fails_closed_the_rest_open_an
         assert {x["target"]["event_id"] for x in recs} == {f"{agent}-e900", f"{agent}-e901", f"{agent}-e902"}
         assert all(x["who"] == NAME["runtime"] for x in recs)
         assert any("deny" in x["detail"] and "restricted" in x["detail"] for x in recs)
-        assert metrics_sum(cluster, "flowbreaker_check_fallbacks_total", verdict="deny", cause="timeout") == 1
-        assert metrics_sum(cluster, "flowbreaker_check_fallbacks_total", verdict="allow") == 2
+        assert metrics_sum(cluster, "flowbreaker_check_fallbacks_total", verdict="deny", cause="timeout") \
+            == timeouts + 1
+        assert metrics_sum(cluster, "flowbreaker_check_fallbacks_total", verdict="deny") == fallbacks["deny"] + 1
+        assert metrics_sum(cluster, "flowbreaker_check_fallbacks_total", verdict="allow") == fallbacks["allow"] + 2
     finally:
         client.close()
         refused.close()

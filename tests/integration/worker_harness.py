@@ -170,6 +170,27 @@ def producer(bootstrap: str):
                          max_block_ms=15000, batch_size=256 * 1024)
 
 
+def make_topics(bootstrap: str, names, partitions: int = 8, configs: dict | None = None,
+                timeout_s: float = 30.0) -> list[str]:
+    """Create topics (replication factor 1) and wait until every partition has a leader."""
+    from kafka.admin import KafkaAdminClient
+
+    names = list(names)
+    spec = {
+        name: {"num_partitions": partitions, "replication_factor": 1, "configs": dict(configs or {})}
+        for name in names
+    }
+    admin = KafkaAdminClient(
+        bootstrap_servers=bootstrap, client_id="flowbreaker-tests",
+        request_timeout_ms=int(timeout_s * 1000), bootstrap_timeout_ms=int(timeout_s * 1000),
+    )
+    try:
+        admin.create_topics(spec, timeout_ms=int(timeout_s * 1000), wait_for_metadata=True)
+    finally:
+        admin.close()
+    return names
+
+
 def produce(bootstrap: str, topic: str, messages: Iterable[tuple[bytes | None, bytes]], *,
             rate: float | None = None, prod=None, on_sent: Callable[[int], None] | None = None) -> int:
     """Send (key, value) pairs in order (``rate``: messages per second); flushes; returns the count."""
