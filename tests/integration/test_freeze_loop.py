@@ -357,8 +357,12 @@ def test_the_demo_shows_freezes_and_stops_only_what_it_started(kafka_bootstrap, 
 
     from kafka.admin import KafkaAdminClient
 
+    # --duration counts from when the demo starts watching, after training, the components and its drill (which
+    # start with the runtime); the first incident (a mass delete, which the stream freezes) comes --incident-after
+    # seconds after the runtime starts, so after the drill; its freeze follows within seconds, and the status lines
+    # every 3 s then show the agent frozen: about 15 s of the 24 watched
     args = [*CLI, "demo",
-            "--bootstrap", kafka_bootstrap, "--topic-prefix", unique_topic_prefix, "--duration", "40",
+            "--bootstrap", kafka_bootstrap, "--topic-prefix", unique_topic_prefix, "--duration", "24",
             "--agents", "12", "--incident-after", "10", "--incident-every", "12", "--no-prometheus",
             "--workdir", str(tmp_path / "demo"), "--web-port", str(free_port()), "--status-every", "3"]
     env = dict(os.environ, PYTHONPATH=str(REPO_DIR), PYTHONUNBUFFERED="1")
