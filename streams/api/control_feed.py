@@ -286,12 +286,15 @@ class ControlFeed:
             tps = [TopicPartition(name, p) for logical, name in self.topics.items()
                    for p in range(self.counts[name])]
             consumer.assign(tps)
+            fresh = []
             for tp in tps:  # a restart goes on from the folds' offsets; a start from the beginning
                 nxt = self._next.get((by_name[tp.topic], tp.partition))
                 if nxt is None:
-                    await consumer.seek_to_beginning(tp)
+                    fresh.append(tp)
                 else:
                     consumer.seek(tp, nxt)
+            if fresh:  # one request for all: a call per partition cost ~0.5 s each (12 s for 24 partitions)
+                await consumer.seek_to_beginning(*fresh)
             self._consumer, self._offsets, self._tps = consumer, offsets, tps
             self._progress = asyncio.Event()
             target = await consumer.end_offsets(tps)
