@@ -205,16 +205,6 @@ class Settings:
         if not self.rest_after >= 0:
             raise SettingsError(f"rest after {self.rest_after} must be >= 0 seconds")
 
-    def keyring(self, environ: Mapping[str, str] | None = None):
-        """The command signing keys (:class:`streams.clients.signing.KeyRing`), or None when none is configured;
-        raises :class:`SettingsError` for a key file or variable that cannot be used."""
-        from streams.clients.signing import SigningKeyError, load_keyring
-
-        try:
-            return load_keyring(self.signing_keys, environ)
-        except SigningKeyError as err:
-            raise SettingsError(str(err)) from None
-
     # ------------------------------------------------------------------ topics
     def topic(self, logical: str) -> str:
         """The Kafka name of a flowbreaker topic: ``topic('control')`` -> ``agent-control``."""

@@ -973,7 +973,9 @@ def mount_api(app: Any, processor: Any, settings: Any, *, metrics: Any = None) -
 
     try:
         registry = open_registry(getattr(settings, "tokens", None))
-        keys = settings.keyring()
+        from streams.clients.signing import keyring_for
+
+        keys = keyring_for(settings)
     except (TokenFileError, SettingsError) as err:
         raise UsageError(str(err)) from None
     if keys is None or not keys.can_sign:

@@ -134,7 +134,9 @@ def run(args: argparse.Namespace) -> int:
             return _via_api(args, agent, reason, token)
         try:
             settings = Settings.from_args(args)
-            keys = settings.keyring()
+            from streams.clients.signing import keyring_for
+
+            keys = keyring_for(settings)
         except SettingsError as err:
             raise UsageError(str(err)) from None
         if keys is None or not keys.can_sign:

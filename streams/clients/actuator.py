@@ -435,7 +435,9 @@ def run(args: argparse.Namespace) -> int:
         from streams.clients.acks import AckSink
 
         sinks.append(AckSink(settings))
-    keys = settings.keyring()
+    from streams.clients.signing import keyring_for
+
+    keys = keyring_for(settings)
     if keys is None:
         raise UsageError("no command signing keys: --signing-keys FILE or FLOWBREAKER_SIGNING_KEYS (the workers' "
                          "key file; python -m streams.clients.signing new)")

@@ -68,7 +68,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Mapping
 
-__all__ = ["KeyRing", "SigningError", "SigningKeyError", "canonical", "load_keyring", "new_key_file",
+__all__ = ["KeyRing", "SigningError", "SigningKeyError", "canonical", "load_keyring", "keyring_for", "new_key_file",
            "SIGNED_FIELDS", "VERDICTS", "ALGORITHM"]
 
 ALGORITHM = "hmac-sha256"
@@ -242,6 +242,18 @@ def load_keyring(path: str | os.PathLike | None = None, environ: Mapping[str, st
     if inline.strip():
         return KeyRing.from_inline(inline)
     return None
+
+
+def keyring_for(settings, environ: Mapping[str, str] | None = None) -> KeyRing | None:
+    """The keys a process's settings name (``--signing-keys`` / ``FLOWBREAKER_SIGNING_KEYS``, or
+    ``FLOWBREAKER_SIGNING_KEYS_INLINE``), or None when none is configured; raises
+    :class:`streams.settings.SettingsError` for a key file or variable that cannot be used (exit 2)."""
+    from streams.settings import SettingsError
+
+    try:
+        return load_keyring(settings.signing_keys, environ)
+    except SigningKeyError as err:
+        raise SettingsError(str(err)) from None
 
 
 def new_key_file(kid: str | None = None) -> str:

@@ -818,7 +818,9 @@ def run(args: argparse.Namespace) -> int:
     if args.history_out is not None:
         return _write_history(args)
     try:
-        keys = settings.keyring()  # the guard verifies releases (streams/clients/signing.py)
+        from streams.clients.signing import keyring_for
+
+        keys = keyring_for(settings)  # the guard verifies releases (streams/clients/signing.py)
     except SettingsError as err:
         raise UsageError(str(err)) from None
     if keys is None:

@@ -110,10 +110,11 @@ def test_keys_come_from_the_file_setting_else_inline_else_none(tmp_path):
 
 
 def test_the_worker_settings_expose_the_key_ring_and_name_a_bad_file():
+    from streams.clients.signing import keyring_for
     from streams.settings import Settings, SettingsError
 
     with pytest.raises(SettingsError, match="cannot read signing key file"):
-        Settings(signing_keys="/nonexistent/keys.toml").keyring()
+        keyring_for(Settings(signing_keys="/nonexistent/keys.toml"))
 
 
 # ---------------------------------------------------------------------- decoding never raises anything else
