@@ -56,6 +56,8 @@ def test_a_worker_killed_mid_stream_is_replaced_without_losing_or_doubling_anyth
         control.read_until(lambda ms: any(json.loads(m.value)["command"] == "freeze" for m in ms), timeout=60)
         assert control.messages, "no freeze before the kill"
         first.kill()  # kill -9
+        seen_before_kill = {json.loads(m.value)["incident_id"] for m in control.messages
+                            if json.loads(m.value)["command"] == "freeze"}
         killed_at = sent[0]
         assert killed_at < len(events), "the stream was over before the kill"
 
@@ -92,7 +94,11 @@ def test_a_worker_killed_mid_stream_is_replaced_without_losing_or_doubling_anyth
         status = second.status()
         print(f"\nkilled after {killed_at} of {len(events)} events produced; restarted worker: "
               f"{json.dumps(status)}; decisions published {len(decisions.messages)} for {len(got)} events")
-        assert status["republished"] == 0  # the freeze before the kill was found, not sent again
+        # the freezes already published before the kill were found, not sent again; a freeze recorded in the
+        # outbox but not yet published when the worker died is published by its successor (rule 3)
+        republished = [line for line in second.stderr_tail(400).splitlines() if "republishing the freeze" in line]
+        assert len(republished) <= status["republished"]
+        assert not [line for line in republished if any(f"incident {iid} " in line for iid in seen_before_kill)]
         assert second.stop(timeout=30) == 0, second.stderr_tail()
     finally:
         first.kill()
