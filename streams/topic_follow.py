@@ -22,6 +22,7 @@ the others go on. Nothing here takes the worker down.
 
 from __future__ import annotations
 
+import abc
 import logging
 import threading
 import time
@@ -32,7 +33,7 @@ __all__ = ["Follower", "TopicFollowers", "from_beginning", "from_last"]
 log = logging.getLogger("flowbreaker.follow")
 
 
-class Follower:
+class Follower(abc.ABC):
     """A topic followed by :class:`TopicFollowers`; subclasses set ``topic`` and handle records."""
 
     topic: str = ""
@@ -41,8 +42,9 @@ class Follower:
         """Where reading starts: the first record (override with :func:`from_last` for announcements)."""
         from_beginning(consumer, tps)
 
+    @abc.abstractmethod
     def on_record(self, record: Any) -> None:
-        raise NotImplementedError
+        """One kafka-python ``ConsumerRecord`` of ``topic``, in offset order per partition."""
 
     def after_poll(self, consumer: Any) -> None:
         """After every poll of the thread (every ``poll_s`` at least): nothing by default."""

@@ -12,16 +12,14 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from api_harness import TOKEN, call, metric, wait_for, write_tokens
-from worker_harness import REPO_DIR, WorkerProc, stop_process
+from worker_harness import REPO_DIR, Orchestrator, WorkerProc, stop_process
 
 pytestmark = pytest.mark.timeout(420)
 CLI = [sys.executable, "-m", "streams.cli.main"]
@@ -53,32 +51,6 @@ class Proc:
         if self.proc is not None:
             stop_process(self.proc, 20)
 
-
-class Orchestrator:
-    """The webhook the actuator calls: answers ``status`` to every POST and counts them."""
-
-    def __init__(self, status: int = 200) -> None:
-        self.posts = 0
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                outer.posts += 1
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/freeze"
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture(scope="module")

@@ -17,15 +17,13 @@ import random
 import signal
 import subprocess
 import sys
-import threading
 import time
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
-from worker_harness import stop_process
+from worker_harness import Orchestrator, stop_process
 
 REPO_DIR = Path(__file__).resolve().parents[2]
 POLICY = REPO_DIR / "examples" / "policy.toml"
@@ -129,32 +127,6 @@ def read_topic(bootstrap: str, topic: str, timeout: float = 20.0) -> list:
         consumer.close(autocommit=False)
 
 
-class Orchestrator:
-    """The agent orchestrator the actuator's webhook calls: records every POST, answers 200."""
-
-    def __init__(self) -> None:
-        self.requests: list[tuple[dict, dict]] = []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                outer.requests.append((dict(self.headers), json.loads(body)))
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/agents/freeze"
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
 
 def train_model(workdir: Path) -> Path:
     """A model of the fleet's normal work: four clean simulated days, trained as an operator would."""
@@ -200,7 +172,7 @@ def test_an_incident_freezes_the_agent_which_executes_nothing_more_until_a_relea
     ensure_topics(settings)
     kafka = ["--bootstrap", kafka_bootstrap, "--topic-prefix", prefix]
     journal = tmp_path / "journal.jsonl"
-    orchestrator = Orchestrator()
+    orchestrator = Orchestrator(path="/agents/freeze")
 
     worker = Proc("worker", ["worker", *kafka, "--app-id", f"{prefix}app", "--web-port", str(free_port()),
                              "--datadir", str(tmp_path / "worker"), "--policy", str(POLICY),

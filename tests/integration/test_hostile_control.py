@@ -34,16 +34,14 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from api_harness import NAME, TOKEN, Cluster, call, metric, read_topic, seed, wait_for
-from worker_harness import WorkerProc, produce, stop_process
+from worker_harness import Orchestrator, WorkerProc, produce, stop_process
 
 pytestmark = pytest.mark.timeout(400)
 
@@ -65,36 +63,6 @@ POISON = [
 ]
 CONTROL_SIDE = ("control", "incidents", "approvals", "feedback", "audit")
 
-
-class Orchestrator:
-    """Records every webhook POST (headers, JSON body); answers 200."""
-
-    def __init__(self) -> None:
-        self.requests: list[tuple[dict, dict]] = []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                outer.requests.append((dict(self.headers), json.loads(body)))
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/freeze"
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
-
-    def commands(self, agent: str) -> list[tuple[str, str, str]]:
-        return [(b["command"], b.get("incident_id"), h.get("Idempotency-Key")) for h, b in self.requests
-                if b.get("agent_id") == agent]
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def audit_records(bootstrap: str, topic: str) -> list[dict]:

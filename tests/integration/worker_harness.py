@@ -329,3 +329,47 @@ def replay(events: Iterable[dict], workdir: Path, policy: Path | None = POLICY,
             rec = json.loads(line)
             recs[rec["event_id"]] = rec
     return recs
+
+
+class Orchestrator:
+    """The agent orchestrator the actuator's webhook calls (on 127.0.0.1, a free port): records every POST
+    (headers, JSON body, or None for a body that is not JSON) and answers ``status``. ``url`` is its
+    address (path ``path``); ``close()`` stops it."""
+
+    def __init__(self, status: int = 200, path: str = "/freeze") -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.requests: list[tuple[dict, dict | None]] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                try:
+                    parsed = json.loads(body)
+                except ValueError:
+                    parsed = None
+                outer.requests.append((dict(self.headers), parsed))
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}{path}"
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
+
+    @property
+    def posts(self) -> int:
+        return len(self.requests)
+
+    def commands(self, agent: str) -> list[tuple[str, str, str]]:
+        """``(command, incident_id, Idempotency-Key)`` of every POST about ``agent``, in arrival order."""
+        return [(b["command"], b.get("incident_id"), h.get("Idempotency-Key")) for h, b in self.requests
+                if b is not None and b.get("agent_id") == agent]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
