@@ -576,8 +576,9 @@ class Processor:
         async def missing(entry: OutboxEntry) -> None:
             self.stats["reconciled"] += 1
             self.stats["republished"] += 1
-            log.warning("republishing the %s of incident %s of %s: recorded before the last owner stopped, "
-                        "not found on %s", entry.kind, entry.incident_id, agent, entry.logical)
+            # %r: the entry comes from the changelog, which anyone with produce rights could have written
+            log.warning("republishing the %r of incident %r of %r: recorded before the last owner stopped, "
+                        "not found on %r", entry.kind, entry.incident_id, agent, entry.logical)
             if agent in self.residency:
                 await self._publish_entry(agent, entry)
 
