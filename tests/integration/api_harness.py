@@ -15,7 +15,7 @@ from typing import Any, Iterable
 
 from aiokafka.partitioner import murmur2
 
-from worker_harness import WorkerProc, make_topics, produce
+from worker_harness import WorkerProc, make_topics, produce, wait_for  # noqa: F401 (wait_for: for the API tests)
 
 #: role -> (principal, token). Tokens are test values; the tokens file holds only their hashes.
 PRINCIPALS = {
@@ -139,24 +139,6 @@ class Cluster:
     def stop(self) -> None:
         for w in self.workers:
             w.stop(timeout=20)
-
-
-def wait_for(check, timeout: float, what: str, every: float = 0.2, procs=()):
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            value = check()
-        except OSError:
-            value = None
-        if value:
-            return value
-        for p in procs:
-            if not p.alive():
-                raise AssertionError(f"worker exited while waiting for {what}:\n{p.stderr_tail()}")
-        if time.monotonic() > deadline:
-            tails = "\n".join(p.stderr_tail(15) for p in procs)
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}\n{tails}")
-        time.sleep(every)
 
 
 def now_ts() -> str:

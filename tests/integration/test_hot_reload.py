@@ -9,13 +9,13 @@ import json
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from worker_harness import REPO_DIR, TopicReader, WorkerProc, decisions_by_event, event_messages, fleet, produce
+from worker_harness import (REPO_DIR, TopicReader, WorkerProc, decisions_by_event, event_messages, fleet, produce,
+                            wait_for)
 
 pytestmark = pytest.mark.timeout(240)
 POLICY = REPO_DIR / "examples" / "policy.toml"
@@ -33,13 +33,6 @@ def train(history: list[dict], out: Path, seed: int) -> str:
             "--trees", "20", "--quiet")
     assert r.returncode == 0, r.stderr
     return json.loads((out / "model.json").read_text())["version"]
-
-
-def wait_for(pred, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
 
 
 def test_a_promoted_model_is_picked_up_without_a_restart_and_a_rollback_returns(

@@ -9,25 +9,12 @@ the recovered values) decides a third wave. Every decision must be the one
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
-from worker_harness import TopicReader, WorkerProc, decisions_by_event, event_messages, fleet, produce, replay
+from worker_harness import TopicReader, WorkerProc, decisions_by_event, event_messages, fleet, produce, replay, wait_for
 
 pytestmark = pytest.mark.timeout(300)
-
-
-def _wait(cond, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if cond():
-                return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(what)
 
 
 def test_agents_rest_when_idle_and_wake_with_their_state_also_after_a_crash(kafka_bootstrap, unique_topic_prefix,
@@ -49,7 +36,7 @@ def test_agents_rest_when_idle_and_wake_with_their_state_also_after_a_crash(kafk
             produce(kafka_bootstrap, f"{p}agent-actions", event_messages(wave))
             want = {e["event_id"] for w in waves[: i + 1] for e in w}
             decisions.read_until(lambda ms: want <= set(decisions_by_event(ms)), timeout=90)
-            _wait(lambda: first.status()["agents_loaded"] == 0, 30, "idle agents did not rest")
+            wait_for(lambda: first.status()["agents_loaded"] == 0, 30, "idle agents did not rest")
             st = first.status()
             assert st["agents_resting"] >= len({e["agent_id"] for w in waves[: i + 1] for e in w}), st
         first.kill()  # kill -9 while every agent rests
@@ -61,7 +48,7 @@ def test_agents_rest_when_idle_and_wake_with_their_state_also_after_a_crash(kafk
         for eid, copies in got.items():
             for raw in copies:  # woken agents decide exactly as if they had never left memory
                 assert json.loads(raw) == expected[eid], eid
-        _wait(lambda: second.status()["agents_loaded"] == 0, 30, "idle agents did not rest after the restart")
+        wait_for(lambda: second.status()["agents_loaded"] == 0, 30, "idle agents did not rest after the restart")
         st = second.status()
         assert st["agents_resting"] >= len(agents) and st["rested"] >= 1, st
         assert second.stop(timeout=30) == 0, second.stderr_tail()

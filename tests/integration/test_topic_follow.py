@@ -4,7 +4,6 @@ a topic created later is picked up, a follower that raises loses one record and 
 from __future__ import annotations
 
 import threading
-import time
 import uuid
 
 import pytest
@@ -13,6 +12,7 @@ from kafka.admin import KafkaAdminClient, NewTopic
 
 from streams.settings import Settings
 from streams.topic_follow import Follower, TopicFollowers, from_last
+from worker_harness import wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -44,13 +44,6 @@ class Collect(Follower):
 
     def absent(self) -> None:
         self.absences += 1
-
-
-def wait_for(pred, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def create(bootstrap: str, *topics: str) -> None:

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from worker_harness import (TopicReader, WorkerProc, decisions_by_event, event_messages, fleet, fleet_model,
-                            produce, replay)
+                            produce, replay, wait_for)
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -84,7 +84,7 @@ def test_live_decisions_are_the_replay_decisions_and_freezes_are_published_once(
                "reason": "checked with the operator", "issued_by": "alice@corp.example"}
     release = signing_keys.sign(release)  # a key holder's release (streams/clients/signing.py): unsigned ones are ignored
     produce(kafka_bootstrap, f"{p}agent-control", [(agent.encode(), json.dumps(release).encode())])
-    _wait(lambda: worker.status()["releases"] >= 1, 30, "the release was not applied")
+    wait_for(lambda: worker.status()["releases"] >= 1, 30, "the release was not applied")
     follow = dict(last, event_id="after-release-1", ts=(t_last + timedelta(minutes=10)).isoformat(),
                   action="read", records=1, bytes=10, destinations=[], sensitivity="internal")
     for k in ("approval_id", "parent_event_id"):
@@ -178,7 +178,7 @@ def test_malformed_events_land_in_the_dlq_with_their_reason_and_the_worker_keeps
     decisions.drain(quiet=1.0, timeout=10)
     assert all(len(v) == 1 for v in decisions_by_event(decisions.messages).values())  # duplicates not re-decided
 
-    _wait(lambda: worker.status()["duplicates"] >= 5, 20, "duplicates not counted")
+    wait_for(lambda: worker.status()["duplicates"] >= 5, 20, "duplicates not counted")
     metrics = worker.metrics()
     for code in MALFORMED:
         assert f'flowbreaker_dlq_events_total{{code="{code}"}}' in metrics
@@ -188,17 +188,3 @@ def test_malformed_events_land_in_the_dlq_with_their_reason_and_the_worker_keeps
     assert worker.stop(timeout=30) == 0, worker.stderr_tail()
     dlq.close()
     decisions.close()
-
-
-def _wait(cond, timeout: float, what: str) -> None:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if cond():
-                return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(what)

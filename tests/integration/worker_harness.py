@@ -373,3 +373,24 @@ class Orchestrator:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def wait_for(check, timeout: float, what: str, every: float = 0.2, procs=()):
+    """Poll ``check()`` every ``every`` s until it returns something truthy (an ``OSError``, e.g. a worker's web
+    port not answering yet, counts as not yet) and return it; fail naming ``what`` after ``timeout`` s, or at once
+    when one of ``procs`` (:class:`WorkerProc`) exited, with their stderr."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            value = check()
+        except OSError:
+            value = None
+        if value:
+            return value
+        for p in procs:
+            if not p.alive():
+                raise AssertionError(f"worker exited while waiting for {what}:\n{p.stderr_tail()}")
+        if time.monotonic() > deadline:
+            tails = "\n".join(p.stderr_tail(15) for p in procs)
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}\n{tails}")
+        time.sleep(every)
