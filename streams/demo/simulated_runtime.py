@@ -81,15 +81,6 @@ DEFAULT_GROUP = "flowbreaker-runtime"
 #: privilege_creep take hours of simulated time)
 DEFAULT_INCIDENT_KINDS = ("bulk_read_broadcast", "mass_fanout", "mass_delete", "prompt_injection",
                           "instruction_change")
-#: roles that an incident of each kind is staged on (any role when none of them is in the fleet)
-INCIDENT_ROLES = {
-    "bulk_read_broadcast": ("hr_assistant", "finance_bot"),
-    "slow_drip": ("support_bot", "finance_bot", "hr_assistant"),
-    "mass_fanout": ("mail_assistant", "support_bot"),
-    "mass_delete": ("coding_agent", "mail_assistant", "support_bot"),
-    "privilege_creep": ("coding_agent",),
-    "prompt_injection": ("mail_assistant", "support_bot", "coding_agent"),
-}
 _STEP_FIELDS = ("operator_id", "instruction_hash", "requested_by", "tool", "action", "resource", "sensitivity",
                 "records", "bytes", "destinations", "approval_id", "parent", "delay_s")
 _REQUIRED_STEP = ("operator_id", "tool", "action", "resource", "sensitivity")
@@ -604,7 +595,9 @@ class Feed:
         if agent_id is not None:
             agent = next(a for a in self.agents if a.agent_id == agent_id)
         else:
-            roles = INCIDENT_ROLES.get(kind, ())
+            from models.simulate.incidents import INCIDENT_ROLES  # the simulator's staging, one table
+
+            roles = INCIDENT_ROLES.get(kind, ())  # any agent when none of those roles is in the fleet
             fits = [a for a in self.agents if a.role in roles] or self.agents
             agent = self.rng.choice(fits)
         task = self.fleet.incident_task(kind, agent, at or datetime.now(timezone.utc), self.rng)
