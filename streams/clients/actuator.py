@@ -441,7 +441,7 @@ def run(args: argparse.Namespace) -> int:
     if keys is None:
         raise UsageError("no command signing keys: --signing-keys FILE or FLOWBREAKER_SIGNING_KEYS (the workers' "
                          "key file; python -m streams.clients.signing new)")
-    from kafka import KafkaConsumer
+    from streams.kafka_admin import group_consumer
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -455,11 +455,8 @@ def run(args: argparse.Namespace) -> int:
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     topic = settings.topic("control")
     group = args.group or settings.topic_prefix + DEFAULT_GROUP
-    consumer = KafkaConsumer(
-        topic, group_id=group, client_id="flowbreaker-actuator", enable_auto_commit=False,
-        auto_offset_reset="earliest", max_poll_records=50, request_timeout_ms=30000,
-        **settings.kafka_python_config(),
-    )
+    consumer = group_consumer(settings, topic, group=group, client_id="flowbreaker-actuator", enable_auto_commit=False,
+                              auto_offset_reset="earliest", max_poll_records=50, request_timeout_ms=30000)
     history = KafkaHistory(settings.kafka_python_config())
     actuator = Actuator(consumer, sinks, keys=keys, history=history, stop=stop)
     log.info("actuator: %s -> %s (group %s)", topic, ", ".join(s.name for s in sinks), group)

@@ -700,11 +700,10 @@ def paced_history(*, n_agents: int, seed: int, rate: float, speed: float, second
 
 
 def _consume_tasks(settings, group: str, runtime: Runtime, stop: threading.Event, ready: threading.Event) -> None:
-    from kafka import KafkaConsumer
+    from streams.kafka_admin import group_consumer
 
-    consumer = KafkaConsumer(settings.topic("tasks"), group_id=group, client_id="flowbreaker-runtime",
-                             enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=200,
-                             **settings.kafka_python_config())
+    consumer = group_consumer(settings, settings.topic("tasks"), group=group, client_id="flowbreaker-runtime",
+                              enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=200)
     bad = 0
     try:
         while not stop.is_set():
@@ -901,7 +900,9 @@ def run(args: argparse.Namespace) -> int:
             threads.append(threading.Thread(target=feed.run, args=(stop,), name="runtime-feed", daemon=True))
         for t in threads:
             t.start()
-        consuming.wait(30.0)
+        if not consuming.wait(30.0):
+            log.warning("no partition of %s assigned after 30 s (more runtimes in group %s than partitions?); "
+                        "taking tasks once one is", topics["tasks"], group)
         frozen = guard.frozen()
         log.info("runtime ready: guard caught up (%d frozen: %s), taking tasks from %s%s", len(frozen),
                  ", ".join(sorted(frozen)) or "none", topics["tasks"], ", feeding tasks" if feed else "")
