@@ -6,8 +6,11 @@ import time
 from collections import defaultdict
 
 import pytest
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient
+
+from streams.kafka_admin import group_consumer
+from streams.settings import Settings
 
 N_MESSAGES = 100
 N_KEYS = 10
@@ -45,10 +48,8 @@ def test_topic_produce_consume_roundtrip(kafka_bootstrap, unique_topic_prefix, m
     assert len(set(produced_partition.values())) > 1, "10 keys over 8 partitions should use several partitions"
 
     received = []
-    consumer = KafkaConsumer(
-        topic, bootstrap_servers=kafka_bootstrap, group_id=f"{unique_topic_prefix}group",
-        auto_offset_reset="earliest", enable_auto_commit=False, request_timeout_ms=30000,
-    )
+    consumer = group_consumer(Settings(bootstrap=kafka_bootstrap), topic, group=f"{unique_topic_prefix}group",
+                              auto_offset_reset="earliest", enable_auto_commit=False, request_timeout_ms=30000)
     try:
         deadline = time.monotonic() + 60
         while len(received) < N_MESSAGES and time.monotonic() < deadline:
