@@ -343,9 +343,8 @@ class Processor:
         while not self._stopping:
             if positions.seek_to:
                 targets = dict(positions.seek_to)
-                await reader.seek(targets)
-                for p, offset in targets.items():
-                    positions.sought(p, offset)
+                for p in await reader.seek(targets):  # one not sought stays pending: its records are not admitted
+                    positions.sought(p, targets[p])
             parts = positions.readable() if self.ready else []
             if not parts:
                 await asyncio.sleep(0.05)

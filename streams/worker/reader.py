@@ -137,19 +137,24 @@ class ActionReader:
         for tp in got:
             inbound[TP(tp.topic, tp.partition)] = now
 
-    async def seek(self, offsets: dict[int, int]) -> None:
-        """Reading of each partition continues at its offset (buffered records of it are dropped)."""
+    async def seek(self, offsets: dict[int, int]) -> set[int]:
+        """Reading of each partition continues at its offset (buffered records of it are dropped); returns the
+        partitions sought. One the consumer does not hold at this moment (a rebalance) is not: its caller
+        keeps the seek pending, since whatever the consumer reads of it later may not start at that offset."""
         _, consumer = self._consumer()
         from aiokafka.errors import IllegalStateError
 
-        async def seek_all():
+        async def seek_all() -> set[int]:
+            done = set()
             for p, offset in offsets.items():
                 try:
                     consumer.seek(self._tp(p), offset)
-                except (IllegalStateError, AssertionError) as exc:  # not assigned any more: nothing to read
-                    log.debug("seek of partition %d skipped: %r", p, exc)
+                    done.add(p)
+                except (IllegalStateError, AssertionError) as exc:  # not assigned at the moment
+                    log.debug("seek of partition %d not done: %r", p, exc)
+            return done
 
-        await self._on_consumer_thread(seek_all())
+        return await self._on_consumer_thread(seek_all())
 
     async def committed(self, partitions: list[int]) -> dict[int, int]:
         """The group's committed offset of each partition (the log start for one never committed)."""

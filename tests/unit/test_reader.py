@@ -1,6 +1,8 @@
 """The worker's reader of agent-actions (streams/worker/reader.py): what it changes on faust's consumer."""
 from __future__ import annotations
 
+import asyncio
+import threading
 from types import SimpleNamespace
 
 from streams.worker.reader import ActionReader
@@ -40,3 +42,34 @@ def test_a_consumer_not_started_yet_is_tuned_once_it_has_a_fetcher():
     consumer._fetcher = SimpleNamespace(_fetch_max_wait_ms=1500)
     reader._consumer()
     assert consumer._fetcher._fetch_max_wait_ms == reader.broker_wait_ms < 1500
+
+
+def test_a_seek_the_consumer_refuses_is_not_reported_done():
+    """A partition the consumer does not hold at the moment (mid-rebalance) is not sought: the worker keeps its
+    seek pending and admits none of its records, instead of taking whatever comes next as the sought offset."""
+    from aiokafka.errors import IllegalStateError
+
+    class Consumer:
+        def __init__(self) -> None:
+            self.at: dict[int, int] = {}
+
+        def seek(self, tp, offset: int) -> None:
+            if tp.partition == 2:
+                raise IllegalStateError(f"{tp} is not assigned")
+            self.at[tp.partition] = offset
+
+    loop = asyncio.new_event_loop()
+    runner = threading.Thread(target=loop.run_forever, daemon=True)
+    runner.start()
+    try:
+        consumer = Consumer()
+        thread = Thread(consumer)
+        thread.thread_loop = loop  # aiokafka objects belong to faust's consumer thread and its loop
+        reader = ActionReader(SimpleNamespace(consumer=SimpleNamespace(_thread=thread)), "agent-actions",
+                              max_records=250)
+        done = asyncio.run(reader.seek({1: 10, 2: 20, 3: 30}))
+        assert done == {1, 3} and consumer.at == {1: 10, 3: 30}
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        runner.join(timeout=5)
+        loop.close()
