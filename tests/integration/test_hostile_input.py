@@ -49,6 +49,14 @@ def _invalid(base: dict) -> list[tuple[str, bytes, str]]:
     ]
 
 
+def _status(worker) -> str:
+    """The worker's /status for a failure message (what it decided, where it stands), or why there is none."""
+    try:
+        return json.dumps(worker.status())
+    except OSError as exc:
+        return f"no /status ({exc!r}; alive: {worker.alive()})"
+
+
 def test_hostile_records_never_hide_crash_or_double_a_decision(kafka_bootstrap, unique_topic_prefix, tmp_path):
     p = unique_topic_prefix
     events = fleet(n_agents=8, days=2, seed=5)
@@ -124,7 +132,8 @@ def test_hostile_records_never_hide_crash_or_double_a_decision(kafka_bootstrap, 
         for m in decisions.messages:
             got.setdefault(json.loads(m.value)["event_id"], set()).add(m.value)
         missing = valid_ids - set(got)
-        assert not missing, f"{len(missing)} valid events never decided, e.g. {sorted(missing)[:5]}"
+        assert not missing, (f"{len(missing)} valid events never decided, e.g. {sorted(missing)[:5]}\n"
+                             f"worker: {_status(worker)}\n{worker.stderr_tail(80)}")
         assert set(got) == valid_ids, set(got) - valid_ids
         mixed = {nokey, wrongkey, wrongpart}  # re-routed events take their place where the copy lands
         for eid, copies in got.items():
