@@ -127,6 +127,8 @@ DLQ_RAW_MAX = 256 * 1024
 FETCH_WAIT_MS = 100
 #: how long a rebalance or a stop may take to write every changed agent and commit
 HAND_OVER_TIMEOUT = 20.0
+#: a partition with records waiting that has not moved for this long is named in the log (seconds)
+STALL_AFTER = 30.0
 
 _encode = msgspec.json.Encoder().encode  # the same encoder as streams/cli/replay.py: byte-identical records
 
@@ -224,7 +226,7 @@ class Processor:
                           reconciled=0, republished=0, miskeyed=0, rerouted=0, batches=0)
         self.miskey_log = MiskeyLog()
         self._stopping = False
-        self._times = {"topk": 0.0, "drift": 0.0, "lag": 0.0}
+        self._times = {"topk": 0.0, "drift": 0.0, "lag": 0.0, "stall": 0.0}
         self._tasks: set[asyncio.Future] = set()
 
     # ------------------------------------------------------------------ views (status, streams/api)
@@ -684,11 +686,21 @@ class Processor:
                     self.metrics.set_drift(psi)
 
     def _update_lag(self) -> None:
-        """Consumer lag per started partition (a gauge)."""
+        """Consumer lag per started partition (a gauge); a partition with records waiting that has not moved for
+        STALL_AFTER seconds is named in the log (at most once per STALL_AFTER), with what holds it."""
+        highwater = {}
         for p, nxt in list(self.positions.expect.items()):
-            hw = self.reader.highwater(p)
+            hw = highwater[p] = self.reader.highwater(p)
             if hw is not None:
                 self.metrics.set_lag(p, max(0, hw - nxt))
+        mono = time.monotonic()
+        if mono - self._times["stall"] < STALL_AFTER:
+            return
+        stalled = self.positions.stalled(highwater, mono, STALL_AFTER)
+        if stalled:
+            self._times["stall"] = mono
+            log.warning("agent-actions partitions not moving (ready %s, generation %d): %s", self.ready,
+                        self.generation, "; ".join(f"{p}: {why}" for p, why in sorted(stalled.items())))
 
     # ------------------------------------------------------------------ status
     def status(self) -> dict:

@@ -74,6 +74,28 @@ class Positions:
                 d.pop(p, None)
         self.handing_over -= partitions
 
+    def stalled(self, highwater: dict[int, int | None], now: float, after: float) -> dict[int, str]:
+        """Started partitions with records waiting (``highwater`` above the next offset) that have not moved
+        for ``after`` seconds: ``{partition: what holds it}``, for the worker's log.
+
+        >>> pos = Positions(); pos.start({0: 5, 1: 7}, now=0.0)
+        >>> pos.stalled({0: 9, 1: 7}, now=40.0, after=30.0)   # partition 1 has nothing waiting
+        {0: 'next offset 5, highwater 9, seek to 5 pending, idle 40 s'}
+        """
+        out: dict[int, str] = {}
+        for p, nxt in self.expect.items():
+            hw = highwater.get(p)
+            since = now - self.progress.get(p, now)
+            if hw is None or hw <= nxt or since < after:
+                continue
+            why = [f"next offset {nxt}", f"highwater {hw}"]
+            if p in self.seek_to:
+                why.append(f"seek to {self.seek_to[p]} pending")
+            if p in self.handing_over:
+                why.append("being handed over")
+            out[p] = ", ".join(why) + f", idle {since:.0f} s"
+        return out
+
     def sought(self, partition: int, offset: int) -> None:
         """The reader has sought ``partition`` to ``offset``: the next record read from it is from there."""
         if self.seek_to.get(partition) == offset:

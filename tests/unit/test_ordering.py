@@ -109,3 +109,14 @@ def test_every_record_is_processed_once_in_order_whatever_the_fetches_bring(hole
             cur = batch[-1].offset + 1
             processed += [r.offset for r in pos.admit(0, batch, now=1.0)]
     assert processed == [o for o in log if o >= start]
+
+
+def test_a_partition_is_stalled_only_with_records_waiting_and_no_progress_for_the_whole_while():
+    pos = started({0: 10, 1: 20, 2: 30})
+    assert pos.stalled({0: 15, 1: 20, 2: None}, now=29.0, after=30.0) == {}   # not long enough yet
+    stalled = pos.stalled({0: 15, 1: 20, 2: None}, now=31.0, after=30.0)
+    assert list(stalled) == [0] and "next offset 10" in stalled[0] and "highwater 15" in stalled[0]
+    pos.admit(0, [R(10)], now=31.0)                                              # it moved
+    assert pos.stalled({0: 15}, now=40.0, after=30.0) == {}
+    pos.handing_over.add(0)
+    assert "being handed over" in pos.stalled({0: 15}, now=70.0, after=30.0)[0]
