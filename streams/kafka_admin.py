@@ -164,8 +164,5 @@ def group_consumer(settings: Settings, topic: str, *, group: str, listener=None,
             consumer.close(autocommit=False)
             raise KafkaUnavailable(f"topic {topic} has no partitions at {settings.bootstrap} after {timeout_s:.0f}s")
         time.sleep(0.2)
-    if listener is None:
-        consumer.subscribe([topic])
-    else:
-        consumer.subscribe([topic], listener=listener)
+    consumer.subscribe([topic], listener=listener)
     return consumer
