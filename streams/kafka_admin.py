@@ -162,7 +162,8 @@ def group_consumer(settings: Settings, topic: str, *, group: str, listener=None,
     while not consumer.partitions_for_topic(topic):
         if time.monotonic() > deadline:
             consumer.close(autocommit=False)
-            raise KafkaUnavailable(f"topic {topic} has no partitions at {settings.bootstrap} after {timeout_s:.0f}s")
+            raise KafkaUnavailable(f"topic {topic} has no partitions at {settings.bootstrap} after {timeout_s:.0f}s "
+                                   "(flowbreaker topics creates flowbreaker's topics)")
         time.sleep(0.2)
     consumer.subscribe([topic], listener=listener)
     return consumer
