@@ -29,12 +29,12 @@ fi
 
 stamp="$("$PY" -c 'import hashlib;print(hashlib.sha256(open("pyproject.toml","rb").read()).hexdigest()[:16])')"
 marker="$("$PY" -c 'import sys;print(sys.prefix)')/.flowbreaker-install-$stamp"
-if [[ -f $marker ]] && "$PY" -c 'import detector, streams, models, faust, kafka, sklearn, msgspec, hypothesis, mcp' 2>/dev/null \
+if [[ -f $marker ]] && "$PY" -c 'import detector, streams, models, faust, kafka, sklearn, msgspec, hypothesis, mcp, opentelemetry.proto, opentelemetry.sdk' 2>/dev/null \
    && [[ -x $(fb_scripts_dir "$PY")/flowbreaker ]]; then
     exit 0
 fi
-echo "install: pip install -e '.[test,mcp]' into $("$PY" -c 'import sys;print(sys.prefix)') (first run takes a minute)" >&2
-"$PY" -m pip install --disable-pip-version-check -q -e ".[test,mcp]"
+echo "install: pip install -e '.[test,mcp,otel]' into $("$PY" -c 'import sys;print(sys.prefix)') (first run takes a minute)" >&2
+"$PY" -m pip install --disable-pip-version-check -q -e ".[test,mcp,otel]"
 touch "$marker" 2>/dev/null || true
 bin=$(fb_scripts_dir "$PY")
 if [[ $(command -v flowbreaker 2>/dev/null) != "$bin/flowbreaker" ]]; then
