@@ -2,10 +2,10 @@
 reading their partition counts; a kafka-python consumer group member that knows its topic before it joins
 (:func:`group_consumer`).
 
-:func:`ensure_topics` creates whatever is missing of ``agent-actions``,
-``agent-actions-dlq``, ``agent-decisions``, ``agent-control``,
-``agent-incidents`` and ``agent-tasks`` and returns every topic's partition
-count. It is idempotent and safe to race: two workers starting together both
+:func:`ensure_topics` creates whatever is missing of the topics of
+``streams.settings.TOPICS`` (``agent-actions``, ``agent-actions-dlq``, ``agent-decisions``,
+``agent-control``, ``agent-incidents``, ``agent-verdicts``, ``agent-alerts``, ...) and returns
+every topic's partition count. It is idempotent and safe to race: two workers starting together both
 succeed, and an existing topic is left as it is (its partition count wins; the
 caller decides whether a mismatch matters). The changelog topic of the workers'
 state table is created by the workers themselves (faust), with the partition
@@ -45,6 +45,8 @@ TOPIC_CONFIGS: dict[str, dict[str, str]] = {
     "manifests": {"cleanup.policy": "compact"},                  # the latest manifest per agent and role
     "acks": {"retention.ms": str(30 * 24 * 3600 * 1000)},        # who enacted a command: a month
     "drills": {"retention.ms": str(365 * 24 * 3600 * 1000)},     # drill results: a year
+    "verdicts": {"retention.ms": "-1"},                          # what analysts taught: replay applies it again
+    "alerts": {"retention.ms": str(365 * 24 * 3600 * 1000)},     # alert episodes: a year, like incidents
 }
 
 

@@ -86,6 +86,8 @@ TOPICS: dict[str, str] = {
     "manifests": "agent-manifests",  # intended-use manifests, compacted (streams/manifests.py)
     "acks": "agent-control-acks",    # guards' and the actuator's acknowledgements of commands (streams/clients/acks.py)
     "drills": "agent-drills",        # results of `flowbreaker drill` (streams/cli/drill.py)
+    "verdicts": "agent-verdicts",    # analysts' signed verdicts on incidents and alert episodes (streams/verdicts.py)
+    "alerts": "agent-alerts",        # alert episodes, one record when one opens, changes or closes (workers)
 }
 
 PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
