@@ -56,7 +56,8 @@ DEFAULT_TTL_S = 15 * 60.0
 #: a request nobody decides expires after this long
 DEFAULT_PENDING_TTL_S = 60 * 60.0
 _RANK = {s: i for i, s in enumerate(SENSITIVITIES)}
-#: ids this system issues; any other id belongs to another approval system
+#: ids this system issues start with this (then 128 random bits, ``streams/api/approvals.py``); only ids
+#: found in the approvals record count, whatever they look like
 OWN_PREFIX = "apr-"
 #: on the stream an action is judged at its own time, with this much grace for clocks and delivery
 STREAM_GRACE_S = 60.0
@@ -150,27 +151,29 @@ def validate(a: dict[str, Any] | None, ev: ActionEvent, now: float) -> str | Non
     return state if state in REJECTIONS else "forged"
 
 
-def screen(get, ev: ActionEvent, *, strict: bool = False, grace_s: float = STREAM_GRACE_S) -> str | None:
+def screen(get, ev: ActionEvent, *, grace_s: float = STREAM_GRACE_S) -> str | None:
     """Does ``ev.approval_id`` sign ``ev`` off, judged at the action's own time? ``None`` when it does
     (or ``ev`` carries no id), else the rejection (:data:`REJECTIONS`). ``get(approval_id)`` returns the
     latest record of an approval or ``None``.
 
-    An id of another approval system (not ``apr-``) is taken at its word unless ``strict``. An action
-    that ran before anyone approved it was not signed off (``pending``). The engine calls this for every
-    event with an id, in the worker and in ``replay --approvals``, so both give the same decisions.
+    Only an approval this system issued counts: the id is looked up exactly as written (no case folding,
+    no trimming), so a change ticket (``CHG-1``), the genuine id upper-cased or with a space before it
+    names no approval and is ``forged``. An action that ran before anyone approved it was not signed
+    off (``pending``). The engine calls this for every event with an id, in the worker and in
+    ``replay --approvals``, so both give the same decisions.
 
     >>> from detector.events import decode_event
     >>> ev = decode_event({"event_id": "e1", "ts": "2026-03-02T09:00:00Z", "agent_id": "a", "operator_id": "o",
     ...     "tool": "t", "action": "send", "resource": "r://x", "sensitivity": "internal", "approval_id": "apr-9"})
-    >>> screen({}.get, ev), screen({}.get, ev.replace(approval_id="TICKET-7")), screen({}.get, ev.replace(approval_id="TICKET-7"), strict=True)
-    ('forged', None, 'forged')
+    >>> screen({}.get, ev), screen({}.get, ev.replace(approval_id="TICKET-7"))
+    ('forged', 'forged')
     """
     aid = ev.approval_id
     if aid is None:
         return None
-    if not strict and not aid.startswith(OWN_PREFIX):
-        return None
     rec = get(aid)
+    if rec is not None and rec.get("approval_id") != aid:
+        rec = None  # a store that folds or trims keys must not turn a look-alike into the genuine id
     why = validate(rec, ev, ev.t - grace_s)
     if why is None and ev.t < float(rec.get("decided_t") or 0.0) - grace_s:
         why = "pending"
@@ -188,9 +191,8 @@ class ApprovalBook:
     ('denied', 1)
     """
 
-    def __init__(self, *, strict: bool = False, grace_s: float = STREAM_GRACE_S) -> None:
+    def __init__(self, *, grace_s: float = STREAM_GRACE_S) -> None:
         self._items: dict[str, dict[str, Any]] = {}
-        self.strict = strict
         self.grace_s = grace_s
 
     def __len__(self) -> int:
@@ -214,4 +216,4 @@ class ApprovalBook:
         return self._items.get(approval_id)
 
     def screen(self, ev: ActionEvent) -> str | None:
-        return screen(self.get, ev, strict=self.strict, grace_s=self.grace_s)
+        return screen(self.get, ev, grace_s=self.grace_s)

@@ -42,6 +42,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import signal
 import time
 from dataclasses import dataclass, field
@@ -71,8 +72,9 @@ __all__ = ["mount_api", "ControlPlane", "ApiError", "FORWARD_HEADER"]
 log = logging.getLogger("flowbreaker.api")
 
 FORWARD_HEADER = "X-Flowbreaker-Forwarded"
-#: approval ids flowbreaker issues start with this; others come from outside systems (tickets, change records)
-OWN_APPROVAL_PREFIX = "apr-"
+#: approval ids flowbreaker issues: ``apr-`` and 128 random bits (streams/api/approvals.py). Only ids found in the
+#: approvals record count; this shape only says which ids may be kept while that record is still being read
+_OWN_APPROVAL_ID = re.compile(r"apr-[0-9a-f]{32}\Z")
 FORWARD_TIMEOUT_S = 10.0
 PUBLISH_WAIT_S = 10.0
 _encode = msgspec.json.Encoder().encode
@@ -227,11 +229,8 @@ class ApiMetrics:
             self.verdicts.labels(v)
         for r in REJECTIONS:
             self.rejections.labels(r)
-        for r in ("ok", "unverified", "foreign", *REJECTIONS):
+        for r in ("ok", "unverified", *REJECTIONS):
             self.stream_approvals.labels(r)
-        self.foreign = Counter("flowbreaker_foreign_approvals_total",
-                               "approval_ids flowbreaker did not issue, taken at their word (not strict).",
-                               ("where",), registry=reg)
         self.refusals_summarised = Counter("flowbreaker_audit_refusals_summarised_total",
                                            "Refused calls (401/403) counted in a per-client summary record "
                                            "instead of a record each.", registry=reg)
@@ -291,9 +290,6 @@ class ControlPlane:
         self.actions_topic = topics["actions"]
         # the learned check with the agents' intended-use manifests over it (the engine's book, read per check)
         self.gate = ManifestGate(Gate(processor.engine))
-        #: FLOWBREAKER_STRICT_APPROVALS=1: every approval_id must be one flowbreaker issued
-        self.strict_approvals = os.environ.get("FLOWBREAKER_STRICT_APPROVALS", "").lower() in ("1", "true", "yes",
-                                                                                             "on")
         self._session: ClientSession | None = None
         self._background: set[asyncio.Future] = set()
         self.routes = self._routes()
@@ -554,15 +550,12 @@ class ControlPlane:
         ``ev.approval_id`` signs ``ev`` off (judged by :func:`detector.approvals.screen` at the action's
         own time, with :data:`detector.approvals.STREAM_GRACE_S` of grace, against the approvals topic),
         else the rejection, audited here; the engine then scores the action as unapproved. Until the
-        approvals topic has been read the id cannot be checked and is kept (counted ``unverified``)."""
-        if self.foreign_approval(ev.approval_id):
-            self.metrics.stream_approvals.labels("foreign").inc()
-            self.metrics.foreign.labels("stream").inc()
-            return None
-        if not self.feed.caught_up.is_set():
+        approvals topic has been read an id this system could have issued cannot be checked yet and is kept
+        (counted ``unverified``); any other id (not ``apr-`` and 32 hex digits) is refused at once."""
+        rejected = approvals_core.screen(self.store.get, ev)
+        if rejected == "forged" and not self.feed.caught_up.is_set() and _OWN_APPROVAL_ID.match(ev.approval_id):
             self.metrics.stream_approvals.labels("unverified").inc()
             return None
-        rejected = approvals_core.screen(self.store.get, ev, strict=self.strict_approvals)
         self.metrics.stream_approvals.labels(rejected or "ok").inc()
         if rejected is None:
             return None
@@ -574,10 +567,6 @@ class ControlPlane:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
         return rejected
-
-    def foreign_approval(self, approval_id: str) -> bool:
-        """An id from another approval system (not ``apr-``), taken at its word unless strict."""
-        return not self.strict_approvals and not approval_id.startswith(OWN_APPROVAL_PREFIX)
 
     async def _audit_quietly(self, rec: dict) -> None:
         try:
@@ -918,11 +907,7 @@ class ControlPlane:
         reasons = list(why)
         approval_id = None
         rejected = None
-        if verdict != DENY and ev.approval_id is not None and self.foreign_approval(ev.approval_id):
-            self.metrics.foreign.labels("check").inc()
-            verdict = "allow"
-            reasons = ["carries an approval id from another system (not verifiable here)"] + reasons
-        elif verdict != DENY and ev.approval_id is not None:
+        if verdict != DENY and ev.approval_id is not None:
             self._require_feed()
             rejected = self.approvals.check(ev, now)
             if rejected is not None:
@@ -961,6 +946,22 @@ class ControlPlane:
                       "approval_request_id": approval_id, "approval_rejected": rejected})
 
 
+def approvals_setting_error(environ: Any) -> str | None:
+    """Why the environment asks for approvals this worker will not honour, or None. Approval ids flowbreaker
+    did not issue are never taken at their word: ``FLOWBREAKER_STRICT_APPROVALS`` may only be unset or true.
+
+    >>> approvals_setting_error({}), approvals_setting_error({"FLOWBREAKER_STRICT_APPROVALS": "1"})
+    (None, None)
+    >>> approvals_setting_error({"FLOWBREAKER_STRICT_APPROVALS": "0"})[:35]
+    'FLOWBREAKER_STRICT_APPROVALS=0: app'
+    """
+    strict = str(environ.get("FLOWBREAKER_STRICT_APPROVALS", "")).strip().lower()
+    if strict in ("", "1", "true", "yes", "on"):
+        return None
+    return (f"FLOWBREAKER_STRICT_APPROVALS={strict[:16]}: approval ids flowbreaker did not issue are never taken "
+            "at their word (external approvers are not supported); unset it")
+
+
 def mount_api(app: Any, processor: Any, settings: Any, *, metrics: Any = None) -> ControlPlane:
     """Add the ``/v1`` routes and the control feed to a worker's faust app (before it starts).
 
@@ -978,6 +979,9 @@ def mount_api(app: Any, processor: Any, settings: Any, *, metrics: Any = None) -
         keys = keyring_for(settings)
     except (TokenFileError, SettingsError) as err:
         raise UsageError(str(err)) from None
+    why = approvals_setting_error(os.environ)
+    if why is not None:
+        raise UsageError(why)
     if keys is None or not keys.can_sign:
         raise UsageError("no command signing key: the worker signs every freeze and release (--signing-keys FILE "
                          "or FLOWBREAKER_SIGNING_KEYS, with an active key; python -m streams.clients.signing new > FILE)")

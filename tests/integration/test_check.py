@@ -120,9 +120,11 @@ def test_approvals_are_scoped_time_limited_and_forged_ids_are_rejected(cluster, 
         r = check(cluster, 0, dict(action, event_id=f"{agent}-oos", approval_id=aid, **change))
         assert r.json["approval_rejected"] == "out_of_scope" and r.json["verdict"] == "needs_approval", (change, r)
         assert r.json["approval_request_id"] not in (None, aid)
-    # an id from another approval system is taken at its word (not strict); an apr- id nobody issued is forged
-    ext = check(cluster, 0, dict(action, event_id=f"{agent}-ext", approval_id="APR-2026-10442"))
-    assert ext.json["verdict"] == "allow" and "another system" in ext.json["reasons"][0]
+    # only approvals this system issued count: a change ticket, the genuine id upper-cased or with a leading
+    # space is no approval (forged: deny), and so is an apr- id nobody issued
+    for i, other in enumerate(("CHG-1", "APR-2026-10442", aid.upper(), " " + aid)):
+        r = check(cluster, i % 2, dict(action, event_id=f"{agent}-ext{i}", approval_id=other))
+        assert r.json["verdict"] == "deny" and r.json["approval_rejected"] == "forged", (other, r)
     forged = "apr-" + uuid.uuid4().hex
     r = check(cluster, 1, dict(action, event_id=f"{agent}-forged", approval_id=forged))
     assert r.json == {**r.json, "verdict": "deny", "approval_rejected": "forged"}

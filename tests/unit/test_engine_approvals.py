@@ -6,6 +6,8 @@ import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
 
+import pytest
+
 from detector.approvals import ApprovalBook, decide, request
 from detector.engine import Engine
 from detector.events import decode_event
@@ -72,11 +74,23 @@ def test_an_approval_used_beyond_its_scope_or_before_it_was_given_is_refused():
     assert Engine(policy=POLICY, approvals=book).process(early).approval_refused == "pending"
 
 
-def test_another_systems_approval_id_is_taken_at_its_word_unless_strict():
-    d = run(Engine(policy=POLICY, approvals=ApprovalBook()), export(2500, "CHG-4711"))
-    assert d.approval_refused is None
-    d = run(Engine(policy=POLICY, approvals=ApprovalBook(strict=True)), export(2500, "CHG-4711"))
+@pytest.mark.parametrize("aid", ["CHG-1", "APR-1", " apr-1", "apr-1 ", "Apr-1"])
+def test_an_id_this_system_did_not_issue_is_no_approval_it_neither_allows_nor_suppresses_a_freeze(aid):
+    # a change ticket, the genuine id upper-cased or padded: none of them is an approval flowbreaker issued
+    book = approved_book(2500)
+    d = run(Engine(policy=POLICY, approvals=book), export(2500, aid))
     assert d.approval_refused == "forged"
+    assert d.record["action_taken"] == "freeze"
+    eng = Engine(policy=POLICY, approvals=approved_book(2500))
+    eng.process_batch(routine())
+    assert Gate(eng).check(export(2500, aid))[0] == NEEDS_APPROVAL
+    # the genuine id, exactly as issued, still signs the same action off
+    assert run(Engine(policy=POLICY, approvals=approved_book(2500)), export(2500, "apr-1")).approval_refused is None
+
+
+def test_taking_other_systems_ids_at_their_word_is_no_longer_an_option():
+    with pytest.raises(TypeError):
+        ApprovalBook(strict=False)  # type: ignore[call-arg]
 
 
 def test_the_gate_holds_an_action_whose_approval_id_is_refused():
@@ -104,3 +118,11 @@ def test_replay_with_an_approvals_dump_checks_ids_like_the_worker(tmp_path):
     recs = {r["event_id"]: r for r in map(json.loads, out.read_text().splitlines())}
     assert not any(r["feature"] == "approval_refused" for r in recs["x2500"]["reasons"])
     assert any(r["feature"] == "approval_refused" for r in recs["x2600"]["reasons"])
+
+
+def test_a_worker_told_to_take_other_systems_ids_at_their_word_refuses_to_start():
+    from streams.api.server import approvals_setting_error
+
+    assert approvals_setting_error({}) is None and approvals_setting_error({"FLOWBREAKER_STRICT_APPROVALS": "yes"}) is None
+    why = approvals_setting_error({"FLOWBREAKER_STRICT_APPROVALS": "0"})
+    assert why is not None and "not supported" in why and "\n" not in why
