@@ -24,9 +24,16 @@ What is refused besides the contract's types and ranges, and why:
 * identifiers (:data:`ID_FIELDS`) holding control or format characters
   (Unicode categories Cc, Cf, Cs: zero-width spaces, bidirectional overrides,
   NUL...; code ``character``): ``"a\u200bb"`` would otherwise be a new agent
-  with a fresh baseline that looks like ``"ab"`` on every screen.
+  with a fresh baseline that looks like ``"ab"`` on every screen. For the same
+  reason invisible (default-ignorable) code points are refused too (U+FE0F,
+  U+3164 HANGUL FILLER, ...: :data:`DEFAULT_IGNORABLE`).
   Identifiers are normalised to NFC, so the same name typed with a combining
-  accent or a precomposed one is one agent.
+  accent or a precomposed one is one agent; ``agent_id`` is folded further with
+  NFKC (full-width ``ｆｉｎ`` is ``fin``), and an ``agent_id`` whose TR39 skeleton
+  (:func:`skeleton`) is an ASCII id other than itself (``ѕales`` with a Cyrillic
+  dze reads as ``sales``) is refused. The check needs no list of known agents
+  (they live on other partitions of other workers): any ASCII id is one a
+  look-alike could impersonate.
 
 >>> decode_event(b'{"a":' * 1000)
 Traceback (most recent call last):
@@ -54,7 +61,8 @@ import msgspec
 import numpy as np
 
 __all__ = ["ActionEvent", "EventError", "decode_event", "check_event_time", "ERROR_CODES", "ACTIONS",
-           "SENSITIVITIES", "ID_FIELDS", "MAX_DEPTH", "MAX_EVENT_BYTES"]
+           "SENSITIVITIES", "ID_FIELDS", "MAX_DEPTH", "MAX_EVENT_BYTES", "skeleton", "lookalike_of",
+           "DEFAULT_IGNORABLE", "CONFUSABLES"]
 
 ACTIONS = ("read", "write", "delete", "send", "exec")
 SENSITIVITIES = ("public", "internal", "confidential", "restricted")
@@ -223,6 +231,62 @@ def _check_shape(raw: bytes | bytearray | memoryview | str) -> None:
 # ---------------------------------------------------------------------- identifiers
 _FORBIDDEN = {"Cc": "a control character", "Cf": "a format character", "Cs": "a lone surrogate"}
 
+#: Unicode's Default_Ignorable_Code_Point property (DerivedCoreProperties.txt, Unicode 15.1), as ranges: code
+#: points a renderer shows as nothing. Those that are not Cc/Cf (variation selectors such as U+FE0F, Hangul
+#: fillers such as U+3164, the combining grapheme joiner, ...) would make an agent id that looks like another.
+DEFAULT_IGNORABLE = ((0x00AD, 0x00AD), (0x034F, 0x034F), (0x061C, 0x061C), (0x115F, 0x1160), (0x17B4, 0x17B5),
+                     (0x180B, 0x180F), (0x200B, 0x200F), (0x202A, 0x202E), (0x2060, 0x206F), (0x3164, 0x3164),
+                     (0xFE00, 0xFE0F), (0xFEFF, 0xFEFF), (0xFFA0, 0xFFA0), (0xFFF0, 0xFFF8),
+                     (0x1BCA0, 0x1BCA3), (0x1D173, 0x1D17A), (0xE0000, 0xE0FFF))
+
+#: A compact subset of Unicode TR39's confusables (confusables.txt, MA table): letters of other scripts (and a
+#: few Latin extensions and dashes) that render like an ASCII character and that NFKC does not fold. Enough for
+#: :func:`lookalike_of`'s question, "does this id read as an ASCII id it is not?"; not the full table, which
+#: maps thousands of characters (the confusable-homoglyphs package ships it; the detector stays stdlib-only).
+CONFUSABLES = {
+    # Cyrillic
+    "\u0430": "a", "\u0441": "c", "\u0501": "d", "\u0435": "e", "\u04bb": "h", "\u0456": "i", "\u0458": "j",
+    "\u04cf": "l", "\u043e": "o", "\u0440": "p", "\u051b": "q", "\u0455": "s", "\u051d": "w", "\u0445": "x",
+    "\u0443": "y", "\u04af": "y",
+    "\u0410": "A", "\u0412": "B", "\u0421": "C", "\u0415": "E", "\u041d": "H", "\u0406": "I", "\u0408": "J",
+    "\u041a": "K", "\u041c": "M", "\u041e": "O", "\u0420": "P", "\u0405": "S", "\u0422": "T", "\u0425": "X",
+    "\u0423": "Y", "\u04ae": "Y", "\u051a": "Q", "\u051c": "W", "\u04c0": "I",
+    # Greek
+    "\u03b1": "a", "\u03bf": "o", "\u03c1": "p", "\u03bd": "v", "\u03b9": "i", "\u03c5": "u", "\u03b3": "y",
+    "\u0391": "A", "\u0392": "B", "\u0395": "E", "\u0396": "Z", "\u0397": "H", "\u0399": "I", "\u039a": "K",
+    "\u039c": "M", "\u039d": "N", "\u039f": "O", "\u03a1": "P", "\u03a4": "T", "\u03a5": "Y", "\u03a7": "X",
+    # Armenian
+    "\u0585": "o", "\u057d": "u", "\u0570": "h", "\u0578": "n", "\u0581": "g", "\u0566": "q",
+    # Latin extensions, dashes and dots NFKC leaves alone
+    "\u0131": "i", "\u0251": "a", "\u0261": "g", "\u2010": "-", "\u2011": "-", "\u2012": "-", "\u2013": "-",
+    "\u2014": "-", "\u2015": "-", "\u2212": "-", "\u2043": "-", "\u00b7": ".", "\u2024": ".",
+}
+_SKELETON = str.maketrans(CONFUSABLES)
+
+
+def _ignorable(cp: int) -> bool:
+    return any(lo <= cp <= hi for lo, hi in DEFAULT_IGNORABLE)
+
+
+def skeleton(value: str) -> str:
+    """The TR39 skeleton of ``value`` over :data:`CONFUSABLES`: NFKC, then every listed look-alike replaced by
+    the character it looks like (two ids with the same skeleton look the same).
+
+    >>> skeleton("fin-agent-\u0455ales"), skeleton("\uff46\uff49\uff4e")
+    ('fin-agent-sales', 'fin')
+    """
+    return unicodedata.normalize("NFKC", value).translate(_SKELETON)
+
+
+def lookalike_of(value: str) -> str | None:
+    """The ASCII id that ``value`` (a folded, non-ASCII id) reads as, or ``None`` when it reads as no ASCII id.
+
+    >>> lookalike_of("hr-\u0430gent"), lookalike_of("\u0430\u0433\u0435\u043d\u0442-7")
+    ('hr-agent', None)
+    """
+    skel = skeleton(value)
+    return skel if skel != value and skel.isascii() else None
+
 
 def _id_problem(name: str, value: str) -> tuple[str, str] | None:
     """``None`` when ``value`` is a plain identifier, else (code, reason); slow path for non-ASCII."""
@@ -232,27 +296,42 @@ def _id_problem(name: str, value: str) -> tuple[str, str] | None:
             label = unicodedata.name(ch, "") or repr(ch)[1:-1]
             return "character", (f"contains U+{ord(ch):04X} ({label}), {_FORBIDDEN[cat]}; identifiers may not "
                                   "contain control or format characters")
+        if _ignorable(ord(ch)):
+            label = unicodedata.name(ch, "") or repr(ch)[1:-1]
+            return "character", (f"contains U+{ord(ch):04X} ({label}), an invisible (default-ignorable) character; "
+                                  "identifiers may not contain invisible characters")
     return None
 
 
 def _normalise_ids(ev: ActionEvent) -> ActionEvent:
-    """NFC identifiers, refused with control or format characters (see the module docstring)."""
+    """NFC identifiers (``agent_id``: NFKC), refused with control, format or invisible characters, and an
+    ``agent_id`` that reads as an ASCII id it is not (see the module docstring)."""
     changes = None
     for name in ID_FIELDS:
         value = getattr(ev, name)
-        # printable ASCII (the usual case) is already NFC and has no control or format character
+        # printable ASCII (the usual case) is already NFKC and has no control, format or invisible character
         if value is None or value.isascii() and value.isprintable():
             continue
         problem = _id_problem(name, value)
         if problem is not None:
             raise EventError(problem[0], name, problem[1])
-        nfc = unicodedata.normalize("NFC", value)
-        if nfc != value:
+        form = "NFKC" if name == "agent_id" else "NFC"
+        folded = unicodedata.normalize(form, value)
+        if folded != value:
             limit = 128 if name in ("event_id", "agent_id") else 256 if name == "operator_id" else 1024
-            if len(nfc) > limit:
-                raise EventError("length", name, f"must be of length <= {limit} once normalised to NFC")
+            if len(folded) > limit:
+                raise EventError("length", name, f"must be of length <= {limit} once normalised to {form}")
+            problem = _id_problem(name, folded)
+            if problem is not None:
+                raise EventError(problem[0], name, problem[1])
             changes = changes or {}
-            changes[name] = nfc
+            changes[name] = folded
+        if name == "agent_id" and not folded.isascii():
+            looks = lookalike_of(folded)
+            if looks is not None:
+                raise EventError("character", name, f"{folded!r} looks like the agent id {looks!r} but is not it "
+                                                    "(letters of another script); an agent id that looks like "
+                                                    "another is refused")
     if changes:
         ev = msgspec.structs.replace(ev, **changes)
     return ev

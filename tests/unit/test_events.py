@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from detector.events import (ERROR_CODES, MAX_DEPTH, MAX_EVENT_BYTES, ActionEvent, EventError, check_event_time,
-                             decode_event, json_depth)
+from detector.events import (DEFAULT_IGNORABLE, ERROR_CODES, MAX_DEPTH, MAX_EVENT_BYTES, ActionEvent, EventError,
+                             check_event_time, decode_event, json_depth, lookalike_of)
 
 REQUIRED = ("event_id", "ts", "agent_id", "operator_id", "tool", "action", "resource", "sensitivity")
 OPTIONAL_STRINGS = ("requested_by", "task_id", "instruction_hash", "approval_id", "parent_event_id")
@@ -246,7 +246,8 @@ def test_arbitrary_json_objects_never_raise_anything_but_event_error(obj):
 
 
 _text_chars = st.characters(blacklist_categories=("Cs",))
-_id_chars = st.characters(blacklist_categories=("Cs", "Cc", "Cf"))
+_id_chars = st.characters(blacklist_categories=("Cs", "Cc", "Cf")).filter(
+    lambda c: not any(lo <= ord(c) <= hi for lo, hi in DEFAULT_IGNORABLE))
 
 
 def _text(lo: int, hi: int) -> st.SearchStrategy[str]:
@@ -257,6 +258,17 @@ def _id(lo: int, hi: int) -> st.SearchStrategy[str]:
     """Identifiers as the decoder keeps them: no control or format characters, already NFC."""
     return st.text(_id_chars, min_size=lo, max_size=hi).map(lambda t: unicodedata.normalize("NFC", t)) \
         .filter(lambda t: lo <= len(t) <= hi)
+
+
+def _agent_id() -> st.SearchStrategy[str]:
+    """Agent ids as the decoder keeps them: NFKC, nothing invisible, never a look-alike of an ASCII id."""
+    return st.text(_id_chars, min_size=1, max_size=128).map(lambda t: unicodedata.normalize("NFKC", t)) \
+        .filter(lambda t: 1 <= len(t) <= 128 and all(map(_ok, t)) and (t.isascii() or lookalike_of(t) is None))
+
+
+def _ok(c: str) -> bool:
+    return unicodedata.category(c) not in ("Cs", "Cc", "Cf") and not any(lo <= ord(c) <= hi
+                                                                       for lo, hi in DEFAULT_IGNORABLE)
 
 
 @st.composite
@@ -289,7 +301,7 @@ def contract_events(draw) -> tuple[dict, float]:
     """A valid action event built from the contract table (section 1), with its instant."""
     ts, instant = draw(rfc3339())
     ev = {
-        "event_id": draw(_id(1, 128)), "ts": ts, "agent_id": draw(_id(1, 128)),
+        "event_id": draw(_id(1, 128)), "ts": ts, "agent_id": draw(_agent_id()),
         "operator_id": draw(_id(1, 256)), "tool": draw(_text(1, 256)), "action": draw(st.sampled_from(ACTIONS)),
         "resource": draw(_text(1, 1024)), "sensitivity": draw(st.sampled_from(SENSITIVITIES)),
     }
@@ -492,3 +504,39 @@ def test_an_event_dated_beyond_the_allowed_skew_ahead_of_the_reference_is_refuse
 def test_an_event_from_the_past_is_not_refused_by_the_time_bound():
     ev = decode_event(valid(ts="2001-01-01T00:00:00Z"))
     check_event_time(ev, datetime(2026, 3, 2, tzinfo=timezone.utc).timestamp(), max_ahead=0.0)
+
+
+# ---------------------------------------------------------------------- look-alike agent ids (issue 21, item 4)
+@pytest.mark.parametrize("lookalike", ["ｆｉｎ-ａｇｅｎｔ-002", "fin-agent-００２", "ﬁn-agent-002"])
+def test_a_full_width_or_compatibility_agent_id_folds_to_the_agent_it_looks_like(lookalike):
+    ev = decode_event(as_bytes(valid(agent_id=lookalike)))
+    assert ev.agent_id == "fin-agent-002"
+
+
+@pytest.mark.parametrize("field", ["agent_id", "event_id", "operator_id", "task_id", "requested_by",
+                                   "instruction_hash", "approval_id", "parent_event_id"])
+@pytest.mark.parametrize("char", ["\ufe0f", "\u3164", "\u115f", "\u1160", "\uffa0", "\u034f", "\u180b",
+                                  "\U000e0100", "\u17b4"])
+def test_an_identifier_with_a_default_ignorable_code_point_is_refused(field, char):
+    # invisible though not control or format characters: variation selectors, Hangul fillers, ...
+    err = rejection(as_bytes(valid(**{field: f"hr-agent{char}"})))
+    assert (err.code, err.field) == ("character", field)
+    assert f"U+{ord(char):04X}" in str(err) and "invisible" in str(err)
+
+
+@pytest.mark.parametrize("lookalike, looks_like", [
+    ("fin-agent-\u0455ales", "fin-agent-sales"),      # Cyrillic dze
+    ("\u0455ales-bot", "sales-bot"),
+    ("hr-\u0430gent-1", "hr-agent-1"),               # Cyrillic a
+    ("hr-agent-\u03bf1", "hr-agent-o1"),             # Greek omicron
+    ("\u0455\u0435\u0455", "ses"),                   # whole-script Cyrillic that reads as Latin
+])
+def test_an_agent_id_that_looks_like_a_latin_one_is_refused_naming_what_it_looks_like(lookalike, looks_like):
+    err = rejection(as_bytes(valid(agent_id=lookalike)))
+    assert (err.code, err.field) == ("character", "agent_id")
+    assert repr(looks_like) in str(err)
+
+
+def test_a_non_latin_agent_id_that_reads_as_nothing_latin_is_still_accepted():
+    for name in ("агент-7", "エージェント", "équipe-bot", "agent-ü"):
+        assert decode_event(as_bytes(valid(agent_id=name))).agent_id == name
