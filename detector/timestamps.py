@@ -28,10 +28,72 @@ True
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+import re
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
-__all__ = ["instant", "instant_or_none", "iso_utc", "clock_utc"]
+__all__ = ["instant", "instant_or_none", "iso_utc", "clock_utc", "rfc3339_instant", "RFC3339"]
+
+#: RFC 3339 ``date-time`` (section 5.6): any number of fraction digits, ``Z``/``z`` or ``±HH:MM``, ``T``, ``t``
+#: or a space between date and time (section 5.6's note)
+RFC3339 = re.compile(r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?([Zz]|[+-]\d{2}:\d{2})\Z")
+
+
+_ZONES: dict[str, timezone] = {"Z": timezone.utc, "z": timezone.utc}
+
+
+def _zone(off: str) -> timezone:
+    """``+HH:MM`` as a zone (ValueError past 23:59), remembered: a fleet uses a handful of offsets."""
+    hh, mm = int(off[1:3]), int(off[4:6])
+    if hh > 23 or mm > 59:
+        raise ValueError(off)
+    minutes = (hh * 60 + mm) * (-1 if off[0] == "-" else 1)
+    tz = timezone(timedelta(minutes=minutes))
+    if len(_ZONES) < 4096:
+        _ZONES[off] = tz
+    return tz
+
+
+def rfc3339_instant(text: str) -> float:
+    """Seconds since the epoch of an RFC 3339 date-time with an offset, as the contract reads ``ts``.
+
+    Beyond :meth:`datetime.fromisoformat`: a leap second (second ``60``, only in the last minute of a UTC
+    day, RFC 3339 section 5.7) counts as the first second of the next day, as POSIX time has no leap
+    seconds; a fraction of any length is read to the nanosecond (digits past the ninth are cut).
+    Raises ``ValueError`` whose text says what is wrong: ``not an RFC 3339 timestamp``, ``has no UTC offset``
+    or ``not a valid date and time``.
+
+    >>> rfc3339_instant("2016-12-31T23:59:60Z") == rfc3339_instant("2017-01-01T00:00:00Z")
+    True
+    >>> rfc3339_instant("2026-03-02T09:00:00.1234567891+00:00") - 1772442000.0 < 0.1235
+    True
+    """
+    m = RFC3339.match(text)
+    if m is None:
+        if RFC3339.match(text + "Z") is not None:
+            raise ValueError(f"timestamp {text!r} has no UTC offset")
+        raise ValueError(f"{text!r} is not an RFC 3339 timestamp")
+    y, mo, d, hh, mm, ss, frac, off = m.groups()
+    if ss != "60" and (frac is None or len(frac) <= 6):  # the usual case, in C
+        try:
+            return datetime.fromisoformat(text if off not in "Zz" else text[:-1] + "+00:00").timestamp()
+        except ValueError:
+            raise ValueError(f"{text!r} is not a valid date and time") from None
+    second = int(ss)
+    leap = second == 60
+    try:
+        tz = _ZONES.get(off) or _zone(off)
+        when = datetime(int(y), int(mo), int(d), int(hh), int(mm), 59 if leap else second, tzinfo=tz)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a valid date and time") from None
+    if leap:
+        utc = when.astimezone(timezone.utc)
+        if (utc.hour, utc.minute) != (23, 59):
+            raise ValueError(f"{text!r} is not a valid date and time (a leap second is 23:59:60 UTC)")
+    t = when.timestamp() + (1 if leap else 0)
+    if frac:
+        t += int(frac[:9].ljust(9, "0")) / 1e9
+    return t
 
 
 def instant(text: str, *, assume_utc: bool = False) -> float:
@@ -40,6 +102,8 @@ def instant(text: str, *, assume_utc: bool = False) -> float:
     try:
         when = datetime.fromisoformat(text.strip())
     except (ValueError, AttributeError):
+        if isinstance(text, str) and RFC3339.match(text.strip()):  # a leap second, a fraction past 6 digits
+            return rfc3339_instant(text.strip())
         raise ValueError(f"{text!r} is not an RFC 3339 timestamp") from None
     if when.tzinfo is None:
         if not assume_utc:

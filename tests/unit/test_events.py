@@ -540,3 +540,22 @@ def test_an_agent_id_that_looks_like_a_latin_one_is_refused_naming_what_it_looks
 def test_a_non_latin_agent_id_that_reads_as_nothing_latin_is_still_accepted():
     for name in ("агент-7", "エージェント", "équipe-bot", "agent-ü"):
         assert decode_event(as_bytes(valid(agent_id=name))).agent_id == name
+
+
+# ---------------------------------------------------------------------- RFC 3339 corners (issue 21, item 8)
+@pytest.mark.parametrize("ts, same_as", [
+    ("2016-12-31T23:59:60Z", "2017-01-01T00:00:00Z"),                 # a leap second: POSIX time has none
+    ("2016-12-31T23:59:60.5Z", "2017-01-01T00:00:00.5Z"),
+    ("2016-12-31T15:59:60-08:00", "2017-01-01T00:00:00Z"),           # RFC 3339's own example, shifted
+    ("2026-03-02T09:00:00.1234567891234Z", "2026-03-02T09:00:00.123456789Z"),  # past 9 digits: cut
+    ("2026-03-02T09:00:00.000000000000000000001+01:00", "2026-03-02T08:00:00Z"),
+])
+def test_leap_seconds_and_long_fractions_are_valid_rfc3339(ts, same_as):
+    ev = decode_event(valid(ts=ts))
+    assert ev.ts == ts and ev.t == pytest.approx(decode_event(valid(ts=same_as)).t, abs=1e-6)
+
+
+@pytest.mark.parametrize("ts", ["2026-03-02T09:00:60Z", "2026-03-02T09:00:61Z", "2016-12-31T23:58:60Z"])
+def test_a_second_sixty_outside_the_last_minute_of_a_utc_day_is_refused(ts):
+    err = rejection(valid(ts=ts))
+    assert (err.code, err.field) == ("timestamp", "ts")
