@@ -1,0 +1,159 @@
+"""The two ends of a gateway session, opened with the ``mcp`` SDK's transports, and the HTTP listener.
+
+:func:`upstream` opens the server side: a child process over stdio
+(``mcp.client.stdio.stdio_client``; the child inherits the gateway's whole
+environment, since the MCP client that started the gateway already chose it) or
+a Streamable HTTP endpoint (``mcp.client.streamable_http.streamable_http_client``).
+:func:`stdio_session` relays the gateway's own stdin/stdout
+(``mcp.server.stdio.stdio_server``) to it. :func:`http` serves Streamable HTTP
+on ``/mcp``: every client session (``Mcp-Session-Id``) gets a
+``StreamableHTTPServerTransport`` of its own and an upstream session of its own.
+
+Limits of the HTTP listener: sessions only (the 2025 handshake revisions; a
+request of the stateless 2026-07-28 revision is answered 400 by the transport),
+no resumability (no event store), and a progress notification reaches the
+client on its call's stream only when it names the call's progress token
+(others go to the client's GET stream).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import uuid
+from typing import Any, AsyncIterator
+
+import anyio
+from mcp.shared.message import ServerMessageMetadata, SessionMessage
+
+from streams.mcp_proxy.gate import ToolGate
+from streams.mcp_proxy.relay import Relay
+
+__all__ = ["upstream", "stdio_session", "http"]
+
+log = logging.getLogger("flowbreaker.mcp_proxy")
+
+
+@contextlib.asynccontextmanager
+async def upstream(command: list[str], url: str | None) -> AsyncIterator[tuple[Any, Any]]:
+    """(read, write) streams of SessionMessage to the MCP server."""
+    if url:
+        from mcp.client.streamable_http import streamable_http_client
+
+        async with streamable_http_client(url) as streams:
+            yield streams[0], streams[1]
+        return
+    from mcp.client.stdio import StdioServerParameters, stdio_client
+
+    params = StdioServerParameters(command=command[0], args=command[1:], env=dict(os.environ))
+    async with stdio_client(params) as (read, write):
+        yield read, write
+
+
+async def stdio_session(gate: ToolGate, publisher: Any, command: list[str], url: str | None) -> None:
+    """Relay this process's stdin/stdout (one MCP session) to the server until either side ends."""
+    from mcp.server.stdio import stdio_server
+
+    session = "mcp-" + uuid.uuid4().hex[:16]
+    log.info("gateway for agent %s: session %s to %s", gate.agent_id, session, url or " ".join(command))
+    async with upstream(command, url) as (server_read, server_write):
+        async with stdio_server() as (client_read, client_write):
+            relay = Relay(gate, publisher.publish, session_id=session)
+            await relay.run(client_read, client_write, server_read, server_write)
+    log.info("session %s ended: %s", session, relay.stats)
+
+
+class _HttpSessions:
+    """The listener's sessions: ``Mcp-Session-Id`` -> transport; each relayed to an upstream session."""
+
+    def __init__(self, gate: ToolGate, publisher: Any, command: list[str], url: str | None,
+                 max_sessions: int = 1000) -> None:
+        self.gate, self.publisher, self.command, self.url = gate, publisher, command, url
+        self.max_sessions = max_sessions
+        self.sessions: dict[str, Any] = {}
+        self.tg: Any = None
+
+    async def __call__(self, scope, receive, send) -> None:
+        from mcp.server.streamable_http import MCP_SESSION_ID_HEADER, StreamableHTTPServerTransport
+        from starlette.requests import Request
+        from starlette.responses import JSONResponse
+
+        request = Request(scope, receive)
+        sid = request.headers.get(MCP_SESSION_ID_HEADER)
+        if sid is not None:
+            transport = self.sessions.get(sid)
+            if transport is None:
+                await JSONResponse({"jsonrpc": "2.0", "id": None, "error": {"code": -32600,
+                                    "message": "Session not found"}}, 404)(scope, receive, send)
+                return
+            await transport.handle_request(scope, receive, send)
+            if transport.is_terminated:
+                self.sessions.pop(sid, None)
+            return
+        if len(self.sessions) >= self.max_sessions:
+            await JSONResponse({"jsonrpc": "2.0", "id": None, "error": {"code": -32603,
+                                "message": "Too many open sessions"}}, 503)(scope, receive, send)
+            return
+        sid = uuid.uuid4().hex
+        transport = StreamableHTTPServerTransport(mcp_session_id=sid)
+        self.sessions[sid] = transport
+        await self.tg.start(self._run_session, sid, transport)
+        await transport.handle_request(scope, receive, send)
+
+    async def _run_session(self, sid: str, transport: Any, *, task_status=anyio.TASK_STATUS_IGNORED) -> None:
+        session = "mcp-" + sid[:16]
+        try:
+            async with transport.connect() as (client_read, client_write):
+                task_status.started()
+                async with upstream(self.command, self.url) as (server_read, server_write):
+                    relay = Relay(self.gate, self.publisher.publish, session_id=session)
+                    log.info("session %s opened", session)
+                    await relay.run(client_read, _ToClient(client_write, relay), server_read, server_write)
+                log.info("session %s ended: %s", session, relay.stats)
+        except Exception:  # noqa: BLE001 - one session's failure must not end the listener
+            log.exception("session %s failed", session)
+        finally:
+            self.sessions.pop(sid, None)
+            with anyio.CancelScope(shield=True):
+                await transport.terminate()
+
+
+class _ToClient:
+    """The HTTP transport's write stream, with server messages routed to the call they belong to: a response by
+    its id (the transport does that), a progress notification by its token."""
+
+    def __init__(self, write: Any, relay: Relay) -> None:
+        self.write, self.relay = write, relay
+
+    async def send(self, item: SessionMessage) -> None:
+        msg = item.message
+        related = None
+        if getattr(msg, "method", None) == "notifications/progress":
+            related = self.relay.call_of_progress_token((msg.params or {}).get("progressToken"))
+        if related is not None:
+            item = SessionMessage(msg, metadata=ServerMessageMetadata(related_request_id=related))
+        await self.write.send(item)
+
+
+def http(gate: ToolGate, publisher: Any, listen: tuple[str, int], command: list[str], url: str | None) -> None:
+    """Serve Streamable HTTP on ``http://HOST:PORT/mcp`` until a signal."""
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.routing import Route
+
+    sessions = _HttpSessions(gate, publisher, command, url)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        async with anyio.create_task_group() as tg:
+            sessions.tg = tg
+            log.info("gateway for agent %s listening on http://%s:%d/mcp, upstream %s", gate.agent_id, listen[0],
+                     listen[1], url or " ".join(command))
+            try:
+                yield
+            finally:
+                tg.cancel_scope.cancel()
+
+    app = Starlette(routes=[Route("/mcp", endpoint=sessions, methods=["GET", "POST", "DELETE"])], lifespan=lifespan)
+    uvicorn.run(app, host=listen[0], port=listen[1], log_level="warning", lifespan="on")
