@@ -19,8 +19,10 @@ When it works, when it fails:
   (default ``restricted``), ``allow`` (fail open) otherwise. Every fallback is
   counted in :attr:`CheckClient.stats` and reported to ``POST /v1/fallbacks`` by a
   background thread once a worker answers again, which writes it to the audit
-  trail. At most ``max_reports`` wait; older ones are dropped and the number
-  dropped is reported too.
+  trail. Reports go in as many calls as they need, each at most 100 reports and
+  ``report_body_limit`` bytes (16 KiB, what every worker takes), so a long outage's
+  backlog arrives whole. At most ``max_reports`` wait; older ones are dropped and
+  the number dropped is reported too, as is a report a worker refuses as invalid.
 - *A 4xx answer* (bad token, wrong role, invalid action) is a configuration or
   caller error, not an outage: :class:`CheckError` is raised.
 
@@ -49,9 +51,19 @@ from datetime import datetime, timezone
 from typing import Any, Iterable, Mapping
 from urllib.parse import quote, urlsplit
 
-__all__ = ["CheckClient", "CheckResult", "CheckError"]
+__all__ = ["CheckClient", "CheckResult", "CheckError", "MAX_REPORTS_PER_CALL", "REPORT_BODY_LIMIT"]
 
 log = logging.getLogger("flowbreaker.check_client")
+
+#: reports in one ``POST /v1/fallbacks`` (the server takes at most 100)
+MAX_REPORTS_PER_CALL = 100
+#: bytes in one ``POST /v1/fallbacks``: the limit of any worker since the API exists (16 KiB); newer workers
+#: take more (docs/api.md), and a worker that takes less makes the client halve it
+REPORT_BODY_LIMIT = 16 * 1024
+
+
+def _encode(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
 class CheckError(RuntimeError):
@@ -91,7 +103,8 @@ class CheckClient:
     def __init__(self, urls: str | Iterable[str], token: str, *, timeout_s: float = 0.25,
                  fail_closed: Iterable[str] = ("restricted",), guard: Any = None, frozen_ttl_s: float = 5.0,
                  report_urls: str | Iterable[str] | None = None, report_timeout_s: float = 5.0,
-                 report_every_s: float = 1.0, max_reports: int = 10_000) -> None:
+                 report_every_s: float = 1.0, max_reports: int = 10_000,
+                 report_body_limit: int = REPORT_BODY_LIMIT) -> None:
         self.urls = [urls] if isinstance(urls, str) else list(urls)
         if not self.urls:
             raise ValueError("CheckClient needs at least one worker URL")
@@ -104,6 +117,7 @@ class CheckClient:
         self.frozen_ttl_s = frozen_ttl_s
         self.report_timeout_s = report_timeout_s
         self.report_every_s = report_every_s
+        self.report_body_limit = report_body_limit
         self._frozen: OrderedDict[str, float] = OrderedDict()   # agent -> monotonic expiry
         self._owners: OrderedDict[str, str] = OrderedDict()     # agent -> URL of the worker that answered
         self._reports: deque[dict] = deque(maxlen=max_reports)
@@ -272,30 +286,71 @@ class CheckClient:
             if self._reports:
                 self.flush_reports()
 
+    def _take_batch(self, limit: int) -> tuple[list[dict], int]:
+        """The oldest waiting reports that fit one ``POST /v1/fallbacks``: at most ``MAX_REPORTS_PER_CALL``
+        and, encoded, at most ``limit`` bytes; with the dropped count."""
+        batch: list[dict] = []
+        size = len(b'{"fallbacks":[],"dropped":2147483648}')
+        with self._lock:
+            while self._reports and len(batch) < MAX_REPORTS_PER_CALL:
+                n = len(_encode(self._reports[0])) + 1
+                if batch and size + n > limit:
+                    break
+                batch.append(self._reports.popleft())
+                size += n
+            dropped, self._dropped = (self._dropped, 0) if batch else (0, self._dropped)
+        return batch, dropped
+
     def flush_reports(self) -> int:
-        """Send waiting fallback reports now; returns how many were recorded (0 if no worker answered)."""
+        """Send waiting fallback reports now, in as many calls as they need; returns how many were recorded.
+
+        A worker that does not answer (or answers 5xx, 401, 403) keeps them waiting for the next flush. A
+        report the server refuses as invalid (400, 413) is never retried for ever: it is counted as dropped
+        (``stats["dropped"]``, logged, and the count reported with the next batch), so a bad report cannot
+        hold back the ones behind it."""
         sent = 0
+        limit = self.report_body_limit
         while True:
-            with self._lock:
-                batch = [self._reports.popleft() for _ in range(min(100, len(self._reports)))]
-                dropped, self._dropped = (self._dropped, 0) if batch else (0, self._dropped)
+            batch, dropped = self._take_batch(limit)
             if not batch:  # a count of dropped reports travels with the next batch
                 return sent
             payload: dict[str, Any] = {"fallbacks": batch}
             if dropped:
                 payload["dropped"] = dropped
             try:
-                status, _ = self._request("POST", "/v1/fallbacks", json.dumps(payload).encode(),
-                                          self.report_timeout_s, self.report_urls)
+                status, answer = self._request("POST", "/v1/fallbacks", _encode(payload), self.report_timeout_s,
+                                               self.report_urls)
             except _Unavailable:
-                status = 0
-            if status != 200:
-                with self._lock:  # put them back, oldest first
+                status, answer = 0, {}
+            if status == 200:
+                sent += len(batch)
+                self.stats["reported"] += len(batch)
+                continue
+            if status in (400, 413) and len(batch) > 1:
+                # too large for this server (413: remembered), or one invalid report among them: halve what one
+                # call carries, and try again, down to the report that cannot be recorded
+                limit = max(1, len(_encode(batch)) // 2)
+                if status == 413:
+                    self.report_body_limit = max(1024, limit)
+                with self._lock:
                     self._reports.extendleft(reversed(batch))
                     self._dropped += dropped
-                return sent
-            sent += len(batch)
-            self.stats["reported"] += len(batch)
+                continue
+            if status in (400, 413):  # this one report cannot be recorded: counted, never silently lost
+                why = str((answer.get("error") or {}).get("message") or status)
+                log.error("fallback report for %s refused by flowbreaker (%s): counted as dropped",
+                          batch[0].get("agent_id"), why)
+                with self._lock:
+                    self._dropped += dropped + 1
+                    self.stats["dropped"] += 1
+                continue
+            if status in (401, 403):
+                log.error("fallback reports refused (HTTP %d): check the runtime's token and role; %d waiting",
+                          status, len(self._reports) + len(batch))
+            with self._lock:  # put them back, oldest first
+                self._reports.extendleft(reversed(batch))
+                self._dropped += dropped
+            return sent
 
     # ------------------------------------------------------------------ approvals
     def approval(self, approval_id: str) -> dict:

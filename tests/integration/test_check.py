@@ -262,6 +262,29 @@ def test_without_an_answer_in_time_restricted_data_fails_closed_the_rest_open_an
         silent.close()
 
 
+def test_fallback_reports_of_a_long_outage_all_arrive_in_chunks_the_server_takes(cluster, agents):
+    # 250 fallbacks with long tool names: 100 of them are ~40 KB, over the 16 KiB a plain POST may carry
+    agent = agents["w0"]
+    silent = _Silent()
+    client = CheckClient([silent.url], TOKEN["runtime"], timeout_s=0.05, report_urls=[cluster.url(1)],
+                         report_every_s=3600)
+    before = metrics_sum(cluster, "flowbreaker_check_fallbacks_total", verdict="allow", cause="timeout")
+    try:
+        tool = "mcp.partner_portal." + "x" * 200
+        for i in range(250):
+            assert client.check(event(agent, 3000 + i, tool=tool)).source == "fallback"
+        assert client.flush_reports() == 250
+        assert client.stats["reported"] == 250 and client.stats["dropped"] == 0 and not client._reports
+        assert metrics_sum(cluster, "flowbreaker_check_fallbacks_total", verdict="allow", cause="timeout") \
+            == before + 250
+        ids = {f"{agent}-e{3000 + i}" for i in range(250)}
+        wait_for(lambda: ids <= {x["target"].get("event_id") for x in records(cluster.bootstrap, cluster.topic("audit"))
+                                 if x["what"] == "check_fallback"}, 20, "250 fallback audit records")
+    finally:
+        client.close()
+        silent.close()
+
+
 def test_the_stream_signs_off_only_actions_an_approval_covers(cluster, agents, tmp_path):
     signed, unsigned = agents["signed"], agents["unsigned"]
     ask = check(cluster, 0, exfil(signed, 1000, ts=now_ts()))
