@@ -18,7 +18,7 @@ from typing import Any
 from streams.api.auth import PERMISSIONS
 
 __all__ = ["document", "MAX_BODY", "MAX_CHECK_BODY", "MAX_FALLBACKS_BODY", "MAX_REASON", "MAX_ID", "MAX_FALLBACKS", "MAX_LIMIT",
-           "SEVERITIES", "VERDICTS", "FEEDBACK_VERDICTS", "RELEASE_VERDICTS"]
+           "SEVERITIES", "VERDICTS", "FEEDBACK_VERDICTS"]
 
 VERSION = "1.0.0"
 MAX_BODY = 16 * 1024             # bytes, every POST but /v1/check
@@ -31,8 +31,6 @@ MAX_LIMIT = 1000                 # items per listing
 SEVERITIES = ("medium", "high", "critical")
 VERDICTS = ("allow", "needs_approval", "deny")
 FEEDBACK_VERDICTS = ("false_positive", "confirmed")
-#: an analyst's verdict on an incident (with its release) or an alert episode (detector/verdicts.py)
-RELEASE_VERDICTS = ("benign", "confirmed")
 
 _ID = {"type": "string", "minLength": 1, "maxLength": MAX_ID}
 _NULL_STR = {"type": "string", "nullable": True}
@@ -109,12 +107,7 @@ _SCHEMAS: dict[str, Any] = {
                                                             "as_of": _NULL_STR}},
                   "baseline": {"type": "object", "properties": {"observations": {"type": "number"},
                                                                 "features": _ANY_OBJ}},
-                  "last_decisions": {"type": "array", "items": _ref("Decision")},
-                  "manifest": {"type": "object", "nullable": True, "additionalProperties": True,
-                               "description": "the intended-use manifest in force (label, clauses), or null"}}},
-    "Whoami": {"type": "object", "required": ["name", "role", "permissions"], "properties": {
-        "name": {"type": "string"}, "role": {"type": "string"},
-        "permissions": {"type": "array", "items": {"type": "string"}}}},
+                  "last_decisions": {"type": "array", "items": _ref("Decision")}}},
     "Breaker": {"type": "object", "required": ["agent_id", "state"], "properties": {
         "agent_id": {"type": "string"}, "state": {"type": "string", "enum": ["open", "half_open"]},
         "incident_id": _NULL_STR, "since": _NULL_STR, "why": _NULL_STR, "by": _NULL_STR, "severity": _NULL_STR,
@@ -136,37 +129,10 @@ _SCHEMAS: dict[str, Any] = {
         "frozen_by": {"type": "string"}, "severity": {"type": "string"}, "issued_at": {"type": "string"},
         "published": {"type": "boolean"}}},
     "ReleaseRequest": {"type": "object", "required": ["reason"], "additionalProperties": False, "properties": {
-        "reason": _REASON, "incident_id": dict(_ID, description="must be the agent's open incident if given"),
-        "verdict": {"type": "string", "enum": list(RELEASE_VERDICTS),
-                    "description": "benign: the incident's actions were legitimate work and teach the agent's "
-                                   "profile; confirmed: they were harmful (teaches nothing). Published on "
-                                   "agent-verdicts"}}},
+        "reason": _REASON, "incident_id": dict(_ID, description="must be the agent's open incident if given")}},
     "ReleaseResult": {"type": "object", "required": ["agent_id", "incident_id", "state"], "properties": {
         "agent_id": {"type": "string"}, "incident_id": {"type": "string"}, "state": {"type": "string"},
-        "released_by": {"type": "string"}, "issued_at": {"type": "string"}, "published": {"type": "boolean"},
-        "verdict": _NULL_STR, "verdict_id": _NULL_STR}},
-    "Episode": {"type": "object", "required": ["episode_id", "agent_id", "state"],
-                "description": "an alert episode record (flowbreaker-episode/1, docs/contract.md section 4)",
-                "properties": {"schema": {"type": "string"}, "episode_id": {"type": "string"},
-                               "agent_id": {"type": "string"},
-                               "state": {"type": "string", "enum": ["open", "closed"]},
-                               "opened": {"type": "string"}, "updated": {"type": "string"},
-                               "closed": {"type": "string"}, "severity": {"type": "string"},
-                               "actions": {"type": "integer"}, "reasons": _ANY_OBJ,
-                               "event_ids": {"type": "array", "items": {"type": "string"}},
-                               "verdict": _ANY_OBJ},
-                "additionalProperties": True},
-    "EpisodeList": {"type": "object", "required": ["episodes"], "properties": {
-        "state": _NULL_STR, "count": {"type": "integer"}, "open": {"type": "integer"},
-        "episodes": {"type": "array", "items": _ref("Episode")}}},
-    "VerdictRequest": {"type": "object", "required": ["verdict", "reason"], "additionalProperties": False,
-                       "properties": {"verdict": {"type": "string", "enum": list(RELEASE_VERDICTS)},
-                                      "reason": _REASON}},
-    "VerdictResult": {"type": "object", "required": ["episode_id", "agent_id", "verdict", "verdict_id"],
-                      "properties": {"episode_id": {"type": "string"}, "agent_id": {"type": "string"},
-                                     "verdict": {"type": "string"}, "verdict_id": {"type": "string"},
-                                     "by": {"type": "string"}, "at": {"type": "string"},
-                                     "published": {"type": "boolean"}}},
+        "released_by": {"type": "string"}, "issued_at": {"type": "string"}, "published": {"type": "boolean"}}},
     "FeedbackRequest": {"type": "object", "required": ["agent_id", "verdict", "reason"],
                         "additionalProperties": False, "properties": {
                             "agent_id": _ID, "verdict": {"type": "string", "enum": list(FEEDBACK_VERDICTS)},
@@ -238,10 +204,6 @@ def _paths() -> dict[str, Any]:
     unknown_agent = _err("unknown agent (no state on the worker that owns it)")
     return {
         "/v1/openapi.json": {"get": _op("OpenAPI document", None, {"200": _ok("this document", _ANY_OBJ)})},
-        "/v1/whoami": {"get": _op(
-            "Who am I", "whoami", {"200": _ok("the token's principal, role and permissions", _ref("Whoami"))},
-            description="What a client (the console) may offer its user: the role and permissions of the "
-                        "presented token. Every role but monitor may ask.")},
         "/v1/agents/{agent_id}": {"get": _op(
             "Get agent", "read", {"200": _ok("breaker state, current risk, baseline summary, last decisions",
                                              _ref("Agent")), "404": unknown_agent}, params=[agent])},
@@ -300,22 +262,6 @@ def _paths() -> dict[str, Any]:
                                 "409": _err("not pending (decided or expired)")},
             params=[_path("approval_id", "the approval request")], body=_body(_ref("DenyRequest"), MAX_BODY),
             changes_state=True)},
-        "/v1/episodes": {"get": _op(
-            "List episodes", "read", {"200": _ok("alert episodes, the latest change first", _ref("EpisodeList")),
-                                      "400": _err("bad query parameter")},
-            params=[{"name": "state", "in": "query", "required": False,
-                     "schema": {"type": "string", "enum": ["open", "closed"]}},
-                    {"name": "agent_id", "in": "query", "required": False, "schema": dict(_ID)},
-                    {"name": "limit", "in": "query", "required": False,
-                     "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": 100}}])},
-        "/v1/episodes/{episode_id}/verdict": {"post": _op(
-            "Episode verdict", "feedback",
-            {"200": _ok("signed and published on agent-verdicts; the worker that holds the agent applies it",
-                        _ref("VerdictResult")), "404": _err("unknown episode")},
-            params=[_path("episode_id", "the alert episode")], body=_body(_ref("VerdictRequest"), MAX_BODY),
-            changes_state=True,
-            description="benign: the episode's actions were legitimate work; they teach the agent's profile and "
-                        "the same reasons stop alerting for what they covered. confirmed: teaches nothing.")},
         "/v1/fallbacks": {"post": _op(
             "Report fallbacks", "report_fallback",
             {"200": _ok("recorded in the audit trail", {"type": "object", "properties": {

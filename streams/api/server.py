@@ -60,7 +60,7 @@ from detector.events import EventError, decode_event
 from detector.features import FEATURES
 from detector.gate import DENY, NEEDS_APPROVAL, Gate
 from detector.manifest import ManifestGate
-from streams.api import console, openapi
+from streams.api import openapi
 from streams.api.approvals import ApprovalService, ApprovalStore, view
 from streams.api.audit_trail import Auditor, RefusalSummary, record
 from streams.api.auth import PERMISSIONS, Principal, TokenRegistry, allowed, open_registry
@@ -292,9 +292,6 @@ class ControlPlane:
         self.gate = ManifestGate(Gate(processor.engine))
         self._session: ClientSession | None = None
         self._background: set[asyncio.Future] = set()
-        from streams.api.verdicts import VerdictApi
-
-        self.verdicts = VerdictApi(self)  # alert episodes and analysts' verdicts (issue 18)
         self.routes = self._routes()
 
     # ------------------------------------------------------------------ wiring
@@ -307,11 +304,9 @@ class ControlPlane:
         for route in self.routes:
             web_app.router.add_route(route.method, route.path, self._endpoint(route))
         web_app.on_cleanup.append(self._close)
-        console.mount(web_app)  # GET /console/: the SOC's page, static files that talk to these routes
         self.auditor.worker = self.url
 
         feed = self.feed
-        self.verdicts.mount()
         # approval ids on the stream are checked inside the engine (the same rule replay --approvals uses)
         self.processor.engine.approvals = self
 
@@ -374,7 +369,6 @@ class ControlPlane:
         agent_owner = self._owner_from_path
         return [
             Route("GET", "/v1/openapi.json", "openapi", None, self.h_openapi),
-            Route("GET", "/v1/whoami", "whoami", "whoami", self.h_whoami),
             Route("GET", "/v1/agents/{agent_id}", "agent", "read", self.h_agent, owner=agent_owner),
             Route("GET", "/v1/breakers", "breakers", "read", self.h_breakers),
             Route("GET", "/v1/incidents/{incident_id}", "incident", "read", self.h_incident),
@@ -394,7 +388,6 @@ class ControlPlane:
                   body_limit=openapi.MAX_BODY, parse=self.p_decide, owner=self._owner_of_approval),
             Route("POST", "/v1/fallbacks", "fallbacks", "report_fallback", self.h_fallbacks, act="check_fallback",
                   body_limit=openapi.MAX_FALLBACKS_BODY, parse=self.p_fallbacks),
-            *self.verdicts.routes(),
         ]
 
     def _endpoint(self, route: Route) -> Callable[[web.Request], Awaitable[web.Response]]:
@@ -641,11 +634,9 @@ class ControlPlane:
 
     def p_release(self, ctx: Ctx) -> None:
         body = self._json_body(ctx)
-        _only(body, ("reason", "incident_id", "verdict"))
+        _only(body, ("reason", "incident_id"))
         ctx.reason = _reason(body)
-        ctx.body = {"reason": ctx.reason, "incident_id": _ident(body.get("incident_id"), "incident_id", False),
-                    "verdict": None if body.get("verdict") is None
-                    else _choice(body.get("verdict"), "verdict", openapi.RELEASE_VERDICTS)}
+        ctx.body = {"reason": ctx.reason, "incident_id": _ident(body.get("incident_id"), "incident_id", False)}
         ctx.target["incident_id"] = ctx.body["incident_id"]
 
     def p_feedback(self, ctx: Ctx) -> None:
@@ -716,11 +707,6 @@ class ControlPlane:
     async def h_openapi(self, ctx: Ctx) -> web.Response:
         return _json(openapi.document())
 
-    async def h_whoami(self, ctx: Ctx) -> web.Response:
-        p = ctx.principal
-        return _json({"name": p.name, "role": p.role,
-                      "permissions": sorted(k for k, roles in PERMISSIONS.items() if p.role in roles)})
-
     async def h_agent(self, ctx: Ctx) -> web.Response:
         agent = ctx.params["agent_id"]
         st = self._agent_state(agent)
@@ -735,7 +721,6 @@ class ControlPlane:
         keep = ("event_id", "ts", "tool", "action", "resource", "sensitivity", "records", "bytes",
                 "destination_count", "destination_classes", "task_id", "approval_id", "score", "severity")
         last = [{k: e.get(k) for k in keep} for e in reversed(eng.traces.snapshot(agent)[-20:])]
-        scope = eng.manifests.scope_for(agent) if eng.manifests is not None else None
         budget = th.risk_budget * (0.5 if b.state == "half_open" else 1.0)
         return _json({
             "agent_id": agent, "operator_id": st.operator_id, "partition": self.partition_of(agent),
@@ -747,7 +732,6 @@ class ControlPlane:
             "baseline": {"observations": round(st.baseline.n, 1), "features": feats},
             "last_decisions": last,
             "model_version": eng.model_version,
-            "manifest": ({"label": scope.label, "clauses": scope.clauses} if scope is not None else None),
         })
 
     async def h_breakers(self, ctx: Ctx) -> web.Response:
@@ -840,16 +824,11 @@ class ControlPlane:
             raise ApiError(409, "not_frozen", "the agent is not frozen")
         audit = record(who=p.name, role=p.role, what="release", why=ctx.body["reason"], result="ok", status=200,
                        at_ms=int(now * 1000), agent_id=agent, incident_id=iid,
-                       detail="; ".join(x for x in (f"severity {meta.get('severity')}" if meta else "",
-                                                    f"verdict {ctx.body['verdict']}" if ctx.body["verdict"] else "")
-                                        if x) or None, worker=self.url)
+                       detail=f"severity {meta.get('severity')}" if meta else None, worker=self.url)
         await self.processor.apply_manual_release(agent, cmd, _encode(audit))
         published = await self._published(agent, iid)
-        verdict = await self.verdicts.on_release(ctx, agent, iid, now)  # on agent-verdicts, signed (issue 18)
         return _json({"agent_id": agent, "incident_id": iid, "state": "half_open", "released_by": p.name,
-                      "issued_at": cmd["issued_at"], "published": published,
-                      "verdict": verdict["verdict"] if verdict else None,
-                      "verdict_id": verdict["verdict_id"] if verdict else None})
+                      "issued_at": cmd["issued_at"], "published": published})
 
     async def _published(self, agent: str, incident_id: str) -> bool:
         deadline = time.monotonic() + PUBLISH_WAIT_S
