@@ -45,6 +45,7 @@ ONLINE_MODEL_VERSION = "online-only"
 _DEDUPE = 32
 _STATE_VERSION = 3
 _encode = msgspec.msgpack.Encoder().encode
+_RAW_PARTS = msgspec.msgpack.Decoder(list[msgspec.Raw]).decode  # a state's parts, undecoded
 #: an agent whose profile is worth fewer observations than this is young (see the breaker's solo_trip)
 YOUNG_N = 100.0
 #: with no trained model: how many effectively independent features the largest rarity is taken over
@@ -189,6 +190,20 @@ class AgentState:
         s.seen_pos = pos
         s.usage = Usage.from_tuple(usage) if usage is not None else Usage()
         return s
+
+    @staticmethod
+    def breaker_of(blob: bytes) -> brk.BreakerState:
+        """The breaker of a state :meth:`dump` wrote, without building the rest (~1.5 us against ~13 us for
+        :meth:`load`): a worker finds the frozen agents among the thousands its table recovered. Raises
+        ValueError on a state :meth:`load` would refuse for its version or length."""
+        try:
+            parts = _RAW_PARTS(blob)
+            ver = msgspec.msgpack.decode(parts[0]) if parts else None
+            if (ver, len(parts)) not in ((1, 7), (_STATE_VERSION, 9)):
+                raise ValueError(f"agent state version {ver} is not {_STATE_VERSION}")
+            return brk.BreakerState.from_tuple(msgspec.msgpack.decode(parts[4]))
+        except (msgspec.DecodeError, TypeError) as err:
+            raise ValueError(f"agent state is not readable: {err}") from None
 
 
 class Decision:

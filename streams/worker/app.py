@@ -320,6 +320,26 @@ class Processor:
         self.positions.start(offsets, time.monotonic())
         self.flusher.committed = dict(offsets)
         self.residency.schedule_compaction()  # faust refilled the table from the changelog: deflate idle agents
+        self.recover_frozen(set(partitions))
+
+    def recover_frozen(self, partitions: set[int]) -> int:
+        """Add the frozen agents resting in the table (recovered from the changelog) of ``partitions`` to
+        ``frozen`` and the metrics; return how many were added. A frozen agent does not act, so without this a
+        restarted worker would show none of them until each was released or woken (``/status`` and
+        ``flowbreaker_agents_frozen`` read 0 while ``/v1/breakers`` lists them)."""
+        found = self.residency.open_breakers(partitions)
+        added = sum(1 for a in found if a not in self.frozen)
+        if found:
+            opened = {a: b.opened_t for a, b in found.items()}
+            for agent in self.frozen:
+                st = self.engine.agents.get(agent)
+                opened.setdefault(agent, st.breaker.opened_t if st is not None else 0.0)
+            merged = {**self.frozen, **{a: b.incident_id or "" for a, b in found.items()}}
+            self.frozen = dict(sorted(merged.items(), key=lambda kv: opened[kv[0]]))  # longest frozen first
+            self.metrics.set_frozen(self.frozen)
+        if added:
+            log.info("%d frozen agents found in the recovered table", added)
+        return added
 
     async def hand_over(self, partitions: set[int]) -> None:
         """Partitions are being taken away (a rebalance): stop reading them, finish the batch in progress,

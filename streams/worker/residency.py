@@ -39,6 +39,7 @@ from typing import Iterable, MutableMapping
 
 import msgspec
 
+from detector.engine import AgentState
 from streams.worker.intake import home_partition
 
 __all__ = ["Residency", "pack_state", "unpack_state", "rest_value", "RESTING", "ENVELOPE_VERSION"]
@@ -208,6 +209,28 @@ class Residency:
                 done += 1
         self.stats["compacted"] += done
         return done
+
+    def open_breakers(self, partitions: set[int]) -> dict[str, object]:
+        """The resting agents of ``partitions`` whose breaker is open: ``{agent: BreakerState}``, longest
+        open first. After a recovery faust refilled the store from the changelog, and a frozen agent does not
+        act, so this is how a worker learns which of its agents are frozen (about 2 us an agent, once per
+        rebalance). An envelope that cannot be read is logged and skipped: the agent fails when it wakes."""
+        found = {}
+        store = self.store if self.store is not None else {}
+        for agent in list(store):
+            if agent in self.home or home_partition(agent, self.partitions) not in partitions:
+                continue
+            raw = store.get(agent)
+            if raw is None:
+                continue
+            try:
+                breaker = AgentState.breaker_of(unpack_state(raw)[2])
+            except (ValueError, msgspec.DecodeError, zlib.error) as err:
+                log.warning("agent %r: unreadable state in the table (%s); its breaker is not known", agent, err)
+                continue
+            if breaker.state == "open":
+                found[agent] = breaker
+        return dict(sorted(found.items(), key=lambda kv: kv[1].opened_t))
 
     def drop_partitions(self, partitions: set[int]) -> int:
         """Drop resting agents of partitions this worker no longer owns from the store (faust prunes only

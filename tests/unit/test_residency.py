@@ -158,3 +158,29 @@ def test_a_ring_of_real_actions_is_packed_compactly_and_keeps_every_field(events
     ring = engine.traces._rings[agent]
     assert ring.live is None and ring.packed >= 200
     assert sum(len(b) for _, b in ring.blocks) < len(json.dumps(plain[-200:])) / 8
+
+
+def test_a_recovered_table_names_its_frozen_agents_longest_frozen_first_without_waking_them(events):
+    engine, store = Engine(), {}
+    agents = sorted({e.agent_id for e in events})
+    for a in agents:
+        engine.process(next(e for e in events if e.agent_id == a))
+    frozen = agents[1:4]
+    for i, a in enumerate(reversed(frozen)):  # the last of them frozen first
+        assert engine.freeze_manual(a, at=1000.0 + i, by="soc", reason="test") is not None
+    for i, a in enumerate(agents):
+        raw = pack_state(home_partition(a, 8), 7, engine.dump_agent(a))
+        store[a] = rest_value(raw) if i % 2 else raw  # recovered plain, or already compacted
+    incidents = {a: engine.agents[a].breaker.incident_id for a in frozen}
+    engine.agents.clear()
+    res = Residency(engine, store, partitions=8, rest_after=0.0)
+    res.load(frozen[0])  # resident: the engine knows it, the store holds nothing for it
+    store["broken"] = b"\x96not a state"
+    everywhere = set(range(8))
+
+    found = res.open_breakers(everywhere)
+    assert list(found) == [frozen[2], frozen[1]]
+    assert {a: b.incident_id for a, b in found.items()} == {a: incidents[a] for a in frozen[1:]}
+    assert set(engine.agents) == {frozen[0]}, "nothing is woken"
+    elsewhere = everywhere - {home_partition(frozen[1], 8)}
+    assert frozen[1] not in res.open_breakers(elsewhere)
