@@ -190,6 +190,29 @@ def _show(reg, args) -> int:
     return 0
 
 
+def _announce_again(args, version: str) -> str:
+    """The command that announces ``version`` again: the same registry, broker and topic prefix (promoting the
+    current version records nothing and re-announces it); other Kafka flags as given the first time.
+
+    >>> import argparse
+    >>> _announce_again(argparse.Namespace(registry="/srv/reg", bootstrap="k1:9092,k2:9092", topic_prefix="p-",
+    ...                                    by="alice"), "m1")
+    'flowbreaker models --registry /srv/reg promote m1 --by alice --bootstrap k1:9092,k2:9092 --topic-prefix p-'
+    """
+    import shlex
+
+    words = ["flowbreaker", "models"]
+    if getattr(args, "registry", None):
+        words += ["--registry", str(args.registry)]
+    words += ["promote", version]
+    if getattr(args, "by", None):
+        words += ["--by", args.by]
+    words += ["--bootstrap", args.bootstrap]
+    if getattr(args, "topic_prefix", None):
+        words += ["--topic-prefix", args.topic_prefix]
+    return shlex.join(words)
+
+
 def _switch(reg, args) -> int:
     from detector.errors import UsageError
 
@@ -214,7 +237,7 @@ def _switch(reg, args) -> int:
         raise UsageError(f"{note['version']} is current in the registry but was not announced: {err}") from None
     except (KafkaError, OSError) as err:
         raise UsageError(f"{note['version']} is current in the registry but announcing it at {args.bootstrap} failed "
-                         f"({type(err).__name__}: {err}); run `flowbreaker models promote {note['version']}` "
+                         f"({type(err).__name__}: {err}); run `{_announce_again(args, note['version'])}` "
                          "again to announce it") from None
     print(f"announced on {topic} (partition {part}, offset {offset})", file=sys.stderr)
     return 0
