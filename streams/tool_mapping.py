@@ -302,8 +302,12 @@ class _Rule:
         self.specs = specs
 
 
-_NO_SPECS: dict[str, _Spec] = {}
 _CACHE_MAX = 4096
+_STR_COERCED = ("records", "bytes", "destinations")  # fields whose value is not a string as it is
+_ATTR_KEYS = {f: ATTRIBUTE_PREFIX + f for f in FIELDS}
+# built-in values that need the call (the rest are constants per tool)
+_RESULT_SIZE = _Missing()
+_END_USER = _Missing()
 
 
 class ToolMapping:
@@ -314,20 +318,26 @@ class ToolMapping:
         self.rules = rules or []
         self.defaults = defaults or {}
         self.source = source
-        self._by_tool: dict[str, dict[str, _Spec]] = {}
+        self._plans: dict[str, tuple] = {}
 
-    def _specs_for(self, tool: str) -> dict[str, _Spec]:
-        specs = self._by_tool.get(tool)
-        if specs is None:
-            specs = _NO_SPECS
+    def _plan_for(self, tool: str) -> tuple:
+        """Per field: (field, the tool rule's spec, the attribute's name, the [defaults] spec, the built-in),
+        worked out once per tool name (the hot path of flowbreaker otlp)."""
+        plan = self._plans.get(tool)
+        if plan is None:
+            specs: dict[str, _Spec] = {}
             for rule in self.rules:
                 if any(fnmatch.fnmatchcase(tool, p) for p in rule.patterns):
                     specs = rule.specs
                     break
-            if len(self._by_tool) >= _CACHE_MAX:  # tool names come from outside: keep the cache bounded
-                self._by_tool.clear()
-            self._by_tool[tool] = specs
-        return specs
+            builtin = {"action": infer_action(tool), "resource": "tool://" + tool, "sensitivity": "internal",
+                       "operator_id": "unknown", "bytes": _RESULT_SIZE, "requested_by": _END_USER}
+            plan = tuple((f, specs.get(f), _ATTR_KEYS[f], self.defaults.get(f), builtin.get(f, _MISSING))
+                         for f in FIELDS)
+            if len(self._plans) >= _CACHE_MAX:  # tool names come from outside: keep the cache bounded
+                self._plans.clear()
+            self._plans[tool] = plan
+        return plan
 
     def event_for(self, *, tool: str, agent_id: str, task_id: str | None, event_id: str, ts: str,
                   arguments: Any | None, result: Any | None, attributes: dict,
@@ -340,50 +350,37 @@ class ToolMapping:
         call holds: a value of the wrong type is passed on for the event parser
         to refuse with the field's name.
         """
-        specs = self._specs_for(tool)
-        call = _Call(arguments, result, attributes)
+        call = None
         ev: dict[str, Any] = {"schema_version": 1, "event_id": event_id, "ts": ts, "agent_id": agent_id,
                               "tool": tool}
-        for field in FIELDS:
+        get = attributes.get
+        for field, rule, attr_key, default, builtin in self._plan_for(tool):
             value: Any = _MISSING
-            spec = specs.get(field)
-            if spec is not None:
-                value = spec.value(call)
+            if rule is not None:
+                call = call or _Call(arguments, result, attributes)
+                value = rule.value(call)
             if value is _MISSING:
-                value = attributes.get(ATTRIBUTE_PREFIX + field, _MISSING)
-            if value is _MISSING:
-                spec = self.defaults.get(field)
-                if spec is not None:
-                    value = spec.value(call)
-            if value is _MISSING:
-                value = self._builtin(field, tool, call)
+                value = get(attr_key, _MISSING)
+                if value is _MISSING:
+                    if default is not None:
+                        call = call or _Call(arguments, result, attributes)
+                        value = default.value(call)
+                    if value is _MISSING:
+                        value = builtin
+                        if value is _RESULT_SIZE:
+                            value = 0 if result is None else _measure(result, "bytes")
+                        elif value is _END_USER:
+                            value = get("enduser.id")
+                            if value is None:
+                                value = get("user.id")
             if value is _MISSING or value is None:
                 continue
-            ev[field] = _coerce(field, value)
+            ev[field] = value if type(value) is str and field not in _STR_COERCED else _coerce(field, value)
         if task_id:
             ev["task_id"] = task_id
         if parent_event_id:
             ev["parent_event_id"] = parent_event_id
         return ev
-
-    @staticmethod
-    def _builtin(field: str, tool: str, call: _Call) -> Any:
-        if field == "action":
-            return infer_action(tool)
-        if field == "resource":
-            return "tool://" + tool
-        if field == "sensitivity":
-            return "internal"
-        if field == "operator_id":
-            return "unknown"
-        if field == "bytes":
-            return 0 if call.result is None else _measure(call.result, "bytes")
-        if field == "requested_by":
-            who = call.attributes.get("enduser.id")
-            if who is None:
-                who = call.attributes.get("user.id")
-            return _MISSING if who is None else who
-        return _MISSING  # destinations [], records 0 and the optional ids: the contract's own defaults
 
 
 def _specs(table: Any, where: str) -> dict[str, _Spec]:

@@ -36,6 +36,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "manifest": ("streams.cli.manifest", "intended-use manifests: suggest from behaviour, check, publish"),
     "audit": ("streams.cli.audit", "behaviour against intended use per agent over a period (report)"),
     "drill": ("streams.cli.drill", "rehearse a freeze end to end on a live deployment (drill report)"),
+    "otlp": ("streams.cli.otlp", "OpenTelemetry tool spans (OTLP/HTTP, or a Collector's Kafka topic) to action events"),
     "mcp-proxy": ("streams.mcp_proxy.cli",
                   "an MCP gateway for one agent: checks every tool call, obeys freezes, publishes the actions"),
 }
