@@ -33,7 +33,7 @@ from aiokafka.partitioner import murmur2
 from detector import approvals as core
 from detector.events import ActionEvent
 
-__all__ = ["ApprovalStore", "ApprovalService", "new_approval_id", "approval_ttl_s", "max_approval_ttl_s",
+__all__ = ["ApprovalStore", "ApprovalService", "TooManyOpenRequests", "new_approval_id", "approval_ttl_s", "max_approval_ttl_s",
            "decode_approval", "ApprovalRecord"]
 
 _encode = msgspec.json.Encoder().encode
@@ -118,6 +118,10 @@ def max_approval_ttl_s(environ=None) -> float:
         return 8 * 3600.0
 
 
+class TooManyOpenRequests(Exception):
+    """An agent already has as many open (pending) approval requests as a worker lets it have."""
+
+
 def new_approval_id() -> str:
     return "apr-" + secrets.token_hex(16)
 
@@ -176,6 +180,15 @@ class ApprovalStore:
             return None
         return rec
 
+    def open_for(self, agent_id: str, now: float) -> int:
+        """How many requests of ``agent_id`` are still pending (not decided, not expired)."""
+        n = 0
+        for aid in self._pending.values():
+            rec = self._items.get(aid)
+            if rec is not None and rec.get("agent_id") == agent_id and core.effective_state(rec, now) == "pending":
+                n += 1
+        return n
+
     def listing(self, state: str | None, now: float, agent_id: str | None = None, limit: int = 100) -> list[dict]:
         out = []
         for rec in reversed(self._items.values()):  # newest first
@@ -218,12 +231,16 @@ class ApprovalService:
         await fut
 
     async def open_request(self, ev: ActionEvent, *, reasons: list[str], score: float, by: str,
-                           now: float) -> tuple[dict, bool]:
+                           now: float, max_open: int | None = None) -> tuple[dict, bool]:
         """The pending request for ``ev`` (an existing one for the same kind of action, or a new one);
-        ``(record, created)``."""
+        ``(record, created)``. Raises :class:`TooManyOpenRequests` when a new one is needed and the agent
+        already has ``max_open`` pending (a runtime token cannot flood the analysts' queue)."""
         rec = self.store.pending_like(ev, now)
         if rec is not None:
             return rec, False
+        if max_open is not None and self.store.open_for(ev.agent_id, now) >= max_open:
+            raise TooManyOpenRequests(f"agent already has {max_open} open approval requests; decide them or "
+                                      "let them expire before asking for more")
         rec = core.request(ev, approval_id=new_approval_id(), now=now, reasons=reasons, score=score,
                            requested_by=by, pending_ttl_s=self.pending_ttl_s)
         self.store.apply(rec)  # before the await: a concurrent check of the same action reuses it

@@ -61,9 +61,10 @@ from detector.features import FEATURES
 from detector.gate import DENY, NEEDS_APPROVAL, Gate
 from detector.manifest import ManifestGate
 from streams.api import openapi
-from streams.api.approvals import ApprovalService, ApprovalStore, view
+from streams.api.approvals import ApprovalService, ApprovalStore, TooManyOpenRequests, view
 from streams.api.audit_trail import Auditor, RefusalSummary, record
 from streams.api.auth import PERMISSIONS, Principal, TokenRegistry, allowed, open_registry
+from streams.api import http_guard
 from streams.clients.commands import ControlMetrics
 from streams.api.control_feed import ControlFeed
 
@@ -79,7 +80,8 @@ FORWARD_TIMEOUT_S = 10.0
 PUBLISH_WAIT_S = 10.0
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.decode
-_RESULT = {400: "invalid", 401: "unauthenticated", 403: "forbidden", 404: "not_found", 409: "conflict",
+_RESULT = {400: "invalid", 401: "unauthenticated", 403: "forbidden", 404: "not_found", 408: "invalid",
+           409: "conflict", 429: "rate_limited",
            413: "invalid", 503: "unavailable"}
 
 
@@ -293,6 +295,9 @@ class ControlPlane:
         self._session: ClientSession | None = None
         self._background: set[asyncio.Future] = set()
         self.routes = self._routes()
+        #: read timeouts, per-token rate limits, open approval requests per agent (streams/api/http_guard.py)
+        self.limits = http_guard.HttpLimits()
+        self.buckets = http_guard.TokenBuckets(rate_per_s=self.limits.rate_per_s, burst=self.limits.burst)
 
     # ------------------------------------------------------------------ wiring
     @property
@@ -301,6 +306,7 @@ class ControlPlane:
 
     def mount(self) -> None:
         web_app = self.app.web.web_app
+        http_guard.install(self.app.web, self.limits)
         for route in self.routes:
             web_app.router.add_route(route.method, route.path, self._endpoint(route))
         web_app.on_cleanup.append(self._close)
@@ -416,9 +422,16 @@ class ControlPlane:
         ctx.target.update(request.match_info)
         try:
             if route.permission is not None:
-                ctx.principal = self.registry.authenticate(request.headers.get("Authorization"))
+                header = request.headers.get("Authorization")
+                if header is not None and len(header) > http_guard.MAX_AUTHORIZATION:
+                    raise ApiError(400, "invalid_header", "the Authorization header is too long")  # never quoted
+                ctx.principal = self.registry.authenticate(header)
                 if ctx.principal is None:
                     raise ApiError(401, "unauthenticated", "a valid bearer token is required")
+                wait = self.buckets.take(ctx.principal.name)
+                if wait > 0:
+                    raise ApiError(429, "rate_limited", f"more than {self.limits.rate_per_s:g} calls a second with "
+                                                        "this token; retry later", retry_after=wait)
                 if not allowed(ctx.principal.role, route.permission):
                     roles = ", ".join(sorted(PERMISSIONS[route.permission]))
                     raise ApiError(403, "forbidden", f"role {ctx.principal.role!r} may not {route.name} "
@@ -444,6 +457,17 @@ class ControlPlane:
     async def _read_body(self, request: web.Request, limit: int) -> bytes:
         if request.content_length is not None and request.content_length > limit:
             raise ApiError(413, "too_large", f"request body is larger than {limit} bytes")
+        try:
+            async with asyncio.timeout(self.limits.body_timeout_s):
+                return await self._read_body_now(request, limit)
+        except TimeoutError:
+            http_guard.REFUSALS.line("closed a connection from %s: request body not received within %.0f s",
+                                     request.remote or "?", self.limits.body_timeout_s)
+            if request.transport is not None:
+                request.transport.close()  # the rest of the body is not waited for
+            raise ApiError(408, "timeout", "request body not received in time") from None
+
+    async def _read_body_now(self, request: web.Request, limit: int) -> bytes:
         chunks, size = [], 0
         while True:
             chunk = await request.content.read(min(65536, limit + 1 - size))
@@ -606,7 +630,7 @@ class ControlPlane:
         fields = dict(why=ctx.reason, agent_id=ctx.target.get("agent_id"), incident_id=ctx.target.get("incident_id"),
                       event_id=ctx.target.get("event_id"), approval_id=ctx.target.get("approval_id"),
                       detail=f"{err.code}: {err.message}", worker=self.url)
-        if err.result in ("unauthenticated", "forbidden"):
+        if err.result in ("unauthenticated", "forbidden", "rate_limited"):
             # who cannot even authenticate (or calls what their role may not) is summarised per client: a flood
             # of refused calls writes at most two records per client and window (streams/api/audit_trail.py). A rule's
             # refusal of an authorised call (two-person rule: result "refused") stays a record of its own.
@@ -930,8 +954,12 @@ class ControlPlane:
                     detail=f"{ev.action} {ev.tool}; verdict {verdict}", worker=self.url))
         if verdict == NEEDS_APPROVAL and approval_id is None:
             self._require_feed()
-            rec, created = await self.approvals.open_request(probe, reasons=reasons, score=score,
-                                                             by=ctx.principal.name, now=now)
+            try:
+                rec, created = await self.approvals.open_request(probe, reasons=reasons, score=score,
+                                                                 by=ctx.principal.name, now=now,
+                                                                 max_open=self.limits.max_open_approvals)
+            except TooManyOpenRequests as err:
+                raise ApiError(429, "too_many_approval_requests", str(err), retry_after=60) from None
             approval_id = rec["approval_id"]
             if created:
                 await self._audit(record(
