@@ -109,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("kafka").setLevel(logging.WARNING)
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("httpx2").setLevel(logging.WARNING)
     logging.getLogger("mcp").setLevel(logging.WARNING)
     if args.fail_open:
         log.error("FAIL-OPEN: --fail-open is set: tool calls of %s go through when flowbreaker cannot be reached",

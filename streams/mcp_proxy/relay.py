@@ -74,6 +74,8 @@ class Relay:
                 try:
                     async for item in client_read:
                         await self._from_client(item, client_write, server_write, tg)
+                except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                    pass  # a transport closed its end: the session is over
                 finally:
                     tg.cancel_scope.cancel()
 
@@ -81,6 +83,8 @@ class Relay:
                 try:
                     async for item in server_read:
                         await self._from_server(item, client_write)
+                except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                    pass
                 finally:
                     tg.cancel_scope.cancel()
 

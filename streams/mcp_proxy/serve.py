@@ -135,6 +135,9 @@ class _ToClient:
             item = SessionMessage(msg, metadata=ServerMessageMetadata(related_request_id=related))
         await self.write.send(item)
 
+    async def aclose(self) -> None:
+        await self.write.aclose()
+
 
 def http(gate: ToolGate, publisher: Any, listen: tuple[str, int], command: list[str], url: str | None) -> None:
     """Serve Streamable HTTP on ``http://HOST:PORT/mcp`` until a signal."""

@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
+import subprocess
 import sys
 import threading
 import time
@@ -21,7 +23,7 @@ from mcp import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 
 from api_harness import TOKEN, call, read_topic, seed, wait_for
-from worker_harness import REPO_DIR, free_port
+from worker_harness import REPO_DIR, free_port, stop_process
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -243,3 +245,59 @@ def test_with_no_worker_answering_every_call_is_refused_unless_fail_open(cluster
     result, calls, stderr = run(scenario, ("--fail-open",))
     assert not result.is_error and [c["tool"] for c in calls] == ["delete_record"]
     assert "FAIL-OPEN" in stderr and "forwarding" in stderr
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_over_streamable_http_calls_are_checked_and_a_freeze_refuses_the_next_one(cluster, files):
+    """The same gateway serving Streamable HTTP (--listen) in front of a server reached over Streamable HTTP
+    (--upstream), with the SDK's streamable_http_client."""
+    from mcp.client.streamable_http import streamable_http_client
+
+    agent = cluster.agent_on(0, "gw-http")
+    seed(cluster, [agent])
+    record = files / "http.calls.jsonl"
+    server_port, gateway_port = free_port(), free_port()
+    env = dict(os.environ, PYTHONPATH=str(REPO_DIR) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    logs = [open(files / name, "w") for name in ("http-server.err", "http-gateway.err")]
+    procs = [subprocess.Popen([sys.executable, str(HERE / "mcp_tool_server.py"), "--record", str(record),
+                               "--http", str(server_port)], cwd=REPO_DIR, env=env, stdin=subprocess.DEVNULL,
+                              stdout=logs[0], stderr=logs[0])]
+    try:
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "streams.cli.main", "mcp-proxy", "--agent-id", agent, "--api", cluster.url(0),
+             "--token-file", str(files / "runtime.token"), "--bootstrap", cluster.bootstrap, "--topic-prefix",
+             cluster.prefix, "--mapping", str(files / "tools.toml"),
+             "--upstream", f"http://127.0.0.1:{server_port}/mcp", "--listen", f"127.0.0.1:{gateway_port}"],
+            cwd=REPO_DIR, env=env, stdin=subprocess.DEVNULL, stdout=logs[1], stderr=logs[1]))
+        wait_for(lambda: _listening(server_port) and _listening(gateway_port), 60, "the server and the gateway")
+
+        async def scenario():
+            async with streamable_http_client(f"http://127.0.0.1:{gateway_port}/mcp") as (read, write):
+                async with ClientSession(read, write) as s:
+                    with anyio.fail_after(60):
+                        await s.initialize()
+                    names = [t.name for t in (await s.list_tools()).tools]
+                    allowed = await s.call_tool("read_record", {"record_id": "r7"})
+                    r = call("POST", cluster.url(1) + f"/v1/agents/{agent}/freeze", TOKEN["analyst"],
+                             {"reason": "exfiltration suspected"})
+                    assert r.status == 200, r
+                    refused = await s.call_tool("delete_record", {"record_id": "r7"})
+                    return names, allowed, refused
+
+        names, allowed, refused = run(scenario)
+    finally:
+        for proc in reversed(procs):
+            stop_process(proc, 10)
+        for log in logs:
+            log.close()
+    assert names == ["read_record", "send_email", "delete_record"]
+    assert not allowed.is_error and json.loads(allowed.content[0].text)["id"] == "r7"
+    assert refused.is_error and verdict_of(refused)["verdict"] == "frozen"
+    assert [json.loads(x)["tool"] for x in record.read_text().splitlines()] == ["read_record"]
+    events = wait_for(lambda: published(cluster, agent), 30, "the forwarded call's action event")
+    assert [(e["tool"], e["bytes"] > 200) for e in events] == [("read_record", True)]
