@@ -89,6 +89,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "approval_status": frozenset({"viewer", "analyst", "lead", "runtime"}),
     "report_fallback": frozenset({"runtime"}),
     "metrics": frozenset({"viewer", "analyst", "lead", "monitor"}),
+    "whoami": frozenset({"viewer", "analyst", "lead", "runtime"}),  # GET /v1/whoami: a client learns its role
 }
 #: names that may not be principals: ``flowbreaker`` issues automatic freezes
 RESERVED_NAMES = frozenset({"flowbreaker"})

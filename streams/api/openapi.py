@@ -107,7 +107,12 @@ _SCHEMAS: dict[str, Any] = {
                                                             "as_of": _NULL_STR}},
                   "baseline": {"type": "object", "properties": {"observations": {"type": "number"},
                                                                 "features": _ANY_OBJ}},
-                  "last_decisions": {"type": "array", "items": _ref("Decision")}}},
+                  "last_decisions": {"type": "array", "items": _ref("Decision")},
+                  "manifest": {"type": "object", "nullable": True, "additionalProperties": True,
+                               "description": "the intended-use manifest in force (label, clauses), or null"}}},
+    "Whoami": {"type": "object", "required": ["name", "role", "permissions"], "properties": {
+        "name": {"type": "string"}, "role": {"type": "string"},
+        "permissions": {"type": "array", "items": {"type": "string"}}}},
     "Breaker": {"type": "object", "required": ["agent_id", "state"], "properties": {
         "agent_id": {"type": "string"}, "state": {"type": "string", "enum": ["open", "half_open"]},
         "incident_id": _NULL_STR, "since": _NULL_STR, "why": _NULL_STR, "by": _NULL_STR, "severity": _NULL_STR,
@@ -204,6 +209,10 @@ def _paths() -> dict[str, Any]:
     unknown_agent = _err("unknown agent (no state on the worker that owns it)")
     return {
         "/v1/openapi.json": {"get": _op("OpenAPI document", None, {"200": _ok("this document", _ANY_OBJ)})},
+        "/v1/whoami": {"get": _op(
+            "Who am I", "whoami", {"200": _ok("the token's principal, role and permissions", _ref("Whoami"))},
+            description="What a client (the console) may offer its user: the role and permissions of the "
+                        "presented token. Every role but monitor may ask.")},
         "/v1/agents/{agent_id}": {"get": _op(
             "Get agent", "read", {"200": _ok("breaker state, current risk, baseline summary, last decisions",
                                              _ref("Agent")), "404": unknown_agent}, params=[agent])},

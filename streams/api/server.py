@@ -60,7 +60,7 @@ from detector.events import EventError, decode_event
 from detector.features import FEATURES
 from detector.gate import DENY, NEEDS_APPROVAL, Gate
 from detector.manifest import ManifestGate
-from streams.api import openapi
+from streams.api import console, openapi
 from streams.api.approvals import ApprovalService, ApprovalStore, TooManyOpenRequests, view
 from streams.api.audit_trail import Auditor, RefusalSummary, record
 from streams.api.auth import PERMISSIONS, Principal, TokenRegistry, allowed, open_registry
@@ -310,6 +310,7 @@ class ControlPlane:
         for route in self.routes:
             web_app.router.add_route(route.method, route.path, self._endpoint(route))
         web_app.on_cleanup.append(self._close)
+        console.mount(web_app)  # GET /console/: the SOC's page, static files that talk to these routes
         self.auditor.worker = self.url
 
         feed = self.feed
@@ -375,6 +376,7 @@ class ControlPlane:
         agent_owner = self._owner_from_path
         return [
             Route("GET", "/v1/openapi.json", "openapi", None, self.h_openapi),
+            Route("GET", "/v1/whoami", "whoami", "whoami", self.h_whoami),
             Route("GET", "/v1/agents/{agent_id}", "agent", "read", self.h_agent, owner=agent_owner),
             Route("GET", "/v1/breakers", "breakers", "read", self.h_breakers),
             Route("GET", "/v1/incidents/{incident_id}", "incident", "read", self.h_incident),
@@ -731,6 +733,11 @@ class ControlPlane:
     async def h_openapi(self, ctx: Ctx) -> web.Response:
         return _json(openapi.document())
 
+    async def h_whoami(self, ctx: Ctx) -> web.Response:
+        p = ctx.principal
+        return _json({"name": p.name, "role": p.role,
+                      "permissions": sorted(k for k, roles in PERMISSIONS.items() if p.role in roles)})
+
     async def h_agent(self, ctx: Ctx) -> web.Response:
         agent = ctx.params["agent_id"]
         st = self._agent_state(agent)
@@ -745,6 +752,7 @@ class ControlPlane:
         keep = ("event_id", "ts", "tool", "action", "resource", "sensitivity", "records", "bytes",
                 "destination_count", "destination_classes", "task_id", "approval_id", "score", "severity")
         last = [{k: e.get(k) for k in keep} for e in reversed(eng.traces.snapshot(agent)[-20:])]
+        scope = eng.manifests.scope_for(agent) if eng.manifests is not None else None
         budget = th.risk_budget * (0.5 if b.state == "half_open" else 1.0)
         return _json({
             "agent_id": agent, "operator_id": st.operator_id, "partition": self.partition_of(agent),
@@ -756,6 +764,7 @@ class ControlPlane:
             "baseline": {"observations": round(st.baseline.n, 1), "features": feats},
             "last_decisions": last,
             "model_version": eng.model_version,
+            "manifest": ({"label": scope.label, "clauses": scope.clauses} if scope is not None else None),
         })
 
     async def h_breakers(self, ctx: Ctx) -> web.Response:

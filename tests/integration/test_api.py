@@ -75,7 +75,7 @@ def other(cluster: Cluster, agent: str) -> int:
 
 # ---------------------------------------------------------------------- the document and the gate
 EXPECTED_PATHS = {"/v1/openapi.json", "/v1/agents/{agent_id}", "/v1/breakers", "/v1/incidents/{incident_id}",
-                  "/v1/agents/{agent_id}/freeze", "/v1/agents/{agent_id}/release",
+                  "/v1/agents/{agent_id}/freeze", "/v1/agents/{agent_id}/release", "/v1/whoami",
                   "/v1/decisions/{event_id}/feedback", "/v1/check", "/v1/approvals", "/v1/approvals/{approval_id}",
                   "/v1/approvals/{approval_id}/approve", "/v1/approvals/{approval_id}/deny", "/v1/fallbacks"}
 
