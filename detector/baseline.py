@@ -25,7 +25,7 @@ from math import log1p
 
 from detector.features import FEATURES, N_FEATURES
 
-__all__ = ["Baseline", "Prior", "FLOORS", "Z95"]
+__all__ = ["Baseline", "Prior", "KindProfiles", "FLOORS", "Z95", "KIND_MIN"]
 
 FLOORS = tuple(f.floor for f in FEATURES)
 _ALPHA_MIN = 0.002
@@ -115,3 +115,101 @@ class Baseline:
             scales.append((hi - m) / Z95 if hi > m else 0.0)
         self.loc = array("d", locs)
         self.scale = array("d", scales)
+
+
+#: per-action magnitudes compared within the kind of action (issue 18): event_volume, event_fanout
+_KIND_FEATURES = (FEATURES.index(next(f for f in FEATURES if f.name == "event_volume")),
+                  FEATURES.index(next(f for f in FEATURES if f.name == "event_fanout")))
+_KIND_SLOTS = 6
+_KIND_W = 2 + 1 + 2 * len(_KIND_FEATURES)  # key, n, last t, then (loc, hi) per feature
+#: a kind of action is compared with its own profile once it is worth this many actions
+KIND_MIN = 5.0
+_KIND_ALPHA_MIN = 0.01
+
+
+class KindProfiles:
+    """Per-action magnitudes (sensitivity-weighted records and fan-out of one action) profiled per kind of
+    action (verb and tool family, a hash), for the :data:`_KIND_SLOTS` kinds an agent used most recently:
+    when posts are 2 % of an agent's actions, a post is compared with its posts, not with everything it
+    does. Fixed size (a flat array); the least recently used kind makes room for a new one.
+
+    >>> k = KindProfiles()
+    >>> xl = [0.0] * N_FEATURES
+    >>> xl[_KIND_FEATURES[1]] = log1p(500.0)
+    >>> for i in range(6):
+    ...     k.learn(7, xl, float(i))
+    >>> z = [9.0] * N_FEATURES
+    >>> k.compare(7, xl, z) and abs(z[_KIND_FEATURES[1]]) < 1.0, z[0]
+    (True, 9.0)
+    """
+
+    __slots__ = ("a",)
+
+    def __init__(self, raw: bytes = b"") -> None:
+        self.a = array("d", raw)
+        if len(self.a) % _KIND_W or len(self.a) > _KIND_W * _KIND_SLOTS:
+            raise ValueError("kind profiles have the wrong shape")
+
+    def to_bytes(self) -> bytes:
+        return self.a.tobytes()
+
+    def _slot(self, kind: int) -> int:
+        a = self.a
+        fk = float(kind)
+        for b in range(0, len(a), _KIND_W):
+            if a[b] == fk:
+                return b
+        return -1
+
+    def compare(self, kind: int, xl: list[float], z: list[float]) -> bool:
+        """Replace the magnitudes' deviations in ``z`` by deviations from this kind's profile when it is
+        established; ``True`` when it did."""
+        b = self._slot(kind)
+        a = self.a
+        if b < 0 or a[b + 1] < KIND_MIN:
+            return False
+        for j, f in enumerate(_KIND_FEATURES):
+            m, hi = a[b + 3 + 2 * j], a[b + 4 + 2 * j]
+            s = (hi - m) / Z95
+            fl = FLOORS[f]
+            z[f] = (xl[f] - m) / (s if s > fl else fl)
+        return True
+
+    def learn(self, kind: int, xl: list[float], t: float) -> None:
+        """Move this kind's profile towards the action's magnitudes (as :meth:`Baseline.learn_log` does)."""
+        a = self.a
+        b = self._slot(kind)
+        if b < 0:
+            if len(a) < _KIND_W * _KIND_SLOTS:
+                b = len(a)
+                a.extend([0.0] * _KIND_W)
+            else:  # the least recently used kind makes room
+                b = min(range(0, len(a), _KIND_W), key=lambda i: (a[i + 2], i))
+            a[b], a[b + 1] = float(kind), 0.0
+            for j, f in enumerate(_KIND_FEATURES):
+                a[b + 3 + 2 * j] = xl[f]
+                a[b + 4 + 2 * j] = xl[f] + Z95 * FLOORS[f]
+        n = a[b + 1] + 1.0
+        a[b + 1] = n
+        if t > a[b + 2]:
+            a[b + 2] = t
+        if n == 1.0:
+            return
+        alpha = 1.0 / n
+        if alpha < _KIND_ALPHA_MIN:
+            alpha = _KIND_ALPHA_MIN
+        for j, f in enumerate(_KIND_FEATURES):
+            v, m, hi = xl[f], a[b + 3 + 2 * j], a[b + 4 + 2 * j]
+            s = (hi - m) / Z95
+            fl = FLOORS[f]
+            step = 2.0 * alpha * (s if s > fl else fl)
+            if v > m:
+                m += step
+            elif v < m:
+                m -= step
+            if v > hi:
+                hi += step * 0.95 * Z95
+            else:
+                hi -= step * 0.05 * Z95
+            a[b + 3 + 2 * j] = m
+            a[b + 4 + 2 * j] = hi if hi > m else m

@@ -27,29 +27,50 @@ import msgspec
 import numpy as np
 
 from detector import breaker as brk
-from detector.baseline import Baseline, Prior
+from detector.baseline import Baseline, KindProfiles, Prior
 from detector.events import ActionEvent
 from detector.evidence import fisher, strength
 from detector.manifest import ManifestBook, Usage, stream_effect
-from detector.features import FeatureState, Observation, commit_novelty, extract
+from detector.episodes import EpisodeBook
+from detector.features import (FEATURE_INDEX, FeatureState, Observation, commit_novelty, destination_family,
+                               item_key, K_DEST, K_PRINCIPAL, K_RESOURCE, K_TOOL, resource_family, settle, extract)
 from detector.model import Model
 from detector.policy import Policy
 from detector.features import N_FEATURES
 from detector.scoring import REASON_NEGLOG, Calibration, FeatureTails, explain, score_of
-from detector.sketch import dedupe_key
+from detector.sketch import dedupe_key, stable_hash
+from detector.timestamps import instant_or_none, iso_utc
 from detector.trace import TraceStore
+from detector.verdicts import Verdict
 
 __all__ = ["Engine", "Decision", "AgentState", "ONLINE_MODEL_VERSION"]
 
 ONLINE_MODEL_VERSION = "online-only"
 _DEDUPE = 32
-_STATE_VERSION = 3
+_STATE_VERSION = 4
 _encode = msgspec.msgpack.Encoder().encode
 _RAW_PARTS = msgspec.msgpack.Decoder(list[msgspec.Raw]).decode  # a state's parts, undecoded
 #: an agent whose profile is worth fewer observations than this is young (see the breaker's solo_trip)
 YOUNG_N = 100.0
 #: with no trained model: how many effectively independent features the largest rarity is taken over
 GENERIC_MULTIPLICITY = 6.0
+#: pending novelty (issue 18): at most this many never-seen items are counted per agent
+PENDING_SLOTS = 16
+_PW = 4  # per pending item: key, uses, first use t, tainted (1.0: it came with evidence of harm)
+#: bounds of the engine's sketch of what peers adopted: items tracked, items adopted per operator, operators
+_PEER_ITEMS, _PEER_ADOPTED, _PEER_OPERATORS = 50_000, 4_096, 10_000
+#: verdict ids remembered (idempotence)
+_VERDICTS_KEPT = 20_000
+_I_EXFIL, _I_RULE2, _I_DETOUR, _I_OUTSIDER = (FEATURE_INDEX[n] for n in ("task_exfil", "rule_of_two",
+                                                                       "untrusted_detour", "outsider_principal"))
+_I_KIND = (FEATURE_INDEX["event_volume"], FEATURE_INDEX["event_fanout"])
+#: features a benign verdict caps (magnitudes: "this much is fine for this agent"); what is new (a tool,
+#: a destination, a step, a principal) settles item by item instead, and the structural signs of harm
+#: (rule of two, a detour after untrusted input, an outsider asking) are never switched off
+_CAPPED = {FEATURE_INDEX[n]: n for n in FEATURE_INDEX if n not in (
+    "novel_tool", "novel_outbound", "task_novel_steps", "unfamiliar_principal", "outsider_principal", "rule_of_two",
+    "untrusted_detour")}
+_CAP_INDEX = {n: i for i, n in _CAPPED.items()}
 
 
 def _combined(p_stat: float, p_comb: float, p_harm: float) -> float:
@@ -88,6 +109,8 @@ class _Reading(NamedTuple):
     #: rarity of the rarest feature (calibrated), and of the evidence of harm
     p_stat: float
     p_harm: float
+    #: the feature values in log1p units (what a verdict teaches)
+    xl: list[float]
 
 
 def _harm(ev: ActionEvent, obs: Observation) -> float:
@@ -138,9 +161,10 @@ def content_key(ev: ActionEvent) -> int:
 
 
 class AgentState:
-    """Everything the engine keeps per agent (the trace aside). Fixed size."""
+    """Everything the engine keeps per agent (the trace aside). Bounded."""
 
-    __slots__ = ("features", "baseline", "breaker", "seen", "seen_content", "seen_pos", "operator_id", "usage")
+    __slots__ = ("features", "baseline", "breaker", "seen", "seen_content", "seen_pos", "operator_id", "usage",
+                 "pending", "caps", "kinds")
 
     def __init__(self, prior: Prior, operator_id: str) -> None:
         self.features = FeatureState()
@@ -157,24 +181,38 @@ class AgentState:
         #: records and bytes sent out per hour and day (intended-use ceilings; kept for every agent, so a
         #: manifest published later sees what the agent already sent)
         self.usage = Usage()
+        #: pending novelty: never-seen items counted until they settle (PENDING_SLOTS x (key, uses, first t,
+        #: tainted)), empty until the agent meets one
+        self.pending = array("d")
+        #: per feature, the largest value an analyst judged benign (a benign verdict's reasons stop alerting
+        #: up to it), or None before any verdict
+        self.caps: array | None = None
+        #: per-action magnitudes per kind of action (like with like)
+        self.kinds = KindProfiles()
 
     def dump(self) -> bytes:
         return msgspec.msgpack.encode((_STATE_VERSION, self.operator_id, self.features.to_tuple(),
                                        self.baseline.to_tuple(), self.breaker.to_tuple(), self.seen.tobytes(),
-                                       self.seen_pos, self.seen_content.tobytes(), self.usage.to_tuple()))
+                                       self.seen_pos, self.seen_content.tobytes(), self.usage.to_tuple(),
+                                       self.pending.tobytes(), self.caps.tobytes() if self.caps is not None else None,
+                                       self.kinds.to_bytes()))
 
     @classmethod
     def load(cls, blob: bytes, hours: tuple[float, ...] | None = None) -> "AgentState":
-        """The state :meth:`dump` wrote (this version, or version 1 whose dedupe ring kept no content
-        keys: an id from that ring counts as a true duplicate, and which kept no usage)."""
+        """The state :meth:`dump` wrote (this version; version 3, without pending novelty, verdict caps
+        and kind profiles; or version 1 whose dedupe ring kept no content keys: an id from that ring counts
+        as a true duplicate, and which kept no usage)."""
         parts = msgspec.msgpack.decode(blob)
         ver = parts[0] if isinstance(parts, list) and parts else None
         usage = None
+        pending, caps, kinds = b"", None, b""
         if ver == 1 and len(parts) == 7:
             ver, op, f, b, br, seen, pos = parts
             content = bytes(2 * _DEDUPE)
-        elif ver == _STATE_VERSION and len(parts) == 9:
+        elif ver == 3 and len(parts) == 9:
             ver, op, f, b, br, seen, pos, content, usage = parts
+        elif ver == _STATE_VERSION and len(parts) == 12:
+            ver, op, f, b, br, seen, pos, content, usage, pending, caps, kinds = parts
         else:
             raise ValueError(f"agent state version {ver} is not {_STATE_VERSION}")
         s = cls.__new__(cls)
@@ -189,6 +227,12 @@ class AgentState:
             raise ValueError("agent state has the wrong dedupe ring size")
         s.seen_pos = pos
         s.usage = Usage.from_tuple(usage) if usage is not None else Usage()
+        s.pending = array("d", pending)
+        s.caps = array("d", caps) if caps is not None else None
+        if len(s.pending) % _PW or len(s.pending) > _PW * PENDING_SLOTS or (
+                s.caps is not None and len(s.caps) != N_FEATURES):
+            raise ValueError("agent state has the wrong pending novelty or verdict caps size")
+        s.kinds = KindProfiles(kinds)
         return s
 
     @staticmethod
@@ -199,7 +243,7 @@ class AgentState:
         try:
             parts = _RAW_PARTS(blob)
             ver = msgspec.msgpack.decode(parts[0]) if parts else None
-            if (ver, len(parts)) not in ((1, 7), (_STATE_VERSION, 9)):
+            if (ver, len(parts)) not in ((1, 7), (3, 9), (_STATE_VERSION, 12)):
                 raise ValueError(f"agent state version {ver} is not {_STATE_VERSION}")
             return brk.BreakerState.from_tuple(msgspec.msgpack.decode(parts[4]))
         except (msgspec.DecodeError, TypeError) as err:
@@ -210,7 +254,7 @@ class Decision:
     """The outcome of one event. ``record`` is the contract's decision record."""
 
     __slots__ = ("event", "record", "freeze", "incident", "transition", "duplicate", "reused_id", "dest_classes",
-                 "z", "x", "approval_refused", "violations", "harm")
+                 "z", "x", "approval_refused", "violations", "harm", "episodes")
 
     def __init__(self, event: ActionEvent) -> None:
         self.event = event
@@ -233,6 +277,9 @@ class Decision:
         #: the evidence of harm on the score scale (what one action needs to trip the breaker alone);
         #: :meth:`Engine.assess` gives the same number before the action
         self.harm: float | None = None
+        #: alert episode records (detector/episodes.py) this decision opened, changed or closed, to publish
+        #: on agent-alerts keyed by agent id
+        self.episodes: list[dict] = []
 
 
 class Engine:
@@ -254,6 +301,14 @@ class Engine:
         self.manifests = manifests
         self.agents: dict[str, AgentState] = {}
         self.traces = TraceStore(length=trace_length, max_agents=trace_agents)
+        #: alert episodes (open ones, and closed ones a verdict may still name): kept by the engine, not in
+        #: the agents' state, so an agent that rests keeps its episode
+        self.episodes = EpisodeBook(quiet_s=self.policy.thresholds.episode_quiet_s)
+        #: what peers adopted: (operator, item) -> [tainted, agent hashes...], and per operator the items
+        #: enough of its agents took up without evidence of harm (bounded: _PEER_*)
+        self._peer_items: dict[tuple[str, int], list] = {}
+        self._adopted: dict[str, set[int]] = {}
+        self._verdicts: dict[str, None] = {}
         self._generic = Prior.generic()
         self.swap_model(model)
 
@@ -347,7 +402,8 @@ class Engine:
             p_comb = self.model.combination_pvalues(np.array([p[2].z for p in pending], dtype=np.float64))
         else:
             p_comb = None
-        for k, (d, st, (obs, _, z, r, loc, p_stat, p_harm)) in enumerate(pending):
+        episodes = self.episodes
+        for k, (d, st, (obs, _, z, r, loc, p_stat, p_harm, xl)) in enumerate(pending):
             ev = d.event
             score, extra = _score(p_stat, float(p_comb[k]) if p_comb is not None else None, p_harm)
             harm_score = d.harm = score_of(p_harm)
@@ -409,6 +465,13 @@ class Engine:
                 d.freeze = {"command": "freeze", "agent_id": ev.agent_id, "incident_id": b.incident_id,
                             "issued_at": ev.ts, "reason": lead, "issued_by": "flowbreaker"}
                 d.incident = self._incident(ev, b.incident_id, score, severity, reasons)
+            alerted = action == "alert" or action == "freeze"
+            if alerted or ev.agent_id in episodes.open:
+                codes = [rr["feature"] for rr in reasons]
+                d.episodes = episodes.observe(
+                    ev.agent_id, ev.t, ev.event_id, severity, codes, alerted=alerted,
+                    incident_id=b.incident_id if action == "freeze" else None, items=obs.novel, row=xl,
+                    caps=[(_CAP_INDEX[c], obs.x[_CAP_INDEX[c]]) for c in codes if c in _CAP_INDEX])
         return out
 
     def _incident(self, ev: ActionEvent, incident_id: str, score: float, severity: str, reasons: list) -> dict:
@@ -439,7 +502,7 @@ class Engine:
         else:  # a copy: reading an action moves the agent's feature windows and its manifest usage
             hours = st.features.hours
             st = AgentState.load(st.dump(), hours)
-        obs, _, z, _, _, p_stat, p_harm = self._read(st, event, self.manifests, learn=False)
+        obs, _, z, _, _, p_stat, p_harm, _ = self._read(st, event, self.manifests, learn=False)
         p_comb = None
         if self.model is not None:
             p_comb = float(self.model.combination_pvalues(np.array([z], dtype=np.float64))[0])
@@ -459,20 +522,29 @@ class Engine:
         ``learn=False`` (for a copy that is thrown away) skips the learning itself and counts the weight
         it would have added.
         """
-        obs = extract(st.features, ev, self.policy)
+        obs = extract(st.features, ev, self.policy, self._adopted.get(ev.operator_id))
         scope = book.scope_for(ev.agent_id) if book is not None else None
         violations = scope.check(ev, st.usage, classify=self.policy.classify) if scope is not None else []
         if ev.destinations:  # after the check: an action is judged on the usage before it
             st.usage.add(ev.t, ev.records, ev.bytes)
         xl = list(map(log1p, obs.x))
         z = st.baseline.deviations_log(xl)
+        # like with like: this action's magnitudes against this kind of action's (once it has a profile)
+        st.kinds.compare(obs.kind, xl, z)
+        caps = st.caps
+        if caps is not None:  # what an analyst judged benign is not news up to the value judged
+            x = obs.x
+            for i, cap in enumerate(caps):
+                if cap > 0.0 and z[i] > 0.0 and x[i] <= cap:
+                    z[i] = 0.0
         r = self._tails.neglogs(z)
         raw = max(r)
         # the profile as this action was compared with it, for the reasons (learning replaces it)
         loc = st.baseline.loc if raw >= REASON_NEGLOG else None
         weight = st.baseline.n
         # learning looks at every feature: an action in the wake of a spike teaches nothing
-        if raw < self._learn_raw and not violations:  # an out-of-scope action teaches nothing
+        learned = raw < self._learn_raw and not violations  # an out-of-scope action teaches nothing
+        if learned:
             if learn:
                 st.baseline.learn_log(xl)
                 commit_novelty(st.features, obs)
@@ -480,8 +552,86 @@ class Engine:
             else:
                 weight += 1.0  # what learn_log adds (tests/unit/test_engine.py holds the two paths together)
         _blame(obs, z, r)
-        return _Reading(obs, violations, z, r, loc, self._cal.pvalue(max(r)),
-                        self._harm_pvalue(ev, obs, r, weight >= YOUNG_N))
+        p_harm = self._harm_pvalue(ev, obs, r, weight >= YOUNG_N)
+        if learn:
+            self._settle(st, ev, obs, z, xl, learned, violations, p_harm)
+        return _Reading(obs, violations, z, r, loc, self._cal.pvalue(max(r)), p_harm, xl)
+
+    def _settle(self, st: AgentState, ev: ActionEvent, obs: Observation, z: list[float], xl: list[float],
+                learned: bool,
+                violations: list, p_harm: float) -> None:
+        """Novelty that settles, peers' adoptions, and the kind profiles (issue 18). An item the agent's
+        peers adopted is its own at once; a never-seen item of an action that was not learned is counted
+        (pending novelty) and settles after ``settle_uses`` uses over ``settle_s``, unless any use came with
+        evidence of harm (the item is tainted: only a benign verdict teaches it). Each never-seen item also
+        counts towards its operator's adoptions. A kind of action learns its magnitudes from the actions
+        that teach the profile and from those with no evidence of harm whose magnitudes are not rare for
+        the kind."""
+        th = self.policy.thresholds
+        x = obs.x
+        harmful = (x[_I_EXFIL] > 0.0 or x[_I_RULE2] > 0.0 or x[_I_DETOUR] > 0.0 or x[_I_OUTSIDER] > 0.0
+                   or bool(violations) or score_of(p_harm) >= th.gate_evidence)
+        feats = st.features
+        for key in obs.adopted:
+            settle(feats, key)
+        if not obs.approved and (learned or not harmful and z[_I_KIND[0]] < 3.0 and z[_I_KIND[1]] < 3.0):
+            st.kinds.learn(obs.kind, xl, ev.t)
+        novel = obs.novel
+        if not novel:
+            return
+        if not learned:
+            self._pending(st, novel, ev.t, harmful, th)
+        self._peers(ev, novel, harmful, th)
+
+    def _pending(self, st: AgentState, novel: list[int], t: float, harmful: bool, th) -> None:
+        p = st.pending
+        uses, span = th.settle_uses, th.settle_s
+        for key in novel:
+            fk = float(key)
+            for b in range(0, len(p), _PW):
+                if p[b] == fk:
+                    break
+            else:
+                if len(p) < _PW * PENDING_SLOTS:
+                    b = len(p)
+                    p.extend((fk, 0.0, t, 0.0))
+                else:  # the oldest untainted item makes room (a tainted one only when all are)
+                    b = min(range(0, len(p), _PW), key=lambda i: (p[i + 3], p[i + 2], i))
+                    p[b], p[b + 1], p[b + 2], p[b + 3] = fk, 0.0, t, 0.0
+            p[b + 1] += 1.0
+            if harmful:
+                p[b + 3] = 1.0
+            elif p[b + 3] == 0.0 and p[b + 1] >= uses and t - p[b + 2] >= span:
+                settle(st.features, key)
+                del p[b:b + _PW]
+
+    def _peers(self, ev: ActionEvent, novel: list[int], harmful: bool, th) -> None:
+        op = ev.operator_id
+        items = self._peer_items
+        need = int(th.peer_adopters)
+        if need <= 0:
+            return
+        who = stable_hash(ev.agent_id)
+        for key in novel:
+            e = items.get((op, key))
+            if e is None:
+                if len(items) >= _PEER_ITEMS:
+                    del items[next(iter(items))]
+                e = items[(op, key)] = [False]
+            if harmful:
+                e[0] = True
+                continue
+            if e[0] or who in e[1:]:
+                continue
+            e.append(who)
+            if len(e) - 1 >= need:
+                adopted = self._adopted.get(op)
+                if adopted is None:
+                    if len(self._adopted) >= _PEER_OPERATORS:
+                        continue
+                    adopted = self._adopted[op] = set()
+                if len(adopted) < _PEER_ADOPTED:
+                    adopted.add(key)
 
     def _harm_pvalue(self, ev: ActionEvent, obs: Observation, r: list[float], established: bool) -> float:
         """Rarity of the evidence of harm (:mod:`detector.evidence`): of its rarest solo piece, or (with a
@@ -496,6 +646,106 @@ class Engine:
             if p_sum < p:
                 p = p_sum
         return p
+
+    # -------------------------------------------------------------- episodes and verdicts
+    def close_quiet(self, now: float) -> list[dict]:
+        """Close the alert episodes whose agent had no alerted action for ``episode_quiet_s`` (30 min) by
+        ``now`` (event time: the worker's watermark; replay at the end). Each closes at ``updated +
+        episode_quiet_s`` whenever this is called, so records do not depend on how often it is. Returns the
+        closed episodes' records (to publish on agent-alerts)."""
+        return self.episodes.close_quiet(now)
+
+    def apply_verdict(self, v: Verdict) -> list[dict]:
+        """Apply an analyst's verdict at once (docs/contract.md, "Verdicts"). Returns the episode records it
+        changed (to publish on agent-alerts). Idempotent by ``verdict_id``.
+
+        ``v.target`` names an alert episode or an incident (whose freeze belongs to an episode). ``benign``:
+        the episode's actions teach the agent's profile (their feature rows) and its novelty sketches (every
+        item they met for the first time), and each reason they were alerted for stops alerting on this agent
+        up to the largest value the episode reached; when the target is the agent's current incident its risk
+        budget is cleared and probation ends (the freeze was a mistake). An incident the engine keeps no
+        episode of (a manual freeze, a worker that restarted) teaches from the agent's trace: the tools,
+        resource families, destinations and principals of its alerted actions since an episode before the
+        freeze. ``confirmed``: nothing is taught, and the episode's never-seen items are marked tainted
+        (they never settle by recurring). A verdict for an agent this engine does not hold changes nothing
+        and is not remembered (apply it where the agent's state is).
+
+        >>> from detector.events import decode_event
+        >>> eng = Engine()
+        >>> e = lambda i: decode_event({"event_id": f"e{i}", "ts": f"2026-03-02T09:0{i}:00Z", "agent_id": "a",
+        ...     "operator_id": "o", "tool": "t", "action": "read", "resource": "r://x", "sensitivity": "internal"})
+        >>> _ = [eng.process(e(i)) for i in range(3)]
+        >>> eng.apply_verdict(Verdict("v1", "a", "ep-unknown", "benign", 1772442300.0))
+        []
+        """
+        if v.verdict_id in self._verdicts:
+            return []
+        st = self.agents.get(v.agent_id)
+        ep = self.episodes.find(v.agent_id, v.target)
+        if st is None:
+            return []
+        self._verdicts[v.verdict_id] = None
+        if len(self._verdicts) > _VERDICTS_KEPT:
+            del self._verdicts[next(iter(self._verdicts))]
+        b = st.breaker
+        current = b.incident_id is not None and (v.target == b.incident_id
+                                                 or (ep is not None and b.incident_id in ep.incidents))
+        if v.benign:
+            if ep is not None:
+                self._teach(st, ep.items, ep.rows, ep.caps)
+            elif current or v.target.startswith(("inc-", "man-")):
+                self._teach(st, self._trace_items(v.agent_id, b.opened_t if current else v.at, v.at), [], {})
+            if current:
+                b.risk = 0.0
+                if b.state == brk.HALF_OPEN:
+                    b.state = brk.CLOSED
+        elif ep is not None:  # confirmed: what it met for the first time never settles by recurring
+            self._pending(st, ep.items, v.at, True, self.policy.thresholds)
+        if ep is None:
+            return []
+        ep.verdict = {"verdict": v.verdict, "verdict_id": v.verdict_id, "by": v.by, "at": iso_utc(v.at),
+                      "target": v.target}
+        return [ep.record()]
+
+    def _teach(self, st: AgentState, items, rows, caps: dict) -> None:
+        feats = st.features
+        p = st.pending
+        for key in items:
+            settle(feats, key)
+            fk = float(key)
+            for b in range(0, len(p), _PW):
+                if p[b] == fk:
+                    del p[b:b + _PW]
+                    break
+        for xl in rows:
+            st.baseline.learn_log(xl)
+        if caps:
+            if st.caps is None:
+                st.caps = array("d", bytes(8 * N_FEATURES))
+            for f, v in caps.items():
+                if v > st.caps[f]:
+                    st.caps[f] = v
+
+    def _trace_items(self, agent_id: str, since: float, until: float) -> list[int]:
+        """Novelty items of the agent's alerted actions in its trace between ``since`` (less one episode's
+        quiet time) and ``until``."""
+        lo = since - self.policy.thresholds.episode_quiet_s
+        out: list[int] = []
+        for e in self.traces.snapshot(agent_id):
+            if e.get("severity") not in ("medium", "high", "critical"):
+                continue
+            t = instant_or_none(e.get("ts"))
+            if t is None or not lo <= t <= until:
+                continue
+            out.append(item_key(K_TOOL, stable_hash(e["tool"])))
+            out.append(item_key(K_RESOURCE, stable_hash(resource_family(e["resource"]))))
+            for d in e.get("destinations") or ():
+                out.append(item_key(K_DEST, stable_hash(d)))
+                out.append(item_key(K_DEST, stable_hash(destination_family(d))))
+            who = e.get("requested_by")
+            if who and who != e.get("operator_id"):
+                out.append(item_key(K_PRINCIPAL, stable_hash(who)))
+        return out
 
     # -------------------------------------------------------------- outside
     def freeze_manual(self, agent_id: str, *, at: datetime | float, by: str, reason: str,

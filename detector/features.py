@@ -8,7 +8,11 @@ in the current or previous hour"); first-seen tools, resource families and
 destinations use lifetime Bloom filters (novelty).
 
 Novelty sketches are only taught by :func:`commit_novelty`, which the engine
-calls for actions judged normal: an anomalous destination stays "never seen".
+calls for actions judged normal, and by :func:`settle`, which the engine calls for one
+item (a tool, resource family, destination, task step or principal) that has recurred
+without evidence of harm, that the agent's peers adopted, or that an analyst judged
+benign: an anomalous destination otherwise stays "never seen". :attr:`Observation.novel`
+names the items an action met for the first time.
 
 >>> from detector.policy import Policy
 >>> from detector.events import decode_event
@@ -33,7 +37,8 @@ from detector.policy import BROADCAST, EXTERNAL, INTERNAL, Policy
 from detector.sketch import bloom_add, bloom_has, stable_hash
 
 __all__ = ["FEATURES", "FEATURE_NAMES", "FEATURE_INDEX", "Feature", "FeatureState", "Observation", "extract",
-           "commit_novelty", "resource_family", "destination_family", "SKETCH_BYTES"]
+           "commit_novelty", "settle", "resource_family", "destination_family", "tool_family", "SKETCH_BYTES",
+           "K_TOOL", "K_RESOURCE", "K_DEST", "K_STEP", "K_PRINCIPAL", "item_key"]
 
 
 @dataclass(frozen=True)
@@ -89,6 +94,10 @@ _STEP_MASK, _PRINCIPAL_MASK = 1023, 255
 SKETCH_BYTES = ((_TOOL_MASK + 1) // 8, (_RES_MASK + 1) // 8, (_DEST_MASK + 1) // 8, (_STEP_MASK + 1) // 8,
                 (_PRINCIPAL_MASK + 1) // 8)
 _N_TASKS = 4
+#: kinds of novelty items (which lifetime sketch an item belongs to); an item is ``kind << 32 | hash``
+K_TOOL, K_RESOURCE, K_DEST, K_STEP, K_PRINCIPAL = range(5)
+_TOOL_SPLIT = re.compile(r"[._:/\-]")
+_TOOL_KEY, _RES_KEY, _DEST_KEY, _STEP_KEY, _PRINCIPAL_KEY = (k << 32 for k in range(5))
 #: per task slot: hash, flags, sensitive volume read, last t, last tool's hash, actions, novel steps, and a
 #: 128-bit Bloom filter (four 32-bit quarters, two probes a word) of the words of who asked and of what
 #: the task touched
@@ -180,7 +189,7 @@ class Observation:
     the engine needs to commit novelty and to explain."""
 
     __slots__ = ("x", "dest_classes", "pending", "new_outbound", "config_change", "outbound", "approved", "quiet",
-                 "step", "principal")
+                 "step", "principal", "novel", "adopted", "kind")
 
     def __init__(self) -> None:
         self.x: list[float] = []
@@ -196,6 +205,26 @@ class Observation:
         self.approved = False
         #: windowed features this action added nothing to: it cannot be blamed for them
         self.quiet: tuple[int, ...] = ()
+        #: items (:func:`item_key`) this action met for the first time, and items the agent's peers adopted
+        #: that it met for the first time (not novel: the engine settles them)
+        self.novel: list[int] = []
+        self.adopted: list[int] = []
+        #: the kind of action (verb and tool family) as a stable hash: per-action magnitudes compare within it
+        self.kind = 0
+
+
+def item_key(kind: int, h: int) -> int:
+    """One novelty item as an int: its sketch (``K_TOOL`` ...) and its 32-bit hash."""
+    return (kind << 32) | h
+
+
+def tool_family(tool: str) -> str:
+    """The family of a tool: its name up to the first ``.``, ``_``, ``:``, ``/`` or ``-``.
+
+    >>> tool_family("mail.send"), tool_family("slack_post_message"), tool_family("bash")
+    ('mail', 'slack', 'bash')
+    """
+    return _TOOL_SPLIT.split(tool, 1)[0]
 
 
 def resource_family(resource: str) -> str:
@@ -256,12 +285,18 @@ def _names_any(bits: int, words: tuple[int, ...]) -> bool:
     return False
 
 
-def extract(st: FeatureState, ev: ActionEvent, policy: Policy) -> Observation:
+def extract(st: FeatureState, ev: ActionEvent, policy: Policy, adopted=None) -> Observation:
     """Advance the windows with ``ev`` and return its feature values (natural units).
 
     Mutates ``st`` (windows, recent destinations, task flows) but not the novelty
     sketches: those wait for :func:`commit_novelty`. Events older than the newest
-    seen are counted as if they happened now (no negative decay).
+    seen are counted as if they happened now (no negative decay). ``adopted`` (a set of
+    :func:`item_key`, or ``None``): items the agent's peers adopted, which are not novel
+    for it (listed in ``Observation.adopted`` for the engine to settle).
+
+    Fan-out counts a destination's reach only the first time: a destination this agent
+    already sent to (in its sketch) counts one recipient, so a broadcast channel it posts
+    to routinely is not news in fan-out while a new one is.
     """
     t = ev.t
     dt = t - st.last_t if st.last_t else 0.0
@@ -312,11 +347,22 @@ def extract(st: FeatureState, ev: ActionEvent, policy: Policy) -> Observation:
     novelty = 0.0
     novel_tool = 0.0
     acting = ev.action != "read" or bool(ev.destinations)
+    novel_items = o.novel
     if not bloom_has(st.tools, h_tool, _TOOL_MASK):
-        novelty += wn
-        novel_tool = wn * (2.0 if acting else 1.0)
+        k = _TOOL_KEY | h_tool
+        if adopted is not None and k in adopted:
+            o.adopted.append(k)
+        else:
+            novelty += wn
+            novel_tool = wn * (2.0 if acting else 1.0)
+            novel_items.append(k)
     if not bloom_has(st.resources, h_res, _RES_MASK):
-        novelty += wn
+        k = _RES_KEY | h_res
+        if adopted is not None and k in adopted:
+            o.adopted.append(k)
+        else:
+            novelty += wn
+            novel_items.append(k)
 
     # the task this action serves: its context (who asked, what it touched) relates destinations to it
     slot_base = -1
@@ -347,34 +393,46 @@ def extract(st: FeatureState, ev: ActionEvent, policy: Policy) -> Observation:
         for i, d in enumerate(dests):
             cls, reach = classify(d)
             classes.append(cls)
-            fanout += reach
             h = stable_hash(d)
             ext = cls is EXTERNAL or cls is BROADCAST
             if ext:
                 outward = True
-            if i < 64:  # novelty and distinct counts look at the first 64; fan-out counts all
-                dest_hashes.append(h)
-                if not bloom_has(recent_a, h, _RECENT_MASK) and not bloom_has(recent_b, h, _RECENT_MASK):
-                    recent_a = bloom_add(recent_a, h, _RECENT_MASK)
-                    n_new_recent += 1
-                    if ext:
-                        n_new_ext += 1
-                if not bloom_has(seen_dests, h, _DEST_MASK):
-                    novelty += wn
-                    if ext:
-                        # a never-seen destination of a never-seen kind (scheme and domain) counts triple,
-                        # one that the task's context names (a reply to whoever asked) a quarter
-                        hf = stable_hash(destination_family(d))
-                        dest_hashes.append(hf)
-                        add = wn if bloom_has(seen_dests, hf, _DEST_MASK) else 3.0 * wn
-                        dw = _words(d)
-                        if dw and context and _names_any(context, dw):
-                            add *= _RELATED_SHARE
-                        else:
-                            strangers += add
-                        novel_out += add
-                        if len(new_out) < 5:
-                            new_out.append(d)
+            if i >= 64:  # novelty and distinct counts look at the first 64; fan-out counts all
+                fanout += reach
+                continue
+            dest_hashes.append(h)
+            if not bloom_has(recent_a, h, _RECENT_MASK) and not bloom_has(recent_b, h, _RECENT_MASK):
+                recent_a = bloom_add(recent_a, h, _RECENT_MASK)
+                n_new_recent += 1
+                if ext:
+                    n_new_ext += 1
+            if bloom_has(seen_dests, h, _DEST_MASK):
+                fanout += 1  # it reached this destination's audience before: not news in fan-out
+            elif adopted is not None and (_DEST_KEY | h) in adopted:
+                fanout += 1
+                o.adopted.append(_DEST_KEY | h)
+            else:
+                fanout += reach
+                novel_items.append(_DEST_KEY | h)
+                novelty += wn
+                if ext:
+                    # a never-seen destination of a never-seen kind (scheme and domain) counts triple,
+                    # one that the task's context names (a reply to whoever asked) a quarter
+                    hf = stable_hash(destination_family(d))
+                    dest_hashes.append(hf)
+                    if bloom_has(seen_dests, hf, _DEST_MASK):
+                        add = wn
+                    else:
+                        add = 3.0 * wn
+                        novel_items.append(_DEST_KEY | hf)
+                    dw = _words(d)
+                    if dw and context and _names_any(context, dw):
+                        add *= _RELATED_SHARE
+                    else:
+                        strangers += add
+                    novel_out += add
+                    if len(new_out) < 5:
+                        new_out.append(d)
         st.recent_a = recent_a
     o.dest_classes = tuple(classes)
     o.outbound = outward
@@ -404,7 +462,12 @@ def extract(st: FeatureState, ev: ActionEvent, policy: Policy) -> Observation:
     if who is not None and who != ev.operator_id:
         h_who = stable_hash(who)
         if not bloom_has(st.principals, h_who, _PRINCIPAL_MASK):
-            unfamiliar = _directed_harm(ev, outward, sensitive, fanout, classes, dests)
+            k = _PRINCIPAL_KEY | h_who
+            if adopted is not None and k in adopted:
+                o.adopted.append(k)
+            else:
+                unfamiliar = _directed_harm(ev, outward, sensitive, fanout, classes, dests)
+                novel_items.append(k)
     o.principal = h_who
 
     # flows inside a task, and its shape (which tool follows which)
@@ -435,7 +498,12 @@ def extract(st: FeatureState, ev: ActionEvent, policy: Policy) -> Observation:
         task_n = tasks[base + 5]
         new_step = not bloom_has(st.steps, step, _STEP_MASK)
         if new_step:
-            tasks[base + 6] += 1.0
+            if adopted is not None and (_STEP_KEY | step) in adopted:
+                o.adopted.append(_STEP_KEY | step)
+                new_step = False
+            else:
+                tasks[base + 6] += 1.0
+                novel_items.append(_STEP_KEY | step)
         if new_step or outward or ev.action == "delete":
             novel_steps = tasks[base + 6]
         if ev.action in ("read", "exec") and policy.is_untrusted_source(ev.resource):
@@ -486,6 +554,7 @@ def extract(st: FeatureState, ev: ActionEvent, policy: Policy) -> Observation:
         0.0 if approved else outsider,
     ]
     o.pending = (h_tool, h_res, dest_hashes)
+    o.kind = stable_hash(ev.action + ":" + tool_family(ev.tool))
     # an action is blamed for a window only when it is a real part of it (>= 5%): in the wake of a
     # spike, a small action adds to the window but is not what made it unusual
     quiet = []
@@ -553,6 +622,26 @@ def _task_slot(st: FeatureState, h: int, t: float) -> int:
     tasks[b:b + _SLOT] = array("d", (hf, t) + (0.0,) * (_SLOT - 2))
     tasks[b + 1], tasks[b + 3] = 0.0, t
     return oldest
+
+
+def settle(st: FeatureState, key: int) -> None:
+    """Teach one novelty item (:func:`item_key`) to its sketch: it is the agent's own from now on.
+
+    >>> st = FeatureState()
+    >>> settle(st, item_key(K_TOOL, 12345)); bloom_has(st.tools, 12345, _TOOL_MASK)
+    True
+    """
+    kind, h = key >> 32, key & 0xFFFFFFFF
+    if kind == K_TOOL:
+        st.tools = bloom_add(st.tools, h, _TOOL_MASK)
+    elif kind == K_RESOURCE:
+        st.resources = bloom_add(st.resources, h, _RES_MASK)
+    elif kind == K_DEST:
+        st.dests = bloom_add(st.dests, h, _DEST_MASK)
+    elif kind == K_STEP:
+        st.steps = bloom_add(st.steps, h, _STEP_MASK)
+    elif kind == K_PRINCIPAL:
+        st.principals = bloom_add(st.principals, h, _PRINCIPAL_MASK)
 
 
 def commit_novelty(st: FeatureState, obs: Observation) -> None:

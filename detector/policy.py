@@ -55,6 +55,15 @@ class Thresholds:
     evidence: float = 0.7
     #: the pre-action check holds an action (needs_approval) whose evidence of harm reaches this
     gate_evidence: float = 0.6
+    #: novelty that settles (issue 18): a never-seen tool, resource family, destination, task step or
+    #: principal that recurs without evidence of harm becomes the agent's own after this many uses spread
+    #: over at least ``settle_s`` of event time (novelty that came with evidence of harm waits for a verdict)
+    settle_uses: float = 3.0
+    settle_s: float = 1800.0
+    #: an item this many of an operator's agents took up without evidence of harm is not novel for the others
+    peer_adopters: float = 3.0
+    #: an alert episode closes once its agent has had no alerted action for this long (event time)
+    episode_quiet_s: float = 1800.0
 
     def severity(self, score: float) -> str:
         if score >= self.critical:

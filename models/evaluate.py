@@ -31,6 +31,9 @@ What is measured (all from decision records and labels, by the pure functions
   events, negatives are events of no incident; an incident's preparatory events
   (a read before the exfiltrating send) are neither;
 * look-alikes: alerts and freezes on their events, per kind;
+* **benign alerted actions per agent-day**: alerts (``action_taken`` ``alert``) on events
+  of no incident while the agent was not frozen, per agent-day; and with a simulated
+  analyst (``--analyst``), the **analyst's verdicts per agent-day** (what the SOC answers);
 * drift: PSI per feature between the model's training rows and the evaluated
   events outside labelled incidents (:mod:`models.drift`): has normal behaviour
   moved away from what the model was trained on?
@@ -304,7 +307,7 @@ def gate_summary(records: Sequence[Mapping], labels: Mapping, outbound_ids: set[
 
 
 def summarize(records: Sequence[Mapping], labels: Mapping, *, outcomes: list[dict] | None = None,
-              outbound_ids: set[str] | None = None) -> dict:
+              outbound_ids: set[str] | None = None, verdicts: int | None = None) -> dict:
     """All the numbers of the report for one model's decision records (see the module docstring).
 
     ``outbound_ids`` (ids of events with destinations) are needed for the gate's
@@ -328,6 +331,8 @@ def summarize(records: Sequence[Mapping], labels: Mapping, *, outcomes: list[dic
     false_freezes = [r for r in freezes if r["event_id"] not in incident_ids]
     soc = [r for r in records if r["action_taken"] in _SOC]
     soc_hit = sum(1 for r in soc if r["event_id"] in incident_ids)
+    benign_alerted = sum(1 for r in soc if r["action_taken"] == "alert" and r["breaker_state"] != "open"
+                         and r["event_id"] not in incident_ids)
 
     y, s = event_labels(records, labels)
     n_pos = int(y.sum())
@@ -367,7 +372,11 @@ def summarize(records: Sequence[Mapping], labels: Mapping, *, outcomes: list[dic
                           "event_ids": [r["event_id"] for r in false_freezes]},
         "lookalikes_frozen": lookalikes_frozen(records, labels),
         "gate": gate_summary(records, labels, outbound_ids, outcomes),
-        "alerts": {"count": len(soc), "on_incident_events": soc_hit, "precision": _ratio(soc_hit, len(soc))},
+        "alerts": {"count": len(soc), "on_incident_events": soc_hit, "precision": _ratio(soc_hit, len(soc)),
+                   "benign_alerted": benign_alerted,
+                   "benign_alerted_per_agent_day": round(benign_alerted / len(days), 3) if days else None},
+        "analyst": None if verdicts is None else {
+            "verdicts": verdicts, "per_agent_day": round(verdicts / len(days), 3) if days else None},
         "freezes": {"count": len(freezes), "on_incident_events": len(freezes) - len(false_freezes),
                     "precision": _ratio(len(freezes) - len(false_freezes), len(freezes))},
         "event_level": {"positives": n_pos, "negatives": int(len(y) - n_pos), "roc_auc": roc, "pr_auc": ap,
@@ -385,18 +394,21 @@ def summarize(records: Sequence[Mapping], labels: Mapping, *, outcomes: list[dic
 
 # ------------------------------------------------------------------ scoring
 def score_events(engine: Engine, events: Sequence[ActionEvent], *, release_after: float | str | None = None,
-                 gate: bool = False, by: str = "evaluate") -> tuple[list[dict], int]:
+                 gate: bool = False, by: str = "evaluate", analyst=None,
+                 stats: dict | None = None) -> tuple[list[dict], int]:
     """Score ``events`` in order; returns ``(decision records, duplicates skipped)``.
 
     This is ``replay``'s loop (:class:`models.playback.Playback`): with ``gate`` each
     record of an action with destinations or a delete gets the pre-action verdict
     (``gate``); with ``release_after`` (seconds or a duration such as ``"1h"``) a
-    simulated analyst releases every freeze that long after it.
+    simulated analyst releases every freeze that long after it; with ``analyst`` (a
+    :class:`models.playback.Analyst`) a simulated analyst gives verdicts (``stats["verdicts"]``
+    counts them when ``stats`` is given).
     """
     from detector.gate import Gate
     from models.playback import Playback
 
-    pb = Playback(engine, gate=Gate(engine) if gate else None, release_after=release_after, by=by)
+    pb = Playback(engine, gate=Gate(engine) if gate else None, release_after=release_after, by=by, analyst=analyst)
     records: list[dict] = []
     dup = 0
     for d in pb.run(events):
@@ -408,6 +420,9 @@ def score_events(engine: Engine, events: Sequence[ActionEvent], *, release_after
         if "gate" in rec:
             out["gate"] = rec["gate"]
         records.append(out)
+    if stats is not None:
+        stats["verdicts"] = len(pb.verdicts)
+        stats["releases"] = len(pb.releases)
     return records, dup
 
 
@@ -441,7 +456,7 @@ class ModelRun:
 
 def evaluate_model(role: str, path: str | Path, engine: Engine, events: Sequence[ActionEvent], labels: Mapping,
                    policy, *, release_after: float | None = None, fresh_engine: Callable[[], Engine] | None = None,
-                   outbound_ids: set[str] | None = None) -> ModelRun:
+                   outbound_ids: set[str] | None = None, analyst=None) -> ModelRun:
     """Score ``events`` with ``engine`` (the gate's verdict on every record) and measure against ``labels``.
 
     ``role`` (``candidate``, ``baseline``) and ``path`` only label the result; ``policy`` is the
@@ -451,16 +466,19 @@ def evaluate_model(role: str, path: str | Path, engine: Engine, events: Sequence
     ``engine`` has kept state); ``ValueError`` if it is missing. ``outbound_ids``: the ids of
     the events with destinations (computed when not given; pass it to share it across models).
     """
-    if release_after is not None and fresh_engine is None:
+    if (release_after is not None or analyst is not None) and fresh_engine is None:
         raise ValueError("release_after needs fresh_engine: the never-released figures need an engine of their own")
     if outbound_ids is None:
         outbound_ids = {ev.event_id for ev in events if ev.destinations}
-    records, dup = score_events(engine, events, release_after=release_after, gate=True)
+    stats: dict = {}
+    records, dup = score_events(engine, events, release_after=release_after, gate=True, analyst=analyst,
+                                stats=stats)
     outcomes = incident_outcomes(records, labels)
-    metrics = summarize(records, labels, outcomes=outcomes, outbound_ids=outbound_ids)
+    metrics = summarize(records, labels, outcomes=outcomes, outbound_ids=outbound_ids,
+                        verdicts=stats["verdicts"] if analyst is not None else None)
     entry = {"role": role, "version": engine.model_version, "path": str(path), "metrics": metrics,
              "incidents": outcomes, "drift": drift_of(engine.model, events, policy, labels)}
-    if release_after is not None:  # the same model with nothing ever released, as replay without the flag
+    if release_after is not None or analyst is not None:  # nothing ever released, as replay without the flags
         plain, _ = score_events(fresh_engine(), events, gate=True)
         entry["metrics_without_release"] = summarize(plain, labels, outbound_ids=outbound_ids)
     return ModelRun(entry, records, dup, _plot_arrays(records, labels))
@@ -512,6 +530,11 @@ def _summary_rows(models: list[dict]) -> list[list[str]]:
         row("false freezes (freezes on events of no incident; agents)",
             lambda m: f"{m['false_freezes']['count']} ({m['false_freezes']['agents']} agents)"),
         row("look-alikes frozen", lambda m: f"{m['lookalikes_frozen']['frozen']}/{m['lookalikes_frozen']['of']}"),
+        row("benign actions alerted (agent not frozen) per agent-day",
+            lambda m: f"{_fmt(m['alerts'].get('benign_alerted_per_agent_day'))} ({m['alerts'].get('benign_alerted')})"),
+        row("analyst's verdicts per agent-day (simulated analyst)",
+            lambda m: f"{_fmt(m['analyst']['per_agent_day'])} ({m['analyst']['verdicts']})"
+            if m.get("analyst") else "n/a (no analyst)"),
         row("pre-action check: first harmful actions held",
             lambda m: gate(m, lambda g: f"{g['first_harmful_held']}/{g['of']}")),
         row("pre-action check: approvals per 1,000 benign outbound actions",
@@ -825,4 +848,8 @@ def one_line(mm: dict) -> str:
     return (f"caught at first harmful {f['caught_at_first_harmful']}/{f['of']}, contained {f['contained']}/{f['of']}, "
             f"stopped before harm {f['stopped_before_harm']}/{f['of']}; false freezes {ff['count']} "
             f"({_fmt(ff['per_1000_agent_days'])}/1000 agent-days); look-alikes frozen {la['frozen']}/{la['of']}; "
-            f"ROC-AUC {_fmt(mm['event_level']['roc_auc'])}, PR-AUC {_fmt(mm['event_level']['pr_auc'])}{gate}")
+            f"ROC-AUC {_fmt(mm['event_level']['roc_auc'])}, PR-AUC {_fmt(mm['event_level']['pr_auc'])}{gate}"
+            f"; benign alerted {_fmt(mm['alerts'].get('benign_alerted_per_agent_day'))}/agent-day; "
+            f"freezes outside incidents {ff['count']}"
+            + (f"; analyst verdicts {_fmt(mm['analyst']['per_agent_day'])}/agent-day ({mm['analyst']['verdicts']})"
+               if mm.get("analyst") else ""))

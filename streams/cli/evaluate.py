@@ -16,7 +16,7 @@ from detector.errors import UsageError
 from detector.policy import load_policy
 from models.evaluate import LabelsError, evaluate_model, load_labels, one_line, write_report
 from models.playback import parse_duration
-from streams.cli.replay import load_engine
+from streams.cli.replay import analyst_for, load_engine
 from streams.cli.sources import InvalidLines, read_file
 
 __all__ = ["configure_parser", "run"]
@@ -35,6 +35,12 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--release-after", metavar="DURATION",
                    help="a simulated analyst releases every freeze this long (event time) after it, e.g. 1h, 30m, "
                         "90s or plain seconds; the report shows the figures with and without it (default: never)")
+    p.add_argument("--analyst", metavar="LABELS.json",
+                   help="a simulated analyst gives every freeze a verdict --analyst-delay after it (releasing it; "
+                        "'confirmed' when its triggering event is an incident event of LABELS, else 'benign') and "
+                        "every alert episode one --analyst-delay after it closes; the report shows the figures with "
+                        "and without it, and the analyst's verdicts per agent-day")
+    p.add_argument("--analyst-delay", metavar="DURATION", help="default 1h")
     p.add_argument("--quiet", action="store_true", help="do not report invalid lines one by one")
 
 
@@ -50,6 +56,9 @@ def run(args: argparse.Namespace) -> int:
         labels = load_labels(args.labels)
     except LabelsError as err:
         raise UsageError(str(err)) from None
+    analyst = analyst_for(getattr(args, "analyst", None), getattr(args, "analyst_delay", None))
+    if analyst is not None and release_after is not None:
+        raise UsageError("--analyst releases every freeze itself after --analyst-delay: drop --release-after")
     report = Path(args.report)
     if report.exists() and not report.is_dir():
         raise UsageError(f"--report {report} exists and is not a directory")
@@ -64,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.input} has no valid events to evaluate")
 
     outbound = {ev.event_id for ev in events if ev.destinations}
-    runs = [evaluate_model(role, path, engine, events, labels, policy, release_after=release_after,
+    runs = [evaluate_model(role, path, engine, events, labels, policy, release_after=release_after, analyst=analyst,
                            fresh_engine=lambda path=path: load_engine(path, args.policy), outbound_ids=outbound)
             for role, path, engine in engines]
     models = [r.entry for r in runs]
@@ -77,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
                    "lookalikes": len(labels.get("lookalikes", []))},
         "policy": args.policy,
         "release_after_s": release_after,
+        "analyst": None if analyst is None else {"labels": args.analyst, "delay_s": analyst.delay},
     }
     try:
         out = write_report(report, meta, models, [r.scored for r in runs], thresholds=policy.thresholds)
@@ -84,7 +94,10 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"cannot write the report to {report}: {err.strerror or err}") from None
     for m in models:
         figures = [("", m["metrics"])]
-        if "metrics_without_release" in m:
+        if "metrics_without_release" in m and analyst is not None:
+            figures = [(f" (simulated analyst, verdicts after {analyst.delay:g} s)", m["metrics"]),
+                       (" (no analyst, never released)", m["metrics_without_release"])]
+        elif "metrics_without_release" in m:
             figures = [(f" (released after {release_after:g} s)", m["metrics"]),
                        (" (never released)", m["metrics_without_release"])]
         for tag, mm in figures:

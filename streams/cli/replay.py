@@ -43,7 +43,42 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--release-after", metavar="DURATION",
                    help="evaluation mode: a simulated analyst releases every freeze this long (event time) after it, "
                         "e.g. 1h, 30m, 90s or plain seconds (default: never)")
+    p.add_argument("--analyst", metavar="LABELS.json",
+                   help="evaluation mode: a simulated analyst gives every freeze a verdict --analyst-delay after it "
+                        "(releasing it; 'confirmed' when its triggering event is an incident event of LABELS, else "
+                        "'benign') and every alert episode one --analyst-delay after it closes, through the path an "
+                        "analyst's verdict takes")
+    p.add_argument("--analyst-delay", metavar="DURATION", default=None,
+                   help="how long after a freeze or an episode's close the simulated analyst answers (default 1h)")
+    p.add_argument("--verdicts", metavar="VERDICTS.jsonl",
+                   help="recorded verdicts (flowbreaker-verdict/1 records, as on agent-verdicts), applied in event "
+                        "time; one on the agent's open incident releases it first, as `release --verdict` does")
+    p.add_argument("--verdicts-out", metavar="VERDICTS.jsonl",
+                   help="also write the verdicts applied (the simulated analyst's, or --verdicts'), as records "
+                        "--verdicts reads")
+    p.add_argument("--episodes", metavar="EPISODES.jsonl",
+                   help="also write the alert episode records (flowbreaker-episode/1, as on agent-alerts)")
     p.add_argument("--quiet", action="store_true", help="do not report invalid lines one by one")
+
+
+def analyst_for(labels_path: str | None, delay: str | None):
+    """The simulated analyst of ``--analyst LABELS.json [--analyst-delay D]``, or ``None``; UsageError (exit 2)
+    on an unreadable labels file or a bad delay, or a delay without labels."""
+    from detector.errors import UsageError
+    from models.playback import Analyst, parse_duration
+
+    if labels_path is None:
+        if delay is not None:
+            raise UsageError("--analyst-delay needs --analyst LABELS.json")
+        return None
+    from models.evaluate import LabelsError, load_labels
+
+    try:
+        seconds = parse_duration(delay if delay is not None else "1h", "--analyst-delay")
+        labels = load_labels(labels_path)
+    except (ValueError, LabelsError) as err:
+        raise UsageError(str(err)) from None
+    return Analyst(frozenset(e for inc in labels["incidents"] for e in inc["event_ids"]), seconds)
 
 
 def open_output(path: str) -> IO[bytes]:
@@ -102,14 +137,24 @@ def run(args: argparse.Namespace) -> int:
             from detector.manifest import ManifestGate
 
             gate = ManifestGate(gate)
-    from models.playback import Playback, parse_duration
+    from models.playback import Playback, parse_duration, read_verdicts
     from detector.errors import UsageError
 
     try:
         release_after = parse_duration(args.release_after) if getattr(args, "release_after", None) else None
     except ValueError as err:
         raise UsageError(str(err)) from None
-    playback = Playback(engine, gate=gate, release_after=release_after)
+    analyst = analyst_for(getattr(args, "analyst", None), getattr(args, "analyst_delay", None))
+    if analyst is not None and release_after is not None:
+        raise UsageError("--analyst releases every freeze itself after --analyst-delay: drop --release-after")
+    verdicts = None
+    if getattr(args, "verdicts", None):
+        try:
+            verdicts = read_verdicts(args.verdicts)
+        except ValueError as err:
+            raise UsageError(str(err)) from None
+    playback = Playback(engine, gate=gate, release_after=release_after, analyst=analyst, verdicts=verdicts)
+    episodes = 0
     duplicates = decided = alerts = freezes = 0
     # replay names every invalid line, as the contract says (docs/contract.md, section 5)
     invalid = InvalidLines(args.input, quiet=args.quiet, show=None, wording="invalid event")
@@ -117,6 +162,7 @@ def run(args: argparse.Namespace) -> int:
     with input_file(args.input) as fin:
         fout = open_output(args.out)
         finc = open_output(args.incidents) if args.incidents else None
+        fep = open_output(args.episodes) if getattr(args, "episodes", None) else None
         try:
             batch: list[ActionEvent] = []
             events = read_events(fin, on_error=invalid)
@@ -140,14 +186,31 @@ def run(args: argparse.Namespace) -> int:
                     if rec["action_taken"] == "alert":
                         alerts += 1
                     lines.append(_encode(rec))
+                    if fep is not None:
+                        for e in d.episodes:
+                            fep.write(_encode(e) + b"\n")
+                    episodes += sum(e["state"] == "open" and e["actions"] == 1 for e in d.episodes)
                     if d.freeze is not None:
                         freezes += 1
                         if finc is not None:
                             finc.write(_encode(d.incident) + b"\n")
                 if lines:
                     fout.write(b"\n".join(lines) + b"\n")
+                if fep is not None and playback.episodes:
+                    fep.write(b"".join(_encode(e) + b"\n" for e in playback.episodes))
+                playback.episodes.clear()
+            playback.finish()
+            if fep is not None and playback.episodes:
+                fep.write(b"".join(_encode(e) + b"\n" for e in playback.episodes))
+            if getattr(args, "verdicts_out", None):
+                fv = open_output(args.verdicts_out)
+                try:
+                    fv.write(b"".join(_encode(v) + b"\n" for v in playback.verdicts))
+                finally:
+                    if fv is not sys.stdout.buffer:
+                        fv.close()
         finally:
-            for fh in (fout, finc):
+            for fh in (fout, finc, fep):
                 if fh is not None and fh is not sys.stdout.buffer:
                     fh.close()
                 elif fh is not None:
@@ -155,6 +218,7 @@ def run(args: argparse.Namespace) -> int:
     detail = ", ".join(f"{k}={v}" for k, v in sorted(invalid.by_code.items()))
     print(f"replay: {decided} decisions ({alerts} alerts, {freezes} freezes), {invalid.count} invalid lines"
           f"{' (' + detail + ')' if detail else ''}, {duplicates} duplicates skipped"
-          f"{f', {len(playback.releases)} simulated releases' if release_after else ''}; model {engine.model_version}",
+          f"{f', {len(playback.releases)} simulated releases' if release_after else ''}, {episodes} alert episodes"
+          f"{f', {len(playback.verdicts)} verdicts applied' if analyst or verdicts else ''}; model {engine.model_version}",
           file=sys.stderr)
     return 0

@@ -118,8 +118,11 @@ def test_false_freezes_are_counted_per_thousand_agent_days(metrics):
 
 
 def test_alert_precision_counts_alerts_and_freezes_on_incident_events(metrics):
-    # SOC-visible: a3 a4 b4 b5 c1 c3 d1 d2 = 8; on incident events: a3 a4 b4 b5 c3 d1 = 6
-    assert metrics["alerts"] == {"count": 8, "on_incident_events": 6, "precision": 0.75}
+    # SOC-visible: a3 a4 b4 b5 c1 c3 d1 d2 = 8; on incident events: a3 a4 b4 b5 c3 d1 = 6; benign alerts on an
+    # agent not frozen: d2 (c1 is a freeze), over 5 agent-days
+    assert metrics["alerts"] == {"count": 8, "on_incident_events": 6, "precision": 0.75, "benign_alerted": 1,
+                                 "benign_alerted_per_agent_day": 0.2}
+    assert metrics["analyst"] is None
     assert metrics["freezes"] == {"count": 3, "on_incident_events": 2, "precision": 0.6667}
 
 

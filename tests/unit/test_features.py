@@ -157,9 +157,27 @@ def test_fan_out_counts_every_destination_beyond_the_first_64():
 
 
 def test_fan_out_accumulates_within_fifteen_minutes():
-    _, obs = run([send(0, dests=["slack:#all-hands"]), send(0, dests=["slack:#all-hands"])])
+    _, obs = run([send(0, dests=["slack:#all-hands"]), send(0, dests=["slack:#all-hands"])], commit=False)
     assert f(obs, "fanout_15m") == 1000
     assert f(obs, "event_fanout") == 500
+
+
+def test_a_destination_the_agent_reached_before_counts_one_recipient_in_fan_out():
+    # its audience was reached before (issue 18: compare a destination with its own history)
+    _, obs = run([send(0, dests=["slack:#all-hands"]), send(0, dests=["slack:#all-hands", "slack:#new-channel"])])
+    assert f(obs, "event_fanout") == 2
+    assert f(obs, "fanout_15m") == 502
+
+
+def test_novel_items_name_what_the_action_met_for_the_first_time_and_peers_adoptions_are_not_novel():
+    from detector.features import K_TOOL, item_key
+    from detector.sketch import stable_hash
+
+    st_, obs = run([send(0, dests=["email:eve@evil.example"])], commit=False)
+    tool = item_key(K_TOOL, stable_hash("mail.send"))
+    assert tool in obs.novel and f(obs, "novel_tool") > 0
+    obs2 = extract(FeatureState(), send(0, dests=["email:eve@evil.example"]), POLICY, adopted={tool})
+    assert tool in obs2.adopted and tool not in obs2.novel and f(obs2, "novel_tool") == 0
 
 
 # --------------------------------------------------------------------------- distinct destinations

@@ -280,6 +280,7 @@ def test_freeze_outcomes_count_caught_contained_and_stopped_before_harm():
 class _Decision:
     def __init__(self, ev, action, state):
         self.duplicate = False
+        self.episodes = []  # alert episodes (issue 18): none here
         self.freeze = {"command": "freeze"} if action == "freeze" else None
         self.record = {"event_id": ev.event_id, "agent_id": ev.agent_id, "ts": ev.ts, "action_taken": action,
                        "breaker_state": state}
@@ -307,6 +308,9 @@ class _TripEngine:
 
     def process_batch(self, events):
         return [self.process(ev) for ev in events]
+
+    def close_quiet(self, now):
+        return []
 
 
 def test_playback_releases_each_freeze_after_the_delay_in_event_time():
