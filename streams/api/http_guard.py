@@ -19,8 +19,12 @@ doors, for every route of the worker (``/v1``, ``/metrics``, ``/status``):
   else ``408`` and the connection is closed. A slow-loris client holds a socket
   for seconds, not minutes.
 - **Per-token rate limits** (:class:`TokenBuckets`, used by the API for every
-  authenticated call): ``FLOWBREAKER_API_RATE_PER_S`` (default 100) calls a second
-  per principal, with bursts of ``FLOWBREAKER_API_BURST`` (default 200); beyond it
+  authenticated call): ``FLOWBREAKER_API_RATE_PER_S`` (default 2000: a runtime host
+  checks every outbound action of its agents) calls a second per principal and
+  worker, with bursts of ``FLOWBREAKER_API_BURST`` (default 4000); calls that write
+  (freeze, release, feedback, approve, deny, fallbacks, and a check that opens an
+  approval request) also take from ``FLOWBREAKER_API_WRITE_RATE_PER_S`` (default 10)
+  with bursts of ``FLOWBREAKER_API_WRITE_BURST`` (default 50). Beyond either:
   ``429`` with ``Retry-After``.
 
 >>> log = RefusalLog(burst=2, window_s=10.0, clock=iter([0.0, 1.0, 2.0, 3.0, 11.0]).__next__)
@@ -68,8 +72,10 @@ class HttpLimits:
         env = os.environ if environ is None else environ
         self.header_timeout_s = _env_float(env, "FLOWBREAKER_HTTP_HEADER_TIMEOUT_S", 5.0)
         self.body_timeout_s = _env_float(env, "FLOWBREAKER_HTTP_BODY_TIMEOUT_S", 10.0)
-        self.rate_per_s = _env_float(env, "FLOWBREAKER_API_RATE_PER_S", 100.0)
-        self.burst = _env_float(env, "FLOWBREAKER_API_BURST", 200.0)
+        self.rate_per_s = _env_float(env, "FLOWBREAKER_API_RATE_PER_S", 2000.0)
+        self.burst = _env_float(env, "FLOWBREAKER_API_BURST", 4000.0)
+        self.write_rate_per_s = _env_float(env, "FLOWBREAKER_API_WRITE_RATE_PER_S", 10.0)
+        self.write_burst = _env_float(env, "FLOWBREAKER_API_WRITE_BURST", 50.0)
         self.max_open_approvals = int(_env_float(env, "FLOWBREAKER_MAX_OPEN_APPROVALS_PER_AGENT", 20))
 
 

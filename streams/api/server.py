@@ -298,6 +298,9 @@ class ControlPlane:
         #: read timeouts, per-token rate limits, open approval requests per agent (streams/api/http_guard.py)
         self.limits = http_guard.HttpLimits()
         self.buckets = http_guard.TokenBuckets(rate_per_s=self.limits.rate_per_s, burst=self.limits.burst)
+        #: calls that write (state-changing routes, checks that open an approval request): a smaller budget
+        self.write_buckets = http_guard.TokenBuckets(rate_per_s=self.limits.write_rate_per_s,
+                                                     burst=self.limits.write_burst)
 
     # ------------------------------------------------------------------ wiring
     @property
@@ -431,9 +434,11 @@ class ControlPlane:
                 if ctx.principal is None:
                     raise ApiError(401, "unauthenticated", "a valid bearer token is required")
                 wait = self.buckets.take(ctx.principal.name)
+                if wait == 0 and route.act is not None:
+                    wait = self.write_buckets.take(ctx.principal.name)
                 if wait > 0:
-                    raise ApiError(429, "rate_limited", f"more than {self.limits.rate_per_s:g} calls a second with "
-                                                        "this token; retry later", retry_after=wait)
+                    raise ApiError(429, "rate_limited", "too many calls with this token; retry later",
+                                   retry_after=wait)
                 if not allowed(ctx.principal.role, route.permission):
                     roles = ", ".join(sorted(PERMISSIONS[route.permission]))
                     raise ApiError(403, "forbidden", f"role {ctx.principal.role!r} may not {route.name} "
@@ -963,6 +968,15 @@ class ControlPlane:
                     detail=f"{ev.action} {ev.tool}; verdict {verdict}", worker=self.url))
         if verdict == NEEDS_APPROVAL and approval_id is None:
             self._require_feed()
+            if self.store.pending_like(probe, now) is None:  # a new request: an audit record, an analyst's time
+                if self.store.open_for(ev.agent_id, now) >= self.limits.max_open_approvals:
+                    raise ApiError(429, "too_many_approval_requests", f"agent already has "
+                                   f"{self.limits.max_open_approvals} open approval requests; decide them or let "
+                                   "them expire before asking for more", retry_after=60)
+                wait = self.write_buckets.take(ctx.principal.name)
+                if wait > 0:
+                    raise ApiError(429, "rate_limited", "too many approval requests with this token; retry later",
+                                   retry_after=wait)
             try:
                 rec, created = await self.approvals.open_request(probe, reasons=reasons, score=score,
                                                                  by=ctx.principal.name, now=now,

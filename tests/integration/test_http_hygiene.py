@@ -23,6 +23,7 @@ HEADER_TIMEOUT_S = 2.0
 BODY_TIMEOUT_S = 2.0
 RATE = {"FLOWBREAKER_API_RATE_PER_S": "5", "FLOWBREAKER_API_BURST": "20",
         "FLOWBREAKER_MAX_OPEN_APPROVALS_PER_AGENT": "3",
+        "FLOWBREAKER_API_WRITE_RATE_PER_S": "0.01", "FLOWBREAKER_API_WRITE_BURST": "5",
         "FLOWBREAKER_HTTP_HEADER_TIMEOUT_S": str(HEADER_TIMEOUT_S),
         "FLOWBREAKER_HTTP_BODY_TIMEOUT_S": str(BODY_TIMEOUT_S)}
 SECRET = "s3cr3t-token-" + "A" * 40
@@ -141,19 +142,28 @@ def test_one_token_is_rate_limited_with_429_and_retry_after_and_others_are_not(w
     wait_for(lambda: call("GET", url, TOKEN["analyst"]).status == 200, 10, "the analyst's budget refilled")
 
 
-def test_open_approval_requests_per_agent_are_bounded(worker):
-    agent = worker.agent_on(0, "http-appr")
-    seed(worker, [agent])
+def _ask(worker, agent: str, n: int, first: int) -> tuple[set, list]:
     opened, refused = set(), []
-    for i in range(8):  # eight different destinations: eight different requests
+    for i in range(first, first + n):  # different destinations: different requests
         r = call("POST", worker.url(0) + "/v1/check", TOKEN["runtime"],
-                 exfil(agent, 700 + i, destinations=[f"email:x{i}@ext-partner.example"], records=40,
+                 exfil(agent, i, destinations=[f"email:x{i}@ext-partner.example"], records=40,
                        sensitivity="confidential"))
         if r.status == 200 and r.json["approval_request_id"]:
             opened.add(r.json["approval_request_id"])
         else:
             refused.append(r)
-        time.sleep(0.25)  # stay under the token's rate
-    assert len(opened) == 3, (opened, refused)
+        time.sleep(0.25)  # stay under the token's rate for all calls
+    return opened, refused
+
+
+def test_open_approval_requests_per_agent_and_per_token_are_bounded(worker):
+    a, b = worker.agent_on(0, "http-appr-a"), worker.agent_on(0, "http-appr-b")
+    seed(worker, [a, b])
+    opened, refused = _ask(worker, a, 6, 700)
+    assert len(opened) == 3, (opened, refused)  # FLOWBREAKER_MAX_OPEN_APPROVALS_PER_AGENT
     assert refused and all(r.status == 429 and r.json["error"]["code"] == "too_many_approval_requests"
                            and "Retry-After" in r.headers for r in refused)
+    # the token's write budget (5) is what is left for every other agent: 2 more requests, then 429
+    opened, refused = _ask(worker, b, 4, 800)
+    assert len(opened) == 2, (opened, refused)
+    assert refused and all(r.status == 429 and r.json["error"]["code"] == "rate_limited" for r in refused)
