@@ -76,9 +76,12 @@ def _op(summary: str, permission: str | None, responses: dict, *, params=(), bod
     if permission is not None:
         op["responses"]["401"] = _err("no or unknown bearer token")
         op["responses"]["403"] = _err("the token's role may not do this")
+        op["responses"]["429"] = _err("too many calls with this token (or, for a check, open approval requests "
+                                      "for this agent); retry after the Retry-After header")
     if body is not None:
         op["responses"]["400"] = _err("malformed JSON or a field out of bounds (the message says which)")
         op["responses"]["413"] = _err("body too large")
+        op["responses"]["408"] = _err("the body did not arrive in time (FLOWBREAKER_HTTP_BODY_TIMEOUT_S)")
     op["responses"].setdefault("503", _err("not ready (starting or rebalancing) or the owning worker is unreachable;"
                                            " retry after the Retry-After header"))
     return op
