@@ -344,7 +344,7 @@ class SpanTranslator:
     def translate(self, req: ExportTraceServiceRequest) -> Translation:
         out = Translation()
         found: list[tuple[Any, dict, str]] = []       # (span, attributes, tool) of this request's tool spans
-        here: dict[tuple[bytes, bytes], tuple[str, str]] = {}  # this request's tool spans -> (tool, event_id)
+        here: dict[tuple[bytes, bytes], tuple] = {}  # this request's tool spans -> (tool, event_id, parent span id)
         for rs in req.resource_spans:
             res_kvs = rs.resource.attributes
             resource: dict | None = None
@@ -378,11 +378,16 @@ class SpanTranslator:
                         out.refuse("ids", span, "trace_id must be 16 bytes and span_id 8, not all zero")
                         continue
                     found.append((span, attrs, tool))
-                    here[(span.trace_id, span.span_id)] = (tool, self._event_id(span, attrs))
+                    here[(span.trace_id, span.span_id)] = (tool, self._event_id(span, attrs), span.parent_span_id)
+        layered = self._layered(found, here) if found else ()
         for span, attrs, tool in found:
+            if (span.trace_id, span.span_id) in layered:
+                out.nested += 1
+                out.ignored += 1
+                continue
             self._one(out, span, attrs, tool, here)
         for span, _attrs, tool in found:  # remembered for the requests to come, duplicates included
-            self._spans.put((span.trace_id, span.span_id), here[(span.trace_id, span.span_id)])
+            self._spans.put((span.trace_id, span.span_id), here[(span.trace_id, span.span_id)][:2])
             if span.parent_span_id:
                 self._children.put((span.trace_id, span.parent_span_id), tool)
         return out
@@ -392,21 +397,49 @@ class SpanTranslator:
         call_id = attrs.get("gen_ai.tool.call.id")
         return call_id if isinstance(call_id, str) and call_id else span.span_id.hex()
 
+    def _layered(self, found: list, here: dict) -> set:
+        """The tool spans of this request that are a call already given by another span: each chain of
+        same-tool spans (parent and child) keeps its outermost member, unless a member is linked to a
+        same-tool span of an earlier request, which gave the event then."""
+        out: set = set()
+        chains: dict[tuple[bytes, bytes], list] = {}
+        for span, _attrs, tool in found:
+            root = self._root(span, tool, here)
+            chains.setdefault(root, []).append((span, tool))
+        for root, members in chains.items():
+            earlier = False
+            for span, tool in members:
+                known = self._spans.get((span.trace_id, span.parent_span_id)) if span.parent_span_id else None
+                if known is not None and known[0] == tool \
+                        or self._children.get((span.trace_id, span.span_id)) == tool:
+                    earlier = True
+                    break
+            for span, _tool in members:
+                key = (span.trace_id, span.span_id)
+                if earlier or key != root:
+                    out.add(key)
+        return out
+
+    @staticmethod
+    def _root(span: Any, tool: str, here: dict) -> tuple[bytes, bytes]:
+        """The outermost span of this request reached from ``span`` through parents of the same tool."""
+        trace_id, key, parent, hops = span.trace_id, (span.trace_id, span.span_id), span.parent_span_id, 0
+        while parent and hops <= len(here):
+            known = here.get((trace_id, parent))
+            if known is None or known[0] != tool:
+                break
+            key = (trace_id, parent)
+            parent = known[2]
+            hops += 1
+        return key
+
     def _one(self, out: Translation, span: Any, attrs: dict, tool: str, here: dict) -> None:
         trace_id, parent = span.trace_id, span.parent_span_id
         parent_event_id = None
-        if parent:
+        if parent:  # a tool span of another tool (one of the same tool made this span a layer, above)
             known = here.get((trace_id, parent)) or self._spans.get((trace_id, parent))
             if known is not None:
-                if known[0] == tool:  # the same call, traced one layer up (outermost wins in one request)
-                    out.nested += 1
-                    out.ignored += 1
-                    return
                 parent_event_id = known[1]
-        if self._children.get((trace_id, span.span_id)) == tool:  # its inner layer arrived in an earlier request
-            out.nested += 1
-            out.ignored += 1
-            return
         agent = attrs.get("gen_ai.agent.id") or attrs.get("gen_ai.agent.name") or attrs.get("service.name")
         if not isinstance(agent, str) or not agent:
             out.refuse("no_agent", span, "no gen_ai.agent.id, gen_ai.agent.name or service.name")
