@@ -36,6 +36,11 @@ from detector.events import ActionEvent
 from detector.policy import BROADCAST, EXTERNAL, INTERNAL, Policy
 from detector.sketch import bloom_add, bloom_has, stable_hash
 
+#: an event's first destinations classified against the policy (contract section 1: an action may name 10,000);
+#: the rest count in fan-out as external, or with their reach when listed under ``[broadcast]``, so one event's
+#: work stays bounded (and the policy's classification cache is not flushed by one event of fresh addresses)
+CLASSIFIED_DESTINATIONS = 1000
+
 __all__ = ["FEATURES", "FEATURE_NAMES", "FEATURE_INDEX", "Feature", "FeatureState", "Observation", "extract",
            "commit_novelty", "settle", "resource_family", "destination_family", "tool_family", "SKETCH_BYTES",
            "K_TOOL", "K_RESOURCE", "K_DEST", "K_STEP", "K_PRINCIPAL", "item_key"]
@@ -390,16 +395,21 @@ def extract(st: FeatureState, ev: ActionEvent, policy: Policy, adopted=None) -> 
         recent_a, recent_b = st.recent_a, st.recent_b
         seen_dests = st.dests
         classify = policy.classify
+        broadcast = policy.broadcast
         for i, d in enumerate(dests):
-            cls, reach = classify(d)
+            if i < CLASSIFIED_DESTINATIONS:
+                cls, reach = classify(d)
+            else:  # bounded work per event: past the bound only the [broadcast] list is looked up (a dict)
+                reach = broadcast.get(d)
+                cls, reach = (BROADCAST, reach) if reach is not None else (EXTERNAL, 1)
             classes.append(cls)
-            h = stable_hash(d)
             ext = cls is EXTERNAL or cls is BROADCAST
             if ext:
                 outward = True
             if i >= 64:  # novelty and distinct counts look at the first 64; fan-out counts all
                 fanout += reach
                 continue
+            h = stable_hash(d)
             dest_hashes.append(h)
             if not bloom_has(recent_a, h, _RECENT_MASK) and not bloom_has(recent_b, h, _RECENT_MASK):
                 recent_a = bloom_add(recent_a, h, _RECENT_MASK)
