@@ -23,6 +23,12 @@ and end a breaker's probation. A topic created earlier keeps its setting; set it
 with ``kafka-configs.sh --alter --entity-type topics --entity-name agent-actions
 --add-config message.timestamp.type=LogAppendTime`` (until then the workers cap
 the producer's timestamp with their own clock).
+
+``agent-actions`` is also created with ``max.message.bytes`` = :data:`ACTIONS_MAX_MESSAGE_BYTES`
+(1,114,112), so an event of the contract's 1 MiB fits with its key and framing; for a topic created
+earlier, ``--add-config max.message.bytes=1114112``. Producers need ``max.request.size`` (kafka-python,
+aiokafka: ``max_request_size``) of at least as much: the clients' default of 1,048,576 refuses such an
+event before it leaves (the workers' producer allows 4 MiB).
 """
 
 from __future__ import annotations
@@ -32,11 +38,17 @@ from typing import Iterable, Mapping
 
 from streams.settings import TOPICS, Settings
 
-__all__ = ["ensure_topics", "describe_topics", "group_consumer", "KafkaUnavailable", "TOPIC_CONFIGS"]
+__all__ = ["ensure_topics", "describe_topics", "group_consumer", "KafkaUnavailable", "TOPIC_CONFIGS",
+           "ACTIONS_MAX_MESSAGE_BYTES"]
+
+#: ``max.message.bytes`` of ``agent-actions``: the contract's largest event (1 MiB, detector/events.py) with room
+#: for its key (up to 512 bytes), headers and the record batch's framing; Kafka's default (1 MiB + 12) has none
+ACTIONS_MAX_MESSAGE_BYTES = 1024 * 1024 + 64 * 1024
 
 #: topic configs per logical topic (everything else: broker defaults)
 TOPIC_CONFIGS: dict[str, dict[str, str]] = {
-    "actions": {"message.timestamp.type": "LogAppendTime"},      # event time is bounded by the broker's clock
+    # event time is bounded by the broker's clock; an event of the contract's 1 MiB fits with its key and framing
+    "actions": {"message.timestamp.type": "LogAppendTime", "max.message.bytes": str(ACTIONS_MAX_MESSAGE_BYTES)},
     "dlq": {"retention.ms": str(30 * 24 * 3600 * 1000)},        # a month to look at bad producers
     "incidents": {"retention.ms": str(365 * 24 * 3600 * 1000)},  # forensic records: a year
     "control": {"retention.ms": str(90 * 24 * 3600 * 1000)},     # freezes and releases: audit trail
