@@ -16,8 +16,10 @@ When it works, when it fails:
 - Commands are judged by the contract's rules (:class:`streams.clients.commands.CommandFold`,
   per partition, in offset order): a freeze is enacted even unsigned (freezing
   is the safe side; counted, and marked ``X-Flowbreaker-Verified: false``); a
-  release is enacted only when its signature verifies (:mod:`streams.clients.signing`)
-  and it names the incident of the freeze in force. Ignored commands are
+  release is enacted only when its signature verifies (:mod:`streams.clients.signing`,
+  public keys only: the actuator cannot sign), it is newer than every command
+  verified for the agent (``seq``: a replayed old freeze or release is not
+  enacted) and it names the incident of the freeze in force. Ignored commands are
   logged, counted in ``ignored`` and committed past. To know the freeze in force
   when it starts (or takes over a partition) mid-log, the actuator first reads
   that partition from its beginning up to the record in hand (``history``).
@@ -26,6 +28,8 @@ When it works, when it fails:
   (and ``rejected`` by reason) and committed past. No record can crash the loop.
 - The orchestrator receives the command's known fields re-encoded as JSON
   (unknown extra fields, which no signature covers, are dropped).
+- The key file is reloaded when it changes, and at once on SIGHUP (key
+  rotation never restarts the actuator).
 - A stop (SIGINT/SIGTERM) during retries ends the wait at once; the pending
   command stays uncommitted and is delivered again on the next start.
 - One actuator process handles all partitions in one thread, so a command held
@@ -439,8 +443,8 @@ def run(args: argparse.Namespace) -> int:
 
     keys = keyring_for(settings)
     if keys is None:
-        raise UsageError("no command signing keys: --signing-keys FILE or FLOWBREAKER_SIGNING_KEYS (the workers' "
-                         "key file; python -m streams.clients.signing new)")
+        raise UsageError("no command signing keys to verify with: --signing-keys FILE or FLOWBREAKER_SIGNING_KEYS "
+                         "(the public key file: flowbreaker keys public FILE)")
     from streams.kafka_admin import group_consumer
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
@@ -453,6 +457,12 @@ def run(args: argparse.Namespace) -> int:
         stop.set()
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def on_hup(_signum, _frame):
+        log.warning("SIGHUP: reloading the signing keys: %s", "changed" if keys.reload() else "unchanged")
+
+    if hasattr(signal, "SIGHUP"):
+        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, on_hup)
     topic = settings.topic("control")
     group = args.group or settings.topic_prefix + DEFAULT_GROUP
     consumer = group_consumer(settings, topic, group=group, client_id="flowbreaker-actuator", enable_auto_commit=False,

@@ -11,34 +11,50 @@ it (:class:`RejectLog`: topic, partition, offset; at most a few lines a minute)
 and goes on with the next record.
 
 :class:`CommandFold` is the contract's rule for commands (section 4), one
-implementation for the FreezeGuard, the actuator and the workers' control
-index:
+implementation for the FreezeGuard, the actuator, the workers' control index
+and the reference runtime:
 
+- commands are ordered per agent: every signed command carries ``seq``, the
+  agent's command sequence number, covered by the signature. The fold keeps the
+  highest ``seq`` it verified for each agent; a verified command with a lower
+  ``seq``, or the same ``seq`` with other contents, is a replay and changes
+  nothing (``replayed``); the same command again is a ``repeat``. A release
+  issued more than ``max_backdate_s`` (15 min) before the newest command seen
+  for the agent is refused as ``too_old``. A signed command without ``seq``
+  (the former format) counts as unverified (verdict ``unsequenced``);
 - a ``freeze`` freezes the agent and names its open incident. A freeze whose
   signature does not verify is still honoured where ``unverified_freezes`` is
   set (guards and the actuator: freezing is the safe side) and counted; it never
   replaces a verified freeze in force, so a forged freeze cannot change which
   incident a genuine release must name;
-- a ``release`` is honoured only when its signature verifies and it names the
-  incident of the freeze in force. Anything else (unsigned, forged, another or
-  an older incident, an agent that is not frozen) is ignored and counted.
+- a ``release`` is honoured only when its signature verifies, it is in order,
+  and it names the incident of the freeze in force. Anything else (unsigned,
+  forged, replayed, another or an older incident, an agent that is not frozen)
+  is ignored and counted.
 
 >>> from streams.clients.signing import KeyRing
 >>> ring = KeyRing({"k1": bytes(32)}, active="k1")
 >>> fold = CommandFold(ring)
->>> def cmd(kind, inc, **kw):
-...     return decode_command(ring.sign(dict({"command": kind, "agent_id": "a", "incident_id": inc}, **kw)))
->>> fold.apply(cmd("freeze", "inc-1")), fold.open_incident("a")
-('frozen', 'inc-1')
->>> forged = decode_command({"command": "release", "agent_id": "a", "incident_id": "inc-1", "issued_by": "flowbreaker"})
->>> fold.apply(forged), fold.apply(cmd("release", "inc-0")), fold.is_frozen("a")
+>>> def cmd(kind, inc, seq, **kw):
+...     return decode_command(ring.sign(dict({"command": kind, "agent_id": "a", "incident_id": inc, "seq": seq,
+...                                           "issued_at": "2026-03-02T09:00:00Z"}, **kw)))
+>>> freeze_a, release_a = cmd("freeze", "inc-a", 1), cmd("release", "inc-a", 2)
+>>> fold.apply(freeze_a), fold.open_incident("a")
+('frozen', 'inc-a')
+>>> forged = decode_command({"command": "release", "agent_id": "a", "incident_id": "inc-a", "seq": 9})
+>>> fold.apply(forged), fold.apply(cmd("release", "inc-0", 2)), fold.is_frozen("a")
 ('release_unverified', 'release_stale', True)
->>> fold.apply(cmd("release", "inc-1")), fold.is_frozen("a")
-('released', False)
+>>> fold.apply(release_a), fold.is_frozen("a")
+('replayed', True)
+>>> fold.apply(cmd("release", "inc-a", 3)), fold.apply(cmd("freeze", "inc-b", 4)), fold.highest("a")
+('released', 'frozen', 4)
+>>> fold.apply(freeze_a), fold.apply(release_a), fold.open_incident("a")   # the old pair, replayed
+('replayed', 'replayed', 'inc-b')
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections import Counter
@@ -47,7 +63,8 @@ from typing import Annotated, Any, Literal, Mapping, TypeVar
 import msgspec
 
 __all__ = ["RecordError", "decode_record", "decode_command", "Command", "CommandFold", "RejectLog",
-           "ControlMetrics", "REASONS", "OUTCOMES", "MAX_COMMAND_BYTES", "command_dict"]
+           "ControlMetrics", "REASONS", "OUTCOMES", "FOLD_VERDICTS", "MAX_COMMAND_BYTES", "MAX_BACKDATE_S",
+           "command_dict"]
 
 log = logging.getLogger("flowbreaker.control")
 
@@ -55,7 +72,14 @@ log = logging.getLogger("flowbreaker.control")
 REASONS = ("empty", "too_large", "encoding", "not_json", "too_deep", "not_object", "schema", "error")
 #: what :meth:`CommandFold.apply` did with a command (bounded: a metric label)
 OUTCOMES = ("frozen", "frozen_unverified", "refrozen", "repeat", "freeze_ignored", "released",
-            "release_unverified", "release_stale")
+            "release_unverified", "release_stale", "replayed", "too_old")
+#: what the fold says of a command's signature: :data:`streams.clients.signing.VERDICTS`, and ``unsequenced``
+#: for a signature that verifies on a command without ``seq`` (not ordered: counted as not verified)
+FOLD_VERDICTS = ("ok", "unsigned", "malformed_signature", "unknown_key", "bad_signature", "unsequenced")
+#: a release issued this long before the newest command seen for its agent is refused (seconds)
+MAX_BACKDATE_S = 900.0
+#: the largest sequence number (exact in a JSON double)
+MAX_SEQ = 2 ** 53
 #: the logical topics whose rejections are counted (bounded: a metric label)
 TOPICS = ("control", "incidents", "approvals", "model_updates", "feedback", "audit")
 #: a freeze or release command is a few hundred bytes; anything near this is not one
@@ -140,14 +164,15 @@ class Command(msgspec.Struct, frozen=True, omit_defaults=True):
     issued_at: Annotated[str, msgspec.Meta(max_length=64)] | None = None
     reason: _Text | None = None
     issued_by: Annotated[str, msgspec.Meta(max_length=256)] | None = None
+    seq: Annotated[int, msgspec.Meta(ge=1, le=MAX_SEQ)] | None = None
     signature: Annotated[str, msgspec.Meta(max_length=256)] | None = None
 
 
 def decode_command(raw: Any) -> Command:
     """A :class:`Command` from a record's value; raises :class:`RecordError`.
 
-    >>> decode_command(b'{"command": "freeze", "agent_id": "a", "extra": [1]}')
-    Command(command='freeze', agent_id='a', incident_id=None, issued_at=None, reason=None, issued_by=None, signature=None)
+    >>> decode_command(b'{"command": "freeze", "agent_id": "a", "seq": 3, "extra": [1]}')  # doctest: +ELLIPSIS
+    Command(command='freeze', agent_id='a', incident_id=None, ..., seq=3, signature=None)
     >>> decode_command(b'{"command": "pause", "agent_id": "a"}')
     Traceback (most recent call last):
     ...
@@ -164,18 +189,23 @@ def command_dict(cmd: Command) -> dict:
 
 
 class CommandFold:
-    """Per agent, the freeze in force, folded from commands in log order (see the module docstring).
+    """Per agent, the freeze in force and the highest command sequence verified, folded from commands in log
+    order (see the module docstring).
 
     ``keys`` is a :class:`streams.clients.signing.KeyRing`; ``None`` means a trusted
     feed (every command counts as verified: only for in-process feeds, never for
-    records read from Kafka). ``outcomes`` and ``verdicts`` count what was seen.
+    records read from Kafka; commands without ``seq`` then apply in call order).
+    ``outcomes`` and ``verdicts`` count what was seen.
     """
 
-    def __init__(self, keys: Any, *, unverified_freezes: bool = True) -> None:
+    def __init__(self, keys: Any, *, unverified_freezes: bool = True, max_backdate_s: float = MAX_BACKDATE_S) -> None:
         self.keys = keys
         self.unverified_freezes = unverified_freezes
+        self.max_backdate_s = max_backdate_s
         #: agent -> (freeze command in force, verified)
         self.frozen: dict[str, tuple[Command, bool]] = {}
+        #: agent -> (highest seq verified, newest issued_at seen as epoch seconds or None, digest of that command)
+        self.order: dict[str, tuple[int, float | None, bytes]] = {}
         self.outcomes: Counter = Counter()
         self.verdicts: Counter = Counter()
         self.last_verdict: str | None = None
@@ -183,7 +213,8 @@ class CommandFold:
     def verify(self, cmd: Command) -> str:
         if self.keys is None:
             return "ok"
-        return self.keys.verify(msgspec.structs.asdict(cmd))
+        verdict = self.keys.verify(msgspec.structs.asdict(cmd))
+        return "unsequenced" if verdict == "ok" and cmd.seq is None else verdict
 
     def open_incident(self, agent_id: str) -> str | None:
         held = self.frozen.get(agent_id)
@@ -192,14 +223,54 @@ class CommandFold:
     def is_frozen(self, agent_id: str) -> bool:
         return agent_id in self.frozen
 
+    def highest(self, agent_id: str) -> int:
+        """The highest command sequence number verified for ``agent_id`` (0: none yet). The next command an
+        issuer signs for the agent takes a higher one."""
+        held = self.order.get(agent_id)
+        return held[0] if held else 0
+
     def apply(self, cmd: Command, verdict: str | None = None) -> str:
         """Fold one command; returns what happened (one of :data:`OUTCOMES`)."""
         verdict = verdict or self.verify(cmd)
         self.last_verdict = verdict
         self.verdicts[verdict] += 1
-        out = self._apply(cmd, verdict == "ok")
+        verified = verdict == "ok"
+        held = self.frozen.get(cmd.agent_id)
+        if verified and cmd.command == "release" and held is not None and not held[1] \
+                and cmd.incident_id is not None and held[0].incident_id == cmd.incident_id:
+            # a hold no signature placed (freezing is the safe side) lifted by a signed release naming it: the
+            # agents' verified order is not involved, so this never moves it (key holders sign such a release
+            # with the highest seq they saw: ordered readers, which never held it, ignore it)
+            del self.frozen[cmd.agent_id]
+            self.outcomes["released"] += 1
+            return "released"
+        out = self._order(cmd) if verified and cmd.seq is not None else None
+        if out is None:
+            out = self._apply(cmd, verified)
         self.outcomes[out] += 1
         return out
+
+    def _order(self, cmd: Command) -> str | None:
+        """A verified, sequenced command: ``replayed``/``repeat``/``too_old`` when it must change nothing, else
+        None (it becomes the agent's highest; the contract's rules then apply)."""
+        from detector.timestamps import instant_or_none
+
+        agent = cmd.agent_id
+        digest = hashlib.sha256(msgspec.json.encode(msgspec.structs.replace(cmd, signature=None))).digest()[:16]
+        t = instant_or_none(cmd.issued_at)
+        last = self.order.get(agent)
+        if last is not None:
+            seq0, t0, digest0 = last
+            if cmd.seq < seq0:
+                return "replayed"
+            if cmd.seq == seq0:
+                return "repeat" if digest == digest0 else "replayed"
+            if cmd.command == "release" and t0 is not None and (t is None or t < t0 - self.max_backdate_s):
+                return "too_old"
+            if t is None or (t0 is not None and t0 > t):
+                t = t0
+        self.order[agent] = (cmd.seq, t, digest)
+        return None
 
     def _apply(self, cmd: Command, verified: bool) -> str:
         agent = cmd.agent_id
@@ -211,6 +282,7 @@ class CommandFold:
                 if held[1] and not verified:
                     return "freeze_ignored"  # a verified freeze stays in force: its release must still work
                 if held[0].incident_id == cmd.incident_id and held[1] == verified:
+                    self.frozen[agent] = (cmd, verified)
                     return "repeat"
                 self.frozen[agent] = (cmd, verified)
                 return "refrozen"
@@ -270,8 +342,6 @@ class ControlMetrics:
     def __init__(self, registry: Any = None) -> None:
         from prometheus_client import CollectorRegistry, Counter as PCounter
 
-        from streams.clients.signing import VERDICTS
-
         reg = registry if registry is not None else CollectorRegistry()
         self.rejected = PCounter("flowbreaker_control_records_rejected_total",
                                  "Control-side records that could not be decoded or validated (skipped).",
@@ -288,7 +358,7 @@ class ControlMetrics:
         for reader in ("index", "worker"):
             for outcome in OUTCOMES:
                 self.commands.labels(reader, outcome)
-            for verdict in VERDICTS:
+            for verdict in FOLD_VERDICTS:
                 self.signatures.labels(reader, verdict)
 
     def reject(self, topic: str, reason: str) -> None:

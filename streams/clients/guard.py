@@ -4,9 +4,12 @@ It follows ``agent-control`` (contract section 4) from the beginning, on every
 partition, and folds the commands into the set of frozen agents with the
 contract's rules (:class:`streams.clients.commands.CommandFold`): a ``freeze`` holds the
 agent; a ``release`` lets it go on only when its signature verifies
-(:mod:`streams.clients.signing`) and it names the incident of the freeze in force.
+(:mod:`streams.clients.signing`, with public keys only: a guard cannot sign), it
+is newer than every command verified for the agent (its ``seq``: a replayed old
+command changes nothing) and it names the incident of the freeze in force.
 Records are deduplicated by (partition, offset), so a re-read or a redelivery
-changes nothing.
+changes nothing. The key file is reloaded when it changes (or on
+:meth:`FreezeGuard.reload_keys`, e.g. from the runtime's SIGHUP handler).
 
 ``may_proceed(agent_id)`` is what the runtime asks before every task and every
 tool call: a flag, a clock read and a set lookup, well under a microsecond, with
@@ -126,8 +129,9 @@ class FreezeGuard:
 
             keys = load_keyring()
             if keys is None:
-                raise ValueError("FreezeGuard needs the command signing keys to verify releases: pass keys= or set "
-                                 "FLOWBREAKER_SIGNING_KEYS (a key file; python -m streams.clients.signing new)")
+                raise ValueError("FreezeGuard needs the command signing keys (public ones) to verify releases: pass "
+                                 "keys= or set FLOWBREAKER_SIGNING_KEYS (the public key file: flowbreaker keys "
+                                 "public FILE)")
         self.bootstrap = bootstrap
         self.keys = keys
         self.topic = topic
@@ -195,6 +199,17 @@ class FreezeGuard:
     def freeze_record_ms(self, agent_id: str) -> int | None:
         """When the record of the freeze in force was written (Kafka timestamp, ms), if known."""
         return self._since.get(agent_id)
+
+    def highest_seq(self, agent_id: str) -> int:
+        """The highest command sequence number verified for ``agent_id`` (0: none): a key holder's release
+        takes the next one (``flowbreaker release``)."""
+        return self._fold.highest(agent_id)
+
+    def reload_keys(self) -> bool:
+        """Read the key file again now (a runtime's SIGHUP handler calls this); True when the keys changed.
+        The guard also reloads it on its own when the file changes."""
+        reload = getattr(self.keys, "reload", None)
+        return bool(reload()) if reload is not None else False
 
     def freeze_verified(self, agent_id: str) -> bool:
         """Is the freeze in force for ``agent_id`` signed by a known key?"""
@@ -272,7 +287,8 @@ class FreezeGuard:
                 if outcome in ("frozen", "frozen_unverified", "refrozen"):
                     self._since[agent] = timestamp
             now = agent in self._frozen
-        if outcome in ("release_unverified", "release_stale", "freeze_ignored", "frozen_unverified"):
+        if outcome in ("release_unverified", "release_stale", "freeze_ignored", "frozen_unverified", "replayed",
+                       "too_old"):
             self._ignore_log(self.topic, partition, offset,
                              f"{cmd.command} of {agent!r} (incident {cmd.incident_id!r}, by {cmd.issued_by!r}): "
                              f"{outcome} (signature: {self._fold.last_verdict})")

@@ -308,16 +308,18 @@ def test_a_guard_started_late_reads_the_freezes_already_on_the_topic(kafka_boots
 
     settings = Settings(bootstrap=kafka_bootstrap, topic_prefix=unique_topic_prefix)
     ensure_topics(settings, topics=["control"])
-    sign = signing_keys.sign
+    def sign(command: dict, seq: int = 1) -> dict:  # each agent's first command, or its release (seq 2)
+        return signing_keys.sign(dict(command, seq=seq))
+
     for i in range(6):
         publish_command(settings, sign({"command": "freeze", "agent_id": f"agent-{i}", "incident_id": f"inc-{i}",
                                         "issued_at": "2026-03-02T09:00:00Z", "reason": "t",
                                         "issued_by": "flowbreaker"}))
-    publish_command(settings, sign(release_command("agent-2", "inc-2", by="alice", reason="ok")))
+    publish_command(settings, sign(release_command("agent-2", "inc-2", by="alice", reason="ok"), 2))
     with FreezeGuard(kafka_bootstrap, topic=settings.topic("control")) as guard:
         assert set(guard.frozen()) == {"agent-0", "agent-1", "agent-3", "agent-4", "agent-5"}
         assert guard.may_proceed("agent-2") and not guard.may_proceed("agent-4")
-        publish_command(settings, sign(release_command("agent-4", "inc-4", by="alice", reason="ok")))
+        publish_command(settings, sign(release_command("agent-4", "inc-4", by="alice", reason="ok"), 2))
         deadline = time.monotonic() + 15
         while not guard.may_proceed("agent-4") and time.monotonic() < deadline:
             time.sleep(0.05)

@@ -169,6 +169,7 @@ def test_poison_and_forged_commands_change_nothing_and_every_component_goes_on(
 
         # --- forged releases: ignored by the guard, the actuator and the worker
         stale = signing_keys.sign({"command": "release", "agent_id": a, "incident_id": "man-an-older-one",
+                                   "seq": guard.highest_seq(a),  # signed, but not newer than the freeze: a replay
                                    "issued_at": "2026-03-02T10:00:00Z", "reason": "old", "issued_by": "lee"})
         forged = forged_releases(a, inc1, KeyRing({"k-test": os.urandom(32)}, active="k-test")) + [stale]
         before = dict(guard.outcomes)
@@ -176,7 +177,7 @@ def test_poison_and_forged_commands_change_nothing_and_every_component_goes_on(
         wait_for(lambda: sum(guard.outcomes.values()) - sum(before.values()) >= len(forged), 20,
                  "the guard to read the forged releases")
         assert guard.outcomes["release_unverified"] - before.get("release_unverified", 0) == len(forged) - 1
-        assert guard.outcomes["release_stale"] - before.get("release_stale", 0) == 1
+        assert guard.outcomes["replayed"] - before.get("replayed", 0) == 1
         assert not guard.may_proceed(a) and guard.open_incident(a) == inc1
         wait_for(lambda: worker.status()["releases_ignored"] >= len(forged), 20, "the worker to ignore them")
         time.sleep(1.0)  # the actuator had as long as the worker
@@ -277,7 +278,8 @@ def test_poison_and_forged_commands_change_nothing_and_every_component_goes_on(
         consumer = guard._consumer
         consumer.pause(*consumer.assignment())
         produce(kafka_bootstrap, cluster.topic("control"), [(c.encode(), json.dumps(signing_keys.sign(
-            {"command": "freeze", "agent_id": c, "incident_id": "inc-c-1", "issued_at": "2026-03-02T10:00:00Z",
+            {"command": "freeze", "agent_id": c, "incident_id": "inc-c-1", "seq": 1,
+             "issued_at": "2026-03-02T10:00:00Z",
              "reason": "test", "issued_by": "flowbreaker"})).encode())])
         wait_for(lambda: not guard.may_proceed(b), 10, "the stale guard to hold everyone", every=0.05)
         wait_for(lambda: guard.current and not guard.may_proceed(c) and guard.may_proceed(b), 40,

@@ -82,7 +82,8 @@ def test_live_decisions_are_the_replay_decisions_and_freezes_are_published_once(
     release = {"command": "release", "agent_id": agent, "incident_id": inc["incident_id"],
                "issued_at": (t_last + timedelta(minutes=5)).astimezone(timezone.utc).isoformat(),
                "reason": "checked with the operator", "issued_by": "alice@corp.example"}
-    release = signing_keys.sign(release)  # a key holder's release (streams/clients/signing.py): unsigned ones are ignored
+    # a key holder's release (streams/clients/signing.py): unsigned ones are ignored; it comes after the freeze
+    release = signing_keys.sign(dict(release, seq=inc["seq"] + 1))
     produce(kafka_bootstrap, f"{p}agent-control", [(agent.encode(), json.dumps(release).encode())])
     wait_for(lambda: worker.status()["releases"] >= 1, 30, "the release was not applied")
     follow = dict(last, event_id="after-release-1", ts=(t_last + timedelta(minutes=10)).isoformat(),

@@ -1,6 +1,8 @@
 """The actuator's sinks and delivery loop, against a real HTTP server on 127.0.0.1 (no mocks)."""
 from __future__ import annotations
 
+import itertools
+
 import doctest
 import io
 import json
@@ -27,7 +29,10 @@ KEYS = KeyRing({"k1": b"s" * 32}, active="k1")
 def command(kind="freeze", agent="agent-7", incident="inc-42", by="flowbreaker", sign=True) -> dict:
     cmd = {"command": kind, "agent_id": agent, "incident_id": incident, "issued_at": "2026-03-02T09:00:00Z",
            "reason": "sent 5000 restricted records to a new external address", "issued_by": by}
-    return KEYS.sign(cmd) if sign else cmd
+    return KEYS.sign(dict(cmd, seq=next(_SEQ))) if sign else cmd
+
+
+_SEQ = itertools.count(1)  # every signed command gets the next sequence number, as its issuer would give it
 
 
 def raw(cmd: dict) -> bytes:
@@ -281,13 +286,14 @@ def test_poison_records_are_skipped_counted_and_committed_and_the_freeze_behind_
 
 
 def test_forged_unsigned_and_stale_releases_are_not_enacted_and_a_signed_one_is():
+    freeze = command()                                                         # signed first: the lowest seq
     forged = command("release", incident="inc-made-up", sign=False)            # the worker's own name
     unsigned = command("release", by="lee", sign=False)
     tampered = dict(command("release", by="lee"), agent_id="agent-7", reason="edited")
     stale = command("release", incident="inc-41", by="lee")                    # a genuine, older release
     good = command("release", by="lee")
     records = [Record("agent-control", 0, i, b"agent-7", raw(c))
-               for i, c in enumerate([command(), forged, unsigned, tampered, stale, good])]
+               for i, c in enumerate([freeze, forged, unsigned, tampered, stale, good])]
     act, consumer, posts = run_records(records)
     assert [(b["command"], b["incident_id"]) for _, b in posts] == [("freeze", "inc-42"), ("release", "inc-42")]
     assert posts[1][1]["issued_by"] == "lee"

@@ -1,6 +1,8 @@
 """What every worker folds from the control topics (streams/api/control_feed.py), without Kafka."""
 from __future__ import annotations
 
+import itertools
+
 import json
 
 from streams.clients.commands import ControlMetrics
@@ -8,6 +10,12 @@ from streams.api.control_feed import ControlFeed
 from streams.clients.signing import KeyRing
 
 KEYS = KeyRing({"k1": b"w" * 32}, active="k1")
+_SEQ = itertools.count(1)
+
+
+def signed(cmd: dict) -> dict:
+    """Signed as its issuer would: with the next sequence number (contract section 4)."""
+    return KEYS.sign(dict(cmd, seq=next(_SEQ)))
 
 
 def freeze(agent, iid, at="2026-03-02T09:00:00Z", by="flowbreaker"):
@@ -83,7 +91,7 @@ def test_no_record_of_any_kind_stops_the_index_and_each_is_counted_with_its_topi
         feed._apply("approvals", 0, i, bad)
     feed._apply("approvals", 0, 99, b'{"approval_id": "apr-1", "state": "approved", "rev": "x", "agent_id": "a"}')
     assert feed.invalid == 3 * len(POISON) + 1 and seen == []
-    feed._apply("control", 0, 100, KEYS.sign(freeze("a", "inc-1")))
+    feed._apply("control", 0, 100, signed(freeze("a", "inc-1")))
     assert [b["agent_id"] for b in feed.breakers_in("open", now=0)] == ["a"]
     text = generate_latest(reg).decode()
     assert 'flowbreaker_control_records_rejected_total{reason="too_deep",topic="control"} 1.0' in text
@@ -93,14 +101,14 @@ def test_no_record_of_any_kind_stops_the_index_and_each_is_counted_with_its_topi
 
 def test_only_signed_commands_change_the_index_and_a_release_must_name_the_open_incident():
     feed = ControlFeed.offline(probation_s=3600, keys=KEYS)
-    feed.apply_control(0, 0, KEYS.sign(freeze("a", "inc-1")))
+    feed.apply_control(0, 0, signed(freeze("a", "inc-1")))
     feed.apply_control(0, 1, release("a", "inc-made-up", by="flowbreaker"))    # forged: unsigned, made-up incident
     feed.apply_control(0, 2, release("a", "inc-1"))                             # unsigned
-    feed.apply_control(0, 3, KEYS.sign(release("a", "inc-0")))                  # signed, but a stale incident
+    feed.apply_control(0, 3, signed(release("a", "inc-0")))                  # signed, but a stale incident
     feed.apply_control(0, 4, freeze("b", "inc-2"))                              # an unsigned freeze: not a breaker
     assert [(b["agent_id"], b["state"]) for b in feed.breakers.values()] == [("a", "open")]
     assert feed.fold.outcomes["release_unverified"] == 2 and feed.fold.outcomes["release_stale"] == 1
-    feed.apply_control(0, 5, KEYS.sign(release("a", "inc-1")))
+    feed.apply_control(0, 5, signed(release("a", "inc-1")))
     assert feed.breaker("a")["state"] == "half_open"
 
 

@@ -2,6 +2,8 @@
 reference runtime that obeys it (streams/demo/simulated_runtime.py, driven by a hand-made clock)."""
 from __future__ import annotations
 
+import itertools
+
 import doctest
 import json
 import random
@@ -172,8 +174,12 @@ def test_may_proceed_answers_in_well_under_a_microsecond_on_average():
 
 # ---------------------------------------------------------------------- signed commands, poison, failing closed
 
+_SEQ = itertools.count(1)
+
+
 def signed(kind: str, agent: str, incident: str = "inc-1", by: str = "flowbreaker") -> dict:
-    return KEYS.sign(dict(command(kind, agent, incident), issued_by=by))
+    """Signed as its issuer would: with the next sequence number (contract section 4)."""
+    return KEYS.sign(dict(command(kind, agent, incident), issued_by=by, seq=next(_SEQ)))
 
 
 POISON = [b"not json", b'{"a":' * 1000, b"[" * 5000 + b"]" * 5000, b"\xff\xfe\x00", b'{"command": "freeze", "agent_id": "\xff"}',
