@@ -255,8 +255,8 @@ def _value(v: Any, depth: int = 0) -> Any:
 def _attributes(kvs: Any, into: dict) -> dict:
     for kv in kvs:
         v = kv.value
-        kind = v.WhichOneof("value")
-        into[kv.key] = v.string_value if kind == "string_value" else _value(v)
+        text = v.string_value  # most attributes are strings: one call instead of asking the kind first
+        into[kv.key] = text if text else _value(v)
     return into
 
 
@@ -269,9 +269,15 @@ def _is_tool_span(kvs: Any) -> bool:
     return False
 
 
+_second: list = [-1, ""]  # the last second formatted (spans of one request end within a few seconds)
+
+
 def _ts(ns: int) -> str:
     secs, rem = divmod(ns, 1_000_000_000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{rem // 1000:06d}Z"
+    if secs != _second[0]:
+        _second[1] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs))
+        _second[0] = secs
+    return f"{_second[1]}.{rem // 1000:06d}Z"
 
 
 @dataclass
@@ -327,6 +333,8 @@ class _Memory:
         self.new[key] = value
 
 
+_ZERO16, _ZERO8 = bytes(16), bytes(8)
+_AGENT_KEYS = ("gen_ai.agent.id", "gen_ai.agent.name", "service.name")
 _TOOL_OP = "execute_tool"
 _MCP_CALL = "tools/call"
 _encode = msgspec.json.Encoder().encode
@@ -343,8 +351,8 @@ class SpanTranslator:
 
     def translate(self, req: ExportTraceServiceRequest) -> Translation:
         out = Translation()
-        found: list[tuple[Any, dict, str]] = []       # (span, attributes, tool) of this request's tool spans
-        here: dict[tuple[bytes, bytes], tuple] = {}  # this request's tool spans -> (tool, event_id, parent span id)
+        found: list[tuple] = []   # this request's tool spans: (span, attributes, tool, trace id, span id, parent id)
+        here: dict[tuple[bytes, bytes], tuple] = {}  # (trace id, span id) -> (tool, event_id, parent span id)
         for rs in req.resource_spans:
             res_kvs = rs.resource.attributes
             resource: dict | None = None
@@ -365,7 +373,7 @@ class SpanTranslator:
                         continue
                     if resource is None:
                         resource = _attributes(res_kvs, {})
-                    attrs = {**resource, **own}
+                    attrs = {**resource, **own} if resource else own
                     tool = attrs.get("gen_ai.tool.name")
                     if not isinstance(tool, str) or not tool:
                         prefix, _, rest = span.name.partition(" ")
@@ -373,29 +381,30 @@ class SpanTranslator:
                     if not tool:
                         out.refuse("no_tool", span, "no gen_ai.tool.name and no tool in the span's name")
                         continue
-                    if len(span.trace_id) != 16 or not any(span.trace_id) or len(span.span_id) != 8 \
-                            or not any(span.span_id):
+                    tid, sid = span.trace_id, span.span_id
+                    if len(tid) != 16 or tid == _ZERO16 or len(sid) != 8 or sid == _ZERO8:
                         out.refuse("ids", span, "trace_id must be 16 bytes and span_id 8, not all zero")
                         continue
-                    found.append((span, attrs, tool))
-                    here[(span.trace_id, span.span_id)] = (tool, self._event_id(span, attrs), span.parent_span_id)
+                    pid = span.parent_span_id
+                    found.append((span, attrs, tool, tid, sid, pid))
+                    here[(tid, sid)] = (tool, self._event_id(sid, attrs), pid)
         layered = self._layered(found, here) if found else ()
-        for span, attrs, tool in found:
-            if (span.trace_id, span.span_id) in layered:
+        for item in found:
+            if (item[3], item[4]) in layered:
                 out.nested += 1
                 out.ignored += 1
                 continue
-            self._one(out, span, attrs, tool, here)
-        for span, _attrs, tool in found:  # remembered for the requests to come, duplicates included
-            self._spans.put((span.trace_id, span.span_id), here[(span.trace_id, span.span_id)][:2])
-            if span.parent_span_id:
-                self._children.put((span.trace_id, span.parent_span_id), tool)
+            self._one(out, item, here)
+        for _span, _attrs, tool, tid, sid, pid in found:  # remembered for the requests to come, duplicates too
+            self._spans.put((tid, sid), here[(tid, sid)][:2])
+            if pid:
+                self._children.put((tid, pid), tool)
         return out
 
     @staticmethod
-    def _event_id(span: Any, attrs: dict) -> str:
+    def _event_id(span_id: bytes, attrs: dict) -> str:
         call_id = attrs.get("gen_ai.tool.call.id")
-        return call_id if isinstance(call_id, str) and call_id else span.span_id.hex()
+        return call_id if isinstance(call_id, str) and call_id else span_id.hex()
 
     def _layered(self, found: list, here: dict) -> set:
         """The tool spans of this request that are a call already given by another span: each chain of
@@ -403,45 +412,46 @@ class SpanTranslator:
         same-tool span of an earlier request, which gave the event then."""
         out: set = set()
         chains: dict[tuple[bytes, bytes], list] = {}
-        for span, _attrs, tool in found:
-            root = self._root(span, tool, here)
-            chains.setdefault(root, []).append((span, tool))
+        for _span, _attrs, tool, tid, sid, pid in found:
+            chains.setdefault(self._root(tool, tid, sid, pid, here), []).append((tool, tid, sid, pid))
+        spans, children = self._spans, self._children
         for root, members in chains.items():
             earlier = False
-            for span, tool in members:
-                known = self._spans.get((span.trace_id, span.parent_span_id)) if span.parent_span_id else None
-                if known is not None and known[0] == tool \
-                        or self._children.get((span.trace_id, span.span_id)) == tool:
+            for tool, tid, sid, pid in members:
+                known = spans.get((tid, pid)) if pid else None
+                if known is not None and known[0] == tool or children.get((tid, sid)) == tool:
                     earlier = True
                     break
-            for span, _tool in members:
-                key = (span.trace_id, span.span_id)
-                if earlier or key != root:
-                    out.add(key)
+            for _tool, tid, sid, _pid in members:
+                if earlier or (tid, sid) != root:
+                    out.add((tid, sid))
         return out
 
     @staticmethod
-    def _root(span: Any, tool: str, here: dict) -> tuple[bytes, bytes]:
-        """The outermost span of this request reached from ``span`` through parents of the same tool."""
-        trace_id, key, parent, hops = span.trace_id, (span.trace_id, span.span_id), span.parent_span_id, 0
-        while parent and hops <= len(here):
-            known = here.get((trace_id, parent))
+    def _root(tool: str, tid: bytes, sid: bytes, pid: bytes, here: dict) -> tuple[bytes, bytes]:
+        """The outermost span of this request reached from a span through parents of the same tool."""
+        key, hops = (tid, sid), 0
+        while pid and hops <= len(here):  # bounded: ids come from outside and may form a cycle
+            known = here.get((tid, pid))
             if known is None or known[0] != tool:
                 break
-            key = (trace_id, parent)
-            parent = known[2]
+            key = (tid, pid)
+            pid = known[2]
             hops += 1
         return key
 
-    def _one(self, out: Translation, span: Any, attrs: dict, tool: str, here: dict) -> None:
-        trace_id, parent = span.trace_id, span.parent_span_id
+    def _one(self, out: Translation, item: tuple, here: dict) -> None:
+        span, attrs, tool, trace_id, span_id, parent = item
         parent_event_id = None
         if parent:  # a tool span of another tool (one of the same tool made this span a layer, above)
             known = here.get((trace_id, parent)) or self._spans.get((trace_id, parent))
             if known is not None:
                 parent_event_id = known[1]
-        agent = attrs.get("gen_ai.agent.id") or attrs.get("gen_ai.agent.name") or attrs.get("service.name")
-        if not isinstance(agent, str) or not agent:
+        for key in _AGENT_KEYS:
+            agent = attrs.get(key)
+            if isinstance(agent, str) and agent:
+                break
+        else:
             out.refuse("no_agent", span, "no gen_ai.agent.id, gen_ai.agent.name or service.name")
             return
         end = span.end_time_unix_nano
@@ -452,7 +462,7 @@ class SpanTranslator:
         task_id = conversation if isinstance(conversation, str) and conversation else trace_id.hex()
         try:
             ev = self.mapping.event_for(tool=tool, agent_id=agent, task_id=task_id,
-                                        event_id=self._event_id(span, attrs), ts=_ts(end),
+                                        event_id=here[(trace_id, span_id)][1], ts=_ts(end),
                                         arguments=attrs.get("gen_ai.tool.call.arguments"),
                                         result=attrs.get("gen_ai.tool.call.result"), attributes=attrs,
                                         parent_event_id=parent_event_id)
@@ -460,7 +470,7 @@ class SpanTranslator:
         except EventError as err:
             out.refuse("event", span, str(err))
             return
-        except (OverflowError, ValueError) as err:  # a timestamp beyond year 9999, ...
+        except (OverflowError, ValueError, OSError) as err:  # a timestamp beyond what the platform formats
             out.refuse("time", span, str(err)[:200])
             return
         out.records.append((checked.agent_id.encode("utf-8"), _encode(ev)))
