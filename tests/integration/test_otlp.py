@@ -120,8 +120,8 @@ def events_of(reader: TopicReader, agent: str, n: int, timeout: float = 30.0) ->
     return got
 
 
-def provider_for(exporter, service: str, *, batch: bool = True):
-    provider = TracerProvider(resource=Resource.create({"service.name": service}))
+def provider_for(exporter, service: str | None, *, batch: bool = True):
+    provider = TracerProvider(resource=Resource.create({"service.name": service} if service else {}))
     memory = InMemorySpanExporter()
     provider.add_span_processor(BatchSpanProcessor(exporter) if batch else SimpleSpanProcessor(exporter))
     provider.add_span_processor(SimpleSpanProcessor(memory))
@@ -158,14 +158,18 @@ def agent_run(provider, agent: str):
 
 
 @pytest.mark.parametrize("encoding", ["protobuf", "json"])
-def test_the_sdk_s_tool_spans_over_otlp_http_become_action_events_keyed_by_agent(receiver, actions, encoding):
+def test_the_sdk_s_tool_spans_over_otlp_http_become_action_events_keyed_by_agent(receiver, actions, encoding,
+                                                                                monkeypatch):
     if encoding == "protobuf":
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     else:
         from opentelemetry.exporter.otlp.json.http.trace_exporter import OTLPSpanExporter
     agent = f"agent-{encoding}"
     before = receiver.metric("flowbreaker_otlp_events_published_total")
-    provider, memory = provider_for(OTLPSpanExporter(endpoint=receiver.url), f"svc-{encoding}")
+    # configured as the README says: the exporter's and the SDK's environment variables
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", receiver.url)
+    monkeypatch.setenv("OTEL_SERVICE_NAME", f"svc-{encoding}")
+    provider, memory = provider_for(OTLPSpanExporter(), None)
     agent_run(provider, agent)
     assert provider.force_flush(30_000)
     spans = {s.name: s for s in memory.get_finished_spans()}
