@@ -72,6 +72,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                    help="largest request body, compressed and decompressed (default 8 MiB)")
     p.add_argument("--metrics-listen", metavar="HOST:PORT", default=None,
                    help="serve /metrics here too (the receiver's port serves it already)")
+    p.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
+                   help="how long to wait for the broker at start before exiting 1 (default %(default)s)")
     add_kafka_arguments(p)
 
 
@@ -86,6 +88,8 @@ def run(args: argparse.Namespace) -> int:
     max_bytes = DEFAULT_MAX_BYTES if args.max_request_bytes is None else args.max_request_bytes
     if max_bytes < 1024:
         raise UsageError(f"--max-request-bytes must be >= 1024, got {max_bytes}")
+    if not args.timeout > 0:
+        raise UsageError(f"--timeout must be > 0, got {args.timeout}")
     if args.from_topic is not None and not args.from_topic.strip():
         raise UsageError("--from-topic needs a topic name")
     mapping = load_mapping(args.mapping)  # MappingError: exit 2
@@ -96,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
     logging.getLogger("kafka").setLevel(logging.WARNING)
-    counts = ensure_topics(settings, topics=["actions"], timeout_s=30.0)  # KafkaUnavailable: exit 1
+    counts = ensure_topics(settings, topics=["actions"], timeout_s=args.timeout)  # KafkaUnavailable: exit 1
     topic = settings.topic("actions")
     group = args.group or settings.topic_prefix + DEFAULT_GROUP
     try:

@@ -392,3 +392,12 @@ records = { from = "arguments.rows" }
         if receiver is not None:
             receiver.stop()
         worker.stop()
+
+
+def test_a_listen_address_already_taken_exits_1_with_one_line(kafka_bootstrap, prefix, receiver):
+    done = subprocess.run([sys.executable, "-m", "streams.cli.main", "otlp", "--bootstrap", kafka_bootstrap,
+                           "--topic-prefix", prefix, "--listen", f"127.0.0.1:{receiver.port}"], cwd=REPO_DIR,
+                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert done.returncode == 1
+    assert done.stderr.splitlines()[-1].startswith(f"flowbreaker otlp: cannot listen on 127.0.0.1:{receiver.port}: ")
+    assert receiver.alive()
