@@ -57,6 +57,7 @@ from typing import Callable
 from detector.errors import UsageError
 from detector.timestamps import clock_utc
 from streams.settings import Settings, add_kafka_arguments
+from streams.demo.mcp_agent import start as start_mcp_agent  # one agent through the MCP gateway (issue 19)
 
 __all__ = ["configure_parser", "run", "SocView"]
 
@@ -928,7 +929,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         demo.say(f"flowbreaker demo: logs in {_short_path(demo.logdir)}; every time shown is UTC")
         for step in (demo.start_kafka, demo.ensure_topics, demo.train_model, demo.make_signing_keys, demo.start_worker,
-                     demo.start_actuator, demo.start_runtime, demo.start_prometheus, demo.run_drill, demo.watch):
+                     demo.start_actuator, demo.start_runtime, lambda: start_mcp_agent(demo), demo.start_prometheus, demo.run_drill, demo.watch):
             if demo.stop.is_set():  # Ctrl-C during start-up: stop what is up so far
                 raise KeyboardInterrupt
             step()

@@ -51,6 +51,7 @@ mapping's fields given the result (by default ``bytes`` is the result's size).
 from __future__ import annotations
 
 import logging
+import re
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -60,7 +61,7 @@ from typing import Any, Callable, Mapping
 from detector.events import EventError, decode_event
 from streams.clients.check_client import CheckError, CheckResult
 
-__all__ = ["ToolGate", "Decision", "SENSITIVITIES", "tool_error", "iso_now"]
+__all__ = ["ToolGate", "Decision", "SENSITIVITIES", "tool_error", "iso_now", "trace_id"]
 
 log = logging.getLogger("flowbreaker.mcp_proxy")
 
@@ -71,6 +72,26 @@ SENSITIVITIES = ("public", "internal", "confidential", "restricted")
 def iso_now(clock: Callable[[], float] = time.time) -> str:
     """RFC 3339, milliseconds, UTC: ``2026-12-04T10:00:00.000Z``."""
     return datetime.fromtimestamp(clock(), timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+_TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$")
+
+
+def trace_id(meta: Any) -> str | None:
+    """The W3C trace id in a request's ``params._meta.traceparent`` (how MCP clients propagate trace context),
+    if there is a valid one: the call's task, as for a span (``flowbreaker otlp``: the trace id when no
+    conversation id).
+
+    >>> trace_id({"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"})
+    '4bf92f3577b34da6a3ce929d0e0e4736'
+    >>> trace_id({"traceparent": "00-00000000000000000000000000000000-00f067aa0ba902b7-01"}), trace_id(None)
+    (None, None)
+    """
+    raw = meta.get("traceparent") if isinstance(meta, dict) else None
+    m = _TRACEPARENT.match(raw) if isinstance(raw, str) else None
+    if m is None or m.group(1) == "0" * 32:
+        return None
+    return m.group(1)
 
 
 def tool_error(text: str, meta: Mapping[str, Any]) -> dict:
@@ -119,11 +140,13 @@ class ToolGate:
 
     # ------------------------------------------------------------------ the action
     def action_for(self, *, tool: str, arguments: Mapping[str, Any] | None, session_id: str,
-                   event_id: str | None = None, attributes: Mapping[str, Any] | None = None) -> dict:
-        """The contract action for a call of ``tool`` (the mapping's fields; ``task_id`` the MCP session)."""
+                   event_id: str | None = None, attributes: Mapping[str, Any] | None = None,
+                   task_id: str | None = None) -> dict:
+        """The contract action for a call of ``tool`` (the mapping's fields; ``task_id`` the trace the call
+        belongs to when the client propagates one, see :func:`trace_id`, else the MCP session)."""
         attrs = {"mcp.method.name": "tools/call", "mcp.session.id": session_id, "gen_ai.tool.name": tool,
                  "gen_ai.operation.name": "execute_tool", **(attributes or {})}
-        return self.mapping.event_for(tool=tool, agent_id=self.agent_id, task_id=session_id,
+        return self.mapping.event_for(tool=tool, agent_id=self.agent_id, task_id=task_id or session_id,
                                       event_id=event_id or "mcp-" + uuid.uuid4().hex, ts=iso_now(self.clock),
                                       arguments=dict(arguments) if arguments is not None else None, result=None,
                                       attributes=attrs)

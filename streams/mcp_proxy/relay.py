@@ -42,7 +42,7 @@ import anyio.to_thread
 from mcp.shared.message import SessionMessage
 from mcp.types.jsonrpc import JSONRPCError, JSONRPCNotification, JSONRPCRequest, JSONRPCResponse
 
-from streams.mcp_proxy.gate import Decision, ToolGate
+from streams.mcp_proxy.gate import Decision, ToolGate, trace_id
 
 __all__ = ["Relay"]
 
@@ -146,7 +146,7 @@ class Relay:
         decision = None
         try:
             with scope:
-                decision = await self._decide(tool, arguments, msg.id)
+                decision = await self._decide(tool, arguments, msg.id, trace_id(params.get("_meta")))
         finally:
             self._held.pop(msg.id, None)
         if decision is None:  # cancelled by the client while held
@@ -168,9 +168,9 @@ class Relay:
         await client_write.send(SessionMessage(JSONRPCResponse(jsonrpc="2.0", id=msg.id, result=decision.result),
                                                metadata=_related(item)))
 
-    async def _decide(self, tool: str, arguments: dict | None, request_id: Any) -> Decision:
+    async def _decide(self, tool: str, arguments: dict | None, request_id: Any, task: str | None) -> Decision:
         gate = self.gate
-        action = gate.action_for(tool=tool, arguments=arguments, session_id=self.session_id,
+        action = gate.action_for(tool=tool, arguments=arguments, session_id=self.session_id, task_id=task,
                                  attributes={"jsonrpc.request.id": str(request_id)})
         decision = await anyio.to_thread.run_sync(gate.decide_now, action)
         if decision.verdict != "needs_approval" or gate.wait_approval_s <= 0 or not decision.approval_request_id:

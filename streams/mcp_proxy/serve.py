@@ -57,11 +57,31 @@ async def stdio_session(gate: ToolGate, publisher: Any, command: list[str], url:
 
     session = "mcp-" + uuid.uuid4().hex[:16]
     log.info("gateway for agent %s: session %s to %s", gate.agent_id, session, url or " ".join(command))
+    timings = _Timings()
     async with upstream(command, url) as (server_read, server_write):
         async with stdio_server() as (client_read, client_write):
-            relay = Relay(gate, publisher.publish, session_id=session)
+            relay = Relay(gate, publisher.publish, session_id=session, on_decision=timings.add)
             await relay.run(client_read, client_write, server_read, server_write)
-    log.info("session %s ended: %s", session, relay.stats)
+    log.info("session %s ended: %s; decision time %s", session, relay.stats, timings)
+
+
+class _Timings:
+    """The time the gateway took to decide its last calls (the check included), for the session's closing line."""
+
+    def __init__(self, keep: int = 10_000) -> None:
+        from collections import deque
+
+        self.seconds: deque[float] = deque(maxlen=keep)
+
+    def add(self, tool: str, decision: Any, seconds: float) -> None:
+        self.seconds.append(seconds)
+
+    def __str__(self) -> str:
+        if not self.seconds:
+            return "n/a (no tool call)"
+        s = sorted(self.seconds)
+        at = lambda q: s[min(len(s) - 1, int(q * len(s)))] * 1000  # noqa: E731
+        return f"p50 {at(0.5):.2f} ms, p99 {at(0.99):.2f} ms over {len(s)} calls"
 
 
 class _HttpSessions:

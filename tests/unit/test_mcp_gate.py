@@ -302,3 +302,20 @@ def test_a_held_call_whose_approval_is_denied_is_refused():
         assert answer.result["isError"] and "apr-6 was denied (not this partner)" in answer.result["content"][0]["text"]
 
     anyio.run(_relay, g, steps)
+
+
+def test_a_call_that_carries_trace_context_is_checked_as_part_of_that_trace_as_its_task():
+    checks = Checks(CheckResult("deny", reasons=["no"]))
+    g = gate(checks)
+    trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+
+    async def steps(client, from_relay, server, to_server):
+        msg = _request(3, "read_record", {"record_id": "r1"})
+        msg.message.params["_meta"] = {"traceparent": f"00-{trace}-00f067aa0ba902b7-01"}
+        await client.send(msg)
+        await from_relay.receive()
+        await client.send(_request(4, "read_record", {"record_id": "r2"}))  # no trace context: the session
+        await from_relay.receive()
+
+    anyio.run(_relay, g, steps)
+    assert [a["task_id"] for a in checks.actions] == [trace, "mcp-s1"]
