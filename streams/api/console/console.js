@@ -381,7 +381,7 @@
 
   // ------------------------------------------------------------------ actions (each one API call)
   function resultBox() {
-    return h("p", { class: "result", role: "status", "aria-live": "polite" });
+    return h("p", { class: "result", role: "status", "aria-live": "polite", tabindex: "-1" });
   }
 
   function say(box, ok, message) {
@@ -413,8 +413,15 @@
   let seq = 0;
   const uid = (p) => p + "-" + (++seq);
 
-  function releaseForm(agentId, incidentId, incident) {
-    const box = resultBox();
+  function decided(where, message) {
+    // an act that changes what the panel offers: show the outcome, re-render the panel, keep keyboard focus
+    say(where.box, true, message);
+    shown.delete(where.container);
+    refreshSoon(() => where.box.focus());
+  }
+
+  function releaseForm(where, agentId, incidentId, incident) {
+    const box = where.box;
     const rid = uid("release-reason");
     const withVerdict = has.releaseVerdict();
     const verdict = withVerdict ? h("fieldset", {}, h("legend", {}, "Verdict"),
@@ -441,16 +448,16 @@
       const chosen = form.querySelector("input[name=verdict]:checked");
       if (chosen) body.verdict = chosen.value;
       act(box, button, "POST", "/v1/agents/" + enc(agentId) + "/release", body, (res) => {
-        say(box, true, "Released by " + text(res.released_by) + ": " + text(res.agent_id) +
-          " is on probation (" + text(res.state) + ")" + (res.published === false ? "; not yet confirmed published" : ""));
-        refreshSoon();
+        decided(where, "Released by " + text(res.released_by) + (res.verdict ? " with verdict " + res.verdict : "") +
+          ": " + text(res.agent_id) + " is on probation (" + text(res.state) + ")" +
+          (res.published === false ? "; not yet confirmed published" : ""));
       });
     });
-    return h("div", {}, h("h3", {}, "Release"), notes, form, box);
+    return h("div", {}, h("h3", {}, "Release"), notes, form);
   }
 
-  function freezeForm(agentId) {
-    const box = resultBox();
+  function freezeForm(where, agentId) {
+    const box = where.box;
     const rid = uid("freeze-reason");
     const sid = uid("freeze-severity");
     const severity = h("select", { id: sid, name: "severity" },
@@ -462,11 +469,10 @@
       ev.preventDefault();
       act(box, button, "POST", "/v1/agents/" + enc(agentId) + "/freeze",
         { reason: form.querySelector("input[name=reason]").value, severity: severity.value }, (res) => {
-          say(box, true, "Frozen by " + text(res.frozen_by) + ", incident " + text(res.incident_id));
-          refreshSoon();
+          decided(where, "Frozen by " + text(res.frozen_by) + ", incident " + text(res.incident_id));
         });
     });
-    return h("div", {}, h("h3", {}, "Freeze"), form, box);
+    return h("div", {}, h("h3", {}, "Freeze"), form);
   }
 
   function decideForm(a) {
@@ -515,8 +521,11 @@
     return h("details", { class: "inline" }, h("summary", {}, "Verdict…"), form, box);
   }
 
-  function refreshSoon() {
-    setTimeout(refresh, 300);
+  function refreshSoon(then) {
+    setTimeout(async () => {
+      await refresh();
+      if (then) then();
+    }, 300);
   }
 
   // ------------------------------------------------------------------ shared pieces
@@ -700,10 +709,11 @@
     const why = h("div", {});
     const attr = h("div", {});
     const actions = h("div", {});
+    const where = { container: actions, box: resultBox() };
     const trace = h("div", {});
     root.append(h("h1", {}, "Incident ", h("span", { class: "id" }, iid)), head,
       h("div", { class: "grid" }, panel("Why it was frozen", why), panel("Attribution", attr)),
-      panel("Decide", actions),
+      panel("Decide", actions, where.box),
       panel("Trace", h("p", { class: "muted" }, "The agent's last actions, newest first. Marked: the trigger, and " +
         "the actions that raised the score (severity medium or above)."), trace));
     return {
@@ -740,7 +750,7 @@
         fill(attr, JSON.stringify(inc.attribution || null), () => attribution(inc.attribution));
         const open = !!(b && b.state === "open" && current);
         fill(actions, JSON.stringify([open, b && b.state]), () => {
-          if (open && (may.release() || may.freeze())) return releaseForm(agentId, String(inc.incident_id), inc);
+          if (open && (may.release() || may.freeze())) return releaseForm(where, agentId, String(inc.incident_id), inc);
           if (open) return h("p", { class: "muted" }, "The agent is frozen for this incident; your role (" +
             text(S.me.role) + ") reads only.");
           return h("p", { class: "muted" }, b ? "This incident is not the agent's open one: nothing to release here."
@@ -756,13 +766,14 @@
   function viewAgent(root, agentId, gen) {
     const state = h("div", {}, h("p", { class: "empty" }, "Loading…"));
     const actions = h("div", {});
+    const where = { container: actions, box: resultBox() };
     const decisions = h("div", {});
     const baseline = h("div", {});
     const manifest = h("div", {});
     const approvals = h("div", {});
     const episodes = h("div", {});
     root.append(h("h1", {}, "Agent ", h("span", { class: "id" }, agentId)), state,
-      panel("Decide", actions),
+      panel("Decide", actions, where.box),
       panel("Recent decisions", h("p", { class: "muted" }, "Newest first."), decisions),
       panel("Open approval requests", approvals),
       panel("Alert episodes", episodes),
@@ -790,8 +801,8 @@
             h("dt", {}, "Operator"), h("dd", {}, text(a.operator_id)),
             h("dt", {}, "Model"), h("dd", {}, text(a.model_version)))));
         fill(actions, JSON.stringify([b.state, b.incident_id]), () => {
-          if (b.state === "open" && (may.release() || may.freeze())) return releaseForm(agentId, String(b.incident_id));
-          if (b.state !== "open" && may.freeze()) return freezeForm(agentId);
+          if (b.state === "open" && (may.release() || may.freeze())) return releaseForm(where, agentId, String(b.incident_id));
+          if (b.state !== "open" && may.freeze()) return freezeForm(where, agentId);
           return h("p", { class: "muted" }, "Your role (" + text(S.me.role) + ") reads only.");
         });
         const last = Array.isArray(a.last_decisions) ? a.last_decisions : [];
