@@ -33,6 +33,7 @@ import time
 from typing import Any
 
 from aiohttp import web
+from aiokafka.errors import KafkaError
 from aiokafka.partitioner import murmur2
 
 from streams.otlp.metrics import OtlpMetrics
@@ -192,7 +193,10 @@ class TopicIntake:
                         continue
                     await self._one(record, metrics)
             if batches:
-                await self.consumer.commit()
+                try:
+                    await self.consumer.commit()
+                except KafkaError as err:  # a rebalance took the partition: its records come again (same events)
+                    log.warning("commit failed (%r); the records since the last commit will be read again", err)
 
     async def _one(self, record: Any, metrics: OtlpMetrics) -> None:
         while True:
