@@ -78,6 +78,15 @@ def _note_missing_policy(args: argparse.Namespace) -> None:
               "expect more alerts and false freezes", file=sys.stderr)
 
 
+def _broker_error(err: BaseException) -> bool:
+    """An error of a Kafka client (kafka-python or aiokafka) that escaped a command: the broker did not answer
+    or refused, which is exit 1 in every command (contract section 5), never a traceback."""
+    from aiokafka.errors import KafkaError as AioKafkaError
+    from kafka.errors import KafkaError
+
+    return isinstance(err, (KafkaError, AioKafkaError))
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     only = argv[0] if argv and argv[0] in COMMANDS else None
@@ -99,6 +108,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KafkaUnavailable as err:  # a service it needs did not answer: the same style, exit 1
         print(f"flowbreaker {args.command}: {err}", file=sys.stderr)
+        return 1
+    except Exception as err:  # noqa: BLE001 - only the broker's errors are ours to word; the rest re-raised
+        if not _broker_error(err):
+            raise
+        what = (str(err).splitlines() or [""])[0]
+        if not what.startswith(type(err).__name__):
+            what = f"{type(err).__name__}: {what}".rstrip(": ")
+        print(f"flowbreaker {args.command}: the Kafka broker did not answer or refused ({what})"[:500],
+              file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

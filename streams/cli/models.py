@@ -235,10 +235,12 @@ def _switch(reg, args) -> int:
         topic, part, offset = announce(settings, note, timeout_s=args.timeout)
     except SettingsError as err:
         raise UsageError(f"{note['version']} is current in the registry but was not announced: {err}") from None
-    except (KafkaError, OSError) as err:
-        raise UsageError(f"{note['version']} is current in the registry but announcing it at {args.bootstrap} failed "
-                         f"({type(err).__name__}: {err}); run `{_announce_again(args, note['version'])}` "
-                         "again to announce it") from None
+    except (KafkaError, OSError) as err:  # the broker, not the user: exit 1 (contract section 5)
+        from streams.kafka_admin import KafkaUnavailable
+
+        raise KafkaUnavailable(f"{note['version']} is current in the registry but announcing it at {args.bootstrap} "
+                               f"failed ({type(err).__name__}: {err}); run "
+                               f"`{_announce_again(args, note['version'])}` again to announce it") from None
     print(f"announced on {topic} (partition {part}, offset {offset})", file=sys.stderr)
     return 0
 

@@ -26,8 +26,9 @@ When it fails: everything a user can fix is a :class:`UsageError` (``main``
 prints it as one line, ``flowbreaker COMMAND: REASON``, and exits 2): a file
 that cannot be opened (``cannot read PATH: REASON``), a range that does not
 parse or ends before it starts, a topic that does not exist, a range holding
-more messages than ``--max-events`` (refused before anything is read), a broker
-that does not answer or stops delivering.
+more messages than ``--max-events`` (refused before anything is read). A broker
+that does not answer or stops delivering is not the user's to fix: it is a
+:class:`streams.kafka_admin.KafkaUnavailable` (one line, exit 1).
 
 >>> import io
 >>> invalid = InvalidLines("h.jsonl", quiet=True)  # on stderr otherwise: h.jsonl:1: invalid event skipped: ...
@@ -124,11 +125,13 @@ def read_file(path: str, *, on_error: Callable[[int, EventError], None] | None =
 # --------------------------------------------------------------------------- a topic range
 @contextmanager
 def topic_errors(topic: str, bootstrap: str, *, name_broker: bool = True) -> Iterator[None]:
-    """Failures of reading ``topic`` (:func:`streams.topic_range.read_range`) as :class:`UsageError`:
-    a missing topic, a range over ``--max-events``, a broker that does not answer. ``models show``
+    """Failures of reading ``topic`` (:func:`streams.topic_range.read_range`): a missing topic or a range
+    over ``--max-events`` as :class:`UsageError` (exit 2); a broker that does not answer as
+    :class:`streams.kafka_admin.KafkaUnavailable` (exit 1). ``models show``
     has always said ``reading TOPIC failed`` without the broker (``name_broker=False``)."""
     from kafka.errors import KafkaError
 
+    from streams.kafka_admin import KafkaUnavailable
     from streams.topic_range import RangeTooLarge, TopicMissing
 
     try:
@@ -137,8 +140,8 @@ def topic_errors(topic: str, bootstrap: str, *, name_broker: bool = True) -> Ite
         raise UsageError(f"topic {topic} does not exist at {bootstrap}") from None
     except RangeTooLarge as err:
         raise UsageError(f"{err}; narrow --since/--until or raise --max-events") from None
-    except (KafkaError, TimeoutError) as err:
-        raise UsageError(f"reading {topic}{' from ' + bootstrap if name_broker else ''} failed: {err}") from None
+    except (KafkaError, TimeoutError) as err:  # the broker, not the user: exit 1 (contract section 5)
+        raise KafkaUnavailable(f"reading {topic}{' from ' + bootstrap if name_broker else ''} failed: {err}") from None
 
 
 def read_topic(settings, topic: str, *, since_ms: int, until_ms: int | None, max_events: int, client_id: str,

@@ -110,27 +110,31 @@ def test_topic_options_with_a_file_and_a_topic_without_since_are_refused():
         require_since(Namespace(from_topic="agent-actions", since=None))
 
 
-@pytest.mark.parametrize("raised, says", [
-    ("TopicMissing", "topic t does not exist at 127.0.0.1:9"),
-    ("RangeTooLarge", "t holds 9; narrow --since/--until or raise --max-events"),
-    ("TimeoutError", "reading t from 127.0.0.1:9 failed: t holds 9"),
-    ("KafkaTimeoutError", "reading t from 127.0.0.1:9 failed: KafkaTimeoutError: t holds 9"),
+@pytest.mark.parametrize("raised, says, kind", [
+    ("TopicMissing", "topic t does not exist at 127.0.0.1:9", "usage"),
+    ("RangeTooLarge", "t holds 9; narrow --since/--until or raise --max-events", "usage"),
+    ("TimeoutError", "reading t from 127.0.0.1:9 failed: t holds 9", "broker"),
+    ("KafkaTimeoutError", "reading t from 127.0.0.1:9 failed: KafkaTimeoutError: t holds 9", "broker"),
 ])
-def test_reading_a_topic_fails_as_one_usage_line(raised, says):
+def test_reading_a_topic_fails_as_one_line_usage_exit_2_and_broker_exit_1(raised, says, kind):
     from kafka.errors import KafkaTimeoutError
 
+    from streams.kafka_admin import KafkaUnavailable
     from streams.topic_range import RangeTooLarge, TopicMissing
 
     cls = {"TopicMissing": TopicMissing, "RangeTooLarge": RangeTooLarge, "TimeoutError": TimeoutError,
            "KafkaTimeoutError": KafkaTimeoutError}[raised]
-    with pytest.raises(UsageError) as caught:
+    # main() prints a UsageError as one line with exit 2, a KafkaUnavailable (the broker) with exit 1
+    with pytest.raises(UsageError if kind == "usage" else KafkaUnavailable) as caught:
         with topic_errors("t", "127.0.0.1:9"):
             raise cls("t holds 9")
     assert str(caught.value) == says
 
 
 def test_models_show_keeps_its_own_wording_for_a_broker_that_does_not_answer():
-    with pytest.raises(UsageError, match=r"^reading t failed: t: no messages for 30s$"):
+    from streams.kafka_admin import KafkaUnavailable
+
+    with pytest.raises(KafkaUnavailable, match=r"^reading t failed: t: no messages for 30s$"):
         with topic_errors("t", "127.0.0.1:9", name_broker=False):
             raise TimeoutError("t: no messages for 30s")
 
