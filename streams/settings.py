@@ -312,8 +312,8 @@ def add_kafka_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--ssl-certfile", dest="ssl_certfile", metavar="PEM", help="client certificate (mutual TLS)")
     g.add_argument("--ssl-keyfile", dest="ssl_keyfile", metavar="PEM", help="client private key (mutual TLS)")
     g.add_argument("--signing-keys", dest="signing_keys", metavar="FILE",
-                   help="freeze/release command signing keys (env FLOWBREAKER_SIGNING_KEYS; "
-                        "python -m streams.clients.signing new > FILE)")
+                   help="freeze/release command keys: the private file on workers and key holders, the "
+                        "public one elsewhere (env FLOWBREAKER_SIGNING_KEYS; flowbreaker keys new FILE)")
 
 
 def add_worker_arguments(p: argparse.ArgumentParser) -> None:

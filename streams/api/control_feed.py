@@ -9,7 +9,9 @@ without asking the others:
 - breakers: the contract's rules (:class:`streams.clients.commands.CommandFold`), with
   only commands whose signature verifies (:mod:`streams.clients.signing`): a signed
   ``freeze`` -> ``open``; a signed ``release`` naming the open incident ->
-  ``half_open`` (listed for the policy's probation time after the release).
+  ``half_open`` (listed for the policy's probation time after the release). Per
+  agent, only a command newer than every one verified before (``seq``) counts: a
+  replayed old freeze or release changes nothing here.
   Workers sign every freeze and release their breakers make, so this is the
   owners' breaker state, as published: an unsigned or forged command changes
   nothing here (and is counted), so ``/v1/breakers`` and ``/v1/agents/{id}``

@@ -1035,7 +1035,7 @@ def mount_api(app: Any, processor: Any, settings: Any, *, metrics: Any = None) -
         raise UsageError(why)
     if keys is None or not keys.can_sign:
         raise UsageError("no command signing key: the worker signs every freeze and release (--signing-keys FILE "
-                         "or FLOWBREAKER_SIGNING_KEYS, with an active key; python -m streams.clients.signing new > FILE)")
+                         "or FLOWBREAKER_SIGNING_KEYS, the private file with an active key: flowbreaker keys new FILE)")
     if not len(registry):
         log.warning("no API tokens configured: every /v1 route but the OpenAPI document answers 401")
     cp = ControlPlane(app, processor, settings, registry, keys=keys,

@@ -7,7 +7,8 @@
   (webhook, log) for an orchestrator;
 * :mod:`.acks`: acknowledgements of enacted commands on ``agent-control-acks``;
 * :mod:`.commands`: decoding control-side records and the rules for which commands to honour;
-* :mod:`.signing`: signing keys and the HMAC signatures every freeze and release carries.
+* :mod:`.signing`: Ed25519 keys (clients hold only public ones) and the signatures every freeze and
+  release carries.
 
 The workers and the SOC API import :mod:`.commands` and :mod:`.signing` too: they write
 the commands these clients verify. Nothing here imports the worker, the API or the CLI.

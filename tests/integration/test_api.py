@@ -206,7 +206,7 @@ def test_a_manual_freeze_is_in_the_agent_state_before_its_command_and_a_lead_rel
     assert signing_keys.verify(cmd) == "ok"  # signed by the worker (streams/clients/signing.py)
     assert {k: v for k, v in cmd.items() if k != "signature"} == {
         "command": "freeze", "agent_id": agent, "incident_id": iid, "issued_at": frozen["issued_at"],
-        "reason": "odd exports at night", "issued_by": NAME["analyst"]}
+        "reason": "odd exports at night", "issued_by": NAME["analyst"], "seq": 1}  # the agent's first command
     opened = [ts for ts, state in _changelog_states(cluster, agent) if state == "open"]
     assert opened and min(opened) <= ts_cmd
     # every worker lists it, with the incident and its author
@@ -231,7 +231,7 @@ def test_a_manual_freeze_is_in_the_agent_state_before_its_command_and_a_lead_rel
     assert r.json["state"] == "half_open" and r.json["released_by"] == NAME["lead"] and r.json["published"]
     rel = wait_for(lambda: [c for _, c in _commands(cluster, agent) if c["command"] == "release"], 10, "release")
     assert rel[0]["issued_by"] == NAME["lead"] and rel[0]["incident_id"] == iid
-    assert signing_keys.verify(rel[0]) == "ok"
+    assert signing_keys.verify(rel[0]) == "ok" and rel[0]["seq"] == 2  # after its freeze (contract section 4)
     assert act(cluster, 1 - via, "POST", f"/v1/agents/{agent}/release", "lead", {"reason": "again"},
                what="release", agent=agent).status == 409
     assert call("GET", cluster.url(0) + f"/v1/agents/{agent}", TOKEN["viewer"]).json["breaker"]["state"] == "half_open"
