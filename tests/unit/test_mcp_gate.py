@@ -319,3 +319,40 @@ def test_a_call_that_carries_trace_context_is_checked_as_part_of_that_trace_as_i
 
     anyio.run(_relay, g, steps)
     assert [a["task_id"] for a in checks.actions] == [trace, "mcp-s1"]
+
+
+# --------------------------------------------------------------------------- the README's example
+
+def _readme_blocks(lang: str) -> list[str]:
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    return re.findall(rf"```{lang}\n(.*?)```", text, re.S)
+
+
+def test_the_readmes_mcp_servers_entry_is_a_valid_gateway_command_line():
+    from streams.cli.main import build_parser
+
+    entry = next(json.loads(b) for b in _readme_blocks("json") if "mcpServers" in b)
+    server = entry["mcpServers"]["support-desk"]
+    assert server["command"] == "flowbreaker"
+    args = build_parser("mcp-proxy").parse_args(server["args"])
+    assert (args.agent_id, args.api, args.bootstrap) == ("support-agent-001", ["http://127.0.0.1:6066"],
+                                                         "127.0.0.1:9092")
+    assert args.server_command[-2:] == ["python", "support_desk_server.py"]
+
+
+def test_the_readmes_mcp_mapping_file_loads_and_maps_the_support_desks_calls():
+    block = next(b for b in _readme_blocks("toml") if 'match = "crm.get_customer"' in b)
+    import tomllib
+
+    from streams.tool_mapping import mapping_from_dict
+
+    mapping = mapping_from_dict(tomllib.loads(block))
+    g = gate(mapping=mapping)
+    send = g.action_for(tool="email.send", arguments={"to": "ann@customer.example", "ticket_id": "T-9"},
+                        session_id="mcp-s1")
+    decode_event(send)
+    assert (send["action"], send["resource"], send["destinations"], send["operator_id"]) == (
+        "send", "tickets://helpdesk/ticket/T-9", ["email:ann@customer.example"], "team-support")
