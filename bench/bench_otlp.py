@@ -20,8 +20,11 @@ last one):
    over keep-alive connections (4 in flight) by this process (not pinned), the
    count of events published read from its ``/metrics``.
 
-Without ``--bootstrap`` it starts its own broker with scripts/kafka.sh and stops
-it at the end. The broker and the client share the machine's other cores.
+Each is printed per second of wall time and per second of the process's CPU
+time (what one core gives when nothing else runs on it; on a loaded machine the
+wall-time rate is lower). Without ``--bootstrap`` it starts its own broker with
+scripts/kafka.sh and stops it at the end. The broker and the client share the
+machine's other cores.
 """
 from __future__ import annotations
 
@@ -67,19 +70,19 @@ def make_bodies(n_spans: int, batch: int) -> list[bytes]:
     return [encode_spans(spans[i:i + batch]).SerializeToString() for i in range(0, len(spans), batch)]
 
 
-def decode_only(bodies: list[bytes]) -> tuple[float, int]:
+def decode_only(bodies: list[bytes]) -> tuple[float, int, float]:
     from streams.otlp.translate import PROTOBUF, SpanTranslator, parse_request
 
     translator = SpanTranslator()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     n = 0
     for body in bodies:
         n += len(translator.translate(parse_request(body, PROTOBUF)).records)
-    return time.perf_counter() - t0, n
+    return time.perf_counter() - t0, n, time.process_time() - c0
 
 
 async def decode_publish(bodies: list[bytes], bootstrap: str, topic: str, partitions: int,
-                         in_flight: int = 4) -> tuple[float, int]:
+                         in_flight: int = 4) -> tuple[float, int, float]:
     from aiokafka import AIOKafkaProducer
     from prometheus_client import CollectorRegistry
 
@@ -100,9 +103,9 @@ async def decode_publish(bodies: list[bytes], bootstrap: str, topic: str, partit
             while queue:
                 counts.append(len((await receiver.export("http", queue.pop(), PROTOBUF)).records))
 
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         await asyncio.gather(*(exporter() for _ in range(in_flight)))
-        return time.perf_counter() - t0, sum(counts)
+        return time.perf_counter() - t0, sum(counts), time.process_time() - c0
     finally:
         await producer.stop()
 
@@ -132,7 +135,13 @@ def published(port: int) -> float:
     return 0.0
 
 
-def over_http(bodies: list[bytes], bootstrap: str, prefix: str, cpu: int, workdir: Path) -> tuple[float, int]:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def over_http(bodies: list[bytes], bootstrap: str, prefix: str, cpu: int, workdir: Path) -> tuple[float, int, float]:
     port = free_port()
     env = dict(os.environ, PYTHONPATH=str(REPO))
     err = open(workdir / "otlp.err", "wb")
@@ -145,10 +154,10 @@ def over_http(bodies: list[bytes], bootstrap: str, prefix: str, cpu: int, workdi
         url = f"http://127.0.0.1:{port}/v1/traces"
         asyncio.run(post_all(url, bodies[:1]))
         before = published(port)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), cpu_seconds(proc.pid)
         asyncio.run(post_all(url, bodies))
-        elapsed = time.perf_counter() - t0
-        return elapsed, int(published(port) - before)
+        elapsed, used = time.perf_counter() - t0, cpu_seconds(proc.pid) - c0
+        return elapsed, int(published(port) - before), used
     finally:
         stop_process(proc, 20)
         err.close()
@@ -187,9 +196,13 @@ def main() -> None:
             os.sched_setaffinity(0, mine)
         best = min(over_http(bodies, bootstrap, prefix, cpu, Path(tmp)) for _ in range(args.rounds))
         rows.append(("HTTP: POST /v1/traces to flowbreaker otlp", best))
-        print(f"\none core (CPU {cpu}), best of {args.rounds}:")
-        for name, (elapsed, n) in rows:
-            print(f"  {name:<46} {n / elapsed:>9,.0f} tool spans/s  ({n:,} events in {elapsed:.2f} s)")
+        load = os.getloadavg()[0]
+        print(f"\none core (CPU {cpu}), best of {args.rounds}; load average {load:.1f} on {os.cpu_count()} CPUs")
+        print(f"  {'':<46} {'per second':>12} {'per CPU-second':>15}")
+        for name, (elapsed, n, used) in rows:
+            per_cpu = f"{n / used:>15,.0f}" if used > 0 else f"{'n/a':>15}"
+            print(f"  {name:<46} {n / elapsed:>12,.0f} {per_cpu}  tool spans ({n:,} in {elapsed:.2f} s, "
+                  f"{used:.2f} s CPU)")
 
 
 if __name__ == "__main__":
