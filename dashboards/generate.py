@@ -35,11 +35,9 @@ DS = {"type": "prometheus", "uid": "${datasource}"}
 RATE = "$__rate_interval"
 SENSITIVE = 'sensitivity=~"confidential|restricted"'
 LEAVING = 'dest_class=~"external|broadcast"'
-# Alerts and freezes, counted on a counter whose series all exist from the start at 0.
-# flowbreaker_alerts_total{severity, feature} gets a series at its first alert, and
-# rate()/increase() cannot see a series' rise from "absent": a burst of alerts would
-# show as almost none. Use it only for the breakdown by leading feature.
-FLAGGED = 'flowbreaker_decisions_total{action_taken=~"alert|freeze"}'
+# The SOC counts alert episodes (flowbreaker_episodes_total, every series there from the start at 0),
+# not alerted actions. flowbreaker_alerts_total{severity, feature} gets a series at its first alert, and
+# rate()/increase() cannot see a series' rise from "absent": use it only for the breakdown by feature.
 SOC_UID, AGENT_UID, PIPELINE_UID = "flowbreaker-soc", "flowbreaker-agent", "flowbreaker-pipeline"
 AGENT_LINK = (
     f"/d/{AGENT_UID}/flowbreaker-agent-drill-down?var-agent=AGENT"
@@ -249,34 +247,43 @@ def soc_overview() -> dict:
              "making tool calls. Each needs an analyst to review the incident and release "
              "the agent (or confirm the freeze).",
              "short", "sum(flowbreaker_agents_frozen)",
-             steps=(("green", None), ("red", 1)), graph=False),
-        stat("Alerts in range",
-             "Alerts and freezes raised by the detector in the selected time range.",
-             "short", f"sum(increase({FLAGGED}[$__range]))",
-             steps=(("green", None), ("orange", 1))),
+             steps=(("green", None), ("red", 1)), graph=False, w=5),
+        stat("Alert episodes open now",
+             "Alert episodes waiting for an analyst: an agent's alerted actions gathered into one "
+             "episode, open until the agent has been quiet for 30 minutes. Give each a verdict "
+             "(POST /v1/episodes/{id}/verdict): benign teaches the agent, confirmed does not.",
+             "short", "max(flowbreaker_episodes_open)",
+             steps=(("green", None), ("orange", 1)), graph=False, w=5),
+        stat("Alert episodes in range",
+             "Alert episodes opened in the selected time range: what the SOC has to look at, "
+             "one per agent and burst of alerts, not one per alerted action.",
+             "short", 'sum(increase(flowbreaker_episodes_total{event="opened"}[$__range]))',
+             steps=(("green", None), ("orange", 1)), w=5),
         stat("Freezes in range",
              "Agents frozen automatically in the selected time range (one per incident).",
              "short", "sum(increase(flowbreaker_freezes_total[$__range]))",
-             steps=(("green", None), ("red", 1))),
+             steps=(("green", None), ("red", 1)), w=5),
         stat("Sensitive records leaving in range",
              "Confidential and restricted records carried to external or broadcast "
              "destinations in the selected time range.",
              "short",
              f"sum(increase(flowbreaker_records_total{{{SENSITIVE}, {LEAVING}}}[$__range]))",
-             steps=(("green", None), ("orange", 1000))),
-        row("Alerts and freezes"),
-        timeseries("Alerts by severity",
-                   "Alerts and freezes per minute, by severity. A sustained rise across "
+             steps=(("green", None), ("orange", 1000)), w=4),
+        row("Alert episodes and freezes"),
+        timeseries("Alert episodes",
+                   "Alert episodes opened and closed per interval. An episode gathers one agent's "
+                   "alerted actions until it has been quiet for 30 minutes; a sustained rise across "
                    "many agents suggests a shared cause (a prompt injection campaign, a bad "
                    "deployment) rather than one misbehaving agent.",
-                   "cpm",
-                   targets((f"sum by (severity) (rate({FLAGGED}[{RATE}])) * 60",
-                            "{{severity}}")), stack=True),
-        timeseries("Alerts by leading reason",
-                   "Alerts per minute by the feature that contributed most to the score "
-                   "(for example destination novelty, volume or fan-out). Tells what kind "
-                   "of behaviour is being flagged. A reason's first alerts on a worker "
-                   "may be missing here (counted in Alerts by severity).",
+                   "short",
+                   targets((f'sum(increase(flowbreaker_episodes_total{{event="opened"}}[{RATE}]))', "opened"),
+                           (f'sum(increase(flowbreaker_episodes_total{{event="closed"}}[{RATE}]))', "closed")),
+                   bars=True),
+        timeseries("Alerted actions by leading reason",
+                   "Alerted actions per minute (the actions inside episodes) by the feature that "
+                   "contributed most to the score (for example destination novelty, volume or "
+                   "fan-out). Tells what kind of behaviour is being flagged. A reason's first "
+                   "alerts on a worker may be missing here.",
                    "cpm",
                    targets((f"sum by (feature) (rate(flowbreaker_alerts_total[{RATE}])) * 60",
                             "{{feature}}")), stack=True),
@@ -287,6 +294,16 @@ def soc_overview() -> dict:
                    "short",
                    targets((f"sum(increase(flowbreaker_freezes_total[{RATE}]))", "freezes"),
                            (f"sum(increase(flowbreaker_releases_total[{RATE}]))", "releases")),
+                   bars=True),
+        timeseries("Analyst verdicts",
+                   "Verdicts applied per interval, by kind: benign (the incident's or episode's actions "
+                   "were legitimate work and now teach the agent's profile) and confirmed (harmful; "
+                   "teaches nothing). Rejected: records on agent-verdicts that were not signed or "
+                   "whose signature did not verify (each worker counts them).",
+                   "short",
+                   targets((f"sum by (verdict) (increase(flowbreaker_verdicts_applied_total[{RATE}]))",
+                            "{{verdict}}"),
+                           (f"max(increase(flowbreaker_verdicts_rejected_total[{RATE}]))", "rejected")),
                    bars=True),
         table("Frozen agents now",
               "Each frozen agent with its incident id (the longest-frozen 100 per worker). "
@@ -612,12 +629,12 @@ ALERT_RULES = [
     },
     {
         "alert": "AlertStorm",
-        "expr": f"sum(rate({FLAGGED}[5m])) * 60 > 30",
+        "expr": 'sum(rate(flowbreaker_episodes_total{event="opened"}[5m])) * 60 > 10',
         "for": "5m",
         "labels": {"severity": "warning"},
         "annotations": {
-            "summary": "More than 30 flowbreaker alerts per minute for 5 minutes",
-            "description": "flowbreaker raises {{ $value | humanize }} alerts per minute. "
+            "summary": "More than 10 flowbreaker alert episodes opened per minute for 5 minutes",
+            "description": "flowbreaker opens {{ $value | humanize }} alert episodes per minute. "
                            "Many agents misbehaving at once point at a shared cause (a "
                            "prompt injection campaign, a bad deployment, a policy change) "
                            "or at a miscalibrated model.",

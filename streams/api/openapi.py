@@ -18,7 +18,7 @@ from typing import Any
 from streams.api.auth import PERMISSIONS
 
 __all__ = ["document", "MAX_BODY", "MAX_CHECK_BODY", "MAX_FALLBACKS_BODY", "MAX_REASON", "MAX_ID", "MAX_FALLBACKS", "MAX_LIMIT",
-           "SEVERITIES", "VERDICTS", "FEEDBACK_VERDICTS"]
+           "SEVERITIES", "VERDICTS", "FEEDBACK_VERDICTS", "RELEASE_VERDICTS"]
 
 VERSION = "1.0.0"
 MAX_BODY = 16 * 1024             # bytes, every POST but /v1/check
@@ -31,6 +31,8 @@ MAX_LIMIT = 1000                 # items per listing
 SEVERITIES = ("medium", "high", "critical")
 VERDICTS = ("allow", "needs_approval", "deny")
 FEEDBACK_VERDICTS = ("false_positive", "confirmed")
+#: an analyst's verdict on an incident (with its release) or an alert episode (detector/verdicts.py)
+RELEASE_VERDICTS = ("benign", "confirmed")
 
 _ID = {"type": "string", "minLength": 1, "maxLength": MAX_ID}
 _NULL_STR = {"type": "string", "nullable": True}
@@ -137,10 +139,37 @@ _SCHEMAS: dict[str, Any] = {
         "frozen_by": {"type": "string"}, "severity": {"type": "string"}, "issued_at": {"type": "string"},
         "published": {"type": "boolean"}}},
     "ReleaseRequest": {"type": "object", "required": ["reason"], "additionalProperties": False, "properties": {
-        "reason": _REASON, "incident_id": dict(_ID, description="must be the agent's open incident if given")}},
+        "reason": _REASON, "incident_id": dict(_ID, description="must be the agent's open incident if given"),
+        "verdict": {"type": "string", "enum": list(RELEASE_VERDICTS),
+                    "description": "benign: the incident's actions were legitimate work and teach the agent's "
+                                   "profile; confirmed: they were harmful (teaches nothing). Published on "
+                                   "agent-verdicts"}}},
     "ReleaseResult": {"type": "object", "required": ["agent_id", "incident_id", "state"], "properties": {
         "agent_id": {"type": "string"}, "incident_id": {"type": "string"}, "state": {"type": "string"},
-        "released_by": {"type": "string"}, "issued_at": {"type": "string"}, "published": {"type": "boolean"}}},
+        "released_by": {"type": "string"}, "issued_at": {"type": "string"}, "published": {"type": "boolean"},
+        "verdict": _NULL_STR, "verdict_id": _NULL_STR}},
+    "Episode": {"type": "object", "required": ["episode_id", "agent_id", "state"],
+                "description": "an alert episode record (flowbreaker-episode/1, docs/contract.md section 4)",
+                "properties": {"schema": {"type": "string"}, "episode_id": {"type": "string"},
+                               "agent_id": {"type": "string"},
+                               "state": {"type": "string", "enum": ["open", "closed"]},
+                               "opened": {"type": "string"}, "updated": {"type": "string"},
+                               "closed": {"type": "string"}, "severity": {"type": "string"},
+                               "actions": {"type": "integer"}, "reasons": _ANY_OBJ,
+                               "event_ids": {"type": "array", "items": {"type": "string"}},
+                               "verdict": _ANY_OBJ},
+                "additionalProperties": True},
+    "EpisodeList": {"type": "object", "required": ["episodes"], "properties": {
+        "state": _NULL_STR, "count": {"type": "integer"}, "open": {"type": "integer"},
+        "episodes": {"type": "array", "items": _ref("Episode")}}},
+    "VerdictRequest": {"type": "object", "required": ["verdict", "reason"], "additionalProperties": False,
+                       "properties": {"verdict": {"type": "string", "enum": list(RELEASE_VERDICTS)},
+                                      "reason": _REASON}},
+    "VerdictResult": {"type": "object", "required": ["episode_id", "agent_id", "verdict", "verdict_id"],
+                      "properties": {"episode_id": {"type": "string"}, "agent_id": {"type": "string"},
+                                     "verdict": {"type": "string"}, "verdict_id": {"type": "string"},
+                                     "by": {"type": "string"}, "at": {"type": "string"},
+                                     "published": {"type": "boolean"}}},
     "FeedbackRequest": {"type": "object", "required": ["agent_id", "verdict", "reason"],
                         "additionalProperties": False, "properties": {
                             "agent_id": _ID, "verdict": {"type": "string", "enum": list(FEEDBACK_VERDICTS)},
@@ -274,6 +303,22 @@ def _paths() -> dict[str, Any]:
                                 "409": _err("not pending (decided or expired)")},
             params=[_path("approval_id", "the approval request")], body=_body(_ref("DenyRequest"), MAX_BODY),
             changes_state=True)},
+        "/v1/episodes": {"get": _op(
+            "List episodes", "read", {"200": _ok("alert episodes, the latest change first", _ref("EpisodeList")),
+                                      "400": _err("bad query parameter")},
+            params=[{"name": "state", "in": "query", "required": False,
+                     "schema": {"type": "string", "enum": ["open", "closed"]}},
+                    {"name": "agent_id", "in": "query", "required": False, "schema": dict(_ID)},
+                    {"name": "limit", "in": "query", "required": False,
+                     "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": 100}}])},
+        "/v1/episodes/{episode_id}/verdict": {"post": _op(
+            "Episode verdict", "feedback",
+            {"200": _ok("signed and published on agent-verdicts; the worker that holds the agent applies it",
+                        _ref("VerdictResult")), "404": _err("unknown episode")},
+            params=[_path("episode_id", "the alert episode")], body=_body(_ref("VerdictRequest"), MAX_BODY),
+            changes_state=True,
+            description="benign: the episode's actions were legitimate work; they teach the agent's profile and "
+                        "the same reasons stop alerting for what they covered. confirmed: teaches nothing.")},
         "/v1/fallbacks": {"post": _op(
             "Report fallbacks", "report_fallback",
             {"200": _ok("recorded in the audit trail", {"type": "object", "properties": {

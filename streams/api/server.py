@@ -294,6 +294,9 @@ class ControlPlane:
         self.gate = ManifestGate(Gate(processor.engine))
         self._session: ClientSession | None = None
         self._background: set[asyncio.Future] = set()
+        from streams.api.verdicts import VerdictApi
+
+        self.verdicts = VerdictApi(self)  # alert episodes and analysts' verdicts (issue 18)
         self.routes = self._routes()
         #: read timeouts, per-token rate limits, open approval requests per agent (streams/api/http_guard.py)
         self.limits = http_guard.HttpLimits()
@@ -317,6 +320,7 @@ class ControlPlane:
         self.auditor.worker = self.url
 
         feed = self.feed
+        self.verdicts.mount()
         # approval ids on the stream are checked inside the engine (the same rule replay --approvals uses)
         self.processor.engine.approvals = self
 
@@ -399,6 +403,7 @@ class ControlPlane:
                   body_limit=openapi.MAX_BODY, parse=self.p_decide, owner=self._owner_of_approval),
             Route("POST", "/v1/fallbacks", "fallbacks", "report_fallback", self.h_fallbacks, act="check_fallback",
                   body_limit=openapi.MAX_FALLBACKS_BODY, parse=self.p_fallbacks),
+            *self.verdicts.routes(),
         ]
 
     def _endpoint(self, route: Route) -> Callable[[web.Request], Awaitable[web.Response]]:
@@ -665,9 +670,11 @@ class ControlPlane:
 
     def p_release(self, ctx: Ctx) -> None:
         body = self._json_body(ctx)
-        _only(body, ("reason", "incident_id"))
+        _only(body, ("reason", "incident_id", "verdict"))
         ctx.reason = _reason(body)
-        ctx.body = {"reason": ctx.reason, "incident_id": _ident(body.get("incident_id"), "incident_id", False)}
+        ctx.body = {"reason": ctx.reason, "incident_id": _ident(body.get("incident_id"), "incident_id", False),
+                    "verdict": None if body.get("verdict") is None
+                    else _choice(body.get("verdict"), "verdict", openapi.RELEASE_VERDICTS)}
         ctx.target["incident_id"] = ctx.body["incident_id"]
 
     def p_feedback(self, ctx: Ctx) -> None:
@@ -862,11 +869,16 @@ class ControlPlane:
             raise ApiError(409, "not_frozen", "the agent is not frozen")
         audit = record(who=p.name, role=p.role, what="release", why=ctx.body["reason"], result="ok", status=200,
                        at_ms=int(now * 1000), agent_id=agent, incident_id=iid,
-                       detail=f"severity {meta.get('severity')}" if meta else None, worker=self.url)
+                       detail="; ".join(x for x in (f"severity {meta.get('severity')}" if meta else "",
+                                                    f"verdict {ctx.body['verdict']}" if ctx.body["verdict"] else "")
+                                        if x) or None, worker=self.url)
         await self.processor.apply_manual_release(agent, cmd, _encode(audit))
         published = await self._published(agent, iid)
+        verdict = await self.verdicts.on_release(ctx, agent, iid, now)  # on agent-verdicts, signed (issue 18)
         return _json({"agent_id": agent, "incident_id": iid, "state": "half_open", "released_by": p.name,
-                      "issued_at": cmd["issued_at"], "published": published})
+                      "issued_at": cmd["issued_at"], "published": published,
+                      "verdict": verdict["verdict"] if verdict else None,
+                      "verdict_id": verdict["verdict_id"] if verdict else None})
 
     async def _published(self, agent: str, incident_id: str) -> bool:
         deadline = time.monotonic() + PUBLISH_WAIT_S

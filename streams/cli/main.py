@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "topics": ("streams.cli.topics", "create flowbreaker's Kafka topics"),
     "approvals": ("streams.cli.approvals", "list, approve and deny pre-action approval requests (the /v1 API)"),
     "release": ("streams.cli.release", "release a frozen agent (publishes `release` on agent-control)"),
+    "verdicts": ("streams.cli.verdicts", "dump the analysts' verdicts on agent-verdicts for replay --verdicts"),
     "keys": ("streams.cli.keys", "command signing keys (Ed25519): new, add, activate, public"),
     "demo": ("streams.demo.live", "the live demo: Kafka, worker, actuator, runtime and simulated traffic"),
     "manifest": ("streams.cli.manifest", "intended-use manifests: suggest from behaviour, check, publish"),

@@ -1,4 +1,10 @@
-"""``flowbreaker release AGENT --reason TEXT``: a human releases a frozen agent, with the API's authority.
+"""``flowbreaker release AGENT --reason TEXT [--verdict benign|confirmed]``: a human releases a frozen agent,
+with the API's authority.
+
+``--verdict`` says what the incident was: ``benign`` (legitimate work: its actions teach the agent's
+profile and the same reasons stop alerting for what they covered) or ``confirmed`` (harmful: teaches
+nothing). The verdict goes on ``agent-verdicts``, signed, where every worker and ``flowbreaker replay
+--verdicts`` find it (docs/contract.md section 4).
 
 Two ways, one authority (the same rules as ``POST /v1/agents/{id}/release``):
 
@@ -60,6 +66,7 @@ __all__ = ["release_command", "publish_command", "configure_parser", "run"]
 
 RESERVED_ISSUER = "flowbreaker"
 DEFAULT_URL = "http://127.0.0.1:6066"
+VERDICTS = ("benign", "confirmed")
 #: how long before the freeze record its incident record may have been written (clock skew, outbox order)
 INCIDENT_SEARCH_MARGIN_MS = 10 * 60 * 1000
 
@@ -97,6 +104,9 @@ def publish_command(settings: Settings, command: dict, *, timeout: float = 30.0,
 def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("agent", metavar="AGENT", help="the frozen agent's id")
     p.add_argument("--reason", required=True, help="why the agent may go on (kept in the audit trail)")
+    p.add_argument("--verdict", choices=VERDICTS, default=None,
+                   help="what the incident was: benign (legitimate work, teaches the agent's profile) or "
+                        "confirmed (harmful, teaches nothing); published signed on agent-verdicts")
     p.add_argument("--incident", metavar="ID",
                    help="the incident being released (default: the agent's open one; must match it)")
     p.add_argument("--token-file", dest="token_file", metavar="FILE",
@@ -163,6 +173,8 @@ def _via_api(args: argparse.Namespace, agent: str, reason: str, token: str) -> i
     body = {"reason": reason}
     if args.incident:
         body["incident_id"] = args.incident
+    if args.verdict:
+        body["verdict"] = args.verdict
     req = urllib.request.Request(f"{base}/v1/agents/{quote(agent, safe='')}/release", method="POST",
                                  data=json.dumps(body).encode(),
                                  headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
@@ -182,7 +194,8 @@ def _via_api(args: argparse.Namespace, agent: str, reason: str, token: str) -> i
     except (urllib.error.URLError, OSError, ValueError) as err:
         raise _Unavailable(f"no answer from {base} ({getattr(err, 'reason', err)})") from None
     published = "" if out.get("published", True) else " (not yet confirmed on agent-control)"
-    print(f"released {agent} (incident {out.get('incident_id')}) by {out.get('released_by')}: via {base}"
+    verdict = f", verdict {out['verdict']} ({out.get('verdict_id')})" if out.get("verdict") else ""
+    print(f"released {agent} (incident {out.get('incident_id')}) by {out.get('released_by')}{verdict}: via {base}"
           f"{published}")
     return 0
 
@@ -236,15 +249,25 @@ def _as_key_holder(args: argparse.Namespace, settings: Settings, keys, agent: st
 
     command = keys.sign(dict(release_command(agent, incident, by=by, reason=reason), seq=seq))
     now_ms = int(time.time() * 1000)
+    also = []
+    verdict = ""
+    if args.verdict and incident:
+        from streams import verdicts
+
+        rec = verdicts.sign(keys, verdicts.new_verdict(agent_id=agent, target=incident, verdict=args.verdict, by=by,
+                                                       reason=reason, at=now_ms / 1000.0))
+        also.append((settings.topic("verdicts"), agent.encode(), json.dumps(rec).encode()))
+        verdict = f", verdict {args.verdict} ({rec['verdict_id']})"
     audit = record(who=by, role="key-holder", what="release", why=reason, result="ok", status=None, at_ms=now_ms,
                    agent_id=agent, incident_id=incident,
-                   detail=f"flowbreaker release, signed with key {keys.active}", worker=None)
+                   detail=f"flowbreaker release, signed with key {keys.active}"
+                          + (f"; verdict {args.verdict}" if verdict else ""), worker=None)
+    also.append((settings.topic("audit"), agent.encode(), json.dumps(audit).encode()))
     try:
-        meta = publish_command(settings, command, timeout=args.timeout,
-                               also=[(settings.topic("audit"), agent.encode(), json.dumps(audit).encode())])
-    except Exception as err:  # KafkaTimeoutError and friends: the broker did not take both
+        meta = publish_command(settings, command, timeout=args.timeout, also=also)
+    except Exception as err:  # KafkaTimeoutError and friends: the broker did not take them all
         raise _Unavailable(f"{topic} or {settings.topic('audit')} did not accept the release: {err!r}") from None
-    print(f"released {agent} (incident {incident}) by {by}: {topic}[{meta.partition}]@{meta.offset}")
+    print(f"released {agent} (incident {incident}) by {by}{verdict}: {topic}[{meta.partition}]@{meta.offset}")
     return 0
 
 

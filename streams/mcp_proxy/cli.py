@@ -128,6 +128,15 @@ def run(args: argparse.Namespace) -> int:
     gate = ToolGate(agent_id=args.agent_id, mapping=mapping, checks=checks, guard=guard, fail_open=args.fail_open,
                     wait_approval_s=args.wait_approval, ready_wait_s=READY_WAIT_S)
     publisher = Publisher(producer, settings.topic("actions"))
+    # acknowledge the commands this gateway enacts for its agent on agent-control-acks, as a runtime's guard
+    # does (streams/clients/acks.py; flowbreaker drill reads them)
+    import os
+    import socket
+
+    from streams.clients.acks import GuardAcker
+
+    acker = GuardAcker(settings, by=f"mcp-proxy:{socket.gethostname()}:{os.getpid()}").attach(
+        _OneAgent(guard, args.agent_id))
     guard.start()
     import anyio
 
@@ -145,12 +154,29 @@ def run(args: argparse.Namespace) -> int:
     finally:
         signal.signal(signal.SIGTERM, previous)
         guard.stop(timeout=5.0)
+        acker.close()
         checks.close()
         publisher.close()
         producer.close(timeout=5.0)
         log.info("gateway for %s stopped after %.0f s: %s; events %s", args.agent_id, time.monotonic() - started,
                  gate.counts, publisher.stats)
     return 0
+
+
+class _OneAgent:
+    """The guard as a GuardAcker sees it, narrowed to the gateway's agent: the gateway enacts no other agent's
+    commands, so it acknowledges none."""
+
+    def __init__(self, guard: Any, agent_id: str) -> None:
+        self.guard, self.agent_id = guard, agent_id
+
+    @property
+    def ready(self) -> bool:
+        return self.guard.ready
+
+    def add_listener(self, on_change) -> None:
+        self.guard.add_listener(lambda command, frozen: on_change(command, frozen)
+                                if command.get("agent_id") == self.agent_id else None)
 
 
 def _producer(settings: Settings) -> Any:

@@ -129,6 +129,8 @@ FETCH_WAIT_MS = 100
 HAND_OVER_TIMEOUT = 20.0
 #: a partition with records waiting that has not moved for this long is named in the log (seconds)
 STALL_AFTER = 30.0
+#: how often the worker asks the engine to close the episodes of quiet agents (seconds)
+CLOSE_QUIET_EVERY = 5.0
 
 _encode = msgspec.json.Encoder().encode  # the same encoder as streams/cli/replay.py: byte-identical records
 
@@ -223,10 +225,15 @@ class Processor:
         self.generation = 0
         self.ready = False
         self.stats = dict(events=0, decisions=0, dlq=0, skipped=0, duplicates=0, freezes=0, releases=0,
-                          reconciled=0, republished=0, miskeyed=0, rerouted=0, batches=0)
+                          reconciled=0, republished=0, miskeyed=0, rerouted=0, batches=0, verdicts_applied=0,
+                          episode_records=0)
+        #: event-time watermark: the latest event time this worker decided (closes quiet episodes)
+        self.watermark = float("-inf")
+        #: streams/worker/verdict_follow.py (create_app sets it)
+        self.verdict_follow = None
         self.miskey_log = MiskeyLog()
         self._stopping = False
-        self._times = {"topk": 0.0, "drift": 0.0, "lag": 0.0, "stall": 0.0}
+        self._times = {"topk": 0.0, "drift": 0.0, "lag": 0.0, "stall": 0.0, "quiet": 0.0}
         self._tasks: set[asyncio.Future] = set()
 
     # ------------------------------------------------------------------ views (status, streams/api)
@@ -511,6 +518,14 @@ class Processor:
                     frozen.pop(agent, None)
             if d.freeze is not None:
                 freezes.append((d, p))
+        latest = self.watermark
+        for d, (p, _offset) in zip(decisions, where):
+            t = d.event.t
+            if t > latest:
+                latest = t
+            if d.episodes:
+                self._add_episodes(d.episodes, p)
+        self.watermark = latest
         stats["duplicates"] += duplicates
         stats["decisions"] += len(decisions) - duplicates
         metrics.observe_batch(decisions, wall)
@@ -524,6 +539,56 @@ class Processor:
             self.stats["rerouted"] += 1
         self.metrics.miskeyed(reason, rerouted)
         self.miskey_log.note(reason, agent, self.topics["actions"], partition, offset, home, rerouted)
+
+    # ------------------------------------------------------------------ alert episodes and verdicts (issue 18)
+    def _add_episodes(self, records: list, partition: int | None) -> None:
+        """Episode records the engine returned, added to the publisher for ``agent-alerts`` (key ``agent_id``)."""
+        topic = self.topics["alerts"]
+        pub = self.publisher
+        for rec in records:
+            key = rec["agent_id"].encode("utf-8")
+            pub.add(topic, pub.partition_for(topic, key, partition), key, _encode(rec))
+            self.metrics.episode(rec)
+        self.stats["episode_records"] += len(records)
+
+    async def apply_verdict(self, verdict) -> str:
+        """An analyst's verdict read from ``agent-verdicts``, its signature verified
+        (``streams/worker/verdict_follow.py``): ``applied`` with :meth:`Engine.apply_verdict` when this worker
+        owns the agent, else ``not_held`` (the owner applies it) or ``unknown_agent``. The episode records
+        it changes go to ``agent-alerts``; the agent's state is written before this returns."""
+        agent = verdict.agent_id
+        partition = home_partition(agent, self.n_actions)
+        if not self.ready or partition not in self.positions.expect or partition in self.positions.handing_over:
+            return "not_held"
+        if agent not in self.residency:
+            if not self.residency.has_state(agent):
+                return "unknown_agent"
+            self._load(agent)
+        if agent not in self.engine.agents:
+            return "unknown_agent"
+        records = self.engine.apply_verdict(verdict)
+        self._add_episodes(records, partition)
+        await self.publisher.send()
+        self.stats["verdicts_applied"] += 1
+        self.metrics.verdict(verdict.verdict)
+        self.flusher.mark(agent, None, time.monotonic())
+        await self.flusher.flush(only=[agent])
+        log.info("verdict %s (%s on %s of %s, by %s) applied", verdict.verdict_id, verdict.verdict,
+                 verdict.target, agent, verdict.by or "unknown")
+        return "applied"
+
+    async def close_quiet(self) -> int:
+        """Close the episodes of agents quiet for 30 min of event time (:meth:`Engine.close_quiet` at this
+        worker's event-time watermark: the latest event it decided). The engine keeps the episodes, resting
+        agents' too. A fleet with no events at all does not move the watermark: its episodes close with the
+        next event. Returns the records published."""
+        if self.watermark == float("-inf"):
+            return 0
+        records = self.engine.close_quiet(self.watermark)
+        if records:
+            self._add_episodes(records, None)
+            await self.publisher.send()
+        return len(records)
 
     # ------------------------------------------------------------------ freezes and releases (rule 3)
     async def _freeze(self, freezes: list) -> None:
@@ -713,6 +778,9 @@ class Processor:
                 continue
             self._times["lag"] = mono
             if self.ready:
+                if mono - self._times["quiet"] >= CLOSE_QUIET_EVERY:
+                    self._times["quiet"] = mono
+                    await self.close_quiet()
                 await self.rest_idle()
             self._update_lag()
             if mono - self._times["topk"] >= 15.0:
@@ -746,8 +814,9 @@ class Processor:
         return {"ready": self.ready, "generation": self.generation, "partitions": self.assigned,
                 "agents_loaded": len(self.residency), "agents_resting": self.residency.resting(),
                 "agents_frozen": len(self.frozen), "dirty_agents": len(self.flusher.dirty),
-                "model_version": self.engine.model_version, **self.stats, **self.positions.stats,
-                **self.flusher.stats, **self.residency.stats}
+                "model_version": self.engine.model_version, "episodes_open": len(self.engine.episodes.open),
+                **self.stats, **self.positions.stats, **self.flusher.stats, **self.residency.stats,
+                **(self.verdict_follow.status() if self.verdict_follow is not None else {})}
 
 
 def _memory_report(top: int = 25) -> dict:
@@ -898,6 +967,17 @@ def create_app(settings: Settings, engine: Engine, *, partition_counts: dict[str
             log.exception("reading agent-actions failed; stopping the worker: %r", exc)
             await app.crash(exc)
 
+    from streams.worker.verdict_follow import VerdictFollower
+
+    processor.verdict_follow = follow = VerdictFollower(
+        settings, topics["verdicts"], partition_counts[topics["verdicts"]], keys=lambda: processor.keys,
+        apply=processor.apply_verdict, home=lambda agent: home_partition(agent, n),
+        on_reject=processor.metrics.verdict_rejected)
+
+    @app.task
+    async def follow_verdicts():
+        await follow.run()  # every worker reads every verdict; each applies those of its agents
+
     @app.task
     async def flusher():
         try:
@@ -923,6 +1003,7 @@ def create_app(settings: Settings, engine: Engine, *, partition_counts: dict[str
         processor.assigned = mine
         processor.generation += 1
         processor.ready = True
+        await follow.reapply(mine)  # verdicts read while these partitions had no owner here
         if processor.generation == 1:
             # Everything loaded so far (faust, aiokafka, numpy, the model) lives as long as the process: keep
             # it out of the collector's full passes, which otherwise stall the stream for ~80 ms each.

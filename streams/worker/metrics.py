@@ -67,6 +67,19 @@ Rare paths (prometheus_client metrics, labelled children cached):
     Repeated ``event_id`` values, scored once and otherwise skipped.
 ``flowbreaker_agents_frozen``
     Agents this worker currently holds frozen (breaker ``open``), uncapped count.
+``flowbreaker_episodes_total{event}``
+    Alert episodes (``detector/episodes.py``) this worker's agents opened (``event="opened"``: the
+    first record of an episode) and closed (``closed``); ``changed`` counts the records in between.
+    3 series, all present from the start. The SOC counts episodes, not alerted actions.
+``flowbreaker_episodes_open``
+    Alert episodes open now in the whole fleet, as the API's index of ``agent-alerts`` sees them
+    (every worker reads the whole topic: take ``max``, not ``sum``, over workers).
+``flowbreaker_verdicts_applied_total{verdict}``
+    Analysts' verdicts (``benign``, ``confirmed``) this worker applied to agents it holds. 2 series.
+``flowbreaker_verdicts_rejected_total{reason}``
+    Records on ``agent-verdicts`` not applied: not JSON, invalid, unsigned or a signature that does not
+    verify (``streams.verdicts.REJECTIONS``, 6 series, all present from the start). Every worker reads
+    every verdict, so each counts a forged one.
 ``flowbreaker_consumer_lag{partition}``
     Messages behind the end of ``agent-actions``, per assigned partition: bounded
     by the topic's partition count; :meth:`Metrics.set_assignment` removes
@@ -206,6 +219,10 @@ DLQ_CODES = (
     "range", "length", "timestamp", "encoding", "depth", "character", "internal",
 )
 MISKEYED_REASONS = ("no_key", "wrong_key", "wrong_partition")
+EPISODE_EVENTS = ("opened", "changed", "closed")
+VERDICT_KINDS = ("benign", "confirmed")
+#: streams.verdicts.REJECTIONS (metrics must not import the shell's clients)
+VERDICT_REJECTIONS = ("not_json", "invalid", "unsigned", "malformed_signature", "unknown_key", "bad_signature")
 MISKEYED_OUTCOMES = ("rerouted", "decided")
 BREAKER_STATE_VALUE = {"closed": 0.0, "half_open": 1.0, "open": 2.0}
 
@@ -468,6 +485,25 @@ class Metrics:
         self._frozen_count = Gauge(
             "flowbreaker_agents_frozen", "Agents currently frozen on this worker.", registry=reg,
         )
+        self._episodes = Counter(
+            "flowbreaker_episodes_total", "Alert episodes opened and closed (and records in between).",
+            ("event",), registry=reg,
+        )
+        self._episode_children = {e: self._episodes.labels(e) for e in EPISODE_EVENTS}
+        self._episodes_open = Gauge(
+            "flowbreaker_episodes_open", "Alert episodes open now in the fleet (agent-alerts, as this worker "
+            "reads it).", registry=reg,
+        )
+        self._verdicts = Counter(
+            "flowbreaker_verdicts_applied_total", "Analysts' verdicts applied to this worker's agents.",
+            ("verdict",), registry=reg,
+        )
+        self._verdict_children = {v: self._verdicts.labels(v) for v in VERDICT_KINDS}
+        self._verdicts_rejected = Counter(
+            "flowbreaker_verdicts_rejected_total", "Records on agent-verdicts not applied, by reason.",
+            ("reason",), registry=reg,
+        )
+        self._verdict_rejected_children = {r: self._verdicts_rejected.labels(r) for r in VERDICT_REJECTIONS}
         self._frozen_count.set_function(lambda: len(self._frozen))
         self._lag = Gauge(
             "flowbreaker_consumer_lag",
@@ -753,6 +789,32 @@ class Metrics:
             v = times.get(step)
             ok = isinstance(v, (int, float)) and not isinstance(v, bool)
             self._drill_step.labels(step).set(float(v) if ok else math.nan)
+
+    def episode(self, rec: Mapping) -> None:
+        """Count one alert episode record published on ``agent-alerts``: ``opened`` for an episode's first
+        record (``opened`` equal to ``updated``), ``closed`` for its closing one, else ``changed``."""
+        state = rec.get("state")
+        if state == "closed":
+            event = "closed"
+        elif state == "open" and rec.get("opened") == rec.get("updated"):
+            event = "opened"
+        else:
+            event = "changed"
+        self._episode_children[event].inc()
+
+    def set_episodes_open(self, n: int) -> None:
+        """Alert episodes open now in the fleet (the API's index of ``agent-alerts``)."""
+        self._episodes_open.set(n)
+
+    def verdict(self, kind: str) -> None:
+        """Count one verdict (``benign`` or ``confirmed``) applied to an agent of this worker."""
+        child = self._verdict_children.get(kind)
+        if child is not None:
+            child.inc()
+
+    def verdict_rejected(self, reason: str) -> None:
+        """Count one record of ``agent-verdicts`` not applied (``streams.verdicts.REJECTIONS``)."""
+        (self._verdict_rejected_children.get(reason) or self._verdict_rejected_children["invalid"]).inc()
 
     def dlq(self, code: str) -> None:
         """Count one event sent to the dead-letter topic, by ``EventError.code``."""

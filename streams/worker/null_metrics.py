@@ -34,6 +34,18 @@ class NullMetrics:
     def release(self, agent_id: str | None = None) -> None:
         pass
 
+    def episode(self, rec) -> None:
+        pass
+
+    def set_episodes_open(self, n: int) -> None:
+        pass
+
+    def verdict(self, kind: str) -> None:
+        pass
+
+    def verdict_rejected(self, reason: str) -> None:
+        pass
+
     def set_frozen(self, frozen) -> None:
         pass
 

@@ -77,7 +77,8 @@ def other(cluster: Cluster, agent: str) -> int:
 EXPECTED_PATHS = {"/v1/openapi.json", "/v1/agents/{agent_id}", "/v1/breakers", "/v1/incidents/{incident_id}",
                   "/v1/agents/{agent_id}/freeze", "/v1/agents/{agent_id}/release", "/v1/whoami",
                   "/v1/decisions/{event_id}/feedback", "/v1/check", "/v1/approvals", "/v1/approvals/{approval_id}",
-                  "/v1/approvals/{approval_id}/approve", "/v1/approvals/{approval_id}/deny", "/v1/fallbacks"}
+                  "/v1/approvals/{approval_id}/approve", "/v1/approvals/{approval_id}/deny", "/v1/fallbacks",
+                  "/v1/episodes", "/v1/episodes/{episode_id}/verdict"}
 
 
 def test_the_openapi_document_is_served_without_a_token_and_describes_every_route(cluster):
@@ -110,6 +111,8 @@ def _routes(agent: str) -> list[tuple[str, str, str, str | None, object]]:
         ("POST", "/v1/approvals/apr-none/deny", "approve", "deny", {"reason": "probe"}),
         ("POST", "/v1/fallbacks", "report_fallback", "check_fallback",
          {"fallbacks": [{"agent_id": agent, "verdict": "allow", "cause": "timeout"}]}),
+        ("GET", "/v1/episodes?state=open", "read", None, None),
+        ("POST", "/v1/episodes/ep-none/verdict", "feedback", "verdict", {"verdict": "benign", "reason": "probe"}),
     ]
 
 

@@ -113,6 +113,10 @@ def published(cluster, agent: str) -> list[dict]:
             if m.key == agent.encode() and json.loads(m.value)["event_id"].startswith("mcp-")]
 
 
+def records_of(cluster, topic: str) -> list[dict]:
+    return [json.loads(m.value) for m in read_topic(cluster.bootstrap, topic)]
+
+
 def verdict_of(result) -> dict:
     return (result.meta or {}).get("flowbreaker") or {}
 
@@ -227,6 +231,12 @@ def test_after_a_freeze_the_next_call_is_refused_and_the_server_never_sees_it(cl
         assert f"agent {agent} is frozen" in result.content[0].text
     assert [c["tool"] for c in calls] == ["read_record"]            # neither refused call reached the server
     assert "refused" in stderr
+
+    def acks():  # the gateway acknowledged the freeze it enacted, as a runtime's guard does (flowbreaker drill)
+        return [a for a in records_of(cluster, cluster.prefix + "agent-control-acks")
+                if a.get("agent_id") == agent and a.get("by", "").startswith("mcp-proxy:")]
+    [ack] = wait_for(acks, 30, "the gateway's acknowledgement of the freeze")
+    assert (ack["kind"], ack["command"]) == ("guard", "freeze")
 
 
 def test_with_no_worker_answering_every_call_is_refused_unless_fail_open(cluster, files):
