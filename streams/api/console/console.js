@@ -677,15 +677,14 @@
       return h("tr", { class: trigger ? "trigger" : raised ? "raised" : null },
         td([trigger ? h("span", { class: "tag tag-trigger" }, "trigger") : null,
           !trigger && raised ? h("span", { class: "tag tag-raised" }, "raised the score") : null]),
-        td(when(e.ts), "time"),
-        td(text(e.tool)), td(text(e.action)), td(h("span", { class: "mono" }, text(e.resource))),
+        td([when(e.ts), h("span", { class: "event mono" }, text(e.event_id))], "time"),
+        td(text(e.tool)), td(text(e.action)), td(h("span", { class: "mono" }, text(e.resource)), "wrap"),
         td(dests.length ? [dests.join(", "), classes.length ? h("span", { class: "local" }, " (" + classes.join(", ") + ")")
-          : null] : (e.destination_count ? num(e.destination_count) + " destinations" : "—")),
-        td(text(e.sensitivity)), td(num(e.records), "num"), td(num(e.score, 3), "num"), td(sev(e.severity)),
-        td(h("span", { class: "id" }, text(e.event_id))));
+          : null] : (e.destination_count ? num(e.destination_count) + " destinations" : "—"), "wrap"),
+        td(text(e.sensitivity)), td(num(e.records), "num"), td(num(e.score, 3), "num"), td(sev(e.severity)));
     });
-    return table(["Mark", "Time", "Tool", "Action", "Resource", "Destinations", "Sensitivity", "Records#", "Score#",
-      "Severity", "Event"], rows, "The incident carries no trace.");
+    return table(["Mark", "Time · event", "Tool", "Action", "Resource", "Destinations", "Sensitivity", "Records#",
+      "Score#", "Severity"], rows, "The incident carries no trace.");
   }
 
   function attribution(a) {
