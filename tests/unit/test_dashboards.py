@@ -290,6 +290,27 @@ def test_the_drilldown_offers_the_listed_agents_as_a_variable():
                if where.startswith("panel") and "fleet" not in expr and "flowbreaker_agent_" in expr)
 
 
+def test_the_soc_overview_counts_alert_episodes_not_alerted_actions():
+    dash = load(DASHBOARDS / "grafana" / "soc-overview.json")
+    exprs = {where: expr for where, expr in generate.queries(dash)}
+    counting = [where for where, expr in exprs.items()
+                if "flowbreaker_decisions_total" in expr and 'action_taken=~"alert' in expr]
+    assert counting == [], "SOC panels counting alerted actions: " + ", ".join(counting)
+    titles = {p["title"]: p for p in generate.iter_panels(dash)}
+    for title in ("Alert episodes open now", "Alert episodes in range", "Alert episodes"):
+        assert "flowbreaker_episodes" in titles[title]["targets"][0]["expr"], title
+    assert "flowbreaker_verdicts_applied_total" in titles["Analyst verdicts"]["targets"][0]["expr"]
+    storm = next(r for r in generate.ALERT_RULES if r["alert"] == "AlertStorm")
+    assert "flowbreaker_episodes_total" in storm["expr"]
+
+
+def test_the_episode_gauge_is_taken_with_max_because_every_worker_reads_the_whole_topic():
+    dash = load(DASHBOARDS / "grafana" / "soc-overview.json")
+    for where, expr in generate.queries(dash):
+        if "flowbreaker_episodes_open" in expr:
+            assert expr.startswith("max("), (where, expr)
+
+
 # ---------------------------------------------------------------- alert rules and config
 
 def test_the_required_alerts_exist():

@@ -1,0 +1,142 @@
+"""Every worker follows ``agent-verdicts`` and applies the verdicts of the agents it holds.
+
+Analysts' verdicts (:mod:`streams.verdicts`) are few. Each worker reads every partition of the topic
+(a plain aiokafka consumer without a group, in the worker's event loop) and hands each verdict whose
+signature verifies to ``apply(verdict)``: the processor applies it when it owns the agent's partition
+of ``agent-actions`` (:meth:`streams.worker.app.Processor.apply_verdict`) and otherwise leaves it to
+the owner. A record that is not a signed, valid verdict is counted by reason (``on_reject``, the
+metric ``flowbreaker_verdicts_rejected_total``), logged with where it is (rate-limited), and skipped:
+no record can stop the follower or teach an agent anything.
+
+Where reading starts: ``lookback_s`` (60 s) before the worker started. A verdict older than that is
+in its agent's state already: the owner wrote the state when it applied it.
+
+Rebalances: a verdict that arrives while its agent's partition is moving may find no owner (the old
+one has let it go, the new one is not ready). The follower keeps the verdicts written in the last
+``lookback_s`` (at most ``keep`` of them) and hands those of the partitions a worker starts on to
+``apply`` again (:meth:`VerdictFollower.reapply`), so the new owner applies what the old one may have
+missed. A verdict applied twice is mostly harmless (the engine remembers the ids it applied; a new
+owner does not, and then teaches the same items again), and only verdicts of the last minute are.
+
+When it fails: the consumer fails (broker gone) -> logged, restarted after a second from the offsets
+it had reached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from typing import Any, Awaitable, Callable, Iterable
+
+from streams.clients.commands import RejectLog
+from streams.verdicts import VerdictRejected, decode
+
+__all__ = ["VerdictFollower", "LOOKBACK_S"]
+
+log = logging.getLogger("flowbreaker.worker")
+
+#: how far back a starting worker reads agent-verdicts, and how long it keeps what it read for a rebalance
+LOOKBACK_S = 60.0
+
+
+class VerdictFollower:
+    """Follows ``topic`` (``partitions`` of them); ``keys()`` gives the key ring that verifies verdicts,
+    ``apply(verdict)`` applies one (async), ``home(agent_id)`` is its partition of ``agent-actions``."""
+
+    def __init__(self, settings: Any, topic: str, partitions: int, *, keys: Callable[[], Any],
+                 apply: Callable[[Any], Awaitable[str]], home: Callable[[str], int],
+                 on_reject: Callable[[str], None] = lambda reason: None, lookback_s: float = LOOKBACK_S,
+                 keep: int = 100_000) -> None:
+        self.settings = settings
+        self.topic = topic
+        self.partitions = partitions
+        self.keys = keys
+        self.apply = apply
+        self.home = home
+        self.on_reject = on_reject
+        self.lookback_s = lookback_s
+        self.recent: deque = deque(maxlen=keep)   # (when the record was written, epoch seconds; verdict)
+        self.outcomes: dict[str, int] = {}
+        self.rejected: dict[str, int] = {}
+        self.restarts = 0
+        self._next: dict[int, int] = {}
+        self._started = time.time()
+        self._log = RejectLog(log, what="skipped a verdict")
+
+    async def on_value(self, value: bytes | None, partition: int, offset: int, written: float | None = None) -> str:
+        """One record of the topic (``written``: its Kafka timestamp, epoch seconds): applied, left to its
+        owner, or rejected (the outcome is returned)."""
+        try:
+            verdict = decode(value, self.keys())
+        except VerdictRejected as err:
+            self.rejected[err.reason] = self.rejected.get(err.reason, 0) + 1
+            self.on_reject(err.reason)
+            self._log(self.topic, partition, offset, err)
+            return "rejected"
+        self.recent.append((time.time() if written is None else written, verdict))
+        outcome = await self.apply(verdict)
+        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+        return outcome
+
+    async def reapply(self, partitions: Iterable[int]) -> int:
+        """Hand the recent verdicts of agents on ``partitions`` to ``apply`` again (after a rebalance)."""
+        mine = set(partitions)
+        cutoff = time.time() - self.lookback_s
+        while self.recent and self.recent[0][0] < cutoff:
+            self.recent.popleft()
+        n = 0
+        for _, verdict in list(self.recent):
+            if self.home(verdict.agent_id) in mine:
+                await self.apply(verdict)
+                n += 1
+        return n
+
+    def status(self) -> dict:
+        return {"verdict_outcomes": dict(self.outcomes), "verdicts_rejected": dict(self.rejected),
+                "verdict_follow_restarts": self.restarts}
+
+    # ------------------------------------------------------------------ following Kafka
+    async def run(self) -> None:
+        """Follow the topic until cancelled (restarting the consumer after a failure, from where it was)."""
+        while True:
+            try:
+                await self._follow()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the broker went away: go on from where we were
+                self.restarts += 1
+                log.warning("following %s stopped (%r); restarting in 1 s", self.topic, exc)
+                await asyncio.sleep(1.0)
+
+    async def _follow(self) -> None:
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        consumer = AIOKafkaConsumer(client_id=f"{self.settings.app_id}-verdicts", group_id=None,
+                                    enable_auto_commit=False, auto_offset_reset="earliest",
+                                    **self.settings.aiokafka_config())
+        await consumer.start()
+        try:
+            tps = [TopicPartition(self.topic, p) for p in range(self.partitions)]
+            consumer.assign(tps)
+            fresh = [tp for tp in tps if tp.partition not in self._next]
+            for tp in tps:
+                if tp.partition in self._next:
+                    consumer.seek(tp, self._next[tp.partition])
+            if fresh:
+                since_ms = int((self._started - self.lookback_s) * 1000)
+                found = await consumer.offsets_for_times({tp: since_ms for tp in fresh})
+                ends = await consumer.end_offsets(fresh)
+                for tp in fresh:
+                    at = found.get(tp)
+                    consumer.seek(tp, at.offset if at is not None else ends[tp])
+            while True:
+                got = await consumer.getmany(timeout_ms=500, max_records=500)
+                for tp, msgs in got.items():
+                    for m in msgs:
+                        self._next[tp.partition] = m.offset + 1
+                        await self.on_value(m.value, tp.partition, m.offset,
+                                            m.timestamp / 1000.0 if m.timestamp is not None else None)
+        finally:
+            await consumer.stop()
