@@ -65,6 +65,7 @@ from streams.api.approvals import ApprovalService, ApprovalStore, TooManyOpenReq
 from streams.api.audit_trail import Auditor, RefusalSummary, record
 from streams.api.auth import PERMISSIONS, Principal, TokenRegistry, allowed, open_registry
 from streams.api import http_guard
+from streams.api.broker_probe import BrokerProbe
 from streams.clients.commands import ControlMetrics
 from streams.api.control_feed import ControlFeed
 
@@ -301,6 +302,8 @@ class ControlPlane:
         #: read timeouts, per-token rate limits, open approval requests per agent (streams/api/http_guard.py)
         self.limits = http_guard.HttpLimits()
         self.buckets = http_guard.TokenBuckets(rate_per_s=self.limits.rate_per_s, burst=self.limits.burst)
+        #: /v1/check does not answer from memory while the broker is gone (streams/api/broker_probe.py)
+        self.broker = BrokerProbe(settings, topics["control"])
         #: calls that write (state-changing routes, checks that open an approval request): a smaller budget
         self.write_buckets = http_guard.TokenBuckets(rate_per_s=self.limits.write_rate_per_s,
                                                      burst=self.limits.write_burst)
@@ -327,6 +330,10 @@ class ControlPlane:
         @self.app.task
         async def control_feed() -> None:
             await feed.run()
+
+        @self.app.task
+        async def broker_probe() -> None:
+            await self.broker.run()
 
         @self.app.task
         async def loop_lag() -> None:
@@ -947,6 +954,9 @@ class ControlPlane:
     async def h_check(self, ctx: Ctx) -> web.Response:
         t0 = time.perf_counter()
         ev = ctx.body
+        if not self.broker.fresh():  # nothing decided now could be recorded: the runtime's fallback applies
+            raise ApiError(503, "broker_unavailable", "the Kafka broker does not answer; apply your fallback "
+                                                      "policy and report it (POST /v1/fallbacks)", retry_after=1)
         self._agent_state(ev.agent_id)  # loaded from the table if this worker has not seen it yet
         now = time.time()
         probe = ev.replace(approval_id=None) if ev.approval_id is not None else ev
