@@ -7,9 +7,10 @@
 #
 #   scripts/demo.sh                         until Ctrl-C, Kafka on 127.0.0.1:9092
 #   scripts/demo.sh --duration 120          stop by itself after two minutes (CI smoke runs)
+#   scripts/demo.sh --keep                  go on from the last run's broker data (default: every run starts clean)
 #   scripts/demo.sh --help                  every option (agents, pace, incident rate, webhook, ports ...)
 #
-# Environment: FLOWBREAKER_PYTHON (default: the active virtualenv's, else the project's .venv, see
+# Environment: FLOWBREAKER_DEMO_KEEP=1 (as --keep), FLOWBREAKER_PYTHON (default: the active virtualenv's, else the project's .venv, see
 # scripts/install.sh), FLOWBREAKER_BOOTSTRAP, FLOWBREAKER_TOPIC_PREFIX and the other FLOWBREAKER_* settings of
 # streams/settings.py; FLOWBREAKER_KAFKA_PORT is not needed (the port comes from --bootstrap).
 set -euo pipefail

@@ -4,7 +4,7 @@ It starts what is not running yet, in order, and stops at the end only what it
 started, each by its own pid:
 
 1. Kafka (``scripts/kafka.sh start``) when nothing answers on ``--bootstrap``
-   (a 127.0.0.1 address);
+   (a 127.0.0.1 address), with its data under ``--workdir``;
 2. the topics (:func:`streams.kafka_admin.ensure_topics`);
 3. a model of the simulated fleet's normal work at the demo's pace (the runtime's
    own code on a virtual clock, :func:`streams.demo.simulated_runtime.paced_history`, then
@@ -24,6 +24,14 @@ started, each by its own pid:
 7. Prometheus (``scripts/prometheus.sh start``) when that script exists, unless
    ``--no-prometheus`` or one is running already.
 
+Every run starts clean unless ``--keep`` (or ``FLOWBREAKER_DEMO_KEEP=1``) says to
+go on from the last one: the broker it starts gets an empty data dir (the last
+run's topics, freezes, approvals and worker state are deleted first); on a broker
+that was already running, which is not the demo's to empty, the run uses topics
+of its own (``demo-RUN-``, unless ``--topic-prefix`` names them). The simulated
+runtime's event ids carry the run's id, since its task feed repeats (one seed),
+so no id is ever used twice.
+
 Then it shows what a SOC wants to see: throughput, alerts as they happen with
 their top reason, every freeze with the incident's trace summary (trigger,
 attribution, last actions), which agents are frozen and that they stopped
@@ -41,6 +49,8 @@ import argparse
 import json
 import os
 import re
+import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -300,6 +310,8 @@ class SocView:
     started: float = field(default_factory=time.monotonic)
     held: int = 0
     approved: int = 0
+    #: agents with an action held for an approval nobody has decided yet: agent -> (approval id, since)
+    waiting: dict[str, tuple[str, float]] = field(default_factory=dict)
     #: wall clock for the line stamps (the tests pass a fixed one)
     clock: Callable[[], float] = time.time
 
@@ -431,6 +443,7 @@ class SocView:
                 self.write(self.s(line, "2"))
         elif kind == "action_held":
             self.held += 1
+            self.waiting[agent] = (str(e.get("approval_id")), time.monotonic())
             dests = e.get("destinations") or []
             more = f" (+{e['destination_count'] - len(dests)})" if e.get("destination_count", 0) > len(dests) else ""
             reasons = e.get("reasons") or []
@@ -446,10 +459,12 @@ class SocView:
             self.write(clip(f"         to run it: flowbreaker approvals approve {e.get('approval_id')} --reason '...'"))
         elif kind == "approval_granted":
             self.approved += 1
+            self.waiting.pop(agent, None)
             until = clock_utc(e.get("valid_until") or "")
             self._line("APPROVED", "1;32", agent, f"{e.get('approval_id')} by {e.get('by')} (valid until {until} "
                                                   f"UTC): the held action runs now; {e.get('reason')}", max_lines=2)
         elif kind == "action_refused":
+            self.waiting.pop(agent, None)
             by = f" by {e.get('by')}: {e.get('reason')}" if e.get("by") else ""
             self._line("REFUSED", "1;31", agent, f"approval {e.get('approval_id')} {e.get('state')}{by}; task "
                                                  f"{e.get('task_id')} abandoned, the action never ran", max_lines=2)
@@ -466,8 +481,8 @@ class SocView:
         return len(self._times) / span
 
     def status_lines(self) -> list[str]:
-        """The running totals, then one line per frozen agent: whether it stopped, how many of its
-        tasks wait, for how long."""
+        """The running totals, then one line per frozen agent (whether it stopped, how many of its
+        tasks wait, for how long) and one per agent whose held action waits for an approval."""
         held = f" | held {self.held}, approved {self.approved}" if self.held else ""
         lines = [clip(f"{self._stamp()} {self.s('──', '2')} {self.rate():.1f} decisions/s (last "
                       f"{self.window_s:.0f} s) | decisions {self.decided} | alerts {self.alerts} | "
@@ -478,6 +493,9 @@ class SocView:
                 f"{_count(f.actions_after, 'action')} since the freeze!"
             lines.append(clip(f"         {'':<8} {agent:<20} frozen for {now - f.since:.0f} s: {acted}, "
                               f"{_count(f.held, 'task')} waiting"))
+        for agent, (approval, since) in sorted(self.waiting.items()):
+            lines.append(clip(f"         {'':<8} {agent:<20} waiting {now - since:.0f} s for approval {approval}: "
+                              "task paused"))
         return lines
 
 
@@ -501,6 +519,11 @@ class Demo:
         self.tokens_file: Path | None = None
         self.token_files: dict[str, Path] = {}
         self.prometheus_url: str | None = None  # the Prometheus this demo started (the drill times its alert)
+        #: names this run: the simulated runtime's event ids, and the topics when the broker is not the demo's
+        self.run_id = time.strftime("%H%M%S", time.gmtime()) + secrets.token_hex(2)
+        #: the topic prefix was chosen (--topic-prefix or FLOWBREAKER_TOPIC_PREFIX): the demo uses it as told
+        self.prefix_given = getattr(args, "topic_prefix", None) is not None \
+            or os.environ.get("FLOWBREAKER_TOPIC_PREFIX") is not None
 
     def say(self, text: str, *, cut: bool = True) -> None:
         """Print ``text``, each line cut to :data:`WIDTH` columns (``cut=False`` for error reports,
@@ -519,13 +542,24 @@ class Demo:
         s = self.settings
         if _kafka_answers(s):
             self.say(f"kafka       already running at {s.bootstrap}")
+            if not self.args.keep and not self.prefix_given:
+                # not ours to empty: this run gets topics (and so a worker state and consumer groups) of its own
+                s.topic_prefix = f"demo-{self.run_id}-"
+                self.say_wrapped("", f"this run uses fresh topics {s.topic_prefix}* so nothing of an earlier run "
+                                     "carries over (--keep: the unprefixed topics as they are; --topic-prefix: yours)")
             return
         host, _, port = s.bootstrap_servers[0].rpartition(":")
         if host not in ("127.0.0.1", "localhost") or not port.isdigit() or len(s.bootstrap_servers) != 1:
             raise DemoError(f"no Kafka answers at {s.bootstrap}, and only a local one (127.0.0.1) can be started")
-        env = {"FLOWBREAKER_KAFKA_PORT": port, "FLOWBREAKER_PYTHON": sys.executable}
-        if self.args.kafka_dir:
-            env["FLOWBREAKER_KAFKA_DIR"] = str(Path(self.args.kafka_dir).resolve())
+        data = Path(self.args.kafka_dir).resolve() if self.args.kafka_dir else self.workdir / f"kafka-{port}"
+        env = {"FLOWBREAKER_KAFKA_PORT": port, "FLOWBREAKER_PYTHON": sys.executable, "FLOWBREAKER_KAFKA_DIR": str(data)}
+        if not self.args.keep and not self.args.kafka_dir and data.exists():
+            # the demo's own broker dir: topics, frozen agents, used event ids and worker state of the last run
+            if _script(KAFKA_SH, "status", env=env, timeout=30).returncode == 0:
+                raise DemoError(f"a broker of an earlier demo still runs from {data} but does not answer at "
+                                f"{s.bootstrap}; stop it (FLOWBREAKER_KAFKA_DIR={data} scripts/kafka.sh stop)")
+            shutil.rmtree(data)
+            self.say(f"kafka       a fresh broker: the last run's data is gone (--keep keeps it): {_short_path(data)}")
         self.say(f"kafka       starting a local broker on 127.0.0.1:{port} (scripts/kafka.sh; the first run "
                  "fetches the jars)")
         proc = _script(KAFKA_SH, "start", env=env, timeout=self.args.kafka_timeout)
@@ -534,6 +568,13 @@ class Demo:
         self.started.append(("kafka", lambda: _script(KAFKA_SH, "stop", env=env, timeout=90)))
         status = _script(KAFKA_SH, "status", env=env, timeout=30).stdout.strip()
         self.say(f"kafka       started: {status}")
+
+    def name_app(self) -> None:
+        """The worker's app id follows the topic prefix: its state changelog and consumer group are named after
+        it, one per set of topics, or a worker would recover another prefix's agents (and skip their offsets as
+        already scored)."""
+        if not os.environ.get("FLOWBREAKER_APP_ID") and self.settings.topic_prefix:
+            self.settings.app_id = f"{self.settings.topic_prefix}flowbreaker"
 
     def ensure_topics(self) -> None:
         from streams.kafka_admin import ensure_topics
@@ -558,8 +599,6 @@ class Demo:
                                end=datetime.now(timezone.utc))
         with open(history, "w", encoding="utf-8") as fh:
             fh.writelines(json.dumps(e, separators=(",", ":")) + "\n" for e in events)
-        import shutil
-
         shutil.rmtree(model, ignore_errors=True)
         try:
             rc = main(["train", "--input", str(history), "--policy", str(POLICY), "--out", str(model), "--quiet"])
@@ -641,6 +680,8 @@ class Demo:
         _wait("the worker's ready line", lambda: "flowbreaker worker ready" in child.stdout(),
               self.args.component_timeout, child, self.stop)
         self.say(f"worker      started, pid {child.pid}: http://127.0.0.1:{port}/metrics  /status")
+        lead = self.token_files["lead"].read_text().strip()  # the console takes it from the fragment, never sent
+        self.say(f"console     http://127.0.0.1:{port}/console/#token={lead}  (demo-lead)", cut=False)
 
     def _verify_keys(self) -> list[str]:
         """``--signing-keys`` with the public key file the demo made (none when keys were configured outside)."""
@@ -672,7 +713,8 @@ class Demo:
         a = self.args
         args = ["runtime", *self._kafka_flags(), "--group", group, "--feed", "--agents", str(a.agents), "--seed",
                 str(a.seed), "--rate", str(a.rate), "--speed", str(a.speed), "--incident-every",
-                str(a.incident_every), "--journal", str(self.journal_path), "--stats-every", "60"]
+                str(a.incident_every), "--journal", str(self.journal_path), "--stats-every", "60",
+                "--event-prefix", f"rt-{self.run_id}-"]  # the feed's task ids repeat from run to run (its seed)
         if a.incident_after is not None:
             args += ["--incident-after", str(a.incident_after)]
         checked = self.web_port is not None and "runtime" in self.token_files and not a.no_check
@@ -902,7 +944,14 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-prometheus", action="store_true", help="do not start Prometheus")
     p.add_argument("--no-drill", action="store_true", help="do not rehearse a freeze (flowbreaker drill) at start")
     p.add_argument("--prometheus-port", type=int, default=9090, help="Prometheus port (default 9090)")
-    p.add_argument("--kafka-dir", help="data dir of a broker the demo starts (default var/kafka-<port>)")
+    p.add_argument("--keep", action="store_true", default=os.environ.get("FLOWBREAKER_DEMO_KEEP") == "1",
+                   help="go on from the last run (env FLOWBREAKER_DEMO_KEEP=1): a broker the demo starts keeps its "
+                        "data, and a running broker's topics are used as they are. Default: every run starts "
+                        "clean (the demo's own broker dir emptied first; on a broker that was already running, "
+                        "fresh topics demo-RUN-* unless --topic-prefix names them), so no agent is frozen from "
+                        "before and no event id is used twice")
+    p.add_argument("--kafka-dir", help="data dir of a broker the demo starts, never emptied (default "
+                                       "WORKDIR/kafka-<port>, emptied at start unless --keep)")
     p.add_argument("--kafka-timeout", type=float, default=900.0,
                    help="seconds for scripts/kafka.sh start, jar download included (default 900)")
     p.add_argument("--component-timeout", type=float, default=120.0,
@@ -915,10 +964,6 @@ def run(args: argparse.Namespace) -> int:
     if args.agents < 1 or args.rate <= 0 or args.speed <= 0 or args.duration < 0 or args.status_every <= 0:
         raise UsageError("--agents must be >= 1; --rate, --speed and --status-every > 0; --duration >= 0")
 
-    if not os.environ.get("FLOWBREAKER_APP_ID") and settings.topic_prefix:
-        # the worker's state changelog and consumer group are named after the app id: one per set of topics,
-        # or a worker would recover another prefix's agents (and skip their offsets as already scored)
-        settings.app_id = f"{settings.topic_prefix}flowbreaker"
     demo = Demo(args, settings)
 
     def on_signal(signum, _frame):
@@ -928,8 +973,9 @@ def run(args: argparse.Namespace) -> int:
     code = 0
     try:
         demo.say(f"flowbreaker demo: logs in {_short_path(demo.logdir)}; every time shown is UTC")
-        for step in (demo.start_kafka, demo.ensure_topics, demo.train_model, demo.make_signing_keys, demo.start_worker,
-                     demo.start_actuator, demo.start_runtime, lambda: start_mcp_agent(demo), demo.start_prometheus, demo.run_drill, demo.watch):
+        for step in (demo.start_kafka, demo.name_app, demo.ensure_topics, demo.train_model, demo.make_signing_keys,
+                     demo.start_worker, demo.start_actuator, demo.start_runtime, lambda: start_mcp_agent(demo),
+                     demo.start_prometheus, demo.run_drill, demo.watch):
             if demo.stop.is_set():  # Ctrl-C during start-up: stop what is up so far
                 raise KeyboardInterrupt
             step()

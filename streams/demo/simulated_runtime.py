@@ -492,14 +492,16 @@ class Runtime:
         freeze), blocked_calls, events, resumed (held tasks taken after a release), queued, frozen."""
         out = {}
         for agent_id, a in sorted(self.agents.items()):
-            out[agent_id] = dict(a.counts, queued=len(a.queue), frozen=self.guard.is_frozen(agent_id))
+            out[agent_id] = dict(a.counts, queued=len(a.queue), frozen=self.guard.is_frozen(agent_id),
+                                 awaiting=a.awaiting)
         return out
 
     #: what the columns of :meth:`format_stats` count, printed under the table
     STATS_LEGEND = (
         "tasks: executed = run to the end, held = kept waiting while the agent was frozen, aborted = cut off by a",
         "freeze, resumed = held tasks run after a release, queued = waiting now; blocked = tool calls refused while",
-        "frozen. state: FROZEN or ok at the end.",
+        "frozen. state at the end: FROZEN, WAITING apr-... (an action held for an approval nobody has decided; the",
+        "agent takes no other task meanwhile) or ok.",
     )
 
     def format_stats(self) -> str:
@@ -511,8 +513,21 @@ class Runtime:
         for agent_id, s in stats.items():
             lines.append(f"{agent_id:<24} {s['executed']:>8} {s['held']:>6} {s['aborted']:>7} "
                          f"{s['blocked_calls']:>7} {s['resumed']:>7} {s['queued']:>6}  "
-                         f"{'FROZEN' if s['frozen'] else 'ok'}")
+                         f"{_state(s)}")
         return "\n".join(lines + list(self.STATS_LEGEND))
+
+
+def _state(s: Mapping) -> str:
+    """An agent's state at the end, for :meth:`Runtime.format_stats`: frozen first, then an undecided approval.
+
+    >>> _state({"frozen": True, "awaiting": "apr-1"}), _state({"frozen": False, "awaiting": "apr-1"})
+    ('FROZEN', 'WAITING apr-1')
+    >>> _state({"frozen": False, "awaiting": None})
+    'ok'
+    """
+    if s.get("frozen"):
+        return "FROZEN"
+    return f"WAITING {s['awaiting']}" if s.get("awaiting") else "ok"
 
 
 # ---------------------------------------------------------------------- the task feed

@@ -96,3 +96,49 @@ def test_the_runtimes_count_table_explains_its_columns():
     for column in ("executed", "held", "aborted", "blocked", "resumed", "queued"):
         assert f"{column} =" in text
     assert all(len(line) <= WIDTH for line in text.splitlines())
+
+
+class PendingChecker:
+    """The pre-action check of a deployment where every outbound action needs an approval nobody gives."""
+
+    def check(self, event):
+        from streams.clients.check_client import CheckResult
+
+        return CheckResult("needs_approval", score=0.9, reasons=["new destination"],
+                           approval_request_id=f"apr-{event['agent_id']}")
+
+    def approval(self, approval_id):
+        return {"state": "pending"}
+
+
+def test_the_runtimes_count_table_shows_an_agent_stuck_on_an_undecided_approval_as_waiting_not_ok():
+    clock = [0.0]
+    rt = Runtime(FreezeGuard(), lambda ev: None, speed=1000.0, checker=PendingChecker(), clock=lambda: clock[0])
+    step = {"operator_id": "ops", "tool": "sftp.put", "action": "send", "resource": "crm://x",
+            "sensitivity": "confidential", "destinations": ["sftp:partner.example"]}
+    quiet = {"operator_id": "ops", "tool": "crm.query", "action": "read", "resource": "crm://x",
+             "sensitivity": "internal"}
+    from streams.demo.simulated_runtime import task_from_dict
+
+    rt.submit(task_from_dict({"task_id": "t1", "agent_id": "fin-1", "steps": [step]}))
+    rt.submit(task_from_dict({"task_id": "t2", "agent_id": "hr-1", "steps": [quiet]}))
+    for _ in range(5):
+        clock[0] += 0.5
+        rt.tick()
+    rows = {line.split()[0]: line.split(None, 7)[-1] for line in rt.format_stats().splitlines()[1:3]}
+    assert rows == {"fin-1": "WAITING apr-fin-1", "hr-1": "ok"}
+    assert all(len(line) <= WIDTH for line in rt.format_stats().splitlines())
+
+
+def test_status_lines_list_agents_waiting_for_an_approval_until_it_is_decided():
+    v, out = view()
+    v.on_journal({"event": "action_held", "agent_id": "fin-agent-002", "approval_id": "apr-" + "b" * 32,
+                  "action": "send", "tool": "sftp.put", "sensitivity": "confidential", "records": 4,
+                  "destinations": ["sftp:x"], "destination_count": 1, "reasons": [], "score": 0.5})
+    lines = v.status_lines()
+    assert lines[0].endswith("| held 1, approved 0")
+    assert len(lines) == 2 and "fin-agent-002" in lines[1] and f"for approval apr-{'b' * 32}" in lines[1]
+    assert all(len(x) <= WIDTH for x in lines)
+    v.on_journal({"event": "action_refused", "agent_id": "fin-agent-002", "approval_id": "apr-" + "b" * 32,
+                  "state": "undecided", "task_id": "t1"})
+    assert len(v.status_lines()) == 1
