@@ -7,7 +7,7 @@ How a request is answered (the OTLP/HTTP specification):
   ``partial_success`` carries ``rejected_spans`` and an ``error_message`` naming
   the first refusals (ignored spans are not rejections);
 * ``400`` (not a trace request: malformed protobuf or JSON, bad UTF-8, corrupt
-  gzip), ``413`` (the body, or the body once decompressed, is over the bound),
+  gzip or deflate), ``413`` (the body, or the body once decompressed, is over the bound),
   ``415`` (another content type or encoding), each with a ``google.rpc.Status``
   body, which the exporters do not retry;
 * ``503`` with ``Retry-After`` when the events could not be published (the
@@ -115,9 +115,10 @@ class OtlpReceiver:
         self.metrics = metrics
         self.max_bytes = max_bytes
 
-    async def export(self, transport: str, body: bytes, content_type: str, *, gzip: bool = False) -> Translation:
+    async def export(self, transport: str, body: bytes, content_type: str, *,
+                     encoding: str = "identity") -> Translation:
         """Decode, translate and publish one request (raises :class:`BadRequest`, :class:`PublishFailed`)."""
-        translation = self.translator.translate(parse_request(body, content_type, gzip=gzip,
+        translation = self.translator.translate(parse_request(body, content_type, encoding=encoding,
                                                               max_bytes=self.max_bytes))
         await self.publisher.publish(translation.records)
         self.metrics.count(transport, translation)  # once published: a request tried again is counted once
@@ -145,15 +146,12 @@ class OtlpReceiver:
         except BadRequest as err:
             return self._error(PROTOBUF, err.status, str(err), "unsupported")
         encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
-        if encoding not in ("gzip", "identity", ""):
-            return self._error(kind, 415, f"unsupported content encoding {encoding!r}: send gzip or none",
-                               "unsupported")
         try:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
             return self._error(kind, 413, f"body is larger than {self.max_bytes} bytes", "too_large")
         try:
-            translation = await self.export("http", body, kind, gzip=encoding == "gzip")
+            translation = await self.export("http", body, kind, encoding=encoding)
         except BadRequest as err:
             outcome = {413: "too_large", 415: "unsupported"}.get(err.status, "bad_request")
             return self._error(kind, err.status, str(err), outcome)

@@ -5,7 +5,7 @@ Collector's Kafka exporter wrote) into an ``ExportTraceServiceRequest`` with the
 classes of ``opentelemetry-proto``: protobuf (``application/x-protobuf``,
 ``otlp_proto``) or the OTLP JSON encoding (``application/json``, ``otlp_json``:
 protobuf's JSON mapping, except that trace and span ids are hex strings, not
-base64), gzip-compressed or not, within a size bound that holds for the
+base64), gzip- or deflate-compressed or not, within a size bound that holds for the
 decompressed body too (a gzip bomb is refused before it is inflated).
 A body that cannot be decoded raises :class:`BadRequest` (HTTP 400/413/415).
 
@@ -112,17 +112,22 @@ def media_type(content_type: str | None) -> str:
     return found
 
 
-def _gunzip(body: bytes, max_bytes: int) -> bytes:
+#: Content-Encoding -> zlib window bits: gzip (the OTLP specification's), and deflate (RFC 1950, the zlib format,
+#: which the Python exporter's ``deflate`` compression sends)
+ENCODINGS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+
+
+def _inflate(body: bytes, encoding: str, max_bytes: int) -> bytes:
     """Inflate at most ``max_bytes``: a bomb is refused after ``max_bytes`` are produced, never inflated whole."""
-    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    d = zlib.decompressobj(ENCODINGS[encoding])
     try:
         out = d.decompress(body, max_bytes + 1)
     except zlib.error as err:
-        raise BadRequest(400, f"gzip body does not decompress: {err}") from None
+        raise BadRequest(400, f"{encoding} body does not decompress: {err}") from None
     if len(out) > max_bytes or d.unconsumed_tail:
         raise BadRequest(413, f"decompressed body is larger than {max_bytes} bytes")
     if not d.eof:
-        raise BadRequest(400, "gzip body is truncated")
+        raise BadRequest(400, f"{encoding} body is truncated")
     return out
 
 
@@ -175,9 +180,10 @@ def _json_request(body: bytes) -> ExportTraceServiceRequest:
     return req
 
 
-def parse_request(body: bytes, content_type: str | None, *, gzip: bool = False,
+def parse_request(body: bytes, content_type: str | None, *, encoding: str = "identity",
                   max_bytes: int = DEFAULT_MAX_BYTES) -> ExportTraceServiceRequest:
-    """Decode one OTLP trace export body; raise :class:`BadRequest` when it is not one.
+    """Decode one OTLP trace export body (``encoding``: its Content-Encoding, ``identity``, ``gzip`` or
+    ``deflate``); raise :class:`BadRequest` when it is not one.
 
     >>> parse_request(b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": "0102", "name": "x"}]}]}]}',
     ...               "application/json").resource_spans[0].scope_spans[0].spans[0].trace_id
@@ -190,8 +196,10 @@ def parse_request(body: bytes, content_type: str | None, *, gzip: bool = False,
     kind = media_type(content_type)
     if len(body) > max_bytes:
         raise BadRequest(413, f"body is larger than {max_bytes} bytes")
-    if gzip:
-        body = _gunzip(body, max_bytes)
+    if encoding in ENCODINGS:
+        body = _inflate(body, encoding, max_bytes)
+    elif encoding not in ("identity", ""):
+        raise BadRequest(415, f"unsupported content encoding {encoding!r}: send gzip, deflate or none")
     if kind == JSON:
         return _json_request(body)
     req = ExportTraceServiceRequest()

@@ -7,6 +7,7 @@ import gzip
 import json
 import os
 import re
+import zlib
 from pathlib import Path
 
 import pytest
@@ -212,7 +213,8 @@ def test_otlp_json_with_hex_ids_decodes_to_the_same_request_as_protobuf():
                                             "arr": ["x", 2], "kv": {"k": True}}))
     assert parse_request(otlp_json(req), "application/json; charset=utf-8") == req
     assert parse_request(req.SerializeToString(), PROTOBUF) == req
-    assert parse_request(gzip.compress(req.SerializeToString()), PROTOBUF, gzip=True) == req
+    assert parse_request(gzip.compress(req.SerializeToString()), PROTOBUF, encoding="gzip") == req
+    assert parse_request(zlib.compress(req.SerializeToString()), PROTOBUF, encoding="deflate") == req
 
 
 def test_an_id_that_is_not_hex_refuses_the_span_not_the_request():
@@ -229,14 +231,17 @@ def test_an_id_that_is_not_hex_refuses_the_span_not_the_request():
     (b"[" * 50_000, JSON, {}, 400),
     (b'{"a": "\xff"}', JSON, {}, 400),
     (b"[]", JSON, {}, 400),
-    (b"not gzip", PROTOBUF, {"gzip": True}, 400),
-    (gzip.compress(b"\n\0" * 1000)[:-12], PROTOBUF, {"gzip": True}, 400),
-    (gzip.compress(b"\0" * 200_000), PROTOBUF, {"gzip": True, "max_bytes": 100_000}, 413),
+    (b"not gzip", PROTOBUF, {"encoding": "gzip"}, 400),
+    (gzip.compress(b"\n\0" * 1000)[:-12], PROTOBUF, {"encoding": "gzip"}, 400),
+    (gzip.compress(b"\0" * 200_000), PROTOBUF, {"encoding": "gzip", "max_bytes": 100_000}, 413),
     (b"\0" * 2048, PROTOBUF, {"max_bytes": 1024}, 413),
+    (zlib.compress(b"\0" * 200_000), PROTOBUF, {"encoding": "deflate", "max_bytes": 100_000}, 413),
+    (b"{}", JSON, {"encoding": "br"}, 415),
     (b"{}", "text/plain", {}, 415),
     (b"{}", None, {}, 415),
 ], ids=["malformed-protobuf", "bad-utf8-protobuf", "wrong-json-shape", "deep-json", "bad-utf8-json", "json-array",
-        "not-gzip", "truncated-gzip", "gzip-bomb", "huge-body", "content-type", "no-content-type"])
+        "not-gzip", "truncated-gzip", "gzip-bomb", "huge-body", "deflate-bomb", "content-encoding", "content-type",
+        "no-content-type"])
 def test_a_body_that_is_no_trace_request_is_refused_with_its_status(body, content_type, kw, status):
     with pytest.raises(BadRequest) as err:
         parse_request(body, content_type, **kw)
@@ -284,7 +289,8 @@ def test_whatever_a_span_holds_translation_publishes_only_valid_events_and_count
 @given(st.binary(max_size=400), st.sampled_from([PROTOBUF, JSON]), st.booleans())
 def test_random_bytes_are_a_request_or_a_bad_request_never_a_crash(body, content_type, gzipped):
     try:
-        req = parse_request(gzip.compress(body) if gzipped else body, content_type, gzip=gzipped)
+        req = parse_request(gzip.compress(body) if gzipped else body, content_type,
+                            encoding="gzip" if gzipped else "identity")
     except BadRequest as err:
         assert err.status in (400, 413)
         return
