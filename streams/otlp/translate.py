@@ -54,7 +54,6 @@ spans"):
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import time
 import zlib
@@ -88,6 +87,7 @@ _MAX_VALUE_DEPTH = 8
 REFUSAL_CODES = ("no_tool", "no_agent", "ids", "time", "attributes", "event")
 IGNORE_REASONS = ("not_a_tool", "nested")
 _REASONS_KEPT = 5  # refusal reasons quoted in a response's error_message
+_REASON_CHARS = 300  # and their length
 _MEMORY = 50_000   # tool spans remembered per generation (two generations) for parents and nested calls
 
 
@@ -277,15 +277,16 @@ def _is_tool_span(kvs: Any) -> bool:
     return False
 
 
-_second: list = [-1, ""]  # the last second formatted (spans of one request end within a few seconds)
+_second: tuple[int, str] = (-1, "")  # the last second formatted (spans of one request end within seconds)
 
 
 def _ts(ns: int) -> str:
+    global _second
     secs, rem = divmod(ns, 1_000_000_000)
-    if secs != _second[0]:
-        _second[1] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs))
-        _second[0] = secs
-    return f"{_second[1]}.{rem // 1000:06d}Z"
+    last = _second
+    if secs != last[0]:
+        last = _second = (secs, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)))
+    return f"{last[1]}.{rem // 1000:06d}Z"
 
 
 @dataclass
@@ -296,28 +297,25 @@ class Translation:
     received: int = 0
     ignored: int = 0
     nested: int = 0
-    refused: list[str] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)  # the first refusals' reasons (at most _REASONS_KEPT)
     refused_codes: dict[str, int] = field(default_factory=dict)
+    rejected: int = 0  # tool spans refused
 
     def refuse(self, code: str, span: Any, reason: str) -> None:
         self.refused_codes[code] = self.refused_codes.get(code, 0) + 1
+        self.rejected += 1
         if len(self.refused) < _REASONS_KEPT:
             sid = span.span_id.hex() or "(no id)"
+            if len(reason) > _REASON_CHARS:  # a reason may quote a value the span sent
+                reason = reason[:_REASON_CHARS] + "..."
             self.refused.append(f"span {sid} ({span.name[:64]!r}): {reason}")
-        else:
-            self.refused.append("")
-
-    @property
-    def rejected(self) -> int:
-        return len(self.refused)
 
     def error_message(self) -> str:
         """One line naming the first refusals (empty when none)."""
-        if not self.refused:
+        if not self.rejected:
             return ""
-        shown = [r for r in self.refused if r]
-        more = len(self.refused) - len(shown)
-        text = f"{len(self.refused)} tool span(s) refused: " + "; ".join(shown)
+        text = f"{self.rejected} tool span(s) refused: " + "; ".join(self.refused)
+        more = self.rejected - len(self.refused)
         return text + (f"; and {more} more" if more else "")
 
 

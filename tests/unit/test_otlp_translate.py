@@ -328,3 +328,8 @@ def test_the_mapping_file_examples_of_the_contract_load_and_give_accepted_events
     assert (send["action"], send["destinations"], send["records"], send["operator_id"]) == (
         "send", ["email:a@x.example"], 2, "team-support")
     assert (read["resource"], read["records"], read["sensitivity"]) == ("hr://salaries", 3, "restricted")
+
+
+def test_a_refusal_quoting_a_huge_value_is_cut_in_the_answer():
+    out = SpanTranslator().translate(request(tool(**{"flowbreaker.action": "x" * 100_000})))
+    assert out.rejected == 1 and len(out.error_message()) < 500 and out.error_message().endswith("...")
