@@ -680,6 +680,8 @@ class Demo:
         _wait("the worker's ready line", lambda: "flowbreaker worker ready" in child.stdout(),
               self.args.component_timeout, child, self.stop)
         self.say(f"worker      started, pid {child.pid}: http://127.0.0.1:{port}/metrics  /status")
+        lead = self.token_files["lead"].read_text().strip()  # the console takes it from the fragment, never sent
+        self.say(f"console     http://127.0.0.1:{port}/console/#token={lead}  (demo-lead)", cut=False)
 
     def _verify_keys(self) -> list[str]:
         """``--signing-keys`` with the public key file the demo made (none when keys were configured outside)."""

@@ -361,6 +361,10 @@ def test_the_demo_shows_freezes_and_stops_only_what_it_started(kafka_bootstrap, 
     assert re.search(r"trigger +rt-\w+-tsk-", out), out[-3000:]
     assert re.search(r"last \d+ of the \d+ actions kept", out) and "attribution operator" in out
     assert re.search(r"\S+ +frozen for \d+ s: no action since the freeze", out), out[-2000:]
+    # the console's address, with the demo lead's token in the fragment (issue 22)
+    console = re.search(r"console +http://127\.0\.0\.1:(\d+)/console/#token=(\S+)", out)
+    assert console and console.group(2) == (tmp_path / "demo" / "api" / "lead.token").read_text().strip(), out[:3000]
+    assert f":{console.group(1)}/metrics" in out  # the worker's own web port
     admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap, request_timeout_ms=10000)
     try:
         assert f"{unique_topic_prefix}agent-actions" in admin.list_topics()  # the broker still runs
