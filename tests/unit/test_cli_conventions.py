@@ -89,6 +89,8 @@ def test_no_note_with_a_policy_and_no_note_beside_a_usage_error(tmp_path, capsys
     (["demo", "--agents", "0"], "--agents must be >= 1"),
     (["actuator", "--log-format", "xml"], "invalid choice: 'xml'"),
     (["release"], "the following arguments are required"),
+    (["release", "a", "--reason", "r", "--verdict", "maybe"], "invalid choice: 'maybe'"),
+    (["verdicts", "dump", "--out", "{tmp}/v.jsonl"], "the command keys are needed"),
     (["approvals", "list"], "no API token"),
     (["topics", "--partitions", "0"], "partitions"),
     (["worker", "--web-port", "0"], "web port 0"),
