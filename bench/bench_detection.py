@@ -12,7 +12,10 @@ then scores all decision files with the metrics of ``flowbreaker evaluate``
 Datasets: the simulator (``flowbreaker simulate`` defaults, trained on its clean
 days, ``examples/policy.toml``) and the public benchmark: the full build in
 ``~/.cache/flowbreaker/public-bench`` (``python -m bench.public.build``) if present,
-else the reduced fixture committed in ``tests/fixtures/public``.
+else the reduced fixture committed in ``tests/fixtures/public``; and that benchmark with
+the churn of a real fleet added (``bench/public/churn.py``: a tool rolled out to a role,
+new payees and colleagues, new agents, a long-lived assistant whose work drifts), unless
+``--skip-churn``.
 """
 
 from __future__ import annotations
@@ -114,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--release-after", default="1h")
     p.add_argument("--json", metavar="OUT", help="also write all metrics as JSON")
     p.add_argument("--skip-simulator", action="store_true")
+    p.add_argument("--skip-churn", action="store_true", help="leave out the public benchmark with churn added "
+                                                             "(bench/public/churn.py)")
     args = p.parse_args(argv)
     work = Path(args.work)
     cols = []
@@ -128,8 +133,27 @@ def main(argv: list[str] | None = None) -> int:
     name = "public fixture" if pub.resolve() == FIXTURE.resolve() else "public"
     cols += evaluate_dataset(name, pub / "history.jsonl", pub / "events.jsonl", pub / "labels.json",
                              pub / "policy.toml", work / "public", args.release_after)
+    if not args.skip_churn:  # the same benchmark with a fleet's legitimate change added (issue 18)
+        from bench.public.churn import main as churn
+
+        churned = work / "public-churn-data"
+        if churn(["--bench", str(pub), "--out", str(churned)]) != 0:
+            raise SystemExit("bench_detection: bench.public.churn failed")
+        cols += evaluate_dataset(f"{name} + churn", churned / "history.jsonl", churned / "events.jsonl",
+                                 churned / "labels.json", churned / "policy.toml", work / "public-churn",
+                                 args.release_after)
+        from bench.public.churn import breakdown, breakdown_table, kinds_of_change
+
+        kinds = kinds_of_change(_records(churned / "events.jsonl"),
+                                json.loads((churned / "manifest.json").read_text())["churn"])
+        churn_cols = [(tag, breakdown(_records(work / "public-churn" / f), kinds)) for tag, f in (
+            ("flowbreaker", "decisions.jsonl"), (f"release {args.release_after}", "decisions-release.jsonl"),
+            (f"analyst {args.release_after}", "decisions-analyst.jsonl")) if (work / "public-churn" / f).is_file()]
     print(f"public benchmark: {pub}")
     print(table(cols))
+    if not args.skip_churn:
+        print(f"\n{name} + churn, by kind of change: alerts / freezes / approvals asked (events)")
+        print(breakdown_table(churn_cols))
     if args.json:
         Path(args.json).write_text(json.dumps({c[0]: c[1] for c in cols}, indent=1, default=str) + "\n")
     return 0

@@ -82,3 +82,19 @@ def test_the_long_lived_assistant_spans_history_and_stream_and_its_volume_double
     assert {e["agent_id"] for e in history} >= {LONG_LIVED} and LONG_LIVED in {e["agent_id"] for e in stream}
     assert ll["tasks_last_day"] == 2 * ll["tasks_first_day"]
     assert any(a["agent_id"] == LONG_LIVED for a in labels["agents"])
+
+
+def test_every_changed_event_is_told_apart_by_its_kind_of_change_and_decisions_are_counted_per_kind():
+    from bench.public.churn import KINDS, breakdown, kinds_of_change
+
+    _, stream, _, summary = churned()
+    kinds = kinds_of_change(stream, summary)
+    assert set(kinds) == {e["event_id"] for e in stream} and set(kinds.values()) <= set(KINDS)
+    seen = set(kinds.values())
+    assert {"rolled-out tool", "new agents", "long-lived assistant", "rest"} <= seen
+    records = [{"event_id": e["event_id"], "action_taken": "alert" if i % 2 else "none",
+                "gate": "needs_approval" if i % 3 == 0 else "allow"} for i, e in enumerate(stream)]
+    counts = breakdown(records, kinds)
+    assert sum(c["events"] for c in counts.values()) == len(stream)
+    assert sum(c["alerts"] for c in counts.values()) == len(stream) // 2
+    assert sum(c["approvals"] for c in counts.values()) == len(range(0, len(stream), 3))
