@@ -9,7 +9,10 @@ owns the agent (the API routes there), which updates its store at once, so the
 check it answers next sees the decision.
 
 Ids are ``apr-`` and 128 random bits: an id that no worker issued (forged) is
-one that is not in a caught-up store.
+one that is not in a caught-up store. Records are signed by the worker that
+publishes them (the command signing key, ``streams/clients/signing.py``), and a
+worker takes into its store only records that verify: a record another
+producer wrote on the topic (an "approved" request of its own) is no approval.
 
 >>> store = ApprovalStore()
 >>> store.apply({"approval_id": "apr-1", "rev": 2, "state": "approved", "agent_id": "a"})
@@ -215,8 +218,11 @@ class ApprovalService:
 
     def __init__(self, app: Any, store: ApprovalStore, topic: str, partitions: int, *,
                  ttl_s: float | None = None, max_ttl_s: float | None = None,
-                 pending_ttl_s: float = core.DEFAULT_PENDING_TTL_S) -> None:
+                 pending_ttl_s: float = core.DEFAULT_PENDING_TTL_S, keys: Any = None) -> None:
         self.app = app
+        #: the worker's signing key ring (streams/clients/signing.py): every record it publishes is signed, and
+        #: the workers take into their stores only records a worker signed (ControlPlane._approval_from_topic)
+        self.keys = keys
         self.store = store
         self.topic = topic
         self.partitions = partitions
@@ -225,6 +231,8 @@ class ApprovalService:
         self.pending_ttl_s = pending_ttl_s
 
     async def _publish(self, rec: dict) -> None:
+        if self.keys is not None:
+            rec = self.keys.sign(rec)
         key = rec["approval_id"].encode()
         partition = (murmur2(rec["agent_id"].encode()) & 0x7FFFFFFF) % self.partitions
         fut = await self.app.producer.send(self.topic, key, _encode(rec), partition, None, None)

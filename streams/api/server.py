@@ -285,8 +285,9 @@ class ControlPlane:
         self.store = ApprovalStore()
         self.feed = ControlFeed(settings, {k: topics[k] for k in ("control", "incidents", "approvals")}, counts,
                                 probation_s=processor.engine.policy.thresholds.probation_s,
-                                on_approval=self.store.apply, keys=keys, metrics=self.control_metrics)
-        self.approvals = ApprovalService(app, self.store, topics["approvals"], counts[topics["approvals"]])
+                                on_approval=self._approval_from_topic, keys=keys, metrics=self.control_metrics)
+        self.approvals = ApprovalService(app, self.store, topics["approvals"], counts[topics["approvals"]],
+                                         keys=keys)
         self.auditor = Auditor(app, topics["audit"], counts[topics["audit"]])
         self.feedback_topic = topics["feedback"]
         self.feedback_partitions = counts[topics["feedback"]]
@@ -618,6 +619,15 @@ class ControlPlane:
             pass
 
     # ------------------------------------------------------------------ owner-side helpers
+    def _approval_from_topic(self, rec: dict) -> bool:
+        """An ``agent-approvals`` record into the store only when a worker signed it (any producer could
+        write one: an "approved" record of its own would otherwise be an approval). Others are refused;
+        the control feed counts and logs them (``flowbreaker_control_records_rejected_total``)."""
+        verdict = self.keys.verify(rec)
+        if verdict != "ok":
+            raise ValueError(f"approval record {str(rec.get('approval_id'))[:64]!r} not signed by a worker: {verdict}")
+        return self.store.apply(rec)
+
     def _agent_state(self, agent_id: str):
         return self.processor.agent_state(agent_id, self.partition_of(agent_id))
 

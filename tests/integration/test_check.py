@@ -166,6 +166,35 @@ def test_approvals_are_scoped_time_limited_and_forged_ids_are_rejected(cluster, 
     assert approve["why"] == "legitimate partner export"
 
 
+def test_an_approval_record_a_producer_wrote_on_the_topic_is_no_approval(cluster, agents):
+    # an attacker with produce rights on agent-approvals writes an "approved" record of their own
+    agent = agents["appr"]
+    dest = ["email:exfil@ext-partner.example"]
+    action = exfil(agent, 750, destinations=dest, records=40, sensitivity="confidential")
+    asked = check(cluster, 0, action).json
+    genuine = call("GET", cluster.url(0) + f"/v1/approvals/{asked['approval_request_id']}", TOKEN["viewer"]).json
+    forged_id = "apr-" + uuid.uuid4().hex
+    now = time.time()
+    forged = {k: v for k, v in genuine.items() if k != "signature"}
+    forged.update(approval_id=forged_id, state="approved", rev=2, decided_by=NAME["lead"], decided_t=now - 5,
+                  decision_reason="looks fine", valid_until_t=now + 3600, valid_until=None)
+    n = cluster.partitions
+    from api_harness import partition_of
+    from kafka import KafkaProducer
+
+    prod = KafkaProducer(bootstrap_servers=cluster.bootstrap, acks="all")
+    try:
+        prod.send(cluster.topic("approvals"), key=forged_id.encode(), value=json.dumps(forged).encode(),
+                  partition=partition_of(agent, n)).get(timeout=15)
+    finally:
+        prod.close()
+    time.sleep(2.0)  # the workers fold the topic well within this; the record must change nothing
+    for worker in (0, 1):
+        assert call("GET", cluster.url(worker) + f"/v1/approvals/{forged_id}", TOKEN["viewer"]).status == 404
+        r = check(cluster, worker, dict(action, event_id=f"{agent}-forged-rec{worker}", approval_id=forged_id))
+        assert r.json["verdict"] == "deny" and r.json["approval_rejected"] == "forged", r
+
+
 def test_the_runtime_client_refuses_frozen_agents_locally_and_waits_for_approvals(cluster, agents):
     agent = agents["client"]
     client = CheckClient([cluster.url(0), cluster.url(1)], TOKEN["runtime"], timeout_s=2.0)
