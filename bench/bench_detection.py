@@ -5,6 +5,8 @@
 For each dataset it does what a new user would: ``flowbreaker train`` on the clean
 history, ``flowbreaker replay --gate`` on the stream, the same replay with
 ``--release-after 1h`` (a simulated analyst releases every freeze an hour later),
+the same replay with ``--analyst LABELS --analyst-delay 1h`` (a simulated analyst
+gives every freeze and every alert episode a verdict an hour later: issue 18),
 and the rule baseline (:mod:`bench.public.rules`, seen-sets from the same history),
 then scores all decision files with the metrics of ``flowbreaker evaluate``
 (:func:`models.evaluate.summarize`) and prints one Markdown table.
@@ -65,12 +67,18 @@ def evaluate_dataset(name: str, history: Path, stream: Path, labels_path: Path, 
     t0 = time.perf_counter()
     _run("train", "--input", str(history), "--policy", str(policy), "--out", str(work / "model"))
     t_train = time.perf_counter() - t0
-    for tag, extra in (("flowbreaker", []), (f"flowbreaker, release {release_after}", ["--release-after", release_after])):
-        out = work / ("decisions.jsonl" if not extra else "decisions-release.jsonl")
+    verdicts = work / "verdicts.jsonl"
+    for tag, extra, out in (
+            ("flowbreaker", [], "decisions.jsonl"),
+            (f"flowbreaker, release {release_after}", ["--release-after", release_after], "decisions-release.jsonl"),
+            (f"flowbreaker, analyst {release_after}", ["--analyst", str(labels_path), "--analyst-delay", release_after,
+                                                       "--verdicts-out", str(verdicts)], "decisions-analyst.jsonl")):
+        out = work / out
         t0 = time.perf_counter()
         _run("replay", "--model", str(work / "model"), "--policy", str(policy), "--gate", "--quiet",
              "--input", str(stream), "--out", str(out), *extra)
-        cols.append((f"{name}: {tag}", summarize(_records(out), labels, outbound_ids=outbound),
+        given = len(_records(verdicts)) if "--analyst" in extra else None
+        cols.append((f"{name}: {tag}", summarize(_records(out), labels, outbound_ids=outbound, verdicts=given),
                      time.perf_counter() - t0 + (t_train if not extra else 0.0)))
     t0 = time.perf_counter()
     rb = RuleBaseline(load_policy(policy)).learn(_events(history))
@@ -92,6 +100,10 @@ def table(cols: list[tuple[str, dict, float]]) -> str:
         ("false freezes / 1,000 agent-days", lambda m: f"{f(m['false_freezes']['per_1000_agent_days'], 1)} "
                                                        f"({m['false_freezes']['agent_days']} agent-days)"),
         ("look-alikes frozen", lambda m: f"{m['lookalikes_frozen']['frozen']}/{m['lookalikes_frozen']['of']}"),
+        ("benign actions alerted / agent-day (agent not frozen)",
+         lambda m: f"{f(m['alerts']['benign_alerted_per_agent_day'], 2)} ({m['alerts']['benign_alerted']})"),
+        ("analyst's verdicts / agent-day", lambda m: f"{f(m['analyst']['per_agent_day'], 2)} "
+                                                     f"({m['analyst']['verdicts']})" if m.get("analyst") else "n/a"),
         ("event ROC-AUC", lambda m: f(m["event_level"]["roc_auc"])),
         ("event PR-AUC", lambda m: f(m["event_level"]["pr_auc"])),
         ("gate: first harmful held", lambda m: f"{m['gate']['first_harmful_held']}/{m['gate']['of']}"

@@ -163,7 +163,7 @@ class KindProfiles:
 
     def compare(self, kind: int, xl: list[float], z: list[float]) -> bool:
         """Replace the magnitudes' deviations in ``z`` by deviations from this kind's profile when it is
-        established; ``True`` when it did."""
+        established (worth :data:`KIND_MIN` actions); ``True`` when it did."""
         b = self._slot(kind)
         a = self.a
         if b < 0 or a[b + 1] < KIND_MIN:

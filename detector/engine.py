@@ -32,7 +32,7 @@ from detector.events import ActionEvent
 from detector.evidence import fisher, strength
 from detector.manifest import ManifestBook, Usage, stream_effect
 from detector.episodes import EpisodeBook
-from detector.features import (FEATURE_INDEX, FeatureState, Observation, commit_novelty, destination_family,
+from detector.features import (FEATURE_INDEX, KNOWN_REACH_QUIET, FeatureState, Observation, commit_novelty, destination_family,
                                item_key, K_DEST, K_PRINCIPAL, K_RESOURCE, K_TOOL, resource_family, settle, extract)
 from detector.model import Model
 from detector.policy import Policy
@@ -71,6 +71,9 @@ _CAPPED = {FEATURE_INDEX[n]: n for n in FEATURE_INDEX if n not in (
     "novel_tool", "novel_outbound", "task_novel_steps", "unfamiliar_principal", "outsider_principal", "rule_of_two",
     "untrusted_detour")}
 _CAP_INDEX = {n: i for i, n in _CAPPED.items()}
+#: a capped magnitude stays quiet up to this multiple of the value judged benign (windows hold the remains of
+#: earlier actions: the same routine an hour later reads a little more than what the analyst saw)
+CAP_SLACK = 1.5
 
 
 def _combined(p_stat: float, p_comb: float, p_harm: float) -> float:
@@ -124,11 +127,18 @@ def _harm(ev: ActionEvent, obs: Observation) -> float:
 
 
 def _blame(obs: Observation, z: list[float], r: list[float]) -> None:
-    """An action is blamed only for the windows it added to (the wake of an earlier spike is not news)."""
+    """An action is blamed only for the windows it added to (the wake of an earlier spike is not news), and
+    not for fan-out when it reached only destinations it reached before (a destination against its own
+    history)."""
     for i in obs.quiet:
         if z[i] > 0.0:
             z[i] = 0.0
             r[i] = 0.0
+    if obs.known_reach:
+        for i in KNOWN_REACH_QUIET:
+            if z[i] > 0.0:
+                z[i] = 0.0
+                r[i] = 0.0
 
 
 def _attribution(trace: list[dict], *, operator_id: str, requested_by: str | None, instruction_hash: str | None,
@@ -530,12 +540,12 @@ class Engine:
         xl = list(map(log1p, obs.x))
         z = st.baseline.deviations_log(xl)
         # like with like: this action's magnitudes against this kind of action's (once it has a profile)
-        st.kinds.compare(obs.kind, xl, z)
+        by_kind = st.kinds.compare(obs.kind, xl, z)
         caps = st.caps
         if caps is not None:  # what an analyst judged benign is not news up to the value judged
             x = obs.x
             for i, cap in enumerate(caps):
-                if cap > 0.0 and z[i] > 0.0 and x[i] <= cap:
+                if cap > 0.0 and z[i] > 0.0 and x[i] <= CAP_SLACK * cap:
                     z[i] = 0.0
         r = self._tails.neglogs(z)
         raw = max(r)
@@ -554,19 +564,18 @@ class Engine:
         _blame(obs, z, r)
         p_harm = self._harm_pvalue(ev, obs, r, weight >= YOUNG_N)
         if learn:
-            self._settle(st, ev, obs, z, xl, learned, violations, p_harm)
+            self._settle(st, ev, obs, z, xl, learned, violations, p_harm, by_kind)
         return _Reading(obs, violations, z, r, loc, self._cal.pvalue(max(r)), p_harm, xl)
 
     def _settle(self, st: AgentState, ev: ActionEvent, obs: Observation, z: list[float], xl: list[float],
-                learned: bool,
-                violations: list, p_harm: float) -> None:
+                learned: bool, violations: list, p_harm: float, by_kind: bool) -> None:
         """Novelty that settles, peers' adoptions, and the kind profiles (issue 18). An item the agent's
         peers adopted is its own at once; a never-seen item of an action that was not learned is counted
         (pending novelty) and settles after ``settle_uses`` uses over ``settle_s``, unless any use came with
         evidence of harm (the item is tainted: only a benign verdict teaches it). Each never-seen item also
         counts towards its operator's adoptions. A kind of action learns its magnitudes from the actions
         that teach the profile and from those with no evidence of harm whose magnitudes are not rare for
-        the kind."""
+        the kind (until a kind has a profile, every one of its actions without evidence of harm)."""
         th = self.policy.thresholds
         x = obs.x
         harmful = (x[_I_EXFIL] > 0.0 or x[_I_RULE2] > 0.0 or x[_I_DETOUR] > 0.0 or x[_I_OUTSIDER] > 0.0
@@ -574,7 +583,8 @@ class Engine:
         feats = st.features
         for key in obs.adopted:
             settle(feats, key)
-        if not obs.approved and (learned or not harmful and z[_I_KIND[0]] < 3.0 and z[_I_KIND[1]] < 3.0):
+        if not obs.approved and (learned or not harmful and (not by_kind or z[_I_KIND[0]] < 3.0
+                                                             and z[_I_KIND[1]] < 3.0)):
             st.kinds.learn(obs.kind, xl, ev.t)
         novel = obs.novel
         if not novel:

@@ -123,6 +123,8 @@ _Q_VOLUME15, _Q_VOLUME60 = (FEATURE_INDEX["volume_15m"],), (FEATURE_INDEX["volum
 _Q_BYTES = (FEATURE_INDEX["bytes_1h"],)
 _Q_OUTBOUND15, _Q_OUTBOUND60 = (FEATURE_INDEX["outbound_15m"],), (FEATURE_INDEX["outbound_1h"],)
 _Q_FANOUT = (FEATURE_INDEX["fanout_15m"],)
+#: what an action whose destinations all received from the agent before is not blamed for
+KNOWN_REACH_QUIET = (FEATURE_INDEX["fanout_15m"], FEATURE_INDEX["event_fanout"])
 _Q_DEST = (FEATURE_INDEX["destinations_1h"],)
 _Q_EXT = (FEATURE_INDEX["external_destinations_1h"],)
 _Q_DELETE = (FEATURE_INDEX["deletes_15m"],)
@@ -194,7 +196,7 @@ class Observation:
     the engine needs to commit novelty and to explain."""
 
     __slots__ = ("x", "dest_classes", "pending", "new_outbound", "config_change", "outbound", "approved", "quiet",
-                 "step", "principal", "novel", "adopted", "kind")
+                 "step", "principal", "novel", "adopted", "kind", "known_reach")
 
     def __init__(self) -> None:
         self.x: list[float] = []
@@ -216,6 +218,8 @@ class Observation:
         self.adopted: list[int] = []
         #: the kind of action (verb and tool family) as a stable hash: per-action magnitudes compare within it
         self.kind = 0
+        #: every destination is one the agent sent to before: not news in fan-out (KNOWN_REACH_QUIET)
+        self.known_reach = False
 
 
 def item_key(kind: int, h: int) -> int:
@@ -299,9 +303,11 @@ def extract(st: FeatureState, ev: ActionEvent, policy: Policy, adopted=None) -> 
     :func:`item_key`, or ``None``): items the agent's peers adopted, which are not novel
     for it (listed in ``Observation.adopted`` for the engine to settle).
 
-    Fan-out counts a destination's reach only the first time: a destination this agent
-    already sent to (in its sketch) counts one recipient, so a broadcast channel it posts
-    to routinely is not news in fan-out while a new one is.
+    A destination is compared with its own history: ``Observation.known_reach`` says every
+    destination of the action is one this agent already sent to (in its sketch); the engine
+    then does not blame it for fan-out: a broadcast channel it posts to routinely is not
+    news in fan-out, while a new one is. (Kept out of ``quiet``, which ``train`` also reads:
+    the trained calibration stays what it was.)
     """
     t = ev.t
     dt = t - st.last_t if st.last_t else 0.0
@@ -391,6 +397,7 @@ def extract(st: FeatureState, ev: ActionEvent, policy: Policy, adopted=None) -> 
     classes: list[str] = []
     outward = False
     dests = ev.destinations
+    known = True  # every destination is one this agent sent to before
     if dests:
         recent_a, recent_b = st.recent_a, st.recent_b
         seen_dests = st.dests
@@ -406,8 +413,9 @@ def extract(st: FeatureState, ev: ActionEvent, policy: Policy, adopted=None) -> 
             ext = cls is EXTERNAL or cls is BROADCAST
             if ext:
                 outward = True
+            fanout += reach
             if i >= 64:  # novelty and distinct counts look at the first 64; fan-out counts all
-                fanout += reach
+                known = False
                 continue
             h = stable_hash(d)
             dest_hashes.append(h)
@@ -417,12 +425,11 @@ def extract(st: FeatureState, ev: ActionEvent, policy: Policy, adopted=None) -> 
                 if ext:
                     n_new_ext += 1
             if bloom_has(seen_dests, h, _DEST_MASK):
-                fanout += 1  # it reached this destination's audience before: not news in fan-out
+                pass  # it reached this destination's audience before
             elif adopted is not None and (_DEST_KEY | h) in adopted:
-                fanout += 1
                 o.adopted.append(_DEST_KEY | h)
             else:
-                fanout += reach
+                known = False
                 novel_items.append(_DEST_KEY | h)
                 novelty += wn
                 if ext:
@@ -581,6 +588,7 @@ def extract(st: FeatureState, ev: ActionEvent, policy: Policy, adopted=None) -> 
         quiet += _Q_OUTBOUND60
     if approved or not fanout or fanout < _SHARE * c[_C_FAN15]:
         quiet += _Q_FANOUT
+    o.known_reach = bool(dests) and known
     if not n_new_recent or n_new_recent < _SHARE * c[_C_DEST60]:
         quiet += _Q_DEST
     if not n_new_ext or n_new_ext < _SHARE * c[_C_EXT60]:
