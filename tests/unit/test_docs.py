@@ -79,3 +79,119 @@ def test_python_examples_in_the_documents_compile(doc):
 def test_readme_publishing_example_keys_by_agent_id():
     block = next(b for b in _blocks(README, "python") if "KafkaProducer" in b)
     assert 'key=event["agent_id"]' in block and '"agent-actions"' in block
+
+
+# ---------------------------------------------------------------------- commands and numbers kept true
+# (issue 21, item 9: "every number and command in the docs should come from a script or a test that keeps it true")
+
+DOCS = ["README.md", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "docs").glob("*.md"))]
+_SHELL_BLOCK = re.compile(r"```(?:bash|sh|shell|console)\n(.*?)```", re.S)
+_ASSIGNMENT = re.compile(r"^[A-Z_][A-Z0-9_]*=\S*$")
+
+
+def documented_commands() -> list[tuple[str, str, list[str]]]:
+    """``(document, line, argv)`` of every ``flowbreaker ...`` and ``scripts/demo.sh ...`` line in a shell code
+    block of the README and docs/ (continuations joined, comments and leading ``VAR=value`` dropped; usage
+    brackets ``[--flag X]`` read as if the optional part were given)."""
+    import shlex
+
+    found = []
+    for doc in DOCS:
+        for block in _SHELL_BLOCK.findall((ROOT / doc).read_text()):
+            for line in re.sub(r"\\\n\s*", " ", block).splitlines():
+                words = shlex.split(line.replace("[", " ").replace("]", " "), comments=True)
+                while words and _ASSIGNMENT.match(words[0]):
+                    words.pop(0)
+                if not words:
+                    continue
+                if words[0] == "flowbreaker":
+                    found.append((doc, line.strip(), words[1:]))
+                elif words[0].endswith("scripts/demo.sh"):
+                    found.append((doc, line.strip(), ["demo", *words[1:]]))
+    return found
+
+
+def test_the_documents_show_commands_to_check():
+    docs = {doc for doc, _, _ in documented_commands()}
+    assert {"README.md", "docs/retraining.md", "docs/api.md"} <= docs, docs
+
+
+@pytest.mark.parametrize("doc,line,argv", [pytest.param(*c, id=f"{c[0]}: {' '.join(c[2][:2])}")
+                                            for c in documented_commands()])
+def test_every_command_in_a_shell_block_of_the_documents_parses_as_written(doc, line, argv, capsys):
+    from streams.cli.main import build_parser
+
+    parser = build_parser(argv[0] if argv else None)
+    try:
+        parser.parse_args(argv)
+    except SystemExit:
+        pytest.fail(f"{doc}: `{line}` does not parse: {capsys.readouterr().err.strip()}")
+
+
+def test_the_topic_list_of_the_internal_interfaces_is_the_codes():
+    from streams.model_updates import MODEL_UPDATES
+    from streams.settings import TOPICS
+
+    section = re.search(r"^## Topics\n(.*?)(?=^## |\Z)", (ROOT / "docs" / "interfaces.md").read_text(), re.S | re.M)
+    assert section, "docs/interfaces.md has no Topics section"
+    listed = set(re.findall(r"`((?:agent|model)-[a-z-]+)`", section.group(1)))
+    assert listed == {*TOPICS.values(), MODEL_UPDATES}
+
+
+def _threshold_keys(text: str) -> set[str]:
+    return set(re.findall(r"`([a-z_]+)`", text))
+
+
+def test_the_thresholds_keys_in_the_contract_and_the_readme_are_the_policys():
+    from dataclasses import fields
+
+    from detector.policy import Thresholds
+
+    keys = {f.name for f in fields(Thresholds)}
+    contract = re.search(r"optional `\[thresholds\]` table(.*?)\n\n", CONTRACT, re.S)
+    readme = re.search(r"may set `\[thresholds\]`(.*?)\n\n", README, re.S)
+    assert contract and readme
+    assert _threshold_keys(contract.group(1)) - {"thresholds"} == keys
+    assert _threshold_keys(readme.group(1)) - {"thresholds"} == keys
+
+
+def _numbers_block(name: str) -> list[str]:
+    from bench.docs_numbers import marked
+
+    start, end = marked(README, name)
+    return README[start:end].strip().splitlines()
+
+
+@pytest.mark.parametrize("name", ["prevention", "public-fixture"])
+def test_every_number_block_of_the_readme_is_in_the_form_its_script_writes(name):
+    from bench.docs_numbers import HEADER, ROW, render
+
+    lines = _numbers_block(name)
+    assert "\n".join(lines[:2]) == HEADER[name], f"regenerate: python bench/docs_numbers.py --write {name}"
+    assert lines[2:] and render(name, lines[2:]) == "\n".join(lines)
+    assert all(ROW[name].match(row) for row in lines[2:])
+
+
+def test_the_readmes_prevention_numbers_cover_the_seeds_the_script_runs():
+    from bench.docs_numbers import ROW, SEEDS
+
+    seeds = [int(ROW["prevention"].match(row).group(1)) for row in _numbers_block("prevention")[2:]]
+    assert seeds == list(SEEDS)
+
+
+def test_the_rule_lists_numbers_on_the_public_fixture_are_what_it_gives_today():
+    from bench.docs_numbers import FIXTURE_ROWS, ROW, fixture_rules_column
+
+    rows = [ROW["public-fixture"].match(row) for row in _numbers_block("public-fixture")[2:]]
+    assert [m.group(1) for m in rows] == list(FIXTURE_ROWS)
+    assert [m.group(3) for m in rows] == fixture_rules_column()  # recomputed: no training, well under a second
+
+
+def test_the_readme_says_what_the_fixture_shows_the_rule_list_catching_more_than_the_detector():
+    from bench.docs_numbers import ROW
+
+    caught = ROW["public-fixture"].match(_numbers_block("public-fixture")[2])
+    assert caught.group(1) == "caught at the first harmful action"
+    detector, rules = (int(caught.group(i).split("/")[0]) for i in (2, 3))
+    said = "the rule list catches more" in " ".join(README.split())
+    assert said == (rules > detector), "the README's sentence about the fixture no longer matches its numbers"
