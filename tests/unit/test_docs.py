@@ -195,3 +195,24 @@ def test_the_readme_says_what_the_fixture_shows_the_rule_list_catching_more_than
     detector, rules = (int(caught.group(i).split("/")[0]) for i in (2, 3))
     said = "the rule list catches more" in " ".join(README.split())
     assert said == (rules > detector), "the README's sentence about the fixture no longer matches its numbers"
+
+
+def test_the_runtime_client_example_builds_its_guard_as_written_with_the_public_key_file(tmp_path, monkeypatch):
+    # it used to raise: a guard that follows agent-control needs keys to verify releases, and the example gave none
+    from streams.clients.signing import new_key_file, public_key_file
+
+    for var in ("FLOWBREAKER_SIGNING_KEYS", "FLOWBREAKER_SIGNING_KEYS_INLINE"):
+        monkeypatch.delenv(var, raising=False)
+    private = tmp_path / "signing-keys.toml"
+    private.write_text(new_key_file())
+    public = tmp_path / "signing-keys.pub"
+    public.write_text(public_key_file(private))
+
+    block = next(b for b in _blocks((ROOT / "docs" / "api.md").read_text(), "python") if "FreezeGuard(" in b)
+    head = block[: block.index("\n", block.index("FreezeGuard(bootstrap")) + 1]  # up to the guard, not its use
+    path = re.search(r'load_keyring\("([^"]+)"\)', head)
+    assert path, "the example loads no key file"
+    code = head.replace(path.group(1), str(public)).replace(".start()", "")  # no broker here: built, not started
+    scope = {"bootstrap": "127.0.0.1:9092"}
+    exec(compile(code, "docs/api.md", "exec"), scope)
+    assert scope["guard"].keys is not None and not scope["guard"].keys.can_sign
