@@ -186,7 +186,7 @@ def _producer(settings: Settings) -> Any:
     from streams.kafka_admin import KafkaUnavailable
 
     try:
-        return KafkaProducer(client_id="flowbreaker-mcp-proxy", linger_ms=2, max_block_ms=5000,
+        return KafkaProducer(client_id="flowbreaker-mcp-proxy", linger_ms=20, max_block_ms=5000,
                              request_timeout_ms=10000, **settings.kafka_python_config())
     except KafkaError as err:
         raise KafkaUnavailable(f"no Kafka broker answered at {settings.bootstrap} ({type(err).__name__})") from None

@@ -58,11 +58,69 @@ async def stdio_session(gate: ToolGate, publisher: Any, command: list[str], url:
     session = "mcp-" + uuid.uuid4().hex[:16]
     log.info("gateway for agent %s: session %s to %s", gate.agent_id, session, url or " ".join(command))
     timings = _Timings()
+    stdin, stdout = await _pipes()
     async with upstream(command, url) as (server_read, server_write):
-        async with stdio_server() as (client_read, client_write):
+        async with stdio_server(stdin, stdout) as (client_read, client_write):
             relay = Relay(gate, publisher.publish, session_id=session, on_decision=timings.add)
             await relay.run(client_read, client_write, server_read, server_write)
     log.info("session %s ended: %s; decision time %s", session, relay.stats, timings)
+
+
+async def _pipes() -> tuple[Any, Any]:
+    """stdin and stdout as the SDK's ``stdio_server`` reads and writes them (lines of text), on the event loop
+    when they are pipes or sockets, as an MCP client connects them: the SDK's own file wrappers hand every line
+    read, every write and every flush to a worker thread (three thread hops per message; a tool call through the
+    gateway made eight). ``(None, None)`` otherwise (a terminal, a file): the SDK's wrappers then."""
+    import asyncio
+    import stat
+    import sys
+
+    def streamable(fd: int) -> bool:
+        try:
+            mode = os.fstat(fd).st_mode
+        except OSError:
+            return False
+        return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
+
+    if not (streamable(0) and streamable(1)):
+        return None, None
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=64 * 1024 * 1024)  # one message a line: a large tool result is one line
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(os.dup(0), "rb", 0))
+    transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin,
+                                                        os.fdopen(os.dup(1), "wb", 0))
+    writer = asyncio.StreamWriter(transport, protocol, None, loop)
+    sys.stdout = sys.stderr  # a stray print must not land on the MCP wire
+    return _LinesIn(reader), _LinesOut(writer)
+
+
+class _LinesIn:
+    """``async for line in stdin`` over an asyncio StreamReader (UTF-8, undecodable bytes replaced, as the SDK)."""
+
+    def __init__(self, reader: Any) -> None:
+        self.reader = reader
+
+    def __aiter__(self) -> "_LinesIn":
+        return self
+
+    async def __anext__(self) -> str:
+        line = await self.reader.readline()
+        if not line:
+            raise StopAsyncIteration
+        return line.decode("utf-8", errors="replace")
+
+
+class _LinesOut:
+    """``await stdout.write(text)`` / ``await stdout.flush()`` over an asyncio StreamWriter."""
+
+    def __init__(self, writer: Any) -> None:
+        self.writer = writer
+
+    async def write(self, text: str) -> None:
+        self.writer.write(text.encode("utf-8"))
+
+    async def flush(self) -> None:
+        await self.writer.drain()
 
 
 class _Timings:
