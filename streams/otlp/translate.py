@@ -30,7 +30,10 @@ spans"):
   client's ``tools/call`` span under it, the MCP server's span under that) is one
   action: a tool span whose parent is a tool span of the same tool is the same
   call. In one request the outermost span gives the event; across requests the
-  first to arrive does, and the others are ignored (``nested``);
+  first to arrive does, and the others are ignored (``nested``). An MCP server's
+  ``tools/call`` span (kind ``SERVER``) with a parent continues a trace its client
+  started: the client's side reports the call (with the agent's identity, which
+  the server's spans lack), so the server's is ignored (``nested``);
 * a tool span that cannot give a valid event (no tool name, no agent, bad ids,
   no end time, more than :data:`MAX_ATTRIBUTES` attributes, a mapped value the
   contract refuses) is *refused* with its reason. Nothing a span holds raises
@@ -268,6 +271,20 @@ def _attributes(kvs: Any, into: dict) -> dict:
     return into
 
 
+def _tool_from_name(name: str) -> str:
+    """The tool a span's name gives after ``execute_tool`` or ``tools/call`` (the conventions' names; the
+    MCP Python SDK's client names its span ``MCP send tools/call NAME``).
+
+    >>> [_tool_from_name(n) for n in ("execute_tool crm.lookup", "MCP send tools/call read_record", "tools/call")]
+    ['crm.lookup', 'read_record', '']
+    """
+    for marker in ("execute_tool ", "tools/call "):
+        _, found, rest = name.partition(marker)
+        if found:
+            return rest.strip()
+    return ""
+
+
 def _is_tool_span(kvs: Any) -> bool:
     for kv in kvs:
         if kv.key == "gen_ai.operation.name" and kv.value.string_value == _TOOL_OP:
@@ -340,6 +357,7 @@ class _Memory:
 
 
 _ZERO16, _ZERO8 = bytes(16), bytes(8)
+_SERVER = 2  # Span.SPAN_KIND_SERVER
 _AGENT_KEYS = ("gen_ai.agent.id", "gen_ai.agent.name", "service.name")
 _TOOL_OP = "execute_tool"
 _MCP_CALL = "tools/call"
@@ -377,13 +395,16 @@ class SpanTranslator:
                     if own.get("gen_ai.operation.name") != _TOOL_OP and own.get("mcp.method.name") != _MCP_CALL:
                         out.ignored += 1
                         continue
+                    if span.kind == _SERVER and span.parent_span_id and own.get("mcp.method.name") == _MCP_CALL:
+                        out.nested += 1  # an MCP server's side of a call its traced client reports
+                        out.ignored += 1
+                        continue
                     if resource is None:
                         resource = _attributes(res_kvs, {})
                     attrs = {**resource, **own} if resource else own
                     tool = attrs.get("gen_ai.tool.name")
                     if not isinstance(tool, str) or not tool:
-                        prefix, _, rest = span.name.partition(" ")
-                        tool = rest.strip() if prefix in (_TOOL_OP, _MCP_CALL) else ""
+                        tool = _tool_from_name(span.name)
                     if not tool:
                         out.refuse("no_tool", span, "no gen_ai.tool.name and no tool in the span's name")
                         continue

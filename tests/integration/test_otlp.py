@@ -401,3 +401,24 @@ def test_a_listen_address_already_taken_exits_1_with_one_line(kafka_bootstrap, p
     assert done.returncode == 1
     assert done.stderr.splitlines()[-1].startswith(f"flowbreaker otlp: cannot listen on 127.0.0.1:{receiver.port}: ")
     assert receiver.alive()
+
+
+def test_an_mcp_tool_call_traced_by_the_agent_its_mcp_client_and_the_server_is_one_event_of_the_agent(
+        receiver, actions, tmp_path):
+    pytest.importorskip("mcp")
+    env = dict(os.environ, OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=receiver.url, OTEL_SERVICE_NAME="agent-runtime",
+               PYTHONPATH=str(REPO_DIR) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    before = receiver.metric("flowbreaker_otlp_spans_ignored_total", reason="nested")
+    done = subprocess.run([sys.executable, str(Path(__file__).parent / "otel_mcp_agent.py"), "agent-mcp"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+                          stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr[-3000:]
+    events_of(actions, "agent-mcp", 2)
+    time.sleep(2)  # anything published late (a second event of one call) would be on the topic by now
+    actions.poll()
+    got = [ev for ev in map(lambda m: json.loads(m.value), actions.messages)
+           if ev["agent_id"] in ("agent-mcp", "agent-runtime", "records-server")]
+    assert sorted((ev["agent_id"], ev["tool"], ev["event_id"], ev["task_id"]) for ev in got) == [
+        ("agent-mcp", "read_record", "agent-mcp-call-0", "conv-mcp"),
+        ("agent-mcp", "send_email", "agent-mcp-call-1", "conv-mcp")]
+    assert receiver.metric("flowbreaker_otlp_spans_ignored_total", reason="nested") >= before + 4

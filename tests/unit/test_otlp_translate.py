@@ -72,9 +72,10 @@ def request(*spans: dict, resource: dict | None = None) -> ExportTraceServiceReq
     ss = rs.scope_spans.add()
     for i, spec in enumerate(spans):
         spec = dict(spec)
-        span = ss.spans.add(trace_id=spec.pop("trace_id", TRACE), span_id=spec.pop("span_id", bytes([9, 9, 9, 9, 9, 9, 9, i + 1])),
+        span = ss.spans.add(trace_id=spec.pop("trace_id", TRACE),
+                            span_id=spec.pop("span_id", bytes([9, 9, 9, 9, 9, 9, 9, i + 1])),
                             parent_span_id=spec.pop("parent", b""), name=spec.pop("name", "execute_tool"),
-                            end_time_unix_nano=spec.pop("end", END))
+                            end_time_unix_nano=spec.pop("end", END), kind=spec.pop("kind", 0))
         for k, v in spec.items():
             kv = span.attributes.add()
             kv.key = k
@@ -164,6 +165,15 @@ def test_one_call_traced_at_several_layers_is_one_event_whatever_the_order():
         outs = [t.translate(request(*batch)) for batch in order]
         assert sum(len(o.records) for o in outs) == 1, order
         assert sum(o.nested for o in outs) == 2
+
+
+def test_an_mcp_server_span_continuing_its_client_s_trace_is_left_to_the_client():
+    server = {"name": "tools/call read_record", "mcp.method.name": "tools/call", "gen_ai.operation.name": "execute_tool",
+              "gen_ai.tool.name": "read_record", "kind": 2}
+    out = SpanTranslator().translate(request({**server, "parent": b"\5" * 8}))
+    assert (out.nested, len(out.records)) == (1, 0)
+    alone = SpanTranslator().translate(request(server))  # no traced client: the server's span is the call
+    assert [e["tool"] for e in events(alone)] == ["read_record"]
 
 
 @pytest.mark.parametrize("span, resource, code, reason", [
