@@ -6,9 +6,13 @@ skipped saying why). The stream freezes two agents on its own (a send of restric
 data to a new address after a normal history); one of them is named
 ``<img src=x onerror=...>``. An analyst signs in with a token handed over in the
 URL fragment, sees the freeze and its trace, tries a release and is refused for the
-role; a lead signs in by pasting a token and releases with a verdict; the agent is
-on probation. A critical manual freeze made in the page waits for a second lead.
-A held action is approved in the page. Every wait is bounded.
+role (the API's reason shown); a lead signs in by pasting a token and releases with
+the verdict ``benign`` (published on agent-verdicts; a benign verdict on the open
+incident ends the probation, so the agent's breaker closes). A critical freeze made
+in the page waits for a second lead, who releases it with ``confirmed``: the agent
+is on probation. An analyst records a verdict on an open alert episode and approves
+a held action. Every page is opened on the worker that does not own most agents
+(requests are forwarded). Every wait is bounded.
 """
 from __future__ import annotations
 
@@ -19,7 +23,7 @@ from urllib.parse import quote
 
 import pytest
 
-from api_harness import NAME, TOKEN, call, event, exfil, wait_for
+from api_harness import NAME, TOKEN, call, event, exfil, records, wait_for
 from browser_harness import NoBrowser, browser_paths, chrome, console_errors
 from worker_harness import produce
 
@@ -215,6 +219,8 @@ def test_an_analyst_sees_the_streams_freeze_with_its_trace_and_is_refused_a_rele
     # the analyst may try; the API refuses for the role and the page shows its one-line reason
     decide = _panel(d, "Decide")
     assert "Releasing needs the role lead" in decide.text
+    for v in decide.find_elements("css selector", "input[name=verdict][value=benign]"):
+        v.send_keys(Keys.SPACE)
     reason = decide.find_element("css selector", "input[name=reason]")
     reason.send_keys("looks like the nightly export")
     reason.send_keys(Keys.ENTER)
@@ -225,7 +231,7 @@ def test_an_analyst_sees_the_streams_freeze_with_its_trace_and_is_refused_a_rele
     assert console_errors(d) == []
 
 
-def test_a_lead_pastes_a_token_and_releases_with_a_verdict_and_the_agent_is_on_probation(cluster, agents, browser):
+def test_a_lead_pastes_a_token_and_releases_with_a_benign_verdict(cluster, agents, browser):
     from selenium.webdriver.common.keys import Keys
 
     d = browser
@@ -243,29 +249,26 @@ def test_a_lead_pastes_a_token_and_releases_with_a_verdict_and_the_agent_is_on_p
           and "frozen (open)" in _text(d, 'section[aria-label="Summary"]'))
 
     decide = _panel(d, "Decide")
-    verdicts = decide.find_elements("css selector", "input[name=verdict]")
-    if verdicts:  # the API takes a verdict with a release (issue 18)
-        benign = [v for v in verdicts if v.get_attribute("value") == "benign"][0]
-        benign.send_keys(Keys.SPACE)  # keyboard: a focused radio button, Space
-        assert benign.is_selected()
+    benign = decide.find_element("css selector", "input[name=verdict][value=benign]")
+    benign.send_keys(Keys.SPACE)  # keyboard: a focused radio button, Space
+    assert benign.is_selected()
     reason = decide.find_element("css selector", "input[name=reason]")
     reason.send_keys("nightly export to the auditors, confirmed with the owner")
     reason.send_keys(Keys.ENTER)
     result = _wait(d, "the release", lambda d: "Released by" in _text(d, 'section[aria-label="Decide"] .result')
                    and _text(d, 'section[aria-label="Decide"] .result'))
-    assert f"Released by {NAME['lead']}" in result and "probation" in result
-    if verdicts:
-        assert "verdict benign" in result
-    _wait(d, "the breaker on probation", lambda d: "probation (half_open)" in _text(d, 'section[aria-label="Summary"]'))
-    assert _breaker(cluster, agent)["state"] == "half_open"
-
-    d.get(_page(cluster) + "/console/#/")
-    row = _wait(d, "the agent on probation", lambda d: _row_with_link(d, 'section[aria-label="On probation"]', agent))
-    assert NAME["lead"] in row.text and iid in row.text
+    assert result.startswith(f"Released by {NAME['lead']} with verdict benign: {agent} is released to probation")
+    signed = _wait(d, "the verdict on agent-verdicts", lambda d: [
+        v for v in records(cluster.bootstrap, cluster.prefix + "agent-verdicts") if v.get("target") == iid])
+    assert signed[0]["verdict"] == "benign" and signed[0]["by"] == NAME["lead"] and signed[0]["agent_id"] == agent
+    # released to probation; the benign verdict then says the freeze was a mistake, which ends the probation
+    # (detector/engine.py, Engine.apply_verdict): the page follows the agent's state
+    _wait(d, "the breaker closed by the verdict", lambda d: "closed" in _text(d, 'section[aria-label="Summary"]'))
+    assert _breaker(cluster, agent)["state"] == "closed"
     assert console_errors(d) == []
 
 
-def test_a_critical_manual_freeze_waits_for_a_second_lead(cluster, agents, browser):
+def test_a_critical_manual_freeze_waits_for_a_second_lead_who_releases_it_to_probation(cluster, agents, browser):
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import Select
 
@@ -280,18 +283,36 @@ def test_a_critical_manual_freeze_waits_for_a_second_lead(cluster, agents, brows
     _wait(d, "the freeze", lambda d: _breaker(cluster, agent)["state"] == "open")
     _wait(d, "the release form", lambda d: "frozen (open)" in _text(d, 'section[aria-label="Breaker"]')
           and _panel(d, "Decide").find_elements("css selector", "button.danger"))
-    decide = _panel(d, "Decide")
-    for v in decide.find_elements("css selector", "input[name=verdict][value=confirmed]"):
-        v.send_keys(Keys.SPACE)
-    reason = decide.find_element("css selector", "input[name=reason]")
-    reason.send_keys("contained")
-    reason.send_keys(Keys.ENTER)
+    iid = _breaker(cluster, agent)["incident_id"]
+
+    def release(verdict: str, why: str) -> None:
+        decide = _panel(d, "Decide")
+        decide.find_element("css selector", f"input[name=verdict][value={verdict}]").send_keys(Keys.SPACE)
+        reason = decide.find_element("css selector", "input[name=reason]")
+        reason.send_keys(why)
+        reason.send_keys(Keys.ENTER)
+
+    release("confirmed", "contained")
     waiting = _wait(d, "the two-person rule", lambda d: "Waiting for a second lead" in
                     _text(d, 'section[aria-label="Decide"] .result') and _text(d, 'section[aria-label="Decide"] .result'))
-    assert "403 two_person_rule" in waiting
+    assert waiting.endswith("(403 two_person_rule)")
     assert _breaker(cluster, agent)["state"] == "open"
-    r = call("POST", _agent_url(cluster, agent, 1) + "/release", TOKEN["lead2"], {"reason": "second lead: contained"})
-    assert r.status == 200, r
+
+    # the second lead, in the same tab
+    d.find_element("id", "signout").send_keys(Keys.ENTER)
+    _sign_in_by_pasting(d, TOKEN["lead2"])
+    _signed_in_as(d, NAME["lead2"], "lead")
+    _wait(d, "the release form", lambda d: _panel(d, "Decide").find_elements("css selector", "button.danger"))
+    release("confirmed", "reviewed: the exports were harmful, contained")
+    _wait(d, "the release", lambda d: f"Released by {NAME['lead2']} with verdict confirmed" in
+          _text(d, 'section[aria-label="Decide"] .result'))
+    _wait(d, "the agent on probation", lambda d: "probation (half_open)" in _text(d, 'section[aria-label="Breaker"]'))
+    assert _breaker(cluster, agent)["state"] == "half_open"
+    d.get(_page(cluster) + "/console/#/")
+    row = _wait(d, "the agent listed on probation",
+                lambda d: _row_with_link(d, 'section[aria-label="On probation"]', agent))
+    assert NAME["lead2"] in row.text and iid in row.text and "UTC" in row.text
+    assert console_errors(d) == []
 
 
 def test_a_held_action_is_approved_in_the_page(cluster, agents, browser):
@@ -304,15 +325,43 @@ def test_a_held_action_is_approved_in_the_page(cluster, agents, browser):
     assert r.status == 200 and r.json["verdict"] == "needs_approval", r
     apr = r.json["approval_request_id"]
     _open(d, cluster, "analyst", "#/approvals")
-    row = _wait(d, "the pending request", lambda d: [r for r in d.find_elements("css selector", "#view tbody tr")
-                                                     if apr in r.text][0])
-    assert "email:partner@audit.example" in row.text and "restricted" in row.text
-    row.find_element("css selector", "summary").send_keys(Keys.ENTER)  # open "Decide…" from the keyboard
-    reason = row.find_element("css selector", "input[name=reason]")
+    row = _wait(d, "the pending request", lambda d: d.find_element("css selector", f'tr[data-approval="{apr}"]'))
+    assert "email:partner@audit.example" in row.text and "restricted" in row.text and agent in row.text
+    sub = d.find_element("css selector", f'tr.sub[data-for="{apr}"]')
+    sub.find_element("css selector", "summary").send_keys(Keys.ENTER)  # open the form from the keyboard
+    reason = sub.find_element("css selector", "input[name=reason]")
     reason.send_keys("quarterly partner export")
     reason.send_keys(Keys.ENTER)  # the form's first button: Approve
-    _wait(d, "the approval", lambda d: "Approved by" in row.find_element("css selector", ".result").text)
+    _wait(d, "the approval", lambda d: f"Approved by {NAME['analyst']}" in sub.find_element("css selector", ".result").text)
     assert call("GET", cluster.url(0) + f"/v1/approvals/{apr}", TOKEN["viewer"]).json["state"] == "approved"
+
+
+def test_an_analyst_records_a_verdict_on_an_open_alert_episode(cluster, agents, browser):
+    from selenium.webdriver.common.keys import Keys
+
+    d = browser
+    agent = agents["hostile"]
+    _open(d, cluster, "analyst", "#/")
+    if "not served by this worker" in _text(d, 'section[aria-label="Open alert episodes"]'):
+        pytest.fail("the workers serve /v1/episodes, but the page says they do not")
+    ep = _wait(d, "the hostile agent's open episode", lambda d: [
+        e for e in call("GET", cluster.url(0) + "/v1/episodes?state=open&agent_id=" + quote(agent, safe=""),
+                        TOKEN["viewer"]).json["episodes"]][0])
+    eid = ep["episode_id"]
+    row = _wait(d, "the episode listed", lambda d: d.find_element("css selector", f'tr[data-episode="{eid}"]'))
+    assert row.find_element("css selector", "a").get_attribute("textContent") == agent
+    assert ep["incidents"][0] in row.text and "critical" in row.text
+    sub = d.find_element("css selector", f'tr.sub[data-for="{eid}"]')
+    sub.find_element("css selector", "summary").send_keys(Keys.ENTER)
+    sub.find_element("css selector", "input[name=verdict][value=confirmed]").send_keys(Keys.SPACE)
+    reason = sub.find_element("css selector", "input[name=reason]")
+    reason.send_keys("exfiltration, confirmed with the owner")
+    reason.send_keys(Keys.ENTER)
+    _wait(d, "the verdict recorded", lambda d: f"Verdict confirmed recorded by {NAME['analyst']} on {eid}" in
+          sub.find_element("css selector", ".result").text)
+    signed = [v for v in records(cluster.bootstrap, cluster.prefix + "agent-verdicts") if v.get("target") == eid]
+    assert signed and signed[0]["verdict"] == "confirmed" and signed[0]["by"] == NAME["analyst"]
+    assert console_errors(d) == []
 
 
 def test_a_hostile_agent_id_is_shown_as_text_and_runs_nothing(cluster, agents, browser):

@@ -427,7 +427,7 @@
     const verdict = withVerdict ? h("fieldset", {}, h("legend", {}, "Verdict"),
       ["benign", "confirmed"].map((v) => {
         const id = uid("verdict-" + v);
-        return h("label", { for: id }, h("input", { id, type: "radio", name: "verdict", value: v, required: true }), v);
+        return h("label", { for: id }, h("input", { id, type: "radio", name: "verdict", value: v }), v);
       })) : null;
     const button = h("button", { type: "submit", class: "danger" }, may.release() ? "Release to probation"
       : "Release (lead only)");
@@ -449,7 +449,7 @@
       if (chosen) body.verdict = chosen.value;
       act(box, button, "POST", "/v1/agents/" + enc(agentId) + "/release", body, (res) => {
         decided(where, "Released by " + text(res.released_by) + (res.verdict ? " with verdict " + res.verdict : "") +
-          ": " + text(res.agent_id) + " is on probation (" + text(res.state) + ")" +
+          ": " + text(res.agent_id) + " is released to probation (" + text(res.state) + ")" +
           (res.published === false ? "; not yet confirmed published" : ""));
       });
     });
@@ -496,7 +496,7 @@
           refreshSoon();
         });
     });
-    return h("details", { class: "inline" }, h("summary", {}, "Decide…"), form, box);
+    return h("div", {}, form, box);
   }
 
   function episodeVerdictForm(ep) {
@@ -513,12 +513,12 @@
       ev.preventDefault();
       const chosen = form.querySelector("input[name=verdict]:checked");
       act(box, button, "POST", "/v1/episodes/" + enc(ep.episode_id) + "/verdict",
-        { verdict: chosen ? chosen.value : "", reason: form.querySelector("input[name=reason]").value }, () => {
-          say(box, true, "Verdict recorded: " + (chosen ? chosen.value : ""));
+        { verdict: chosen ? chosen.value : "", reason: form.querySelector("input[name=reason]").value }, (res) => {
+          say(box, true, "Verdict " + text(res.verdict) + " recorded by " + text(res.by) + " on " + text(res.episode_id));
           refreshSoon();
         });
     });
-    return h("details", { class: "inline" }, h("summary", {}, "Verdict…"), form, box);
+    return h("div", {}, form, box);
   }
 
   function refreshSoon(then) {
@@ -535,13 +535,14 @@
   }
 
   function reasonsText(r) {
-    // an episode's top reasons: [{code|reason|feature, count}], [[code, count]] or {code: count}
+    // an episode's top reasons: [{code, count}] (also [[code, count]] or {code: count}); the first three
     let items = [];
     if (Array.isArray(r)) {
       items = r.map((x) => Array.isArray(x) ? [x[0], x[1]]
         : (x && typeof x === "object") ? [x.code || x.reason || x.feature, x.count] : [x, null]);
     } else if (r && typeof r === "object") items = Object.entries(r);
-    return items.map(([c, n]) => text(c) + (n === null || n === undefined ? "" : " ×" + n)).join(", ");
+    const shown = items.slice(0, 3).map(([c, n]) => text(c) + (typeof n === "number" && n > 1 ? " ×" + n : ""));
+    return shown.join(", ") + (items.length > 3 ? ", +" + (items.length - 3) + " more" : "");
   }
 
   function verdictText(v) {
@@ -550,23 +551,43 @@
     return text(v.verdict) + (v.by ? " by " + v.by : "");
   }
 
-  function episodeRows(list, withAgent) {
-    return list.map((ep) => h("tr", {},
-      td(sev(ep.severity)),
-      withAgent ? td(link("agent", String(ep.agent_id))) : null,
-      td(text(ep.state)),
-      td(when(ep.opened), "time"),
-      td(when(ep.updated), "time"),
-      td(num(ep.actions), "num"),
-      td(reasonsText(ep.reasons)),
-      td(verdictText(ep.verdict)),
-      td(h("span", { class: "id" }, text(ep.episode_id))),
-      td(may.episodeVerdict() && !ep.verdict ? episodeVerdictForm(ep) : null)));
+  function subRow(cols, key, summary, form) {
+    // the form of a listed item, on its own full-width row under it (a table cell is too narrow for it)
+    return h("tr", { class: "sub", "data-for": key }, h("td", { colspan: String(cols) },
+      h("details", { class: "inline" }, h("summary", {}, summary), form)));
   }
 
-  const EPISODE_HEAD = ["Severity", "State", "Opened", "Updated", "Actions#", "Top reasons", "Verdict", "Episode", ""];
+  function episodeHead(withAgent) {
+    return ["Severity", withAgent ? "Agent" : "State", "Updated", "Actions#", "Top reasons", "Incidents", "Verdict",
+      "Episode"];
+  }
 
-  async function episodesInto(box, query, withAgent) {
+  function episodeRows(list, withAgent) {
+    const cols = episodeHead(withAgent).length;
+    return list.flatMap((ep) => {
+      const incidents = Array.isArray(ep.incidents) ? ep.incidents.map(String) : [];
+      const rows = [h("tr", { "data-episode": String(ep.episode_id) },
+        td(sev(ep.severity)),
+        withAgent ? td(link("agent", String(ep.agent_id))) : td(text(ep.state)),
+        td([when(ep.updated), h("span", { class: "local" }, ["opened ", utcOrText(ep.opened)])], "time"),
+        td(num(ep.actions), "num"),
+        td(reasonsText(ep.reasons)),
+        td(incidents.length ? incidents.map((i, n) => [n ? h("br") : null, link("incident", i)]) : "—", "nowrap"),
+        td(verdictText(ep.verdict)),
+        td(h("span", { class: "id" }, text(ep.episode_id)), "nowrap"))];
+      if (may.episodeVerdict() && !ep.verdict) {
+        rows.push(subRow(cols, String(ep.episode_id), "Record a verdict on this episode…", episodeVerdictForm(ep)));
+      }
+      return rows;
+    });
+  }
+
+  function utcOrText(v) {
+    const d = toDate(v);
+    return d === null ? text(v) : utcText(d);
+  }
+
+  async function episodesInto(box, query, withAgent, empty) {
     if (!has.episodes()) {
       fill(box, "absent", () => h("p", { class: "empty" },
         "Alert episodes are not served by this worker (its API has no /v1/episodes)."));
@@ -575,34 +596,42 @@
     const [data, err] = await load("/v1/episodes?" + query);
     if (err) return fill(box, "err:" + err.line(), () => errLine(err));
     const list = (data && Array.isArray(data.episodes) ? data.episodes : []).slice().sort(bySeverityThenNewest("updated"));
-    const head = withAgent ? [EPISODE_HEAD[0], "Agent", ...EPISODE_HEAD.slice(1)] : EPISODE_HEAD;
-    fill(box, JSON.stringify(list) + may.episodeVerdict(), () => table(head, episodeRows(list, withAgent),
-      "No open alert episodes."));
+    fill(box, JSON.stringify(list) + may.episodeVerdict(), () => table(episodeHead(withAgent),
+      episodeRows(list, withAgent), empty));
+  }
+
+  function approvalHead(withAgent) {
+    return ["Requested", withAgent ? "Agent" : null, "Action", "Destinations", "Sensitivity", "Records#", "Why held",
+      "State", "Request"].filter((x) => x !== null);
   }
 
   function approvalRows(list, withAgent) {
-    return list.map((a) => h("tr", {},
-      td(when(a.requested_at), "time"),
-      withAgent ? td(link("agent", String(a.agent_id))) : null,
-      td([text(a.tool), " · ", text(a.action), h("br"), h("span", { class: "mono" }, text(a.resource))]),
-      td(Array.isArray(a.destinations) ? a.destinations.map(String).join(", ") || "—" : "—"),
-      td(text(a.sensitivity)),
-      td(num(a.max_records), "num"),
-      td(Array.isArray(a.reasons) ? a.reasons.map(String).join("; ") : "—"),
-      td([text(a.state), a.decided_by ? " by " + a.decided_by : "", a.valid_until ? [" until ", when(a.valid_until)] : ""]),
-      td(h("span", { class: "id" }, text(a.approval_id))),
-      td(a.state === "pending" && may.decide() ? decideForm(a) : null)));
+    const cols = approvalHead(withAgent).length;
+    return list.flatMap((a) => {
+      const rows = [h("tr", { "data-approval": String(a.approval_id) },
+        td(when(a.requested_at), "time"),
+        withAgent ? td(link("agent", String(a.agent_id))) : null,
+        td([text(a.tool), " · ", text(a.action), h("br"), h("span", { class: "mono" }, text(a.resource))], "wrap"),
+        td(Array.isArray(a.destinations) ? a.destinations.map(String).join(", ") || "—" : "—", "wrap"),
+        td(text(a.sensitivity)),
+        td(num(a.max_records), "num"),
+        td(Array.isArray(a.reasons) ? a.reasons.map(String).join("; ") : "—"),
+        td([text(a.state), a.decided_by ? " by " + a.decided_by : "",
+          a.valid_until ? [" until ", when(a.valid_until)] : ""]),
+        td(h("span", { class: "id" }, text(a.approval_id)), "nowrap"))];
+      if (a.state === "pending" && may.decide()) {
+        rows.push(subRow(cols, String(a.approval_id), "Approve or deny this request…", decideForm(a)));
+      }
+      return rows;
+    });
   }
-
-  const APPROVAL_HEAD = ["Requested", "Action", "Destinations", "Sensitivity", "Records#", "Why held", "State",
-    "Request", ""];
 
   async function approvalsInto(box, query, withAgent, empty) {
     const [data, err] = await load("/v1/approvals?" + query);
     if (err) return fill(box, "err:" + err.line(), () => errLine(err));
     const list = data && Array.isArray(data.approvals) ? data.approvals : [];
-    const head = withAgent ? [APPROVAL_HEAD[0], "Agent", ...APPROVAL_HEAD.slice(1)] : APPROVAL_HEAD;
-    fill(box, JSON.stringify(list) + may.decide(), () => table(head, approvalRows(list, withAgent), empty));
+    fill(box, JSON.stringify(list) + may.decide(), () => table(approvalHead(withAgent), approvalRows(list, withAgent),
+      empty));
   }
 
   // ------------------------------------------------------------------ views
@@ -613,11 +642,12 @@
     const approvals = h("div", {}, h("p", { class: "empty" }, "Loading…"));
     root.append(h("h1", {}, "Triage"),
       panel("Frozen agents", h("p", { class: "muted" }, "Open breakers, most severe and newest first."), frozen),
-      panel("Open alert episodes", episodes),
-      h("div", { class: "grid" },
-        panel("Pending approvals", approvals),
-        panel("On probation", h("p", { class: "muted" }, "Released agents, watched with tighter thresholds."),
-          probation)));
+      panel("Open alert episodes", h("p", { class: "muted" }, "Alerts grouped per agent until it is quiet, most " +
+        "severe and most recently active first."), episodes),
+      panel("Pending approvals", h("p", { class: "muted" }, "Actions held before they happened, waiting for an " +
+        "analyst."), approvals),
+      panel("On probation", h("p", { class: "muted" }, "Released agents, watched with tighter thresholds."),
+        probation));
     return {
       name: "overview",
       refresh: async () => {
@@ -640,7 +670,7 @@
               td(text(b.by)), td(when(b.probation_until_t), "time"),
               td(b.incident_id ? link("incident", String(b.incident_id)) : "—"))), "No agent is on probation."));
         }
-        await Promise.all([episodesInto(episodes, "state=open&limit=200", true),
+        await Promise.all([episodesInto(episodes, "state=open&limit=200", true, "No open alert episodes."),
           approvalsInto(approvals, "state=pending&limit=200", true, "No action waits for approval.")]);
       },
     };
@@ -832,7 +862,7 @@
         });
         await Promise.all([
           approvalsInto(approvals, "state=pending&agent_id=" + enc(agentId), false, "No pending request."),
-          episodesInto(episodes, "agent_id=" + enc(agentId) + "&limit=50", false)]);
+          episodesInto(episodes, "agent_id=" + enc(agentId) + "&limit=50", false, "No alert episodes.")]);
       },
     };
   }
