@@ -109,3 +109,31 @@ def test_an_unsigned_hold_is_lifted_by_a_signed_release_naming_it_without_moving
                                      "issued_at": "2026-03-02T09:05:00Z", "issued_by": "lou"}))
     assert fold.apply(lift) == ("released" if unverified_freezes else "replayed")
     assert not fold.is_frozen("a") and fold.highest("a") == 2
+
+
+def test_the_worker_numbers_an_agents_commands_from_its_trip_count_and_above_what_its_index_has_seen():
+    """The owner's sequence (streams/worker/app.py): freeze of trip n is 2n-1, its release 2n, and never at or
+    below the highest its control index verified (a key holder's release, a state that was lost)."""
+    from types import SimpleNamespace
+
+    from streams.worker.app import Processor
+
+    def owner(trips: int, index_highest: int | None):
+        agents = {"a": SimpleNamespace(breaker=SimpleNamespace(trips=trips))}
+        fold = SimpleNamespace(highest=lambda _agent: index_highest)
+        feed = None if index_highest is None else SimpleNamespace(fold=fold)
+        return SimpleNamespace(engine=SimpleNamespace(agents=agents),
+                               control_plane=None if feed is None else SimpleNamespace(feed=feed))
+
+    seq = Processor.command_seq
+    assert [seq(owner(1, None), "a", "freeze"), seq(owner(1, None), "a", "release")] == [1, 2]
+    assert [seq(owner(3, 4), "a", "freeze"), seq(owner(3, 5), "a", "release")] == [5, 6]
+    assert seq(owner(2, 3), "a", "freeze") == 4       # a key holder's release took 3: the next freeze goes above it
+    assert seq(owner(1, 40), "a", "freeze") == 41     # the agent's state was lost: the index remembers
+    assert seq(owner(0, None), "b", "freeze") == 1    # an agent this worker holds no state for
+    fold = CommandFold(VERIFY_ONLY)
+    for c in genuine("a", 4):
+        fold.apply(c)
+    nxt = seq(owner(3, fold.highest("a")), "a", "freeze")
+    assert fold.apply(decode_command(KEYS.sign({"command": "freeze", "agent_id": "a", "incident_id": "inc-a-3",
+                                                "seq": nxt, "issued_at": "2026-03-02T10:00:00Z"}))) == "frozen"
