@@ -74,6 +74,9 @@ async def measure(direct_args: list[str], proxy_args: list[str], env: dict, call
             for _ in range(100):  # warm-up: connections, caches, the worker's agent state
                 await one(direct)
                 await one(proxied)
+            idle0 = gateway_cpu()
+            await anyio.sleep(5.0)
+            idle = (gateway_cpu() - idle0) / 5.0
             refused = 0
             d, p = [], []
             cpu0 = gateway_cpu()
@@ -82,7 +85,43 @@ async def measure(direct_args: list[str], proxy_args: list[str], env: dict, call
                     d.append(await one(direct))
                 for _ in range(block):
                     p.append(await one(proxied))
-            return d, p, refused, (gateway_cpu() - cpu0) / len(p)
+            return d, p, refused, (gateway_cpu() - cpu0) / len(p), idle
+
+
+def own_work(n: int = 5000) -> float:
+    """CPU seconds per call of the gateway's own steps, in this process: map and decide a call (an allowing check
+    client), parse and encode its four JSON-RPC messages with the SDK's types, make and validate its event."""
+    import json
+
+    from detector.events import decode_event
+    from mcp.types import jsonrpc_message_adapter
+    from streams.clients.check_client import CheckResult
+    from streams.clients.guard import FreezeGuard
+    from streams.mcp_proxy.gate import ToolGate
+    from streams.tool_mapping import mapping_from_dict
+    import tomllib
+
+    class Allow:
+        def check(self, action):
+            return CheckResult("allow")
+
+    gate = ToolGate(agent_id="a", mapping=mapping_from_dict(tomllib.loads(MAPPING)), checks=Allow(),
+                    guard=FreezeGuard())
+    result = {"content": [{"type": "text", "text": "x" * 300}], "isError": False}
+    request = json.dumps({"jsonrpc": "2.0", "id": 5, "method": "tools/call",
+                          "params": {"name": "read_record", "arguments": {"record_id": "r1"}}})
+    response = json.dumps({"jsonrpc": "2.0", "id": 5, "result": result})
+    t0 = time.process_time()
+    for _ in range(n):
+        for line in (request, request, response, response):
+            jsonrpc_message_adapter.validate_json(line, by_name=False).model_dump_json(by_alias=True,
+                                                                                       exclude_unset=True)
+        action = gate.action_for(tool="read_record", arguments={"record_id": "r1"}, session_id="mcp-s")
+        decision = gate.decide_now(action)
+        event = gate.performed(decision, "read_record", {"record_id": "r1"}, result, session_id="mcp-s")
+        decode_event(event)
+        json.dumps(event, separators=(",", ":"))
+    return (time.process_time() - t0) / n
 
 
 def gateway_cpu() -> float:
@@ -147,10 +186,11 @@ def run(args: argparse.Namespace, bootstrap: str, tmp: Path) -> None:
                  "--token-file", str(tmp / "runtime.token"), "--bootstrap", bootstrap, "--topic-prefix", prefix,
                  "--mapping", str(tmp / "tools.toml"), "--", sys.executable, *server]
         with open(tmp / "stderr.log", "w") as errlog:
-            d, p, refused, cpu = anyio.run(measure, server, proxy, env, args.calls, 100, errlog)
+            d, p, refused, cpu, idle = anyio.run(measure, server, proxy, env, args.calls, 100, errlog)
         print(f"host: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; worker {url}; {len(d)} calls "
-              f"per session, alternating blocks of 100; {refused} refused through the gateway; the gateway's own "
-              f"CPU {cpu * 1000:.2f} ms per call")
+              f"per session, alternating blocks of 100; {refused} refused through the gateway")
+        print(f"gateway process CPU: {cpu * 1000:.2f} ms per call (with its idle share); idle "
+              f"{idle * 1000:.0f} ms per second; its own steps in-process {own_work() * 1e6:.0f} us per call")
         print(f"{'':>22} {'p50 ms':>7} {'p90':>7} {'p99':>7} {'max':>7}")
         for name, xs in (("direct", d), ("through mcp-proxy", p)):
             print(f"{name:>22} {ms(pct(xs, 50)):>7} {ms(pct(xs, 90)):>7} {ms(pct(xs, 99)):>7} {ms(max(xs)):>7}")
