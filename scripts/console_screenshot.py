@@ -59,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--bootstrap", help="a running broker (default: start one with scripts/kafka.sh)")
     p.add_argument("--out", default=str(REPO / "docs" / "img" / "console-incident.png"))
+    p.add_argument("--overview", help="also save the overview (frozen agents, episodes, approvals) here")
     p.add_argument("--width", type=int, default=1280)
     p.add_argument("--height", type=int, default=1500)
     args = p.parse_args(argv)
@@ -96,6 +97,11 @@ def main(argv: list[str] | None = None) -> int:
                 time.sleep(0.5)  # the page has rendered; let fonts settle before the shot
                 Path(args.out).parent.mkdir(parents=True, exist_ok=True)
                 driver.save_screenshot(args.out)
+                if args.overview:
+                    driver.get(cluster.url(0) + "/console/#/")
+                    wait_for(lambda: driver.find_elements("css selector", "tr[data-episode]"), 30, "the episodes")
+                    driver.execute_script("document.activeElement.blur()")
+                    driver.save_screenshot(args.overview)
             finally:
                 driver.quit()
         finally:

@@ -568,7 +568,7 @@
       const incidents = Array.isArray(ep.incidents) ? ep.incidents.map(String) : [];
       const rows = [h("tr", { "data-episode": String(ep.episode_id) },
         td(sev(ep.severity)),
-        withAgent ? td(link("agent", String(ep.agent_id))) : td(text(ep.state)),
+        withAgent ? td(link("agent", String(ep.agent_id)), "agent") : td(text(ep.state)),
         td([when(ep.updated), h("span", { class: "local" }, ["opened ", utcOrText(ep.opened)])], "time"),
         td(num(ep.actions), "num"),
         td(reasonsText(ep.reasons)),
@@ -610,7 +610,7 @@
     return list.flatMap((a) => {
       const rows = [h("tr", { "data-approval": String(a.approval_id) },
         td(when(a.requested_at), "time"),
-        withAgent ? td(link("agent", String(a.agent_id))) : null,
+        withAgent ? td(link("agent", String(a.agent_id)), "agent") : null,
         td([text(a.tool), " · ", text(a.action), h("br"), h("span", { class: "mono" }, text(a.resource))], "wrap"),
         td(Array.isArray(a.destinations) ? a.destinations.map(String).join(", ") || "—" : "—", "wrap"),
         td(text(a.sensitivity)),
@@ -658,7 +658,7 @@
         else {
           const list = (open.breakers || []).slice().sort(bySeverityThenNewest("since"));
           fill(frozen, JSON.stringify(list), () => table(["Severity", "Agent", "Frozen since", "Why", "By", "Incident"],
-            list.map((b) => h("tr", {}, td(sev(b.severity)), td(link("agent", String(b.agent_id))),
+            list.map((b) => h("tr", {}, td(sev(b.severity)), td(link("agent", String(b.agent_id)), "agent"),
               td(when(b.since), "time"), td(text(b.why)), td(text(b.by), "nowrap"),
               td(b.incident_id ? link("incident", String(b.incident_id)) : "—", "nowrap"))), "No agent is frozen."));
         }
@@ -666,7 +666,7 @@
         else {
           const list = half.breakers || [];
           fill(probation, JSON.stringify(list), () => table(["Agent", "Released", "By", "Probation until", "Incident"],
-            list.map((b) => h("tr", {}, td(link("agent", String(b.agent_id))), td(when(b.since), "time"),
+            list.map((b) => h("tr", {}, td(link("agent", String(b.agent_id)), "agent"), td(when(b.since), "time"),
               td(text(b.by)), td(when(b.probation_until_t), "time"),
               td(b.incident_id ? link("incident", String(b.incident_id)) : "—"))), "No agent is on probation."));
         }
