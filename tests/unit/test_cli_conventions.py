@@ -95,6 +95,8 @@ def test_no_note_with_a_policy_and_no_note_beside_a_usage_error(tmp_path, capsys
     (["topics", "--partitions", "0"], "partitions"),
     (["worker", "--web-port", "0"], "web port 0"),
     (["models", "add"], "required: MODEL_DIR"),
+    (["keys", "new"], "required: FILE"),
+    (["keys", "activate", "{tmp}/none.toml", "k1"], "cannot read signing key file"),
 ])
 def test_every_command_reports_bad_usage_as_one_line_flowbreaker_command_reason_and_exit_2(
         argv, says, tmp_path, capsys, monkeypatch):
