@@ -93,6 +93,20 @@ def test_with_a_token_it_goes_through_the_api_which_names_the_approver(capsys, t
     assert body == {"reason": "false positive", "incident_id": "inc-7"}
 
 
+def test_a_verdict_goes_with_the_release_and_the_answer_names_it(capsys, tmp_path):
+    worker = Worker(200, {"agent_id": "agent-1", "incident_id": "inc-7", "state": "half_open", "released_by": "lee",
+                          "published": True, "verdict": "benign", "verdict_id": "vd-0123"})
+    token = tmp_path / "lead.token"
+    token.write_text("tok-lead\n")
+    try:
+        assert main(["release", "agent-1", "--reason", "approved run", "--verdict", "benign",
+                     "--token-file", str(token), "--url", worker.url]) == 0
+    finally:
+        worker.close()
+    assert "released agent-1 (incident inc-7) by lee, verdict benign (vd-0123)" in capsys.readouterr().out
+    assert worker.got[0][2] == {"reason": "approved run", "verdict": "benign"}
+
+
 @pytest.mark.parametrize("status, code, needle", [
     (403, "two_person_rule", "refused: a critical incident is released by another lead"),
     (401, "unauthenticated", "the token is not known"),
