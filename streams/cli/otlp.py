@@ -14,7 +14,7 @@ or on ``--metrics-listen``.
 
 Exit codes (docs/contract.md, section 5): 2 for a bad flag or an unusable
 mapping file, 1 when the broker does not answer at start or an address cannot
-be bound, 130 on Ctrl-C; SIGTERM stops it cleanly (0).
+be bound, 130 on Ctrl-C (SIGINT); SIGTERM stops it cleanly (0).
 """
 
 from __future__ import annotations
@@ -136,8 +136,14 @@ async def _serve(settings, mapping, topic, partitions, address, metrics_address,
     consumer = intake = intake_task = None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    got: list[int] = []
+
+    def on_signal(sig: int) -> None:
+        got.append(sig)
+        stop.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal, sig)
     try:
         for where, app in ((address, receiver.app()), (metrics_address, None)):
             if where is None:
@@ -175,7 +181,7 @@ async def _serve(settings, mapping, topic, partitions, address, metrics_address,
         if intake_task is not None and intake_task in done and not stop.is_set():
             intake_task.result()  # the intake failed: raise it (exit 1 below)
         log.info("stopping")
-        return 0
+        return 130 if signal.SIGINT in got else 0  # Ctrl-C: 130 (docs/contract.md, section 5); SIGTERM: 0
     except KafkaError as err:
         print(f"flowbreaker otlp: Kafka failed: {err!r}", file=sys.stderr)
         return 1

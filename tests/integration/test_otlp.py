@@ -422,3 +422,13 @@ def test_an_mcp_tool_call_traced_by_the_agent_its_mcp_client_and_the_server_is_o
         ("agent-mcp", "read_record", "agent-mcp-call-0", "conv-mcp"),
         ("agent-mcp", "send_email", "agent-mcp-call-1", "conv-mcp")]
     assert receiver.metric("flowbreaker_otlp_spans_ignored_total", reason="nested") >= before + 4
+
+
+def test_sigterm_stops_it_with_0_and_ctrl_c_with_130(kafka_bootstrap, prefix, tmp_path):
+    import signal
+
+    for sig, code in ((signal.SIGTERM, 0), (signal.SIGINT, 130)):
+        proc = OtlpProc(kafka_bootstrap, prefix, tmp_path / sig.name)
+        os.kill(proc.proc.pid, sig)
+        assert proc.proc.wait(timeout=30) == code, proc.stderr_tail()
+        proc.stop()
