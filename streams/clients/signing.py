@@ -250,6 +250,8 @@ class KeyRing:
         stamp = _stamp(p)
         keys, active = _read_file(p)
         ring = cls(keys, active, where=str(p))
+        if ring._state[0] and os.name == "posix" and p.stat().st_mode & 0o077:
+            log.warning("%s holds private signing keys and other users may read it: chmod 600 %s", p, p)
         ring.path, ring._stamp, ring._checked = p, stamp, time.monotonic()
         return ring
 

@@ -152,6 +152,23 @@ def test_a_key_file_reloads_when_it_changes_and_a_broken_edit_keeps_the_keys_in_
     assert ring.active == "k-b"
 
 
+def test_a_private_key_file_others_may_read_is_named_in_a_warning(tmp_path, caplog):
+    path = tmp_path / "keys.toml"
+    path.write_text(new_key_file("k-a"))
+    path.chmod(0o600)
+    KeyRing.from_file(path)
+    assert "chmod 600" not in caplog.text
+    path.chmod(0o644)
+    KeyRing.from_file(path)
+    assert f"{path} holds private signing keys and other users may read it" in caplog.text
+    public = tmp_path / "keys.pub"
+    public.write_text(public_key_file(path))
+    public.chmod(0o644)
+    caplog.clear()
+    KeyRing.from_file(public)  # a public file is meant to be read
+    assert "chmod" not in caplog.text
+
+
 def test_reload_reads_the_file_at_once_as_on_sighup(tmp_path):
     path = tmp_path / "keys.toml"
     path.write_text(new_key_file("k-a"))
