@@ -1,10 +1,10 @@
-"""The numbers the README quotes from offline runs, computed and written into their marked blocks.
+"""The numbers the documents quote from offline runs, computed and written into their marked blocks.
 
     python bench/docs_numbers.py                       # print every block
-    python bench/docs_numbers.py --write [NAME ...]    # rewrite those blocks of README.md (default: all)
+    python bench/docs_numbers.py --write [NAME ...]    # rewrite those blocks in their documents (default: all)
 
-Each block sits in README.md between ``<!-- docs-numbers:NAME ... -->`` and
-``<!-- /docs-numbers:NAME -->``, and is exactly what :func:`render` prints for it;
+Each block sits in its document (:data:`DOCUMENT`) between ``<!-- docs-numbers:NAME ... -->``
+and ``<!-- /docs-numbers:NAME -->``, and is exactly what :func:`render` prints for it;
 ``tests/unit/test_docs.py`` checks the form of every block and recomputes what is
 cheap (the rule list on the committed fixture). Blocks:
 
@@ -21,6 +21,10 @@ cheap (the rule list on the committed fixture). Blocks:
     built: the reduced fixture committed in ``tests/fixtures/public`` (13 agents, 11
     incidents), the detector (train + ``replay --gate``) against the rule list
     (:mod:`bench.public.rules`). A few seconds.
+``evaluate-simulator`` (docs/retraining.md)
+    What ``flowbreaker evaluate`` reports for ``flowbreaker simulate``'s defaults
+    (seed 0, trained on the clean days, ``examples/policy.toml``): the metrics of
+    :func:`models.evaluate.summarize`. About 25 s.
 
 A number here changes when detection changes: rerun with ``--write`` and commit the
 README with the change that moved it.
@@ -42,6 +46,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 README = ROOT / "README.md"
+RETRAINING = ROOT / "docs" / "retraining.md"
 POLICY = ROOT / "examples" / "policy.toml"
 FIXTURE = ROOT / "tests" / "fixtures" / "public"
 SEEDS = (0, 1, 2, 3)
@@ -51,10 +56,12 @@ HEADER = {
     "prevention": ("| seed | first harmful actions held (needs_approval or deny) "
                    "| approvals asked per 1,000 benign outbound actions |\n|---|---|---|"),
     "public-fixture": "| metric | flowbreaker | rules |\n|---|---|---|",
+    "evaluate-simulator": "| metric | value |\n|---|---|",
 }
 ROW = {
     "prevention": re.compile(r"^\| (\d+) \| (\d+) of (\d+) \| (\d+\.\d) \|$"),
     "public-fixture": re.compile(r"^\| ([a-z][a-z ,/0-9-]+) \| ([0-9./]+) \| ([0-9./]+) \|$"),
+    "evaluate-simulator": re.compile(r"^\| ([a-zA-Z][a-zA-Z ,/0-9.-]+) \| ([0-9][0-9a-z ,/.%()-]*) \|$"),
 }
 #: the rows of ``public-fixture``: label -> how to read it from :func:`models.evaluate.summarize`'s metrics
 FIXTURE_ROWS = {
@@ -66,6 +73,34 @@ FIXTURE_ROWS = {
     "event roc-auc": lambda m: f"{m['event_level']['roc_auc']:.3f}",
     "pre-action check, first harmful actions held": lambda m: f"{m['gate']['first_harmful_held']}/{m['gate']['of']}",
     "approvals per 1,000 benign outbound actions": lambda m: f"{m['gate']['approvals_per_1000_benign_outbound']:.1f}",
+}
+
+
+def _pct(part: int, whole: int) -> str:
+    return f"{100.0 * part / whole:.1f} % ({part} of {whole})" if whole else "n/a"
+
+
+def _hours_or_seconds(s: float) -> str:
+    return f"{s / 3600.0:.1f} h" if s >= 3600 else f"{s:.0f} s"
+
+
+#: the rows of ``evaluate-simulator``: label -> how to read it from :func:`models.evaluate.summarize`'s metrics
+EVALUATE_ROWS = {
+    "incidents caught at the first harmful event / later / missed":
+        lambda m: f"{m['incidents']['caught_first']} / {m['incidents']['caught_later']} / "
+                  f"{m['incidents']['missed']} of {m['incidents']['in_input']}",
+    "false freezes per 1,000 agent-days":
+        lambda m: f"{m['false_freezes']['per_1000_agent_days']:.1f} ({m['false_freezes']['agent_days']} agent-days)",
+    "alert precision": lambda m: _pct(m["alerts"]["on_incident_events"], m["alerts"]["count"]),
+    "freeze precision": lambda m: _pct(m["freezes"]["on_incident_events"], m["freezes"]["count"]),
+    "event-level ROC-AUC / PR-AUC":
+        lambda m: f"{m['event_level']['roc_auc']:.3f} / {m['event_level']['pr_auc']:.3f} "
+                  f"(prevalence {100.0 * m['event_level']['prevalence']:.1f} %)",
+    "detection delay, median / max":
+        lambda m: f"{_hours_or_seconds(m['detection_delay']['median_s'])}, "
+                  f"{m['detection_delay']['median_events']:.0f} events / "
+                  f"{_hours_or_seconds(m['detection_delay']['max_s'])}, "
+                  f"{m['detection_delay']['max_events']:.0f} events",
 }
 
 
@@ -141,7 +176,17 @@ def prevention(work: Path) -> list[str]:
     return rows
 
 
-BLOCKS = {"prevention": prevention, "public-fixture": public_fixture}
+def evaluate_simulator(work: Path) -> list[str]:
+    work.mkdir(parents=True, exist_ok=True)
+    _cli("simulate", "--out", str(work / "events.jsonl"), "--history-out", str(work / "history.jsonl"),
+         "--labels", str(work / "labels.json"))
+    m = detector_metrics(work / "history.jsonl", work / "events.jsonl", work / "labels.json", POLICY, work)
+    return [f"| {label} | {fn(m)} |" for label, fn in EVALUATE_ROWS.items()]
+
+
+BLOCKS = {"prevention": prevention, "public-fixture": public_fixture, "evaluate-simulator": evaluate_simulator}
+#: the document each block is in
+DOCUMENT = {"prevention": README, "public-fixture": README, "evaluate-simulator": RETRAINING}
 
 
 def render(name: str, rows: list[str]) -> str:
@@ -157,7 +202,7 @@ def marked(text: str, name: str) -> tuple[int, int]:
     m = re.search(rf"<!-- docs-numbers:{re.escape(name)}\b[^>]*-->\n(.*?)<!-- /docs-numbers:{re.escape(name)} -->",
                   text, re.S)
     if m is None:
-        raise ValueError(f"README.md has no docs-numbers block {name!r}")
+        raise ValueError(f"no docs-numbers block {name!r} in {DOCUMENT[name].relative_to(ROOT)}")
     return m.start(1), m.end(1)
 
 
@@ -175,10 +220,11 @@ def main(argv: list[str] | None = None) -> int:
         for name in args.names or list(BLOCKS):
             block = render(name, BLOCKS[name](work / name))
             if args.write:
-                text = README.read_text()
+                doc = DOCUMENT[name]
+                text = doc.read_text()
                 start, end = marked(text, name)
-                README.write_text(text[:start] + block + "\n" + text[end:])
-                print(f"docs_numbers: README.md block {name!r} written", file=sys.stderr)
+                doc.write_text(text[:start] + block + "\n" + text[end:])
+                print(f"docs_numbers: block {name!r} of {doc.relative_to(ROOT)} written", file=sys.stderr)
             else:
                 print(f"<!-- docs-numbers:{name} -->\n{block}\n")
     return 0

@@ -156,13 +156,14 @@ def test_the_thresholds_keys_in_the_contract_and_the_readme_are_the_policys():
 
 
 def _numbers_block(name: str) -> list[str]:
-    from bench.docs_numbers import marked
+    from bench.docs_numbers import DOCUMENT, marked
 
-    start, end = marked(README, name)
-    return README[start:end].strip().splitlines()
+    text = DOCUMENT[name].read_text()
+    start, end = marked(text, name)
+    return text[start:end].strip().splitlines()
 
 
-@pytest.mark.parametrize("name", ["prevention", "public-fixture"])
+@pytest.mark.parametrize("name", ["prevention", "public-fixture", "evaluate-simulator"])
 def test_every_number_block_of_the_readme_is_in_the_form_its_script_writes(name):
     from bench.docs_numbers import HEADER, ROW, render
 
