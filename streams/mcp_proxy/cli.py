@@ -185,8 +185,14 @@ def _producer(settings: Settings) -> Any:
 
     from streams.kafka_admin import KafkaUnavailable
 
+    kafka_log = logging.getLogger("kafka")
+    level = kafka_log.level
+    kafka_log.setLevel(logging.CRITICAL)  # no broker: our one line says so, not the client's retries
     try:
         return KafkaProducer(client_id="flowbreaker-mcp-proxy", linger_ms=20, max_block_ms=5000,
-                             request_timeout_ms=10000, **settings.kafka_python_config())
+                             request_timeout_ms=10000, bootstrap_timeout_ms=10000, **settings.kafka_python_config())
     except KafkaError as err:
-        raise KafkaUnavailable(f"no Kafka broker answered at {settings.bootstrap} ({type(err).__name__})") from None
+        raise KafkaUnavailable(f"no Kafka broker answered at {settings.bootstrap} within 10 s "
+                               f"({type(err).__name__})") from None
+    finally:
+        kafka_log.setLevel(level)

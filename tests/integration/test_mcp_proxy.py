@@ -311,3 +311,17 @@ def test_over_streamable_http_calls_are_checked_and_a_freeze_refuses_the_next_on
     assert [json.loads(x)["tool"] for x in record.read_text().splitlines()] == ["read_record"]
     events = wait_for(lambda: published(cluster, agent), 30, "the forwarded call's action event")
     assert [(e["tool"], e["bytes"] > 200) for e in events] == [("read_record", True)]
+
+
+def test_with_no_broker_at_start_the_gateway_exits_1_with_one_line(files):
+    nobody = f"127.0.0.1:{free_port()}"
+    env = dict(os.environ, PYTHONPATH=str(REPO_DIR) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run([sys.executable, "-m", "streams.cli.main", "mcp-proxy", "--agent-id", "gw-nobroker",
+                           "--api", "http://127.0.0.1:9", "--token-file", str(files / "runtime.token"),
+                           "--bootstrap", nobody, "--", sys.executable, str(HERE / "mcp_tool_server.py"),
+                           "--record", str(files / "nobroker.jsonl")],
+                          cwd=REPO_DIR, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        f"flowbreaker mcp-proxy: no Kafka broker answered at {nobody} within 10 s (KafkaTimeoutError)"]
+    assert not (files / "nobroker.jsonl").exists()

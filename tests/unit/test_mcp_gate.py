@@ -356,3 +356,31 @@ def test_the_readmes_mcp_mapping_file_loads_and_maps_the_support_desks_calls():
     decode_event(send)
     assert (send["action"], send["resource"], send["destinations"], send["operator_id"]) == (
         "send", "tickets://helpdesk/ticket/T-9", ["email:ann@customer.example"], "team-support")
+
+
+# --------------------------------------------------------------------------- the command line
+
+@pytest.mark.parametrize("argv, says", [
+    (["--agent-id", "a", "--api", "http://w:6066", "--token-file", "{token}"], "either as -- COMMAND"),
+    (["--agent-id", "a", "--api", "http://w:6066", "--token-file", "{token}", "--upstream", "http://u/mcp", "--",
+      "srv"], "either as -- COMMAND"),
+    (["--agent-id", "a", "--api", "w:6066", "--token-file", "{token}", "--", "srv"], "--api 'w:6066'"),
+    (["--agent-id", "a", "--api", "http://w:6066", "--token-file", "{missing}", "--", "srv"], "cannot read"),
+    (["--agent-id", "a", "--api", "http://w:6066", "--token-file", "{token}", "--listen", "nowhere", "--upstream",
+      "http://u/mcp"], "expected HOST:PORT"),
+    (["--agent-id", "a", "--api", "http://w:6066", "--token-file", "{token}", "--mapping", "{bad_mapping}", "--",
+      "srv"], "unknown key 'colour'"),
+    (["--agent-id", "a", "--api", "http://w:6066", "--token-file", "{token}", "--", "srv"], "no command signing keys"),
+])
+def test_bad_usage_of_mcp_proxy_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch, argv, says):
+    from streams.cli.main import main
+
+    monkeypatch.delenv("FLOWBREAKER_SIGNING_KEYS", raising=False)
+    monkeypatch.delenv("FLOWBREAKER_SIGNING_KEYS_INLINE", raising=False)
+    (tmp_path / "t").write_text("tok\n")
+    (tmp_path / "m.toml").write_text('[[tool]]\nmatch = "x"\ncolour = "red"\n')
+    paths = {"token": tmp_path / "t", "missing": tmp_path / "nope", "bad_mapping": tmp_path / "m.toml"}
+    argv = [a.format(**paths) for a in argv]
+    assert main(["mcp-proxy", *argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("flowbreaker mcp-proxy: ") and says in err[0], err
