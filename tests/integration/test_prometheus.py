@@ -53,10 +53,10 @@ MAY_BE_EMPTY: dict[tuple[str, str], str] = {
     ("agent-drilldown.json", "annotation 'Breaker changes'"):
         "marks a breaker change within the last minute that Prometheus saw; the agent's series may have "
         "appeared already open (listed and frozen between two scrapes)",
-    ("soc-overview.json", "panel 21 'Since the last freeze drill'"):
+    ("soc-overview.json", "panel 23 'Since the last freeze drill'"):
         "NaN until a worker has seen its first drill (flowbreaker drill); tests/integration/test_drill.py "
         "checks the drill metrics after one",
-    ("soc-overview.json", "panel 22 'Last freeze drill'"): "NaN until the first drill, as panel 21",
+    ("soc-overview.json", "panel 24 'Last freeze drill'"): "NaN until the first drill, as panel 23",
 }
 
 
