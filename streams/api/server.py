@@ -447,8 +447,6 @@ class ControlPlane:
                 if ctx.principal is None:
                     raise ApiError(401, "unauthenticated", "a valid bearer token is required")
                 wait = self.buckets.take(ctx.principal.name)
-                if wait == 0 and route.act is not None:
-                    wait = self.write_buckets.take(ctx.principal.name)
                 if wait > 0:
                     raise ApiError(429, "rate_limited", "too many calls with this token; retry later",
                                    retry_after=wait)
@@ -456,6 +454,11 @@ class ControlPlane:
                     roles = ", ".join(sorted(PERMISSIONS[route.permission]))
                     raise ApiError(403, "forbidden", f"role {ctx.principal.role!r} may not {route.name} "
                                                      f"(allowed: {roles})")
+                if route.act is not None:  # a write its role allows: the smaller budget too
+                    wait = self.write_buckets.take(ctx.principal.name)
+                    if wait > 0:
+                        raise ApiError(429, "rate_limited", "too many changes with this token; retry later",
+                                       retry_after=wait)
             for key, value in request.match_info.items():
                 ctx.params[key] = _ident(value, key)  # type: ignore[assignment]
             if route.body_limit:
