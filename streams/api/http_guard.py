@@ -13,8 +13,8 @@ doors, for every route of the worker (``/v1``, ``/metrics``, ``/status``):
   ``burst`` lines per ``window_s`` (default 10 per 10 s), then one line saying how
   many were not logged. No traceback for a malformed request.
 - **Read timeouts.** A connection must deliver a request's headers within
-  ``FLOWBREAKER_HTTP_HEADER_TIMEOUT_S`` (default 5 s) of its first byte (or of
-  connecting), else it is closed; the API reads a body within
+  ``FLOWBREAKER_HTTP_HEADER_TIMEOUT_S`` (default 5 s) of connecting (on a kept-alive
+  connection, of the request's first byte), else it is closed; the API reads a body within
   ``FLOWBREAKER_HTTP_BODY_TIMEOUT_S`` (default 10 s, :meth:`ControlPlane._read_body`),
   else ``408`` and the connection is closed. A slow-loris client holds a socket
   for seconds, not minutes.
