@@ -213,8 +213,10 @@ class Residency:
     def open_breakers(self, partitions: set[int]) -> dict[str, object]:
         """The resting agents of ``partitions`` whose breaker is open: ``{agent: BreakerState}``, longest
         open first. After a recovery faust refilled the store from the changelog, and a frozen agent does not
-        act, so this is how a worker learns which of its agents are frozen (about 2 us an agent, once per
-        rebalance). An envelope that cannot be read is logged and skipped: the agent fails when it wakes."""
+        act, so this is how a worker learns which of its agents are frozen, once per rebalance: 14 us an agent
+        on average (20,000 agents, half of them deflated, took 0.27 s on a loaded 2-core machine; 100,000
+        agents about 1.4 s). An envelope that cannot be read is logged and skipped: the agent fails when it
+        wakes."""
         found = {}
         store = self.store if self.store is not None else {}
         for agent in list(store):
