@@ -6,8 +6,8 @@ it rebuilds its agents from the changelog and, since a frozen agent does not act
 none of them. Its ``flowbreaker_agents_frozen`` gauge, the per-agent series
 ``flowbreaker_agent_frozen{agent_id, incident_id}`` and ``flowbreaker_agent_breaker_state``
 and ``/status``'s ``agents_frozen`` must name the agents whose last decision left them open,
-with the incidents of their freezes on ``agent-control``, as the first worker did. Before the fix
-they read 0 until each frozen agent acted or was released.
+with the incidents of their freezes on ``agent-control``, as the first worker did and as ``/v1/breakers``
+lists them. Before the fix they read 0 until each frozen agent acted or was released.
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import json
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from api_harness import TOKEN, call, write_tokens
 from worker_harness import (TopicReader, WorkerProc, decisions_by_event, event_messages, fleet, fleet_model, produce,
                             wait_for)
 
@@ -42,7 +43,7 @@ def test_a_restarted_worker_shows_the_agents_frozen_before_it_started_without_th
     events = fleet()
     model = fleet_model(events, tmp_path / "train")
     p = unique_topic_prefix
-    extra = ["--model", str(model)]
+    extra = ["--model", str(model), "--tokens", str(write_tokens(tmp_path / "tokens.toml"))]
     first = WorkerProc(kafka_bootstrap, p, f"{p}app", tmp_path / "w1", flush_interval=0.5, extra=extra)
     second = WorkerProc(kafka_bootstrap, p, f"{p}app", tmp_path / "w2", flush_interval=0.5, extra=extra)
     decisions = control = None
@@ -78,6 +79,11 @@ def test_a_restarted_worker_shows_the_agents_frozen_before_it_started_without_th
         count, listed, states = frozen_view(second.metrics())
         assert count == len(want) and listed == want
         assert {a: states.get(a) for a in open_at_end} == {a: 2.0 for a in open_at_end}  # 2 = open
+        # and the SOC's two views agree: the API's breakers (from agent-control) are the metrics' frozen agents
+        url = f"http://127.0.0.1:{second.web_port}/v1/breakers?state=open"
+        answer = wait_for(lambda: (r := call("GET", url, TOKEN["viewer"])).status == 200 and r, 30,
+                          "/v1/breakers answering (503 while the worker reads agent-control)", procs=[second])
+        assert {(b["agent_id"], b["incident_id"]) for b in answer.json["breakers"]} == want
         assert second.stop(timeout=30) == 0, second.stderr_tail()
     finally:
         first.stop(timeout=30)
