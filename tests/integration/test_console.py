@@ -374,6 +374,10 @@ def test_a_hostile_agent_id_is_shown_as_text_and_runs_nothing(cluster, agents, b
     link.click()
     _wait(d, "the hostile agent's page", lambda d: HOSTILE in _text(d, "#view h1")
           and "frozen (open)" in _text(d, 'section[aria-label="Breaker"]'))
+    assert call("GET", _agent_url(cluster, HOSTILE), TOKEN["viewer"]).json["manifest"] is None
+    _wait(d, "its manifest panel", lambda d: "No intended-use manifest covers this agent." in
+          _panel(d, "Intended-use manifest").text)
+    assert "No decisions yet." not in _panel(d, "Recent decisions").text
     iid = _breaker(cluster, HOSTILE)["incident_id"]
     d.find_element("link text", iid).click()
     _wait(d, "its incident", lambda d: d.find_elements("css selector", 'section[aria-label="Trace"] tr.trigger'))
