@@ -149,11 +149,10 @@ def test_a_benign_verdict_reaches_every_worker_and_the_same_routine_action_is_th
     decisions.close()
 
 
-def test_a_release_with_a_verdict_publishes_it_signed_and_the_owner_applies_it_to_the_incident(kafka_bootstrap,
-                                                                                                  setup, tmp_path):
-    """flowbreaker release --verdict benign with a lead's token: the release through the API (probation, as
-    always), the verdict signed on agent-verdicts and applied by the owner to the incident's episode, whose
-    record then carries it."""
+def test_a_release_with_a_verdict_publishes_it_signed_and_the_owner_applies_it(kafka_bootstrap, setup, tmp_path):
+    """flowbreaker release --verdict benign with a lead's token: the release through the API, the verdict signed
+    on agent-verdicts and applied by the agent's owner (what it does to the breaker is the engine's:
+    tests/unit)."""
     from api_harness import exfil, seed
 
     cluster, _, _, p = setup
@@ -163,6 +162,7 @@ def test_a_release_with_a_verdict_publishes_it_signed_and_the_owner_applies_it_t
     frozen = wait_for(lambda: [b for b in call("GET", cluster.url(1) + "/v1/breakers", TOKEN["viewer"]).json["breakers"]
                                if b["agent_id"] == agent], 30, "the automatic freeze", procs=cluster.workers)
     incident = frozen[0]["incident_id"]
+    applied_before = status(cluster, cluster.owner_index(agent))["verdict_outcomes"].get("applied", 0)
     token = tmp_path / "lead.token"
     token.write_text(TOKEN["lead"] + "\n")
     done = run_cli("release", agent, "--reason", "approved vendor run", "--verdict", "benign", "--token-file",
@@ -176,9 +176,6 @@ def test_a_release_with_a_verdict_publishes_it_signed_and_the_owner_applies_it_t
     verdict_id = recs[0]["verdict_id"]
     assert f"verdict benign ({verdict_id})" in done.stdout
 
-    def judged():
-        r = call("GET", cluster.url(1) + f"/v1/episodes?agent_id={agent}", TOKEN["viewer"])
-        return [e for e in r.json["episodes"] if incident in e.get("incidents", [])
-                and (e.get("verdict") or {}).get("verdict_id") == verdict_id] if r.status == 200 else None
-    wait_for(judged, 30, "the incident's episode carrying the verdict", procs=cluster.workers)
-    assert call("GET", cluster.url(0) + f"/v1/agents/{agent}", TOKEN["viewer"]).json["breaker"]["state"] == "half_open"
+    owner = cluster.owner_index(agent)
+    wait_for(lambda: status(cluster, owner)["verdict_outcomes"].get("applied", 0) >= applied_before + 1, 30,
+             "the owner applying the release's verdict", procs=cluster.workers)
