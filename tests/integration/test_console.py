@@ -381,6 +381,9 @@ def test_a_hostile_agent_id_is_shown_as_text_and_runs_nothing(cluster, agents, b
     iid = _breaker(cluster, HOSTILE)["incident_id"]
     d.find_element("link text", iid).click()
     _wait(d, "its incident", lambda d: d.find_elements("css selector", 'section[aria-label="Trace"] tr.trigger'))
+    # a viewer is offered no act
+    assert "your role (viewer) reads only" in _panel(d, "Decide").text
+    assert d.find_elements("css selector", "#view form") == []
     assert d.find_elements("css selector", "img") == []
     assert d.execute_script("return window.__xss") is None
     assert console_errors(d) == []
