@@ -188,8 +188,8 @@ def _producer(settings: Settings) -> Any:
     kafka_log = logging.getLogger("kafka")
     level = kafka_log.level
     kafka_log.setLevel(logging.CRITICAL)  # no broker: our one line says so, not the client's retries
-    try:
-        return KafkaProducer(client_id="flowbreaker-mcp-proxy", linger_ms=20, max_block_ms=5000,
+    try:  # linger 100 ms: kafka-python's sender costs ~1 ms of CPU per event sent alone, ~0.3 ms batched
+        return KafkaProducer(client_id="flowbreaker-mcp-proxy", linger_ms=100, max_block_ms=5000,
                              request_timeout_ms=10000, bootstrap_timeout_ms=10000, **settings.kafka_python_config())
     except KafkaError as err:
         raise KafkaUnavailable(f"no Kafka broker answered at {settings.bootstrap} within 10 s "
