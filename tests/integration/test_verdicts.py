@@ -179,3 +179,31 @@ def test_a_release_with_a_verdict_publishes_it_signed_and_the_owner_applies_it(k
     owner = cluster.owner_index(agent)
     wait_for(lambda: status(cluster, owner)["verdict_outcomes"].get("applied", 0) >= applied_before + 1, 30,
              "the owner applying the release's verdict", procs=cluster.workers)
+
+
+def test_a_key_holder_release_with_a_verdict_publishes_both_signed_and_the_owner_applies_the_verdict(
+        kafka_bootstrap, setup):
+    """flowbreaker release --by NAME --verdict confirmed, without a token (the signing key's holder): the signed
+    release on agent-control, the signed verdict on agent-verdicts, applied by the agent's owner."""
+    from api_harness import exfil, seed
+
+    cluster, _, _, p = setup
+    agent = cluster.agent_on(1, "vkey")
+    seed(cluster, [agent])
+    produce(kafka_bootstrap, f"{p}agent-actions", event_messages([exfil(agent, 100)]))
+    frozen = wait_for(lambda: [b for b in call("GET", cluster.url(0) + "/v1/breakers", TOKEN["viewer"]).json["breakers"]
+                               if b["agent_id"] == agent], 30, "the automatic freeze", procs=cluster.workers)
+    incident = frozen[0]["incident_id"]
+    owner = cluster.owner_index(agent)
+    applied_before = status(cluster, owner)["verdict_outcomes"].get("applied", 0)
+    done = run_cli("release", agent, "--reason", "exfiltration confirmed, key rotated", "--by", "lou", "--verdict",
+                   "confirmed", "--bootstrap", kafka_bootstrap, "--topic-prefix", p, timeout=90)
+    assert done.returncode == 0, done.stderr
+    assert f"released {agent} (incident {incident}) by lou, verdict confirmed (vd-" in done.stdout
+    recs = [json.loads(m.value) for m in TopicReader(kafka_bootstrap, f"{p}agent-verdicts").read_until(
+        lambda ms: any(json.loads(x.value)["target"] == incident for x in ms), 20)]
+    mine = [r for r in recs if r["target"] == incident]
+    assert len(mine) == 1 and mine[0]["verdict"] == "confirmed" and mine[0]["by"] == "lou"
+    assert mine[0]["signature"].startswith("ed25519:")
+    wait_for(lambda: status(cluster, owner)["verdict_outcomes"].get("applied", 0) >= applied_before + 1, 30,
+             "the owner applying the key holder's verdict", procs=cluster.workers)
