@@ -1003,7 +1003,8 @@ def create_app(settings: Settings, engine: Engine, *, partition_counts: dict[str
         processor.assigned = mine
         processor.generation += 1
         processor.ready = True
-        await follow.reapply(mine)  # verdicts read while these partitions had no owner here
+        # verdicts read while these partitions had no owner here (all of those read so far at the first one)
+        await follow.reapply(mine, first=processor.generation == 1)
         if processor.generation == 1:
             # Everything loaded so far (faust, aiokafka, numpy, the model) lives as long as the process: keep
             # it out of the collector's full passes, which otherwise stall the stream for ~80 ms each.

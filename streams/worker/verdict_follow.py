@@ -8,15 +8,21 @@ the owner. A record that is not a signed, valid verdict is counted by reason (``
 metric ``flowbreaker_verdicts_rejected_total``), logged with where it is (rate-limited), and skipped:
 no record can stop the follower or teach an agent anything.
 
-Where reading starts: ``lookback_s`` (60 s) before the worker started. A verdict older than that is
-in its agent's state already: the owner wrote the state when it applied it.
+Where reading starts: ``lookback_s`` (1 h) before the worker started, so a verdict given while no
+worker ran (a key holder's release during an outage) is applied when they come back, and the first
+assignment hands every verdict read so far to ``apply``. A verdict older than that is in its agent's
+state already: the owner wrote the state when it applied it.
 
 Rebalances: a verdict that arrives while its agent's partition is moving may find no owner (the old
 one has let it go, the new one is not ready). The follower keeps the verdicts written in the last
-``lookback_s`` (at most ``keep`` of them) and hands those of the partitions a worker starts on to
-``apply`` again (:meth:`VerdictFollower.reapply`), so the new owner applies what the old one may have
-missed. A verdict applied twice is mostly harmless (the engine remembers the ids it applied; a new
-owner does not, and then teaches the same items again), and only verdicts of the last minute are.
+``lookback_s`` (at most ``keep`` of them) and hands those of the last ``rebalance_s`` (60 s) of the
+partitions a worker starts on to ``apply`` again (:meth:`VerdictFollower.reapply`), so the new owner
+applies what the old one may have missed.
+
+A verdict applied twice is mostly harmless: the engine remembers the ids it applied, so only a worker
+that restarted or took the agent over applies one again; it keeps no episode from before, so an
+episode's verdict teaches nothing there, and an incident's teaches the same trace items again and
+clears the agent's risk budget again if that incident is still its latest.
 
 When it fails: the consumer fails (broker gone) -> logged, restarted after a second from the offsets
 it had reached.
@@ -33,12 +39,14 @@ from typing import Any, Awaitable, Callable, Iterable
 from streams.clients.commands import RejectLog
 from streams.verdicts import VerdictRejected, decode
 
-__all__ = ["VerdictFollower", "LOOKBACK_S"]
+__all__ = ["VerdictFollower", "LOOKBACK_S", "REBALANCE_S"]
 
 log = logging.getLogger("flowbreaker.worker")
 
-#: how far back a starting worker reads agent-verdicts, and how long it keeps what it read for a rebalance
-LOOKBACK_S = 60.0
+#: how far back a starting worker reads agent-verdicts (and keeps what it read)
+LOOKBACK_S = 3600.0
+#: verdicts written this recently are applied again on the partitions a rebalance hands a worker
+REBALANCE_S = 60.0
 
 
 class VerdictFollower:
@@ -48,6 +56,7 @@ class VerdictFollower:
     def __init__(self, settings: Any, topic: str, partitions: int, *, keys: Callable[[], Any],
                  apply: Callable[[Any], Awaitable[str]], home: Callable[[str], int],
                  on_reject: Callable[[str], None] = lambda reason: None, lookback_s: float = LOOKBACK_S,
+                 rebalance_s: float = REBALANCE_S,
                  keep: int = 100_000) -> None:
         self.settings = settings
         self.topic = topic
@@ -57,6 +66,7 @@ class VerdictFollower:
         self.home = home
         self.on_reject = on_reject
         self.lookback_s = lookback_s
+        self.rebalance_s = rebalance_s
         self.recent: deque = deque(maxlen=keep)   # (when the record was written, epoch seconds; verdict)
         self.outcomes: dict[str, int] = {}
         self.rejected: dict[str, int] = {}
@@ -80,15 +90,17 @@ class VerdictFollower:
         self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
         return outcome
 
-    async def reapply(self, partitions: Iterable[int]) -> int:
-        """Hand the recent verdicts of agents on ``partitions`` to ``apply`` again (after a rebalance)."""
+    async def reapply(self, partitions: Iterable[int], *, first: bool = False) -> int:
+        """Hand the recent verdicts of agents on ``partitions`` to ``apply`` again: those of the last
+        ``rebalance_s`` after a rebalance, every one kept (``lookback_s``) at the ``first`` assignment."""
         mine = set(partitions)
-        cutoff = time.time() - self.lookback_s
-        while self.recent and self.recent[0][0] < cutoff:
+        now = time.time()
+        while self.recent and self.recent[0][0] < now - self.lookback_s:
             self.recent.popleft()
+        since = now - (self.lookback_s if first else self.rebalance_s)
         n = 0
-        for _, verdict in list(self.recent):
-            if self.home(verdict.agent_id) in mine:
+        for written, verdict in list(self.recent):
+            if written >= since and self.home(verdict.agent_id) in mine:
                 await self.apply(verdict)
                 n += 1
         return n

@@ -194,12 +194,12 @@ def home(agent: str) -> int:
     return 0 if agent.startswith("mine") else 1
 
 
-def follower(applied: Applied, lookback_s: float = 60.0):
+def follower(applied: Applied, lookback_s: float = 3600.0, rebalance_s: float = 60.0):
     from streams.worker.verdict_follow import VerdictFollower
 
     rejected: list[str] = []
     f = VerdictFollower(None, "agent-verdicts", 1, keys=lambda: SIGNER.public(), apply=applied, home=home,
-                        on_reject=rejected.append, lookback_s=lookback_s)
+                        on_reject=rejected.append, lookback_s=lookback_s, rebalance_s=rebalance_s)
     return f, rejected
 
 
@@ -218,25 +218,33 @@ def test_the_follower_hands_signed_verdicts_to_the_processor_and_counts_forged_o
     assert f.status()["verdicts_rejected"] == {"bad_signature": 1, "not_json": 1, "unsigned": 1}
 
 
-def test_after_a_rebalance_the_recent_verdicts_of_the_new_partitions_are_applied_again_and_old_ones_not():
+def test_after_a_rebalance_the_last_minutes_verdicts_of_the_new_partitions_are_applied_again_and_older_ones_not():
     import asyncio
     import time
 
     applied = Applied()
-    f, _ = follower(applied, lookback_s=60.0)
-    old = sign(SIGNER, verdict(agent_id="other-1", at=1.0))
+    f, _ = follower(applied)
+    older = sign(SIGNER, verdict(agent_id="other-1", at=1.0))
     recent = sign(SIGNER, verdict(agent_id="other-2", at=2.0))
     mine = sign(SIGNER, verdict(agent_id="mine-3", at=3.0))
+    expired = sign(SIGNER, verdict(agent_id="other-4", at=4.0))
 
     async def run():
-        await f.on_value(json.dumps(old).encode(), 0, 0, written=time.time() - 3600)
-        await f.on_value(json.dumps(recent).encode(), 0, 1, written=time.time() - 5)
-        await f.on_value(json.dumps(mine).encode(), 0, 2, written=time.time() - 5)
+        await f.on_value(json.dumps(expired).encode(), 0, 0, written=time.time() - 7200)
+        await f.on_value(json.dumps(older).encode(), 0, 1, written=time.time() - 600)
+        await f.on_value(json.dumps(recent).encode(), 0, 2, written=time.time() - 5)
+        await f.on_value(json.dumps(mine).encode(), 0, 3, written=time.time() - 5)
         applied.got.clear()
-        return await f.reapply([1])
+        after_rebalance = await f.reapply([1])
+        got_then = list(applied.got)
+        applied.got.clear()
+        at_first_assignment = await f.reapply([1], first=True)
+        return after_rebalance, got_then, at_first_assignment, list(applied.got)
 
-    assert asyncio.run(run()) == 1
-    assert applied.got == [recent["verdict_id"]]
+    n, got, n_first, got_first = asyncio.run(run())
+    assert (n, got) == (1, [recent["verdict_id"]])
+    # the first assignment: every verdict read in the last hour (one given while no worker ran), not older
+    assert (n_first, got_first) == (2, [older["verdict_id"], recent["verdict_id"]])
 
 
 async def _feed(f, values):
