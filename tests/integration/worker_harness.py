@@ -310,8 +310,12 @@ def fleet_model(events: list[dict], workdir: Path, policy: Path | None = POLICY,
 
 
 def replay(events: Iterable[dict], workdir: Path, policy: Path | None = POLICY,
-           extra: Iterable[str] = ()) -> dict[str, dict]:
-    """Decision records of ``flowbreaker replay`` over the events, by event_id (``extra``: more flags)."""
+           extra: Iterable[str] = (), *, approvals_as_workers: bool = True) -> dict[str, dict]:
+    """Decision records of ``flowbreaker replay`` over the events, by event_id (``extra``: more flags).
+
+    With ``approvals_as_workers`` (and no ``--approvals`` in ``extra``) the replay checks approval ids as a
+    worker does, against an empty approvals record: the simulated fleet's change tickets (``APR-2026-...``)
+    are refused as the stream refuses them (docs/api.md), where a plain replay takes every id at its word."""
     workdir.mkdir(parents=True, exist_ok=True)
     src = workdir / "events.jsonl"
     out = workdir / "replay.jsonl"
@@ -321,7 +325,12 @@ def replay(events: Iterable[dict], workdir: Path, policy: Path | None = POLICY,
     cmd = [sys.executable, "-m", "streams.cli.main", "replay", "--input", str(src), "--out", str(out), "--quiet"]
     if policy is not None:
         cmd += ["--policy", str(policy)]
-    cmd += list(extra)
+    extra = list(extra)
+    if approvals_as_workers and "--approvals" not in extra:
+        none = workdir / "no-approvals.jsonl"
+        none.write_text("")
+        extra += ["--approvals", str(none)]
+    cmd += extra
     subprocess.run(cmd, cwd=REPO_DIR, check=True, timeout=120, capture_output=True)
     recs = {}
     with open(out, "rb") as fh:
