@@ -142,7 +142,7 @@ EOF
 }
 
 java_cmd() {
-    "$JAVA" -Xmx512m -Djava.awt.headless=true \
+    "$JAVA" -Xmx1g -Djava.awt.headless=true \
         -Dlog4j.configuration="file:$LOG4J" -Dkafka.logs.dir="$LOG_DIR" \
         -cp "$LIBS/*" "$@"
 }
@@ -234,7 +234,7 @@ cmd_start() {
     started=$SECONDS
     : >"$OUT_FILE"
     format_storage
-    nohup "$JAVA" -Xmx512m -Djava.awt.headless=true \
+    nohup "$JAVA" -Xmx1g -Djava.awt.headless=true \
         -Dlog4j.configuration="file:$LOG4J" -Dkafka.logs.dir="$LOG_DIR" \
         -cp "$LIBS/*" kafka.Kafka "$PROPS" >>"$OUT_FILE" 2>&1 </dev/null &
     pid=$!
