@@ -125,6 +125,8 @@ _KIND_W = 2 + 1 + 2 * len(_KIND_FEATURES)  # key, n, last t, then (loc, hi) per 
 #: a kind of action is compared with its own profile once it is worth this many actions
 KIND_MIN = 5.0
 _KIND_ALPHA_MIN = 0.01
+_KIND_FLOORS = tuple((f, FLOORS[f]) for f in _KIND_FEATURES)
+_UP, _DOWN = 0.95 * Z95, 0.05 * Z95
 
 
 class KindProfiles:
@@ -162,8 +164,10 @@ class KindProfiles:
         return -1
 
     def compare(self, kind: int, xl: list[float], z: list[float]) -> bool:
-        """Replace the magnitudes' deviations in ``z`` by deviations from this kind's profile when it is
-        established (worth :data:`KIND_MIN` actions); ``True`` when it did."""
+        """Where this kind's profile is established (worth :data:`KIND_MIN` actions), lower the magnitudes'
+        deviations in ``z`` to their deviations from it (when those are smaller); ``True`` when it is. Only
+        ever lower: the per-feature tails were calibrated on deviations from the agent's whole profile, and a
+        young kind profile is narrow, so it may say "usual for this kind of action", never "unusual"."""
         b = self._slot(kind)
         a = self.a
         if b < 0 or a[b + 1] < KIND_MIN:
@@ -172,7 +176,9 @@ class KindProfiles:
             m, hi = a[b + 3 + 2 * j], a[b + 4 + 2 * j]
             s = (hi - m) / Z95
             fl = FLOORS[f]
-            z[f] = (xl[f] - m) / (s if s > fl else fl)
+            zk = (xl[f] - m) / (s if s > fl else fl)
+            if zk < z[f]:
+                z[f] = zk
         return True
 
     def learn(self, kind: int, xl: list[float], t: float) -> None:
@@ -198,18 +204,19 @@ class KindProfiles:
         alpha = 1.0 / n
         if alpha < _KIND_ALPHA_MIN:
             alpha = _KIND_ALPHA_MIN
-        for j, f in enumerate(_KIND_FEATURES):
-            v, m, hi = xl[f], a[b + 3 + 2 * j], a[b + 4 + 2 * j]
+        i = b + 3
+        for f, fl in _KIND_FLOORS:
+            v, m, hi = xl[f], a[i], a[i + 1]
             s = (hi - m) / Z95
-            fl = FLOORS[f]
             step = 2.0 * alpha * (s if s > fl else fl)
             if v > m:
                 m += step
             elif v < m:
                 m -= step
             if v > hi:
-                hi += step * 0.95 * Z95
+                hi += step * _UP
             else:
-                hi -= step * 0.05 * Z95
-            a[b + 3 + 2 * j] = m
-            a[b + 4 + 2 * j] = hi if hi > m else m
+                hi -= step * _DOWN
+            a[i] = m
+            a[i + 1] = hi if hi > m else m
+            i += 2

@@ -18,6 +18,7 @@ model's batch scoring is row by row.
 from __future__ import annotations
 
 from array import array
+from collections import OrderedDict
 from zlib import crc32
 from math import log1p
 from datetime import datetime, timezone
@@ -58,7 +59,7 @@ GENERIC_MULTIPLICITY = 6.0
 PENDING_SLOTS = 16
 _PW = 4  # per pending item: key, uses, first use t, tainted (1.0: it came with evidence of harm)
 #: bounds of the engine's sketch of what peers adopted: items tracked, items adopted per operator, operators
-_PEER_ITEMS, _PEER_ADOPTED, _PEER_OPERATORS = 50_000, 4_096, 10_000
+_PEER_ITEMS, _PEER_ADOPTED, _PEER_OPERATORS = 20_000, 4_096, 10_000
 #: verdict ids remembered (idempotence)
 _VERDICTS_KEPT = 20_000
 _I_EXFIL, _I_RULE2, _I_DETOUR, _I_OUTSIDER = (FEATURE_INDEX[n] for n in ("task_exfil", "rule_of_two",
@@ -316,9 +317,10 @@ class Engine:
         self.episodes = EpisodeBook(quiet_s=self.policy.thresholds.episode_quiet_s)
         #: what peers adopted: (operator, item) -> [tainted, agent hashes...], and per operator the items
         #: enough of its agents took up without evidence of harm (bounded: _PEER_*)
-        self._peer_items: dict[tuple[str, int], list] = {}
+        # (OrderedDicts: dropping the oldest of a plain dict again and again costs a scan over the holes)
+        self._peer_items: OrderedDict[int, list] = OrderedDict()
         self._adopted: dict[str, set[int]] = {}
-        self._verdicts: dict[str, None] = {}
+        self._verdicts: OrderedDict[str, None] = OrderedDict()
         self._generic = Prior.generic()
         self.swap_model(model)
 
@@ -539,11 +541,14 @@ class Engine:
             st.usage.add(ev.t, ev.records, ev.bytes)
         xl = list(map(log1p, obs.x))
         z = st.baseline.deviations_log(xl)
-        # like with like: this action's magnitudes against this kind of action's (once it has a profile)
+        # like with like: this action's magnitudes against this kind of action's too (once it has a profile)
         by_kind = st.kinds.compare(obs.kind, xl, z)
         caps = st.caps
-        if caps is not None:  # what an analyst judged benign is not news up to the value judged
-            x = obs.x
+        x = obs.x
+        # what an analyst judged benign is not news up to the value judged, unless a structural sign of harm
+        # (the rule of two, a detour after untrusted input, an outsider asking) comes with it: a verdict on
+        # routine work vouches for its magnitudes, not for an injection that moves as much
+        if caps is not None and not (x[_I_RULE2] > 0.0 or x[_I_DETOUR] > 0.0 or x[_I_OUTSIDER] > 0.0):
             for i, cap in enumerate(caps):
                 if cap > 0.0 and z[i] > 0.0 and x[i] <= CAP_SLACK * cap:
                     z[i] = 0.0
@@ -564,10 +569,11 @@ class Engine:
         _blame(obs, z, r)
         p_harm = self._harm_pvalue(ev, obs, r, weight >= YOUNG_N)
         if learn:
-            self._settle(st, ev, obs, z, xl, learned, violations, p_harm, by_kind)
+            self._settle(st, ev, obs, z, r, xl, learned, violations, p_harm, by_kind)
         return _Reading(obs, violations, z, r, loc, self._cal.pvalue(max(r)), p_harm, xl)
 
-    def _settle(self, st: AgentState, ev: ActionEvent, obs: Observation, z: list[float], xl: list[float],
+    def _settle(self, st: AgentState, ev: ActionEvent, obs: Observation, z: list[float], r: list[float],
+                xl: list[float],
                 learned: bool, violations: list, p_harm: float, by_kind: bool) -> None:
         """Novelty that settles, peers' adoptions, and the kind profiles (issue 18). An item the agent's
         peers adopted is its own at once; a never-seen item of an action that was not learned is counted
@@ -578,15 +584,23 @@ class Engine:
         the kind (until a kind has a profile, every one of its actions without evidence of harm)."""
         th = self.policy.thresholds
         x = obs.x
+        novel = obs.novel
+        if obs.adopted:
+            feats = st.features
+            for key in obs.adopted:
+                settle(feats, key)
+        if learned and not novel:  # the common case: nothing new, nothing to judge
+            if not obs.approved:
+                st.kinds.learn(obs.kind, xl, ev.t)
+            return
+        # evidence of harm that is not novelty itself (never-used access to sensitive data, a new destination,
+        # a new step or colleague would otherwise keep every new thing from ever settling)
         harmful = (x[_I_EXFIL] > 0.0 or x[_I_RULE2] > 0.0 or x[_I_DETOUR] > 0.0 or x[_I_OUTSIDER] > 0.0
-                   or bool(violations) or score_of(p_harm) >= th.gate_evidence)
-        feats = st.features
-        for key in obs.adopted:
-            settle(feats, key)
+                   or bool(violations) or score_of(p_harm) >= th.gate_evidence
+                   and score_of(self._harm_pvalue(ev, obs, r, False)) >= th.gate_evidence)
         if not obs.approved and (learned or not harmful and (not by_kind or z[_I_KIND[0]] < 3.0
                                                              and z[_I_KIND[1]] < 3.0)):
             st.kinds.learn(obs.kind, xl, ev.t)
-        novel = obs.novel
         if not novel:
             return
         if not learned:
@@ -622,12 +636,13 @@ class Engine:
         if need <= 0:
             return
         who = stable_hash(ev.agent_id)
+        opk = stable_hash(op) << 40  # one int per (operator, item): items are < 2**35
         for key in novel:
-            e = items.get((op, key))
+            e = items.get(opk | key)
             if e is None:
                 if len(items) >= _PEER_ITEMS:
-                    del items[next(iter(items))]
-                e = items[(op, key)] = [False]
+                    items.popitem(last=False)
+                e = items[opk | key] = [False]
             if harmful:
                 e[0] = True
                 continue
@@ -672,8 +687,9 @@ class Engine:
         ``v.target`` names an alert episode or an incident (whose freeze belongs to an episode). ``benign``:
         the episode's actions teach the agent's profile (their feature rows) and its novelty sketches (every
         item they met for the first time), and each reason they were alerted for stops alerting on this agent
-        up to the largest value the episode reached; when the target is the agent's current incident its risk
-        budget is cleared and probation ends (the freeze was a mistake). An incident the engine keeps no
+        up to 1.5 times the largest value the episode reached; when the target is the agent's current incident
+        its risk budget is cleared (probation after a release stays: the analyst vouched for what was seen,
+        not for what comes next). An incident the engine keeps no
         episode of (a manual freeze, a worker that restarted) teaches from the agent's trace: the tools,
         resource families, destinations and principals of its alerted actions since an episode before the
         freeze. ``confirmed``: nothing is taught, and the episode's never-seen items are marked tainted
@@ -696,7 +712,7 @@ class Engine:
             return []
         self._verdicts[v.verdict_id] = None
         if len(self._verdicts) > _VERDICTS_KEPT:
-            del self._verdicts[next(iter(self._verdicts))]
+            self._verdicts.popitem(last=False)
         b = st.breaker
         current = b.incident_id is not None and (v.target == b.incident_id
                                                  or (ep is not None and b.incident_id in ep.incidents))
@@ -707,8 +723,6 @@ class Engine:
                 self._teach(st, self._trace_items(v.agent_id, b.opened_t if current else v.at, v.at), [], {})
             if current:
                 b.risk = 0.0
-                if b.state == brk.HALF_OPEN:
-                    b.state = brk.CLOSED
         elif ep is not None:  # confirmed: what it met for the first time never settles by recurring
             self._pending(st, ep.items, v.at, True, self.policy.thresholds)
         if ep is None:
@@ -727,8 +741,12 @@ class Engine:
                 if p[b] == fk:
                     del p[b:b + _PW]
                     break
+        # the rows move the profile but do not make the agent any older: an agent judged by its peers'
+        # profile stays so until it has acted enough (a verdict vouches for what it saw, not for the agent)
+        n = st.baseline.n
         for xl in rows:
             st.baseline.learn_log(xl)
+        st.baseline.n = n
         if caps:
             if st.caps is None:
                 st.caps = array("d", bytes(8 * N_FEATURES))

@@ -29,6 +29,7 @@ verdict given later still finds them.
 from __future__ import annotations
 
 import hashlib
+from array import array
 from collections import OrderedDict
 from typing import Iterable
 
@@ -41,7 +42,7 @@ SCHEMA = "flowbreaker-episode/1"
 MAX_EVENT_IDS = 20
 #: novelty items and feature rows an episode keeps for a verdict to teach
 MAX_ITEMS = 64
-MAX_ROWS = 8
+MAX_ROWS = 4
 #: reason codes a record lists (the most frequent)
 MAX_REASONS = 8
 _RANK = {"ok": 0, "low": 1, "medium": 2, "high": 3, "critical": 4}
@@ -78,7 +79,7 @@ class Episode:
         #: what a verdict teaches: novelty items (detector.features.item_key), feature rows (log1p), and the
         #: largest value of each feature named as a reason (feature index -> value)
         self.items: list[int] = []
-        self.rows: list[list[float]] = []
+        self.rows: list[array] = []
         self.caps: dict[int, float] = {}
 
     def record(self) -> dict:
@@ -194,7 +195,7 @@ class EpisodeBook:
             if k not in ep.items:
                 ep.items.append(k)
         if row is not None and len(ep.rows) < MAX_ROWS:
-            ep.rows.append(row)
+            ep.rows.append(array("d", row))
         for f, v in caps:
             if v > ep.caps.get(f, 0.0):
                 ep.caps[f] = v

@@ -108,6 +108,18 @@ def test_settling_follows_the_policy_settle_uses_and_settle_s(model):
     assert [alerted(d) for d in ds] == [True] * 5 + [False]
 
 
+def test_a_new_tool_reading_confidential_data_settles_too_novelty_is_not_evidence_that_taints(model):
+    # never-used access to sensitive data is evidence of harm only through its novelty: it cannot keep the
+    # same novelty from settling (a tool rolled out to read the same customer records)
+    eng = engine(model)
+    read = lambda at: ev(at, "a", tool="crm_v2.read", action="read", resource="crm://accounts/2",  # noqa: E731
+                         sensitivity="confidential", task=f"r{at}")
+    ds = [eng.process(read(T + 900 * i)) for i in range(5)]
+    assert alerted(ds[0])
+    assert bloom_has(eng.agents["a"].features.tools, stable_hash("crm_v2.read"), 255)
+    assert not alerted(ds[-1])
+
+
 def test_novelty_that_came_with_evidence_of_harm_never_settles_without_a_verdict(model):
     eng = engine(model)
     bad = []
@@ -226,7 +238,7 @@ def test_a_confirmed_verdict_teaches_nothing_and_the_novelty_never_settles(model
     assert all(alerted(d) for d in ds)
 
 
-def test_a_benign_verdict_on_an_incident_ends_probation_and_the_same_routine_stays_quiet(model):
+def test_after_a_benign_verdict_on_an_incident_the_same_routine_does_not_trip_again_on_probation(model):
     eng = engine(model)
     # a young agent's burst of never-seen mass deletes trips the breaker
     d = None
@@ -239,7 +251,7 @@ def test_a_benign_verdict_on_an_incident_ends_probation_and_the_same_routine_sta
     inc = d.freeze["incident_id"]
     eng.release("a", at=T0 + T + 3600, by="lead", reason="quarterly cleanup")
     eng.apply_verdict(Verdict("v3", "a", inc, "benign", T0 + T + 3600, by="lead"))
-    assert eng.breaker_state("a") == "closed"
+    assert eng.breaker_state("a") == "half_open" and eng.agents["a"].breaker.risk == 0.0
     again = eng.process(ev(T + 3700, "a", tool="docs.purge", action="delete", resource="docs://old/1",
                            records=500, task="purge2"))
     assert again.record["action_taken"] == "none", again.record
