@@ -116,6 +116,8 @@ _WORD = re.compile(r"[a-z]{2,}")
 _STOP = frozenset(("com", "org", "net", "www", "http", "https", "mail", "email", "gmail", "example", "customer",
                    "user", "users", "corp", "inbox", "outbox", "the", "and", "info", "support", "team", "noreply"))
 _words_cache: dict[str, tuple[int, ...]] = {}
+#: (action, tool) -> the hash of its kind (verb and tool family), memoised
+_kinds: dict[tuple[str, str], int] = {}
 _START = 0x5A17
 _GEN_S = 3600.0
 _SHARE = 0.05
@@ -571,7 +573,12 @@ def extract(st: FeatureState, ev: ActionEvent, policy: Policy, adopted=None) -> 
         0.0 if approved else outsider,
     ]
     o.pending = (h_tool, h_res, dest_hashes)
-    o.kind = stable_hash(ev.action + ":" + tool_family(ev.tool))
+    kind = _kinds.get((ev.action, ev.tool))
+    if kind is None:
+        if len(_kinds) >= 50_000:
+            _kinds.clear()
+        kind = _kinds[(ev.action, ev.tool)] = stable_hash(ev.action + ":" + tool_family(ev.tool))
+    o.kind = kind
     # an action is blamed for a window only when it is a real part of it (>= 5%): in the wake of a
     # spike, a small action adds to the window but is not what made it unusual
     quiet = []
