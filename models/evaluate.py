@@ -709,13 +709,17 @@ def _sections(meta: dict, models: list[dict], plots: dict) -> list[tuple]:
                      f"Labels {meta['labels']['path']}: {meta['labels']['incidents']} incidents, "
                      f"{meta['labels']['lookalikes']} look-alikes. Policy: {meta['policy'] or 'defaults'}. "
                      + (f"Frozen agents released after {meta['release_after_s']:g} s of event time."
-                        if meta["release_after_s"] else "No releases (as replay).")))
+                        if meta["release_after_s"] else
+                        f"A simulated analyst gave every freeze (releasing it) and every alert episode a verdict "
+                        f"{meta['analyst']['delay_s']:g} s of event time after it (after the episode closed)."
+                        if meta.get("analyst") else "No releases (as replay).")))
     sec.append(("h2", "Summary"))
     cols = []
     for m in models:
         if "metrics_without_release" in m:
-            cols.append({"title": f"{m['role']}: {m['version']} (released after {meta['release_after_s']:g} s)",
-                         "metrics": m["metrics"]})
+            with_ = (f"simulated analyst, verdicts after {meta['analyst']['delay_s']:g} s" if meta.get("analyst")
+                     else f"released after {meta['release_after_s']:g} s")
+            cols.append({"title": f"{m['role']}: {m['version']} ({with_})", "metrics": m["metrics"]})
             cols.append({"title": f"{m['role']}: {m['version']} (never released)",
                          "metrics": m["metrics_without_release"]})
         else:

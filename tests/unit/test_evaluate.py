@@ -255,6 +255,18 @@ def test_release_after_is_recorded_in_the_report(simulated):
         doc["models"][0]["metrics"]["freeze_outcomes"]["of"]
 
 
+def test_a_simulated_analyst_gives_verdicts_and_the_report_shows_them_beside_the_figures_without(simulated):
+    d = simulated
+    assert main(["evaluate", "--model", str(d / "model"), "--policy", str(POLICY), "--input", str(d / "events.jsonl"),
+                 "--labels", str(d / "labels.json"), "--report", str(d / "rep3"), "--analyst", str(d / "labels.json"),
+                 "--analyst-delay", "10m", "--quiet"]) == 0
+    doc = json.loads((d / "rep3" / "metrics.json").read_text())
+    assert doc["analyst"]["delay_s"] == 600 and doc["release_after_s"] is None
+    m = doc["models"][0]
+    assert m["metrics"]["analyst"]["verdicts"] >= 1 and m["metrics_without_release"]["analyst"] is None
+    assert "simulated analyst, verdicts after 600 s" in (d / "rep3" / "report.md").read_text()
+
+
 @pytest.mark.parametrize("change, message", [
     ({"--labels": "missing.json"}, "cannot read labels"),
     ({"--labels": "events.jsonl"}, "is not JSON"),
