@@ -123,26 +123,17 @@ class VerdictFollower:
                 await asyncio.sleep(1.0)
 
     async def _follow(self) -> None:
-        from aiokafka import AIOKafkaConsumer, TopicPartition
+        from aiokafka import AIOKafkaConsumer
+
+        from streams.aio_seek import resume_or_since
 
         consumer = AIOKafkaConsumer(client_id=f"{self.settings.app_id}-verdicts", group_id=None,
                                     enable_auto_commit=False, auto_offset_reset="earliest",
                                     **self.settings.aiokafka_config())
         await consumer.start()
         try:
-            tps = [TopicPartition(self.topic, p) for p in range(self.partitions)]
-            consumer.assign(tps)
-            fresh = [tp for tp in tps if tp.partition not in self._next]
-            for tp in tps:
-                if tp.partition in self._next:
-                    consumer.seek(tp, self._next[tp.partition])
-            if fresh:
-                since_ms = int((self._started - self.lookback_s) * 1000)
-                found = await consumer.offsets_for_times({tp: since_ms for tp in fresh})
-                ends = await consumer.end_offsets(fresh)
-                for tp in fresh:
-                    at = found.get(tp)
-                    consumer.seek(tp, at.offset if at is not None else ends[tp])
+            await resume_or_since(consumer, self.topic, self.partitions, self._next,
+                                  int((self._started - self.lookback_s) * 1000))
             while True:
                 got = await consumer.getmany(timeout_ms=500, max_records=500)
                 for tp, msgs in got.items():
