@@ -1,13 +1,32 @@
-"""Where an aiokafka consumer outside any group starts reading a topic it follows whole.
+"""What the aiokafka followers of a whole topic (consumers outside any group) share.
 
-:func:`resume_or_since` is shared by the followers that read a topic's recent past when a worker starts
-and go on from where they were after a restart of their consumer (the API's copy of ``agent-alerts``,
-streams/api/verdicts.py, and the worker's verdict follower, streams/worker/verdict_follow.py).
+:func:`keep_following` restarts a follower after a failure (the API's control feed,
+streams/api/control_feed.py, its copy of ``agent-alerts``, streams/api/verdicts.py, and the worker's
+verdict follower, streams/worker/verdict_follow.py). :func:`resume_or_since` is where the last two start
+reading: a topic's recent past when a worker starts, and from where they were after a restart.
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+import asyncio
+import logging
+from typing import Any, Awaitable, Callable, Mapping
+
+
+async def keep_following(follow: Callable[[], Awaitable[None]], *, what: str, on_restart: Callable[[], None],
+                         logger: logging.Logger) -> None:
+    """Await ``follow()`` until cancelled; when it raises (the broker went away), call ``on_restart``, log one
+    warning naming ``what`` and start it again a second later. The follower keeps what it folded and goes on
+    from where it was. Cancellation is passed on."""
+    while True:
+        try:
+            await follow()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the broker went away: go on from where we were
+            on_restart()
+            logger.warning("%s stopped (%r); restarting in 1 s", what, exc)
+            await asyncio.sleep(1.0)
 
 
 async def resume_or_since(consumer: Any, topic: str, partitions: int, next_offsets: Mapping[int, int],

@@ -262,15 +262,12 @@ class ControlFeed:
     # ------------------------------------------------------------------ following Kafka
     async def run(self) -> None:
         """Follow the topics until cancelled (restarting the consumer after a failure, from where it was)."""
-        while True:
-            try:
-                await self._follow()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # the broker went away: keep the folds, go on from where we were
-                self.restarts += 1
-                log.warning("control feed stopped (%r); restarting in 1 s", exc)
-                await asyncio.sleep(1.0)
+        from streams.aio_seek import keep_following
+
+        await keep_following(self._follow, what="control feed", on_restart=self._restarted, logger=log)
+
+    def _restarted(self) -> None:
+        self.restarts += 1
 
     async def _follow(self) -> None:
         from aiokafka import AIOKafkaConsumer, TopicPartition

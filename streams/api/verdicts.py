@@ -129,15 +129,12 @@ class EpisodeFeed:
             self._reject_log(self.topic, partition, offset, "not an episode record")
 
     async def run(self) -> None:
-        while True:
-            try:
-                await self._follow()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - the broker went away: keep the index, go on
-                self.restarts += 1
-                log.warning("episode feed stopped (%r); restarting in 1 s", exc)
-                await asyncio.sleep(1.0)
+        from streams.aio_seek import keep_following
+
+        await keep_following(self._follow, what="episode feed", on_restart=self._restarted, logger=log)
+
+    def _restarted(self) -> None:
+        self.restarts += 1
 
     async def _follow(self) -> None:
         from aiokafka import AIOKafkaConsumer

@@ -30,7 +30,6 @@ it had reached.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections import deque
@@ -112,15 +111,12 @@ class VerdictFollower:
     # ------------------------------------------------------------------ following Kafka
     async def run(self) -> None:
         """Follow the topic until cancelled (restarting the consumer after a failure, from where it was)."""
-        while True:
-            try:
-                await self._follow()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - the broker went away: go on from where we were
-                self.restarts += 1
-                log.warning("following %s stopped (%r); restarting in 1 s", self.topic, exc)
-                await asyncio.sleep(1.0)
+        from streams.aio_seek import keep_following
+
+        await keep_following(self._follow, what=f"following {self.topic}", on_restart=self._restarted, logger=log)
+
+    def _restarted(self) -> None:
+        self.restarts += 1
 
     async def _follow(self) -> None:
         from aiokafka import AIOKafkaConsumer
