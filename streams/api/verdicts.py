@@ -103,8 +103,11 @@ class EpisodeFeed:
     once it read up to the end offsets seen at its start; until then the listing answers 503."""
 
     def __init__(self, settings: Any, topic: str, partitions: int, *, index: EpisodeIndex | None = None,
-                 on_change=None, lookback_s: float = LOOKBACK_S) -> None:
+                 on_change=None, lookback_s: float = LOOKBACK_S, keys: Any = None) -> None:
         self.settings = settings
+        #: the command key ring: with it, only records a worker signed are taken (a producer on agent-alerts
+        #: could otherwise add episodes to the SOC's view, or close a real one by its id)
+        self.keys = keys
         self.topic = topic
         self.partitions = partitions
         self.index = index or EpisodeIndex()
@@ -125,6 +128,12 @@ class EpisodeFeed:
             self.index.invalid += 1
             self._reject_log(self.topic, partition, offset, f"not an episode record ({err})")
             return
+        if self.keys is not None and isinstance(rec, dict):
+            verdict = self.keys.verify(rec)
+            if verdict != "ok":
+                self.index.invalid += 1
+                self._reject_log(self.topic, partition, offset, f"episode record not signed by a worker ({verdict})")
+                return
         if not self.index.apply(rec):
             self._reject_log(self.topic, partition, offset, "not an episode record")
 
@@ -177,7 +186,7 @@ class VerdictApi:
         self.verdicts_topic = topics["verdicts"]
         self.verdicts_partitions = counts[topics["verdicts"]]
         metrics = getattr(cp.processor, "metrics", None)
-        self.feed = EpisodeFeed(cp.settings, topics["alerts"], counts[topics["alerts"]],
+        self.feed = EpisodeFeed(cp.settings, topics["alerts"], counts[topics["alerts"]], keys=cp.keys,
                                 on_change=(lambda idx: metrics.set_episodes_open(idx.open_count))
                                 if metrics is not None else None)
 

@@ -545,9 +545,12 @@ class Processor:
         """Episode records the engine returned, added to the publisher for ``agent-alerts`` (key ``agent_id``)."""
         topic = self.topics["alerts"]
         pub = self.publisher
+        signs = self.keys is not None and self.keys.can_sign
         for rec in records:
             key = rec["agent_id"].encode("utf-8")
-            pub.add(topic, pub.partition_for(topic, key, partition), key, _encode(rec))
+            # signed as commands are: the API's episode index takes only records a worker signed
+            pub.add(topic, pub.partition_for(topic, key, partition), key,
+                    _encode(self.keys.sign(rec) if signs else rec))
             self.metrics.episode(rec)
         self.stats["episode_records"] += len(records)
 

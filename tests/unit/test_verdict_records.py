@@ -249,3 +249,16 @@ def test_after_a_rebalance_the_last_minutes_verdicts_of_the_new_partitions_are_a
 
 async def _feed(f, values):
     return [await f.on_value(v, 0, i) for i, v in enumerate(values)]
+
+
+def test_the_episode_feed_takes_only_records_a_worker_signed():
+    from streams.api.verdicts import EpisodeFeed
+
+    feed = EpisodeFeed(None, "agent-alerts", 1, keys=SIGNER)
+    real = SIGNER.sign(ep("ep-1", actions=3))
+    feed.apply(json.dumps(real).encode(), 0, 0)
+    # a producer on agent-alerts: an episode of its own, unsigned, and the real one closed with a forged key
+    feed.apply(json.dumps(ep("ep-fake")).encode(), 0, 1)
+    feed.apply(json.dumps(OTHER.sign(ep("ep-1", state="closed"))).encode(), 0, 2)
+    assert [e["episode_id"] for e in feed.index.listing("open")] == ["ep-1"]
+    assert feed.index.get("ep-fake") is None and feed.index.invalid == 2
