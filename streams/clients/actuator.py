@@ -345,13 +345,13 @@ class Actuator:
 
     def _commit(self, record) -> None:
         from kafka import TopicPartition
-        from kafka.errors import CommitFailedError
+        from kafka.errors import CommitFailedError, RebalanceInProgressError
         from kafka.structs import OffsetAndMetadata
 
         tp = TopicPartition(record.topic, record.partition)
         try:
             self.consumer.commit({tp: OffsetAndMetadata(record.offset + 1, "", -1)})
-        except CommitFailedError as err:  # partition moved (rebalance): its new owner delivers it again
+        except (CommitFailedError, RebalanceInProgressError) as err:  # a rebalance: the owner delivers it again
             log.warning("commit of %s[%d]@%d failed (%s); it will be delivered again", record.topic,
                         record.partition, record.offset, err)
 

@@ -721,7 +721,10 @@ def _consume_tasks(settings, group: str, runtime: Runtime, stop: threading.Event
 
     consumer = group_consumer(settings, settings.topic("tasks"), group=group, client_id="flowbreaker-runtime",
                               enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=200)
+    from kafka.errors import CommitFailedError, RebalanceInProgressError
+
     bad = 0
+    uncommitted = False
     try:
         while not stop.is_set():
             batches = consumer.poll(timeout_ms=200)
@@ -734,8 +737,14 @@ def _consume_tasks(settings, group: str, runtime: Runtime, stop: threading.Event
                     except TaskError as err:
                         bad += 1
                         log.error("skipping a bad task at %s[%d]@%d: %s", rec.topic, rec.partition, rec.offset, err)
-            if batches:
-                consumer.commit()  # taken into memory: see the module doc
+            uncommitted = uncommitted or bool(batches)
+            if uncommitted:
+                try:
+                    consumer.commit()  # taken into memory: see the module doc
+                    uncommitted = False
+                except (CommitFailedError, RebalanceInProgressError) as err:
+                    # a rebalance under way: commit again after the next poll (the group's join completes there)
+                    log.warning("commit of the tasks taken deferred: %s", err)
     finally:
         consumer.close(autocommit=False)
         if bad:
