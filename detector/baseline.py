@@ -46,6 +46,8 @@ class Prior:
     #: the agent's known tools, resource families, destinations, task steps and principals (Bloom filter
     #: bytes, as ``FeatureState.sketches`` gives them), so a known agent's usual ways are not novel
     sketches: tuple[bytes, ...] | None = None
+    #: the agent's destination habits (:class:`detector.habits.Habits` bytes), or its peers' for a newcomer
+    habits: bytes | None = None
 
     @classmethod
     def generic(cls) -> "Prior":

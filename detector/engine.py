@@ -37,8 +37,9 @@ from detector.features import (FEATURE_INDEX, KNOWN_REACH_QUIET, FeatureState, O
                                item_key, K_DEST, K_PRINCIPAL, K_RESOURCE, K_TOOL, resource_family, settle, extract)
 from detector.model import Model
 from detector.policy import Policy
-from detector.features import N_FEATURES
-from detector.scoring import REASON_NEGLOG, Calibration, FeatureTails, explain, score_of
+from detector.features import FEATURE_NAMES as _FEATURE_NAMES, N_FEATURES
+from detector.habits import Habits, family_key, sends_of
+from detector.scoring import REASON_NEGLOG, REASON_Z, Calibration, FeatureTails, explain, score_of
 from detector.sketch import dedupe_key, stable_hash
 from detector.timestamps import instant_or_none, iso_utc
 from detector.trace import TraceStore
@@ -48,7 +49,7 @@ __all__ = ["Engine", "Decision", "AgentState", "ONLINE_MODEL_VERSION"]
 
 ONLINE_MODEL_VERSION = "online-only"
 _DEDUPE = 32
-_STATE_VERSION = 4
+_STATE_VERSION = 5
 _encode = msgspec.msgpack.Encoder().encode
 _RAW_PARTS = msgspec.msgpack.Decoder(list[msgspec.Raw]).decode  # a state's parts, undecoded
 #: an agent whose profile is worth fewer observations than this is young (see the breaker's solo_trip)
@@ -65,6 +66,7 @@ _VERDICTS_KEPT = 20_000
 _I_EXFIL, _I_RULE2, _I_DETOUR, _I_OUTSIDER = (FEATURE_INDEX[n] for n in ("task_exfil", "rule_of_two",
                                                                        "untrusted_detour", "outsider_principal"))
 _I_KIND = (FEATURE_INDEX["event_volume"], FEATURE_INDEX["event_fanout"])
+_I_NOVEL = FEATURE_INDEX["novel_outbound"]
 #: features a benign verdict caps (magnitudes: "this much is fine for this agent"); what is new (a tool,
 #: a destination, a step, a principal) settles item by item instead, and the structural signs of harm
 #: (rule of two, a detour after untrusted input, an outsider asking) are never switched off
@@ -175,7 +177,7 @@ class AgentState:
     """Everything the engine keeps per agent (the trace aside). Bounded."""
 
     __slots__ = ("features", "baseline", "breaker", "seen", "seen_content", "seen_pos", "operator_id", "usage",
-                 "pending", "caps", "kinds")
+                 "pending", "caps", "kinds", "habits")
 
     def __init__(self, prior: Prior, operator_id: str) -> None:
         self.features = FeatureState()
@@ -200,30 +202,34 @@ class AgentState:
         self.caps: array | None = None
         #: per-action magnitudes per kind of action (like with like)
         self.kinds = KindProfiles()
+        #: per family of destination, how often a send goes somewhere new (detector/habits.py); from training
+        self.habits = Habits(prior.habits or b"")
 
     def dump(self) -> bytes:
         return msgspec.msgpack.encode((_STATE_VERSION, self.operator_id, self.features.to_tuple(),
                                        self.baseline.to_tuple(), self.breaker.to_tuple(), self.seen.tobytes(),
                                        self.seen_pos, self.seen_content.tobytes(), self.usage.to_tuple(),
                                        self.pending.tobytes(), self.caps.tobytes() if self.caps is not None else None,
-                                       self.kinds.to_bytes()))
+                                       self.kinds.to_bytes(), self.habits.to_bytes()))
 
     @classmethod
     def load(cls, blob: bytes, hours: tuple[float, ...] | None = None) -> "AgentState":
-        """The state :meth:`dump` wrote (this version; version 3, without pending novelty, verdict caps
-        and kind profiles; or version 1 whose dedupe ring kept no content keys: an id from that ring counts
+        """The state :meth:`dump` wrote (this version; version 4, without destination habits; version 3,
+        without pending novelty, verdict caps and kind profiles; or version 1 whose dedupe ring kept no content keys: an id from that ring counts
         as a true duplicate, and which kept no usage)."""
         parts = msgspec.msgpack.decode(blob)
         ver = parts[0] if isinstance(parts, list) and parts else None
         usage = None
-        pending, caps, kinds = b"", None, b""
+        pending, caps, kinds, habits = b"", None, b"", b""
         if ver == 1 and len(parts) == 7:
             ver, op, f, b, br, seen, pos = parts
             content = bytes(2 * _DEDUPE)
         elif ver == 3 and len(parts) == 9:
             ver, op, f, b, br, seen, pos, content, usage = parts
-        elif ver == _STATE_VERSION and len(parts) == 12:
+        elif ver == 4 and len(parts) == 12:
             ver, op, f, b, br, seen, pos, content, usage, pending, caps, kinds = parts
+        elif ver == _STATE_VERSION and len(parts) == 13:
+            ver, op, f, b, br, seen, pos, content, usage, pending, caps, kinds, habits = parts
         else:
             raise ValueError(f"agent state version {ver} is not {_STATE_VERSION}")
         s = cls.__new__(cls)
@@ -244,6 +250,7 @@ class AgentState:
                 s.caps is not None and len(s.caps) != N_FEATURES):
             raise ValueError("agent state has the wrong pending novelty or verdict caps size")
         s.kinds = KindProfiles(kinds)
+        s.habits = Habits(habits)
         return s
 
     @staticmethod
@@ -254,7 +261,7 @@ class AgentState:
         try:
             parts = _RAW_PARTS(blob)
             ver = msgspec.msgpack.decode(parts[0]) if parts else None
-            if (ver, len(parts)) not in ((1, 7), (3, 9), (_STATE_VERSION, 12)):
+            if (ver, len(parts)) not in ((1, 7), (3, 9), (4, 12), (_STATE_VERSION, 13)):
                 raise ValueError(f"agent state version {ver} is not {_STATE_VERSION}")
             return brk.BreakerState.from_tuple(msgspec.msgpack.decode(parts[4]))
         except (msgspec.DecodeError, TypeError) as err:
@@ -446,6 +453,12 @@ class Engine:
                     reasons.append({"feature": "approval_refused", "value": 1.0, "baseline": 0.0,
                                     "detail": f"the action came with an approval id that does not cover it "
                                               f"({d.approval_refused}); scored as unapproved."})
+                if not reasons:  # rare only taken together: name what added most
+                    names = [_FEATURE_NAMES[i] for i in sorted(range(N_FEATURES), key=lambda i: (-r[i], i))[:3]
+                             if r[i] > 0.0]
+                    reasons.append({"feature": "combination", "value": round(score, 4), "baseline": 0.0,
+                                    "detail": "no single feature is rare enough to name; rare taken together"
+                                              + (": " + ", ".join(names) if names else "") + "."})
                 if obs.approved:
                     reasons.append({"feature": "approved", "value": 1.0, "baseline": 0.0,
                                     "detail": f"signed off by approval {ev.approval_id!r}; counted, never the cause "
@@ -543,6 +556,13 @@ class Engine:
         z = st.baseline.deviations_log(xl)
         # like with like: this action's magnitudes against this kind of action's too (once it has a profile)
         by_kind = st.kinds.compare(obs.kind, xl, z)
+        # a never-seen destination of a family this agent often sends somewhere new (new payees, new
+        # customers) is routine for it: not news, so not a reason to ask or alert (detector/habits.py)
+        new_sent = obs.new_outbound
+        if new_sent and st.habits and all(map(st.habits.habitual, map(family_key, new_sent))):
+            obs.new_outbound = []
+            if z[_I_NOVEL] > 0.0:
+                z[_I_NOVEL] = 0.0
         caps = st.caps
         x = obs.x
         # what an analyst judged benign is not news up to the value judged, unless a structural sign of harm
@@ -569,12 +589,12 @@ class Engine:
         _blame(obs, z, r)
         p_harm = self._harm_pvalue(ev, obs, r, weight >= YOUNG_N)
         if learn:
-            self._settle(st, ev, obs, z, r, xl, learned, violations, p_harm, by_kind)
+            self._settle(st, ev, obs, z, r, xl, learned, violations, p_harm, by_kind, new_sent)
         return _Reading(obs, violations, z, r, loc, self._cal.pvalue(max(r)), p_harm, xl)
 
     def _settle(self, st: AgentState, ev: ActionEvent, obs: Observation, z: list[float], r: list[float],
                 xl: list[float],
-                learned: bool, violations: list, p_harm: float, by_kind: bool) -> None:
+                learned: bool, violations: list, p_harm: float, by_kind: bool, new_sent: list[str]) -> None:
         """Novelty that settles, peers' adoptions, and the kind profiles (issue 18). An item the agent's
         peers adopted is its own at once; a never-seen item of an action that was not learned is counted
         (pending novelty) and settles after ``settle_uses`` uses over ``settle_s``, unless any use came with
@@ -592,6 +612,8 @@ class Engine:
         if learned and not novel:  # the common case: nothing new, nothing to judge
             if not obs.approved:
                 st.kinds.learn(obs.kind, xl, ev.t)
+            if obs.outbound:  # every destination known: the sends count, none of them new
+                st.habits.observe(sends_of(ev.destinations, obs.dest_classes, ()))
             return
         # evidence of harm that is not novelty itself (never-used access to sensitive data, a new destination,
         # a new step or colleague would otherwise keep every new thing from ever settling)
@@ -601,11 +623,30 @@ class Engine:
         if not obs.approved and (learned or not harmful and (not by_kind or z[_I_KIND[0]] < 3.0
                                                              and z[_I_KIND[1]] < 3.0)):
             st.kinds.learn(obs.kind, xl, ev.t)
+        if obs.outbound and self._habit_ok(ev, obs, z, r, violations, harmful, new_sent):
+            st.habits.observe(sends_of(ev.destinations, obs.dest_classes, new_sent))
         if not novel:
             return
         if not learned:
             self._pending(st, novel, ev.t, harmful, th)
         self._peers(ev, novel, harmful, th)
+
+    def _habit_ok(self, ev: ActionEvent, obs: Observation, z: list[float], r: list[float], violations: list,
+                  harmful: bool, new_sent: list[str]) -> bool:
+        """Whether an action's sends count towards its agent's destination habits: not when it came with
+        evidence of harm other than the new destination itself (which is what a habit is about). Data read in
+        the task going out counts against it only when that is unusual for the agent (a booking desk sends
+        the traveller's details to every payee it pays); the signs of an injection always do."""
+        if not harmful:
+            return True
+        x = obs.x
+        if x[_I_RULE2] > 0.0 or x[_I_DETOUR] > 0.0 or x[_I_OUTSIDER] > 0.0 or violations or not new_sent \
+                or x[_I_EXFIL] > 0.0 and z[_I_EXFIL] >= REASON_Z:
+            return False
+        rest = list(r)
+        rest[_I_NOVEL] = 0.0
+        th = self.policy.thresholds
+        return score_of(self._harm_pvalue(ev, obs, rest, False)) < th.gate_evidence
 
     def _pending(self, st: AgentState, novel: list[int], t: float, harmful: bool, th) -> None:
         p = st.pending

@@ -23,6 +23,7 @@ import numpy as np
 from detector.baseline import Prior
 from detector.features import FEATURE_NAMES, N_FEATURES, SKETCH_BYTES as _FEATURE_SKETCH_BYTES
 from detector.scoring import Calibration, FeatureTails
+from detector.habits import SLOTS as HABIT_SLOTS
 
 __all__ = ["ModelError", "TrainedModel", "Forest", "load_model", "save_model", "load_engine", "tool_family", "FORMAT"]
 
@@ -122,6 +123,14 @@ class Forest:
         return np.power(2.0, -h / self._norm)
 
 
+def _habits(rows: np.ndarray | None, i: int) -> bytes | None:
+    """Row ``i`` of an agent_habits / operator_habits array as :class:`detector.habits.Habits` bytes."""
+    if rows is None:
+        return None
+    row = rows[i].reshape(-1, 3)
+    return row[row[:, 1] > 0.0].astype(np.float64).tobytes()
+
+
 class TrainedModel:
     """What ``flowbreaker train`` produced, ready for :class:`detector.engine.Engine`."""
 
@@ -144,8 +153,8 @@ class TrainedModel:
         self._global = Prior(tuple(map(float, arrays["global_loc"])), tuple(map(float, arrays["global_scale"])),
                              float(card["priors"]["global_weight"]), None, "global")
 
-    def _sketches(self, i: int) -> tuple[bytes, ...] | None:
-        sk = self.a.get("agent_sketches")
+    def _sketches(self, i: int, name: str = "agent_sketches") -> tuple[bytes, ...] | None:
+        sk = self.a.get(name)
         if sk is None:
             return None
         row = sk[i].tobytes()
@@ -164,7 +173,7 @@ class TrainedModel:
         if i is not None:
             return Prior(tuple(map(float, self.a["agent_loc"][i])), tuple(map(float, self.a["agent_scale"][i])),
                          float(min(self.a["agent_n"][i], self.card["priors"]["max_agent_weight"])),
-                         self._hours(i), "agent", self._sketches(i))
+                         self._hours(i), "agent", self._sketches(i), _habits(self.a.get("agent_habits"), i))
         key = ("", operator_id, tool_family(tool))
         hit = self._prior_cache.get(key)
         if hit is not None:
@@ -185,7 +194,9 @@ class TrainedModel:
             scale = np.max(scales, axis=0)
             prior = Prior(tuple(map(float, loc)), tuple(map(float, scale)),
                           float(self.card["priors"]["peer_weight"]), None,
-                          "peers:" + ("operator" if o is not None else "") + ("+tools" if f is not None else ""))
+                          "peers:" + ("operator" if o is not None else "") + ("+tools" if f is not None else ""),
+                          self._sketches(o, "operator_sketches") if o is not None else None,
+                          _habits(self.a.get("operator_habits"), o) if o is not None else None)
         if len(self._prior_cache) < 100_000:
             self._prior_cache[key] = prior
         return prior
@@ -258,6 +269,13 @@ def load_model(path: str | Path) -> TrainedModel:
     sk = arrays.get("agent_sketches")
     if sk is not None and (sk.dtype != np.uint8 or sk.shape != (A, sum(SKETCH_BYTES))):
         raise ModelError(f"model arrays {npz}: agent_sketches do not match the card")
+    O = len(card.get("operators", []))
+    for name, shape, dtype in (("operator_sketches", (O, sum(SKETCH_BYTES)), np.uint8),
+                               ("agent_habits", (A, 3 * HABIT_SLOTS), np.float64),
+                               ("operator_habits", (O, 3 * HABIT_SLOTS), np.float64)):
+        v = arrays.get(name)
+        if v is not None and (v.dtype != dtype or v.shape != shape):
+            raise ModelError(f"model arrays {npz}: {name} do not match the card")
     if arrays["agent_loc"].shape != (A, N_FEATURES) or not np.all(np.isfinite(arrays["agent_loc"])):
         raise ModelError(f"model arrays {npz} do not match the card (agents x features)")
     try:

@@ -7,7 +7,8 @@ Steps (seeded, reproducible; the same input gives the same model and version):
    feature rows in log1p units. An agent's first rows (its sketches still empty)
    are left out of its profile.
 2. Profiles: per agent (with its novelty sketches: known tools, resource families and
-   destinations), per operator and per tool family (peers, from each member's first
+   destinations, and its destination habits, detector/habits.py), per operator (with the
+   items at least two of its agents used, and their habits pooled, for a newcomer) and per tool family (peers, from each member's first
    actions, since a peer prior is what a newcomer is judged by), and globally:
    location = median, scale = (95th percentile - median) / 1.645, the same
    definitions the online update tracks. Hour-of-day activity profiles for agents
@@ -33,7 +34,8 @@ import numpy as np
 from detector.baseline import FLOORS, Z95
 from detector.events import ActionEvent
 from detector.evidence import strength
-from detector.features import FEATURE_NAMES, N_FEATURES, FeatureState, commit_novelty, extract
+from detector.features import FEATURE_NAMES, N_FEATURES, FeatureState, commit_novelty, extract, settle
+from detector.habits import SLOTS as HABIT_SLOTS, Habits, pooled, sends_of
 from detector.policy import Policy
 from detector.engine import GENERIC_MULTIPLICITY
 from detector.scoring import Calibration, FeatureTails
@@ -46,6 +48,19 @@ _MIN_HOURS_EVENTS = 100
 #: peer priors describe how agents of a group behave in their first actions (a newcomer's situation)
 _EARLY_ROWS = 200
 _MIN_HOURS_SPAN_S = 3 * 86400
+#: an item (tool, resource family, destination, step, principal) this many of an operator's agents used is
+#: not new to a newcomer of that operator
+_PEER_ITEMS_MIN = 2
+
+
+def _habit_rows(blobs: list[bytes]) -> np.ndarray:
+    """Destination habits (:class:`detector.habits.Habits` bytes) as rows of a float array, zero-padded (a
+    family's slot always holds sends > 0)."""
+    out = np.zeros((len(blobs), 3 * HABIT_SLOTS))
+    for i, b in enumerate(blobs):
+        v = np.frombuffer(b, dtype=np.float64)
+        out[i, :len(v)] = v
+    return out
 
 
 def _profile(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -85,15 +100,22 @@ def fit(events: Iterable[ActionEvent], policy: Policy, *, seed: int = 0, n_estim
     early: dict[str, np.ndarray] = {}
     quiet: dict[str, np.ndarray] = {}
     sketches: dict[str, bytes] = {}
+    habits: dict[str, Habits] = {}
+    items: dict[str, set[int]] = {}
     done = 0
     for a in agents:
         st = FeatureState()
         st.hours = hours.get(a)
         xs = []
         q = np.zeros((len(by_agent[a]), N_FEATURES), dtype=bool)
+        hab = habits[a] = Habits()
+        met = items[a] = set()
         for k, ev in enumerate(by_agent[a]):
             obs = extract(st, ev, policy)
             commit_novelty(st, obs)
+            met.update(obs.novel)
+            if obs.outbound:  # history is normal: every send counts towards the agent's destination habits
+                hab.observe(sends_of(ev.destinations, obs.dest_classes, obs.new_outbound))
             xs.append(obs.x)
             q[k, list(obs.quiet)] = True
         done += len(xs)
@@ -134,6 +156,18 @@ def fit(events: Iterable[ActionEvent], policy: Policy, *, seed: int = 0, n_estim
         return locs, scales
 
     op_loc, op_scale = group(operators, lambda a, k: operator_of[a] == k)
+    # what a newcomer of an operator is not new to: the items at least two of its agents used (a tool
+    # rolled out to the role, the payee the whole desk pays), and its agents' destination habits pooled
+    op_sketches, op_habits = [], []
+    for o in operators:
+        members = [a for a in agents if operator_of[a] == o]
+        used = Counter(k for a in members for k in items[a])
+        fs = FeatureState()
+        for k, n in used.items():
+            if n >= _PEER_ITEMS_MIN:
+                settle(fs, k)
+        op_sketches.append(b"".join(fs.sketches()))
+        op_habits.append(pooled(habits[a] for a in members).to_bytes())
     fam_loc, fam_scale = group(families, lambda a, k: k in families_of[a])
     g_loc, g_scale = _profile(_pooled([early[a] for a in agents], rng))
     # a newcomer is judged against its peers, whose spread between agents widens the band
@@ -192,6 +226,9 @@ def fit(events: Iterable[ActionEvent], policy: Policy, *, seed: int = 0, n_estim
     arrays = {
         "agent_loc": agent_loc, "agent_scale": agent_scale, "agent_n": agent_n, "agent_hours": agent_hours,
         "agent_sketches": np.frombuffer(b"".join(sketches[a] for a in agents), dtype=np.uint8).reshape(A, -1),
+        "agent_habits": _habit_rows([habits[a].to_bytes() for a in agents]),
+        "operator_sketches": np.frombuffer(b"".join(op_sketches), dtype=np.uint8).reshape(len(operators), -1),
+        "operator_habits": _habit_rows(op_habits),
         "operator_loc": op_loc, "operator_scale": op_scale, "family_loc": fam_loc, "family_scale": fam_scale,
         "global_loc": g_loc, "global_scale": g_scale,
         "train_quantiles": np.quantile(all_rows, np.linspace(0, 1, 11), axis=0),
