@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from math import log1p
 
 from detector.features import FEATURES, N_FEATURES
+from detector.native import kernels as _kernels
 
 __all__ = ["Baseline", "Prior", "KindProfiles", "FLOORS", "Z95", "KIND_MIN"]
 
@@ -31,6 +32,41 @@ FLOORS = tuple(f.floor for f in FEATURES)
 _ALPHA_MIN = 0.002
 #: the scale is the upper semi-spread (q95 - median) / Z95: a standard deviation for normal data
 Z95 = 1.6448536
+_FLOORS = array("d", FLOORS)
+#: the steps of the 95th percentile up and down (per step of the median)
+_UP, _DOWN = 0.95 * Z95, 0.05 * Z95
+
+
+def _py_log_deviations(x, loc, scale, floors) -> tuple[list[float], list[float]]:
+    """``log1p`` of a row, and the signed robust z of each value against ``loc`` and ``scale``
+    (at least ``floors``). The reference of ``detector._native.log_deviations``."""
+    xl = list(map(log1p, x))
+    return xl, [(v - m) / (s if s > f else f) for v, m, s, f in zip(xl, loc, scale, floors)]
+
+
+def _py_learn(xl, loc, scale, floors, a2: float, z95: float, up: float, down: float) -> tuple[array, array]:
+    """One learning step of :meth:`Baseline.learn_log` with step size ``a2`` (per unit of scale), as
+    new arrays. The reference of ``detector._native.learn``."""
+    locs, scales = [], []
+    for v, m, s, f in zip(xl, loc, scale, floors):
+        step = a2 * (s if s > f else f)
+        hi = m + z95 * s
+        if v > m:
+            m += step
+        elif v < m:
+            m -= step
+        if v > hi:
+            hi += step * up
+        else:
+            hi -= step * down
+        locs.append(m)
+        scales.append((hi - m) / z95 if hi > m else 0.0)
+    return array("d", locs), array("d", scales)
+
+
+# the compiled kernels when they are built (detector/native.py), else the references above
+_log_deviations = _kernels.log_deviations if _kernels is not None else _py_log_deviations
+_learn = _kernels.learn if _kernels is not None else _py_learn
 
 
 @dataclass(frozen=True)
@@ -77,7 +113,11 @@ class Baseline:
 
     def deviations(self, x: list[float]) -> list[float]:
         """Signed robust z of each feature value (natural units in, log1p applied here)."""
-        return self.deviations_log(list(map(log1p, x)))
+        return _log_deviations(x, self.loc, self.scale, _FLOORS)[1]
+
+    def log_deviations(self, x: list[float]) -> tuple[list[float], list[float]]:
+        """The row in log1p units, and the signed robust z of each feature value (natural units in)."""
+        return _log_deviations(x, self.loc, self.scale, _FLOORS)
 
     def deviations_log(self, xl: list[float]) -> list[float]:
         """Signed robust z of each feature value already in log1p units."""
@@ -99,24 +139,7 @@ class Baseline:
         a = 1.0 / self.n
         if a < _ALPHA_MIN:
             a = _ALPHA_MIN
-        a2 = 2.0 * a
-        up, down = 0.95 * Z95, 0.05 * Z95
-        locs, scales = [], []
-        for v, m, s, f in zip(xl, self.loc, self.scale, FLOORS):
-            step = a2 * (s if s > f else f)
-            hi = m + Z95 * s
-            if v > m:
-                m += step
-            elif v < m:
-                m -= step
-            if v > hi:
-                hi += step * up
-            else:
-                hi -= step * down
-            locs.append(m)
-            scales.append((hi - m) / Z95 if hi > m else 0.0)
-        self.loc = array("d", locs)
-        self.scale = array("d", scales)
+        self.loc, self.scale = _learn(xl, self.loc, self.scale, _FLOORS, 2.0 * a, Z95, _UP, _DOWN)
 
 
 #: per-action magnitudes compared within the kind of action (issue 18): event_volume, event_fanout
@@ -128,7 +151,6 @@ _KIND_W = 2 + 1 + 2 * len(_KIND_FEATURES)  # key, n, last t, then (loc, hi) per 
 KIND_MIN = 5.0
 _KIND_ALPHA_MIN = 0.01
 _KIND_FLOORS = tuple((f, FLOORS[f]) for f in _KIND_FEATURES)
-_UP, _DOWN = 0.95 * Z95, 0.05 * Z95
 
 
 class KindProfiles:

@@ -20,7 +20,6 @@ from __future__ import annotations
 from array import array
 from collections import OrderedDict
 from zlib import crc32
-from math import log1p
 from datetime import datetime, timezone
 from typing import Iterable, NamedTuple
 
@@ -552,8 +551,7 @@ class Engine:
         violations = scope.check(ev, st.usage, classify=self.policy.classify) if scope is not None else []
         if ev.destinations:  # after the check: an action is judged on the usage before it
             st.usage.add(ev.t, ev.records, ev.bytes)
-        xl = list(map(log1p, obs.x))
-        z = st.baseline.deviations_log(xl)
+        xl, z = st.baseline.log_deviations(obs.x)  # the row in log1p units, and its deviations
         # like with like: this action's magnitudes against this kind of action's too (once it has a profile)
         by_kind = st.kinds.compare(obs.kind, xl, z)
         # a never-seen destination of a family this agent often sends somewhere new (new payees, new

@@ -16,6 +16,7 @@ Thresholding into severities is a separate step (:class:`detector.policy.Thresho
 
 from __future__ import annotations
 
+from array import array
 from bisect import bisect_left
 from dataclasses import dataclass
 from math import exp, expm1, log, log10
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     import numpy as np
 
 from detector.features import FEATURES, N_FEATURES
+from detector.native import kernels as _kernels
 
 __all__ = ["Calibration", "FeatureTails", "score_of", "explain", "P_FLOOR", "REASON_Z", "REASON_NEGLOG"]
 
@@ -160,6 +162,9 @@ class FeatureTails:
         self.tables = [list(map(float, t)) for t in tables]
         self.slopes = [float(s) for s in slopes]
         self._n = n
+        # the same tables laid end to end for the compiled kernel (detector/native.py)
+        self._flat = array("d", [v for t in self.tables for v in t])
+        self._slopes = array("d", self.slopes)
 
     @classmethod
     def generic(cls, n_features: int) -> "FeatureTails":
@@ -216,6 +221,12 @@ class FeatureTails:
 
     def neglogs(self, z: "list[float]") -> "list[float]":
         """``-log10 p`` of every feature (0 for deviations at or below the baseline)."""
+        if _kernels is not None:
+            return _kernels.neglogs(z, self._flat, self._slopes, self._n, float(self.STEPS_PER_Z), self.Z_MAX)
+        return self._py_neglogs(z)
+
+    def _py_neglogs(self, z: "list[float]") -> "list[float]":
+        """The reference of ``detector._native.neglogs``."""
         spz, n, zmax = self.STEPS_PER_Z, self._n, self.Z_MAX
         out = []
         for v, t, s in zip(z, self.tables, self.slopes):

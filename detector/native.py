@@ -1,0 +1,36 @@
+"""Which implementation of the per-feature numeric loops runs: the compiled kernel or the reference.
+
+The loops over a row of features (log1p and robust deviations, a learning step, the tail rarities)
+are written twice: in pure Python beside their callers (:mod:`detector.baseline`,
+:mod:`detector.scoring`), which is the reference, and in C (``detector/_native.c``, built by
+``pip install -e .`` through ``setup.py``), which is the same operations in the same order on IEEE
+doubles, so the two give equal numbers bit for bit (``tests/unit/test_native.py``) and a replay
+gives byte-identical decisions either way.
+
+:data:`kernels` is the compiled module, or ``None`` when the references run:
+
+- ``FLOWBREAKER_PURE_PYTHON=1`` in the environment forces the references (read once, at import);
+- a kernel that did not build (no C compiler at install time) leaves them running, with one warning
+  in the log.
+
+>>> kernels is None or hasattr(kernels, "log_deviations")
+True
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+__all__ = ["kernels", "PURE_PYTHON_ENV"]
+
+PURE_PYTHON_ENV = "FLOWBREAKER_PURE_PYTHON"
+
+kernels = None
+if os.environ.get(PURE_PYTHON_ENV, "") not in ("1", "true", "yes"):
+    try:
+        from detector import _native as kernels  # type: ignore[no-redef]
+    except ImportError as err:  # the package works without it, at about half the speed
+        logging.getLogger("flowbreaker.native").warning(
+            "the compiled kernel detector._native is not built (%s): running the pure-Python feature loops, "
+            "about half the speed; reinstall with a C compiler and Python headers (bash scripts/install.sh)", err)

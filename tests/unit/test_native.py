@@ -1,0 +1,205 @@
+"""The compiled kernel (detector/_native.c) against its pure-Python references, bit for bit.
+
+The kernel is the same IEEE double operations in the same order as the references
+(detector/baseline.py ``_py_log_deviations`` and ``_py_learn``, detector/scoring.py
+``FeatureTails._py_neglogs``): every number must be equal to the last bit, and a replay must write
+byte-identical files with the kernel and with ``FLOWBREAKER_PURE_PYTHON=1``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from array import array
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from detector import baseline as bl
+from detector import native
+from detector.baseline import _DOWN, _FLOORS, _UP, Z95, _py_learn, _py_log_deviations
+from detector.features import N_FEATURES
+from detector.scoring import FeatureTails
+from models import simulate as sim
+
+REPO = Path(__file__).resolve().parents[2]
+FIXTURE = REPO / "tests" / "fixtures" / "public"
+
+_native = pytest.importorskip("detector._native", reason="the kernel is not built")
+
+
+def bits(xs) -> bytes:
+    """Every float to its 8 bytes: equality of these is equality to the last bit (-0.0, NaN included)."""
+    return array("d", xs).tobytes()
+
+
+def test_the_install_builds_the_kernel_and_the_engine_runs_it():
+    # scripts/install.sh (pip install -e .) compiles it; without FLOWBREAKER_PURE_PYTHON the modules take it
+    assert native.kernels is _native or os.environ.get(native.PURE_PYTHON_ENV) == "1"
+    if native.kernels is not None:
+        assert bl._log_deviations is _native.log_deviations and bl._learn is _native.learn
+
+
+def test_the_environment_variable_forces_the_pure_python_references():
+    probe = ("from detector import native, baseline; import sys; "
+             "sys.exit(0 if native.kernels is None and baseline._learn is baseline._py_learn else 1)")
+    env = {**os.environ, "PYTHONPATH": str(REPO), native.PURE_PYTHON_ENV: "1"}
+    assert subprocess.run([sys.executable, "-c", probe], cwd=REPO, env=env, timeout=60).returncode == 0
+    env.pop(native.PURE_PYTHON_ENV)
+    assert subprocess.run([sys.executable, "-c", probe], cwd=REPO, env=env, timeout=60).returncode == 1
+
+
+# feature values: counts and magnitudes (>= 0, with zeros and huge ones), and some in (-1, 0) and subnormals
+_value = st.one_of(st.just(0.0), st.floats(min_value=0.0, max_value=1e12, allow_nan=False),
+                   st.floats(min_value=-0.999999, max_value=0.0), st.floats(min_value=0.0, max_value=1e-300),
+                   st.integers(min_value=0, max_value=10**6))
+_row = st.lists(_value, min_size=N_FEATURES, max_size=N_FEATURES)
+_loc = st.lists(st.floats(min_value=-5.0, max_value=30.0, allow_nan=False), min_size=N_FEATURES, max_size=N_FEATURES)
+_scale = st.lists(st.one_of(st.just(0.0), st.floats(min_value=0.0, max_value=20.0)), min_size=N_FEATURES,
+                  max_size=N_FEATURES)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_row, _loc, _scale)
+def test_log1p_and_deviations_of_a_row_equal_the_reference_bit_for_bit(x, loc, scale):
+    loc, scale = array("d", loc), array("d", scale)
+    xl_n, z_n = _native.log_deviations(x, loc, scale, _FLOORS)
+    xl_p, z_p = _py_log_deviations(x, loc, scale, _FLOORS)
+    assert bits(xl_n) == bits(xl_p) and bits(z_n) == bits(z_p)
+    assert all(type(v) is float for v in xl_n + z_n)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_row, _loc, _scale, st.floats(min_value=0.004, max_value=2.0))
+def test_a_learning_step_equals_the_reference_bit_for_bit_and_leaves_its_inputs_alone(x, loc, scale, a2):
+    xl = _py_log_deviations(x, [0.0] * N_FEATURES, [1.0] * N_FEATURES, _FLOORS)[0]
+    loc, scale = array("d", loc), array("d", scale)
+    before = (loc.tobytes(), scale.tobytes())
+    loc_n, scale_n = _native.learn(xl, loc, scale, _FLOORS, a2, Z95, _UP, _DOWN)
+    loc_p, scale_p = _py_learn(xl, loc, scale, _FLOORS, a2, Z95, _UP, _DOWN)
+    assert (loc_n.tobytes(), scale_n.tobytes()) == (loc_p.tobytes(), scale_p.tobytes())
+    assert (loc.tobytes(), scale.tobytes()) == before  # new arrays: a profile held for the reasons stays
+    assert loc_n is not loc and scale_n is not scale
+
+
+def test_a_thousand_learning_steps_of_a_baseline_stay_equal_to_the_reference():
+    b = bl.Baseline.from_prior(bl.Prior.generic())
+    loc, scale, n = array("d", b.loc), array("d", b.scale), b.n
+    for i in range(1000):
+        x = [float((i * 7919 + 13 * f) % 97) * (f + 1) for f in range(N_FEATURES)]
+        xl, _ = b.log_deviations(x)
+        b.learn_log(xl)
+        n += 1.0
+        a = max(1.0 / n, bl._ALPHA_MIN)
+        loc, scale = _py_learn(xl, loc, scale, _FLOORS, 2.0 * a, Z95, _UP, _DOWN)
+    assert (b.loc.tobytes(), b.scale.tobytes()) == (loc.tobytes(), scale.tobytes())
+
+
+def _fitted_tails() -> FeatureTails:
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+    z = np.abs(rng.standard_cauchy((2000, N_FEATURES))) * rng.choice([-1.0, 1.0], (2000, N_FEATURES))
+    return FeatureTails.fit(z)
+
+
+_TAILS = (FeatureTails.generic(N_FEATURES), _fitted_tails())
+_z = st.one_of(st.just(0.0), st.just(-0.0), st.floats(min_value=-1e6, max_value=1e6, allow_nan=False),
+               st.floats(min_value=39.0, max_value=41.0), st.floats(min_value=0.0, max_value=0.2))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_z, min_size=N_FEATURES, max_size=N_FEATURES), st.sampled_from(_TAILS))
+def test_tail_rarities_equal_the_reference_bit_for_bit(z, tails):
+    assert bits(_native.neglogs(z, tails._flat, tails._slopes, tails._n, float(tails.STEPS_PER_Z), tails.Z_MAX)) \
+        == bits(tails._py_neglogs(z))
+
+
+def test_tail_rarities_at_every_table_edge_equal_the_reference():
+    tails = _TAILS[1]
+    edges = [k / tails.STEPS_PER_Z for k in range(int(tails.Z_MAX * tails.STEPS_PER_Z) + 3)]
+    for e in edges:
+        for v in (e, e - 1e-12, e + 1e-12, float.fromhex("0x1p-1074")):
+            z = [v] * N_FEATURES
+            assert bits(tails.neglogs(z)) == bits(tails._py_neglogs(z))
+
+
+@pytest.mark.parametrize("bad, error", [(float("inf"), OverflowError), (float("nan"), ValueError)])
+def test_a_non_finite_deviation_raises_what_the_reference_raises(bad, error):
+    tails = _TAILS[0]
+    z = [1.0] * N_FEATURES
+    z[3] = bad
+    with pytest.raises(error):
+        tails._py_neglogs(z)
+    with pytest.raises(error):
+        _native.neglogs(z, tails._flat, tails._slopes, tails._n, float(tails.STEPS_PER_Z), tails.Z_MAX)
+
+
+@pytest.mark.parametrize("bad", [-1.0, -2.0])
+def test_a_value_outside_log1p_raises_value_error_in_both(bad):
+    x = [1.0] * N_FEATURES
+    x[0] = bad
+    ones = array("d", [1.0] * N_FEATURES)
+    for fn in (_native.log_deviations, _py_log_deviations):
+        with pytest.raises(ValueError):
+            fn(x, ones, ones, _FLOORS)
+
+
+def test_a_profile_that_is_not_an_array_of_doubles_is_refused():
+    x = [1.0] * N_FEATURES
+    with pytest.raises(TypeError):
+        _native.log_deviations(x, array("f", [0.0] * N_FEATURES), array("d", [1.0] * N_FEATURES), _FLOORS)
+    with pytest.raises(ValueError):
+        _native.learn(x[:-1], array("d", [0.0] * N_FEATURES), array("d", [1.0] * N_FEATURES), _FLOORS,
+                      0.1, Z95, _UP, _DOWN)
+
+
+# ------------------------------------------------------------------------- replay, kernel on and off
+
+def _cli(args: list[str], *, pure: bool) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop(native.PURE_PYTHON_ENV, None)
+    if pure:
+        env[native.PURE_PYTHON_ENV] = "1"
+    done = subprocess.run([sys.executable, "-m", "streams.cli.main", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def _replay_both(tmp_path: Path, args: list[str], outputs: tuple[str, ...]) -> dict[str, bytes]:
+    files = {}
+    for pure in (False, True):
+        d = tmp_path / ("pure" if pure else "native")
+        d.mkdir()
+        _cli(["replay", *args, "--quiet", "--out", str(d / "decisions.jsonl"),
+              *(x for o in outputs for x in (f"--{o}", str(d / f"{o}.jsonl")))], pure=pure)
+        files[d.name] = {p.name: p.read_bytes() for p in sorted(d.iterdir())}
+    assert files["native"] == files["pure"]
+    return files["native"]
+
+
+def test_a_replay_of_the_simulated_fleet_with_a_trained_model_is_byte_identical_with_and_without_the_kernel(
+        tmp_path):
+    events, labels = sim.simulate(n_agents=8, days=4, seed=7)
+    history, rest = sim.split_history(events, labels)
+    (tmp_path / "history.jsonl").write_text("".join(json.dumps(e) + "\n" for e in history))
+    (tmp_path / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in rest))
+    _cli(["train", "--input", str(tmp_path / "history.jsonl"), "--out", str(tmp_path / "model"), "--trees", "20",
+          "--quiet"], pure=False)
+    out = _replay_both(tmp_path, ["--model", str(tmp_path / "model"), "--input", str(tmp_path / "events.jsonl"),
+                                  "--gate"], ("incidents", "episodes"))
+    decisions = out["decisions.jsonl"].decode().splitlines()
+    assert len(decisions) == len(rest)
+    assert any(json.loads(d)["severity"] != "ok" for d in decisions)  # the comparison covers alerts too
+
+
+def test_a_replay_of_the_public_fixture_is_byte_identical_with_and_without_the_kernel(tmp_path):
+    policy = ["--policy", str(FIXTURE / "policy.toml")]
+    _cli(["train", *policy, "--input", str(FIXTURE / "history.jsonl"), "--out", str(tmp_path / "model"),
+          "--trees", "20", "--quiet"], pure=False)
+    out = _replay_both(tmp_path, [*policy, "--model", str(tmp_path / "model"), "--input", str(FIXTURE / "events.jsonl"),
+                                  "--gate", "--analyst", str(FIXTURE / "labels.json")],
+                       ("incidents", "episodes", "verdicts-out"))
+    assert len(out["decisions.jsonl"].decode().splitlines()) == 546
