@@ -59,7 +59,7 @@ SLOTS = 8
 #: sends to a family before its share of new destinations says anything
 MIN_SENDS = 5.0
 #: the share of sends to never-seen destinations from which a new one is routine for the family
-MIN_SHARE = 0.2
+MIN_SHARE = 0.15
 #: a family's counts halve when its sends reach this (recent work weighs most)
 HALF_AT = 12.0
 _W = 3
