@@ -5,8 +5,12 @@
 Prints numbers; asserts nothing. "Bare decode" is ``decode_event`` over the
 file's lines (the cheapest thing any consumer must do per event); "replay" is
 decode + ``Engine.process_batch`` + encoding the decision record, i.e. what
-``flowbreaker replay`` does per event. Also shown: ``json.loads`` and pydantic
-v2 on the same lines, which is how the decoder was chosen.
+``flowbreaker replay`` does per event, with its garbage collector thresholds
+(streams/gc_tuning.py) and the compiled kernel when it is built (detector/native.py;
+the pure-Python references are timed too, as ``FLOWBREAKER_PURE_PYTHON=1`` runs them).
+Issue 20's goal: replay with a trained model <= 10x a bare decode, >= 50,000 events/s.
+Also shown: ``json.loads`` and pydantic v2 on the same lines, which is how the decoder
+was chosen. The machine's load average is printed beside the numbers (a shared machine).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import sys
 import tempfile
 import time
@@ -24,11 +29,26 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import msgspec  # noqa: E402
 
+from detector import baseline, native, scoring  # noqa: E402
 from detector.engine import Engine  # noqa: E402
 from detector.events import decode_event  # noqa: E402
 from models.simulate import simulate  # noqa: E402
 from models.store import load_model, save_model  # noqa: E402
 from models.train import fit  # noqa: E402
+from streams.gc_tuning import tune  # noqa: E402
+
+
+def use_kernel(on: bool) -> None:
+    """Run the compiled kernel or the pure-Python references from now on (a bench's switch: the
+    product decides once, at import, from FLOWBREAKER_PURE_PYTHON)."""
+    k = native.kernels if on else None
+    baseline._log_deviations = k.log_deviations if k else baseline._py_log_deviations
+    baseline._learn = k.learn if k else baseline._py_learn
+    scoring._kernels = k
+
+
+def load() -> str:
+    return "load %.2f" % os.getloadavg()[0]
 
 
 def best_of(n, fn):
@@ -101,18 +121,28 @@ def main() -> None:
                 if not d.duplicate:
                     enc(d.record)
 
-    t_rep_online = best_of(3, lambda: replay(None))
-    t_rep_model = best_of(3, lambda: replay(model))
+    tune()  # as flowbreaker replay and the worker
     us = lambda t: t / m * 1e6  # noqa: E731
     print(f"events: {m} (avg {avg:.0f} bytes), {args.agents} agents")
     print(f"json.loads            {m / t_json:>10,.0f} events/s  {us(t_json):6.2f} us/event")
     if t_pyd:
         print(f"pydantic v2 validate  {m / t_pyd:>10,.0f} events/s  {us(t_pyd):6.2f} us/event")
-    print(f"bare decode (msgspec) {m / t_dec:>10,.0f} events/s  {us(t_dec):6.2f} us/event")
-    print(f"replay, online only   {m / t_rep_online:>10,.0f} events/s  {us(t_rep_online):6.2f} us/event"
-          f"  ({t_rep_online / t_dec:.1f}x bare decode)")
-    print(f"replay, trained model {m / t_rep_model:>10,.0f} events/s  {us(t_rep_model):6.2f} us/event"
-          f"  ({t_rep_model / t_dec:.1f}x bare decode)")
+    print(f"bare decode (msgspec) {m / t_dec:>10,.0f} events/s  {us(t_dec):6.2f} us/event  [{load()}]")
+    kernels = [True, False] if native.kernels is not None else [False]
+    for on in kernels:
+        use_kernel(on)
+        t_d = best_of(3, lambda: [decode_event(x) for x in test])  # the ratios' decode: same moment, same load
+        t_rep_online = best_of(3, lambda: replay(None))
+        t_rep_model = best_of(3, lambda: replay(model))
+        how = "compiled kernel" if on else "pure Python"
+        print(f"replay, online only   {m / t_rep_online:>10,.0f} events/s  {us(t_rep_online):6.2f} us/event"
+              f"  ({t_rep_online / t_d:.1f}x bare decode of {us(t_d):.2f} us)  {how}  [{load()}]")
+        print(f"replay, trained model {m / t_rep_model:>10,.0f} events/s  {us(t_rep_model):6.2f} us/event"
+              f"  ({t_rep_model / t_d:.1f}x bare decode of {us(t_d):.2f} us)  {how}  [{load()}]")
+    use_kernel(native.kernels is not None)
+    if native.kernels is None:
+        print("(the compiled kernel is not built: bash scripts/install.sh with a C compiler builds it)")
+    print("goal (issue 20): trained model <= 10x bare decode, >= 50,000 events/s")
 
     # state per agent at steady state: many agents, each with a realistic history
     k = args.state_agents

@@ -123,6 +123,9 @@ def load_approvals(path: str | None):
 
 
 def run(args: argparse.Namespace) -> int:
+    from streams.gc_tuning import tune
+
+    tune()  # the worker's collector thresholds: the same engine at the same cost
     engine = load_engine(args.model, args.policy, approvals=load_approvals(getattr(args, "approvals", None)))
     gate = None
     if args.gate:

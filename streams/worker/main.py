@@ -93,9 +93,9 @@ def run(args: argparse.Namespace) -> int:
     metrics = _metrics(engine)
     # Full collections of a large young heap paused the event loop for 50-135 ms (bench/bench_check.py):
     # collect young objects less often; long-lived state is frozen out of collection once the worker is up.
-    import gc
+    from streams.gc_tuning import tune
 
-    gc.set_threshold(50_000, 20, 1_000)
+    tune()
     if os.environ.get("FLOWBREAKER_TRACEMALLOC"):  # memory measurement (bench/bench_memory.py): /status?memory=1
         import tracemalloc
 
