@@ -26,19 +26,22 @@ agent's recent work (drift) over tens of sends. ``flowbreaker train`` computes e
 agent's habits from its history the same way (they start the agent's state), and pools
 an operator's agents' habits for a newcomer of that operator.
 
-Fixed size: a flat ``array('d')`` of ``SLOTS x (family hash, sends, new sends)``; the
-family sent to least makes room.
+A send to the destination the family's last send went to is not counted again: six updates
+of one booking paid by one card are one use of the card, not five known payees.
+
+Fixed size: a flat ``array('d')`` of ``SLOTS x (family hash, sends, new sends, last
+destination hash)``; the family sent to least makes room.
 
 >>> h = Habits()
 >>> for i in range(10):
-...     h.observe([(7, i % 2 == 0)])
->>> list(h.a)  # the first send to a family is not counted as new
+...     h.observe([(7, i % 2 == 0, i)])
+>>> list(h.a)[:3]  # the first send to a family is not counted as new
 [7.0, 10.0, 4.0]
 >>> h.habitual(7), h.habitual(8)
 (True, False)
 >>> g = Habits()
 >>> for i in range(20):
-...     g.observe([(7, i == 0)])
+...     g.observe([(7, i == 0, i)])
 >>> g.habitual(7)
 False
 """
@@ -52,7 +55,7 @@ from detector.features import destination_family
 from detector.policy import BROADCAST, EXTERNAL
 from detector.sketch import stable_hash
 
-__all__ = ["Habits", "SLOTS", "MIN_SENDS", "MIN_SHARE", "HALF_AT", "pooled", "family_key", "sends_of"]
+__all__ = ["Habits", "SLOTS", "MIN_SENDS", "MIN_SHARE", "HALF_AT", "pooled", "family_key", "sends_of", "WIDTH"]
 
 #: families kept per agent
 SLOTS = 8
@@ -62,7 +65,9 @@ MIN_SENDS = 5.0
 MIN_SHARE = 0.15
 #: a family's counts halve when its sends reach this (recent work weighs most)
 HALF_AT = 12.0
-_W = 3
+_W = 4
+#: floats per family (the model's habit arrays hold SLOTS x WIDTH per row)
+WIDTH = _W
 #: outward destinations of one action counted (the first ones)
 _COUNTED = 16
 _family_keys: dict[str, int] = {}
@@ -82,15 +87,16 @@ def family_key(dest: str) -> int:
     return k
 
 
-def sends_of(destinations: Sequence[str], classes: Sequence[str], new: Sequence[str]) -> list[tuple[int, bool]]:
+def sends_of(destinations: Sequence[str], classes: Sequence[str],
+             new: Sequence[str]) -> list[tuple[int, bool, int]]:
     """One action's outward sends for :meth:`Habits.observe`: the family of each external or broadcast
     destination (``classes`` as :attr:`detector.features.Observation.dest_classes` gives them) and whether
-    it is among ``new`` (the destinations the agent never sent to)."""
+    it is among ``new`` (the destinations the agent never sent to), and the destination's hash."""
     out = []
     for i, cls in enumerate(classes[:_COUNTED]):
         if cls is EXTERNAL or cls is BROADCAST or cls == EXTERNAL or cls == BROADCAST:
             d = destinations[i]
-            out.append((family_key(d), d in new))
+            out.append((family_key(d), d in new, stable_hash(d)))
     return out
 
 
@@ -119,26 +125,34 @@ class Habits:
                 return sends >= MIN_SENDS and a[b + 2] >= MIN_SHARE * sends
         return False
 
-    def observe(self, sends: Iterable[tuple[int, bool]]) -> None:
-        """Count one action's outward sends: ``(family hash, went to a never-seen destination)`` each
-        (one action counts once per family, new if any of its destinations there was new)."""
-        per: dict[int, bool] = {}
-        for fam, new in sends:
-            per[fam] = per.get(fam, False) or new
+    def observe(self, sends: Iterable[tuple[int, bool, int]]) -> None:
+        """Count one action's outward sends: ``(family hash, went to a never-seen destination, destination
+        hash)`` each (one action counts once per family, new if any of its destinations there was new; not at
+        all when its one destination there is the one the family's last send went to)."""
+        per: dict[int, tuple[bool, int]] = {}
+        for fam, new, dest in sends:
+            was = per.get(fam)
+            per[fam] = (new, dest) if was is None else (was[0] or new, -1)
         a = self.a
-        for fam, new in per.items():
+        for fam, (new, dest) in per.items():
             fk = float(fam)
+            fd = float(dest)
             for b in range(0, len(a), _W):
                 if a[b] == fk:
+                    if a[b + 3] == fd and dest >= 0:
+                        b = -1  # the same destination again: one use
                     break
             else:
                 if len(a) < _W * SLOTS:
                     b = len(a)
-                    a.extend((fk, 0.0, 0.0))
+                    a.extend((fk, 0.0, 0.0, -1.0))
                 else:  # the family sent to least makes room
                     b = min(range(0, len(a), _W), key=lambda i: (a[i + 1], i))
-                    a[b], a[b + 1], a[b + 2] = fk, 0.0, 0.0
+                    a[b], a[b + 1], a[b + 2], a[b + 3] = fk, 0.0, 0.0, -1.0
                 new = False  # the first send to a family is new by definition: it says nothing of a habit
+            if b < 0:
+                continue
+            a[b + 3] = fd
             a[b + 1] += 1.0
             if new:
                 a[b + 2] += 1.0
@@ -153,9 +167,9 @@ def pooled(members: Iterable[Habits]) -> Habits:
 
     >>> a, b = Habits(), Habits()
     >>> for i in range(6):
-    ...     a.observe([(1, True)]); b.observe([(1, False)])
+    ...     a.observe([(1, True, i)]); b.observe([(1, False, i)])
     >>> p = pooled([a, b]); p.habitual(1), list(p.a)
-    (True, [1.0, 6.0, 2.5])
+    (True, [1.0, 6.0, 2.5, -1.0])
     """
     sums: dict[float, list[float]] = {}
     for h in members:
@@ -167,5 +181,5 @@ def pooled(members: Iterable[Habits]) -> Habits:
     out = Habits()
     for fk, (sends, new) in sorted(sums.items(), key=lambda kv: (-kv[1][0], kv[0]))[:SLOTS]:
         scale = min(1.0, (HALF_AT / 2) / sends) if sends > 0 else 1.0
-        out.a.extend((fk, sends * scale, new * scale))
+        out.a.extend((fk, sends * scale, new * scale, -1.0))
     return out

@@ -23,7 +23,7 @@ import numpy as np
 from detector.baseline import Prior
 from detector.features import FEATURE_NAMES, N_FEATURES, SKETCH_BYTES as _FEATURE_SKETCH_BYTES
 from detector.scoring import Calibration, FeatureTails
-from detector.habits import SLOTS as HABIT_SLOTS
+from detector.habits import SLOTS as HABIT_SLOTS, WIDTH as HABIT_WIDTH
 
 __all__ = ["ModelError", "TrainedModel", "Forest", "load_model", "save_model", "load_engine", "tool_family", "FORMAT"]
 
@@ -127,7 +127,7 @@ def _habits(rows: np.ndarray | None, i: int) -> bytes | None:
     """Row ``i`` of an agent_habits / operator_habits array as :class:`detector.habits.Habits` bytes."""
     if rows is None:
         return None
-    row = rows[i].reshape(-1, 3)
+    row = rows[i].reshape(-1, HABIT_WIDTH)
     return row[row[:, 1] > 0.0].astype(np.float64).tobytes()
 
 
@@ -271,8 +271,8 @@ def load_model(path: str | Path) -> TrainedModel:
         raise ModelError(f"model arrays {npz}: agent_sketches do not match the card")
     O = len(card.get("operators", []))
     for name, shape, dtype in (("operator_sketches", (O, sum(SKETCH_BYTES)), np.uint8),
-                               ("agent_habits", (A, 3 * HABIT_SLOTS), np.float64),
-                               ("operator_habits", (O, 3 * HABIT_SLOTS), np.float64)):
+                               ("agent_habits", (A, HABIT_WIDTH * HABIT_SLOTS), np.float64),
+                               ("operator_habits", (O, HABIT_WIDTH * HABIT_SLOTS), np.float64)):
         v = arrays.get(name)
         if v is not None and (v.dtype != dtype or v.shape != shape):
             raise ModelError(f"model arrays {npz}: {name} do not match the card")

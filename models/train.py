@@ -35,7 +35,7 @@ from detector.baseline import FLOORS, Z95
 from detector.events import ActionEvent
 from detector.evidence import strength
 from detector.features import FEATURE_NAMES, N_FEATURES, FeatureState, commit_novelty, extract, settle
-from detector.habits import SLOTS as HABIT_SLOTS, Habits, pooled, sends_of
+from detector.habits import SLOTS as HABIT_SLOTS, WIDTH as HABIT_WIDTH, Habits, pooled, sends_of
 from detector.policy import Policy
 from detector.engine import GENERIC_MULTIPLICITY
 from detector.scoring import Calibration, FeatureTails
@@ -56,7 +56,7 @@ _PEER_ITEMS_MIN = 2
 def _habit_rows(blobs: list[bytes]) -> np.ndarray:
     """Destination habits (:class:`detector.habits.Habits` bytes) as rows of a float array, zero-padded (a
     family's slot always holds sends > 0)."""
-    out = np.zeros((len(blobs), 3 * HABIT_SLOTS))
+    out = np.zeros((len(blobs), HABIT_WIDTH * HABIT_SLOTS))
     for i, b in enumerate(blobs):
         v = np.frombuffer(b, dtype=np.float64)
         out[i, :len(v)] = v
