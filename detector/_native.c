@@ -14,6 +14,8 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <math.h>
+#include <stdint.h>
+#include <string.h>
 
 /* A writable (or read-only) C-contiguous buffer of doubles (array('d')). */
 static int
@@ -283,6 +285,93 @@ done:
     return out;
 }
 
+/* A buffer of `itemsize`-byte items whose format is one of `kinds` (numpy says "i", "l", "q", "d", maybe
+ * with a byte-order prefix for native order). */
+static int
+get_items(PyObject *obj, Py_buffer *view, int writable, Py_ssize_t itemsize, const char *kinds, const char *what)
+{
+    int flags = PyBUF_FORMAT | PyBUF_C_CONTIGUOUS | (writable ? PyBUF_WRITABLE : 0);
+    if (PyObject_GetBuffer(obj, view, flags) < 0)
+        return -1;
+    const char *f = view->format ? view->format : "B";
+    if (*f == '@' || *f == '=' || *f == '<')
+        f++;
+    if (view->itemsize != itemsize || f[0] == '\0' || f[1] != '\0' || strchr(kinds, f[0]) == NULL) {
+        PyBuffer_Release(view);
+        PyErr_Format(PyExc_TypeError, "%s has the wrong item type", what);
+        return -1;
+    }
+    return 0;
+}
+
+/* forest_leaves(z, feature, threshold, depth, out)
+ *   The bottom slot each row of z (n x d float64) reaches in each tree of a complete-tree forest
+ *   (feature int32 and threshold float64, trees x inner nodes), written into out (n x trees int64) as
+ *   models.store.Forest._py_leaves computes it: depth rounds of node = 2 node + 1 + (z[feature] > threshold). */
+static PyObject *
+forest_leaves(PyObject *self, PyObject *args)
+{
+    PyObject *z_o, *f_o, *t_o, *o_o;
+    Py_ssize_t depth;
+    PyObject *res = NULL;
+    if (!PyArg_ParseTuple(args, "OOOnO:forest_leaves", &z_o, &f_o, &t_o, &depth, &o_o))
+        return NULL;
+    Py_buffer zv, fv, tv, ov;
+    if (get_items(z_o, &zv, 0, 8, "d", "z") < 0)
+        return NULL;
+    if (get_items(f_o, &fv, 0, 4, "i", "feature") < 0)
+        goto f0;
+    if (get_items(t_o, &tv, 0, 8, "d", "threshold") < 0)
+        goto f1;
+    if (get_items(o_o, &ov, 1, 8, "lq", "out") < 0)
+        goto f2;
+    if (zv.ndim != 2 || fv.ndim != 2 || tv.ndim != 2 || ov.ndim != 2 || fv.shape[0] != tv.shape[0]
+            || fv.shape[1] != tv.shape[1] || ov.shape[0] != zv.shape[0] || ov.shape[1] != fv.shape[0]
+            || depth < 1 || depth > 40 || ((Py_ssize_t)1 << depth) - 1 != fv.shape[1]) {
+        PyErr_SetString(PyExc_ValueError, "forest_leaves: inconsistent shapes");
+        goto f3;
+    }
+    {
+        const Py_ssize_t n = zv.shape[0], d = zv.shape[1], trees = fv.shape[0], inner = fv.shape[1];
+        const double *z = zv.buf, *thr = tv.buf;
+        const int *feat = fv.buf;
+        int64_t *out = ov.buf;
+        for (Py_ssize_t t = 0; t < trees; t++) {
+            const int *ft = feat + t * inner;
+            for (Py_ssize_t i = 0; i < inner; i++) {
+                if (ft[i] < 0 || ft[i] >= d) {
+                    PyErr_SetString(PyExc_IndexError, "forest_leaves: a feature index is out of range");
+                    goto f3;
+                }
+            }
+        }
+        Py_BEGIN_ALLOW_THREADS
+        for (Py_ssize_t r = 0; r < n; r++) {
+            const double *row = z + r * d;
+            for (Py_ssize_t t = 0; t < trees; t++) {
+                const int *ft = feat + t * inner;
+                const double *tt = thr + t * inner;
+                Py_ssize_t node = 0;
+                for (Py_ssize_t k = 0; k < depth; k++)
+                    node = 2 * node + 1 + (row[ft[node]] > tt[node]);
+                out[r * trees + t] = node - inner + t * (inner + 1);
+            }
+        }
+        Py_END_ALLOW_THREADS
+    }
+    Py_INCREF(Py_None);
+    res = Py_None;
+f3:
+    PyBuffer_Release(&ov);
+f2:
+    PyBuffer_Release(&tv);
+f1:
+    PyBuffer_Release(&fv);
+f0:
+    PyBuffer_Release(&zv);
+    return res;
+}
+
 static PyMethodDef methods[] = {
     {"log_deviations", log_deviations, METH_VARARGS,
      "log_deviations(x, loc, scale, floors) -> (xl, z): log1p of a row and its robust deviations."},
@@ -290,6 +379,8 @@ static PyMethodDef methods[] = {
      "learn(xl, loc, scale, floors, a2, z95, up, down) -> (loc, scale): one learning step, on copies."},
     {"neglogs", neglogs, METH_VARARGS,
      "neglogs(z, tables, slopes, n, spz, zmax) -> list: -log10 p of each deviation."},
+    {"forest_leaves", forest_leaves, METH_VARARGS,
+     "forest_leaves(z, feature, threshold, depth, out): the leaf of each row in each tree, into out."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -23,6 +23,7 @@ import numpy as np
 from detector.baseline import Prior
 from detector.features import FEATURE_NAMES, N_FEATURES, SKETCH_BYTES as _FEATURE_SKETCH_BYTES
 from detector.scoring import Calibration, FeatureTails
+from detector.native import kernels as _kernels
 from detector.habits import SLOTS as HABIT_SLOTS, WIDTH as HABIT_WIDTH
 
 __all__ = ["ModelError", "TrainedModel", "Forest", "load_model", "save_model", "load_engine", "tool_family", "FORMAT"]
@@ -106,6 +107,17 @@ class Forest:
         """Anomaly score in (0, 1] per row (the original paper's ``s``; higher is more anomalous)."""
         # scikit-learn compares float32 inputs with its thresholds: do the same
         z = np.clip(np.asarray(z, dtype=np.float64), -_Z_CLIP, _Z_CLIP).astype(np.float32).astype(np.float64)
+        if _kernels is not None:  # the same walk compiled (detector/native.py); tests/unit/test_native.py
+            leaf = np.empty((z.shape[0], self.feature.shape[0]), dtype=np.int64)
+            _kernels.forest_leaves(np.ascontiguousarray(z), self.feature, self.threshold, self.depth, leaf)
+        else:
+            leaf = self._py_leaves(z)
+        h = self.path.ravel()[leaf].mean(axis=1)
+        return np.power(2.0, -h / self._norm)
+
+    def _py_leaves(self, z: np.ndarray) -> np.ndarray:
+        """The bottom slot (an index into ``path.ravel()``) each row reaches in each tree: the reference of
+        ``detector._native.forest_leaves``."""
         n = z.shape[0]
         T, inner = self.feature.shape
         feat = self.feature.ravel()
@@ -118,9 +130,7 @@ class Forest:
             k = node + off
             right = zf[rows + feat[k]] > thr[k]
             node = 2 * node + 1 + right
-        leaf = node - inner + (np.arange(T, dtype=np.int64) * (inner + 1))[None, :]
-        h = self.path.ravel()[leaf].mean(axis=1)
-        return np.power(2.0, -h / self._norm)
+        return node - inner + (np.arange(T, dtype=np.int64) * (inner + 1))[None, :]
 
 
 def _habits(rows: np.ndarray | None, i: int) -> bytes | None:
