@@ -180,12 +180,9 @@ class KindProfiles:
         return self.a.tobytes()
 
     def _slot(self, kind: int) -> int:
-        a = self.a
+        keys = self.a[0::_KIND_W]
         fk = float(kind)
-        for b in range(0, len(a), _KIND_W):
-            if a[b] == fk:
-                return b
-        return -1
+        return _KIND_W * keys.index(fk) if fk in keys else -1
 
     def compare(self, kind: int, xl: list[float], z: list[float]) -> bool:
         """Where this kind's profile is established (worth :data:`KIND_MIN` actions), lower the magnitudes'

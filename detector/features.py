@@ -115,7 +115,10 @@ _WORD = re.compile(r"[a-z]{2,}")
 #: words too common in addresses to relate anything
 _STOP = frozenset(("com", "org", "net", "www", "http", "https", "mail", "email", "gmail", "example", "customer",
                    "user", "users", "corp", "inbox", "outbox", "the", "and", "info", "support", "team", "noreply"))
-_words_cache: dict[str, tuple[int, ...]] = {}
+#: text -> (hashes of its words, their 128-bit context bits), memoised
+_words_cache: dict[str, tuple[tuple[int, ...], int]] = {}
+#: resource -> the hash of its family (resource_family), memoised
+_res_hashes: dict[str, int] = {}
 #: (action, tool) -> the hash of its kind (verb and tool family), memoised
 _kinds: dict[tuple[str, str], int] = {}
 _START = 0x5A17
@@ -271,15 +274,34 @@ def _words(text: str) -> tuple[int, ...]:
     """Hashes of the words (letters only, 2+ long, common address words left out) in a name, address
     or resource: ``customer:noah_hernandez_42`` and ``email:noah.hernandez7@x.example`` share two."""
     hit = _words_cache.get(text)
-    if hit is None:
-        local = text.partition(":")[2] or text
-        if "@" in local:
-            local = local.rpartition("@")[0]
-        hit = tuple(stable_hash(w) for w in _WORD.findall(local.lower()) if w not in _STOP)[:16]
-        if len(_words_cache) >= 50_000:
-            _words_cache.clear()
-        _words_cache[text] = hit
+    return hit[0] if hit is not None else _learn_words(text)[0]
+
+
+def _text_bits(text: str) -> int:
+    """``_word_bits(_words(text))``, memoised with the words."""
+    hit = _words_cache.get(text)
+    return hit[1] if hit is not None else _learn_words(text)[1]
+
+
+def _learn_words(text: str) -> tuple[tuple[int, ...], int]:
+    local = text.partition(":")[2] or text
+    if "@" in local:
+        local = local.rpartition("@")[0]
+    words = tuple(stable_hash(w) for w in _WORD.findall(local.lower()) if w not in _STOP)[:16]
+    if len(_words_cache) >= 50_000:
+        _words_cache.clear()
+    hit = _words_cache[text] = (words, _word_bits(words))
     return hit
+
+
+def _resource_hash(resource: str) -> int:
+    """``stable_hash(resource_family(resource))``, memoised."""
+    h = _res_hashes.get(resource)
+    if h is None:
+        if len(_res_hashes) >= 50_000:
+            _res_hashes.clear()
+        h = _res_hashes[resource] = stable_hash(resource_family(resource))
+    return h
 
 
 def _word_bits(words: tuple[int, ...]) -> int:
@@ -356,7 +378,7 @@ def extract(st: FeatureState, ev: ActionEvent, policy: Policy, adopted=None) -> 
     # novelty (not yet committed)
     wn = 1.0 + w / 5.0
     h_tool = stable_hash(ev.tool)
-    h_res = stable_hash(resource_family(ev.resource))
+    h_res = _resource_hash(ev.resource)
     novelty = 0.0
     novel_tool = 0.0
     acting = ev.action != "read" or bool(ev.destinations)
@@ -386,7 +408,7 @@ def extract(st: FeatureState, ev: ActionEvent, policy: Policy, adopted=None) -> 
         context = (int(tasks[slot_base + 7]) | (int(tasks[slot_base + 8]) << 32) | (int(tasks[slot_base + 9]) << 64)
                    | (int(tasks[slot_base + 10]) << 96))
     if ev.requested_by is not None:
-        context |= _word_bits(_words(ev.requested_by))
+        context |= _text_bits(ev.requested_by)
 
     # destinations
     fanout = 0
@@ -503,7 +525,7 @@ def extract(st: FeatureState, ev: ActionEvent, policy: Policy, adopted=None) -> 
             flags |= _F_STRANGER  # whoever started the task stays unfamiliar for all of it
         elif flags & _F_STRANGER and who is not None and unfamiliar == 0.0 and h_who:
             unfamiliar = _directed_harm(ev, outward, sensitive, fanout, classes, dests)
-        ctx = context | _word_bits(_words(ev.resource))
+        ctx = context | _text_bits(ev.resource)
         tasks[base + 7] = float(ctx & 0xFFFFFFFF)
         tasks[base + 8] = float((ctx >> 32) & 0xFFFFFFFF)
         tasks[base + 9] = float((ctx >> 64) & 0xFFFFFFFF)
@@ -635,14 +657,13 @@ def _task_slot(st: FeatureState, h: int, t: float) -> int:
     """The slot of task ``h``; a new task takes the least recently used slot."""
     tasks = st.tasks
     hf = float(h)
-    oldest, oldest_t = 0, float("inf")
-    for i in range(_N_TASKS):
-        b = _SLOT * i
-        if tasks[b] == hf:
-            tasks[b + 3] = t
-            return i
-        if tasks[b + 3] < oldest_t:
-            oldest, oldest_t = i, tasks[b + 3]
+    keys = tasks[0::_SLOT]
+    if hf in keys:
+        i = keys.index(hf)
+        tasks[_SLOT * i + 3] = t
+        return i
+    last = tasks[3::_SLOT]
+    oldest = last.index(min(last))  # the first of the least recently used
     b = _SLOT * oldest
     tasks[b:b + _SLOT] = array("d", (hf, t) + (0.0,) * (_SLOT - 2))
     tasks[b + 1], tasks[b + 3] = 0.0, t
