@@ -30,7 +30,7 @@ kernels = None
 if os.environ.get(PURE_PYTHON_ENV, "") not in ("1", "true", "yes"):
     try:
         from detector import _native as kernels  # type: ignore[no-redef]
-    except ImportError as err:  # the package works without it, at about half the speed
+    except ImportError as err:  # the package works without it, slower
         logging.getLogger("flowbreaker.native").warning(
-            "the compiled kernel detector._native is not built (%s): running the pure-Python feature loops, "
-            "about half the speed; reinstall with a C compiler and Python headers (bash scripts/install.sh)", err)
+            "the compiled kernel detector._native is not built (%s): running the pure-Python feature loops "
+            "(same decisions, slower); reinstall with a C compiler and Python headers (bash scripts/install.sh)", err)

@@ -244,3 +244,26 @@ def test_a_forest_that_is_not_laid_out_as_complete_trees_is_refused(forest):
         _native.forest_leaves(z, bad, forest.threshold, forest.depth, out)
     with pytest.raises(TypeError):
         _native.forest_leaves(z, forest.feature.astype(np.int64), forest.threshold, forest.depth, out)
+
+
+def test_without_the_kernel_the_engine_runs_the_references_and_says_so_once_on_stderr():
+    probe = """
+import sys
+sys.modules["detector._native"] = None  # as when the build failed
+from detector import baseline, native, scoring
+from detector.engine import Engine
+from detector.events import decode_event
+import detector.native
+assert native.kernels is None and baseline._learn is baseline._py_learn and scoring._kernels is None
+eng = Engine()
+d = eng.process(decode_event({"event_id": "e1", "ts": "2026-03-02T09:00:00Z", "agent_id": "a", "operator_id": "o",
+                              "tool": "t", "action": "read", "resource": "r://x", "sensitivity": "internal"}))
+print(d.record["severity"])
+"""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop(native.PURE_PYTHON_ENV, None)
+    done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
+    assert done.stderr.count("detector._native is not built") == 1
