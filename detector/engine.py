@@ -204,12 +204,14 @@ class AgentState:
         #: per family of destination, how often a send goes somewhere new (detector/habits.py); from training
         self.habits = Habits(prior.habits or b"")
 
-    def dump(self) -> bytes:
+    def dump(self, episode: tuple | None = None) -> bytes:
+        """The state as bytes (the worker's changelog value), with the agent's open alert episode
+        (:meth:`detector.episodes.EpisodeBook.open_state`) when given."""
         return msgspec.msgpack.encode((_STATE_VERSION, self.operator_id, self.features.to_tuple(),
                                        self.baseline.to_tuple(), self.breaker.to_tuple(), self.seen.tobytes(),
                                        self.seen_pos, self.seen_content.tobytes(), self.usage.to_tuple(),
                                        self.pending.tobytes(), self.caps.tobytes() if self.caps is not None else None,
-                                       self.kinds.to_bytes(), self.habits.to_bytes()))
+                                       self.kinds.to_bytes(), self.habits.to_bytes(), episode))
 
     @classmethod
     def load(cls, blob: bytes, hours: tuple[float, ...] | None = None) -> "AgentState":
@@ -227,8 +229,8 @@ class AgentState:
             ver, op, f, b, br, seen, pos, content, usage = parts
         elif ver == 4 and len(parts) == 12:
             ver, op, f, b, br, seen, pos, content, usage, pending, caps, kinds = parts
-        elif ver == _STATE_VERSION and len(parts) == 13:
-            ver, op, f, b, br, seen, pos, content, usage, pending, caps, kinds, habits = parts
+        elif ver == _STATE_VERSION and len(parts) == 14:
+            ver, op, f, b, br, seen, pos, content, usage, pending, caps, kinds, habits, _ = parts
         else:
             raise ValueError(f"agent state version {ver} is not {_STATE_VERSION}")
         s = cls.__new__(cls)
@@ -253,6 +255,18 @@ class AgentState:
         return s
 
     @staticmethod
+    def episode_of(blob: bytes) -> tuple | None:
+        """The open alert episode a state :meth:`dump` wrote carries (plain values), or ``None``; without
+        building the rest. Raises ValueError on a state that cannot be read."""
+        try:
+            parts = _RAW_PARTS(blob)
+            if len(parts) != 14:
+                return None
+            return msgspec.msgpack.decode(parts[13])
+        except (msgspec.DecodeError, TypeError) as err:
+            raise ValueError(f"agent state is not readable: {err}") from None
+
+    @staticmethod
     def breaker_of(blob: bytes) -> brk.BreakerState:
         """The breaker of a state :meth:`dump` wrote, without building the rest (~1.5 us against ~13 us for
         :meth:`load`): a worker finds the frozen agents among the thousands its table recovered. Raises
@@ -260,7 +274,7 @@ class AgentState:
         try:
             parts = _RAW_PARTS(blob)
             ver = msgspec.msgpack.decode(parts[0]) if parts else None
-            if (ver, len(parts)) not in ((1, 7), (3, 9), (4, 12), (_STATE_VERSION, 13)):
+            if (ver, len(parts)) not in ((1, 7), (3, 9), (4, 12), (_STATE_VERSION, 14)):
                 raise ValueError(f"agent state version {ver} is not {_STATE_VERSION}")
             return brk.BreakerState.from_tuple(msgspec.msgpack.decode(parts[4]))
         except (msgspec.DecodeError, TypeError) as err:
@@ -355,11 +369,17 @@ class Engine:
         return self.model.prior_for(agent_id, operator_id, tool)
 
     def dump_agent(self, agent_id: str) -> bytes | None:
+        """The agent's state with its open alert episode, as the worker keeps it; ``None`` when unknown."""
         st = self.agents.get(agent_id)
-        return st.dump() if st is not None else None
+        return st.dump(self.episodes.open_state(agent_id)) if st is not None else None
 
     def load_agent(self, agent_id: str, blob: bytes) -> None:
+        """Make a state :meth:`dump_agent` wrote the agent's; its open alert episode joins the episodes
+        unless they hold it already (closed while the agent rested, or open)."""
         st = AgentState.load(blob)
+        ep = AgentState.episode_of(blob)
+        if ep is not None:
+            self.episodes.restore(agent_id, ep)
         if self.model is not None:
             st.features.hours = self.model.prior_for(agent_id, st.operator_id, "").hours
         self.agents[agent_id] = st

@@ -16,6 +16,11 @@ All of it is bounded: :data:`MAX_EVENT_IDS` ids, :data:`MAX_ITEMS` items, :data:
 Closed episodes are kept (at most ``max_closed``, for at most ``keep_s`` after they closed) so a
 verdict given later still finds them.
 
+An agent's open episode travels with the agent's state (:meth:`EpisodeBook.open_state`,
+:meth:`EpisodeBook.restore`; the engine writes it into the state the worker keeps in its
+changelog), so a worker that restarts, or takes the agent's partition over, carries the
+episode on and closes it once, instead of leaving it open for ever in the SOC's view.
+
 >>> book = EpisodeBook(quiet_s=1800.0)
 >>> recs = book.observe("a", 0.0, "e1", "high", ["novel_tool"], alerted=True)
 >>> recs[0]["state"], recs[0]["actions"], recs[0]["reasons"]
@@ -82,6 +87,34 @@ class Episode:
         self.rows: list[array] = []
         self.caps: dict[int, float] = {}
 
+    def to_tuple(self) -> tuple:
+        """Plain values (for the agent's serialised state)."""
+        return (self.episode_id, self.opened, self.updated, self.severity, self.actions,
+                [[c, n] for c, n in self.reasons.items()], list(self.event_ids), list(self.incidents), self.verdict,
+                list(self.items), [r.tobytes() for r in self.rows], [[f, v] for f, v in self.caps.items()])
+
+    @classmethod
+    def from_tuple(cls, agent_id: str, t: tuple) -> "Episode":
+        """The open episode :meth:`to_tuple` wrote; ValueError when it is not one."""
+        try:
+            eid, opened, updated, severity, actions, reasons, event_ids, incidents, verdict, items, rows, caps = t
+            ep = cls(str(eid), agent_id, float(opened))
+            ep.updated = float(updated)
+            ep.severity = int(severity)
+            ep.actions = int(actions)
+            ep.reasons = {str(c): int(n) for c, n in reasons}
+            ep.event_ids = [str(e) for e in event_ids][:MAX_EVENT_IDS]
+            ep.incidents = [str(i) for i in incidents]
+            ep.verdict = dict(verdict) if verdict is not None else None
+            ep.items = [int(k) for k in items][:MAX_ITEMS]
+            ep.rows = [array("d", r) for r in rows][:MAX_ROWS]
+            ep.caps = {int(f): float(v) for f, v in caps}
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"not an open alert episode: {err}") from None
+        if not 0 <= ep.severity < len(_SEVERITY):
+            raise ValueError("not an open alert episode: severity out of range")
+        return ep
+
     def record(self) -> dict:
         """The episode's record (schema :data:`SCHEMA`), JSON-ready."""
         top = sorted(self.reasons.items(), key=lambda kv: (-kv[1], kv[0]))[:MAX_REASONS]
@@ -129,7 +162,42 @@ class EpisodeBook:
             ep = cur if cur is not None and cur.episode_id == target else None
         return ep if ep is not None and ep.agent_id == agent_id else None
 
+    def open_state(self, agent_id: str) -> tuple | None:
+        """The agent's open episode as plain values (:meth:`Episode.to_tuple`), or ``None``."""
+        ep = self.open.get(agent_id)
+        return ep.to_tuple() if ep is not None else None
+
     # ------------------------------------------------------------------ changing
+    def restore(self, agent_id: str, state: tuple) -> bool:
+        """Take the agent's open episode from its saved state (a restart, a partition taken over), unless this
+        book already holds an open episode of the agent or knows that one (closed while the agent rested).
+        ``True`` when restored. Raises ValueError for a state that is not an episode.
+
+        >>> book = EpisodeBook()
+        >>> _ = book.observe("a", 0.0, "e1", "high", ["novel_tool"], alerted=True, incident_id="inc-1")
+        >>> saved = book.open_state("a")
+        >>> other = EpisodeBook()
+        >>> other.restore("a", saved), other.restore("a", saved), other.find("a", "inc-1") is not None
+        (True, False, True)
+        >>> other.close_quiet(1800.0) == book.close_quiet(1800.0)
+        True
+        """
+        ep = Episode.from_tuple(agent_id, state)
+        if agent_id in self.open or ep.episode_id in self.closed:
+            return False
+        self.open[agent_id] = ep
+        for inc in ep.incidents:
+            self.by_incident[inc] = ep
+        return True
+
+    def drop(self, agent_id: str) -> None:
+        """Forget the agent's open episode (its partition went to another worker, which carries it on)."""
+        ep = self.open.pop(agent_id, None)
+        if ep is not None:
+            for inc in ep.incidents:
+                if self.by_incident.get(inc) is ep:
+                    del self.by_incident[inc]
+
     def _close(self, ep: Episode, at: float) -> dict:
         ep.closed = at
         del self.open[ep.agent_id]

@@ -335,6 +335,8 @@ class Processor:
         self.residency.drop_partitions(partitions)  # resting agents of those partitions
         for agent in [a for a in self.frozen if home_partition(a, self.n_actions) in partitions]:
             del self.frozen[agent]  # resting frozen agents
+        for agent in [a for a in self.engine.episodes.open if home_partition(a, self.n_actions) in partitions]:
+            self.engine.episodes.drop(agent)  # the next owner carries the open episode on, from the state
         self.positions.forget(partitions)
         self.metrics.set_frozen(self.frozen)
 
@@ -345,6 +347,22 @@ class Processor:
         self.flusher.committed = dict(offsets)
         self.residency.schedule_compaction()  # faust refilled the table from the changelog: deflate idle agents
         self.recover_frozen(set(partitions))
+        self.recover_episodes(set(partitions))
+
+    def recover_episodes(self, partitions: set[int]) -> int:
+        """Take the open alert episodes of the agents resting in the table (recovered from the changelog) of
+        ``partitions`` into the engine, so each is closed once, by this worker, when its agent has been quiet
+        long enough (a resting agent would otherwise leave its episode open in the SOC's view for ever).
+        Returns how many were taken."""
+        taken = 0
+        for agent, ep in self.residency.open_episodes(partitions).items():
+            try:
+                taken += self.engine.episodes.restore(agent, ep)
+            except ValueError as err:
+                log.warning("agent %r: its saved alert episode is unreadable (%s)", agent, err)
+        if taken:
+            log.info("%d open alert episodes found in the recovered table", taken)
+        return taken
 
     def recover_frozen(self, partitions: set[int]) -> int:
         """Add the frozen agents resting in the table (recovered from the changelog) of ``partitions`` to

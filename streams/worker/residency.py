@@ -218,6 +218,35 @@ class Residency:
         agents about 1.4 s). An envelope that cannot be read is logged and skipped: the agent fails when it
         wakes."""
         found = {}
+        for agent, state in self._resting(partitions, "its breaker is not known"):
+            try:
+                breaker = AgentState.breaker_of(state)
+            except ValueError as err:
+                log.warning("agent %r: unreadable state in the table (%s); its breaker is not known", agent, err)
+                continue
+            if breaker.state == "open":
+                found[agent] = breaker
+        return dict(sorted(found.items(), key=lambda kv: kv[1].opened_t))
+
+    def open_episodes(self, partitions: set[int]) -> dict[str, tuple]:
+        """The resting agents of ``partitions`` whose state carries an open alert episode: ``{agent: episode
+        state}`` (:meth:`detector.episodes.EpisodeBook.restore` takes it). Like :meth:`open_breakers`, once per
+        rebalance: an agent that never acts again still has its episode closed by this worker."""
+        found = {}
+        for agent, state in self._resting(partitions, "its alert episode is not known"):
+            try:
+                ep = AgentState.episode_of(state)
+            except ValueError as err:
+                log.warning("agent %r: unreadable state in the table (%s); its alert episode is not known", agent,
+                            err)
+                continue
+            if ep is not None:
+                found[agent] = ep
+        return found
+
+    def _resting(self, partitions: set[int], unknown: str):
+        """``(agent, state)`` of the resting agents of ``partitions`` (an unreadable envelope is logged and
+        skipped: ``unknown`` says what is then not known)."""
         store = self.store if self.store is not None else {}
         for agent in list(store):
             if agent in self.home or home_partition(agent, self.partitions) not in partitions:
@@ -226,13 +255,11 @@ class Residency:
             if raw is None:
                 continue
             try:
-                breaker = AgentState.breaker_of(unpack_state(raw)[2])
+                state = unpack_state(raw)[2]
             except (ValueError, msgspec.DecodeError, zlib.error) as err:
-                log.warning("agent %r: unreadable state in the table (%s); its breaker is not known", agent, err)
+                log.warning("agent %r: unreadable state in the table (%s); %s", agent, err, unknown)
                 continue
-            if breaker.state == "open":
-                found[agent] = breaker
-        return dict(sorted(found.items(), key=lambda kv: kv[1].opened_t))
+            yield agent, state
 
     def drop_partitions(self, partitions: set[int]) -> int:
         """Drop resting agents of partitions this worker no longer owns from the store (faust prunes only

@@ -8,6 +8,11 @@ none of them. Its ``flowbreaker_agents_frozen`` gauge, the per-agent series
 and ``/status``'s ``agents_frozen`` must name the agents whose last decision left them open,
 with the incidents of their freezes on ``agent-control``, as the first worker did and as ``/v1/breakers``
 lists them. Before the fix they read 0 until each frozen agent acted or was released.
+
+The second test holds the open alert episodes to the same rule (issue 18): the restarted worker carries on
+the episodes its agents had open (from the agents' states in the changelog) and, once event time moves
+past their quiet time, closes each of them exactly once on agent-alerts. Before, they stayed open in the
+SOC's view for ever.
 """
 from __future__ import annotations
 
@@ -16,8 +21,10 @@ import json
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from datetime import timedelta
+
 from api_harness import TOKEN, call, write_tokens
-from worker_harness import (TopicReader, WorkerProc, decisions_by_event, event_messages, fleet, fleet_model, produce,
+from worker_harness import (POLICY, TopicReader, WorkerProc, decisions_by_event, event_messages, fleet, fleet_model, produce,
                             wait_for)
 
 pytestmark = pytest.mark.timeout(240)
@@ -89,5 +96,67 @@ def test_a_restarted_worker_shows_the_agents_frozen_before_it_started_without_th
         first.stop(timeout=30)
         second.stop(timeout=30)
         for r in (decisions, control):
+            if r is not None:
+                r.close()
+
+
+def test_a_restarted_worker_carries_on_the_open_alert_episodes_and_closes_each_once(
+        kafka_bootstrap, unique_topic_prefix, tmp_path):
+    from detector.timestamps import instant, iso_utc
+
+    from detector.events import decode_event
+    from models.store import load_engine
+
+    events = fleet()
+    model = fleet_model(events, tmp_path / "train")
+    # the fleet up to a minute after its last alerted action (as replay decides it): that episode is open
+    engine = load_engine(str(model), str(POLICY))
+    last = max(e["ts"] for e, d in zip(events, engine.process_batch([decode_event(e) for e in events]))
+               if d.record["action_taken"] != "none")
+    events = [e for e in events if instant(e["ts"]) <= instant(last) + 60.0]
+    p = unique_topic_prefix
+    extra = ["--model", str(model), "--tokens", str(write_tokens(tmp_path / "tokens.toml"))]
+    first = WorkerProc(kafka_bootstrap, p, f"{p}app", tmp_path / "w1", flush_interval=0.5, extra=extra)
+    second = WorkerProc(kafka_bootstrap, p, f"{p}app", tmp_path / "w2", flush_interval=0.5, extra=extra)
+    decisions = alerts = None
+    try:
+        first.start().wait_ready(timeout=90)
+        decisions = TopicReader(kafka_bootstrap, f"{p}agent-decisions")
+        produce(kafka_bootstrap, f"{p}agent-actions", event_messages(events))
+        decisions.read_until(lambda ms: len(decisions_by_event(ms)) >= len(events), timeout=120)
+        alerts = TopicReader(kafka_bootstrap, f"{p}agent-alerts")
+        alerts.drain(quiet=2.0, timeout=30)
+        state = {}  # the last record of each episode
+        for m in sorted(alerts.messages, key=lambda m: (m.partition, m.offset)):
+            rec = json.loads(m.value)
+            state[rec["episode_id"]] = rec["state"]
+        still_open = {e for e, s in state.items() if s == "open"}
+        assert still_open, f"the fleet should end with alert episodes open: {state}"
+        assert first.status()["episodes_open"] == len(still_open)
+        assert first.stop(timeout=30) == 0, first.stderr_tail()
+
+        second.start().wait_ready(timeout=90)
+        status = second.status()
+        assert status["agents_loaded"] == 0, f"an agent woke, so this proves nothing: {status}"
+        assert status["episodes_open"] == len(still_open), status
+        # event time moves 2 h past the fleet's end: every episode's quiet time has passed
+        late = dict(events[-1], agent_id="late-agent", event_id="late-agent-1", task_id="late-task",
+                    ts=iso_utc(instant(events[-1]["ts"]) + timedelta(hours=2).total_seconds()))
+        produce(kafka_bootstrap, f"{p}agent-actions", event_messages([late]))
+        decisions.read_until(lambda ms: "late-agent-1" in decisions_by_event(ms), timeout=60)
+
+        def closed() -> list[str]:
+            alerts.poll()
+            return [r["episode_id"] for r in (json.loads(m.value) for m in alerts.messages)
+                    if r["state"] == "closed" and r["episode_id"] in still_open]
+
+        wait_for(lambda: set(closed()) == still_open, 60, "the carried episodes closed", procs=[second])
+        alerts.drain(quiet=3.0, timeout=30)
+        assert sorted(closed()) == sorted(still_open), "each closed exactly once"
+        assert second.stop(timeout=30) == 0, second.stderr_tail()
+    finally:
+        first.stop(timeout=30)
+        second.stop(timeout=30)
+        for r in (decisions, alerts):
             if r is not None:
                 r.close()

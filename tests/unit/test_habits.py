@@ -129,7 +129,7 @@ def test_a_state_written_before_habits_loads_with_none():
 
     st = AgentState(Engine()._generic, "op")
     parts = msgspec.msgpack.decode(st.dump())
-    old = msgspec.msgpack.encode([4, *parts[1:12]])
+    old = msgspec.msgpack.encode([4, *parts[1:12]])  # before habits and the open episode
     loaded = AgentState.load(old)
     assert not loaded.habits and AgentState.breaker_of(old).state == "closed"
     assert AgentState.load(st.dump()).habits.to_bytes() == st.habits.to_bytes()

@@ -303,6 +303,23 @@ def test_the_engine_publishes_episode_records_on_decisions_and_close_quiet(model
     assert [e["state"] for e in eng.close_quiet(T0 + T + 1800)] == ["closed"]
 
 
+def test_an_open_episode_travels_with_the_agents_state_and_a_benign_verdict_still_teaches_after_it(model):
+    eng = engine(model)
+    ep = _alerting_episode(eng)
+    blob = eng.dump_agent("a")
+    assert AgentState.episode_of(blob)[0] == ep
+    other = engine(model)  # a restarted worker, or the partition's next owner
+    other.load_agent("a", blob)
+    assert other.episodes.open_of("a") == ep
+    recs = other.apply_verdict(Verdict("v9", "a", ep, "benign", T0 + T + 60, by="alice"))
+    assert recs and recs[0]["episode_id"] == ep
+    assert not alerted(other.process(new_tool(T + 120)))  # taught from the episode carried over
+    # loading the state again (the agent woke) does not bring back an episode the book closed meanwhile
+    assert [r["episode_id"] for r in other.close_quiet(T0 + T + 4000)] == [ep]
+    other.load_agent("a", blob)
+    assert other.episodes.open_of("a") is None
+
+
 # --------------------------------------------------------------------------- determinism and state
 
 def _scenario():
