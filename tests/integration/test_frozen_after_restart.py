@@ -45,20 +45,30 @@ def frozen_view(metrics_text: str) -> tuple[float, set[tuple[str, str]], dict[st
     return count, listed, states
 
 
+def two_workers(bootstrap: str, p: str, tmp_path, model) -> tuple[WorkerProc, WorkerProc]:
+    """Two workers of one app (the second started after the first stopped), with the model and API tokens."""
+    extra = ["--model", str(model), "--tokens", str(write_tokens(tmp_path / "tokens.toml"))]
+    return tuple(WorkerProc(bootstrap, p, f"{p}app", tmp_path / name, flush_interval=0.5, extra=extra)
+                 for name in ("w1", "w2"))
+
+
+def decide(worker: WorkerProc, bootstrap: str, p: str, events: list[dict]) -> TopicReader:
+    """Start ``worker``, produce ``events`` and read until each is decided; the decisions' reader."""
+    worker.start().wait_ready(timeout=90)
+    decisions = TopicReader(bootstrap, f"{p}agent-decisions")
+    produce(bootstrap, f"{p}agent-actions", event_messages(events))
+    decisions.read_until(lambda ms: len(decisions_by_event(ms)) >= len(events), timeout=120)
+    return decisions
+
+
 def test_a_restarted_worker_shows_the_agents_frozen_before_it_started_without_them_acting(
         kafka_bootstrap, unique_topic_prefix, tmp_path):
     events = fleet()
-    model = fleet_model(events, tmp_path / "train")
     p = unique_topic_prefix
-    extra = ["--model", str(model), "--tokens", str(write_tokens(tmp_path / "tokens.toml"))]
-    first = WorkerProc(kafka_bootstrap, p, f"{p}app", tmp_path / "w1", flush_interval=0.5, extra=extra)
-    second = WorkerProc(kafka_bootstrap, p, f"{p}app", tmp_path / "w2", flush_interval=0.5, extra=extra)
+    first, second = two_workers(kafka_bootstrap, p, tmp_path, fleet_model(events, tmp_path / "train"))
     decisions = control = None
     try:
-        first.start().wait_ready(timeout=90)
-        decisions = TopicReader(kafka_bootstrap, f"{p}agent-decisions")
-        produce(kafka_bootstrap, f"{p}agent-actions", event_messages(events))
-        decisions.read_until(lambda ms: len(decisions_by_event(ms)) >= len(events), timeout=120)
+        decisions = decide(first, kafka_bootstrap, p, events)
         last_state = {}  # an agent's records are on one partition, in its order
         for m in sorted(decisions.messages, key=lambda m: (m.partition, m.offset)):
             rec = json.loads(m.value)
@@ -115,15 +125,10 @@ def test_a_restarted_worker_carries_on_the_open_alert_episodes_and_closes_each_o
                if d.record["action_taken"] != "none")
     events = [e for e in events if instant(e["ts"]) <= instant(last) + 60.0]
     p = unique_topic_prefix
-    extra = ["--model", str(model), "--tokens", str(write_tokens(tmp_path / "tokens.toml"))]
-    first = WorkerProc(kafka_bootstrap, p, f"{p}app", tmp_path / "w1", flush_interval=0.5, extra=extra)
-    second = WorkerProc(kafka_bootstrap, p, f"{p}app", tmp_path / "w2", flush_interval=0.5, extra=extra)
+    first, second = two_workers(kafka_bootstrap, p, tmp_path, model)
     decisions = alerts = None
     try:
-        first.start().wait_ready(timeout=90)
-        decisions = TopicReader(kafka_bootstrap, f"{p}agent-decisions")
-        produce(kafka_bootstrap, f"{p}agent-actions", event_messages(events))
-        decisions.read_until(lambda ms: len(decisions_by_event(ms)) >= len(events), timeout=120)
+        decisions = decide(first, kafka_bootstrap, p, events)
         alerts = TopicReader(kafka_bootstrap, f"{p}agent-alerts")
         alerts.drain(quiet=2.0, timeout=30)
         state = {}  # the last record of each episode
