@@ -27,6 +27,9 @@ When it works, when it fails:
   caller error, not an outage: :class:`CheckError` is raised.
 
 The client is thread-safe: each thread keeps its own keep-alive connection.
+From an asyncio event loop, :meth:`CheckClient.acheck` gives the same answers
+without blocking the loop or a thread hop (aiohttp keep-alive connections of
+that loop; :meth:`CheckClient.aclose` them at the end): what the MCP gateway uses.
 It remembers which worker answered for an agent (``X-Flowbreaker-Owner``) and
 asks that one first next time, so most checks skip the forwarding hop; after a
 rebalance the old owner forwards (or answers 503 and the next worker is tried).
@@ -123,6 +126,7 @@ class CheckClient:
         self._reports: deque[dict] = deque(maxlen=max_reports)
         self._dropped = 0
         self._local = threading.local()
+        self._aio: tuple[Any, Any] | None = None   # (event loop, aiohttp session) of acheck
         self._lock = threading.Lock()
         self._next = 0
         self._stop = threading.Event()
@@ -155,12 +159,7 @@ class CheckClient:
         """One request, trying ``prefer`` then the workers in turn until ``timeout``; raises _Unavailable."""
         urls = urls or self.urls
         deadline = time.monotonic() + timeout
-        with self._lock:
-            start = self._next
-            self._next = (self._next + 1) % len(urls)
-        order = [urls[(start + i) % len(urls)] for i in range(len(urls))]
-        if prefer is not None:
-            order = [prefer] + [u for u in order if u != prefer]
+        order = self._order(urls, prefer)
         cause = "unreachable"
         for url in order:
             left = deadline - time.monotonic()
@@ -196,6 +195,73 @@ class CheckClient:
                 return resp.status, payload
         raise _Unavailable(cause)
 
+    def _order(self, urls: list[str], prefer: str | None) -> list[str]:
+        """The workers to try, in turn: ``prefer`` first, then round robin."""
+        with self._lock:
+            start = self._next
+            self._next = (self._next + 1) % len(urls)
+        order = [urls[(start + i) % len(urls)] for i in range(len(urls))]
+        if prefer is not None:
+            order = [prefer] + [u for u in order if u != prefer]
+        return order
+
+    def _asession(self) -> Any:
+        """The aiohttp session of the running event loop (made on first use; one per loop)."""
+        import asyncio
+
+        import aiohttp
+
+        loop = asyncio.get_running_loop()
+        if self._aio is None or self._aio[0] is not loop or self._aio[1].closed:
+            connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30.0)  # TCP_NODELAY is aiohttp's default
+            self._aio = (loop, aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar(),
+                                                     skip_auto_headers=("User-Agent", "Accept-Encoding"),
+                                                     auto_decompress=False))
+        return self._aio[1]
+
+    async def _arequest(self, method: str, path: str, body: bytes | None, timeout: float,
+                        prefer: str | None = None) -> tuple[int, dict, str]:
+        """:meth:`_request` on the event loop: (status, payload, the worker that answered); raises _Unavailable."""
+        import aiohttp
+
+        session = self._asession()
+        headers = {"Authorization": self._auth, "Content-Type": "application/json"}
+        deadline = time.monotonic() + timeout
+        cause = "unreachable"
+        for url in self._order(self.urls, prefer):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                cause = "timeout"
+                break
+            for attempt in (0, 1):  # a kept-alive connection the server closed meanwhile: once more, fresh
+                try:
+                    async with session.request(method, url + path, data=body, headers=headers, allow_redirects=False,
+                                               timeout=aiohttp.ClientTimeout(total=left)) as resp:
+                        data = await resp.read()
+                except TimeoutError:
+                    cause = "timeout"
+                    break
+                except (aiohttp.ClientError, OSError) as err:
+                    cause = "unreachable"
+                    if attempt == 1 or isinstance(err, aiohttp.ClientConnectorError):
+                        break
+                    continue
+                if resp.status >= 500:
+                    cause = "unavailable" if resp.status == 503 else "error"
+                    break
+                try:
+                    payload = json.loads(data) if data else {}
+                except ValueError:
+                    payload = {}
+                return resp.status, payload, resp.headers.get("X-Flowbreaker-Owner") or url
+        raise _Unavailable(cause)
+
+    async def aclose(self) -> None:
+        """Close the event loop's session of :meth:`acheck` (call it on that loop)."""
+        aio, self._aio = self._aio, None
+        if aio is not None and not aio[1].closed:
+            await aio[1].close()
+
     # ------------------------------------------------------------------ the check
     def fallback_verdict(self, action: Mapping[str, Any]) -> str:
         return "deny" if action.get("sensitivity") in self.fail_closed else "allow"
@@ -229,6 +295,34 @@ class CheckClient:
 
     def check(self, action: Mapping[str, Any]) -> CheckResult:
         """The verdict for a proposed ``action`` (a dict of the contract's event fields)."""
+        first = self._begin(action)
+        if isinstance(first, CheckResult):
+            return first
+        agent, body, owner = first
+        try:
+            status, payload = self._request("POST", "/v1/check", body, self.timeout_s, prefer=owner)
+        except _Unavailable as na:
+            return self._unanswered(action, agent, owner, na.cause)
+        return self._answered(agent, status, payload, getattr(self._local, "answered_by", None))
+
+    async def acheck(self, action: Mapping[str, Any]) -> CheckResult:
+        """:meth:`check` for a caller on an asyncio event loop (a gateway): the same answers, local freeze cache,
+        owner routing, failover, fallback and reports, over keep-alive connections of one aiohttp session of
+        that loop (:meth:`aclose` it at the end). The loop does not block and the check is not handed to a
+        thread and back (two thread wake-ups per check, a third of its time on a busy host)."""
+        first = self._begin(action)
+        if isinstance(first, CheckResult):
+            return first
+        agent, body, owner = first
+        try:
+            status, payload, answered_by = await self._arequest("POST", "/v1/check", body, self.timeout_s,
+                                                                prefer=owner)
+        except _Unavailable as na:
+            return self._unanswered(action, agent, owner, na.cause)
+        return self._answered(agent, status, payload, answered_by)
+
+    def _begin(self, action: Mapping[str, Any]) -> CheckResult | tuple[Any, bytes, str | None]:
+        """A local answer (a frozen agent), or what to send: (agent, body, the worker to ask first)."""
         self.stats["checks"] += 1
         agent = action.get("agent_id")
         if isinstance(agent, str) and self._locally_frozen(agent):
@@ -236,14 +330,16 @@ class CheckClient:
             return CheckResult("deny", reasons=["the agent is frozen (local cache)"], source="local")
         body = json.dumps(action, separators=(",", ":")).encode()
         owner = self._owners.get(agent) if isinstance(agent, str) else None
-        try:
-            status, payload = self._request("POST", "/v1/check", body, self.timeout_s, prefer=owner)
-        except _Unavailable as na:
-            if owner is not None:
-                self._owners.pop(agent, None)
-            return self._fallback(action, na.cause)
+        return agent, body, owner
+
+    def _unanswered(self, action: Mapping[str, Any], agent: Any, owner: str | None, cause: str) -> CheckResult:
+        if owner is not None:
+            self._owners.pop(agent, None)
+        return self._fallback(action, cause)
+
+    def _answered(self, agent: Any, status: int, payload: dict, answered_by: str | None) -> CheckResult:
         if isinstance(agent, str):  # ask the worker that answered (the agent's owner) directly next time
-            self._remember_owner(agent, getattr(self._local, "answered_by", None))
+            self._remember_owner(agent, answered_by)
         if status != 200:
             err = payload.get("error") or {}
             raise CheckError(status, str(err.get("message") or f"HTTP {status}"))

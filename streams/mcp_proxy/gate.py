@@ -175,7 +175,40 @@ class ToolGate:
         self.counts[d.verdict] = self.counts.get(d.verdict, 0) + 1
         return d
 
+    async def decide(self, action: dict) -> Decision:
+        """:meth:`decide_now` from the event loop: the same decision, with the check made on the loop
+        (``checks.acheck``, :meth:`CheckClient.acheck`) instead of in a worker thread. A check client without
+        ``acheck``, or a freeze log not current (waiting for it blocks), goes to a worker thread as before."""
+        import anyio.to_thread
+
+        acheck = getattr(self.checks, "acheck", None)
+        if acheck is None:
+            return await anyio.to_thread.run_sync(self.decide_now, action)
+        d = self._screen(action)
+        if d is None and not self.guard.current:
+            d = await anyio.to_thread.run_sync(self._stale, action)
+        if d is None:
+            try:
+                d = self._from_check(action, await acheck(action))
+            except CheckError as err:
+                d = self._check_refused(action, err)
+        self.counts[d.verdict] = self.counts.get(d.verdict, 0) + 1
+        return d
+
     def _decide(self, action: dict) -> Decision:
+        d = self._screen(action)
+        if d is None and not self.guard.current:
+            d = self._stale(action)
+        if d is not None:
+            return d
+        try:
+            res: CheckResult = self.checks.check(action)
+        except CheckError as err:
+            return self._check_refused(action, err)
+        return self._from_check(action, res)
+
+    def _screen(self, action: dict) -> Decision | None:
+        """A refusal before any check (an action outside the contract, a frozen agent), or None."""
         agent = self.agent_id
         try:
             decode_event(action)
@@ -185,24 +218,26 @@ class ToolGate:
             return self.refuse("deny", action, [f"the call maps to an invalid action ({err})"])
         if self.guard.is_frozen(agent):
             return self.refuse("frozen", action, [f"the agent is frozen (incident {self.guard.open_incident(agent)})"])
-        if not self.guard.current:
-            if not self.guard.wait_current(self.ready_wait_s):
-                if self.guard.is_frozen(agent):
-                    return self.refuse("frozen", action,
-                                        [f"the agent is frozen (incident {self.guard.open_incident(agent)})"])
-                if self.fail_open:
-                    log.error("FAIL-OPEN: the freeze log (agent-control) is not current: forwarding %s's call of "
-                              "%s unchecked against freezes (--fail-open)", agent, action.get("tool"))
-                else:
-                    return self.refuse("unavailable", action, ["flowbreaker's freeze log (agent-control) cannot be "
-                                                                "read: failing closed"], fallback=True)
-        try:
-            res: CheckResult = self.checks.check(action)
-        except CheckError as err:
-            log.error("the pre-action check refused the request for %s (%s): refusing the call", action.get("tool"),
-                      err)
-            return self.refuse("deny", action, [f"the pre-action check refused the request ({err})"])
-        return self._from_check(action, res)
+        return None
+
+    def _stale(self, action: dict) -> Decision | None:
+        """The freeze log is not current: wait for it (blocking, up to ``ready_wait_s``); a refusal, or None to
+        go on to the check (it caught up, or ``fail_open``)."""
+        agent = self.agent_id
+        if self.guard.wait_current(self.ready_wait_s):
+            return None
+        if self.guard.is_frozen(agent):
+            return self.refuse("frozen", action, [f"the agent is frozen (incident {self.guard.open_incident(agent)})"])
+        if self.fail_open:
+            log.error("FAIL-OPEN: the freeze log (agent-control) is not current: forwarding %s's call of "
+                      "%s unchecked against freezes (--fail-open)", agent, action.get("tool"))
+            return None
+        return self.refuse("unavailable", action, ["flowbreaker's freeze log (agent-control) cannot be "
+                                                    "read: failing closed"], fallback=True)
+
+    def _check_refused(self, action: dict, err: CheckError) -> Decision:
+        log.error("the pre-action check refused the request for %s (%s): refusing the call", action.get("tool"), err)
+        return self.refuse("deny", action, [f"the pre-action check refused the request ({err})"])
 
     def _from_check(self, action: dict, res: CheckResult) -> Decision:
         if res.source == "fallback":

@@ -16,11 +16,12 @@ result, and would drop what it does not know.
 
 A ``tools/call`` request is handed to :class:`streams.mcp_proxy.gate.ToolGate`
 in a task of its own (other messages do not wait behind a call held for
-approval):
+approval; the check itself runs on the event loop, ``ToolGate.decide``):
 
 - forwarded: the request goes to the server unchanged; when its response comes
-  back, the response goes to the client unchanged and the action event is
-  published (``publish``), with the result;
+  back, the response goes to the client unchanged and then (off the call's
+  path, once the client transport wrote it) the action event is published
+  (``publish``), with the result;
 - refused: the server never sees it; the client gets a response with the
   gate's tool error (``isError: true``) under the request's id.
 
@@ -33,6 +34,7 @@ answer.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any, Callable
@@ -172,7 +174,7 @@ class Relay:
         gate = self.gate
         action = gate.action_for(tool=tool, arguments=arguments, session_id=self.session_id, task_id=task,
                                  attributes={"jsonrpc.request.id": str(request_id)})
-        decision = await anyio.to_thread.run_sync(gate.decide_now, action)
+        decision = await gate.decide(action)  # the check on the loop, no thread hop (ToolGate.decide)
         if decision.verdict != "needs_approval" or gate.wait_approval_s <= 0 or not decision.approval_request_id:
             return decision
         # --wait-approval: hold the call until a person decides, then check again with the approval attached
@@ -183,12 +185,12 @@ class Relay:
         while time.monotonic() < deadline:
             await anyio.sleep(min(gate.approval_poll_s, max(0.0, deadline - time.monotonic())))
             if gate.guard.is_frozen(gate.agent_id):
-                return await anyio.to_thread.run_sync(gate.decide_now, action)  # frozen meanwhile: refused
+                return await gate.decide(action)  # frozen meanwhile: refused
             rec = await anyio.to_thread.run_sync(gate.approval_state, aid)
             if rec is None or rec.get("state") == "pending":
                 continue
             if rec.get("state") == "approved":
-                return await anyio.to_thread.run_sync(gate.with_approval, action, rec.get("approval_id") or aid)
+                return await gate.decide(dict(action, approval_id=rec.get("approval_id") or aid))
             return gate.refuse(f"approval_{rec.get('state')}", action,
                                [f"approval request {aid} was {rec.get('state')}"
                                 + (f" ({rec['reason']})" if rec.get("reason") else "")], aid)
@@ -207,7 +209,10 @@ class Relay:
             decision, tool, arguments = self._pending.pop(msg.id)
             self._drop_progress_of(msg.id)
             if isinstance(msg, JSONRPCResponse):
-                self._publish(decision, tool, arguments, msg.result)
+                # after the reply is on its way: the client transport's writer task was woken by the send above
+                # and runs first (it writes the line without waiting), then this (making, validating and queueing
+                # the event, ~0.1 ms) runs; done here, it ran before the write, on the call's path
+                asyncio.get_running_loop().call_soon(self._publish, decision, tool, arguments, msg.result)
 
     def _drop_progress_of(self, request_id: Any) -> None:
         for token in [t for t, rid in self._progress.items() if rid == request_id]:

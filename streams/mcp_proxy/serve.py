@@ -62,8 +62,19 @@ async def stdio_session(gate: ToolGate, publisher: Any, command: list[str], url:
     async with upstream(command, url) as (server_read, server_write):
         async with stdio_server(stdin, stdout) as (client_read, client_write):
             relay = Relay(gate, publisher.publish, session_id=session, on_decision=timings.add)
-            await relay.run(client_read, client_write, server_read, server_write)
+            try:
+                await relay.run(client_read, client_write, server_read, server_write)
+            finally:
+                await _close_checks(gate)
     log.info("session %s ended: %s; decision time %s", session, relay.stats, timings)
+
+
+async def _close_checks(gate: ToolGate) -> None:
+    """Close the check client's connections of this event loop (``CheckClient.aclose``), if it has any."""
+    aclose = getattr(gate.checks, "aclose", None)
+    if aclose is not None:
+        with anyio.CancelScope(shield=True):
+            await aclose()
 
 
 async def _pipes() -> tuple[Any, Any]:
@@ -235,6 +246,7 @@ def http(gate: ToolGate, publisher: Any, listen: tuple[str, int], command: list[
                 yield
             finally:
                 tg.cancel_scope.cancel()
+                await _close_checks(gate)
 
     app = Starlette(routes=[Route("/mcp", endpoint=sessions, methods=["GET", "POST", "DELETE"])], lifespan=lifespan)
     uvicorn.run(app, host=listen[0], port=listen[1], log_level="warning", lifespan="on")

@@ -187,6 +187,42 @@ def test_a_call_is_forwarded_only_when_the_agent_is_not_frozen_and_the_check_all
         assert d.result["isError"] is True and d.result["_meta"]["flowbreaker"]["verdict"] == d.verdict
 
 
+class LoopChecks(Checks):
+    """Checks that also answer from the event loop (``acheck``, as CheckClient does); records which way each came."""
+
+    def __init__(self, *a, **kw) -> None:
+        super().__init__(*a, **kw)
+        self.ways: list[str] = []
+
+    def check(self, action):
+        self.ways.append("thread")
+        return super().check(action)
+
+    async def acheck(self, action):
+        self.ways.append("loop")
+        return super().check(action)
+
+
+def _same(d):
+    return (d.forward, d.verdict, d.reasons, d.approval_request_id, d.fallback, d.result)
+
+
+@settings(max_examples=100, deadline=None)
+@given(frozen=st.booleans(), stale=st.booleans(), outcome=st.sampled_from(sorted(OUTCOMES)),
+       fail_open=st.booleans())
+def test_deciding_on_the_event_loop_gives_the_decision_made_in_a_thread_and_checks_on_the_loop(frozen, stale,
+                                                                                            outcome, fail_open):
+    guard = frozen_guard() if frozen else (StaleGuard() if stale else FreezeGuard())
+    in_thread = gate(Checks(OUTCOMES[outcome]), guard, fail_open=fail_open)
+    checks = LoopChecks(OUTCOMES[outcome])
+    on_loop = gate(checks, guard, fail_open=fail_open)
+    expected = in_thread.decide_now(action(in_thread))
+    got = anyio.run(on_loop.decide, action(on_loop))
+    assert _same(got) == _same(expected)
+    assert on_loop.counts == in_thread.counts
+    assert checks.ways == ([] if frozen or (stale and not fail_open) else ["loop"])
+
+
 def test_the_published_event_keeps_the_checked_id_and_approval_and_counts_the_results_bytes():
     g = gate()
     d = g.decide_now(dict(action(g), approval_id="apr-77"))
@@ -255,6 +291,39 @@ def test_the_relay_publishes_a_forwarded_call_once_the_server_answered_it():
     assert [(e["tool"], e["action"], e["event_id"].startswith("mcp-")) for e in events] == [("read_record", "read",
                                                                                             True)]
     assert events[0]["bytes"] > 100
+
+
+def test_the_action_event_is_made_and_published_after_the_client_transport_wrote_the_reply():
+    """The client's transport (the SDK's stdio_server) writes from a task of its own, woken by each message on a
+    stream without a buffer: the event is published after that task wrote the reply, off the call's path."""
+    order: list[str] = []
+    g = gate(LoopChecks(CheckResult("allow")))
+    relay = Relay(g, lambda event: order.append("published"), session_id="mcp-s1")
+
+    async def scenario():
+        c_in_w, c_in_r = anyio.create_memory_object_stream(10)
+        c_out_w, c_out_r = anyio.create_memory_object_stream(0)   # as the SDK's transports: no buffer
+        s_in_w, s_in_r = anyio.create_memory_object_stream(10)
+        s_out_w, s_out_r = anyio.create_memory_object_stream(10)
+
+        async def client_transport():  # writes each message as it gets it, like stdio_server's writer
+            async for item in c_out_r:
+                order.append(f"wrote {item.message.id}")
+
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(client_transport)
+                tg.start_soon(relay.run, c_in_r, c_out_w, s_in_r, s_out_w)
+                await c_in_w.send(_request(5, "read_record", {"record_id": "r1"}))
+                assert (await s_out_r.receive()).message.id == 5
+                result = {"content": [{"type": "text", "text": "r1"}], "isError": False}
+                await s_in_w.send(SessionMessage(JSONRPCResponse(jsonrpc="2.0", id=5, result=result)))
+                while "published" not in order:
+                    await anyio.sleep(0.01)
+                await c_in_w.aclose()
+
+    anyio.run(scenario)
+    assert order == ["wrote 5", "published"]
 
 
 def test_a_held_call_the_client_cancels_is_neither_forwarded_nor_answered():
