@@ -117,8 +117,10 @@ _STOP = frozenset(("com", "org", "net", "www", "http", "https", "mail", "email",
                    "user", "users", "corp", "inbox", "outbox", "the", "and", "info", "support", "team", "noreply"))
 #: text -> (hashes of its words, their 128-bit context bits), memoised
 _words_cache: dict[str, tuple[tuple[int, ...], int]] = {}
-#: resource -> the hash of its family (resource_family), memoised
+#: resource -> the hash of its family (resource_family), memoised for the resources that recur (a mailbox, a
+#: channel): small, as most resources name one record and its string would be kept alive for nothing
 _res_hashes: dict[str, int] = {}
+_RES_MEMO = 4096
 #: (action, tool) -> the hash of its kind (verb and tool family), memoised
 _kinds: dict[tuple[str, str], int] = {}
 _START = 0x5A17
@@ -298,7 +300,7 @@ def _resource_hash(resource: str) -> int:
     """``stable_hash(resource_family(resource))``, memoised."""
     h = _res_hashes.get(resource)
     if h is None:
-        if len(_res_hashes) >= 50_000:
+        if len(_res_hashes) >= _RES_MEMO:
             _res_hashes.clear()
         h = _res_hashes[resource] = stable_hash(resource_family(resource))
     return h
