@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -20,41 +19,12 @@ from pathlib import Path
 import anyio
 import pytest
 from mcp import ClientSession
-from mcp.client.stdio import StdioServerParameters, stdio_client
 
 from api_harness import TOKEN, call, read_topic, seed, wait_for
+from mcp_harness import HERE, MAPPING, child_env, client_session, gateway_args
 from worker_harness import REPO_DIR, free_port, stop_process
 
 pytestmark = pytest.mark.timeout(300)
-
-HERE = Path(__file__).resolve().parent
-MAPPING = """\
-[defaults]
-operator_id = "ops-team"
-
-[[tool]]
-match = "read_record"
-action = "read"
-resource = "crm://accounts"
-sensitivity = "internal"
-records = 3
-
-[[tool]]
-match = "send_email"
-action = "send"
-resource = "hr://personnel/records"
-sensitivity = "restricted"
-destinations = { from = "arguments.to", prefix = "email:" }
-records = { from = "arguments.records", default = 1 }
-
-[[tool]]
-match = "delete_record"
-action = "delete"
-resource = "crm://accounts"
-sensitivity = "internal"
-records = 1
-"""
-
 
 @pytest.fixture(scope="module")
 def cluster(two_worker_cluster):
@@ -89,19 +59,12 @@ class Gateway:
 async def gateway(cluster, files: Path, agent: str, *, api: str | None = None, extra: tuple[str, ...] = ()):
     name = f"{agent}-{time.monotonic_ns()}"
     record, errlog = files / f"{name}.calls.jsonl", files / f"{name}.err"
-    env = dict(os.environ, PYTHONUNBUFFERED="1",
-               PYTHONPATH=str(REPO_DIR) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    args = ["-m", "streams.cli.main", "mcp-proxy", "--agent-id", agent, "--api", api or cluster.url(0),
-            "--token-file", str(files / "runtime.token"), "--bootstrap", cluster.bootstrap,
-            "--topic-prefix", cluster.prefix, "--mapping", str(files / "tools.toml"), *extra,
-            "--", sys.executable, str(HERE / "mcp_tool_server.py"), "--record", str(record)]
-    params = StdioServerParameters(command=sys.executable, args=args, env=env, cwd=str(REPO_DIR))
+    args = gateway_args(agent=agent, api=api or cluster.url(0), token_file=files / "runtime.token",
+                        bootstrap=cluster.bootstrap, prefix=cluster.prefix, mapping=files / "tools.toml",
+                        record=record, extra=extra)
     with open(errlog, "w") as err:
-        async with stdio_client(params, errlog=err) as (read, write):
-            async with ClientSession(read, write) as session:
-                with anyio.fail_after(60):
-                    await session.initialize()
-                yield Gateway(session, record, errlog)
+        async with client_session(args, err, child_env(PYTHONUNBUFFERED="1")) as session:
+            yield Gateway(session, record, errlog)
 
 
 def run(coro_fn, *args):
@@ -272,7 +235,7 @@ def test_over_streamable_http_calls_are_checked_and_a_freeze_refuses_the_next_on
     seed(cluster, [agent])
     record = files / "http.calls.jsonl"
     server_port, gateway_port = free_port(), free_port()
-    env = dict(os.environ, PYTHONPATH=str(REPO_DIR) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = child_env()
     logs = [open(files / name, "w") for name in ("http-server.err", "http-gateway.err")]
     procs = [subprocess.Popen([sys.executable, str(HERE / "mcp_tool_server.py"), "--record", str(record),
                                "--http", str(server_port)], cwd=REPO_DIR, env=env, stdin=subprocess.DEVNULL,
@@ -315,7 +278,7 @@ def test_over_streamable_http_calls_are_checked_and_a_freeze_refuses_the_next_on
 
 def test_with_no_broker_at_start_the_gateway_exits_1_with_one_line(files):
     nobody = f"127.0.0.1:{free_port()}"
-    env = dict(os.environ, PYTHONPATH=str(REPO_DIR) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = child_env()
     proc = subprocess.run([sys.executable, "-m", "streams.cli.main", "mcp-proxy", "--agent-id", "gw-nobroker",
                            "--api", "http://127.0.0.1:9", "--token-file", str(files / "runtime.token"),
                            "--bootstrap", nobody, "--", sys.executable, str(HERE / "mcp_tool_server.py"),
