@@ -115,8 +115,7 @@ _WORD = re.compile(r"[a-z]{2,}")
 #: words too common in addresses to relate anything
 _STOP = frozenset(("com", "org", "net", "www", "http", "https", "mail", "email", "gmail", "example", "customer",
                    "user", "users", "corp", "inbox", "outbox", "the", "and", "info", "support", "team", "noreply"))
-#: text -> (hashes of its words, their 128-bit context bits), memoised
-_words_cache: dict[str, tuple[tuple[int, ...], int]] = {}
+_words_cache: dict[str, tuple[int, ...]] = {}
 #: resource -> the hash of its family (resource_family), memoised for the resources that recur (a mailbox, a
 #: channel): small, as most resources name one record and its string would be kept alive for nothing
 _res_hashes: dict[str, int] = {}
@@ -276,23 +275,14 @@ def _words(text: str) -> tuple[int, ...]:
     """Hashes of the words (letters only, 2+ long, common address words left out) in a name, address
     or resource: ``customer:noah_hernandez_42`` and ``email:noah.hernandez7@x.example`` share two."""
     hit = _words_cache.get(text)
-    return hit[0] if hit is not None else _learn_words(text)[0]
-
-
-def _text_bits(text: str) -> int:
-    """``_word_bits(_words(text))``, memoised with the words."""
-    hit = _words_cache.get(text)
-    return hit[1] if hit is not None else _learn_words(text)[1]
-
-
-def _learn_words(text: str) -> tuple[tuple[int, ...], int]:
-    local = text.partition(":")[2] or text
-    if "@" in local:
-        local = local.rpartition("@")[0]
-    words = tuple(stable_hash(w) for w in _WORD.findall(local.lower()) if w not in _STOP)[:16]
-    if len(_words_cache) >= 50_000:
-        _words_cache.clear()
-    hit = _words_cache[text] = (words, _word_bits(words))
+    if hit is None:
+        local = text.partition(":")[2] or text
+        if "@" in local:
+            local = local.rpartition("@")[0]
+        hit = tuple(stable_hash(w) for w in _WORD.findall(local.lower()) if w not in _STOP)[:16]
+        if len(_words_cache) >= 50_000:
+            _words_cache.clear()
+        _words_cache[text] = hit
     return hit
 
 
@@ -410,7 +400,7 @@ def extract(st: FeatureState, ev: ActionEvent, policy: Policy, adopted=None) -> 
         context = (int(tasks[slot_base + 7]) | (int(tasks[slot_base + 8]) << 32) | (int(tasks[slot_base + 9]) << 64)
                    | (int(tasks[slot_base + 10]) << 96))
     if ev.requested_by is not None:
-        context |= _text_bits(ev.requested_by)
+        context |= _word_bits(_words(ev.requested_by))
 
     # destinations
     fanout = 0
@@ -527,7 +517,7 @@ def extract(st: FeatureState, ev: ActionEvent, policy: Policy, adopted=None) -> 
             flags |= _F_STRANGER  # whoever started the task stays unfamiliar for all of it
         elif flags & _F_STRANGER and who is not None and unfamiliar == 0.0 and h_who:
             unfamiliar = _directed_harm(ev, outward, sensitive, fanout, classes, dests)
-        ctx = context | _text_bits(ev.resource)
+        ctx = context | _word_bits(_words(ev.resource))
         tasks[base + 7] = float(ctx & 0xFFFFFFFF)
         tasks[base + 8] = float((ctx >> 32) & 0xFFFFFFFF)
         tasks[base + 9] = float((ctx >> 64) & 0xFFFFFFFF)
