@@ -213,7 +213,8 @@ class CheckClient:
 
         loop = asyncio.get_running_loop()
         if self._aio is None or self._aio[0] is not loop or self._aio[1].closed:
-            connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30.0)  # TCP_NODELAY is aiohttp's default
+            # at most 100 checks at once per worker (a thread each before); TCP_NODELAY is aiohttp's default
+            connector = aiohttp.TCPConnector(limit_per_host=100, keepalive_timeout=30.0)
             self._aio = (loop, aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar(),
                                                      skip_auto_headers=("User-Agent", "Accept-Encoding"),
                                                      auto_decompress=False))
@@ -308,8 +309,9 @@ class CheckClient:
     async def acheck(self, action: Mapping[str, Any]) -> CheckResult:
         """:meth:`check` for a caller on an asyncio event loop (a gateway): the same answers, local freeze cache,
         owner routing, failover, fallback and reports, over keep-alive connections of one aiohttp session of
-        that loop (:meth:`aclose` it at the end). The loop does not block and the check is not handed to a
-        thread and back (two thread wake-ups per check, a third of its time on a busy host)."""
+        that loop (:meth:`aclose` it at the end; one loop at a time: on another loop a new session is made).
+        The loop does not block and the check is not handed to a thread and back (two thread wake-ups per
+        check)."""
         first = self._begin(action)
         if isinstance(first, CheckResult):
             return first
