@@ -78,6 +78,18 @@ _CAP_INDEX = {n: i for i, n in _CAPPED.items()}
 CAP_SLACK = 1.5
 
 
+def _pending_quiet(p: array) -> set[int]:
+    """The untainted pending items (:data:`PENDING_SLOTS`) other than destinations: met once, not news
+    again while they settle (a never-seen destination stays one for the pre-action check until it does)."""
+    out = set()
+    for b in range(0, len(p), _PW):
+        if p[b + 3] == 0.0:
+            k = int(p[b])
+            if k >> 32 != K_DEST:
+                out.add(k)
+    return out
+
+
 def _combined(p_stat: float, p_comb: float, p_harm: float) -> float:
     """Three rarities of one action (its rarest feature, the forest's combination of all, the evidence of
     harm together) as one, Bonferroni-corrected for the three."""
@@ -566,7 +578,13 @@ class Engine:
         ``learn=False`` (for a copy that is thrown away) skips the learning itself and counts the weight
         it would have added.
         """
-        obs = extract(st.features, ev, self.policy, self._adopted.get(ev.operator_id))
+        peers = adopted = self._adopted.get(ev.operator_id)
+        quiet = _pending_quiet(st.pending) if st.pending else None
+        if quiet:  # a never-seen item is news once: while pending (untainted) its uses are not news again
+            adopted = quiet | peers if peers else quiet
+        obs = extract(st.features, ev, self.policy, adopted)
+        # pending items met again (extract took them as known; they settle by the rule, not by this use)
+        again = [k for k in obs.adopted if k in quiet and not (peers and k in peers)] if quiet else []
         scope = book.scope_for(ev.agent_id) if book is not None else None
         violations = scope.check(ev, st.usage, classify=self.policy.classify) if scope is not None else []
         if ev.destinations:  # after the check: an action is judged on the usage before it
@@ -600,19 +618,24 @@ class Engine:
         if learned:
             if learn:
                 st.baseline.learn_log(xl)
-                commit_novelty(st.features, obs)
+                if again:  # what is new in it becomes known, what is pending keeps counting
+                    for key in obs.novel:
+                        settle(st.features, key)
+                else:
+                    commit_novelty(st.features, obs)
                 weight = st.baseline.n
             else:
                 weight += 1.0  # what learn_log adds (tests/unit/test_engine.py holds the two paths together)
         _blame(obs, z, r)
         p_harm = self._harm_pvalue(ev, obs, r, weight >= YOUNG_N)
         if learn:
-            self._settle(st, ev, obs, z, r, xl, learned, violations, p_harm, by_kind, new_sent)
+            self._settle(st, ev, obs, z, r, xl, learned, violations, p_harm, by_kind, new_sent, again)
         return _Reading(obs, violations, z, r, loc, self._cal.pvalue(max(r)), p_harm, xl)
 
     def _settle(self, st: AgentState, ev: ActionEvent, obs: Observation, z: list[float], r: list[float],
                 xl: list[float],
-                learned: bool, violations: list, p_harm: float, by_kind: bool, new_sent: list[str]) -> None:
+                learned: bool, violations: list, p_harm: float, by_kind: bool, new_sent: list[str],
+                again: list[int]) -> None:
         """Novelty that settles, peers' adoptions, and the kind profiles (issue 18). An item the agent's
         peers adopted is its own at once; a never-seen item of an action that was not learned is counted
         (pending novelty) and settles after ``settle_uses`` uses over ``settle_s``, unless any use came with
@@ -623,11 +646,12 @@ class Engine:
         th = self.policy.thresholds
         x = obs.x
         novel = obs.novel
-        if obs.adopted:
+        if obs.adopted and len(obs.adopted) > len(again):
             feats = st.features
             for key in obs.adopted:
-                settle(feats, key)
-        if learned and not novel:  # the common case: nothing new, nothing to judge
+                if key not in again:  # what the agent's peers adopted
+                    settle(feats, key)
+        if learned and not novel and not again:  # the common case: nothing new, nothing to judge
             if not obs.approved:
                 st.kinds.learn(obs.kind, xl, ev.t)
             if obs.outbound:  # every destination known: the sends count, none of them new
@@ -643,6 +667,8 @@ class Engine:
             st.kinds.learn(obs.kind, xl, ev.t)
         if obs.outbound and self._habit_ok(ev, obs, z, r, violations, harmful, new_sent):
             st.habits.observe(sends_of(ev.destinations, obs.dest_classes, new_sent))
+        if again:
+            self._pending(st, again, ev.t, harmful, th)
         if not novel:
             return
         if not learned:

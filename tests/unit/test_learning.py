@@ -85,27 +85,53 @@ def alerted(d) -> bool:
 
 # --------------------------------------------------------------------------- novelty that settles
 
-def test_a_new_tool_used_without_harm_settles_after_k_uses_over_t_and_stops_alerting(model):
+def known(eng, agent: str = "a", tool: str = "newtool.run") -> bool:
+    """The tool is in the agent's sketch of known tools (it settled)."""
+    return bloom_has(eng.agents[agent].features.tools, stable_hash(tool), 255)
+
+
+def test_a_new_tool_used_without_harm_is_news_once_and_settles_after_k_uses_over_t(model):
     eng = engine(model)
-    ds = [eng.process(new_tool(T + 900 * i)) for i in range(6)]
-    # uses at 0, 15 and 30 minutes: the third is three uses over 30 min, after which the tool is the agent's own
-    assert [alerted(d) for d in ds] == [True, True, True, False, False, False]
+    ds, settled = [], []
+    for i in range(6):
+        ds.append(eng.process(new_tool(T + 900 * i)))
+        settled.append(known(eng))
+    # news once: while it settles its uses are not news again (pending, counted)
+    assert [alerted(d) for d in ds] == [True, False, False, False, False, False]
     assert "novel_tool" in [r["feature"] for r in ds[0].record["reasons"]]
+    # uses at 0, 15 and 30 minutes: the third is three uses over 30 min, after which the tool is the agent's own
+    assert settled == [False, False, True, True, True, True]
 
 
 def test_a_new_tool_used_k_times_in_less_than_t_does_not_settle_yet(model):
     eng = engine(model)
     ds = [eng.process(new_tool(T + 60 * i)) for i in range(5)]  # five uses within four minutes
-    assert all(alerted(d) for d in ds)
-    later = eng.process(new_tool(T + 1800))  # the use that completes 30 min settles it, the next is ordinary
-    assert alerted(later) and not alerted(eng.process(new_tool(T + 1900)))
+    assert [alerted(d) for d in ds] == [True] + [False] * 4 and not known(eng)
+    eng.process(new_tool(T + 1800))  # the use that completes 30 min settles it
+    assert known(eng)
 
 
 def test_settling_follows_the_policy_settle_uses_and_settle_s(model):
     eng = engine(model, settle_uses=5, settle_s=7200)
-    ds = [eng.process(new_tool(T + 1800 * i)) for i in range(6)]
+    settled = []
+    for i in range(6):
+        eng.process(new_tool(T + 1800 * i))
+        settled.append(known(eng))
     # five uses over two hours: the uses at 0, 30, 60, 90 and 120 min, the last of them settles it
-    assert [alerted(d) for d in ds] == [True] * 5 + [False]
+    assert settled == [False] * 4 + [True, True]
+
+
+def test_a_pending_tool_that_comes_with_evidence_of_harm_is_news_again_on_every_use(model):
+    eng = engine(model)
+    assert alerted(eng.process(new_tool(T)))
+    assert not alerted(eng.process(new_tool(T + 60)))  # pending: not news again
+    # the same never-seen tool now sends confidential data out of the company: tainted
+    bad = eng.process(ev(T + 120, "a", tool="newtool.run", action="send", resource="crm://accounts/1",
+                         sensitivity="confidential", records=5, dests=["email:drop@evil.example"], task="x1"))
+    assert alerted(bad)
+    later = [eng.process(new_tool(T + 900 * i)) for i in range(1, 5)]
+    assert all("novel_tool" in [r["feature"] for r in d.record["reasons"]] for d in later)
+    assert not known(eng)
 
 
 def test_a_new_tool_reading_confidential_data_settles_too_novelty_is_not_evidence_that_taints(model):
