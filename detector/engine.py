@@ -66,6 +66,7 @@ _I_EXFIL, _I_RULE2, _I_DETOUR, _I_OUTSIDER = (FEATURE_INDEX[n] for n in ("task_e
                                                                        "untrusted_detour", "outsider_principal"))
 _I_KIND = (FEATURE_INDEX["event_volume"], FEATURE_INDEX["event_fanout"])
 _I_NOVEL = FEATURE_INDEX["novel_outbound"]
+_I_TASK_ACTIONS = FEATURE_INDEX["task_actions"]
 #: features a benign verdict caps (magnitudes: "this much is fine for this agent"); what is new (a tool,
 #: a destination, a step, a principal) settles item by item instead, and the structural signs of harm
 #: (rule of two, a detour after untrusted input, an outsider asking) are never switched off
@@ -76,6 +77,18 @@ _CAP_INDEX = {n: i for i, n in _CAPPED.items()}
 #: a capped magnitude stays quiet up to this multiple of the value judged benign (windows hold the remains of
 #: earlier actions: the same routine an hour later reads a little more than what the analyst saw)
 CAP_SLACK = 1.5
+
+
+def _long_task(st: "AgentState", task_id: str, n: float, z: list[float], learn: bool) -> None:
+    """A task longer than the agent's usual is news when it crosses and each time its length doubles, not on
+    every later action of it: the deviation of ``task_actions`` is dropped in between (``z`` changed in
+    place). ``learn``: remember this crossing (the stream), or only read (the pre-action check's copy)."""
+    lt = st.long_task
+    key = float(stable_hash(task_id))
+    if lt and lt[0] == key and n < 2.0 * lt[1]:
+        z[_I_TASK_ACTIONS] = 0.0
+    elif learn:
+        st.long_task = array("d", (key, n))
 
 
 def _pending_quiet(p: array) -> set[int]:
@@ -188,7 +201,7 @@ class AgentState:
     """Everything the engine keeps per agent (the trace aside). Bounded."""
 
     __slots__ = ("features", "baseline", "breaker", "seen", "seen_content", "seen_pos", "operator_id", "usage",
-                 "pending", "caps", "kinds", "habits")
+                 "pending", "caps", "kinds", "habits", "long_task")
 
     def __init__(self, prior: Prior, operator_id: str) -> None:
         self.features = FeatureState()
@@ -215,6 +228,9 @@ class AgentState:
         self.kinds = KindProfiles()
         #: per family of destination, how often a send goes somewhere new (detector/habits.py); from training
         self.habits = Habits(prior.habits or b"")
+        #: the last task alerted for its length, and its length then (a long task is news when it crosses the
+        #: agent's usual length and each time it doubles, not on every later action): (task key, actions)
+        self.long_task = array("d")
 
     def dump(self, episode: tuple | None = None) -> bytes:
         """The state as bytes (the worker's changelog value), with the agent's open alert episode
@@ -223,7 +239,8 @@ class AgentState:
                                        self.baseline.to_tuple(), self.breaker.to_tuple(), self.seen.tobytes(),
                                        self.seen_pos, self.seen_content.tobytes(), self.usage.to_tuple(),
                                        self.pending.tobytes(), self.caps.tobytes() if self.caps is not None else None,
-                                       self.kinds.to_bytes(), self.habits.to_bytes(), episode))
+                                       self.kinds.to_bytes(), self.habits.to_bytes(), self.long_task.tobytes(),
+                                       episode))
 
     @classmethod
     def load(cls, blob: bytes, hours: tuple[float, ...] | None = None) -> "AgentState":
@@ -233,7 +250,7 @@ class AgentState:
         parts = msgspec.msgpack.decode(blob)
         ver = parts[0] if isinstance(parts, list) and parts else None
         usage = None
-        pending, caps, kinds, habits = b"", None, b"", b""
+        pending, caps, kinds, habits, long_task = b"", None, b"", b"", b""
         if ver == 1 and len(parts) == 7:
             ver, op, f, b, br, seen, pos = parts
             content = bytes(2 * _DEDUPE)
@@ -241,8 +258,8 @@ class AgentState:
             ver, op, f, b, br, seen, pos, content, usage = parts
         elif ver == 4 and len(parts) == 12:
             ver, op, f, b, br, seen, pos, content, usage, pending, caps, kinds = parts
-        elif ver == _STATE_VERSION and len(parts) == 14:
-            ver, op, f, b, br, seen, pos, content, usage, pending, caps, kinds, habits, _ = parts
+        elif ver == _STATE_VERSION and len(parts) == 15:
+            ver, op, f, b, br, seen, pos, content, usage, pending, caps, kinds, habits, long_task, _ = parts
         else:
             raise ValueError(f"agent state version {ver} is not {_STATE_VERSION}")
         s = cls.__new__(cls)
@@ -264,6 +281,9 @@ class AgentState:
             raise ValueError("agent state has the wrong pending novelty or verdict caps size")
         s.kinds = KindProfiles(kinds)
         s.habits = Habits(habits)
+        s.long_task = array("d", long_task)
+        if len(s.long_task) not in (0, 2):
+            raise ValueError("agent state has the wrong long-task size")
         return s
 
     @staticmethod
@@ -272,9 +292,9 @@ class AgentState:
         building the rest. Raises ValueError on a state that cannot be read."""
         try:
             parts = _RAW_PARTS(blob)
-            if len(parts) != 14:
+            if len(parts) != 15:
                 return None
-            return msgspec.msgpack.decode(parts[13])
+            return msgspec.msgpack.decode(parts[14])
         except (msgspec.DecodeError, TypeError) as err:
             raise ValueError(f"agent state is not readable: {err}") from None
 
@@ -286,7 +306,7 @@ class AgentState:
         try:
             parts = _RAW_PARTS(blob)
             ver = msgspec.msgpack.decode(parts[0]) if parts else None
-            if (ver, len(parts)) not in ((1, 7), (3, 9), (4, 12), (_STATE_VERSION, 14)):
+            if (ver, len(parts)) not in ((1, 7), (3, 9), (4, 12), (_STATE_VERSION, 15)):
                 raise ValueError(f"agent state version {ver} is not {_STATE_VERSION}")
             return brk.BreakerState.from_tuple(msgspec.msgpack.decode(parts[4]))
         except (msgspec.DecodeError, TypeError) as err:
@@ -594,6 +614,8 @@ class Engine:
         by_kind = st.kinds.compare(obs.kind, xl, z)
         # a never-seen destination of a family this agent often sends somewhere new (new payees, new
         # customers) is routine for it: not news, so not a reason to ask or alert (detector/habits.py)
+        if z[_I_TASK_ACTIONS] >= REASON_Z and ev.task_id is not None:
+            _long_task(st, ev.task_id, obs.x[_I_TASK_ACTIONS], z, learn)
         new_sent = obs.new_outbound
         if new_sent and st.habits and all(map(st.habits.habitual, map(family_key, new_sent))):
             obs.new_outbound = []

@@ -166,6 +166,21 @@ def test_novelty_that_came_with_evidence_of_harm_never_settles_without_a_verdict
     assert bloom_has(st.features.tools, h, 255)
 
 
+def test_a_long_task_is_news_when_it_crosses_and_when_it_doubles_not_on_every_action(model):
+    eng = engine(model)
+    named = []
+    for i in range(40):  # a's tasks take three actions; this one takes forty
+        d = eng.process(ev(T + 30 * i, "a", resource=f"crm://accounts/{i % 7}", task="long-1"))
+        if "task_actions" in [r["feature"] for r in d.record["reasons"]]:
+            named.append(int(d.x[FEATURE_INDEX["task_actions"]]))
+    assert named, "a task thirteen times the usual length is news"
+    assert all(b >= 2 * a for a, b in zip(named, named[1:])), named  # again only once it doubled
+    assert len(named) <= 4
+    # another long task is news again
+    d = [eng.process(ev(T + 2000 + 30 * i, "a", resource="crm://accounts/1", task="long-2")) for i in range(named[0])]
+    assert "task_actions" in [r["feature"] for r in d[-1].record["reasons"]]
+
+
 # --------------------------------------------------------------------------- peers
 
 def test_peers_adoption_is_off_by_default_so_every_worker_decides_as_replay_does(model):
