@@ -116,10 +116,6 @@ _WORD = re.compile(r"[a-z]{2,}")
 _STOP = frozenset(("com", "org", "net", "www", "http", "https", "mail", "email", "gmail", "example", "customer",
                    "user", "users", "corp", "inbox", "outbox", "the", "and", "info", "support", "team", "noreply"))
 _words_cache: dict[str, tuple[int, ...]] = {}
-#: resource -> the hash of its family (resource_family), memoised for the resources that recur (a mailbox, a
-#: channel): small, as most resources name one record and its string would be kept alive for nothing
-_res_hashes: dict[str, int] = {}
-_RES_MEMO = 4096
 #: (action, tool) -> the hash of its kind (verb and tool family), memoised
 _kinds: dict[tuple[str, str], int] = {}
 _START = 0x5A17
@@ -286,16 +282,6 @@ def _words(text: str) -> tuple[int, ...]:
     return hit
 
 
-def _resource_hash(resource: str) -> int:
-    """``stable_hash(resource_family(resource))``, memoised."""
-    h = _res_hashes.get(resource)
-    if h is None:
-        if len(_res_hashes) >= _RES_MEMO:
-            _res_hashes.clear()
-        h = _res_hashes[resource] = stable_hash(resource_family(resource))
-    return h
-
-
 def _word_bits(words: tuple[int, ...]) -> int:
     bits = 0
     for w in words:
@@ -370,7 +356,7 @@ def extract(st: FeatureState, ev: ActionEvent, policy: Policy, adopted=None) -> 
     # novelty (not yet committed)
     wn = 1.0 + w / 5.0
     h_tool = stable_hash(ev.tool)
-    h_res = _resource_hash(ev.resource)
+    h_res = stable_hash(resource_family(ev.resource))
     novelty = 0.0
     novel_tool = 0.0
     acting = ev.action != "read" or bool(ev.destinations)
