@@ -5,17 +5,19 @@ asserts nothing.
 
 Without ``--bootstrap`` it starts its own broker with scripts/kafka.sh (free ports, fresh data dir) and stops it
 at the end. One ``flowbreaker worker`` (a tokens file) owns every partition; the agent gets a short history of
-ordinary reads. Then two MCP sessions of the SDK's client (``ClientSession`` over ``stdio_client``) to the same
+ordinary reads. Then three MCP sessions of the SDK's client (``ClientSession`` over ``stdio_client``) to the same
 test server (tests/integration/mcp_tool_server.py, FastMCP's successor ``MCPServer``): one direct, one through the
 gateway (``--api`` that worker, the freeze guard following ``agent-control``, each forwarded call published on
-``agent-actions``). Both sessions call ``read_record`` (allowed), one call at a time, alternating call by call
-(direct then gateway, then gateway then direct: both see the host alike), after 200 warm-up calls each; a call's
-latency is send to result in the client.
+``agent-actions``), and one through a bare relay (bench/stdio_relay.py: lines copied both ways, nothing parsed or
+checked: the floor under any stdio gateway in Python on this host). The sessions call ``read_record`` (allowed),
+one call at a time, taking turns call by call in a rotating order (all see the host alike), after 200 warm-up
+calls each; a call's latency is send to result in the client.
 
 Reported:
 
-- p50 / p95 / p99 / max of both, and what the gateway adds at each percentile (through minus direct): its two
-  extra stdio hops, the mapping, the check's round trip to the worker, the relay; the issue's goal is <= 5 ms p99;
+- p50 / p95 / p99 / max of the three, and what the bare relay and the gateway add at each percentile (through
+  minus direct): two extra stdio hops, and for the gateway also the mapping, the check's round trip to the worker
+  and the SDK's parsing; the issue's goal is <= 5 ms p99 added by the gateway;
 - the host's load: the 1-minute load average, and how busy the cores were during the calls, by this benchmark's
   processes (client, gateway, server, worker) and by everything else (the shared broker, other work);
 - where the time goes: the gateway's own decision time (the check included, from its closing log line), the
@@ -44,6 +46,7 @@ from mcp_harness import MAPPING, child_env, client_session, gateway_args, server
 from worker_harness import WorkerProc, ensure_signing_keys, make_topics, produce
 
 TOKEN = "bench-runtime-token"
+RELAY = Path(__file__).resolve().parent / "stdio_relay.py"
 AGENT = "bench-mcp-agent"
 GOAL_P99_MS = 5.0
 WARMUP = 200
@@ -100,7 +103,9 @@ def gateway_cpu() -> float:
 # ------------------------------------------------------------------ the calls
 async def measure(direct_args: list[str], proxy_args: list[str], calls: int, errlog) -> dict:
     env = child_env()
+    relay_args = [str(RELAY), "--", sys.executable, *direct_args]
     async with client_session(direct_args, errlog, env) as direct, \
+            client_session(relay_args, errlog, env) as relayed, \
             client_session(proxy_args, errlog, env) as proxied:
         refused = 0
 
@@ -112,27 +117,25 @@ async def measure(direct_args: list[str], proxy_args: list[str], calls: int, err
             refused += bool(res.is_error)
             return took
 
+        sessions = {"direct": direct, "relay": relayed, "proxied": proxied}
         for _ in range(WARMUP):  # connections, caches, the worker's agent state
-            await one(direct)
-            await one(proxied)
+            for session in sessions.values():
+                await one(session)
         idle0 = gateway_cpu()
         await anyio.sleep(5.0)
         idle = (gateway_cpu() - idle0) / 5.0
         refused = 0
-        d, p = [], []
+        took: dict[str, list[float]] = {name: [] for name in sessions}
+        names = list(sessions)
         load0, busy0, own0, cpu0 = os.getloadavg()[0], cpu_ticks(), tree_ticks(os.getpid()), gateway_cpu()
         t0 = time.monotonic()
-        for i in range(calls):
-            if i % 2:
-                d.append(await one(direct))
-                p.append(await one(proxied))
-            else:
-                p.append(await one(proxied))
-                d.append(await one(direct))
+        for i in range(calls):  # each round in another order: none of the three always goes first
+            for name in names[i % 3:] + names[:i % 3]:
+                took[name].append(await one(sessions[name]))
         wall = time.monotonic() - t0
         busy1, own1, cpu1 = cpu_ticks(), tree_ticks(os.getpid()), gateway_cpu()
         busy, total = busy1[0] - busy0[0], busy1[1] - busy0[1]
-        return {"direct": d, "proxied": p, "refused": refused, "gateway_cpu": (cpu1 - cpu0) / calls,
+        return {**took, "refused": refused, "gateway_cpu": (cpu1 - cpu0) / calls,
                 "idle": idle, "wall": wall, "load": (load0, os.getloadavg()[0]),
                 "busy": busy / total if total else float("nan"),
                 "own": (own1 - own0) / total if total else float("nan")}
@@ -261,17 +264,20 @@ def run(args: argparse.Namespace, bootstrap: str, tmp: Path) -> None:
         decided = re.findall(r"decision time (p50 .*? over \d+ calls)", (tmp / "stderr.log").read_text())
     finally:
         worker.stop()
-    d, p = r["direct"], r["proxied"]
+    d, rel, p = r["direct"], r["relay"], r["proxied"]
     cores = os.cpu_count() or 1
     print(f"host: {cores} cores; load average (1 min) {r['load'][0]:.2f} before the calls, {r['load'][1]:.2f} "
           f"after; cores busy {r['busy'] * 100:.0f} % during the calls ({r['own'] * 100:.0f} % this benchmark's "
           f"processes, {(r['busy'] - r['own']) * 100:.0f} % everything else)")
-    print(f"{len(d)} calls per session, alternating call by call, {r['wall']:.1f} s; {r['refused']} refused "
-          f"through the gateway")
+    print(f"{len(d)} calls per session, the sessions taking turns call by call, {r['wall']:.1f} s; "
+          f"{r['refused']} calls answered with an error")
     print(f"{'':>22} {'p50 ms':>7} {'p95':>7} {'p99':>7} {'max':>7}")
-    for name, xs in (("direct", d), ("through mcp-proxy", p)):
+    for name, xs in (("direct", d), ("through a bare relay", rel), ("through mcp-proxy", p)):
         print(f"{name:>22} {ms(pct(xs, 50)):>7} {ms(pct(xs, 95)):>7} {ms(pct(xs, 99)):>7} {ms(max(xs)):>7}")
+    floor = {q: pct(rel, q) - pct(d, q) for q in (50, 95, 99)}
     added = {q: pct(p, q) - pct(d, q) for q in (50, 95, 99)}
+    print(f"{'added by a bare relay':>22} {ms(floor[50]):>7} {ms(floor[95]):>7} {ms(floor[99]):>7}   "
+          f"(bench/stdio_relay.py: the two extra stdio hops alone, no parsing, no check)")
     print(f"{'added by the gateway':>22} {ms(added[50]):>7} {ms(added[95]):>7} {ms(added[99]):>7}")
     print(f"goal: the gateway adds <= {GOAL_P99_MS:.0f} ms p99: {'met' if added[99] * 1000 <= GOAL_P99_MS else 'NOT met'} "
           f"here ({ms(added[99])} ms)")
