@@ -21,8 +21,9 @@ Reported:
 - the host's load: the 1-minute load average, and how busy the cores were during the calls, by this benchmark's
   processes (client, gateway, server, worker) and by everything else (the shared broker, other work);
 - where the time goes: the gateway's own decision time (the check included, from its closing log line), the
-  check's round trip alone from this process (``CheckClient.acheck``, as the gateway makes it) with the worker's
-  own handling time (``flowbreaker_check_seconds``), the gateway's CPU per call and its own steps in-process.
+  check's round trip alone from this process (``CheckClient.acheck``, as the gateway makes it; back to back, and
+  after 5 ms without a call, as the worker waits between the gateway's checks here) with the worker's own
+  handling time (``flowbreaker_check_seconds``), the gateway's CPU per call and its own steps in-process.
 
 Everything shares the host's cores: read the numbers as what this host gave while it ran.
 """
@@ -142,9 +143,11 @@ async def measure(direct_args: list[str], proxy_args: list[str], calls: int, err
 
 
 # ------------------------------------------------------------------ where the time goes
-def check_alone(url: str, mapping: Path, n: int = 1000) -> tuple[list[float], float]:
+def check_alone(url: str, mapping: Path, n: int = 1000) -> tuple[list[float], list[float], float]:
     """The check's round trip from this process as the gateway makes it (CheckClient.acheck on an event loop, one
-    kept-alive connection), and the worker's own mean time per check meanwhile (flowbreaker_check_seconds)."""
+    kept-alive connection): back to back, and each after 5 ms without a call (as in the sessions, where the worker
+    waits between checks while the other sessions call); and the worker's own mean time per check meanwhile
+    (flowbreaker_check_seconds)."""
     from streams.clients.check_client import CheckClient
     from streams.clients.guard import FreezeGuard
     from streams.mcp_proxy.gate import SENSITIVITIES, ToolGate
@@ -155,22 +158,25 @@ def check_alone(url: str, mapping: Path, n: int = 1000) -> tuple[list[float], fl
     actions = [gate.action_for(tool="read_record", arguments={"record_id": "r1"}, session_id="mcp-bench")
                for _ in range(n + 100)]
 
-    async def run() -> tuple[list[float], tuple[float, float], tuple[float, float]]:
-        out = []
+    async def run() -> tuple[list[float], list[float], tuple[float, float], tuple[float, float]]:
+        out: dict[float, list[float]] = {0.0: [], 0.005: []}
         for a in actions[:100]:
             await checks.acheck(a)
         m0 = worker_check_seconds(url)
-        for a in actions[100:]:
+        for i, a in enumerate(actions[100:]):
+            pause = 0.005 if i % 2 else 0.0
+            if pause:
+                await anyio.sleep(pause)
             t0 = time.perf_counter()
             res = await checks.acheck(a)
-            out.append(time.perf_counter() - t0)
+            out[pause].append(time.perf_counter() - t0)
             assert res.source == "flowbreaker", res
         m1 = worker_check_seconds(url)
         await checks.aclose()
-        return out, m0, m1
+        return out[0.0], out[0.005], m0, m1
 
-    took, m0, m1 = anyio.run(run)
-    return took, (m1[0] - m0[0]) / max(1.0, m1[1] - m0[1])
+    hot, idle, m0, m1 = anyio.run(run)
+    return hot, idle, (m1[0] - m0[0]) / max(1.0, m1[1] - m0[1])
 
 
 def worker_check_seconds(url: str) -> tuple[float, float]:
@@ -260,7 +266,7 @@ def run(args: argparse.Namespace, bootstrap: str, tmp: Path) -> None:
                              prefix=prefix, mapping=tmp / "tools.toml", record=record)
         with open(tmp / "stderr.log", "w") as errlog:
             r = anyio.run(measure, server_args(record), proxy, args.calls, errlog)
-        alone, worker_s = check_alone(url, tmp / "tools.toml")
+        alone, after_idle, worker_s = check_alone(url, tmp / "tools.toml")
         decided = re.findall(r"decision time (p50 .*? over \d+ calls)", (tmp / "stderr.log").read_text())
     finally:
         worker.stop()
@@ -283,9 +289,10 @@ def run(args: argparse.Namespace, bootstrap: str, tmp: Path) -> None:
           f"here ({ms(added[99])} ms)")
     print("where the time goes:")
     print(f"  the gateway's decision per call, the check included (its log): {decided[-1] if decided else 'n/a'}")
-    print(f"  the check's round trip alone (CheckClient.acheck from this process): p50 {ms(pct(alone, 50))} "
-          f"p95 {ms(pct(alone, 95))} p99 {ms(pct(alone, 99))} ms; the worker's own handling {worker_s * 1000:.3f} ms "
-          f"per check")
+    print(f"  the check's round trip alone (CheckClient.acheck from this process): back to back p50 "
+          f"{ms(pct(alone, 50))} p95 {ms(pct(alone, 95))} p99 {ms(pct(alone, 99))} ms; after 5 ms without a call "
+          f"p50 {ms(pct(after_idle, 50))} p95 {ms(pct(after_idle, 95))} p99 {ms(pct(after_idle, 99))} ms; the "
+          f"worker's own handling {worker_s * 1000:.3f} ms per check")
     print(f"  gateway process CPU {r['gateway_cpu'] * 1000:.2f} ms per call (its idle share included; idle "
           f"{r['idle'] * 1000:.0f} ms per second); its own steps in-process {own_work() * 1e6:.0f} us per call",
           flush=True)
