@@ -51,6 +51,14 @@ MAX_EPISODE_BYTES = 256 * 1024
 _encode = json.JSONEncoder(separators=(",", ":")).encode
 
 
+def _order(rec: dict) -> tuple:
+    """Where a record stands in its episode's life: closing comes last, a verdict stays once given, then the
+    latest change and the most actions. An episode's records only move forward in it."""
+    actions = rec.get("actions")
+    return (rec["state"] == "closed", "verdict" in rec, str(rec.get("updated") or ""),
+            actions if isinstance(actions, int) else 0)
+
+
 class EpisodeIndex:
     """The latest record of each alert episode: every open one (up to ``max_open``), the ``max_closed``
     most recently closed ones. :meth:`apply` never raises: a record that is not an episode is counted."""
@@ -73,8 +81,9 @@ class EpisodeIndex:
             self.invalid += 1
             return False
         eid = rec["episode_id"]
-        if eid in self.closed and rec["state"] == "open":
-            return True  # a copy of an earlier record, redelivered after the closing one
+        held = self.open.get(eid) or self.closed.get(eid)
+        if held is not None and _order(rec) < _order(held):
+            return True  # an earlier record, redelivered or replayed: the later one stands
         self.open.pop(eid, None)
         self.closed.pop(eid, None)
         if rec["state"] == "open":

@@ -125,6 +125,20 @@ def test_an_open_record_redelivered_after_the_closing_one_does_not_reopen_the_ep
     assert idx.open_count == 0 and idx.get("ep-1")["state"] == "closed"
 
 
+def test_an_earlier_record_replayed_later_does_not_undo_a_change_or_a_verdict():
+    idx = EpisodeIndex()
+    first = ep("ep-1", actions=1, severity="medium")
+    idx.apply(first)
+    idx.apply(ep("ep-1", actions=5, severity="critical", updated="2026-03-02T09:05:00.000Z"))
+    idx.apply(first)  # an old, validly signed record published again
+    assert idx.get("ep-1")["actions"] == 5 and idx.get("ep-1")["severity"] == "critical"
+    closed = ep("ep-1", state="closed", actions=5, updated="2026-03-02T09:05:00.000Z")
+    idx.apply(closed)
+    idx.apply({**closed, "verdict": {"verdict": "benign", "by": "alice"}})
+    idx.apply(closed)  # the closing record without the verdict, replayed
+    assert idx.get("ep-1")["verdict"]["verdict"] == "benign"
+
+
 def test_listings_filter_by_agent_and_show_the_latest_change_first():
     idx = EpisodeIndex()
     idx.apply(ep("ep-1", agent="a", updated="2026-03-02T09:00:00.000Z"))
