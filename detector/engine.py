@@ -79,6 +79,12 @@ _CAP_INDEX = {n: i for i, n in _CAPPED.items()}
 CAP_SLACK = 1.5
 
 
+def _injection_signs(x: list[float]) -> bool:
+    """The structural signs of an injection in an action's features: the rule of two, a detour after
+    untrusted input, an outsider directing it. Nothing an analyst or recurrence vouches for switches them off."""
+    return x[_I_RULE2] > 0.0 or x[_I_DETOUR] > 0.0 or x[_I_OUTSIDER] > 0.0
+
+
 def _long_task(st: "AgentState", task_id: str, n: float, z: list[float], learn: bool) -> None:
     """A task longer than the agent's usual is news when it crosses and each time its length doubles, not on
     every later action of it: the deviation of ``task_actions`` is dropped in between (``z`` changed in
@@ -409,9 +415,12 @@ class Engine:
         """Make a state :meth:`dump_agent` wrote the agent's; its open alert episode joins the episodes
         unless they hold it already (closed while the agent rested, or open)."""
         st = AgentState.load(blob)
-        ep = AgentState.episode_of(blob)
-        if ep is not None:
-            self.episodes.restore(agent_id, ep)
+        try:  # an episode that is not one (a record someone else wrote) is left out; the state stands
+            ep = AgentState.episode_of(blob)
+            if ep is not None:
+                self.episodes.restore(agent_id, ep)
+        except ValueError:
+            pass
         if self.model is not None:
             st.features.hours = self.model.prior_for(agent_id, st.operator_id, "").hours
         self.agents[agent_id] = st
@@ -612,10 +621,10 @@ class Engine:
         xl, z = st.baseline.log_deviations(obs.x)  # the row in log1p units, and its deviations
         # like with like: this action's magnitudes against this kind of action's too (once it has a profile)
         by_kind = st.kinds.compare(obs.kind, xl, z)
+        if z[_I_TASK_ACTIONS] >= REASON_Z and ev.task_id is not None:  # a long task is news once
+            _long_task(st, ev.task_id, obs.x[_I_TASK_ACTIONS], z, learn)
         # a never-seen destination of a family this agent often sends somewhere new (new payees, new
         # customers) is routine for it: not news, so not a reason to ask or alert (detector/habits.py)
-        if z[_I_TASK_ACTIONS] >= REASON_Z and ev.task_id is not None:
-            _long_task(st, ev.task_id, obs.x[_I_TASK_ACTIONS], z, learn)
         new_sent = obs.new_outbound
         if new_sent and st.habits and all(map(st.habits.habitual, map(family_key, new_sent))):
             obs.new_outbound = []
@@ -626,7 +635,7 @@ class Engine:
         # what an analyst judged benign is not news up to the value judged, unless a structural sign of harm
         # (the rule of two, a detour after untrusted input, an outsider asking) comes with it: a verdict on
         # routine work vouches for its magnitudes, not for an injection that moves as much
-        if caps is not None and not (x[_I_RULE2] > 0.0 or x[_I_DETOUR] > 0.0 or x[_I_OUTSIDER] > 0.0):
+        if caps is not None and not _injection_signs(x):
             for i, cap in enumerate(caps):
                 if cap > 0.0 and z[i] > 0.0 and x[i] <= CAP_SLACK * cap:
                     z[i] = 0.0
@@ -668,11 +677,9 @@ class Engine:
         th = self.policy.thresholds
         x = obs.x
         novel = obs.novel
-        if obs.adopted and len(obs.adopted) > len(again):
-            feats = st.features
-            for key in obs.adopted:
-                if key not in again:  # what the agent's peers adopted
-                    settle(feats, key)
+        for key in obs.adopted:
+            if key not in again:  # what the agent's peers adopted is its own at once
+                settle(st.features, key)
         if learned and not novel and not again:  # the common case: nothing new, nothing to judge
             if not obs.approved:
                 st.kinds.learn(obs.kind, xl, ev.t)
@@ -681,7 +688,7 @@ class Engine:
             return
         # evidence of harm that is not novelty itself (never-used access to sensitive data, a new destination,
         # a new step or colleague would otherwise keep every new thing from ever settling)
-        harmful = (x[_I_EXFIL] > 0.0 or x[_I_RULE2] > 0.0 or x[_I_DETOUR] > 0.0 or x[_I_OUTSIDER] > 0.0
+        harmful = (x[_I_EXFIL] > 0.0 or _injection_signs(x)
                    or bool(violations) or score_of(p_harm) >= th.gate_evidence
                    and score_of(self._harm_pvalue(ev, obs, r, False)) >= th.gate_evidence)
         if not obs.approved and (learned or not harmful and (not by_kind or z[_I_KIND[0]] < 3.0
@@ -706,8 +713,7 @@ class Engine:
         if not harmful:
             return True
         x = obs.x
-        if x[_I_RULE2] > 0.0 or x[_I_DETOUR] > 0.0 or x[_I_OUTSIDER] > 0.0 or violations or not new_sent \
-                or x[_I_EXFIL] > 0.0 and z[_I_EXFIL] >= REASON_Z:
+        if _injection_signs(x) or violations or not new_sent or x[_I_EXFIL] > 0.0 and z[_I_EXFIL] >= REASON_Z:
             return False
         rest = list(r)
         rest[_I_NOVEL] = 0.0

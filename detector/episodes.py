@@ -38,6 +38,7 @@ from array import array
 from collections import OrderedDict
 from typing import Iterable
 
+from detector.features import N_FEATURES
 from detector.timestamps import iso_utc
 
 __all__ = ["Episode", "EpisodeBook", "SCHEMA", "MAX_EVENT_IDS", "MAX_ITEMS", "MAX_ROWS"]
@@ -50,6 +51,8 @@ MAX_ITEMS = 64
 MAX_ROWS = 4
 #: reason codes a record lists (the most frequent)
 MAX_REASONS = 8
+#: reasons, incidents and caps an episode saved with its agent's state may hold (anything larger is not one)
+_MAX_SAVED = 256
 _RANK = {"ok": 0, "low": 1, "medium": 2, "high": 3, "critical": 4}
 _SEVERITY = tuple(_RANK)
 
@@ -98,21 +101,26 @@ class Episode:
         """The open episode :meth:`to_tuple` wrote; ValueError when it is not one."""
         try:
             eid, opened, updated, severity, actions, reasons, event_ids, incidents, verdict, items, rows, caps = t
+            if max(len(reasons), len(incidents), len(caps)) > _MAX_SAVED or len(event_ids) > MAX_EVENT_IDS \
+                    or len(items) > MAX_ITEMS or len(rows) > MAX_ROWS:
+                raise ValueError("too many entries")
             ep = cls(str(eid), agent_id, float(opened))
             ep.updated = float(updated)
             ep.severity = int(severity)
             ep.actions = int(actions)
             ep.reasons = {str(c): int(n) for c, n in reasons}
-            ep.event_ids = [str(e) for e in event_ids][:MAX_EVENT_IDS]
+            ep.event_ids = [str(e) for e in event_ids]
             ep.incidents = [str(i) for i in incidents]
             ep.verdict = dict(verdict) if verdict is not None else None
-            ep.items = [int(k) for k in items][:MAX_ITEMS]
-            ep.rows = [array("d", r) for r in rows][:MAX_ROWS]
+            ep.items = [int(k) for k in items]
+            ep.rows = [array("d", r) for r in rows]
             ep.caps = {int(f): float(v) for f, v in caps}
-        except (TypeError, ValueError) as err:
+        except (TypeError, ValueError, OverflowError) as err:
             raise ValueError(f"not an open alert episode: {err}") from None
         if not 0 <= ep.severity < len(_SEVERITY):
             raise ValueError("not an open alert episode: severity out of range")
+        if any(len(r) != N_FEATURES for r in ep.rows) or any(not 0 <= f < N_FEATURES for f in ep.caps):
+            raise ValueError("not an open alert episode: feature rows or caps of another shape")
         return ep
 
     def record(self) -> dict:

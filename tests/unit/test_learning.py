@@ -361,6 +361,24 @@ def test_an_open_episode_travels_with_the_agents_state_and_a_benign_verdict_stil
     assert other.episodes.open_of("a") is None
 
 
+@pytest.mark.parametrize("bad", [
+    "not a tuple", ["ep-x", 0.0, 0.0, 9, 1, [], [], [], None, [], [], []],           # severity out of range
+    ["ep-x", 0.0, 0.0, 2, 1, [["r", 1]] * 1000, [], [], None, [], [], []],            # unbounded reasons
+    ["ep-x", 0.0, 0.0, 2, 1, [], [], [], None, [], [b"\x00" * 8], []],                # a row of another shape
+    ["ep-x", 0.0, 0.0, 2, 1, [], [], [], None, [], [], [[99999, 1.0]]],                 # a cap of no feature
+])
+def test_a_state_carrying_something_that_is_not_an_episode_loads_without_it(model, bad):
+    import msgspec
+
+    eng = engine(model)
+    eng.process(new_tool(T))
+    parts = msgspec.msgpack.decode(eng.dump_agent("a"))
+    blob = msgspec.msgpack.encode([*parts[:-1], bad])
+    other = engine(model)
+    other.load_agent("a", blob)  # a changelog record someone else wrote: the state stands, the episode not
+    assert "a" in other.agents and other.episodes.open_of("a") is None
+
+
 # --------------------------------------------------------------------------- determinism and state
 
 def _scenario():
