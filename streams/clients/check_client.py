@@ -92,6 +92,17 @@ class CheckResult:
         return self.verdict == "allow"
 
 
+def _answer(status: int, data: bytes) -> tuple[str | None, dict]:
+    """A worker's answer: ``(why it failed, {})`` for a 5xx (``unavailable`` for 503, else ``error``: try the
+    next worker), else ``(None, its JSON body or {})``."""
+    if status >= 500:
+        return ("unavailable" if status == 503 else "error"), {}
+    try:
+        return None, json.loads(data) if data else {}
+    except ValueError:
+        return None, {}
+
+
 class _Unavailable(Exception):
     def __init__(self, cause: str) -> None:
         super().__init__(cause)
@@ -184,13 +195,10 @@ class CheckClient:
                     if fresh_failure:
                         break
                     continue
-                if resp.status >= 500:
-                    cause = "unavailable" if resp.status == 503 else "error"
+                failed, payload = _answer(resp.status, data)
+                if failed:
+                    cause = failed
                     break
-                try:
-                    payload = json.loads(data) if data else {}
-                except ValueError:
-                    payload = {}
                 self._local.answered_by = resp.getheader("X-Flowbreaker-Owner") or url
                 return resp.status, payload
         raise _Unavailable(cause)
@@ -247,13 +255,10 @@ class CheckClient:
                     if attempt == 1 or isinstance(err, aiohttp.ClientConnectorError):
                         break
                     continue
-                if resp.status >= 500:
-                    cause = "unavailable" if resp.status == 503 else "error"
+                failed, payload = _answer(resp.status, data)
+                if failed:
+                    cause = failed
                     break
-                try:
-                    payload = json.loads(data) if data else {}
-                except ValueError:
-                    payload = {}
                 return resp.status, payload, resp.headers.get("X-Flowbreaker-Owner") or url
         raise _Unavailable(cause)
 
