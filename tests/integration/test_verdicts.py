@@ -149,19 +149,24 @@ def test_a_benign_verdict_reaches_every_worker_and_the_same_routine_action_is_th
     decisions.close()
 
 
+def frozen_by_exfil(cluster, bootstrap: str, p: str, agent: str, *, via: int) -> str:
+    """Seed ``agent``, make it exfiltrate, wait until worker ``via``'s API lists its freeze; the incident id."""
+    from api_harness import exfil, seed
+
+    seed(cluster, [agent])
+    produce(bootstrap, f"{p}agent-actions", event_messages([exfil(agent, 100)]))
+    frozen = wait_for(lambda: [b for b in call("GET", cluster.url(via) + "/v1/breakers", TOKEN["viewer"]).json["breakers"]
+                               if b["agent_id"] == agent], 30, "the automatic freeze", procs=cluster.workers)
+    return frozen[0]["incident_id"]
+
+
 def test_a_release_with_a_verdict_publishes_it_signed_and_the_owner_applies_it(kafka_bootstrap, setup, tmp_path):
     """flowbreaker release --verdict benign with a lead's token: the release through the API, the verdict signed
     on agent-verdicts and applied by the agent's owner (what it does to the breaker is the engine's:
     tests/unit)."""
-    from api_harness import exfil, seed
-
     cluster, _, _, p = setup
     agent = cluster.agent_on(0, "vrel")
-    seed(cluster, [agent])
-    produce(kafka_bootstrap, f"{p}agent-actions", event_messages([exfil(agent, 100)]))
-    frozen = wait_for(lambda: [b for b in call("GET", cluster.url(1) + "/v1/breakers", TOKEN["viewer"]).json["breakers"]
-                               if b["agent_id"] == agent], 30, "the automatic freeze", procs=cluster.workers)
-    incident = frozen[0]["incident_id"]
+    incident = frozen_by_exfil(cluster, kafka_bootstrap, p, agent, via=1)
     applied_before = status(cluster, cluster.owner_index(agent))["verdict_outcomes"].get("applied", 0)
     token = tmp_path / "lead.token"
     token.write_text(TOKEN["lead"] + "\n")
@@ -185,15 +190,9 @@ def test_a_key_holder_release_with_a_verdict_publishes_both_signed_and_the_owner
         kafka_bootstrap, setup):
     """flowbreaker release --by NAME --verdict confirmed, without a token (the signing key's holder): the signed
     release on agent-control, the signed verdict on agent-verdicts, applied by the agent's owner."""
-    from api_harness import exfil, seed
-
     cluster, _, _, p = setup
     agent = cluster.agent_on(1, "vkey")
-    seed(cluster, [agent])
-    produce(kafka_bootstrap, f"{p}agent-actions", event_messages([exfil(agent, 100)]))
-    frozen = wait_for(lambda: [b for b in call("GET", cluster.url(0) + "/v1/breakers", TOKEN["viewer"]).json["breakers"]
-                               if b["agent_id"] == agent], 30, "the automatic freeze", procs=cluster.workers)
-    incident = frozen[0]["incident_id"]
+    incident = frozen_by_exfil(cluster, kafka_bootstrap, p, agent, via=0)
     owner = cluster.owner_index(agent)
     applied_before = status(cluster, owner)["verdict_outcomes"].get("applied", 0)
     done = run_cli("release", agent, "--reason", "exfiltration confirmed, key rotated", "--by", "lou", "--verdict",
