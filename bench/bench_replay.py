@@ -1,6 +1,8 @@
 """Replay throughput next to the bare decode rate of the same file, and state bytes per agent.
 
-    python bench/bench_replay.py [--agents 40] [--days 7] [--state-agents 10000]
+    python bench/bench_replay.py [--agents 40] [--days 7] [--state-agents 10000] [--runs 3]
+
+(``--state-agents 0`` skips the state section, which takes most of the ~13 minutes.)
 
 Prints numbers; asserts nothing. "Bare decode" is ``decode_event`` over the
 file's lines (the cheapest thing any consumer must do per event); "replay" is
@@ -99,7 +101,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--agents", type=int, default=40)
     ap.add_argument("--days", type=int, default=7)
-    ap.add_argument("--state-agents", type=int, default=10_000)
+    ap.add_argument("--state-agents", type=int, default=10_000, help="0: skip the state section")
+    ap.add_argument("--runs", type=int, default=3, help="timed runs of each line (the best is shown)")
     args = ap.parse_args()
 
     events, _ = simulate(n_agents=args.agents, days=args.days, seed=1)
@@ -140,9 +143,9 @@ def main() -> None:
         dec = lambda: [decode_event(x) for x in test]  # noqa: E731  the ratios' decode: same moment, same load
         online = lambda: replay(None)  # noqa: E731
         trained = lambda: replay(model)  # noqa: E731
-        t_d = best_of(3, dec)
-        t_rep_online = best_of(3, online)
-        t_rep_model = best_of(3, trained)
+        t_d = best_of(args.runs, dec)
+        t_rep_online = best_of(args.runs, online)
+        t_rep_model = best_of(args.runs, trained)
         how = "compiled kernel" if on else "pure Python"
         for name, t, fn in (("online only  ", t_rep_online, online), ("trained model", t_rep_model, trained)):
             print(f"replay, {name} {m / t:>10,.0f} events/s  {us(t):6.2f} us/event"
@@ -157,6 +160,8 @@ def main() -> None:
 
     # state per agent at steady state: many agents, each with a realistic history
     k = args.state_agents
+    if k <= 0:
+        return
     base = decoded[:cut]
     eng = Engine(trace_agents=0, trace_length=1)
     per_agent = max(1, min(100, len(base) // max(1, args.agents)))
