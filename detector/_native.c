@@ -346,11 +346,12 @@ forest_leaves(PyObject *self, PyObject *args)
             }
         }
         Py_BEGIN_ALLOW_THREADS
-        for (Py_ssize_t r = 0; r < n; r++) {
-            const double *row = z + r * d;
-            for (Py_ssize_t t = 0; t < trees; t++) {
-                const int *ft = feat + t * inner;
-                const double *tt = thr + t * inner;
+        /* tree by tree (one tree's nodes stay in the cache while every row walks it) */
+        for (Py_ssize_t t = 0; t < trees; t++) {
+            const int *ft = feat + t * inner;
+            const double *tt = thr + t * inner;
+            for (Py_ssize_t r = 0; r < n; r++) {
+                const double *row = z + r * d;
                 Py_ssize_t node = 0;
                 for (Py_ssize_t k = 0; k < depth; k++)
                     node = 2 * node + 1 + (row[ft[node]] > tt[node]);

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from array import array
 from collections import OrderedDict
+from itertools import chain
 from zlib import crc32
 from datetime import datetime, timezone
 from typing import Iterable, NamedTuple
@@ -29,7 +30,7 @@ import numpy as np
 from detector import breaker as brk
 from detector.baseline import Baseline, KindProfiles, Prior
 from detector.events import ActionEvent
-from detector.evidence import fisher, strength
+from detector.evidence import MIN_RARITY, fisher, strength
 from detector.manifest import ManifestBook, Usage, stream_effect
 from detector.episodes import EpisodeBook
 from detector.features import (FEATURE_INDEX, KNOWN_REACH_QUIET, FeatureState, Observation, commit_novelty, destination_family,
@@ -478,7 +479,8 @@ class Engine:
             return out
         # the model scores the whole batch in one call (row by row, so batching changes no number)
         if self.model is not None:
-            p_comb = self.model.combination_pvalues(np.array([p[2].z for p in pending], dtype=np.float64))
+            rows = np.fromiter(chain.from_iterable(p[2].z for p in pending), np.float64, len(pending) * N_FEATURES)
+            p_comb = self.model.combination_pvalues(rows.reshape(len(pending), N_FEATURES))
         else:
             p_comb = None
         episodes = self.episodes
@@ -658,7 +660,8 @@ class Engine:
             else:
                 weight += 1.0  # what learn_log adds (tests/unit/test_engine.py holds the two paths together)
         _blame(obs, z, r)
-        p_harm = self._harm_pvalue(ev, obs, r, weight >= YOUNG_N)
+        # no feature as rare as evidence needs (blame only lowers r): no evidence of harm, strength() would say
+        p_harm = 1.0 if raw < MIN_RARITY else self._harm_pvalue(ev, obs, r, weight >= YOUNG_N)
         if learn:
             self._settle(st, ev, obs, z, r, xl, learned, violations, p_harm, by_kind, new_sent, again)
         return _Reading(obs, violations, z, r, loc, self._cal.pvalue(max(r)), p_harm, xl)

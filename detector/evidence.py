@@ -39,7 +39,7 @@ from math import exp
 
 from detector.features import FEATURE_INDEX
 
-__all__ = ["GROUPS", "strength", "fisher", "SOLO", "MOVING", "SENSITIVE", "SUPPORT"]
+__all__ = ["GROUPS", "strength", "fisher", "SOLO", "MOVING", "SENSITIVE", "SUPPORT", "MIN_RARITY"]
 
 SOLO, MOVING, SENSITIVE, SUPPORT = "solo", "moving", "sensitive", "support"
 
@@ -61,7 +61,7 @@ GROUPS: tuple[tuple[str, tuple[str, ...], str], ...] = (
 )
 _IDX = tuple((tuple(FEATURE_INDEX[n] for n in feats), kind) for _, feats, kind in GROUPS)
 #: a group adds to the strength when it is at least this rare (-log10 p: one in ten)
-_MIN = 1.0
+MIN_RARITY = 1.0
 
 
 def fisher(total: float, k: int) -> float:
@@ -97,7 +97,7 @@ def strength(r: list[float], *, moving: bool, sensitive: bool, established: bool
         for i in idx[1:]:
             if r[i] > v:
                 v = r[i]
-        if v < _MIN:
+        if v < MIN_RARITY:
             continue
         k += 1
         if kind == SUPPORT:
