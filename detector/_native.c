@@ -373,6 +373,1067 @@ f0:
     return res;
 }
 
+/* ------------------------------------------------------------------------------------------------------
+ * extract(st, ev, policy, adopted) -> Observation | None
+ *
+ * detector/features.py ``_py_extract`` compiled: the same windows, sketches, task slots and feature row,
+ * the same float operations in the same order. Names, classification and word lists stay in Python
+ * (policy.classify, _words, destination_family, _is_outsider, policy.is_untrusted_source are called
+ * back exactly where the reference calls them); hashing (CRC-32 of the UTF-8, as zlib.crc32) and the
+ * Bloom filters' bits are done here. Returns None, before changing anything, for a state or an event
+ * outside what the engine itself writes (a sketch that is not a non-negative int, a task slot holding a
+ * value that is not a 32-bit count, weights that are not floats, a broadcast reach over 2**32, ...): the
+ * caller then runs the reference, so the result is the reference's in every case.
+ * ------------------------------------------------------------------------------------------------------ */
+
+static uint32_t crc_table[256];
+
+static void
+crc_init(void)
+{
+    for (uint32_t i = 0; i < 256; i++) {
+        uint32_t c = i;
+        for (int k = 0; k < 8; k++)
+            c = c & 1 ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+        crc_table[i] = c;
+    }
+}
+
+/* zlib.crc32(buf, crc) */
+static uint32_t
+crc_update(uint32_t crc, const char *buf, Py_ssize_t n)
+{
+    crc ^= 0xFFFFFFFFu;
+    for (Py_ssize_t i = 0; i < n; i++)
+        crc = crc_table[(crc ^ (unsigned char)buf[i]) & 0xFF] ^ (crc >> 8);
+    return crc ^ 0xFFFFFFFFu;
+}
+
+/* The UTF-8 of a str as stable_hash encodes it ("surrogatepass"); *tmp holds a bytes object to release. */
+static int
+utf8_of(PyObject *s, const char **p, Py_ssize_t *n, PyObject **tmp)
+{
+    *tmp = NULL;
+    if (!PyUnicode_Check(s)) {
+        PyErr_SetString(PyExc_TypeError, "expected a str");
+        return -1;
+    }
+    *p = PyUnicode_AsUTF8AndSize(s, n);
+    if (*p != NULL)
+        return 0;
+    if (!PyErr_ExceptionMatches(PyExc_UnicodeEncodeError))
+        return -1;
+    PyErr_Clear();
+    *tmp = PyUnicode_AsEncodedString(s, "utf-8", "surrogatepass");
+    if (*tmp == NULL)
+        return -1;
+    *p = PyBytes_AS_STRING(*tmp);
+    *n = PyBytes_GET_SIZE(*tmp);
+    return 0;
+}
+
+/* stable_hash(s) */
+static int
+str_hash(PyObject *s, uint32_t *h)
+{
+    const char *p;
+    Py_ssize_t n;
+    PyObject *tmp;
+    if (utf8_of(s, &p, &n, &tmp) < 0)
+        return -1;
+    *h = crc_update(0, p, n);
+    Py_XDECREF(tmp);
+    return 0;
+}
+
+/* A Bloom filter (a non-negative int) as little-endian bytes; its low `nbytes` bytes when it is longer
+ * (the reference only ever tests bits below its mask). -1: an error; 1: not a non-negative int. */
+static int
+bloom_bytes(PyObject *v, unsigned char *buf, Py_ssize_t nbytes, int exact)
+{
+    if (!PyLong_CheckExact(v))
+        return 1;
+    if (_PyLong_Sign(v) < 0)
+        return 1;
+    size_t bits = _PyLong_NumBits(v);
+    if (bits == (size_t)-1 && PyErr_Occurred())
+        return -1;
+    if (bits > (size_t)nbytes * 8) {
+        if (exact)
+            return 1;
+        PyObject *one = PyLong_FromLong(1), *sh = PyLong_FromSsize_t(nbytes * 8);
+        PyObject *top = one && sh ? PyNumber_Lshift(one, sh) : NULL;
+        PyObject *mask = top ? PyNumber_Subtract(top, one) : NULL;
+        PyObject *low = mask ? PyNumber_And(v, mask) : NULL;
+        Py_XDECREF(one); Py_XDECREF(sh); Py_XDECREF(top); Py_XDECREF(mask);
+        if (low == NULL)
+            return -1;
+        int r = bloom_bytes(low, buf, nbytes, 1);
+        Py_DECREF(low);
+        return r;
+    }
+#if PY_VERSION_HEX >= 0x030D0000
+    if (_PyLong_AsByteArray((PyLongObject *)v, buf, nbytes, 1, 0, 1) < 0)
+#else
+    if (_PyLong_AsByteArray((PyLongObject *)v, buf, nbytes, 1, 0) < 0)
+#endif
+        return -1;
+    return 0;
+}
+
+static inline int
+bit_has(const unsigned char *b, uint32_t h, uint32_t mask)
+{
+    uint32_t i = h & mask, j = (h >> 16) & mask;
+    return (b[i >> 3] >> (i & 7) & 1) && (b[j >> 3] >> (j & 7) & 1);
+}
+
+static inline void
+bit_add(unsigned char *b, uint32_t h, uint32_t mask)
+{
+    uint32_t i = h & mask, j = (h >> 16) & mask;
+    b[i >> 3] |= (unsigned char)(1u << (i & 7));
+    b[j >> 3] |= (unsigned char)(1u << (j & 7));
+}
+
+/* the 128-bit word sets of a task's context (two 64-bit halves) */
+typedef struct { uint64_t lo, hi; } bits128;
+
+static inline void
+b128_set(bits128 *b, unsigned k)
+{
+    if (k < 64) b->lo |= (uint64_t)1 << k; else b->hi |= (uint64_t)1 << (k - 64);
+}
+
+static inline int
+b128_get(const bits128 *b, unsigned k)
+{
+    return k < 64 ? (int)(b->lo >> k & 1) : (int)(b->hi >> (k - 64) & 1);
+}
+
+/* _word_bits(_words(text)) or-ed into *b; *words gets the tuple (new reference) when asked */
+static PyObject *fx_words, *fx_destination_family, *fx_is_outsider, *fx_observation, *fx_external, *fx_broadcast;
+
+static int
+word_bits(PyObject *text, bits128 *b, PyObject **words)
+{
+    PyObject *w = PyObject_CallOneArg(fx_words, text);
+    if (w == NULL)
+        return -1;
+    PyObject *seq = PySequence_Fast(w, "_words must give a sequence");
+    if (seq == NULL) {
+        Py_DECREF(w);
+        return -1;
+    }
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    for (Py_ssize_t i = 0; i < n && b != NULL; i++) {
+        unsigned long long v = PyLong_AsUnsignedLongLong(PySequence_Fast_GET_ITEM(seq, i));
+        if (v == (unsigned long long)-1 && PyErr_Occurred()) {
+            Py_DECREF(seq);
+            Py_DECREF(w);
+            return -1;
+        }
+        b128_set(b, (unsigned)(v & 127));
+        b128_set(b, (unsigned)((v >> 7) & 127));
+    }
+    Py_DECREF(seq);
+    if (words != NULL)
+        *words = w;
+    else
+        Py_DECREF(w);
+    return 0;
+}
+
+/* item keys: kind << 32 | hash */
+enum { K_TOOL_ = 0, K_RES_ = 1, K_DEST_ = 2, K_STEP_ = 3, K_PRINCIPAL_ = 4 };
+#define TOOL_MASK 255u
+#define RES_MASK 1023u
+#define DEST_MASK 2047u
+#define RECENT_MASK 511u
+#define STEP_MASK 1023u
+#define PRINCIPAL_MASK 255u
+#define N_TASKS 4
+#define SLOT 11
+#define N_COUNTERS_ 13
+#define NX 25
+#define F_UNTRUSTED 1
+#define F_SENSITIVE 2
+#define F_STRANGER 4
+#define CLASSIFIED 1000
+#define LOOKED 64
+
+/* k in adopted (a set, or None) */
+static int
+adopted_has(PyObject *adopted, uint64_t key)
+{
+    if (adopted == Py_None)
+        return 0;
+    PyObject *k = PyLong_FromUnsignedLongLong(key);
+    if (k == NULL)
+        return -1;
+    int r = PySequence_Contains(adopted, k);
+    Py_DECREF(k);
+    return r;
+}
+
+static int
+append_key(PyObject *list, uint64_t key)
+{
+    PyObject *k = PyLong_FromUnsignedLongLong(key);
+    if (k == NULL)
+        return -1;
+    int r = PyList_Append(list, k);
+    Py_DECREF(k);
+    return r;
+}
+
+/* Python's float floor division (floatobject.c float_floor_div), for int(t // 3600) */
+static double
+py_floordiv(double vx, double wx)
+{
+    double mod = fmod(vx, wx);
+    double div = (vx - mod) / wx;
+    if (mod) {
+        if ((wx < 0) != (mod < 0)) {
+            mod += wx;
+            div -= 1.0;
+        }
+    }
+    double floordiv;
+    if (div) {
+        floordiv = floor(div);
+        if (div - floordiv > 0.5)
+            floordiv += 1.0;
+    } else {
+        floordiv = copysign(0.0, vx / wx);
+    }
+    return floordiv;
+}
+
+static double
+directed_harm(int is_delete, int is_write, int outward, int sensitive, long long fanout, int any_broadcast, int ndests)
+{
+    if (is_delete || (outward && (sensitive || fanout > 1)) || any_broadcast)
+        return 3.0;
+    if (outward || ndests)
+        return 2.0;
+    if (is_write || sensitive)
+        return 1.0;
+    return 0.25;
+}
+
+static int
+float_attr(PyObject *o, PyObject *name, double *out)
+{
+    PyObject *v = PyObject_GetAttr(o, name);
+    if (v == NULL)
+        return -1;
+    int ok = PyFloat_CheckExact(v);
+    if (ok)
+        *out = PyFloat_AS_DOUBLE(v);
+    Py_DECREF(v);
+    return ok ? 0 : 1;
+}
+
+static int
+set_float(PyObject *o, PyObject *name, double v)
+{
+    PyObject *f = PyFloat_FromDouble(v);
+    if (f == NULL)
+        return -1;
+    int r = PyObject_SetAttr(o, name, f);
+    Py_DECREF(f);
+    return r;
+}
+
+static int
+set_bloom(PyObject *o, PyObject *name, const unsigned char *buf, Py_ssize_t n)
+{
+    PyObject *v = _PyLong_FromByteArray(buf, n, 1, 0);
+    if (v == NULL)
+        return -1;
+    int r = PyObject_SetAttr(o, name, v);
+    Py_DECREF(v);
+    return r;
+}
+
+/* interned names */
+static PyObject *s_last_t, *s_c, *s_tools, *s_resources, *s_dests, *s_steps, *s_principals, *s_recent_a,
+    *s_recent_b, *s_gen_t, *s_tasks, *s_instr, *s_instr_t, *s_hours, *s_tool, *s_resource, *s_action,
+    *s_sensitivity, *s_records, *s_bytes, *s_destinations, *s_task_id, *s_requested_by, *s_operator_id,
+    *s_approval_id, *s_instruction_hash, *s_t, *s_sensitivity_weight, *s_classify, *s_broadcast,
+    *s_is_untrusted_source, *s_confidential, *s_x, *s_dest_classes, *s_pending, *s_new_outbound,
+    *s_config_change, *s_outbound, *s_approved, *s_quiet, *s_step, *s_principal, *s_novel, *s_adopted,
+    *s_kind, *s_known_reach;
+
+static int
+intern_names(void)
+{
+#define I(v, s) if ((v = PyUnicode_InternFromString(s)) == NULL) return -1
+    I(s_last_t, "last_t"); I(s_c, "c"); I(s_tools, "tools"); I(s_resources, "resources"); I(s_dests, "dests");
+    I(s_steps, "steps"); I(s_principals, "principals"); I(s_recent_a, "recent_a"); I(s_recent_b, "recent_b");
+    I(s_gen_t, "gen_t"); I(s_tasks, "tasks"); I(s_instr, "instr"); I(s_instr_t, "instr_t"); I(s_hours, "hours");
+    I(s_tool, "tool"); I(s_resource, "resource"); I(s_action, "action"); I(s_sensitivity, "sensitivity");
+    I(s_records, "records"); I(s_bytes, "bytes"); I(s_destinations, "destinations"); I(s_task_id, "task_id");
+    I(s_requested_by, "requested_by"); I(s_operator_id, "operator_id"); I(s_approval_id, "approval_id");
+    I(s_instruction_hash, "instruction_hash"); I(s_t, "t"); I(s_sensitivity_weight, "sensitivity_weight");
+    I(s_classify, "classify"); I(s_broadcast, "broadcast"); I(s_is_untrusted_source, "is_untrusted_source");
+    I(s_confidential, "confidential"); I(s_x, "x"); I(s_dest_classes, "dest_classes"); I(s_pending, "pending");
+    I(s_new_outbound, "new_outbound"); I(s_config_change, "config_change"); I(s_outbound, "outbound");
+    I(s_approved, "approved"); I(s_quiet, "quiet"); I(s_step, "step"); I(s_principal, "principal");
+    I(s_novel, "novel"); I(s_adopted, "adopted"); I(s_kind, "kind"); I(s_known_reach, "known_reach");
+#undef I
+    return 0;
+}
+
+/* extract_setup(Observation, _words, destination_family, _is_outsider, EXTERNAL, BROADCAST) */
+static PyObject *
+extract_setup(PyObject *self, PyObject *args)
+{
+    PyObject *o, *w, *df, *io, *ext, *bc;
+    if (!PyArg_ParseTuple(args, "OOOOOO:extract_setup", &o, &w, &df, &io, &ext, &bc))
+        return NULL;
+    if (!PyType_Check(o)) {
+        PyErr_SetString(PyExc_TypeError, "extract_setup: Observation must be a class");
+        return NULL;
+    }
+    Py_INCREF(o); Py_XSETREF(fx_observation, o);
+    Py_INCREF(w); Py_XSETREF(fx_words, w);
+    Py_INCREF(df); Py_XSETREF(fx_destination_family, df);
+    Py_INCREF(io); Py_XSETREF(fx_is_outsider, io);
+    Py_INCREF(ext); Py_XSETREF(fx_external, ext);
+    Py_INCREF(bc); Py_XSETREF(fx_broadcast, bc);
+    Py_RETURN_NONE;
+}
+
+static int
+is_ascii(PyObject *s, const char *lit)
+{
+    return PyUnicode_Check(s) && PyUnicode_CompareWithASCIIString(s, lit) == 0;
+}
+
+typedef struct {
+    PyObject *dest;   /* borrowed (from the event's list) */
+    PyObject *cls;    /* new reference */
+    long long reach;
+} dest_class;
+
+static PyObject *
+extract(PyObject *self, PyObject *args)
+{
+    PyObject *st, *ev, *policy, *adopted;
+    if (!PyArg_ParseTuple(args, "OOOO:extract", &st, &ev, &policy, &adopted))
+        return NULL;
+    if (fx_observation == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "extract_setup was not called");
+        return NULL;
+    }
+    PyObject *res = NULL, *fallback = Py_None;
+    /* everything read before anything is changed; `own` lists the references to release */
+    PyObject *own[32];
+    int nown = 0;
+#define OWN(x) (own[nown++] = (x))
+    PyObject *c_o = NULL, *tasks_o = NULL, *dests = NULL, *classify = NULL, *broadcast = NULL, *obs = NULL;
+    Py_buffer cv = {0}, tv = {0};
+    int have_cv = 0, have_tv = 0;
+    dest_class *dc = NULL;
+    Py_ssize_t ndc = 0, ndests = 0;
+    PyObject *novel = NULL, *adopted_out = NULL, *dest_hashes = NULL, *new_out = NULL, *classes = NULL;
+    unsigned char b_tools[32], b_res[128], b_dests[256], b_steps[128], b_princ[32], b_ra[64], b_rb[64];
+
+    double t, last_t, gen_t, instr_t;
+    int r;
+    PyObject *tmp;
+    if ((tmp = PyObject_GetAttr(ev, s_t)) == NULL) goto done;
+    OWN(tmp);
+    if (!PyFloat_CheckExact(tmp)) goto fall;
+    t = PyFloat_AS_DOUBLE(tmp);
+    if (isnan(t)) goto fall;
+    if ((r = float_attr(st, s_last_t, &last_t)) != 0) goto err_or_fall;
+    if ((r = float_attr(st, s_gen_t, &gen_t)) != 0) goto err_or_fall;
+    if ((r = float_attr(st, s_instr_t, &instr_t)) != 0) goto err_or_fall;
+
+    PyObject *tool, *resource, *action, *sensitivity, *records_o, *bytes_o, *task_id, *who, *operator_id,
+        *approval_id, *ihash, *hours;
+#define GET(var, obj, name) if ((var = PyObject_GetAttr(obj, name)) == NULL) goto done; OWN(var)
+    GET(tool, ev, s_tool); GET(resource, ev, s_resource); GET(action, ev, s_action);
+    GET(sensitivity, ev, s_sensitivity); GET(records_o, ev, s_records); GET(bytes_o, ev, s_bytes);
+    GET(dests, ev, s_destinations); GET(task_id, ev, s_task_id); GET(who, ev, s_requested_by);
+    GET(operator_id, ev, s_operator_id); GET(approval_id, ev, s_approval_id); GET(ihash, ev, s_instruction_hash);
+    GET(hours, st, s_hours);
+    PyObject *weights, *tools_o, *res_o, *dests_o, *steps_o, *princ_o, *ra_o, *rb_o, *instr_o;
+    GET(weights, policy, s_sensitivity_weight);
+    GET(tools_o, st, s_tools); GET(res_o, st, s_resources); GET(dests_o, st, s_dests); GET(steps_o, st, s_steps);
+    GET(princ_o, st, s_principals); GET(ra_o, st, s_recent_a); GET(rb_o, st, s_recent_b); GET(instr_o, st, s_instr);
+#undef GET
+    if (!PyList_CheckExact(dests) || !PyDict_CheckExact(weights) || !PyLong_CheckExact(records_o)
+            || !PyLong_CheckExact(bytes_o) || !PyLong_CheckExact(instr_o) || !PyUnicode_Check(tool)
+            || !PyUnicode_Check(resource) || !PyUnicode_Check(action) || !PyUnicode_Check(operator_id)
+            || (hours != Py_None && !PyTuple_CheckExact(hours)))
+        goto fall;
+    if (adopted != Py_None && !PyAnySet_Check(adopted))
+        goto fall;
+    long long records = PyLong_AsLongLong(records_o), nbytes_ev = PyLong_AsLongLong(bytes_o);
+    if ((records == -1 || nbytes_ev == -1) && PyErr_Occurred()) {
+        PyErr_Clear();
+        goto fall;
+    }
+    if (records < 0 || nbytes_ev < 0 || records > (1LL << 53) || nbytes_ev > (1LL << 53))
+        goto fall;  /* counts past 2**53 compare with floats inexactly as doubles: the reference decides */
+    PyObject *w_o = PyDict_GetItemWithError(weights, sensitivity);
+    PyObject *wc_o = PyDict_GetItemWithError(weights, s_confidential);
+    if (w_o == NULL || wc_o == NULL) {
+        if (PyErr_Occurred()) goto done;
+        goto fall;
+    }
+    if (!PyFloat_CheckExact(w_o) || !PyFloat_CheckExact(wc_o))
+        goto fall;
+    /* sketches */
+    if ((r = bloom_bytes(tools_o, b_tools, 32, 0)) != 0) goto err_or_fall;
+    if ((r = bloom_bytes(res_o, b_res, 128, 0)) != 0) goto err_or_fall;
+    if ((r = bloom_bytes(dests_o, b_dests, 256, 0)) != 0) goto err_or_fall;
+    if ((r = bloom_bytes(steps_o, b_steps, 128, 0)) != 0) goto err_or_fall;
+    if ((r = bloom_bytes(princ_o, b_princ, 32, 0)) != 0) goto err_or_fall;
+    if ((r = bloom_bytes(ra_o, b_ra, 64, 1)) != 0) goto err_or_fall;
+    if ((r = bloom_bytes(rb_o, b_rb, 64, 1)) != 0) goto err_or_fall;
+    /* windows and task slots */
+    if ((c_o = PyObject_GetAttr(st, s_c)) == NULL) goto done;
+    if ((tasks_o = PyObject_GetAttr(st, s_tasks)) == NULL) goto done;
+    if (PyObject_GetBuffer(c_o, &cv, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE) < 0) {
+        PyErr_Clear();
+        goto fall;
+    }
+    have_cv = 1;
+    if (PyObject_GetBuffer(tasks_o, &tv, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE) < 0) {
+        PyErr_Clear();
+        goto fall;
+    }
+    have_tv = 1;
+    if (cv.format == NULL || strcmp(cv.format, "d") != 0 || cv.len != N_COUNTERS_ * 8 || tv.format == NULL
+            || strcmp(tv.format, "d") != 0 || tv.len != N_TASKS * SLOT * 8)
+        goto fall;
+    double *c = cv.buf, *tasks = tv.buf;
+    for (int s = 0; s < N_TASKS; s++) {
+        const double *b = tasks + s * SLOT;
+        static const int ints[] = {0, 1, 4, 7, 8, 9, 10};
+        for (int k = 0; k < 7; k++) {
+            double v = b[ints[k]];
+            if (!(v >= 0.0 && v < 4294967296.0 && v == floor(v)))
+                goto fall;
+        }
+        if (isnan(b[3]) || isnan(b[2]) || isnan(b[5]) || isnan(b[6]))
+            goto fall;
+    }
+    int has_instr = ihash != Py_None;
+    if (has_instr && !PyUnicode_Check(ihash)) goto fall;
+    if (task_id != Py_None && !PyUnicode_Check(task_id)) goto fall;
+    if (who != Py_None && !PyUnicode_Check(who)) goto fall;
+    /* the destinations' classes (the reference classifies them in its loop; classify is memoised and pure) */
+    ndests = PyList_GET_SIZE(dests);
+    if (ndests > 0) {
+        if ((classify = PyObject_GetAttr(policy, s_classify)) == NULL) goto done;
+        if ((broadcast = PyObject_GetAttr(policy, s_broadcast)) == NULL) goto done;
+        if (!PyDict_CheckExact(broadcast)) goto fall;
+        dc = PyMem_Calloc((size_t)ndests, sizeof(dest_class));
+        if (dc == NULL) {
+            PyErr_NoMemory();
+            goto done;
+        }
+        for (Py_ssize_t i = 0; i < ndests; i++) {
+            PyObject *d = PyList_GET_ITEM(dests, i);
+            if (!PyUnicode_Check(d)) goto fall;
+            PyObject *cls, *reach;
+            if (i < CLASSIFIED) {
+                PyObject *cr = PyObject_CallOneArg(classify, d);
+                if (cr == NULL) goto done;
+                if (!PyTuple_Check(cr) || PyTuple_GET_SIZE(cr) != 2) {
+                    Py_DECREF(cr);
+                    goto fall;
+                }
+                cls = PyTuple_GET_ITEM(cr, 0);
+                reach = PyTuple_GET_ITEM(cr, 1);
+                Py_INCREF(cls);
+                dc[i].cls = cls;
+                ndc = i + 1;
+                if (!PyLong_CheckExact(reach)) {
+                    Py_DECREF(cr);
+                    goto fall;
+                }
+                dc[i].reach = PyLong_AsLongLong(reach);
+                Py_DECREF(cr);
+            } else {
+                reach = PyDict_GetItemWithError(broadcast, d);
+                if (reach == NULL && PyErr_Occurred()) goto done;
+                cls = reach != NULL ? fx_broadcast : fx_external;
+                Py_INCREF(cls);
+                dc[i].cls = cls;
+                ndc = i + 1;
+                if (reach == NULL) {
+                    dc[i].reach = 1;
+                } else {
+                    if (!PyLong_CheckExact(reach)) goto fall;
+                    dc[i].reach = PyLong_AsLongLong(reach);
+                }
+            }
+            if (dc[i].reach == -1 && PyErr_Occurred()) {
+                PyErr_Clear();
+                goto fall;
+            }
+            if (dc[i].reach < 0 || dc[i].reach > 4294967296LL)
+                goto fall;
+            dc[i].dest = d;
+        }
+    }
+
+    /* ---- from here on the state changes, as in the reference ---- */
+    {
+    double dt = last_t ? t - last_t : 0.0;
+    if (dt < 0.0) {
+        dt = 0.0;
+    } else {
+        last_t = t;
+        if (set_float(st, s_last_t, t) < 0) goto done;
+    }
+    if (dt > 0.0) {
+        double d1 = exp(-dt / 60.0), d15 = exp(-dt / 900.0), d60 = exp(-dt / 3600.0);
+        c[12] *= exp(-dt / 86400.0);
+        c[0] *= d1;
+        c[1] *= d15;
+        c[2] *= d15;
+        c[3] *= d60;
+        c[4] *= d60;
+        c[5] *= d15;
+        c[6] *= d60;
+        c[7] *= d15;
+        c[8] *= d60;
+        c[9] *= d60;
+        c[10] *= d15;
+        c[11] *= d60;
+    }
+    int ra_changed = 0;
+    if (t - gen_t >= 3600.0) {
+        if (t - gen_t < 2 * 3600.0)
+            memcpy(b_rb, b_ra, 64);
+        else
+            memset(b_rb, 0, 64);
+        memset(b_ra, 0, 64);
+        ra_changed = 1;
+        if (set_bloom(st, s_recent_b, b_rb, 64) < 0) goto done;
+        if (set_bloom(st, s_recent_a, b_ra, 64) < 0) goto done;
+        if (set_float(st, s_gen_t, t) < 0) goto done;
+        ra_changed = 0;
+    }
+
+    int approved = approval_id != Py_None;
+    double w = PyFloat_AS_DOUBLE(w_o), wconf = PyFloat_AS_DOUBLE(wc_o);
+    double vol = w * (double)(records > 0 ? records : 1);
+    int sensitive = w >= wconf && w > 0.0;
+    int is_read = is_ascii(action, "read"), is_delete = is_ascii(action, "delete"),
+        is_write = is_ascii(action, "write"), is_exec = is_ascii(action, "exec");
+    c[0] += 1.0;
+    c[1] += 1.0;
+    c[4] += (double)nbytes_ev;
+    if (!approved) {
+        c[2] += vol;
+        c[3] += vol;
+    }
+
+    if ((novel = PyList_New(0)) == NULL || (adopted_out = PyList_New(0)) == NULL) goto done;
+    double wn = 1.0 + w / 5.0;
+    uint32_t h_tool, h_res;
+    if (str_hash(tool, &h_tool) < 0) goto done;
+    {
+        const char *p;
+        Py_ssize_t n;
+        PyObject *tb;
+        if (utf8_of(resource, &p, &n, &tb) < 0) goto done;
+        Py_ssize_t end = n;
+        for (Py_ssize_t i = 0; i + 2 < n; i++) {
+            if (p[i] == ':' && p[i + 1] == '/' && p[i + 2] == '/') {
+                end = i + 3;
+                while (end < n && p[end] != '/')
+                    end++;
+                break;
+            }
+        }
+        h_res = crc_update(0, p, end);
+        Py_XDECREF(tb);
+    }
+    double novelty = 0.0, novel_tool = 0.0;
+    int acting = !is_read || ndests > 0;
+    if (!bit_has(b_tools, h_tool, TOOL_MASK)) {
+        uint64_t k = ((uint64_t)K_TOOL_ << 32) | h_tool;
+        if ((r = adopted_has(adopted, k)) < 0) goto done;
+        if (r) {
+            if (append_key(adopted_out, k) < 0) goto done;
+        } else {
+            novelty += wn;
+            novel_tool = wn * (acting ? 2.0 : 1.0);
+            if (append_key(novel, k) < 0) goto done;
+        }
+    }
+    if (!bit_has(b_res, h_res, RES_MASK)) {
+        uint64_t k = ((uint64_t)K_RES_ << 32) | h_res;
+        if ((r = adopted_has(adopted, k)) < 0) goto done;
+        if (r) {
+            if (append_key(adopted_out, k) < 0) goto done;
+        } else {
+            novelty += wn;
+            if (append_key(novel, k) < 0) goto done;
+        }
+    }
+
+    /* the task slot, and its context */
+    int slot_base = -1;
+    bits128 context = {0, 0};
+    if (task_id != Py_None) {
+        uint32_t ht;
+        if (str_hash(task_id, &ht) < 0) goto done;
+        double hf = (double)ht;
+        int slot = -1;
+        for (int i = 0; i < N_TASKS; i++) {
+            if (tasks[SLOT * i] == hf) {
+                slot = i;
+                break;
+            }
+        }
+        if (slot >= 0) {
+            tasks[SLOT * slot + 3] = t;
+        } else {
+            int oldest = 0;
+            for (int i = 1; i < N_TASKS; i++)
+                if (tasks[SLOT * i + 3] < tasks[SLOT * oldest + 3])
+                    oldest = i;
+            double *b = tasks + SLOT * oldest;
+            b[0] = hf;
+            for (int k = 1; k < SLOT; k++)
+                b[k] = 0.0;
+            b[3] = t;
+            slot = oldest;
+        }
+        slot_base = SLOT * slot;
+        context.lo = (uint64_t)tasks[slot_base + 7] | ((uint64_t)tasks[slot_base + 8] << 32);
+        context.hi = (uint64_t)tasks[slot_base + 9] | ((uint64_t)tasks[slot_base + 10] << 32);
+    }
+    if (who != Py_None) {
+        if (word_bits(who, &context, NULL) < 0) goto done;
+    }
+
+    /* destinations */
+    long long fanout = 0;
+    double strangers = 0.0, novel_out = 0.0;
+    long n_new_recent = 0, n_new_ext = 0;
+    int outward = 0, known = 1, any_broadcast = 0;
+    if ((dest_hashes = PyList_New(0)) == NULL || (new_out = PyList_New(0)) == NULL) goto done;
+    if ((classes = PyTuple_New(ndests)) == NULL) goto done;
+    for (Py_ssize_t i = 0; i < ndests; i++) {
+        PyObject *d = dc[i].dest, *cls = dc[i].cls;
+        Py_INCREF(cls);
+        PyTuple_SET_ITEM(classes, i, cls);
+        if (!any_broadcast) {
+            if ((r = PyObject_RichCompareBool(cls, fx_broadcast, Py_EQ)) < 0) goto done;
+            any_broadcast = r;
+        }
+        int ext = cls == fx_external || cls == fx_broadcast;
+        if (ext)
+            outward = 1;
+        fanout += dc[i].reach;
+        if (i >= LOOKED) {
+            known = 0;
+            continue;
+        }
+        uint32_t h;
+        if (str_hash(d, &h) < 0) goto done;
+        if (append_key(dest_hashes, h) < 0) goto done;
+        if (!bit_has(b_ra, h, RECENT_MASK) && !bit_has(b_rb, h, RECENT_MASK)) {
+            bit_add(b_ra, h, RECENT_MASK);
+            ra_changed = 1;
+            n_new_recent += 1;
+            if (ext)
+                n_new_ext += 1;
+        }
+        uint64_t dk = ((uint64_t)K_DEST_ << 32) | h;
+        if (bit_has(b_dests, h, DEST_MASK)) {
+            /* it reached this destination's audience before */
+        } else if ((r = adopted_has(adopted, dk)) != 0) {
+            if (r < 0) goto done;
+            if (append_key(adopted_out, dk) < 0) goto done;
+        } else {
+            known = 0;
+            if (append_key(novel, dk) < 0) goto done;
+            novelty += wn;
+            if (ext) {
+                PyObject *fam = PyObject_CallOneArg(fx_destination_family, d);
+                if (fam == NULL) goto done;
+                uint32_t hf;
+                r = str_hash(fam, &hf);
+                Py_DECREF(fam);
+                if (r < 0) goto done;
+                if (append_key(dest_hashes, hf) < 0) goto done;
+                double add;
+                if (bit_has(b_dests, hf, DEST_MASK)) {
+                    add = wn;
+                } else {
+                    add = 3.0 * wn;
+                    if (append_key(novel, ((uint64_t)K_DEST_ << 32) | hf) < 0) goto done;
+                }
+                PyObject *dw = NULL;
+                if (word_bits(d, NULL, &dw) < 0) goto done;
+                int named = 0;
+                Py_ssize_t ndw = PyObject_Length(dw);
+                if (ndw < 0) {
+                    Py_DECREF(dw);
+                    goto done;
+                }
+                if (ndw > 0 && (context.lo || context.hi)) {
+                    PyObject *seq = PySequence_Fast(dw, "");
+                    if (seq == NULL) {
+                        Py_DECREF(dw);
+                        goto done;
+                    }
+                    for (Py_ssize_t j = 0; j < ndw; j++) {
+                        unsigned long long v = PyLong_AsUnsignedLongLong(PySequence_Fast_GET_ITEM(seq, j));
+                        if (v == (unsigned long long)-1 && PyErr_Occurred()) {
+                            Py_DECREF(seq);
+                            Py_DECREF(dw);
+                            goto done;
+                        }
+                        if (b128_get(&context, (unsigned)(v & 127)) && b128_get(&context, (unsigned)((v >> 7) & 127))) {
+                            named = 1;
+                            break;
+                        }
+                    }
+                    Py_DECREF(seq);
+                }
+                Py_DECREF(dw);
+                if (named)
+                    add *= 0.25;
+                else
+                    strangers += add;
+                novel_out += add;
+                if (PyList_GET_SIZE(new_out) < 5 && PyList_Append(new_out, d) < 0) goto done;
+            }
+        }
+    }
+    if (ndests > 0 && ra_changed) {
+        if (set_bloom(st, s_recent_a, b_ra, 64) < 0) goto done;
+    }
+    Py_ssize_t n_new_out = PyList_GET_SIZE(new_out);
+    if (n_new_out && !approved)
+        c[12] += (double)n_new_out;
+    if (approved) {
+        novel_out = 0.0;
+    } else {
+        c[7] += (double)fanout;
+        if (outward) {
+            c[5] += vol;
+            c[6] += vol;
+        }
+    }
+    c[8] += (double)n_new_recent;
+    c[9] += (double)n_new_ext;
+    c[11] += novelty;
+    double deleted = 0.0;
+    if (is_delete) {
+        deleted = (double)(records > 0 ? records : 1);
+        c[10] += deleted;
+    }
+
+    /* who asked */
+    double unfamiliar = 0.0;
+    uint32_t h_who = 0;
+    if (who != Py_None) {
+        if ((r = PyObject_RichCompareBool(who, operator_id, Py_NE)) < 0) goto done;
+        if (r) {
+            if (str_hash(who, &h_who) < 0) goto done;
+            if (!bit_has(b_princ, h_who, PRINCIPAL_MASK)) {
+                uint64_t k = ((uint64_t)K_PRINCIPAL_ << 32) | h_who;
+                if ((r = adopted_has(adopted, k)) < 0) goto done;
+                if (r) {
+                    if (append_key(adopted_out, k) < 0) goto done;
+                } else {
+                    unfamiliar = directed_harm(is_delete, is_write, outward, sensitive, fanout, any_broadcast, ndests > 0);
+                    if (append_key(novel, k) < 0) goto done;
+                }
+            }
+        }
+    }
+
+    /* flows inside a task */
+    double task_exfil = 0.0, rule2 = 0.0, task_n = 0.0, novel_steps = 0.0, detour = 0.0;
+    uint32_t step = 0;
+    if (slot_base >= 0) {
+        double *b = tasks + slot_base;
+        long flags = (long)b[1];
+        if (b[5] == 0.0 && unfamiliar > 0.0) {
+            flags |= F_STRANGER;
+        } else if ((flags & F_STRANGER) && who != Py_None && unfamiliar == 0.0 && h_who) {
+            unfamiliar = directed_harm(is_delete, is_write, outward, sensitive, fanout, any_broadcast, ndests > 0);
+        }
+        bits128 ctx = context;
+        if (word_bits(resource, &ctx, NULL) < 0) goto done;
+        b[7] = (double)(ctx.lo & 0xFFFFFFFFu);
+        b[8] = (double)(ctx.lo >> 32);
+        b[9] = (double)(ctx.hi & 0xFFFFFFFFu);
+        b[10] = (double)(ctx.hi >> 32);
+        long untrusted_before = flags & F_UNTRUSTED;
+        uint64_t prev = (uint64_t)b[4];
+        if (!prev)
+            prev = 0x5A17;
+        step = (uint32_t)(((prev * 0x9E3779B1ull) ^ h_tool) & 0xFFFFFFFFu);
+        b[4] = (double)h_tool;
+        b[5] += 1.0;
+        task_n = b[5];
+        int new_step = !bit_has(b_steps, step, STEP_MASK);
+        if (new_step) {
+            uint64_t k = ((uint64_t)K_STEP_ << 32) | step;
+            if ((r = adopted_has(adopted, k)) < 0) goto done;
+            if (r) {
+                if (append_key(adopted_out, k) < 0) goto done;
+                new_step = 0;
+            } else {
+                b[6] += 1.0;
+                if (append_key(novel, k) < 0) goto done;
+            }
+        }
+        if (new_step || outward || is_delete)
+            novel_steps = b[6];
+        if (is_read || is_exec) {
+            PyObject *u = PyObject_CallMethodOneArg(policy, s_is_untrusted_source, resource);
+            if (u == NULL) goto done;
+            r = PyObject_IsTrue(u);
+            Py_DECREF(u);
+            if (r < 0) goto done;
+            if (r)
+                flags |= F_UNTRUSTED;
+        }
+        if (sensitive && !outward) {
+            flags |= F_SENSITIVE;
+            b[2] += vol;
+        }
+        b[1] = (double)flags;
+        if (outward && !approved) {
+            if (flags & F_SENSITIVE)
+                task_exfil = b[2] + (sensitive ? vol : 0.0);
+            else if (sensitive)
+                task_exfil = vol;
+            if ((flags & 3) == 3 || ((flags & F_UNTRUSTED) && sensitive))
+                rule2 = 1.0;
+            if (untrusted_before && strangers > 0.0)
+                detour = strangers;
+        }
+        if (untrusted_before && acting && !approved && (new_step || b[6] > 0.0))
+            detour += wn * (is_delete ? 3.0 : outward ? 2.0 : 1.0);
+    } else if (outward && sensitive && !approved) {
+        task_exfil = vol;
+    }
+    double outsider = 0.0;
+    if (unfamiliar > 0.0) {
+        PyObject *o = PyObject_CallFunctionObjArgs(fx_is_outsider, policy, who, NULL);
+        if (o == NULL) goto done;
+        r = PyObject_IsTrue(o);
+        Py_DECREF(o);
+        if (r < 0) goto done;
+        if (r) {
+            outsider = unfamiliar;
+            unfamiliar = 0.0;
+        }
+    }
+
+    /* configuration change */
+    if (has_instr) {
+        uint32_t ih;
+        if (str_hash(ihash, &ih) < 0) goto done;
+        unsigned long long cur = PyLong_AsUnsignedLongLong(instr_o);
+        int differs;
+        if (cur == (unsigned long long)-1 && PyErr_Occurred()) {
+            PyErr_Clear();
+            differs = 1;  /* a negative or huge int is not this hash */
+        } else {
+            differs = cur != ih;
+        }
+        if (differs) {
+            if ((r = PyObject_IsTrue(instr_o)) < 0) goto done;
+            if (r) {
+                instr_t = t;
+                if (set_float(st, s_instr_t, t) < 0) goto done;
+            }
+            PyObject *v = PyLong_FromUnsignedLong(ih);
+            if (v == NULL) goto done;
+            r = PyObject_SetAttr(st, s_instr, v);
+            Py_DECREF(v);
+            if (r < 0) goto done;
+        }
+    }
+    int config_change = instr_t > 0.0 && t - instr_t < 3600.0;
+
+    double rarity = 0.0;
+    if (hours != Py_None) {
+        double q = py_floordiv(t, 3600.0);
+        if (!(fabs(q) < 9e18)) goto fall_late;
+        long long hr = ((long long)q) % 24;
+        if (hr < 0)
+            hr += 24;
+        if (hr >= PyTuple_GET_SIZE(hours)) {
+            PyErr_SetString(PyExc_IndexError, "tuple index out of range");
+            goto done;
+        }
+        double p = PyFloat_AsDouble(PyTuple_GET_ITEM(hours, hr));
+        if (p == -1.0 && PyErr_Occurred()) goto done;
+        if (isnan(p)) {
+            rarity = -p;
+        } else if (isinf(p)) {
+            if (p > 0) {
+                rarity = -p;
+            } else {
+                PyErr_SetString(PyExc_ValueError, "math domain error");
+                goto done;
+            }
+        } else if (p > 0.0) {
+            rarity = -log2(p);
+        } else {
+            PyErr_SetString(PyExc_ValueError, "math domain error");
+            goto done;
+        }
+    }
+
+    /* the observation */
+    if ((obs = ((PyTypeObject *)fx_observation)->tp_alloc((PyTypeObject *)fx_observation, 0)) == NULL) goto done;
+    double xs[NX] = {
+        c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], c[9], c[10], c[11],
+        approved ? 0.0 : vol, (double)fanout, task_exfil, rule2, novel_out, rarity,
+        c[12], task_n, novel_steps, approved ? 0.0 : unfamiliar, detour, novel_tool,
+        approved ? 0.0 : outsider,
+    };
+    PyObject *x = PyList_New(NX);
+    if (x == NULL) goto done;
+    for (int i = 0; i < NX; i++) {
+        PyObject *f = PyFloat_FromDouble(xs[i]);
+        if (f == NULL) {
+            Py_DECREF(x);
+            goto done;
+        }
+        PyList_SET_ITEM(x, i, f);
+    }
+    r = PyObject_SetAttr(obs, s_x, x);
+    Py_DECREF(x);
+    if (r < 0) goto done;
+    if (PyObject_SetAttr(obs, s_dest_classes, classes) < 0) goto done;
+    {
+        PyObject *pend = Py_BuildValue("(kkO)", (unsigned long)h_tool, (unsigned long)h_res, dest_hashes);
+        if (pend == NULL) goto done;
+        r = PyObject_SetAttr(obs, s_pending, pend);
+        Py_DECREF(pend);
+        if (r < 0) goto done;
+    }
+    if (PyObject_SetAttr(obs, s_new_outbound, new_out) < 0) goto done;
+    if (PyObject_SetAttr(obs, s_config_change, config_change ? Py_True : Py_False) < 0) goto done;
+    if (PyObject_SetAttr(obs, s_outbound, outward ? Py_True : Py_False) < 0) goto done;
+    if (PyObject_SetAttr(obs, s_approved, approved ? Py_True : Py_False) < 0) goto done;
+    if (PyObject_SetAttr(obs, s_novel, novel) < 0) goto done;
+    if (PyObject_SetAttr(obs, s_adopted, adopted_out) < 0) goto done;
+    if (PyObject_SetAttr(obs, s_known_reach, (ndests > 0 && known) ? Py_True : Py_False) < 0) goto done;
+    {
+        PyObject *v = PyLong_FromUnsignedLong(step);
+        if (v == NULL) goto done;
+        r = PyObject_SetAttr(obs, s_step, v);
+        Py_DECREF(v);
+        if (r < 0) goto done;
+        v = PyLong_FromUnsignedLong(h_who);
+        if (v == NULL) goto done;
+        r = PyObject_SetAttr(obs, s_principal, v);
+        Py_DECREF(v);
+        if (r < 0) goto done;
+    }
+    {
+        /* the kind: stable_hash(action + ":" + tool_family(tool)) */
+        const char *p, *q;
+        Py_ssize_t n, m;
+        PyObject *t1, *t2;
+        if (utf8_of(action, &p, &n, &t1) < 0) goto done;
+        if (utf8_of(tool, &q, &m, &t2) < 0) {
+            Py_XDECREF(t1);
+            goto done;
+        }
+        Py_ssize_t e = 0;
+        while (e < m && q[e] != '.' && q[e] != '_' && q[e] != ':' && q[e] != '/' && q[e] != '-')
+            e++;
+        uint32_t kh = crc_update(crc_update(crc_update(0, p, n), ":", 1), q, e);
+        Py_XDECREF(t1);
+        Py_XDECREF(t2);
+        PyObject *v = PyLong_FromUnsignedLong(kh);
+        if (v == NULL) goto done;
+        r = PyObject_SetAttr(obs, s_kind, v);
+        Py_DECREF(v);
+        if (r < 0) goto done;
+    }
+    {
+        /* the windows this action is not blamed for, in the reference's order */
+        int q[16], nq = 0;
+        const double S = 0.05;
+        if (approved || vol == 0.0 || vol < S * c[2]) q[nq++] = 2;
+        if (approved || vol == 0.0 || vol < S * c[3]) q[nq++] = 3;
+        if ((double)nbytes_ev < S * c[4] || !nbytes_ev) q[nq++] = 4;
+        if (approved || !outward || vol < S * c[5] || vol == 0.0) q[nq++] = 5;
+        if (approved || !outward || vol < S * c[6] || vol == 0.0) q[nq++] = 6;
+        if (approved || !fanout || (double)fanout < S * c[7]) q[nq++] = 7;
+        if (!n_new_recent || (double)n_new_recent < S * c[8]) q[nq++] = 8;
+        if (!n_new_ext || (double)n_new_ext < S * c[9]) q[nq++] = 9;
+        if (!deleted || deleted < S * c[10]) q[nq++] = 10;
+        if (!novelty || novelty < S * c[11]) q[nq++] = 11;
+        if (approved || !n_new_out) q[nq++] = 18;
+        PyObject *qt = PyTuple_New(nq);
+        if (qt == NULL) goto done;
+        for (int i = 0; i < nq; i++) {
+            PyObject *v = PyLong_FromLong(q[i]);
+            if (v == NULL) {
+                Py_DECREF(qt);
+                goto done;
+            }
+            PyTuple_SET_ITEM(qt, i, v);
+        }
+        r = PyObject_SetAttr(obs, s_quiet, qt);
+        Py_DECREF(qt);
+        if (r < 0) goto done;
+    }
+    res = obs;
+    obs = NULL;
+    goto done;
+    }
+
+fall_late:  /* cannot happen for an event time decode_event accepts (|t| < 2**63 hours) */
+    PyErr_SetString(PyExc_OverflowError, "event time out of the kernel's range");
+    goto done;
+err_or_fall:
+    if (r < 0)
+        goto done;
+fall:
+    Py_INCREF(fallback);
+    res = fallback;
+done:
+    if (have_cv) PyBuffer_Release(&cv);
+    if (have_tv) PyBuffer_Release(&tv);
+    if (dc != NULL) {
+        for (Py_ssize_t i = 0; i < ndc; i++)
+            Py_XDECREF(dc[i].cls);
+        PyMem_Free(dc);
+    }
+    Py_XDECREF(c_o);
+    Py_XDECREF(tasks_o);
+    Py_XDECREF(classify);
+    Py_XDECREF(broadcast);
+    Py_XDECREF(obs);
+    Py_XDECREF(novel);
+    Py_XDECREF(adopted_out);
+    Py_XDECREF(dest_hashes);
+    Py_XDECREF(new_out);
+    Py_XDECREF(classes);
+    for (int i = 0; i < nown; i++)
+        Py_DECREF(own[i]);
+    return res;
+#undef OWN
+}
+
 static PyMethodDef methods[] = {
     {"log_deviations", log_deviations, METH_VARARGS,
      "log_deviations(x, loc, scale, floors) -> (xl, z): log1p of a row and its robust deviations."},
@@ -382,6 +1443,10 @@ static PyMethodDef methods[] = {
      "neglogs(z, tables, slopes, n, spz, zmax) -> list: -log10 p of each deviation."},
     {"forest_leaves", forest_leaves, METH_VARARGS,
      "forest_leaves(z, feature, threshold, depth, out): the leaf of each row in each tree, into out."},
+    {"extract_setup", extract_setup, METH_VARARGS,
+     "extract_setup(Observation, _words, destination_family, _is_outsider, EXTERNAL, BROADCAST): what extract calls back."},
+    {"extract", extract, METH_VARARGS,
+     "extract(st, ev, policy, adopted) -> Observation, or None for the reference to decide (detector.features)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -394,5 +1459,8 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC
 PyInit__native(void)
 {
+    crc_init();
+    if (intern_names() < 0)
+        return NULL;
     return PyModule_Create(&module);
 }

@@ -34,6 +34,7 @@ import re
 
 from detector.events import ActionEvent
 from detector.policy import BROADCAST, EXTERNAL, INTERNAL, Policy
+from detector.native import kernels as _kernels
 from detector.sketch import bloom_add, bloom_has, stable_hash
 
 #: an event's first destinations classified against the policy (contract section 1: an action may name 10,000);
@@ -296,7 +297,7 @@ def _names_any(bits: int, words: tuple[int, ...]) -> bool:
     return False
 
 
-def extract(st: FeatureState, ev: ActionEvent, policy: Policy, adopted=None) -> Observation:
+def _py_extract(st: FeatureState, ev: ActionEvent, policy: Policy, adopted=None) -> Observation:
     """Advance the windows with ``ev`` and return its feature values (natural units).
 
     Mutates ``st`` (windows, recent destinations, task flows) but not the novelty
@@ -610,6 +611,21 @@ def extract(st: FeatureState, ev: ActionEvent, policy: Policy, adopted=None) -> 
     return o
 
 
+
+def extract(st: FeatureState, ev: ActionEvent, policy: Policy, adopted=None) -> Observation:
+    """Advance the windows with ``ev`` and return its feature values (see :func:`_py_extract`, the reference).
+
+    The compiled kernel (``detector._native.extract``, detector/native.py) runs it when built: the same
+    operations in the same order, held to the reference bit for bit by tests/unit/test_native.py. For a
+    state or an event outside what the engine itself writes (which the kernel checks before changing
+    anything) it answers ``None`` and the reference runs.
+    """
+    if _kernels is not None:
+        obs = _kernels.extract(st, ev, policy, adopted)
+        if obs is not None:
+            return obs
+    return _py_extract(st, ev, policy, adopted)
+
 def _is_outsider(policy: Policy, who: str) -> bool:
     """A principal whose address the policy does not call internal (``unknown``, an outside mail
     address, a look-alike domain, a customer id). A policy that names nothing internal (or no policy)
@@ -683,3 +699,7 @@ def commit_novelty(st: FeatureState, obs: Observation) -> None:
         for h in dests:
             bits = bloom_add(bits, h, _DEST_MASK)
         st.dests = bits
+
+
+if _kernels is not None:  # what the compiled extract calls back (names, words and classes stay in Python)
+    _kernels.extract_setup(Observation, _words, destination_family, _is_outsider, EXTERNAL, BROADCAST)

@@ -267,3 +267,117 @@ print(d.record["severity"])
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "ok"
     assert done.stderr.count("detector._native is not built") == 1
+
+
+# ------------------------------------------------------------------------- feature extraction
+
+_TOOLS = ("mail.send", "crm_lookup", "bash", "drive:read", "slack-post", "wiki/get", "tööl.ünïcode", "x",
+          "lone\ud800surrogate")
+_RESOURCES = ("drive://file/42", "crm://customers/17/notes", "http://web.example/a", "email:bob@corp.example",
+              "hr://personnel", "plain-resource", "https://paste.example/x", "dösseldorf://a/b", "://odd/one",
+              "r://x\udfff/y")
+_DESTS = ("email:eve@evil.example", "email:bob@corp.example", "slack:#general", "slack:#eng", "http:https://paste.example/x",
+          "iban:GB29NWBK60161331926819", "email:noah.hernandez7@x.example", "payee:ACME Ltd", "email:Ünï@Çorp.example",
+          "email:reply@customer.example")
+_PEOPLE = ("alice", "op-1", "customer:noah_hernandez_42", "email:stranger@outside.example", "bob@corp.example",
+           "unknown")
+
+
+def _policy():
+    from detector.policy import Policy
+
+    return Policy(internal_domains=("corp.example",), internal=("slack:#eng",), broadcast={"slack:#general": 250},
+                  sensitivity_weight={"public": 0.0, "internal": 1.0, "confidential": 5.0, "restricted": 25.0})
+
+
+_event = st.fixed_dictionaries({
+    "tool": st.sampled_from(_TOOLS), "action": st.sampled_from(("read", "write", "delete", "send", "exec")),
+    "resource": st.sampled_from(_RESOURCES),
+    "sensitivity": st.sampled_from(("public", "internal", "confidential", "restricted")),
+    "records": st.one_of(st.just(0), st.integers(0, 50), st.integers(0, 2**63 - 1)),
+    "bytes": st.one_of(st.just(0), st.integers(0, 10**6), st.integers(0, 2**63 - 1)),
+    "destinations": st.one_of(st.just([]), st.lists(st.sampled_from(_DESTS), max_size=4),
+                              st.lists(st.sampled_from(_DESTS), min_size=60, max_size=70)),
+    "task_id": st.one_of(st.none(), st.sampled_from(("t1", "t2", "t3", "t4", "t5", "t6"))),
+    "requested_by": st.one_of(st.none(), st.sampled_from(_PEOPLE)),
+    "instruction_hash": st.one_of(st.none(), st.sampled_from(("h1", "h2"))),
+    "approval_id": st.one_of(st.none(), st.just("ap-1")),
+    "dt": st.one_of(st.just(0.0), st.floats(-100.0, 7200.0), st.floats(0.0, 200_000.0)),
+})
+
+
+def _events(draws):
+    from detector.events import decode_event
+
+    t = 1772442000.0
+    out = []
+    for i, d in enumerate(draws):
+        d = dict(d)
+        t += d.pop("dt")
+        raw = {"event_id": f"e{i}", "ts": "2026-03-02T09:00:00Z", "agent_id": "a", "operator_id": "op-1", **d}
+        ev = decode_event({k: v for k, v in raw.items() if v is not None})
+        ev.__dict__["t"] = t  # any instant, backwards too
+        out.append(ev)
+    return out
+
+
+def _same_observation(a, b) -> None:
+    from detector.features import Observation
+
+    assert type(a) is type(b) is Observation
+    for name in Observation.__slots__:
+        va, vb = getattr(a, name), getattr(b, name)
+        assert type(va) is type(vb), name
+        if name == "x":
+            assert [type(v) for v in va] == [type(v) for v in vb] and bits(va) == bits(vb)
+        else:
+            assert va == vb, name
+
+
+def _state(s) -> tuple:
+    """Every field of a FeatureState, floats as their bits."""
+    return tuple(getattr(s, n).tobytes() if n in ("c", "tasks") else bits([getattr(s, n)]) if isinstance(
+        getattr(s, n), float) else getattr(s, n) for n in s.__slots__)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(_event, min_size=1, max_size=40), st.booleans(), st.booleans(), st.integers(0, 2**32))
+def test_feature_extraction_of_a_sequence_of_actions_equals_the_reference_bit_for_bit(draws, hours, seeded, salt):
+    from detector.features import K_DEST, K_TOOL, FeatureState, _py_extract, item_key
+    from detector.sketch import stable_hash
+
+    policy = _policy()
+    states = [FeatureState(), FeatureState()]
+    for s in states:
+        if hours:
+            s.hours = tuple((1.0 + (h * 7 + salt) % 24) / 300.0 for h in range(24))
+        if seeded:  # some items known, some sketches wider than their masks
+            s.seed_sketches((bytes([salt & 0xFF]) * 32, bytes([0x55]) * 128, bytes([(salt >> 8) & 0xFF]) * 257,
+                             bytes([0x0F]) * 128, b"\x01" * 32))
+    adopted = {item_key(K_TOOL, stable_hash("bash")), item_key(K_DEST, stable_hash("slack:#eng"))} if salt % 3 else None
+    for ev in _events(draws):
+        a = _native.extract(states[0], ev, policy, adopted)
+        if a is None:  # only counts past 2**53 are left to the reference (and the state is left untouched)
+            assert max(ev.records, ev.bytes) > 2**53
+            a = _py_extract(states[0], ev, policy, adopted)
+        b = _py_extract(states[1], ev, policy, adopted)
+        _same_observation(a, b)
+        assert _state(states[0]) == _state(states[1])
+
+
+def test_extraction_outside_the_kernels_domain_is_left_to_the_reference_untouched():
+    from detector.features import FeatureState, extract
+
+    policy = _policy()
+    ev = _events([{"tool": "bash", "action": "send", "resource": "r://x", "sensitivity": "internal", "records": 1,
+                   "bytes": 2**60, "destinations": ["email:eve@evil.example"], "task_id": "t1",
+                   "requested_by": None, "instruction_hash": None, "approval_id": None, "dt": 5.0}])[0]
+    st_ = FeatureState()
+    before = st_.to_tuple()
+    assert _native.extract(st_, ev, policy, None) is None  # bytes past 2**53: compared exactly by the reference
+    assert st_.to_tuple() == before
+    st_.tasks[1] = 0.5  # a task slot the engine never writes
+    ev2 = ev.replace(bytes=1)
+    assert _native.extract(st_, ev2, policy, None) is None and st_.to_tuple()[10] == FeatureState.to_tuple(st_)[10]
+    obs = extract(st_, ev2, policy, None)  # the reference decides
+    assert obs.x[4] == 1.0
