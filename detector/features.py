@@ -620,8 +620,8 @@ def extract(st: FeatureState, ev: ActionEvent, policy: Policy, adopted=None) -> 
     state or an event outside what the engine itself writes (which the kernel checks before changing
     anything) it answers ``None`` and the reference runs.
     """
-    if _kernels is not None:
-        obs = _kernels.extract(st, ev, policy, adopted)
+    if _kernel is not None:
+        obs = _kernel(st, ev, policy, adopted)
         if obs is not None:
             return obs
     return _py_extract(st, ev, policy, adopted)
@@ -701,5 +701,7 @@ def commit_novelty(st: FeatureState, obs: Observation) -> None:
         st.dests = bits
 
 
-if _kernels is not None:  # what the compiled extract calls back (names, words and classes stay in Python)
+# the compiled extract (None: the reference runs; a kernel built before it had extract runs without it)
+_kernel = getattr(_kernels, "extract", None)
+if _kernel is not None:  # what it calls back (names, words and classes stay in Python)
     _kernels.extract_setup(Observation, _words, destination_family, _is_outsider, EXTERNAL, BROADCAST)

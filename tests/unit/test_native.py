@@ -40,6 +40,8 @@ def test_the_install_builds_the_kernel_and_the_engine_runs_it():
     assert native.kernels is _native or os.environ.get(native.PURE_PYTHON_ENV) == "1"
     if native.kernels is not None:
         assert bl._log_deviations is _native.log_deviations and bl._learn is _native.learn
+        from detector import features
+        assert features._kernel is _native.extract
 
 
 def test_the_environment_variable_forces_the_pure_python_references():
