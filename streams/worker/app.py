@@ -52,8 +52,10 @@ or doubling anything:
    opens, the processor waits for the batch's decisions, then writes the states
    with the freeze (and its incident and audit records) in the agent's outbox,
    waits for that write, and only then publishes the freeze
-   (``streams/worker/outbox.py``). The breaker is open in the table, so no restarted
-   worker trips again for that incident.
+   (``streams/worker/outbox.py``). That wait is a task of its own: the next
+   batches are decided meanwhile (a freeze does not hold up the stream). The
+   breaker is open in the table, so no restarted worker trips again for that
+   incident.
 4. *Per partition, strictly in offset order, from the committed offset*
    (``streams/worker/ordering.py``): a partition is read once its agents' states are
    recovered, from its committed offset; records already processed are
@@ -235,6 +237,9 @@ class Processor:
         self._stopping = False
         self._times = {"topk": 0.0, "drift": 0.0, "lag": 0.0, "stall": 0.0, "quiet": 0.0}
         self._tasks: set[asyncio.Future] = set()
+        #: freezes of decided batches being written and published (rule 3), and the first that failed
+        self._freezing: set[asyncio.Future] = set()
+        self._freeze_error: BaseException | None = None
 
     # ------------------------------------------------------------------ views (status, streams/api)
     @property
@@ -390,6 +395,7 @@ class Processor:
         self.ready = False
         self.positions.handing_over |= partitions & set(self.positions.expect)
         try:
+            await self.settle_freezes(HAND_OVER_TIMEOUT / 2)
             await asyncio.wait_for(self.flusher.flush(force=True), HAND_OVER_TIMEOUT)
         except Exception as exc:  # noqa: BLE001 - the rebalance goes on; the next owner redelivers
             log.warning("handing partitions %s over without a final write: %r", sorted(partitions), exc)
@@ -427,9 +433,11 @@ class Processor:
         """Decide one batch of fetched records (``{partition: [ConsumerRecord, ...]}``) and publish the results."""
         self._swap_model()
         self.publisher.check()  # never build on an output that did not reach the broker
+        if self._freeze_error is not None:
+            raise self._freeze_error
         async with self.flusher.batch():
             freezes, touched = self._step(records)
-            await self.publisher.send()
+            await self.publisher.send(hold=True)  # never waits for the broker (streams/worker/publisher.py)
             # bookkeeping once every output of the batch is enqueued: a flush that writes these agents finds all
             # their decisions among the outputs it waits for
             now = time.monotonic()
@@ -438,7 +446,24 @@ class Processor:
                 mark(agent, offset, now)
                 seen[agent] = now
         if freezes:
-            await self._freeze(freezes)
+            # rule 3 off the reading path: the outbox and the open breaker are in memory now (any later write
+            # includes them); a task waits for their write and then publishes, while the next batches are decided
+            self._track_freeze(self._publish_freezes(self._record_freezes(freezes)))
+
+    def _track_freeze(self, coro) -> None:
+        task = asyncio.ensure_future(coro)
+        self._freezing.add(task)
+        task.add_done_callback(self._freeze_done)
+
+    def _freeze_done(self, task: asyncio.Future) -> None:
+        self._freezing.discard(task)
+        if not task.cancelled() and task.exception() is not None and self._freeze_error is None:
+            self._freeze_error = task.exception()  # raised by the next batch: the worker stops (rule 1)
+
+    async def settle_freezes(self, timeout: float) -> None:
+        """Wait (up to ``timeout`` s) for the freezes being written and published (a hand-over, a stop)."""
+        if self._freezing:
+            await asyncio.wait(list(self._freezing), timeout=timeout)
 
     def _swap_model(self) -> None:
         pending = self.pending_model
@@ -614,6 +639,11 @@ class Processor:
     # ------------------------------------------------------------------ freezes and releases (rule 3)
     async def _freeze(self, freezes: list) -> None:
         """Outbox and open breaker durable in the table, then publish."""
+        await self._publish_freezes(self._record_freezes(freezes))
+
+    def _record_freezes(self, freezes: list) -> list:
+        """Each freeze's incident, command and audit record in its agent's outbox, the agent marked for a write:
+        ``[(agent, entries), ...]``. Synchronous: no batch runs between the decision and this."""
         now_ms = int(time.time() * 1000)
         topics, pub = self.topics, self.publisher
         pending = []
@@ -636,6 +666,10 @@ class Processor:
             self.outbox.add(agent, entries)
             self.flusher.mark(agent, None, time.monotonic())
             pending.append((agent, entries))
+        return pending
+
+    async def _publish_freezes(self, pending: list) -> None:
+        """The states with their outboxes written and acknowledged, then the outboxes published."""
         await self.flusher.flush(only=[agent for agent, _ in pending])
         for agent, entries in pending:
             for entry in entries:
@@ -791,7 +825,8 @@ class Processor:
         """Write due agents and commit every tick; once a second: rest idle agents, metrics, lag, drift."""
         tick = max(0.02, min(0.25, self.settings.flush_interval / 4))
         while True:
-            await asyncio.sleep(tick)
+            # a flush that left due agents for lack of room in its slice: the next slice soon, batches between
+            await asyncio.sleep(0.01 if self.flusher.behind else tick)
             await self.flusher.flush()
             self.residency.compact_some()
             mono = time.monotonic()

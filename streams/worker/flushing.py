@@ -18,6 +18,14 @@ Kafka redelivers from the committed offset, an event the state already includes
 is skipped by the agent's cursor, and any other is scored from the state it was
 first scored from (the same decision, byte for byte).
 
+A periodic flush writes at most ``slice_max`` agents, those dirty longest
+first; the others stay dirty (and hold back the commit of their partitions)
+for the next flush, which :attr:`Flusher.behind` says should come soon. The
+snapshot runs on the event loop between batches, so a fleet whose agents all
+fall due together is written in slices of a few ms, not in one stall of the
+stream. ``force`` and ``only`` (hand-over, freezes, releases) write all they
+name.
+
 One lock orders flushes among themselves; :meth:`Flusher.batch` marks a batch
 in progress (a flush snapshots only between batches, and a batch does not
 start while a flush snapshots).
@@ -48,7 +56,7 @@ class Flusher:
     def __init__(self, *, interval: float, events: int, snapshot: Callable[[str], bytes | None],
                  home: Callable[[str], int | None], positions, publisher, changelog: Callable[[], str],
                  changelog_key: Callable[[str], bytes], commit: Callable[[dict[int, int]], Awaitable[bool]],
-                 commit_interval: float = 1.0, clock=time.monotonic) -> None:
+                 commit_interval: float = 1.0, slice_max: int = 256, clock=time.monotonic) -> None:
         self.interval = interval
         self.events = events
         self.snapshot = snapshot
@@ -59,6 +67,9 @@ class Flusher:
         self.changelog_key = changelog_key
         self.commit = commit
         self.commit_interval = commit_interval
+        self.slice_max = slice_max
+        #: the last periodic flush left due agents unwritten (its slice was full)
+        self.behind = False
         self.clock = clock
         self._commit_at = -float("inf")
         #: agent -> [clock() of its first unwritten change, unwritten events, offset of its first unwritten event]
@@ -124,9 +135,10 @@ class Flusher:
             await self.publisher.drained()                      # rule 1: decisions first ...
             if writes:
                 topic = self.changelog()
+                out: dict[tuple[str, int], list] = {}
                 for agent, p, value in writes:                  # ... then the states ...
-                    self.publisher.add(topic, p, self.changelog_key(agent), value)
-                futs = await self.publisher.send(track=False)
+                    out.setdefault((topic, p), []).append((self.changelog_key(agent), value, None))
+                futs = await self.publisher.send_records(out)
                 await asyncio.gather(*futs, return_exceptions=True)
                 self.publisher.check()
             offsets = {p: o for p, o in offsets.items() if self.committed.get(p) != o}
@@ -146,6 +158,9 @@ class Flusher:
         else:
             T, K = self.interval, self.events
             due = [a for a, (t0, n, _) in self.dirty.items() if force or n >= K or now - t0 >= T]
+            if not force:  # dirty is in the order of first change: the longest dirty first
+                self.behind = len(due) > self.slice_max
+                due = due[:self.slice_max]
         writes = []
         for agent in due:
             del self.dirty[agent]

@@ -10,6 +10,15 @@ published before the state is written). The first failure is kept and raised by
 every later call: a worker never writes state or commits past an output that
 did not reach the broker.
 
+The reader never waits for the broker: aiokafka keeps one request in flight
+per broker, and a batch for a partition whose previous batch has not left yet
+waits for it, so while the broker is slow (tens of ms, a flush's states in
+flight) the batch step would stop with it. :meth:`Publisher.send` with
+``hold=True`` (the batch step's) keeps such a partition's records here, behind
+its earlier ones, and a task of its own sends them as soon as the producer
+takes them; :meth:`Publisher.drained` sends what is held first. Records of one
+partition always go out in the order they were added.
+
 faust's own ``send_soon`` buffer is not used: it throttles every stream while it
 holds more than 100 messages, and a flush alone writes hundreds.
 """
@@ -46,6 +55,8 @@ class Publisher:
         self.pending: dict[tuple[str, int], list] = {}
         self.last: dict[tuple[str, int], asyncio.Future] = {}
         self.error: BaseException | None = None
+        self._lock: asyncio.Lock | None = None   # one sender at a time: a partition's batches go out in order
+        self._drainer: asyncio.Future | None = None
 
     def partition_for(self, topic: str, key: bytes, source_partition: int | None) -> int:
         """The source partition's number when ``topic`` is co-partitioned with ``agent-actions`` (what the
@@ -72,13 +83,61 @@ class Publisher:
             self.error = self.error or fut.exception()
             log.error("publishing failed: %r", fut.exception())
 
-    async def send(self, *, track: bool = True) -> list[asyncio.Future]:
+    def _sender(self) -> asyncio.Lock:
+        if self._lock is None:  # created on the running loop
+            self._lock = asyncio.Lock()
+        return self._lock
+
+    async def send(self, *, track: bool = True, hold: bool = False) -> list[asyncio.Future]:
         """Enqueue everything added since the last call, one producer batch per partition (more when a
-        batch is full); return each partition's last future. ``track``: the flush barrier waits for them."""
-        out, self.pending = self.pending, {}
-        if not out:
-            return []
-        producer = self._producer()
+        batch is full); return each partition's last future. ``track``: the flush barrier waits for them.
+        ``hold``: never wait for the producer; what it cannot take at once is sent by a task of its own."""
+        lock = self._sender()
+        if hold:
+            if not self.pending:
+                return []
+            if lock.locked():  # a send in progress: these go after its records, with the drainer
+                self._drain_later()
+                return []
+            producer = self._producer()
+            out = {}
+            for key in list(self.pending):
+                if not self._queued(producer, key):
+                    out[key] = self.pending.pop(key)
+            if self.pending:
+                self._drain_later()
+            async with lock:  # free: no wait; and a partition of out has no batch before it
+                return await self._send(producer, out, track)
+        async with lock:  # also when nothing is pending: after the sends in progress (the drainer's)
+            out, self.pending = self.pending, {}
+            return await self._send(self._producer(), out, track) if out else []
+
+    async def send_records(self, out: dict[tuple[str, int], list]) -> list[asyncio.Future]:
+        """Send ``{(topic, partition): [(key, value, headers), ...]}`` now, apart from what was added (a flush's
+        states); each partition's last future, not tracked."""
+        async with self._sender():
+            return await self._send(self._producer(), out, False)
+
+    @staticmethod
+    def _queued(producer, key: tuple[str, int]) -> bool:
+        """The producer holds a batch of this partition not yet sent: a new one would wait for it."""
+        batches = getattr(getattr(producer, "_message_accumulator", None), "_batches", None)
+        return bool(batches.get(key)) if isinstance(batches, dict) else False  # aiokafka: TopicPartition keys
+
+    def _drain_later(self) -> None:
+        if self._drainer is None or self._drainer.done():
+            self._drainer = asyncio.ensure_future(self._drain())
+
+    async def _drain(self) -> None:
+        try:
+            while self.pending and self.error is None:
+                await self.send()
+        except BaseException as exc:  # noqa: BLE001 - kept: the next batch, flush or drained() raises it
+            self.error = self.error or exc
+            if not isinstance(exc, asyncio.CancelledError):
+                log.error("publishing failed: %r", exc)
+
+    async def _send(self, producer, out: dict, track: bool) -> list[asyncio.Future]:
         lasts = []
         for (topic, partition), records in out.items():
             batch = producer.create_batch()
@@ -103,7 +162,9 @@ class Publisher:
         return fut
 
     async def drained(self) -> None:
-        """Every output sent so far is on the broker (raises :class:`PublishError` if one is not)."""
+        """Every output added so far is on the broker (raises :class:`PublishError` if one is not)."""
+        self.check()
+        await self.send()  # what the batch step held back, first
         outs = list(self.last.values())
         if outs:
             await asyncio.gather(*outs, return_exceptions=True)

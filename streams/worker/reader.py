@@ -36,13 +36,17 @@ class ReaderStopped(RuntimeError):
 class ActionReader:
     """Batches of records of ``topic`` from the partitions asked for, on the consumer of faust ``app``."""
 
-    def __init__(self, app, topic: str, *, max_records: int, wait_ms: int = 100, broker_wait_ms: int = 50) -> None:
+    def __init__(self, app, topic: str, *, max_records: int, wait_ms: int = 100, broker_wait_ms: int = 50,
+                 busy_wait_ms: int = 5, busy_records: int = 8) -> None:
         self.app = app
         self.topic = topic
         self.max_records = max_records
         self.wait_ms = wait_ms
         self.broker_wait_ms = broker_wait_ms
+        self.busy_wait_ms = busy_wait_ms
+        self.busy_records = busy_records
         self._tuned = None
+        self._fetcher = None
 
     # ------------------------------------------------------------------ set-up
     def install(self) -> None:
@@ -80,11 +84,17 @@ class ActionReader:
         0.6 of a core), and under load a decision waited up to half a second. 50 ms: two workers scale as
         with 20 ms (16k events/s on 2 cores either way) while an idle worker costs the broker 0.13 of a core
         (20 ms: 0.15; 200 ms and faust's 1,500 ms: 0.08, but two workers stalled again). The value is read
-        for every request aiokafka builds; the fetcher exists once the consumer started."""
+        for every request aiokafka builds; the fetcher exists once the consumer started.
+
+        Under load (a fetch brought ``busy_records`` or more) the wait is ``busy_wait_ms`` instead: a fetch
+        built while every ``agent-actions`` partition still had buffered records names only the quiet ones
+        and was held the full 50 ms while the drained partitions filled (decisions 50-75 ms late at 5,000
+        events/s, bench/bench_latency.py); an idle or slow worker goes back to 50 ms with its next fetch."""
         fetcher = getattr(consumer, "_fetcher", None)
         if fetcher is None or not hasattr(fetcher, "_fetch_max_wait_ms"):
             return
         fetcher._fetch_max_wait_ms = self.broker_wait_ms
+        self._fetcher = fetcher
         self._tuned = consumer
 
     async def _on_consumer_thread(self, coro):
@@ -120,6 +130,10 @@ class ActionReader:
             log.warning("fetching %s failed (retrying): %r", self.topic, exc)
             await asyncio.sleep(0.5)
             return {}
+        fetcher = self._fetcher
+        if fetcher is not None:  # read by the consumer's thread for the next request it builds
+            busy = sum(len(records) for records in got.values()) >= self.busy_records
+            fetcher._fetch_max_wait_ms = self.busy_wait_ms if busy else self.broker_wait_ms
         if not got:
             return {}
         self._note_inbound(got)

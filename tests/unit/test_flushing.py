@@ -207,3 +207,107 @@ def test_outbox_entries_keep_the_envelope_format_of_positional_lists():
     assert box.incident("a", "inc-1") == {"severity": "high", "frozen_by": "ann"}
     assert not box.confirm("a", "inc-1", "release") and box.confirm("a", "inc-1", "freeze")
     assert not box.published("a", "inc-1") and box.confirm("a", "inc-1", "incident") and "a" not in box
+
+
+def test_a_periodic_flush_writes_a_slice_of_the_longest_dirty_agents_and_commits_only_what_they_cover():
+    async def scenario():
+        producer = Producer()
+        positions = Positions()
+        positions.start({0: 0}, now=0.0)
+        positions.expect[0] = 3  # processed 0..2: a at 0, b at 1, c at 2
+        states = {"a": b"sa", "b": b"sb", "c": b"sc"}
+        pub, flusher, committed = make(producer, positions, states, {"a": 0, "b": 0, "c": 0})
+        flusher.slice_max = 2
+        for offset, agent in enumerate("abc"):
+            flusher.mark(agent, offset, 90.0)  # all three due (10 s old)
+        assert await _acking(producer, flusher.flush()) == 2
+        assert producer.sent[0][2] == [(b"a", b"sa", []), (b"b", b"sb", [])]
+        assert list(flusher.dirty) == ["c"] and flusher.behind
+        assert committed == [{0: 2}]  # c's event at offset 2 is not durable yet
+        assert await _acking(producer, flusher.flush()) == 1
+        assert not flusher.dirty and not flusher.behind and committed[-1] == {0: 3}
+
+    asyncio.run(scenario())
+
+
+def test_a_forced_flush_writes_every_dirty_agent_whatever_the_slice():
+    async def scenario():
+        producer = Producer()
+        positions = Positions()
+        positions.start({0: 0}, now=0.0)
+        pub, flusher, _ = make(producer, positions, {"a": b"sa", "b": b"sb", "c": b"sc"}, {"a": 0, "b": 0, "c": 0})
+        flusher.slice_max = 1
+        for offset, agent in enumerate("abc"):
+            flusher.mark(agent, offset, 99.9)  # none due by age or count
+        assert await _acking(producer, flusher.flush(force=True)) == 3 and not flusher.dirty
+
+    asyncio.run(scenario())
+
+
+class Accumulator:
+    """The producer's queue of batches not yet sent, per (topic, partition), as aiokafka keeps it."""
+
+    def __init__(self) -> None:
+        self._batches: dict[tuple[str, int], list] = {}
+
+
+class QueueingProducer(Producer):
+    """A producer whose batch for a partition waits while an earlier batch of it is queued (aiokafka's rule)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._message_accumulator = Accumulator()
+        self.gate = asyncio.Event()
+
+    async def send_batch(self, batch, topic, *, partition):
+        queued = self._message_accumulator._batches
+        while queued.get((topic, partition)):
+            await self.gate.wait()
+        return await super().send_batch(batch, topic, partition=partition)
+
+
+def test_the_batch_step_does_not_wait_for_a_partition_still_queued_and_its_records_follow_in_order():
+    async def scenario():
+        producer = QueueingProducer()
+        pub = Publisher(lambda: producer, COUNTS, 8)
+        producer._message_accumulator._batches[("decisions", 1)] = ["an earlier batch"]
+        pub.add("decisions", 0, b"a", b"d1")
+        pub.add("decisions", 1, b"b", b"d2")
+        await asyncio.wait_for(pub.send(hold=True), 1.0)  # returns although partition 1 is queued
+        assert [(t, p) for t, p, _ in producer.sent] == [("decisions", 0)]
+        pub.add("decisions", 1, b"b", b"d3")
+        await asyncio.wait_for(pub.send(hold=True), 1.0)
+        await asyncio.sleep(0.01)
+        assert len(producer.sent) == 1  # still queued: d2 and d3 wait here, in order
+        producer._message_accumulator._batches.clear()
+        producer.gate.set()
+        drained = asyncio.ensure_future(pub.drained())
+        while not drained.done():
+            producer.ack_all()
+            await asyncio.sleep(0)
+        await drained
+        sent_1 = [records for t, p, records in producer.sent if p == 1]
+        assert [value for records in sent_1 for _, value, _ in records] == [b"d2", b"d3"]
+        assert not pub.pending
+
+    asyncio.run(scenario())
+
+
+def test_drained_sends_what_the_batch_step_held_and_waits_for_its_acknowledgement():
+    async def scenario():
+        producer = QueueingProducer()
+        pub = Publisher(lambda: producer, COUNTS, 8)
+        producer._message_accumulator._batches[("decisions", 2)] = ["an earlier batch"]
+        pub.add("decisions", 2, b"c", b"held")
+        await pub.send(hold=True)
+        drained = asyncio.ensure_future(pub.drained())
+        await asyncio.sleep(0.01)
+        assert not drained.done() and not producer.sent  # it waits for the queue, then for the ack
+        producer._message_accumulator._batches.clear()
+        producer.gate.set()
+        await asyncio.sleep(0.01)
+        assert producer.sent == [("decisions", 2, [(b"c", b"held", [])])] and not drained.done()
+        producer.ack_all()
+        await asyncio.wait_for(drained, 1.0)
+
+    asyncio.run(scenario())

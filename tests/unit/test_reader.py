@@ -73,3 +73,42 @@ def test_a_seek_the_consumer_refuses_is_not_reported_done():
         loop.call_soon_threadsafe(loop.stop)
         runner.join(timeout=5)
         loop.close()
+
+
+def test_under_load_a_fetch_is_held_only_briefly_and_an_idle_worker_goes_back_to_the_longer_wait():
+    from aiokafka import TopicPartition
+
+    class Consumer:
+        def __init__(self) -> None:
+            self._fetcher = SimpleNamespace(_fetch_max_wait_ms=1500)
+            self.next: dict = {}
+
+        async def getmany(self, *tps, timeout_ms, max_records):
+            return self.next
+
+    loop = asyncio.new_event_loop()
+    runner = threading.Thread(target=loop.run_forever, daemon=True)
+    runner.start()
+    try:
+        consumer = Consumer()
+        thread = Thread(consumer)
+        thread.thread_loop = loop
+        app = SimpleNamespace(consumer=SimpleNamespace(_thread=thread))
+        reader = ActionReader(app, "agent-actions", max_records=250, broker_wait_ms=50, busy_wait_ms=5,
+                              busy_records=8)
+        tp = TopicPartition("agent-actions", 0)
+        rec = SimpleNamespace(offset=0)
+        consumer.next = {tp: [rec] * 8}
+        assert len(asyncio.run(reader.fetch([0]))[0]) == 8
+        assert consumer._fetcher._fetch_max_wait_ms == 5
+        consumer.next = {tp: [rec] * 2}  # a trickle: the broker may hold a fetch longer
+        asyncio.run(reader.fetch([0]))
+        assert consumer._fetcher._fetch_max_wait_ms == 50
+        consumer.next = {tp: [rec] * 9}
+        asyncio.run(reader.fetch([0]))
+        consumer.next = {}
+        assert asyncio.run(reader.fetch([0])) == {} and consumer._fetcher._fetch_max_wait_ms == 50
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        runner.join(timeout=5)
+        loop.close()
