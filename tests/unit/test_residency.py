@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import zlib
 
 import msgspec
 import pytest
@@ -13,7 +14,8 @@ from detector.events import decode_event
 from detector.trace import TraceStore, trace_entry
 from models.simulate import simulate
 from streams.worker.intake import home_partition
-from streams.worker.residency import RESTING, Residency, pack_state, rest_value, unpack_state
+from streams.worker import residency
+from streams.worker.residency import DICT_SAMPLES, RESTING, Residency, pack_state, rest_value, unpack_state
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +54,9 @@ def test_decisions_and_incident_traces_do_not_depend_on_agents_resting_between_b
         got += _outputs(engine.process_batch(batch))
         clock.t += 1.0
         assert res.rest_idle(lambda a: False) > 0  # everybody rests, and wakes for its next event
-        assert not engine.agents and all(v[:1] == RESTING for v in store.values())
+        assert not engine.agents
+        if k % 2:  # deflated a few at a time, and woken either way
+            assert res.compact_some(n=None) > 0 and all(v[:1] == RESTING for v in store.values())
     assert any(f is not None for _, f, _ in expected), "the fleet should trip breakers"
     assert got == expected
     assert res.stats["woken"] > 0 and res.stats["rested"] > 0
@@ -121,8 +125,29 @@ def test_resting_agents_of_revoked_partitions_leave_the_store_and_recovered_ones
 
 
 def test_rest_value_is_idempotent():
-    raw = pack_state(1, 2, b"x" * 500)
-    assert rest_value(rest_value(raw)) == rest_value(raw)
+    rested = rest_value(pack_state(1, 2, b"x" * 500))
+    assert rest_value(rested) == rested
+
+
+def test_resting_envelopes_are_deflated_against_the_first_ones_that_rested_and_read_back_exactly(events,
+                                                                                                  monkeypatch):
+    monkeypatch.setattr(residency, "_DICTIONARY", residency._Dictionary())  # this process's dictionary, anew
+    engine = Engine()
+    engine.process_batch(events)
+    plain = [pack_state(home_partition(a, 8), 7, engine.dump_agent(a)) for a in sorted(engine.agents)]
+    plain = (plain * (DICT_SAMPLES // len(plain) + 2))[:DICT_SAMPLES + len(plain)]
+    rested = [rest_value(p) for p in plain]
+    assert [r[:2] for r in rested] == [RESTING + b"\x00"] * DICT_SAMPLES + [RESTING + b"\x01"] * (len(plain)
+                                                                                                  - DICT_SAMPLES)
+    assert [unpack_state(r) for r in rested] == [unpack_state(p) for p in plain]  # before and after it was set
+    alone, against = rested[:len(plain) - DICT_SAMPLES], rested[DICT_SAMPLES:]
+    assert sum(map(len, against)) < 0.8 * sum(map(len, alone))
+
+
+def test_an_envelope_deflated_against_a_dictionary_this_process_lacks_is_refused(monkeypatch):
+    monkeypatch.setattr(residency, "_DICTIONARY", residency._Dictionary())
+    with pytest.raises(ValueError, match="dictionary"):
+        unpack_state(RESTING + b"\x01" + zlib.compress(pack_state(1, 2, b"x"))[2:])
 
 
 # --------------------------------------------------------------------------- the trace ring at rest
