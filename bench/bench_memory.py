@@ -1,6 +1,6 @@
 """Memory a worker holds per agent: prints bytes per agent, asserts nothing (a few minutes).
 
-    python bench/bench_memory.py [--agents 20000] [--events 120000] [--no-live] [--bootstrap HOST:PORT]
+    python bench/bench_memory.py [--agents 20000] [--events 120000] [--no-live] [--turns-only] [--bootstrap HOST:PORT]
 
 Two measurements of the same fleet (``--agents`` agents sharing ``--events``
 events, about six each, relabelled from the simulator's traffic):
@@ -128,6 +128,7 @@ def in_process(msgs: list[tuple[bytes, bytes]], n_agents: int) -> None:
 
     report("all agents resident (right after their events)")
     residency.rest_idle(lambda agent: False, limit=None)
+    residency.compact_some(n=None)  # what the worker does a few at a time, every tick
     gc.collect()
     report("idle agents resting serialised (steady state)")
     tracemalloc.stop()
@@ -182,7 +183,7 @@ def live_run(bootstrap: str, tmp: Path, msgs: list[tuple[bytes, bytes]], n_agent
 
 
 def live(msgs: list[tuple[bytes, bytes]], n_agents: int, control: int, bootstrap: str | None, rate: float,
-         settle: float, rest_after: float) -> None:
+         settle: float, rest_after: float, turns_only: bool = False) -> None:
     from bench_stream import start_broker
 
     tmp = Path(tempfile.mkdtemp(prefix="fb-mem-"))
@@ -193,12 +194,16 @@ def live(msgs: list[tuple[bytes, bytes]], n_agents: int, control: int, bootstrap
         print(f"\nlive workers (paced producer, --rest-after {rest_after:g}), one fresh worker per run:")
         print(f"  a) {n_agents} agents acting in turns (each agent's events together: most agents idle at any time)")
         turns = live_run(bootstrap, tmp, sorted(msgs, key=lambda kv: kv[0]), n_agents, rate, settle, rest_after)
-        print(f"  b) {n_agents} agents all active at once (round robin: every agent acts every "
-              f"{n_agents / rate:.0f} s, all resident together)")
-        together = live_run(bootstrap, tmp, msgs, n_agents, rate, settle, rest_after)
+        together = None
+        if not turns_only:
+            print(f"  b) {n_agents} agents all active at once (round robin: every agent acts every "
+                  f"{n_agents / rate:.0f} s, all resident together)")
+            together = live_run(bootstrap, tmp, msgs, n_agents, rate, settle, rest_after)
         print(f"  c) the same events over {control} agents (what the traffic itself leaves in the heap)")
         few = live_run(bootstrap, tmp, relabel(msgs, control), control, rate, settle, rest_after)
         for name, run in (("a) in turns", turns), ("b) all at once", together)):
+            if run is None:
+                continue
             per = (run["grown"] - few["grown"]) / (n_agents - control)
             peak = (run["peak"] - few["peak"]) / (n_agents - control)
             print(f"  => {name}: RSS per agent at steady state {per:,.0f} bytes (peak {peak:,.0f}): (RSS growth with "
@@ -236,6 +241,8 @@ def main() -> None:
     ap.add_argument("--settle", type=float, default=40.0, help="seconds to watch a live worker after its events")
     ap.add_argument("--rate", type=float, default=1500.0, help="events/s offered to the live workers")
     ap.add_argument("--control-agents", type=int, default=100, help="agents of the control run")
+    ap.add_argument("--turns-only", action="store_true",
+                    help="live: only the agents acting in turns and the control run (not all at once)")
     args = ap.parse_args()
     t = time.perf_counter()
     msgs = fleet_messages(args.agents, args.events)
@@ -245,7 +252,8 @@ def main() -> None:
     if not args.no_in_process:
         in_process(msgs, args.agents)
     if not args.no_live:
-        live(msgs, args.agents, args.control_agents, args.bootstrap, args.rate, args.settle, args.rest_after)
+        live(msgs, args.agents, args.control_agents, args.bootstrap, args.rate, args.settle, args.rest_after,
+             args.turns_only)
 
 
 if __name__ == "__main__":
