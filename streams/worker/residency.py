@@ -207,11 +207,15 @@ class Residency:
         state = self.engine.dump_agent(agent)
         if state is not None and self.store is not None:
             envelope = pack_state(self.home[agent], self.cursor[agent], state)
+            # the store's key is a copy of the id made now: the id the agent came in with was decoded amid
+            # its first event's short-lived strings, and kept for as long as the agent rests it would hold
+            # their memory pool from being reused or released (RSS)
+            key = agent.encode().decode()
             if deflate:
                 envelope = rest_value(envelope)
             else:
-                self._compact.append(agent)
-            self.store[agent] = envelope
+                self._compact.append(key)
+            self.store[key] = envelope
         self.engine.agents.pop(agent, None)
         self.engine.traces.rest(agent)
         self.forget(agent)
