@@ -37,6 +37,7 @@ from detector.events import decode_event  # noqa: E402
 from models.simulate import simulate  # noqa: E402
 from models.store import load_model, save_model  # noqa: E402
 from models.train import fit  # noqa: E402
+from streams.cli.replay import _CHUNK as CHUNK  # noqa: E402
 from streams.gc_tuning import tune  # noqa: E402
 
 
@@ -123,10 +124,10 @@ def main() -> None:
     t_dec = best_of(3, lambda: [decode_event(x) for x in test])
     t_pyd = pydantic_rate(test)
 
-    def replay(model_):
+    def replay(model_):  # events read and decided as flowbreaker replay does (streams/cli/replay.py)
         eng = Engine(model=model_)
-        for i in range(0, m, 1024):
-            for d in eng.process_batch([decode_event(x) for x in test[i:i + 1024]]):
+        for i in range(0, m, CHUNK):
+            for d in eng.process_batch([decode_event(x) for x in test[i:i + CHUNK]]):
                 if not d.duplicate:
                     enc(d.record)
 

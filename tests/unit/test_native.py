@@ -383,3 +383,30 @@ def test_extraction_outside_the_kernels_domain_is_left_to_the_reference_untouche
     assert _native.extract(st_, ev2, policy, None) is None and st_.to_tuple()[10] == FeatureState.to_tuple(st_)[10]
     obs = extract(st_, ev2, policy, None)  # the reference decides
     assert obs.x[4] == 1.0
+
+
+# ------------------------------------------------------------------------- replay's chunks
+
+def test_a_replay_writes_the_same_files_whatever_number_of_events_it_decides_together(tmp_path, monkeypatch):
+    from streams.cli import replay as cli_replay
+    from streams.cli.main import main
+
+    policy = ["--policy", str(FIXTURE / "policy.toml")]
+    assert main(["train", *policy, "--input", str(FIXTURE / "history.jsonl"), "--out", str(tmp_path / "model"),
+                 "--trees", "10", "--quiet"]) == 0
+    files = {}
+    for chunk, batch in ((cli_replay._CHUNK, cli_replay._BATCH), (7, 50), (50, 50)):
+        monkeypatch.setattr(cli_replay, "_CHUNK", chunk)
+        monkeypatch.setattr(cli_replay, "_BATCH", batch)
+        d = tmp_path / f"{chunk}-{batch}"
+        d.mkdir()
+        assert main(["replay", *policy, "--model", str(tmp_path / "model"), "--input", str(FIXTURE / "events.jsonl"),
+                     "--gate", "--analyst", str(FIXTURE / "labels.json"), "--quiet",
+                     "--out", str(d / "decisions.jsonl"), "--episodes", str(d / "episodes.jsonl"),
+                     "--incidents", str(d / "incidents.jsonl")]) == 0
+        files[chunk, batch] = [(d / n).read_bytes() for n in ("decisions.jsonl", "episodes.jsonl", "incidents.jsonl")]
+    first = files[(cli_replay._CHUNK, cli_replay._BATCH)]
+    assert first[0].count(b"\n") == 546 and first[1].count(b"\n") > 4
+    # the episodes closed in between (quiet, or by a verdict) are written every _BATCH events, not every chunk
+    assert files[(7, 50)] == files[(50, 50)]
+    assert files[(7, 50)][0] == first[0] and files[(7, 50)][2] == first[2]
