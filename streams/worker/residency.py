@@ -1,12 +1,12 @@
 """Residency: where each agent's state lives on a worker, live in the engine or resting in the table.
 
 An agent is **resident** while it acts: its state is a live
-:class:`detector.engine.AgentState` in the engine (about 2.7 KB with Python's
+:class:`detector.engine.AgentState` in the engine (about 4 KB with Python's
 object overhead), with its home partition and its *cursor* (the offset, on
 that partition, of the last event its state includes). Once it has been quiet
 for ``rest_after`` seconds and everything it did is durable (no unwritten
 change, no unconfirmed outbox entry), it **rests**: its envelope (below) is
-compressed into the table's in-memory store (about 0.7-1.3 KB), its trace ring
+compressed into the table's in-memory store (about 0.4-0.65 KB), its trace ring
 is packed (:meth:`detector.trace.TraceStore.rest`), and the live objects are
 dropped. Its next event, a release or an API call wakes it from the table.
 While it is resident the table holds nothing for it (the live state is the
