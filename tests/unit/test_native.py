@@ -323,6 +323,16 @@ def _events(draws):
     return out
 
 
+def _kernel_extract():
+    """The compiled extract, set up as detector.features sets it up (which it does not with
+    FLOWBREAKER_PURE_PYTHON=1)."""
+    from detector import features as f
+    from detector.policy import BROADCAST, EXTERNAL
+
+    _native.extract_setup(f.Observation, f._words, f.destination_family, f._is_outsider, EXTERNAL, BROADCAST)
+    return _native.extract
+
+
 def _same_observation(a, b) -> None:
     from detector.features import Observation
 
@@ -357,8 +367,9 @@ def test_feature_extraction_of_a_sequence_of_actions_equals_the_reference_bit_fo
             s.seed_sketches((bytes([salt & 0xFF]) * 32, bytes([0x55]) * 128, bytes([(salt >> 8) & 0xFF]) * 257,
                              bytes([0x0F]) * 128, b"\x01" * 32))
     adopted = {item_key(K_TOOL, stable_hash("bash")), item_key(K_DEST, stable_hash("slack:#eng"))} if salt % 3 else None
+    kernel = _kernel_extract()
     for ev in _events(draws):
-        a = _native.extract(states[0], ev, policy, adopted)
+        a = kernel(states[0], ev, policy, adopted)
         if a is None:  # only counts past 2**53 are left to the reference (and the state is left untouched)
             assert max(ev.records, ev.bytes) > 2**53
             a = _py_extract(states[0], ev, policy, adopted)
@@ -374,15 +385,17 @@ def test_extraction_outside_the_kernels_domain_is_left_to_the_reference_untouche
     ev = _events([{"tool": "bash", "action": "send", "resource": "r://x", "sensitivity": "internal", "records": 1,
                    "bytes": 2**60, "destinations": ["email:eve@evil.example"], "task_id": "t1",
                    "requested_by": None, "instruction_hash": None, "approval_id": None, "dt": 5.0}])[0]
+    kernel = _kernel_extract()
     st_ = FeatureState()
     before = st_.to_tuple()
-    assert _native.extract(st_, ev, policy, None) is None  # bytes past 2**53: compared exactly by the reference
+    assert kernel(st_, ev, policy, None) is None  # bytes past 2**53: compared exactly by the reference
     assert st_.to_tuple() == before
     st_.tasks[1] = 0.5  # a task slot the engine never writes
+    before = st_.to_tuple()
     ev2 = ev.replace(bytes=1)
-    assert _native.extract(st_, ev2, policy, None) is None and st_.to_tuple()[10] == FeatureState.to_tuple(st_)[10]
+    assert kernel(st_, ev2, policy, None) is None and st_.to_tuple() == before
     obs = extract(st_, ev2, policy, None)  # the reference decides
-    assert obs.x[4] == 1.0
+    assert obs.x[4] == 1.0 and st_.to_tuple() != before
 
 
 # ------------------------------------------------------------------------- replay's chunks
