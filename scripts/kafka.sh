@@ -234,6 +234,9 @@ cmd_start() {
     started=$SECONDS
     : >"$OUT_FILE"
     format_storage
+    # a broker keeps a few files open per partition (log, indexes): one that outlives many test topics ran out of
+    # descriptors at 20,000 ("Too many open files") and stopped; Kafka's operations guide asks for 100,000 or more
+    ulimit -n 100000 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
     nohup "$JAVA" -Xmx1g -Djava.awt.headless=true \
         -Dlog4j.configuration="file:$LOG4J" -Dkafka.logs.dir="$LOG_DIR" \
         -cp "$LIBS/*" kafka.Kafka "$PROPS" >>"$OUT_FILE" 2>&1 </dev/null &
