@@ -131,6 +131,8 @@ FETCH_WAIT_MS = 100
 HAND_OVER_TIMEOUT = 20.0
 #: a partition with records waiting that has not moved for this long is named in the log (seconds)
 STALL_AFTER = 30.0
+#: most records in a batch while a freeze is being written and published (its steps wait for each batch)
+FREEZE_BATCH = 32
 #: how often the worker asks the engine to close the episodes of quiet agents (seconds)
 CLOSE_QUIET_EVERY = 5.0
 
@@ -420,7 +422,8 @@ class Processor:
                 await asyncio.sleep(0.05)
                 continue
             try:
-                records = await reader.fetch(parts)
+                # while a freeze waits for its write, short batches: its steps run between them, sooner
+                records = await reader.fetch(parts, FREEZE_BATCH if self._freezing else None)
             except ReaderStopped:
                 if self._stopping or self.app.should_stop:
                     return

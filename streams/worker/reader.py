@@ -108,9 +108,9 @@ class ActionReader:
         return TopicPartition(self.topic, partition)
 
     # ------------------------------------------------------------------ reading
-    async def fetch(self, partitions: list[int]) -> dict[int, list]:
-        """Records fetched for ``partitions`` (up to ``max_records``, waiting up to ``wait_ms`` when there are
-        none): ``{partition: [ConsumerRecord, ...]}`` in offset order per partition."""
+    async def fetch(self, partitions: list[int], limit: int | None = None) -> dict[int, list]:
+        """Records fetched for ``partitions`` (up to ``max_records``, or ``limit`` when smaller, waiting up to
+        ``wait_ms`` when there are none): ``{partition: [ConsumerRecord, ...]}`` in offset order per partition."""
         from aiokafka.errors import ConsumerStoppedError, KafkaError
 
         try:
@@ -118,9 +118,10 @@ class ActionReader:
         except Exception as exc:  # faust's ConsumerNotStarted: not yet, or no longer
             raise ReaderStopped(str(exc)) from None
         tps = [self._tp(p) for p in partitions]
+        most = self.max_records if limit is None else max(1, min(limit, self.max_records))
 
         async def getmany():
-            return await consumer.getmany(*tps, timeout_ms=self.wait_ms, max_records=self.max_records)
+            return await consumer.getmany(*tps, timeout_ms=self.wait_ms, max_records=most)
 
         try:
             got = await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(getmany(), thread.thread_loop))

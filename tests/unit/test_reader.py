@@ -84,6 +84,7 @@ def test_under_load_a_fetch_is_held_only_briefly_and_an_idle_worker_goes_back_to
             self.next: dict = {}
 
         async def getmany(self, *tps, timeout_ms, max_records):
+            self.asked = max_records
             return self.next
 
     loop = asyncio.new_event_loop()
@@ -108,6 +109,9 @@ def test_under_load_a_fetch_is_held_only_briefly_and_an_idle_worker_goes_back_to
         asyncio.run(reader.fetch([0]))
         consumer.next = {}
         assert asyncio.run(reader.fetch([0])) == {} and consumer._fetcher._fetch_max_wait_ms == 50
+        assert consumer.asked == 250
+        asyncio.run(reader.fetch([0], 32))  # a shorter batch when the worker asks for one (a freeze in progress)
+        assert consumer.asked == 32
     finally:
         loop.call_soon_threadsafe(loop.stop)
         runner.join(timeout=5)
