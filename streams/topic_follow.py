@@ -15,8 +15,8 @@ its last message (the current model). Each is read by a :class:`Follower`:
 
 When it fails: the broker away or any consumer error: logged, the consumer closed, everything
 re-read from the start positions after ``retry_s`` (followers keep what they folded and skip
-what they have seen); a topic that does not exist is looked for again every ``recheck_s`` while
-the others are followed; a follower that raises on a record has that record logged and skipped,
+what they have seen); a topic that does not exist is looked for again every ``recheck_s``, by
+name (never by asking for every topic of the cluster), while the others are followed; a follower that raises on a record has that record logged and skipped,
 the others go on. Nothing here takes the worker down.
 """
 
@@ -103,13 +103,16 @@ class TopicFollowers:
 
         consumer = KafkaConsumer(group_id=None, enable_auto_commit=False, auto_offset_reset="earliest",
                                  client_id=self.client_id, **self.settings.kafka_python_config())
+        lookup = _TopicLookup(self.settings, self.client_id)
         try:
             assigned: dict[str, list] = {}
             look_at = 0.0
             while not self._stop.is_set():
                 if len(assigned) < len(self.followers) and time.monotonic() >= look_at:
-                    self._assign_new(consumer, assigned)
+                    self._assign_new(consumer, assigned, lookup)
                     look_at = time.monotonic() + self.recheck_s
+                    if len(assigned) == len(self.followers):
+                        lookup.close()  # every topic found: its connection is not needed any more
                 if not assigned:
                     self._stop.wait(min(self.recheck_s, max(0.0, look_at - time.monotonic())))
                     continue
@@ -124,19 +127,20 @@ class TopicFollowers:
                 for topic in assigned:
                     self.followers[topic].after_poll(consumer)
         finally:
+            lookup.close()
             consumer.close(autocommit=False)
 
-    def _assign_new(self, consumer: Any, assigned: dict[str, list]) -> None:
+    def _assign_new(self, consumer: Any, assigned: dict[str, list], lookup: "_TopicLookup") -> None:
         """Add the topics that exist now to the assignment, each positioned by its follower."""
         from kafka import TopicPartition
 
+        missing = [topic for topic in self.followers if topic not in assigned]
+        found = lookup.partitions(missing)
         new: dict[str, list] = {}
-        for topic, follower in self.followers.items():
-            if topic in assigned:
-                continue
-            parts = consumer.partitions_for_topic(topic)
+        for topic in missing:
+            parts = found.get(topic)
             if not parts:
-                follower.absent()
+                self.followers[topic].absent()
                 continue
             new[topic] = [TopicPartition(topic, p) for p in sorted(parts)]
         if not new:
@@ -146,3 +150,37 @@ class TopicFollowers:
         consumer.assign([tp for tps in assigned.values() for tp in tps])
         for topic, tps in new.items():
             self.followers[topic].position(consumer, tps)
+
+
+class _TopicLookup:
+    """The partitions of named topics, asked of the cluster by name (a metadata request for those topics only,
+    never creating one). kafka-python's ``KafkaConsumer.partitions_for_topic`` asks for every topic of the
+    cluster when it does not know one: a worker looking every ``recheck_s`` for a topic that does not exist
+    yet (``model-updates`` before the first promotion) decoded the whole cluster's metadata each time, 18-61 ms
+    of its interpreter lock with ~2,400 topics, beside the event loop that decides and answers checks. The
+    admin connection is opened when first needed and closed once every topic is found."""
+
+    def __init__(self, settings: Any, client_id: str) -> None:
+        self.settings = settings
+        self.client_id = client_id
+        self._admin: Any = None
+
+    def partitions(self, topics: list[str]) -> dict[str, list[int]]:
+        """``{topic: partition ids}`` of the ``topics`` that exist (a topic that does not is left out)."""
+        if not topics:
+            return {}
+        if self._admin is None:
+            from kafka import KafkaAdminClient
+
+            self._admin = KafkaAdminClient(client_id=self.client_id + "-lookup",
+                                           **self.settings.kafka_python_config())
+        return {t["name"]: [p["partition_index"] for p in t["partitions"]]
+                for t in self._admin.describe_topics(topics) if t.get("error_code") == 0 and t.get("partitions")}
+
+    def close(self) -> None:
+        if self._admin is not None:
+            admin, self._admin = self._admin, None
+            try:
+                admin.close()
+            except Exception:  # noqa: BLE001 - closing a connection the broker already dropped
+                pass

@@ -7,7 +7,7 @@ import threading
 import uuid
 
 import pytest
-from kafka import KafkaProducer
+from kafka import KafkaConsumer, KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
 
 from streams.settings import Settings
@@ -54,7 +54,11 @@ def create(bootstrap: str, *topics: str) -> None:
         admin.close()
 
 
-def test_several_topics_on_one_thread(kafka_bootstrap):
+def test_several_topics_on_one_thread(kafka_bootstrap, monkeypatch):
+    whole_cluster = []  # metadata requests for every topic of the cluster (a large cluster: tens of ms each)
+    real = KafkaConsumer._fetch_all_topic_metadata
+    monkeypatch.setattr(KafkaConsumer, "_fetch_all_topic_metadata",
+                        lambda self: whole_cluster.append(1) or real(self))
     run = uuid.uuid4().hex[:8]
     early, late, announced = f"follow-{run}-early", f"follow-{run}-late", f"follow-{run}-announced"
     create(kafka_bootstrap, early, announced)
@@ -69,6 +73,7 @@ def test_several_topics_on_one_thread(kafka_bootstrap):
     try:
         wait_for(lambda: a.values == [b"e1"] and c.values == [b"a3"], 30, "the existing topics")
         assert b.absences >= 1 and b.values == []           # not there yet: looked for, nothing read
+        wait_for(lambda: b.absences >= 2, 30, "the missing topic looked for again")
 
         create(kafka_bootstrap, late)
         for v in (b"boom", b"e2"):                           # the failing record is skipped, the next one read
@@ -78,6 +83,7 @@ def test_several_topics_on_one_thread(kafka_bootstrap):
         wait_for(lambda: b.values == [b"l1"], 30, "the topic created later")
         wait_for(lambda: a.values == [b"e1", b"e2"] and c.values == [b"a3", b"a4"], 30, "the records after")
         assert a.polls > 0 and followers.failures == 0
+        assert whole_cluster == []                          # the missing topic was looked for by name only
         assert [t.name for t in threading.enumerate()].count("topic-followers") == 1
     finally:
         followers.stop(timeout=10)
