@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from types import SimpleNamespace
 
@@ -14,6 +15,23 @@ class Thread:
 
     def _ensure_consumer(self):
         return self.consumer
+
+
+@contextlib.contextmanager
+def on_consumer_thread(consumer):
+    """An app whose faust consumer thread runs ``consumer`` on an event loop of its own (aiokafka objects belong
+    to faust's consumer thread and its loop), stopped at the end."""
+    loop = asyncio.new_event_loop()
+    runner = threading.Thread(target=loop.run_forever, daemon=True)
+    runner.start()
+    try:
+        thread = Thread(consumer)
+        thread.thread_loop = loop
+        yield SimpleNamespace(consumer=SimpleNamespace(_thread=thread))
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        runner.join(timeout=5)
+        loop.close()
 
 
 def aiokafka_like(wait_ms: int = 1500):
@@ -58,21 +76,11 @@ def test_a_seek_the_consumer_refuses_is_not_reported_done():
                 raise IllegalStateError(f"{tp} is not assigned")
             self.at[tp.partition] = offset
 
-    loop = asyncio.new_event_loop()
-    runner = threading.Thread(target=loop.run_forever, daemon=True)
-    runner.start()
-    try:
-        consumer = Consumer()
-        thread = Thread(consumer)
-        thread.thread_loop = loop  # aiokafka objects belong to faust's consumer thread and its loop
-        reader = ActionReader(SimpleNamespace(consumer=SimpleNamespace(_thread=thread)), "agent-actions",
-                              max_records=250)
+    consumer = Consumer()
+    with on_consumer_thread(consumer) as app:
+        reader = ActionReader(app, "agent-actions", max_records=250)
         done = asyncio.run(reader.seek({1: 10, 2: 20, 3: 30}))
         assert done == {1, 3} and consumer.at == {1: 10, 3: 30}
-    finally:
-        loop.call_soon_threadsafe(loop.stop)
-        runner.join(timeout=5)
-        loop.close()
 
 
 def test_under_load_a_fetch_is_held_only_briefly_and_an_idle_worker_goes_back_to_the_longer_wait():
@@ -87,14 +95,8 @@ def test_under_load_a_fetch_is_held_only_briefly_and_an_idle_worker_goes_back_to
             self.asked = max_records
             return self.next
 
-    loop = asyncio.new_event_loop()
-    runner = threading.Thread(target=loop.run_forever, daemon=True)
-    runner.start()
-    try:
-        consumer = Consumer()
-        thread = Thread(consumer)
-        thread.thread_loop = loop
-        app = SimpleNamespace(consumer=SimpleNamespace(_thread=thread))
+    consumer = Consumer()
+    with on_consumer_thread(consumer) as app:
         reader = ActionReader(app, "agent-actions", max_records=250, broker_wait_ms=50, busy_wait_ms=5,
                               busy_records=8)
         tp = TopicPartition("agent-actions", 0)
@@ -112,7 +114,3 @@ def test_under_load_a_fetch_is_held_only_briefly_and_an_idle_worker_goes_back_to
         assert consumer.asked == 250
         asyncio.run(reader.fetch([0], 32))  # a shorter batch when the worker asks for one (a freeze in progress)
         assert consumer.asked == 32
-    finally:
-        loop.call_soon_threadsafe(loop.stop)
-        runner.join(timeout=5)
-        loop.close()
