@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import json
 import os
 import sys
@@ -43,6 +42,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests" / "integration")]
 
+from bench_stream import produce_paced_async  # noqa: E402
 from worker_harness import TopicReader, WorkerProc  # noqa: E402
 
 KINDS = ["bulk_read_broadcast", "mass_fanout", "mass_delete", "prompt_injection", "instruction_change"]
@@ -75,27 +75,8 @@ def templates(events: list[dict]) -> list[tuple[bytes, bytes]]:
 
 async def offer(bootstrap: str, topic: str, msgs: list[tuple[bytes, bytes]], rate: float) -> float:
     """Send ``msgs`` at ``rate``/s, each stamped with the wall clock just before its send; the achieved rate."""
-    from aiokafka import AIOKafkaProducer
-
-    prod = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
-    await prod.start()
-    gc.collect()
-    gc.freeze()
-    gc.disable()  # a collection here would delay stamped records and charge the delay to the worker
-    try:
-        t0 = time.monotonic()
-        futs = []
-        for n, (key, value) in enumerate(msgs, 1):
-            futs.append(await prod.send(topic, value=value.replace(PLACEHOLDER, stamp(time.time())), key=key))
-            ahead = n / rate - (time.monotonic() - t0)
-            if ahead > 0.002:
-                await asyncio.sleep(ahead)
-        await asyncio.gather(*futs)
-        return len(msgs) / (time.monotonic() - t0)
-    finally:
-        gc.enable()
-        gc.unfreeze()
-        await prod.stop()
+    return await produce_paced_async(bootstrap, topic, msgs, rate,
+                                     stamp=lambda value: value.replace(PLACEHOLDER, stamp(time.time())))
 
 
 def line(name: str, values: list[float]) -> str:

@@ -304,9 +304,10 @@ def run_bare_faust(bootstrap: str, topic: str, n: int, datadir: Path) -> float:
     return float(found.group(1)) if found else float("nan")
 
 
-async def produce_paced_async(bootstrap: str, topic: str, messages, rate: float) -> float:
+async def produce_paced_async(bootstrap: str, topic: str, messages, rate: float, stamp=None) -> float:
     """Paced load from an aiokafka producer (cheaper per message than kafka-python: the load generator
-    shares the cores with the worker and the broker)."""
+    shares the cores with the worker and the broker); ``stamp(value)``, if given, makes each value just
+    before its send. The achieved rate."""
     from aiokafka import AIOKafkaProducer
 
     import gc
@@ -322,7 +323,7 @@ async def produce_paced_async(bootstrap: str, topic: str, messages, rate: float)
         t0 = time.monotonic()
         futs = []
         for n, (key, value) in enumerate(messages, 1):
-            futs.append(await prod.send(topic, value=value, key=key))
+            futs.append(await prod.send(topic, value=stamp(value) if stamp else value, key=key))
             ahead = n / rate - (time.monotonic() - t0)
             if ahead > 0.002:
                 await asyncio.sleep(ahead)
