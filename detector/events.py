@@ -59,7 +59,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import msgspec
 import numpy as np
 
-from detector.timestamps import rfc3339_instant
+from detector.timestamps import compiled, rfc3339_instant
 
 __all__ = ["ActionEvent", "EventError", "decode_event", "decode_reference", "check_event_time", "ERROR_CODES",
            "ACTIONS", "SENSITIVITIES", "ID_FIELDS", "MAX_DEPTH", "MAX_EVENT_BYTES", "skeleton", "lookalike_of",
@@ -338,6 +338,10 @@ def _normalise_ids(ev: ActionEvent) -> ActionEvent:
 
 
 # ---------------------------------------------------------------------- decoding
+#: detector/_decode.c's plain(raw): ASCII, no backslash or DEL, one brace (the first byte), at most one bracket
+_plain = compiled.plain if compiled is not None else None
+
+
 def decode_event(raw: bytes | bytearray | memoryview | str | dict) -> ActionEvent:
     """Decode and validate one event; raise :class:`EventError` when it is invalid.
 
@@ -364,11 +368,14 @@ def decode_event(raw: bytes | bytearray | memoryview | str | dict) -> ActionEven
             t = rfc3339_instant(ev.ts)
         except (msgspec.MsgspecError, ValueError, RecursionError):
             return decode_reference(raw)
-        if ev.schema_version != 1 or not (raw.rfind(b"{") == 0 and raw.find(b"[") == raw.rfind(b"[")
-                                          or raw.count(b"{") + raw.count(b"[") <= MAX_DEPTH):
+        if ev.schema_version != 1:
             return decode_reference(raw)
-        if not raw.isascii() or 92 in raw or 127 in raw:  # backslash, DEL
-            ev = _normalise_ids(ev)
+        if _plain is None or not _plain(raw):  # the searches below in one compiled call, when it says yes
+            if not (raw.rfind(b"{") == 0 and raw.find(b"[") == raw.rfind(b"[")
+                    or raw.count(b"{") + raw.count(b"[") <= MAX_DEPTH):
+                return decode_reference(raw)
+            if not raw.isascii() or 92 in raw or 127 in raw:  # backslash, DEL
+                ev = _normalise_ids(ev)
         ev.__dict__["t"] = t
         return ev
     return decode_reference(raw)

@@ -28,9 +28,12 @@ True
 
 from __future__ import annotations
 
+import os
 import re
 from datetime import datetime, timedelta, timezone
 from typing import Any
+
+from detector.native import PURE_PYTHON_ENV
 
 __all__ = ["instant", "instant_or_none", "iso_utc", "clock_utc", "rfc3339_instant", "rfc3339_reference",
            "RFC3339"]
@@ -67,11 +70,30 @@ _DAYS: dict[str, int] = {}
 _DAYS_MAX = 4096
 
 
+def _load_compiled():
+    """detector._decode (detector/_decode.c), or ``None``: not built, or ``FLOWBREAKER_PURE_PYTHON=1`` (read
+    once, at import, as for detector.native's kernels)."""
+    if os.environ.get(PURE_PYTHON_ENV, "") in ("1", "true", "yes"):
+        return None
+    try:
+        from detector import _decode
+    except ImportError:  # the pure-Python paths give the same answers, slower
+        return None
+    return _decode
+
+
+#: the compiled shortcuts of reading ``ts`` and of decode_event's searches, or ``None``
+compiled = _load_compiled()
+_instant = compiled.instant if compiled is not None else None
+
+
 def rfc3339_instant(text: str) -> float:
     """Seconds since the epoch of an RFC 3339 date-time with an offset, as the contract reads ``ts``:
     exactly :func:`rfc3339_reference`'s answer (the float bit for bit, or its ``ValueError``), faster.
 
-    A fleet sends a few days in a few zones. The epoch of each (day, zone) met is remembered, and a text
+    The compiled module reads a plain text when it is built (detector/_decode.c: the same count of
+    microseconds, computed in C). Else, in Python: a fleet sends a few days in a few zones. The epoch of each
+    (day, zone) met is remembered, and a text
     of a known day and zone whose time is ``HH:MM:SS`` (second 00-59) with up to 3 fraction digits is
     read by table look-ups (4 to 6 digits: :func:`_read_known_day`). Its instant is an exact count of
     microseconds divided by 10**6, which is how the reference's ``datetime.timestamp()`` computes it (an
@@ -84,6 +106,10 @@ def rfc3339_instant(text: str) -> float:
     >>> rfc3339_instant("2026-03-02T09:00:00.1234567891+00:00") - 1772442000.0 < 0.1235
     True
     """
+    if _instant is not None:  # the compiled reading of a plain text (detector/_decode.c), else None
+        t = _instant(text)
+        if t is not None:
+            return t
     # A key is a date and separator (11 characters) and a zone found at the end of an accepted text. With
     # the clock and the second read at 11-18, the zone starts at 19 or later: the fraction text[19:end]
     # neither overlaps it nor is cut short.

@@ -1,20 +1,33 @@
 """decode_event's fast path (detector/events.py) against decode_reference, the step-by-step decoder.
 
 Whatever the bytes, both must answer alike: the same event with the same ``t`` bit for bit, or an EventError with
-the same code, field and text. Messages are built like the fleet's (compact JSON, printable ASCII) and then
-changed byte by byte toward everything the fast path leaves to the reference: escapes, DEL, non-ASCII, other
-brackets and deep nesting, bad timestamps, other schema versions.
+the same code, field and text; with the compiled shortcuts (detector/_decode.c) and without them. Messages are
+built like the fleet's (compact JSON, printable ASCII) and then changed byte by byte toward everything the fast
+path leaves to the reference: escapes, DEL, non-ASCII, other brackets and deep nesting, bad timestamps, other
+schema versions.
 """
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from detector import events
+from detector import events, timestamps
 from detector.events import MAX_DEPTH, EventError, decode_event, decode_reference
+
+
+@contextmanager
+def python_only():
+    """decode_event without the compiled shortcuts, as when detector._decode is not built."""
+    saved = events._plain, timestamps._instant
+    events._plain = timestamps._instant = None
+    try:
+        yield
+    finally:
+        events._plain, timestamps._instant = saved
 
 
 def outcome(decode, raw):
@@ -26,7 +39,13 @@ def outcome(decode, raw):
 
 
 def assert_decodes_like_the_reference(raw) -> None:
-    assert outcome(decode_event, raw) == outcome(decode_reference, raw), raw
+    want = outcome(decode_reference, raw)
+    assert outcome(decode_event, raw) == want, raw
+    with python_only():
+        assert outcome(decode_event, raw) == want, raw
+    if timestamps.compiled is not None and type(raw) is bytes and timestamps.compiled.plain(raw):
+        assert raw[:1] == b"{" and raw.count(b"{") == 1 and raw.count(b"[") <= 1 and raw.isascii()
+        assert 92 not in raw and 127 not in raw
 
 
 def line(**fields) -> bytes:
@@ -112,14 +131,29 @@ def test_nesting_in_an_unknown_field_around_the_bound_decodes_as_the_reference_d
 @pytest.mark.parametrize("raw", [line(), line(ts="2026-03-02T09:00:00.123Z", destinations=["email:x@y"]),
                                  line(x={"y": [1, 2]}, z=[[3]]),  # more than one bracket: counted
                                  line(agent_id="caf\u00e9-agent")])  # non-ASCII: normalised on the fast path
-def test_a_usual_message_is_decoded_without_the_reference(monkeypatch, raw):
+@pytest.mark.parametrize("compiled", [True, False])
+def test_a_usual_message_is_decoded_without_the_reference(monkeypatch, raw, compiled):
     want = outcome(decode_reference, raw)
 
     def no_reference(raw):
         raise AssertionError("the reference was asked")
 
     monkeypatch.setattr(events, "decode_reference", no_reference)
+    if not compiled:
+        monkeypatch.setattr(events, "_plain", None)
+        monkeypatch.setattr(timestamps, "_instant", None)
     assert outcome(decode_event, raw) == want
+
+
+def test_the_compiled_search_says_yes_to_the_usual_message_only():
+    if timestamps.compiled is None:
+        return  # the pure-Python install
+    plain = timestamps.compiled.plain
+    assert plain(line()) and plain(line(destinations=["a", "b"]))
+    for raw in (line(x=[1]), line(x={}), b" " + line(), line(agent_id="caf\u00e9"), line()[:-1] + b',"x":"\x7f"}',
+                line(agent_id="a\\b"), json.dumps(json.loads(line(agent_id="caf\u00e9")), ensure_ascii=False).encode(),
+                b""):
+        assert not plain(raw), raw
 
 
 @pytest.mark.parametrize("raw", [bytearray(line()), memoryview(line()), line().decode(), json.loads(line())])

@@ -1,19 +1,34 @@
-"""detector/timestamps.py: rfc3339_instant's table-driven fast path against rfc3339_reference, its reference.
+"""detector/timestamps.py: rfc3339_instant's fast paths against rfc3339_reference, its reference.
 
-The fast path reads a text of a (day, zone) it has met before by table look-ups; every other text goes to the
-reference. Whatever the text, the two must answer alike: the same float bit for bit, or a ``ValueError``
-with the same message. Each text is read twice, so the second reading meets a day the first one learnt.
+Two fast paths: the compiled reading of a plain text (detector/_decode.c's ``instant``, when built), and in
+Python, table look-ups for a text of a (day, zone) met before. Every other text goes to the reference.
+Whatever the text, each must answer as the reference does: the same float bit for bit, or a ``ValueError``
+with the same message. Each text is read twice in Python, so the second reading meets a day the first one
+learnt.
 """
 from __future__ import annotations
 
+import os
+from contextlib import contextmanager
 from datetime import datetime
 
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from detector import timestamps
+from detector import native, timestamps
 from detector.timestamps import rfc3339_instant, rfc3339_reference
+
+
+@contextmanager
+def python_only():
+    """rfc3339_instant without the compiled reading, as when detector._decode is not built."""
+    saved = timestamps._instant
+    timestamps._instant = None
+    try:
+        yield
+    finally:
+        timestamps._instant = saved
 
 
 def outcome(read, text: str) -> tuple[str, str]:
@@ -26,7 +41,31 @@ def outcome(read, text: str) -> tuple[str, str]:
 def assert_reads_like_the_reference(text: str) -> None:
     want = outcome(rfc3339_reference, text)
     assert outcome(rfc3339_instant, text) == want, text
-    assert outcome(rfc3339_instant, text) == want, text  # now with its day and zone learnt
+    with python_only():
+        assert outcome(rfc3339_instant, text) == want, text
+        assert outcome(rfc3339_instant, text) == want, text  # now with its day and zone learnt
+    if timestamps.compiled is not None:
+        t = timestamps.compiled.instant(text)
+        assert t is None or ("ok", t.hex()) == want, text
+
+
+def test_the_install_builds_the_compiled_reading():
+    # scripts/install.sh (pip install -e .) compiles detector/_decode.c beside the kernel
+    assert timestamps.compiled is not None or os.environ.get(native.PURE_PYTHON_ENV) == "1"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.datetimes(min_value=datetime(1686, 1, 1), max_value=datetime(2254, 12, 31)),
+       st.sampled_from(["Z", "z", "+00:00", "-00:00", "+05:30", "-08:00", "+23:59", "-23:59"]),
+       st.integers(0, 999_999), st.integers(0, 6), st.sampled_from("Tt "))
+@example(datetime(2000, 2, 29, 12), "Z", 0, 0, "T")  # a leap day of a century divisible by 400
+def test_a_plain_text_is_read_by_the_compiled_module_as_the_reference_reads_it(local, zone, micros, digits, sep):
+    if timestamps.compiled is None:
+        return  # the pure-Python install: the other tests cover rfc3339_instant
+    frac = ("." + f"{micros:06d}"[:digits]) if digits else ""
+    text = local.strftime("%Y-%m-%d") + sep + local.strftime("%H:%M:%S") + frac + zone
+    t = timestamps.compiled.instant(text)
+    assert t is not None and t.hex() == rfc3339_reference(text).hex(), text
 
 
 _digits = st.integers(0, 9).map(str)
@@ -39,7 +78,7 @@ _zone = _valid_zone | st.sampled_from(["+24:00", "+12:60", "+1:00", "+01", "Z+01
 def timestamp_texts(draw) -> str:
     """RFC 3339 shaped texts, valid or nearly so: any day from year 1 to 9999 (some that do not exist), hours to
     24, minutes and seconds to 60 or 61, 0 to 12 fraction digits, every separator and zone form."""
-    year = draw(st.integers(1, 9999) | st.sampled_from([1, 1969, 1970, 2016, 2026, 9999]))
+    year = draw(st.integers(1, 9999) | st.sampled_from([1, 1700, 1900, 1969, 1970, 2000, 2016, 2026, 2100, 9999]))
     month = draw(st.integers(1, 12) | st.sampled_from([0, 13]))
     day = draw(st.integers(1, 31) | st.just(0))
     hour = draw(st.integers(0, 23) | st.just(24))
@@ -61,12 +100,28 @@ def timestamp_texts(draw) -> str:
 @example("0001-01-01T00:00:00+01:00")        # the first day, the last day, at the ends of the zones
 @example("9999-12-31T23:59:59.999999-23:59")
 @example("2026-03-02 09:00:00.5z")
+@example("1900-02-29T00:00:00Z")             # not a leap year (a century), 2000 is (every 400 years)
+@example("2000-02-29T00:00:00Z")
+@example("2100-02-29T12:00:00+01:00")
+@example("2026-03-02T09:00:00,5Z")           # ISO 8601's comma, not RFC 3339's
+@example("2026-03-02T09:00:00:123+01:00")
+@example("2026-03-02X09:00:00Z")
+@example("2026-03-02_09:00:00+01:00")
 def test_any_rfc3339_shaped_text_reads_as_the_reference_reads_it(text):
     assert_reads_like_the_reference(text)
 
 
-_noise = st.sampled_from(list("0123456789:-+.TtZz _/") + ["\u0661", "\uff10", "\u00b2", "\U0001d7ce", "", "00",
-                                                          "\n", "\x00", "é"])
+_NOISE = list("0123456789:-+.,TtZz _/Xx") + ["\u0661", "\uff10", "\u00b2", "\U0001d7ce", "", "00", "\n", "\x00", "é"]
+_noise = st.sampled_from(_NOISE)
+
+
+@pytest.mark.parametrize("text", ["2026-03-02T05:31:28.351+05:30", "2000-02-29t23:59:59Z",
+                                  "2026-03-02 09:00:00.5-08:00", "2016-12-31T23:59:59.999999z"])
+def test_every_character_of_a_text_replaced_or_dropped_reads_as_the_reference_reads_it(text):
+    assert_reads_like_the_reference(text)
+    for at in range(len(text)):
+        for new in _NOISE:
+            assert_reads_like_the_reference(text[:at] + new + text[at + 1:])
 
 
 @settings(max_examples=600, deadline=None)
@@ -85,7 +140,8 @@ def test_a_text_of_a_known_day_with_a_character_changed_reads_as_the_reference_r
        st.integers(0, 999_999), st.integers(0, 6))
 def test_every_fraction_length_of_a_known_day_is_read_bit_for_bit(local, zone, micros, digits):
     day = local.strftime("%Y-%m-%dT").rjust(11, "0")
-    rfc3339_instant(day + "00:00:00" + zone)  # the day is met first, so the texts below take the fast path
+    with python_only():
+        rfc3339_instant(day + "00:00:00" + zone)  # the day is met first, so the texts below take the fast path
     frac = ("." + f"{micros:06d}"[:digits]) if digits else ""
     assert_reads_like_the_reference(day + local.strftime("%H:%M:%S") + frac + zone)
 
@@ -94,6 +150,7 @@ def test_every_fraction_length_of_a_known_day_is_read_bit_for_bit(local, zone, m
                                   "2026-03-02T12:34:56.123456-08:00", "2026-03-02T12:34:56.1234-00:00"])
 def test_a_known_day_is_read_without_the_reference(monkeypatch, text):
     want = rfc3339_reference(text)
+    monkeypatch.setattr(timestamps, "_instant", None)
     rfc3339_instant(text)  # learns the day
 
     def no_reference(text: str) -> float:
@@ -104,6 +161,7 @@ def test_a_known_day_is_read_without_the_reference(monkeypatch, text):
 
 
 def test_the_remembered_days_are_bounded(monkeypatch):
+    monkeypatch.setattr(timestamps, "_instant", None)
     monkeypatch.setattr(timestamps, "_DAYS", {})
     monkeypatch.setattr(timestamps, "_DAYS_MAX", 8)
     for d in range(1, 29):
@@ -118,8 +176,9 @@ def test_the_remembered_days_are_bounded(monkeypatch):
                                   "2026-03-02T09:00:00+24:00", "2026-03-02T09:00:60Z", "2026-03-02T09:00:0\u0661Z",
                                   "2026-03-02T09:00Z", "", "Z", "+01:00", "2026-03-02T+01:00"])
 def test_refusals_say_what_the_reference_says_after_the_day_is_known(text):
-    rfc3339_instant("2026-03-02T09:00:00Z")
-    rfc3339_instant("2026-03-02T09:00:00+01:00")
+    with python_only():
+        rfc3339_instant("2026-03-02T09:00:00Z")
+        rfc3339_instant("2026-03-02T09:00:00+01:00")
     assert_reads_like_the_reference(text)
     with pytest.raises(ValueError):
         rfc3339_instant(text)
