@@ -185,8 +185,11 @@ def rfc3339_reference(text: str) -> float:
     except ValueError:
         raise ValueError(f"{text!r} is not a valid date and time") from None
     if leap:
-        utc = when.astimezone(timezone.utc)
-        if (utc.hour, utc.minute) != (23, 59):
+        try:
+            utc = when.astimezone(timezone.utc)
+        except OverflowError:  # a UTC day before year 1 or after 9999: not a last minute of a UTC day either
+            utc = None
+        if utc is None or (utc.hour, utc.minute) != (23, 59):
             raise ValueError(f"{text!r} is not a valid date and time (a leap second is 23:59:60 UTC)")
     t = when.timestamp() + (1 if leap else 0)
     if frac:
