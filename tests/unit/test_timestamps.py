@@ -101,6 +101,9 @@ def timestamp_texts(draw) -> str:
 @example("9999-12-31T23:59:59.999999-23:59")
 @example("2026-03-02 09:00:00.5z")
 @example("0001-01-01T00:00:60+01:00")        # a second 60 whose UTC day is in year 0: refused, not an overflow
+@example("2255-06-05T23:47:34.740992Z")      # 2**53 microseconds after the epoch, then one more, and before it
+@example("2255-06-05T23:47:34.740993Z")
+@example("1684-07-28T00:12:25.259007Z")
 @example("1900-02-29T00:00:00Z")             # not a leap year (a century), 2000 is (every 400 years)
 @example("2000-02-29T00:00:00Z")
 @example("2100-02-29T12:00:00+01:00")
