@@ -48,6 +48,9 @@ detector.events.EventError: agent_id: contains U+200B (ZERO WIDTH SPACE), a form
 Measured on a 2-core machine (bench/bench_replay.py, ~330-byte events):
 msgspec typed decode + timestamp check ~1.5 us/event, pydantic v2
 ``model_validate_json`` ~5 us, ``json.loads`` + hand checks ~6 us. msgspec wins.
+All of decode_event on the simulated fleet's ~430-byte lines: ~1.7 us/event with
+the compiled shortcuts (detector/_decode.c), ~3.7 us without, 4.6 us before its
+fast path (issue 20; the typed decode alone is ~1.2-1.5 us there).
 """
 
 from __future__ import annotations
