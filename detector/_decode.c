@@ -49,7 +49,13 @@ days_in_month(int y, int m)
 static PyObject *
 instant(PyObject *self, PyObject *text)
 {
-    if (!PyUnicode_CheckExact(text) || PyUnicode_READY(text) < 0 || !PyUnicode_IS_ASCII(text))
+    if (!PyUnicode_CheckExact(text))
+        Py_RETURN_NONE;
+#if PY_VERSION_HEX < 0x030C0000  /* from 3.12 every str is ready */
+    if (PyUnicode_READY(text) < 0)
+        return NULL;
+#endif
+    if (!PyUnicode_IS_ASCII(text))
         Py_RETURN_NONE;
     Py_ssize_t n = PyUnicode_GET_LENGTH(text);
     const char *s = (const char *)PyUnicode_DATA(text);
