@@ -92,14 +92,14 @@ def rfc3339_instant(text: str) -> float:
     exactly :func:`rfc3339_reference`'s answer (the float bit for bit, or its ``ValueError``), faster.
 
     The compiled module reads a plain text when it is built (detector/_decode.c: the same count of
-    microseconds, computed in C). Else, in Python: a fleet sends a few days in a few zones. The epoch of each
-    (day, zone) met is remembered, and a text
-    of a known day and zone whose time is ``HH:MM:SS`` (second 00-59) with up to 3 fraction digits is
-    read by table look-ups (4 to 6 digits: :func:`_read_known_day`). Its instant is an exact count of
-    microseconds divided by 10**6, which is how the reference's ``datetime.timestamp()`` computes it (an
-    integer true division, correctly rounded), so the float is the same. Anything else (a day or zone not
-    met yet, a leap second, a longer fraction, an error) is the reference's; tests/unit/test_timestamps.py
-    holds the two together.
+    microseconds, computed in C). Else, in Python: a fleet sends a few days in a few zones, so the epoch
+    of each (day, zone) met is remembered, and a text of a known day and zone whose time is ``HH:MM:SS``
+    (second 00-59) with up to 3 fraction digits is read by table look-ups (4 to 6 digits:
+    :func:`_read_known_day`). Either way the instant is an exact count of microseconds divided by 10**6,
+    which is how the reference's ``datetime.timestamp()`` computes it (an integer true division,
+    correctly rounded), so the float is the same. Anything else (a day or zone not met yet, a leap
+    second, a longer fraction, an error) is the reference's; tests/unit/test_timestamps.py holds them
+    together.
 
     >>> rfc3339_instant("2016-12-31T23:59:60Z") == rfc3339_instant("2017-01-01T00:00:00Z")
     True
