@@ -10,4 +10,7 @@ from setuptools import Extension, setup
 setup(ext_modules=[Extension(
     "detector._native", ["detector/_native.c"], optional=True,
     extra_compile_args=["-O2", "-fno-fast-math", "-ffp-contract=off"],
+), Extension(
+    "detector._decode", ["detector/_decode.c"], optional=True,
+    extra_compile_args=["-O2", "-fno-fast-math", "-ffp-contract=off"],
 )])

@@ -559,3 +559,12 @@ def test_leap_seconds_and_long_fractions_are_valid_rfc3339(ts, same_as):
 def test_a_second_sixty_outside_the_last_minute_of_a_utc_day_is_refused(ts):
     err = rejection(valid(ts=ts))
     assert (err.code, err.field) == ("timestamp", "ts")
+
+
+@pytest.mark.parametrize("ts", ["0001-01-01T00:00:60+01:00", "0001-01-01T00:00:60+00:01", "9999-12-31T23:59:60-01:00"])
+@pytest.mark.parametrize("form", ["dict", "bytes"])
+def test_a_second_sixty_whose_utc_day_is_outside_the_calendar_is_refused_not_an_overflow(ts, form):
+    # the UTC day of these is in year 0 or 10000, where datetime overflows (it used to escape as OverflowError)
+    err = rejection(valid(ts=ts) if form == "dict" else as_bytes(valid(ts=ts)))
+    assert (err.code, err.field) == ("timestamp", "ts")
+    assert str(err) == f"ts: {ts!r} is not a valid date and time (a leap second is 23:59:60 UTC)"

@@ -1,0 +1,148 @@
+/* Two shortcuts of detector/events.py's decode_event, compiled. Both only ever answer for the cases
+ * whose answer they know; everything else is left (None / False) to the pure-Python code, which stays
+ * the reference (tests/unit/test_decode_fast.py and tests/unit/test_timestamps.py hold them to it).
+ *
+ * instant(text) -> float | None
+ *     rfc3339_reference(text) (detector/timestamps.py) for a plain RFC 3339 text: ASCII
+ *     "YYYY-MM-DD" [Tt ] "HH:MM:SS", 0 to 6 fraction digits, "Z", "z" or "+HH:MM" / "-HH:MM", a date
+ *     that exists, second 00-59, within 2**53 microseconds of the epoch (years 1685-2255).
+ *     The reference reads such a text with datetime.fromisoformat(...).timestamp(), which is an exact
+ *     count of microseconds divided by 10**6 as a Python int true division; for counts within 2**53
+ *     both are exact doubles, and Python divides them as doubles, correctly rounded, as here.
+ *     None for anything else (a leap second, a longer fraction, an error...).
+ *
+ * plain(raw) -> bool
+ *     True when the bytes are ASCII with no backslash and no DEL, their first byte is the only "{"
+ *     and there is at most one "[" (decode_event's own searches, in one call).
+ *
+ * The build keeps IEEE doubles as Python has them (setup.py: -fno-fast-math -ffp-contract=off).
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+#define DIGIT(c) ((unsigned)((c) - '0') <= 9u)
+#define TWO(p) (((p)[0] - '0') * 10 + ((p)[1] - '0'))
+
+static int64_t
+days_from_civil(int64_t y, int m, int d)
+{
+    /* days since 1970-01-01 of a proleptic Gregorian date (as datetime's ordinals) */
+    y -= m <= 2;
+    int64_t era = (y >= 0 ? y : y - 399) / 400;
+    int64_t yoe = y - era * 400;
+    int64_t doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
+    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + doe - 719468;
+}
+
+static int
+days_in_month(int y, int m)
+{
+    static const int dim[13] = {0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    if (m == 2 && y % 4 == 0 && (y % 100 != 0 || y % 400 == 0))
+        return 29;
+    return dim[m];
+}
+
+static PyObject *
+instant(PyObject *self, PyObject *text)
+{
+    if (!PyUnicode_CheckExact(text))
+        Py_RETURN_NONE;
+#if PY_VERSION_HEX < 0x030C0000  /* from 3.12 every str is ready */
+    if (PyUnicode_READY(text) < 0)
+        return NULL;
+#endif
+    if (!PyUnicode_IS_ASCII(text))
+        Py_RETURN_NONE;
+    Py_ssize_t n = PyUnicode_GET_LENGTH(text);
+    const char *s = (const char *)PyUnicode_DATA(text);
+    if (n < 20)
+        Py_RETURN_NONE;
+    Py_ssize_t end;
+    int64_t offset = 0;  /* seconds east of UTC */
+    if (s[n - 1] == 'Z' || s[n - 1] == 'z') {
+        end = n - 1;
+    } else {
+        const char *z = s + n - 6;
+        if (n < 25 || (z[0] != '+' && z[0] != '-') || !DIGIT(z[1]) || !DIGIT(z[2]) || z[3] != ':'
+            || !DIGIT(z[4]) || !DIGIT(z[5]))
+            Py_RETURN_NONE;
+        int oh = TWO(z + 1), om = TWO(z + 4);
+        if (oh > 23 || om > 59)
+            Py_RETURN_NONE;
+        offset = (int64_t)(oh * 60 + om) * 60 * (z[0] == '-' ? -1 : 1);
+        end = n - 6;
+    }
+    static const int digits_at[] = {0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18};
+    for (size_t i = 0; i < sizeof digits_at / sizeof digits_at[0]; i++)
+        if (!DIGIT(s[digits_at[i]]))
+            Py_RETURN_NONE;
+    if (s[4] != '-' || s[7] != '-' || (s[10] != 'T' && s[10] != 't' && s[10] != ' ') || s[13] != ':'
+        || s[16] != ':')
+        Py_RETURN_NONE;
+    int64_t micros = 0;
+    Py_ssize_t digits = end - 20;
+    if (end != 19) {
+        if (s[19] != '.' || digits < 1 || digits > 6)
+            Py_RETURN_NONE;
+        for (Py_ssize_t i = 20; i < end; i++) {
+            if (!DIGIT(s[i]))
+                Py_RETURN_NONE;
+            micros = micros * 10 + (s[i] - '0');
+        }
+        for (Py_ssize_t i = digits; i < 6; i++)
+            micros *= 10;
+    }
+    int year = TWO(s) * 100 + TWO(s + 2), month = TWO(s + 5), day = TWO(s + 8);
+    int hour = TWO(s + 11), minute = TWO(s + 14), second = TWO(s + 17);
+    if (year < 1 || month < 1 || month > 12 || day < 1 || day > days_in_month(year, month) || hour > 23
+        || minute > 59 || second > 59)
+        Py_RETURN_NONE;
+    int64_t seconds = days_from_civil(year, month, day) * 86400 + hour * 3600 + minute * 60 + second - offset;
+    micros += seconds * 1000000;
+    const int64_t exact = (int64_t)1 << 53;
+    if (micros > exact || micros < -exact)
+        Py_RETURN_NONE;
+    return PyFloat_FromDouble((double)micros / 1e6);
+}
+
+static PyObject *
+plain(PyObject *self, PyObject *raw)
+{
+    if (!PyBytes_CheckExact(raw)) {
+        PyErr_SetString(PyExc_TypeError, "plain() takes bytes");
+        return NULL;
+    }
+    const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(raw);
+    Py_ssize_t n = PyBytes_GET_SIZE(raw);
+    if (n == 0 || p[0] != '{' || memchr(p + 1, '{', n - 1) != NULL || memchr(p, '\\', n) != NULL
+        || memchr(p, 0x7f, n) != NULL)
+        Py_RETURN_FALSE;
+    const unsigned char *bracket = memchr(p, '[', n);
+    if (bracket != NULL && memchr(bracket + 1, '[', n - (bracket + 1 - p)) != NULL)
+        Py_RETURN_FALSE;
+    unsigned char any = 0;  /* no early exit: the compiler may vectorise the loop */
+    for (Py_ssize_t i = 0; i < n; i++)
+        any |= p[i];
+    return PyBool_FromLong(!(any & 0x80));
+}
+
+static PyMethodDef methods[] = {
+    {"instant", instant, METH_O, "rfc3339_reference(text) for a plain RFC 3339 text, else None."},
+    {"plain", plain, METH_O, "ASCII bytes, no backslash or DEL, one brace (the first byte), at most one bracket."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "detector._decode",
+    "Shortcuts of decode_event (detector/events.py), held to its pure-Python references.", -1, methods,
+};
+
+PyMODINIT_FUNC
+PyInit__decode(void)
+{
+    return PyModule_Create(&module);
+}
