@@ -11,7 +11,7 @@ no checks: the denominator the issue was written with); "replay" is
 decode + ``Engine.process_batch`` + encoding the decision record, i.e. what
 ``flowbreaker replay`` does per event, with its garbage collector thresholds
 (streams/gc_tuning.py) and the compiled kernel when it is built (detector/native.py;
-the pure-Python references are timed too, as ``FLOWBREAKER_PURE_PYTHON=1`` runs them).
+the pure-Python references are timed too, by this script run again with ``FLOWBREAKER_PURE_PYTHON=1``).
 Issue 20's goal: replay with a trained model >= 50,000 events/s (<= 10x a bare decode).
 Also shown: ``json.loads`` and pydantic v2 on the same lines, which is how the decoder
 was chosen. The machine's load average is printed beside the numbers (a shared machine).
@@ -23,6 +23,7 @@ import argparse
 import gc
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -33,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import msgspec  # noqa: E402
 
-from detector import baseline, native, scoring  # noqa: E402
+from detector import native  # noqa: E402
 from detector.engine import Engine  # noqa: E402
 from detector.events import ActionEvent, decode_event  # noqa: E402
 from models.simulate import simulate  # noqa: E402
@@ -41,15 +42,6 @@ from models.store import load_model, save_model  # noqa: E402
 from models.train import fit  # noqa: E402
 from streams.cli.replay import _CHUNK as CHUNK  # noqa: E402
 from streams.gc_tuning import tune  # noqa: E402
-
-
-def use_kernel(on: bool) -> None:
-    """Run the compiled kernel or the pure-Python references from now on (a bench's switch: the
-    product decides once, at import, from FLOWBREAKER_PURE_PYTHON)."""
-    k = native.kernels if on else None
-    baseline._log_deviations = k.log_deviations if k else baseline._py_log_deviations
-    baseline._learn = k.learn if k else baseline._py_learn
-    scoring._kernels = k
 
 
 def load() -> str:
@@ -106,6 +98,7 @@ def main() -> None:
     ap.add_argument("--days", type=int, default=7)
     ap.add_argument("--state-agents", type=int, default=10_000, help="0: skip the state section")
     ap.add_argument("--runs", type=int, default=3, help="timed runs of each line (the best is shown)")
+    ap.add_argument("--replay-only", action="store_true", help=argparse.SUPPRESS)  # the pure-Python rows' child
     args = ap.parse_args()
 
     events, _ = simulate(n_agents=args.agents, days=args.days, seed=1)
@@ -122,12 +115,13 @@ def main() -> None:
     m = len(test)
     enc = msgspec.json.Encoder().encode
 
-    t_json = best_of(3, lambda: [json.loads(x) for x in test])
-    t_dec = best_of(3, lambda: [decode_event(x) for x in test])
     typed = msgspec.json.Decoder(ActionEvent).decode
     typed_fn = lambda: [typed(x) for x in test]  # noqa: E731
-    t_typed = best_of(3, typed_fn)
-    t_pyd = pydantic_rate(test)
+    if not args.replay_only:
+        t_json = best_of(3, lambda: [json.loads(x) for x in test])
+        t_dec = best_of(3, lambda: [decode_event(x) for x in test])
+        t_typed = best_of(3, typed_fn)
+        t_pyd = pydantic_rate(test)
 
     def replay(model_):  # events read and decided as flowbreaker replay does (streams/cli/replay.py)
         eng = Engine(model=model_)
@@ -138,33 +132,40 @@ def main() -> None:
 
     tune()  # as flowbreaker replay and the worker
     us = lambda t: t / m * 1e6  # noqa: E731
-    print(f"events: {m} (avg {avg:.0f} bytes), {args.agents} agents")
-    print(f"json.loads            {m / t_json:>10,.0f} events/s  {us(t_json):6.2f} us/event")
-    if t_pyd:
-        print(f"pydantic v2 validate  {m / t_pyd:>10,.0f} events/s  {us(t_pyd):6.2f} us/event")
-    print(f"typed decode (msgspec){m / t_typed:>10,.0f} events/s  {us(t_typed):6.2f} us/event  [{load()}]")
-    print(f"bare decode (msgspec) {m / t_dec:>10,.0f} events/s  {us(t_dec):6.2f} us/event  [{load()}]")
-    kernels = [True, False] if native.kernels is not None else [False]
-    for on in kernels:
-        use_kernel(on)
-        dec = lambda: [decode_event(x) for x in test]  # noqa: E731  the ratios' decode: same moment, same load
-        online = lambda: replay(None)  # noqa: E731
-        trained = lambda: replay(model)  # noqa: E731
-        t_d = best_of(args.runs, dec)
-        t_rep_online = best_of(args.runs, online)
-        t_rep_model = best_of(args.runs, trained)
-        how = "compiled kernel" if on else "pure Python"
-        for name, t, fn in (("online only  ", t_rep_online, online), ("trained model", t_rep_model, trained)):
-            print(f"replay, {name} {m / t:>10,.0f} events/s  {us(t):6.2f} us/event"
-                  f"  ({t / t_d:.1f}x bare decode of {us(t_d):.2f} us, {t / t_typed:.1f}x typed decode)  {how}"
-                  f"  [{load()}]")
-            # CPU time is less moved by other work on a shared machine than wall time
-            print(f"    in CPU time:        {m / CPU[fn]:>10,.0f} events/s  {us(CPU[fn]):6.2f} us/event"
-                  f"  ({CPU[fn] / CPU[dec]:.1f}x bare decode of {us(CPU[dec]):.2f} us,"
-                  f" {CPU[fn] / CPU[typed_fn]:.1f}x typed decode)")
-    use_kernel(native.kernels is not None)
-    if native.kernels is None:
-        print("(the compiled kernel is not built: bash scripts/install.sh with a C compiler builds it)")
+    if not args.replay_only:
+        print(f"events: {m} (avg {avg:.0f} bytes), {args.agents} agents")
+        print(f"json.loads            {m / t_json:>10,.0f} events/s  {us(t_json):6.2f} us/event")
+        if t_pyd:
+            print(f"pydantic v2 validate  {m / t_pyd:>10,.0f} events/s  {us(t_pyd):6.2f} us/event")
+        print(f"typed decode (msgspec){m / t_typed:>10,.0f} events/s  {us(t_typed):6.2f} us/event  [{load()}]")
+        print(f"bare decode (msgspec) {m / t_dec:>10,.0f} events/s  {us(t_dec):6.2f} us/event  [{load()}]")
+    # the compiled pieces are chosen once, at import (FLOWBREAKER_PURE_PYTHON): the pure-Python rows come from
+    # this script run again with it set
+    how = "compiled kernels" if native.kernels is not None else "pure Python"
+    dec = lambda: [decode_event(x) for x in test]  # noqa: E731  the ratios' decodes: same moment, same load
+    online = lambda: replay(None)  # noqa: E731
+    trained = lambda: replay(model)  # noqa: E731
+    t_d = best_of(args.runs, dec)
+    t_ty = best_of(args.runs, typed_fn)
+    t_rep_online = best_of(args.runs, online)
+    t_rep_model = best_of(args.runs, trained)
+    for name, t, fn in (("online only  ", t_rep_online, online), ("trained model", t_rep_model, trained)):
+        print(f"replay, {name} {m / t:>10,.0f} events/s  {us(t):6.2f} us/event"
+              f"  ({t / t_d:.1f}x bare decode of {us(t_d):.2f} us, {t / t_ty:.1f}x typed decode)  {how}"
+              f"  [{load()}]")
+        # CPU time is less moved by other work on a shared machine than wall time
+        print(f"    in CPU time:        {m / CPU[fn]:>10,.0f} events/s  {us(CPU[fn]):6.2f} us/event"
+              f"  ({CPU[fn] / CPU[dec]:.1f}x bare decode of {us(CPU[dec]):.2f} us,"
+              f" {CPU[fn] / CPU[typed_fn]:.1f}x typed decode)")
+    if args.replay_only:
+        return
+    if native.kernels is not None:
+        sys.stdout.flush()
+        subprocess.run([sys.executable, __file__, "--replay-only", "--agents", str(args.agents), "--days",
+                        str(args.days), "--runs", str(args.runs)],
+                       env={**os.environ, native.PURE_PYTHON_ENV: "1"}, check=True)
+    else:
+        print("(the compiled kernels are not built: bash scripts/install.sh with a C compiler builds them)")
     print("goal (issue 20): trained model >= 50,000 events/s (20 us/event), <= 10x bare decode")
 
     # state per agent at steady state: many agents, each with a realistic history
