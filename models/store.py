@@ -22,6 +22,7 @@ import numpy as np
 
 from detector.baseline import Prior
 from detector.features import FEATURE_NAMES, N_FEATURES, SKETCH_BYTES as _FEATURE_SKETCH_BYTES
+from detector import scoring
 from detector.scoring import Calibration, FeatureTails
 from detector.native import kernels as _kernels
 from detector.habits import SLOTS as HABIT_SLOTS, WIDTH as HABIT_WIDTH
@@ -105,15 +106,25 @@ class Forest:
 
     def score_samples(self, z: np.ndarray) -> np.ndarray:
         """Anomaly score in (0, 1] per row (the original paper's ``s``; higher is more anomalous)."""
+        z = np.asarray(z, dtype=np.float64)
+        fast = scoring._score
+        if fast is not None and z.ndim == 2:  # the walk and the mean compiled; tests/unit/test_score_kernel.py
+            h = np.empty(z.shape[0])
+            fast.forest_means(np.ascontiguousarray(z), self.feature, self.threshold, self.path, self.depth, _Z_CLIP, h)
+        else:
+            h = self._py_means(z)
+        return np.power(2.0, -h / self._norm)
+
+    def _py_means(self, z: np.ndarray) -> np.ndarray:
+        """Each row's mean path length over the trees: the reference of ``detector._score.forest_means``."""
         # scikit-learn compares float32 inputs with its thresholds: do the same
-        z = np.clip(np.asarray(z, dtype=np.float64), -_Z_CLIP, _Z_CLIP).astype(np.float32).astype(np.float64)
+        z = np.clip(z, -_Z_CLIP, _Z_CLIP).astype(np.float32).astype(np.float64)
         if _kernels is not None:  # the same walk compiled (detector/native.py); tests/unit/test_native.py
             leaf = np.empty((z.shape[0], self.feature.shape[0]), dtype=np.int64)
             _kernels.forest_leaves(np.ascontiguousarray(z), self.feature, self.threshold, self.depth, leaf)
         else:
             leaf = self._py_leaves(z)
-        h = self.path.ravel()[leaf].mean(axis=1)
-        return np.power(2.0, -h / self._norm)
+        return self.path.ravel()[leaf].mean(axis=1)
 
     def _py_leaves(self, z: np.ndarray) -> np.ndarray:
         """The bottom slot (an index into ``path.ravel()``) each row reaches in each tree: the reference of
@@ -214,9 +225,9 @@ class TrainedModel:
     def combination_pvalues(self, z: np.ndarray) -> np.ndarray:
         if self.forest is None or self.comb_calibration is None or len(z) == 0:
             return np.ones(len(z))
-        s = self.forest.score_samples(z)
-        cal = self.comb_calibration
-        return np.array([cal.pvalue(float(v)) for v in s])
+        out = np.empty(len(z))
+        self.comb_calibration.pvalues_into(self.forest.score_samples(z), out)
+        return out
 
 
 # ---------------------------------------------------------------- files
