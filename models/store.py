@@ -9,7 +9,7 @@ so a changed array or a changed card is refused.
 The trained model implements :class:`detector.model.Model`: per-agent profiles,
 peer-group priors (same operator, same tool family), calibration of the largest
 deviation, and an isolation forest over deviation vectors exported to arrays and
-evaluated with numpy in batches.
+evaluated in batches (compiled in ``detector/_score.c`` when it is built, numpy otherwise).
 """
 
 from __future__ import annotations
@@ -61,7 +61,9 @@ class Forest:
     ``i`` has children ``2i+1`` and ``2i+2``); a leaf above the bottom sends
     every sample left (threshold +inf) down to a bottom slot that holds the leaf's
     path length, ``depth + c(n_samples)``. Evaluation is then ``depth`` rounds
-    of gather-compare-step with no branches.
+    of gather-compare-step with no branches: in numpy (:meth:`_py_means`, the reference) or compiled
+    (``detector._score.forest_means``: several rows walk each tree side by side, and the path lengths
+    are averaged in numpy's own summation order, so the scores are equal to the last bit).
     """
 
     def __init__(self, feature: np.ndarray, threshold: np.ndarray, path: np.ndarray, max_samples: int) -> None:
