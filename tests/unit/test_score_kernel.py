@@ -187,10 +187,11 @@ def test_a_forest_that_does_not_fit_the_rows_is_refused():
         _score.forest_means(z, forest.feature, forest.threshold, forest.path, 2, 10.0, out)
     with pytest.raises(ValueError):  # out of another length
         _score.forest_means(z, forest.feature, forest.threshold, forest.path, 3, 10.0, np.empty(3))
-    bad = forest.feature.copy()
-    bad[1, 2] = 3  # a feature the rows do not have
-    with pytest.raises(IndexError):
-        _score.forest_means(z, bad, forest.threshold, forest.path, 3, 10.0, out)
+    for at, f in (((1, 2), 3), ((0, 0), -1), ((3, 6), 3), ((3, 5), -2**31)):  # features the rows do not have
+        bad = forest.feature.copy()
+        bad[at] = f
+        with pytest.raises(IndexError):
+            _score.forest_means(z, bad, forest.threshold, forest.path, 3, 10.0, out)
     with pytest.raises(TypeError):
         _score.forest_means(z, forest.feature.astype(np.int64), forest.threshold, forest.path, 3, 10.0, out)
 
