@@ -4,7 +4,7 @@
  * double operations in the same order, so the results are equal bit for bit
  * (tests/unit/test_score_kernel.py holds them to it):
  *
- * - forest_means:   models.store.Forest._py_means (clip, float32 rounding, the tree walk, and numpy's
+ * - Forest.means:   models.store.Forest._py_means (clip, float32 rounding, the tree walk, and numpy's
  *                   pairwise summation of each row's path lengths, divided by the number of trees);
  * - Curve.pvalue:   detector.scoring.Calibration._py_pvalue (and Curve.pvalues over an array);
  * - Evidence.strength: detector.evidence._py_strength;
@@ -43,13 +43,22 @@ get_items(PyObject *obj, Py_buffer *view, int writable, Py_ssize_t itemsize, con
 }
 
 /* ------------------------------------------------------------------------------------------------------
- * forest_means(z, feature, threshold, path, depth, clip, out)
+ * Forest(feature, threshold, path, depth) and Forest.means(z, clip, out)
  *
- * For each row of z (n x d float64): clipped to [-clip, clip] as np.clip does (NaN stays NaN), rounded
- * to float32 and back (scikit-learn compares float32 inputs with its thresholds), walked down every tree
- * of a complete-tree forest (feature int32 and threshold float64, trees x inner nodes: depth rounds of
- * node = 2 node + 1 + (z[feature] > threshold)), and the bottom slots' path lengths (path, trees x
- * 2**depth) averaged as numpy's mean(axis=1) does: pairwise summation (below), then / trees.
+ * models.store.Forest._py_means compiled. For each row of z (n x d float64): clipped to [-clip, clip] as
+ * np.clip does (NaN stays NaN), rounded to float32 and back (scikit-learn compares float32 inputs with
+ * its thresholds), walked down every tree of a complete-tree forest (feature int32 and threshold float64,
+ * trees x inner nodes: depth rounds of node = 2 node + 1 + (z[feature] > threshold)) to a bottom slot,
+ * and the bottom slots' path lengths (path, trees x 2**depth) averaged as numpy's mean(axis=1) does:
+ * pairwise summation (below), then / trees.
+ *
+ * The complete trees are mostly padding (a leaf above the bottom is a chain of +inf thresholds down to
+ * its leftmost bottom slot: 4/5 of the trained model's nodes), so Forest keeps a compact copy: a node
+ * from which every row goes left to the bottom (threshold +inf all the way down: nothing is greater than
+ * +inf, not even +inf or NaN) becomes one leaf holding that bottom slot's path length, and a leaf points
+ * at itself (threshold +inf), so depth rounds of node = left + (z[feature] > threshold) still end on the
+ * same slot. The walk reads a third of the memory, which is what it waits for when the engine's work
+ * between two batches has pushed the forest out of the cache.
  * ------------------------------------------------------------------------------------------------------ */
 
 #define PW_BLOCKSIZE 128
@@ -92,55 +101,171 @@ pairwise_sum(const double *a, Py_ssize_t n, Py_ssize_t s)
  * the block's rows stored feature-major) */
 #define WALK_ROWS 16
 
-static PyObject *
-forest_means(PyObject *self, PyObject *args)
+
+typedef struct {
+    double thr;
+    int32_t feat;
+    int32_t left;   /* children at left and left + 1 (within the tree); a leaf: itself */
+} FNode;
+
+typedef struct {
+    PyObject_HEAD
+    Py_ssize_t trees, depth;
+    Py_ssize_t need;    /* rows must have more columns than the largest feature index */
+    Py_ssize_t *start;  /* tree t's nodes are nodes[start[t]:start[t + 1]] */
+    FNode *nodes;
+    double *vals;       /* a leaf's path length */
+    PyObject *args;     /* (feature, threshold, path, depth): for copy and pickle */
+} CForest;
+
+/* every row goes left from node (< inner) to the bottom: +inf thresholds all the way down */
+static int
+left_to_bottom(const double *tt, Py_ssize_t inner, Py_ssize_t node)
 {
-    PyObject *z_o, *f_o, *t_o, *p_o, *o_o;
+    for (; node < inner; node = 2 * node + 1)
+        if (!(tt[node] == INFINITY))
+            return 0;
+    return 1;
+}
+
+/* the compact nodes below complete-tree node `node` (tree arrays ft, tt, pt): how many (out == NULL), or
+ * written from `slot` on, children at *next */
+static Py_ssize_t
+compact(const int *ft, const double *tt, const double *pt, Py_ssize_t inner, Py_ssize_t node, FNode *out,
+        double *vals, Py_ssize_t slot, Py_ssize_t *next)
+{
+    if (node >= inner || left_to_bottom(tt, inner, node)) {
+        while (node < inner)
+            node = 2 * node + 1;
+        if (out != NULL) {
+            out[slot] = (FNode){INFINITY, 0, (int32_t)slot};
+            vals[slot] = pt[node - inner];
+        }
+        return 1;
+    }
+    Py_ssize_t left = 0;
+    if (out != NULL) {
+        left = *next;
+        *next += 2;
+        out[slot] = (FNode){tt[node], ft[node], (int32_t)left};
+    }
+    return 1 + compact(ft, tt, pt, inner, 2 * node + 1, out, vals, left, next)
+             + compact(ft, tt, pt, inner, 2 * node + 2, out, vals, left + 1, next);
+}
+
+static void
+CForest_dealloc(CForest *self)
+{
+    PyMem_Free(self->start);
+    PyMem_Free(self->nodes);
+    PyMem_Free(self->vals);
+    Py_XDECREF(self->args);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *
+CForest_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    PyObject *f_o, *t_o, *p_o;
     Py_ssize_t depth;
-    double clip;
-    PyObject *res = NULL;
-    double *scratch = NULL;
-    if (!PyArg_ParseTuple(args, "OOOOndO:forest_means", &z_o, &f_o, &t_o, &p_o, &depth, &clip, &o_o))
+    static char *kwlist[] = {"feature", "threshold", "path", "depth", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOn:Forest", kwlist, &f_o, &t_o, &p_o, &depth))
         return NULL;
-    Py_buffer zv, fv, tv, pv, ov;
-    if (get_items(z_o, &zv, 0, 8, "d", "z") < 0)
-        return NULL;
+    Py_buffer fv, tv, pv;
+    CForest *self = NULL;
     if (get_items(f_o, &fv, 0, 4, "i", "feature") < 0)
-        goto f0;
+        return NULL;
     if (get_items(t_o, &tv, 0, 8, "d", "threshold") < 0)
         goto f1;
     if (get_items(p_o, &pv, 0, 8, "d", "path") < 0)
         goto f2;
-    if (get_items(o_o, &ov, 1, 8, "d", "out") < 0)
+    if (fv.ndim != 2 || tv.ndim != 2 || pv.ndim != 2 || fv.shape[0] != tv.shape[0] || fv.shape[1] != tv.shape[1]
+            || pv.shape[0] != fv.shape[0] || pv.shape[1] != fv.shape[1] + 1 || fv.shape[0] < 1
+            || depth < 1 || depth > 30 || ((Py_ssize_t)1 << depth) - 1 != fv.shape[1]) {
+        PyErr_SetString(PyExc_ValueError, "Forest: inconsistent shapes");
         goto f3;
-    if (zv.ndim != 2 || fv.ndim != 2 || tv.ndim != 2 || pv.ndim != 2 || ov.ndim != 1
-            || fv.shape[0] != tv.shape[0] || fv.shape[1] != tv.shape[1] || pv.shape[0] != fv.shape[0]
-            || pv.shape[1] != fv.shape[1] + 1 || ov.shape[0] != zv.shape[0] || fv.shape[0] < 1
-            || depth < 1 || depth > 40 || ((Py_ssize_t)1 << depth) - 1 != fv.shape[1]) {
-        PyErr_SetString(PyExc_ValueError, "forest_means: inconsistent shapes");
-        goto f4;
+    }
+    const Py_ssize_t trees = fv.shape[0], inner = fv.shape[1];
+    const int *feat = fv.buf;
+    const double *thr = tv.buf, *path = pv.buf;
+    for (Py_ssize_t i = 0; i < trees * inner; i++) {
+        if (feat[i] < 0) {
+            PyErr_SetString(PyExc_ValueError, "Forest: a negative feature index");
+            goto f3;
+        }
+    }
+    self = (CForest *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        goto f3;
+    self->trees = trees;
+    self->depth = depth;
+    self->need = 1;  /* a leaf reads column 0 (and compares it with +inf) */
+    self->start = PyMem_Malloc(sizeof(Py_ssize_t) * (size_t)(trees + 1));
+    if (self->start == NULL)
+        goto nomem;
+    self->start[0] = 0;
+    for (Py_ssize_t t = 0; t < trees; t++)
+        self->start[t + 1] = self->start[t]
+            + compact(feat + t * inner, thr + t * inner, path + t * (inner + 1), inner, 0, NULL, NULL, 0, NULL);
+    self->nodes = PyMem_Malloc(sizeof(FNode) * (size_t)self->start[trees]);
+    self->vals = PyMem_Malloc(sizeof(double) * (size_t)self->start[trees]);
+    if (self->nodes == NULL || self->vals == NULL)
+        goto nomem;
+    for (Py_ssize_t t = 0; t < trees; t++) {
+        FNode *nt = self->nodes + self->start[t];
+        Py_ssize_t next = 1;
+        compact(feat + t * inner, thr + t * inner, path + t * (inner + 1), inner, 0, nt, self->vals + self->start[t], 0,
+                &next);
+        for (Py_ssize_t i = 0; i < next; i++)
+            if (nt[i].feat + 1 > self->need)
+                self->need = nt[i].feat + 1;
+    }
+    self->args = Py_BuildValue("(OOOn)", f_o, t_o, p_o, depth);
+    if (self->args == NULL)
+        goto fail;
+    PyBuffer_Release(&pv);
+    PyBuffer_Release(&tv);
+    PyBuffer_Release(&fv);
+    return (PyObject *)self;
+nomem:
+    PyErr_NoMemory();
+fail:
+    Py_CLEAR(self);
+f3:
+    PyBuffer_Release(&pv);
+f2:
+    PyBuffer_Release(&tv);
+f1:
+    PyBuffer_Release(&fv);
+    return (PyObject *)self;
+}
+
+static PyObject *
+CForest_means(CForest *self, PyObject *args)
+{
+    PyObject *z_o, *o_o;
+    double clip;
+    PyObject *res = NULL;
+    double *scratch = NULL;
+    if (!PyArg_ParseTuple(args, "OdO:means", &z_o, &clip, &o_o))
+        return NULL;
+    Py_buffer zv, ov;
+    if (get_items(z_o, &zv, 0, 8, "d", "z") < 0)
+        return NULL;
+    if (get_items(o_o, &ov, 1, 8, "d", "out") < 0)
+        goto f0;
+    if (zv.ndim != 2 || ov.ndim != 1 || ov.shape[0] != zv.shape[0]) {
+        PyErr_SetString(PyExc_ValueError, "means: z must be rows x features and out one value per row");
+        goto f1;
+    }
+    if (zv.shape[1] < self->need) {
+        PyErr_SetString(PyExc_IndexError, "means: the forest reads a feature the rows do not have");
+        goto f1;
     }
     {
-        const Py_ssize_t n = zv.shape[0], d = zv.shape[1], trees = fv.shape[0], inner = fv.shape[1];
-        const double *z = zv.buf, *thr = tv.buf, *path = pv.buf;
-        const int *feat = fv.buf;
+        const Py_ssize_t n = zv.shape[0], d = zv.shape[1], trees = self->trees, depth = self->depth;
+        const double *z = zv.buf;
         double *out = ov.buf;
-        /* every feature index in [0, d): eight at a time (the compiler vectorizes a fixed-length inner loop) */
-        const Py_ssize_t m = trees * inner;
-        const unsigned int ud = d < INT_MAX ? (unsigned int)d : (unsigned int)INT_MAX + 1u;
-        unsigned int acc[8] = {0, 0, 0, 0, 0, 0, 0, 0}, bad = 0;
-        Py_ssize_t i = 0;
-        for (; i + 8 <= m; i += 8)
-            for (int j = 0; j < 8; j++)
-                acc[j] |= (unsigned int)feat[i + j] >= ud;
-        for (; i < m; i++)
-            bad |= (unsigned int)feat[i] >= ud;
-        for (int j = 0; j < 8; j++)
-            bad |= acc[j];
-        if (bad) {
-            PyErr_SetString(PyExc_IndexError, "forest_means: a feature index is out of range");
-            goto f4;
-        }
         if (n == 0)
             goto done;
         /* the rounded rows (those of full blocks of WALK_ROWS feature-major: lane j's feature f at
@@ -148,7 +273,7 @@ forest_means(PyObject *self, PyObject *args)
         scratch = PyMem_Malloc(sizeof(double) * (size_t)(n * d + n * trees));
         if (scratch == NULL) {
             PyErr_NoMemory();
-            goto f4;
+            goto f1;
         }
         double *zr = scratch, *h = scratch + n * d;
         const Py_ssize_t full = n / WALK_ROWS * WALK_ROWS;
@@ -168,8 +293,8 @@ forest_means(PyObject *self, PyObject *args)
         }
         /* tree by tree (one tree's nodes stay in the cache while every row walks it) */
         for (Py_ssize_t t = 0; t < trees; t++) {
-            const int *ft = feat + t * inner;
-            const double *tt = thr + t * inner, *pt = path + t * (inner + 1);
+            const FNode *nt = self->nodes + self->start[t];
+            const double *vt = self->vals + self->start[t];
             Py_ssize_t r = 0;
             for (; r < full; r += WALK_ROWS) {
                 const double *zb = zr + r * d;
@@ -178,17 +303,19 @@ forest_means(PyObject *self, PyObject *args)
                     node[j] = 0;
                 for (Py_ssize_t k = 0; k < depth; k++)
                     _Pragma("GCC unroll 16")
-                    for (int j = 0; j < WALK_ROWS; j++)
-                        node[j] = 2 * node[j] + 1 + (zb[(Py_ssize_t)ft[node[j]] * WALK_ROWS + j] > tt[node[j]]);
+                    for (int j = 0; j < WALK_ROWS; j++) {
+                        const FNode *nd = nt + node[j];
+                        node[j] = nd->left + (zb[(Py_ssize_t)nd->feat * WALK_ROWS + j] > nd->thr);
+                    }
                 for (int j = 0; j < WALK_ROWS; j++)
-                    h[(r + j) * trees + t] = pt[node[j] - inner];
+                    h[(r + j) * trees + t] = vt[node[j]];
             }
             for (; r < n; r++) {
                 const double *rw = zr + r * d;
                 Py_ssize_t node = 0;
                 for (Py_ssize_t k = 0; k < depth; k++)
-                    node = 2 * node + 1 + (rw[ft[node]] > tt[node]);
-                h[r * trees + t] = pt[node - inner];
+                    node = nt[node].left + (rw[nt[node].feat] > nt[node].thr);
+                h[r * trees + t] = vt[node];
             }
         }
         for (Py_ssize_t r = 0; r < n; r++)
@@ -198,20 +325,49 @@ forest_means(PyObject *self, PyObject *args)
 done:
     Py_INCREF(Py_None);
     res = Py_None;
-f4:
+f1:
     PyMem_Free(scratch);
     PyBuffer_Release(&ov);
-f3:
-    PyBuffer_Release(&pv);
-f2:
-    PyBuffer_Release(&tv);
-f1:
-    PyBuffer_Release(&fv);
 f0:
     PyBuffer_Release(&zv);
     return res;
 }
 
+static PyObject *
+CForest_reduce(CForest *self, PyObject *Py_UNUSED(ignored))
+{
+    return Py_BuildValue("(OO)", Py_TYPE(self), self->args);
+}
+
+static PyObject *
+CForest_nodes(CForest *self, void *Py_UNUSED(closure))
+{
+    return PyLong_FromSsize_t(self->start[self->trees]);
+}
+
+static PyMethodDef CForest_methods[] = {
+    {"means", (PyCFunction)CForest_means, METH_VARARGS,
+     "means(z, clip, out): each row's mean path length over the trees, into out (float64)."},
+    {"__reduce__", (PyCFunction)CForest_reduce, METH_NOARGS, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef CForest_getset[] = {
+    {"nodes", (getter)CForest_nodes, NULL, "nodes kept (of trees x (2 ** (depth + 1) - 1) in the complete trees)", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject CForestType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "detector._score.Forest",
+    .tp_basicsize = sizeof(CForest),
+    .tp_dealloc = (destructor)CForest_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Forest(feature, threshold, path, depth): a models.store.Forest compacted for means(), compiled.",
+    .tp_methods = CForest_methods,
+    .tp_getset = CForest_getset,
+    .tp_new = CForest_new,
+};
 
 /* ------------------------------------------------------------------------------------------------------
  * Curve(thresholds, tails, beta): a Calibration's numbers, with the logs of its tails taken once (log of
@@ -607,8 +763,6 @@ fisher(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 }
 
 static PyMethodDef methods[] = {
-    {"forest_means", forest_means, METH_VARARGS,
-     "forest_means(z, feature, threshold, path, depth, clip, out): each row's mean path length, into out."},
     {"fisher", (PyCFunction)(void (*)(void))fisher, METH_FASTCALL,
      "fisher(total, k) -> detector.evidence.fisher(total, k), or None for the reference to decide."},
     {NULL, NULL, 0, NULL},
@@ -623,13 +777,14 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC
 PyInit__score(void)
 {
-    if (PyType_Ready(&CurveType) < 0 || PyType_Ready(&EvidenceType) < 0)
+    if (PyType_Ready(&CurveType) < 0 || PyType_Ready(&EvidenceType) < 0 || PyType_Ready(&CForestType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
         return NULL;
     if (PyModule_AddObjectRef(m, "Curve", (PyObject *)&CurveType) < 0
-            || PyModule_AddObjectRef(m, "Evidence", (PyObject *)&EvidenceType) < 0) {
+            || PyModule_AddObjectRef(m, "Evidence", (PyObject *)&EvidenceType) < 0
+            || PyModule_AddObjectRef(m, "Forest", (PyObject *)&CForestType) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -54,6 +54,12 @@ def _c(n: np.ndarray | float) -> np.ndarray | float:
     return np.where(n == 2, 1.0, out)
 
 
+def _frozen(a: np.ndarray, dtype) -> np.ndarray:
+    out = np.array(a, dtype=dtype, order="C", copy=True)
+    out.flags.writeable = False
+    return out
+
+
 class Forest:
     """An isolation forest as flat arrays, evaluated for a whole batch at once with numpy.
 
@@ -62,20 +68,29 @@ class Forest:
     every sample left (threshold +inf) down to a bottom slot that holds the leaf's
     path length, ``depth + c(n_samples)``. Evaluation is then ``depth`` rounds
     of gather-compare-step with no branches: in numpy (:meth:`_py_means`, the reference) or compiled
-    (``detector._score.forest_means``: several rows walk each tree side by side, and the path lengths
-    are averaged in numpy's own summation order, so the scores are equal to the last bit).
+    (``detector._score.Forest``: the padding compacted away, several rows walking each tree side by
+    side, and the path lengths averaged in numpy's own summation order, so the scores are equal to the
+    last bit).
     """
 
     def __init__(self, feature: np.ndarray, threshold: np.ndarray, path: np.ndarray, max_samples: int) -> None:
-        self.feature = np.ascontiguousarray(feature, dtype=np.int32)      # (trees, inner nodes)
-        self.threshold = np.ascontiguousarray(threshold, dtype=np.float64)  # (trees, inner nodes)
-        self.path = np.ascontiguousarray(path, dtype=np.float64)          # (trees, bottom slots)
+        # own read-only copies: the compiled copy below must stay what these say
+        self.feature = _frozen(feature, np.int32)      # (trees, inner nodes)
+        self.threshold = _frozen(threshold, np.float64)  # (trees, inner nodes)
+        self.path = _frozen(path, np.float64)          # (trees, bottom slots)
         if self.feature.shape != self.threshold.shape or self.path.shape[0] != self.feature.shape[0] \
                 or self.path.shape[1] != self.feature.shape[1] + 1:
             raise ValueError("forest arrays have inconsistent shapes")
         self.depth = int(np.log2(self.path.shape[1]))
         self.max_samples = int(max_samples)
         self._norm = float(_c(float(self.max_samples)))
+        # the trees compacted for the compiled walk (detector._score.Forest), or None: the reference runs
+        self._compiled = None
+        if scoring._score is not None:
+            try:
+                self._compiled = scoring._score.Forest(self.feature, self.threshold, self.path, self.depth)
+            except ValueError:  # a layout it does not take (negative features, not complete trees)
+                pass
 
     @classmethod
     def from_sklearn(cls, iforest) -> "Forest":
@@ -109,16 +124,15 @@ class Forest:
     def score_samples(self, z: np.ndarray) -> np.ndarray:
         """Anomaly score in (0, 1] per row (the original paper's ``s``; higher is more anomalous)."""
         z = np.asarray(z, dtype=np.float64)
-        fast = scoring._score
-        if fast is not None and z.ndim == 2:  # the walk and the mean compiled; tests/unit/test_score_kernel.py
-            h = np.empty(z.shape[0])
-            fast.forest_means(np.ascontiguousarray(z), self.feature, self.threshold, self.path, self.depth, _Z_CLIP, h)
+        if self._compiled is not None and scoring._score is not None and z.ndim == 2:
+            h = np.empty(z.shape[0])  # the walk and the mean compiled; tests/unit/test_score_kernel.py
+            self._compiled.means(np.ascontiguousarray(z), _Z_CLIP, h)
         else:
             h = self._py_means(z)
         return np.power(2.0, -h / self._norm)
 
     def _py_means(self, z: np.ndarray) -> np.ndarray:
-        """Each row's mean path length over the trees: the reference of ``detector._score.forest_means``."""
+        """Each row's mean path length over the trees: the reference of ``detector._score.Forest.means``."""
         # scikit-learn compares float32 inputs with its thresholds: do the same
         z = np.clip(z, -_Z_CLIP, _Z_CLIP).astype(np.float32).astype(np.float64)
         if _kernels is not None:  # the same walk compiled (detector/native.py); tests/unit/test_native.py

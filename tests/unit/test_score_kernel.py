@@ -103,8 +103,7 @@ print(cal._curve, round(cal.pvalue(3.0), 6), evidence.strength([2.0] * 25, movin
 def _means_both(forest: Forest, z: np.ndarray) -> tuple[bytes, bytes]:
     z = np.asarray(z, dtype=np.float64)
     h = np.empty(len(z))
-    _score.forest_means(np.ascontiguousarray(z), forest.feature, forest.threshold, forest.path, forest.depth,
-                        10.0, h)
+    forest._compiled.means(np.ascontiguousarray(z), 10.0, h)
     return h.tobytes(), forest._py_means(z).tobytes()
 
 
@@ -181,19 +180,40 @@ def test_a_deviation_equal_to_a_threshold_goes_left_in_every_lane_of_the_walk():
 
 def test_a_forest_that_does_not_fit_the_rows_is_refused():
     rng = np.random.default_rng(3)
-    forest = Forest(np.zeros((4, 7), dtype=np.int32), np.zeros((4, 7)), rng.random((4, 8)), 256)
-    z, out = np.zeros((2, 3)), np.empty(2)
+    feature, threshold, path = np.zeros((4, 7), dtype=np.int32), np.zeros((4, 7)), rng.random((4, 8))
+    compiled = _score.Forest(feature, threshold, path, 3)
     with pytest.raises(ValueError):  # the depth does not match the layout
-        _score.forest_means(z, forest.feature, forest.threshold, forest.path, 2, 10.0, out)
+        _score.Forest(feature, threshold, path, 2)
     with pytest.raises(ValueError):  # out of another length
-        _score.forest_means(z, forest.feature, forest.threshold, forest.path, 3, 10.0, np.empty(3))
-    for at, f in (((1, 2), 3), ((0, 0), -1), ((3, 6), 3), ((3, 5), -2**31)):  # features the rows do not have
-        bad = forest.feature.copy()
-        bad[at] = f
-        with pytest.raises(IndexError):
-            _score.forest_means(z, bad, forest.threshold, forest.path, 3, 10.0, out)
+        compiled.means(np.zeros((2, 3)), 10.0, np.empty(3))
     with pytest.raises(TypeError):
-        _score.forest_means(z, forest.feature.astype(np.int64), forest.threshold, forest.path, 3, 10.0, out)
+        _score.Forest(feature.astype(np.int64), threshold, path, 3)
+    for at in ((1, 2), (0, 0), (3, 6), (3, 5)):  # a feature the rows do not have
+        bad = feature.copy()
+        bad[at] = 3
+        with pytest.raises(IndexError):
+            _score.Forest(bad, threshold, path, 3).means(np.zeros((2, 3)), 10.0, np.empty(2))
+    # a negative feature index: the compiled copy refuses it and the forest keeps the reference
+    bad = feature.copy()
+    bad[2, 1] = -1
+    with pytest.raises(ValueError):
+        _score.Forest(bad, threshold, path, 3)
+    assert Forest(bad, threshold, path, 256)._compiled is None
+
+
+def test_the_compiled_forest_keeps_only_what_a_walk_can_reach_and_the_arrays_cannot_change_under_it(replayed):
+    forest = replayed[0].forest
+    T, inner = forest.feature.shape
+    # the trained trees are mostly padding: a fifth of the complete trees' nodes and slots is kept
+    assert forest._compiled.nodes < 0.25 * T * (2 * inner + 1)
+    with pytest.raises(ValueError):
+        forest.threshold[0, 0] = 1.0
+    again = copy.deepcopy(forest._compiled)
+    z = replayed[2][:50]
+    a, b = np.empty(len(z)), np.empty(len(z))
+    forest._compiled.means(z, 10.0, a)
+    again.means(z, 10.0, b)
+    assert a.tobytes() == b.tobytes()
 
 
 # ------------------------------------------------------------------------- calibrations
