@@ -269,14 +269,19 @@ CForest_means(CForest *self, PyObject *args)
         if (n == 0)
             goto done;
         /* the rounded rows (those of full blocks of WALK_ROWS feature-major: lane j's feature f at
-         * f * WALK_ROWS + j, one base pointer for the block), then each row's path length in each tree */
-        scratch = PyMem_Malloc(sizeof(double) * (size_t)(n * d + n * trees));
+         * f * WALK_ROWS + j, one base pointer for the block), then where the path lengths go: up to 128
+         * trees, numpy's sum as it goes (each row's eight partial sums, and the last trees%8 lengths);
+         * beyond, every row's length in every tree, summed at the end */
+        const int stream = trees <= PW_BLOCKSIZE;
+        const Py_ssize_t per_row = stream ? 16 : trees;
+        scratch = PyMem_Malloc(sizeof(double) * (size_t)(n * d + n * per_row));
         if (scratch == NULL) {
             PyErr_NoMemory();
             goto f1;
         }
         double *zr = scratch, *h = scratch + n * d;
         const Py_ssize_t full = n / WALK_ROWS * WALK_ROWS;
+        const Py_ssize_t body = trees < 8 ? 0 : trees - trees % 8;  /* trees in the eight partial sums */
         Py_BEGIN_ALLOW_THREADS
         for (Py_ssize_t r = 0; r < n; r++) {
             double *to = r < full ? zr + (r / WALK_ROWS) * WALK_ROWS * d + r % WALK_ROWS : zr + r * d;
@@ -295,6 +300,9 @@ CForest_means(CForest *self, PyObject *args)
         for (Py_ssize_t t = 0; t < trees; t++) {
             const FNode *nt = self->nodes + self->start[t];
             const double *vt = self->vals + self->start[t];
+            /* row r's length in this tree goes to dst[r * per_row]: set, or added to a partial sum */
+            double *dst = !stream ? h + t : t < body ? h + t % 8 : h + 8 + (t - body);
+            const int add = stream && t >= 8 && t < body;
             Py_ssize_t r = 0;
             for (; r < full; r += WALK_ROWS) {
                 const double *zb = zr + r * d;
@@ -307,19 +315,36 @@ CForest_means(CForest *self, PyObject *args)
                         const FNode *nd = nt + node[j];
                         node[j] = nd->left + (zb[(Py_ssize_t)nd->feat * WALK_ROWS + j] > nd->thr);
                     }
-                for (int j = 0; j < WALK_ROWS; j++)
-                    h[(r + j) * trees + t] = vt[node[j]];
+                for (int j = 0; j < WALK_ROWS; j++) {
+                    if (add)
+                        dst[(r + j) * per_row] += vt[node[j]];
+                    else
+                        dst[(r + j) * per_row] = vt[node[j]];
+                }
             }
             for (; r < n; r++) {
                 const double *rw = zr + r * d;
                 Py_ssize_t node = 0;
                 for (Py_ssize_t k = 0; k < depth; k++)
                     node = nt[node].left + (rw[nt[node].feat] > nt[node].thr);
-                h[r * trees + t] = vt[node];
+                if (add)
+                    dst[r * per_row] += vt[node];
+                else
+                    dst[r * per_row] = vt[node];
             }
         }
-        for (Py_ssize_t r = 0; r < n; r++)
-            out[r] = (0.0 + pairwise_sum(h + r * trees, trees, 1)) / (double)trees;
+        for (Py_ssize_t r = 0; r < n; r++) {
+            const double *a = h + r * per_row;
+            double sum;
+            if (!stream) {
+                sum = pairwise_sum(a, trees, 1);
+            } else {  /* pairwise_sum's two cases up to 128 items */
+                sum = body ? ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7])) : 0.0;
+                for (Py_ssize_t i = 0; i < trees - body; i++)
+                    sum += a[8 + i];
+            }
+            out[r] = (0.0 + sum) / (double)trees;
+        }
         Py_END_ALLOW_THREADS
     }
 done:
