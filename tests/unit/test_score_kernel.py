@@ -4,7 +4,9 @@ The kernel is the same IEEE double operations in the same order as the reference
 ``Forest._py_means``, detector/scoring.py ``Calibration._py_pvalue``, detector/evidence.py
 ``_py_strength`` and ``_py_fisher``): every number must be equal to the last bit, and where the
 reference raises or takes another path the kernel hands it over, so the outcome is the reference's.
-``detector.scoring._score = None`` switches all of it off (as ``FLOWBREAKER_PURE_PYTHON=1`` does at import).
+``detector.scoring._score = None`` switches all of it off (as ``FLOWBREAKER_PURE_PYTHON=1`` does at import);
+the kernel's objects are built here from the module itself, so these tests hold it to the references
+whichever the environment runs.
 """
 from __future__ import annotations
 
@@ -42,6 +44,18 @@ _score = pytest.importorskip("detector._score", reason="the kernel is not built"
 def bits(xs) -> bytes:
     """Every float to its 8 bytes: equality of these is equality to the last bit (-0.0, NaN included)."""
     return array("d", xs).tobytes()
+
+
+def compiled(forest: Forest):
+    return _score.Forest(forest.feature, forest.threshold, forest.path, forest.depth)
+
+
+def curve(cal: Calibration):
+    return _score.Curve(cal.thresholds, cal.tails, cal.beta)
+
+
+EVIDENCE = _score.Evidence(tuple((idx, evidence._KIND_CODES[kind]) for idx, kind in evidence._IDX),
+                           evidence.MIN_RARITY)
 
 
 def outcome(fn):
@@ -103,7 +117,7 @@ print(cal._curve, round(cal.pvalue(3.0), 6), evidence.strength([2.0] * 25, movin
 def _means_both(forest: Forest, z: np.ndarray) -> tuple[bytes, bytes]:
     z = np.asarray(z, dtype=np.float64)
     h = np.empty(len(z))
-    forest._compiled.means(np.ascontiguousarray(z), 10.0, h)
+    compiled(forest).means(np.ascontiguousarray(z), 10.0, h)
     return h.tobytes(), forest._py_means(z).tobytes()
 
 
@@ -199,19 +213,21 @@ def test_a_forest_that_does_not_fit_the_rows_is_refused():
     with pytest.raises(ValueError):
         _score.Forest(bad, threshold, path, 3)
     assert Forest(bad, threshold, path, 256)._compiled is None
+    assert (Forest(feature, threshold, path, 256)._compiled is not None) == (scoring._score is not None)
 
 
 def test_the_compiled_forest_keeps_only_what_a_walk_can_reach_and_the_arrays_cannot_change_under_it(replayed):
     forest = replayed[0].forest
     T, inner = forest.feature.shape
+    one = compiled(forest)
     # the trained trees are mostly padding: a fifth of the complete trees' nodes and slots is kept
-    assert forest._compiled.nodes < 0.25 * T * (2 * inner + 1)
+    assert one.nodes < 0.25 * T * (2 * inner + 1)
     with pytest.raises(ValueError):
         forest.threshold[0, 0] = 1.0
-    again = copy.deepcopy(forest._compiled)
+    again = copy.deepcopy(one)
     z = replayed[2][:50]
     a, b = np.empty(len(z)), np.empty(len(z))
-    forest._compiled.means(z, 10.0, a)
+    one.means(z, 10.0, a)
     again.means(z, 10.0, b)
     assert a.tobytes() == b.tobytes()
 
@@ -235,12 +251,18 @@ def calibrations(draw):
 @settings(max_examples=300, deadline=None)
 @given(calibrations(), st.lists(_raw, min_size=1, max_size=20), st.data())
 def test_a_compiled_pvalue_equals_the_reference(cal, raws, data):
-    assert cal._curve is not None
+    c = curve(cal)
     # the thresholds themselves, and the points halfway between them, are where bisection decides
     raws += list(cal.thresholds) + [(a + b) / 2 for a, b in zip(cal.thresholds, cal.thresholds[1:])]
     raws.append(np.float64(data.draw(st.floats(min_value=-5.0, max_value=30.0))))
     for raw in raws:
-        assert outcome(lambda: cal.pvalue(raw)) == outcome(lambda: cal._py_pvalue(raw))
+        want = outcome(lambda: cal._py_pvalue(raw))
+        got = c.pvalue(raw)
+        if got is None:  # handed to the reference: only what is not a float, and NaN
+            assert type(raw) is not float or math.isnan(raw)
+        else:
+            assert outcome(lambda: got) == want
+        assert outcome(lambda: cal.pvalue(raw)) == want  # the product's way, whichever runs
 
 
 @settings(max_examples=100, deadline=None)
@@ -249,8 +271,10 @@ def test_the_pvalues_of_an_array_equal_the_reference_one_by_one(cal, raws):
     x = np.array(raws, dtype=np.float64)
     out = np.empty(len(x))
     if any(math.isnan(v) for v in raws):  # the reference decides NaN, and may raise (division by zero)
-        assert cal._curve.pvalues(x, out) is False
+        assert curve(cal).pvalues(x, out) is False
         return
+    assert curve(cal).pvalues(x, out) is True
+    assert out.tobytes() == bits([cal._py_pvalue(float(v)) for v in x])
     cal.pvalues_into(x, out)
     assert out.tobytes() == bits([cal._py_pvalue(float(v)) for v in x])
 
@@ -272,7 +296,7 @@ def test_calibrations_the_kernel_does_not_take_keep_the_reference_and_its_errors
 def test_a_calibration_copies_and_pickles_with_its_compiled_curve():
     cal = Calibration.laplace()
     for other in (copy.copy(cal), copy.deepcopy(cal), pickle.loads(pickle.dumps(cal))):
-        assert other == cal and other._curve is not None
+        assert other == cal and (other._curve is not None) == (scoring._score is not None)
         assert bits(other.pvalue(x) for x in (0.5, 3.3, 20.0)) == bits(cal._py_pvalue(x) for x in (0.5, 3.3, 20.0))
 
 
@@ -285,7 +309,7 @@ _rarity = st.one_of(st.just(0.0), st.just(1.0), st.floats(min_value=0.0, max_val
 @settings(max_examples=400, deadline=None)
 @given(st.lists(_rarity, min_size=N_FEATURES, max_size=N_FEATURES), st.booleans(), st.booleans(), st.booleans())
 def test_the_compiled_strength_equals_the_reference(r, moving, sensitive, established):
-    got = evidence._compiled.strength(r, moving, sensitive, established)
+    got = EVIDENCE.strength(r, moving, sensitive, established)
     assert got is not None
     assert outcome(lambda: got) == outcome(lambda: _py_strength(r, moving=moving, sensitive=sensitive,
                                                                  established=established))
@@ -297,6 +321,9 @@ def test_the_compiled_strength_equals_the_reference(r, moving, sensitive, establ
 @given(st.lists(st.one_of(_rarity, st.integers(0, 5)), min_size=N_FEATURES - 1, max_size=N_FEATURES),
        st.sampled_from([True, False, 1, 0, None, "yes"]), st.booleans())
 def test_what_the_compiled_strength_does_not_take_goes_to_the_reference(r, moving, sensitive):
+    got = EVIDENCE.strength(r, moving, sensitive, True)
+    if got is not None:
+        assert outcome(lambda: got) == outcome(lambda: _py_strength(r, moving=moving, sensitive=sensitive))
     # ints among the rarities, flags that are not bools, a row too short: the reference's result or error
     assert (outcome(lambda: strength(r, moving=moving, sensitive=sensitive))
             == outcome(lambda: _py_strength(r, moving=moving, sensitive=sensitive)))
@@ -307,6 +334,11 @@ def test_what_the_compiled_strength_does_not_take_goes_to_the_reference(r, movin
                  st.integers(-3, 50)),
        st.one_of(st.integers(-2, 40), st.just(1.0), st.just(True)))
 def test_fisher_compiled_equals_the_reference(total, k):
+    got = _score.fisher(total, k)
+    if got is not None:
+        assert outcome(lambda: got) == outcome(lambda: _py_fisher(total, k))
+    else:  # handed to the reference: not a float and an int, or exp(-x) overflowing (it raises)
+        assert type(total) is not float or type(k) is not int or -total * 2.302585092994046 > 709.0
     assert outcome(lambda: fisher(total, k)) == outcome(lambda: _py_fisher(total, k))
 
 
