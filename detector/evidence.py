@@ -37,6 +37,7 @@ from __future__ import annotations
 
 from math import exp
 
+from detector import scoring as _scoring
 from detector.features import FEATURE_INDEX
 
 __all__ = ["GROUPS", "strength", "fisher", "SOLO", "MOVING", "SENSITIVE", "SUPPORT", "MIN_RARITY"]
@@ -62,6 +63,10 @@ GROUPS: tuple[tuple[str, tuple[str, ...], str], ...] = (
 _IDX = tuple((tuple(FEATURE_INDEX[n] for n in feats), kind) for _, feats, kind in GROUPS)
 #: a group adds to the strength when it is at least this rare (-log10 p: one in ten)
 MIN_RARITY = 1.0
+_KIND_CODES = {SOLO: 0, MOVING: 1, SENSITIVE: 2, SUPPORT: 3}
+#: the groups compiled (detector/_score.c, switched with detector.scoring._score); None runs the references
+_compiled = (_scoring._score.Evidence(tuple((idx, _KIND_CODES[kind]) for idx, kind in _IDX), MIN_RARITY)
+             if _scoring._score is not None else None)
 
 
 def fisher(total: float, k: int) -> float:
@@ -71,6 +76,16 @@ def fisher(total: float, k: int) -> float:
     >>> round(fisher(2.0, 1), 4), round(fisher(4.0, 2), 5)
     (0.01, 0.00102)
     """
+    fast = _scoring._score
+    if fast is not None:
+        p = fast.fisher(total, k)
+        if p is not None:  # None: not a float and an int, or exp overflowing; the reference decides
+            return p
+    return _py_fisher(total, k)
+
+
+def _py_fisher(total: float, k: int) -> float:
+    """The reference of ``detector._score.fisher``."""
     x = total * 2.302585092994046
     term, acc = 1.0, 1.0
     for j in range(1, k):
@@ -84,6 +99,15 @@ def strength(r: list[float], *, moving: bool, sensitive: bool, established: bool
     how many groups added to it; all 0 when nothing is evidence of harm for this action. ``r`` holds each
     feature's ``-log10 p``. For an agent that is not ``established`` (still judged by its peers' profile)
     everything is new: novelty (never-used access, who asked, new destinations, new steps) says nothing."""
+    if _compiled is not None and _scoring._score is not None:
+        out = _compiled.strength(r, moving, sensitive, established)
+        if out is not None:  # None: r not a list of floats, or a flag not a bool; the reference decides
+            return out
+    return _py_strength(r, moving=moving, sensitive=sensitive, established=established)
+
+
+def _py_strength(r: list[float], *, moving: bool, sensitive: bool, established: bool = True) -> tuple[float, float, int]:
+    """The reference of ``detector._score.Evidence.strength``."""
     solo = 0.0
     total = 0.0
     support = 0.0

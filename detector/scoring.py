@@ -16,6 +16,7 @@ Thresholding into severities is a separate step (:class:`detector.policy.Thresho
 
 from __future__ import annotations
 
+import logging
 from array import array
 from bisect import bisect_left
 from dataclasses import dataclass
@@ -27,6 +28,19 @@ if TYPE_CHECKING:
 
 from detector.features import FEATURES, N_FEATURES
 from detector.native import kernels as _kernels
+
+#: The compiled scoring (``detector/_score.c``: Calibration p-values here, evidence strength in
+#: :mod:`detector.evidence`, the isolation forest in :mod:`models.store`), loaded where the compiled
+#: feature loops are (``FLOWBREAKER_PURE_PYTHON=1`` or a failed build leave both out, detector/native.py);
+#: ``None`` runs the pure-Python references, which tests/unit/test_score_kernel.py holds it to bit for bit.
+_score = None
+if _kernels is not None:
+    try:
+        from detector import _score  # type: ignore[no-redef]
+    except ImportError as err:  # the package works without it, slower
+        logging.getLogger("flowbreaker.native").warning(
+            "the compiled kernel detector._score is not built (%s): running the pure-Python scoring "
+            "(same decisions, slower); reinstall with a C compiler and Python headers (bash scripts/install.sh)", err)
 
 __all__ = ["Calibration", "FeatureTails", "score_of", "explain", "P_FLOOR", "REASON_Z", "REASON_NEGLOG"]
 
@@ -60,6 +74,17 @@ class Calibration:
     thresholds: tuple[float, ...]
     tails: tuple[float, ...]
     beta: float
+
+    def __post_init__(self) -> None:
+        # the compiled p-value (detector._score.Curve: the logs of the tails taken once), for tuples of
+        # floats that it takes; None keeps the reference (ints, lists that could change, tails <= 0, ...)
+        curve = None
+        if _score is not None and type(self.thresholds) is tuple and type(self.tails) is tuple:
+            try:
+                curve = _score.Curve(self.thresholds, self.tails, self.beta)
+            except ValueError:
+                pass
+        object.__setattr__(self, "_curve", curve)
 
     @classmethod
     def laplace(cls, *, effective_features: float = 6.0) -> "Calibration":
@@ -100,6 +125,15 @@ class Calibration:
         return cls(tuple(thr), tuple(tails), float(beta))
 
     def pvalue(self, raw: float) -> float:
+        """Share of normal actions whose raw statistic is at least ``raw``."""
+        if self._curve is not None and _score is not None:
+            p = self._curve.pvalue(raw)
+            if p is not None:  # None: not a float, or NaN; the reference decides
+                return p
+        return self._py_pvalue(raw)
+
+    def _py_pvalue(self, raw: float) -> float:
+        """The reference of ``detector._score.Curve.pvalue``."""
         thr = self.thresholds
         if raw <= thr[0]:
             return 1.0
@@ -125,6 +159,13 @@ class Calibration:
     def pvalues(self, raw) -> "list[float]":
         """:meth:`pvalue` of many raw values."""
         return [self.pvalue(float(r)) for r in raw]
+
+    def pvalues_into(self, raw, out) -> None:
+        """``out[i] = pvalue(float(raw[i]))`` for float64 arrays (a batch's combination rarities at once)."""
+        if self._curve is not None and _score is not None and self._curve.pvalues(raw, out):
+            return
+        for i, r in enumerate(raw):
+            out[i] = self.pvalue(float(r))
 
     def to_dict(self) -> dict:
         return {"thresholds": list(self.thresholds), "tails": list(self.tails), "beta": self.beta}

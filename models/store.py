@@ -9,7 +9,7 @@ so a changed array or a changed card is refused.
 The trained model implements :class:`detector.model.Model`: per-agent profiles,
 peer-group priors (same operator, same tool family), calibration of the largest
 deviation, and an isolation forest over deviation vectors exported to arrays and
-evaluated with numpy in batches.
+evaluated in batches (compiled in ``detector/_score.c`` when it is built, numpy otherwise).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import numpy as np
 
 from detector.baseline import Prior
 from detector.features import FEATURE_NAMES, N_FEATURES, SKETCH_BYTES as _FEATURE_SKETCH_BYTES
+from detector import scoring
 from detector.scoring import Calibration, FeatureTails
 from detector.native import kernels as _kernels
 from detector.habits import SLOTS as HABIT_SLOTS, WIDTH as HABIT_WIDTH
@@ -53,6 +54,12 @@ def _c(n: np.ndarray | float) -> np.ndarray | float:
     return np.where(n == 2, 1.0, out)
 
 
+def _frozen(a: np.ndarray, dtype) -> np.ndarray:
+    out = np.array(a, dtype=dtype, order="C", copy=True)
+    out.flags.writeable = False
+    return out
+
+
 class Forest:
     """An isolation forest as flat arrays, evaluated for a whole batch at once with numpy.
 
@@ -60,19 +67,30 @@ class Forest:
     ``i`` has children ``2i+1`` and ``2i+2``); a leaf above the bottom sends
     every sample left (threshold +inf) down to a bottom slot that holds the leaf's
     path length, ``depth + c(n_samples)``. Evaluation is then ``depth`` rounds
-    of gather-compare-step with no branches.
+    of gather-compare-step with no branches: in numpy (:meth:`_py_means`, the reference) or compiled
+    (``detector._score.Forest``: the padding compacted away, several rows walking each tree side by
+    side, and the path lengths averaged in numpy's own summation order, so the scores are equal to the
+    last bit).
     """
 
     def __init__(self, feature: np.ndarray, threshold: np.ndarray, path: np.ndarray, max_samples: int) -> None:
-        self.feature = np.ascontiguousarray(feature, dtype=np.int32)      # (trees, inner nodes)
-        self.threshold = np.ascontiguousarray(threshold, dtype=np.float64)  # (trees, inner nodes)
-        self.path = np.ascontiguousarray(path, dtype=np.float64)          # (trees, bottom slots)
+        # own read-only copies: the compiled copy below must stay what these say
+        self.feature = _frozen(feature, np.int32)      # (trees, inner nodes)
+        self.threshold = _frozen(threshold, np.float64)  # (trees, inner nodes)
+        self.path = _frozen(path, np.float64)          # (trees, bottom slots)
         if self.feature.shape != self.threshold.shape or self.path.shape[0] != self.feature.shape[0] \
                 or self.path.shape[1] != self.feature.shape[1] + 1:
             raise ValueError("forest arrays have inconsistent shapes")
         self.depth = int(np.log2(self.path.shape[1]))
         self.max_samples = int(max_samples)
         self._norm = float(_c(float(self.max_samples)))
+        # the trees compacted for the compiled walk (detector._score.Forest), or None: the reference runs
+        self._compiled = None
+        if scoring._score is not None:
+            try:
+                self._compiled = scoring._score.Forest(self.feature, self.threshold, self.path, self.depth)
+            except ValueError:  # a layout it does not take (negative features, not complete trees)
+                pass
 
     @classmethod
     def from_sklearn(cls, iforest) -> "Forest":
@@ -105,15 +123,24 @@ class Forest:
 
     def score_samples(self, z: np.ndarray) -> np.ndarray:
         """Anomaly score in (0, 1] per row (the original paper's ``s``; higher is more anomalous)."""
+        z = np.asarray(z, dtype=np.float64)
+        if self._compiled is not None and scoring._score is not None and z.ndim == 2:
+            h = np.empty(z.shape[0])  # the walk and the mean compiled; tests/unit/test_score_kernel.py
+            self._compiled.means(np.ascontiguousarray(z), _Z_CLIP, h)
+        else:
+            h = self._py_means(z)
+        return np.power(2.0, -h / self._norm)
+
+    def _py_means(self, z: np.ndarray) -> np.ndarray:
+        """Each row's mean path length over the trees: the reference of ``detector._score.Forest.means``."""
         # scikit-learn compares float32 inputs with its thresholds: do the same
-        z = np.clip(np.asarray(z, dtype=np.float64), -_Z_CLIP, _Z_CLIP).astype(np.float32).astype(np.float64)
+        z = np.clip(z, -_Z_CLIP, _Z_CLIP).astype(np.float32).astype(np.float64)
         if _kernels is not None:  # the same walk compiled (detector/native.py); tests/unit/test_native.py
             leaf = np.empty((z.shape[0], self.feature.shape[0]), dtype=np.int64)
             _kernels.forest_leaves(np.ascontiguousarray(z), self.feature, self.threshold, self.depth, leaf)
         else:
             leaf = self._py_leaves(z)
-        h = self.path.ravel()[leaf].mean(axis=1)
-        return np.power(2.0, -h / self._norm)
+        return self.path.ravel()[leaf].mean(axis=1)
 
     def _py_leaves(self, z: np.ndarray) -> np.ndarray:
         """The bottom slot (an index into ``path.ravel()``) each row reaches in each tree: the reference of
@@ -214,9 +241,9 @@ class TrainedModel:
     def combination_pvalues(self, z: np.ndarray) -> np.ndarray:
         if self.forest is None or self.comb_calibration is None or len(z) == 0:
             return np.ones(len(z))
-        s = self.forest.score_samples(z)
-        cal = self.comb_calibration
-        return np.array([cal.pvalue(float(v)) for v in s])
+        out = np.empty(len(z))
+        self.comb_calibration.pvalues_into(self.forest.score_samples(z), out)
+        return out
 
 
 # ---------------------------------------------------------------- files

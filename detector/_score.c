@@ -1,0 +1,817 @@
+/* The model-side scoring of detector/scoring.py, detector/evidence.py and models/store.py, compiled.
+ *
+ * Each function here transcribes a pure-Python reference kept beside its caller, with the same IEEE
+ * double operations in the same order, so the results are equal bit for bit
+ * (tests/unit/test_score_kernel.py holds them to it):
+ *
+ * - Forest.means:   models.store.Forest._py_means (clip, float32 rounding, the tree walk, and numpy's
+ *                   pairwise summation of each row's path lengths, divided by the number of trees);
+ * - Curve.pvalue:   detector.scoring.Calibration._py_pvalue (and Curve.pvalues over an array);
+ * - Evidence.strength: detector.evidence._py_strength;
+ * - fisher:         detector.evidence._py_fisher.
+ *
+ * exp and log are the C library's, which Python's math.exp and math.log call for finite arguments.
+ * The build must never reassociate or contract floating point: setup.py compiles this file, like
+ * detector/_native.c, with -O2 -fno-fast-math -ffp-contract=off (no fused multiply-add).
+ *
+ * Where the reference would take another path (an int where a float is expected, a calibration whose
+ * tails are not positive finite numbers), the functions here return None or refuse to build, and the
+ * caller runs the reference: the result is the reference's in every case.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+/* A C-contiguous buffer of items of one size and one of the given struct kinds ("d", "i", ...). */
+static int
+get_items(PyObject *obj, Py_buffer *view, int writable, Py_ssize_t itemsize, const char *kinds, const char *what)
+{
+    int flags = PyBUF_FORMAT | PyBUF_C_CONTIGUOUS | (writable ? PyBUF_WRITABLE : 0);
+    if (PyObject_GetBuffer(obj, view, flags) < 0)
+        return -1;
+    const char *f = view->format ? view->format : "B";
+    if (*f == '@' || *f == '=' || *f == '<')
+        f++;
+    if (view->itemsize != itemsize || f[0] == '\0' || f[1] != '\0' || strchr(kinds, f[0]) == NULL) {
+        PyBuffer_Release(view);
+        PyErr_Format(PyExc_TypeError, "%s has the wrong item type", what);
+        return -1;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------------------
+ * Forest(feature, threshold, path, depth) and Forest.means(z, clip, out)
+ *
+ * models.store.Forest._py_means compiled. For each row of z (n x d float64): clipped to [-clip, clip] as
+ * np.clip does (NaN stays NaN), rounded to float32 and back (scikit-learn compares float32 inputs with
+ * its thresholds), walked down every tree of a complete-tree forest (feature int32 and threshold float64,
+ * trees x inner nodes: depth rounds of node = 2 node + 1 + (z[feature] > threshold)) to a bottom slot,
+ * and the bottom slots' path lengths (path, trees x 2**depth) averaged as numpy's mean(axis=1) does:
+ * pairwise summation (below), then / trees.
+ *
+ * The complete trees are mostly padding (a leaf above the bottom is a chain of +inf thresholds down to
+ * its leftmost bottom slot: 4/5 of the trained model's nodes), so Forest keeps a compact copy: a node
+ * from which every row goes left to the bottom (threshold +inf all the way down: nothing is greater than
+ * +inf, not even +inf or NaN) becomes one leaf holding that bottom slot's path length, and a leaf points
+ * at itself (threshold +inf), so depth rounds of node = left + (z[feature] > threshold) still end on the
+ * same slot. The walk reads a third of the memory, which is what it waits for when the engine's work
+ * between two batches has pushed the forest out of the cache.
+ * ------------------------------------------------------------------------------------------------------ */
+
+#define PW_BLOCKSIZE 128
+
+/* numpy's DOUBLE_pairwise_sum (numpy/_core/src/umath/loops_utils.h.src) over a[0], a[s], a[2s], ...:
+ * under 8 items one after the other; up to 128 in eight interleaved partial sums added as
+ * ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7)), then the rest one after the other; beyond 128
+ * split in two halves (the first a multiple of 8) summed recursively. An add-reduction starts from 0.
+ * (numpy sums a contiguous row so in 1.x and 2.x; tests/unit/test_score_kernel.py compares with numpy itself,
+ * so a numpy that summed otherwise would fail it.) */
+static double
+pairwise_sum(const double *a, Py_ssize_t n, Py_ssize_t s)
+{
+    if (n < 8) {
+        double res = 0.0;
+        for (Py_ssize_t i = 0; i < n; i++)
+            res += a[i * s];
+        return res;
+    }
+    if (n <= PW_BLOCKSIZE) {
+        double r[8];
+        Py_ssize_t i;
+        for (int j = 0; j < 8; j++)
+            r[j] = a[j * s];
+        for (i = 8; i < n - (n % 8); i += 8)
+            for (int j = 0; j < 8; j++)
+                r[j] += a[(i + j) * s];
+        double res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
+        for (; i < n; i++)
+            res += a[i * s];
+        return res;
+    }
+    Py_ssize_t n2 = n / 2;
+    n2 -= n2 % 8;
+    return pairwise_sum(a, n2, s) + pairwise_sum(a + n2 * s, n - n2, s);
+}
+
+/* rows walked down one tree side by side: independent chains of loads the processor overlaps (a batch of
+ * 128 rows through 100 trees of depth 8: about 300 us one row at a time, 100 us sixteen at a time with
+ * the block's rows stored feature-major) */
+#define WALK_ROWS 16
+
+
+typedef struct {
+    double thr;
+    int32_t feat;
+    int32_t left;   /* children at left and left + 1 (within the tree); a leaf: itself */
+} FNode;
+
+typedef struct {
+    PyObject_HEAD
+    Py_ssize_t trees, depth;
+    Py_ssize_t need;    /* rows must have more columns than the largest feature index */
+    Py_ssize_t *start;  /* tree t's nodes are nodes[start[t]:start[t + 1]] */
+    FNode *nodes;
+    double *vals;       /* a leaf's path length */
+    PyObject *args;     /* (feature, threshold, path, depth): for copy and pickle */
+} CForest;
+
+/* every row goes left from node (< inner) to the bottom: +inf thresholds all the way down */
+static int
+left_to_bottom(const double *tt, Py_ssize_t inner, Py_ssize_t node)
+{
+    for (; node < inner; node = 2 * node + 1)
+        if (!(tt[node] == INFINITY))
+            return 0;
+    return 1;
+}
+
+/* the compact nodes below complete-tree node `node` (tree arrays ft, tt, pt): how many (out == NULL), or
+ * written from `slot` on, children at *next */
+static Py_ssize_t
+compact(const int *ft, const double *tt, const double *pt, Py_ssize_t inner, Py_ssize_t node, FNode *out,
+        double *vals, Py_ssize_t slot, Py_ssize_t *next)
+{
+    if (node >= inner || left_to_bottom(tt, inner, node)) {
+        while (node < inner)
+            node = 2 * node + 1;
+        if (out != NULL) {
+            out[slot] = (FNode){INFINITY, 0, (int32_t)slot};
+            vals[slot] = pt[node - inner];
+        }
+        return 1;
+    }
+    Py_ssize_t left = 0;
+    if (out != NULL) {
+        left = *next;
+        *next += 2;
+        out[slot] = (FNode){tt[node], ft[node], (int32_t)left};
+    }
+    return 1 + compact(ft, tt, pt, inner, 2 * node + 1, out, vals, left, next)
+             + compact(ft, tt, pt, inner, 2 * node + 2, out, vals, left + 1, next);
+}
+
+static void
+CForest_dealloc(CForest *self)
+{
+    PyMem_Free(self->start);
+    PyMem_Free(self->nodes);
+    PyMem_Free(self->vals);
+    Py_XDECREF(self->args);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *
+CForest_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    PyObject *f_o, *t_o, *p_o;
+    Py_ssize_t depth;
+    static char *kwlist[] = {"feature", "threshold", "path", "depth", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOn:Forest", kwlist, &f_o, &t_o, &p_o, &depth))
+        return NULL;
+    Py_buffer fv, tv, pv;
+    CForest *self = NULL;
+    if (get_items(f_o, &fv, 0, 4, "i", "feature") < 0)
+        return NULL;
+    if (get_items(t_o, &tv, 0, 8, "d", "threshold") < 0)
+        goto f1;
+    if (get_items(p_o, &pv, 0, 8, "d", "path") < 0)
+        goto f2;
+    if (fv.ndim != 2 || tv.ndim != 2 || pv.ndim != 2 || fv.shape[0] != tv.shape[0] || fv.shape[1] != tv.shape[1]
+            || pv.shape[0] != fv.shape[0] || pv.shape[1] != fv.shape[1] + 1 || fv.shape[0] < 1
+            || depth < 1 || depth > 30 || ((Py_ssize_t)1 << depth) - 1 != fv.shape[1]) {
+        PyErr_SetString(PyExc_ValueError, "Forest: inconsistent shapes");
+        goto f3;
+    }
+    const Py_ssize_t trees = fv.shape[0], inner = fv.shape[1];
+    const int *feat = fv.buf;
+    const double *thr = tv.buf, *path = pv.buf;
+    for (Py_ssize_t i = 0; i < trees * inner; i++) {
+        if (feat[i] < 0) {
+            PyErr_SetString(PyExc_ValueError, "Forest: a negative feature index");
+            goto f3;
+        }
+    }
+    self = (CForest *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        goto f3;
+    self->trees = trees;
+    self->depth = depth;
+    self->need = 1;  /* a leaf reads column 0 (and compares it with +inf) */
+    self->start = PyMem_Malloc(sizeof(Py_ssize_t) * (size_t)(trees + 1));
+    if (self->start == NULL)
+        goto nomem;
+    self->start[0] = 0;
+    for (Py_ssize_t t = 0; t < trees; t++)
+        self->start[t + 1] = self->start[t]
+            + compact(feat + t * inner, thr + t * inner, path + t * (inner + 1), inner, 0, NULL, NULL, 0, NULL);
+    self->nodes = PyMem_Malloc(sizeof(FNode) * (size_t)self->start[trees]);
+    self->vals = PyMem_Malloc(sizeof(double) * (size_t)self->start[trees]);
+    if (self->nodes == NULL || self->vals == NULL)
+        goto nomem;
+    for (Py_ssize_t t = 0; t < trees; t++) {
+        FNode *nt = self->nodes + self->start[t];
+        Py_ssize_t next = 1;
+        compact(feat + t * inner, thr + t * inner, path + t * (inner + 1), inner, 0, nt, self->vals + self->start[t], 0,
+                &next);
+        for (Py_ssize_t i = 0; i < next; i++)
+            if (nt[i].feat + 1 > self->need)
+                self->need = nt[i].feat + 1;
+    }
+    self->args = Py_BuildValue("(OOOn)", f_o, t_o, p_o, depth);
+    if (self->args == NULL)
+        goto fail;
+    PyBuffer_Release(&pv);
+    PyBuffer_Release(&tv);
+    PyBuffer_Release(&fv);
+    return (PyObject *)self;
+nomem:
+    PyErr_NoMemory();
+fail:
+    Py_CLEAR(self);
+f3:
+    PyBuffer_Release(&pv);
+f2:
+    PyBuffer_Release(&tv);
+f1:
+    PyBuffer_Release(&fv);
+    return (PyObject *)self;
+}
+
+static PyObject *
+CForest_means(CForest *self, PyObject *args)
+{
+    PyObject *z_o, *o_o;
+    double clip;
+    PyObject *res = NULL;
+    double *scratch = NULL;
+    if (!PyArg_ParseTuple(args, "OdO:means", &z_o, &clip, &o_o))
+        return NULL;
+    Py_buffer zv, ov;
+    if (get_items(z_o, &zv, 0, 8, "d", "z") < 0)
+        return NULL;
+    if (get_items(o_o, &ov, 1, 8, "d", "out") < 0)
+        goto f0;
+    if (zv.ndim != 2 || ov.ndim != 1 || ov.shape[0] != zv.shape[0]) {
+        PyErr_SetString(PyExc_ValueError, "means: z must be rows x features and out one value per row");
+        goto f1;
+    }
+    if (zv.shape[1] < self->need) {
+        PyErr_SetString(PyExc_IndexError, "means: the forest reads a feature the rows do not have");
+        goto f1;
+    }
+    {
+        const Py_ssize_t n = zv.shape[0], d = zv.shape[1], trees = self->trees, depth = self->depth;
+        const double *z = zv.buf;
+        double *out = ov.buf;
+        if (n == 0)
+            goto done;
+        /* the rounded rows (those of full blocks of WALK_ROWS feature-major: lane j's feature f at
+         * f * WALK_ROWS + j, one base pointer for the block), then where the path lengths go: up to 128
+         * trees, numpy's sum as it goes (each row's eight partial sums, and the last trees%8 lengths);
+         * beyond, every row's length in every tree, summed at the end */
+        const int stream = trees <= PW_BLOCKSIZE;
+        const Py_ssize_t per_row = stream ? 16 : trees;
+        scratch = PyMem_Malloc(sizeof(double) * (size_t)(n * d + n * per_row));
+        if (scratch == NULL) {
+            PyErr_NoMemory();
+            goto f1;
+        }
+        double *zr = scratch, *h = scratch + n * d;
+        const Py_ssize_t full = n / WALK_ROWS * WALK_ROWS;
+        const Py_ssize_t body = trees < 8 ? 0 : trees - trees % 8;  /* trees in the eight partial sums */
+        Py_BEGIN_ALLOW_THREADS
+        for (Py_ssize_t r = 0; r < n; r++) {
+            double *to = r < full ? zr + (r / WALK_ROWS) * WALK_ROWS * d + r % WALK_ROWS : zr + r * d;
+            const Py_ssize_t step = r < full ? WALK_ROWS : 1;
+            for (Py_ssize_t f = 0; f < d; f++) {
+                double v = z[r * d + f];
+                /* np.clip: maximum then minimum, each keeping a NaN */
+                if (!isnan(v)) {
+                    v = v > -clip ? v : -clip;
+                    v = v < clip ? v : clip;
+                }
+                to[f * step] = (double)(float)v;
+            }
+        }
+        /* tree by tree (one tree's nodes stay in the cache while every row walks it) */
+        for (Py_ssize_t t = 0; t < trees; t++) {
+            const FNode *nt = self->nodes + self->start[t];
+            const double *vt = self->vals + self->start[t];
+            /* row r's length in this tree goes to dst[r * per_row]: set, or added to a partial sum */
+            double *dst = !stream ? h + t : t < body ? h + t % 8 : h + 8 + (t - body);
+            const int add = stream && t >= 8 && t < body;
+            Py_ssize_t r = 0;
+            for (; r < full; r += WALK_ROWS) {
+                const double *zb = zr + r * d;
+                Py_ssize_t node[WALK_ROWS];
+                for (int j = 0; j < WALK_ROWS; j++)
+                    node[j] = 0;
+                for (Py_ssize_t k = 0; k < depth; k++)
+                    _Pragma("GCC unroll 16")
+                    for (int j = 0; j < WALK_ROWS; j++) {
+                        const FNode *nd = nt + node[j];
+                        node[j] = nd->left + (zb[(Py_ssize_t)nd->feat * WALK_ROWS + j] > nd->thr);
+                    }
+                for (int j = 0; j < WALK_ROWS; j++) {
+                    if (add)
+                        dst[(r + j) * per_row] += vt[node[j]];
+                    else
+                        dst[(r + j) * per_row] = vt[node[j]];
+                }
+            }
+            for (; r < n; r++) {
+                const double *rw = zr + r * d;
+                Py_ssize_t node = 0;
+                for (Py_ssize_t k = 0; k < depth; k++)
+                    node = nt[node].left + (rw[nt[node].feat] > nt[node].thr);
+                if (add)
+                    dst[r * per_row] += vt[node];
+                else
+                    dst[r * per_row] = vt[node];
+            }
+        }
+        for (Py_ssize_t r = 0; r < n; r++) {
+            const double *a = h + r * per_row;
+            double sum;
+            if (!stream) {
+                sum = pairwise_sum(a, trees, 1);
+            } else {  /* pairwise_sum's two cases up to 128 items */
+                sum = body ? ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7])) : 0.0;
+                for (Py_ssize_t i = 0; i < trees - body; i++)
+                    sum += a[8 + i];
+            }
+            out[r] = (0.0 + sum) / (double)trees;
+        }
+        Py_END_ALLOW_THREADS
+    }
+done:
+    Py_INCREF(Py_None);
+    res = Py_None;
+f1:
+    PyMem_Free(scratch);
+    PyBuffer_Release(&ov);
+f0:
+    PyBuffer_Release(&zv);
+    return res;
+}
+
+static PyObject *
+CForest_reduce(CForest *self, PyObject *Py_UNUSED(ignored))
+{
+    return Py_BuildValue("(OO)", Py_TYPE(self), self->args);
+}
+
+static PyObject *
+CForest_nodes(CForest *self, void *Py_UNUSED(closure))
+{
+    return PyLong_FromSsize_t(self->start[self->trees]);
+}
+
+static PyMethodDef CForest_methods[] = {
+    {"means", (PyCFunction)CForest_means, METH_VARARGS,
+     "means(z, clip, out): each row's mean path length over the trees, into out (float64)."},
+    {"__reduce__", (PyCFunction)CForest_reduce, METH_NOARGS, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef CForest_getset[] = {
+    {"nodes", (getter)CForest_nodes, NULL, "nodes kept (of trees x (2 ** (depth + 1) - 1) in the complete trees)", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject CForestType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "detector._score.Forest",
+    .tp_basicsize = sizeof(CForest),
+    .tp_dealloc = (destructor)CForest_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Forest(feature, threshold, path, depth): a models.store.Forest compacted for means(), compiled.",
+    .tp_methods = CForest_methods,
+    .tp_getset = CForest_getset,
+    .tp_new = CForest_new,
+};
+
+/* ------------------------------------------------------------------------------------------------------
+ * Curve(thresholds, tails, beta): a Calibration's numbers, with the logs of its tails taken once (log of
+ * the same double is the same double every time). Refuses (ValueError) what the kernel does not take:
+ * no thresholds, items that are not floats, thresholds not finite and non-decreasing, tails not
+ * positive and finite, beta not positive and finite; the caller then keeps the reference.
+ * ------------------------------------------------------------------------------------------------------ */
+
+typedef struct {
+    PyObject_HEAD
+    Py_ssize_t n;
+    double *thr;    /* n thresholds */
+    double *logt;   /* n logs of the tails */
+    double last;    /* tails[n - 1] */
+    double beta;
+    PyObject *args; /* (thresholds, tails, beta) as given: for copy and pickle */
+} Curve;
+
+static void
+Curve_dealloc(Curve *self)
+{
+    PyMem_Free(self->thr);
+    Py_XDECREF(self->args);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int
+float_items(PyObject *seq, Py_ssize_t n, double *out)
+{
+    PyObject **items = PySequence_Fast_ITEMS(seq);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (!PyFloat_CheckExact(items[i]))
+            return -1;
+        out[i] = PyFloat_AS_DOUBLE(items[i]);
+    }
+    return 0;
+}
+
+static PyObject *
+Curve_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    PyObject *thr_o, *tails_o, *beta_o;
+    static char *kwlist[] = {"thresholds", "tails", "beta", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOO:Curve", kwlist, &thr_o, &tails_o, &beta_o))
+        return NULL;
+    PyObject *ts = PySequence_Fast(thr_o, "thresholds must be a sequence"), *ls = NULL;
+    Curve *self = NULL;
+    if (ts == NULL)
+        return NULL;
+    ls = PySequence_Fast(tails_o, "tails must be a sequence");
+    if (ls == NULL)
+        goto fail;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(ts);
+    if (n < 1 || n != PySequence_Fast_GET_SIZE(ls) || !PyFloat_CheckExact(beta_o)) {
+        PyErr_SetString(PyExc_ValueError, "Curve: need as many float tails as thresholds, and a float beta");
+        goto fail;
+    }
+    self = (Curve *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        goto fail;
+    self->thr = PyMem_Malloc(sizeof(double) * 2 * (size_t)n);
+    if (self->thr == NULL) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    self->logt = self->thr + n;
+    self->n = n;
+    self->beta = PyFloat_AS_DOUBLE(beta_o);
+    if (float_items(ts, n, self->thr) < 0 || float_items(ls, n, self->logt) < 0) {
+        PyErr_SetString(PyExc_ValueError, "Curve: thresholds and tails must be floats");
+        goto fail;
+    }
+    int ok = isfinite(self->beta) && self->beta > 0.0;
+    for (Py_ssize_t i = 0; i < n && ok; i++) {
+        double t = self->logt[i];
+        ok = isfinite(self->thr[i]) && (i == 0 || self->thr[i - 1] <= self->thr[i]) && isfinite(t) && t > 0.0;
+    }
+    if (!ok) {
+        PyErr_SetString(PyExc_ValueError, "Curve: thresholds finite and sorted, tails and beta positive and finite");
+        goto fail;
+    }
+    self->last = self->logt[n - 1];
+    for (Py_ssize_t i = 0; i < n; i++)
+        self->logt[i] = log(self->logt[i]);
+    self->args = PyTuple_Pack(3, thr_o, tails_o, beta_o);
+    if (self->args == NULL)
+        goto fail;
+    Py_DECREF(ts);
+    Py_DECREF(ls);
+    return (PyObject *)self;
+fail:
+    Py_XDECREF((PyObject *)self);
+    Py_XDECREF(ts);
+    Py_XDECREF(ls);
+    return NULL;
+}
+
+/* Calibration._py_pvalue for a raw value that is not NaN (the reference's NaN path bisects to a
+ * wrapped index and may divide by zero: the caller runs it). */
+static inline double
+curve_pvalue(const Curve *c, double raw)
+{
+    const double *thr = c->thr;
+    const Py_ssize_t n = c->n;
+    if (raw <= thr[0])
+        return 1.0;
+    if (raw >= thr[n - 1])
+        return c->last * exp(-(raw - thr[n - 1]) / c->beta);
+    /* bisect.bisect_left */
+    Py_ssize_t lo = 0, hi = n;
+    while (lo < hi) {
+        Py_ssize_t mid = (lo + hi) / 2;
+        if (thr[mid] < raw)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    const Py_ssize_t i = lo;
+    const double x0 = thr[i - 1], x1 = thr[i];
+    const double l0 = c->logt[i - 1], l1 = c->logt[i];
+    return exp(l0 + (l1 - l0) * (raw - x0) / (x1 - x0));
+}
+
+static PyObject *
+Curve_pvalue(Curve *self, PyObject *raw)
+{
+    if (!PyFloat_CheckExact(raw))  /* an int compares exactly in the reference, a float subclass its own way */
+        Py_RETURN_NONE;
+    double v = PyFloat_AS_DOUBLE(raw);
+    if (isnan(v))
+        Py_RETURN_NONE;
+    return PyFloat_FromDouble(curve_pvalue(self, v));
+}
+
+static PyObject *
+Curve_pvalues(Curve *self, PyObject *args)
+{
+    PyObject *x_o, *o_o;
+    if (!PyArg_ParseTuple(args, "OO:pvalues", &x_o, &o_o))
+        return NULL;
+    Py_buffer xv, ov;
+    if (get_items(x_o, &xv, 0, 8, "d", "raw") < 0)
+        return NULL;
+    if (get_items(o_o, &ov, 1, 8, "d", "out") < 0) {
+        PyBuffer_Release(&xv);
+        return NULL;
+    }
+    PyObject *res = NULL;
+    const Py_ssize_t n = xv.len / 8;
+    if (ov.len != xv.len) {
+        PyErr_SetString(PyExc_ValueError, "pvalues: out must have as many items as raw");
+        goto done;
+    }
+    const double *x = xv.buf;
+    double *out = ov.buf;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (isnan(x[i])) {
+            res = Py_False;
+            goto done;
+        }
+    }
+    for (Py_ssize_t i = 0; i < n; i++)
+        out[i] = curve_pvalue(self, x[i]);
+    res = Py_True;
+done:
+    Py_XINCREF(res);
+    PyBuffer_Release(&ov);
+    PyBuffer_Release(&xv);
+    return res;
+}
+
+static PyObject *
+Curve_reduce(Curve *self, PyObject *Py_UNUSED(ignored))
+{
+    return Py_BuildValue("(OO)", Py_TYPE(self), self->args);
+}
+
+static PyMethodDef Curve_methods[] = {
+    {"pvalue", (PyCFunction)Curve_pvalue, METH_O,
+     "pvalue(raw) -> Calibration.pvalue(raw), or None for the reference to decide (not a float, NaN)."},
+    {"pvalues", (PyCFunction)Curve_pvalues, METH_VARARGS,
+     "pvalues(raw, out) -> True with out[i] = pvalue(raw[i]) (float64 buffers), or False (a NaN: nothing written)."},
+    {"__reduce__", (PyCFunction)Curve_reduce, METH_NOARGS, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject CurveType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "detector._score.Curve",
+    .tp_basicsize = sizeof(Curve),
+    .tp_dealloc = (destructor)Curve_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Curve(thresholds, tails, beta): a detector.scoring.Calibration's p-values, compiled.",
+    .tp_methods = Curve_methods,
+    .tp_new = Curve_new,
+};
+
+/* ------------------------------------------------------------------------------------------------------
+ * Evidence(groups, min_rarity): detector.evidence's groups as (feature indices, kind) with kind 0 solo,
+ * 1 moving, 2 sensitive, 3 support, and the rarity a group needs to count (evidence.MIN_RARITY); strength(r, moving, sensitive, established) as evidence._py_strength, or None
+ * when r is not a list or tuple of floats at the groups' indices or a flag is not a bool.
+ * ------------------------------------------------------------------------------------------------------ */
+
+#define MAX_GROUPS 64
+#define MAX_MEMBERS 256
+enum { SOLO, MOVING, SENSITIVE, SUPPORT };
+
+typedef struct {
+    PyObject_HEAD
+    int n;                       /* groups */
+    int kind[MAX_GROUPS];
+    int start[MAX_GROUPS + 1];   /* group g's indices are idx[start[g]:start[g + 1]] */
+    Py_ssize_t idx[MAX_MEMBERS];
+    Py_ssize_t need;             /* r must have more items than the largest index */
+    double min_rarity;
+    PyObject *groups;
+} Evidence;
+
+static void
+Evidence_dealloc(Evidence *self)
+{
+    Py_XDECREF(self->groups);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *
+Evidence_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    PyObject *groups;
+    double min_rarity;
+    static char *kwlist[] = {"groups", "min_rarity", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!d:Evidence", kwlist, &PyTuple_Type, &groups, &min_rarity))
+        return NULL;
+    Evidence *self = (Evidence *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    Py_ssize_t ng = PyTuple_GET_SIZE(groups), m = 0;
+    if (ng > MAX_GROUPS)
+        goto bad;
+    for (Py_ssize_t g = 0; g < ng; g++) {
+        PyObject *item = PyTuple_GET_ITEM(groups, g), *idx;
+        int kind;
+        if (!PyArg_ParseTuple(item, "O!i", &PyTuple_Type, &idx, &kind))
+            goto fail;
+        Py_ssize_t k = PyTuple_GET_SIZE(idx);
+        if (k < 1 || m + k > MAX_MEMBERS || kind < SOLO || kind > SUPPORT)
+            goto bad;
+        self->kind[g] = kind;
+        self->start[g] = (int)m;
+        for (Py_ssize_t i = 0; i < k; i++) {
+            Py_ssize_t v = PyLong_AsSsize_t(PyTuple_GET_ITEM(idx, i));
+            if (v == -1 && PyErr_Occurred())
+                goto fail;
+            if (v < 0)
+                goto bad;
+            self->idx[m++] = v;
+            if (v + 1 > self->need)
+                self->need = v + 1;
+        }
+    }
+    self->n = (int)ng;
+    self->start[ng] = (int)m;
+    self->min_rarity = min_rarity;
+    Py_INCREF(groups);
+    self->groups = groups;
+    return (PyObject *)self;
+bad:
+    PyErr_SetString(PyExc_ValueError, "Evidence: groups are ((index, ...), kind 0-3), at most 64 and 256 indices");
+fail:
+    Py_DECREF(self);
+    return NULL;
+}
+
+static PyObject *
+Evidence_strength(Evidence *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "strength(r, moving, sensitive, established)");
+        return NULL;
+    }
+    PyObject *r = args[0];
+    PyObject **items;
+    Py_ssize_t len;
+    if (PyList_CheckExact(r)) {
+        items = PySequence_Fast_ITEMS(r);
+        len = PyList_GET_SIZE(r);
+    } else if (PyTuple_CheckExact(r)) {
+        items = PySequence_Fast_ITEMS(r);
+        len = PyTuple_GET_SIZE(r);
+    } else {
+        Py_RETURN_NONE;
+    }
+    if (len < self->need || !PyBool_Check(args[1]) || !PyBool_Check(args[2]) || !PyBool_Check(args[3]))
+        Py_RETURN_NONE;
+    const int moving = args[1] == Py_True, sensitive = args[2] == Py_True, established = args[3] == Py_True;
+    double solo = 0.0, total = 0.0, support = 0.0;
+    long k = 0;
+    for (int g = 0; g < self->n; g++) {
+        const int kind = self->kind[g];
+        if ((kind == MOVING && !moving) || (kind == SENSITIVE && !sensitive))
+            continue;
+        if (!established && (kind == SENSITIVE || kind == SUPPORT))
+            continue;
+        double v = 0.0;
+        for (int j = self->start[g]; j < self->start[g + 1]; j++) {
+            PyObject *o = items[self->idx[j]];
+            if (!PyFloat_CheckExact(o))
+                Py_RETURN_NONE;
+            double x = PyFloat_AS_DOUBLE(o);
+            if (j == self->start[g] || x > v)
+                v = x;
+        }
+        if (v < self->min_rarity)
+            continue;
+        k += 1;
+        if (kind == SUPPORT) {
+            support += v;
+        } else {
+            total += v;
+            if (v > solo)
+                solo = v;
+        }
+    }
+    if (solo == 0.0)
+        k = 0, total = support = 0.0;
+    PyObject *res = PyTuple_New(3), *a = PyFloat_FromDouble(solo), *b = PyFloat_FromDouble(total + support),
+             *c = PyLong_FromLong(k);
+    if (res == NULL || a == NULL || b == NULL || c == NULL) {
+        Py_XDECREF(res);
+        Py_XDECREF(a);
+        Py_XDECREF(b);
+        Py_XDECREF(c);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(res, 0, a);
+    PyTuple_SET_ITEM(res, 1, b);
+    PyTuple_SET_ITEM(res, 2, c);
+    return res;
+}
+
+static PyObject *
+Evidence_reduce(Evidence *self, PyObject *Py_UNUSED(ignored))
+{
+    return Py_BuildValue("(O(Od))", Py_TYPE(self), self->groups, self->min_rarity);
+}
+
+static PyMethodDef Evidence_methods[] = {
+    {"strength", (PyCFunction)(void (*)(void))Evidence_strength, METH_FASTCALL,
+     "strength(r, moving, sensitive, established) -> (solo, total, groups), or None for the reference to decide."},
+    {"__reduce__", (PyCFunction)Evidence_reduce, METH_NOARGS, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject EvidenceType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "detector._score.Evidence",
+    .tp_basicsize = sizeof(Evidence),
+    .tp_dealloc = (destructor)Evidence_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Evidence(groups, min_rarity): detector.evidence.strength over fixed groups, compiled.",
+    .tp_methods = Evidence_methods,
+    .tp_new = Evidence_new,
+};
+
+/* fisher(total, k) -> detector.evidence._py_fisher(total, k), or None for the reference to decide (total
+ * not a float, k not an int that fits, exp overflowing: the reference raises OverflowError) */
+static PyObject *
+fisher(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "fisher(total, k)");
+        return NULL;
+    }
+    if (!PyFloat_CheckExact(args[0]) || !PyLong_CheckExact(args[1]))
+        Py_RETURN_NONE;
+    int overflow;
+    long long k = PyLong_AsLongLongAndOverflow(args[1], &overflow);
+    if (overflow || (k == -1 && PyErr_Occurred()) || k > ((long long)1 << 40)) {
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    const double x = PyFloat_AS_DOUBLE(args[0]) * 2.302585092994046;
+    double term = 1.0, acc = 1.0;
+    for (long long j = 1; j < k; j++) {
+        term *= x / (double)j;
+        acc += term;
+    }
+    const double e = exp(-x);
+    if (isinf(e) && isfinite(x))
+        Py_RETURN_NONE;
+    const double p = e * acc;
+    return PyFloat_FromDouble(p < 1.0 ? p : 1.0);
+}
+
+static PyMethodDef methods[] = {
+    {"fisher", (PyCFunction)(void (*)(void))fisher, METH_FASTCALL,
+     "fisher(total, k) -> detector.evidence.fisher(total, k), or None for the reference to decide."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "detector._score",
+    "Compiled model-side scoring; see detector/scoring.py. Bit-identical to the pure-Python references.",
+    -1, methods,
+};
+
+PyMODINIT_FUNC
+PyInit__score(void)
+{
+    if (PyType_Ready(&CurveType) < 0 || PyType_Ready(&EvidenceType) < 0 || PyType_Ready(&CForestType) < 0)
+        return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL)
+        return NULL;
+    if (PyModule_AddObjectRef(m, "Curve", (PyObject *)&CurveType) < 0
+            || PyModule_AddObjectRef(m, "Evidence", (PyObject *)&EvidenceType) < 0
+            || PyModule_AddObjectRef(m, "Forest", (PyObject *)&CForestType) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
