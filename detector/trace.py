@@ -110,24 +110,25 @@ def _unpack(data: bytes | bytearray) -> list[dict]:
 
 
 class _Ring:
-    """One agent's ring: ``blocks`` (oldest first: ``[entry count, data]``), then ``live`` entries."""
+    """One agent's ring: ``blocks`` (oldest first), then ``live`` entries. A block is ``(entry count,
+    deflated bytes)``, or ``[entry count, bytearray]`` while not deflated yet."""
 
     __slots__ = ("blocks", "packed", "live")
 
     def __init__(self) -> None:
-        self.blocks: list[list] = []  # a few blocks: a list is smaller than a deque
-        self.packed = 0               # entries in the blocks
+        self.blocks: list = []  # a few blocks: a list is smaller than a deque
+        self.packed = 0         # entries in the blocks
         self.live: list[bytes] | None = None  # encoded entries appended since the last block
 
 
 class TraceStore:
     """Rings of the last ``length`` actions of at most ``max_agents`` agents.
 
-    A block is deflated (``bytes``) when its ring rests, or when the store's blocks not yet deflated
-    (``bytearray``, newest) pass ``unpacked_bytes`` in all (the oldest of them first): most blocks of
-    a busy ring drop out of it before, and are never deflated (deflating cost ~1.5 us per action). So
-    the store holds at most ``unpacked_bytes`` more than with every block deflated, and a resting ring
-    exactly what it held before.
+    A block is deflated when its ring rests, or when the store's blocks not yet deflated (the newest)
+    pass ``unpacked_bytes`` in all (the oldest of them first): most blocks of a busy ring drop out of
+    it before, and are never deflated (deflating cost ~1.5 us per action). So the store holds at most
+    ``unpacked_bytes`` more than with every block deflated, and a resting ring exactly what it held
+    before.
     """
 
     def __init__(self, *, length: int = 200, max_agents: int = 5000, unpacked_bytes: int = UNPACKED_BYTES) -> None:
@@ -135,9 +136,10 @@ class TraceStore:
         self.max_agents = max_agents
         self.unpacked_bytes = unpacked_bytes
         self._rings: OrderedDict[str, _Ring] = OrderedDict()
-        self._unpacked: deque[list] = deque()  # blocks sealed not deflated, oldest first (or since deflated/dropped)
-        self._held = 0                          # bytes of the blocks not deflated
-        self._count = 0                         # how many they are
+        #: ``(ring, block)`` of the blocks not deflated, oldest first (and of some since deflated or dropped)
+        self._unpacked: deque[tuple[_Ring, list]] = deque()
+        self._held = 0   # bytes of the blocks not deflated
+        self._count = 0  # how many they are
 
     def append(self, agent_id: str, entry) -> None:
         ring = self._rings.get(agent_id)
@@ -155,43 +157,51 @@ class TraceStore:
         if len(live) >= CHUNK:
             self._seal(ring)
 
-    def _seal(self, ring: _Ring) -> None:
-        """Seal the live entries into a block; drop blocks no longer needed for ``length`` entries."""
+    def _seal(self, ring: _Ring, deflate: bool = False) -> None:
+        """Seal the live entries into a block (deflated at once with ``deflate``); drop blocks no longer
+        needed for ``length`` entries; deflate the oldest blocks while the store holds too many bytes
+        not deflated."""
         live = ring.live[-self.length:] if ring.live else []
         ring.live = None
         if not live:
             return
-        block = [len(live), _block(live)]
-        ring.blocks.append(block)
+        if deflate:
+            ring.blocks.append((len(live), _deflate(_block(live))))
+        else:
+            block = [len(live), _block(live)]
+            ring.blocks.append(block)
+            self._unpacked.append((ring, block))
+            self._held += len(block[1])
+            self._count += 1
         ring.packed += len(live)
-        self._unpacked.append(block)
-        self._held += len(block[1])
-        self._count += 1
         while ring.blocks and ring.packed - ring.blocks[0][0] >= self.length:
             dropped = ring.blocks.pop(0)
             ring.packed -= dropped[0]
             self._forget(dropped)
         queue = self._unpacked
         while self._held > self.unpacked_bytes and queue:
-            self._pack(queue.popleft())
+            self._pack(*queue.popleft())
         if len(queue) > 2 * self._count + 64:  # drop the entries of blocks since deflated or dropped
-            self._unpacked = deque(b for b in queue if type(b[1]) is bytearray)
+            self._unpacked = deque(e for e in queue if e[1][1] is not None)
 
-    def _pack(self, block: list) -> None:
-        """Deflate a block (once)."""
+    def _pack(self, ring: _Ring, block: list) -> None:
+        """Deflate a block of ``ring`` (unless it was, or was dropped)."""
         data = block[1]
-        if type(data) is bytearray:
-            self._held -= len(data)
-            self._count -= 1
-            block[1] = _deflate(data)
+        if data is None:
+            return
+        blocks = ring.blocks
+        for i, b in enumerate(blocks):
+            if b is block:
+                blocks[i] = (block[0], _deflate(data))
+                break
+        self._forget(block)
 
-    def _forget(self, block: list) -> None:
-        """A block dropped from its ring: no longer counted (its queue entry is skipped)."""
-        data = block[1]
-        if type(data) is bytearray:
-            self._held -= len(data)
+    def _forget(self, block) -> None:
+        """A block not to be counted as not deflated any more (deflated, or dropped from its ring)."""
+        if type(block) is list and block[1] is not None:
+            self._held -= len(block[1])
             self._count -= 1
-            block[1] = b""
+            block[1] = None
 
     def snapshot(self, agent_id: str) -> list:
         """The agent's ring, oldest first; tuples ``(event, score, severity, classes)`` become dicts."""
@@ -213,7 +223,8 @@ class TraceStore:
         ring = self._rings.get(agent_id)
         if ring is None:
             return False
-        self._seal(ring)
-        for block in ring.blocks:
-            self._pack(block)
+        self._seal(ring, deflate=True)
+        for block in list(ring.blocks):
+            if type(block) is list:
+                self._pack(ring, block)
         return True
