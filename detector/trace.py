@@ -153,7 +153,15 @@ class TraceStore:
         live = ring.live
         if live is None:
             live = ring.live = []
-        live.append(_encode(_row(entry)))  # the entry's values only: the event itself is not kept alive
+        if type(entry) is tuple:  # _row's first case, inline: once per action
+            ev, score, severity, classes = entry
+            row = (*_head(ev), classes if len(classes) < 2 else sorted(set(classes)), *_tail(ev), round(score, 4),
+                   severity)
+            if len(row[8]) > 10:
+                row = [*trace_entry(entry).values()]
+        else:
+            row = _row(entry)
+        live.append(_encode(row))  # the entry's values only: the event itself is not kept alive
         if len(live) >= CHUNK:
             self._seal(ring)
 
