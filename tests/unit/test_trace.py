@@ -1,0 +1,116 @@
+"""The trace store (detector/trace.py): what it reads back, what it holds, and its bounds."""
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import msgspec
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from detector.events import decode_event
+from detector.trace import CHUNK, TRACE_FIELDS, TraceStore, _encode, _row, trace_entry
+
+_CLASSES = ["external", "internal", "partner", "untrusted"]
+
+
+@st.composite
+def _items(draw, n: int):
+    """``n`` engine items ``(event, score, severity, dest_classes)`` of agents a0..a2, as the engine appends them."""
+    out = []
+    for i in range(n):
+        dests = draw(st.lists(st.sampled_from(["https://x.example/a", "mail:bob@corp", "s3://b/k", "https://y.io"]),
+                              max_size=14))
+        raw = {"event_id": f"e{i}", "ts": f"2026-03-02T09:{i // 60 % 60:02d}:{i % 60:02d}Z",
+               "agent_id": draw(st.sampled_from(["a0", "a1", "a2"])), "operator_id": "op",
+               "tool": draw(st.sampled_from(["fs.read", "http.post", "mail.send"])),
+               "action": draw(st.sampled_from(["read", "write", "send", "delete", "exec"])),
+               "resource": draw(st.sampled_from(["repo://x/y", "db://crm/customers", "s3://b/k"])),
+               "sensitivity": draw(st.sampled_from(["public", "internal", "confidential", "restricted"])),
+               "records": draw(st.integers(0, 10**6)), "bytes": draw(st.integers(0, 10**9)),
+               "destinations": dests}
+        for key in ("task_id", "parent_event_id", "requested_by", "instruction_hash", "approval_id"):
+            if draw(st.booleans()):
+                raw[key] = f"{key}-{draw(st.integers(0, 3))}"
+        ev = decode_event(raw)
+        classes = tuple(draw(st.sampled_from(_CLASSES)) for _ in dests)
+        score = draw(st.floats(0.0, 50.0, allow_nan=False))
+        out.append((ev, score, draw(st.sampled_from(["none", "low", "medium", "high"])), classes))
+    return out
+
+
+@settings(max_examples=30, deadline=None)
+@given(_items(100), st.lists(st.sampled_from(["append"] * 6 + ["rest", "snapshot"]), min_size=100, max_size=100),
+       st.sampled_from([1, 31, 32, 70, 200]), st.sampled_from([1, 2, 5000]), st.sampled_from([0, 700, 10**9]))
+def test_snapshots_are_exactly_the_trace_entries_of_the_last_actions_whatever_is_deflated(
+        items, ops, length, max_agents, unpacked):
+    store = TraceStore(length=length, max_agents=max_agents, unpacked_bytes=unpacked)
+    kept: OrderedDict[str, list[dict]] = OrderedDict()  # least recently appended to first
+    for item, op in zip(items, ops):
+        agent = item[0].agent_id
+        if op == "append":
+            store.append(agent, item)
+            kept.setdefault(agent, []).append(trace_entry(item))
+            kept.move_to_end(agent)
+            if len(kept) > max_agents:
+                kept.popitem(last=False)
+        elif op == "rest":
+            store.rest(agent)
+            ring = store._rings.get(agent)
+            # a resting ring holds what it held before: (count, deflated bytes) blocks, nothing live
+            assert ring is None or (ring.live is None and all(type(b) is tuple and type(b[1]) is bytes
+                                                              for b in ring.blocks))
+        want = kept.get(agent, [])[-length:]
+        got = store.snapshot(agent)
+        assert got == want
+        # the same keys in the same order, the same types (what an incident's JSON shows)
+        assert msgspec.json.encode(got) == msgspec.json.encode(want)
+        held = [b for r in store._rings.values() for _, b in r.blocks if type(b) is bytearray]
+        assert sum(map(len, held)) == store._held <= unpacked and len(held) == store._count
+
+
+def test_blocks_are_deflated_oldest_first_once_the_store_holds_more_than_its_bound_undeflated():
+    items = []
+    for i in range(40 * CHUNK):
+        ev = decode_event({"event_id": f"e{i}", "ts": "2026-03-02T09:00:00Z", "agent_id": f"a{i % 8}",
+                           "operator_id": "op", "tool": "fs.read", "action": "read", "resource": f"repo://x/{i}",
+                           "sensitivity": "internal"})
+        items.append((ev, 0.5, "low", ()))
+    free, bound = TraceStore(length=200), TraceStore(length=200, unpacked_bytes=20_000)
+    for it in items:
+        free.append(it[0].agent_id, it)
+        bound.append(it[0].agent_id, it)
+    kinds = [type(b) for r in free._rings.values() for _, b in r.blocks]
+    assert kinds and set(kinds) == {bytearray}  # nothing deflated while under the bound
+    assert 0 < bound._held <= 20_000
+    for agent, ring in bound._rings.items():
+        deflated = [type(b) is bytes for _, b in ring.blocks]
+        assert deflated == sorted(deflated, reverse=True)  # a ring's deflated blocks are its oldest
+        assert bound.snapshot(agent) == free.snapshot(agent)
+    assert len(bound._unpacked) <= 2 * bound._count + 64  # the queue does not keep what it no longer needs
+    assert free.rest("a0") and all(type(b) is bytes for _, b in free._rings["a0"].blocks)
+    assert free._held == sum(len(b) for r in free._rings.values() for _, b in r.blocks if type(b) is bytearray)
+
+
+def test_a_ring_dropped_for_max_agents_no_longer_counts_against_the_bound():
+    store = TraceStore(length=200, max_agents=1)
+    for agent in ("a", "b"):
+        for i in range(CHUNK):
+            ev = decode_event({"event_id": f"{agent}{i}", "ts": "2026-03-02T09:00:00Z", "agent_id": agent,
+                               "operator_id": "op", "tool": "t", "action": "read", "resource": "r://x",
+                               "sensitivity": "internal"})
+            store.append(agent, (ev, 1.0, "low", ()))
+    assert list(store._rings) == ["b"] and store._count == 1
+    assert store._held == len(store._rings["b"].blocks[0][1])
+
+
+@settings(max_examples=40, deadline=None)
+@given(_items(1))
+def test_a_packed_action_is_never_larger_than_its_nineteen_values(items):
+    [item] = items
+    full = _encode([trace_entry(item)[k] for k in TRACE_FIELDS])
+    store = TraceStore()
+    store.append("a", item)
+    [packed] = store._rings["a"].live
+    assert len(packed) <= len(full) and packed == _encode(_row(item))
+    if len(item[0].destinations) > 10:  # the trace keeps 10 of them: kept as the entry's values
+        assert packed == full
