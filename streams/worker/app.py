@@ -202,6 +202,9 @@ class Processor:
                  reader: ActionReader, publisher: Publisher, metrics: Any = None, keys: Any = None) -> None:
         self.app = app
         self.engine = engine
+        # a worker rests idle agents on its event loop (Residency.rest_idle, up to 400 a call): each trace block
+        # deflated as it fills keeps a rest at ~45 us an agent; replay's default defers deflating to rest
+        engine.traces.unpacked_bytes = 0
         self.settings = settings
         self.metrics = metrics if metrics is not None else NullMetrics()
         self.reader = reader
