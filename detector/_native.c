@@ -1434,6 +1434,350 @@ done:
 #undef OWN
 }
 
+/* ------------------------------------------------------------------------------------------------------
+ * The engine's per-row steps fused (detector/engine.py Engine._read), each the transcription of its
+ * reference: deviate = baseline._py_deviate (log_deviations, then KindProfiles.compare), rarities =
+ * engine._py_rarities (verdict caps, FeatureTails.neglogs, the largest, the blame), kind_learn =
+ * baseline._py_kind_learn (a step of an existing kind's profile, in place).
+ * ------------------------------------------------------------------------------------------------------ */
+
+/* the kind features (a tuple of ints below n) into out; -1 with an exception set */
+static Py_ssize_t
+kind_features(PyObject *kf, Py_ssize_t *out, Py_ssize_t n)
+{
+    if (!PyTuple_Check(kf) || PyTuple_GET_SIZE(kf) > 8) {
+        PyErr_SetString(PyExc_TypeError, "kind features must be a tuple of at most 8 ints");
+        return -1;
+    }
+    Py_ssize_t k = PyTuple_GET_SIZE(kf);
+    for (Py_ssize_t j = 0; j < k; j++) {
+        Py_ssize_t f = PyLong_AsSsize_t(PyTuple_GET_ITEM(kf, j));
+        if (f == -1 && PyErr_Occurred())
+            return -1;
+        if (f < 0 || f >= n) {
+            PyErr_SetString(PyExc_IndexError, "list index out of range");
+            return -1;
+        }
+        out[j] = f;
+    }
+    return k;
+}
+
+/* the slot (first index of kind's key) of a kind profiles array of width w, or -1 */
+static Py_ssize_t
+kind_slot(const double *a, Py_ssize_t len, Py_ssize_t w, double fk)
+{
+    for (Py_ssize_t b = 0; b + w <= len; b += w)
+        if (a[b] == fk)
+            return b;
+    return -1;
+}
+
+/* deviate(x, loc, scale, floors, kinds, kind, kind_features, kind_min, z95) -> (xl, z, by_kind) */
+static PyObject *
+deviate(PyObject *self, PyObject *args)
+{
+    PyObject *x, *loc_o, *scale_o, *floors_o, *kinds_o, *kf_o;
+    double fk, kmin, z95;
+    if (!PyArg_ParseTuple(args, "OOOOOdOdd:deviate", &x, &loc_o, &scale_o, &floors_o, &kinds_o, &fk, &kf_o, &kmin,
+                          &z95))
+        return NULL;
+    PyObject *ld_args = PyTuple_Pack(4, x, loc_o, scale_o, floors_o);
+    if (ld_args == NULL)
+        return NULL;
+    PyObject *pair = log_deviations(self, ld_args);
+    Py_DECREF(ld_args);
+    if (pair == NULL)
+        return NULL;
+    PyObject *xl = PyTuple_GET_ITEM(pair, 0), *z = PyTuple_GET_ITEM(pair, 1);
+    PyObject *res = NULL;
+    int by_kind = 0;
+    Py_buffer av, fv;
+    if (get_doubles(kinds_o, &av, 0, "kinds") < 0)
+        goto done;
+    Py_ssize_t len = av.len / (Py_ssize_t)sizeof(double);
+    Py_ssize_t feats[8];
+    Py_ssize_t nk = kind_features(kf_o, feats, PyList_GET_SIZE(z) < PyList_GET_SIZE(xl) ? PyList_GET_SIZE(z)
+                                                                                            : PyList_GET_SIZE(xl));
+    if (nk < 0) {
+        PyBuffer_Release(&av);
+        goto done;
+    }
+    Py_ssize_t w = 3 + 2 * nk;
+    const double *a = av.buf;
+    Py_ssize_t b = kind_slot(a, len, w, fk);
+    if (b >= 0 && !(a[b + 1] < kmin)) {
+        if (get_doubles(floors_o, &fv, 0, "floors") < 0) {
+            PyBuffer_Release(&av);
+            goto done;
+        }
+        const double *floors = fv.buf;
+        Py_ssize_t nf = fv.len / (Py_ssize_t)sizeof(double);
+        for (Py_ssize_t j = 0; j < nk; j++) {
+            Py_ssize_t f = feats[j];
+            if (f >= nf) {
+                PyErr_SetString(PyExc_IndexError, "tuple index out of range");
+                PyBuffer_Release(&fv);
+                PyBuffer_Release(&av);
+                goto done;
+            }
+            double m = a[b + 3 + 2 * j], hi = a[b + 4 + 2 * j];
+            double s = (hi - m) / z95;
+            double fl = floors[f];
+            double zk = (PyFloat_AS_DOUBLE(PyList_GET_ITEM(xl, f)) - m) / (s > fl ? s : fl);
+            if (zk < PyFloat_AS_DOUBLE(PyList_GET_ITEM(z, f))) {
+                PyObject *o = PyFloat_FromDouble(zk);
+                if (o == NULL) {
+                    PyBuffer_Release(&fv);
+                    PyBuffer_Release(&av);
+                    goto done;
+                }
+                PyList_SetItem(z, f, o);
+            }
+        }
+        PyBuffer_Release(&fv);
+        by_kind = 1;
+    }
+    PyBuffer_Release(&av);
+    res = PyTuple_Pack(3, xl, z, by_kind ? Py_True : Py_False);
+done:
+    Py_DECREF(pair);
+    return res;
+}
+
+/* kind_learn(kinds, kind, xl, t, kind_features, kind_floors, z95, up, down, alpha_min) -> bool | None
+ *   one learning step of the kind's existing profile, in place; False (nothing changed) without one; None
+ *   (nothing changed) when xl is not a list of floats: the reference decides */
+static PyObject *
+kind_learn(PyObject *self, PyObject *args)
+{
+    PyObject *kinds_o, *xl_o, *kf_o, *kfl_o;
+    double fk, t, z95, up, down, amin;
+    if (!PyArg_ParseTuple(args, "OdOdOOdddd:kind_learn", &kinds_o, &fk, &xl_o, &t, &kf_o, &kfl_o, &z95, &up, &down,
+                          &amin))
+        return NULL;
+    if (!PyList_CheckExact(xl_o))
+        Py_RETURN_NONE;  /* the reference decides */
+    Py_ssize_t feats[8];
+    Py_ssize_t nk = kind_features(kf_o, feats, PyList_GET_SIZE(xl_o));
+    if (nk < 0)
+        return NULL;
+    if (!PyTuple_Check(kfl_o) || PyTuple_GET_SIZE(kfl_o) != nk) {
+        PyErr_SetString(PyExc_TypeError, "kind floors must be a tuple, one per kind feature");
+        return NULL;
+    }
+    double fl[8], v[8];
+    for (Py_ssize_t j = 0; j < nk; j++) {
+        fl[j] = PyFloat_AsDouble(PyTuple_GET_ITEM(kfl_o, j));
+        if (fl[j] == -1.0 && PyErr_Occurred())
+            return NULL;
+        PyObject *o = PyList_GET_ITEM(xl_o, feats[j]);
+        if (!PyFloat_CheckExact(o))
+            Py_RETURN_NONE;  /* the reference decides */
+        v[j] = PyFloat_AS_DOUBLE(o);
+    }
+    Py_buffer av;
+    if (get_doubles(kinds_o, &av, 1, "kinds") < 0)
+        return NULL;
+    double *a = av.buf;
+    Py_ssize_t w = 3 + 2 * nk;
+    Py_ssize_t b = kind_slot(a, av.len / (Py_ssize_t)sizeof(double), w, fk);
+    if (b < 0) {
+        PyBuffer_Release(&av);
+        Py_RETURN_FALSE;
+    }
+    double n = a[b + 1] + 1.0;
+    a[b + 1] = n;
+    if (t > a[b + 2])
+        a[b + 2] = t;
+    if (n != 1.0) {
+        double alpha = 1.0 / n;
+        if (alpha < amin)
+            alpha = amin;
+        Py_ssize_t i = b + 3;
+        for (Py_ssize_t j = 0; j < nk; j++) {
+            double m = a[i], hi = a[i + 1];
+            double s = (hi - m) / z95;
+            double step = 2.0 * alpha * (s > fl[j] ? s : fl[j]);
+            if (v[j] > m)
+                m += step;
+            else if (v[j] < m)
+                m -= step;
+            if (v[j] > hi)
+                hi += step * up;
+            else
+                hi -= step * down;
+            a[i] = m;
+            a[i + 1] = hi > m ? hi : m;
+            i += 2;
+        }
+    }
+    PyBuffer_Release(&av);
+    Py_RETURN_TRUE;
+}
+
+/* rarities(tables, slopes, n, spz, zmax, slack, reach_quiet, z, x, caps, quiet, known_reach) -> (r, raw, top)
+ *   z (a list of floats) changed in place as engine._py_rarities changes it; None (nothing changed) when
+ *   z or x holds something other than floats: the reference decides. */
+static PyObject *
+rarities(PyObject *self, PyObject *args)
+{
+    PyObject *z, *x, *caps_o, *tables_o, *slopes_o, *quiet, *reach_quiet;
+    Py_ssize_t n;
+    double slack, spz, zmax;
+    int known_reach;
+    if (!PyArg_ParseTuple(args, "OOndddOOOOOp:rarities", &tables_o, &slopes_o, &n, &spz, &zmax, &slack, &reach_quiet,
+                          &z, &x, &caps_o, &quiet, &known_reach))
+        return NULL;
+    if (!PyList_CheckExact(z) || !PyList_CheckExact(x) || !PyTuple_CheckExact(quiet)
+            || !PyTuple_CheckExact(reach_quiet))
+        Py_RETURN_NONE;
+    Py_ssize_t k = PyList_GET_SIZE(z);
+    if (k > MAX_ROW) {
+        PyErr_SetString(PyExc_ValueError, "row too long for the native kernel");
+        return NULL;
+    }
+    double zb[MAX_ROW], rb[MAX_ROW];
+    for (Py_ssize_t i = 0; i < k; i++) {
+        PyObject *o = PyList_GET_ITEM(z, i);
+        if (!PyFloat_CheckExact(o))
+            Py_RETURN_NONE;
+        zb[i] = PyFloat_AS_DOUBLE(o);
+    }
+    int zset[MAX_ROW] = {0};
+    Py_buffer cv, tv, sv;
+    int have_caps = caps_o != Py_None;
+    if (have_caps) {
+        if (get_doubles(caps_o, &cv, 0, "caps") < 0)
+            return NULL;
+        Py_ssize_t nc = cv.len / (Py_ssize_t)sizeof(double);
+        const double *caps = cv.buf;
+        Py_ssize_t nx = PyList_GET_SIZE(x);
+        for (Py_ssize_t i = 0; i < nc; i++) {
+            double cap = caps[i];
+            if (!(cap > 0.0))
+                continue;
+            if (i >= k) {
+                PyBuffer_Release(&cv);
+                PyErr_SetString(PyExc_IndexError, "list index out of range");
+                return NULL;
+            }
+            if (!(zb[i] > 0.0))
+                continue;
+            if (i >= nx) {
+                PyBuffer_Release(&cv);
+                PyErr_SetString(PyExc_IndexError, "list index out of range");
+                return NULL;
+            }
+            PyObject *xo = PyList_GET_ITEM(x, i);
+            if (!PyFloat_CheckExact(xo)) {
+                PyBuffer_Release(&cv);
+                Py_RETURN_NONE;
+            }
+            if (PyFloat_AS_DOUBLE(xo) <= slack * cap) {
+                zb[i] = 0.0;
+                zset[i] = 1;
+            }
+        }
+        PyBuffer_Release(&cv);
+    }
+    if (get_doubles(tables_o, &tv, 0, "tables") < 0)
+        return NULL;
+    if (get_doubles(slopes_o, &sv, 0, "slopes") < 0) {
+        PyBuffer_Release(&tv);
+        return NULL;
+    }
+    PyObject *res = NULL, *r = NULL;
+    Py_ssize_t nfeat = sv.len / (Py_ssize_t)sizeof(double);
+    if (n < 1 || tv.len != nfeat * n * (Py_ssize_t)sizeof(double)) {
+        PyErr_SetString(PyExc_ValueError, "rarities: tables must hold n values per slope");
+        goto done;
+    }
+    Py_ssize_t kr = k < nfeat ? k : nfeat;
+    const double *tables = tv.buf, *slopes = sv.buf;
+    for (Py_ssize_t i = 0; i < kr; i++) {
+        double v = zb[i], rv;
+        if (v <= 0.0) {
+            rv = 0.0;
+        } else {
+            double p = v * spz;
+            const double *tb = tables + i * n;
+            if (isnan(p)) {
+                PyErr_SetString(PyExc_ValueError, "cannot convert float NaN to integer");
+                goto done;
+            }
+            if (isinf(p)) {
+                PyErr_SetString(PyExc_OverflowError, "cannot convert float infinity to integer");
+                goto done;
+            }
+            if (p < (double)(n - 1))
+                rv = tb[(Py_ssize_t)p + 1];
+            else
+                rv = tb[n - 1] + (v - zmax) * slopes[i];
+        }
+        rb[i] = rv;
+    }
+    if (kr == 0) {
+        PyErr_SetString(PyExc_ValueError, "max() arg is an empty sequence");
+        goto done;
+    }
+    double raw = rb[0];
+    for (Py_ssize_t i = 1; i < kr; i++)
+        if (rb[i] > raw)
+            raw = rb[i];
+    /* the blame: windows this action added nothing to, and fan-out to destinations reached before */
+    for (int pass = 0; pass < 2; pass++) {
+        PyObject *idx = pass == 0 ? quiet : reach_quiet;
+        if (pass == 1 && !known_reach)
+            break;
+        for (Py_ssize_t j = 0; j < PyTuple_GET_SIZE(idx); j++) {
+            Py_ssize_t i = PyLong_AsSsize_t(PyTuple_GET_ITEM(idx, j));
+            if (i == -1 && PyErr_Occurred())
+                goto done;
+            if (i < 0 || i >= k) {
+                PyErr_SetString(PyExc_IndexError, "list index out of range");
+                goto done;
+            }
+            if (zb[i] > 0.0) {
+                if (i >= kr) {
+                    PyErr_SetString(PyExc_IndexError, "list assignment index out of range");
+                    goto done;
+                }
+                zb[i] = 0.0;
+                zset[i] = 1;
+                rb[i] = 0.0;
+            }
+        }
+    }
+    double top = rb[0];
+    for (Py_ssize_t i = 1; i < kr; i++)
+        if (rb[i] > top)
+            top = rb[i];
+    r = PyList_New(kr);
+    if (r == NULL)
+        goto done;
+    for (Py_ssize_t i = 0; i < kr; i++) {
+        PyObject *o = PyFloat_FromDouble(rb[i]);
+        if (o == NULL)
+            goto done;
+        PyList_SET_ITEM(r, i, o);
+    }
+    for (Py_ssize_t i = 0; i < k; i++) {
+        if (zset[i]) {
+            PyObject *o = PyFloat_FromDouble(0.0);
+            if (o == NULL)
+                goto done;
+            PyList_SetItem(z, i, o);
+        }
+    }
+    res = Py_BuildValue("(Odd)", r, raw, top);
+done:
+    Py_XDECREF(r);
+    PyBuffer_Release(&tv);
+    PyBuffer_Release(&sv);
+    return res;
+}
+
 static PyMethodDef methods[] = {
     {"log_deviations", log_deviations, METH_VARARGS,
      "log_deviations(x, loc, scale, floors) -> (xl, z): log1p of a row and its robust deviations."},
@@ -1447,6 +1791,12 @@ static PyMethodDef methods[] = {
      "extract_setup(Observation, _words, destination_family, _is_outsider, EXTERNAL, BROADCAST): what extract calls back."},
     {"extract", extract, METH_VARARGS,
      "extract(st, ev, policy, adopted) -> Observation, or None for the reference to decide (detector.features)."},
+    {"deviate", deviate, METH_VARARGS,
+     "deviate(x, loc, scale, floors, kinds, kind, kind_features, kind_min, z95) -> (xl, z, by_kind)."},
+    {"rarities", rarities, METH_VARARGS,
+     "rarities(tables, slopes, n, spz, zmax, slack, reach_quiet, z, x, caps, quiet, known_reach) -> (r, raw, top)."},
+    {"kind_learn", kind_learn, METH_VARARGS,
+     "kind_learn(kinds, kind, xl, t, kind_features, kind_floors, z95, up, down, alpha_min) -> bool."},
     {NULL, NULL, 0, NULL},
 };
 

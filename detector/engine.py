@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from array import array
 from collections import OrderedDict
+from functools import partial
 from itertools import chain
 from zlib import crc32
 from datetime import datetime, timezone
@@ -36,6 +37,7 @@ from detector.episodes import EpisodeBook
 from detector.features import (FEATURE_INDEX, KNOWN_REACH_QUIET, FeatureState, Observation, commit_novelty, destination_family,
                                item_key, K_DEST, K_PRINCIPAL, K_RESOURCE, K_TOOL, resource_family, settle, extract)
 from detector.model import Model
+from detector.native import kernels as _kernels
 from detector.policy import Policy
 from detector.features import FEATURE_NAMES as _FEATURE_NAMES, N_FEATURES
 from detector.habits import Habits, family_key, sends_of
@@ -160,19 +162,46 @@ def _harm(ev: ActionEvent, obs: Observation) -> float:
     return 0.5 if ev.action == "write" or ev.destinations else 0.35
 
 
-def _blame(obs: Observation, z: list[float], r: list[float]) -> None:
-    """An action is blamed only for the windows it added to (the wake of an earlier spike is not news), and
-    not for fan-out when it reached only destinations it reached before (a destination against its own
-    history)."""
-    for i in obs.quiet:
+def _py_rarities(tails: FeatureTails, z: list[float], x: list[float], caps: array | None, quiet: tuple[int, ...],
+                 known_reach: bool) -> tuple[list[float], float, float]:
+    """The tail rarity of each deviation in ``z``, the largest, and the largest the action is blamed for.
+
+    ``caps`` (a benign verdict's, or ``None``): what an analyst judged benign is not news up to the value
+    judged (``z`` zeroed where ``x`` is at most :data:`CAP_SLACK` times the cap). The blame, after the
+    largest rarity is taken (learning looks at every feature: an action in the wake of a spike teaches
+    nothing): an action is blamed only for the windows it added to (``quiet``: the wake of an earlier spike is
+    not news), and not for fan-out when it reached only destinations it reached before (``known_reach``: a
+    destination against its own history); ``z`` and the rarities are zeroed there. ``z`` changes in place.
+    The reference of ``detector._native.rarities``."""
+    if caps is not None:
+        for i, cap in enumerate(caps):
+            if cap > 0.0 and z[i] > 0.0 and x[i] <= CAP_SLACK * cap:
+                z[i] = 0.0
+    r = tails.neglogs(z)
+    raw = max(r)
+    for i in quiet:
         if z[i] > 0.0:
             z[i] = 0.0
             r[i] = 0.0
-    if obs.known_reach:
+    if known_reach:
         for i in KNOWN_REACH_QUIET:
             if z[i] > 0.0:
                 z[i] = 0.0
                 r[i] = 0.0
+    return r, raw, max(r)
+
+
+def _rarities_kernel(tails: FeatureTails):
+    """``detector._native.rarities`` bound to ``tails``' tables (called with ``z, x, caps, quiet,
+    known_reach``), or ``None`` when the kernel is not built or ``tails`` does not lay its tables out for it."""
+    fn = getattr(_kernels, "rarities", None)
+    try:
+        args = (tails._flat, tails._slopes, int(tails._n), float(tails.STEPS_PER_Z), float(tails.Z_MAX))
+    except (AttributeError, TypeError, ValueError):
+        return None
+    if fn is None or type(tails).neglogs is not FeatureTails.neglogs:
+        return None
+    return partial(fn, *args, CAP_SLACK, KNOWN_REACH_QUIET)
 
 
 def _attribution(trace: list[dict], *, operator_id: str, requested_by: str | None, instruction_hash: str | None,
@@ -390,6 +419,7 @@ class Engine:
         self.model = model
         self._cal = model.stat_calibration if model is not None else Calibration.multiplicity(GENERIC_MULTIPLICITY)
         self._tails = model.feature_tails if model is not None else FeatureTails.generic(N_FEATURES)
+        self._rarities = _rarities_kernel(self._tails)
         self._version = model.version if model is not None else ONLINE_MODEL_VERSION
         self._evidence_cal = getattr(model, "evidence_calibration", None) if model is not None else None
         # actions whose rarest deviation stays below this teach the baseline (score < medium)
@@ -620,9 +650,9 @@ class Engine:
         violations = scope.check(ev, st.usage, classify=self.policy.classify) if scope is not None else []
         if ev.destinations:  # after the check: an action is judged on the usage before it
             st.usage.add(ev.t, ev.records, ev.bytes)
-        xl, z = st.baseline.log_deviations(obs.x)  # the row in log1p units, and its deviations
-        # like with like: this action's magnitudes against this kind of action's too (once it has a profile)
-        by_kind = st.kinds.compare(obs.kind, xl, z)
+        # the row in log1p units and its deviations; like with like: this action's magnitudes against this
+        # kind of action's too (once it has a profile)
+        xl, z, by_kind = st.baseline.deviate(obs.x, st.kinds, obs.kind)
         if z[_I_TASK_ACTIONS] >= REASON_Z and ev.task_id is not None:  # a long task is news once
             _long_task(st, ev.task_id, obs.x[_I_TASK_ACTIONS], z, learn)
         # a never-seen destination of a family this agent often sends somewhere new (new payees, new
@@ -637,16 +667,15 @@ class Engine:
         # what an analyst judged benign is not news up to the value judged, unless a structural sign of harm
         # (the rule of two, a detour after untrusted input, an outsider asking) comes with it: a verdict on
         # routine work vouches for its magnitudes, not for an injection that moves as much
-        if caps is not None and not _injection_signs(x):
-            for i, cap in enumerate(caps):
-                if cap > 0.0 and z[i] > 0.0 and x[i] <= CAP_SLACK * cap:
-                    z[i] = 0.0
-        r = self._tails.neglogs(z)
-        raw = max(r)
+        if caps is not None and _injection_signs(x):
+            caps = None
+        # the rarities, the largest (raw: what learning looks at), and the blame (_py_rarities)
+        rar = self._rarities
+        got = rar(z, x, caps, obs.quiet, obs.known_reach) if rar is not None else None
+        r, raw, top = got if got is not None else _py_rarities(self._tails, z, x, caps, obs.quiet, obs.known_reach)
         # the profile as this action was compared with it, for the reasons (learning replaces it)
         loc = st.baseline.loc if raw >= REASON_NEGLOG else None
         weight = st.baseline.n
-        # learning looks at every feature: an action in the wake of a spike teaches nothing
         learned = raw < self._learn_raw and not violations  # an out-of-scope action teaches nothing
         if learned:
             if learn:
@@ -659,12 +688,11 @@ class Engine:
                 weight = st.baseline.n
             else:
                 weight += 1.0  # what learn_log adds (tests/unit/test_engine.py holds the two paths together)
-        _blame(obs, z, r)
         # no feature as rare as evidence needs (blame only lowers r): no evidence of harm, strength() would say
         p_harm = 1.0 if raw < MIN_RARITY else self._harm_pvalue(ev, obs, r, weight >= YOUNG_N)
         if learn:
             self._settle(st, ev, obs, z, r, xl, learned, violations, p_harm, by_kind, new_sent, again)
-        return _Reading(obs, violations, z, r, loc, self._cal.pvalue(max(r)), p_harm, xl)
+        return _Reading(obs, violations, z, r, loc, self._cal.pvalue(top), p_harm, xl)
 
     def _settle(self, st: AgentState, ev: ActionEvent, obs: Observation, z: list[float], r: list[float],
                 xl: list[float],

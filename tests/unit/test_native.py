@@ -423,3 +423,134 @@ def test_a_replay_writes_the_same_files_whatever_number_of_events_it_decides_tog
     # the episodes closed in between (quiet, or by a verdict) are written every _BATCH events, not every chunk
     assert files[(7, 50)] == files[(50, 50)]
     assert files[(7, 50)][0] == first[0] and files[(7, 50)][2] == first[2]
+
+
+# ------------------------------------------------------------------------- the engine's fused row steps
+
+from detector.baseline import (_KIND_ALPHA_MIN, _KIND_FEATURES, _KIND_FLOOR_VALUES, _KIND_W, KIND_MIN,  # noqa: E402
+                               _py_deviate, _py_kind_learn)
+
+# kind profiles: up to 6 slots of (key, n, last t, (loc, hi) per kind feature); keys from a few kinds, counts
+# around KIND_MIN (established or not), locations and highs in any order (hi below loc too)
+_kind_slot = st.tuples(st.sampled_from((7.0, 8.0, 9.0, 4294967295.0)),
+                       st.one_of(st.sampled_from((0.0, 1.0, 4.0, 5.0, 6.0, 1e6)), st.floats(0.0, 300.0)),
+                       st.floats(0.0, 2e9), *[st.floats(-5.0, 30.0, allow_nan=False)] * (2 * len(_KIND_FEATURES)))
+_kinds = st.lists(_kind_slot, max_size=6).map(lambda slots: array("d", [v for s in slots for v in s]))
+_kind = st.sampled_from((7.0, 8.0, 9.0, 4294967295.0, 12.0))
+
+
+@settings(max_examples=300, deadline=None)
+@given(_row, _loc, _scale, _kinds, _kind)
+def test_deviations_with_the_kinds_profile_equal_the_reference_bit_for_bit(x, loc, scale, kinds, kind):
+    loc, scale = array("d", loc), array("d", scale)
+    before = kinds.tobytes()
+    xl_n, z_n, by_n = _native.deviate(x, loc, scale, _FLOORS, kinds, kind, _KIND_FEATURES, KIND_MIN, Z95)
+    xl_p, z_p, by_p = _py_deviate(x, loc, scale, _FLOORS, kinds, kind, _KIND_FEATURES, KIND_MIN, Z95)
+    assert bits(xl_n) == bits(xl_p) and bits(z_n) == bits(z_p) and by_n is by_p
+    assert all(type(v) is float for v in xl_n + z_n) and kinds.tobytes() == before
+
+
+def test_a_kinds_established_profile_lowers_the_magnitudes_deviations_in_both():
+    xl = [0.0] * N_FEATURES
+    kinds = array("d", [7.0, 10.0, 5.0] + [0.1, 0.5] * len(_KIND_FEATURES))
+    x = [100.0] * N_FEATURES
+    ones = array("d", [0.0] * N_FEATURES)
+    for fn in (_native.deviate, _py_deviate):
+        xl, z, by = fn(x, ones, ones, _FLOORS, kinds, 7.0, _KIND_FEATURES, KIND_MIN, Z95)
+        plain = _py_log_deviations(x, ones, ones, _FLOORS)[1]
+        assert by is True and all(z[f] < plain[f] for f in _KIND_FEATURES)
+        assert [z[i] for i in range(N_FEATURES) if i not in _KIND_FEATURES] == \
+            [plain[i] for i in range(N_FEATURES) if i not in _KIND_FEATURES]
+
+
+@settings(max_examples=300, deadline=None)
+@given(_kinds, _kind, _row, st.floats(0.0, 3e9))
+def test_a_kinds_learning_step_equals_the_reference_bit_for_bit(kinds, kind, x, t):
+    xl = _py_log_deviations(x, [0.0] * N_FEATURES, [1.0] * N_FEATURES, _FLOORS)[0]
+    a_n, a_p = array("d", kinds), array("d", kinds)
+    args = (xl, t, _KIND_FEATURES, _KIND_FLOOR_VALUES, Z95, _UP, _DOWN, _KIND_ALPHA_MIN)
+    done_n = _native.kind_learn(a_n, kind, *args)
+    done_p = _py_kind_learn(a_p, kind, *args)
+    assert done_n is done_p and a_n.tobytes() == a_p.tobytes()
+    assert done_p == (kind in kinds[0::_KIND_W])  # without a slot nothing changes
+    assert done_p or a_p.tobytes() == kinds.tobytes()
+
+
+def test_kind_profiles_learn_through_the_kernel_as_through_the_reference(monkeypatch):
+    from detector import baseline
+
+    rows = [[float((i * 31 + 7 * f) % 53) for f in range(N_FEATURES)] for i in range(300)]
+    kinds_seq = [(i * 7) % 9 for i in range(300)]  # more kinds than slots: some are evicted
+    out = []
+    for fn in (_native.kind_learn, _py_kind_learn):
+        monkeypatch.setattr(baseline, "_kind_learn", fn)
+        k = baseline.KindProfiles()
+        for i, (x, kind) in enumerate(zip(rows, kinds_seq)):
+            k.learn(kind, _py_log_deviations(x, [0.0] * N_FEATURES, [1.0] * N_FEATURES, _FLOORS)[0], float(i))
+        out.append(k.to_bytes())
+    assert out[0] == out[1] and len(out[0]) == 8 * _KIND_W * 6
+
+
+def _rarities_both(tails, z, x, caps, quiet, known_reach):
+    from detector.engine import _py_rarities, _rarities_kernel
+
+    z_n, z_p = list(z), list(z)
+    got = _rarities_kernel(tails)(z_n, x, caps, quiet, known_reach)
+    ref = _py_rarities(tails, z_p, x, caps, quiet, known_reach)
+    return got, ref, z_n, z_p
+
+
+_quiet = st.lists(st.integers(0, N_FEATURES - 1), max_size=12, unique=True).map(tuple)
+_caps = st.one_of(st.none(), st.lists(st.one_of(st.just(0.0), st.floats(0.0, 1e4)), min_size=N_FEATURES,
+                                      max_size=N_FEATURES).map(lambda c: array("d", c)))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_z, min_size=N_FEATURES, max_size=N_FEATURES), st.lists(st.floats(0.0, 1e5), min_size=N_FEATURES,
+       max_size=N_FEATURES), _caps, _quiet, st.booleans(), st.sampled_from(_TAILS))
+def test_rarities_caps_and_blame_equal_the_reference_bit_for_bit(z, x, caps, quiet, known_reach, tails):
+    got, ref, z_n, z_p = _rarities_both(tails, z, x, caps, quiet, known_reach)
+    assert bits(got[0]) == bits(ref[0]) and bits(got[1:]) == bits(ref[1:])
+    assert bits(z_n) == bits(z_p) and all(type(v) is float for v in z_n + got[0])
+
+
+def test_the_blame_zeroes_what_the_action_added_nothing_to_after_the_largest_rarity_is_taken():
+    tails = _TAILS[0]
+    z = [0.0] * N_FEATURES
+    z[2], z[5] = 8.0, 3.0
+    from detector.features import KNOWN_REACH_QUIET
+
+    got, ref, z_n, z_p = _rarities_both(tails, z, [1.0] * N_FEATURES, None, (2,), False)
+    for (r, raw, top), zz in ((got, z_n), (ref, z_p)):
+        assert raw == tails.neglog(2, 8.0) and top == tails.neglog(5, 3.0) and r[2] == 0.0 and zz[2] == 0.0
+    z[KNOWN_REACH_QUIET[0]] = 9.0
+    got, ref, z_n, z_p = _rarities_both(tails, z, [1.0] * N_FEATURES, None, (), True)
+    assert got == ref and z_n == z_p and z_n[KNOWN_REACH_QUIET[0]] == 0.0
+
+
+def test_a_verdicts_caps_quiet_a_deviation_up_to_their_slack_in_both():
+    from detector.engine import CAP_SLACK
+
+    tails = _TAILS[0]
+    caps = array("d", [0.0] * N_FEATURES)
+    caps[3] = 10.0
+    z = [5.0] * N_FEATURES
+    for value, quiet in ((CAP_SLACK * 10.0, True), (CAP_SLACK * 10.0 + 1e-9, False)):
+        x = [1.0] * N_FEATURES
+        x[3] = value
+        got, ref, z_n, z_p = _rarities_both(tails, z, x, caps, (), False)
+        assert got == ref and z_n == z_p and (z_n[3] == 0.0) is quiet
+
+
+def test_rows_the_rarities_kernel_does_not_take_are_left_to_the_reference_untouched():
+    tails = _TAILS[0]
+    from detector.engine import _rarities_kernel
+
+    k = _rarities_kernel(tails)
+    z = [1.0] * N_FEATURES
+    z[4] = 3  # an int: the reference decides
+    assert k(z, [1.0] * N_FEATURES, None, (), False) is None and z[4] == 3
+    caps = array("d", [1.0] * N_FEATURES)
+    x = [1] * N_FEATURES
+    z = [2.0] * N_FEATURES
+    assert k(z, x, caps, (), False) is None and z == [2.0] * N_FEATURES
