@@ -34,7 +34,7 @@ from detector.events import ActionEvent
 from detector.evidence import MIN_RARITY, fisher, strength
 from detector.manifest import ManifestBook, Usage, stream_effect
 from detector.episodes import EpisodeBook
-from detector.features import (FEATURE_INDEX, KNOWN_REACH_QUIET, FeatureState, Observation, commit_novelty, destination_family,
+from detector.features import (FEATURE_INDEX, KNOWN_REACH_QUIET, FeatureState, Observation, commit_novel, destination_family,
                                item_key, K_DEST, K_PRINCIPAL, K_RESOURCE, K_TOOL, resource_family, settle, extract)
 from detector.model import Model
 from detector.native import kernels as _kernels
@@ -683,8 +683,8 @@ class Engine:
                 if again:  # what is new in it becomes known, what is pending keeps counting
                     for key in obs.novel:
                         settle(st.features, key)
-                else:
-                    commit_novelty(st.features, obs)
+                elif obs.novel:  # commit_novelty's effect, as _settle settles what peers adopted
+                    commit_novel(st.features, obs)
                 weight = st.baseline.n
             else:
                 weight += 1.0  # what learn_log adds (tests/unit/test_engine.py holds the two paths together)
