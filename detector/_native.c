@@ -1638,6 +1638,7 @@ rarities(PyObject *self, PyObject *args)
         return NULL;
     }
     double zb[MAX_ROW], rb[MAX_ROW];
+    rb[0] = 0.0;
     for (Py_ssize_t i = 0; i < k; i++) {
         PyObject *o = PyList_GET_ITEM(z, i);
         if (!PyFloat_CheckExact(o))
@@ -1778,6 +1779,71 @@ done:
     return res;
 }
 
+/* remember(seen, content, pos, h, hc) -> 0 | 1 | 2
+ *   engine._py_remember: the agent's ring of recent event ids (array('I')) and content keys (array('H')):
+ *   2 when id h is there with content hc (or an unknown content, 0): a true duplicate, nothing written;
+ *   else h and hc are written at pos and the answer is 1 when the id is there with other content, 0 when
+ *   it is not there. */
+static PyObject *
+remember(PyObject *self, PyObject *args)
+{
+    PyObject *seen_o, *content_o;
+    Py_ssize_t pos;
+    unsigned long long h, hc;
+    if (!PyArg_ParseTuple(args, "OOnKK:remember", &seen_o, &content_o, &pos, &h, &hc))
+        return NULL;
+    Py_buffer sv, cv;
+    if (get_items(seen_o, &sv, 1, 4, "I", "seen") < 0)
+        return NULL;
+    if (get_items(content_o, &cv, 1, 2, "H", "content") < 0) {
+        PyBuffer_Release(&sv);
+        return NULL;
+    }
+    PyObject *res = NULL;
+    uint32_t *seen = sv.buf;
+    uint16_t *content = cv.buf;
+    Py_ssize_t n = sv.len / 4, nc = cv.len / 2;
+    int status = 0;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        if (seen[k] == h) {
+            status = 1;
+            break;
+        }
+    }
+    if (status) {
+        for (Py_ssize_t k = 0; k < n; k++) {
+            if (seen[k] == h) {
+                if (k >= nc) {
+                    PyErr_SetString(PyExc_IndexError, "array index out of range");
+                    goto done;
+                }
+                if (content[k] == hc || content[k] == 0) {
+                    status = 2;
+                    break;
+                }
+            }
+        }
+    }
+    if (status != 2) {
+        Py_ssize_t p = pos < 0 ? pos + n : pos, q = pos < 0 ? pos + nc : pos;
+        if (p < 0 || p >= n || q < 0 || q >= nc) {
+            PyErr_SetString(PyExc_IndexError, "array assignment index out of range");
+            goto done;
+        }
+        if (h > 0xFFFFFFFFull || hc > 0xFFFFull) {
+            PyErr_SetString(PyExc_OverflowError, "unsigned int is greater than maximum");
+            goto done;
+        }
+        seen[p] = (uint32_t)h;
+        content[q] = (uint16_t)hc;
+    }
+    res = PyLong_FromLong(status);
+done:
+    PyBuffer_Release(&sv);
+    PyBuffer_Release(&cv);
+    return res;
+}
+
 static PyMethodDef methods[] = {
     {"log_deviations", log_deviations, METH_VARARGS,
      "log_deviations(x, loc, scale, floors) -> (xl, z): log1p of a row and its robust deviations."},
@@ -1797,6 +1863,8 @@ static PyMethodDef methods[] = {
      "rarities(tables, slopes, n, spz, zmax, slack, reach_quiet, z, x, caps, quiet, known_reach) -> (r, raw, top)."},
     {"kind_learn", kind_learn, METH_VARARGS,
      "kind_learn(kinds, kind, xl, t, kind_features, kind_floors, z95, up, down, alpha_min) -> bool."},
+    {"remember", remember, METH_VARARGS,
+     "remember(seen, content, pos, h, hc) -> 0 new | 1 reused id | 2 duplicate (engine._py_remember)."},
     {NULL, NULL, 0, NULL},
 };
 

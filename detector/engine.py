@@ -20,7 +20,6 @@ from __future__ import annotations
 from array import array
 from collections import OrderedDict
 from functools import partial
-from itertools import chain
 from zlib import crc32
 from datetime import datetime, timezone
 from typing import Iterable, NamedTuple
@@ -225,6 +224,25 @@ def _attribution(trace: list[dict], *, operator_id: str, requested_by: str | Non
         "requesters_seen": sorted({e["requested_by"] for e in trace if e["requested_by"]}),
         "instruction_hashes_seen": sorted({e["instruction_hash"] for e in trace if e["instruction_hash"]}),
     }
+
+
+def _py_remember(seen: array, content: array, pos: int, h: int, hc: int) -> int:
+    """Look up event id key ``h`` with content key ``hc`` in an agent's ring of recent ids (``seen``) and their
+    content keys (``content``, 0: not known): 2 for a true duplicate (the same id with the same or an unknown
+    content; nothing is written), else ``h`` and ``hc`` are written at ``pos`` and the answer is 1 for an id
+    reused for another action, 0 for a new id. The reference of ``detector._native.remember``."""
+    if h in seen:
+        if any(seen[k] == h and content[k] in (hc, 0) for k in range(len(seen))):
+            return 2
+        status = 1
+    else:
+        status = 0
+    seen[pos] = h
+    content[pos] = hc
+    return status
+
+
+_remember = getattr(_kernels, "remember", None) or _py_remember
 
 
 def content_key(ev: ActionEvent) -> int:
@@ -472,6 +490,7 @@ class Engine:
         pending: list[tuple[Decision, AgentState, _Reading]] = []
         approvals = self.approvals
         book = self.manifests
+        remember = _remember
         for ev in events:
             refused = None
             if ev.approval_id is not None and approvals is not None:
@@ -485,19 +504,15 @@ class Engine:
             if st is None:
                 st = agents[ev.agent_id] = AgentState(self._prior(ev.agent_id, ev.operator_id, ev.tool),
                                                       ev.operator_id)
-            h = dedupe_key(ev.event_id)
-            hc = content_key(ev)
-            seen = st.seen
-            if h in seen:
-                content = st.seen_content
-                if any(seen[k] == h and content[k] in (hc, 0) for k in range(_DEDUPE)):
+            pos = st.seen_pos
+            seen = remember(st.seen, st.seen_content, pos, dedupe_key(ev.event_id), content_key(ev))
+            if seen:
+                if seen == 2:
                     d.duplicate = True
                     continue
                 # the same id on a different action: never a reason to look away
                 d.reused_id = True
-            seen[st.seen_pos] = h
-            st.seen_content[st.seen_pos] = hc
-            st.seen_pos = (st.seen_pos + 1) % _DEDUPE
+            st.seen_pos = (pos + 1) % _DEDUPE
             reading = self._read(st, ev, book)
             obs = reading.obs
             d.violations = reading.violations
@@ -509,8 +524,7 @@ class Engine:
             return out
         # the model scores the whole batch in one call (row by row, so batching changes no number)
         if self.model is not None:
-            rows = np.fromiter(chain.from_iterable(p[2].z for p in pending), np.float64, len(pending) * N_FEATURES)
-            p_comb = self.model.combination_pvalues(rows.reshape(len(pending), N_FEATURES))
+            p_comb = self.model.combination_pvalues(np.array([p[2].z for p in pending], dtype=np.float64))
         else:
             p_comb = None
         episodes = self.episodes

@@ -554,3 +554,37 @@ def test_rows_the_rarities_kernel_does_not_take_are_left_to_the_reference_untouc
     x = [1] * N_FEATURES
     z = [2.0] * N_FEATURES
     assert k(z, x, caps, (), False) is None and z == [2.0] * N_FEATURES
+
+
+# ------------------------------------------------------------------------- the duplicate ring
+
+_ids = st.sampled_from((1, 3, 5, 0xFFFFFFFF, 7))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(_ids, st.sampled_from((0, 1, 3, 0xFFFF))), min_size=32, max_size=32),
+       st.lists(st.tuples(_ids, st.sampled_from((1, 3, 0xFFFF)), st.integers(-32, 31)), min_size=1, max_size=40))
+def test_the_duplicate_ring_answers_and_changes_as_the_reference(ring, steps):
+    from detector.engine import _py_remember
+
+    seen_n = array("I", [h for h, _ in ring])
+    content_n = array("H", [c for _, c in ring])
+    seen_p, content_p = array("I", seen_n), array("H", content_n)
+    for h, hc, pos in steps:
+        a = _native.remember(seen_n, content_n, pos, h, hc)
+        b = _py_remember(seen_p, content_p, pos, h, hc)
+        assert a == b and (seen_n, content_n) == (seen_p, content_p)
+
+
+def test_the_ring_tells_a_duplicate_from_a_reused_id_and_a_new_one_in_both():
+    from detector.engine import _py_remember
+
+    for fn in (_native.remember, _py_remember):
+        seen, content = array("I", [0] * 32), array("H", [0] * 32)
+        assert fn(seen, content, 0, 9, 4) == 0 and seen[0] == 9 and content[0] == 4
+        assert fn(seen, content, 1, 9, 4) == 2 and seen[1] == 0  # the same id and content: nothing written
+        assert fn(seen, content, 1, 9, 5) == 1 and (seen[1], content[1]) == (9, 5)
+        content[0] = 0  # a ring from before content keys: any content counts as the same
+        assert fn(seen, content, 2, 9, 6) == 2
+        with pytest.raises(IndexError):
+            fn(seen, content, 32, 11, 1)
