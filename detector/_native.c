@@ -386,7 +386,7 @@ f0:
  * caller then runs the reference, so the result is the reference's in every case.
  * ------------------------------------------------------------------------------------------------------ */
 
-static uint32_t crc_table[256];
+static uint32_t crc_table[8][256];
 
 static void
 crc_init(void)
@@ -395,18 +395,50 @@ crc_init(void)
         uint32_t c = i;
         for (int k = 0; k < 8; k++)
             c = c & 1 ? 0xEDB88320u ^ (c >> 1) : c >> 1;
-        crc_table[i] = c;
+        crc_table[0][i] = c;
     }
+    /* slicing by 8: table k advances a byte's CRC past k more zero bytes */
+    for (int k = 1; k < 8; k++)
+        for (uint32_t i = 0; i < 256; i++)
+            crc_table[k][i] = (crc_table[k - 1][i] >> 8) ^ crc_table[0][crc_table[k - 1][i] & 0xFF];
 }
 
-/* zlib.crc32(buf, crc) */
+static inline uint32_t
+le32(const unsigned char *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/* zlib.crc32(buf, crc), eight bytes a step */
 static uint32_t
 crc_update(uint32_t crc, const char *buf, Py_ssize_t n)
 {
+    const unsigned char *p = (const unsigned char *)buf;
     crc ^= 0xFFFFFFFFu;
-    for (Py_ssize_t i = 0; i < n; i++)
-        crc = crc_table[(crc ^ (unsigned char)buf[i]) & 0xFF] ^ (crc >> 8);
+    while (n >= 8) {
+        uint32_t lo = crc ^ le32(p), hi = le32(p + 4);
+        crc = crc_table[7][lo & 0xFF] ^ crc_table[6][(lo >> 8) & 0xFF] ^ crc_table[5][(lo >> 16) & 0xFF]
+              ^ crc_table[4][lo >> 24] ^ crc_table[3][hi & 0xFF] ^ crc_table[2][(hi >> 8) & 0xFF]
+              ^ crc_table[1][(hi >> 16) & 0xFF] ^ crc_table[0][hi >> 24];
+        p += 8;
+        n -= 8;
+    }
+    while (n-- > 0)
+        crc = crc_table[0][(crc ^ *p++) & 0xFF] ^ (crc >> 8);
     return crc ^ 0xFFFFFFFFu;
+}
+
+/* crc32(data, crc=0) -> int: zlib.crc32 (for the tests) */
+static PyObject *
+crc32_(PyObject *self, PyObject *args)
+{
+    Py_buffer b;
+    unsigned int crc = 0;
+    if (!PyArg_ParseTuple(args, "y*|I:crc32", &b, &crc))
+        return NULL;
+    uint32_t r = crc_update(crc, b.buf, b.len);
+    PyBuffer_Release(&b);
+    return PyLong_FromUnsignedLong(r);
 }
 
 /* The UTF-8 of a str as stable_hash encodes it ("surrogatepass"); *tmp holds a bytes object to release. */
@@ -512,12 +544,22 @@ b128_get(const bits128 *b, unsigned k)
 }
 
 /* _word_bits(_words(text)) or-ed into *b; *words gets the tuple (new reference) when asked */
+static PyObject *fx_words_cache;
 static PyObject *fx_words, *fx_destination_family, *fx_is_outsider, *fx_observation, *fx_external, *fx_broadcast;
 
 static int
 word_bits(PyObject *text, bits128 *b, PyObject **words)
 {
-    PyObject *w = PyObject_CallOneArg(fx_words, text);
+    /* _words answers from its cache when the text is there: so does this, without the call */
+    PyObject *w = fx_words_cache != NULL && PyUnicode_CheckExact(text) ? PyDict_GetItemWithError(fx_words_cache, text)
+                                                                       : NULL;
+    if (w != NULL) {
+        Py_INCREF(w);
+    } else {
+        if (PyErr_Occurred())
+            return -1;
+        w = PyObject_CallOneArg(fx_words, text);
+    }
     if (w == NULL)
         return -1;
     PyObject *seq = PySequence_Fast(w, "_words must give a sequence");
@@ -686,13 +728,16 @@ intern_names(void)
     return 0;
 }
 
-/* extract_setup(Observation, _words, destination_family, _is_outsider, EXTERNAL, BROADCAST) */
+/* extract_setup(Observation, _words, destination_family, _is_outsider, EXTERNAL, BROADCAST[, words_cache]):
+ * words_cache, the dict _words memoises in (a text there is answered from it, without calling _words) */
 static PyObject *
 extract_setup(PyObject *self, PyObject *args)
 {
-    PyObject *o, *w, *df, *io, *ext, *bc;
-    if (!PyArg_ParseTuple(args, "OOOOOO:extract_setup", &o, &w, &df, &io, &ext, &bc))
+    PyObject *o, *w, *df, *io, *ext, *bc, *wc = NULL;
+    if (!PyArg_ParseTuple(args, "OOOOOO|O!:extract_setup", &o, &w, &df, &io, &ext, &bc, &PyDict_Type, &wc))
         return NULL;
+    Py_XINCREF(wc);
+    Py_XSETREF(fx_words_cache, wc);
     if (!PyType_Check(o)) {
         PyErr_SetString(PyExc_TypeError, "extract_setup: Observation must be a class");
         return NULL;
@@ -1854,7 +1899,8 @@ static PyMethodDef methods[] = {
     {"forest_leaves", forest_leaves, METH_VARARGS,
      "forest_leaves(z, feature, threshold, depth, out): the leaf of each row in each tree, into out."},
     {"extract_setup", extract_setup, METH_VARARGS,
-     "extract_setup(Observation, _words, destination_family, _is_outsider, EXTERNAL, BROADCAST): what extract calls back."},
+     "extract_setup(Observation, _words, destination_family, _is_outsider, EXTERNAL, BROADCAST[, words_cache]): what extract calls back."},
+    {"crc32", crc32_, METH_VARARGS, "crc32(data, crc=0) -> int: zlib.crc32, as the kernel hashes names."},
     {"extract", extract, METH_VARARGS,
      "extract(st, ev, policy, adopted) -> Observation, or None for the reference to decide (detector.features)."},
     {"deviate", deviate, METH_VARARGS,

@@ -329,7 +329,8 @@ def _kernel_extract():
     from detector import features as f
     from detector.policy import BROADCAST, EXTERNAL
 
-    _native.extract_setup(f.Observation, f._words, f.destination_family, f._is_outsider, EXTERNAL, BROADCAST)
+    _native.extract_setup(f.Observation, f._words, f.destination_family, f._is_outsider, EXTERNAL, BROADCAST,
+                          f._words_cache)
     return _native.extract
 
 
@@ -588,3 +589,37 @@ def test_the_ring_tells_a_duplicate_from_a_reused_id_and_a_new_one_in_both():
         assert fn(seen, content, 2, 9, 6) == 2
         with pytest.raises(IndexError):
             fn(seen, content, 32, 11, 1)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=100), st.integers(0, 2**32 - 1))
+def test_the_kernels_crc_of_names_is_zlibs(data, start):
+    import zlib
+
+    assert _native.crc32(data) == zlib.crc32(data) and _native.crc32(data, start) == zlib.crc32(data, start)
+
+
+def test_extraction_answers_the_same_whether_words_come_from_the_cache_or_from_words(monkeypatch):
+    from detector import features as f
+
+    ev = _events([{"tool": "mail.send", "action": "send", "resource": "crm://customers/noah_hernandez",
+                   "sensitivity": "confidential", "records": 2, "bytes": 10,
+                   "destinations": ["email:noah.hernandez7@x.example", "email:eve@evil.example"], "task_id": "t1",
+                   "requested_by": "customer:noah_hernandez_42", "instruction_hash": None, "approval_id": None,
+                   "dt": 5.0}])[0]
+    kernel = _kernel_extract()
+    calls = []
+    words = f._words
+    monkeypatch.setattr(f, "_words", lambda text: calls.append(text) or words(text))
+    out = []
+    for cached in (False, True):
+        if not cached:
+            f._words_cache.clear()
+        _native.extract_setup(f.Observation, f._words, f.destination_family, f._is_outsider, f.EXTERNAL,
+                              f.BROADCAST, f._words_cache)
+        st_ = f.FeatureState()
+        out.append(kernel(st_, ev, _policy(), None))
+        out[-1].x.append(st_.tasks.tobytes())
+    _kernel_extract()
+    assert out[0].x == out[1].x and out[0].novel == out[1].novel
+    assert calls and len(calls) == len(set(calls))  # the second time every text came from the cache
