@@ -134,7 +134,7 @@ done:
 /* learn(xl, loc, scale, floors, a2, z95, up, down) -> (loc', scale')
  *   new arrays (copies of loc and scale) moved towards xl as Baseline.learn_log does. */
 static PyObject *
-learn(PyObject *self, PyObject *args)
+learn_(PyObject *args, int in_place)
 {
     PyObject *x, *loc_o, *scale_o, *floors_o;
     double a2, z95, up, down;
@@ -155,13 +155,19 @@ learn(PyObject *self, PyObject *args)
         return NULL;
     }
     Py_DECREF(seq);
-    PyObject *nloc = PyObject_CallMethod(loc_o, "__copy__", NULL);
-    if (nloc == NULL)
-        return NULL;
-    PyObject *nscale = PyObject_CallMethod(scale_o, "__copy__", NULL);
-    if (nscale == NULL) {
-        Py_DECREF(nloc);
-        return NULL;
+    PyObject *nloc, *nscale;
+    if (in_place) {
+        nloc = loc_o;
+        nscale = scale_o;
+        Py_INCREF(nloc);
+        Py_INCREF(nscale);
+    } else {
+        if ((nloc = PyObject_CallMethod(loc_o, "__copy__", NULL)) == NULL)
+            return NULL;
+        if ((nscale = PyObject_CallMethod(scale_o, "__copy__", NULL)) == NULL) {
+            Py_DECREF(nloc);
+            return NULL;
+        }
     }
     Py_buffer lv, sv, fv;
     PyObject *res = NULL;
@@ -192,7 +198,12 @@ learn(PyObject *self, PyObject *args)
         loc[i] = m;
         scale[i] = hi > m ? (hi - m) / z95 : 0.0;
     }
-    res = PyTuple_Pack(2, nloc, nscale);
+    if (in_place) {
+        Py_INCREF(Py_None);
+        res = Py_None;
+    } else {
+        res = PyTuple_Pack(2, nloc, nscale);
+    }
 fail3:
     PyBuffer_Release(&fv);
 fail2:
@@ -203,6 +214,20 @@ fail0:
     Py_DECREF(nloc);
     Py_DECREF(nscale);
     return res;
+}
+
+static PyObject *
+learn(PyObject *self, PyObject *args)
+{
+    return learn_(args, 0);
+}
+
+/* learn_into(xl, loc, scale, floors, a2, z95, up, down) -> None
+ *   learn's step written into loc and scale themselves (baseline._py_learn_into) */
+static PyObject *
+learn_into(PyObject *self, PyObject *args)
+{
+    return learn_(args, 1);
 }
 
 /* neglogs(z, tables, slopes, n, spz, zmax) -> list
@@ -1892,6 +1917,8 @@ done:
 static PyMethodDef methods[] = {
     {"log_deviations", log_deviations, METH_VARARGS,
      "log_deviations(x, loc, scale, floors) -> (xl, z): log1p of a row and its robust deviations."},
+    {"learn_into", learn_into, METH_VARARGS,
+     "learn_into(xl, loc, scale, floors, a2, z95, up, down) -> None: one learning step, in place."},
     {"learn", learn, METH_VARARGS,
      "learn(xl, loc, scale, floors, a2, z95, up, down) -> (loc, scale): one learning step, on copies."},
     {"neglogs", neglogs, METH_VARARGS,

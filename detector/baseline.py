@@ -64,9 +64,16 @@ def _py_learn(xl, loc, scale, floors, a2: float, z95: float, up: float, down: fl
     return array("d", locs), array("d", scales)
 
 
+def _py_learn_into(xl, loc: array, scale: array, floors, a2: float, z95: float, up: float, down: float) -> None:
+    """:func:`_py_learn`'s step written into ``loc`` and ``scale`` themselves. The reference of
+    ``detector._native.learn_into``."""
+    loc[:], scale[:] = _py_learn(xl, loc, scale, floors, a2, z95, up, down)
+
+
 # the compiled kernels when they are built (detector/native.py), else the references above
 _log_deviations = _kernels.log_deviations if _kernels is not None else _py_log_deviations
 _learn = _kernels.learn if _kernels is not None else _py_learn
+_learn_into = getattr(_kernels, "learn_into", None) or _py_learn_into
 
 
 @dataclass(frozen=True)
@@ -145,6 +152,16 @@ class Baseline:
         if a < _ALPHA_MIN:
             a = _ALPHA_MIN
         self.loc, self.scale = _learn(xl, self.loc, self.scale, _FLOORS, 2.0 * a, Z95, _UP, _DOWN)
+
+    def learn_log_in_place(self, xl: list[float]) -> None:
+        """:meth:`learn_log` written into the profile's arrays (no new ones): for a caller that holds no
+        reference to ``loc`` or ``scale`` it must keep as they were (the engine copies the location it keeps
+        for an action's reasons)."""
+        self.n += 1.0
+        a = 1.0 / self.n
+        if a < _ALPHA_MIN:
+            a = _ALPHA_MIN
+        _learn_into(xl, self.loc, self.scale, _FLOORS, 2.0 * a, Z95, _UP, _DOWN)
 
 
 #: per-action magnitudes compared within the kind of action (issue 18): event_volume, event_fanout
@@ -277,10 +294,10 @@ class KindProfiles:
     def learn(self, kind: int, xl: list[float], t: float) -> None:
         """Move this kind's profile towards the action's magnitudes (as :meth:`Baseline.learn_log` does)."""
         a = self.a
-        args = (a, float(kind), xl, t, _KIND_FEATURES, _KIND_FLOOR_VALUES, Z95, _UP, _DOWN, _KIND_ALPHA_MIN)
-        done = _kind_learn(*args)
+        done = _kind_learn(a, float(kind), xl, t, _KIND_FEATURES, _KIND_FLOOR_VALUES, Z95, _UP, _DOWN, _KIND_ALPHA_MIN)
         if done is None:  # a row the kernel leaves to the reference
-            done = _py_kind_learn(*args)
+            done = _py_kind_learn(a, float(kind), xl, t, _KIND_FEATURES, _KIND_FLOOR_VALUES, Z95, _UP, _DOWN,
+                                  _KIND_ALPHA_MIN)
         if done:
             return
         if len(a) < _KIND_W * _KIND_SLOTS:

@@ -28,13 +28,15 @@ import msgspec
 import numpy as np
 
 from detector import breaker as brk
-from detector.baseline import Baseline, KindProfiles, Prior
+from detector.baseline import _FLOORS, _KIND_FEATURES, KIND_MIN, Z95, Baseline, KindProfiles, Prior
+from detector.baseline import _deviate
 from detector.events import ActionEvent
 from detector.evidence import MIN_RARITY, fisher, strength
 from detector.manifest import ManifestBook, Usage, stream_effect
 from detector.episodes import EpisodeBook
 from detector.features import (FEATURE_INDEX, KNOWN_REACH_QUIET, FeatureState, Observation, commit_novel, destination_family,
-                               item_key, K_DEST, K_PRINCIPAL, K_RESOURCE, K_TOOL, resource_family, settle, extract)
+                               item_key, K_DEST, K_PRINCIPAL, K_RESOURCE, K_TOOL, resource_family, settle, _py_extract)
+from detector.features import _kernel as _extract
 from detector.model import Model
 from detector.native import kernels as _kernels
 from detector.policy import Policy
@@ -525,12 +527,13 @@ class Engine:
         # the model scores the whole batch in one call (row by row, so batching changes no number)
         if self.model is not None:
             p_comb = self.model.combination_pvalues(np.array([p[2].z for p in pending], dtype=np.float64))
+            p_comb = p_comb.tolist() if isinstance(p_comb, np.ndarray) else [float(p) for p in p_comb]
         else:
             p_comb = None
         episodes = self.episodes
         for k, (d, st, (obs, _, z, r, loc, p_stat, p_harm, xl)) in enumerate(pending):
             ev = d.event
-            score, extra = _score(p_stat, float(p_comb[k]) if p_comb is not None else None, p_harm)
+            score, extra = _score(p_stat, p_comb[k] if p_comb is not None else None, p_harm)
             harm_score = d.harm = score_of(p_harm)
             if d.reused_id and score < th.medium:
                 score = th.medium  # an analyst should see it
@@ -657,7 +660,9 @@ class Engine:
         quiet = _pending_quiet(st.pending) if st.pending else None
         if quiet:  # a never-seen item is news once: while pending (untainted) its uses are not news again
             adopted = quiet | peers if peers else quiet
-        obs = extract(st.features, ev, self.policy, adopted)
+        obs = _extract(st.features, ev, self.policy, adopted) if _extract is not None else None
+        if obs is None:  # no kernel, or a state or event it leaves to the reference
+            obs = _py_extract(st.features, ev, self.policy, adopted)
         # pending items met again (extract took them as known; they settle by the rule, not by this use)
         again = [k for k in obs.adopted if k in quiet and not (peers and k in peers)] if quiet else []
         scope = book.scope_for(ev.agent_id) if book is not None else None
@@ -666,7 +671,9 @@ class Engine:
             st.usage.add(ev.t, ev.records, ev.bytes)
         # the row in log1p units and its deviations; like with like: this action's magnitudes against this
         # kind of action's too (once it has a profile)
-        xl, z, by_kind = st.baseline.deviate(obs.x, st.kinds, obs.kind)
+        bl = st.baseline
+        xl, z, by_kind = _deviate(obs.x, bl.loc, bl.scale, _FLOORS, st.kinds.a, float(obs.kind), _KIND_FEATURES,
+                                  KIND_MIN, Z95)  # Baseline.deviate
         if z[_I_TASK_ACTIONS] >= REASON_Z and ev.task_id is not None:  # a long task is news once
             _long_task(st, ev.task_id, obs.x[_I_TASK_ACTIONS], z, learn)
         # a never-seen destination of a family this agent often sends somewhere new (new payees, new
@@ -687,19 +694,19 @@ class Engine:
         rar = self._rarities
         got = rar(z, x, caps, obs.quiet, obs.known_reach) if rar is not None else None
         r, raw, top = got if got is not None else _py_rarities(self._tails, z, x, caps, obs.quiet, obs.known_reach)
-        # the profile as this action was compared with it, for the reasons (learning replaces it)
-        loc = st.baseline.loc if raw >= REASON_NEGLOG else None
-        weight = st.baseline.n
+        # the profile as this action was compared with it, for the reasons (a copy: learning moves it in place)
+        loc = array("d", bl.loc) if raw >= REASON_NEGLOG else None
+        weight = bl.n
         learned = raw < self._learn_raw and not violations  # an out-of-scope action teaches nothing
         if learned:
             if learn:
-                st.baseline.learn_log(xl)
+                bl.learn_log_in_place(xl)
                 if again:  # what is new in it becomes known, what is pending keeps counting
                     for key in obs.novel:
                         settle(st.features, key)
                 elif obs.novel:  # commit_novelty's effect, as _settle settles what peers adopted
                     commit_novel(st.features, obs)
-                weight = st.baseline.n
+                weight = bl.n
             else:
                 weight += 1.0  # what learn_log adds (tests/unit/test_engine.py holds the two paths together)
         # no feature as rare as evidence needs (blame only lowers r): no evidence of harm, strength() would say

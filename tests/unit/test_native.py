@@ -623,3 +623,35 @@ def test_extraction_answers_the_same_whether_words_come_from_the_cache_or_from_w
     _kernel_extract()
     assert out[0].x == out[1].x and out[0].novel == out[1].novel
     assert calls and len(calls) == len(set(calls))  # the second time every text came from the cache
+
+
+@settings(max_examples=300, deadline=None)
+@given(_row, _loc, _scale, st.floats(min_value=0.004, max_value=2.0))
+def test_a_learning_step_in_place_equals_the_step_on_copies_bit_for_bit(x, loc, scale, a2):
+    from detector.baseline import _py_learn_into
+
+    xl = _py_log_deviations(x, [0.0] * N_FEATURES, [1.0] * N_FEATURES, _FLOORS)[0]
+    loc_c, scale_c = _py_learn(xl, array("d", loc), array("d", scale), _FLOORS, a2, Z95, _UP, _DOWN)
+    for fn in (_native.learn_into, _py_learn_into):
+        loc_i, scale_i = array("d", loc), array("d", scale)
+        assert fn(xl, loc_i, scale_i, _FLOORS, a2, Z95, _UP, _DOWN) is None
+        assert (loc_i.tobytes(), scale_i.tobytes()) == (loc_c.tobytes(), scale_c.tobytes())
+
+
+def test_an_actions_reasons_name_the_profile_it_was_compared_with_though_later_actions_of_its_batch_teach_it():
+    # the profile learns in place (Baseline.learn_log_in_place): the engine keeps a copy for the reasons
+    from detector.engine import Engine
+    from detector.events import decode_event
+
+    base = {"agent_id": "a", "operator_id": "o", "tool": "db.query", "action": "read", "resource": "db://t/1",
+            "sensitivity": "internal"}
+    evs = [decode_event({**base, "event_id": f"e{i}", "ts": f"2026-03-02T09:{i:02d}:00Z", "records": 1 + i % 3})
+           for i in range(40)]
+    evs.append(decode_event({**base, "event_id": "big", "ts": "2026-03-02T09:40:00Z", "records": 100000}))
+    evs += [decode_event({**base, "event_id": f"f{i}", "ts": f"2026-03-05T09:{i:02d}:00Z", "records": 2})
+            for i in range(5)]  # days later: ordinary again, and learnt
+    together = Engine().process_batch(evs)
+    eng = Engine()
+    apart = eng.process_batch(evs[:41]) + eng.process_batch(evs[41:])
+    assert together[40].record["severity"] != "ok" and together[40].record["reasons"][0]["baseline"] > 0.0
+    assert [d.record for d in together] == [d.record for d in apart]
