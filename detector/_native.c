@@ -1686,7 +1686,9 @@ kind_learn(PyObject *self, PyObject *args)
     Py_RETURN_TRUE;
 }
 
-/* rarities(tables, slopes, n, spz, zmax, slack, reach_quiet, z, x, caps, quiet, known_reach) -> (r, raw, top)
+/* rarities(tables, slopes, n, spz, zmax, slack, reach_quiet, z, x, caps, quiet, known_reach[, rows])
+ *   -> (r, raw, top); rows (a bytearray, or None/absent): the final z appended as native doubles (the batch's rows
+ *   for the model).
  *   z (a list of floats) changed in place as engine._py_rarities changes it; None (nothing changed) when
  *   z or x holds something other than floats: the reference decides. */
 static PyObject *
@@ -1696,9 +1698,16 @@ rarities(PyObject *self, PyObject *args)
     Py_ssize_t n;
     double slack, spz, zmax;
     int known_reach;
-    if (!PyArg_ParseTuple(args, "OOndddOOOOOp:rarities", &tables_o, &slopes_o, &n, &spz, &zmax, &slack, &reach_quiet,
-                          &z, &x, &caps_o, &quiet, &known_reach))
+    PyObject *rows = NULL;
+    if (!PyArg_ParseTuple(args, "OOndddOOOOOp|O:rarities", &tables_o, &slopes_o, &n, &spz, &zmax, &slack,
+                          &reach_quiet, &z, &x, &caps_o, &quiet, &known_reach, &rows))
         return NULL;
+    if (rows == Py_None)
+        rows = NULL;
+    if (rows != NULL && !PyByteArray_CheckExact(rows)) {
+        PyErr_SetString(PyExc_TypeError, "rarities: rows must be a bytearray or None");
+        return NULL;
+    }
     if (!PyList_CheckExact(z) || !PyList_CheckExact(x) || !PyTuple_CheckExact(quiet)
             || !PyTuple_CheckExact(reach_quiet))
         Py_RETURN_NONE;
@@ -1840,6 +1849,12 @@ rarities(PyObject *self, PyObject *args)
                 goto done;
             PyList_SetItem(z, i, o);
         }
+    }
+    if (rows != NULL) {
+        Py_ssize_t at = PyByteArray_GET_SIZE(rows);
+        if (PyByteArray_Resize(rows, at + k * (Py_ssize_t)sizeof(double)) < 0)
+            goto done;
+        memcpy(PyByteArray_AS_STRING(rows) + at, zb, (size_t)k * sizeof(double));
     }
     res = Py_BuildValue("(Odd)", r, raw, top);
 done:

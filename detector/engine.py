@@ -493,6 +493,7 @@ class Engine:
         approvals = self.approvals
         book = self.manifests
         remember = _remember
+        zrows = bytearray() if self.model is not None else None  # the model's rows, filled by _read
         for ev in events:
             refused = None
             if ev.approval_id is not None and approvals is not None:
@@ -515,7 +516,7 @@ class Engine:
                 # the same id on a different action: never a reason to look away
                 d.reused_id = True
             st.seen_pos = (pos + 1) % _DEDUPE
-            reading = self._read(st, ev, book)
+            reading = self._read(st, ev, book, rows=zrows)
             obs = reading.obs
             d.violations = reading.violations
             d.dest_classes = obs.dest_classes
@@ -526,7 +527,8 @@ class Engine:
             return out
         # the model scores the whole batch in one call (row by row, so batching changes no number)
         if self.model is not None:
-            p_comb = self.model.combination_pvalues(np.array([p[2].z for p in pending], dtype=np.float64))
+            rows = np.frombuffer(zrows, dtype=np.float64).reshape(len(pending), N_FEATURES)
+            p_comb = self.model.combination_pvalues(rows)
             p_comb = p_comb.tolist() if isinstance(p_comb, np.ndarray) else [float(p) for p in p_comb]
         else:
             p_comb = None
@@ -644,7 +646,7 @@ class Engine:
         return score, obs, z, st.breaker.state, score_of(p_harm)
 
     def _read(self, st: AgentState, ev: ActionEvent, book: ManifestBook | None, *,
-              learn: bool = True) -> _Reading:
+              learn: bool = True, rows: bytearray | None = None) -> _Reading:
         """Read one action against its agent's state ``st``, and update that state as the stream does:
         the feature windows move, the manifest usage grows, and an action that is not rare (and breaks no
         manifest clause) teaches the profile. The one scoring pipeline: :meth:`process_batch` runs it on
@@ -654,7 +656,8 @@ class Engine:
         The evidence of harm is judged on the profile's weight *after* learning from this action (an
         agent's 100th ordinary action already counts as established), which decisions have always done.
         ``learn=False`` (for a copy that is thrown away) skips the learning itself and counts the weight
-        it would have added.
+        it would have added. ``rows``: the action's final deviations are appended there (native doubles: the
+        batch's rows for the model).
         """
         peers = adopted = self._adopted.get(ev.operator_id)
         quiet = _pending_quiet(st.pending) if st.pending else None
@@ -692,8 +695,12 @@ class Engine:
             caps = None
         # the rarities, the largest (raw: what learning looks at), and the blame (_py_rarities)
         rar = self._rarities
-        got = rar(z, x, caps, obs.quiet, obs.known_reach) if rar is not None else None
-        r, raw, top = got if got is not None else _py_rarities(self._tails, z, x, caps, obs.quiet, obs.known_reach)
+        got = rar(z, x, caps, obs.quiet, obs.known_reach, rows) if rar is not None else None
+        if got is None:
+            got = _py_rarities(self._tails, z, x, caps, obs.quiet, obs.known_reach)
+            if rows is not None:
+                rows += array("d", z).tobytes()
+        r, raw, top = got
         # the profile as this action was compared with it, for the reasons (a copy: learning moves it in place)
         loc = array("d", bl.loc) if raw >= REASON_NEGLOG else None
         weight = bl.n

@@ -496,8 +496,11 @@ def _rarities_both(tails, z, x, caps, quiet, known_reach):
     from detector.engine import _py_rarities, _rarities_kernel
 
     z_n, z_p = list(z), list(z)
-    got = _rarities_kernel(tails)(z_n, x, caps, quiet, known_reach)
+    rows = bytearray(b"\x01" * 8)
+    got = _rarities_kernel(tails)(z_n, x, caps, quiet, known_reach, rows)
     ref = _py_rarities(tails, z_p, x, caps, quiet, known_reach)
+    if got is not None:  # the final deviations appended to the batch's rows, as doubles
+        assert bytes(rows) == b"\x01" * 8 + array("d", z_p).tobytes()
     return got, ref, z_n, z_p
 
 
