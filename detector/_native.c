@@ -570,6 +570,7 @@ b128_get(const bits128 *b, unsigned k)
 
 /* _word_bits(_words(text)) or-ed into *b; *words gets the tuple (new reference) when asked */
 static PyObject *fx_words_cache;
+static PyObject *fx_policy_type, *untrusted_policy, *untrusted_memo;
 static PyObject *fx_words, *fx_destination_family, *fx_is_outsider, *fx_observation, *fx_external, *fx_broadcast;
 
 static int
@@ -753,16 +754,23 @@ intern_names(void)
     return 0;
 }
 
-/* extract_setup(Observation, _words, destination_family, _is_outsider, EXTERNAL, BROADCAST[, words_cache]):
- * words_cache, the dict _words memoises in (a text there is answered from it, without calling _words) */
+/* extract_setup(Observation, _words, destination_family, _is_outsider, EXTERNAL, BROADCAST[, words_cache[,
+ *               Policy]]):
+ * words_cache, the dict _words memoises in (a text there is answered from it, without calling _words);
+ * Policy, the class whose is_untrusted_source answers are remembered per resource (untrusted_source) */
 static PyObject *
 extract_setup(PyObject *self, PyObject *args)
 {
-    PyObject *o, *w, *df, *io, *ext, *bc, *wc = NULL;
-    if (!PyArg_ParseTuple(args, "OOOOOO|O!:extract_setup", &o, &w, &df, &io, &ext, &bc, &PyDict_Type, &wc))
+    PyObject *o, *w, *df, *io, *ext, *bc, *wc = NULL, *pt = NULL;
+    if (!PyArg_ParseTuple(args, "OOOOOO|O!O!:extract_setup", &o, &w, &df, &io, &ext, &bc, &PyDict_Type, &wc,
+                          &PyType_Type, &pt))
         return NULL;
     Py_XINCREF(wc);
     Py_XSETREF(fx_words_cache, wc);
+    Py_XINCREF(pt);
+    Py_XSETREF(fx_policy_type, pt);
+    Py_CLEAR(untrusted_policy);
+    Py_CLEAR(untrusted_memo);
     if (!PyType_Check(o)) {
         PyErr_SetString(PyExc_TypeError, "extract_setup: Observation must be a class");
         return NULL;
@@ -787,6 +795,41 @@ typedef struct {
     PyObject *cls;    /* new reference */
     long long reach;
 } dest_class;
+
+/* policy.is_untrusted_source(resource), remembered per resource for the last policy of the class
+ * extract_setup named (a frozen dataclass whose answer depends on its fields only); other policies are asked */
+static int
+untrusted_source(PyObject *policy, PyObject *resource)
+{
+    int memo = fx_policy_type != NULL && (PyObject *)Py_TYPE(policy) == fx_policy_type && PyUnicode_CheckExact(resource);
+    if (memo) {
+        if (policy != untrusted_policy || untrusted_memo == NULL) {
+            PyObject *d = PyDict_New();
+            if (d == NULL)
+                return -1;
+            Py_INCREF(policy);
+            Py_XSETREF(untrusted_policy, policy);
+            Py_XSETREF(untrusted_memo, d);
+        }
+        PyObject *hit = PyDict_GetItemWithError(untrusted_memo, resource);
+        if (hit != NULL)
+            return hit == Py_True;
+        if (PyErr_Occurred())
+            return -1;
+    }
+    PyObject *u = PyObject_CallMethodOneArg(policy, s_is_untrusted_source, resource);
+    if (u == NULL)
+        return -1;
+    int r = PyObject_IsTrue(u);
+    Py_DECREF(u);
+    if (r < 0 || !memo)
+        return r;
+    if (PyDict_GET_SIZE(untrusted_memo) >= 100000)
+        PyDict_Clear(untrusted_memo);
+    if (PyDict_SetItem(untrusted_memo, resource, r ? Py_True : Py_False) < 0)
+        return -1;
+    return r;
+}
 
 static PyObject *
 extract(PyObject *self, PyObject *args)
@@ -1269,11 +1312,7 @@ extract(PyObject *self, PyObject *args)
         if (new_step || outward || is_delete)
             novel_steps = b[6];
         if (is_read || is_exec) {
-            PyObject *u = PyObject_CallMethodOneArg(policy, s_is_untrusted_source, resource);
-            if (u == NULL) goto done;
-            r = PyObject_IsTrue(u);
-            Py_DECREF(u);
-            if (r < 0) goto done;
+            if ((r = untrusted_source(policy, resource)) < 0) goto done;
             if (r)
                 flags |= F_UNTRUSTED;
         }
@@ -1941,7 +1980,7 @@ static PyMethodDef methods[] = {
     {"forest_leaves", forest_leaves, METH_VARARGS,
      "forest_leaves(z, feature, threshold, depth, out): the leaf of each row in each tree, into out."},
     {"extract_setup", extract_setup, METH_VARARGS,
-     "extract_setup(Observation, _words, destination_family, _is_outsider, EXTERNAL, BROADCAST[, words_cache]): what extract calls back."},
+     "extract_setup(Observation, _words, destination_family, _is_outsider, EXTERNAL, BROADCAST[, words_cache[, Policy]]): what extract calls back."},
     {"crc32", crc32_, METH_VARARGS, "crc32(data, crc=0) -> int: zlib.crc32, as the kernel hashes names."},
     {"extract", extract, METH_VARARGS,
      "extract(st, ev, policy, adopted) -> Observation, or None for the reference to decide (detector.features)."},

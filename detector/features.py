@@ -716,4 +716,7 @@ def commit_novel(st: FeatureState, obs: Observation) -> None:
 # the compiled extract (None: the reference runs; a kernel built before it had extract runs without it)
 _kernel = getattr(_kernels, "extract", None)
 if _kernel is not None:  # what it calls back (names, words and classes stay in Python)
-    _kernels.extract_setup(Observation, _words, destination_family, _is_outsider, EXTERNAL, BROADCAST, _words_cache)
+    # (Policy: a frozen dataclass whose is_untrusted_source depends on its fields only, so the kernel remembers
+    # its answers per resource for the policy in use)
+    _kernels.extract_setup(Observation, _words, destination_family, _is_outsider, EXTERNAL, BROADCAST, _words_cache,
+                           Policy)

@@ -330,7 +330,7 @@ def _kernel_extract():
     from detector.policy import BROADCAST, EXTERNAL
 
     _native.extract_setup(f.Observation, f._words, f.destination_family, f._is_outsider, EXTERNAL, BROADCAST,
-                          f._words_cache)
+                          f._words_cache, f.Policy)
     return _native.extract
 
 
@@ -619,7 +619,7 @@ def test_extraction_answers_the_same_whether_words_come_from_the_cache_or_from_w
         if not cached:
             f._words_cache.clear()
         _native.extract_setup(f.Observation, f._words, f.destination_family, f._is_outsider, f.EXTERNAL,
-                              f.BROADCAST, f._words_cache)
+                              f.BROADCAST, f._words_cache, f.Policy)
         st_ = f.FeatureState()
         out.append(kernel(st_, ev, _policy(), None))
         out[-1].x.append(st_.tasks.tobytes())
@@ -658,3 +658,35 @@ def test_an_actions_reasons_name_the_profile_it_was_compared_with_though_later_a
     apart = eng.process_batch(evs[:41]) + eng.process_batch(evs[41:])
     assert together[40].record["severity"] != "ok" and together[40].record["reasons"][0]["baseline"] > 0.0
     assert [d.record for d in together] == [d.record for d in apart]
+
+
+def test_the_kernel_remembers_untrusted_sources_per_policy_and_asks_a_policy_of_another_class_every_time():
+    from detector import features as f
+    from detector.policy import Policy
+
+    kernel = _kernel_extract()
+    web = _events([{"tool": "web.get", "action": "read", "resource": "http://web.example/a", "sensitivity": "public",
+                    "records": 1, "bytes": 1, "destinations": [], "task_id": "t1", "requested_by": None,
+                    "instruction_hash": None, "approval_id": None, "dt": 1.0}])[0]
+    flags = lambda st_: int(st_.tasks[1])  # the task's flags: 1 = it took in untrusted input
+
+    trusting, wary = Policy(untrusted_sources=()), Policy(untrusted_sources=("http",))
+    for policy, untrusted in ((wary, 1), (trusting, 0), (wary, 1)):
+        st_ = f.FeatureState()
+        kernel(st_, web, policy, None)
+        assert flags(st_) & 1 == untrusted
+
+    class Moody(Policy):
+        calls = 0
+
+        def is_untrusted_source(self, resource):
+            Moody.calls += 1
+            return Moody.calls % 2 == 1
+
+    moody = Moody()
+    got = []
+    for _ in range(4):
+        st_ = f.FeatureState()
+        kernel(st_, web, moody, None)
+        got.append(flags(st_) & 1)
+    assert got == [1, 0, 1, 0] and Moody.calls == 4
