@@ -54,6 +54,44 @@ row_doubles(PyObject *seq, double *out, Py_ssize_t n)
 
 #define MAX_ROW 256
 
+/* A row (a list or tuple of floats, an array('d'), or any sequence) into out (at most MAX_ROW values); its
+ * length, or -1 with an exception set. */
+static Py_ssize_t
+row_of(PyObject *x, double *out, const char *what)
+{
+    if (!PyList_Check(x) && !PyTuple_Check(x) && PyObject_CheckBuffer(x)) {
+        Py_buffer v;
+        if (PyObject_GetBuffer(x, &v, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS) == 0) {
+            if (v.itemsize == (Py_ssize_t)sizeof(double) && v.format != NULL && strcmp(v.format, "d") == 0) {
+                Py_ssize_t n = v.len / (Py_ssize_t)sizeof(double);
+                if (n > MAX_ROW) {
+                    PyBuffer_Release(&v);
+                    PyErr_SetString(PyExc_ValueError, "row too long for the native kernel");
+                    return -1;
+                }
+                memcpy(out, v.buf, (size_t)n * sizeof(double));
+                PyBuffer_Release(&v);
+                return n;
+            }
+            PyBuffer_Release(&v);
+        } else {
+            PyErr_Clear();
+        }
+    }
+    PyObject *seq = PySequence_Fast(x, what);
+    if (seq == NULL)
+        return -1;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    if (n > MAX_ROW) {
+        Py_DECREF(seq);
+        PyErr_SetString(PyExc_ValueError, "row too long for the native kernel");
+        return -1;
+    }
+    int r = row_doubles(seq, out, n);
+    Py_DECREF(seq);
+    return r < 0 ? -1 : n;
+}
+
 /* log_deviations(x, loc, scale, floors) -> (xl, z)
  *   xl = [log1p(v) for v in x]; z = [(v - m) / (s if s > f else f) for v, m, s, f in zip(xl, loc, scale, floors)] */
 static PyObject *
@@ -140,21 +178,10 @@ learn_(PyObject *args, int in_place)
     double a2, z95, up, down;
     if (!PyArg_ParseTuple(args, "OOOOdddd:learn", &x, &loc_o, &scale_o, &floors_o, &a2, &z95, &up, &down))
         return NULL;
-    PyObject *seq = PySequence_Fast(x, "xl must be a sequence of floats");
-    if (seq == NULL)
-        return NULL;
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
     double buf[MAX_ROW];
-    if (n > MAX_ROW) {
-        Py_DECREF(seq);
-        PyErr_SetString(PyExc_ValueError, "row too long for the native kernel");
+    Py_ssize_t n = row_of(x, buf, "xl must be a sequence of floats");
+    if (n < 0)
         return NULL;
-    }
-    if (row_doubles(seq, buf, n) < 0) {
-        Py_DECREF(seq);
-        return NULL;
-    }
-    Py_DECREF(seq);
     PyObject *nloc, *nscale;
     if (in_place) {
         nloc = loc_o;
@@ -1582,75 +1609,111 @@ kind_slot(const double *a, Py_ssize_t len, Py_ssize_t w, double fk)
     return -1;
 }
 
-/* deviate(x, loc, scale, floors, kinds, kind, kind_features, kind_min, z95) -> (xl, z, by_kind) */
+/* deviate(x, loc, scale, floors, kinds, kind, kind_features, kind_min, z95[, xl_out]) -> (xl, z, by_kind)
+ *   log_deviations, then the kind's profile compare (baseline._py_deviate); xl_out (an array('d') as long as
+ *   x): the row in log1p units is written there and returned instead of a new list */
 static PyObject *
 deviate(PyObject *self, PyObject *args)
 {
-    PyObject *x, *loc_o, *scale_o, *floors_o, *kinds_o, *kf_o;
+    PyObject *x, *loc_o, *scale_o, *floors_o, *kinds_o, *kf_o, *xl_out = NULL;
     double fk, kmin, z95;
-    if (!PyArg_ParseTuple(args, "OOOOOdOdd:deviate", &x, &loc_o, &scale_o, &floors_o, &kinds_o, &fk, &kf_o, &kmin,
-                          &z95))
+    if (!PyArg_ParseTuple(args, "OOOOOdOdd|O:deviate", &x, &loc_o, &scale_o, &floors_o, &kinds_o, &fk, &kf_o,
+                          &kmin, &z95, &xl_out))
         return NULL;
-    PyObject *ld_args = PyTuple_Pack(4, x, loc_o, scale_o, floors_o);
-    if (ld_args == NULL)
+    if (xl_out == Py_None)
+        xl_out = NULL;
+    double xb[MAX_ROW], zb[MAX_ROW];
+    Py_ssize_t n = row_of(x, xb, "x must be a sequence of floats");
+    if (n < 0)
         return NULL;
-    PyObject *pair = log_deviations(self, ld_args);
-    Py_DECREF(ld_args);
-    if (pair == NULL)
-        return NULL;
-    PyObject *xl = PyTuple_GET_ITEM(pair, 0), *z = PyTuple_GET_ITEM(pair, 1);
-    PyObject *res = NULL;
-    int by_kind = 0;
-    Py_buffer av, fv;
-    if (get_doubles(kinds_o, &av, 0, "kinds") < 0)
-        goto done;
-    Py_ssize_t len = av.len / (Py_ssize_t)sizeof(double);
-    Py_ssize_t feats[8];
-    Py_ssize_t nk = kind_features(kf_o, feats, PyList_GET_SIZE(z) < PyList_GET_SIZE(xl) ? PyList_GET_SIZE(z)
-                                                                                            : PyList_GET_SIZE(xl));
-    if (nk < 0) {
-        PyBuffer_Release(&av);
-        goto done;
-    }
-    Py_ssize_t w = 3 + 2 * nk;
-    const double *a = av.buf;
-    Py_ssize_t b = kind_slot(a, len, w, fk);
-    if (b >= 0 && !(a[b + 1] < kmin)) {
-        if (get_doubles(floors_o, &fv, 0, "floors") < 0) {
-            PyBuffer_Release(&av);
+    Py_buffer lv, sv, fv, av, ov;
+    int have_l = 0, have_s = 0, have_f = 0, have_a = 0, have_o = 0;
+    PyObject *xl = NULL, *z = NULL, *res = NULL;
+    if (get_doubles(loc_o, &lv, 0, "loc") < 0) goto done;
+    have_l = 1;
+    if (get_doubles(scale_o, &sv, 0, "scale") < 0) goto done;
+    have_s = 1;
+    if (get_doubles(floors_o, &fv, 0, "floors") < 0) goto done;
+    have_f = 1;
+    Py_ssize_t m = n;
+    Py_ssize_t nl = lv.len / (Py_ssize_t)sizeof(double), ns = sv.len / (Py_ssize_t)sizeof(double),
+               nf = fv.len / (Py_ssize_t)sizeof(double);
+    if (nl < m) m = nl;
+    if (ns < m) m = ns;
+    if (nf < m) m = nf;
+    const double *loc = lv.buf, *scale = sv.buf, *floors = fv.buf;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        double v = xb[i];
+        double r = log1p(v);
+        if ((isnan(r) && !isnan(v)) || (isinf(r) && isfinite(v))) {
+            PyErr_SetString(PyExc_ValueError, "math domain error");
             goto done;
         }
-        const double *floors = fv.buf;
-        Py_ssize_t nf = fv.len / (Py_ssize_t)sizeof(double);
+        xb[i] = r;
+    }
+    for (Py_ssize_t i = 0; i < m; i++) {
+        double sc = scale[i], f = floors[i];
+        zb[i] = (xb[i] - loc[i]) / (sc > f ? sc : f);
+    }
+    /* the kind's profile */
+    int by_kind = 0;
+    if (get_doubles(kinds_o, &av, 0, "kinds") < 0) goto done;
+    have_a = 1;
+    Py_ssize_t feats[8];
+    Py_ssize_t nk = kind_features(kf_o, feats, m < n ? m : n);
+    if (nk < 0) goto done;
+    Py_ssize_t w = 3 + 2 * nk;
+    const double *a = av.buf;
+    Py_ssize_t b = kind_slot(a, av.len / (Py_ssize_t)sizeof(double), w, fk);
+    if (b >= 0 && !(a[b + 1] < kmin)) {
         for (Py_ssize_t j = 0; j < nk; j++) {
             Py_ssize_t f = feats[j];
             if (f >= nf) {
                 PyErr_SetString(PyExc_IndexError, "tuple index out of range");
-                PyBuffer_Release(&fv);
-                PyBuffer_Release(&av);
                 goto done;
             }
-            double m = a[b + 3 + 2 * j], hi = a[b + 4 + 2 * j];
-            double s = (hi - m) / z95;
+            double mm = a[b + 3 + 2 * j], hi = a[b + 4 + 2 * j];
+            double sc = (hi - mm) / z95;
             double fl = floors[f];
-            double zk = (PyFloat_AS_DOUBLE(PyList_GET_ITEM(xl, f)) - m) / (s > fl ? s : fl);
-            if (zk < PyFloat_AS_DOUBLE(PyList_GET_ITEM(z, f))) {
-                PyObject *o = PyFloat_FromDouble(zk);
-                if (o == NULL) {
-                    PyBuffer_Release(&fv);
-                    PyBuffer_Release(&av);
-                    goto done;
-                }
-                PyList_SetItem(z, f, o);
-            }
+            double zk = (xb[f] - mm) / (sc > fl ? sc : fl);
+            if (zk < zb[f])
+                zb[f] = zk;
         }
-        PyBuffer_Release(&fv);
         by_kind = 1;
     }
-    PyBuffer_Release(&av);
+    if (xl_out != NULL) {
+        if (get_doubles(xl_out, &ov, 1, "xl_out") < 0) goto done;
+        have_o = 1;
+        if (ov.len != n * (Py_ssize_t)sizeof(double)) {
+            PyErr_SetString(PyExc_ValueError, "deviate: xl_out must be as long as the row");
+            goto done;
+        }
+        memcpy(ov.buf, xb, (size_t)n * sizeof(double));
+        xl = xl_out;
+        Py_INCREF(xl);
+    } else {
+        if ((xl = PyList_New(n)) == NULL) goto done;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            PyObject *o = PyFloat_FromDouble(xb[i]);
+            if (o == NULL) goto done;
+            PyList_SET_ITEM(xl, i, o);
+        }
+    }
+    if ((z = PyList_New(m)) == NULL) goto done;
+    for (Py_ssize_t i = 0; i < m; i++) {
+        PyObject *o = PyFloat_FromDouble(zb[i]);
+        if (o == NULL) goto done;
+        PyList_SET_ITEM(z, i, o);
+    }
     res = PyTuple_Pack(3, xl, z, by_kind ? Py_True : Py_False);
 done:
-    Py_DECREF(pair);
+    Py_XDECREF(xl);
+    Py_XDECREF(z);
+    if (have_l) PyBuffer_Release(&lv);
+    if (have_s) PyBuffer_Release(&sv);
+    if (have_f) PyBuffer_Release(&fv);
+    if (have_a) PyBuffer_Release(&av);
+    if (have_o) PyBuffer_Release(&ov);
     return res;
 }
 
@@ -1665,25 +1728,46 @@ kind_learn(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "OdOdOOdddd:kind_learn", &kinds_o, &fk, &xl_o, &t, &kf_o, &kfl_o, &z95, &up, &down,
                           &amin))
         return NULL;
-    if (!PyList_CheckExact(xl_o))
-        Py_RETURN_NONE;  /* the reference decides */
+    Py_buffer xv;
+    int xl_buf = 0;
+    Py_ssize_t nxl;
+    if (PyList_CheckExact(xl_o)) {
+        nxl = PyList_GET_SIZE(xl_o);
+    } else {
+        if (!PyObject_CheckBuffer(xl_o))
+            Py_RETURN_NONE;  /* the reference decides */
+        if (get_doubles(xl_o, &xv, 0, "xl") < 0) {
+            PyErr_Clear();
+            Py_RETURN_NONE;
+        }
+        xl_buf = 1;
+        nxl = xv.len / (Py_ssize_t)sizeof(double);
+    }
     Py_ssize_t feats[8];
-    Py_ssize_t nk = kind_features(kf_o, feats, PyList_GET_SIZE(xl_o));
+    double fl[8], v[8];
+    Py_ssize_t nk = kind_features(kf_o, feats, nxl);
     if (nk < 0)
-        return NULL;
+        goto fail_x;
     if (!PyTuple_Check(kfl_o) || PyTuple_GET_SIZE(kfl_o) != nk) {
         PyErr_SetString(PyExc_TypeError, "kind floors must be a tuple, one per kind feature");
-        return NULL;
+        goto fail_x;
     }
-    double fl[8], v[8];
     for (Py_ssize_t j = 0; j < nk; j++) {
         fl[j] = PyFloat_AsDouble(PyTuple_GET_ITEM(kfl_o, j));
         if (fl[j] == -1.0 && PyErr_Occurred())
-            return NULL;
+            goto fail_x;
+        if (xl_buf) {
+            v[j] = ((const double *)xv.buf)[feats[j]];
+            continue;
+        }
         PyObject *o = PyList_GET_ITEM(xl_o, feats[j]);
         if (!PyFloat_CheckExact(o))
-            Py_RETURN_NONE;  /* the reference decides */
+            Py_RETURN_NONE;  /* the reference decides (a list: no buffer held) */
         v[j] = PyFloat_AS_DOUBLE(o);
+    }
+    if (xl_buf) {
+        PyBuffer_Release(&xv);
+        xl_buf = 0;
     }
     Py_buffer av;
     if (get_doubles(kinds_o, &av, 1, "kinds") < 0)
@@ -1723,6 +1807,10 @@ kind_learn(PyObject *self, PyObject *args)
     }
     PyBuffer_Release(&av);
     Py_RETURN_TRUE;
+fail_x:
+    if (xl_buf)
+        PyBuffer_Release(&xv);
+    return NULL;
 }
 
 /* rarities(tables, slopes, n, spz, zmax, slack, reach_quiet, z, x, caps, quiet, known_reach[, rows])

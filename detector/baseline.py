@@ -175,12 +175,18 @@ _KIND_ALPHA_MIN = 0.01
 _KIND_FLOORS = tuple((f, FLOORS[f]) for f in _KIND_FEATURES)
 
 
-def _py_deviate(x, loc, scale, floors, kinds, kind: float, kind_features, kind_min: float,
-                z95: float) -> tuple[list[float], list[float], bool]:
+def _py_deviate(x, loc, scale, floors, kinds, kind: float, kind_features, kind_min: float, z95: float,
+                xl_out: array | None = None) -> tuple[list[float] | array, list[float], bool]:
     """:func:`_py_log_deviations` of a row, then its magnitudes' deviations lowered to those from the kind's
-    profile in ``kinds`` (:meth:`KindProfiles.compare`), and whether the kind has one. The reference of
-    ``detector._native.deviate``."""
+    profile in ``kinds`` (:meth:`KindProfiles.compare`), and whether the kind has one. ``xl_out`` (an
+    ``array('d')`` as long as the row): the row in log1p units is written there and returned instead of a
+    list (25 floats fewer to make). The reference of ``detector._native.deviate``."""
     xl, z = _py_log_deviations(x, loc, scale, floors)
+    if xl_out is not None:
+        if len(xl_out) != len(xl):
+            raise ValueError("deviate: xl_out must be as long as the row")
+        xl_out[:] = array("d", xl)
+        xl = xl_out
     w = 3 + 2 * len(kind_features)
     keys = kinds[0::w]
     if kind not in keys:

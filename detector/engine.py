@@ -150,7 +150,7 @@ class _Reading(NamedTuple):
     p_stat: float
     p_harm: float
     #: the feature values in log1p units (what a verdict teaches)
-    xl: list[float]
+    xl: array
 
 
 def _harm(ev: ActionEvent, obs: Observation) -> float:
@@ -245,6 +245,8 @@ def _py_remember(seen: array, content: array, pos: int, h: int, hc: int) -> int:
 
 
 _remember = getattr(_kernels, "remember", None) or _py_remember
+#: a new row of N_FEATURES doubles (the log1p row an action teaches: an array, not a list of floats)
+_new_row = array("d", bytes(8 * N_FEATURES)).__copy__
 
 
 def content_key(ev: ActionEvent) -> int:
@@ -676,7 +678,7 @@ class Engine:
         # kind of action's too (once it has a profile)
         bl = st.baseline
         xl, z, by_kind = _deviate(obs.x, bl.loc, bl.scale, _FLOORS, st.kinds.a, float(obs.kind), _KIND_FEATURES,
-                                  KIND_MIN, Z95)  # Baseline.deviate
+                                  KIND_MIN, Z95, _new_row())  # Baseline.deviate, the log1p row as an array
         if z[_I_TASK_ACTIONS] >= REASON_Z and ev.task_id is not None:  # a long task is news once
             _long_task(st, ev.task_id, obs.x[_I_TASK_ACTIONS], z, learn)
         # a never-seen destination of a family this agent often sends somewhere new (new payees, new

@@ -449,6 +449,12 @@ def test_deviations_with_the_kinds_profile_equal_the_reference_bit_for_bit(x, lo
     xl_p, z_p, by_p = _py_deviate(x, loc, scale, _FLOORS, kinds, kind, _KIND_FEATURES, KIND_MIN, Z95)
     assert bits(xl_n) == bits(xl_p) and bits(z_n) == bits(z_p) and by_n is by_p
     assert all(type(v) is float for v in xl_n + z_n) and kinds.tobytes() == before
+    # the log1p row written into an array instead (what the engine asks for), by both
+    outs = (array("d", [7.0] * N_FEATURES), array("d", [7.0] * N_FEATURES))
+    xa_n, za_n, ba_n = _native.deviate(x, loc, scale, _FLOORS, kinds, kind, _KIND_FEATURES, KIND_MIN, Z95, outs[0])
+    xa_p, za_p, ba_p = _py_deviate(x, loc, scale, _FLOORS, kinds, kind, _KIND_FEATURES, KIND_MIN, Z95, outs[1])
+    assert xa_n is outs[0] and xa_p is outs[1] and xa_n.tobytes() == xa_p.tobytes() == bits(xl_p)
+    assert bits(za_n) == bits(za_p) == bits(z_p) and ba_n is ba_p is by_p
 
 
 def test_a_kinds_established_profile_lowers_the_magnitudes_deviations_in_both():
@@ -473,6 +479,8 @@ def test_a_kinds_learning_step_equals_the_reference_bit_for_bit(kinds, kind, x, 
     done_n = _native.kind_learn(a_n, kind, *args)
     done_p = _py_kind_learn(a_p, kind, *args)
     assert done_n is done_p and a_n.tobytes() == a_p.tobytes()
+    a_r = array("d", kinds)  # the row as an array (what the engine passes) teaches the same
+    assert _native.kind_learn(a_r, kind, array("d", xl), *args[1:]) is done_p and a_r.tobytes() == a_p.tobytes()
     assert done_p == (kind in kinds[0::_KIND_W])  # without a slot nothing changes
     assert done_p or a_p.tobytes() == kinds.tobytes()
 
@@ -636,9 +644,10 @@ def test_a_learning_step_in_place_equals_the_step_on_copies_bit_for_bit(x, loc, 
     xl = _py_log_deviations(x, [0.0] * N_FEATURES, [1.0] * N_FEATURES, _FLOORS)[0]
     loc_c, scale_c = _py_learn(xl, array("d", loc), array("d", scale), _FLOORS, a2, Z95, _UP, _DOWN)
     for fn in (_native.learn_into, _py_learn_into):
-        loc_i, scale_i = array("d", loc), array("d", scale)
-        assert fn(xl, loc_i, scale_i, _FLOORS, a2, Z95, _UP, _DOWN) is None
-        assert (loc_i.tobytes(), scale_i.tobytes()) == (loc_c.tobytes(), scale_c.tobytes())
+        for row in (xl, array("d", xl)):  # a list, or the array the engine passes
+            loc_i, scale_i = array("d", loc), array("d", scale)
+            assert fn(row, loc_i, scale_i, _FLOORS, a2, Z95, _UP, _DOWN) is None
+            assert (loc_i.tobytes(), scale_i.tobytes()) == (loc_c.tobytes(), scale_c.tobytes())
 
 
 def test_an_actions_reasons_name_the_profile_it_was_compared_with_though_later_actions_of_its_batch_teach_it():
