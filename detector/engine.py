@@ -113,12 +113,6 @@ def _pending_quiet(p: array) -> set[int]:
     return out
 
 
-def _combined(p_stat: float, p_comb: float, p_harm: float) -> float:
-    """Three rarities of one action (its rarest feature, the forest's combination of all, the evidence of
-    harm together) as one, Bonferroni-corrected for the three."""
-    return min(1.0, 3.0 * min(p_stat, p_comb, p_harm))
-
-
 def _score(p_stat: float, p_comb: float | None, p_harm: float) -> tuple[float, list[dict] | None]:
     """An action's score from its rarities, and the reason to add when the model's combination is what
     makes it rare. ``p_comb`` is ``None`` without a trained model: the score is then the rarest feature's
@@ -130,7 +124,15 @@ def _score(p_stat: float, p_comb: float | None, p_harm: float) -> tuple[float, l
         extra = [{"feature": "combination", "value": round(p_comb, 8), "baseline": 1.0,
                   "detail": "this combination of volume, destinations and timing is rare for agents "
                             f"like this one (isolation forest rarity {p_comb:.1e})."}]
-    return score_of(_combined(p_stat, p_comb, p_harm)), extra
+    # the three rarities (the rarest feature, the forest's combination of all, the evidence of harm together)
+    # as one, Bonferroni-corrected for the three: min(1, 3 min(...)) spelt out, min() as it compares
+    p = p_stat
+    if p_comb < p:
+        p = p_comb
+    if p_harm < p:
+        p = p_harm
+    p = 3.0 * p
+    return score_of(p if p < 1.0 else 1.0), extra
 
 
 class _Reading(NamedTuple):
@@ -535,16 +537,21 @@ class Engine:
         else:
             p_comb = None
         episodes = self.episodes
+        severity_of, step, trace = th.severity, brk.step, self.traces.append
+        version = self._version
         for k, (d, st, (obs, _, z, r, loc, p_stat, p_harm, xl)) in enumerate(pending):
             ev = d.event
-            score, extra = _score(p_stat, p_comb[k] if p_comb is not None else None, p_harm)
-            harm_score = d.harm = score_of(p_harm)
+            if p_comb is None:
+                score, extra = score_of(p_stat), None
+            else:
+                score, extra = _score(p_stat, p_comb[k], p_harm)
+            harm_score = d.harm = score_of(p_harm) if p_harm != 1.0 else 0.0  # no evidence of harm: 0
             if d.reused_id and score < th.medium:
                 score = th.medium  # an analyst should see it
             effect = stream_effect(d.violations, th) if d.violations else None
             if effect is not None and score < effect[0]:
                 score = effect[0]  # outside its intended use: an alert, and spent from the risk budget
-            severity = th.severity(score)
+            severity = severity_of(score)
             reasons: list[dict] = []
             if severity != "ok":
                 reasons = explain(z, r, obs.x, loc, extra=extra)
@@ -587,17 +594,16 @@ class Engine:
                 sensitive_out = obs.outbound and ev.sensitivity in ("confidential", "restricted")
                 solo = (harm_score >= th.evidence
                         and (st.baseline.n >= YOUNG_N or ev.action == "delete" or sensitive_out))
-                action, transition = brk.step(b, t=ev.t, score=score, severity=severity, agent_id=ev.agent_id,
-                                              event_id=ev.event_id, th=th, solo_trip=solo, harm=_harm(ev, obs),
-                                              evidence=max(min(score, harm_score), effect[0] if effect else 0.0))
+                action, transition = step(b, t=ev.t, score=score, severity=severity, agent_id=ev.agent_id,
+                                          event_id=ev.event_id, th=th, solo_trip=solo, harm=_harm(ev, obs),
+                                          evidence=max(min(score, harm_score), effect[0] if effect else 0.0))
             d.transition = transition
-            rec = {
+            d.record = {
                 "event_id": ev.event_id, "agent_id": ev.agent_id, "ts": ev.ts, "score": round(score, 4),
                 "severity": severity, "reasons": reasons, "action_taken": action, "breaker_state": b.state,
-                "model_version": self._version,
+                "model_version": version,
             }
-            d.record = rec
-            self.traces.append(ev.agent_id, (ev, score, severity, obs.dest_classes))
+            trace(ev.agent_id, (ev, score, severity, obs.dest_classes))
             if action == "freeze":
                 lead = reasons[0]["detail"] if reasons else f"risk budget exhausted (score {score:.2f})"
                 d.freeze = {"command": "freeze", "agent_id": ev.agent_id, "incident_id": b.incident_id,
