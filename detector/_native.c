@@ -13,6 +13,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include "structmember.h"
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
@@ -717,10 +718,69 @@ directed_harm(int is_delete, int is_write, int outward, int sensitive, long long
     return 0.25;
 }
 
-static int
-float_attr(PyObject *o, PyObject *name, double *out)
+/* Attribute access to the plain slots (__slots__, a msgspec Struct's fields: member descriptors of objects)
+ * of the objects extract reads and writes, at their offset: the same object the descriptor would give or set,
+ * without the lookup. Any other attribute (a property, an instance dict's, a slot not set) goes the generic
+ * way. The type each offset was found for is held. */
+typedef struct {
+    PyObject *name;       /* interned */
+    PyTypeObject *type;   /* the type off was resolved for (a strong reference), or NULL */
+    Py_ssize_t off;       /* -1: not a plain object slot of that type */
+    int get, set;         /* the type gets / sets attributes the generic way (no __getattribute__, __setattr__) */
+} fastattr;
+
+static void
+fa_resolve(fastattr *fa, PyTypeObject *tp)
 {
-    PyObject *v = PyObject_GetAttr(o, name);
+    Py_INCREF(tp);
+    Py_XSETREF(fa->type, tp);
+    fa->off = -1;
+    fa->get = tp->tp_getattro == PyObject_GenericGetAttr;
+    fa->set = tp->tp_setattro == PyObject_GenericSetAttr;
+    PyObject *d = _PyType_Lookup(tp, fa->name);  /* borrowed */
+    if (d != NULL && Py_IS_TYPE(d, &PyMemberDescr_Type)) {
+        PyMemberDef *m = ((PyMemberDescrObject *)d)->d_member;
+        if (m->type == T_OBJECT_EX && !(m->flags & READONLY) && ((PyMemberDescrObject *)d)->d_common.d_type == tp
+                && m->offset > 0)
+            fa->off = m->offset;
+    }
+}
+
+static PyObject *
+xget(PyObject *o, fastattr *fa)
+{
+    PyTypeObject *tp = Py_TYPE(o);
+    if (fa->type != tp)
+        fa_resolve(fa, tp);
+    if (fa->off >= 0 && fa->get) {
+        PyObject *v = *(PyObject **)((char *)o + fa->off);
+        if (v != NULL) {
+            Py_INCREF(v);
+            return v;
+        }
+    }
+    return PyObject_GetAttr(o, fa->name);
+}
+
+static int
+xset(PyObject *o, fastattr *fa, PyObject *v)
+{
+    PyTypeObject *tp = Py_TYPE(o);
+    if (fa->type != tp)
+        fa_resolve(fa, tp);
+    if (fa->off >= 0 && fa->set && v != NULL) {
+        PyObject **slot = (PyObject **)((char *)o + fa->off);
+        Py_INCREF(v);
+        Py_XSETREF(*slot, v);
+        return 0;
+    }
+    return PyObject_SetAttr(o, fa->name, v);
+}
+
+static int
+float_attr(PyObject *o, fastattr *name, double *out)
+{
+    PyObject *v = xget(o, name);
     if (v == NULL)
         return -1;
     int ok = PyFloat_CheckExact(v);
@@ -731,23 +791,23 @@ float_attr(PyObject *o, PyObject *name, double *out)
 }
 
 static int
-set_float(PyObject *o, PyObject *name, double v)
+set_float(PyObject *o, fastattr *name, double v)
 {
     PyObject *f = PyFloat_FromDouble(v);
     if (f == NULL)
         return -1;
-    int r = PyObject_SetAttr(o, name, f);
+    int r = xset(o, name, f);
     Py_DECREF(f);
     return r;
 }
 
 static int
-set_bloom(PyObject *o, PyObject *name, const unsigned char *buf, Py_ssize_t n)
+set_bloom(PyObject *o, fastattr *name, const unsigned char *buf, Py_ssize_t n)
 {
     PyObject *v = _PyLong_FromByteArray(buf, n, 1, 0);
     if (v == NULL)
         return -1;
-    int r = PyObject_SetAttr(o, name, v);
+    int r = xset(o, name, v);
     Py_DECREF(v);
     return r;
 }
@@ -760,6 +820,8 @@ static PyObject *s_last_t, *s_c, *s_tools, *s_resources, *s_dests, *s_steps, *s_
     *s_is_untrusted_source, *s_confidential, *s_x, *s_dest_classes, *s_pending, *s_new_outbound,
     *s_config_change, *s_outbound, *s_approved, *s_quiet, *s_step, *s_principal, *s_novel, *s_adopted,
     *s_kind, *s_known_reach;
+
+static fastattr fa_action, fa_adopted, fa_approval_id, fa_approved, fa_bytes, fa_c, fa_config_change, fa_dest_classes, fa_destinations, fa_dests, fa_gen_t, fa_hours, fa_instr, fa_instr_t, fa_instruction_hash, fa_kind, fa_known_reach, fa_last_t, fa_new_outbound, fa_novel, fa_operator_id, fa_outbound, fa_pending, fa_principal, fa_principals, fa_quiet, fa_recent_a, fa_recent_b, fa_records, fa_requested_by, fa_resource, fa_resources, fa_sensitivity, fa_step, fa_steps, fa_t, fa_task_id, fa_tasks, fa_tool, fa_tools, fa_x;
 
 static int
 intern_names(void)
@@ -778,6 +840,47 @@ intern_names(void)
     I(s_approved, "approved"); I(s_quiet, "quiet"); I(s_step, "step"); I(s_principal, "principal");
     I(s_novel, "novel"); I(s_adopted, "adopted"); I(s_kind, "kind"); I(s_known_reach, "known_reach");
 #undef I
+    fa_action.name = s_action; fa_action.off = -1;
+    fa_adopted.name = s_adopted; fa_adopted.off = -1;
+    fa_approval_id.name = s_approval_id; fa_approval_id.off = -1;
+    fa_approved.name = s_approved; fa_approved.off = -1;
+    fa_bytes.name = s_bytes; fa_bytes.off = -1;
+    fa_c.name = s_c; fa_c.off = -1;
+    fa_config_change.name = s_config_change; fa_config_change.off = -1;
+    fa_dest_classes.name = s_dest_classes; fa_dest_classes.off = -1;
+    fa_destinations.name = s_destinations; fa_destinations.off = -1;
+    fa_dests.name = s_dests; fa_dests.off = -1;
+    fa_gen_t.name = s_gen_t; fa_gen_t.off = -1;
+    fa_hours.name = s_hours; fa_hours.off = -1;
+    fa_instr.name = s_instr; fa_instr.off = -1;
+    fa_instr_t.name = s_instr_t; fa_instr_t.off = -1;
+    fa_instruction_hash.name = s_instruction_hash; fa_instruction_hash.off = -1;
+    fa_kind.name = s_kind; fa_kind.off = -1;
+    fa_known_reach.name = s_known_reach; fa_known_reach.off = -1;
+    fa_last_t.name = s_last_t; fa_last_t.off = -1;
+    fa_new_outbound.name = s_new_outbound; fa_new_outbound.off = -1;
+    fa_novel.name = s_novel; fa_novel.off = -1;
+    fa_operator_id.name = s_operator_id; fa_operator_id.off = -1;
+    fa_outbound.name = s_outbound; fa_outbound.off = -1;
+    fa_pending.name = s_pending; fa_pending.off = -1;
+    fa_principal.name = s_principal; fa_principal.off = -1;
+    fa_principals.name = s_principals; fa_principals.off = -1;
+    fa_quiet.name = s_quiet; fa_quiet.off = -1;
+    fa_recent_a.name = s_recent_a; fa_recent_a.off = -1;
+    fa_recent_b.name = s_recent_b; fa_recent_b.off = -1;
+    fa_records.name = s_records; fa_records.off = -1;
+    fa_requested_by.name = s_requested_by; fa_requested_by.off = -1;
+    fa_resource.name = s_resource; fa_resource.off = -1;
+    fa_resources.name = s_resources; fa_resources.off = -1;
+    fa_sensitivity.name = s_sensitivity; fa_sensitivity.off = -1;
+    fa_step.name = s_step; fa_step.off = -1;
+    fa_steps.name = s_steps; fa_steps.off = -1;
+    fa_t.name = s_t; fa_t.off = -1;
+    fa_task_id.name = s_task_id; fa_task_id.off = -1;
+    fa_tasks.name = s_tasks; fa_tasks.off = -1;
+    fa_tool.name = s_tool; fa_tool.off = -1;
+    fa_tools.name = s_tools; fa_tools.off = -1;
+    fa_x.name = s_x; fa_x.off = -1;
     return 0;
 }
 
@@ -884,27 +987,28 @@ extract(PyObject *self, PyObject *args)
     double t, last_t, gen_t, instr_t;
     int r;
     PyObject *tmp;
-    if ((tmp = PyObject_GetAttr(ev, s_t)) == NULL) goto done;
+    if ((tmp = xget(ev, &fa_t)) == NULL) goto done;
     OWN(tmp);
     if (!PyFloat_CheckExact(tmp)) goto fall;
     t = PyFloat_AS_DOUBLE(tmp);
     if (isnan(t)) goto fall;
-    if ((r = float_attr(st, s_last_t, &last_t)) != 0) goto err_or_fall;
-    if ((r = float_attr(st, s_gen_t, &gen_t)) != 0) goto err_or_fall;
-    if ((r = float_attr(st, s_instr_t, &instr_t)) != 0) goto err_or_fall;
+    if ((r = float_attr(st, &fa_last_t, &last_t)) != 0) goto err_or_fall;
+    if ((r = float_attr(st, &fa_gen_t, &gen_t)) != 0) goto err_or_fall;
+    if ((r = float_attr(st, &fa_instr_t, &instr_t)) != 0) goto err_or_fall;
 
     PyObject *tool, *resource, *action, *sensitivity, *records_o, *bytes_o, *task_id, *who, *operator_id,
         *approval_id, *ihash, *hours;
-#define GET(var, obj, name) if ((var = PyObject_GetAttr(obj, name)) == NULL) goto done; OWN(var)
-    GET(tool, ev, s_tool); GET(resource, ev, s_resource); GET(action, ev, s_action);
-    GET(sensitivity, ev, s_sensitivity); GET(records_o, ev, s_records); GET(bytes_o, ev, s_bytes);
-    GET(dests, ev, s_destinations); GET(task_id, ev, s_task_id); GET(who, ev, s_requested_by);
-    GET(operator_id, ev, s_operator_id); GET(approval_id, ev, s_approval_id); GET(ihash, ev, s_instruction_hash);
-    GET(hours, st, s_hours);
+#define GET(var, obj, name) if ((var = xget(obj, name)) == NULL) goto done; OWN(var)
+    GET(tool, ev, &fa_tool); GET(resource, ev, &fa_resource); GET(action, ev, &fa_action);
+    GET(sensitivity, ev, &fa_sensitivity); GET(records_o, ev, &fa_records); GET(bytes_o, ev, &fa_bytes);
+    GET(dests, ev, &fa_destinations); GET(task_id, ev, &fa_task_id); GET(who, ev, &fa_requested_by);
+    GET(operator_id, ev, &fa_operator_id); GET(approval_id, ev, &fa_approval_id); GET(ihash, ev, &fa_instruction_hash);
+    GET(hours, st, &fa_hours);
     PyObject *weights, *tools_o, *res_o, *dests_o, *steps_o, *princ_o, *ra_o, *rb_o, *instr_o;
-    GET(weights, policy, s_sensitivity_weight);
-    GET(tools_o, st, s_tools); GET(res_o, st, s_resources); GET(dests_o, st, s_dests); GET(steps_o, st, s_steps);
-    GET(princ_o, st, s_principals); GET(ra_o, st, s_recent_a); GET(rb_o, st, s_recent_b); GET(instr_o, st, s_instr);
+    if ((weights = PyObject_GetAttr(policy, s_sensitivity_weight)) == NULL) goto done;
+    OWN(weights);
+    GET(tools_o, st, &fa_tools); GET(res_o, st, &fa_resources); GET(dests_o, st, &fa_dests); GET(steps_o, st, &fa_steps);
+    GET(princ_o, st, &fa_principals); GET(ra_o, st, &fa_recent_a); GET(rb_o, st, &fa_recent_b); GET(instr_o, st, &fa_instr);
 #undef GET
     if (!PyList_CheckExact(dests) || !PyDict_CheckExact(weights) || !PyLong_CheckExact(records_o)
             || !PyLong_CheckExact(bytes_o) || !PyLong_CheckExact(instr_o) || !PyUnicode_Check(tool)
@@ -937,8 +1041,8 @@ extract(PyObject *self, PyObject *args)
     if ((r = bloom_bytes(ra_o, b_ra, 64, 1)) != 0) goto err_or_fall;
     if ((r = bloom_bytes(rb_o, b_rb, 64, 1)) != 0) goto err_or_fall;
     /* windows and task slots */
-    if ((c_o = PyObject_GetAttr(st, s_c)) == NULL) goto done;
-    if ((tasks_o = PyObject_GetAttr(st, s_tasks)) == NULL) goto done;
+    if ((c_o = xget(st, &fa_c)) == NULL) goto done;
+    if ((tasks_o = xget(st, &fa_tasks)) == NULL) goto done;
     if (PyObject_GetBuffer(c_o, &cv, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE) < 0) {
         PyErr_Clear();
         goto fall;
@@ -1032,7 +1136,7 @@ extract(PyObject *self, PyObject *args)
         dt = 0.0;
     } else {
         last_t = t;
-        if (set_float(st, s_last_t, t) < 0) goto done;
+        if (set_float(st, &fa_last_t, t) < 0) goto done;
     }
     if (dt > 0.0) {
         double d1 = exp(-dt / 60.0), d15 = exp(-dt / 900.0), d60 = exp(-dt / 3600.0);
@@ -1058,9 +1162,9 @@ extract(PyObject *self, PyObject *args)
             memset(b_rb, 0, 64);
         memset(b_ra, 0, 64);
         ra_changed = 1;
-        if (set_bloom(st, s_recent_b, b_rb, 64) < 0) goto done;
-        if (set_bloom(st, s_recent_a, b_ra, 64) < 0) goto done;
-        if (set_float(st, s_gen_t, t) < 0) goto done;
+        if (set_bloom(st, &fa_recent_b, b_rb, 64) < 0) goto done;
+        if (set_bloom(st, &fa_recent_a, b_ra, 64) < 0) goto done;
+        if (set_float(st, &fa_gen_t, t) < 0) goto done;
         ra_changed = 0;
     }
 
@@ -1256,7 +1360,7 @@ extract(PyObject *self, PyObject *args)
         }
     }
     if (ndests > 0 && ra_changed) {
-        if (set_bloom(st, s_recent_a, b_ra, 64) < 0) goto done;
+        if (set_bloom(st, &fa_recent_a, b_ra, 64) < 0) goto done;
     }
     Py_ssize_t n_new_out = PyList_GET_SIZE(new_out);
     if (n_new_out && !approved)
@@ -1392,11 +1496,11 @@ extract(PyObject *self, PyObject *args)
             if ((r = PyObject_IsTrue(instr_o)) < 0) goto done;
             if (r) {
                 instr_t = t;
-                if (set_float(st, s_instr_t, t) < 0) goto done;
+                if (set_float(st, &fa_instr_t, t) < 0) goto done;
             }
             PyObject *v = PyLong_FromUnsignedLong(ih);
             if (v == NULL) goto done;
-            r = PyObject_SetAttr(st, s_instr, v);
+            r = xset(st, &fa_instr, v);
             Py_DECREF(v);
             if (r < 0) goto done;
         }
@@ -1451,33 +1555,33 @@ extract(PyObject *self, PyObject *args)
         }
         PyList_SET_ITEM(x, i, f);
     }
-    r = PyObject_SetAttr(obs, s_x, x);
+    r = xset(obs, &fa_x, x);
     Py_DECREF(x);
     if (r < 0) goto done;
-    if (PyObject_SetAttr(obs, s_dest_classes, classes) < 0) goto done;
+    if (xset(obs, &fa_dest_classes, classes) < 0) goto done;
     {
         PyObject *pend = Py_BuildValue("(kkO)", (unsigned long)h_tool, (unsigned long)h_res, dest_hashes);
         if (pend == NULL) goto done;
-        r = PyObject_SetAttr(obs, s_pending, pend);
+        r = xset(obs, &fa_pending, pend);
         Py_DECREF(pend);
         if (r < 0) goto done;
     }
-    if (PyObject_SetAttr(obs, s_new_outbound, new_out) < 0) goto done;
-    if (PyObject_SetAttr(obs, s_config_change, config_change ? Py_True : Py_False) < 0) goto done;
-    if (PyObject_SetAttr(obs, s_outbound, outward ? Py_True : Py_False) < 0) goto done;
-    if (PyObject_SetAttr(obs, s_approved, approved ? Py_True : Py_False) < 0) goto done;
-    if (PyObject_SetAttr(obs, s_novel, novel) < 0) goto done;
-    if (PyObject_SetAttr(obs, s_adopted, adopted_out) < 0) goto done;
-    if (PyObject_SetAttr(obs, s_known_reach, (ndests > 0 && known) ? Py_True : Py_False) < 0) goto done;
+    if (xset(obs, &fa_new_outbound, new_out) < 0) goto done;
+    if (xset(obs, &fa_config_change, config_change ? Py_True : Py_False) < 0) goto done;
+    if (xset(obs, &fa_outbound, outward ? Py_True : Py_False) < 0) goto done;
+    if (xset(obs, &fa_approved, approved ? Py_True : Py_False) < 0) goto done;
+    if (xset(obs, &fa_novel, novel) < 0) goto done;
+    if (xset(obs, &fa_adopted, adopted_out) < 0) goto done;
+    if (xset(obs, &fa_known_reach, (ndests > 0 && known) ? Py_True : Py_False) < 0) goto done;
     {
         PyObject *v = PyLong_FromUnsignedLong(step);
         if (v == NULL) goto done;
-        r = PyObject_SetAttr(obs, s_step, v);
+        r = xset(obs, &fa_step, v);
         Py_DECREF(v);
         if (r < 0) goto done;
         v = PyLong_FromUnsignedLong(h_who);
         if (v == NULL) goto done;
-        r = PyObject_SetAttr(obs, s_principal, v);
+        r = xset(obs, &fa_principal, v);
         Py_DECREF(v);
         if (r < 0) goto done;
     }
@@ -1499,7 +1603,7 @@ extract(PyObject *self, PyObject *args)
         Py_XDECREF(t2);
         PyObject *v = PyLong_FromUnsignedLong(kh);
         if (v == NULL) goto done;
-        r = PyObject_SetAttr(obs, s_kind, v);
+        r = xset(obs, &fa_kind, v);
         Py_DECREF(v);
         if (r < 0) goto done;
     }
@@ -1528,7 +1632,7 @@ extract(PyObject *self, PyObject *args)
             }
             PyTuple_SET_ITEM(qt, i, v);
         }
-        r = PyObject_SetAttr(obs, s_quiet, qt);
+        r = xset(obs, &fa_quiet, qt);
         Py_DECREF(qt);
         if (r < 0) goto done;
     }

@@ -699,3 +699,39 @@ def test_the_kernel_remembers_untrusted_sources_per_policy_and_asks_a_policy_of_
         kernel(st_, web, moody, None)
         got.append(flags(st_) & 1)
     assert got == [1, 0, 1, 0] and Moody.calls == 4
+
+
+def test_the_kernel_sets_a_states_fields_through_its_own_setattr_when_it_has_one():
+    # plain slots are read and written at their offsets; a class with its own __setattr__ (here a look-alike of
+    # FeatureState with the same slots) is asked, as is a subclass
+    from detector.features import FeatureState, _py_extract
+
+    names: list[str] = []
+
+    class Watched:
+        __slots__ = FeatureState.__slots__
+
+        def __init__(self):
+            for n in self.__slots__:
+                object.__setattr__(self, n, getattr(FeatureState(), n))
+
+        def __setattr__(self, name, value):
+            names.append(name)
+            object.__setattr__(self, name, value)
+
+    class Sub(FeatureState):
+        __slots__ = ()
+
+    kernel = _kernel_extract()
+    evs = _events([{"tool": "mail.send", "action": "send", "resource": "mail://outbox", "sensitivity": "internal",
+                    "records": 3, "bytes": 10, "destinations": ["email:eve@evil.example"], "task_id": "t1",
+                    "requested_by": "alice", "instruction_hash": "h1", "approval_id": None, "dt": dt}
+                   for dt in (5.0, 4000.0)])
+    for cls in (Watched, Sub):
+        a, b = cls(), FeatureState()
+        names.clear()
+        for ev in evs:
+            _same_observation(kernel(a, ev, _policy(), None), _py_extract(b, ev, _policy(), None))
+            assert [getattr(a, n) for n in FeatureState.__slots__[:13]] == [getattr(b, n) for n in
+                                                                          FeatureState.__slots__[:13]]
+        assert cls is Sub or {"last_t", "gen_t", "instr"} <= set(names)
