@@ -740,9 +740,11 @@ fa_resolve(fastattr *fa, PyTypeObject *tp)
     PyObject *d = _PyType_Lookup(tp, fa->name);  /* borrowed */
     if (d != NULL && Py_IS_TYPE(d, &PyMemberDescr_Type)) {
         PyMemberDef *m = ((PyMemberDescrObject *)d)->d_member;
-        if (m->type == T_OBJECT_EX && !(m->flags & READONLY) && ((PyMemberDescrObject *)d)->d_common.d_type == tp
-                && m->offset > 0)
+        if (m->type == T_OBJECT_EX && ((PyMemberDescrObject *)d)->d_common.d_type == tp && m->offset > 0) {
             fa->off = m->offset;
+            if (m->flags & READONLY)
+                fa->set = 0;
+        }
     }
 }
 
