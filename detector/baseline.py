@@ -309,8 +309,11 @@ class KindProfiles:
         if len(a) < _KIND_W * _KIND_SLOTS:
             b = len(a)
             a.extend([0.0] * _KIND_W)
-        else:  # the least recently used kind makes room
-            b = min(range(0, len(a), _KIND_W), key=lambda i: (a[i + 2], i))
+        else:  # the least recently used kind makes room (the first of them: min() with key (last t, i))
+            b, last = 0, a[2]
+            for i in range(_KIND_W, len(a), _KIND_W):
+                if a[i + 2] < last:
+                    b, last = i, a[i + 2]
         a[b], a[b + 1] = float(kind), 0.0
         for j, f in enumerate(_KIND_FEATURES):
             a[b + 3 + 2 * j] = xl[f]

@@ -155,6 +155,10 @@ class _Reading(NamedTuple):
     xl: array
 
 
+#: a _Reading from a tuple of its fields, without the named tuple's Python-level __new__
+_new_reading = tuple.__new__
+
+
 def _harm(ev: ActionEvent, obs: Observation) -> float:
     """What one action can damage by itself: data leaving or destroyed counts fully, data
     written half-way, data only read a third; public data that is not deleted nothing."""
@@ -727,8 +731,16 @@ class Engine:
         # no feature as rare as evidence needs (blame only lowers r): no evidence of harm, strength() would say
         p_harm = 1.0 if raw < MIN_RARITY else self._harm_pvalue(ev, obs, r, weight >= YOUNG_N)
         if learn:
-            self._settle(st, ev, obs, z, r, xl, learned, violations, p_harm, by_kind, new_sent, again)
-        return _Reading(obs, violations, z, r, loc, self._cal.pvalue(top), p_harm, xl)
+            if learned and not obs.novel and not again:  # _settle's common case, without the call
+                for key in obs.adopted:  # what the agent's peers adopted is its own at once
+                    settle(st.features, key)
+                if not obs.approved:
+                    st.kinds.learn(obs.kind, xl, ev.t)
+                if obs.outbound:  # every destination known: the sends count, none of them new
+                    st.habits.observe(sends_of(ev.destinations, obs.dest_classes, ()))
+            else:
+                self._settle(st, ev, obs, z, r, xl, learned, violations, p_harm, by_kind, new_sent, again)
+        return _new_reading(_Reading, (obs, violations, z, r, loc, self._cal.pvalue(top), p_harm, xl))
 
     def _settle(self, st: AgentState, ev: ActionEvent, obs: Observation, z: list[float], r: list[float],
                 xl: list[float],
@@ -740,7 +752,10 @@ class Engine:
         evidence of harm (the item is tainted: only a benign verdict teaches it). Each never-seen item also
         counts towards its operator's adoptions. A kind of action learns its magnitudes from the actions
         that teach the profile and from those with no evidence of harm whose magnitudes are not rare for
-        the kind (until a kind has a profile, every one of its actions without evidence of harm)."""
+        the kind (until a kind has a profile, every one of its actions without evidence of harm).
+
+        The common case (a learned action that met nothing new: its peers' adoptions settle, its kind learns,
+        its sends count) is taken in :meth:`_read` itself; it is kept here too, for any other caller."""
         th = self.policy.thresholds
         x = obs.x
         novel = obs.novel
