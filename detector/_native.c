@@ -1823,16 +1823,18 @@ done:
     return res;
 }
 
-/* kind_learn(kinds, kind, xl, t, kind_features, kind_floors, z95, up, down, alpha_min) -> bool | None
- *   one learning step of the kind's existing profile, in place; False (nothing changed) without one; None
+/* kind_learn(kinds, kind, xl, t, kind_features, kind_floors, z95, up, down, alpha_min[, slots]) -> bool | None
+ *   one learning step of the kind's profile, in place (baseline._py_kind_learn); a kind without one takes the
+ *   least recently used kind's slot when all `slots` are taken, else False (nothing changed); None
  *   (nothing changed) when xl is not a list of floats: the reference decides */
 static PyObject *
 kind_learn(PyObject *self, PyObject *args)
 {
     PyObject *kinds_o, *xl_o, *kf_o, *kfl_o;
     double fk, t, z95, up, down, amin;
-    if (!PyArg_ParseTuple(args, "OdOdOOdddd:kind_learn", &kinds_o, &fk, &xl_o, &t, &kf_o, &kfl_o, &z95, &up, &down,
-                          &amin))
+    Py_ssize_t slots = 0;
+    if (!PyArg_ParseTuple(args, "OdOdOOdddd|n:kind_learn", &kinds_o, &fk, &xl_o, &t, &kf_o, &kfl_o, &z95, &up, &down,
+                          &amin, &slots))
         return NULL;
     Py_buffer xv;
     int xl_buf = 0;
@@ -1880,10 +1882,24 @@ kind_learn(PyObject *self, PyObject *args)
         return NULL;
     double *a = av.buf;
     Py_ssize_t w = 3 + 2 * nk;
-    Py_ssize_t b = kind_slot(a, av.len / (Py_ssize_t)sizeof(double), w, fk);
+    Py_ssize_t len = av.len / (Py_ssize_t)sizeof(double);
+    Py_ssize_t b = kind_slot(a, len, w, fk);
     if (b < 0) {
-        PyBuffer_Release(&av);
-        Py_RETURN_FALSE;
+        if (slots <= 0 || len != w * slots) {
+            PyBuffer_Release(&av);
+            Py_RETURN_FALSE;
+        }
+        /* all slots taken: the first least recently used kind makes room */
+        b = 0;
+        for (Py_ssize_t i = w; i < len; i += w)
+            if (a[i + 2] < a[b + 2])
+                b = i;
+        a[b] = fk;
+        a[b + 1] = 0.0;
+        for (Py_ssize_t j = 0; j < nk; j++) {
+            a[b + 3 + 2 * j] = v[j];
+            a[b + 4 + 2 * j] = v[j] + z95 * fl[j];
+        }
     }
     double n = a[b + 1] + 1.0;
     a[b + 1] = n;

@@ -205,16 +205,24 @@ def _py_deviate(x, loc, scale, floors, kinds, kind: float, kind_features, kind_m
 
 
 def _py_kind_learn(kinds: array, kind: float, xl, t: float, kind_features, kind_floors, z95: float, up: float,
-                   down: float, alpha_min: float) -> bool:
+                   down: float, alpha_min: float, slots: int = 0) -> bool:
     """One learning step of the kind's profile in ``kinds`` (in place), as :meth:`KindProfiles.learn` takes
-    it once the kind has a slot; ``False`` (nothing changed) when it has none. The reference of
+    it; a kind without a slot takes the least recently used kind's when all ``slots`` are taken, else the
+    answer is ``False`` (nothing changed: the caller makes a slot). The reference of
     ``detector._native.kind_learn``."""
     w = 3 + 2 * len(kind_features)
     keys = kinds[0::w]
-    if kind not in keys:
-        return False
     a = kinds
-    b = w * keys.index(kind)
+    if kind in keys:
+        b = w * keys.index(kind)
+    elif slots <= 0 or len(a) != w * slots:
+        return False
+    else:  # all slots taken: the first least recently used kind makes room (a fresh profile: the action)
+        b = min(range(0, len(a), w), key=lambda i: (a[i + 2], i))
+        a[b], a[b + 1] = kind, 0.0
+        for j, (f, fl) in enumerate(zip(kind_features, kind_floors)):
+            a[b + 3 + 2 * j] = xl[f]
+            a[b + 4 + 2 * j] = xl[f] + z95 * fl
     n = a[b + 1] + 1.0
     a[b + 1] = n
     if t > a[b + 2]:
@@ -300,20 +308,15 @@ class KindProfiles:
     def learn(self, kind: int, xl: list[float], t: float) -> None:
         """Move this kind's profile towards the action's magnitudes (as :meth:`Baseline.learn_log` does)."""
         a = self.a
-        done = _kind_learn(a, float(kind), xl, t, _KIND_FEATURES, _KIND_FLOOR_VALUES, Z95, _UP, _DOWN, _KIND_ALPHA_MIN)
+        done = _kind_learn(a, float(kind), xl, t, _KIND_FEATURES, _KIND_FLOOR_VALUES, Z95, _UP, _DOWN, _KIND_ALPHA_MIN,
+                           _KIND_SLOTS)
         if done is None:  # a row the kernel leaves to the reference
             done = _py_kind_learn(a, float(kind), xl, t, _KIND_FEATURES, _KIND_FLOOR_VALUES, Z95, _UP, _DOWN,
-                                  _KIND_ALPHA_MIN)
-        if done:
+                                  _KIND_ALPHA_MIN, _KIND_SLOTS)
+        if done:  # a step, or a new kind in the least recently used one's slot
             return
-        if len(a) < _KIND_W * _KIND_SLOTS:
-            b = len(a)
-            a.extend([0.0] * _KIND_W)
-        else:  # the least recently used kind makes room (the first of them: min() with key (last t, i))
-            b, last = 0, a[2]
-            for i in range(_KIND_W, len(a), _KIND_W):
-                if a[i + 2] < last:
-                    b, last = i, a[i + 2]
+        b = len(a)  # a free slot
+        a.extend([0.0] * _KIND_W)
         a[b], a[b + 1] = float(kind), 0.0
         for j, f in enumerate(_KIND_FEATURES):
             a[b + 3 + 2 * j] = xl[f]

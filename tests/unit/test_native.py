@@ -483,6 +483,12 @@ def test_a_kinds_learning_step_equals_the_reference_bit_for_bit(kinds, kind, x, 
     assert _native.kind_learn(a_r, kind, array("d", xl), *args[1:]) is done_p and a_r.tobytes() == a_p.tobytes()
     assert done_p == (kind in kinds[0::_KIND_W])  # without a slot nothing changes
     assert done_p or a_p.tobytes() == kinds.tobytes()
+    # with all of 6 slots taken a new kind takes the least recently used one's (both); with a slot free, not
+    e_n, e_p = array("d", kinds), array("d", kinds)
+    got_n = _native.kind_learn(e_n, kind, *args, 6)
+    got_p = _py_kind_learn(e_p, kind, *args, 6)
+    assert got_n is got_p and e_n.tobytes() == e_p.tobytes()
+    assert got_p == (done_p or len(kinds) == 6 * _KIND_W) and (got_p or e_p.tobytes() == kinds.tobytes())
 
 
 def test_kind_profiles_learn_through_the_kernel_as_through_the_reference(monkeypatch):
