@@ -2113,7 +2113,7 @@ done:
     return res;
 }
 
-/* remember(seen, content, pos, h, hc) -> 0 | 1 | 2
+/* remember(seen, content, pos, h, hc) -> 0 | 1 | 2   (h: a key, or an event id whose dedupe_key it takes)
  *   engine._py_remember: the agent's ring of recent event ids (array('I')) and content keys (array('H')):
  *   2 when id h is there with content hc (or an unknown content, 0): a true duplicate, nothing written;
  *   else h and hc are written at pos and the answer is 1 when the id is there with other content, 0 when
@@ -2121,11 +2121,21 @@ done:
 static PyObject *
 remember(PyObject *self, PyObject *args)
 {
-    PyObject *seen_o, *content_o;
+    PyObject *seen_o, *content_o, *h_o;
     Py_ssize_t pos;
     unsigned long long h, hc;
-    if (!PyArg_ParseTuple(args, "OOnKK:remember", &seen_o, &content_o, &pos, &h, &hc))
+    if (!PyArg_ParseTuple(args, "OOnOK:remember", &seen_o, &content_o, &pos, &h_o, &hc))
         return NULL;
+    if (PyUnicode_Check(h_o)) {  /* an event id: its key, as sketch.dedupe_key makes it */
+        uint32_t k;
+        if (str_hash(h_o, &k) < 0)
+            return NULL;
+        h = k | 1u;
+    } else {
+        h = PyLong_AsUnsignedLongLong(h_o);
+        if (h == (unsigned long long)-1 && PyErr_Occurred())
+            return NULL;
+    }
     Py_buffer sv, cv;
     if (get_items(seen_o, &sv, 1, 4, "I", "seen") < 0)
         return NULL;

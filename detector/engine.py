@@ -234,11 +234,14 @@ def _attribution(trace: list[dict], *, operator_id: str, requested_by: str | Non
     }
 
 
-def _py_remember(seen: array, content: array, pos: int, h: int, hc: int) -> int:
-    """Look up event id key ``h`` with content key ``hc`` in an agent's ring of recent ids (``seen``) and their
-    content keys (``content``, 0: not known): 2 for a true duplicate (the same id with the same or an unknown
-    content; nothing is written), else ``h`` and ``hc`` are written at ``pos`` and the answer is 1 for an id
-    reused for another action, 0 for a new id. The reference of ``detector._native.remember``."""
+def _py_remember(seen: array, content: array, pos: int, h: int | str, hc: int) -> int:
+    """Look up event id key ``h`` (or an event id: its :func:`dedupe_key`) with content key ``hc`` in an
+    agent's ring of recent ids (``seen``) and their content keys (``content``, 0: not known): 2 for a true
+    duplicate (the same id with the same or an unknown content; nothing is written), else ``h`` and ``hc`` are
+    written at ``pos`` and the answer is 1 for an id reused for another action, 0 for a new id. The reference
+    of ``detector._native.remember``."""
+    if isinstance(h, str):
+        h = dedupe_key(h)
     if h in seen:
         if any(seen[k] == h and content[k] in (hc, 0) for k in range(len(seen))):
             return 2
@@ -516,7 +519,7 @@ class Engine:
                 st = agents[ev.agent_id] = AgentState(self._prior(ev.agent_id, ev.operator_id, ev.tool),
                                                       ev.operator_id)
             pos = st.seen_pos
-            seen = remember(st.seen, st.seen_content, pos, dedupe_key(ev.event_id), content_key(ev))
+            seen = remember(st.seen, st.seen_content, pos, ev.event_id, content_key(ev))
             if seen:
                 if seen == 2:
                     d.duplicate = True

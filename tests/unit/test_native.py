@@ -608,6 +608,18 @@ def test_the_ring_tells_a_duplicate_from_a_reused_id_and_a_new_one_in_both():
             fn(seen, content, 32, 11, 1)
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.text(min_size=1, max_size=40) | st.sampled_from(("ev-1", "lone\ud800", "ünï")))
+def test_the_ring_takes_an_event_id_as_its_dedupe_key_in_both(event_id):
+    from detector.engine import _py_remember
+    from detector.sketch import dedupe_key
+
+    for fn in (_native.remember, _py_remember):
+        seen, content = array("I", [0] * 32), array("H", [0] * 32)
+        assert fn(seen, content, 3, event_id, 7) == 0 and seen[3] == dedupe_key(event_id)
+        assert fn(seen, content, 4, dedupe_key(event_id), 7) == 2
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=100), st.integers(0, 2**32 - 1))
 def test_the_kernels_crc_of_names_is_zlibs(data, start):
