@@ -55,6 +55,33 @@ row_doubles(PyObject *seq, double *out, Py_ssize_t n)
 
 #define MAX_ROW 256
 
+/* METH_FASTCALL argument helpers (what PyArg_ParseTuple's O, d, n, p, K do, without the argument tuple) */
+static int
+fc_count(const char *fn, Py_ssize_t nargs, Py_ssize_t lo, Py_ssize_t hi)
+{
+    if (nargs >= lo && nargs <= hi)
+        return 0;
+    if (lo == hi)
+        PyErr_Format(PyExc_TypeError, "%s() takes exactly %zd arguments (%zd given)", fn, lo, nargs);
+    else
+        PyErr_Format(PyExc_TypeError, "%s() takes from %zd to %zd arguments (%zd given)", fn, lo, hi, nargs);
+    return -1;
+}
+
+static int
+fc_d(PyObject *o, double *v)
+{
+    *v = PyFloat_AsDouble(o);
+    return *v == -1.0 && PyErr_Occurred() ? -1 : 0;
+}
+
+static int
+fc_n(PyObject *o, Py_ssize_t *v)
+{
+    *v = PyNumber_AsSsize_t(o, PyExc_OverflowError);
+    return *v == -1 && PyErr_Occurred() ? -1 : 0;
+}
+
 /* A row (a list or tuple of floats, an array('d'), or any sequence) into out (at most MAX_ROW values); its
  * length, or -1 with an exception set. */
 static Py_ssize_t
@@ -173,11 +200,14 @@ done:
 /* learn(xl, loc, scale, floors, a2, z95, up, down) -> (loc', scale')
  *   new arrays (copies of loc and scale) moved towards xl as Baseline.learn_log does. */
 static PyObject *
-learn_(PyObject *args, int in_place)
+learn_(PyObject *const *args, Py_ssize_t nargs, int in_place)
 {
     PyObject *x, *loc_o, *scale_o, *floors_o;
     double a2, z95, up, down;
-    if (!PyArg_ParseTuple(args, "OOOOdddd:learn", &x, &loc_o, &scale_o, &floors_o, &a2, &z95, &up, &down))
+    if (fc_count(in_place ? "learn_into" : "learn", nargs, 8, 8) < 0)
+        return NULL;
+    x = args[0], loc_o = args[1], scale_o = args[2], floors_o = args[3];
+    if (fc_d(args[4], &a2) < 0 || fc_d(args[5], &z95) < 0 || fc_d(args[6], &up) < 0 || fc_d(args[7], &down) < 0)
         return NULL;
     double buf[MAX_ROW];
     Py_ssize_t n = row_of(x, buf, "xl must be a sequence of floats");
@@ -245,17 +275,17 @@ fail0:
 }
 
 static PyObject *
-learn(PyObject *self, PyObject *args)
+learn(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    return learn_(args, 0);
+    return learn_(args, nargs, 0);
 }
 
 /* learn_into(xl, loc, scale, floors, a2, z95, up, down) -> None
  *   learn's step written into loc and scale themselves (baseline._py_learn_into) */
 static PyObject *
-learn_into(PyObject *self, PyObject *args)
+learn_into(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    return learn_(args, 1);
+    return learn_(args, nargs, 1);
 }
 
 /* neglogs(z, tables, slopes, n, spz, zmax) -> list
@@ -964,11 +994,12 @@ untrusted_source(PyObject *policy, PyObject *resource)
 }
 
 static PyObject *
-extract(PyObject *self, PyObject *args)
+extract(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     PyObject *st, *ev, *policy, *adopted;
-    if (!PyArg_ParseTuple(args, "OOOO:extract", &st, &ev, &policy, &adopted))
+    if (fc_count("extract", nargs, 4, 4) < 0)
         return NULL;
+    st = args[0], ev = args[1], policy = args[2], adopted = args[3];
     if (fx_observation == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "extract_setup was not called");
         return NULL;
@@ -1719,13 +1750,17 @@ kind_slot(const double *a, Py_ssize_t len, Py_ssize_t w, double fk)
  *   log_deviations, then the kind's profile compare (baseline._py_deviate); xl_out (an array('d') as long as
  *   x): the row in log1p units is written there and returned instead of a new list */
 static PyObject *
-deviate(PyObject *self, PyObject *args)
+deviate(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     PyObject *x, *loc_o, *scale_o, *floors_o, *kinds_o, *kf_o, *xl_out = NULL;
     double fk, kmin, z95;
-    if (!PyArg_ParseTuple(args, "OOOOOdOdd|O:deviate", &x, &loc_o, &scale_o, &floors_o, &kinds_o, &fk, &kf_o,
-                          &kmin, &z95, &xl_out))
+    if (fc_count("deviate", nargs, 9, 10) < 0)
         return NULL;
+    x = args[0], loc_o = args[1], scale_o = args[2], floors_o = args[3], kinds_o = args[4], kf_o = args[6];
+    if (fc_d(args[5], &fk) < 0 || fc_d(args[7], &kmin) < 0 || fc_d(args[8], &z95) < 0)
+        return NULL;
+    if (nargs > 9)
+        xl_out = args[9];
     if (xl_out == Py_None)
         xl_out = NULL;
     double xb[MAX_ROW], zb[MAX_ROW];
@@ -1828,13 +1863,16 @@ done:
  *   least recently used kind's slot when all `slots` are taken, else False (nothing changed); None
  *   (nothing changed) when xl is not a list of floats: the reference decides */
 static PyObject *
-kind_learn(PyObject *self, PyObject *args)
+kind_learn(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     PyObject *kinds_o, *xl_o, *kf_o, *kfl_o;
     double fk, t, z95, up, down, amin;
     Py_ssize_t slots = 0;
-    if (!PyArg_ParseTuple(args, "OdOdOOdddd|n:kind_learn", &kinds_o, &fk, &xl_o, &t, &kf_o, &kfl_o, &z95, &up, &down,
-                          &amin, &slots))
+    if (fc_count("kind_learn", nargs, 10, 11) < 0)
+        return NULL;
+    kinds_o = args[0], xl_o = args[2], kf_o = args[4], kfl_o = args[5];
+    if (fc_d(args[1], &fk) < 0 || fc_d(args[3], &t) < 0 || fc_d(args[6], &z95) < 0 || fc_d(args[7], &up) < 0
+            || fc_d(args[8], &down) < 0 || fc_d(args[9], &amin) < 0 || (nargs > 10 && fc_n(args[10], &slots) < 0))
         return NULL;
     Py_buffer xv;
     int xl_buf = 0;
@@ -1941,16 +1979,23 @@ fail_x:
  *   z (a list of floats) changed in place as engine._py_rarities changes it; None (nothing changed) when
  *   z or x holds something other than floats: the reference decides. */
 static PyObject *
-rarities(PyObject *self, PyObject *args)
+rarities(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     PyObject *z, *x, *caps_o, *tables_o, *slopes_o, *quiet, *reach_quiet;
     Py_ssize_t n;
     double slack, spz, zmax;
     int known_reach;
     PyObject *rows = NULL;
-    if (!PyArg_ParseTuple(args, "OOndddOOOOOp|O:rarities", &tables_o, &slopes_o, &n, &spz, &zmax, &slack,
-                          &reach_quiet, &z, &x, &caps_o, &quiet, &known_reach, &rows))
+    if (fc_count("rarities", nargs, 12, 13) < 0)
         return NULL;
+    tables_o = args[0], slopes_o = args[1], reach_quiet = args[6], z = args[7], x = args[8], caps_o = args[9];
+    quiet = args[10];
+    if (fc_n(args[2], &n) < 0 || fc_d(args[3], &spz) < 0 || fc_d(args[4], &zmax) < 0 || fc_d(args[5], &slack) < 0)
+        return NULL;
+    if ((known_reach = PyObject_IsTrue(args[11])) < 0)
+        return NULL;
+    if (nargs > 12)
+        rows = args[12];
     if (rows == Py_None)
         rows = NULL;
     if (rows != NULL && !PyByteArray_CheckExact(rows)) {
@@ -2119,12 +2164,22 @@ done:
  *   else h and hc are written at pos and the answer is 1 when the id is there with other content, 0 when
  *   it is not there. */
 static PyObject *
-remember(PyObject *self, PyObject *args)
+remember(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     PyObject *seen_o, *content_o, *h_o;
     Py_ssize_t pos;
     unsigned long long h, hc;
-    if (!PyArg_ParseTuple(args, "OOnOK:remember", &seen_o, &content_o, &pos, &h_o, &hc))
+    if (fc_count("remember", nargs, 5, 5) < 0)
+        return NULL;
+    seen_o = args[0], content_o = args[1], h_o = args[3];
+    if (fc_n(args[2], &pos) < 0)
+        return NULL;
+    if (!PyLong_Check(args[4])) {
+        PyErr_SetString(PyExc_TypeError, "remember: the content key must be an int");
+        return NULL;
+    }
+    hc = PyLong_AsUnsignedLongLongMask(args[4]);
+    if (hc == (unsigned long long)-1 && PyErr_Occurred())
         return NULL;
     if (PyUnicode_Check(h_o)) {  /* an event id: its key, as sketch.dedupe_key makes it */
         uint32_t k;
@@ -2191,9 +2246,9 @@ done:
 static PyMethodDef methods[] = {
     {"log_deviations", log_deviations, METH_VARARGS,
      "log_deviations(x, loc, scale, floors) -> (xl, z): log1p of a row and its robust deviations."},
-    {"learn_into", learn_into, METH_VARARGS,
+    {"learn_into", (PyCFunction)(void (*)(void))learn_into, METH_FASTCALL,
      "learn_into(xl, loc, scale, floors, a2, z95, up, down) -> None: one learning step, in place."},
-    {"learn", learn, METH_VARARGS,
+    {"learn", (PyCFunction)(void (*)(void))learn, METH_FASTCALL,
      "learn(xl, loc, scale, floors, a2, z95, up, down) -> (loc, scale): one learning step, on copies."},
     {"neglogs", neglogs, METH_VARARGS,
      "neglogs(z, tables, slopes, n, spz, zmax) -> list: -log10 p of each deviation."},
@@ -2202,15 +2257,15 @@ static PyMethodDef methods[] = {
     {"extract_setup", extract_setup, METH_VARARGS,
      "extract_setup(Observation, _words, destination_family, _is_outsider, EXTERNAL, BROADCAST[, words_cache[, Policy]]): what extract calls back."},
     {"crc32", crc32_, METH_VARARGS, "crc32(data, crc=0) -> int: zlib.crc32, as the kernel hashes names."},
-    {"extract", extract, METH_VARARGS,
+    {"extract", (PyCFunction)(void (*)(void))extract, METH_FASTCALL,
      "extract(st, ev, policy, adopted) -> Observation, or None for the reference to decide (detector.features)."},
-    {"deviate", deviate, METH_VARARGS,
+    {"deviate", (PyCFunction)(void (*)(void))deviate, METH_FASTCALL,
      "deviate(x, loc, scale, floors, kinds, kind, kind_features, kind_min, z95) -> (xl, z, by_kind)."},
-    {"rarities", rarities, METH_VARARGS,
+    {"rarities", (PyCFunction)(void (*)(void))rarities, METH_FASTCALL,
      "rarities(tables, slopes, n, spz, zmax, slack, reach_quiet, z, x, caps, quiet, known_reach) -> (r, raw, top)."},
-    {"kind_learn", kind_learn, METH_VARARGS,
+    {"kind_learn", (PyCFunction)(void (*)(void))kind_learn, METH_FASTCALL,
      "kind_learn(kinds, kind, xl, t, kind_features, kind_floors, z95, up, down, alpha_min) -> bool."},
-    {"remember", remember, METH_VARARGS,
+    {"remember", (PyCFunction)(void (*)(void))remember, METH_FASTCALL,
      "remember(seen, content, pos, h, hc) -> 0 new | 1 reused id | 2 duplicate (engine._py_remember)."},
     {NULL, NULL, 0, NULL},
 };
