@@ -169,7 +169,7 @@ log_deviations(PyObject *self, PyObject *args)
         goto done;
     for (Py_ssize_t i = 0; i < n; i++) {
         double v = buf[i];
-        double r = log1p(v);
+        double r = v == 0.0 ? v : log1p(v);  /* log1p(+-0) is +-0 (C99 F.9.3.9); most features are 0 */
         if ((isnan(r) && !isnan(v)) || (isinf(r) && isfinite(v))) {
             PyErr_SetString(PyExc_ValueError, "math domain error");
             goto done;
@@ -1785,7 +1785,7 @@ deviate(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     const double *loc = lv.buf, *scale = sv.buf, *floors = fv.buf;
     for (Py_ssize_t i = 0; i < n; i++) {
         double v = xb[i];
-        double r = log1p(v);
+        double r = v == 0.0 ? v : log1p(v);  /* log1p(+-0) is +-0 (C99 F.9.3.9); most features are 0 */
         if ((isnan(r) && !isnan(v)) || (isinf(r) && isfinite(v))) {
             PyErr_SetString(PyExc_ValueError, "math domain error");
             goto done;
@@ -2018,7 +2018,8 @@ rarities(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             Py_RETURN_NONE;
         zb[i] = PyFloat_AS_DOUBLE(o);
     }
-    int zset[MAX_ROW] = {0};
+    unsigned char zset[MAX_ROW];
+    memset(zset, 0, (size_t)k);
     Py_buffer cv, tv, sv;
     int have_caps = caps_o != Py_None;
     if (have_caps) {

@@ -29,7 +29,8 @@ import numpy as np
 
 from detector import breaker as brk
 from detector.baseline import _FLOORS, _KIND_FEATURES, KIND_MIN, Z95, Baseline, KindProfiles, Prior
-from detector.baseline import _deviate
+from detector.baseline import (_DOWN, _KIND_ALPHA_MIN, _KIND_FLOOR_VALUES, _KIND_SLOTS, _UP, _deviate,
+                               _kind_learn)
 from detector.events import ActionEvent
 from detector.evidence import MIN_RARITY, fisher, strength
 from detector.manifest import ManifestBook, Usage, stream_effect
@@ -737,7 +738,11 @@ class Engine:
             if learned and not obs.novel and not again:  # _settle's common case, without the call
                 for key in obs.adopted:  # what the agent's peers adopted is its own at once
                     settle(st.features, key)
-                if not obs.approved:
+                # KindProfiles.learn: its kernel first (a step, or a new kind in place of the least recently
+                # used one); the method when that leaves it a free slot to take or a row to the reference
+                if not obs.approved and not _kind_learn(st.kinds.a, float(obs.kind), xl, ev.t, _KIND_FEATURES,
+                                                        _KIND_FLOOR_VALUES, Z95, _UP, _DOWN, _KIND_ALPHA_MIN,
+                                                        _KIND_SLOTS):
                     st.kinds.learn(obs.kind, xl, ev.t)
                 if obs.outbound:  # every destination known: the sends count, none of them new
                     st.habits.observe(sends_of(ev.destinations, obs.dest_classes, ()))
