@@ -603,6 +603,38 @@ bit_has(const unsigned char *b, uint32_t h, uint32_t mask)
     return (b[i >> 3] >> (i & 7) & 1) && (b[j >> 3] >> (j & 7) & 1);
 }
 
+/* The lifetime sketches are only read by extract: on CPython 3.11 their bits are read from the int's digits
+ * (a non-negative int: Py_SIZE digits of PyLong_SHIFT bits) instead of converting each to bytes first;
+ * other versions convert (bloom_bytes). */
+#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030C0000
+#define SKETCH_DIGITS 1
+static inline int
+long_bit(PyObject *v, uint32_t i)
+{
+    Py_ssize_t d = (Py_ssize_t)(i / PyLong_SHIFT);
+    if (d >= Py_SIZE(v))
+        return 0;
+    return (int)((((PyLongObject *)v)->ob_digit[d] >> (i % PyLong_SHIFT)) & 1);
+}
+#define SKETCH_HAS(obj, buf, h, mask) (long_bit((obj), (h) & (mask)) && long_bit((obj), ((h) >> 16) & (mask)))
+#else
+#define SKETCH_DIGITS 0
+#define SKETCH_HAS(obj, buf, h, mask) bit_has((buf), (h), (mask))
+#endif
+
+/* bloom_bytes for a lifetime sketch: with SKETCH_DIGITS only its kind is checked (1: not a non-negative int) */
+static int
+sketch_check(PyObject *v, unsigned char *buf, Py_ssize_t nbytes)
+{
+#if SKETCH_DIGITS
+    (void)buf;
+    (void)nbytes;
+    return PyLong_CheckExact(v) && _PyLong_Sign(v) >= 0 ? 0 : 1;
+#else
+    return bloom_bytes(v, buf, nbytes, 0);
+#endif
+}
+
 static inline void
 bit_add(unsigned char *b, uint32_t h, uint32_t mask)
 {
@@ -1066,11 +1098,11 @@ extract(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (!PyFloat_CheckExact(w_o) || !PyFloat_CheckExact(wc_o))
         goto fall;
     /* sketches */
-    if ((r = bloom_bytes(tools_o, b_tools, 32, 0)) != 0) goto err_or_fall;
-    if ((r = bloom_bytes(res_o, b_res, 128, 0)) != 0) goto err_or_fall;
-    if ((r = bloom_bytes(dests_o, b_dests, 256, 0)) != 0) goto err_or_fall;
-    if ((r = bloom_bytes(steps_o, b_steps, 128, 0)) != 0) goto err_or_fall;
-    if ((r = bloom_bytes(princ_o, b_princ, 32, 0)) != 0) goto err_or_fall;
+    if ((r = sketch_check(tools_o, b_tools, 32)) != 0) goto err_or_fall;
+    if ((r = sketch_check(res_o, b_res, 128)) != 0) goto err_or_fall;
+    if ((r = sketch_check(dests_o, b_dests, 256)) != 0) goto err_or_fall;
+    if ((r = sketch_check(steps_o, b_steps, 128)) != 0) goto err_or_fall;
+    if ((r = sketch_check(princ_o, b_princ, 32)) != 0) goto err_or_fall;
     if ((r = bloom_bytes(ra_o, b_ra, 64, 1)) != 0) goto err_or_fall;
     if ((r = bloom_bytes(rb_o, b_rb, 64, 1)) != 0) goto err_or_fall;
     /* windows and task slots */
@@ -1238,7 +1270,7 @@ extract(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     }
     double novelty = 0.0, novel_tool = 0.0;
     int acting = !is_read || ndests > 0;
-    if (!bit_has(b_tools, h_tool, TOOL_MASK)) {
+    if (!SKETCH_HAS(tools_o, b_tools, h_tool, TOOL_MASK)) {
         uint64_t k = ((uint64_t)K_TOOL_ << 32) | h_tool;
         if ((r = adopted_has(adopted, k)) < 0) goto done;
         if (r) {
@@ -1249,7 +1281,7 @@ extract(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             if (append_key(novel, k) < 0) goto done;
         }
     }
-    if (!bit_has(b_res, h_res, RES_MASK)) {
+    if (!SKETCH_HAS(res_o, b_res, h_res, RES_MASK)) {
         uint64_t k = ((uint64_t)K_RES_ << 32) | h_res;
         if ((r = adopted_has(adopted, k)) < 0) goto done;
         if (r) {
@@ -1330,7 +1362,7 @@ extract(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
                 n_new_ext += 1;
         }
         uint64_t dk = ((uint64_t)K_DEST_ << 32) | h;
-        if (bit_has(b_dests, h, DEST_MASK)) {
+        if (SKETCH_HAS(dests_o, b_dests, h, DEST_MASK)) {
             /* it reached this destination's audience before */
         } else if ((r = adopted_has(adopted, dk)) != 0) {
             if (r < 0) goto done;
@@ -1348,7 +1380,7 @@ extract(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
                 if (r < 0) goto done;
                 if (append_key(dest_hashes, hf) < 0) goto done;
                 double add;
-                if (bit_has(b_dests, hf, DEST_MASK)) {
+                if (SKETCH_HAS(dests_o, b_dests, hf, DEST_MASK)) {
                     add = wn;
                 } else {
                     add = 3.0 * wn;
@@ -1423,7 +1455,7 @@ extract(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         if ((r = PyObject_RichCompareBool(who, operator_id, Py_NE)) < 0) goto done;
         if (r) {
             if (str_hash(who, &h_who) < 0) goto done;
-            if (!bit_has(b_princ, h_who, PRINCIPAL_MASK)) {
+            if (!SKETCH_HAS(princ_o, b_princ, h_who, PRINCIPAL_MASK)) {
                 uint64_t k = ((uint64_t)K_PRINCIPAL_ << 32) | h_who;
                 if ((r = adopted_has(adopted, k)) < 0) goto done;
                 if (r) {
@@ -1461,7 +1493,7 @@ extract(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         b[4] = (double)h_tool;
         b[5] += 1.0;
         task_n = b[5];
-        int new_step = !bit_has(b_steps, step, STEP_MASK);
+        int new_step = !SKETCH_HAS(steps_o, b_steps, step, STEP_MASK);
         if (new_step) {
             uint64_t k = ((uint64_t)K_STEP_ << 32) | step;
             if ((r = adopted_has(adopted, k)) < 0) goto done;
