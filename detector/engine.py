@@ -602,9 +602,15 @@ class Engine:
                 sensitive_out = obs.outbound and ev.sensitivity in ("confidential", "restricted")
                 solo = (harm_score >= th.evidence
                         and (st.baseline.n >= YOUNG_N or ev.action == "delete" or sensitive_out))
+                # what the action spends of the budget: max(min(score, harm), the manifest's floor), spelt out
+                spend = harm_score if harm_score < score else score
+                if effect and effect[0] > spend:
+                    spend = effect[0]
+                elif not effect and 0.0 > spend:
+                    spend = 0.0
                 action, transition = step(b, t=ev.t, score=score, severity=severity, agent_id=ev.agent_id,
                                           event_id=ev.event_id, th=th, solo_trip=solo, harm=_harm(ev, obs),
-                                          evidence=max(min(score, harm_score), effect[0] if effect else 0.0))
+                                          evidence=spend)
             d.transition = transition
             d.record = {
                 "event_id": ev.event_id, "agent_id": ev.agent_id, "ts": ev.ts, "score": round(score, 4),
@@ -683,7 +689,7 @@ class Engine:
         if obs is None:  # no kernel, or a state or event it leaves to the reference
             obs = _py_extract(st.features, ev, self.policy, adopted)
         # pending items met again (extract took them as known; they settle by the rule, not by this use)
-        again = [k for k in obs.adopted if k in quiet and not (peers and k in peers)] if quiet else []
+        again = [k for k in obs.adopted if k in quiet and not (peers and k in peers)] if quiet else ()
         scope = book.scope_for(ev.agent_id) if book is not None else None
         violations = scope.check(ev, st.usage, classify=self.policy.classify) if scope is not None else []
         if ev.destinations:  # after the check: an action is judged on the usage before it
@@ -753,7 +759,7 @@ class Engine:
     def _settle(self, st: AgentState, ev: ActionEvent, obs: Observation, z: list[float], r: list[float],
                 xl: list[float],
                 learned: bool, violations: list, p_harm: float, by_kind: bool, new_sent: list[str],
-                again: list[int]) -> None:
+                again: list[int] | tuple) -> None:
         """Novelty that settles, peers' adoptions, and the kind profiles (issue 18). An item the agent's
         peers adopted is its own at once; a never-seen item of an action that was not learned is counted
         (pending novelty) and settles after ``settle_uses`` uses over ``settle_s``, unless any use came with
