@@ -1,8 +1,9 @@
 /* The per-feature numeric loops of detector/baseline.py and detector/scoring.py, compiled.
  *
  * Each function here is the transcription of a pure-Python reference kept beside it
- * (detector/baseline.py: _py_log_deviations, _py_learn, _py_kind_compare, _py_kind_learn;
- * detector/scoring.py: _py_neglogs), with the same IEEE double operations in the same order,
+ * (detector/baseline.py: _py_log_deviations, _py_learn, _py_learn_into, _py_deviate, _py_kind_learn;
+ * detector/scoring.py: _py_neglogs; detector/engine.py: _py_rarities, _py_remember; detector/features.py:
+ * _py_extract; models/store.py: Forest._py_leaves), with the same IEEE double operations in the same order,
  * so the results are equal bit for bit (tests/unit/test_native.py holds them to it). The
  * build must therefore never reassociate or contract floating point: setup.py compiles this
  * file with -O2 -fno-fast-math -ffp-contract=off (no fused multiply-add).
