@@ -2006,7 +2006,7 @@ fail_x:
     return NULL;
 }
 
-/* rarities(tables, slopes, n, spz, zmax, slack, reach_quiet, z, x, caps, quiet, known_reach[, rows])
+/* rarities((tables, slopes, n, spz, zmax, slack, reach_quiet), z, x, caps, quiet, known_reach[, rows])
  *   -> (r, raw, top); rows (a bytearray, or None/absent): the final z appended as native doubles (the batch's rows
  *   for the model).
  *   z (a list of floats) changed in place as engine._py_rarities changes it; None (nothing changed) when
@@ -2019,16 +2019,22 @@ rarities(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     double slack, spz, zmax;
     int known_reach;
     PyObject *rows = NULL;
-    if (fc_count("rarities", nargs, 12, 13) < 0)
+    if (fc_count("rarities", nargs, 6, 7) < 0)
         return NULL;
-    tables_o = args[0], slopes_o = args[1], reach_quiet = args[6], z = args[7], x = args[8], caps_o = args[9];
-    quiet = args[10];
-    if (fc_n(args[2], &n) < 0 || fc_d(args[3], &spz) < 0 || fc_d(args[4], &zmax) < 0 || fc_d(args[5], &slack) < 0)
+    PyObject *consts = args[0];
+    if (!PyTuple_CheckExact(consts) || PyTuple_GET_SIZE(consts) != 7) {
+        PyErr_SetString(PyExc_TypeError, "rarities: consts must be (tables, slopes, n, spz, zmax, slack, reach_quiet)");
         return NULL;
-    if ((known_reach = PyObject_IsTrue(args[11])) < 0)
+    }
+    PyObject *const *c = &PyTuple_GET_ITEM(consts, 0);
+    tables_o = c[0], slopes_o = c[1], reach_quiet = c[6], z = args[1], x = args[2], caps_o = args[3];
+    quiet = args[4];
+    if (fc_n(c[2], &n) < 0 || fc_d(c[3], &spz) < 0 || fc_d(c[4], &zmax) < 0 || fc_d(c[5], &slack) < 0)
         return NULL;
-    if (nargs > 12)
-        rows = args[12];
+    if ((known_reach = PyObject_IsTrue(args[5])) < 0)
+        return NULL;
+    if (nargs > 6)
+        rows = args[6];
     if (rows == Py_None)
         rows = NULL;
     if (rows != NULL && !PyByteArray_CheckExact(rows)) {
@@ -2296,7 +2302,7 @@ static PyMethodDef methods[] = {
     {"deviate", (PyCFunction)(void (*)(void))deviate, METH_FASTCALL,
      "deviate(x, loc, scale, floors, kinds, kind, kind_features, kind_min, z95) -> (xl, z, by_kind)."},
     {"rarities", (PyCFunction)(void (*)(void))rarities, METH_FASTCALL,
-     "rarities(tables, slopes, n, spz, zmax, slack, reach_quiet, z, x, caps, quiet, known_reach) -> (r, raw, top)."},
+     "rarities((tables, slopes, n, spz, zmax, slack, reach_quiet), z, x, caps, quiet, known_reach[, rows]) -> (r, raw, top)."},
     {"kind_learn", (PyCFunction)(void (*)(void))kind_learn, METH_FASTCALL,
      "kind_learn(kinds, kind, xl, t, kind_features, kind_floors, z95, up, down, alpha_min) -> bool."},
     {"remember", (PyCFunction)(void (*)(void))remember, METH_FASTCALL,

@@ -199,17 +199,26 @@ def _py_rarities(tails: FeatureTails, z: list[float], x: list[float], caps: arra
     return r, raw, max(r)
 
 
-def _rarities_kernel(tails: FeatureTails):
-    """``detector._native.rarities`` bound to ``tails``' tables (called with ``z, x, caps, quiet,
-    known_reach``), or ``None`` when the kernel is not built or ``tails`` does not lay its tables out for it."""
-    fn = getattr(_kernels, "rarities", None)
+_k_rarities = getattr(_kernels, "rarities", None)
+
+
+def _rarities_consts(tails: FeatureTails) -> tuple | None:
+    """What ``detector._native.rarities`` takes first for ``tails`` (its tables laid end to end, and the
+    constants), or ``None`` when the kernel is not built or ``tails`` does not lay its tables out for it."""
+    if _k_rarities is None or type(tails).neglogs is not FeatureTails.neglogs:
+        return None
     try:
-        args = (tails._flat, tails._slopes, int(tails._n), float(tails.STEPS_PER_Z), float(tails.Z_MAX))
+        return (tails._flat, tails._slopes, int(tails._n), float(tails.STEPS_PER_Z), float(tails.Z_MAX), CAP_SLACK,
+                KNOWN_REACH_QUIET)
     except (AttributeError, TypeError, ValueError):
         return None
-    if fn is None or type(tails).neglogs is not FeatureTails.neglogs:
-        return None
-    return partial(fn, *args, CAP_SLACK, KNOWN_REACH_QUIET)
+
+
+def _rarities_kernel(tails: FeatureTails):
+    """``detector._native.rarities`` bound to ``tails`` (called with ``z, x, caps, quiet, known_reach[,
+    rows]``), or ``None`` (see :func:`_rarities_consts`)."""
+    consts = _rarities_consts(tails)
+    return partial(_k_rarities, consts) if consts is not None else None
 
 
 def _attribution(trace: list[dict], *, operator_id: str, requested_by: str | None, instruction_hash: str | None,
@@ -451,7 +460,7 @@ class Engine:
         self.model = model
         self._cal = model.stat_calibration if model is not None else Calibration.multiplicity(GENERIC_MULTIPLICITY)
         self._tails = model.feature_tails if model is not None else FeatureTails.generic(N_FEATURES)
-        self._rarities = _rarities_kernel(self._tails)
+        self._rarities = _rarities_consts(self._tails)  # the rarities kernel's first argument, or None
         self._version = model.version if model is not None else ONLINE_MODEL_VERSION
         self._evidence_cal = getattr(model, "evidence_calibration", None) if model is not None else None
         # actions whose rarest deviation stays below this teach the baseline (score < medium)
@@ -717,7 +726,7 @@ class Engine:
             caps = None
         # the rarities, the largest (raw: what learning looks at), and the blame (_py_rarities)
         rar = self._rarities
-        got = rar(z, x, caps, obs.quiet, obs.known_reach, rows) if rar is not None else None
+        got = _k_rarities(rar, z, x, caps, obs.quiet, obs.known_reach, rows) if rar is not None else None
         if got is None:
             got = _py_rarities(self._tails, z, x, caps, obs.quiet, obs.known_reach)
             if rows is not None:
