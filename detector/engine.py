@@ -35,8 +35,9 @@ from detector.events import ActionEvent
 from detector.evidence import MIN_RARITY, fisher, strength
 from detector.manifest import ManifestBook, Usage, stream_effect
 from detector.episodes import EpisodeBook
-from detector.features import (FEATURE_INDEX, KNOWN_REACH_QUIET, FeatureState, Observation, commit_novel, destination_family,
-                               item_key, K_DEST, K_PRINCIPAL, K_RESOURCE, K_TOOL, resource_family, settle, _py_extract)
+from detector.features import (FEATURE_INDEX, KNOWN_REACH_QUIET, FeatureState, Observation, commit_novel,
+                               destination_family, item_key, K_DEST, K_PRINCIPAL, K_RESOURCE, K_TOOL, resource_family,
+                               settle, _py_extract)
 from detector.features import _kernel as _extract
 from detector.model import Model
 from detector.native import kernels as _kernels
@@ -513,7 +514,7 @@ class Engine:
         pending: list[tuple[Decision, AgentState, _Reading]] = []
         approvals = self.approvals
         book = self.manifests
-        remember = _remember
+        remember, encode = _remember, _encode
         zrows = bytearray() if self.model is not None else None  # the model's rows, filled by _read
         for ev in events:
             refused = None
@@ -529,7 +530,7 @@ class Engine:
                 st = agents[ev.agent_id] = AgentState(self._prior(ev.agent_id, ev.operator_id, ev.tool),
                                                       ev.operator_id)
             pos = st.seen_pos
-            seen = remember(st.seen, st.seen_content, pos, ev.event_id, content_key(ev))
+            seen = remember(st.seen, st.seen_content, pos, ev.event_id, (crc32(encode(ev)) & 0xFFFF) | 1)  # content_key
             if seen:
                 if seen == 2:
                     d.duplicate = True

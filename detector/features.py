@@ -43,8 +43,8 @@ from detector.sketch import bloom_add, bloom_has, stable_hash
 CLASSIFIED_DESTINATIONS = 1000
 
 __all__ = ["FEATURES", "FEATURE_NAMES", "FEATURE_INDEX", "Feature", "FeatureState", "Observation", "extract",
-           "commit_novelty", "commit_novel", "settle", "resource_family", "destination_family", "tool_family", "SKETCH_BYTES",
-           "K_TOOL", "K_RESOURCE", "K_DEST", "K_STEP", "K_PRINCIPAL", "item_key"]
+           "commit_novelty", "commit_novel", "settle", "resource_family", "destination_family", "tool_family",
+           "SKETCH_BYTES", "K_TOOL", "K_RESOURCE", "K_DEST", "K_STEP", "K_PRINCIPAL", "item_key"]
 
 
 @dataclass(frozen=True)

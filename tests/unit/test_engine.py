@@ -498,3 +498,17 @@ def test_an_actions_score_is_the_bonferroni_corrected_least_of_its_three_raritie
     assert struct.pack("d", got) == struct.pack("d", want)
     assert (extra is not None) == (p_comb < p_stat and p_comb < 1e-3)
     assert _score(p_stat, None, p_harm) == (score_of(p_stat), None) or p_stat != p_stat
+
+
+def test_the_duplicate_ring_keeps_each_events_content_key():
+    # process_batch spells content_key out inline: the ring must hold exactly its value
+    from detector.engine import _DEDUPE, content_key
+
+    eng = Engine()
+    evs = [decode_event({"event_id": f"e{i}", "ts": f"2026-03-02T09:0{i}:00Z", "agent_id": "a", "operator_id": "o",
+                         "tool": "t", "action": "send", "resource": "r://x", "sensitivity": "internal",
+                         "records": i, "destinations": [f"email:x{i}@y.example"] * i}) for i in range(5)]
+    eng.process_batch(evs)
+    st_ = eng.agents["a"]
+    assert list(st_.seen_content[:5]) == [content_key(e) for e in evs] and len(st_.seen_content) == _DEDUPE
+    assert all(k & 1 for k in st_.seen_content[:5])
