@@ -1,8 +1,9 @@
 /* The per-feature numeric loops of detector/baseline.py and detector/scoring.py, compiled.
  *
  * Each function here is the transcription of a pure-Python reference kept beside it
- * (detector/baseline.py: _py_log_deviations, _py_learn, _py_kind_compare, _py_kind_learn;
- * detector/scoring.py: _py_neglogs), with the same IEEE double operations in the same order,
+ * (detector/baseline.py: _py_log_deviations, _py_learn, _py_learn_into, _py_deviate, _py_kind_learn;
+ * detector/scoring.py: _py_neglogs; detector/engine.py: _py_rarities, _py_remember; detector/features.py:
+ * _py_extract; models/store.py: Forest._py_leaves), with the same IEEE double operations in the same order,
  * so the results are equal bit for bit (tests/unit/test_native.py holds them to it). The
  * build must therefore never reassociate or contract floating point: setup.py compiles this
  * file with -O2 -fno-fast-math -ffp-contract=off (no fused multiply-add).
@@ -13,6 +14,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include "structmember.h"
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
@@ -53,6 +55,71 @@ row_doubles(PyObject *seq, double *out, Py_ssize_t n)
 }
 
 #define MAX_ROW 256
+
+/* METH_FASTCALL argument helpers (what PyArg_ParseTuple's O, d, n, p, K do, without the argument tuple) */
+static int
+fc_count(const char *fn, Py_ssize_t nargs, Py_ssize_t lo, Py_ssize_t hi)
+{
+    if (nargs >= lo && nargs <= hi)
+        return 0;
+    if (lo == hi)
+        PyErr_Format(PyExc_TypeError, "%s() takes exactly %zd arguments (%zd given)", fn, lo, nargs);
+    else
+        PyErr_Format(PyExc_TypeError, "%s() takes from %zd to %zd arguments (%zd given)", fn, lo, hi, nargs);
+    return -1;
+}
+
+static int
+fc_d(PyObject *o, double *v)
+{
+    *v = PyFloat_AsDouble(o);
+    return *v == -1.0 && PyErr_Occurred() ? -1 : 0;
+}
+
+static int
+fc_n(PyObject *o, Py_ssize_t *v)
+{
+    *v = PyNumber_AsSsize_t(o, PyExc_OverflowError);
+    return *v == -1 && PyErr_Occurred() ? -1 : 0;
+}
+
+/* A row (a list or tuple of floats, an array('d'), or any sequence) into out (at most MAX_ROW values); its
+ * length, or -1 with an exception set. */
+static Py_ssize_t
+row_of(PyObject *x, double *out, const char *what)
+{
+    if (!PyList_Check(x) && !PyTuple_Check(x) && PyObject_CheckBuffer(x)) {
+        Py_buffer v;
+        if (PyObject_GetBuffer(x, &v, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS) == 0) {
+            if (v.itemsize == (Py_ssize_t)sizeof(double) && v.format != NULL && strcmp(v.format, "d") == 0) {
+                Py_ssize_t n = v.len / (Py_ssize_t)sizeof(double);
+                if (n > MAX_ROW) {
+                    PyBuffer_Release(&v);
+                    PyErr_SetString(PyExc_ValueError, "row too long for the native kernel");
+                    return -1;
+                }
+                memcpy(out, v.buf, (size_t)n * sizeof(double));
+                PyBuffer_Release(&v);
+                return n;
+            }
+            PyBuffer_Release(&v);
+        } else {
+            PyErr_Clear();
+        }
+    }
+    PyObject *seq = PySequence_Fast(x, what);
+    if (seq == NULL)
+        return -1;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    if (n > MAX_ROW) {
+        Py_DECREF(seq);
+        PyErr_SetString(PyExc_ValueError, "row too long for the native kernel");
+        return -1;
+    }
+    int r = row_doubles(seq, out, n);
+    Py_DECREF(seq);
+    return r < 0 ? -1 : n;
+}
 
 /* log_deviations(x, loc, scale, floors) -> (xl, z)
  *   xl = [log1p(v) for v in x]; z = [(v - m) / (s if s > f else f) for v, m, s, f in zip(xl, loc, scale, floors)] */
@@ -103,7 +170,7 @@ log_deviations(PyObject *self, PyObject *args)
         goto done;
     for (Py_ssize_t i = 0; i < n; i++) {
         double v = buf[i];
-        double r = log1p(v);
+        double r = v == 0.0 ? v : log1p(v);  /* log1p(+-0) is +-0 (C99 F.9.3.9); most features are 0 */
         if ((isnan(r) && !isnan(v)) || (isinf(r) && isfinite(v))) {
             PyErr_SetString(PyExc_ValueError, "math domain error");
             goto done;
@@ -134,34 +201,32 @@ done:
 /* learn(xl, loc, scale, floors, a2, z95, up, down) -> (loc', scale')
  *   new arrays (copies of loc and scale) moved towards xl as Baseline.learn_log does. */
 static PyObject *
-learn(PyObject *self, PyObject *args)
+learn_(PyObject *const *args, Py_ssize_t nargs, int in_place)
 {
     PyObject *x, *loc_o, *scale_o, *floors_o;
     double a2, z95, up, down;
-    if (!PyArg_ParseTuple(args, "OOOOdddd:learn", &x, &loc_o, &scale_o, &floors_o, &a2, &z95, &up, &down))
+    if (fc_count(in_place ? "learn_into" : "learn", nargs, 8, 8) < 0)
         return NULL;
-    PyObject *seq = PySequence_Fast(x, "xl must be a sequence of floats");
-    if (seq == NULL)
+    x = args[0], loc_o = args[1], scale_o = args[2], floors_o = args[3];
+    if (fc_d(args[4], &a2) < 0 || fc_d(args[5], &z95) < 0 || fc_d(args[6], &up) < 0 || fc_d(args[7], &down) < 0)
         return NULL;
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
     double buf[MAX_ROW];
-    if (n > MAX_ROW) {
-        Py_DECREF(seq);
-        PyErr_SetString(PyExc_ValueError, "row too long for the native kernel");
+    Py_ssize_t n = row_of(x, buf, "xl must be a sequence of floats");
+    if (n < 0)
         return NULL;
-    }
-    if (row_doubles(seq, buf, n) < 0) {
-        Py_DECREF(seq);
-        return NULL;
-    }
-    Py_DECREF(seq);
-    PyObject *nloc = PyObject_CallMethod(loc_o, "__copy__", NULL);
-    if (nloc == NULL)
-        return NULL;
-    PyObject *nscale = PyObject_CallMethod(scale_o, "__copy__", NULL);
-    if (nscale == NULL) {
-        Py_DECREF(nloc);
-        return NULL;
+    PyObject *nloc, *nscale;
+    if (in_place) {
+        nloc = loc_o;
+        nscale = scale_o;
+        Py_INCREF(nloc);
+        Py_INCREF(nscale);
+    } else {
+        if ((nloc = PyObject_CallMethod(loc_o, "__copy__", NULL)) == NULL)
+            return NULL;
+        if ((nscale = PyObject_CallMethod(scale_o, "__copy__", NULL)) == NULL) {
+            Py_DECREF(nloc);
+            return NULL;
+        }
     }
     Py_buffer lv, sv, fv;
     PyObject *res = NULL;
@@ -192,7 +257,12 @@ learn(PyObject *self, PyObject *args)
         loc[i] = m;
         scale[i] = hi > m ? (hi - m) / z95 : 0.0;
     }
-    res = PyTuple_Pack(2, nloc, nscale);
+    if (in_place) {
+        Py_INCREF(Py_None);
+        res = Py_None;
+    } else {
+        res = PyTuple_Pack(2, nloc, nscale);
+    }
 fail3:
     PyBuffer_Release(&fv);
 fail2:
@@ -203,6 +273,20 @@ fail0:
     Py_DECREF(nloc);
     Py_DECREF(nscale);
     return res;
+}
+
+static PyObject *
+learn(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    return learn_(args, nargs, 0);
+}
+
+/* learn_into(xl, loc, scale, floors, a2, z95, up, down) -> None
+ *   learn's step written into loc and scale themselves (baseline._py_learn_into) */
+static PyObject *
+learn_into(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    return learn_(args, nargs, 1);
 }
 
 /* neglogs(z, tables, slopes, n, spz, zmax) -> list
@@ -386,7 +470,7 @@ f0:
  * caller then runs the reference, so the result is the reference's in every case.
  * ------------------------------------------------------------------------------------------------------ */
 
-static uint32_t crc_table[256];
+static uint32_t crc_table[8][256];
 
 static void
 crc_init(void)
@@ -395,18 +479,50 @@ crc_init(void)
         uint32_t c = i;
         for (int k = 0; k < 8; k++)
             c = c & 1 ? 0xEDB88320u ^ (c >> 1) : c >> 1;
-        crc_table[i] = c;
+        crc_table[0][i] = c;
     }
+    /* slicing by 8: table k advances a byte's CRC past k more zero bytes */
+    for (int k = 1; k < 8; k++)
+        for (uint32_t i = 0; i < 256; i++)
+            crc_table[k][i] = (crc_table[k - 1][i] >> 8) ^ crc_table[0][crc_table[k - 1][i] & 0xFF];
 }
 
-/* zlib.crc32(buf, crc) */
+static inline uint32_t
+le32(const unsigned char *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/* zlib.crc32(buf, crc), eight bytes a step */
 static uint32_t
 crc_update(uint32_t crc, const char *buf, Py_ssize_t n)
 {
+    const unsigned char *p = (const unsigned char *)buf;
     crc ^= 0xFFFFFFFFu;
-    for (Py_ssize_t i = 0; i < n; i++)
-        crc = crc_table[(crc ^ (unsigned char)buf[i]) & 0xFF] ^ (crc >> 8);
+    while (n >= 8) {
+        uint32_t lo = crc ^ le32(p), hi = le32(p + 4);
+        crc = crc_table[7][lo & 0xFF] ^ crc_table[6][(lo >> 8) & 0xFF] ^ crc_table[5][(lo >> 16) & 0xFF]
+              ^ crc_table[4][lo >> 24] ^ crc_table[3][hi & 0xFF] ^ crc_table[2][(hi >> 8) & 0xFF]
+              ^ crc_table[1][(hi >> 16) & 0xFF] ^ crc_table[0][hi >> 24];
+        p += 8;
+        n -= 8;
+    }
+    while (n-- > 0)
+        crc = crc_table[0][(crc ^ *p++) & 0xFF] ^ (crc >> 8);
     return crc ^ 0xFFFFFFFFu;
+}
+
+/* crc32(data, crc=0) -> int: zlib.crc32 (for the tests) */
+static PyObject *
+crc32_(PyObject *self, PyObject *args)
+{
+    Py_buffer b;
+    unsigned int crc = 0;
+    if (!PyArg_ParseTuple(args, "y*|I:crc32", &b, &crc))
+        return NULL;
+    uint32_t r = crc_update(crc, b.buf, b.len);
+    PyBuffer_Release(&b);
+    return PyLong_FromUnsignedLong(r);
 }
 
 /* The UTF-8 of a str as stable_hash encodes it ("surrogatepass"); *tmp holds a bytes object to release. */
@@ -488,6 +604,38 @@ bit_has(const unsigned char *b, uint32_t h, uint32_t mask)
     return (b[i >> 3] >> (i & 7) & 1) && (b[j >> 3] >> (j & 7) & 1);
 }
 
+/* The lifetime sketches are only read by extract: on CPython 3.11 their bits are read from the int's digits
+ * (a non-negative int: Py_SIZE digits of PyLong_SHIFT bits) instead of converting each to bytes first;
+ * other versions convert (bloom_bytes). */
+#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030C0000
+#define SKETCH_DIGITS 1
+static inline int
+long_bit(PyObject *v, uint32_t i)
+{
+    Py_ssize_t d = (Py_ssize_t)(i / PyLong_SHIFT);
+    if (d >= Py_SIZE(v))
+        return 0;
+    return (int)((((PyLongObject *)v)->ob_digit[d] >> (i % PyLong_SHIFT)) & 1);
+}
+#define SKETCH_HAS(obj, buf, h, mask) (long_bit((obj), (h) & (mask)) && long_bit((obj), ((h) >> 16) & (mask)))
+#else
+#define SKETCH_DIGITS 0
+#define SKETCH_HAS(obj, buf, h, mask) bit_has((buf), (h), (mask))
+#endif
+
+/* bloom_bytes for a lifetime sketch: with SKETCH_DIGITS only its kind is checked (1: not a non-negative int) */
+static int
+sketch_check(PyObject *v, unsigned char *buf, Py_ssize_t nbytes)
+{
+#if SKETCH_DIGITS
+    (void)buf;
+    (void)nbytes;
+    return PyLong_CheckExact(v) && _PyLong_Sign(v) >= 0 ? 0 : 1;
+#else
+    return bloom_bytes(v, buf, nbytes, 0);
+#endif
+}
+
 static inline void
 bit_add(unsigned char *b, uint32_t h, uint32_t mask)
 {
@@ -512,12 +660,23 @@ b128_get(const bits128 *b, unsigned k)
 }
 
 /* _word_bits(_words(text)) or-ed into *b; *words gets the tuple (new reference) when asked */
+static PyObject *fx_words_cache;
+static PyObject *fx_policy_type, *untrusted_policy, *untrusted_memo;
 static PyObject *fx_words, *fx_destination_family, *fx_is_outsider, *fx_observation, *fx_external, *fx_broadcast;
 
 static int
 word_bits(PyObject *text, bits128 *b, PyObject **words)
 {
-    PyObject *w = PyObject_CallOneArg(fx_words, text);
+    /* _words answers from its cache when the text is there: so does this, without the call */
+    PyObject *w = fx_words_cache != NULL && PyUnicode_CheckExact(text) ? PyDict_GetItemWithError(fx_words_cache, text)
+                                                                       : NULL;
+    if (w != NULL) {
+        Py_INCREF(w);
+    } else {
+        if (PyErr_Occurred())
+            return -1;
+        w = PyObject_CallOneArg(fx_words, text);
+    }
     if (w == NULL)
         return -1;
     PyObject *seq = PySequence_Fast(w, "_words must give a sequence");
@@ -622,10 +781,71 @@ directed_harm(int is_delete, int is_write, int outward, int sensitive, long long
     return 0.25;
 }
 
-static int
-float_attr(PyObject *o, PyObject *name, double *out)
+/* Attribute access to the plain slots (__slots__, a msgspec Struct's fields: member descriptors of objects)
+ * of the objects extract reads and writes, at their offset: the same object the descriptor would give or set,
+ * without the lookup. Any other attribute (a property, an instance dict's, a slot not set) goes the generic
+ * way. The type each offset was found for is held. */
+typedef struct {
+    PyObject *name;       /* interned */
+    PyTypeObject *type;   /* the type off was resolved for (a strong reference), or NULL */
+    Py_ssize_t off;       /* -1: not a plain object slot of that type */
+    int get, set;         /* the type gets / sets attributes the generic way (no __getattribute__, __setattr__) */
+} fastattr;
+
+static void
+fa_resolve(fastattr *fa, PyTypeObject *tp)
 {
-    PyObject *v = PyObject_GetAttr(o, name);
+    Py_INCREF(tp);
+    Py_XSETREF(fa->type, tp);
+    fa->off = -1;
+    fa->get = tp->tp_getattro == PyObject_GenericGetAttr;
+    fa->set = tp->tp_setattro == PyObject_GenericSetAttr;
+    PyObject *d = _PyType_Lookup(tp, fa->name);  /* borrowed */
+    if (d != NULL && Py_IS_TYPE(d, &PyMemberDescr_Type)) {
+        PyMemberDef *m = ((PyMemberDescrObject *)d)->d_member;
+        if (m->type == T_OBJECT_EX && ((PyMemberDescrObject *)d)->d_common.d_type == tp && m->offset > 0) {
+            fa->off = m->offset;
+            if (m->flags & READONLY)
+                fa->set = 0;
+        }
+    }
+}
+
+static PyObject *
+xget(PyObject *o, fastattr *fa)
+{
+    PyTypeObject *tp = Py_TYPE(o);
+    if (fa->type != tp)
+        fa_resolve(fa, tp);
+    if (fa->off >= 0 && fa->get) {
+        PyObject *v = *(PyObject **)((char *)o + fa->off);
+        if (v != NULL) {
+            Py_INCREF(v);
+            return v;
+        }
+    }
+    return PyObject_GetAttr(o, fa->name);
+}
+
+static int
+xset(PyObject *o, fastattr *fa, PyObject *v)
+{
+    PyTypeObject *tp = Py_TYPE(o);
+    if (fa->type != tp)
+        fa_resolve(fa, tp);
+    if (fa->off >= 0 && fa->set && v != NULL) {
+        PyObject **slot = (PyObject **)((char *)o + fa->off);
+        Py_INCREF(v);
+        Py_XSETREF(*slot, v);
+        return 0;
+    }
+    return PyObject_SetAttr(o, fa->name, v);
+}
+
+static int
+float_attr(PyObject *o, fastattr *name, double *out)
+{
+    PyObject *v = xget(o, name);
     if (v == NULL)
         return -1;
     int ok = PyFloat_CheckExact(v);
@@ -636,23 +856,23 @@ float_attr(PyObject *o, PyObject *name, double *out)
 }
 
 static int
-set_float(PyObject *o, PyObject *name, double v)
+set_float(PyObject *o, fastattr *name, double v)
 {
     PyObject *f = PyFloat_FromDouble(v);
     if (f == NULL)
         return -1;
-    int r = PyObject_SetAttr(o, name, f);
+    int r = xset(o, name, f);
     Py_DECREF(f);
     return r;
 }
 
 static int
-set_bloom(PyObject *o, PyObject *name, const unsigned char *buf, Py_ssize_t n)
+set_bloom(PyObject *o, fastattr *name, const unsigned char *buf, Py_ssize_t n)
 {
     PyObject *v = _PyLong_FromByteArray(buf, n, 1, 0);
     if (v == NULL)
         return -1;
-    int r = PyObject_SetAttr(o, name, v);
+    int r = xset(o, name, v);
     Py_DECREF(v);
     return r;
 }
@@ -665,6 +885,8 @@ static PyObject *s_last_t, *s_c, *s_tools, *s_resources, *s_dests, *s_steps, *s_
     *s_is_untrusted_source, *s_confidential, *s_x, *s_dest_classes, *s_pending, *s_new_outbound,
     *s_config_change, *s_outbound, *s_approved, *s_quiet, *s_step, *s_principal, *s_novel, *s_adopted,
     *s_kind, *s_known_reach;
+
+static fastattr fa_action, fa_adopted, fa_approval_id, fa_approved, fa_bytes, fa_c, fa_config_change, fa_dest_classes, fa_destinations, fa_dests, fa_gen_t, fa_hours, fa_instr, fa_instr_t, fa_instruction_hash, fa_kind, fa_known_reach, fa_last_t, fa_new_outbound, fa_novel, fa_operator_id, fa_outbound, fa_pending, fa_principal, fa_principals, fa_quiet, fa_recent_a, fa_recent_b, fa_records, fa_requested_by, fa_resource, fa_resources, fa_sensitivity, fa_step, fa_steps, fa_t, fa_task_id, fa_tasks, fa_tool, fa_tools, fa_x;
 
 static int
 intern_names(void)
@@ -683,16 +905,67 @@ intern_names(void)
     I(s_approved, "approved"); I(s_quiet, "quiet"); I(s_step, "step"); I(s_principal, "principal");
     I(s_novel, "novel"); I(s_adopted, "adopted"); I(s_kind, "kind"); I(s_known_reach, "known_reach");
 #undef I
+    fa_action.name = s_action; fa_action.off = -1;
+    fa_adopted.name = s_adopted; fa_adopted.off = -1;
+    fa_approval_id.name = s_approval_id; fa_approval_id.off = -1;
+    fa_approved.name = s_approved; fa_approved.off = -1;
+    fa_bytes.name = s_bytes; fa_bytes.off = -1;
+    fa_c.name = s_c; fa_c.off = -1;
+    fa_config_change.name = s_config_change; fa_config_change.off = -1;
+    fa_dest_classes.name = s_dest_classes; fa_dest_classes.off = -1;
+    fa_destinations.name = s_destinations; fa_destinations.off = -1;
+    fa_dests.name = s_dests; fa_dests.off = -1;
+    fa_gen_t.name = s_gen_t; fa_gen_t.off = -1;
+    fa_hours.name = s_hours; fa_hours.off = -1;
+    fa_instr.name = s_instr; fa_instr.off = -1;
+    fa_instr_t.name = s_instr_t; fa_instr_t.off = -1;
+    fa_instruction_hash.name = s_instruction_hash; fa_instruction_hash.off = -1;
+    fa_kind.name = s_kind; fa_kind.off = -1;
+    fa_known_reach.name = s_known_reach; fa_known_reach.off = -1;
+    fa_last_t.name = s_last_t; fa_last_t.off = -1;
+    fa_new_outbound.name = s_new_outbound; fa_new_outbound.off = -1;
+    fa_novel.name = s_novel; fa_novel.off = -1;
+    fa_operator_id.name = s_operator_id; fa_operator_id.off = -1;
+    fa_outbound.name = s_outbound; fa_outbound.off = -1;
+    fa_pending.name = s_pending; fa_pending.off = -1;
+    fa_principal.name = s_principal; fa_principal.off = -1;
+    fa_principals.name = s_principals; fa_principals.off = -1;
+    fa_quiet.name = s_quiet; fa_quiet.off = -1;
+    fa_recent_a.name = s_recent_a; fa_recent_a.off = -1;
+    fa_recent_b.name = s_recent_b; fa_recent_b.off = -1;
+    fa_records.name = s_records; fa_records.off = -1;
+    fa_requested_by.name = s_requested_by; fa_requested_by.off = -1;
+    fa_resource.name = s_resource; fa_resource.off = -1;
+    fa_resources.name = s_resources; fa_resources.off = -1;
+    fa_sensitivity.name = s_sensitivity; fa_sensitivity.off = -1;
+    fa_step.name = s_step; fa_step.off = -1;
+    fa_steps.name = s_steps; fa_steps.off = -1;
+    fa_t.name = s_t; fa_t.off = -1;
+    fa_task_id.name = s_task_id; fa_task_id.off = -1;
+    fa_tasks.name = s_tasks; fa_tasks.off = -1;
+    fa_tool.name = s_tool; fa_tool.off = -1;
+    fa_tools.name = s_tools; fa_tools.off = -1;
+    fa_x.name = s_x; fa_x.off = -1;
     return 0;
 }
 
-/* extract_setup(Observation, _words, destination_family, _is_outsider, EXTERNAL, BROADCAST) */
+/* extract_setup(Observation, _words, destination_family, _is_outsider, EXTERNAL, BROADCAST[, words_cache[,
+ *               Policy]]):
+ * words_cache, the dict _words memoises in (a text there is answered from it, without calling _words);
+ * Policy, the class whose is_untrusted_source answers are remembered per resource (untrusted_source) */
 static PyObject *
 extract_setup(PyObject *self, PyObject *args)
 {
-    PyObject *o, *w, *df, *io, *ext, *bc;
-    if (!PyArg_ParseTuple(args, "OOOOOO:extract_setup", &o, &w, &df, &io, &ext, &bc))
+    PyObject *o, *w, *df, *io, *ext, *bc, *wc = NULL, *pt = NULL;
+    if (!PyArg_ParseTuple(args, "OOOOOO|O!O!:extract_setup", &o, &w, &df, &io, &ext, &bc, &PyDict_Type, &wc,
+                          &PyType_Type, &pt))
         return NULL;
+    Py_XINCREF(wc);
+    Py_XSETREF(fx_words_cache, wc);
+    Py_XINCREF(pt);
+    Py_XSETREF(fx_policy_type, pt);
+    Py_CLEAR(untrusted_policy);
+    Py_CLEAR(untrusted_memo);
     if (!PyType_Check(o)) {
         PyErr_SetString(PyExc_TypeError, "extract_setup: Observation must be a class");
         return NULL;
@@ -718,12 +991,48 @@ typedef struct {
     long long reach;
 } dest_class;
 
+/* policy.is_untrusted_source(resource), remembered per resource for the last policy of the class
+ * extract_setup named (a frozen dataclass whose answer depends on its fields only); other policies are asked */
+static int
+untrusted_source(PyObject *policy, PyObject *resource)
+{
+    int memo = fx_policy_type != NULL && (PyObject *)Py_TYPE(policy) == fx_policy_type && PyUnicode_CheckExact(resource);
+    if (memo) {
+        if (policy != untrusted_policy || untrusted_memo == NULL) {
+            PyObject *d = PyDict_New();
+            if (d == NULL)
+                return -1;
+            Py_INCREF(policy);
+            Py_XSETREF(untrusted_policy, policy);
+            Py_XSETREF(untrusted_memo, d);
+        }
+        PyObject *hit = PyDict_GetItemWithError(untrusted_memo, resource);
+        if (hit != NULL)
+            return hit == Py_True;
+        if (PyErr_Occurred())
+            return -1;
+    }
+    PyObject *u = PyObject_CallMethodOneArg(policy, s_is_untrusted_source, resource);
+    if (u == NULL)
+        return -1;
+    int r = PyObject_IsTrue(u);
+    Py_DECREF(u);
+    if (r < 0 || !memo)
+        return r;
+    if (PyDict_GET_SIZE(untrusted_memo) >= 100000)
+        PyDict_Clear(untrusted_memo);
+    if (PyDict_SetItem(untrusted_memo, resource, r ? Py_True : Py_False) < 0)
+        return -1;
+    return r;
+}
+
 static PyObject *
-extract(PyObject *self, PyObject *args)
+extract(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     PyObject *st, *ev, *policy, *adopted;
-    if (!PyArg_ParseTuple(args, "OOOO:extract", &st, &ev, &policy, &adopted))
+    if (fc_count("extract", nargs, 4, 4) < 0)
         return NULL;
+    st = args[0], ev = args[1], policy = args[2], adopted = args[3];
     if (fx_observation == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "extract_setup was not called");
         return NULL;
@@ -744,27 +1053,28 @@ extract(PyObject *self, PyObject *args)
     double t, last_t, gen_t, instr_t;
     int r;
     PyObject *tmp;
-    if ((tmp = PyObject_GetAttr(ev, s_t)) == NULL) goto done;
+    if ((tmp = xget(ev, &fa_t)) == NULL) goto done;
     OWN(tmp);
     if (!PyFloat_CheckExact(tmp)) goto fall;
     t = PyFloat_AS_DOUBLE(tmp);
     if (isnan(t)) goto fall;
-    if ((r = float_attr(st, s_last_t, &last_t)) != 0) goto err_or_fall;
-    if ((r = float_attr(st, s_gen_t, &gen_t)) != 0) goto err_or_fall;
-    if ((r = float_attr(st, s_instr_t, &instr_t)) != 0) goto err_or_fall;
+    if ((r = float_attr(st, &fa_last_t, &last_t)) != 0) goto err_or_fall;
+    if ((r = float_attr(st, &fa_gen_t, &gen_t)) != 0) goto err_or_fall;
+    if ((r = float_attr(st, &fa_instr_t, &instr_t)) != 0) goto err_or_fall;
 
     PyObject *tool, *resource, *action, *sensitivity, *records_o, *bytes_o, *task_id, *who, *operator_id,
         *approval_id, *ihash, *hours;
-#define GET(var, obj, name) if ((var = PyObject_GetAttr(obj, name)) == NULL) goto done; OWN(var)
-    GET(tool, ev, s_tool); GET(resource, ev, s_resource); GET(action, ev, s_action);
-    GET(sensitivity, ev, s_sensitivity); GET(records_o, ev, s_records); GET(bytes_o, ev, s_bytes);
-    GET(dests, ev, s_destinations); GET(task_id, ev, s_task_id); GET(who, ev, s_requested_by);
-    GET(operator_id, ev, s_operator_id); GET(approval_id, ev, s_approval_id); GET(ihash, ev, s_instruction_hash);
-    GET(hours, st, s_hours);
+#define GET(var, obj, name) if ((var = xget(obj, name)) == NULL) goto done; OWN(var)
+    GET(tool, ev, &fa_tool); GET(resource, ev, &fa_resource); GET(action, ev, &fa_action);
+    GET(sensitivity, ev, &fa_sensitivity); GET(records_o, ev, &fa_records); GET(bytes_o, ev, &fa_bytes);
+    GET(dests, ev, &fa_destinations); GET(task_id, ev, &fa_task_id); GET(who, ev, &fa_requested_by);
+    GET(operator_id, ev, &fa_operator_id); GET(approval_id, ev, &fa_approval_id); GET(ihash, ev, &fa_instruction_hash);
+    GET(hours, st, &fa_hours);
     PyObject *weights, *tools_o, *res_o, *dests_o, *steps_o, *princ_o, *ra_o, *rb_o, *instr_o;
-    GET(weights, policy, s_sensitivity_weight);
-    GET(tools_o, st, s_tools); GET(res_o, st, s_resources); GET(dests_o, st, s_dests); GET(steps_o, st, s_steps);
-    GET(princ_o, st, s_principals); GET(ra_o, st, s_recent_a); GET(rb_o, st, s_recent_b); GET(instr_o, st, s_instr);
+    if ((weights = PyObject_GetAttr(policy, s_sensitivity_weight)) == NULL) goto done;
+    OWN(weights);
+    GET(tools_o, st, &fa_tools); GET(res_o, st, &fa_resources); GET(dests_o, st, &fa_dests); GET(steps_o, st, &fa_steps);
+    GET(princ_o, st, &fa_principals); GET(ra_o, st, &fa_recent_a); GET(rb_o, st, &fa_recent_b); GET(instr_o, st, &fa_instr);
 #undef GET
     if (!PyList_CheckExact(dests) || !PyDict_CheckExact(weights) || !PyLong_CheckExact(records_o)
             || !PyLong_CheckExact(bytes_o) || !PyLong_CheckExact(instr_o) || !PyUnicode_Check(tool)
@@ -789,16 +1099,16 @@ extract(PyObject *self, PyObject *args)
     if (!PyFloat_CheckExact(w_o) || !PyFloat_CheckExact(wc_o))
         goto fall;
     /* sketches */
-    if ((r = bloom_bytes(tools_o, b_tools, 32, 0)) != 0) goto err_or_fall;
-    if ((r = bloom_bytes(res_o, b_res, 128, 0)) != 0) goto err_or_fall;
-    if ((r = bloom_bytes(dests_o, b_dests, 256, 0)) != 0) goto err_or_fall;
-    if ((r = bloom_bytes(steps_o, b_steps, 128, 0)) != 0) goto err_or_fall;
-    if ((r = bloom_bytes(princ_o, b_princ, 32, 0)) != 0) goto err_or_fall;
+    if ((r = sketch_check(tools_o, b_tools, 32)) != 0) goto err_or_fall;
+    if ((r = sketch_check(res_o, b_res, 128)) != 0) goto err_or_fall;
+    if ((r = sketch_check(dests_o, b_dests, 256)) != 0) goto err_or_fall;
+    if ((r = sketch_check(steps_o, b_steps, 128)) != 0) goto err_or_fall;
+    if ((r = sketch_check(princ_o, b_princ, 32)) != 0) goto err_or_fall;
     if ((r = bloom_bytes(ra_o, b_ra, 64, 1)) != 0) goto err_or_fall;
     if ((r = bloom_bytes(rb_o, b_rb, 64, 1)) != 0) goto err_or_fall;
     /* windows and task slots */
-    if ((c_o = PyObject_GetAttr(st, s_c)) == NULL) goto done;
-    if ((tasks_o = PyObject_GetAttr(st, s_tasks)) == NULL) goto done;
+    if ((c_o = xget(st, &fa_c)) == NULL) goto done;
+    if ((tasks_o = xget(st, &fa_tasks)) == NULL) goto done;
     if (PyObject_GetBuffer(c_o, &cv, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE) < 0) {
         PyErr_Clear();
         goto fall;
@@ -892,7 +1202,7 @@ extract(PyObject *self, PyObject *args)
         dt = 0.0;
     } else {
         last_t = t;
-        if (set_float(st, s_last_t, t) < 0) goto done;
+        if (set_float(st, &fa_last_t, t) < 0) goto done;
     }
     if (dt > 0.0) {
         double d1 = exp(-dt / 60.0), d15 = exp(-dt / 900.0), d60 = exp(-dt / 3600.0);
@@ -918,9 +1228,9 @@ extract(PyObject *self, PyObject *args)
             memset(b_rb, 0, 64);
         memset(b_ra, 0, 64);
         ra_changed = 1;
-        if (set_bloom(st, s_recent_b, b_rb, 64) < 0) goto done;
-        if (set_bloom(st, s_recent_a, b_ra, 64) < 0) goto done;
-        if (set_float(st, s_gen_t, t) < 0) goto done;
+        if (set_bloom(st, &fa_recent_b, b_rb, 64) < 0) goto done;
+        if (set_bloom(st, &fa_recent_a, b_ra, 64) < 0) goto done;
+        if (set_float(st, &fa_gen_t, t) < 0) goto done;
         ra_changed = 0;
     }
 
@@ -961,7 +1271,7 @@ extract(PyObject *self, PyObject *args)
     }
     double novelty = 0.0, novel_tool = 0.0;
     int acting = !is_read || ndests > 0;
-    if (!bit_has(b_tools, h_tool, TOOL_MASK)) {
+    if (!SKETCH_HAS(tools_o, b_tools, h_tool, TOOL_MASK)) {
         uint64_t k = ((uint64_t)K_TOOL_ << 32) | h_tool;
         if ((r = adopted_has(adopted, k)) < 0) goto done;
         if (r) {
@@ -972,7 +1282,7 @@ extract(PyObject *self, PyObject *args)
             if (append_key(novel, k) < 0) goto done;
         }
     }
-    if (!bit_has(b_res, h_res, RES_MASK)) {
+    if (!SKETCH_HAS(res_o, b_res, h_res, RES_MASK)) {
         uint64_t k = ((uint64_t)K_RES_ << 32) | h_res;
         if ((r = adopted_has(adopted, k)) < 0) goto done;
         if (r) {
@@ -1053,7 +1363,7 @@ extract(PyObject *self, PyObject *args)
                 n_new_ext += 1;
         }
         uint64_t dk = ((uint64_t)K_DEST_ << 32) | h;
-        if (bit_has(b_dests, h, DEST_MASK)) {
+        if (SKETCH_HAS(dests_o, b_dests, h, DEST_MASK)) {
             /* it reached this destination's audience before */
         } else if ((r = adopted_has(adopted, dk)) != 0) {
             if (r < 0) goto done;
@@ -1071,7 +1381,7 @@ extract(PyObject *self, PyObject *args)
                 if (r < 0) goto done;
                 if (append_key(dest_hashes, hf) < 0) goto done;
                 double add;
-                if (bit_has(b_dests, hf, DEST_MASK)) {
+                if (SKETCH_HAS(dests_o, b_dests, hf, DEST_MASK)) {
                     add = wn;
                 } else {
                     add = 3.0 * wn;
@@ -1116,7 +1426,7 @@ extract(PyObject *self, PyObject *args)
         }
     }
     if (ndests > 0 && ra_changed) {
-        if (set_bloom(st, s_recent_a, b_ra, 64) < 0) goto done;
+        if (set_bloom(st, &fa_recent_a, b_ra, 64) < 0) goto done;
     }
     Py_ssize_t n_new_out = PyList_GET_SIZE(new_out);
     if (n_new_out && !approved)
@@ -1146,7 +1456,7 @@ extract(PyObject *self, PyObject *args)
         if ((r = PyObject_RichCompareBool(who, operator_id, Py_NE)) < 0) goto done;
         if (r) {
             if (str_hash(who, &h_who) < 0) goto done;
-            if (!bit_has(b_princ, h_who, PRINCIPAL_MASK)) {
+            if (!SKETCH_HAS(princ_o, b_princ, h_who, PRINCIPAL_MASK)) {
                 uint64_t k = ((uint64_t)K_PRINCIPAL_ << 32) | h_who;
                 if ((r = adopted_has(adopted, k)) < 0) goto done;
                 if (r) {
@@ -1184,7 +1494,7 @@ extract(PyObject *self, PyObject *args)
         b[4] = (double)h_tool;
         b[5] += 1.0;
         task_n = b[5];
-        int new_step = !bit_has(b_steps, step, STEP_MASK);
+        int new_step = !SKETCH_HAS(steps_o, b_steps, step, STEP_MASK);
         if (new_step) {
             uint64_t k = ((uint64_t)K_STEP_ << 32) | step;
             if ((r = adopted_has(adopted, k)) < 0) goto done;
@@ -1199,11 +1509,7 @@ extract(PyObject *self, PyObject *args)
         if (new_step || outward || is_delete)
             novel_steps = b[6];
         if (is_read || is_exec) {
-            PyObject *u = PyObject_CallMethodOneArg(policy, s_is_untrusted_source, resource);
-            if (u == NULL) goto done;
-            r = PyObject_IsTrue(u);
-            Py_DECREF(u);
-            if (r < 0) goto done;
+            if ((r = untrusted_source(policy, resource)) < 0) goto done;
             if (r)
                 flags |= F_UNTRUSTED;
         }
@@ -1256,11 +1562,11 @@ extract(PyObject *self, PyObject *args)
             if ((r = PyObject_IsTrue(instr_o)) < 0) goto done;
             if (r) {
                 instr_t = t;
-                if (set_float(st, s_instr_t, t) < 0) goto done;
+                if (set_float(st, &fa_instr_t, t) < 0) goto done;
             }
             PyObject *v = PyLong_FromUnsignedLong(ih);
             if (v == NULL) goto done;
-            r = PyObject_SetAttr(st, s_instr, v);
+            r = xset(st, &fa_instr, v);
             Py_DECREF(v);
             if (r < 0) goto done;
         }
@@ -1315,33 +1621,33 @@ extract(PyObject *self, PyObject *args)
         }
         PyList_SET_ITEM(x, i, f);
     }
-    r = PyObject_SetAttr(obs, s_x, x);
+    r = xset(obs, &fa_x, x);
     Py_DECREF(x);
     if (r < 0) goto done;
-    if (PyObject_SetAttr(obs, s_dest_classes, classes) < 0) goto done;
+    if (xset(obs, &fa_dest_classes, classes) < 0) goto done;
     {
         PyObject *pend = Py_BuildValue("(kkO)", (unsigned long)h_tool, (unsigned long)h_res, dest_hashes);
         if (pend == NULL) goto done;
-        r = PyObject_SetAttr(obs, s_pending, pend);
+        r = xset(obs, &fa_pending, pend);
         Py_DECREF(pend);
         if (r < 0) goto done;
     }
-    if (PyObject_SetAttr(obs, s_new_outbound, new_out) < 0) goto done;
-    if (PyObject_SetAttr(obs, s_config_change, config_change ? Py_True : Py_False) < 0) goto done;
-    if (PyObject_SetAttr(obs, s_outbound, outward ? Py_True : Py_False) < 0) goto done;
-    if (PyObject_SetAttr(obs, s_approved, approved ? Py_True : Py_False) < 0) goto done;
-    if (PyObject_SetAttr(obs, s_novel, novel) < 0) goto done;
-    if (PyObject_SetAttr(obs, s_adopted, adopted_out) < 0) goto done;
-    if (PyObject_SetAttr(obs, s_known_reach, (ndests > 0 && known) ? Py_True : Py_False) < 0) goto done;
+    if (xset(obs, &fa_new_outbound, new_out) < 0) goto done;
+    if (xset(obs, &fa_config_change, config_change ? Py_True : Py_False) < 0) goto done;
+    if (xset(obs, &fa_outbound, outward ? Py_True : Py_False) < 0) goto done;
+    if (xset(obs, &fa_approved, approved ? Py_True : Py_False) < 0) goto done;
+    if (xset(obs, &fa_novel, novel) < 0) goto done;
+    if (xset(obs, &fa_adopted, adopted_out) < 0) goto done;
+    if (xset(obs, &fa_known_reach, (ndests > 0 && known) ? Py_True : Py_False) < 0) goto done;
     {
         PyObject *v = PyLong_FromUnsignedLong(step);
         if (v == NULL) goto done;
-        r = PyObject_SetAttr(obs, s_step, v);
+        r = xset(obs, &fa_step, v);
         Py_DECREF(v);
         if (r < 0) goto done;
         v = PyLong_FromUnsignedLong(h_who);
         if (v == NULL) goto done;
-        r = PyObject_SetAttr(obs, s_principal, v);
+        r = xset(obs, &fa_principal, v);
         Py_DECREF(v);
         if (r < 0) goto done;
     }
@@ -1363,7 +1669,7 @@ extract(PyObject *self, PyObject *args)
         Py_XDECREF(t2);
         PyObject *v = PyLong_FromUnsignedLong(kh);
         if (v == NULL) goto done;
-        r = PyObject_SetAttr(obs, s_kind, v);
+        r = xset(obs, &fa_kind, v);
         Py_DECREF(v);
         if (r < 0) goto done;
     }
@@ -1392,7 +1698,7 @@ extract(PyObject *self, PyObject *args)
             }
             PyTuple_SET_ITEM(qt, i, v);
         }
-        r = PyObject_SetAttr(obs, s_quiet, qt);
+        r = xset(obs, &fa_quiet, qt);
         Py_DECREF(qt);
         if (r < 0) goto done;
     }
@@ -1434,19 +1740,573 @@ done:
 #undef OWN
 }
 
+/* ------------------------------------------------------------------------------------------------------
+ * The engine's per-row steps fused (detector/engine.py Engine._read), each the transcription of its
+ * reference: deviate = baseline._py_deviate (log_deviations, then KindProfiles.compare), rarities =
+ * engine._py_rarities (verdict caps, FeatureTails.neglogs, the largest, the blame), kind_learn =
+ * baseline._py_kind_learn (a step of an existing kind's profile, in place).
+ * ------------------------------------------------------------------------------------------------------ */
+
+/* the kind features (a tuple of ints below n) into out; -1 with an exception set */
+static Py_ssize_t
+kind_features(PyObject *kf, Py_ssize_t *out, Py_ssize_t n)
+{
+    if (!PyTuple_Check(kf) || PyTuple_GET_SIZE(kf) > 8) {
+        PyErr_SetString(PyExc_TypeError, "kind features must be a tuple of at most 8 ints");
+        return -1;
+    }
+    Py_ssize_t k = PyTuple_GET_SIZE(kf);
+    for (Py_ssize_t j = 0; j < k; j++) {
+        Py_ssize_t f = PyLong_AsSsize_t(PyTuple_GET_ITEM(kf, j));
+        if (f == -1 && PyErr_Occurred())
+            return -1;
+        if (f < 0 || f >= n) {
+            PyErr_SetString(PyExc_IndexError, "list index out of range");
+            return -1;
+        }
+        out[j] = f;
+    }
+    return k;
+}
+
+/* the slot (first index of kind's key) of a kind profiles array of width w, or -1 */
+static Py_ssize_t
+kind_slot(const double *a, Py_ssize_t len, Py_ssize_t w, double fk)
+{
+    for (Py_ssize_t b = 0; b + w <= len; b += w)
+        if (a[b] == fk)
+            return b;
+    return -1;
+}
+
+/* deviate(x, loc, scale, floors, kinds, kind, kind_features, kind_min, z95[, xl_out]) -> (xl, z, by_kind)
+ *   log_deviations, then the kind's profile compare (baseline._py_deviate); xl_out (an array('d') as long as
+ *   x): the row in log1p units is written there and returned instead of a new list */
+static PyObject *
+deviate(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *x, *loc_o, *scale_o, *floors_o, *kinds_o, *kf_o, *xl_out = NULL;
+    double fk, kmin, z95;
+    if (fc_count("deviate", nargs, 9, 10) < 0)
+        return NULL;
+    x = args[0], loc_o = args[1], scale_o = args[2], floors_o = args[3], kinds_o = args[4], kf_o = args[6];
+    if (fc_d(args[5], &fk) < 0 || fc_d(args[7], &kmin) < 0 || fc_d(args[8], &z95) < 0)
+        return NULL;
+    if (nargs > 9)
+        xl_out = args[9];
+    if (xl_out == Py_None)
+        xl_out = NULL;
+    double xb[MAX_ROW], zb[MAX_ROW];
+    Py_ssize_t n = row_of(x, xb, "x must be a sequence of floats");
+    if (n < 0)
+        return NULL;
+    Py_buffer lv, sv, fv, av, ov;
+    int have_l = 0, have_s = 0, have_f = 0, have_a = 0, have_o = 0;
+    PyObject *xl = NULL, *z = NULL, *res = NULL;
+    if (get_doubles(loc_o, &lv, 0, "loc") < 0) goto done;
+    have_l = 1;
+    if (get_doubles(scale_o, &sv, 0, "scale") < 0) goto done;
+    have_s = 1;
+    if (get_doubles(floors_o, &fv, 0, "floors") < 0) goto done;
+    have_f = 1;
+    Py_ssize_t m = n;
+    Py_ssize_t nl = lv.len / (Py_ssize_t)sizeof(double), ns = sv.len / (Py_ssize_t)sizeof(double),
+               nf = fv.len / (Py_ssize_t)sizeof(double);
+    if (nl < m) m = nl;
+    if (ns < m) m = ns;
+    if (nf < m) m = nf;
+    const double *loc = lv.buf, *scale = sv.buf, *floors = fv.buf;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        double v = xb[i];
+        double r = v == 0.0 ? v : log1p(v);  /* log1p(+-0) is +-0 (C99 F.9.3.9); most features are 0 */
+        if ((isnan(r) && !isnan(v)) || (isinf(r) && isfinite(v))) {
+            PyErr_SetString(PyExc_ValueError, "math domain error");
+            goto done;
+        }
+        xb[i] = r;
+    }
+    for (Py_ssize_t i = 0; i < m; i++) {
+        double sc = scale[i], f = floors[i];
+        zb[i] = (xb[i] - loc[i]) / (sc > f ? sc : f);
+    }
+    /* the kind's profile */
+    int by_kind = 0;
+    if (get_doubles(kinds_o, &av, 0, "kinds") < 0) goto done;
+    have_a = 1;
+    Py_ssize_t feats[8];
+    Py_ssize_t nk = kind_features(kf_o, feats, m < n ? m : n);
+    if (nk < 0) goto done;
+    Py_ssize_t w = 3 + 2 * nk;
+    const double *a = av.buf;
+    Py_ssize_t b = kind_slot(a, av.len / (Py_ssize_t)sizeof(double), w, fk);
+    if (b >= 0 && !(a[b + 1] < kmin)) {
+        for (Py_ssize_t j = 0; j < nk; j++) {
+            Py_ssize_t f = feats[j];
+            if (f >= nf) {
+                PyErr_SetString(PyExc_IndexError, "tuple index out of range");
+                goto done;
+            }
+            double mm = a[b + 3 + 2 * j], hi = a[b + 4 + 2 * j];
+            double sc = (hi - mm) / z95;
+            double fl = floors[f];
+            double zk = (xb[f] - mm) / (sc > fl ? sc : fl);
+            if (zk < zb[f])
+                zb[f] = zk;
+        }
+        by_kind = 1;
+    }
+    if (xl_out != NULL) {
+        if (get_doubles(xl_out, &ov, 1, "xl_out") < 0) goto done;
+        have_o = 1;
+        if (ov.len != n * (Py_ssize_t)sizeof(double)) {
+            PyErr_SetString(PyExc_ValueError, "deviate: xl_out must be as long as the row");
+            goto done;
+        }
+        memcpy(ov.buf, xb, (size_t)n * sizeof(double));
+        xl = xl_out;
+        Py_INCREF(xl);
+    } else {
+        if ((xl = PyList_New(n)) == NULL) goto done;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            PyObject *o = PyFloat_FromDouble(xb[i]);
+            if (o == NULL) goto done;
+            PyList_SET_ITEM(xl, i, o);
+        }
+    }
+    if ((z = PyList_New(m)) == NULL) goto done;
+    for (Py_ssize_t i = 0; i < m; i++) {
+        PyObject *o = PyFloat_FromDouble(zb[i]);
+        if (o == NULL) goto done;
+        PyList_SET_ITEM(z, i, o);
+    }
+    res = PyTuple_Pack(3, xl, z, by_kind ? Py_True : Py_False);
+done:
+    Py_XDECREF(xl);
+    Py_XDECREF(z);
+    if (have_l) PyBuffer_Release(&lv);
+    if (have_s) PyBuffer_Release(&sv);
+    if (have_f) PyBuffer_Release(&fv);
+    if (have_a) PyBuffer_Release(&av);
+    if (have_o) PyBuffer_Release(&ov);
+    return res;
+}
+
+/* kind_learn(kinds, kind, xl, t, kind_features, kind_floors, z95, up, down, alpha_min[, slots]) -> bool | None
+ *   one learning step of the kind's profile, in place (baseline._py_kind_learn); a kind without one takes the
+ *   least recently used kind's slot when all `slots` are taken, else False (nothing changed); None
+ *   (nothing changed) when xl is not a list of floats: the reference decides */
+static PyObject *
+kind_learn(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *kinds_o, *xl_o, *kf_o, *kfl_o;
+    double fk, t, z95, up, down, amin;
+    Py_ssize_t slots = 0;
+    if (fc_count("kind_learn", nargs, 10, 11) < 0)
+        return NULL;
+    kinds_o = args[0], xl_o = args[2], kf_o = args[4], kfl_o = args[5];
+    if (fc_d(args[1], &fk) < 0 || fc_d(args[3], &t) < 0 || fc_d(args[6], &z95) < 0 || fc_d(args[7], &up) < 0
+            || fc_d(args[8], &down) < 0 || fc_d(args[9], &amin) < 0 || (nargs > 10 && fc_n(args[10], &slots) < 0))
+        return NULL;
+    Py_buffer xv;
+    int xl_buf = 0;
+    Py_ssize_t nxl;
+    if (PyList_CheckExact(xl_o)) {
+        nxl = PyList_GET_SIZE(xl_o);
+    } else {
+        if (!PyObject_CheckBuffer(xl_o))
+            Py_RETURN_NONE;  /* the reference decides */
+        if (get_doubles(xl_o, &xv, 0, "xl") < 0) {
+            PyErr_Clear();
+            Py_RETURN_NONE;
+        }
+        xl_buf = 1;
+        nxl = xv.len / (Py_ssize_t)sizeof(double);
+    }
+    Py_ssize_t feats[8];
+    double fl[8], v[8];
+    Py_ssize_t nk = kind_features(kf_o, feats, nxl);
+    if (nk < 0)
+        goto fail_x;
+    if (!PyTuple_Check(kfl_o) || PyTuple_GET_SIZE(kfl_o) != nk) {
+        PyErr_SetString(PyExc_TypeError, "kind floors must be a tuple, one per kind feature");
+        goto fail_x;
+    }
+    for (Py_ssize_t j = 0; j < nk; j++) {
+        fl[j] = PyFloat_AsDouble(PyTuple_GET_ITEM(kfl_o, j));
+        if (fl[j] == -1.0 && PyErr_Occurred())
+            goto fail_x;
+        if (xl_buf) {
+            v[j] = ((const double *)xv.buf)[feats[j]];
+            continue;
+        }
+        PyObject *o = PyList_GET_ITEM(xl_o, feats[j]);
+        if (!PyFloat_CheckExact(o))
+            Py_RETURN_NONE;  /* the reference decides (a list: no buffer held) */
+        v[j] = PyFloat_AS_DOUBLE(o);
+    }
+    if (xl_buf) {
+        PyBuffer_Release(&xv);
+        xl_buf = 0;
+    }
+    Py_buffer av;
+    if (get_doubles(kinds_o, &av, 1, "kinds") < 0)
+        return NULL;
+    double *a = av.buf;
+    Py_ssize_t w = 3 + 2 * nk;
+    Py_ssize_t len = av.len / (Py_ssize_t)sizeof(double);
+    Py_ssize_t b = kind_slot(a, len, w, fk);
+    if (b < 0) {
+        if (slots <= 0 || len != w * slots) {
+            PyBuffer_Release(&av);
+            Py_RETURN_FALSE;
+        }
+        /* all slots taken: the first least recently used kind makes room */
+        b = 0;
+        for (Py_ssize_t i = w; i < len; i += w)
+            if (a[i + 2] < a[b + 2])
+                b = i;
+        a[b] = fk;
+        a[b + 1] = 0.0;
+        for (Py_ssize_t j = 0; j < nk; j++) {
+            a[b + 3 + 2 * j] = v[j];
+            a[b + 4 + 2 * j] = v[j] + z95 * fl[j];
+        }
+    }
+    double n = a[b + 1] + 1.0;
+    a[b + 1] = n;
+    if (t > a[b + 2])
+        a[b + 2] = t;
+    if (n != 1.0) {
+        double alpha = 1.0 / n;
+        if (alpha < amin)
+            alpha = amin;
+        Py_ssize_t i = b + 3;
+        for (Py_ssize_t j = 0; j < nk; j++) {
+            double m = a[i], hi = a[i + 1];
+            double s = (hi - m) / z95;
+            double step = 2.0 * alpha * (s > fl[j] ? s : fl[j]);
+            if (v[j] > m)
+                m += step;
+            else if (v[j] < m)
+                m -= step;
+            if (v[j] > hi)
+                hi += step * up;
+            else
+                hi -= step * down;
+            a[i] = m;
+            a[i + 1] = hi > m ? hi : m;
+            i += 2;
+        }
+    }
+    PyBuffer_Release(&av);
+    Py_RETURN_TRUE;
+fail_x:
+    if (xl_buf)
+        PyBuffer_Release(&xv);
+    return NULL;
+}
+
+/* rarities((tables, slopes, n, spz, zmax, slack, reach_quiet), z, x, caps, quiet, known_reach[, rows])
+ *   -> (r, raw, top); rows (a bytearray, or None/absent): the final z appended as native doubles (the batch's rows
+ *   for the model).
+ *   z (a list of floats) changed in place as engine._py_rarities changes it; None (nothing changed) when
+ *   z or x holds something other than floats: the reference decides. */
+static PyObject *
+rarities(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *z, *x, *caps_o, *tables_o, *slopes_o, *quiet, *reach_quiet;
+    Py_ssize_t n;
+    double slack, spz, zmax;
+    int known_reach;
+    PyObject *rows = NULL;
+    if (fc_count("rarities", nargs, 6, 7) < 0)
+        return NULL;
+    PyObject *consts = args[0];
+    if (!PyTuple_CheckExact(consts) || PyTuple_GET_SIZE(consts) != 7) {
+        PyErr_SetString(PyExc_TypeError, "rarities: consts must be (tables, slopes, n, spz, zmax, slack, reach_quiet)");
+        return NULL;
+    }
+    PyObject *const *c = &PyTuple_GET_ITEM(consts, 0);
+    tables_o = c[0], slopes_o = c[1], reach_quiet = c[6], z = args[1], x = args[2], caps_o = args[3];
+    quiet = args[4];
+    if (fc_n(c[2], &n) < 0 || fc_d(c[3], &spz) < 0 || fc_d(c[4], &zmax) < 0 || fc_d(c[5], &slack) < 0)
+        return NULL;
+    if ((known_reach = PyObject_IsTrue(args[5])) < 0)
+        return NULL;
+    if (nargs > 6)
+        rows = args[6];
+    if (rows == Py_None)
+        rows = NULL;
+    if (rows != NULL && !PyByteArray_CheckExact(rows)) {
+        PyErr_SetString(PyExc_TypeError, "rarities: rows must be a bytearray or None");
+        return NULL;
+    }
+    if (!PyList_CheckExact(z) || !PyList_CheckExact(x) || !PyTuple_CheckExact(quiet)
+            || !PyTuple_CheckExact(reach_quiet))
+        Py_RETURN_NONE;
+    Py_ssize_t k = PyList_GET_SIZE(z);
+    if (k > MAX_ROW) {
+        PyErr_SetString(PyExc_ValueError, "row too long for the native kernel");
+        return NULL;
+    }
+    double zb[MAX_ROW], rb[MAX_ROW];
+    rb[0] = 0.0;
+    for (Py_ssize_t i = 0; i < k; i++) {
+        PyObject *o = PyList_GET_ITEM(z, i);
+        if (!PyFloat_CheckExact(o))
+            Py_RETURN_NONE;
+        zb[i] = PyFloat_AS_DOUBLE(o);
+    }
+    unsigned char zset[MAX_ROW];
+    memset(zset, 0, (size_t)k);
+    Py_buffer cv, tv, sv;
+    int have_caps = caps_o != Py_None;
+    if (have_caps) {
+        if (get_doubles(caps_o, &cv, 0, "caps") < 0)
+            return NULL;
+        Py_ssize_t nc = cv.len / (Py_ssize_t)sizeof(double);
+        const double *caps = cv.buf;
+        Py_ssize_t nx = PyList_GET_SIZE(x);
+        for (Py_ssize_t i = 0; i < nc; i++) {
+            double cap = caps[i];
+            if (!(cap > 0.0))
+                continue;
+            if (i >= k) {
+                PyBuffer_Release(&cv);
+                PyErr_SetString(PyExc_IndexError, "list index out of range");
+                return NULL;
+            }
+            if (!(zb[i] > 0.0))
+                continue;
+            if (i >= nx) {
+                PyBuffer_Release(&cv);
+                PyErr_SetString(PyExc_IndexError, "list index out of range");
+                return NULL;
+            }
+            PyObject *xo = PyList_GET_ITEM(x, i);
+            if (!PyFloat_CheckExact(xo)) {
+                PyBuffer_Release(&cv);
+                Py_RETURN_NONE;
+            }
+            if (PyFloat_AS_DOUBLE(xo) <= slack * cap) {
+                zb[i] = 0.0;
+                zset[i] = 1;
+            }
+        }
+        PyBuffer_Release(&cv);
+    }
+    if (get_doubles(tables_o, &tv, 0, "tables") < 0)
+        return NULL;
+    if (get_doubles(slopes_o, &sv, 0, "slopes") < 0) {
+        PyBuffer_Release(&tv);
+        return NULL;
+    }
+    PyObject *res = NULL, *r = NULL;
+    Py_ssize_t nfeat = sv.len / (Py_ssize_t)sizeof(double);
+    if (n < 1 || tv.len != nfeat * n * (Py_ssize_t)sizeof(double)) {
+        PyErr_SetString(PyExc_ValueError, "rarities: tables must hold n values per slope");
+        goto done;
+    }
+    Py_ssize_t kr = k < nfeat ? k : nfeat;
+    const double *tables = tv.buf, *slopes = sv.buf;
+    for (Py_ssize_t i = 0; i < kr; i++) {
+        double v = zb[i], rv;
+        if (v <= 0.0) {
+            rv = 0.0;
+        } else {
+            double p = v * spz;
+            const double *tb = tables + i * n;
+            if (isnan(p)) {
+                PyErr_SetString(PyExc_ValueError, "cannot convert float NaN to integer");
+                goto done;
+            }
+            if (isinf(p)) {
+                PyErr_SetString(PyExc_OverflowError, "cannot convert float infinity to integer");
+                goto done;
+            }
+            if (p < (double)(n - 1))
+                rv = tb[(Py_ssize_t)p + 1];
+            else
+                rv = tb[n - 1] + (v - zmax) * slopes[i];
+        }
+        rb[i] = rv;
+    }
+    if (kr == 0) {
+        PyErr_SetString(PyExc_ValueError, "max() arg is an empty sequence");
+        goto done;
+    }
+    double raw = rb[0];
+    for (Py_ssize_t i = 1; i < kr; i++)
+        if (rb[i] > raw)
+            raw = rb[i];
+    /* the blame: windows this action added nothing to, and fan-out to destinations reached before */
+    for (int pass = 0; pass < 2; pass++) {
+        PyObject *idx = pass == 0 ? quiet : reach_quiet;
+        if (pass == 1 && !known_reach)
+            break;
+        for (Py_ssize_t j = 0; j < PyTuple_GET_SIZE(idx); j++) {
+            Py_ssize_t i = PyLong_AsSsize_t(PyTuple_GET_ITEM(idx, j));
+            if (i == -1 && PyErr_Occurred())
+                goto done;
+            if (i < 0 || i >= k) {
+                PyErr_SetString(PyExc_IndexError, "list index out of range");
+                goto done;
+            }
+            if (zb[i] > 0.0) {
+                if (i >= kr) {
+                    PyErr_SetString(PyExc_IndexError, "list assignment index out of range");
+                    goto done;
+                }
+                zb[i] = 0.0;
+                zset[i] = 1;
+                rb[i] = 0.0;
+            }
+        }
+    }
+    double top = rb[0];
+    for (Py_ssize_t i = 1; i < kr; i++)
+        if (rb[i] > top)
+            top = rb[i];
+    r = PyList_New(kr);
+    if (r == NULL)
+        goto done;
+    for (Py_ssize_t i = 0; i < kr; i++) {
+        PyObject *o = PyFloat_FromDouble(rb[i]);
+        if (o == NULL)
+            goto done;
+        PyList_SET_ITEM(r, i, o);
+    }
+    for (Py_ssize_t i = 0; i < k; i++) {
+        if (zset[i]) {
+            PyObject *o = PyFloat_FromDouble(0.0);
+            if (o == NULL)
+                goto done;
+            PyList_SetItem(z, i, o);
+        }
+    }
+    if (rows != NULL) {
+        Py_ssize_t at = PyByteArray_GET_SIZE(rows);
+        if (PyByteArray_Resize(rows, at + k * (Py_ssize_t)sizeof(double)) < 0)
+            goto done;
+        memcpy(PyByteArray_AS_STRING(rows) + at, zb, (size_t)k * sizeof(double));
+    }
+    res = Py_BuildValue("(Odd)", r, raw, top);
+done:
+    Py_XDECREF(r);
+    PyBuffer_Release(&tv);
+    PyBuffer_Release(&sv);
+    return res;
+}
+
+/* remember(seen, content, pos, h, hc) -> 0 | 1 | 2   (h: a key, or an event id whose dedupe_key it takes)
+ *   engine._py_remember: the agent's ring of recent event ids (array('I')) and content keys (array('H')):
+ *   2 when id h is there with content hc (or an unknown content, 0): a true duplicate, nothing written;
+ *   else h and hc are written at pos and the answer is 1 when the id is there with other content, 0 when
+ *   it is not there. */
+static PyObject *
+remember(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *seen_o, *content_o, *h_o;
+    Py_ssize_t pos;
+    unsigned long long h, hc;
+    if (fc_count("remember", nargs, 5, 5) < 0)
+        return NULL;
+    seen_o = args[0], content_o = args[1], h_o = args[3];
+    if (fc_n(args[2], &pos) < 0)
+        return NULL;
+    if (!PyLong_Check(args[4])) {
+        PyErr_SetString(PyExc_TypeError, "remember: the content key must be an int");
+        return NULL;
+    }
+    hc = PyLong_AsUnsignedLongLongMask(args[4]);
+    if (hc == (unsigned long long)-1 && PyErr_Occurred())
+        return NULL;
+    if (PyUnicode_Check(h_o)) {  /* an event id: its key, as sketch.dedupe_key makes it */
+        uint32_t k;
+        if (str_hash(h_o, &k) < 0)
+            return NULL;
+        h = k | 1u;
+    } else {
+        h = PyLong_AsUnsignedLongLong(h_o);
+        if (h == (unsigned long long)-1 && PyErr_Occurred())
+            return NULL;
+    }
+    Py_buffer sv, cv;
+    if (get_items(seen_o, &sv, 1, 4, "I", "seen") < 0)
+        return NULL;
+    if (get_items(content_o, &cv, 1, 2, "H", "content") < 0) {
+        PyBuffer_Release(&sv);
+        return NULL;
+    }
+    PyObject *res = NULL;
+    uint32_t *seen = sv.buf;
+    uint16_t *content = cv.buf;
+    Py_ssize_t n = sv.len / 4, nc = cv.len / 2;
+    int status = 0;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        if (seen[k] == h) {
+            status = 1;
+            break;
+        }
+    }
+    if (status) {
+        for (Py_ssize_t k = 0; k < n; k++) {
+            if (seen[k] == h) {
+                if (k >= nc) {
+                    PyErr_SetString(PyExc_IndexError, "array index out of range");
+                    goto done;
+                }
+                if (content[k] == hc || content[k] == 0) {
+                    status = 2;
+                    break;
+                }
+            }
+        }
+    }
+    if (status != 2) {
+        Py_ssize_t p = pos < 0 ? pos + n : pos, q = pos < 0 ? pos + nc : pos;
+        if (p < 0 || p >= n || q < 0 || q >= nc) {
+            PyErr_SetString(PyExc_IndexError, "array assignment index out of range");
+            goto done;
+        }
+        if (h > 0xFFFFFFFFull || hc > 0xFFFFull) {
+            PyErr_SetString(PyExc_OverflowError, "unsigned int is greater than maximum");
+            goto done;
+        }
+        seen[p] = (uint32_t)h;
+        content[q] = (uint16_t)hc;
+    }
+    res = PyLong_FromLong(status);
+done:
+    PyBuffer_Release(&sv);
+    PyBuffer_Release(&cv);
+    return res;
+}
+
 static PyMethodDef methods[] = {
     {"log_deviations", log_deviations, METH_VARARGS,
      "log_deviations(x, loc, scale, floors) -> (xl, z): log1p of a row and its robust deviations."},
-    {"learn", learn, METH_VARARGS,
+    {"learn_into", (PyCFunction)(void (*)(void))learn_into, METH_FASTCALL,
+     "learn_into(xl, loc, scale, floors, a2, z95, up, down) -> None: one learning step, in place."},
+    {"learn", (PyCFunction)(void (*)(void))learn, METH_FASTCALL,
      "learn(xl, loc, scale, floors, a2, z95, up, down) -> (loc, scale): one learning step, on copies."},
     {"neglogs", neglogs, METH_VARARGS,
      "neglogs(z, tables, slopes, n, spz, zmax) -> list: -log10 p of each deviation."},
     {"forest_leaves", forest_leaves, METH_VARARGS,
      "forest_leaves(z, feature, threshold, depth, out): the leaf of each row in each tree, into out."},
     {"extract_setup", extract_setup, METH_VARARGS,
-     "extract_setup(Observation, _words, destination_family, _is_outsider, EXTERNAL, BROADCAST): what extract calls back."},
-    {"extract", extract, METH_VARARGS,
+     "extract_setup(Observation, _words, destination_family, _is_outsider, EXTERNAL, BROADCAST[, words_cache[, Policy]]): what extract calls back."},
+    {"crc32", crc32_, METH_VARARGS, "crc32(data, crc=0) -> int: zlib.crc32, as the kernel hashes names."},
+    {"extract", (PyCFunction)(void (*)(void))extract, METH_FASTCALL,
      "extract(st, ev, policy, adopted) -> Observation, or None for the reference to decide (detector.features)."},
+    {"deviate", (PyCFunction)(void (*)(void))deviate, METH_FASTCALL,
+     "deviate(x, loc, scale, floors, kinds, kind, kind_features, kind_min, z95) -> (xl, z, by_kind)."},
+    {"rarities", (PyCFunction)(void (*)(void))rarities, METH_FASTCALL,
+     "rarities((tables, slopes, n, spz, zmax, slack, reach_quiet), z, x, caps, quiet, known_reach[, rows]) -> (r, raw, top)."},
+    {"kind_learn", (PyCFunction)(void (*)(void))kind_learn, METH_FASTCALL,
+     "kind_learn(kinds, kind, xl, t, kind_features, kind_floors, z95, up, down, alpha_min) -> bool."},
+    {"remember", (PyCFunction)(void (*)(void))remember, METH_FASTCALL,
+     "remember(seen, content, pos, h, hc) -> 0 new | 1 reused id | 2 duplicate (engine._py_remember)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from array import array
 from collections import OrderedDict
-from itertools import chain
+from functools import partial
 from zlib import crc32
 from datetime import datetime, timezone
 from typing import Iterable, NamedTuple
@@ -28,14 +28,19 @@ import msgspec
 import numpy as np
 
 from detector import breaker as brk
-from detector.baseline import Baseline, KindProfiles, Prior
+from detector.baseline import _FLOORS, _KIND_FEATURES, KIND_MIN, Z95, Baseline, KindProfiles, Prior
+from detector.baseline import (_DOWN, _KIND_ALPHA_MIN, _KIND_FLOOR_VALUES, _KIND_SLOTS, _UP, _deviate,
+                               _kind_learn)
 from detector.events import ActionEvent
 from detector.evidence import MIN_RARITY, fisher, strength
 from detector.manifest import ManifestBook, Usage, stream_effect
 from detector.episodes import EpisodeBook
-from detector.features import (FEATURE_INDEX, KNOWN_REACH_QUIET, FeatureState, Observation, commit_novelty, destination_family,
-                               item_key, K_DEST, K_PRINCIPAL, K_RESOURCE, K_TOOL, resource_family, settle, extract)
+from detector.features import (FEATURE_INDEX, KNOWN_REACH_QUIET, FeatureState, Observation, commit_novel,
+                               destination_family, item_key, K_DEST, K_PRINCIPAL, K_RESOURCE, K_TOOL, resource_family,
+                               settle, _py_extract)
+from detector.features import _kernel as _extract
 from detector.model import Model
+from detector.native import kernels as _kernels
 from detector.policy import Policy
 from detector.features import FEATURE_NAMES as _FEATURE_NAMES, N_FEATURES
 from detector.habits import Habits, family_key, sends_of
@@ -110,12 +115,6 @@ def _pending_quiet(p: array) -> set[int]:
     return out
 
 
-def _combined(p_stat: float, p_comb: float, p_harm: float) -> float:
-    """Three rarities of one action (its rarest feature, the forest's combination of all, the evidence of
-    harm together) as one, Bonferroni-corrected for the three."""
-    return min(1.0, 3.0 * min(p_stat, p_comb, p_harm))
-
-
 def _score(p_stat: float, p_comb: float | None, p_harm: float) -> tuple[float, list[dict] | None]:
     """An action's score from its rarities, and the reason to add when the model's combination is what
     makes it rare. ``p_comb`` is ``None`` without a trained model: the score is then the rarest feature's
@@ -127,7 +126,15 @@ def _score(p_stat: float, p_comb: float | None, p_harm: float) -> tuple[float, l
         extra = [{"feature": "combination", "value": round(p_comb, 8), "baseline": 1.0,
                   "detail": "this combination of volume, destinations and timing is rare for agents "
                             f"like this one (isolation forest rarity {p_comb:.1e})."}]
-    return score_of(_combined(p_stat, p_comb, p_harm)), extra
+    # the three rarities (the rarest feature, the forest's combination of all, the evidence of harm together)
+    # as one, Bonferroni-corrected for the three: min(1, 3 min(...)) spelt out, min() as it compares
+    p = p_stat
+    if p_comb < p:
+        p = p_comb
+    if p_harm < p:
+        p = p_harm
+    p = 3.0 * p
+    return score_of(p if p < 1.0 else 1.0), extra
 
 
 class _Reading(NamedTuple):
@@ -147,7 +154,11 @@ class _Reading(NamedTuple):
     p_stat: float
     p_harm: float
     #: the feature values in log1p units (what a verdict teaches)
-    xl: list[float]
+    xl: array
+
+
+#: a _Reading from a tuple of its fields, without the named tuple's Python-level __new__
+_new_reading = tuple.__new__
 
 
 def _harm(ev: ActionEvent, obs: Observation) -> float:
@@ -160,19 +171,55 @@ def _harm(ev: ActionEvent, obs: Observation) -> float:
     return 0.5 if ev.action == "write" or ev.destinations else 0.35
 
 
-def _blame(obs: Observation, z: list[float], r: list[float]) -> None:
-    """An action is blamed only for the windows it added to (the wake of an earlier spike is not news), and
-    not for fan-out when it reached only destinations it reached before (a destination against its own
-    history)."""
-    for i in obs.quiet:
+def _py_rarities(tails: FeatureTails, z: list[float], x: list[float], caps: array | None, quiet: tuple[int, ...],
+                 known_reach: bool) -> tuple[list[float], float, float]:
+    """The tail rarity of each deviation in ``z``, the largest, and the largest the action is blamed for.
+
+    ``caps`` (a benign verdict's, or ``None``): what an analyst judged benign is not news up to the value
+    judged (``z`` zeroed where ``x`` is at most :data:`CAP_SLACK` times the cap). The blame, after the
+    largest rarity is taken (learning looks at every feature: an action in the wake of a spike teaches
+    nothing): an action is blamed only for the windows it added to (``quiet``: the wake of an earlier spike is
+    not news), and not for fan-out when it reached only destinations it reached before (``known_reach``: a
+    destination against its own history); ``z`` and the rarities are zeroed there. ``z`` changes in place.
+    The reference of ``detector._native.rarities``."""
+    if caps is not None:
+        for i, cap in enumerate(caps):
+            if cap > 0.0 and z[i] > 0.0 and x[i] <= CAP_SLACK * cap:
+                z[i] = 0.0
+    r = tails.neglogs(z)
+    raw = max(r)
+    for i in quiet:
         if z[i] > 0.0:
             z[i] = 0.0
             r[i] = 0.0
-    if obs.known_reach:
+    if known_reach:
         for i in KNOWN_REACH_QUIET:
             if z[i] > 0.0:
                 z[i] = 0.0
                 r[i] = 0.0
+    return r, raw, max(r)
+
+
+_k_rarities = getattr(_kernels, "rarities", None)
+
+
+def _rarities_consts(tails: FeatureTails) -> tuple | None:
+    """What ``detector._native.rarities`` takes first for ``tails`` (its tables laid end to end, and the
+    constants), or ``None`` when the kernel is not built or ``tails`` does not lay its tables out for it."""
+    if _k_rarities is None or type(tails).neglogs is not FeatureTails.neglogs:
+        return None
+    try:
+        return (tails._flat, tails._slopes, int(tails._n), float(tails.STEPS_PER_Z), float(tails.Z_MAX), CAP_SLACK,
+                KNOWN_REACH_QUIET)
+    except (AttributeError, TypeError, ValueError):
+        return None
+
+
+def _rarities_kernel(tails: FeatureTails):
+    """``detector._native.rarities`` bound to ``tails`` (called with ``z, x, caps, quiet, known_reach[,
+    rows]``), or ``None`` (see :func:`_rarities_consts`)."""
+    consts = _rarities_consts(tails)
+    return partial(_k_rarities, consts) if consts is not None else None
 
 
 def _attribution(trace: list[dict], *, operator_id: str, requested_by: str | None, instruction_hash: str | None,
@@ -196,6 +243,30 @@ def _attribution(trace: list[dict], *, operator_id: str, requested_by: str | Non
         "requesters_seen": sorted({e["requested_by"] for e in trace if e["requested_by"]}),
         "instruction_hashes_seen": sorted({e["instruction_hash"] for e in trace if e["instruction_hash"]}),
     }
+
+
+def _py_remember(seen: array, content: array, pos: int, h: int | str, hc: int) -> int:
+    """Look up event id key ``h`` (or an event id: its :func:`dedupe_key`) with content key ``hc`` in an
+    agent's ring of recent ids (``seen``) and their content keys (``content``, 0: not known): 2 for a true
+    duplicate (the same id with the same or an unknown content; nothing is written), else ``h`` and ``hc`` are
+    written at ``pos`` and the answer is 1 for an id reused for another action, 0 for a new id. The reference
+    of ``detector._native.remember``."""
+    if isinstance(h, str):
+        h = dedupe_key(h)
+    if h in seen:
+        if any(seen[k] == h and content[k] in (hc, 0) for k in range(len(seen))):
+            return 2
+        status = 1
+    else:
+        status = 0
+    seen[pos] = h
+    content[pos] = hc
+    return status
+
+
+_remember = getattr(_kernels, "remember", None) or _py_remember
+#: a new row of N_FEATURES doubles (the log1p row an action teaches: an array, not a list of floats)
+_new_row = array("d", bytes(8 * N_FEATURES)).__copy__
 
 
 def content_key(ev: ActionEvent) -> int:
@@ -390,6 +461,7 @@ class Engine:
         self.model = model
         self._cal = model.stat_calibration if model is not None else Calibration.multiplicity(GENERIC_MULTIPLICITY)
         self._tails = model.feature_tails if model is not None else FeatureTails.generic(N_FEATURES)
+        self._rarities = _rarities_consts(self._tails)  # the rarities kernel's first argument, or None
         self._version = model.version if model is not None else ONLINE_MODEL_VERSION
         self._evidence_cal = getattr(model, "evidence_calibration", None) if model is not None else None
         # actions whose rarest deviation stays below this teach the baseline (score < medium)
@@ -442,6 +514,8 @@ class Engine:
         pending: list[tuple[Decision, AgentState, _Reading]] = []
         approvals = self.approvals
         book = self.manifests
+        remember, encode = _remember, _encode
+        zrows = bytearray() if self.model is not None else None  # the model's rows, filled by _read
         for ev in events:
             refused = None
             if ev.approval_id is not None and approvals is not None:
@@ -455,20 +529,16 @@ class Engine:
             if st is None:
                 st = agents[ev.agent_id] = AgentState(self._prior(ev.agent_id, ev.operator_id, ev.tool),
                                                       ev.operator_id)
-            h = dedupe_key(ev.event_id)
-            hc = content_key(ev)
-            seen = st.seen
-            if h in seen:
-                content = st.seen_content
-                if any(seen[k] == h and content[k] in (hc, 0) for k in range(_DEDUPE)):
+            pos = st.seen_pos
+            seen = remember(st.seen, st.seen_content, pos, ev.event_id, (crc32(encode(ev)) & 0xFFFF) | 1)  # content_key
+            if seen:
+                if seen == 2:
                     d.duplicate = True
                     continue
                 # the same id on a different action: never a reason to look away
                 d.reused_id = True
-            seen[st.seen_pos] = h
-            st.seen_content[st.seen_pos] = hc
-            st.seen_pos = (st.seen_pos + 1) % _DEDUPE
-            reading = self._read(st, ev, book)
+            st.seen_pos = (pos + 1) % _DEDUPE
+            reading = self._read(st, ev, book, rows=zrows)
             obs = reading.obs
             d.violations = reading.violations
             d.dest_classes = obs.dest_classes
@@ -479,21 +549,27 @@ class Engine:
             return out
         # the model scores the whole batch in one call (row by row, so batching changes no number)
         if self.model is not None:
-            rows = np.fromiter(chain.from_iterable(p[2].z for p in pending), np.float64, len(pending) * N_FEATURES)
-            p_comb = self.model.combination_pvalues(rows.reshape(len(pending), N_FEATURES))
+            rows = np.frombuffer(zrows, dtype=np.float64).reshape(len(pending), N_FEATURES)
+            p_comb = self.model.combination_pvalues(rows)
+            p_comb = p_comb.tolist() if isinstance(p_comb, np.ndarray) else [float(p) for p in p_comb]
         else:
             p_comb = None
         episodes = self.episodes
+        severity_of, step, trace = th.severity, brk.step, self.traces.append
+        version = self._version
         for k, (d, st, (obs, _, z, r, loc, p_stat, p_harm, xl)) in enumerate(pending):
             ev = d.event
-            score, extra = _score(p_stat, float(p_comb[k]) if p_comb is not None else None, p_harm)
-            harm_score = d.harm = score_of(p_harm)
+            if p_comb is None:
+                score, extra = score_of(p_stat), None
+            else:
+                score, extra = _score(p_stat, p_comb[k], p_harm)
+            harm_score = d.harm = score_of(p_harm) if p_harm != 1.0 else 0.0  # no evidence of harm: 0
             if d.reused_id and score < th.medium:
                 score = th.medium  # an analyst should see it
             effect = stream_effect(d.violations, th) if d.violations else None
             if effect is not None and score < effect[0]:
                 score = effect[0]  # outside its intended use: an alert, and spent from the risk budget
-            severity = th.severity(score)
+            severity = severity_of(score)
             reasons: list[dict] = []
             if severity != "ok":
                 reasons = explain(z, r, obs.x, loc, extra=extra)
@@ -536,17 +612,22 @@ class Engine:
                 sensitive_out = obs.outbound and ev.sensitivity in ("confidential", "restricted")
                 solo = (harm_score >= th.evidence
                         and (st.baseline.n >= YOUNG_N or ev.action == "delete" or sensitive_out))
-                action, transition = brk.step(b, t=ev.t, score=score, severity=severity, agent_id=ev.agent_id,
-                                              event_id=ev.event_id, th=th, solo_trip=solo, harm=_harm(ev, obs),
-                                              evidence=max(min(score, harm_score), effect[0] if effect else 0.0))
+                # what the action spends of the budget: max(min(score, harm), the manifest's floor), spelt out
+                spend = harm_score if harm_score < score else score
+                if effect and effect[0] > spend:
+                    spend = effect[0]
+                elif not effect and 0.0 > spend:
+                    spend = 0.0
+                action, transition = step(b, t=ev.t, score=score, severity=severity, agent_id=ev.agent_id,
+                                          event_id=ev.event_id, th=th, solo_trip=solo, harm=_harm(ev, obs),
+                                          evidence=spend)
             d.transition = transition
-            rec = {
+            d.record = {
                 "event_id": ev.event_id, "agent_id": ev.agent_id, "ts": ev.ts, "score": round(score, 4),
                 "severity": severity, "reasons": reasons, "action_taken": action, "breaker_state": b.state,
-                "model_version": self._version,
+                "model_version": version,
             }
-            d.record = rec
-            self.traces.append(ev.agent_id, (ev, score, severity, obs.dest_classes))
+            trace(ev.agent_id, (ev, score, severity, obs.dest_classes))
             if action == "freeze":
                 lead = reasons[0]["detail"] if reasons else f"risk budget exhausted (score {score:.2f})"
                 d.freeze = {"command": "freeze", "agent_id": ev.agent_id, "incident_id": b.incident_id,
@@ -597,7 +678,7 @@ class Engine:
         return score, obs, z, st.breaker.state, score_of(p_harm)
 
     def _read(self, st: AgentState, ev: ActionEvent, book: ManifestBook | None, *,
-              learn: bool = True) -> _Reading:
+              learn: bool = True, rows: bytearray | None = None) -> _Reading:
         """Read one action against its agent's state ``st``, and update that state as the stream does:
         the feature windows move, the manifest usage grows, and an action that is not rare (and breaks no
         manifest clause) teaches the profile. The one scoring pipeline: :meth:`process_batch` runs it on
@@ -607,22 +688,27 @@ class Engine:
         The evidence of harm is judged on the profile's weight *after* learning from this action (an
         agent's 100th ordinary action already counts as established), which decisions have always done.
         ``learn=False`` (for a copy that is thrown away) skips the learning itself and counts the weight
-        it would have added.
+        it would have added. ``rows``: the action's final deviations are appended there (native doubles: the
+        batch's rows for the model).
         """
         peers = adopted = self._adopted.get(ev.operator_id)
         quiet = _pending_quiet(st.pending) if st.pending else None
         if quiet:  # a never-seen item is news once: while pending (untainted) its uses are not news again
             adopted = quiet | peers if peers else quiet
-        obs = extract(st.features, ev, self.policy, adopted)
+        obs = _extract(st.features, ev, self.policy, adopted) if _extract is not None else None
+        if obs is None:  # no kernel, or a state or event it leaves to the reference
+            obs = _py_extract(st.features, ev, self.policy, adopted)
         # pending items met again (extract took them as known; they settle by the rule, not by this use)
-        again = [k for k in obs.adopted if k in quiet and not (peers and k in peers)] if quiet else []
+        again = [k for k in obs.adopted if k in quiet and not (peers and k in peers)] if quiet else ()
         scope = book.scope_for(ev.agent_id) if book is not None else None
         violations = scope.check(ev, st.usage, classify=self.policy.classify) if scope is not None else []
         if ev.destinations:  # after the check: an action is judged on the usage before it
             st.usage.add(ev.t, ev.records, ev.bytes)
-        xl, z = st.baseline.log_deviations(obs.x)  # the row in log1p units, and its deviations
-        # like with like: this action's magnitudes against this kind of action's too (once it has a profile)
-        by_kind = st.kinds.compare(obs.kind, xl, z)
+        # the row in log1p units and its deviations; like with like: this action's magnitudes against this
+        # kind of action's too (once it has a profile)
+        bl = st.baseline
+        xl, z, by_kind = _deviate(obs.x, bl.loc, bl.scale, _FLOORS, st.kinds.a, float(obs.kind), _KIND_FEATURES,
+                                  KIND_MIN, Z95, _new_row())  # Baseline.deviate, the log1p row as an array
         if z[_I_TASK_ACTIONS] >= REASON_Z and ev.task_id is not None:  # a long task is news once
             _long_task(st, ev.task_id, obs.x[_I_TASK_ACTIONS], z, learn)
         # a never-seen destination of a family this agent often sends somewhere new (new payees, new
@@ -637,46 +723,63 @@ class Engine:
         # what an analyst judged benign is not news up to the value judged, unless a structural sign of harm
         # (the rule of two, a detour after untrusted input, an outsider asking) comes with it: a verdict on
         # routine work vouches for its magnitudes, not for an injection that moves as much
-        if caps is not None and not _injection_signs(x):
-            for i, cap in enumerate(caps):
-                if cap > 0.0 and z[i] > 0.0 and x[i] <= CAP_SLACK * cap:
-                    z[i] = 0.0
-        r = self._tails.neglogs(z)
-        raw = max(r)
-        # the profile as this action was compared with it, for the reasons (learning replaces it)
-        loc = st.baseline.loc if raw >= REASON_NEGLOG else None
-        weight = st.baseline.n
-        # learning looks at every feature: an action in the wake of a spike teaches nothing
+        if caps is not None and _injection_signs(x):
+            caps = None
+        # the rarities, the largest (raw: what learning looks at), and the blame (_py_rarities)
+        rar = self._rarities
+        got = _k_rarities(rar, z, x, caps, obs.quiet, obs.known_reach, rows) if rar is not None else None
+        if got is None:
+            got = _py_rarities(self._tails, z, x, caps, obs.quiet, obs.known_reach)
+            if rows is not None:
+                rows += array("d", z).tobytes()
+        r, raw, top = got
+        # the profile as this action was compared with it, for the reasons (a copy: learning moves it in place)
+        loc = array("d", bl.loc) if raw >= REASON_NEGLOG else None
+        weight = bl.n
         learned = raw < self._learn_raw and not violations  # an out-of-scope action teaches nothing
         if learned:
             if learn:
-                st.baseline.learn_log(xl)
+                bl.learn_log_in_place(xl)
                 if again:  # what is new in it becomes known, what is pending keeps counting
                     for key in obs.novel:
                         settle(st.features, key)
-                else:
-                    commit_novelty(st.features, obs)
-                weight = st.baseline.n
+                elif obs.novel:  # commit_novelty's effect, as _settle settles what peers adopted
+                    commit_novel(st.features, obs)
+                weight = bl.n
             else:
                 weight += 1.0  # what learn_log adds (tests/unit/test_engine.py holds the two paths together)
-        _blame(obs, z, r)
         # no feature as rare as evidence needs (blame only lowers r): no evidence of harm, strength() would say
         p_harm = 1.0 if raw < MIN_RARITY else self._harm_pvalue(ev, obs, r, weight >= YOUNG_N)
         if learn:
-            self._settle(st, ev, obs, z, r, xl, learned, violations, p_harm, by_kind, new_sent, again)
-        return _Reading(obs, violations, z, r, loc, self._cal.pvalue(max(r)), p_harm, xl)
+            if learned and not obs.novel and not again:  # _settle's common case, without the call
+                for key in obs.adopted:  # what the agent's peers adopted is its own at once
+                    settle(st.features, key)
+                # KindProfiles.learn: its kernel first (a step, or a new kind in place of the least recently
+                # used one); the method when that leaves it a free slot to take or a row to the reference
+                if not obs.approved and not _kind_learn(st.kinds.a, float(obs.kind), xl, ev.t, _KIND_FEATURES,
+                                                        _KIND_FLOOR_VALUES, Z95, _UP, _DOWN, _KIND_ALPHA_MIN,
+                                                        _KIND_SLOTS):
+                    st.kinds.learn(obs.kind, xl, ev.t)
+                if obs.outbound:  # every destination known: the sends count, none of them new
+                    st.habits.observe(sends_of(ev.destinations, obs.dest_classes, ()))
+            else:
+                self._settle(st, ev, obs, z, r, xl, learned, violations, p_harm, by_kind, new_sent, again)
+        return _new_reading(_Reading, (obs, violations, z, r, loc, self._cal.pvalue(top), p_harm, xl))
 
     def _settle(self, st: AgentState, ev: ActionEvent, obs: Observation, z: list[float], r: list[float],
                 xl: list[float],
                 learned: bool, violations: list, p_harm: float, by_kind: bool, new_sent: list[str],
-                again: list[int]) -> None:
+                again: list[int] | tuple) -> None:
         """Novelty that settles, peers' adoptions, and the kind profiles (issue 18). An item the agent's
         peers adopted is its own at once; a never-seen item of an action that was not learned is counted
         (pending novelty) and settles after ``settle_uses`` uses over ``settle_s``, unless any use came with
         evidence of harm (the item is tainted: only a benign verdict teaches it). Each never-seen item also
         counts towards its operator's adoptions. A kind of action learns its magnitudes from the actions
         that teach the profile and from those with no evidence of harm whose magnitudes are not rare for
-        the kind (until a kind has a profile, every one of its actions without evidence of harm)."""
+        the kind (until a kind has a profile, every one of its actions without evidence of harm).
+
+        The common case (a learned action that met nothing new: its peers' adoptions settle, its kind learns,
+        its sends count) is taken in :meth:`_read` itself; it is kept here too, for any other caller."""
         th = self.policy.thresholds
         x = obs.x
         novel = obs.novel

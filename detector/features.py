@@ -43,8 +43,8 @@ from detector.sketch import bloom_add, bloom_has, stable_hash
 CLASSIFIED_DESTINATIONS = 1000
 
 __all__ = ["FEATURES", "FEATURE_NAMES", "FEATURE_INDEX", "Feature", "FeatureState", "Observation", "extract",
-           "commit_novelty", "settle", "resource_family", "destination_family", "tool_family", "SKETCH_BYTES",
-           "K_TOOL", "K_RESOURCE", "K_DEST", "K_STEP", "K_PRINCIPAL", "item_key"]
+           "commit_novelty", "commit_novel", "settle", "resource_family", "destination_family", "tool_family",
+           "SKETCH_BYTES", "K_TOOL", "K_RESOURCE", "K_DEST", "K_STEP", "K_PRINCIPAL", "item_key"]
 
 
 @dataclass(frozen=True)
@@ -701,7 +701,22 @@ def commit_novelty(st: FeatureState, obs: Observation) -> None:
         st.dests = bits
 
 
+def commit_novel(st: FeatureState, obs: Observation) -> None:
+    """What :func:`commit_novelty` teaches that the sketches did not know, at the cost of the items the
+    action met for the first time (none, mostly): the same state once the items the agent's peers adopted
+    (``obs.adopted``) are settled too, which the engine does for every action it reads. Extraction put in
+    ``obs.novel`` or ``obs.adopted`` every item of the action that its sketch did not hold; the rest is
+    already there (adding it again changes no bit). ``commit_novelty`` leaves out a task step or a principal
+    whose hash is 0 (it reads 0 as "none"): so does this."""
+    for key in obs.novel:
+        if key & 0xFFFFFFFF or key >> 32 < K_STEP:
+            settle(st, key)
+
+
 # the compiled extract (None: the reference runs; a kernel built before it had extract runs without it)
 _kernel = getattr(_kernels, "extract", None)
 if _kernel is not None:  # what it calls back (names, words and classes stay in Python)
-    _kernels.extract_setup(Observation, _words, destination_family, _is_outsider, EXTERNAL, BROADCAST)
+    # (Policy: a frozen dataclass whose is_untrusted_source depends on its fields only, so the kernel remembers
+    # its answers per resource for the policy in use)
+    _kernels.extract_setup(Observation, _words, destination_family, _is_outsider, EXTERNAL, BROADCAST, _words_cache,
+                           Policy)

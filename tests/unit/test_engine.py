@@ -13,6 +13,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from detector.breaker import CLOSED, HALF_OPEN, OPEN
 from detector.engine import ONLINE_MODEL_VERSION, YOUNG_N, Engine
@@ -478,3 +480,35 @@ def test_swapping_the_model_keeps_agent_state_and_names_the_new_version_in_decis
     assert {d.record["model_version"] for d in later if not d.duplicate} == {model.version}
     eng.swap_model(None)
     assert eng.model_version == ONLINE_MODEL_VERSION
+
+
+_p = st.one_of(st.floats(min_value=0.0, max_value=1.0), st.sampled_from((0.0, 1e-300, 1.0 / 3.0, 1.0, float("nan"))))
+
+
+@settings(max_examples=500, deadline=None)
+@given(_p, _p, _p)
+def test_an_actions_score_is_the_bonferroni_corrected_least_of_its_three_rarities(p_stat, p_comb, p_harm):
+    import struct
+
+    from detector.engine import _score
+    from detector.scoring import score_of
+
+    want = score_of(min(1.0, 3.0 * min(p_stat, p_comb, p_harm)))
+    got, extra = _score(p_stat, p_comb, p_harm)
+    assert struct.pack("d", got) == struct.pack("d", want)
+    assert (extra is not None) == (p_comb < p_stat and p_comb < 1e-3)
+    assert _score(p_stat, None, p_harm) == (score_of(p_stat), None) or p_stat != p_stat
+
+
+def test_the_duplicate_ring_keeps_each_events_content_key():
+    # process_batch spells content_key out inline: the ring must hold exactly its value
+    from detector.engine import _DEDUPE, content_key
+
+    eng = Engine()
+    evs = [decode_event({"event_id": f"e{i}", "ts": f"2026-03-02T09:0{i}:00Z", "agent_id": "a", "operator_id": "o",
+                         "tool": "t", "action": "send", "resource": "r://x", "sensitivity": "internal",
+                         "records": i, "destinations": [f"email:x{i}@y.example"] * i}) for i in range(5)]
+    eng.process_batch(evs)
+    st_ = eng.agents["a"]
+    assert list(st_.seen_content[:5]) == [content_key(e) for e in evs] and len(st_.seen_content) == _DEDUPE
+    assert all(k & 1 for k in st_.seen_content[:5])

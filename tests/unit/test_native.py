@@ -329,7 +329,8 @@ def _kernel_extract():
     from detector import features as f
     from detector.policy import BROADCAST, EXTERNAL
 
-    _native.extract_setup(f.Observation, f._words, f.destination_family, f._is_outsider, EXTERNAL, BROADCAST)
+    _native.extract_setup(f.Observation, f._words, f.destination_family, f._is_outsider, EXTERNAL, BROADCAST,
+                          f._words_cache, f.Policy)
     return _native.extract
 
 
@@ -423,3 +424,332 @@ def test_a_replay_writes_the_same_files_whatever_number_of_events_it_decides_tog
     # the episodes closed in between (quiet, or by a verdict) are written every _BATCH events, not every chunk
     assert files[(7, 50)] == files[(50, 50)]
     assert files[(7, 50)][0] == first[0] and files[(7, 50)][2] == first[2]
+
+
+# ------------------------------------------------------------------------- the engine's fused row steps
+
+from detector.baseline import (_KIND_ALPHA_MIN, _KIND_FEATURES, _KIND_FLOOR_VALUES, _KIND_W, KIND_MIN,  # noqa: E402
+                               _py_deviate, _py_kind_learn)
+
+# kind profiles: up to 6 slots of (key, n, last t, (loc, hi) per kind feature); keys from a few kinds, counts
+# around KIND_MIN (established or not), locations and highs in any order (hi below loc too)
+_kind_slot = st.tuples(st.sampled_from((7.0, 8.0, 9.0, 4294967295.0)),
+                       st.one_of(st.sampled_from((0.0, 1.0, 4.0, 5.0, 6.0, 1e6)), st.floats(0.0, 300.0)),
+                       st.floats(0.0, 2e9), *[st.floats(-5.0, 30.0, allow_nan=False)] * (2 * len(_KIND_FEATURES)))
+_kinds = st.lists(_kind_slot, max_size=6).map(lambda slots: array("d", [v for s in slots for v in s]))
+_kind = st.sampled_from((7.0, 8.0, 9.0, 4294967295.0, 12.0))
+
+
+@settings(max_examples=300, deadline=None)
+@given(_row, _loc, _scale, _kinds, _kind)
+def test_deviations_with_the_kinds_profile_equal_the_reference_bit_for_bit(x, loc, scale, kinds, kind):
+    loc, scale = array("d", loc), array("d", scale)
+    before = kinds.tobytes()
+    xl_n, z_n, by_n = _native.deviate(x, loc, scale, _FLOORS, kinds, kind, _KIND_FEATURES, KIND_MIN, Z95)
+    xl_p, z_p, by_p = _py_deviate(x, loc, scale, _FLOORS, kinds, kind, _KIND_FEATURES, KIND_MIN, Z95)
+    assert bits(xl_n) == bits(xl_p) and bits(z_n) == bits(z_p) and by_n is by_p
+    assert all(type(v) is float for v in xl_n + z_n) and kinds.tobytes() == before
+    # the log1p row written into an array instead (what the engine asks for), by both
+    outs = (array("d", [7.0] * N_FEATURES), array("d", [7.0] * N_FEATURES))
+    xa_n, za_n, ba_n = _native.deviate(x, loc, scale, _FLOORS, kinds, kind, _KIND_FEATURES, KIND_MIN, Z95, outs[0])
+    xa_p, za_p, ba_p = _py_deviate(x, loc, scale, _FLOORS, kinds, kind, _KIND_FEATURES, KIND_MIN, Z95, outs[1])
+    assert xa_n is outs[0] and xa_p is outs[1] and xa_n.tobytes() == xa_p.tobytes() == bits(xl_p)
+    assert bits(za_n) == bits(za_p) == bits(z_p) and ba_n is ba_p is by_p
+
+
+def test_a_kinds_established_profile_lowers_the_magnitudes_deviations_in_both():
+    xl = [0.0] * N_FEATURES
+    kinds = array("d", [7.0, 10.0, 5.0] + [0.1, 0.5] * len(_KIND_FEATURES))
+    x = [100.0] * N_FEATURES
+    ones = array("d", [0.0] * N_FEATURES)
+    for fn in (_native.deviate, _py_deviate):
+        xl, z, by = fn(x, ones, ones, _FLOORS, kinds, 7.0, _KIND_FEATURES, KIND_MIN, Z95)
+        plain = _py_log_deviations(x, ones, ones, _FLOORS)[1]
+        assert by is True and all(z[f] < plain[f] for f in _KIND_FEATURES)
+        assert [z[i] for i in range(N_FEATURES) if i not in _KIND_FEATURES] == \
+            [plain[i] for i in range(N_FEATURES) if i not in _KIND_FEATURES]
+
+
+@settings(max_examples=300, deadline=None)
+@given(_kinds, _kind, _row, st.floats(0.0, 3e9))
+def test_a_kinds_learning_step_equals_the_reference_bit_for_bit(kinds, kind, x, t):
+    xl = _py_log_deviations(x, [0.0] * N_FEATURES, [1.0] * N_FEATURES, _FLOORS)[0]
+    a_n, a_p = array("d", kinds), array("d", kinds)
+    args = (xl, t, _KIND_FEATURES, _KIND_FLOOR_VALUES, Z95, _UP, _DOWN, _KIND_ALPHA_MIN)
+    done_n = _native.kind_learn(a_n, kind, *args)
+    done_p = _py_kind_learn(a_p, kind, *args)
+    assert done_n is done_p and a_n.tobytes() == a_p.tobytes()
+    a_r = array("d", kinds)  # the row as an array (what the engine passes) teaches the same
+    assert _native.kind_learn(a_r, kind, array("d", xl), *args[1:]) is done_p and a_r.tobytes() == a_p.tobytes()
+    assert done_p == (kind in kinds[0::_KIND_W])  # without a slot nothing changes
+    assert done_p or a_p.tobytes() == kinds.tobytes()
+    # with all of 6 slots taken a new kind takes the least recently used one's (both); with a slot free, not
+    e_n, e_p = array("d", kinds), array("d", kinds)
+    got_n = _native.kind_learn(e_n, kind, *args, 6)
+    got_p = _py_kind_learn(e_p, kind, *args, 6)
+    assert got_n is got_p and e_n.tobytes() == e_p.tobytes()
+    assert got_p == (done_p or len(kinds) == 6 * _KIND_W) and (got_p or e_p.tobytes() == kinds.tobytes())
+
+
+def test_kind_profiles_learn_through_the_kernel_as_through_the_reference(monkeypatch):
+    from detector import baseline
+
+    rows = [[float((i * 31 + 7 * f) % 53) for f in range(N_FEATURES)] for i in range(300)]
+    kinds_seq = [(i * 7) % 9 for i in range(300)]  # more kinds than slots: some are evicted
+    out = []
+    for fn in (_native.kind_learn, _py_kind_learn):
+        monkeypatch.setattr(baseline, "_kind_learn", fn)
+        k = baseline.KindProfiles()
+        for i, (x, kind) in enumerate(zip(rows, kinds_seq)):
+            k.learn(kind, _py_log_deviations(x, [0.0] * N_FEATURES, [1.0] * N_FEATURES, _FLOORS)[0], float(i))
+        out.append(k.to_bytes())
+    assert out[0] == out[1] and len(out[0]) == 8 * _KIND_W * 6
+
+
+def _rarities_both(tails, z, x, caps, quiet, known_reach):
+    from detector.engine import _py_rarities, _rarities_kernel
+
+    z_n, z_p = list(z), list(z)
+    rows = bytearray(b"\x01" * 8)
+    got = _rarities_kernel(tails)(z_n, x, caps, quiet, known_reach, rows)
+    ref = _py_rarities(tails, z_p, x, caps, quiet, known_reach)
+    if got is not None:  # the final deviations appended to the batch's rows, as doubles
+        assert bytes(rows) == b"\x01" * 8 + array("d", z_p).tobytes()
+    return got, ref, z_n, z_p
+
+
+_quiet = st.lists(st.integers(0, N_FEATURES - 1), max_size=12, unique=True).map(tuple)
+_caps = st.one_of(st.none(), st.lists(st.one_of(st.just(0.0), st.floats(0.0, 1e4)), min_size=N_FEATURES,
+                                      max_size=N_FEATURES).map(lambda c: array("d", c)))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_z, min_size=N_FEATURES, max_size=N_FEATURES), st.lists(st.floats(0.0, 1e5), min_size=N_FEATURES,
+       max_size=N_FEATURES), _caps, _quiet, st.booleans(), st.sampled_from(_TAILS))
+def test_rarities_caps_and_blame_equal_the_reference_bit_for_bit(z, x, caps, quiet, known_reach, tails):
+    got, ref, z_n, z_p = _rarities_both(tails, z, x, caps, quiet, known_reach)
+    assert bits(got[0]) == bits(ref[0]) and bits(got[1:]) == bits(ref[1:])
+    assert bits(z_n) == bits(z_p) and all(type(v) is float for v in z_n + got[0])
+
+
+def test_the_blame_zeroes_what_the_action_added_nothing_to_after_the_largest_rarity_is_taken():
+    tails = _TAILS[0]
+    z = [0.0] * N_FEATURES
+    z[2], z[5] = 8.0, 3.0
+    from detector.features import KNOWN_REACH_QUIET
+
+    got, ref, z_n, z_p = _rarities_both(tails, z, [1.0] * N_FEATURES, None, (2,), False)
+    for (r, raw, top), zz in ((got, z_n), (ref, z_p)):
+        assert raw == tails.neglog(2, 8.0) and top == tails.neglog(5, 3.0) and r[2] == 0.0 and zz[2] == 0.0
+    z[KNOWN_REACH_QUIET[0]] = 9.0
+    got, ref, z_n, z_p = _rarities_both(tails, z, [1.0] * N_FEATURES, None, (), True)
+    assert got == ref and z_n == z_p and z_n[KNOWN_REACH_QUIET[0]] == 0.0
+
+
+def test_a_verdicts_caps_quiet_a_deviation_up_to_their_slack_in_both():
+    from detector.engine import CAP_SLACK
+
+    tails = _TAILS[0]
+    caps = array("d", [0.0] * N_FEATURES)
+    caps[3] = 10.0
+    z = [5.0] * N_FEATURES
+    for value, quiet in ((CAP_SLACK * 10.0, True), (CAP_SLACK * 10.0 + 1e-9, False)):
+        x = [1.0] * N_FEATURES
+        x[3] = value
+        got, ref, z_n, z_p = _rarities_both(tails, z, x, caps, (), False)
+        assert got == ref and z_n == z_p and (z_n[3] == 0.0) is quiet
+
+
+def test_rows_the_rarities_kernel_does_not_take_are_left_to_the_reference_untouched():
+    tails = _TAILS[0]
+    from detector.engine import _rarities_kernel
+
+    k = _rarities_kernel(tails)
+    z = [1.0] * N_FEATURES
+    z[4] = 3  # an int: the reference decides
+    assert k(z, [1.0] * N_FEATURES, None, (), False) is None and z[4] == 3
+    caps = array("d", [1.0] * N_FEATURES)
+    x = [1] * N_FEATURES
+    z = [2.0] * N_FEATURES
+    assert k(z, x, caps, (), False) is None and z == [2.0] * N_FEATURES
+
+
+# ------------------------------------------------------------------------- the duplicate ring
+
+_ids = st.sampled_from((1, 3, 5, 0xFFFFFFFF, 7))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(_ids, st.sampled_from((0, 1, 3, 0xFFFF))), min_size=32, max_size=32),
+       st.lists(st.tuples(_ids, st.sampled_from((1, 3, 0xFFFF)), st.integers(-32, 31)), min_size=1, max_size=40))
+def test_the_duplicate_ring_answers_and_changes_as_the_reference(ring, steps):
+    from detector.engine import _py_remember
+
+    seen_n = array("I", [h for h, _ in ring])
+    content_n = array("H", [c for _, c in ring])
+    seen_p, content_p = array("I", seen_n), array("H", content_n)
+    for h, hc, pos in steps:
+        a = _native.remember(seen_n, content_n, pos, h, hc)
+        b = _py_remember(seen_p, content_p, pos, h, hc)
+        assert a == b and (seen_n, content_n) == (seen_p, content_p)
+
+
+def test_the_ring_tells_a_duplicate_from_a_reused_id_and_a_new_one_in_both():
+    from detector.engine import _py_remember
+
+    for fn in (_native.remember, _py_remember):
+        seen, content = array("I", [0] * 32), array("H", [0] * 32)
+        assert fn(seen, content, 0, 9, 4) == 0 and seen[0] == 9 and content[0] == 4
+        assert fn(seen, content, 1, 9, 4) == 2 and seen[1] == 0  # the same id and content: nothing written
+        assert fn(seen, content, 1, 9, 5) == 1 and (seen[1], content[1]) == (9, 5)
+        content[0] = 0  # a ring from before content keys: any content counts as the same
+        assert fn(seen, content, 2, 9, 6) == 2
+        with pytest.raises(IndexError):
+            fn(seen, content, 32, 11, 1)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(min_size=1, max_size=40) | st.sampled_from(("ev-1", "lone\ud800", "ünï")))
+def test_the_ring_takes_an_event_id_as_its_dedupe_key_in_both(event_id):
+    from detector.engine import _py_remember
+    from detector.sketch import dedupe_key
+
+    for fn in (_native.remember, _py_remember):
+        seen, content = array("I", [0] * 32), array("H", [0] * 32)
+        assert fn(seen, content, 3, event_id, 7) == 0 and seen[3] == dedupe_key(event_id)
+        assert fn(seen, content, 4, dedupe_key(event_id), 7) == 2
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=100), st.integers(0, 2**32 - 1))
+def test_the_kernels_crc_of_names_is_zlibs(data, start):
+    import zlib
+
+    assert _native.crc32(data) == zlib.crc32(data) and _native.crc32(data, start) == zlib.crc32(data, start)
+
+
+def test_extraction_answers_the_same_whether_words_come_from_the_cache_or_from_words(monkeypatch):
+    from detector import features as f
+
+    ev = _events([{"tool": "mail.send", "action": "send", "resource": "crm://customers/noah_hernandez",
+                   "sensitivity": "confidential", "records": 2, "bytes": 10,
+                   "destinations": ["email:noah.hernandez7@x.example", "email:eve@evil.example"], "task_id": "t1",
+                   "requested_by": "customer:noah_hernandez_42", "instruction_hash": None, "approval_id": None,
+                   "dt": 5.0}])[0]
+    kernel = _kernel_extract()
+    calls = []
+    words = f._words
+    monkeypatch.setattr(f, "_words", lambda text: calls.append(text) or words(text))
+    out = []
+    for cached in (False, True):
+        if not cached:
+            f._words_cache.clear()
+        _native.extract_setup(f.Observation, f._words, f.destination_family, f._is_outsider, f.EXTERNAL,
+                              f.BROADCAST, f._words_cache, f.Policy)
+        st_ = f.FeatureState()
+        out.append(kernel(st_, ev, _policy(), None))
+        out[-1].x.append(st_.tasks.tobytes())
+    _kernel_extract()
+    assert out[0].x == out[1].x and out[0].novel == out[1].novel
+    assert calls and len(calls) == len(set(calls))  # the second time every text came from the cache
+
+
+@settings(max_examples=300, deadline=None)
+@given(_row, _loc, _scale, st.floats(min_value=0.004, max_value=2.0))
+def test_a_learning_step_in_place_equals_the_step_on_copies_bit_for_bit(x, loc, scale, a2):
+    from detector.baseline import _py_learn_into
+
+    xl = _py_log_deviations(x, [0.0] * N_FEATURES, [1.0] * N_FEATURES, _FLOORS)[0]
+    loc_c, scale_c = _py_learn(xl, array("d", loc), array("d", scale), _FLOORS, a2, Z95, _UP, _DOWN)
+    for fn in (_native.learn_into, _py_learn_into):
+        for row in (xl, array("d", xl)):  # a list, or the array the engine passes
+            loc_i, scale_i = array("d", loc), array("d", scale)
+            assert fn(row, loc_i, scale_i, _FLOORS, a2, Z95, _UP, _DOWN) is None
+            assert (loc_i.tobytes(), scale_i.tobytes()) == (loc_c.tobytes(), scale_c.tobytes())
+
+
+def test_an_actions_reasons_name_the_profile_it_was_compared_with_though_later_actions_of_its_batch_teach_it():
+    # the profile learns in place (Baseline.learn_log_in_place): the engine keeps a copy for the reasons
+    from detector.engine import Engine
+    from detector.events import decode_event
+
+    base = {"agent_id": "a", "operator_id": "o", "tool": "db.query", "action": "read", "resource": "db://t/1",
+            "sensitivity": "internal"}
+    evs = [decode_event({**base, "event_id": f"e{i}", "ts": f"2026-03-02T09:{i:02d}:00Z", "records": 1 + i % 3})
+           for i in range(40)]
+    evs.append(decode_event({**base, "event_id": "big", "ts": "2026-03-02T09:40:00Z", "records": 100000}))
+    evs += [decode_event({**base, "event_id": f"f{i}", "ts": f"2026-03-05T09:{i:02d}:00Z", "records": 2})
+            for i in range(5)]  # days later: ordinary again, and learnt
+    together = Engine().process_batch(evs)
+    eng = Engine()
+    apart = eng.process_batch(evs[:41]) + eng.process_batch(evs[41:])
+    assert together[40].record["severity"] != "ok" and together[40].record["reasons"][0]["baseline"] > 0.0
+    assert [d.record for d in together] == [d.record for d in apart]
+
+
+def test_the_kernel_remembers_untrusted_sources_per_policy_and_asks_a_policy_of_another_class_every_time():
+    from detector import features as f
+    from detector.policy import Policy
+
+    kernel = _kernel_extract()
+    web = _events([{"tool": "web.get", "action": "read", "resource": "http://web.example/a", "sensitivity": "public",
+                    "records": 1, "bytes": 1, "destinations": [], "task_id": "t1", "requested_by": None,
+                    "instruction_hash": None, "approval_id": None, "dt": 1.0}])[0]
+    flags = lambda st_: int(st_.tasks[1])  # the task's flags: 1 = it took in untrusted input
+
+    trusting, wary = Policy(untrusted_sources=()), Policy(untrusted_sources=("http",))
+    for policy, untrusted in ((wary, 1), (trusting, 0), (wary, 1)):
+        st_ = f.FeatureState()
+        kernel(st_, web, policy, None)
+        assert flags(st_) & 1 == untrusted
+
+    class Moody(Policy):
+        calls = 0
+
+        def is_untrusted_source(self, resource):
+            Moody.calls += 1
+            return Moody.calls % 2 == 1
+
+    moody = Moody()
+    got = []
+    for _ in range(4):
+        st_ = f.FeatureState()
+        kernel(st_, web, moody, None)
+        got.append(flags(st_) & 1)
+    assert got == [1, 0, 1, 0] and Moody.calls == 4
+
+
+def test_the_kernel_sets_a_states_fields_through_its_own_setattr_when_it_has_one():
+    # plain slots are read and written at their offsets; a class with its own __setattr__ (here a look-alike of
+    # FeatureState with the same slots) is asked, as is a subclass
+    from detector.features import FeatureState, _py_extract
+
+    names: list[str] = []
+
+    class Watched:
+        __slots__ = FeatureState.__slots__
+
+        def __init__(self):
+            for n in self.__slots__:
+                object.__setattr__(self, n, getattr(FeatureState(), n))
+
+        def __setattr__(self, name, value):
+            names.append(name)
+            object.__setattr__(self, name, value)
+
+    class Sub(FeatureState):
+        __slots__ = ()
+
+    kernel = _kernel_extract()
+    evs = _events([{"tool": "mail.send", "action": "send", "resource": "mail://outbox", "sensitivity": "internal",
+                    "records": 3, "bytes": 10, "destinations": ["email:eve@evil.example"], "task_id": "t1",
+                    "requested_by": "alice", "instruction_hash": "h1", "approval_id": None, "dt": dt}
+                   for dt in (5.0, 4000.0)])
+    for cls in (Watched, Sub):
+        a, b = cls(), FeatureState()
+        names.clear()
+        for ev in evs:
+            _same_observation(kernel(a, ev, _policy(), None), _py_extract(b, ev, _policy(), None))
+            assert [getattr(a, n) for n in FeatureState.__slots__[:13]] == [getattr(b, n) for n in
+                                                                          FeatureState.__slots__[:13]]
+        assert cls is Sub or {"last_t", "gen_t", "instr"} <= set(names)
