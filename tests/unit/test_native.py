@@ -506,8 +506,19 @@ def test_kind_profiles_learn_through_the_kernel_as_through_the_reference(monkeyp
     assert out[0] == out[1] and len(out[0]) == 8 * _KIND_W * 6
 
 
+def _rarities_kernel(tails):
+    """The engine's binding of the built kernel to ``tails``, also where FLOWBREAKER_PURE_PYTHON=1 left the
+    engine without it."""
+    from unittest import mock
+
+    from detector import engine
+
+    with mock.patch.object(engine, "_k_rarities", _native.rarities):
+        return engine._rarities_kernel(tails)
+
+
 def _rarities_both(tails, z, x, caps, quiet, known_reach):
-    from detector.engine import _py_rarities, _rarities_kernel
+    from detector.engine import _py_rarities
 
     z_n, z_p = list(z), list(z)
     rows = bytearray(b"\x01" * 8)
@@ -562,8 +573,6 @@ def test_a_verdicts_caps_quiet_a_deviation_up_to_their_slack_in_both():
 
 def test_rows_the_rarities_kernel_does_not_take_are_left_to_the_reference_untouched():
     tails = _TAILS[0]
-    from detector.engine import _rarities_kernel
-
     k = _rarities_kernel(tails)
     z = [1.0] * N_FEATURES
     z[4] = 3  # an int: the reference decides
