@@ -10,7 +10,9 @@ from setuptools import Extension, setup
 _FLAGS = ["-O2", "-fno-fast-math", "-ffp-contract=off"]
 
 setup(ext_modules=[
-    Extension("detector._native", ["detector/_native.c"], optional=True, extra_compile_args=_FLAGS),
-    Extension("detector._score", ["detector/_score.c"], optional=True, extra_compile_args=_FLAGS),
+    Extension("detector._native", ["detector/_native.c"], depends=["detector/_buffers.h"], optional=True,
+              extra_compile_args=_FLAGS),
+    Extension("detector._score", ["detector/_score.c"], depends=["detector/_buffers.h"], optional=True,
+              extra_compile_args=_FLAGS),
     Extension("detector._decode", ["detector/_decode.c"], optional=True, extra_compile_args=_FLAGS),
 ])
