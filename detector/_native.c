@@ -291,6 +291,30 @@ learn_into(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     return learn_(args, nargs, 1);
 }
 
+/* -log10 p of one feature's deviation v from its tail table t (n values) and the slope beyond it, as
+ * FeatureTails._py_neglogs reads it: 0 at or below the baseline; -1 with Python's error for int() of a NaN
+ * or an infinity. */
+static int
+tail_neglog(double v, double spz, const double *t, Py_ssize_t n, double zmax, double slope, double *out)
+{
+    if (v <= 0.0) {
+        *out = 0.0;
+        return 0;
+    }
+    double p = v * spz;
+    if (isnan(p)) {
+        PyErr_SetString(PyExc_ValueError, "cannot convert float NaN to integer");
+        return -1;
+    }
+    if (isinf(p)) {
+        PyErr_SetString(PyExc_OverflowError, "cannot convert float infinity to integer");
+        return -1;
+    }
+    /* int(p) + 1 < n  <=>  p < n - 1 (p > 0) */
+    *out = p < (double)(n - 1) ? t[(Py_ssize_t)p + 1] : t[n - 1] + (v - zmax) * slope;
+    return 0;
+}
+
 /* neglogs(z, tables, slopes, n, spz, zmax) -> list
  *   tables: the per-feature tables laid end to end (n values each). As FeatureTails.neglogs. */
 static PyObject *
@@ -336,27 +360,10 @@ neglogs(PyObject *self, PyObject *args)
     if (out == NULL)
         goto done;
     for (Py_ssize_t i = 0; i < k; i++) {
-        double v = buf[i], r;
-        if (v <= 0.0) {
-            r = 0.0;
-        } else {
-            double p = v * spz;
-            const double *t = tables + i * n;
-            if (isnan(p)) {
-                PyErr_SetString(PyExc_ValueError, "cannot convert float NaN to integer");
-                Py_CLEAR(out);
-                goto done;
-            }
-            if (isinf(p)) {
-                PyErr_SetString(PyExc_OverflowError, "cannot convert float infinity to integer");
-                Py_CLEAR(out);
-                goto done;
-            }
-            /* int(p) + 1 < n  <=>  p < n - 1 (p > 0) */
-            if (p < (double)(n - 1))
-                r = t[(Py_ssize_t)p + 1];
-            else
-                r = t[n - 1] + (v - zmax) * slopes[i];
+        double r;
+        if (tail_neglog(buf[i], spz, tables + i * n, n, zmax, slopes[i], &r) < 0) {
+            Py_CLEAR(out);
+            goto done;
         }
         PyObject *o = PyFloat_FromDouble(r);
         if (o == NULL) {
@@ -2093,28 +2100,9 @@ rarities(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     }
     Py_ssize_t kr = k < nfeat ? k : nfeat;
     const double *tables = tv.buf, *slopes = sv.buf;
-    for (Py_ssize_t i = 0; i < kr; i++) {
-        double v = zb[i], rv;
-        if (v <= 0.0) {
-            rv = 0.0;
-        } else {
-            double p = v * spz;
-            const double *tb = tables + i * n;
-            if (isnan(p)) {
-                PyErr_SetString(PyExc_ValueError, "cannot convert float NaN to integer");
-                goto done;
-            }
-            if (isinf(p)) {
-                PyErr_SetString(PyExc_OverflowError, "cannot convert float infinity to integer");
-                goto done;
-            }
-            if (p < (double)(n - 1))
-                rv = tb[(Py_ssize_t)p + 1];
-            else
-                rv = tb[n - 1] + (v - zmax) * slopes[i];
-        }
-        rb[i] = rv;
-    }
+    for (Py_ssize_t i = 0; i < kr; i++)
+        if (tail_neglog(zb[i], spz, tables + i * n, n, zmax, slopes[i], &rb[i]) < 0)
+            goto done;
     if (kr == 0) {
         PyErr_SetString(PyExc_ValueError, "max() arg is an empty sequence");
         goto done;
