@@ -4,11 +4,12 @@ from __future__ import annotations
 from collections import OrderedDict
 
 import msgspec
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from detector.events import decode_event
-from detector.trace import CHUNK, TRACE_FIELDS, TraceStore, _encode, _row, trace_entry
+from detector.trace import CHUNK, DICT_UP_TO, TRACE_FIELDS, TraceStore, _Dictionary, _encode, _row, trace_entry
 
 _CLASSES = ["external", "internal", "partner", "untrusted"]
 
@@ -38,12 +39,21 @@ def _items(draw, n: int):
     return out
 
 
+def _blocks(store: TraceStore) -> list:
+    """Every block the store holds: ``(count, data)`` (a resting ring kept as bytes: its one block)."""
+    return [(r[0], r[1:]) if type(r) is bytes else b for r in store._rings.values()
+            for b in ((r,) if type(r) is bytes else r.blocks)]
+
+
 @settings(max_examples=30, deadline=None)
 @given(_items(100), st.lists(st.sampled_from(["append"] * 6 + ["rest", "snapshot"]), min_size=100, max_size=100),
-       st.sampled_from([1, 31, 32, 70, 200]), st.sampled_from([1, 2, 5000]), st.sampled_from([0, 700, 10**9]))
+       st.sampled_from([1, 31, 32, 70, 200]), st.sampled_from([1, 2, 5000]), st.sampled_from([0, 700, 10**9]),
+       st.sampled_from([1, 300, 10**9]))
 def test_snapshots_are_exactly_the_trace_entries_of_the_last_actions_whatever_is_deflated(
-        items, ops, length, max_agents, unpacked):
+        items, ops, length, max_agents, unpacked, dictionary):
+    """Whatever was deflated, at once or later, against the store's dictionary or before it had one."""
     store = TraceStore(length=length, max_agents=max_agents, unpacked_bytes=unpacked)
+    store._dictionary = _Dictionary(dictionary)  # its first bytes deflated (some blocks before it, some after)
     kept: OrderedDict[str, list[dict]] = OrderedDict()  # least recently appended to first
     for item, op in zip(items, ops):
         agent = item[0].agent_id
@@ -56,16 +66,19 @@ def test_snapshots_are_exactly_the_trace_entries_of_the_last_actions_whatever_is
         elif op == "rest":
             store.rest(agent)
             ring = store._rings.get(agent)
-            # a resting ring holds what it held before: (count, deflated bytes) blocks, nothing live
-            assert ring is None or (ring.live is None and all(type(b) is tuple and type(b[1]) is bytes
-                                                              for b in ring.blocks))
+            # a resting ring: deflated blocks, nothing live; one block alone as bytes (its count, then the block)
+            assert ring is None or type(ring) is bytes or (
+                ring.live is None and len(ring.blocks) > 1 and all(type(b) is tuple and type(b[1]) is bytes
+                                                                   for b in ring.blocks))
         want = kept.get(agent, [])[-length:]
         got = store.snapshot(agent)
         assert got == want
         # the same keys in the same order, the same types (what an incident's JSON shows)
         assert msgspec.json.encode(got) == msgspec.json.encode(want)
-        held = [b for r in store._rings.values() for _, b in r.blocks if type(b) is bytearray]
+        held = [b for _, b in _blocks(store) if type(b) is bytearray]
         assert sum(map(len, held)) == store._held <= unpacked and len(held) == store._count
+        # a deflated block names what it was deflated against: nothing (0), or the dictionary once it has one
+        assert all(b[0] == 0 or (b[0] == 1 and store._dictionary.zdict) for _, b in _blocks(store) if type(b) is bytes)
 
 
 def test_blocks_are_deflated_oldest_first_once_the_store_holds_more_than_its_bound_undeflated():
@@ -114,3 +127,70 @@ def test_a_packed_action_is_never_larger_than_its_nineteen_values(items):
     assert len(packed) <= len(full) and packed == _encode(_row(item))
     if len(item[0].destinations) > 10:  # the trace keeps 10 of them: kept as the entry's values
         assert packed == full
+
+
+def _fleet(n_agents: int, n_events: int) -> list[tuple]:
+    """Simulated actions relabelled over ``n_agents`` agents in turn (as bench/bench_memory.py does): engine items."""
+    from models.simulate import simulate
+
+    evs, _ = simulate(n_agents=20, days=1, seed=5)
+    assert len(evs) >= n_events
+    items = []
+    for i, raw in enumerate(evs[:n_events]):
+        ev = decode_event(dict(raw, agent_id=f"agent-{i % n_agents:04d}", event_id=f"e{i}"))
+        items.append((ev, i % 7 / 3, "low", ("external",) * len(ev.destinations)))
+    return items
+
+
+def test_resting_rings_deflated_against_the_dictionary_read_back_the_same_and_take_less():
+    items = _fleet(400, 2400)  # six actions each
+    store, alone = TraceStore(), TraceStore()
+    alone._dictionary = _Dictionary(10**12)  # never has one
+    for it in items:
+        store.append(it[0].agent_id, it)
+        alone.append(it[0].agent_id, it)
+    agents = list(store._rings)
+    for a in agents[:200]:
+        assert store.rest(a) and alone.rest(a)
+    zdict = store._dictionary.zdict
+    assert zdict and len(zdict) == store._dictionary.limit
+    for a in agents[200:]:
+        assert store.rest(a) and alone.rest(a)
+    assert store._dictionary.zdict is zdict  # fixed once made
+    want = {}
+    for it in items:
+        want.setdefault(it[0].agent_id, []).append(trace_entry(it))
+    # each resting ring is one bytes: its entry count, then the block; the first ones deflated alone (0)
+    firsts = [store._rings[a][1] for a in agents]
+    assert all(type(store._rings[a]) is bytes and store._rings[a][0] == 6 for a in agents)
+    assert firsts == sorted(firsts) and 0 < firsts.count(0) < 40 and set(firsts) == {0, 1}
+    assert all(type(alone._rings[a]) is bytes and alone._rings[a][1] == 0 for a in agents)
+    for a in agents:
+        assert store.snapshot(a) == alone.snapshot(a) == want[a]
+        assert msgspec.json.encode(store.snapshot(a)) == msgspec.json.encode(want[a])
+    late = agents[200:]
+    with_dict = sum(len(store._rings[a]) for a in late)
+    without = sum(len(alone._rings[a]) for a in late)
+    assert with_dict < 0.8 * without
+    # a resting ring woken by an action is a ring again, and reads back all of them
+    for it in items[:50]:
+        store.append(it[0].agent_id, it)
+        want[it[0].agent_id].append(trace_entry(it))
+    for a in agents[:50]:
+        assert type(store._rings[a]) is not bytes and store.snapshot(a) == want[a]
+        assert store.rest(a) and store.snapshot(a) == want[a]
+        assert [n for n, _ in store._rings[a].blocks] == [6, 1]  # two blocks: a ring, as before
+
+
+def test_a_block_deflated_against_an_unknown_dictionary_is_refused():
+    dictionary = _Dictionary(100)
+    plain = dictionary.deflate(bytearray(b"\x91\xa1x" * 50))
+    against = dictionary.deflate(bytearray(b"\x91\xa1y" * 50))
+    assert (plain[0], against[0]) == (0, 1)
+    assert dictionary.inflate(plain) == b"\x91\xa1x" * 50 and dictionary.inflate(against) == b"\x91\xa1y" * 50
+    for data in (against, b"\x02" + against[1:]):
+        with pytest.raises(ValueError):
+            _Dictionary(100).inflate(data)
+    # a block of more than DICT_UP_TO bytes (a full one: it repeats enough of itself) is deflated alone
+    big = bytearray(b"\x91\xa1z" * (DICT_UP_TO // 3 + 1))
+    assert dictionary.deflate(big)[0] == 0 and dictionary.inflate(dictionary.deflate(big)) == big
