@@ -539,6 +539,62 @@ utf8_of(PyObject *s, const char **p, Py_ssize_t *n, PyObject **tmp)
     return 0;
 }
 
+/* words(local, stop) -> features._py_words_of(local, stop): the CRC-32 of each run of two or more ASCII
+ * letters a-z in `local` (already lower-cased) that is not in `stop` (a tuple of str), at most 16; None when
+ * `local` is not ASCII (lower() and the regex are left to the reference). */
+static PyObject *
+words(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyUnicode_CheckExact(args[0]) || !PyTuple_CheckExact(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "words(local: str, stop: tuple)");
+        return NULL;
+    }
+    PyObject *text = args[0], *stop = args[1];
+    if (!PyUnicode_IS_ASCII(text))
+        Py_RETURN_NONE;
+    const char *p = (const char *)PyUnicode_DATA(text);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(text), nstop = PyTuple_GET_SIZE(stop);
+    for (Py_ssize_t j = 0; j < nstop; j++)
+        if (!PyUnicode_CheckExact(PyTuple_GET_ITEM(stop, j)) || !PyUnicode_IS_ASCII(PyTuple_GET_ITEM(stop, j))) {
+            PyErr_SetString(PyExc_TypeError, "words: stop words must be ASCII str");
+            return NULL;
+        }
+    uint32_t found[16];
+    int k = 0;
+    Py_ssize_t i = 0;
+    while (i < n && k < 16) {
+        if (p[i] < 'a' || p[i] > 'z') {
+            i++;
+            continue;
+        }
+        Py_ssize_t start = i;
+        while (i < n && p[i] >= 'a' && p[i] <= 'z')
+            i++;
+        Py_ssize_t len = i - start;
+        if (len < 2)
+            continue;
+        int skip = 0;
+        for (Py_ssize_t j = 0; j < nstop && !skip; j++) {
+            PyObject *w = PyTuple_GET_ITEM(stop, j);
+            skip = PyUnicode_GET_LENGTH(w) == len && memcmp(PyUnicode_DATA(w), p + start, (size_t)len) == 0;
+        }
+        if (!skip)
+            found[k++] = crc_update(0, p + start, len);
+    }
+    PyObject *out = PyTuple_New(k);
+    if (out == NULL)
+        return NULL;
+    for (int j = 0; j < k; j++) {
+        PyObject *v = PyLong_FromUnsignedLong(found[j]);
+        if (v == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(out, j, v);
+    }
+    return out;
+}
+
 /* stable_hash(s) */
 static int
 str_hash(PyObject *s, uint32_t *h)
@@ -2269,6 +2325,8 @@ static PyMethodDef methods[] = {
     {"extract_setup", extract_setup, METH_VARARGS,
      "extract_setup(Observation, _words, destination_family, _is_outsider, EXTERNAL, BROADCAST[, words_cache[, Policy]]): what extract calls back."},
     {"crc32", crc32_, METH_VARARGS, "crc32(data, crc=0) -> int: zlib.crc32, as the kernel hashes names."},
+    {"words", (PyCFunction)(void (*)(void))words, METH_FASTCALL,
+     "words(local, stop) -> the CRC-32 of its words (features._py_words_of), or None when it is not ASCII."},
     {"extract", (PyCFunction)(void (*)(void))extract, METH_FASTCALL,
      "extract(st, ev, policy, adopted) -> Observation, or None for the reference to decide (detector.features)."},
     {"deviate", (PyCFunction)(void (*)(void))deviate, METH_FASTCALL,

@@ -116,6 +116,8 @@ _WORD = re.compile(r"[a-z]{2,}")
 #: words too common in addresses to relate anything
 _STOP = frozenset(("com", "org", "net", "www", "http", "https", "mail", "email", "gmail", "example", "customer",
                    "user", "users", "corp", "inbox", "outbox", "the", "and", "info", "support", "team", "noreply"))
+_STOP_WORDS = tuple(sorted(_STOP))  # for the kernel
+_k_words = getattr(_kernels, "words", None)  # detector._native.words: _py_words_of compiled, ASCII only
 _words_cache: dict[str, tuple[int, ...]] = {}
 #: (action, tool) -> the hash of its kind (verb and tool family), memoised
 _kinds: dict[tuple[str, str], int] = {}
@@ -276,11 +278,19 @@ def _words(text: str) -> tuple[int, ...]:
         local = text.partition(":")[2] or text
         if "@" in local:
             local = local.rpartition("@")[0]
-        hit = tuple(stable_hash(w) for w in _WORD.findall(local.lower()) if w not in _STOP)[:16]
+        local = local.lower()
+        hit = _k_words(local, _STOP_WORDS) if _k_words is not None else None
+        if hit is None:
+            hit = _py_words_of(local, _STOP)
         if len(_words_cache) >= 50_000:
             _words_cache.clear()
         _words_cache[text] = hit
     return hit
+
+
+def _py_words_of(local: str, stop: frozenset) -> tuple[int, ...]:
+    """The hashes of the words of ``local`` (lower-cased): the reference of ``detector._native.words``."""
+    return tuple(stable_hash(w) for w in _WORD.findall(local) if w not in stop)[:16]
 
 
 def _word_bits(words: tuple[int, ...]) -> int:

@@ -762,3 +762,32 @@ def test_the_kernel_sets_a_states_fields_through_its_own_setattr_when_it_has_one
             assert [getattr(a, n) for n in FeatureState.__slots__[:13]] == [getattr(b, n) for n in
                                                                           FeatureState.__slots__[:13]]
         assert cls is Sub or {"last_t", "gen_t", "instr"} <= set(names)
+
+
+# ------------------------------------------------------------------------- words of a name
+
+_word_text = st.text(alphabet=st.sampled_from("abcxyzAZ0189:/._@-é ") , max_size=60) | st.sampled_from(
+    ("tickets://zendesk/ticket/264870", "email:noah.hernandez7@x.example", "the com and", "a b c", "x" * 40,
+     " ".join(f"w{c}{c}" for c in "abcdefghijklmnopqrstu")))
+
+
+@settings(max_examples=400, deadline=None)
+@given(_word_text)
+def test_the_words_kernel_equals_the_reference_on_ascii_and_leaves_the_rest_to_it(text):
+    from detector.features import _STOP, _STOP_WORDS, _py_words_of
+
+    local = text.lower()
+    got = _native.words(local, _STOP_WORDS)
+    if local.isascii():
+        assert got == _py_words_of(local, _STOP)
+    else:
+        assert got is None
+
+
+def test_the_words_kernel_keeps_sixteen_words_after_the_stop_words():
+    from detector.features import _STOP, _STOP_WORDS, _py_words_of
+
+    local = "com " + " ".join(f"w{chr(97 + i)}" for i in range(20)) + " org"
+    got = _native.words(local, _STOP_WORDS)
+    assert got == _py_words_of(local, _STOP) and len(got) == 16
+    assert _native.words("com org mail", _STOP_WORDS) == ()
