@@ -123,6 +123,36 @@ row_of(PyObject *x, double *out, const char *what)
     return r < 0 ? -1 : n;
 }
 
+/* The row in log1p units (xb, n values, in place) and its deviations zb[i] = (xb[i] - loc[i]) / max(scale[i],
+ * floors[i]) for as many features as every buffer holds: that count, or -1 with Python's error where
+ * math.log1p raises (baseline._py_log_deviations). */
+static Py_ssize_t
+log_row_deviations(double *xb, Py_ssize_t n, const Py_buffer *lv, const Py_buffer *sv, const Py_buffer *fv,
+                   double *zb)
+{
+    Py_ssize_t m = n;
+    Py_ssize_t nl = lv->len / (Py_ssize_t)sizeof(double), ns = sv->len / (Py_ssize_t)sizeof(double),
+               nf = fv->len / (Py_ssize_t)sizeof(double);
+    if (nl < m) m = nl;
+    if (ns < m) m = ns;
+    if (nf < m) m = nf;
+    const double *loc = lv->buf, *scale = sv->buf, *floors = fv->buf;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        double v = xb[i];
+        double r = v == 0.0 ? v : log1p(v);  /* log1p(+-0) is +-0 (C99 F.9.3.9); most features are 0 */
+        if ((isnan(r) && !isnan(v)) || (isinf(r) && isfinite(v))) {
+            PyErr_SetString(PyExc_ValueError, "math domain error");
+            return -1;
+        }
+        xb[i] = r;
+    }
+    for (Py_ssize_t i = 0; i < m; i++) {
+        double sc = scale[i], f = floors[i];
+        zb[i] = (xb[i] - loc[i]) / (sc > f ? sc : f);
+    }
+    return m;
+}
+
 /* log_deviations(x, loc, scale, floors) -> (xl, z)
  *   xl = [log1p(v) for v in x]; z = [(v - m) / (s if s > f else f) for v, m, s, f in zip(xl, loc, scale, floors)] */
 static PyObject *
@@ -159,33 +189,22 @@ log_deviations(PyObject *self, PyObject *args)
         PyBuffer_Release(&sv);
         return NULL;
     }
-    Py_ssize_t m = n;
-    Py_ssize_t nl = lv.len / (Py_ssize_t)sizeof(double), ns = sv.len / (Py_ssize_t)sizeof(double),
-               nf = fv.len / (Py_ssize_t)sizeof(double);
-    if (nl < m) m = nl;
-    if (ns < m) m = ns;
-    if (nf < m) m = nf;
-    const double *loc = lv.buf, *scale = sv.buf, *floors = fv.buf;
+    double zb[MAX_ROW];
+    Py_ssize_t m = log_row_deviations(buf, n, &lv, &sv, &fv, zb);
+    if (m < 0)
+        goto done;
     xl = PyList_New(n);
     z = PyList_New(m);
     if (xl == NULL || z == NULL)
         goto done;
     for (Py_ssize_t i = 0; i < n; i++) {
-        double v = buf[i];
-        double r = v == 0.0 ? v : log1p(v);  /* log1p(+-0) is +-0 (C99 F.9.3.9); most features are 0 */
-        if ((isnan(r) && !isnan(v)) || (isinf(r) && isfinite(v))) {
-            PyErr_SetString(PyExc_ValueError, "math domain error");
-            goto done;
-        }
-        buf[i] = r;
-        PyObject *f = PyFloat_FromDouble(r);
+        PyObject *f = PyFloat_FromDouble(buf[i]);
         if (f == NULL)
             goto done;
         PyList_SET_ITEM(xl, i, f);
     }
     for (Py_ssize_t i = 0; i < m; i++) {
-        double s = scale[i], f = floors[i];
-        PyObject *o = PyFloat_FromDouble((buf[i] - loc[i]) / (s > f ? s : f));
+        PyObject *o = PyFloat_FromDouble(zb[i]);
         if (o == NULL)
             goto done;
         PyList_SET_ITEM(z, i, o);
@@ -1856,26 +1875,11 @@ deviate(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     have_s = 1;
     if (get_doubles(floors_o, &fv, 0, "floors") < 0) goto done;
     have_f = 1;
-    Py_ssize_t m = n;
-    Py_ssize_t nl = lv.len / (Py_ssize_t)sizeof(double), ns = sv.len / (Py_ssize_t)sizeof(double),
-               nf = fv.len / (Py_ssize_t)sizeof(double);
-    if (nl < m) m = nl;
-    if (ns < m) m = ns;
-    if (nf < m) m = nf;
-    const double *loc = lv.buf, *scale = sv.buf, *floors = fv.buf;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        double v = xb[i];
-        double r = v == 0.0 ? v : log1p(v);  /* log1p(+-0) is +-0 (C99 F.9.3.9); most features are 0 */
-        if ((isnan(r) && !isnan(v)) || (isinf(r) && isfinite(v))) {
-            PyErr_SetString(PyExc_ValueError, "math domain error");
-            goto done;
-        }
-        xb[i] = r;
-    }
-    for (Py_ssize_t i = 0; i < m; i++) {
-        double sc = scale[i], f = floors[i];
-        zb[i] = (xb[i] - loc[i]) / (sc > f ? sc : f);
-    }
+    Py_ssize_t m = log_row_deviations(xb, n, &lv, &sv, &fv, zb);
+    if (m < 0)
+        goto done;
+    const double *floors = fv.buf;
+    Py_ssize_t nf = fv.len / (Py_ssize_t)sizeof(double);
     /* the kind's profile */
     int by_kind = 0;
     if (get_doubles(kinds_o, &av, 0, "kinds") < 0) goto done;
