@@ -398,75 +398,6 @@ done:
 }
 
 
-/* forest_leaves(z, feature, threshold, depth, out)
- *   The bottom slot each row of z (n x d float64) reaches in each tree of a complete-tree forest
- *   (feature int32 and threshold float64, trees x inner nodes), written into out (n x trees int64) as
- *   models.store.Forest._py_leaves computes it: depth rounds of node = 2 node + 1 + (z[feature] > threshold). */
-static PyObject *
-forest_leaves(PyObject *self, PyObject *args)
-{
-    PyObject *z_o, *f_o, *t_o, *o_o;
-    Py_ssize_t depth;
-    PyObject *res = NULL;
-    if (!PyArg_ParseTuple(args, "OOOnO:forest_leaves", &z_o, &f_o, &t_o, &depth, &o_o))
-        return NULL;
-    Py_buffer zv, fv, tv, ov;
-    if (get_items(z_o, &zv, 0, 8, "d", "z") < 0)
-        return NULL;
-    if (get_items(f_o, &fv, 0, 4, "i", "feature") < 0)
-        goto f0;
-    if (get_items(t_o, &tv, 0, 8, "d", "threshold") < 0)
-        goto f1;
-    if (get_items(o_o, &ov, 1, 8, "lq", "out") < 0)
-        goto f2;
-    if (zv.ndim != 2 || fv.ndim != 2 || tv.ndim != 2 || ov.ndim != 2 || fv.shape[0] != tv.shape[0]
-            || fv.shape[1] != tv.shape[1] || ov.shape[0] != zv.shape[0] || ov.shape[1] != fv.shape[0]
-            || depth < 1 || depth > 40 || ((Py_ssize_t)1 << depth) - 1 != fv.shape[1]) {
-        PyErr_SetString(PyExc_ValueError, "forest_leaves: inconsistent shapes");
-        goto f3;
-    }
-    {
-        const Py_ssize_t n = zv.shape[0], d = zv.shape[1], trees = fv.shape[0], inner = fv.shape[1];
-        const double *z = zv.buf, *thr = tv.buf;
-        const int *feat = fv.buf;
-        int64_t *out = ov.buf;
-        for (Py_ssize_t t = 0; t < trees; t++) {
-            const int *ft = feat + t * inner;
-            for (Py_ssize_t i = 0; i < inner; i++) {
-                if (ft[i] < 0 || ft[i] >= d) {
-                    PyErr_SetString(PyExc_IndexError, "forest_leaves: a feature index is out of range");
-                    goto f3;
-                }
-            }
-        }
-        Py_BEGIN_ALLOW_THREADS
-        /* tree by tree (one tree's nodes stay in the cache while every row walks it) */
-        for (Py_ssize_t t = 0; t < trees; t++) {
-            const int *ft = feat + t * inner;
-            const double *tt = thr + t * inner;
-            for (Py_ssize_t r = 0; r < n; r++) {
-                const double *row = z + r * d;
-                Py_ssize_t node = 0;
-                for (Py_ssize_t k = 0; k < depth; k++)
-                    node = 2 * node + 1 + (row[ft[node]] > tt[node]);
-                out[r * trees + t] = node - inner + t * (inner + 1);
-            }
-        }
-        Py_END_ALLOW_THREADS
-    }
-    Py_INCREF(Py_None);
-    res = Py_None;
-f3:
-    PyBuffer_Release(&ov);
-f2:
-    PyBuffer_Release(&tv);
-f1:
-    PyBuffer_Release(&fv);
-f0:
-    PyBuffer_Release(&zv);
-    return res;
-}
-
 /* ------------------------------------------------------------------------------------------------------
  * extract(st, ev, policy, adopted) -> Observation | None
  *
@@ -2324,8 +2255,6 @@ static PyMethodDef methods[] = {
      "learn(xl, loc, scale, floors, a2, z95, up, down) -> (loc, scale): one learning step, on copies."},
     {"neglogs", neglogs, METH_VARARGS,
      "neglogs(z, tables, slopes, n, spz, zmax) -> list: -log10 p of each deviation."},
-    {"forest_leaves", forest_leaves, METH_VARARGS,
-     "forest_leaves(z, feature, threshold, depth, out): the leaf of each row in each tree, into out."},
     {"extract_setup", extract_setup, METH_VARARGS,
      "extract_setup(Observation, _words, destination_family, _is_outsider, EXTERNAL, BROADCAST[, words_cache[, Policy]]): what extract calls back."},
     {"crc32", crc32_, METH_VARARGS, "crc32(data, crc=0) -> int: zlib.crc32, as the kernel hashes names."},

@@ -24,7 +24,6 @@ from detector.baseline import Prior
 from detector.features import FEATURE_NAMES, N_FEATURES, SKETCH_BYTES as _FEATURE_SKETCH_BYTES
 from detector import scoring
 from detector.scoring import Calibration, FeatureTails
-from detector.native import kernels as _kernels
 from detector.habits import SLOTS as HABIT_SLOTS, WIDTH as HABIT_WIDTH
 
 __all__ = ["ModelError", "TrainedModel", "Forest", "load_model", "save_model", "load_engine", "tool_family", "FORMAT"]
@@ -135,16 +134,10 @@ class Forest:
         """Each row's mean path length over the trees: the reference of ``detector._score.Forest.means``."""
         # scikit-learn compares float32 inputs with its thresholds: do the same
         z = np.clip(z, -_Z_CLIP, _Z_CLIP).astype(np.float32).astype(np.float64)
-        if _kernels is not None:  # the same walk compiled (detector/native.py); tests/unit/test_native.py
-            leaf = np.empty((z.shape[0], self.feature.shape[0]), dtype=np.int64)
-            _kernels.forest_leaves(np.ascontiguousarray(z), self.feature, self.threshold, self.depth, leaf)
-        else:
-            leaf = self._py_leaves(z)
-        return self.path.ravel()[leaf].mean(axis=1)
+        return self.path.ravel()[self._py_leaves(z)].mean(axis=1)
 
     def _py_leaves(self, z: np.ndarray) -> np.ndarray:
-        """The bottom slot (an index into ``path.ravel()``) each row reaches in each tree: the reference of
-        ``detector._native.forest_leaves``."""
+        """The bottom slot (an index into ``path.ravel()``) each row reaches in each tree."""
         n = z.shape[0]
         T, inner = self.feature.shape
         feat = self.feature.ravel()

@@ -207,47 +207,6 @@ def test_a_replay_of_the_public_fixture_is_byte_identical_with_and_without_the_k
     assert len(out["decisions.jsonl"].decode().splitlines()) == 546
 
 
-# ------------------------------------------------------------------------- the isolation forest's walk
-
-@pytest.fixture(scope="module")
-def forest():
-    import numpy as np
-    from sklearn.ensemble import IsolationForest
-
-    from models.store import Forest
-
-    rng = np.random.default_rng(5)
-    iso = IsolationForest(n_estimators=25, max_samples=64, random_state=0).fit(rng.normal(size=(400, N_FEATURES)))
-    return Forest.from_sklearn(iso)
-
-
-@settings(max_examples=100, deadline=None)
-@given(st.lists(st.lists(st.one_of(st.floats(min_value=-12.0, max_value=12.0), st.just(0.0)), min_size=N_FEATURES,
-                         max_size=N_FEATURES), min_size=1, max_size=40))
-def test_the_leaves_a_batch_reaches_in_the_forest_equal_the_reference(forest, rows):
-    import numpy as np
-
-    z = np.array(rows, dtype=np.float64)
-    leaf = np.empty((len(rows), forest.feature.shape[0]), dtype=np.int64)
-    _native.forest_leaves(z, forest.feature, forest.threshold, forest.depth, leaf)
-    assert np.array_equal(leaf, forest._py_leaves(z))
-
-
-def test_a_forest_that_is_not_laid_out_as_complete_trees_is_refused(forest):
-    import numpy as np
-
-    z = np.zeros((2, N_FEATURES))
-    out = np.empty((2, forest.feature.shape[0]), dtype=np.int64)
-    with pytest.raises(ValueError):
-        _native.forest_leaves(z, forest.feature, forest.threshold, forest.depth + 1, out)
-    bad = forest.feature.copy()
-    bad[0, 0] = N_FEATURES  # a feature the rows do not have
-    with pytest.raises(IndexError):
-        _native.forest_leaves(z, bad, forest.threshold, forest.depth, out)
-    with pytest.raises(TypeError):
-        _native.forest_leaves(z, forest.feature.astype(np.int64), forest.threshold, forest.depth, out)
-
-
 def test_without_the_kernel_the_engine_runs_the_references_and_says_so_once_on_stderr():
     probe = """
 import sys
