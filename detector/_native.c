@@ -1776,15 +1776,17 @@ kind_slot(const double *a, Py_ssize_t len, Py_ssize_t w, double fk)
     return -1;
 }
 
-/* deviate(x, loc, scale, floors, kinds, kind, kind_features, kind_min, z95[, xl_out]) -> (xl, z, by_kind)
+/* deviate(x, loc, scale, floors, kinds, kind, kind_features, kind_min, z95[, xl_out[, z_out]]) -> (xl, z, by_kind)
+ *   xl_out, z_out (array('d') as long as the row and its deviations, or None): written and returned instead of
+ *   lists (no float object per feature)
  *   log_deviations, then the kind's profile compare (baseline._py_deviate); xl_out (an array('d') as long as
  *   x): the row in log1p units is written there and returned instead of a new list */
 static PyObject *
 deviate(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    PyObject *x, *loc_o, *scale_o, *floors_o, *kinds_o, *kf_o, *xl_out = NULL;
+    PyObject *x, *loc_o, *scale_o, *floors_o, *kinds_o, *kf_o, *xl_out = NULL, *z_out = NULL;
     double fk, kmin, z95;
-    if (fc_count("deviate", nargs, 9, 10) < 0)
+    if (fc_count("deviate", nargs, 9, 11) < 0)
         return NULL;
     x = args[0], loc_o = args[1], scale_o = args[2], floors_o = args[3], kinds_o = args[4], kf_o = args[6];
     if (fc_d(args[5], &fk) < 0 || fc_d(args[7], &kmin) < 0 || fc_d(args[8], &z95) < 0)
@@ -1793,12 +1795,14 @@ deviate(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         xl_out = args[9];
     if (xl_out == Py_None)
         xl_out = NULL;
+    if (nargs > 10 && args[10] != Py_None)
+        z_out = args[10];
     double xb[MAX_ROW], zb[MAX_ROW];
     Py_ssize_t n = row_of(x, xb, "x must be a sequence of floats");
     if (n < 0)
         return NULL;
-    Py_buffer lv, sv, fv, av, ov;
-    int have_l = 0, have_s = 0, have_f = 0, have_a = 0, have_o = 0;
+    Py_buffer lv, sv, fv, av, ov, zv;
+    int have_l = 0, have_s = 0, have_f = 0, have_a = 0, have_o = 0, have_z = 0;
     PyObject *xl = NULL, *z = NULL, *res = NULL;
     if (get_doubles(loc_o, &lv, 0, "loc") < 0) goto done;
     have_l = 1;
@@ -1855,11 +1859,23 @@ deviate(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             PyList_SET_ITEM(xl, i, o);
         }
     }
-    if ((z = PyList_New(m)) == NULL) goto done;
-    for (Py_ssize_t i = 0; i < m; i++) {
-        PyObject *o = PyFloat_FromDouble(zb[i]);
-        if (o == NULL) goto done;
-        PyList_SET_ITEM(z, i, o);
+    if (z_out != NULL) {
+        if (get_doubles(z_out, &zv, 1, "z_out") < 0) goto done;
+        have_z = 1;
+        if (zv.len != m * (Py_ssize_t)sizeof(double)) {
+            PyErr_SetString(PyExc_ValueError, "deviate: z_out must be as long as the deviations");
+            goto done;
+        }
+        memcpy(zv.buf, zb, (size_t)m * sizeof(double));
+        z = z_out;
+        Py_INCREF(z);
+    } else {
+        if ((z = PyList_New(m)) == NULL) goto done;
+        for (Py_ssize_t i = 0; i < m; i++) {
+            PyObject *o = PyFloat_FromDouble(zb[i]);
+            if (o == NULL) goto done;
+            PyList_SET_ITEM(z, i, o);
+        }
     }
     res = PyTuple_Pack(3, xl, z, by_kind ? Py_True : Py_False);
 done:
@@ -1870,6 +1886,7 @@ done:
     if (have_f) PyBuffer_Release(&fv);
     if (have_a) PyBuffer_Release(&av);
     if (have_o) PyBuffer_Release(&ov);
+    if (have_z) PyBuffer_Release(&zv);
     return res;
 }
 
@@ -1988,11 +2005,12 @@ fail_x:
     return NULL;
 }
 
-/* rarities((tables, slopes, n, spz, zmax, slack, reach_quiet), z, x, caps, quiet, known_reach[, rows])
+/* rarities((tables, slopes, n, spz, zmax, slack, reach_quiet), z, x, caps, quiet, known_reach[, rows[, r_out]])
  *   -> (r, raw, top); rows (a bytearray, or None/absent): the final z appended as native doubles (the batch's rows
- *   for the model).
- *   z (a list of floats) changed in place as engine._py_rarities changes it; None (nothing changed) when
- *   z or x holds something other than floats: the reference decides. */
+ *   for the model); r_out (an array('d') as long as r, or None/absent): r written there and returned instead of a
+ *   list (a list too when it is not as long).
+ *   z (a list of floats, or an array('d')) changed in place as engine._py_rarities changes it; x a list of floats
+ *   or an array('d'); None (nothing changed) when z or x holds something other than floats: the reference decides. */
 static PyObject *
 rarities(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -2000,8 +2018,8 @@ rarities(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     Py_ssize_t n;
     double slack, spz, zmax;
     int known_reach;
-    PyObject *rows = NULL;
-    if (fc_count("rarities", nargs, 6, 7) < 0)
+    PyObject *rows = NULL, *r_out = NULL;
+    if (fc_count("rarities", nargs, 6, 8) < 0)
         return NULL;
     PyObject *consts = args[0];
     if (!PyTuple_CheckExact(consts) || PyTuple_GET_SIZE(consts) != 7) {
@@ -2019,71 +2037,106 @@ rarities(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         rows = args[6];
     if (rows == Py_None)
         rows = NULL;
+    if (nargs > 7 && args[7] != Py_None)
+        r_out = args[7];
     if (rows != NULL && !PyByteArray_CheckExact(rows)) {
         PyErr_SetString(PyExc_TypeError, "rarities: rows must be a bytearray or None");
         return NULL;
     }
-    if (!PyList_CheckExact(z) || !PyList_CheckExact(x) || !PyTuple_CheckExact(quiet)
-            || !PyTuple_CheckExact(reach_quiet))
+    if (!PyTuple_CheckExact(quiet) || !PyTuple_CheckExact(reach_quiet))
         Py_RETURN_NONE;
-    Py_ssize_t k = PyList_GET_SIZE(z);
+    /* z: a list of floats, or a writable array of doubles (written in place) */
+    Py_buffer zv, xv, cv, tv, sv, rv;
+    int have_zv = 0, have_xv = 0, have_tv = 0, have_sv = 0, have_rv = 0;
+    int z_list = PyList_CheckExact(z), x_list = PyList_CheckExact(x);
+    PyObject *res = NULL, *r = NULL;
+    double zb[MAX_ROW], rb[MAX_ROW];
+    Py_ssize_t k;
+    if (z_list) {
+        k = PyList_GET_SIZE(z);
+    } else {
+        if (!PyObject_CheckBuffer(z) || get_doubles(z, &zv, 1, "z") < 0) {
+            PyErr_Clear();
+            Py_RETURN_NONE;
+        }
+        have_zv = 1;
+        k = zv.len / (Py_ssize_t)sizeof(double);
+    }
+    if (!x_list) {
+        if (!PyObject_CheckBuffer(x) || get_doubles(x, &xv, 0, "x") < 0) {
+            PyErr_Clear();
+            goto none;
+        }
+        have_xv = 1;
+    }
     if (k > MAX_ROW) {
         PyErr_SetString(PyExc_ValueError, "row too long for the native kernel");
-        return NULL;
+        goto done;
     }
-    double zb[MAX_ROW], rb[MAX_ROW];
     rb[0] = 0.0;
-    for (Py_ssize_t i = 0; i < k; i++) {
-        PyObject *o = PyList_GET_ITEM(z, i);
-        if (!PyFloat_CheckExact(o))
-            Py_RETURN_NONE;
-        zb[i] = PyFloat_AS_DOUBLE(o);
+    if (z_list) {
+        for (Py_ssize_t i = 0; i < k; i++) {
+            PyObject *o = PyList_GET_ITEM(z, i);
+            if (!PyFloat_CheckExact(o))
+                goto none;
+            zb[i] = PyFloat_AS_DOUBLE(o);
+        }
+    } else {
+        memcpy(zb, zv.buf, (size_t)k * sizeof(double));
     }
     unsigned char zset[MAX_ROW];
     memset(zset, 0, (size_t)k);
-    Py_buffer cv, tv, sv;
-    int have_caps = caps_o != Py_None;
-    if (have_caps) {
+    if (caps_o != Py_None) {
         if (get_doubles(caps_o, &cv, 0, "caps") < 0)
-            return NULL;
+            goto done;
         Py_ssize_t nc = cv.len / (Py_ssize_t)sizeof(double);
         const double *caps = cv.buf;
-        Py_ssize_t nx = PyList_GET_SIZE(x);
+        Py_ssize_t nx = x_list ? PyList_GET_SIZE(x) : xv.len / (Py_ssize_t)sizeof(double);
+        int bad = 0; /* 1: an IndexError set, 2: x holds something other than floats */
         for (Py_ssize_t i = 0; i < nc; i++) {
             double cap = caps[i];
             if (!(cap > 0.0))
                 continue;
             if (i >= k) {
-                PyBuffer_Release(&cv);
                 PyErr_SetString(PyExc_IndexError, "list index out of range");
-                return NULL;
+                bad = 1;
+                break;
             }
             if (!(zb[i] > 0.0))
                 continue;
             if (i >= nx) {
-                PyBuffer_Release(&cv);
                 PyErr_SetString(PyExc_IndexError, "list index out of range");
-                return NULL;
+                bad = 1;
+                break;
             }
-            PyObject *xo = PyList_GET_ITEM(x, i);
-            if (!PyFloat_CheckExact(xo)) {
-                PyBuffer_Release(&cv);
-                Py_RETURN_NONE;
+            double xi;
+            if (x_list) {
+                PyObject *xo = PyList_GET_ITEM(x, i);
+                if (!PyFloat_CheckExact(xo)) {
+                    bad = 2;
+                    break;
+                }
+                xi = PyFloat_AS_DOUBLE(xo);
+            } else {
+                xi = ((const double *)xv.buf)[i];
             }
-            if (PyFloat_AS_DOUBLE(xo) <= slack * cap) {
+            if (xi <= slack * cap) {
                 zb[i] = 0.0;
                 zset[i] = 1;
             }
         }
         PyBuffer_Release(&cv);
+        if (bad == 1)
+            goto done;
+        if (bad == 2)
+            goto none;
     }
     if (get_doubles(tables_o, &tv, 0, "tables") < 0)
-        return NULL;
-    if (get_doubles(slopes_o, &sv, 0, "slopes") < 0) {
-        PyBuffer_Release(&tv);
-        return NULL;
-    }
-    PyObject *res = NULL, *r = NULL;
+        goto done;
+    have_tv = 1;
+    if (get_doubles(slopes_o, &sv, 0, "slopes") < 0)
+        goto done;
+    have_sv = 1;
     Py_ssize_t nfeat = sv.len / (Py_ssize_t)sizeof(double);
     if (n < 1 || tv.len != nfeat * n * (Py_ssize_t)sizeof(double)) {
         PyErr_SetString(PyExc_ValueError, "rarities: tables must hold n values per slope");
@@ -2130,21 +2183,38 @@ rarities(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     for (Py_ssize_t i = 1; i < kr; i++)
         if (rb[i] > top)
             top = rb[i];
-    r = PyList_New(kr);
-    if (r == NULL)
-        goto done;
-    for (Py_ssize_t i = 0; i < kr; i++) {
-        PyObject *o = PyFloat_FromDouble(rb[i]);
-        if (o == NULL)
+    if (r_out != NULL) {
+        if (get_doubles(r_out, &rv, 1, "r_out") < 0)
             goto done;
-        PyList_SET_ITEM(r, i, o);
+        have_rv = 1;
+        if (rv.len != kr * (Py_ssize_t)sizeof(double))
+            r_out = NULL; /* not as long as r (tails of fewer features): a list, as without it */
+    }
+    if (r_out != NULL) {
+        memcpy(rv.buf, rb, (size_t)kr * sizeof(double));
+        r = r_out;
+        Py_INCREF(r);
+    } else {
+        r = PyList_New(kr);
+        if (r == NULL)
+            goto done;
+        for (Py_ssize_t i = 0; i < kr; i++) {
+            PyObject *o = PyFloat_FromDouble(rb[i]);
+            if (o == NULL)
+                goto done;
+            PyList_SET_ITEM(r, i, o);
+        }
     }
     for (Py_ssize_t i = 0; i < k; i++) {
         if (zset[i]) {
-            PyObject *o = PyFloat_FromDouble(0.0);
-            if (o == NULL)
-                goto done;
-            PyList_SetItem(z, i, o);
+            if (z_list) {
+                PyObject *o = PyFloat_FromDouble(0.0);
+                if (o == NULL)
+                    goto done;
+                PyList_SetItem(z, i, o);
+            } else {
+                ((double *)zv.buf)[i] = 0.0;
+            }
         }
     }
     if (rows != NULL) {
@@ -2154,10 +2224,17 @@ rarities(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         memcpy(PyByteArray_AS_STRING(rows) + at, zb, (size_t)k * sizeof(double));
     }
     res = Py_BuildValue("(Odd)", r, raw, top);
+    goto done;
+none:
+    res = Py_None;
+    Py_INCREF(res);
 done:
     Py_XDECREF(r);
-    PyBuffer_Release(&tv);
-    PyBuffer_Release(&sv);
+    if (have_zv) PyBuffer_Release(&zv);
+    if (have_xv) PyBuffer_Release(&xv);
+    if (have_tv) PyBuffer_Release(&tv);
+    if (have_sv) PyBuffer_Release(&sv);
+    if (have_rv) PyBuffer_Release(&rv);
     return res;
 }
 
@@ -2263,9 +2340,10 @@ static PyMethodDef methods[] = {
     {"extract", (PyCFunction)(void (*)(void))extract, METH_FASTCALL,
      "extract(st, ev, policy, adopted) -> Observation, or None for the reference to decide (detector.features)."},
     {"deviate", (PyCFunction)(void (*)(void))deviate, METH_FASTCALL,
-     "deviate(x, loc, scale, floors, kinds, kind, kind_features, kind_min, z95) -> (xl, z, by_kind)."},
+     "deviate(x, loc, scale, floors, kinds, kind, kind_features, kind_min, z95[, xl_out[, z_out]]) -> (xl, z, by_kind)."},
     {"rarities", (PyCFunction)(void (*)(void))rarities, METH_FASTCALL,
-     "rarities((tables, slopes, n, spz, zmax, slack, reach_quiet), z, x, caps, quiet, known_reach[, rows]) -> (r, raw, top)."},
+     "rarities((tables, slopes, n, spz, zmax, slack, reach_quiet), z, x, caps, quiet, known_reach[, rows[, r_out]])"
+     " -> (r, raw, top)."},
     {"kind_learn", (PyCFunction)(void (*)(void))kind_learn, METH_FASTCALL,
      "kind_learn(kinds, kind, xl, t, kind_features, kind_floors, z95, up, down, alpha_min) -> bool."},
     {"remember", (PyCFunction)(void (*)(void))remember, METH_FASTCALL,

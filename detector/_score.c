@@ -654,12 +654,16 @@ fail:
 static PyObject *
 Evidence_strength(Evidence *self, PyObject *const *args, Py_ssize_t nargs)
 {
+    enum { MAX_R = 256 };
+    double r_copy[MAX_R];
     if (nargs != 4) {
         PyErr_SetString(PyExc_TypeError, "strength(r, moving, sensitive, established)");
         return NULL;
     }
     PyObject *r = args[0];
-    PyObject **items;
+    PyObject **items = NULL;
+    const double *vals = NULL; /* r as an array('d') */
+    Py_buffer rv;
     Py_ssize_t len;
     if (PyList_CheckExact(r)) {
         items = PySequence_Fast_ITEMS(r);
@@ -667,7 +671,19 @@ Evidence_strength(Evidence *self, PyObject *const *args, Py_ssize_t nargs)
     } else if (PyTuple_CheckExact(r)) {
         items = PySequence_Fast_ITEMS(r);
         len = PyTuple_GET_SIZE(r);
+    } else if (PyObject_CheckBuffer(r) && get_items(r, &rv, 0, 8, "d", "r") == 0) {
+        /* the values are copied out before anything else can run: the view is released at once */
+        len = rv.len / 8;
+        if (len > MAX_R)
+            len = -1;
+        else
+            memcpy(r_copy, rv.buf, (size_t)len * sizeof(double));
+        PyBuffer_Release(&rv);
+        if (len < 0)
+            Py_RETURN_NONE;
+        vals = r_copy;
     } else {
+        PyErr_Clear();
         Py_RETURN_NONE;
     }
     if (len < self->need || !PyBool_Check(args[1]) || !PyBool_Check(args[2]) || !PyBool_Check(args[3]))
@@ -683,10 +699,15 @@ Evidence_strength(Evidence *self, PyObject *const *args, Py_ssize_t nargs)
             continue;
         double v = 0.0;
         for (int j = self->start[g]; j < self->start[g + 1]; j++) {
-            PyObject *o = items[self->idx[j]];
-            if (!PyFloat_CheckExact(o))
-                Py_RETURN_NONE;
-            double x = PyFloat_AS_DOUBLE(o);
+            double x;
+            if (vals != NULL) {
+                x = vals[self->idx[j]];
+            } else {
+                PyObject *o = items[self->idx[j]];
+                if (!PyFloat_CheckExact(o))
+                    Py_RETURN_NONE;
+                x = PyFloat_AS_DOUBLE(o);
+            }
             if (j == self->start[g] || x > v)
                 v = x;
         }

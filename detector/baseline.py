@@ -176,17 +176,24 @@ _KIND_FLOORS = tuple((f, FLOORS[f]) for f in _KIND_FEATURES)
 
 
 def _py_deviate(x, loc, scale, floors, kinds, kind: float, kind_features, kind_min: float, z95: float,
-                xl_out: array | None = None) -> tuple[list[float] | array, list[float], bool]:
+                xl_out: array | None = None, z_out: array | None = None) -> tuple[list[float] | array,
+                                                                               list[float] | array, bool]:
     """:func:`_py_log_deviations` of a row, then its magnitudes' deviations lowered to those from the kind's
-    profile in ``kinds`` (:meth:`KindProfiles.compare`), and whether the kind has one. ``xl_out`` (an
-    ``array('d')`` as long as the row): the row in log1p units is written there and returned instead of a
-    list (25 floats fewer to make). The reference of ``detector._native.deviate``."""
+    profile in ``kinds`` (:meth:`KindProfiles.compare`), and whether the kind has one. ``xl_out``, ``z_out``
+    (``array('d')`` as long as the row and its deviations): the row in log1p units and the deviations are
+    written there and returned instead of lists (25 floats fewer to make, and to free, each). The reference of
+    ``detector._native.deviate``."""
     xl, z = _py_log_deviations(x, loc, scale, floors)
     if xl_out is not None:
         if len(xl_out) != len(xl):
             raise ValueError("deviate: xl_out must be as long as the row")
         xl_out[:] = array("d", xl)
         xl = xl_out
+    if z_out is not None:
+        if len(z_out) != len(z):
+            raise ValueError("deviate: z_out must be as long as the deviations")
+        z_out[:] = array("d", z)
+        z = z_out
     w = 3 + 2 * len(kind_features)
     keys = kinds[0::w]
     if kind not in keys:

@@ -412,7 +412,8 @@ class Decision:
         #: clauses of the agent's intended-use manifest this action breaks (detector.manifest.Violation)
         self.violations: list = []
         self.dest_classes: tuple[str, ...] = ()
-        self.z: list[float] | None = None
+        #: the deviations (an array('d'), or a list without the compiled kernel)
+        self.z: array | list[float] | None = None
         #: the feature values (natural units), for drift monitoring
         self.x: list[float] | None = None
         #: the evidence of harm on the score scale (what one action needs to trip the breaker alone);
@@ -707,8 +708,9 @@ class Engine:
         # the row in log1p units and its deviations; like with like: this action's magnitudes against this
         # kind of action's too (once it has a profile)
         bl = st.baseline
+        # Baseline.deviate, the log1p row and the deviations as arrays
         xl, z, by_kind = _deviate(obs.x, bl.loc, bl.scale, _FLOORS, st.kinds.a, float(obs.kind), _KIND_FEATURES,
-                                  KIND_MIN, Z95, _new_row())  # Baseline.deviate, the log1p row as an array
+                                  KIND_MIN, Z95, _new_row(), _new_row())
         if z[_I_TASK_ACTIONS] >= REASON_Z and ev.task_id is not None:  # a long task is news once
             _long_task(st, ev.task_id, obs.x[_I_TASK_ACTIONS], z, learn)
         # a never-seen destination of a family this agent often sends somewhere new (new payees, new
@@ -727,7 +729,7 @@ class Engine:
             caps = None
         # the rarities, the largest (raw: what learning looks at), and the blame (_py_rarities)
         rar = self._rarities
-        got = _k_rarities(rar, z, x, caps, obs.quiet, obs.known_reach, rows) if rar is not None else None
+        got = _k_rarities(rar, z, x, caps, obs.quiet, obs.known_reach, rows, _new_row()) if rar is not None else None
         if got is None:
             got = _py_rarities(self._tails, z, x, caps, obs.quiet, obs.known_reach)
             if rows is not None:

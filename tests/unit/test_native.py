@@ -414,6 +414,18 @@ def test_deviations_with_the_kinds_profile_equal_the_reference_bit_for_bit(x, lo
     xa_p, za_p, ba_p = _py_deviate(x, loc, scale, _FLOORS, kinds, kind, _KIND_FEATURES, KIND_MIN, Z95, outs[1])
     assert xa_n is outs[0] and xa_p is outs[1] and xa_n.tobytes() == xa_p.tobytes() == bits(xl_p)
     assert bits(za_n) == bits(za_p) == bits(z_p) and ba_n is ba_p is by_p
+    # and the deviations too (what the engine asks for now), by both
+    zouts = (array("d", [7.0] * N_FEATURES), array("d", [7.0] * N_FEATURES))
+    _, zo_n, bo_n = _native.deviate(x, loc, scale, _FLOORS, kinds, kind, _KIND_FEATURES, KIND_MIN, Z95, None, zouts[0])
+    _, zo_p, bo_p = _py_deviate(x, loc, scale, _FLOORS, kinds, kind, _KIND_FEATURES, KIND_MIN, Z95, None, zouts[1])
+    assert zo_n is zouts[0] and zo_p is zouts[1] and bits(zo_n) == bits(zo_p) == bits(z_p) and bo_n is bo_p is by_p
+
+
+def test_deviations_into_an_array_of_the_wrong_length_are_refused_by_both():
+    x, ones = [1.0] * N_FEATURES, array("d", [1.0] * N_FEATURES)
+    for fn in (_native.deviate, _py_deviate):
+        with pytest.raises(ValueError, match="z_out"):
+            fn(x, ones, ones, _FLOORS, array("d"), 7.0, _KIND_FEATURES, KIND_MIN, Z95, None, array("d", [0.0] * 3))
 
 
 def test_a_kinds_established_profile_lowers_the_magnitudes_deviations_in_both():
@@ -502,6 +514,23 @@ def test_rarities_caps_and_blame_equal_the_reference_bit_for_bit(z, x, caps, qui
     assert bits(z_n) == bits(z_p) and all(type(v) is float for v in z_n + got[0])
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_z, min_size=N_FEATURES, max_size=N_FEATURES), st.lists(st.floats(0.0, 1e5), min_size=N_FEATURES,
+       max_size=N_FEATURES), _caps, _quiet, st.booleans(), st.sampled_from(_TAILS))
+def test_rarities_of_arrays_equal_those_of_lists_bit_for_bit(z, x, caps, quiet, known_reach, tails):
+    """What the engine hands the kernel: z and x as array('d'), r written into an array: the same numbers, and z
+    changed in place the same way, as with lists (and as the reference)."""
+    got, ref, z_n, z_p = _rarities_both(tails, z, x, caps, quiet, known_reach)
+    za, r_out = array("d", z), array("d", [7.0] * N_FEATURES)
+    rows = bytearray()
+    arr = _rarities_kernel(tails)(za, array("d", x), caps, quiet, known_reach, rows, r_out)
+    assert arr[0] is r_out and bits(arr[0]) == bits(ref[0]) and bits(arr[1:]) == bits(ref[1:])
+    assert bits(za) == bits(z_p) and bytes(rows) == za.tobytes()
+    # an r_out of another length: r as a list, as without one
+    short = _rarities_kernel(tails)(array("d", z), x, caps, quiet, known_reach, None, array("d", [0.0]))
+    assert type(short[0]) is list and bits(short[0]) == bits(ref[0])
+
+
 def test_the_blame_zeroes_what_the_action_added_nothing_to_after_the_largest_rarity_is_taken():
     tails = _TAILS[0]
     z = [0.0] * N_FEATURES
@@ -540,6 +569,9 @@ def test_rows_the_rarities_kernel_does_not_take_are_left_to_the_reference_untouc
     x = [1] * N_FEATURES
     z = [2.0] * N_FEATURES
     assert k(z, x, caps, (), False) is None and z == [2.0] * N_FEATURES
+    za = array("d", z)  # an array z with x of ints: the reference decides, z untouched
+    assert k(za, x, caps, (), False) is None and list(za) == z
+    assert k(array("f", z), [1.0] * N_FEATURES, None, (), False) is None  # not doubles
 
 
 # ------------------------------------------------------------------------- the duplicate ring

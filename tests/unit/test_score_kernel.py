@@ -315,6 +315,8 @@ def test_the_compiled_strength_equals_the_reference(r, moving, sensitive, establ
                                                                  established=established))
     assert (outcome(lambda: strength(tuple(r), moving=moving, sensitive=sensitive))
             == outcome(lambda: _py_strength(r, moving=moving, sensitive=sensitive)))
+    # r as an array('d') (what the engine's rarities kernel gives): the same numbers
+    assert outcome(lambda: EVIDENCE.strength(array("d", r), moving, sensitive, established)) == outcome(lambda: got)
 
 
 @settings(max_examples=100, deadline=None)
