@@ -793,9 +793,46 @@ fisher(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     return PyFloat_FromDouble(p < 1.0 ? p : 1.0);
 }
 
+/* round4(x) -> round(x, 4) for a float, to the last bit (the decision record's and the trace's scores).
+ * Python's round() takes the exact decimal value of x to 4 places (half to even) and reads it back as the
+ * nearest double, through a decimal string (~2,500 instructions). When |x| < 1e4, every half k + 0.5 near
+ * x * 1e4 is a double and rounding the product is monotonic, so the computed product is on the same side of
+ * each half as the exact one, or on it: away from a half (by more than 1e-6, a margin) its nearest integer k
+ * is the one round() takes, and k / 1e4 (both exact, the division correctly rounded) is the double nearest that
+ * decimal, the one round() reads back. Anything else (a tie or near one, large or not finite, not a float)
+ * goes to round() itself. */
+static PyObject *
+round4(PyObject *self, PyObject *arg)
+{
+    if (PyFloat_CheckExact(arg)) {
+        const double x = PyFloat_AS_DOUBLE(arg);
+        if (fabs(x) < 1e4) {
+            const double y = x * 10000.0, f = floor(y), frac = y - f;
+            if (fabs(frac - 0.5) > 1e-6) {
+                double r = (frac > 0.5 ? f + 1.0 : f) / 10000.0;
+                if (r == 0.0)
+                    r = copysign(0.0, x); /* round() keeps the sign of a zero */
+                return PyFloat_FromDouble(r);
+            }
+        }
+    }
+    static PyObject *round_ = NULL; /* the builtin round */
+    if (round_ == NULL) {
+        PyObject *builtins = PyImport_ImportModule("builtins");
+        if (builtins == NULL)
+            return NULL;
+        round_ = PyObject_GetAttrString(builtins, "round");
+        Py_DECREF(builtins);
+        if (round_ == NULL)
+            return NULL;
+    }
+    return PyObject_CallFunction(round_, "Oi", arg, 4);
+}
+
 static PyMethodDef methods[] = {
     {"fisher", (PyCFunction)(void (*)(void))fisher, METH_FASTCALL,
      "fisher(total, k) -> detector.evidence.fisher(total, k), or None for the reference to decide."},
+    {"round4", (PyCFunction)round4, METH_O, "round4(x) -> round(x, 4), to the last bit."},
     {NULL, NULL, 0, NULL},
 };
 

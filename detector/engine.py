@@ -44,7 +44,7 @@ from detector.native import kernels as _kernels
 from detector.policy import Policy
 from detector.features import FEATURE_NAMES as _FEATURE_NAMES, N_FEATURES
 from detector.habits import Habits, family_key, sends_of
-from detector.scoring import REASON_NEGLOG, REASON_Z, Calibration, FeatureTails, explain, score_of
+from detector.scoring import REASON_NEGLOG, REASON_Z, Calibration, FeatureTails, explain, round4, score_of
 from detector.sketch import dedupe_key, stable_hash
 from detector.timestamps import instant_or_none, iso_utc
 from detector.trace import TraceStore
@@ -595,7 +595,7 @@ class Engine:
                 if not reasons:  # rare only taken together: name what added most
                     names = [_FEATURE_NAMES[i] for i in sorted(range(N_FEATURES), key=lambda i: (-r[i], i))[:3]
                              if r[i] > 0.0]
-                    reasons.append({"feature": "combination", "value": round(score, 4), "baseline": 0.0,
+                    reasons.append({"feature": "combination", "value": round4(score), "baseline": 0.0,
                                     "detail": "no single feature is rare enough to name; rare taken together"
                                               + (": " + ", ".join(names) if names else "") + "."})
                 if obs.approved:
@@ -624,7 +624,7 @@ class Engine:
                                           evidence=spend)
             d.transition = transition
             d.record = {
-                "event_id": ev.event_id, "agent_id": ev.agent_id, "ts": ev.ts, "score": round(score, 4),
+                "event_id": ev.event_id, "agent_id": ev.agent_id, "ts": ev.ts, "score": round4(score),
                 "severity": severity, "reasons": reasons, "action_taken": action, "breaker_state": b.state,
                 "model_version": version,
             }
@@ -647,7 +647,7 @@ class Engine:
         trace = self.traces.snapshot(ev.agent_id)
         return {
             "incident_id": incident_id, "agent_id": ev.agent_id, "opened_at": ev.ts,
-            "trigger_event_id": ev.event_id, "score": round(score, 4), "severity": severity, "reasons": reasons,
+            "trigger_event_id": ev.event_id, "score": round4(score), "severity": severity, "reasons": reasons,
             "model_version": self._version,
             "attribution": _attribution(trace, operator_id=ev.operator_id, requested_by=ev.requested_by,
                                         instruction_hash=ev.instruction_hash, task_id=ev.task_id,

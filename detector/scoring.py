@@ -42,7 +42,16 @@ if _kernels is not None:
             "the compiled kernel detector._score is not built (%s): running the pure-Python scoring "
             "(same decisions, slower); reinstall with a C compiler and Python headers (bash scripts/install.sh)", err)
 
-__all__ = ["Calibration", "FeatureTails", "score_of", "explain", "P_FLOOR", "REASON_Z", "REASON_NEGLOG"]
+__all__ = ["Calibration", "FeatureTails", "score_of", "explain", "round4", "P_FLOOR", "REASON_Z", "REASON_NEGLOG"]
+
+
+def _py_round4(x: float) -> float:
+    """A score as records carry it: ``round(x, 4)``. The reference of ``detector._score.round4`` (the same
+    number without the decimal string Python's round() goes through)."""
+    return round(x, 4)
+
+
+round4 = _score.round4 if _score is not None else _py_round4
 
 P_FLOOR = 1e-6
 #: a feature is named as a reason when its robust z is at least this ...

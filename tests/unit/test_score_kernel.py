@@ -380,3 +380,24 @@ def test_the_engines_decisions_with_a_trained_model_are_the_same_without_the_ker
     fast = records()
     pure()
     assert records() == fast
+
+
+# ------------------------------------------------------------------------- a score to 4 places
+
+_near_ties = st.integers(-10 ** 8, 10 ** 8).flatmap(
+    lambda k: st.sampled_from([(k + 0.5) / 1e4, math.nextafter((k + 0.5) / 1e4, math.inf),
+                               math.nextafter((k + 0.5) / 1e4, -math.inf), k / 1e4]))
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.one_of(st.floats(0.0, 1.0), st.floats(-2e4, 2e4), st.floats(allow_nan=True, allow_infinity=True),
+                 _near_ties, st.floats(-1e-3, 1e-3)))
+def test_round4_is_round_to_4_places_to_the_last_bit(x):
+    assert bits([_score.round4(x)]) == bits([round(x, 4)]) == bits([scoring._py_round4(x)])
+
+
+def test_round4_of_what_is_not_a_float_is_what_round_gives():
+    assert _score.round4(3) == 3 and type(_score.round4(3)) is int
+    assert _score.round4(True) == round(True, 4)
+    with pytest.raises(TypeError):
+        _score.round4("0.5")
