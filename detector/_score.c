@@ -651,16 +651,15 @@ fail:
     return NULL;
 }
 
-static PyObject *
-Evidence_strength(Evidence *self, PyObject *const *args, Py_ssize_t nargs)
+/* evidence.strength over r (a list or tuple of floats, or an array('d')): 0 with solo, total and k set; 1 when
+ * the reference decides (r of another type or too short, an item not a float, a flag not a bool); -1 with an
+ * exception set */
+static int
+strength_of(Evidence *self, PyObject *r, PyObject *moving_o, PyObject *sensitive_o, PyObject *established_o,
+            double *solo_out, double *total_out, long *k_out)
 {
     enum { MAX_R = 256 };
     double r_copy[MAX_R];
-    if (nargs != 4) {
-        PyErr_SetString(PyExc_TypeError, "strength(r, moving, sensitive, established)");
-        return NULL;
-    }
-    PyObject *r = args[0];
     PyObject **items = NULL;
     const double *vals = NULL; /* r as an array('d') */
     Py_buffer rv;
@@ -680,15 +679,15 @@ Evidence_strength(Evidence *self, PyObject *const *args, Py_ssize_t nargs)
             memcpy(r_copy, rv.buf, (size_t)len * sizeof(double));
         PyBuffer_Release(&rv);
         if (len < 0)
-            Py_RETURN_NONE;
+            return 1;
         vals = r_copy;
     } else {
         PyErr_Clear();
-        Py_RETURN_NONE;
+        return 1;
     }
-    if (len < self->need || !PyBool_Check(args[1]) || !PyBool_Check(args[2]) || !PyBool_Check(args[3]))
-        Py_RETURN_NONE;
-    const int moving = args[1] == Py_True, sensitive = args[2] == Py_True, established = args[3] == Py_True;
+    if (len < self->need || !PyBool_Check(moving_o) || !PyBool_Check(sensitive_o) || !PyBool_Check(established_o))
+        return 1;
+    const int moving = moving_o == Py_True, sensitive = sensitive_o == Py_True, established = established_o == Py_True;
     double solo = 0.0, total = 0.0, support = 0.0;
     long k = 0;
     for (int g = 0; g < self->n; g++) {
@@ -705,7 +704,7 @@ Evidence_strength(Evidence *self, PyObject *const *args, Py_ssize_t nargs)
             } else {
                 PyObject *o = items[self->idx[j]];
                 if (!PyFloat_CheckExact(o))
-                    Py_RETURN_NONE;
+                    return 1;
                 x = PyFloat_AS_DOUBLE(o);
             }
             if (j == self->start[g] || x > v)
@@ -724,19 +723,65 @@ Evidence_strength(Evidence *self, PyObject *const *args, Py_ssize_t nargs)
     }
     if (solo == 0.0)
         k = 0, total = support = 0.0;
-    PyObject *res = PyTuple_New(3), *a = PyFloat_FromDouble(solo), *b = PyFloat_FromDouble(total + support),
-             *c = PyLong_FromLong(k);
-    if (res == NULL || a == NULL || b == NULL || c == NULL) {
-        Py_XDECREF(res);
-        Py_XDECREF(a);
-        Py_XDECREF(b);
-        Py_XDECREF(c);
+    *solo_out = solo;
+    *total_out = total + support;
+    *k_out = k;
+    return 0;
+}
+
+static PyObject *
+Evidence_strength(Evidence *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "strength(r, moving, sensitive, established)");
         return NULL;
     }
-    PyTuple_SET_ITEM(res, 0, a);
-    PyTuple_SET_ITEM(res, 1, b);
-    PyTuple_SET_ITEM(res, 2, c);
-    return res;
+    double solo, total;
+    long k;
+    int rc = strength_of(self, args[0], args[1], args[2], args[3], &solo, &total, &k);
+    if (rc < 0)
+        return NULL;
+    if (rc > 0)
+        Py_RETURN_NONE;
+    return Py_BuildValue("(ddl)", solo, total, k);
+}
+
+static int fisher_of(double total, long long k, double *out);
+
+/* harm_pvalue(r, moving, sensitive, established, curve, evidence_curve) -> Engine._py_harm_pvalue's number
+ * (the rarity of the evidence of harm: of its rarest solo piece by curve, or with evidence_curve, of all of it
+ * together as fisher and evidence_curve say, whichever is rarer), or None for the reference to decide (what
+ * strength leaves to it, a curve that is not a Curve, a NaN, fisher's overflow) */
+static PyObject *
+Evidence_harm_pvalue(Evidence *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError, "harm_pvalue(r, moving, sensitive, established, curve, evidence_curve)");
+        return NULL;
+    }
+    double solo, total;
+    long k;
+    int rc = strength_of(self, args[0], args[1], args[2], args[3], &solo, &total, &k);
+    if (rc < 0)
+        return NULL;
+    if (rc > 0)
+        Py_RETURN_NONE;
+    if (solo == 0.0)
+        return PyFloat_FromDouble(1.0);
+    PyObject *cal = args[4], *evcal = args[5];
+    if (Py_TYPE(cal) != &CurveType || (evcal != Py_None && Py_TYPE(evcal) != &CurveType) || isnan(solo))
+        Py_RETURN_NONE;
+    double p = curve_pvalue((Curve *)cal, solo);
+    if (evcal != Py_None && k > 1) {
+        double f;
+        if (isnan(total) || fisher_of(total, k, &f) != 0)
+            Py_RETURN_NONE;
+        const double e = curve_pvalue((Curve *)evcal, total);
+        const double p_sum = e > f ? e : f; /* max(fisher, pvalue): the first unless the second is larger */
+        if (p_sum < p)
+            p = p_sum;
+    }
+    return PyFloat_FromDouble(p);
 }
 
 static PyObject *
@@ -748,6 +793,9 @@ Evidence_reduce(Evidence *self, PyObject *Py_UNUSED(ignored))
 static PyMethodDef Evidence_methods[] = {
     {"strength", (PyCFunction)(void (*)(void))Evidence_strength, METH_FASTCALL,
      "strength(r, moving, sensitive, established) -> (solo, total, groups), or None for the reference to decide."},
+    {"harm_pvalue", (PyCFunction)(void (*)(void))Evidence_harm_pvalue, METH_FASTCALL,
+     "harm_pvalue(r, moving, sensitive, established, curve, evidence_curve) -> the evidence of harm's rarity, or "
+     "None for the reference to decide."},
     {"__reduce__", (PyCFunction)Evidence_reduce, METH_NOARGS, NULL},
     {NULL, NULL, 0, NULL},
 };
@@ -780,7 +828,17 @@ fisher(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         PyErr_Clear();
         Py_RETURN_NONE;
     }
-    const double x = PyFloat_AS_DOUBLE(args[0]) * 2.302585092994046;
+    double p;
+    if (fisher_of(PyFloat_AS_DOUBLE(args[0]), k, &p) != 0)
+        Py_RETURN_NONE;
+    return PyFloat_FromDouble(p);
+}
+
+/* evidence._py_fisher(total, k) into *out: 0, or 1 where exp overflows (the reference raises OverflowError) */
+static int
+fisher_of(double total, long long k, double *out)
+{
+    const double x = total * 2.302585092994046;
     double term = 1.0, acc = 1.0;
     for (long long j = 1; j < k; j++) {
         term *= x / (double)j;
@@ -788,9 +846,10 @@ fisher(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     }
     const double e = exp(-x);
     if (isinf(e) && isfinite(x))
-        Py_RETURN_NONE;
+        return 1;
     const double p = e * acc;
-    return PyFloat_FromDouble(p < 1.0 ? p : 1.0);
+    *out = p < 1.0 ? p : 1.0;
+    return 0;
 }
 
 /* round4(x) -> round(x, 4) for a float, to the last bit (the decision record's and the trace's scores).
@@ -829,7 +888,67 @@ round4(PyObject *self, PyObject *arg)
     return PyObject_CallFunction(round_, "Oi", arg, 4);
 }
 
+/* scoring.score_of(p) with the floor p_floor */
+static inline double
+score_of_(double p, double p_floor)
+{
+    if (p >= 1.0)
+        return 0.0;
+    if (p <= p_floor)
+        return 1.0;
+    return -log10(p) / 6.0;
+}
+
+static PyObject *severities[5]; /* "critical", "high", "medium", "low", "ok" */
+
+/* scored(p_stat, p_comb, p_harm, (critical, high, medium, low, p_floor)) -> (score, harm, severity, named):
+ * engine._py_scored (the action's score as engine._score makes it, the evidence of harm on the score scale, the
+ * score's severity by the thresholds, and whether the model's combination is named as a reason), or None for
+ * the reference to decide (a p-value that is not a float, bounds not five floats) */
+static PyObject *
+scored(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "scored(p_stat, p_comb, p_harm, bounds)");
+        return NULL;
+    }
+    PyObject *bounds = args[3];
+    if (!PyFloat_CheckExact(args[0]) || !(args[1] == Py_None || PyFloat_CheckExact(args[1]))
+            || !PyFloat_CheckExact(args[2]) || !PyTuple_CheckExact(bounds) || PyTuple_GET_SIZE(bounds) != 5)
+        Py_RETURN_NONE;
+    double b[5];
+    for (int i = 0; i < 5; i++) {
+        PyObject *o = PyTuple_GET_ITEM(bounds, i);
+        if (!PyFloat_CheckExact(o))
+            Py_RETURN_NONE;
+        b[i] = PyFloat_AS_DOUBLE(o);
+    }
+    const double ps = PyFloat_AS_DOUBLE(args[0]), ph = PyFloat_AS_DOUBLE(args[2]), p_floor = b[4];
+    double score;
+    int named = 0;
+    if (args[1] == Py_None) {
+        score = score_of_(ps, p_floor);
+    } else {
+        /* min(1, 3 min(p_stat, p_comb, p_harm)), min() as it compares */
+        const double pc = PyFloat_AS_DOUBLE(args[1]);
+        named = pc < ps && pc < 1e-3;
+        double p = ps;
+        if (pc < p)
+            p = pc;
+        if (ph < p)
+            p = ph;
+        p = 3.0 * p;
+        score = score_of_(p < 1.0 ? p : 1.0, p_floor);
+    }
+    const double harm = ph != 1.0 ? score_of_(ph, p_floor) : 0.0;
+    int sev = score >= b[0] ? 0 : score >= b[1] ? 1 : score >= b[2] ? 2 : score >= b[3] ? 3 : 4;
+    return Py_BuildValue("(ddOO)", score, harm, severities[sev], named ? Py_True : Py_False);
+}
+
 static PyMethodDef methods[] = {
+    {"scored", (PyCFunction)(void (*)(void))scored, METH_FASTCALL,
+     "scored(p_stat, p_comb, p_harm, (critical, high, medium, low, p_floor)) -> (score, harm, severity, named), "
+     "or None for the reference to decide."},
     {"fisher", (PyCFunction)(void (*)(void))fisher, METH_FASTCALL,
      "fisher(total, k) -> detector.evidence.fisher(total, k), or None for the reference to decide."},
     {"round4", (PyCFunction)round4, METH_O, "round4(x) -> round(x, 4), to the last bit."},
@@ -847,6 +966,10 @@ PyInit__score(void)
 {
     if (PyType_Ready(&CurveType) < 0 || PyType_Ready(&EvidenceType) < 0 || PyType_Ready(&CForestType) < 0)
         return NULL;
+    static const char *names[5] = {"critical", "high", "medium", "low", "ok"};
+    for (int i = 0; i < 5; i++)
+        if (severities[i] == NULL && (severities[i] = PyUnicode_InternFromString(names[i])) == NULL)
+            return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
         return NULL;

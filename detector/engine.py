@@ -33,6 +33,7 @@ from detector.baseline import (_DOWN, _KIND_ALPHA_MIN, _KIND_FLOOR_VALUES, _KIND
                                _kind_learn)
 from detector.events import ActionEvent
 from detector.evidence import MIN_RARITY, fisher, strength
+from detector.evidence import _compiled as _evidence_kernel
 from detector.manifest import ManifestBook, Usage, stream_effect
 from detector.episodes import EpisodeBook
 from detector.features import (FEATURE_INDEX, KNOWN_REACH_QUIET, FeatureState, Observation, commit_novel,
@@ -44,7 +45,9 @@ from detector.native import kernels as _kernels
 from detector.policy import Policy
 from detector.features import FEATURE_NAMES as _FEATURE_NAMES, N_FEATURES
 from detector.habits import Habits, family_key, sends_of
-from detector.scoring import REASON_NEGLOG, REASON_Z, Calibration, FeatureTails, explain, round4, score_of
+from detector.scoring import (P_FLOOR, REASON_NEGLOG, REASON_Z, Calibration, FeatureTails, explain, round4,
+                              score_of)
+from detector.scoring import _score as _score_kernel
 from detector.sketch import dedupe_key, stable_hash
 from detector.timestamps import instant_or_none, iso_utc
 from detector.trace import TraceStore
@@ -121,11 +124,7 @@ def _score(p_stat: float, p_comb: float | None, p_harm: float) -> tuple[float, l
     alone (the evidence of harm counts only through the breaker)."""
     if p_comb is None:
         return score_of(p_stat), None
-    extra = None
-    if p_comb < p_stat and p_comb < 1e-3:
-        extra = [{"feature": "combination", "value": round(p_comb, 8), "baseline": 1.0,
-                  "detail": "this combination of volume, destinations and timing is rare for agents "
-                            f"like this one (isolation forest rarity {p_comb:.1e})."}]
+    extra = _combination_reason(p_comb) if p_comb < p_stat and p_comb < 1e-3 else None
     # the three rarities (the rarest feature, the forest's combination of all, the evidence of harm together)
     # as one, Bonferroni-corrected for the three: min(1, 3 min(...)) spelt out, min() as it compares
     p = p_stat
@@ -135,6 +134,29 @@ def _score(p_stat: float, p_comb: float | None, p_harm: float) -> tuple[float, l
         p = p_harm
     p = 3.0 * p
     return score_of(p if p < 1.0 else 1.0), extra
+
+
+def _combination_reason(p_comb: float) -> list[dict]:
+    """The reason :func:`_score` adds when the model's combination is what makes an action rare."""
+    return [{"feature": "combination", "value": round(p_comb, 8), "baseline": 1.0,
+             "detail": "this combination of volume, destinations and timing is rare for agents "
+                       f"like this one (isolation forest rarity {p_comb:.1e})."}]
+
+
+def _py_scored(p_stat: float, p_comb: float | None, p_harm: float, bounds: tuple) -> tuple[float, float, str, bool]:
+    """``(score, harm, severity, named)``: the action's score (:func:`_score`), the evidence of harm on the
+    score scale (0 without any), the score's severity by ``bounds`` (``(critical, high, medium, low, P_FLOOR)``,
+    as ``Thresholds.severity`` compares; the kernel takes score_of's floor from there, so it must be P_FLOOR), and whether the model's combination is a reason. The reference of
+    ``detector._score.scored``."""
+    if p_comb is None:
+        score, extra = score_of(p_stat), None
+    else:
+        score, extra = _score(p_stat, p_comb, p_harm)
+    harm = score_of(p_harm) if p_harm != 1.0 else 0.0  # no evidence of harm: 0
+    critical, high, medium, low, _ = bounds
+    severity = ("critical" if score >= critical else "high" if score >= high else "medium" if score >= medium
+                else "low" if score >= low else "ok")
+    return score, harm, severity, extra is not None
 
 
 class _Reading(NamedTuple):
@@ -201,6 +223,10 @@ def _py_rarities(tails: FeatureTails, z: list[float], x: list[float], caps: arra
 
 
 _k_rarities = getattr(_kernels, "rarities", None)
+#: detector._score.scored (_py_scored compiled), or None
+_scored = getattr(_score_kernel, "scored", None)
+#: detector._score.Evidence.harm_pvalue (Engine._py_harm_pvalue compiled), or None
+_harm_kernel = _evidence_kernel.harm_pvalue if _evidence_kernel is not None else None
 
 
 def _rarities_consts(tails: FeatureTails) -> tuple | None:
@@ -464,6 +490,14 @@ class Engine:
         self._rarities = _rarities_consts(self._tails)  # the rarities kernel's first argument, or None
         self._version = model.version if model is not None else ONLINE_MODEL_VERSION
         self._evidence_cal = getattr(model, "evidence_calibration", None) if model is not None else None
+        # the compiled curves of both calibrations for the harm kernel, or None (the reference): a calibration
+        # without one (its numbers not the kernel's to take) keeps the whole computation in Python
+        cal_curve = getattr(self._cal, "_curve", None)
+        ev_curve = getattr(self._evidence_cal, "_curve", None) if self._evidence_cal is not None else None
+        self._harm_curves = ((cal_curve, ev_curve) if _harm_kernel is not None and cal_curve is not None
+                             and (self._evidence_cal is None or ev_curve is not None) else None)
+        #: the compiled p-value of the rarest deviation (Calibration.pvalue without its wrapper), or None
+        self._p_stat = cal_curve.pvalue if cal_curve is not None else None
         # actions whose rarest deviation stays below this teach the baseline (score < medium)
         self._learn_raw = self._cal.inverse(10.0 ** (-6.0 * self.policy.thresholds.medium))
         for agent_id, st in self.agents.items():
@@ -557,19 +591,22 @@ class Engine:
         episodes = self.episodes
         severity_of, step, trace = th.severity, brk.step, self.traces.append
         version = self._version
+        bounds = (th.critical, th.high, th.medium, th.low, P_FLOOR)
         for k, (d, st, (obs, _, z, r, loc, p_stat, p_harm, xl)) in enumerate(pending):
             ev = d.event
-            if p_comb is None:
-                score, extra = score_of(p_stat), None
-            else:
-                score, extra = _score(p_stat, p_comb[k], p_harm)
-            harm_score = d.harm = score_of(p_harm) if p_harm != 1.0 else 0.0  # no evidence of harm: 0
-            if d.reused_id and score < th.medium:
-                score = th.medium  # an analyst should see it
-            effect = stream_effect(d.violations, th) if d.violations else None
-            if effect is not None and score < effect[0]:
-                score = effect[0]  # outside its intended use: an alert, and spent from the risk budget
-            severity = severity_of(score)
+            pc = None if p_comb is None else p_comb[k]
+            got = _scored(p_stat, pc, p_harm, bounds) if _scored is not None else None
+            score, harm_score, severity, named = got if got is not None else _py_scored(p_stat, pc, p_harm, bounds)
+            extra = _combination_reason(pc) if named else None
+            d.harm = harm_score
+            effect = None
+            if d.reused_id or d.violations:
+                if d.reused_id and score < th.medium:
+                    score = th.medium  # an analyst should see it
+                effect = stream_effect(d.violations, th) if d.violations else None
+                if effect is not None and score < effect[0]:
+                    score = effect[0]  # outside its intended use: an alert, and spent from the risk budget
+                severity = severity_of(score)
             reasons: list[dict] = []
             if severity != "ok":
                 reasons = explain(z, r, obs.x, loc, extra=extra)
@@ -765,7 +802,10 @@ class Engine:
                     st.habits.observe(sends_of(ev.destinations, obs.dest_classes, ()))
             else:
                 self._settle(st, ev, obs, z, r, xl, learned, violations, p_harm, by_kind, new_sent, again)
-        return _new_reading(_Reading, (obs, violations, z, r, loc, self._cal.pvalue(top), p_harm, xl))
+        p_stat = self._p_stat(top) if self._p_stat is not None else None  # None: a NaN, the reference's
+        if p_stat is None:
+            p_stat = self._cal.pvalue(top)
+        return _new_reading(_Reading, (obs, violations, z, r, loc, p_stat, p_harm, xl))
 
     def _settle(self, st: AgentState, ev: ActionEvent, obs: Observation, z: list[float], r: list[float],
                 xl: list[float],
@@ -880,9 +920,21 @@ class Engine:
 
     def _harm_pvalue(self, ev: ActionEvent, obs: Observation, r: list[float], established: bool) -> float:
         """Rarity of the evidence of harm (:mod:`detector.evidence`): of its rarest solo piece, or (with a
-        model that calibrated it) of all of it together, whichever is rarer. 1 when there is none."""
-        solo, total, k = strength(r, moving=obs.outbound or ev.action == "delete",
-                                  sensitive=ev.sensitivity in ("confidential", "restricted"), established=established)
+        model that calibrated it) of all of it together, whichever is rarer. 1 when there is none.
+        ``detector._score.Evidence.harm_pvalue`` when the calibrations have compiled curves (one call for the
+        strength, the p-values and fisher); :meth:`_py_harm_pvalue` otherwise, and for what it leaves to it."""
+        moving = obs.outbound or ev.action == "delete"
+        sensitive = ev.sensitivity in ("confidential", "restricted")
+        curves = self._harm_curves
+        if curves is not None:
+            p = _harm_kernel(r, moving, sensitive, established, *curves)
+            if p is not None:
+                return p
+        return self._py_harm_pvalue(r, moving, sensitive, established)
+
+    def _py_harm_pvalue(self, r: list[float], moving: bool, sensitive: bool, established: bool) -> float:
+        """The reference of ``detector._score.Evidence.harm_pvalue``."""
+        solo, total, k = strength(r, moving=moving, sensitive=sensitive, established=established)
         if solo == 0.0:
             return 1.0
         p = self._cal.pvalue(solo)

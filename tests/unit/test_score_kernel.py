@@ -401,3 +401,61 @@ def test_round4_of_what_is_not_a_float_is_what_round_gives():
     assert _score.round4(True) == round(True, 4)
     with pytest.raises(TypeError):
         _score.round4("0.5")
+
+
+# ------------------------------------------------------------------------- an action's score and harm at once
+
+_p = st.one_of(st.floats(0.0, 1.0), st.sampled_from([0.0, 1.0, 1e-6, 1e-3, 5e-7, float("nan"), 2.0, -0.5]),
+               st.floats(1e-9, 1e-2), st.floats(allow_nan=True, allow_infinity=True))
+_bounds = st.sampled_from([(0.9, 0.75, 0.5, 0.3, scoring.P_FLOOR), (1.0, 0.8, 0.6, 0.35, scoring.P_FLOOR),
+                          (0.5, 0.5, 0.5, 0.5, scoring.P_FLOOR)])  # P_FLOOR: score_of's, which the reference uses
+
+
+@settings(max_examples=2000, deadline=None)
+@given(_p, st.one_of(st.none(), _p), _p, _bounds)
+def test_scored_equals_the_reference_bit_for_bit(p_stat, p_comb, p_harm, bounds):
+    from detector.engine import _py_scored
+
+    got = _score.scored(p_stat, p_comb, p_harm, bounds)
+    ref = _py_scored(p_stat, p_comb, p_harm, bounds)
+    assert got is not None and bits(got[:2]) == bits(ref[:2]) and got[2:] == ref[2:]
+
+
+def test_scored_leaves_what_is_not_a_float_to_the_reference():
+    b = (0.9, 0.75, 0.5, 0.3, 1e-6)
+    assert _score.scored(1, 0.5, 1.0, b) is None and _score.scored(0.5, 1, 1.0, b) is None
+    assert _score.scored(0.5, None, 1.0, b[:4]) is None and _score.scored(0.5, None, 1.0, (1,) + b[1:]) is None
+
+
+@pytest.fixture(scope="module")
+def harm_engines(replayed):
+    """An engine without a model (the generic calibration, no evidence calibration) and one with the trained
+    model (its statistic's and its evidence's calibrations)."""
+    return Engine(policy=POLICY), Engine(policy=POLICY, model=replayed[0])
+
+
+@settings(max_examples=1500, deadline=None)
+@given(r=st.lists(_rarity, min_size=N_FEATURES, max_size=N_FEATURES), moving=st.booleans(), sensitive=st.booleans(),
+       established=st.booleans(), trained=st.booleans())
+def test_the_harm_pvalue_equals_the_engines_reference_bit_for_bit(harm_engines, r, moving, sensitive, established,
+                                                                  trained):
+    """detector._score.Evidence.harm_pvalue against Engine._py_harm_pvalue, with a trained model's calibrations
+    and without a model, r as a list and as an array."""
+    eng = harm_engines[trained]
+    assert eng._harm_curves is not None and (eng._harm_curves[1] is not None) == trained
+    ref = outcome(lambda: eng._py_harm_pvalue(r, moving, sensitive, established))
+    for rr in (r, array("d", r)):
+        got = EVIDENCE.harm_pvalue(rr, moving, sensitive, established, *eng._harm_curves)
+        if got is None:  # a NaN, or fisher's overflow: the reference decides
+            assert any(math.isnan(v) or math.isinf(v) for v in r)
+        else:
+            assert outcome(lambda: got) == ref
+
+
+def test_the_harm_kernel_leaves_what_it_does_not_take_to_the_reference(harm_engines):
+    eng = harm_engines[1]
+    r = [5.0] * N_FEATURES
+    assert EVIDENCE.harm_pvalue(r, 1, True, True, *eng._harm_curves) is None  # a flag not a bool
+    assert EVIDENCE.harm_pvalue(r, True, True, True, eng._cal, None) is None  # a Calibration, not its curve
+    assert EVIDENCE.harm_pvalue(r[:3], True, True, True, *eng._harm_curves) is None  # too short
+    assert EVIDENCE.harm_pvalue([0.0] * N_FEATURES, True, True, True, *eng._harm_curves) == 1.0  # no evidence
