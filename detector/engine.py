@@ -556,28 +556,22 @@ class Engine:
                 refused = approvals.screen(ev)
                 if refused is not None:  # an id that does not cover the action signs nothing off
                     ev = ev.replace(approval_id=None)
-            d = Decision(ev)
-            d.approval_refused = refused
-            out.append(d)
             st = agents.get(ev.agent_id)
             if st is None:
                 st = agents[ev.agent_id] = AgentState(self._prior(ev.agent_id, ev.operator_id, ev.tool),
                                                       ev.operator_id)
             pos = st.seen_pos
             seen = remember(st.seen, st.seen_content, pos, ev.event_id, (crc32(encode(ev)) & 0xFFFF) | 1)  # content_key
-            if seen:
-                if seen == 2:
-                    d.duplicate = True
-                    continue
-                # the same id on a different action: never a reason to look away
-                d.reused_id = True
+            if seen == 2:
+                out.append(Decision(ev, approval_refused=refused, duplicate=True))
+                continue
             st.seen_pos = (pos + 1) % _DEDUPE
             reading = self._read(st, ev, book, rows=zrows)
-            obs = reading.obs
-            d.violations = reading.violations
-            d.dest_classes = obs.dest_classes
-            d.z = reading.z
-            d.x = obs.x
+            obs = reading[0]
+            # seen == 1: the same id on a different action: never a reason to look away (reused_id)
+            d = Decision(ev, approval_refused=refused, reused_id=seen == 1, violations=reading[1],
+                         dest_classes=obs.dest_classes, z=reading[2], x=obs.x)
+            out.append(d)
             pending.append((d, st, reading))
         if not pending:
             return out

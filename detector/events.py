@@ -343,6 +343,11 @@ def _normalise_ids(ev: ActionEvent) -> ActionEvent:
 # ---------------------------------------------------------------------- decoding
 #: detector/_decode.c's plain(raw): ASCII, no backslash or DEL, one brace (the first byte), at most one bracket
 _plain = compiled.plain if compiled is not None else None
+#: detector/_decode.c's decode_plain(raw): the usual message's whole path below in one call (the event, or None)
+_decode_plain = None
+if compiled is not None and hasattr(compiled, "decode_plain"):
+    compiled.decode_setup(_decoder.decode, MAX_EVENT_BYTES)
+    _decode_plain = compiled.decode_plain
 
 
 def decode_event(raw: bytes | bytearray | memoryview | str | dict) -> ActionEvent:
@@ -364,7 +369,12 @@ def decode_event(raw: bytes | bytearray | memoryview | str | dict) -> ActionEven
       control characters inside strings.
 
     Anything else, and any failure, is left to the reference, which says why.
+    The compiled module takes the usual message's whole path in one call (``_decode_plain``).
     """
+    if _decode_plain is not None:
+        ev = _decode_plain(raw)
+        if ev is not None:
+            return ev
     if type(raw) is bytes and len(raw) <= MAX_EVENT_BYTES:
         try:
             ev = _decoder.decode(raw)
