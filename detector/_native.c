@@ -489,6 +489,118 @@ utf8_of(PyObject *s, const char **p, Py_ssize_t *n, PyObject **tmp)
     return 0;
 }
 
+/* The stop words (a tuple of ASCII str) are valid for scan_words: -1 with TypeError otherwise. */
+static int
+stop_check(PyObject *stop)
+{
+    for (Py_ssize_t j = 0; j < PyTuple_GET_SIZE(stop); j++)
+        if (!PyUnicode_CheckExact(PyTuple_GET_ITEM(stop, j)) || !PyUnicode_IS_ASCII(PyTuple_GET_ITEM(stop, j))) {
+            PyErr_SetString(PyExc_TypeError, "words: stop words must be ASCII str");
+            return -1;
+        } else if (PyUnicode_GET_LENGTH(PyTuple_GET_ITEM(stop, j)) > 64) {
+            PyErr_SetString(PyExc_TypeError, "words: stop words must be at most 64 letters");
+            return -1;
+        }
+    return 0;
+}
+
+/* features._py_words_of on ASCII bytes: the CRC-32 of each run of two or more letters a-z that is not in
+ * `stop` (checked by stop_check), at most 16, into found; their number. With `lower`, A-Z read as a-z first
+ * (str.lower() of ASCII text). */
+static int
+scan_words(const char *p, Py_ssize_t n, PyObject *stop, int lower, uint64_t *found)
+{
+    Py_ssize_t nstop = PyTuple_GET_SIZE(stop);
+    char buf[64];
+    int k = 0;
+    Py_ssize_t i = 0;
+#define LC(ch) (lower && (ch) >= 'A' && (ch) <= 'Z' ? (char)((ch) + 32) : (ch))
+    while (i < n && k < 16) {
+        char ch = LC(p[i]);
+        if (ch < 'a' || ch > 'z') {
+            i++;
+            continue;
+        }
+        Py_ssize_t start = i;
+        while (i < n && (ch = LC(p[i])) >= 'a' && ch <= 'z')
+            i++;
+        Py_ssize_t len = i - start;
+        if (len < 2)
+            continue;
+        const char *w = p + start;
+        if (lower) {  /* the word lower-cased: the stop words and the hash read it so */
+            uint32_t crc = 0;
+            int skip = 0;
+            if (len <= (Py_ssize_t)sizeof buf) {
+                for (Py_ssize_t j = 0; j < len; j++)
+                    buf[j] = LC(w[j]);
+                w = buf;
+            } else {  /* longer than any stop word: hashed in pieces */
+                for (Py_ssize_t off = 0; off < len; off += (Py_ssize_t)sizeof buf) {
+                    Py_ssize_t m = len - off < (Py_ssize_t)sizeof buf ? len - off : (Py_ssize_t)sizeof buf;
+                    for (Py_ssize_t j = 0; j < m; j++)
+                        buf[j] = LC(w[off + j]);
+                    crc = crc_update(crc, buf, m);
+                }
+                found[k++] = crc;
+                continue;
+            }
+            for (Py_ssize_t j = 0; j < nstop && !skip; j++) {
+                PyObject *sw = PyTuple_GET_ITEM(stop, j);
+                skip = PyUnicode_GET_LENGTH(sw) == len && memcmp(PyUnicode_DATA(sw), w, (size_t)len) == 0;
+            }
+            if (!skip)
+                found[k++] = crc_update(0, w, len);
+            continue;
+        }
+        int skip = 0;
+        for (Py_ssize_t j = 0; j < nstop && !skip; j++) {
+            PyObject *sw = PyTuple_GET_ITEM(stop, j);
+            skip = PyUnicode_GET_LENGTH(sw) == len && memcmp(PyUnicode_DATA(sw), w, (size_t)len) == 0;
+        }
+        if (!skip)
+            found[k++] = crc_update(0, w, len);
+    }
+#undef LC
+    return k;
+}
+
+/* The part of a name _words reads (ASCII): what follows its first ":" (the whole name when nothing does),
+ * up to its last "@" when it has one. */
+static void
+text_local(const char *p, Py_ssize_t n, const char **lp, Py_ssize_t *ln)
+{
+    const char *c = memchr(p, ':', (size_t)n);
+    if (c != NULL && c + 1 < p + n) {
+        n = (p + n) - (c + 1);
+        p = c + 1;
+    }
+    for (Py_ssize_t i = n - 1; i >= 0; i--)
+        if (p[i] == '@') {
+            n = i;
+            break;
+        }
+    *lp = p;
+    *ln = n;
+}
+
+static PyObject *
+words_tuple(const uint64_t *found, int k)
+{
+    PyObject *out = PyTuple_New(k);
+    if (out == NULL)
+        return NULL;
+    for (int j = 0; j < k; j++) {
+        PyObject *v = PyLong_FromUnsignedLongLong(found[j]);
+        if (v == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(out, j, v);
+    }
+    return out;
+}
+
 /* words(local, stop) -> features._py_words_of(local, stop): the CRC-32 of each run of two or more ASCII
  * letters a-z in `local` (already lower-cased) that is not in `stop` (a tuple of str), at most 16; None when
  * `local` is not ASCII (lower() and the regex are left to the reference). */
@@ -502,47 +614,97 @@ words(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     PyObject *text = args[0], *stop = args[1];
     if (!PyUnicode_IS_ASCII(text))
         Py_RETURN_NONE;
-    const char *p = (const char *)PyUnicode_DATA(text);
-    Py_ssize_t n = PyUnicode_GET_LENGTH(text), nstop = PyTuple_GET_SIZE(stop);
-    for (Py_ssize_t j = 0; j < nstop; j++)
-        if (!PyUnicode_CheckExact(PyTuple_GET_ITEM(stop, j)) || !PyUnicode_IS_ASCII(PyTuple_GET_ITEM(stop, j))) {
-            PyErr_SetString(PyExc_TypeError, "words: stop words must be ASCII str");
-            return NULL;
-        }
-    uint32_t found[16];
-    int k = 0;
-    Py_ssize_t i = 0;
-    while (i < n && k < 16) {
-        if (p[i] < 'a' || p[i] > 'z') {
-            i++;
-            continue;
-        }
-        Py_ssize_t start = i;
-        while (i < n && p[i] >= 'a' && p[i] <= 'z')
-            i++;
-        Py_ssize_t len = i - start;
-        if (len < 2)
-            continue;
-        int skip = 0;
-        for (Py_ssize_t j = 0; j < nstop && !skip; j++) {
-            PyObject *w = PyTuple_GET_ITEM(stop, j);
-            skip = PyUnicode_GET_LENGTH(w) == len && memcmp(PyUnicode_DATA(w), p + start, (size_t)len) == 0;
-        }
-        if (!skip)
-            found[k++] = crc_update(0, p + start, len);
-    }
-    PyObject *out = PyTuple_New(k);
-    if (out == NULL)
+    if (stop_check(stop) < 0)
         return NULL;
-    for (int j = 0; j < k; j++) {
-        PyObject *v = PyLong_FromUnsignedLong(found[j]);
-        if (v == NULL) {
-            Py_DECREF(out);
-            return NULL;
-        }
-        PyTuple_SET_ITEM(out, j, v);
+    uint64_t found[16];
+    int k = scan_words((const char *)PyUnicode_DATA(text), PyUnicode_GET_LENGTH(text), stop, 0, found);
+    return words_tuple(found, k);
+}
+
+/* text_words(text, stop) -> features._py_text_words(text): the words (as words() gives them) of the part of a
+ * name _words reads, lower-cased; None when `text` is not ASCII. */
+static PyObject *
+text_words(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyUnicode_CheckExact(args[0]) || !PyTuple_CheckExact(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "text_words(text: str, stop: tuple)");
+        return NULL;
     }
-    return out;
+    PyObject *text = args[0], *stop = args[1];
+    if (!PyUnicode_IS_ASCII(text))
+        Py_RETURN_NONE;
+    if (stop_check(stop) < 0)
+        return NULL;
+    const char *lp;
+    Py_ssize_t ln;
+    text_local((const char *)PyUnicode_DATA(text), PyUnicode_GET_LENGTH(text), &lp, &ln);
+    uint64_t found[16];
+    int k = scan_words(lp, ln, stop, 1, found);
+    return words_tuple(found, k);
+}
+
+/* stable_hash(destination_family(dest)) for an ASCII dest (1; 0: not ASCII, left to the reference): the
+ * scheme (before the first ":"), then ":@" and the domain after the address's last "@" lower-cased, or ":" and
+ * the host of a URL (after the first "://", up to the next "/") lower-cased, or ":" alone. */
+static int
+family_hash_of(PyObject *dest, uint32_t *h)
+{
+    if (!PyUnicode_IS_ASCII(dest))
+        return 0;
+    const char *p = (const char *)PyUnicode_DATA(dest);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(dest);
+    const char *c = memchr(p, ':', (size_t)n);
+    Py_ssize_t ns = c != NULL ? c - p : n;
+    const char *a = c != NULL ? c + 1 : p + n;  /* the address */
+    Py_ssize_t na = (p + n) - a;
+    uint32_t crc = crc_update(0, p, ns);
+    const char *part = NULL;
+    Py_ssize_t np = 0;
+    const char *at = NULL;
+    for (Py_ssize_t i = na - 1; i >= 0; i--)
+        if (a[i] == '@') {
+            at = a + i;
+            break;
+        }
+    if (at != NULL) {
+        crc = crc_update(crc, ":@", 2);
+        part = at + 1;
+        np = (a + na) - part;
+    } else {
+        crc = crc_update(crc, ":", 1);
+        for (Py_ssize_t i = 0; i + 2 < na; i++)
+            if (a[i] == ':' && a[i + 1] == '/' && a[i + 2] == '/') {
+                part = a + i + 3;
+                const char *e = memchr(part, '/', (size_t)((a + na) - part));
+                np = (e != NULL ? e : a + na) - part;
+                break;
+            }
+    }
+    char buf[64];
+    for (Py_ssize_t off = 0; off < np; off += (Py_ssize_t)sizeof buf) {
+        Py_ssize_t m = np - off < (Py_ssize_t)sizeof buf ? np - off : (Py_ssize_t)sizeof buf;
+        for (Py_ssize_t j = 0; j < m; j++) {
+            char ch = part[off + j];
+            buf[j] = ch >= 'A' && ch <= 'Z' ? (char)(ch + 32) : ch;
+        }
+        crc = crc_update(crc, buf, m);
+    }
+    *h = crc;
+    return 1;
+}
+
+/* family_hash(dest) -> stable_hash(destination_family(dest)), or None when dest is not ASCII */
+static PyObject *
+family_hash(PyObject *self, PyObject *arg)
+{
+    if (!PyUnicode_CheckExact(arg)) {
+        PyErr_SetString(PyExc_TypeError, "family_hash(dest: str)");
+        return NULL;
+    }
+    uint32_t h;
+    if (!family_hash_of(arg, &h))
+        Py_RETURN_NONE;
+    return PyLong_FromUnsignedLong(h);
 }
 
 /* stable_hash(s) */
@@ -656,47 +818,65 @@ b128_get(const bits128 *b, unsigned k)
     return k < 64 ? (int)(b->lo >> k & 1) : (int)(b->hi >> (k - 64) & 1);
 }
 
-/* _word_bits(_words(text)) or-ed into *b; *words gets the tuple (new reference) when asked */
-static PyObject *fx_words_cache;
+/* _word_bits(_words(text)) or-ed into *b (when b is not NULL); the words themselves into found[16] and
+ * their number into *nfound when asked. An ASCII str is read here (text_words, without the cache: scanning
+ * it costs what looking it up does); any other text is answered by _words (from its cache when it is there,
+ * without the call). */
+static PyObject *fx_words_cache, *fx_stop;
 static PyObject *fx_policy_type, *untrusted_policy, *untrusted_memo;
 static PyObject *fx_words, *fx_destination_family, *fx_is_outsider, *fx_observation, *fx_external, *fx_broadcast;
 
 static int
-word_bits(PyObject *text, bits128 *b, PyObject **words)
+word_bits(PyObject *text, bits128 *b, uint64_t *found, int *nfound)
 {
-    /* _words answers from its cache when the text is there: so does this, without the call */
-    PyObject *w = fx_words_cache != NULL && PyUnicode_CheckExact(text) ? PyDict_GetItemWithError(fx_words_cache, text)
-                                                                       : NULL;
-    if (w != NULL) {
-        Py_INCREF(w);
+    uint64_t mine[16];
+    if (found == NULL)
+        found = mine;
+    int k = 0;
+    if (fx_stop != NULL && PyUnicode_CheckExact(text) && PyUnicode_IS_ASCII(text)) {
+        const char *lp;
+        Py_ssize_t ln;
+        text_local((const char *)PyUnicode_DATA(text), PyUnicode_GET_LENGTH(text), &lp, &ln);
+        k = scan_words(lp, ln, fx_stop, 1, found);
     } else {
-        if (PyErr_Occurred())
+        PyObject *w = fx_words_cache != NULL && PyUnicode_CheckExact(text)
+                          ? PyDict_GetItemWithError(fx_words_cache, text) : NULL;
+        if (w != NULL) {
+            Py_INCREF(w);
+        } else {
+            if (PyErr_Occurred())
+                return -1;
+            w = PyObject_CallOneArg(fx_words, text);
+        }
+        if (w == NULL)
             return -1;
-        w = PyObject_CallOneArg(fx_words, text);
-    }
-    if (w == NULL)
-        return -1;
-    PyObject *seq = PySequence_Fast(w, "_words must give a sequence");
-    if (seq == NULL) {
+        PyObject *seq = PySequence_Fast(w, "_words must give a sequence");
         Py_DECREF(w);
-        return -1;
-    }
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
-    for (Py_ssize_t i = 0; i < n && b != NULL; i++) {
-        unsigned long long v = PyLong_AsUnsignedLongLong(PySequence_Fast_GET_ITEM(seq, i));
-        if (v == (unsigned long long)-1 && PyErr_Occurred()) {
+        if (seq == NULL)
+            return -1;
+        Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+        if (n > 16) {
             Py_DECREF(seq);
-            Py_DECREF(w);
+            PyErr_SetString(PyExc_ValueError, "_words gave more than 16 words");
             return -1;
         }
-        b128_set(b, (unsigned)(v & 127));
-        b128_set(b, (unsigned)((v >> 7) & 127));
+        for (Py_ssize_t i = 0; i < n; i++) {
+            unsigned long long v = PyLong_AsUnsignedLongLong(PySequence_Fast_GET_ITEM(seq, i));
+            if (v == (unsigned long long)-1 && PyErr_Occurred()) {
+                Py_DECREF(seq);
+                return -1;
+            }
+            found[k++] = v;
+        }
+        Py_DECREF(seq);
     }
-    Py_DECREF(seq);
-    if (words != NULL)
-        *words = w;
-    else
-        Py_DECREF(w);
+    if (b != NULL)
+        for (int i = 0; i < k; i++) {
+            b128_set(b, (unsigned)(found[i] & 127));
+            b128_set(b, (unsigned)((found[i] >> 7) & 127));
+        }
+    if (nfound != NULL)
+        *nfound = k;
     return 0;
 }
 
@@ -947,16 +1127,21 @@ intern_names(void)
 }
 
 /* extract_setup(Observation, _words, destination_family, _is_outsider, EXTERNAL, BROADCAST[, words_cache[,
- *               Policy]]):
+ *               Policy[, stop_words]]]):
+ * stop_words, features._STOP_WORDS: the words of an ASCII name are then read here (text_words), not asked of _words;
  * words_cache, the dict _words memoises in (a text there is answered from it, without calling _words);
  * Policy, the class whose is_untrusted_source answers are remembered per resource (untrusted_source) */
 static PyObject *
 extract_setup(PyObject *self, PyObject *args)
 {
-    PyObject *o, *w, *df, *io, *ext, *bc, *wc = NULL, *pt = NULL;
-    if (!PyArg_ParseTuple(args, "OOOOOO|O!O!:extract_setup", &o, &w, &df, &io, &ext, &bc, &PyDict_Type, &wc,
-                          &PyType_Type, &pt))
+    PyObject *o, *w, *df, *io, *ext, *bc, *wc = NULL, *pt = NULL, *sw = NULL;
+    if (!PyArg_ParseTuple(args, "OOOOOO|O!O!O!:extract_setup", &o, &w, &df, &io, &ext, &bc, &PyDict_Type, &wc,
+                          &PyType_Type, &pt, &PyTuple_Type, &sw))
         return NULL;
+    if (sw != NULL && stop_check(sw) < 0)
+        return NULL;
+    Py_XINCREF(sw);
+    Py_XSETREF(fx_stop, sw);
     Py_XINCREF(wc);
     Py_XSETREF(fx_words_cache, wc);
     Py_XINCREF(pt);
@@ -1323,7 +1508,7 @@ extract(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         context.hi = (uint64_t)tasks[slot_base + 9] | ((uint64_t)tasks[slot_base + 10] << 32);
     }
     if (who != Py_None) {
-        if (word_bits(who, &context, NULL) < 0) goto done;
+        if (word_bits(who, &context, NULL, NULL) < 0) goto done;
     }
 
     /* destinations */
@@ -1370,12 +1555,14 @@ extract(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             if (append_key(novel, dk) < 0) goto done;
             novelty += wn;
             if (ext) {
-                PyObject *fam = PyObject_CallOneArg(fx_destination_family, d);
-                if (fam == NULL) goto done;
                 uint32_t hf;
-                r = str_hash(fam, &hf);
-                Py_DECREF(fam);
-                if (r < 0) goto done;
+                if (!family_hash_of(d, &hf)) {
+                    PyObject *fam = PyObject_CallOneArg(fx_destination_family, d);
+                    if (fam == NULL) goto done;
+                    r = str_hash(fam, &hf);
+                    Py_DECREF(fam);
+                    if (r < 0) goto done;
+                }
                 if (append_key(dest_hashes, hf) < 0) goto done;
                 double add;
                 if (SKETCH_HAS(dests_o, b_dests, hf, DEST_MASK)) {
@@ -1384,35 +1571,17 @@ extract(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
                     add = 3.0 * wn;
                     if (append_key(novel, ((uint64_t)K_DEST_ << 32) | hf) < 0) goto done;
                 }
-                PyObject *dw = NULL;
-                if (word_bits(d, NULL, &dw) < 0) goto done;
+                uint64_t dw[16];
+                int ndw;
+                if (word_bits(d, NULL, dw, &ndw) < 0) goto done;
                 int named = 0;
-                Py_ssize_t ndw = PyObject_Length(dw);
-                if (ndw < 0) {
-                    Py_DECREF(dw);
-                    goto done;
-                }
                 if (ndw > 0 && (context.lo || context.hi)) {
-                    PyObject *seq = PySequence_Fast(dw, "");
-                    if (seq == NULL) {
-                        Py_DECREF(dw);
-                        goto done;
-                    }
-                    for (Py_ssize_t j = 0; j < ndw; j++) {
-                        unsigned long long v = PyLong_AsUnsignedLongLong(PySequence_Fast_GET_ITEM(seq, j));
-                        if (v == (unsigned long long)-1 && PyErr_Occurred()) {
-                            Py_DECREF(seq);
-                            Py_DECREF(dw);
-                            goto done;
-                        }
-                        if (b128_get(&context, (unsigned)(v & 127)) && b128_get(&context, (unsigned)((v >> 7) & 127))) {
+                    for (int j = 0; j < ndw; j++)
+                        if (b128_get(&context, (unsigned)(dw[j] & 127)) && b128_get(&context, (unsigned)((dw[j] >> 7) & 127))) {
                             named = 1;
                             break;
                         }
-                    }
-                    Py_DECREF(seq);
                 }
-                Py_DECREF(dw);
                 if (named)
                     add *= 0.25;
                 else
@@ -1478,7 +1647,7 @@ extract(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             unfamiliar = directed_harm(is_delete, is_write, outward, sensitive, fanout, any_broadcast, ndests > 0);
         }
         bits128 ctx = context;
-        if (word_bits(resource, &ctx, NULL) < 0) goto done;
+        if (word_bits(resource, &ctx, NULL, NULL) < 0) goto done;
         b[7] = (double)(ctx.lo & 0xFFFFFFFFu);
         b[8] = (double)(ctx.lo >> 32);
         b[9] = (double)(ctx.hi & 0xFFFFFFFFu);
@@ -2256,10 +2425,14 @@ static PyMethodDef methods[] = {
     {"neglogs", neglogs, METH_VARARGS,
      "neglogs(z, tables, slopes, n, spz, zmax) -> list: -log10 p of each deviation."},
     {"extract_setup", extract_setup, METH_VARARGS,
-     "extract_setup(Observation, _words, destination_family, _is_outsider, EXTERNAL, BROADCAST[, words_cache[, Policy]]): what extract calls back."},
+     "extract_setup(Observation, _words, destination_family, _is_outsider, EXTERNAL, BROADCAST[, words_cache[, Policy[, stop_words]]]): what extract calls back."},
     {"crc32", crc32_, METH_VARARGS, "crc32(data, crc=0) -> int: zlib.crc32, as the kernel hashes names."},
     {"words", (PyCFunction)(void (*)(void))words, METH_FASTCALL,
      "words(local, stop) -> the CRC-32 of its words (features._py_words_of), or None when it is not ASCII."},
+    {"text_words", (PyCFunction)(void (*)(void))text_words, METH_FASTCALL,
+     "text_words(text, stop) -> the words of a name as features._words reads them (_py_text_words), or None when it is not ASCII."},
+    {"family_hash", family_hash, METH_O,
+     "family_hash(dest) -> stable_hash(destination_family(dest)), or None when dest is not ASCII."},
     {"extract", (PyCFunction)(void (*)(void))extract, METH_FASTCALL,
      "extract(st, ev, policy, adopted) -> Observation, or None for the reference to decide (detector.features)."},
     {"deviate", (PyCFunction)(void (*)(void))deviate, METH_FASTCALL,

@@ -118,6 +118,7 @@ _STOP = frozenset(("com", "org", "net", "www", "http", "https", "mail", "email",
                    "user", "users", "corp", "inbox", "outbox", "the", "and", "info", "support", "team", "noreply"))
 _STOP_WORDS = tuple(sorted(_STOP))  # for the kernel
 _k_words = getattr(_kernels, "words", None)  # detector._native.words: _py_words_of compiled, ASCII only
+_k_text_words = getattr(_kernels, "text_words", None)  # detector._native.text_words: _py_text_words, ASCII only
 _words_cache: dict[str, tuple[int, ...]] = {}
 #: (action, tool) -> the hash of its kind (verb and tool family), memoised
 _kinds: dict[tuple[str, str], int] = {}
@@ -275,17 +276,22 @@ def _words(text: str) -> tuple[int, ...]:
     or resource: ``customer:noah_hernandez_42`` and ``email:noah.hernandez7@x.example`` share two."""
     hit = _words_cache.get(text)
     if hit is None:
-        local = text.partition(":")[2] or text
-        if "@" in local:
-            local = local.rpartition("@")[0]
-        local = local.lower()
-        hit = _k_words(local, _STOP_WORDS) if _k_words is not None else None
+        hit = _k_text_words(text, _STOP_WORDS) if _k_text_words is not None else None
         if hit is None:
-            hit = _py_words_of(local, _STOP)
+            hit = _py_text_words(text)
         if len(_words_cache) >= 50_000:
             _words_cache.clear()
         _words_cache[text] = hit
     return hit
+
+
+def _py_text_words(text: str) -> tuple[int, ...]:
+    """The words of a name, uncached: the reference of ``detector._native.text_words`` (which the kernel's
+    extract reads ASCII names with)."""
+    local = text.partition(":")[2] or text
+    if "@" in local:
+        local = local.rpartition("@")[0]
+    return _py_words_of(local.lower(), _STOP)
 
 
 def _py_words_of(local: str, stop: frozenset) -> tuple[int, ...]:
@@ -728,5 +734,7 @@ _kernel = getattr(_kernels, "extract", None)
 if _kernel is not None:  # what it calls back (names, words and classes stay in Python)
     # (Policy: a frozen dataclass whose is_untrusted_source depends on its fields only, so the kernel remembers
     # its answers per resource for the policy in use)
+    # (the words of an ASCII name, and the family of an ASCII destination, are read in C: text_words and
+    # family_hash, held to _py_text_words and destination_family by tests/unit/test_native.py)
     _kernels.extract_setup(Observation, _words, destination_family, _is_outsider, EXTERNAL, BROADCAST, _words_cache,
-                           Policy)
+                           Policy, _STOP_WORDS)

@@ -289,7 +289,7 @@ def _kernel_extract():
     from detector.policy import BROADCAST, EXTERNAL
 
     _native.extract_setup(f.Observation, f._words, f.destination_family, f._is_outsider, EXTERNAL, BROADCAST,
-                          f._words_cache, f.Policy)
+                          f._words_cache, f.Policy, f._STOP_WORDS)
     return _native.extract
 
 
@@ -596,30 +596,38 @@ def test_the_kernels_crc_of_names_is_zlibs(data, start):
     assert _native.crc32(data) == zlib.crc32(data) and _native.crc32(data, start) == zlib.crc32(data, start)
 
 
-def test_extraction_answers_the_same_whether_words_come_from_the_cache_or_from_words(monkeypatch):
+@pytest.mark.parametrize("name", ("noah_hernandez", "nöah_hernandez"))
+def test_extraction_answers_the_same_whether_words_come_from_the_kernel_the_cache_or_from_words(monkeypatch, name):
+    # an ASCII name is read by the kernel itself (text_words); any other comes from _words's cache, or from _words
     from detector import features as f
 
-    ev = _events([{"tool": "mail.send", "action": "send", "resource": "crm://customers/noah_hernandez",
+    ev = _events([{"tool": "mail.send", "action": "send", "resource": f"crm://customers/{name}",
                    "sensitivity": "confidential", "records": 2, "bytes": 10,
-                   "destinations": ["email:noah.hernandez7@x.example", "email:eve@evil.example"], "task_id": "t1",
-                   "requested_by": "customer:noah_hernandez_42", "instruction_hash": None, "approval_id": None,
-                   "dt": 5.0}])[0]
+                   "destinations": [f"email:{name.replace('_', '.')}7@x.example", "email:eve@evil.example"],
+                   "task_id": "t1", "requested_by": f"customer:{name}_42", "instruction_hash": None,
+                   "approval_id": None, "dt": 5.0}])[0]
     kernel = _kernel_extract()
     calls = []
     words = f._words
     monkeypatch.setattr(f, "_words", lambda text: calls.append(text) or words(text))
     out = []
-    for cached in (False, True):
+    for cached, stop in ((False, None), (True, None), (False, f._STOP_WORDS)):
         if not cached:
             f._words_cache.clear()
         _native.extract_setup(f.Observation, f._words, f.destination_family, f._is_outsider, f.EXTERNAL,
-                              f.BROADCAST, f._words_cache, f.Policy)
+                              f.BROADCAST, f._words_cache, f.Policy, *((stop,) if stop else ()))
         st_ = f.FeatureState()
         out.append(kernel(st_, ev, _policy(), None))
         out[-1].x.append(st_.tasks.tobytes())
     _kernel_extract()
-    assert out[0].x == out[1].x and out[0].novel == out[1].novel
-    assert calls and len(calls) == len(set(calls))  # the second time every text came from the cache
+    asked = list(calls)
+    ref = f._py_extract(f.FeatureState(), ev, _policy(), None)
+    assert out[0].x[:-1] == out[1].x[:-1] == out[2].x[:-1] == ref.x and out[0].x == out[1].x == out[2].x
+    assert out[0].novel == out[1].novel == out[2].novel == ref.novel
+    assert ref.x[f.FEATURE_INDEX["novel_outbound"]] < 6.0 * 4  # the related recipient counted a quarter
+    # the second time every text came from the cache; with the stop words only names that are not ASCII are asked
+    assert len(asked[:4]) == len(set(asked[:4])) == 4
+    assert asked[4:] == [t for t in asked[:4] if not t.isascii()] and len(asked) == 4 + 3 * (not name.isascii())
 
 
 @settings(max_examples=300, deadline=None)
@@ -750,3 +758,34 @@ def test_the_words_kernel_keeps_sixteen_words_after_the_stop_words():
     got = _native.words(local, _STOP_WORDS)
     assert got == _py_words_of(local, _STOP) and len(got) == 16
     assert _native.words("com org mail", _STOP_WORDS) == ()
+
+
+_name_text = st.text(alphabet=st.sampled_from("abcxyzAZQ0189:/._@-é >"), max_size=60) | st.sampled_from(
+    ("tickets://zendesk/ticket/264870", "email:Noah.Hernandez7@X.example", "customer:noah_hernandez_42", "a:", ":b",
+     "http:https://Paste.Example/x/y", "iban:GB29NWBK60161331926819", "x@y@z", "s:" + "Q" * 150 + "@D",
+     "email:" + "Ab" * 70 + "@" + "Cd" * 50, "mail:Com.ORG", "İstanbul:x"))
+
+
+@settings(max_examples=500, deadline=None)
+@given(_name_text)
+def test_the_words_of_a_name_in_the_kernel_equal_the_reference_on_ascii_and_are_left_to_it_otherwise(text):
+    from detector.features import _STOP_WORDS, _py_text_words
+
+    got = _native.text_words(text, _STOP_WORDS)
+    if text.isascii():
+        assert got == _py_text_words(text)
+    else:
+        assert got is None
+
+
+@settings(max_examples=500, deadline=None)
+@given(_name_text)
+def test_the_family_hash_of_a_destination_equals_the_reference_on_ascii_and_is_left_to_it_otherwise(dest):
+    from detector.features import destination_family
+    from detector.sketch import stable_hash
+
+    got = _native.family_hash(dest)
+    if dest.isascii():
+        assert got == stable_hash(destination_family(dest))
+    else:
+        assert got is None
