@@ -504,13 +504,68 @@ stop_check(PyObject *stop)
     return 0;
 }
 
+/* The stop words scan_words was last given, packed (when there are at most 64, none longer than 8 letters):
+ * a word is compared with those of its length as one 64-bit integer. */
+static PyObject *packed_stop;
+static int packed_n = -1;  /* -1: not packed, compared one by one */
+static uint64_t packed_word[64], packed_lens;
+static unsigned char packed_len[64];
+
+static void
+pack_stop(PyObject *stop)
+{
+    if (stop == packed_stop)
+        return;
+    Py_INCREF(stop);
+    Py_XSETREF(packed_stop, stop);
+    Py_ssize_t n = PyTuple_GET_SIZE(stop);
+    packed_n = -1;
+    packed_lens = 0;
+    if (n > 64)
+        return;
+    for (Py_ssize_t j = 0; j < n; j++) {
+        PyObject *w = PyTuple_GET_ITEM(stop, j);
+        Py_ssize_t len = PyUnicode_GET_LENGTH(w);
+        if (len > 8)
+            return;
+        uint64_t v = 0;
+        memcpy(&v, PyUnicode_DATA(w), (size_t)len);
+        packed_word[j] = v;
+        packed_len[j] = (unsigned char)len;
+        packed_lens |= (uint64_t)1 << len;
+    }
+    packed_n = (int)n;
+}
+
+/* whether the word w[:len] is one of the stop words (checked by stop_check, packed by pack_stop) */
+static inline int
+is_stop(PyObject *stop, const char *w, Py_ssize_t len)
+{
+    if (packed_n >= 0) {
+        if (len > 8 || !(packed_lens >> len & 1))
+            return 0;
+        uint64_t v = 0;
+        memcpy(&v, w, (size_t)len);
+        for (int j = 0; j < packed_n; j++)
+            if (packed_word[j] == v && packed_len[j] == len)
+                return 1;
+        return 0;
+    }
+    for (Py_ssize_t j = 0; j < PyTuple_GET_SIZE(stop); j++) {
+        PyObject *sw = PyTuple_GET_ITEM(stop, j);
+        if (PyUnicode_GET_LENGTH(sw) == len && memcmp(PyUnicode_DATA(sw), w, (size_t)len) == 0)
+            return 1;
+    }
+    return 0;
+}
+
 /* features._py_words_of on ASCII bytes: the CRC-32 of each run of two or more letters a-z that is not in
  * `stop` (checked by stop_check), at most 16, into found; their number. With `lower`, A-Z read as a-z first
  * (str.lower() of ASCII text). */
 static int
 scan_words(const char *p, Py_ssize_t n, PyObject *stop, int lower, uint64_t *found)
 {
-    Py_ssize_t nstop = PyTuple_GET_SIZE(stop);
+    pack_stop(stop);
     char buf[64];
     int k = 0;
     Py_ssize_t i = 0;
@@ -530,7 +585,6 @@ scan_words(const char *p, Py_ssize_t n, PyObject *stop, int lower, uint64_t *fou
         const char *w = p + start;
         if (lower) {  /* the word lower-cased: the stop words and the hash read it so */
             uint32_t crc = 0;
-            int skip = 0;
             if (len <= (Py_ssize_t)sizeof buf) {
                 for (Py_ssize_t j = 0; j < len; j++)
                     buf[j] = LC(w[j]);
@@ -545,20 +599,11 @@ scan_words(const char *p, Py_ssize_t n, PyObject *stop, int lower, uint64_t *fou
                 found[k++] = crc;
                 continue;
             }
-            for (Py_ssize_t j = 0; j < nstop && !skip; j++) {
-                PyObject *sw = PyTuple_GET_ITEM(stop, j);
-                skip = PyUnicode_GET_LENGTH(sw) == len && memcmp(PyUnicode_DATA(sw), w, (size_t)len) == 0;
-            }
-            if (!skip)
+            if (!is_stop(stop, w, len))
                 found[k++] = crc_update(0, w, len);
             continue;
         }
-        int skip = 0;
-        for (Py_ssize_t j = 0; j < nstop && !skip; j++) {
-            PyObject *sw = PyTuple_GET_ITEM(stop, j);
-            skip = PyUnicode_GET_LENGTH(sw) == len && memcmp(PyUnicode_DATA(sw), w, (size_t)len) == 0;
-        }
-        if (!skip)
+        if (!is_stop(stop, w, len))
             found[k++] = crc_update(0, w, len);
     }
 #undef LC
@@ -756,6 +801,18 @@ bloom_bytes(PyObject *v, unsigned char *buf, Py_ssize_t nbytes, int exact)
     return 0;
 }
 
+/* bloom_bytes(v, ..., nbytes, 1) will convert v: 0; 1: not a non-negative int of at most nbytes bytes; -1: error */
+static int
+bloom_fits(PyObject *v, Py_ssize_t nbytes)
+{
+    if (!PyLong_CheckExact(v) || _PyLong_Sign(v) < 0)
+        return 1;
+    size_t bits = _PyLong_NumBits(v);
+    if (bits == (size_t)-1 && PyErr_Occurred())
+        return -1;
+    return bits > (size_t)nbytes * 8 ? 1 : 0;
+}
+
 static inline int
 bit_has(const unsigned char *b, uint32_t h, uint32_t mask)
 {
@@ -823,7 +880,7 @@ b128_get(const bits128 *b, unsigned k)
  * it costs what looking it up does); any other text is answered by _words (from its cache when it is there,
  * without the call). */
 static PyObject *fx_words_cache, *fx_stop;
-static PyObject *fx_policy_type, *untrusted_policy, *untrusted_memo;
+static PyObject *fx_policy_type, *untrusted_policy, *untrusted_memo, *pol_classes, *pol_prefixes;
 static PyObject *fx_words, *fx_destination_family, *fx_is_outsider, *fx_observation, *fx_external, *fx_broadcast;
 
 static int
@@ -1059,7 +1116,7 @@ static PyObject *s_last_t, *s_c, *s_tools, *s_resources, *s_dests, *s_steps, *s_
     *s_recent_b, *s_gen_t, *s_tasks, *s_instr, *s_instr_t, *s_hours, *s_tool, *s_resource, *s_action,
     *s_sensitivity, *s_records, *s_bytes, *s_destinations, *s_task_id, *s_requested_by, *s_operator_id,
     *s_approval_id, *s_instruction_hash, *s_t, *s_sensitivity_weight, *s_classify, *s_broadcast,
-    *s_is_untrusted_source, *s_confidential, *s_x, *s_dest_classes, *s_pending, *s_new_outbound,
+    *s_is_untrusted_source, *s_untrusted_sources, *s_email, *s_confidential, *s_x, *s_dest_classes, *s_pending, *s_new_outbound,
     *s_config_change, *s_outbound, *s_approved, *s_quiet, *s_step, *s_principal, *s_novel, *s_adopted,
     *s_kind, *s_known_reach;
 
@@ -1077,6 +1134,7 @@ intern_names(void)
     I(s_requested_by, "requested_by"); I(s_operator_id, "operator_id"); I(s_approval_id, "approval_id");
     I(s_instruction_hash, "instruction_hash"); I(s_t, "t"); I(s_sensitivity_weight, "sensitivity_weight");
     I(s_classify, "classify"); I(s_broadcast, "broadcast"); I(s_is_untrusted_source, "is_untrusted_source");
+    I(s_untrusted_sources, "untrusted_sources"); I(s_email, "email");
     I(s_confidential, "confidential"); I(s_x, "x"); I(s_dest_classes, "dest_classes"); I(s_pending, "pending");
     I(s_new_outbound, "new_outbound"); I(s_config_change, "config_change"); I(s_outbound, "outbound");
     I(s_approved, "approved"); I(s_quiet, "quiet"); I(s_step, "step"); I(s_principal, "principal");
@@ -1148,6 +1206,8 @@ extract_setup(PyObject *self, PyObject *args)
     Py_XSETREF(fx_policy_type, pt);
     Py_CLEAR(untrusted_policy);
     Py_CLEAR(untrusted_memo);
+    Py_CLEAR(pol_classes);
+    Py_CLEAR(pol_prefixes);
     if (!PyType_Check(o)) {
         PyErr_SetString(PyExc_TypeError, "extract_setup: Observation must be a class");
         return NULL;
@@ -1164,7 +1224,9 @@ extract_setup(PyObject *self, PyObject *args)
 static int
 is_ascii(PyObject *s, const char *lit)
 {
-    return PyUnicode_Check(s) && PyUnicode_CompareWithASCIIString(s, lit) == 0;
+    size_t n = strlen(lit);
+    return PyUnicode_Check(s) && PyUnicode_IS_ASCII(s) && (size_t)PyUnicode_GET_LENGTH(s) == n
+           && memcmp(PyUnicode_DATA(s), lit, n) == 0;
 }
 
 typedef struct {
@@ -1173,20 +1235,69 @@ typedef struct {
     long long reach;
 } dest_class;
 
-/* policy.is_untrusted_source(resource), remembered per resource for the last policy of the class
- * extract_setup named (a frozen dataclass whose answer depends on its fields only); other policies are asked */
+/* What extract remembers of the last policy of the class extract_setup named (policy.Policy: a frozen
+ * dataclass, its fields never rebound): a memo of is_untrusted_source's answers per resource, the dict its
+ * classify memoises in (pol_classes: policy._cache, read here without the call; NULL when it is not a dict),
+ * and its untrusted_sources (pol_prefixes: NULL when not a tuple of str). Policies of any other class are asked
+ * every time. */
+/* 1: policy is the one remembered (refreshed when it is another of the class); 0: not of the class */
+static int
+policy_memo(PyObject *policy)
+{
+    if (fx_policy_type == NULL || (PyObject *)Py_TYPE(policy) != fx_policy_type)
+        return 0;
+    if (policy == untrusted_policy && untrusted_memo != NULL)
+        return 1;
+    PyObject *d = PyDict_New();
+    if (d == NULL)
+        return -1;
+    PyObject *cache = PyObject_GetAttrString(policy, "_cache");
+    if (cache == NULL)
+        PyErr_Clear();
+    else if (!PyDict_CheckExact(cache))
+        Py_CLEAR(cache);
+    PyObject *pre = PyObject_GetAttr(policy, s_untrusted_sources);
+    if (pre == NULL)
+        PyErr_Clear();
+    else if (!PyTuple_CheckExact(pre))
+        Py_CLEAR(pre);
+    for (Py_ssize_t i = 0; pre != NULL && i < PyTuple_GET_SIZE(pre); i++)
+        if (!PyUnicode_CheckExact(PyTuple_GET_ITEM(pre, i)))
+            Py_CLEAR(pre);
+    Py_INCREF(policy);
+    Py_XSETREF(untrusted_policy, policy);
+    Py_XSETREF(untrusted_memo, d);
+    Py_XSETREF(pol_classes, cache);
+    Py_XSETREF(pol_prefixes, pre);
+    return 1;
+}
+
+/* policy.is_untrusted_source(resource): for the remembered policy, a resource under none of its untrusted
+ * sources is not one, one that is and is not mail is (Policy.is_untrusted_source's first steps), and mail is
+ * asked (whether its host is internal) and remembered per resource; other policies are asked */
 static int
 untrusted_source(PyObject *policy, PyObject *resource)
 {
-    int memo = fx_policy_type != NULL && (PyObject *)Py_TYPE(policy) == fx_policy_type && PyUnicode_CheckExact(resource);
+    int memo = policy_memo(policy);
+    if (memo < 0)
+        return -1;
+    memo = memo && PyUnicode_CheckExact(resource);
     if (memo) {
-        if (policy != untrusted_policy || untrusted_memo == NULL) {
-            PyObject *d = PyDict_New();
-            if (d == NULL)
+        if (pol_prefixes != NULL) {
+            int under = 0;
+            for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(pol_prefixes) && !under; i++) {
+                Py_ssize_t m = PyUnicode_Tailmatch(resource, PyTuple_GET_ITEM(pol_prefixes, i), 0, PY_SSIZE_T_MAX, -1);
+                if (m < 0)
+                    return -1;
+                under = (int)m;
+            }
+            if (!under)
+                return 0;
+            Py_ssize_t mail = PyUnicode_Tailmatch(resource, s_email, 0, PY_SSIZE_T_MAX, -1);
+            if (mail < 0)
                 return -1;
-            Py_INCREF(policy);
-            Py_XSETREF(untrusted_policy, policy);
-            Py_XSETREF(untrusted_memo, d);
+            if (!mail)
+                return 1;
         }
         PyObject *hit = PyDict_GetItemWithError(untrusted_memo, resource);
         if (hit != NULL)
@@ -1286,8 +1397,10 @@ extract(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     if ((r = sketch_check(dests_o, b_dests, 256)) != 0) goto err_or_fall;
     if ((r = sketch_check(steps_o, b_steps, 128)) != 0) goto err_or_fall;
     if ((r = sketch_check(princ_o, b_princ, 32)) != 0) goto err_or_fall;
-    if ((r = bloom_bytes(ra_o, b_ra, 64, 1)) != 0) goto err_or_fall;
-    if ((r = bloom_bytes(rb_o, b_rb, 64, 1)) != 0) goto err_or_fall;
+    /* the recent destinations' filters are read (as bytes) only when a destination or a new hour needs them */
+    if ((r = bloom_fits(ra_o, 64)) != 0) goto err_or_fall;
+    if ((r = bloom_fits(rb_o, 64)) != 0) goto err_or_fall;
+    int recent_read = 0;
     /* windows and task slots */
     if ((c_o = xget(st, &fa_c)) == NULL) goto done;
     if ((tasks_o = xget(st, &fa_tasks)) == NULL) goto done;
@@ -1310,7 +1423,7 @@ extract(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         static const int ints[] = {0, 1, 4, 7, 8, 9, 10};
         for (int k = 0; k < 7; k++) {
             double v = b[ints[k]];
-            if (!(v >= 0.0 && v < 4294967296.0 && v == floor(v)))
+            if (!(v >= 0.0 && v < 4294967296.0 && v == (double)(uint32_t)v))  /* an integer of 32 bits */
                 goto fall;
         }
         if (isnan(b[3]) || isnan(b[2]) || isnan(b[5]) || isnan(b[6]))
@@ -1325,6 +1438,8 @@ extract(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (ndests > 0) {
         if ((classify = PyObject_GetAttr(policy, s_classify)) == NULL) goto done;
         if ((broadcast = PyObject_GetAttr(policy, s_broadcast)) == NULL) goto done;
+        if ((r = policy_memo(policy)) < 0) goto done;
+        PyObject *memo = r ? pol_classes : NULL;  /* classify's own memo: what it answers, without the call */
         if (!PyDict_CheckExact(broadcast)) goto fall;
         dc = PyMem_Calloc((size_t)ndests, sizeof(dest_class));
         if (dc == NULL) {
@@ -1336,8 +1451,11 @@ extract(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             if (!PyUnicode_Check(d)) goto fall;
             PyObject *cls, *reach;
             if (i < CLASSIFIED) {
-                PyObject *cr = PyObject_CallOneArg(classify, d);
-                if (cr == NULL) goto done;
+                PyObject *cr = memo != NULL && PyUnicode_CheckExact(d) ? PyDict_GetItemWithError(memo, d) : NULL;
+                if (cr != NULL)
+                    Py_INCREF(cr);
+                else if (PyErr_Occurred() || (cr = PyObject_CallOneArg(classify, d)) == NULL)
+                    goto done;
                 if (!PyTuple_Check(cr) || PyTuple_GET_SIZE(cr) != 2) {
                     Py_DECREF(cr);
                     goto fall;
@@ -1404,10 +1522,12 @@ extract(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     }
     int ra_changed = 0;
     if (t - gen_t >= 3600.0) {
-        if (t - gen_t < 2 * 3600.0)
-            memcpy(b_rb, b_ra, 64);
-        else
+        if (t - gen_t < 2 * 3600.0) {
+            if (bloom_bytes(ra_o, b_rb, 64, 1) != 0) goto fail_late;
+        } else {
             memset(b_rb, 0, 64);
+        }
+        recent_read = 1;
         memset(b_ra, 0, 64);
         ra_changed = 1;
         if (set_bloom(st, &fa_recent_b, b_rb, 64) < 0) goto done;
@@ -1518,6 +1638,10 @@ extract(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     int outward = 0, known = 1, any_broadcast = 0;
     if ((dest_hashes = PyList_New(0)) == NULL || (new_out = PyList_New(0)) == NULL) goto done;
     if ((classes = PyTuple_New(ndests)) == NULL) goto done;
+    if (ndests > 0 && !recent_read) {
+        if (bloom_bytes(ra_o, b_ra, 64, 1) != 0 || bloom_bytes(rb_o, b_rb, 64, 1) != 0) goto fail_late;
+        recent_read = 1;
+    }
     for (Py_ssize_t i = 0; i < ndests; i++) {
         PyObject *d = dc[i].dest, *cls = dc[i].cls;
         Py_INCREF(cls);
@@ -1792,8 +1916,17 @@ extract(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (r < 0) goto done;
     if (xset(obs, &fa_dest_classes, classes) < 0) goto done;
     {
-        PyObject *pend = Py_BuildValue("(kkO)", (unsigned long)h_tool, (unsigned long)h_res, dest_hashes);
-        if (pend == NULL) goto done;
+        PyObject *pend = PyTuple_New(3), *v0 = PyLong_FromUnsignedLong(h_tool), *v1 = PyLong_FromUnsignedLong(h_res);
+        if (pend == NULL || v0 == NULL || v1 == NULL) {
+            Py_XDECREF(pend);
+            Py_XDECREF(v0);
+            Py_XDECREF(v1);
+            goto done;
+        }
+        Py_INCREF(dest_hashes);
+        PyTuple_SET_ITEM(pend, 0, v0);
+        PyTuple_SET_ITEM(pend, 1, v1);
+        PyTuple_SET_ITEM(pend, 2, dest_hashes);
         r = xset(obs, &fa_pending, pend);
         Py_DECREF(pend);
         if (r < 0) goto done;
@@ -1875,6 +2008,10 @@ extract(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 
 fall_late:  /* cannot happen for an event time decode_event accepts (|t| < 2**63 hours) */
     PyErr_SetString(PyExc_OverflowError, "event time out of the kernel's range");
+    goto done;
+fail_late:  /* cannot happen: a filter bloom_fits took converts (short of memory) */
+    if (!PyErr_Occurred())
+        PyErr_SetString(PyExc_SystemError, "a recent-destinations filter changed under extract");
     goto done;
 err_or_fall:
     if (r < 0)

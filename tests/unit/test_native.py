@@ -695,6 +695,50 @@ def test_the_kernel_remembers_untrusted_sources_per_policy_and_asks_a_policy_of_
     assert got == [1, 0, 1, 0] and Moody.calls == 4
 
 
+_SOURCES = ("http://web.example/a", "https://x.example", "email:bob@corp.example", "email:eve@evil.example",
+            "emailx:eve@evil.example", "mail://inbox/1", "drive://f/1", "e", "HTTP://web.example", "ünï:x",
+            "email:Ünï@corp.example", "email:bob@sub.corp.example")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(("http:", "https:", "email:", "email", "mail", "", "ü", "HTTP")), max_size=4),
+       st.sampled_from(((), ("corp.example",))), st.sampled_from(_SOURCES), st.sampled_from(("read", "exec")))
+def test_the_kernel_takes_untrusted_input_where_the_policy_says_so(sources, domains, resource, action):
+    # the kernel answers a resource under none of the untrusted sources, or one that is not mail, itself
+    from detector import features as f
+    from detector.policy import Policy
+
+    policy = Policy(untrusted_sources=tuple(sources), internal_domains=domains)
+    ev = _events([{"tool": "web.get", "action": action, "resource": resource, "sensitivity": "public",
+                   "records": 1, "bytes": 1, "destinations": [], "task_id": "t1", "requested_by": None,
+                   "instruction_hash": None, "approval_id": None, "dt": 1.0}])[0]
+    st_ = f.FeatureState()
+    _kernel_extract()(st_, ev, policy, None)
+    assert int(st_.tasks[1]) & 1 == policy.is_untrusted_source(resource)
+
+
+def test_the_kernel_reads_a_policys_classes_from_its_memo_as_classify_answers_them(monkeypatch):
+    from detector import features as f
+    from detector.policy import Policy
+
+    asked = []
+    classify = Policy.classify
+    monkeypatch.setattr(Policy, "classify", lambda self, d: asked.append(d) or classify(self, d))
+    policy = Policy(internal_domains=("corp.example",), broadcast={"slack:#all": 40})
+    dests = ["email:bob@corp.example", "slack:#all", "email:eve@evil.example"]
+    ev = _events([{"tool": "mail.send", "action": "send", "resource": "mail://outbox", "sensitivity": "internal",
+                   "records": 1, "bytes": 1, "destinations": dests, "task_id": None, "requested_by": None,
+                   "instruction_hash": None, "approval_id": None, "dt": 1.0}])[0]
+    kernel = _kernel_extract()
+    first = kernel(f.FeatureState(), ev, policy, None)
+    assert asked == dests and set(policy._cache) == set(dests)  # classify asked, and memoised
+    policy._cache["email:eve@evil.example"] = ("internal", 7)  # what the memo says is what classify would answer
+    again = kernel(f.FeatureState(), ev, policy, None)
+    assert first.dest_classes == ("internal", "broadcast", "external")
+    assert again.dest_classes == ("internal", "broadcast", "internal") and again.x[13] == 1 + 40 + 7
+    assert asked == dests  # the second time every class came from the memo
+
+
 def test_the_kernel_sets_a_states_fields_through_its_own_setattr_when_it_has_one():
     # plain slots are read and written at their offsets; a class with its own __setattr__ (here a look-alike of
     # FeatureState with the same slots) is asked, as is a subclass
