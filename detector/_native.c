@@ -2044,6 +2044,188 @@ done:
 }
 
 /* ------------------------------------------------------------------------------------------------------
+ * Destination habits (detector/habits.py): sends_of and Habits.observe, each the transcription of its
+ * reference (_py_sends_of, Habits._py_observe).
+ * ------------------------------------------------------------------------------------------------------ */
+
+/* habit_sends(destinations, classes, new, EXTERNAL, BROADCAST, family_key, counted) -> habits._py_sends_of:
+ * [(family hash, destination in new, stable_hash(destination))] for the external or broadcast ones among
+ * the first `counted` classes; an ASCII str destination's family is hashed here (family_hash), any other
+ * asks family_key */
+static PyObject *
+habit_sends(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (fc_count("habit_sends", nargs, 7, 7) < 0)
+        return NULL;
+    PyObject *dests = args[0], *classes = args[1], *new = args[2], *ext = args[3], *bc = args[4], *fk = args[5];
+    Py_ssize_t counted;
+    if (fc_n(args[6], &counted) < 0)
+        return NULL;
+    PyObject *seq = PySequence_Fast(classes, "classes must be a sequence");
+    if (seq == NULL)
+        return NULL;
+    PyObject *out = PyList_New(0);
+    if (out == NULL) {
+        Py_DECREF(seq);
+        return NULL;
+    }
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    if (n > counted)
+        n = counted < 0 ? 0 : counted;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *cls = PySequence_Fast_GET_ITEM(seq, i);
+        int r = cls == ext || cls == bc;
+        if (!r && (r = PyObject_RichCompareBool(cls, ext, Py_EQ)) == 0)
+            r = PyObject_RichCompareBool(cls, bc, Py_EQ);
+        if (r < 0)
+            goto fail;
+        if (!r)
+            continue;
+        PyObject *d = PySequence_GetItem(dests, i);
+        if (d == NULL)
+            goto fail;
+        PyObject *fam = NULL, *isnew = NULL, *h = NULL, *tup = NULL;
+        uint32_t fh, dh;
+        if (PyUnicode_CheckExact(d) && family_hash_of(d, &fh))
+            fam = PyLong_FromUnsignedLong(fh);
+        else
+            fam = PyObject_CallOneArg(fk, d);
+        if (fam != NULL) {
+            r = PySequence_Contains(new, d);
+            if (r >= 0) {
+                isnew = PyBool_FromLong(r);
+                if (str_hash(d, &dh) == 0 && (h = PyLong_FromUnsignedLong(dh)) != NULL)
+                    tup = PyTuple_Pack(3, fam, isnew, h);
+            }
+        }
+        Py_DECREF(d);
+        Py_XDECREF(fam);
+        Py_XDECREF(isnew);
+        Py_XDECREF(h);
+        if (tup == NULL)
+            goto fail;
+        r = PyList_Append(out, tup);
+        Py_DECREF(tup);
+        if (r < 0)
+            goto fail;
+    }
+    Py_DECREF(seq);
+    return out;
+fail:
+    Py_DECREF(seq);
+    Py_DECREF(out);
+    return NULL;
+}
+
+/* habit_observe(a, sends, slots, half_at) -> Habits._py_observe(sends) on the array('d') a of slots x
+ * (family, sends, new sends, last destination), in place: True; None (a left untouched) for what it leaves to
+ * the reference (sends not a list of at most 64 (int, any, int) tuples of ints within 2**53, or a of a
+ * shape the class never makes) */
+static PyObject *
+habit_observe(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (fc_count("habit_observe", nargs, 4, 4) < 0)
+        return NULL;
+    PyObject *arr = args[0], *sends = args[1];
+    Py_ssize_t slots;
+    double half_at;
+    if (fc_n(args[2], &slots) < 0 || fc_d(args[3], &half_at) < 0)
+        return NULL;
+    if (!PyList_CheckExact(sends) || PyList_GET_SIZE(sends) > 64)
+        Py_RETURN_NONE;
+    /* the families in order of first appearance: (family, new, destination or -1) */
+    long long fam[64], dst[64];
+    int isnew[64], nf = 0;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(sends); i++) {
+        PyObject *t = PyList_GET_ITEM(sends, i);
+        if (!PyTuple_CheckExact(t) || PyTuple_GET_SIZE(t) != 3 || !PyLong_CheckExact(PyTuple_GET_ITEM(t, 0))
+                || !PyLong_CheckExact(PyTuple_GET_ITEM(t, 2)))
+            Py_RETURN_NONE;
+        int of1, of2;
+        long long f = PyLong_AsLongLongAndOverflow(PyTuple_GET_ITEM(t, 0), &of1);
+        long long d = PyLong_AsLongLongAndOverflow(PyTuple_GET_ITEM(t, 2), &of2);
+        if (of1 || of2 || f > (1LL << 53) || f < -(1LL << 53) || d > (1LL << 53) || d < -(1LL << 53))
+            Py_RETURN_NONE;
+        int nw = PyObject_IsTrue(PyTuple_GET_ITEM(t, 1));
+        if (nw < 0)
+            return NULL;
+        int j = 0;
+        while (j < nf && fam[j] != f)
+            j++;
+        if (j == nf) {
+            fam[nf] = f;
+            dst[nf] = d;
+            isnew[nf] = nw;
+            nf++;
+        } else {
+            isnew[j] = isnew[j] || nw;
+            dst[j] = -1;
+        }
+    }
+    Py_buffer v;
+    if (get_doubles(arr, &v, 1, "habits") < 0)
+        return NULL;
+    Py_ssize_t len = v.len / (Py_ssize_t)sizeof(double);
+    if (len % 4 || len > 4 * slots) {
+        PyBuffer_Release(&v);
+        Py_RETURN_NONE;
+    }
+    for (int j = 0; j < nf; j++) {
+        double *a = v.buf;
+        double fk = (double)fam[j], fd = (double)dst[j];
+        int nw = isnew[j];
+        Py_ssize_t b = 0;
+        for (; b < len; b += 4)
+            if (a[b] == fk) {
+                if (a[b + 3] == fd && dst[j] >= 0)
+                    b = -1;  /* the same destination again: one use */
+                break;
+            }
+        if (b == len) {
+            if (len < 4 * slots) {  /* a.extend((fk, 0.0, 0.0, -1.0)): the array grows, so its buffer is let go */
+                PyBuffer_Release(&v);
+                PyObject *r = PyObject_CallMethod(arr, "extend", "((dddd))", fk, 0.0, 0.0, -1.0);
+                if (r == NULL)
+                    return NULL;
+                Py_DECREF(r);
+                if (get_doubles(arr, &v, 1, "habits") < 0)
+                    return NULL;
+                a = v.buf;
+                b = len;
+                len += 4;
+                if (v.len != len * (Py_ssize_t)sizeof(double)) {
+                    PyBuffer_Release(&v);
+                    PyErr_SetString(PyExc_SystemError, "habits: the array did not grow by one family");
+                    return NULL;
+                }
+            } else {  /* the family sent to least (the first of them) makes room */
+                b = 0;
+                for (Py_ssize_t i = 4; i < len; i += 4)
+                    if (a[i + 1] < a[b + 1])
+                        b = i;
+                a[b] = fk;
+                a[b + 1] = 0.0;
+                a[b + 2] = 0.0;
+                a[b + 3] = -1.0;
+            }
+            nw = 0;  /* the first send to a family is new by definition */
+        }
+        if (b < 0)
+            continue;
+        a[b + 3] = fd;
+        a[b + 1] += 1.0;
+        if (nw)
+            a[b + 2] += 1.0;
+        if (a[b + 1] >= half_at) {
+            a[b + 1] *= 0.5;
+            a[b + 2] *= 0.5;
+        }
+    }
+    PyBuffer_Release(&v);
+    Py_RETURN_TRUE;
+}
+
+/* ------------------------------------------------------------------------------------------------------
  * The engine's per-row steps fused (detector/engine.py Engine._read), each the transcription of its
  * reference: deviate = baseline._py_deviate (log_deviations, then KindProfiles.compare), rarities =
  * engine._py_rarities (verdict caps, FeatureTails.neglogs, the largest, the blame), kind_learn =
@@ -2572,6 +2754,10 @@ static PyMethodDef methods[] = {
      "family_hash(dest) -> stable_hash(destination_family(dest)), or None when dest is not ASCII."},
     {"extract", (PyCFunction)(void (*)(void))extract, METH_FASTCALL,
      "extract(st, ev, policy, adopted) -> Observation, or None for the reference to decide (detector.features)."},
+    {"habit_sends", (PyCFunction)(void (*)(void))habit_sends, METH_FASTCALL,
+     "habit_sends(destinations, classes, new, EXTERNAL, BROADCAST, family_key, counted) -> habits._py_sends_of."},
+    {"habit_observe", (PyCFunction)(void (*)(void))habit_observe, METH_FASTCALL,
+     "habit_observe(a, sends, slots, half_at) -> True (Habits._py_observe done in place), or None for the reference."},
     {"deviate", (PyCFunction)(void (*)(void))deviate, METH_FASTCALL,
      "deviate(x, loc, scale, floors, kinds, kind, kind_features, kind_min, z95) -> (xl, z, by_kind)."},
     {"rarities", (PyCFunction)(void (*)(void))rarities, METH_FASTCALL,

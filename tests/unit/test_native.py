@@ -833,3 +833,54 @@ def test_the_family_hash_of_a_destination_equals_the_reference_on_ascii_and_is_l
         assert got == stable_hash(destination_family(dest))
     else:
         assert got is None
+
+
+# ------------------------------------------------------------------------- destination habits
+
+_send = st.tuples(st.integers(0, 12) | st.sampled_from((2**32 - 1, 2**53)), st.booleans(),
+                  st.integers(0, 5) | st.just(2**32 - 1))
+_slot = st.tuples(st.sampled_from((0.0, 1.0, 2.0, 5.0, 13.0)), st.sampled_from((0.0, 1.0, 2.0, 11.5)),
+                  st.sampled_from((0.0, 1.0, 0.5)), st.sampled_from((-1.0, 0.0, 3.0)))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_slot, max_size=8), st.lists(st.lists(_send, max_size=6), min_size=1, max_size=30))
+def test_habits_observe_in_the_kernel_equals_the_reference_bit_for_bit(start, steps):
+    from detector.habits import HALF_AT, SLOTS, Habits
+
+    a, b = Habits(array("d", [v for s in start for v in s]).tobytes()), None
+    b = Habits(a.to_bytes())
+    for sends in steps:
+        assert _native.habit_observe(a.a, sends, SLOTS, HALF_AT) is True
+        b._py_observe(sends)
+        assert a.to_bytes() == b.to_bytes()
+
+
+def test_habits_observe_leaves_what_it_does_not_take_to_the_reference_untouched():
+    from detector.habits import HALF_AT, SLOTS, Habits
+
+    h = Habits()
+    for sends in ([(1, True, 2**60)], ((1, True, 2),), [(1.0, True, 2)], [(1, True, 2)] * 65):
+        before = h.to_bytes()
+        assert _native.habit_observe(h.a, sends, SLOTS, HALF_AT) is None and h.to_bytes() == before
+        h.observe(sends)  # the reference
+        assert h.to_bytes() != before
+        h = Habits()
+
+
+_CLASSES = ("external", "broadcast", "internal")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(_DESTS + ("payee:Ünï", "http:https://Paste.Example/y", "x")),
+                          st.sampled_from(_CLASSES)), max_size=20), st.integers(0, 3))
+def test_the_sends_of_an_action_in_the_kernel_equal_the_reference(pairs, k):
+    from detector.habits import _COUNTED, _py_sends_of, family_key
+    from detector.policy import BROADCAST, EXTERNAL
+
+    dests = [d for d, _ in pairs]
+    classes = tuple(c if c == "internal" else "".join(c) for _, c in pairs)  # equal, not always the same object
+    new = dests[::k + 1] if k else ()
+    got = _native.habit_sends(dests, classes, new, EXTERNAL, BROADCAST, family_key, _COUNTED)
+    assert got == _py_sends_of(dests, classes, new)
+    assert [tuple(map(type, t)) for t in got] == [(int, bool, int)] * len(got)
