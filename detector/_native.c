@@ -2044,6 +2044,105 @@ done:
 }
 
 /* ------------------------------------------------------------------------------------------------------
+ * Novelty that settles (detector/features.py settle, commit_novel): sketch.bloom_add on the lifetime sketches.
+ * ------------------------------------------------------------------------------------------------------ */
+
+/* bloom_add(v, h, mask) for a non-negative int v: v | 1 << (h & mask) | 1 << ((h >> 16) & mask) (v itself when
+ * both bits are set: an equal int). On CPython 3.11 the digits are copied and set; elsewhere by the number
+ * protocol. */
+static PyObject *
+long_bloom_add(PyObject *v, uint32_t h, uint32_t mask)
+{
+    uint32_t i = h & mask, j = (h >> 16) & mask;
+#if SKETCH_DIGITS
+    if (long_bit(v, i) && long_bit(v, j)) {
+        Py_INCREF(v);
+        return v;
+    }
+    Py_ssize_t size = Py_SIZE(v), hi = (Py_ssize_t)((i > j ? i : j) / PyLong_SHIFT) + 1;
+    Py_ssize_t n = size > hi ? size : hi;
+    if (n == 1)  /* one digit: as PyLong makes it (small ints are shared) */
+        return PyLong_FromUnsignedLong((unsigned long)((size ? ((PyLongObject *)v)->ob_digit[0] : 0)
+                                                       | ((digit)1 << i) | ((digit)1 << j)));
+    PyLongObject *r = _PyLong_New(n);
+    if (r == NULL)
+        return NULL;
+    memcpy(r->ob_digit, ((PyLongObject *)v)->ob_digit, (size_t)size * sizeof(digit));
+    memset(r->ob_digit + size, 0, (size_t)(n - size) * sizeof(digit));
+    r->ob_digit[i / PyLong_SHIFT] |= (digit)1 << (i % PyLong_SHIFT);
+    r->ob_digit[j / PyLong_SHIFT] |= (digit)1 << (j % PyLong_SHIFT);
+    return (PyObject *)r;
+#else
+    PyObject *one = PyLong_FromLong(1), *si = PyLong_FromUnsignedLong(i), *sj = PyLong_FromUnsignedLong(j);
+    PyObject *bi = one && si ? PyNumber_Lshift(one, si) : NULL, *bj = one && sj ? PyNumber_Lshift(one, sj) : NULL;
+    PyObject *t = bi ? PyNumber_Or(v, bi) : NULL, *r = t && bj ? PyNumber_Or(t, bj) : NULL;
+    Py_XDECREF(one); Py_XDECREF(si); Py_XDECREF(sj); Py_XDECREF(bi); Py_XDECREF(bj); Py_XDECREF(t);
+    return r;
+#endif
+}
+
+/* settle_keys(st, keys, novel) -> features._py_settle for each key of the list `keys` (with novel, those
+ * commit_novel settles: not a task step or principal of hash 0): True; None (st untouched) when st's sketches
+ * are not non-negative ints or a key is not a non-negative int below 2**64, for the reference to do. */
+static PyObject *
+settle_keys(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (fc_count("settle_keys", nargs, 3, 3) < 0)
+        return NULL;
+    PyObject *st = args[0], *keys = args[1];
+    int novel = PyObject_IsTrue(args[2]);
+    if (novel < 0)
+        return NULL;
+    if (!PyList_CheckExact(keys))
+        Py_RETURN_NONE;
+    static fastattr *fas[5] = {&fa_tools, &fa_resources, &fa_dests, &fa_steps, &fa_principals};
+    static const uint32_t masks[5] = {TOOL_MASK, RES_MASK, DEST_MASK, STEP_MASK, PRINCIPAL_MASK};
+    Py_ssize_t n = PyList_GET_SIZE(keys);
+    for (Py_ssize_t k = 0; k < n; k++) {
+        PyObject *key = PyList_GET_ITEM(keys, k);
+        if (!PyLong_CheckExact(key) || _PyLong_Sign(key) < 0 || _PyLong_NumBits(key) > 64)
+            Py_RETURN_NONE;
+    }
+    PyObject *vals[5] = {NULL, NULL, NULL, NULL, NULL};
+    int changed[5] = {0, 0, 0, 0, 0}, fall = 0;
+    for (int s = 0; s < 5; s++) {
+        if ((vals[s] = xget(st, fas[s])) == NULL)
+            goto fail;
+        if (!PyLong_CheckExact(vals[s]) || _PyLong_Sign(vals[s]) < 0)
+            fall = 1;
+    }
+    if (fall) {
+        for (int s = 0; s < 5; s++)
+            Py_DECREF(vals[s]);
+        Py_RETURN_NONE;
+    }
+    for (Py_ssize_t k = 0; k < n; k++) {
+        unsigned long long key = PyLong_AsUnsignedLongLong(PyList_GET_ITEM(keys, k));
+        if (key == (unsigned long long)-1 && PyErr_Occurred())
+            goto fail;
+        unsigned long long kind = key >> 32;
+        uint32_t h = (uint32_t)(key & 0xFFFFFFFFu);
+        if (kind > 4 || (novel && !h && kind >= K_STEP_))
+            continue;
+        PyObject *nv = long_bloom_add(vals[kind], h, masks[kind]);
+        if (nv == NULL)
+            goto fail;
+        Py_SETREF(vals[kind], nv);
+        changed[kind] = 1;
+    }
+    for (int s = 0; s < 5; s++)
+        if (changed[s] && xset(st, fas[s], vals[s]) < 0)
+            goto fail;
+    for (int s = 0; s < 5; s++)
+        Py_DECREF(vals[s]);
+    Py_RETURN_TRUE;
+fail:
+    for (int s = 0; s < 5; s++)
+        Py_XDECREF(vals[s]);
+    return NULL;
+}
+
+/* ------------------------------------------------------------------------------------------------------
  * Destination habits (detector/habits.py): sends_of and Habits.observe, each the transcription of its
  * reference (_py_sends_of, Habits._py_observe).
  * ------------------------------------------------------------------------------------------------------ */
@@ -2754,6 +2853,8 @@ static PyMethodDef methods[] = {
      "family_hash(dest) -> stable_hash(destination_family(dest)), or None when dest is not ASCII."},
     {"extract", (PyCFunction)(void (*)(void))extract, METH_FASTCALL,
      "extract(st, ev, policy, adopted) -> Observation, or None for the reference to decide (detector.features)."},
+    {"settle_keys", (PyCFunction)(void (*)(void))settle_keys, METH_FASTCALL,
+     "settle_keys(st, keys, novel) -> True (features.settle of each key, or commit_novel's with novel), or None for the reference."},
     {"habit_sends", (PyCFunction)(void (*)(void))habit_sends, METH_FASTCALL,
      "habit_sends(destinations, classes, new, EXTERNAL, BROADCAST, family_key, counted) -> habits._py_sends_of."},
     {"habit_observe", (PyCFunction)(void (*)(void))habit_observe, METH_FASTCALL,

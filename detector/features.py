@@ -686,7 +686,14 @@ def settle(st: FeatureState, key: int) -> None:
     >>> st = FeatureState()
     >>> settle(st, item_key(K_TOOL, 12345)); bloom_has(st.tools, 12345, _TOOL_MASK)
     True
+
+    The compiled ``detector._native.settle_keys`` does it when built (:func:`_py_settle` is the reference).
     """
+    if _k_settle is None or _k_settle(st, [key], False) is None:
+        _py_settle(st, key)
+
+
+def _py_settle(st: FeatureState, key: int) -> None:
     kind, h = key >> 32, key & 0xFFFFFFFF
     if kind == K_TOOL:
         st.tools = bloom_add(st.tools, h, _TOOL_MASK)
@@ -723,11 +730,18 @@ def commit_novel(st: FeatureState, obs: Observation) -> None:
     (``obs.adopted``) are settled too, which the engine does for every action it reads. Extraction put in
     ``obs.novel`` or ``obs.adopted`` every item of the action that its sketch did not hold; the rest is
     already there (adding it again changes no bit). ``commit_novelty`` leaves out a task step or a principal
-    whose hash is 0 (it reads 0 as "none"): so does this."""
+    whose hash is 0 (it reads 0 as "none"): so does this (compiled: ``detector._native.settle_keys``)."""
+    if _k_settle is None or _k_settle(st, obs.novel, True) is None:
+        _py_commit_novel(st, obs)
+
+
+def _py_commit_novel(st: FeatureState, obs: Observation) -> None:
     for key in obs.novel:
         if key & 0xFFFFFFFF or key >> 32 < K_STEP:
-            settle(st, key)
+            _py_settle(st, key)
 
+
+_k_settle = getattr(_kernels, "settle_keys", None)  # settle and commit_novel compiled (None: the references)
 
 # the compiled extract (None: the reference runs; a kernel built before it had extract runs without it)
 _kernel = getattr(_kernels, "extract", None)

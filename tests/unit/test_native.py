@@ -884,3 +884,41 @@ def test_the_sends_of_an_action_in_the_kernel_equal_the_reference(pairs, k):
     got = _native.habit_sends(dests, classes, new, EXTERNAL, BROADCAST, family_key, _COUNTED)
     assert got == _py_sends_of(dests, classes, new)
     assert [tuple(map(type, t)) for t in got] == [(int, bool, int)] * len(got)
+
+
+# ------------------------------------------------------------------------- novelty that settles
+
+_key = st.tuples(st.integers(0, 6), st.integers(0, 2**32 - 1) | st.sampled_from((0, 1, 0x10001, 2**32 - 1))).map(
+    lambda kh: (kh[0] << 32) | kh[1])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.binary(max_size=300), min_size=5, max_size=5), st.lists(_key, max_size=12), st.booleans())
+def test_settling_items_in_the_kernel_equals_the_reference(sketches, keys, novel):
+    from detector.features import FeatureState, Observation, _py_commit_novel, _py_settle
+
+    a, b = FeatureState(), FeatureState()
+    for s in (a, b):
+        s.tools, s.resources, s.dests, s.steps, s.principals = (int.from_bytes(x, "little") for x in sketches)
+    assert _native.settle_keys(a, keys, novel) is True
+    if novel:
+        obs = Observation()
+        obs.novel = keys
+        _py_commit_novel(b, obs)
+    else:
+        for k in keys:
+            _py_settle(b, k)
+    assert a.sketches() == b.sketches() and a.to_tuple() == b.to_tuple()
+    assert [getattr(a, n) for n in ("tools", "resources", "dests", "steps", "principals")] == [
+        getattr(b, n) for n in ("tools", "resources", "dests", "steps", "principals")]
+
+
+def test_settling_leaves_what_it_does_not_take_to_the_reference_untouched():
+    from detector.features import FeatureState, settle
+
+    s = FeatureState()
+    assert _native.settle_keys(s, [-1], False) is None and _native.settle_keys(s, [2**64], False) is None
+    s.tools = -8
+    assert _native.settle_keys(s, [5], False) is None and s.tools == -8
+    settle(s, 5)  # the reference: -8 | 1 << 5 | 1 << 0
+    assert s.tools == -8 | 32 | 1
