@@ -1319,6 +1319,11 @@ untrusted_source(PyObject *policy, PyObject *resource)
     return r;
 }
 
+/* the floats 0.0, 1.0 ... 7.0, shared by the observations' rows (a row is a list of floats; most of its values
+ * are small whole numbers, 0.0 above all) */
+#define N_SMALL_FLOATS 8
+static PyObject *small_floats[N_SMALL_FLOATS];
+
 static PyObject *
 extract(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -1904,7 +1909,14 @@ extract(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     PyObject *x = PyList_New(NX);
     if (x == NULL) goto done;
     for (int i = 0; i < NX; i++) {
-        PyObject *f = PyFloat_FromDouble(xs[i]);
+        PyObject *f;
+        double v = xs[i];
+        if (v >= 0.0 && v < N_SMALL_FLOATS && v == (double)(int)v && !signbit(v)) {  /* most are 0.0 (9 of 25) */
+            f = small_floats[(int)v];
+            Py_INCREF(f);
+        } else {
+            f = PyFloat_FromDouble(v);
+        }
         if (f == NULL) {
             Py_DECREF(x);
             goto done;
@@ -2882,5 +2894,8 @@ PyInit__native(void)
     crc_init();
     if (intern_names() < 0)
         return NULL;
+    for (int i = 0; i < N_SMALL_FLOATS; i++)
+        if ((small_floats[i] = PyFloat_FromDouble((double)i)) == NULL)
+            return NULL;
     return PyModule_Create(&module);
 }
