@@ -58,6 +58,23 @@ row_doubles(PyObject *seq, double *out, Py_ssize_t n)
 
 #define MAX_ROW 256
 
+/* The floats 0.0, 1.0 ... 7.0, shared by the rows the kernels make (lists of floats: an observation's values,
+ * deviations, rarities), most of whose values are 0.0 (of 25: 9 values, 6 deviations, 20 rarities in a
+ * trained replay). Equal values, the same bits (never -0.0); a float is immutable. */
+#define N_SMALL_FLOATS 8
+static PyObject *small_floats[N_SMALL_FLOATS];
+
+static inline PyObject *
+row_float(double v)
+{
+    if (v >= 0.0 && v < N_SMALL_FLOATS && v == (double)(int)v && !signbit(v)) {
+        PyObject *f = small_floats[(int)v];
+        Py_INCREF(f);
+        return f;
+    }
+    return PyFloat_FromDouble(v);
+}
+
 /* METH_FASTCALL argument helpers (what PyArg_ParseTuple's O, d, n, p, K do, without the argument tuple) */
 static int
 fc_count(const char *fn, Py_ssize_t nargs, Py_ssize_t lo, Py_ssize_t hi)
@@ -198,13 +215,13 @@ log_deviations(PyObject *self, PyObject *args)
     if (xl == NULL || z == NULL)
         goto done;
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *f = PyFloat_FromDouble(buf[i]);
+        PyObject *f = row_float(buf[i]);
         if (f == NULL)
             goto done;
         PyList_SET_ITEM(xl, i, f);
     }
     for (Py_ssize_t i = 0; i < m; i++) {
-        PyObject *o = PyFloat_FromDouble(zb[i]);
+        PyObject *o = row_float(zb[i]);
         if (o == NULL)
             goto done;
         PyList_SET_ITEM(z, i, o);
@@ -384,7 +401,7 @@ neglogs(PyObject *self, PyObject *args)
             Py_CLEAR(out);
             goto done;
         }
-        PyObject *o = PyFloat_FromDouble(r);
+        PyObject *o = row_float(r);
         if (o == NULL) {
             Py_CLEAR(out);
             goto done;
@@ -1319,11 +1336,6 @@ untrusted_source(PyObject *policy, PyObject *resource)
     return r;
 }
 
-/* the floats 0.0, 1.0 ... 7.0, shared by the observations' rows (a row is a list of floats; most of its values
- * are small whole numbers, 0.0 above all) */
-#define N_SMALL_FLOATS 8
-static PyObject *small_floats[N_SMALL_FLOATS];
-
 static PyObject *
 extract(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -1909,14 +1921,7 @@ extract(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     PyObject *x = PyList_New(NX);
     if (x == NULL) goto done;
     for (int i = 0; i < NX; i++) {
-        PyObject *f;
-        double v = xs[i];
-        if (v >= 0.0 && v < N_SMALL_FLOATS && v == (double)(int)v && !signbit(v)) {  /* most are 0.0 (9 of 25) */
-            f = small_floats[(int)v];
-            Py_INCREF(f);
-        } else {
-            f = PyFloat_FromDouble(v);
-        }
+        PyObject *f = row_float(xs[i]);
         if (f == NULL) {
             Py_DECREF(x);
             goto done;
@@ -2449,14 +2454,14 @@ deviate(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     } else {
         if ((xl = PyList_New(n)) == NULL) goto done;
         for (Py_ssize_t i = 0; i < n; i++) {
-            PyObject *o = PyFloat_FromDouble(xb[i]);
+            PyObject *o = row_float(xb[i]);
             if (o == NULL) goto done;
             PyList_SET_ITEM(xl, i, o);
         }
     }
     if ((z = PyList_New(m)) == NULL) goto done;
     for (Py_ssize_t i = 0; i < m; i++) {
-        PyObject *o = PyFloat_FromDouble(zb[i]);
+        PyObject *o = row_float(zb[i]);
         if (o == NULL) goto done;
         PyList_SET_ITEM(z, i, o);
     }
@@ -2733,17 +2738,16 @@ rarities(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (r == NULL)
         goto done;
     for (Py_ssize_t i = 0; i < kr; i++) {
-        PyObject *o = PyFloat_FromDouble(rb[i]);
+        PyObject *o = row_float(rb[i]);
         if (o == NULL)
             goto done;
         PyList_SET_ITEM(r, i, o);
     }
     for (Py_ssize_t i = 0; i < k; i++) {
         if (zset[i]) {
-            PyObject *o = PyFloat_FromDouble(0.0);
-            if (o == NULL)
+            PyObject *o = row_float(0.0);
+            if (o == NULL || PyList_SetItem(z, i, o) < 0)
                 goto done;
-            PyList_SetItem(z, i, o);
         }
     }
     if (rows != NULL) {
@@ -2752,7 +2756,13 @@ rarities(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             goto done;
         memcpy(PyByteArray_AS_STRING(rows) + at, zb, (size_t)k * sizeof(double));
     }
-    res = Py_BuildValue("(Odd)", r, raw, top);
+    {
+        PyObject *fr = PyFloat_FromDouble(raw), *ft = PyFloat_FromDouble(top);
+        if (fr != NULL && ft != NULL)
+            res = PyTuple_Pack(3, r, fr, ft);
+        Py_XDECREF(fr);
+        Py_XDECREF(ft);
+    }
 done:
     Py_XDECREF(r);
     PyBuffer_Release(&tv);
