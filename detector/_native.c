@@ -582,48 +582,47 @@ is_stop(PyObject *stop, const char *w, Py_ssize_t len)
 static int
 scan_words(const char *p, Py_ssize_t n, PyObject *stop, int lower, uint64_t *found)
 {
+    /* a letter's lower-case form (A-Z only when lower), 0 for anything else */
+    static unsigned char letter[2][256];
+    if (!letter[0]['a'])
+        for (int c = 'a'; c <= 'z'; c++) {
+            letter[0][c] = letter[1][c] = (unsigned char)c;
+            letter[1][c - 32] = (unsigned char)c;
+        }
+    const unsigned char *lt = letter[lower ? 1 : 0], *u = (const unsigned char *)p;
     pack_stop(stop);
     char buf[64];
     int k = 0;
     Py_ssize_t i = 0;
-#define LC(ch) (lower && (ch) >= 'A' && (ch) <= 'Z' ? (char)((ch) + 32) : (ch))
     while (i < n && k < 16) {
-        char ch = LC(p[i]);
-        if (ch < 'a' || ch > 'z') {
+        if (!lt[u[i]]) {
             i++;
             continue;
         }
-        Py_ssize_t start = i;
-        while (i < n && (ch = LC(p[i])) >= 'a' && ch <= 'z')
+        Py_ssize_t start = i, len = 0;
+        unsigned char ch;
+        while (i < n && (ch = lt[u[i]]) != 0) {
+            if (len < (Py_ssize_t)sizeof buf)
+                buf[len] = (char)ch;
+            len++;
             i++;
-        Py_ssize_t len = i - start;
+        }
         if (len < 2)
             continue;
-        const char *w = p + start;
-        if (lower) {  /* the word lower-cased: the stop words and the hash read it so */
+        if (len > (Py_ssize_t)sizeof buf) {  /* longer than any stop word: hashed in pieces, lower-cased */
             uint32_t crc = 0;
-            if (len <= (Py_ssize_t)sizeof buf) {
-                for (Py_ssize_t j = 0; j < len; j++)
-                    buf[j] = LC(w[j]);
-                w = buf;
-            } else {  /* longer than any stop word: hashed in pieces */
-                for (Py_ssize_t off = 0; off < len; off += (Py_ssize_t)sizeof buf) {
-                    Py_ssize_t m = len - off < (Py_ssize_t)sizeof buf ? len - off : (Py_ssize_t)sizeof buf;
-                    for (Py_ssize_t j = 0; j < m; j++)
-                        buf[j] = LC(w[off + j]);
-                    crc = crc_update(crc, buf, m);
-                }
-                found[k++] = crc;
-                continue;
+            for (Py_ssize_t off = 0; off < len; off += (Py_ssize_t)sizeof buf) {
+                Py_ssize_t m = len - off < (Py_ssize_t)sizeof buf ? len - off : (Py_ssize_t)sizeof buf;
+                for (Py_ssize_t j = 0; j < m; j++)
+                    buf[j] = (char)lt[u[start + off + j]];
+                crc = crc_update(crc, buf, m);
             }
-            if (!is_stop(stop, w, len))
-                found[k++] = crc_update(0, w, len);
+            found[k++] = crc;
             continue;
         }
-        if (!is_stop(stop, w, len))
-            found[k++] = crc_update(0, w, len);
+        if (!is_stop(stop, buf, len))
+            found[k++] = crc_update(0, buf, len);
     }
-#undef LC
     return k;
 }
 
@@ -2233,6 +2232,47 @@ fail:
     return NULL;
 }
 
+/* habit_habitual(a, family, min_sends, min_share) -> Habits._py_habitual(family): whether the family's slot
+ * (the first whose family is float(family)) has sends >= min_sends and new sends >= min_share * sends; None
+ * for an array whose length is not a whole number of slots (the reference decides) */
+static PyObject *
+habit_habitual(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (fc_count("habit_habitual", nargs, 4, 4) < 0)
+        return NULL;
+    double fk, min_sends, min_share;
+    if (PyLong_CheckExact(args[1])) {
+        fk = PyLong_AsDouble(args[1]);
+        if (fk == -1.0 && PyErr_Occurred())
+            return NULL;
+    } else if (PyFloat_CheckExact(args[1])) {
+        fk = PyFloat_AS_DOUBLE(args[1]);
+    } else {
+        Py_RETURN_NONE;
+    }
+    if (fc_d(args[2], &min_sends) < 0 || fc_d(args[3], &min_share) < 0)
+        return NULL;
+    Py_buffer v;
+    if (get_doubles(args[0], &v, 0, "habits") < 0)
+        return NULL;
+    const double *a = v.buf;
+    Py_ssize_t len = v.len / (Py_ssize_t)sizeof(double);
+    PyObject *res = Py_False;
+    if (len % 4) {
+        res = Py_None;
+    } else {
+        for (Py_ssize_t b = 0; b < len; b += 4)
+            if (a[b] == fk) {
+                double sends = a[b + 1];
+                res = sends >= min_sends && a[b + 2] >= min_share * sends ? Py_True : Py_False;
+                break;
+            }
+    }
+    PyBuffer_Release(&v);
+    Py_INCREF(res);
+    return res;
+}
+
 /* habit_observe(a, sends, slots, half_at) -> Habits._py_observe(sends) on the array('d') a of slots x
  * (family, sends, new sends, last destination), in place: True; None (a left untouched) for what it leaves to
  * the reference (sends not a list of at most 64 (int, any, int) tuples of ints within 2**53, or a of a
@@ -2879,6 +2919,8 @@ static PyMethodDef methods[] = {
      "settle_keys(st, keys, novel) -> True (features.settle of each key, or commit_novel's with novel), or None for the reference."},
     {"habit_sends", (PyCFunction)(void (*)(void))habit_sends, METH_FASTCALL,
      "habit_sends(destinations, classes, new, EXTERNAL, BROADCAST, family_key, counted) -> habits._py_sends_of."},
+    {"habit_habitual", (PyCFunction)(void (*)(void))habit_habitual, METH_FASTCALL,
+     "habit_habitual(a, family, min_sends, min_share) -> Habits._py_habitual(family), or None for the reference."},
     {"habit_observe", (PyCFunction)(void (*)(void))habit_observe, METH_FASTCALL,
      "habit_observe(a, sends, slots, half_at) -> True (Habits._py_observe done in place), or None for the reference."},
     {"deviate", (PyCFunction)(void (*)(void))deviate, METH_FASTCALL,

@@ -127,7 +127,15 @@ class Habits:
 
     def habitual(self, family: int) -> bool:
         """Whether a never-seen destination of ``family`` (a :func:`detector.sketch.stable_hash` of the
-        destination's family) is routine for this agent."""
+        destination's family) is routine for this agent (compiled: ``detector._native.habit_habitual``; the
+        reference is :meth:`_py_habitual`)."""
+        if _k_habitual is not None:
+            got = _k_habitual(self.a, family, MIN_SENDS, MIN_SHARE)
+            if got is not None:
+                return got
+        return self._py_habitual(family)
+
+    def _py_habitual(self, family: int) -> bool:
         a = self.a
         fk = float(family)
         for b in range(0, len(a), _W):
@@ -182,6 +190,7 @@ class Habits:
 # the compiled sends_of and observe (None: the references run)
 _k_sends = getattr(_kernels, "habit_sends", None)
 _k_observe = getattr(_kernels, "habit_observe", None) if _W == 4 else None
+_k_habitual = getattr(_kernels, "habit_habitual", None) if _W == 4 else None
 
 
 def pooled(members: Iterable[Habits]) -> Habits:

@@ -778,7 +778,7 @@ def test_the_kernel_sets_a_states_fields_through_its_own_setattr_when_it_has_one
 # ------------------------------------------------------------------------- words of a name
 
 _word_text = st.text(alphabet=st.sampled_from("abcxyzAZ0189:/._@-é ") , max_size=60) | st.sampled_from(
-    ("tickets://zendesk/ticket/264870", "email:noah.hernandez7@x.example", "the com and", "a b c", "x" * 40,
+    ("tickets://zendesk/ticket/264870", "email:noah.hernandez7@x.example", "the com and", "a b c", "x" * 40, "y" * 130,
      " ".join(f"w{c}{c}" for c in "abcdefghijklmnopqrstu")))
 
 
@@ -922,3 +922,20 @@ def test_settling_leaves_what_it_does_not_take_to_the_reference_untouched():
     assert _native.settle_keys(s, [5], False) is None and s.tools == -8
     settle(s, 5)  # the reference: -8 | 1 << 5 | 1 << 0
     assert s.tools == -8 | 32 | 1
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_slot, max_size=8), st.sampled_from((0, 1, 2, 5, 13, 2**32 - 1)) | st.sampled_from((5.0, -0.0)),
+       st.floats(0.0, 20.0), st.floats(0.0, 1.0))
+def test_whether_a_family_is_a_habit_the_kernel_answers_as_the_reference(start, family, min_sends, min_share):
+    from detector import habits
+    from detector.habits import Habits
+
+    h = Habits(array("d", [v for s in start for v in s]).tobytes())
+    got = _native.habit_habitual(h.a, family, min_sends, min_share)
+    old = habits.MIN_SENDS, habits.MIN_SHARE
+    habits.MIN_SENDS, habits.MIN_SHARE = min_sends, min_share
+    try:
+        assert got is h._py_habitual(family) and h.habitual(family) is got
+    finally:
+        habits.MIN_SENDS, habits.MIN_SHARE = old
