@@ -750,5 +750,6 @@ if _kernel is not None:  # what it calls back (names, words and classes stay in 
     # its answers per resource for the policy in use)
     # (the words of an ASCII name, and the family of an ASCII destination, are read in C: text_words and
     # family_hash, held to _py_text_words and destination_family by tests/unit/test_native.py)
+    # (a kernel built before text_words takes no stop words: it asks _words)
     _kernels.extract_setup(Observation, _words, destination_family, _is_outsider, EXTERNAL, BROADCAST, _words_cache,
-                           Policy, _STOP_WORDS)
+                           Policy, *((_STOP_WORDS,) if _k_text_words is not None else ()))
