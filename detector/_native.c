@@ -1989,30 +1989,42 @@ extract(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         if (r < 0) goto done;
     }
     {
-        /* the windows this action is not blamed for, in the reference's order */
-        int q[16], nq = 0;
+        /* the windows this action is not blamed for, in the reference's order: one of 2**11 tuples, made
+         * once each and shared (a tuple of ints is immutable) */
+        static PyObject *quiet_tuples[1 << 11];
+        static const int windows[11] = {2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 18};
+        unsigned qbits = 0;
         const double S = 0.05;
-        if (approved || vol == 0.0 || vol < S * c[2]) q[nq++] = 2;
-        if (approved || vol == 0.0 || vol < S * c[3]) q[nq++] = 3;
-        if ((double)nbytes_ev < S * c[4] || !nbytes_ev) q[nq++] = 4;
-        if (approved || !outward || vol < S * c[5] || vol == 0.0) q[nq++] = 5;
-        if (approved || !outward || vol < S * c[6] || vol == 0.0) q[nq++] = 6;
-        if (approved || !fanout || (double)fanout < S * c[7]) q[nq++] = 7;
-        if (!n_new_recent || (double)n_new_recent < S * c[8]) q[nq++] = 8;
-        if (!n_new_ext || (double)n_new_ext < S * c[9]) q[nq++] = 9;
-        if (!deleted || deleted < S * c[10]) q[nq++] = 10;
-        if (!novelty || novelty < S * c[11]) q[nq++] = 11;
-        if (approved || !n_new_out) q[nq++] = 18;
-        PyObject *qt = PyTuple_New(nq);
-        if (qt == NULL) goto done;
-        for (int i = 0; i < nq; i++) {
-            PyObject *v = PyLong_FromLong(q[i]);
-            if (v == NULL) {
-                Py_DECREF(qt);
-                goto done;
+        if (approved || vol == 0.0 || vol < S * c[2]) qbits |= 1u << 0;
+        if (approved || vol == 0.0 || vol < S * c[3]) qbits |= 1u << 1;
+        if ((double)nbytes_ev < S * c[4] || !nbytes_ev) qbits |= 1u << 2;
+        if (approved || !outward || vol < S * c[5] || vol == 0.0) qbits |= 1u << 3;
+        if (approved || !outward || vol < S * c[6] || vol == 0.0) qbits |= 1u << 4;
+        if (approved || !fanout || (double)fanout < S * c[7]) qbits |= 1u << 5;
+        if (!n_new_recent || (double)n_new_recent < S * c[8]) qbits |= 1u << 6;
+        if (!n_new_ext || (double)n_new_ext < S * c[9]) qbits |= 1u << 7;
+        if (!deleted || deleted < S * c[10]) qbits |= 1u << 8;
+        if (!novelty || novelty < S * c[11]) qbits |= 1u << 9;
+        if (approved || !n_new_out) qbits |= 1u << 10;
+        PyObject *qt = quiet_tuples[qbits];
+        if (qt == NULL) {
+            int nq = 0;
+            for (int i = 0; i < 11; i++)
+                nq += (qbits >> i) & 1;
+            if ((qt = PyTuple_New(nq)) == NULL) goto done;
+            for (int i = 0, j = 0; i < 11; i++) {
+                if (!((qbits >> i) & 1))
+                    continue;
+                PyObject *v = PyLong_FromLong(windows[i]);
+                if (v == NULL) {
+                    Py_DECREF(qt);
+                    goto done;
+                }
+                PyTuple_SET_ITEM(qt, j++, v);
             }
-            PyTuple_SET_ITEM(qt, i, v);
+            quiet_tuples[qbits] = qt;  /* held for good */
         }
+        Py_INCREF(qt);
         r = xset(obs, &fa_quiet, qt);
         Py_DECREF(qt);
         if (r < 0) goto done;
