@@ -58,6 +58,23 @@ row_doubles(PyObject *seq, double *out, Py_ssize_t n)
 
 #define MAX_ROW 256
 
+/* The floats 0.0, 1.0 ... 7.0, shared by the rows the kernels make (lists of floats: an observation's values,
+ * deviations, rarities), most of whose values are 0.0 (of 25: 9 values, 6 deviations, 20 rarities in a
+ * trained replay). Equal values, the same bits (never -0.0); a float is immutable. */
+#define N_SMALL_FLOATS 8
+static PyObject *small_floats[N_SMALL_FLOATS];
+
+static inline PyObject *
+row_float(double v)
+{
+    if (v >= 0.0 && v < N_SMALL_FLOATS && v == (double)(int)v && !signbit(v)) {
+        PyObject *f = small_floats[(int)v];
+        Py_INCREF(f);
+        return f;
+    }
+    return PyFloat_FromDouble(v);
+}
+
 /* METH_FASTCALL argument helpers (what PyArg_ParseTuple's O, d, n, p, K do, without the argument tuple) */
 static int
 fc_count(const char *fn, Py_ssize_t nargs, Py_ssize_t lo, Py_ssize_t hi)
@@ -198,13 +215,13 @@ log_deviations(PyObject *self, PyObject *args)
     if (xl == NULL || z == NULL)
         goto done;
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *f = PyFloat_FromDouble(buf[i]);
+        PyObject *f = row_float(buf[i]);
         if (f == NULL)
             goto done;
         PyList_SET_ITEM(xl, i, f);
     }
     for (Py_ssize_t i = 0; i < m; i++) {
-        PyObject *o = PyFloat_FromDouble(zb[i]);
+        PyObject *o = row_float(zb[i]);
         if (o == NULL)
             goto done;
         PyList_SET_ITEM(z, i, o);
@@ -384,7 +401,7 @@ neglogs(PyObject *self, PyObject *args)
             Py_CLEAR(out);
             goto done;
         }
-        PyObject *o = PyFloat_FromDouble(r);
+        PyObject *o = row_float(r);
         if (o == NULL) {
             Py_CLEAR(out);
             goto done;
@@ -489,6 +506,162 @@ utf8_of(PyObject *s, const char **p, Py_ssize_t *n, PyObject **tmp)
     return 0;
 }
 
+/* The stop words (a tuple of ASCII str) are valid for scan_words: -1 with TypeError otherwise. */
+static int
+stop_check(PyObject *stop)
+{
+    for (Py_ssize_t j = 0; j < PyTuple_GET_SIZE(stop); j++)
+        if (!PyUnicode_CheckExact(PyTuple_GET_ITEM(stop, j)) || !PyUnicode_IS_ASCII(PyTuple_GET_ITEM(stop, j))) {
+            PyErr_SetString(PyExc_TypeError, "words: stop words must be ASCII str");
+            return -1;
+        } else if (PyUnicode_GET_LENGTH(PyTuple_GET_ITEM(stop, j)) > 64) {
+            PyErr_SetString(PyExc_TypeError, "words: stop words must be at most 64 letters");
+            return -1;
+        }
+    return 0;
+}
+
+/* The stop words scan_words was last given, packed (when there are at most 64, none longer than 8 letters):
+ * a word is compared with those of its length as one 64-bit integer. */
+static PyObject *packed_stop;
+static int packed_n = -1;  /* -1: not packed, compared one by one */
+static uint64_t packed_word[64], packed_lens;
+static unsigned char packed_len[64];
+
+static void
+pack_stop(PyObject *stop)
+{
+    if (stop == packed_stop)
+        return;
+    Py_INCREF(stop);
+    Py_XSETREF(packed_stop, stop);
+    Py_ssize_t n = PyTuple_GET_SIZE(stop);
+    packed_n = -1;
+    packed_lens = 0;
+    if (n > 64)
+        return;
+    for (Py_ssize_t j = 0; j < n; j++) {
+        PyObject *w = PyTuple_GET_ITEM(stop, j);
+        Py_ssize_t len = PyUnicode_GET_LENGTH(w);
+        if (len > 8)
+            return;
+        uint64_t v = 0;
+        memcpy(&v, PyUnicode_DATA(w), (size_t)len);
+        packed_word[j] = v;
+        packed_len[j] = (unsigned char)len;
+        packed_lens |= (uint64_t)1 << len;
+    }
+    packed_n = (int)n;
+}
+
+/* whether the word w[:len] is one of the stop words (checked by stop_check, packed by pack_stop) */
+static inline int
+is_stop(PyObject *stop, const char *w, Py_ssize_t len)
+{
+    if (packed_n >= 0) {
+        if (len > 8 || !(packed_lens >> len & 1))
+            return 0;
+        uint64_t v = 0;
+        memcpy(&v, w, (size_t)len);
+        for (int j = 0; j < packed_n; j++)
+            if (packed_word[j] == v && packed_len[j] == len)
+                return 1;
+        return 0;
+    }
+    for (Py_ssize_t j = 0; j < PyTuple_GET_SIZE(stop); j++) {
+        PyObject *sw = PyTuple_GET_ITEM(stop, j);
+        if (PyUnicode_GET_LENGTH(sw) == len && memcmp(PyUnicode_DATA(sw), w, (size_t)len) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+/* features._py_words_of on ASCII bytes: the CRC-32 of each run of two or more letters a-z that is not in
+ * `stop` (checked by stop_check), at most 16, into found; their number. With `lower`, A-Z read as a-z first
+ * (str.lower() of ASCII text). */
+static int
+scan_words(const char *p, Py_ssize_t n, PyObject *stop, int lower, uint64_t *found)
+{
+    /* a letter's lower-case form (A-Z only when lower), 0 for anything else */
+    static unsigned char letter[2][256];
+    if (!letter[0]['a'])
+        for (int c = 'a'; c <= 'z'; c++) {
+            letter[0][c] = letter[1][c] = (unsigned char)c;
+            letter[1][c - 32] = (unsigned char)c;
+        }
+    const unsigned char *lt = letter[lower ? 1 : 0], *u = (const unsigned char *)p;
+    pack_stop(stop);
+    char buf[64];
+    int k = 0;
+    Py_ssize_t i = 0;
+    while (i < n && k < 16) {
+        if (!lt[u[i]]) {
+            i++;
+            continue;
+        }
+        Py_ssize_t start = i, len = 0;
+        unsigned char ch;
+        while (i < n && (ch = lt[u[i]]) != 0) {
+            if (len < (Py_ssize_t)sizeof buf)
+                buf[len] = (char)ch;
+            len++;
+            i++;
+        }
+        if (len < 2)
+            continue;
+        if (len > (Py_ssize_t)sizeof buf) {  /* longer than any stop word: hashed in pieces, lower-cased */
+            uint32_t crc = 0;
+            for (Py_ssize_t off = 0; off < len; off += (Py_ssize_t)sizeof buf) {
+                Py_ssize_t m = len - off < (Py_ssize_t)sizeof buf ? len - off : (Py_ssize_t)sizeof buf;
+                for (Py_ssize_t j = 0; j < m; j++)
+                    buf[j] = (char)lt[u[start + off + j]];
+                crc = crc_update(crc, buf, m);
+            }
+            found[k++] = crc;
+            continue;
+        }
+        if (!is_stop(stop, buf, len))
+            found[k++] = crc_update(0, buf, len);
+    }
+    return k;
+}
+
+/* The part of a name _words reads (ASCII): what follows its first ":" (the whole name when nothing does),
+ * up to its last "@" when it has one. */
+static void
+text_local(const char *p, Py_ssize_t n, const char **lp, Py_ssize_t *ln)
+{
+    const char *c = memchr(p, ':', (size_t)n);
+    if (c != NULL && c + 1 < p + n) {
+        n = (p + n) - (c + 1);
+        p = c + 1;
+    }
+    for (Py_ssize_t i = n - 1; i >= 0; i--)
+        if (p[i] == '@') {
+            n = i;
+            break;
+        }
+    *lp = p;
+    *ln = n;
+}
+
+static PyObject *
+words_tuple(const uint64_t *found, int k)
+{
+    PyObject *out = PyTuple_New(k);
+    if (out == NULL)
+        return NULL;
+    for (int j = 0; j < k; j++) {
+        PyObject *v = PyLong_FromUnsignedLongLong(found[j]);
+        if (v == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(out, j, v);
+    }
+    return out;
+}
+
 /* words(local, stop) -> features._py_words_of(local, stop): the CRC-32 of each run of two or more ASCII
  * letters a-z in `local` (already lower-cased) that is not in `stop` (a tuple of str), at most 16; None when
  * `local` is not ASCII (lower() and the regex are left to the reference). */
@@ -502,47 +675,97 @@ words(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     PyObject *text = args[0], *stop = args[1];
     if (!PyUnicode_IS_ASCII(text))
         Py_RETURN_NONE;
-    const char *p = (const char *)PyUnicode_DATA(text);
-    Py_ssize_t n = PyUnicode_GET_LENGTH(text), nstop = PyTuple_GET_SIZE(stop);
-    for (Py_ssize_t j = 0; j < nstop; j++)
-        if (!PyUnicode_CheckExact(PyTuple_GET_ITEM(stop, j)) || !PyUnicode_IS_ASCII(PyTuple_GET_ITEM(stop, j))) {
-            PyErr_SetString(PyExc_TypeError, "words: stop words must be ASCII str");
-            return NULL;
-        }
-    uint32_t found[16];
-    int k = 0;
-    Py_ssize_t i = 0;
-    while (i < n && k < 16) {
-        if (p[i] < 'a' || p[i] > 'z') {
-            i++;
-            continue;
-        }
-        Py_ssize_t start = i;
-        while (i < n && p[i] >= 'a' && p[i] <= 'z')
-            i++;
-        Py_ssize_t len = i - start;
-        if (len < 2)
-            continue;
-        int skip = 0;
-        for (Py_ssize_t j = 0; j < nstop && !skip; j++) {
-            PyObject *w = PyTuple_GET_ITEM(stop, j);
-            skip = PyUnicode_GET_LENGTH(w) == len && memcmp(PyUnicode_DATA(w), p + start, (size_t)len) == 0;
-        }
-        if (!skip)
-            found[k++] = crc_update(0, p + start, len);
-    }
-    PyObject *out = PyTuple_New(k);
-    if (out == NULL)
+    if (stop_check(stop) < 0)
         return NULL;
-    for (int j = 0; j < k; j++) {
-        PyObject *v = PyLong_FromUnsignedLong(found[j]);
-        if (v == NULL) {
-            Py_DECREF(out);
-            return NULL;
-        }
-        PyTuple_SET_ITEM(out, j, v);
+    uint64_t found[16];
+    int k = scan_words((const char *)PyUnicode_DATA(text), PyUnicode_GET_LENGTH(text), stop, 0, found);
+    return words_tuple(found, k);
+}
+
+/* text_words(text, stop) -> features._py_text_words(text): the words (as words() gives them) of the part of a
+ * name _words reads, lower-cased; None when `text` is not ASCII. */
+static PyObject *
+text_words(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyUnicode_CheckExact(args[0]) || !PyTuple_CheckExact(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "text_words(text: str, stop: tuple)");
+        return NULL;
     }
-    return out;
+    PyObject *text = args[0], *stop = args[1];
+    if (!PyUnicode_IS_ASCII(text))
+        Py_RETURN_NONE;
+    if (stop_check(stop) < 0)
+        return NULL;
+    const char *lp;
+    Py_ssize_t ln;
+    text_local((const char *)PyUnicode_DATA(text), PyUnicode_GET_LENGTH(text), &lp, &ln);
+    uint64_t found[16];
+    int k = scan_words(lp, ln, stop, 1, found);
+    return words_tuple(found, k);
+}
+
+/* stable_hash(destination_family(dest)) for an ASCII dest (1; 0: not ASCII, left to the reference): the
+ * scheme (before the first ":"), then ":@" and the domain after the address's last "@" lower-cased, or ":" and
+ * the host of a URL (after the first "://", up to the next "/") lower-cased, or ":" alone. */
+static int
+family_hash_of(PyObject *dest, uint32_t *h)
+{
+    if (!PyUnicode_IS_ASCII(dest))
+        return 0;
+    const char *p = (const char *)PyUnicode_DATA(dest);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(dest);
+    const char *c = memchr(p, ':', (size_t)n);
+    Py_ssize_t ns = c != NULL ? c - p : n;
+    const char *a = c != NULL ? c + 1 : p + n;  /* the address */
+    Py_ssize_t na = (p + n) - a;
+    uint32_t crc = crc_update(0, p, ns);
+    const char *part = NULL;
+    Py_ssize_t np = 0;
+    const char *at = NULL;
+    for (Py_ssize_t i = na - 1; i >= 0; i--)
+        if (a[i] == '@') {
+            at = a + i;
+            break;
+        }
+    if (at != NULL) {
+        crc = crc_update(crc, ":@", 2);
+        part = at + 1;
+        np = (a + na) - part;
+    } else {
+        crc = crc_update(crc, ":", 1);
+        for (Py_ssize_t i = 0; i + 2 < na; i++)
+            if (a[i] == ':' && a[i + 1] == '/' && a[i + 2] == '/') {
+                part = a + i + 3;
+                const char *e = memchr(part, '/', (size_t)((a + na) - part));
+                np = (e != NULL ? e : a + na) - part;
+                break;
+            }
+    }
+    char buf[64];
+    for (Py_ssize_t off = 0; off < np; off += (Py_ssize_t)sizeof buf) {
+        Py_ssize_t m = np - off < (Py_ssize_t)sizeof buf ? np - off : (Py_ssize_t)sizeof buf;
+        for (Py_ssize_t j = 0; j < m; j++) {
+            char ch = part[off + j];
+            buf[j] = ch >= 'A' && ch <= 'Z' ? (char)(ch + 32) : ch;
+        }
+        crc = crc_update(crc, buf, m);
+    }
+    *h = crc;
+    return 1;
+}
+
+/* family_hash(dest) -> stable_hash(destination_family(dest)), or None when dest is not ASCII */
+static PyObject *
+family_hash(PyObject *self, PyObject *arg)
+{
+    if (!PyUnicode_CheckExact(arg)) {
+        PyErr_SetString(PyExc_TypeError, "family_hash(dest: str)");
+        return NULL;
+    }
+    uint32_t h;
+    if (!family_hash_of(arg, &h))
+        Py_RETURN_NONE;
+    return PyLong_FromUnsignedLong(h);
 }
 
 /* stable_hash(s) */
@@ -592,6 +815,18 @@ bloom_bytes(PyObject *v, unsigned char *buf, Py_ssize_t nbytes, int exact)
 #endif
         return -1;
     return 0;
+}
+
+/* bloom_bytes(v, ..., nbytes, 1) will convert v: 0; 1: not a non-negative int of at most nbytes bytes; -1: error */
+static int
+bloom_fits(PyObject *v, Py_ssize_t nbytes)
+{
+    if (!PyLong_CheckExact(v) || _PyLong_Sign(v) < 0)
+        return 1;
+    size_t bits = _PyLong_NumBits(v);
+    if (bits == (size_t)-1 && PyErr_Occurred())
+        return -1;
+    return bits > (size_t)nbytes * 8 ? 1 : 0;
 }
 
 static inline int
@@ -656,47 +891,65 @@ b128_get(const bits128 *b, unsigned k)
     return k < 64 ? (int)(b->lo >> k & 1) : (int)(b->hi >> (k - 64) & 1);
 }
 
-/* _word_bits(_words(text)) or-ed into *b; *words gets the tuple (new reference) when asked */
-static PyObject *fx_words_cache;
-static PyObject *fx_policy_type, *untrusted_policy, *untrusted_memo;
+/* _word_bits(_words(text)) or-ed into *b (when b is not NULL); the words themselves into found[16] and
+ * their number into *nfound when asked. An ASCII str is read here (text_words, without the cache: scanning
+ * it costs what looking it up does); any other text is answered by _words (from its cache when it is there,
+ * without the call). */
+static PyObject *fx_words_cache, *fx_stop;
+static PyObject *fx_policy_type, *untrusted_policy, *untrusted_memo, *pol_classes, *pol_prefixes;
 static PyObject *fx_words, *fx_destination_family, *fx_is_outsider, *fx_observation, *fx_external, *fx_broadcast;
 
 static int
-word_bits(PyObject *text, bits128 *b, PyObject **words)
+word_bits(PyObject *text, bits128 *b, uint64_t *found, int *nfound)
 {
-    /* _words answers from its cache when the text is there: so does this, without the call */
-    PyObject *w = fx_words_cache != NULL && PyUnicode_CheckExact(text) ? PyDict_GetItemWithError(fx_words_cache, text)
-                                                                       : NULL;
-    if (w != NULL) {
-        Py_INCREF(w);
+    uint64_t mine[16];
+    if (found == NULL)
+        found = mine;
+    int k = 0;
+    if (fx_stop != NULL && PyUnicode_CheckExact(text) && PyUnicode_IS_ASCII(text)) {
+        const char *lp;
+        Py_ssize_t ln;
+        text_local((const char *)PyUnicode_DATA(text), PyUnicode_GET_LENGTH(text), &lp, &ln);
+        k = scan_words(lp, ln, fx_stop, 1, found);
     } else {
-        if (PyErr_Occurred())
+        PyObject *w = fx_words_cache != NULL && PyUnicode_CheckExact(text)
+                          ? PyDict_GetItemWithError(fx_words_cache, text) : NULL;
+        if (w != NULL) {
+            Py_INCREF(w);
+        } else {
+            if (PyErr_Occurred())
+                return -1;
+            w = PyObject_CallOneArg(fx_words, text);
+        }
+        if (w == NULL)
             return -1;
-        w = PyObject_CallOneArg(fx_words, text);
-    }
-    if (w == NULL)
-        return -1;
-    PyObject *seq = PySequence_Fast(w, "_words must give a sequence");
-    if (seq == NULL) {
+        PyObject *seq = PySequence_Fast(w, "_words must give a sequence");
         Py_DECREF(w);
-        return -1;
-    }
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
-    for (Py_ssize_t i = 0; i < n && b != NULL; i++) {
-        unsigned long long v = PyLong_AsUnsignedLongLong(PySequence_Fast_GET_ITEM(seq, i));
-        if (v == (unsigned long long)-1 && PyErr_Occurred()) {
+        if (seq == NULL)
+            return -1;
+        Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+        if (n > 16) {
             Py_DECREF(seq);
-            Py_DECREF(w);
+            PyErr_SetString(PyExc_ValueError, "_words gave more than 16 words");
             return -1;
         }
-        b128_set(b, (unsigned)(v & 127));
-        b128_set(b, (unsigned)((v >> 7) & 127));
+        for (Py_ssize_t i = 0; i < n; i++) {
+            unsigned long long v = PyLong_AsUnsignedLongLong(PySequence_Fast_GET_ITEM(seq, i));
+            if (v == (unsigned long long)-1 && PyErr_Occurred()) {
+                Py_DECREF(seq);
+                return -1;
+            }
+            found[k++] = v;
+        }
+        Py_DECREF(seq);
     }
-    Py_DECREF(seq);
-    if (words != NULL)
-        *words = w;
-    else
-        Py_DECREF(w);
+    if (b != NULL)
+        for (int i = 0; i < k; i++) {
+            b128_set(b, (unsigned)(found[i] & 127));
+            b128_set(b, (unsigned)((found[i] >> 7) & 127));
+        }
+    if (nfound != NULL)
+        *nfound = k;
     return 0;
 }
 
@@ -879,7 +1132,7 @@ static PyObject *s_last_t, *s_c, *s_tools, *s_resources, *s_dests, *s_steps, *s_
     *s_recent_b, *s_gen_t, *s_tasks, *s_instr, *s_instr_t, *s_hours, *s_tool, *s_resource, *s_action,
     *s_sensitivity, *s_records, *s_bytes, *s_destinations, *s_task_id, *s_requested_by, *s_operator_id,
     *s_approval_id, *s_instruction_hash, *s_t, *s_sensitivity_weight, *s_classify, *s_broadcast,
-    *s_is_untrusted_source, *s_confidential, *s_x, *s_dest_classes, *s_pending, *s_new_outbound,
+    *s_is_untrusted_source, *s_untrusted_sources, *s_email, *s_confidential, *s_x, *s_dest_classes, *s_pending, *s_new_outbound,
     *s_config_change, *s_outbound, *s_approved, *s_quiet, *s_step, *s_principal, *s_novel, *s_adopted,
     *s_kind, *s_known_reach;
 
@@ -897,6 +1150,7 @@ intern_names(void)
     I(s_requested_by, "requested_by"); I(s_operator_id, "operator_id"); I(s_approval_id, "approval_id");
     I(s_instruction_hash, "instruction_hash"); I(s_t, "t"); I(s_sensitivity_weight, "sensitivity_weight");
     I(s_classify, "classify"); I(s_broadcast, "broadcast"); I(s_is_untrusted_source, "is_untrusted_source");
+    I(s_untrusted_sources, "untrusted_sources"); I(s_email, "email");
     I(s_confidential, "confidential"); I(s_x, "x"); I(s_dest_classes, "dest_classes"); I(s_pending, "pending");
     I(s_new_outbound, "new_outbound"); I(s_config_change, "config_change"); I(s_outbound, "outbound");
     I(s_approved, "approved"); I(s_quiet, "quiet"); I(s_step, "step"); I(s_principal, "principal");
@@ -947,22 +1201,29 @@ intern_names(void)
 }
 
 /* extract_setup(Observation, _words, destination_family, _is_outsider, EXTERNAL, BROADCAST[, words_cache[,
- *               Policy]]):
+ *               Policy[, stop_words]]]):
+ * stop_words, features._STOP_WORDS: the words of an ASCII name are then read here (text_words), not asked of _words;
  * words_cache, the dict _words memoises in (a text there is answered from it, without calling _words);
  * Policy, the class whose is_untrusted_source answers are remembered per resource (untrusted_source) */
 static PyObject *
 extract_setup(PyObject *self, PyObject *args)
 {
-    PyObject *o, *w, *df, *io, *ext, *bc, *wc = NULL, *pt = NULL;
-    if (!PyArg_ParseTuple(args, "OOOOOO|O!O!:extract_setup", &o, &w, &df, &io, &ext, &bc, &PyDict_Type, &wc,
-                          &PyType_Type, &pt))
+    PyObject *o, *w, *df, *io, *ext, *bc, *wc = NULL, *pt = NULL, *sw = NULL;
+    if (!PyArg_ParseTuple(args, "OOOOOO|O!O!O!:extract_setup", &o, &w, &df, &io, &ext, &bc, &PyDict_Type, &wc,
+                          &PyType_Type, &pt, &PyTuple_Type, &sw))
         return NULL;
+    if (sw != NULL && stop_check(sw) < 0)
+        return NULL;
+    Py_XINCREF(sw);
+    Py_XSETREF(fx_stop, sw);
     Py_XINCREF(wc);
     Py_XSETREF(fx_words_cache, wc);
     Py_XINCREF(pt);
     Py_XSETREF(fx_policy_type, pt);
     Py_CLEAR(untrusted_policy);
     Py_CLEAR(untrusted_memo);
+    Py_CLEAR(pol_classes);
+    Py_CLEAR(pol_prefixes);
     if (!PyType_Check(o)) {
         PyErr_SetString(PyExc_TypeError, "extract_setup: Observation must be a class");
         return NULL;
@@ -979,7 +1240,9 @@ extract_setup(PyObject *self, PyObject *args)
 static int
 is_ascii(PyObject *s, const char *lit)
 {
-    return PyUnicode_Check(s) && PyUnicode_CompareWithASCIIString(s, lit) == 0;
+    size_t n = strlen(lit);
+    return PyUnicode_Check(s) && PyUnicode_IS_ASCII(s) && (size_t)PyUnicode_GET_LENGTH(s) == n
+           && memcmp(PyUnicode_DATA(s), lit, n) == 0;
 }
 
 typedef struct {
@@ -988,20 +1251,69 @@ typedef struct {
     long long reach;
 } dest_class;
 
-/* policy.is_untrusted_source(resource), remembered per resource for the last policy of the class
- * extract_setup named (a frozen dataclass whose answer depends on its fields only); other policies are asked */
+/* What extract remembers of the last policy of the class extract_setup named (policy.Policy: a frozen
+ * dataclass, its fields never rebound): a memo of is_untrusted_source's answers per resource, the dict its
+ * classify memoises in (pol_classes: policy._cache, read here without the call; NULL when it is not a dict),
+ * and its untrusted_sources (pol_prefixes: NULL when not a tuple of str). Policies of any other class are asked
+ * every time. */
+/* 1: policy is the one remembered (refreshed when it is another of the class); 0: not of the class */
+static int
+policy_memo(PyObject *policy)
+{
+    if (fx_policy_type == NULL || (PyObject *)Py_TYPE(policy) != fx_policy_type)
+        return 0;
+    if (policy == untrusted_policy && untrusted_memo != NULL)
+        return 1;
+    PyObject *d = PyDict_New();
+    if (d == NULL)
+        return -1;
+    PyObject *cache = PyObject_GetAttrString(policy, "_cache");
+    if (cache == NULL)
+        PyErr_Clear();
+    else if (!PyDict_CheckExact(cache))
+        Py_CLEAR(cache);
+    PyObject *pre = PyObject_GetAttr(policy, s_untrusted_sources);
+    if (pre == NULL)
+        PyErr_Clear();
+    else if (!PyTuple_CheckExact(pre))
+        Py_CLEAR(pre);
+    for (Py_ssize_t i = 0; pre != NULL && i < PyTuple_GET_SIZE(pre); i++)
+        if (!PyUnicode_CheckExact(PyTuple_GET_ITEM(pre, i)))
+            Py_CLEAR(pre);
+    Py_INCREF(policy);
+    Py_XSETREF(untrusted_policy, policy);
+    Py_XSETREF(untrusted_memo, d);
+    Py_XSETREF(pol_classes, cache);
+    Py_XSETREF(pol_prefixes, pre);
+    return 1;
+}
+
+/* policy.is_untrusted_source(resource): for the remembered policy, a resource under none of its untrusted
+ * sources is not one, one that is and is not mail is (Policy.is_untrusted_source's first steps), and mail is
+ * asked (whether its host is internal) and remembered per resource; other policies are asked */
 static int
 untrusted_source(PyObject *policy, PyObject *resource)
 {
-    int memo = fx_policy_type != NULL && (PyObject *)Py_TYPE(policy) == fx_policy_type && PyUnicode_CheckExact(resource);
+    int memo = policy_memo(policy);
+    if (memo < 0)
+        return -1;
+    memo = memo && PyUnicode_CheckExact(resource);
     if (memo) {
-        if (policy != untrusted_policy || untrusted_memo == NULL) {
-            PyObject *d = PyDict_New();
-            if (d == NULL)
+        if (pol_prefixes != NULL) {
+            int under = 0;
+            for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(pol_prefixes) && !under; i++) {
+                Py_ssize_t m = PyUnicode_Tailmatch(resource, PyTuple_GET_ITEM(pol_prefixes, i), 0, PY_SSIZE_T_MAX, -1);
+                if (m < 0)
+                    return -1;
+                under = (int)m;
+            }
+            if (!under)
+                return 0;
+            Py_ssize_t mail = PyUnicode_Tailmatch(resource, s_email, 0, PY_SSIZE_T_MAX, -1);
+            if (mail < 0)
                 return -1;
-            Py_INCREF(policy);
-            Py_XSETREF(untrusted_policy, policy);
-            Py_XSETREF(untrusted_memo, d);
+            if (!mail)
+                return 1;
         }
         PyObject *hit = PyDict_GetItemWithError(untrusted_memo, resource);
         if (hit != NULL)
@@ -1101,8 +1413,10 @@ extract(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     if ((r = sketch_check(dests_o, b_dests, 256)) != 0) goto err_or_fall;
     if ((r = sketch_check(steps_o, b_steps, 128)) != 0) goto err_or_fall;
     if ((r = sketch_check(princ_o, b_princ, 32)) != 0) goto err_or_fall;
-    if ((r = bloom_bytes(ra_o, b_ra, 64, 1)) != 0) goto err_or_fall;
-    if ((r = bloom_bytes(rb_o, b_rb, 64, 1)) != 0) goto err_or_fall;
+    /* the recent destinations' filters are read (as bytes) only when a destination or a new hour needs them */
+    if ((r = bloom_fits(ra_o, 64)) != 0) goto err_or_fall;
+    if ((r = bloom_fits(rb_o, 64)) != 0) goto err_or_fall;
+    int recent_read = 0;
     /* windows and task slots */
     if ((c_o = xget(st, &fa_c)) == NULL) goto done;
     if ((tasks_o = xget(st, &fa_tasks)) == NULL) goto done;
@@ -1125,7 +1439,7 @@ extract(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         static const int ints[] = {0, 1, 4, 7, 8, 9, 10};
         for (int k = 0; k < 7; k++) {
             double v = b[ints[k]];
-            if (!(v >= 0.0 && v < 4294967296.0 && v == floor(v)))
+            if (!(v >= 0.0 && v < 4294967296.0 && v == (double)(uint32_t)v))  /* an integer of 32 bits */
                 goto fall;
         }
         if (isnan(b[3]) || isnan(b[2]) || isnan(b[5]) || isnan(b[6]))
@@ -1140,6 +1454,8 @@ extract(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (ndests > 0) {
         if ((classify = PyObject_GetAttr(policy, s_classify)) == NULL) goto done;
         if ((broadcast = PyObject_GetAttr(policy, s_broadcast)) == NULL) goto done;
+        if ((r = policy_memo(policy)) < 0) goto done;
+        PyObject *memo = r ? pol_classes : NULL;  /* classify's own memo: what it answers, without the call */
         if (!PyDict_CheckExact(broadcast)) goto fall;
         dc = PyMem_Calloc((size_t)ndests, sizeof(dest_class));
         if (dc == NULL) {
@@ -1151,8 +1467,11 @@ extract(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             if (!PyUnicode_Check(d)) goto fall;
             PyObject *cls, *reach;
             if (i < CLASSIFIED) {
-                PyObject *cr = PyObject_CallOneArg(classify, d);
-                if (cr == NULL) goto done;
+                PyObject *cr = memo != NULL && PyUnicode_CheckExact(d) ? PyDict_GetItemWithError(memo, d) : NULL;
+                if (cr != NULL)
+                    Py_INCREF(cr);
+                else if (PyErr_Occurred() || (cr = PyObject_CallOneArg(classify, d)) == NULL)
+                    goto done;
                 if (!PyTuple_Check(cr) || PyTuple_GET_SIZE(cr) != 2) {
                     Py_DECREF(cr);
                     goto fall;
@@ -1219,10 +1538,12 @@ extract(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     }
     int ra_changed = 0;
     if (t - gen_t >= 3600.0) {
-        if (t - gen_t < 2 * 3600.0)
-            memcpy(b_rb, b_ra, 64);
-        else
+        if (t - gen_t < 2 * 3600.0) {
+            if (bloom_bytes(ra_o, b_rb, 64, 1) != 0) goto fail_late;
+        } else {
             memset(b_rb, 0, 64);
+        }
+        recent_read = 1;
         memset(b_ra, 0, 64);
         ra_changed = 1;
         if (set_bloom(st, &fa_recent_b, b_rb, 64) < 0) goto done;
@@ -1323,7 +1644,7 @@ extract(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         context.hi = (uint64_t)tasks[slot_base + 9] | ((uint64_t)tasks[slot_base + 10] << 32);
     }
     if (who != Py_None) {
-        if (word_bits(who, &context, NULL) < 0) goto done;
+        if (word_bits(who, &context, NULL, NULL) < 0) goto done;
     }
 
     /* destinations */
@@ -1333,6 +1654,10 @@ extract(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     int outward = 0, known = 1, any_broadcast = 0;
     if ((dest_hashes = PyList_New(0)) == NULL || (new_out = PyList_New(0)) == NULL) goto done;
     if ((classes = PyTuple_New(ndests)) == NULL) goto done;
+    if (ndests > 0 && !recent_read) {
+        if (bloom_bytes(ra_o, b_ra, 64, 1) != 0 || bloom_bytes(rb_o, b_rb, 64, 1) != 0) goto fail_late;
+        recent_read = 1;
+    }
     for (Py_ssize_t i = 0; i < ndests; i++) {
         PyObject *d = dc[i].dest, *cls = dc[i].cls;
         Py_INCREF(cls);
@@ -1370,12 +1695,14 @@ extract(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             if (append_key(novel, dk) < 0) goto done;
             novelty += wn;
             if (ext) {
-                PyObject *fam = PyObject_CallOneArg(fx_destination_family, d);
-                if (fam == NULL) goto done;
                 uint32_t hf;
-                r = str_hash(fam, &hf);
-                Py_DECREF(fam);
-                if (r < 0) goto done;
+                if (!family_hash_of(d, &hf)) {
+                    PyObject *fam = PyObject_CallOneArg(fx_destination_family, d);
+                    if (fam == NULL) goto done;
+                    r = str_hash(fam, &hf);
+                    Py_DECREF(fam);
+                    if (r < 0) goto done;
+                }
                 if (append_key(dest_hashes, hf) < 0) goto done;
                 double add;
                 if (SKETCH_HAS(dests_o, b_dests, hf, DEST_MASK)) {
@@ -1384,35 +1711,17 @@ extract(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
                     add = 3.0 * wn;
                     if (append_key(novel, ((uint64_t)K_DEST_ << 32) | hf) < 0) goto done;
                 }
-                PyObject *dw = NULL;
-                if (word_bits(d, NULL, &dw) < 0) goto done;
+                uint64_t dw[16];
+                int ndw;
+                if (word_bits(d, NULL, dw, &ndw) < 0) goto done;
                 int named = 0;
-                Py_ssize_t ndw = PyObject_Length(dw);
-                if (ndw < 0) {
-                    Py_DECREF(dw);
-                    goto done;
-                }
                 if (ndw > 0 && (context.lo || context.hi)) {
-                    PyObject *seq = PySequence_Fast(dw, "");
-                    if (seq == NULL) {
-                        Py_DECREF(dw);
-                        goto done;
-                    }
-                    for (Py_ssize_t j = 0; j < ndw; j++) {
-                        unsigned long long v = PyLong_AsUnsignedLongLong(PySequence_Fast_GET_ITEM(seq, j));
-                        if (v == (unsigned long long)-1 && PyErr_Occurred()) {
-                            Py_DECREF(seq);
-                            Py_DECREF(dw);
-                            goto done;
-                        }
-                        if (b128_get(&context, (unsigned)(v & 127)) && b128_get(&context, (unsigned)((v >> 7) & 127))) {
+                    for (int j = 0; j < ndw; j++)
+                        if (b128_get(&context, (unsigned)(dw[j] & 127)) && b128_get(&context, (unsigned)((dw[j] >> 7) & 127))) {
                             named = 1;
                             break;
                         }
-                    }
-                    Py_DECREF(seq);
                 }
-                Py_DECREF(dw);
                 if (named)
                     add *= 0.25;
                 else
@@ -1478,7 +1787,7 @@ extract(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             unfamiliar = directed_harm(is_delete, is_write, outward, sensitive, fanout, any_broadcast, ndests > 0);
         }
         bits128 ctx = context;
-        if (word_bits(resource, &ctx, NULL) < 0) goto done;
+        if (word_bits(resource, &ctx, NULL, NULL) < 0) goto done;
         b[7] = (double)(ctx.lo & 0xFFFFFFFFu);
         b[8] = (double)(ctx.lo >> 32);
         b[9] = (double)(ctx.hi & 0xFFFFFFFFu);
@@ -1611,7 +1920,7 @@ extract(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     PyObject *x = PyList_New(NX);
     if (x == NULL) goto done;
     for (int i = 0; i < NX; i++) {
-        PyObject *f = PyFloat_FromDouble(xs[i]);
+        PyObject *f = row_float(xs[i]);
         if (f == NULL) {
             Py_DECREF(x);
             goto done;
@@ -1623,8 +1932,17 @@ extract(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (r < 0) goto done;
     if (xset(obs, &fa_dest_classes, classes) < 0) goto done;
     {
-        PyObject *pend = Py_BuildValue("(kkO)", (unsigned long)h_tool, (unsigned long)h_res, dest_hashes);
-        if (pend == NULL) goto done;
+        PyObject *pend = PyTuple_New(3), *v0 = PyLong_FromUnsignedLong(h_tool), *v1 = PyLong_FromUnsignedLong(h_res);
+        if (pend == NULL || v0 == NULL || v1 == NULL) {
+            Py_XDECREF(pend);
+            Py_XDECREF(v0);
+            Py_XDECREF(v1);
+            goto done;
+        }
+        Py_INCREF(dest_hashes);
+        PyTuple_SET_ITEM(pend, 0, v0);
+        PyTuple_SET_ITEM(pend, 1, v1);
+        PyTuple_SET_ITEM(pend, 2, dest_hashes);
         r = xset(obs, &fa_pending, pend);
         Py_DECREF(pend);
         if (r < 0) goto done;
@@ -1671,30 +1989,42 @@ extract(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         if (r < 0) goto done;
     }
     {
-        /* the windows this action is not blamed for, in the reference's order */
-        int q[16], nq = 0;
+        /* the windows this action is not blamed for, in the reference's order: one of 2**11 tuples, made
+         * once each and shared (a tuple of ints is immutable) */
+        static PyObject *quiet_tuples[1 << 11];
+        static const int windows[11] = {2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 18};
+        unsigned qbits = 0;
         const double S = 0.05;
-        if (approved || vol == 0.0 || vol < S * c[2]) q[nq++] = 2;
-        if (approved || vol == 0.0 || vol < S * c[3]) q[nq++] = 3;
-        if ((double)nbytes_ev < S * c[4] || !nbytes_ev) q[nq++] = 4;
-        if (approved || !outward || vol < S * c[5] || vol == 0.0) q[nq++] = 5;
-        if (approved || !outward || vol < S * c[6] || vol == 0.0) q[nq++] = 6;
-        if (approved || !fanout || (double)fanout < S * c[7]) q[nq++] = 7;
-        if (!n_new_recent || (double)n_new_recent < S * c[8]) q[nq++] = 8;
-        if (!n_new_ext || (double)n_new_ext < S * c[9]) q[nq++] = 9;
-        if (!deleted || deleted < S * c[10]) q[nq++] = 10;
-        if (!novelty || novelty < S * c[11]) q[nq++] = 11;
-        if (approved || !n_new_out) q[nq++] = 18;
-        PyObject *qt = PyTuple_New(nq);
-        if (qt == NULL) goto done;
-        for (int i = 0; i < nq; i++) {
-            PyObject *v = PyLong_FromLong(q[i]);
-            if (v == NULL) {
-                Py_DECREF(qt);
-                goto done;
+        if (approved || vol == 0.0 || vol < S * c[2]) qbits |= 1u << 0;
+        if (approved || vol == 0.0 || vol < S * c[3]) qbits |= 1u << 1;
+        if ((double)nbytes_ev < S * c[4] || !nbytes_ev) qbits |= 1u << 2;
+        if (approved || !outward || vol < S * c[5] || vol == 0.0) qbits |= 1u << 3;
+        if (approved || !outward || vol < S * c[6] || vol == 0.0) qbits |= 1u << 4;
+        if (approved || !fanout || (double)fanout < S * c[7]) qbits |= 1u << 5;
+        if (!n_new_recent || (double)n_new_recent < S * c[8]) qbits |= 1u << 6;
+        if (!n_new_ext || (double)n_new_ext < S * c[9]) qbits |= 1u << 7;
+        if (!deleted || deleted < S * c[10]) qbits |= 1u << 8;
+        if (!novelty || novelty < S * c[11]) qbits |= 1u << 9;
+        if (approved || !n_new_out) qbits |= 1u << 10;
+        PyObject *qt = quiet_tuples[qbits];
+        if (qt == NULL) {
+            int nq = 0;
+            for (int i = 0; i < 11; i++)
+                nq += (qbits >> i) & 1;
+            if ((qt = PyTuple_New(nq)) == NULL) goto done;
+            for (int i = 0, j = 0; i < 11; i++) {
+                if (!((qbits >> i) & 1))
+                    continue;
+                PyObject *v = PyLong_FromLong(windows[i]);
+                if (v == NULL) {
+                    Py_DECREF(qt);
+                    goto done;
+                }
+                PyTuple_SET_ITEM(qt, j++, v);
             }
-            PyTuple_SET_ITEM(qt, i, v);
+            quiet_tuples[qbits] = qt;  /* held for good */
         }
+        Py_INCREF(qt);
         r = xset(obs, &fa_quiet, qt);
         Py_DECREF(qt);
         if (r < 0) goto done;
@@ -1706,6 +2036,10 @@ extract(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 
 fall_late:  /* cannot happen for an event time decode_event accepts (|t| < 2**63 hours) */
     PyErr_SetString(PyExc_OverflowError, "event time out of the kernel's range");
+    goto done;
+fail_late:  /* cannot happen: a filter bloom_fits took converts (short of memory) */
+    if (!PyErr_Occurred())
+        PyErr_SetString(PyExc_SystemError, "a recent-destinations filter changed under extract");
     goto done;
 err_or_fall:
     if (r < 0)
@@ -1735,6 +2069,328 @@ done:
         Py_DECREF(own[i]);
     return res;
 #undef OWN
+}
+
+/* ------------------------------------------------------------------------------------------------------
+ * Novelty that settles (detector/features.py settle, commit_novel): sketch.bloom_add on the lifetime sketches.
+ * ------------------------------------------------------------------------------------------------------ */
+
+/* bloom_add(v, h, mask) for a non-negative int v: v | 1 << (h & mask) | 1 << ((h >> 16) & mask) (v itself when
+ * both bits are set: an equal int). On CPython 3.11 the digits are copied and set; elsewhere by the number
+ * protocol. */
+static PyObject *
+long_bloom_add(PyObject *v, uint32_t h, uint32_t mask)
+{
+    uint32_t i = h & mask, j = (h >> 16) & mask;
+#if SKETCH_DIGITS
+    if (long_bit(v, i) && long_bit(v, j)) {
+        Py_INCREF(v);
+        return v;
+    }
+    Py_ssize_t size = Py_SIZE(v), hi = (Py_ssize_t)((i > j ? i : j) / PyLong_SHIFT) + 1;
+    Py_ssize_t n = size > hi ? size : hi;
+    if (n == 1)  /* one digit: as PyLong makes it (small ints are shared) */
+        return PyLong_FromUnsignedLong((unsigned long)((size ? ((PyLongObject *)v)->ob_digit[0] : 0)
+                                                       | ((digit)1 << i) | ((digit)1 << j)));
+    PyLongObject *r = _PyLong_New(n);
+    if (r == NULL)
+        return NULL;
+    memcpy(r->ob_digit, ((PyLongObject *)v)->ob_digit, (size_t)size * sizeof(digit));
+    memset(r->ob_digit + size, 0, (size_t)(n - size) * sizeof(digit));
+    r->ob_digit[i / PyLong_SHIFT] |= (digit)1 << (i % PyLong_SHIFT);
+    r->ob_digit[j / PyLong_SHIFT] |= (digit)1 << (j % PyLong_SHIFT);
+    return (PyObject *)r;
+#else
+    PyObject *one = PyLong_FromLong(1), *si = PyLong_FromUnsignedLong(i), *sj = PyLong_FromUnsignedLong(j);
+    PyObject *bi = one && si ? PyNumber_Lshift(one, si) : NULL, *bj = one && sj ? PyNumber_Lshift(one, sj) : NULL;
+    PyObject *t = bi ? PyNumber_Or(v, bi) : NULL, *r = t && bj ? PyNumber_Or(t, bj) : NULL;
+    Py_XDECREF(one); Py_XDECREF(si); Py_XDECREF(sj); Py_XDECREF(bi); Py_XDECREF(bj); Py_XDECREF(t);
+    return r;
+#endif
+}
+
+/* settle_keys(st, keys, novel) -> features._py_settle for each key of the list `keys` (with novel, those
+ * commit_novel settles: not a task step or principal of hash 0): True; None (st untouched) when st's sketches
+ * are not non-negative ints or a key is not a non-negative int below 2**64, for the reference to do. */
+static PyObject *
+settle_keys(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (fc_count("settle_keys", nargs, 3, 3) < 0)
+        return NULL;
+    PyObject *st = args[0], *keys = args[1];
+    int novel = PyObject_IsTrue(args[2]);
+    if (novel < 0)
+        return NULL;
+    if (!PyList_CheckExact(keys))
+        Py_RETURN_NONE;
+    static fastattr *fas[5] = {&fa_tools, &fa_resources, &fa_dests, &fa_steps, &fa_principals};
+    static const uint32_t masks[5] = {TOOL_MASK, RES_MASK, DEST_MASK, STEP_MASK, PRINCIPAL_MASK};
+    Py_ssize_t n = PyList_GET_SIZE(keys);
+    for (Py_ssize_t k = 0; k < n; k++) {
+        PyObject *key = PyList_GET_ITEM(keys, k);
+        if (!PyLong_CheckExact(key) || _PyLong_Sign(key) < 0 || _PyLong_NumBits(key) > 64)
+            Py_RETURN_NONE;
+    }
+    PyObject *vals[5] = {NULL, NULL, NULL, NULL, NULL};
+    int changed[5] = {0, 0, 0, 0, 0}, fall = 0;
+    for (int s = 0; s < 5; s++) {
+        if ((vals[s] = xget(st, fas[s])) == NULL)
+            goto fail;
+        if (!PyLong_CheckExact(vals[s]) || _PyLong_Sign(vals[s]) < 0)
+            fall = 1;
+    }
+    if (fall) {
+        for (int s = 0; s < 5; s++)
+            Py_DECREF(vals[s]);
+        Py_RETURN_NONE;
+    }
+    for (Py_ssize_t k = 0; k < n; k++) {
+        unsigned long long key = PyLong_AsUnsignedLongLong(PyList_GET_ITEM(keys, k));
+        if (key == (unsigned long long)-1 && PyErr_Occurred())
+            goto fail;
+        unsigned long long kind = key >> 32;
+        uint32_t h = (uint32_t)(key & 0xFFFFFFFFu);
+        if (kind > 4 || (novel && !h && kind >= K_STEP_))
+            continue;
+        PyObject *nv = long_bloom_add(vals[kind], h, masks[kind]);
+        if (nv == NULL)
+            goto fail;
+        Py_SETREF(vals[kind], nv);
+        changed[kind] = 1;
+    }
+    for (int s = 0; s < 5; s++)
+        if (changed[s] && xset(st, fas[s], vals[s]) < 0)
+            goto fail;
+    for (int s = 0; s < 5; s++)
+        Py_DECREF(vals[s]);
+    Py_RETURN_TRUE;
+fail:
+    for (int s = 0; s < 5; s++)
+        Py_XDECREF(vals[s]);
+    return NULL;
+}
+
+/* ------------------------------------------------------------------------------------------------------
+ * Destination habits (detector/habits.py): sends_of and Habits.observe, each the transcription of its
+ * reference (_py_sends_of, Habits._py_observe).
+ * ------------------------------------------------------------------------------------------------------ */
+
+/* habit_sends(destinations, classes, new, EXTERNAL, BROADCAST, family_key, counted) -> habits._py_sends_of:
+ * [(family hash, destination in new, stable_hash(destination))] for the external or broadcast ones among
+ * the first `counted` classes; an ASCII str destination's family is hashed here (family_hash), any other
+ * asks family_key */
+static PyObject *
+habit_sends(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (fc_count("habit_sends", nargs, 7, 7) < 0)
+        return NULL;
+    PyObject *dests = args[0], *classes = args[1], *new = args[2], *ext = args[3], *bc = args[4], *fk = args[5];
+    Py_ssize_t counted;
+    if (fc_n(args[6], &counted) < 0)
+        return NULL;
+    PyObject *seq = PySequence_Fast(classes, "classes must be a sequence");
+    if (seq == NULL)
+        return NULL;
+    PyObject *out = PyList_New(0);
+    if (out == NULL) {
+        Py_DECREF(seq);
+        return NULL;
+    }
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    if (n > counted)
+        n = counted < 0 ? 0 : counted;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *cls = PySequence_Fast_GET_ITEM(seq, i);
+        int r = cls == ext || cls == bc;
+        if (!r && (r = PyObject_RichCompareBool(cls, ext, Py_EQ)) == 0)
+            r = PyObject_RichCompareBool(cls, bc, Py_EQ);
+        if (r < 0)
+            goto fail;
+        if (!r)
+            continue;
+        PyObject *d = PySequence_GetItem(dests, i);
+        if (d == NULL)
+            goto fail;
+        PyObject *fam = NULL, *isnew = NULL, *h = NULL, *tup = NULL;
+        uint32_t fh, dh;
+        if (PyUnicode_CheckExact(d) && family_hash_of(d, &fh))
+            fam = PyLong_FromUnsignedLong(fh);
+        else
+            fam = PyObject_CallOneArg(fk, d);
+        if (fam != NULL) {
+            r = PySequence_Contains(new, d);
+            if (r >= 0) {
+                isnew = PyBool_FromLong(r);
+                if (str_hash(d, &dh) == 0 && (h = PyLong_FromUnsignedLong(dh)) != NULL)
+                    tup = PyTuple_Pack(3, fam, isnew, h);
+            }
+        }
+        Py_DECREF(d);
+        Py_XDECREF(fam);
+        Py_XDECREF(isnew);
+        Py_XDECREF(h);
+        if (tup == NULL)
+            goto fail;
+        r = PyList_Append(out, tup);
+        Py_DECREF(tup);
+        if (r < 0)
+            goto fail;
+    }
+    Py_DECREF(seq);
+    return out;
+fail:
+    Py_DECREF(seq);
+    Py_DECREF(out);
+    return NULL;
+}
+
+/* habit_habitual(a, family, min_sends, min_share) -> Habits._py_habitual(family): whether the family's slot
+ * (the first whose family is float(family)) has sends >= min_sends and new sends >= min_share * sends; None
+ * for an array whose length is not a whole number of slots (the reference decides) */
+static PyObject *
+habit_habitual(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (fc_count("habit_habitual", nargs, 4, 4) < 0)
+        return NULL;
+    double fk, min_sends, min_share;
+    if (PyLong_CheckExact(args[1])) {
+        fk = PyLong_AsDouble(args[1]);
+        if (fk == -1.0 && PyErr_Occurred())
+            return NULL;
+    } else if (PyFloat_CheckExact(args[1])) {
+        fk = PyFloat_AS_DOUBLE(args[1]);
+    } else {
+        Py_RETURN_NONE;
+    }
+    if (fc_d(args[2], &min_sends) < 0 || fc_d(args[3], &min_share) < 0)
+        return NULL;
+    Py_buffer v;
+    if (get_doubles(args[0], &v, 0, "habits") < 0)
+        return NULL;
+    const double *a = v.buf;
+    Py_ssize_t len = v.len / (Py_ssize_t)sizeof(double);
+    PyObject *res = Py_False;
+    if (len % 4) {
+        res = Py_None;
+    } else {
+        for (Py_ssize_t b = 0; b < len; b += 4)
+            if (a[b] == fk) {
+                double sends = a[b + 1];
+                res = sends >= min_sends && a[b + 2] >= min_share * sends ? Py_True : Py_False;
+                break;
+            }
+    }
+    PyBuffer_Release(&v);
+    Py_INCREF(res);
+    return res;
+}
+
+/* habit_observe(a, sends, slots, half_at) -> Habits._py_observe(sends) on the array('d') a of slots x
+ * (family, sends, new sends, last destination), in place: True; None (a left untouched) for what it leaves to
+ * the reference (sends not a list of at most 64 (int, any, int) tuples of ints within 2**53, or a of a
+ * shape the class never makes) */
+static PyObject *
+habit_observe(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (fc_count("habit_observe", nargs, 4, 4) < 0)
+        return NULL;
+    PyObject *arr = args[0], *sends = args[1];
+    Py_ssize_t slots;
+    double half_at;
+    if (fc_n(args[2], &slots) < 0 || fc_d(args[3], &half_at) < 0)
+        return NULL;
+    if (!PyList_CheckExact(sends) || PyList_GET_SIZE(sends) > 64)
+        Py_RETURN_NONE;
+    /* the families in order of first appearance: (family, new, destination or -1) */
+    long long fam[64], dst[64];
+    int isnew[64], nf = 0;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(sends); i++) {
+        PyObject *t = PyList_GET_ITEM(sends, i);
+        if (!PyTuple_CheckExact(t) || PyTuple_GET_SIZE(t) != 3 || !PyLong_CheckExact(PyTuple_GET_ITEM(t, 0))
+                || !PyLong_CheckExact(PyTuple_GET_ITEM(t, 2)))
+            Py_RETURN_NONE;
+        int of1, of2;
+        long long f = PyLong_AsLongLongAndOverflow(PyTuple_GET_ITEM(t, 0), &of1);
+        long long d = PyLong_AsLongLongAndOverflow(PyTuple_GET_ITEM(t, 2), &of2);
+        if (of1 || of2 || f > (1LL << 53) || f < -(1LL << 53) || d > (1LL << 53) || d < -(1LL << 53))
+            Py_RETURN_NONE;
+        int nw = PyObject_IsTrue(PyTuple_GET_ITEM(t, 1));
+        if (nw < 0)
+            return NULL;
+        int j = 0;
+        while (j < nf && fam[j] != f)
+            j++;
+        if (j == nf) {
+            fam[nf] = f;
+            dst[nf] = d;
+            isnew[nf] = nw;
+            nf++;
+        } else {
+            isnew[j] = isnew[j] || nw;
+            dst[j] = -1;
+        }
+    }
+    Py_buffer v;
+    if (get_doubles(arr, &v, 1, "habits") < 0)
+        return NULL;
+    Py_ssize_t len = v.len / (Py_ssize_t)sizeof(double);
+    if (len % 4 || len > 4 * slots) {
+        PyBuffer_Release(&v);
+        Py_RETURN_NONE;
+    }
+    for (int j = 0; j < nf; j++) {
+        double *a = v.buf;
+        double fk = (double)fam[j], fd = (double)dst[j];
+        int nw = isnew[j];
+        Py_ssize_t b = 0;
+        for (; b < len; b += 4)
+            if (a[b] == fk) {
+                if (a[b + 3] == fd && dst[j] >= 0)
+                    b = -1;  /* the same destination again: one use */
+                break;
+            }
+        if (b == len) {
+            if (len < 4 * slots) {  /* a.extend((fk, 0.0, 0.0, -1.0)): the array grows, so its buffer is let go */
+                PyBuffer_Release(&v);
+                PyObject *r = PyObject_CallMethod(arr, "extend", "((dddd))", fk, 0.0, 0.0, -1.0);
+                if (r == NULL)
+                    return NULL;
+                Py_DECREF(r);
+                if (get_doubles(arr, &v, 1, "habits") < 0)
+                    return NULL;
+                a = v.buf;
+                b = len;
+                len += 4;
+                if (v.len != len * (Py_ssize_t)sizeof(double)) {
+                    PyBuffer_Release(&v);
+                    PyErr_SetString(PyExc_SystemError, "habits: the array did not grow by one family");
+                    return NULL;
+                }
+            } else {  /* the family sent to least (the first of them) makes room */
+                b = 0;
+                for (Py_ssize_t i = 4; i < len; i += 4)
+                    if (a[i + 1] < a[b + 1])
+                        b = i;
+                a[b] = fk;
+                a[b + 1] = 0.0;
+                a[b + 2] = 0.0;
+                a[b + 3] = -1.0;
+            }
+            nw = 0;  /* the first send to a family is new by definition */
+        }
+        if (b < 0)
+            continue;
+        a[b + 3] = fd;
+        a[b + 1] += 1.0;
+        if (nw)
+            a[b + 2] += 1.0;
+        if (a[b + 1] >= half_at) {
+            a[b + 1] *= 0.5;
+            a[b + 2] *= 0.5;
+        }
+    }
+    PyBuffer_Release(&v);
+    Py_RETURN_TRUE;
 }
 
 /* ------------------------------------------------------------------------------------------------------
@@ -1854,7 +2510,7 @@ deviate(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     } else {
         if ((xl = PyList_New(n)) == NULL) goto done;
         for (Py_ssize_t i = 0; i < n; i++) {
-            PyObject *o = PyFloat_FromDouble(xb[i]);
+            PyObject *o = row_float(xb[i]);
             if (o == NULL) goto done;
             PyList_SET_ITEM(xl, i, o);
         }
@@ -1872,7 +2528,7 @@ deviate(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     } else {
         if ((z = PyList_New(m)) == NULL) goto done;
         for (Py_ssize_t i = 0; i < m; i++) {
-            PyObject *o = PyFloat_FromDouble(zb[i]);
+            PyObject *o = row_float(zb[i]);
             if (o == NULL) goto done;
             PyList_SET_ITEM(z, i, o);
         }
@@ -2199,7 +2855,7 @@ rarities(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         if (r == NULL)
             goto done;
         for (Py_ssize_t i = 0; i < kr; i++) {
-            PyObject *o = PyFloat_FromDouble(rb[i]);
+            PyObject *o = row_float(rb[i]);
             if (o == NULL)
                 goto done;
             PyList_SET_ITEM(r, i, o);
@@ -2208,10 +2864,9 @@ rarities(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     for (Py_ssize_t i = 0; i < k; i++) {
         if (zset[i]) {
             if (z_list) {
-                PyObject *o = PyFloat_FromDouble(0.0);
-                if (o == NULL)
+                PyObject *o = row_float(0.0);
+                if (o == NULL || PyList_SetItem(z, i, o) < 0)
                     goto done;
-                PyList_SetItem(z, i, o);
             } else {
                 ((double *)zv.buf)[i] = 0.0;
             }
@@ -2223,7 +2878,13 @@ rarities(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             goto done;
         memcpy(PyByteArray_AS_STRING(rows) + at, zb, (size_t)k * sizeof(double));
     }
-    res = Py_BuildValue("(Odd)", r, raw, top);
+    {
+        PyObject *fr = PyFloat_FromDouble(raw), *ft = PyFloat_FromDouble(top);
+        if (fr != NULL && ft != NULL)
+            res = PyTuple_Pack(3, r, fr, ft);
+        Py_XDECREF(fr);
+        Py_XDECREF(ft);
+    }
     goto done;
 none:
     res = Py_None;
@@ -2333,12 +2994,24 @@ static PyMethodDef methods[] = {
     {"neglogs", neglogs, METH_VARARGS,
      "neglogs(z, tables, slopes, n, spz, zmax) -> list: -log10 p of each deviation."},
     {"extract_setup", extract_setup, METH_VARARGS,
-     "extract_setup(Observation, _words, destination_family, _is_outsider, EXTERNAL, BROADCAST[, words_cache[, Policy]]): what extract calls back."},
+     "extract_setup(Observation, _words, destination_family, _is_outsider, EXTERNAL, BROADCAST[, words_cache[, Policy[, stop_words]]]): what extract calls back."},
     {"crc32", crc32_, METH_VARARGS, "crc32(data, crc=0) -> int: zlib.crc32, as the kernel hashes names."},
     {"words", (PyCFunction)(void (*)(void))words, METH_FASTCALL,
      "words(local, stop) -> the CRC-32 of its words (features._py_words_of), or None when it is not ASCII."},
+    {"text_words", (PyCFunction)(void (*)(void))text_words, METH_FASTCALL,
+     "text_words(text, stop) -> the words of a name as features._words reads them (_py_text_words), or None when it is not ASCII."},
+    {"family_hash", family_hash, METH_O,
+     "family_hash(dest) -> stable_hash(destination_family(dest)), or None when dest is not ASCII."},
     {"extract", (PyCFunction)(void (*)(void))extract, METH_FASTCALL,
      "extract(st, ev, policy, adopted) -> Observation, or None for the reference to decide (detector.features)."},
+    {"settle_keys", (PyCFunction)(void (*)(void))settle_keys, METH_FASTCALL,
+     "settle_keys(st, keys, novel) -> True (features.settle of each key, or commit_novel's with novel), or None for the reference."},
+    {"habit_sends", (PyCFunction)(void (*)(void))habit_sends, METH_FASTCALL,
+     "habit_sends(destinations, classes, new, EXTERNAL, BROADCAST, family_key, counted) -> habits._py_sends_of."},
+    {"habit_habitual", (PyCFunction)(void (*)(void))habit_habitual, METH_FASTCALL,
+     "habit_habitual(a, family, min_sends, min_share) -> Habits._py_habitual(family), or None for the reference."},
+    {"habit_observe", (PyCFunction)(void (*)(void))habit_observe, METH_FASTCALL,
+     "habit_observe(a, sends, slots, half_at) -> True (Habits._py_observe done in place), or None for the reference."},
     {"deviate", (PyCFunction)(void (*)(void))deviate, METH_FASTCALL,
      "deviate(x, loc, scale, floors, kinds, kind, kind_features, kind_min, z95[, xl_out[, z_out]]) -> (xl, z, by_kind)."},
     {"rarities", (PyCFunction)(void (*)(void))rarities, METH_FASTCALL,
@@ -2363,5 +3036,8 @@ PyInit__native(void)
     crc_init();
     if (intern_names() < 0)
         return NULL;
+    for (int i = 0; i < N_SMALL_FLOATS; i++)
+        if ((small_floats[i] = PyFloat_FromDouble((double)i)) == NULL)
+            return NULL;
     return PyModule_Create(&module);
 }

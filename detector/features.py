@@ -118,6 +118,7 @@ _STOP = frozenset(("com", "org", "net", "www", "http", "https", "mail", "email",
                    "user", "users", "corp", "inbox", "outbox", "the", "and", "info", "support", "team", "noreply"))
 _STOP_WORDS = tuple(sorted(_STOP))  # for the kernel
 _k_words = getattr(_kernels, "words", None)  # detector._native.words: _py_words_of compiled, ASCII only
+_k_text_words = getattr(_kernels, "text_words", None)  # detector._native.text_words: _py_text_words, ASCII only
 _words_cache: dict[str, tuple[int, ...]] = {}
 #: (action, tool) -> the hash of its kind (verb and tool family), memoised
 _kinds: dict[tuple[str, str], int] = {}
@@ -275,17 +276,22 @@ def _words(text: str) -> tuple[int, ...]:
     or resource: ``customer:noah_hernandez_42`` and ``email:noah.hernandez7@x.example`` share two."""
     hit = _words_cache.get(text)
     if hit is None:
-        local = text.partition(":")[2] or text
-        if "@" in local:
-            local = local.rpartition("@")[0]
-        local = local.lower()
-        hit = _k_words(local, _STOP_WORDS) if _k_words is not None else None
+        hit = _k_text_words(text, _STOP_WORDS) if _k_text_words is not None else None
         if hit is None:
-            hit = _py_words_of(local, _STOP)
+            hit = _py_text_words(text)
         if len(_words_cache) >= 50_000:
             _words_cache.clear()
         _words_cache[text] = hit
     return hit
+
+
+def _py_text_words(text: str) -> tuple[int, ...]:
+    """The words of a name, uncached: the reference of ``detector._native.text_words`` (which the kernel's
+    extract reads ASCII names with)."""
+    local = text.partition(":")[2] or text
+    if "@" in local:
+        local = local.rpartition("@")[0]
+    return _py_words_of(local.lower(), _STOP)
 
 
 def _py_words_of(local: str, stop: frozenset) -> tuple[int, ...]:
@@ -680,7 +686,14 @@ def settle(st: FeatureState, key: int) -> None:
     >>> st = FeatureState()
     >>> settle(st, item_key(K_TOOL, 12345)); bloom_has(st.tools, 12345, _TOOL_MASK)
     True
+
+    The compiled ``detector._native.settle_keys`` does it when built (:func:`_py_settle` is the reference).
     """
+    if _k_settle is None or _k_settle(st, [key], False) is None:
+        _py_settle(st, key)
+
+
+def _py_settle(st: FeatureState, key: int) -> None:
     kind, h = key >> 32, key & 0xFFFFFFFF
     if kind == K_TOOL:
         st.tools = bloom_add(st.tools, h, _TOOL_MASK)
@@ -717,16 +730,26 @@ def commit_novel(st: FeatureState, obs: Observation) -> None:
     (``obs.adopted``) are settled too, which the engine does for every action it reads. Extraction put in
     ``obs.novel`` or ``obs.adopted`` every item of the action that its sketch did not hold; the rest is
     already there (adding it again changes no bit). ``commit_novelty`` leaves out a task step or a principal
-    whose hash is 0 (it reads 0 as "none"): so does this."""
+    whose hash is 0 (it reads 0 as "none"): so does this (compiled: ``detector._native.settle_keys``)."""
+    if _k_settle is None or _k_settle(st, obs.novel, True) is None:
+        _py_commit_novel(st, obs)
+
+
+def _py_commit_novel(st: FeatureState, obs: Observation) -> None:
     for key in obs.novel:
         if key & 0xFFFFFFFF or key >> 32 < K_STEP:
-            settle(st, key)
+            _py_settle(st, key)
 
+
+_k_settle = getattr(_kernels, "settle_keys", None)  # settle and commit_novel compiled (None: the references)
 
 # the compiled extract (None: the reference runs; a kernel built before it had extract runs without it)
 _kernel = getattr(_kernels, "extract", None)
 if _kernel is not None:  # what it calls back (names, words and classes stay in Python)
     # (Policy: a frozen dataclass whose is_untrusted_source depends on its fields only, so the kernel remembers
     # its answers per resource for the policy in use)
+    # (the words of an ASCII name, and the family of an ASCII destination, are read in C: text_words and
+    # family_hash, held to _py_text_words and destination_family by tests/unit/test_native.py)
+    # (a kernel built before text_words takes no stop words: it asks _words)
     _kernels.extract_setup(Observation, _words, destination_family, _is_outsider, EXTERNAL, BROADCAST, _words_cache,
-                           Policy)
+                           Policy, *((_STOP_WORDS,) if _k_text_words is not None else ()))

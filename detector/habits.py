@@ -52,6 +52,7 @@ from array import array
 from typing import Iterable, Sequence
 
 from detector.features import destination_family
+from detector.native import kernels as _kernels
 from detector.policy import BROADCAST, EXTERNAL
 from detector.sketch import stable_hash
 
@@ -91,7 +92,17 @@ def sends_of(destinations: Sequence[str], classes: Sequence[str],
              new: Sequence[str]) -> list[tuple[int, bool, int]]:
     """One action's outward sends for :meth:`Habits.observe`: the family of each external or broadcast
     destination (``classes`` as :attr:`detector.features.Observation.dest_classes` gives them) and whether
-    it is among ``new`` (the destinations the agent never sent to), and the destination's hash."""
+    it is among ``new`` (the destinations the agent never sent to), and the destination's hash.
+
+    The compiled ``detector._native.habit_sends`` answers when built (:func:`_py_sends_of` is the reference,
+    tests/unit/test_native.py holds them together)."""
+    if _k_sends is not None:
+        return _k_sends(destinations, classes, new, EXTERNAL, BROADCAST, family_key, _COUNTED)
+    return _py_sends_of(destinations, classes, new)
+
+
+def _py_sends_of(destinations: Sequence[str], classes: Sequence[str],
+                 new: Sequence[str]) -> list[tuple[int, bool, int]]:
     out = []
     for i, cls in enumerate(classes[:_COUNTED]):
         if cls is EXTERNAL or cls is BROADCAST or cls == EXTERNAL or cls == BROADCAST:
@@ -116,7 +127,15 @@ class Habits:
 
     def habitual(self, family: int) -> bool:
         """Whether a never-seen destination of ``family`` (a :func:`detector.sketch.stable_hash` of the
-        destination's family) is routine for this agent."""
+        destination's family) is routine for this agent (compiled: ``detector._native.habit_habitual``; the
+        reference is :meth:`_py_habitual`)."""
+        if _k_habitual is not None:
+            got = _k_habitual(self.a, family, MIN_SENDS, MIN_SHARE)
+            if got is not None:
+                return got
+        return self._py_habitual(family)
+
+    def _py_habitual(self, family: int) -> bool:
         a = self.a
         fk = float(family)
         for b in range(0, len(a), _W):
@@ -128,7 +147,14 @@ class Habits:
     def observe(self, sends: Iterable[tuple[int, bool, int]]) -> None:
         """Count one action's outward sends: ``(family hash, went to a never-seen destination, destination
         hash)`` each (one action counts once per family, new if any of its destinations there was new; not at
-        all when its one destination there is the one the family's last send went to)."""
+        all when its one destination there is the one the family's last send went to).
+
+        The compiled ``detector._native.habit_observe`` does it when built, for the sends :func:`sends_of`
+        makes (:meth:`_py_observe` is the reference, and runs for anything else)."""
+        if _k_observe is None or _k_observe(self.a, sends, SLOTS, HALF_AT) is None:
+            self._py_observe(sends)
+
+    def _py_observe(self, sends: Iterable[tuple[int, bool, int]]) -> None:
         per: dict[int, tuple[bool, int]] = {}
         for fam, new, dest in sends:
             was = per.get(fam)
@@ -159,6 +185,12 @@ class Habits:
             if a[b + 1] >= HALF_AT:
                 a[b + 1] *= 0.5
                 a[b + 2] *= 0.5
+
+
+# the compiled sends_of and observe (None: the references run)
+_k_sends = getattr(_kernels, "habit_sends", None)
+_k_observe = getattr(_kernels, "habit_observe", None) if _W == 4 else None
+_k_habitual = getattr(_kernels, "habit_habitual", None) if _W == 4 else None
 
 
 def pooled(members: Iterable[Habits]) -> Habits:

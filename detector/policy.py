@@ -95,6 +95,9 @@ class Policy:
         object.__setattr__(self, "_cache", {})
         doms = tuple(d.lower().lstrip(".") for d in self.internal_domains)
         object.__setattr__(self, "_domains", doms)
+        # (_is_internal's test "the host is a domain or under one", as a set and a suffix tuple)
+        object.__setattr__(self, "_domain_set", frozenset(doms))
+        object.__setattr__(self, "_subdomains", tuple("." + d for d in doms))
 
     # ---------------------------------------------------------------- loading
     @classmethod
@@ -170,12 +173,16 @@ class Policy:
         return EXTERNAL, 1
 
     def _is_internal(self, dest: str) -> bool:
-        host = _host_of(dest)
-        if host and self._domains:  # type: ignore[attr-defined]
-            for d in self._domains:  # type: ignore[attr-defined]
-                if host == d or host.endswith("." + d):
-                    return True
-        return any(p.match(dest) for p in self._patterns)  # type: ignore[attr-defined]
+        """Whether ``dest``'s host is one of the internal domains or under one, or ``dest`` matches an
+        ``internal`` pattern (the host is only worked out when there are domains to compare it with)."""
+        if self._domains:  # type: ignore[attr-defined]
+            host = _host_of(dest)
+            if host and (host in self._domain_set or host.endswith(self._subdomains)):  # type: ignore[attr-defined]
+                return True
+        for p in self._patterns:  # type: ignore[attr-defined]
+            if p.match(dest):
+                return True
+        return False
 
     def is_untrusted_source(self, resource: str) -> bool:
         """Whether content read from ``resource`` is untrusted input (e.g. the open web, outside mail)."""

@@ -289,7 +289,7 @@ def _kernel_extract():
     from detector.policy import BROADCAST, EXTERNAL
 
     _native.extract_setup(f.Observation, f._words, f.destination_family, f._is_outsider, EXTERNAL, BROADCAST,
-                          f._words_cache, f.Policy)
+                          f._words_cache, f.Policy, f._STOP_WORDS)
     return _native.extract
 
 
@@ -628,30 +628,38 @@ def test_the_kernels_crc_of_names_is_zlibs(data, start):
     assert _native.crc32(data) == zlib.crc32(data) and _native.crc32(data, start) == zlib.crc32(data, start)
 
 
-def test_extraction_answers_the_same_whether_words_come_from_the_cache_or_from_words(monkeypatch):
+@pytest.mark.parametrize("name", ("noah_hernandez", "nöah_hernandez"))
+def test_extraction_answers_the_same_whether_words_come_from_the_kernel_the_cache_or_from_words(monkeypatch, name):
+    # an ASCII name is read by the kernel itself (text_words); any other comes from _words's cache, or from _words
     from detector import features as f
 
-    ev = _events([{"tool": "mail.send", "action": "send", "resource": "crm://customers/noah_hernandez",
+    ev = _events([{"tool": "mail.send", "action": "send", "resource": f"crm://customers/{name}",
                    "sensitivity": "confidential", "records": 2, "bytes": 10,
-                   "destinations": ["email:noah.hernandez7@x.example", "email:eve@evil.example"], "task_id": "t1",
-                   "requested_by": "customer:noah_hernandez_42", "instruction_hash": None, "approval_id": None,
-                   "dt": 5.0}])[0]
+                   "destinations": [f"email:{name.replace('_', '.')}7@x.example", "email:eve@evil.example"],
+                   "task_id": "t1", "requested_by": f"customer:{name}_42", "instruction_hash": None,
+                   "approval_id": None, "dt": 5.0}])[0]
     kernel = _kernel_extract()
     calls = []
     words = f._words
     monkeypatch.setattr(f, "_words", lambda text: calls.append(text) or words(text))
     out = []
-    for cached in (False, True):
+    for cached, stop in ((False, None), (True, None), (False, f._STOP_WORDS)):
         if not cached:
             f._words_cache.clear()
         _native.extract_setup(f.Observation, f._words, f.destination_family, f._is_outsider, f.EXTERNAL,
-                              f.BROADCAST, f._words_cache, f.Policy)
+                              f.BROADCAST, f._words_cache, f.Policy, *((stop,) if stop else ()))
         st_ = f.FeatureState()
         out.append(kernel(st_, ev, _policy(), None))
         out[-1].x.append(st_.tasks.tobytes())
     _kernel_extract()
-    assert out[0].x == out[1].x and out[0].novel == out[1].novel
-    assert calls and len(calls) == len(set(calls))  # the second time every text came from the cache
+    asked = list(calls)
+    ref = f._py_extract(f.FeatureState(), ev, _policy(), None)
+    assert out[0].x[:-1] == out[1].x[:-1] == out[2].x[:-1] == ref.x and out[0].x == out[1].x == out[2].x
+    assert out[0].novel == out[1].novel == out[2].novel == ref.novel
+    assert ref.x[f.FEATURE_INDEX["novel_outbound"]] < 6.0 * 4  # the related recipient counted a quarter
+    # the second time every text came from the cache; with the stop words only names that are not ASCII are asked
+    assert len(asked[:4]) == len(set(asked[:4])) == 4
+    assert asked[4:] == [t for t in asked[:4] if not t.isascii()] and len(asked) == 4 + 3 * (not name.isascii())
 
 
 @settings(max_examples=300, deadline=None)
@@ -719,6 +727,50 @@ def test_the_kernel_remembers_untrusted_sources_per_policy_and_asks_a_policy_of_
     assert got == [1, 0, 1, 0] and Moody.calls == 4
 
 
+_SOURCES = ("http://web.example/a", "https://x.example", "email:bob@corp.example", "email:eve@evil.example",
+            "emailx:eve@evil.example", "mail://inbox/1", "drive://f/1", "e", "HTTP://web.example", "ünï:x",
+            "email:Ünï@corp.example", "email:bob@sub.corp.example")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(("http:", "https:", "email:", "email", "mail", "", "ü", "HTTP")), max_size=4),
+       st.sampled_from(((), ("corp.example",))), st.sampled_from(_SOURCES), st.sampled_from(("read", "exec")))
+def test_the_kernel_takes_untrusted_input_where_the_policy_says_so(sources, domains, resource, action):
+    # the kernel answers a resource under none of the untrusted sources, or one that is not mail, itself
+    from detector import features as f
+    from detector.policy import Policy
+
+    policy = Policy(untrusted_sources=tuple(sources), internal_domains=domains)
+    ev = _events([{"tool": "web.get", "action": action, "resource": resource, "sensitivity": "public",
+                   "records": 1, "bytes": 1, "destinations": [], "task_id": "t1", "requested_by": None,
+                   "instruction_hash": None, "approval_id": None, "dt": 1.0}])[0]
+    st_ = f.FeatureState()
+    _kernel_extract()(st_, ev, policy, None)
+    assert int(st_.tasks[1]) & 1 == policy.is_untrusted_source(resource)
+
+
+def test_the_kernel_reads_a_policys_classes_from_its_memo_as_classify_answers_them(monkeypatch):
+    from detector import features as f
+    from detector.policy import Policy
+
+    asked = []
+    classify = Policy.classify
+    monkeypatch.setattr(Policy, "classify", lambda self, d: asked.append(d) or classify(self, d))
+    policy = Policy(internal_domains=("corp.example",), broadcast={"slack:#all": 40})
+    dests = ["email:bob@corp.example", "slack:#all", "email:eve@evil.example"]
+    ev = _events([{"tool": "mail.send", "action": "send", "resource": "mail://outbox", "sensitivity": "internal",
+                   "records": 1, "bytes": 1, "destinations": dests, "task_id": None, "requested_by": None,
+                   "instruction_hash": None, "approval_id": None, "dt": 1.0}])[0]
+    kernel = _kernel_extract()
+    first = kernel(f.FeatureState(), ev, policy, None)
+    assert asked == dests and set(policy._cache) == set(dests)  # classify asked, and memoised
+    policy._cache["email:eve@evil.example"] = ("internal", 7)  # what the memo says is what classify would answer
+    again = kernel(f.FeatureState(), ev, policy, None)
+    assert first.dest_classes == ("internal", "broadcast", "external")
+    assert again.dest_classes == ("internal", "broadcast", "internal") and again.x[13] == 1 + 40 + 7
+    assert asked == dests  # the second time every class came from the memo
+
+
 def test_the_kernel_sets_a_states_fields_through_its_own_setattr_when_it_has_one():
     # plain slots are read and written at their offsets; a class with its own __setattr__ (here a look-alike of
     # FeatureState with the same slots) is asked, as is a subclass
@@ -758,7 +810,7 @@ def test_the_kernel_sets_a_states_fields_through_its_own_setattr_when_it_has_one
 # ------------------------------------------------------------------------- words of a name
 
 _word_text = st.text(alphabet=st.sampled_from("abcxyzAZ0189:/._@-é ") , max_size=60) | st.sampled_from(
-    ("tickets://zendesk/ticket/264870", "email:noah.hernandez7@x.example", "the com and", "a b c", "x" * 40,
+    ("tickets://zendesk/ticket/264870", "email:noah.hernandez7@x.example", "the com and", "a b c", "x" * 40, "y" * 130,
      " ".join(f"w{c}{c}" for c in "abcdefghijklmnopqrstu")))
 
 
@@ -782,3 +834,140 @@ def test_the_words_kernel_keeps_sixteen_words_after_the_stop_words():
     got = _native.words(local, _STOP_WORDS)
     assert got == _py_words_of(local, _STOP) and len(got) == 16
     assert _native.words("com org mail", _STOP_WORDS) == ()
+
+
+_name_text = st.text(alphabet=st.sampled_from("abcxyzAZQ0189:/._@-é >"), max_size=60) | st.sampled_from(
+    ("tickets://zendesk/ticket/264870", "email:Noah.Hernandez7@X.example", "customer:noah_hernandez_42", "a:", ":b",
+     "http:https://Paste.Example/x/y", "iban:GB29NWBK60161331926819", "x@y@z", "s:" + "Q" * 150 + "@D",
+     "email:" + "Ab" * 70 + "@" + "Cd" * 50, "mail:Com.ORG", "İstanbul:x"))
+
+
+@settings(max_examples=500, deadline=None)
+@given(_name_text)
+def test_the_words_of_a_name_in_the_kernel_equal_the_reference_on_ascii_and_are_left_to_it_otherwise(text):
+    from detector.features import _STOP_WORDS, _py_text_words
+
+    got = _native.text_words(text, _STOP_WORDS)
+    if text.isascii():
+        assert got == _py_text_words(text)
+    else:
+        assert got is None
+
+
+@settings(max_examples=500, deadline=None)
+@given(_name_text)
+def test_the_family_hash_of_a_destination_equals_the_reference_on_ascii_and_is_left_to_it_otherwise(dest):
+    from detector.features import destination_family
+    from detector.sketch import stable_hash
+
+    got = _native.family_hash(dest)
+    if dest.isascii():
+        assert got == stable_hash(destination_family(dest))
+    else:
+        assert got is None
+
+
+# ------------------------------------------------------------------------- destination habits
+
+_send = st.tuples(st.integers(0, 12) | st.sampled_from((2**32 - 1, 2**53)), st.booleans(),
+                  st.integers(0, 5) | st.just(2**32 - 1))
+_slot = st.tuples(st.sampled_from((0.0, 1.0, 2.0, 5.0, 13.0)), st.sampled_from((0.0, 1.0, 2.0, 11.5)),
+                  st.sampled_from((0.0, 1.0, 0.5)), st.sampled_from((-1.0, 0.0, 3.0)))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_slot, max_size=8), st.lists(st.lists(_send, max_size=6), min_size=1, max_size=30))
+def test_habits_observe_in_the_kernel_equals_the_reference_bit_for_bit(start, steps):
+    from detector.habits import HALF_AT, SLOTS, Habits
+
+    a, b = Habits(array("d", [v for s in start for v in s]).tobytes()), None
+    b = Habits(a.to_bytes())
+    for sends in steps:
+        assert _native.habit_observe(a.a, sends, SLOTS, HALF_AT) is True
+        b._py_observe(sends)
+        assert a.to_bytes() == b.to_bytes()
+
+
+def test_habits_observe_leaves_what_it_does_not_take_to_the_reference_untouched():
+    from detector.habits import HALF_AT, SLOTS, Habits
+
+    h = Habits()
+    for sends in ([(1, True, 2**60)], ((1, True, 2),), [(1.0, True, 2)], [(1, True, 2)] * 65):
+        before = h.to_bytes()
+        assert _native.habit_observe(h.a, sends, SLOTS, HALF_AT) is None and h.to_bytes() == before
+        h.observe(sends)  # the reference
+        assert h.to_bytes() != before
+        h = Habits()
+
+
+_CLASSES = ("external", "broadcast", "internal")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(_DESTS + ("payee:Ünï", "http:https://Paste.Example/y", "x")),
+                          st.sampled_from(_CLASSES)), max_size=20), st.integers(0, 3))
+def test_the_sends_of_an_action_in_the_kernel_equal_the_reference(pairs, k):
+    from detector.habits import _COUNTED, _py_sends_of, family_key
+    from detector.policy import BROADCAST, EXTERNAL
+
+    dests = [d for d, _ in pairs]
+    classes = tuple(c if c == "internal" else "".join(c) for _, c in pairs)  # equal, not always the same object
+    new = dests[::k + 1] if k else ()
+    got = _native.habit_sends(dests, classes, new, EXTERNAL, BROADCAST, family_key, _COUNTED)
+    assert got == _py_sends_of(dests, classes, new)
+    assert [tuple(map(type, t)) for t in got] == [(int, bool, int)] * len(got)
+
+
+# ------------------------------------------------------------------------- novelty that settles
+
+_key = st.tuples(st.integers(0, 6), st.integers(0, 2**32 - 1) | st.sampled_from((0, 1, 0x10001, 2**32 - 1))).map(
+    lambda kh: (kh[0] << 32) | kh[1])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.binary(max_size=300), min_size=5, max_size=5), st.lists(_key, max_size=12), st.booleans())
+def test_settling_items_in_the_kernel_equals_the_reference(sketches, keys, novel):
+    from detector.features import FeatureState, Observation, _py_commit_novel, _py_settle
+
+    a, b = FeatureState(), FeatureState()
+    for s in (a, b):
+        s.tools, s.resources, s.dests, s.steps, s.principals = (int.from_bytes(x, "little") for x in sketches)
+    assert _native.settle_keys(a, keys, novel) is True
+    if novel:
+        obs = Observation()
+        obs.novel = keys
+        _py_commit_novel(b, obs)
+    else:
+        for k in keys:
+            _py_settle(b, k)
+    # (sketches wider than their masks too, as seed_sketches may leave them: compared as ints)
+    assert [getattr(a, n) for n in ("tools", "resources", "dests", "steps", "principals")] == [
+        getattr(b, n) for n in ("tools", "resources", "dests", "steps", "principals")]
+
+
+def test_settling_leaves_what_it_does_not_take_to_the_reference_untouched():
+    from detector.features import FeatureState, settle
+
+    s = FeatureState()
+    assert _native.settle_keys(s, [-1], False) is None and _native.settle_keys(s, [2**64], False) is None
+    s.tools = -8
+    assert _native.settle_keys(s, [5], False) is None and s.tools == -8
+    settle(s, 5)  # the reference: -8 | 1 << 5 | 1 << 0
+    assert s.tools == -8 | 32 | 1
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_slot, max_size=8), st.sampled_from((0, 1, 2, 5, 13, 2**32 - 1)) | st.sampled_from((5.0, -0.0)),
+       st.floats(0.0, 20.0), st.floats(0.0, 1.0))
+def test_whether_a_family_is_a_habit_the_kernel_answers_as_the_reference(start, family, min_sends, min_share):
+    from detector import habits
+    from detector.habits import Habits
+
+    h = Habits(array("d", [v for s in start for v in s]).tobytes())
+    got = _native.habit_habitual(h.a, family, min_sends, min_share)
+    old = habits.MIN_SENDS, habits.MIN_SHARE
+    habits.MIN_SENDS, habits.MIN_SHARE = min_sends, min_share
+    try:
+        assert got is h._py_habitual(family) and h.habitual(family) is got
+    finally:
+        habits.MIN_SENDS, habits.MIN_SHARE = old

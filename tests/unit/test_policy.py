@@ -239,3 +239,27 @@ def test_a_valid_toml_file_with_a_bad_value_is_a_policy_error(tmp_path: Path):
 def test_a_directory_given_as_policy_file_is_a_policy_error(tmp_path: Path):
     with pytest.raises(PolicyError, match="cannot read policy file"):
         load_policy(tmp_path)
+
+
+_DOMAINS = st.lists(st.sampled_from(("corp.example", ".corp.example", "CORP.example", "example", ".", "x.corp.example",
+                                     "ünï.example")), max_size=3)
+_DESTS = st.sampled_from(("email:bob@corp.example", "email:bob@x.corp.example", "email:bob@evilcorp.example",
+                          "email:bob@corp.example.", "email:<bob@Corp.Example>", "http:https://wiki.corp.example/x",
+                          "https://corp.example:8080/a", "http://[::1", "slack:@alice", "slack:#eng", "bob@corp.example",
+                          "email:x@ünï.example", "email:", "http:", "payee:acme"))
+
+
+@given(_DOMAINS, st.lists(st.sampled_from(("slack:*", "email:*@corp.example", "payee:acme")), max_size=2), _DESTS)
+def test_internal_is_a_host_under_an_internal_domain_or_a_matching_pattern(domains, patterns, dest):
+    # the definition, written out: what Policy._is_internal answers (it skips the host when there are no domains)
+    import fnmatch
+
+    from detector.policy import _host_of
+
+    p = Policy(internal_domains=tuple(domains), internal=tuple(patterns))
+    host = _host_of(dest)
+    doms = [d.lower().lstrip(".") for d in domains]
+    expected = bool(host and any(host == d or host.endswith("." + d) for d in doms)) or any(
+        fnmatch.fnmatchcase(dest, pat) for pat in patterns)
+    assert p._is_internal(dest) is expected
+    assert p.classify(dest)[0] == ("internal" if expected else "external")
