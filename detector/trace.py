@@ -11,9 +11,8 @@ changelog); the store itself is bounded too: it keeps rings for at most
 ['e1', 'e2']
 
 Memory: each action is kept as its trace entry's values encoded with msgpack
-(about 250 bytes, against about 1.2 KB for the decoded event and its strings),
-written straight after the ones before it into the block they will be sealed
-into (no object per action), and every :data:`CHUNK` of them are sealed into one
+(about 250 bytes, against about 1.2 KB for the decoded event and its strings;
+about 1 us per action), and every :data:`CHUNK` of them are sealed into one
 block, deflated (about 30-60 bytes an action: an agent's actions repeat its
 tools, resources and people) when its ring rests or when the store's blocks not
 yet deflated pass ``unpacked_bytes`` (:class:`TraceStore`), so a full resting
@@ -61,10 +60,9 @@ DICT_UP_TO = 4096
 DICT_BYTES = 32 * 1024
 #: at most this many bytes of one block go into the dictionary
 DICT_SAMPLE = 2048
-_encoder = msgspec.msgpack.Encoder()
-_encode = _encoder.encode
-_encode_into = _encoder.encode_into
+_encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder(list).decode
+_decode_row = msgspec.msgpack.Decoder().decode
 
 
 def trace_entry(item) -> dict:
@@ -82,10 +80,6 @@ def trace_entry(item) -> dict:
     }
 
 
-#: a block's msgpack header: an array of 32-bit length, the number of its rows in its last byte (CHUNK < 256)
-_HEADER = b"\xdd\x00\x00\x00\x00"
-assert CHUNK < 256
-
 _head = attrgetter("event_id", "ts", "tool", "action", "resource", "sensitivity", "records", "bytes", "destinations")
 _tail = attrgetter("task_id", "parent_event_id", "operator_id", "requested_by", "instruction_hash", "approval_id")
 
@@ -102,6 +96,13 @@ def _row(e) -> tuple | list | dict:
                severity)
         return row if len(row[8]) <= 10 else [*trace_entry(e).values()]
     return [e.get(k) for k in TRACE_FIELDS] if set(e) == _FIELD_SET else e
+
+
+def _block(rows: list[bytes]) -> bytearray:
+    """One msgpack array of encoded rows (an array header, then the rows as they are), not yet deflated.
+    (Encoding each row into one growing bytearray instead, msgspec's encode_into, cost more in the engine's
+    loop: the buffer is reallocated as it grows, ~0.5 % of a replay more.)"""
+    return bytearray().join((b"\xdd" + len(rows).to_bytes(4, "big"), *rows))
 
 
 class _Dictionary:
@@ -161,8 +162,6 @@ def _entry(r) -> dict:
 class _Ring:
     """One agent's ring: ``blocks`` (oldest first), then ``live`` entries. A block is ``(entry count,
     deflated bytes)`` (see :class:`_Dictionary`), or ``[entry count, bytearray]`` while not deflated yet.
-    ``live`` is the next block being written: :data:`_HEADER`, its count kept as entries are encoded into it
-    (:meth:`TraceStore.add`), so sealing it copies nothing and the ring holds no object per entry.
 
     A resting ring of one block (most of them: an agent acts a few times, then rests) is not kept as a
     ``_Ring`` but as one ``bytes``: the entry count (a byte), then the deflated block (a ring, a list and a
@@ -173,7 +172,7 @@ class _Ring:
     def __init__(self, blocks: list | None = None, packed: int = 0) -> None:
         self.blocks: list = blocks or []  # a few blocks: a list is smaller than a deque
         self.packed = packed              # entries in the blocks
-        self.live: bytearray | None = None  # the entries appended since the last block (a block: _HEADER, rows)
+        self.live: list[bytes] | None = None  # encoded entries appended since the last block
 
 
 class TraceStore:
@@ -190,9 +189,6 @@ class TraceStore:
         self.length = length
         self.max_agents = max_agents
         self.unpacked_bytes = unpacked_bytes
-        #: a ring's live entries sealed into a block at this many (no more than ``length``: a block holds only
-        #: entries the ring keeps)
-        self._chunk = max(1, min(CHUNK, length))
         self._rings: OrderedDict[str, _Ring | bytes] = OrderedDict()  # bytes: a resting ring (see _Ring)
         self._dictionary = _Dictionary()
         #: ``(ring, block)`` of the blocks not deflated, oldest first (and of some since deflated or dropped)
@@ -208,18 +204,14 @@ class TraceStore:
             self.add(agent_id, ev, round(score, 4), severity, classes)
             return
         ring = self._ring(agent_id)
-        live = ring.live
-        _encode_into(_row(entry), live, -1)
-        n = live[4] + 1
-        live[4] = n
-        if n >= self._chunk:
+        ring.live.append(_encode(_row(entry)))
+        if len(ring.live) >= CHUNK:
             self._seal(ring)
 
     def add(self, agent_id: str, ev, score: float, severity: str, classes) -> None:
-        """Keep one decided action, its ``score`` already rounded to 4 places (as the decision record has it:
-        the engine rounds once; rounding again would give the same number, at a quarter of this call's cost).
-        The entry's values go straight into the ring's live block (see :func:`_row`); the event itself is not
-        kept alive."""
+        """Keep one decided action, its ``score`` already rounded to 4 places and kept as given: the engine's
+        call, with its decision record's score (``round`` costs ~250 ns: once per action, not twice). The
+        entry's values are kept encoded (see :func:`_row`); the event itself is not kept alive."""
         ring = self._rings.get(agent_id)
         if type(ring) is _Ring and ring.live is not None:  # an agent that acted since its last block: most
             self._rings.move_to_end(agent_id)
@@ -228,12 +220,11 @@ class TraceStore:
             ring = self._ring(agent_id)
             live = ring.live
         row = [*_head(ev), classes if len(classes) < 2 else sorted(set(classes)), *_tail(ev), score, severity]
-        if len(row[8]) > 10:
-            row = [*trace_entry((ev, score, severity, classes)).values()]
-        _encode_into(row, live, -1)
-        n = live[4] + 1
-        live[4] = n
-        if n >= self._chunk:
+        dests = row[8]
+        if len(dests) > 10:  # the trace keeps 10 of them, and their count: all 19 values (see _row)
+            row[8:9] = dests[:10], len(dests)
+        live.append(_encode(row))
+        if len(live) >= CHUNK:
             self._seal(ring)
 
     def _ring(self, agent_id: str) -> _Ring:
@@ -251,27 +242,26 @@ class TraceStore:
             if type(ring) is bytes:  # it rested: a ring again
                 ring = self._rings[agent_id] = _Ring([(ring[0], ring[1:])], ring[0])
         if ring.live is None:
-            ring.live = bytearray(_HEADER)
+            ring.live = []
         return ring
 
     def _seal(self, ring: _Ring, deflate: bool = False) -> None:
         """Seal the live entries into a block (deflated at once with ``deflate``); drop blocks no longer
         needed for ``length`` entries; deflate the oldest blocks while the store holds too many bytes
         not deflated."""
-        live = ring.live
+        live = ring.live[-self.length:] if ring.live else []
         ring.live = None
-        if live is None:
+        if not live:
             return
-        n = live[4]
-        if deflate or (not self._count and len(live) > self.unpacked_bytes):  # (the queue would deflate it at once)
-            ring.blocks.append((n, self._dictionary.deflate(live)))
+        if deflate:
+            ring.blocks.append((len(live), self._dictionary.deflate(_block(live))))
         else:
-            block = [n, bytearray(live)]  # a copy of its size (a bytearray grown row by row keeps ~1/8 spare)
+            block = [len(live), _block(live)]
             ring.blocks.append(block)
             self._unpacked.append((ring, block))
-            self._held += len(live)
+            self._held += len(block[1])
             self._count += 1
-        ring.packed += n
+        ring.packed += len(live)
         while ring.blocks and ring.packed - ring.blocks[0][0] >= self.length:
             dropped = ring.blocks.pop(0)
             ring.packed -= dropped[0]
@@ -308,7 +298,7 @@ class TraceStore:
             return []
         if type(ring) is bytes:
             return [_entry(r) for r in _decode(self._dictionary.inflate(ring, 1))][-self.length:]
-        live = [_entry(r) for r in _decode(ring.live)] if ring.live is not None else []
+        live = [_entry(_decode_row(e)) for e in ring.live or ()]
         need = self.length - len(live)
         older: list[dict] = []
         for n, block in reversed(ring.blocks):  # newest blocks first, only as many as needed

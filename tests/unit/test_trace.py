@@ -1,7 +1,6 @@
 """The trace store (detector/trace.py): what it reads back, what it holds, and its bounds."""
 from __future__ import annotations
 
-import sys
 from collections import OrderedDict
 
 import msgspec
@@ -10,8 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from detector.events import decode_event
-from detector.trace import (CHUNK, DICT_UP_TO, TRACE_FIELDS, TraceStore, _decode, _Dictionary, _encode, _row,
-                            trace_entry)
+from detector.trace import CHUNK, DICT_UP_TO, TRACE_FIELDS, TraceStore, _Dictionary, _encode, _row, trace_entry
 
 _CLASSES = ["external", "internal", "partner", "untrusted"]
 
@@ -125,47 +123,29 @@ def test_a_packed_action_is_never_larger_than_its_nineteen_values(items):
     full = _encode([trace_entry(item)[k] for k in TRACE_FIELDS])
     store = TraceStore()
     store.append("a", item)
-    live = store._rings["a"].live  # the block being written: its header (one row), then the row
-    packed = bytes(live[5:])
-    assert bytes(live[:5]) == b"\xdd\x00\x00\x00\x01"
+    [packed] = store._rings["a"].live
     assert len(packed) <= len(full) and packed == _encode(_row(item))
     if len(item[0].destinations) > 10:  # the trace keeps 10 of them: kept as the entry's values
         assert packed == full
 
 
-
 @settings(max_examples=30, deadline=None)
 @given(_items(70), st.lists(st.floats(allow_nan=False), min_size=70, max_size=70))
-def test_the_engine_s_rounded_score_keeps_the_entries_that_the_raw_score_keeps(items, scores):
-    """:meth:`TraceStore.add` takes the score rounded once by the engine (its decision record's): the same
-    entries, the same bytes, as :meth:`TraceStore.append` rounding the raw score itself, for any float."""
-    raw, rounded = TraceStore(length=50), TraceStore(length=50)
+def test_the_engine_s_call_keeps_the_trace_entries_with_the_score_it_was_given(items, scores):
+    """:meth:`TraceStore.add` is the engine's call: the score comes rounded already (the decision record's), and
+    is kept as given; :meth:`TraceStore.append` of an engine item rounds it (:func:`trace_entry`)."""
+    added, appended = TraceStore(length=50), TraceStore(length=50)
+    want: dict[str, list[dict]] = {}
     for (ev, _, severity, classes), score in zip(items, scores):
-        raw.append(ev.agent_id, (ev, score, severity, classes))
-        rounded.add(ev.agent_id, ev, round(score, 4), severity, classes)
-    assert list(raw._rings) == list(rounded._rings)
-    for agent in raw._rings:
-        assert [n for n, _ in raw._rings[agent].blocks] == [n for n, _ in rounded._rings[agent].blocks]
-        assert [bytes(b) for _, b in raw._rings[agent].blocks] == [bytes(b) for _, b in rounded._rings[agent].blocks]
-        assert raw._rings[agent].live == rounded._rings[agent].live
-        assert msgspec.json.encode(raw.snapshot(agent)) == msgspec.json.encode(rounded.snapshot(agent))
-
-
-@settings(max_examples=30, deadline=None)
-@given(_items(CHUNK + 5))
-def test_a_block_written_row_by_row_is_the_msgpack_array_of_its_rows_each_encoded_alone(items):
-    """The bytes a block holds are those a block held when each row was encoded alone and the rows were joined
-    behind a 32-bit array header: the live block is that array as it grows, its count kept in the header."""
-    store = TraceStore(unpacked_bytes=10**9)
-    for item in items:
-        store.append("a", item)
-    rows = [_encode(_row(item)) for item in items]
-    [(n, block)] = store._rings["a"].blocks
-    assert n == CHUNK and bytes(block) == b"\xdd" + CHUNK.to_bytes(4, "big") + b"".join(rows[:CHUNK])
-    live = store._rings["a"].live
-    assert bytes(live) == b"\xdd" + (len(items) - CHUNK).to_bytes(4, "big") + b"".join(rows[CHUNK:])
-    assert _decode(block) == [msgspec.msgpack.decode(r) for r in rows[:CHUNK]]
-    assert sys.getsizeof(block) == sys.getsizeof(bytearray(bytes(block)))  # sealed as a copy of its size
+        added.add(ev.agent_id, ev, round(score, 4), severity, classes)
+        appended.append(ev.agent_id, (ev, score, severity, classes))
+        want.setdefault(ev.agent_id, []).append(trace_entry((ev, score, severity, classes)))
+    for agent, entries in want.items():
+        assert msgspec.json.encode(added.snapshot(agent)) == msgspec.json.encode(entries[-50:])
+        assert msgspec.json.encode(appended.snapshot(agent)) == msgspec.json.encode(entries[-50:])
+    ev, _, severity, classes = items[0]
+    added.add("b", ev, 0.123456789, severity, classes)
+    assert added.snapshot("b")[0]["score"] == 0.123456789  # no second rounding: the caller's number
 
 
 def _fleet(n_agents: int, n_events: int) -> list[tuple]:
