@@ -39,6 +39,9 @@ __all__ = ["BreakerState", "step", "release", "trip_manual", "incident_id_for", 
 
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 _LN2 = 0.6931471805599453
+_ALERTING = frozenset(("medium", "high", "critical"))
+#: what :func:`step` returns for an action that changes no state (the same tuple each time)
+_NONE, _ALERT = ("none", None), ("alert", None)
 
 
 def incident_id_for(agent_id: str, event_id: str, trip: int = 0) -> str:
@@ -98,10 +101,11 @@ def step(b: BreakerState, *, t: float, score: float, severity: str, agent_id: st
     to a freeze.
     """
     transition = None
-    if b.state == HALF_OPEN:
+    state = b.state
+    if state == HALF_OPEN:
         b.probation_seen += 1
         if t >= b.probation_until and b.probation_seen > th.probation_min_events:
-            b.state = CLOSED
+            b.state = state = CLOSED
             transition = (HALF_OPEN, CLOSED)
     # decayed risk budget (decays in event time; events out of order decay by nothing)
     if t > b.risk_t:
@@ -111,21 +115,24 @@ def step(b: BreakerState, *, t: float, score: float, severity: str, agent_id: st
     excess = (score if evidence is None else evidence) - th.budget_floor
     if excess > 0 and harm > 0.0:
         b.risk += excess * harm
-    alerting = severity in ("medium", "high", "critical")
-    if b.state == OPEN or harm <= 0.0:
-        return ("alert" if alerting else "none"), transition
-    probation = b.state == HALF_OPEN
-    crit = th.critical - (th.probation_tighten if probation else 0.0)
-    budget = th.risk_budget * (0.5 if probation else 1.0)
+    if state == OPEN or harm <= 0.0:
+        if transition is None:  # most actions: the outcome is one of two constants, no tuple made
+            return _ALERT if severity in _ALERTING else _NONE
+        return ("alert" if severity in _ALERTING else "none"), transition
+    if state == HALF_OPEN:  # probation: tighter
+        crit, budget = th.critical - th.probation_tighten, th.risk_budget * 0.5
+    else:
+        crit, budget = th.critical, th.risk_budget
     if (solo_trip and score >= crit) or b.risk >= budget:
-        old = b.state
         b.state = OPEN
         b.incident_id = incident_id_for(agent_id, event_id, b.trips)
         b.opened_t = t
         b.trips += 1
         b.risk = 0.0
-        return "freeze", (old, OPEN)
-    return ("alert" if alerting else "none"), transition
+        return "freeze", (state, OPEN)
+    if transition is None:
+        return _ALERT if severity in _ALERTING else _NONE
+    return ("alert" if severity in _ALERTING else "none"), transition
 
 
 def trip_manual(b: BreakerState, *, t: float, agent_id: str, key: str) -> tuple[str, str] | None:

@@ -583,7 +583,7 @@ class Engine:
         else:
             p_comb = None
         episodes = self.episodes
-        severity_of, step, trace = th.severity, brk.step, self.traces.append
+        severity_of, step, trace = th.severity, brk.step, self.traces.add
         version = self._version
         bounds = (th.critical, th.high, th.medium, th.low, P_FLOOR)
         for k, (d, st, (obs, _, z, r, loc, p_stat, p_harm, xl)) in enumerate(pending):
@@ -653,12 +653,13 @@ class Engine:
                                           event_id=ev.event_id, th=th, solo_trip=solo, harm=_harm(ev, obs),
                                           evidence=spend)
             d.transition = transition
+            score4 = round4(score)  # once: the record's score is the trace's
             d.record = {
-                "event_id": ev.event_id, "agent_id": ev.agent_id, "ts": ev.ts, "score": round4(score),
+                "event_id": ev.event_id, "agent_id": ev.agent_id, "ts": ev.ts, "score": score4,
                 "severity": severity, "reasons": reasons, "action_taken": action, "breaker_state": b.state,
                 "model_version": version,
             }
-            trace(ev.agent_id, (ev, score, severity, obs.dest_classes))
+            trace(ev.agent_id, ev, score4, severity, obs.dest_classes)
             if action == "freeze":
                 lead = reasons[0]["detail"] if reasons else f"risk budget exhausted (score {score:.2f})"
                 d.freeze = {"command": "freeze", "agent_id": ev.agent_id, "incident_id": b.incident_id,

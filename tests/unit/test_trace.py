@@ -129,6 +129,25 @@ def test_a_packed_action_is_never_larger_than_its_nineteen_values(items):
         assert packed == full
 
 
+@settings(max_examples=30, deadline=None)
+@given(_items(70), st.lists(st.floats(allow_nan=False), min_size=70, max_size=70))
+def test_the_engine_s_call_keeps_the_trace_entries_with_the_score_it_was_given(items, scores):
+    """:meth:`TraceStore.add` is the engine's call: the score comes rounded already (the decision record's), and
+    is kept as given; :meth:`TraceStore.append` of an engine item rounds it (:func:`trace_entry`)."""
+    added, appended = TraceStore(length=50), TraceStore(length=50)
+    want: dict[str, list[dict]] = {}
+    for (ev, _, severity, classes), score in zip(items, scores):
+        added.add(ev.agent_id, ev, round(score, 4), severity, classes)
+        appended.append(ev.agent_id, (ev, score, severity, classes))
+        want.setdefault(ev.agent_id, []).append(trace_entry((ev, score, severity, classes)))
+    for agent, entries in want.items():
+        assert msgspec.json.encode(added.snapshot(agent)) == msgspec.json.encode(entries[-50:])
+        assert msgspec.json.encode(appended.snapshot(agent)) == msgspec.json.encode(entries[-50:])
+    ev, _, severity, classes = items[0]
+    added.add("b", ev, 0.123456789, severity, classes)
+    assert added.snapshot("b")[0]["score"] == 0.123456789  # no second rounding: the caller's number
+
+
 def _fleet(n_agents: int, n_events: int) -> list[tuple]:
     """Simulated actions relabelled over ``n_agents`` agents in turn (as bench/bench_memory.py does): engine items."""
     from models.simulate import simulate
