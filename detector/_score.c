@@ -391,6 +391,7 @@ typedef struct {
     Py_ssize_t n;
     double *thr;    /* n thresholds */
     double *logt;   /* n logs of the tails */
+    double *tail;   /* the n tails */
     double last;    /* tails[n - 1] */
     double beta;
     PyObject *args; /* (thresholds, tails, beta) as given: for copy and pickle */
@@ -438,12 +439,13 @@ Curve_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self = (Curve *)type->tp_alloc(type, 0);
     if (self == NULL)
         goto fail;
-    self->thr = PyMem_Malloc(sizeof(double) * 2 * (size_t)n);
+    self->thr = PyMem_Malloc(sizeof(double) * 3 * (size_t)n);
     if (self->thr == NULL) {
         PyErr_NoMemory();
         goto fail;
     }
     self->logt = self->thr + n;
+    self->tail = self->thr + 2 * n;
     self->n = n;
     self->beta = PyFloat_AS_DOUBLE(beta_o);
     if (float_items(ts, n, self->thr) < 0 || float_items(ls, n, self->logt) < 0) {
@@ -460,8 +462,10 @@ Curve_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         goto fail;
     }
     self->last = self->logt[n - 1];
-    for (Py_ssize_t i = 0; i < n; i++)
+    for (Py_ssize_t i = 0; i < n; i++) {
+        self->tail[i] = self->logt[i];
         self->logt[i] = log(self->logt[i]);
+    }
     self->args = PyTuple_Pack(3, thr_o, tails_o, beta_o);
     if (self->args == NULL)
         goto fail;
@@ -498,7 +502,12 @@ curve_pvalue(const Curve *c, double raw)
     const Py_ssize_t i = lo;
     const double x0 = thr[i - 1], x1 = thr[i];
     const double l0 = c->logt[i - 1], l1 = c->logt[i];
-    return exp(l0 + (l1 - l0) * (raw - x0) / (x1 - x0));
+    const double p = exp(l0 + (l1 - l0) * (raw - x0) / (x1 - x0));
+    /* within the two tails (the reference's bounds: p-values never rise with the statistic) */
+    const double t0 = c->tail[i - 1], t1 = c->tail[i];
+    if (p < t1)
+        return t1;
+    return p > t0 ? t0 : p;
 }
 
 static PyObject *

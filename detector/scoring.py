@@ -149,10 +149,16 @@ class Calibration:
         if raw >= thr[-1]:
             return self.tails[-1] * exp(-(raw - thr[-1]) / self.beta)
         i = bisect_left(thr, raw)
-        # log-linear interpolation between the two surrounding thresholds
+        # log-linear interpolation between the two surrounding thresholds, kept within their tails: exp(log(t))
+        # is t give or take a unit in the last place, and without the bounds a raw value at a threshold could
+        # be given a p-value a unit below the one just above it (p-values never rise with the statistic)
         x0, x1 = thr[i - 1], thr[i]
-        l0, l1 = log(self.tails[i - 1]), log(self.tails[i])
-        return exp(l0 + (l1 - l0) * (raw - x0) / (x1 - x0))
+        t0, t1 = self.tails[i - 1], self.tails[i]
+        l0, l1 = log(t0), log(t1)
+        p = exp(l0 + (l1 - l0) * (raw - x0) / (x1 - x0))
+        if p < t1:
+            return t1
+        return t0 if p > t0 else p
 
     def inverse(self, p: float) -> float:
         """The raw statistic whose tail probability is ``p`` (bisection; pvalue is non-increasing)."""

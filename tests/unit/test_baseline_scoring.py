@@ -1,6 +1,7 @@
 """Baselines (detector/baseline.py) and calibrated scores with reasons (detector/scoring.py)."""
 from __future__ import annotations
 
+import math
 import random
 from math import expm1, log1p
 
@@ -231,3 +232,14 @@ def test_reasons_are_always_sorted_by_deviation(z):
     devs = [z[FEATURE_NAMES.index(r["feature"])] for r in reasons]
     assert devs == sorted(devs, reverse=True)
     assert all(d >= REASON_Z for d in devs)
+
+
+def test_a_p_value_at_a_threshold_is_never_below_the_one_just_above_it():
+    """At a threshold the interpolation ends at exp(log(t0) + (log(t1) - log(t0))), a unit in the last place
+    below t1 = 0.5 for this t0, where the segment above starts at 0.5 itself: the p-values are kept within
+    each segment's tails, so they never rise with the statistic (compiled curve and pure Python alike)."""
+    cal = Calibration(thresholds=(0.0, 1.0, 2.0), tails=(0.8789772014701512, 0.5, 0.25), beta=1.0)
+    for lo, hi in ((1.0, math.nextafter(1.0, 2.0)), (math.nextafter(1.0, 0.0), 1.0), (0.5, 1.5)):
+        assert cal.pvalue(lo) >= cal.pvalue(hi) and cal._py_pvalue(lo) >= cal._py_pvalue(hi), (lo, hi)
+        assert cal.pvalue(lo) == cal._py_pvalue(lo) and cal.pvalue(hi) == cal._py_pvalue(hi)
+    assert cal.pvalue(1.0) == 0.5
