@@ -128,10 +128,18 @@ plain(PyObject *self, PyObject *raw)
     const unsigned char *bracket = memchr(p, '[', n);
     if (bracket != NULL && memchr(bracket + 1, '[', n - (bracket + 1 - p)) != NULL)
         Py_RETURN_FALSE;
-    unsigned char any = 0;  /* no early exit: the compiler may vectorise the loop */
-    for (Py_ssize_t i = 0; i < n; i++)
+    /* no byte with its high bit set: eight bytes OR-ed at a time (no early exit), then the rest */
+    uint64_t words = 0;
+    Py_ssize_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        memcpy(&w, p + i, 8);
+        words |= w;
+    }
+    unsigned char any = 0;
+    for (; i < n; i++)
         any |= p[i];
-    return PyBool_FromLong(!(any & 0x80));
+    return PyBool_FromLong(!(words & 0x8080808080808080ULL) && !(any & 0x80));
 }
 
 /* plain()'s test, for bytes */

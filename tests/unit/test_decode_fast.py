@@ -22,12 +22,12 @@ from detector.events import MAX_DEPTH, EventError, decode_event, decode_referenc
 @contextmanager
 def python_only():
     """decode_event without the compiled shortcuts, as when detector._decode is not built."""
-    saved = events._plain, timestamps._instant
-    events._plain = timestamps._instant = None
+    saved = events._plain, timestamps._instant, events._decode_plain
+    events._plain = timestamps._instant = events._decode_plain = None
     try:
         yield
     finally:
-        events._plain, timestamps._instant = saved
+        events._plain, timestamps._instant, events._decode_plain = saved
 
 
 def outcome(decode, raw):
@@ -154,6 +154,24 @@ def test_the_compiled_search_says_yes_to_the_usual_message_only():
                 line(agent_id="a\\b"), json.dumps(json.loads(line(agent_id="caf\u00e9")), ensure_ascii=False).encode(),
                 b""):
         assert not plain(raw), raw
+
+
+_ascii_body = st.text(st.characters(min_codepoint=32, max_codepoint=126, blacklist_characters="{[\\"), max_size=80)
+
+
+@settings(max_examples=500, deadline=None)
+@given(_ascii_body, st.integers(0, 90), st.sampled_from([b"", b"\x80", b"\xff", b"\xc3\xa9", b"\x7f", b"\\", b"[", b"[[",
+                                                        b"{"]))
+def test_the_compiled_search_is_its_definition(body, at, insert):
+    """plain(raw) says yes exactly when raw starts with its only "{", has at most one "[", is ASCII and has no
+    backslash or DEL; a byte with its high bit set anywhere (the search reads eight bytes at a time) says no."""
+    if timestamps.compiled is None:
+        return  # the pure-Python install
+    b = body.encode()
+    raw = b"{" + b[:at] + insert + b[at:]
+    want = (raw[:1] == b"{" and raw.count(b"{") == 1 and raw.count(b"[") <= 1 and raw.isascii()
+            and 92 not in raw and 127 not in raw)
+    assert timestamps.compiled.plain(raw) is want
 
 
 @pytest.mark.parametrize("raw", [bytearray(line()), memoryview(line()), line().decode(), json.loads(line())])
