@@ -109,7 +109,7 @@ from detector.engine import Engine
 from detector.events import EventError
 from streams.worker.drift_monitor import DriftMonitor
 from streams.worker.flushing import Flusher
-from streams.worker.intake import (LOG_APPEND_TIME, REROUTED_HEADER, MiskeyLog, admit, home_partition, key_problem)
+from streams.worker.intake import (LOG_APPEND_TIME, REROUTED_HEADER, MiskeyLog, admit, home_partition)
 from streams.worker.null_metrics import NullMetrics
 from streams.worker.ordering import Positions
 from streams.worker.outbox import Outbox, OutboxEntry, reconcile
@@ -471,13 +471,20 @@ class Processor:
                         await asyncio.sleep(0.2)
                         continue
                 if records and not self._stopping:
-                    parts = positions.readable() if self.ready else []
+                    parts = positions.readable() if self.ready and self._full(records) else []
                     if parts:
                         ahead = reader.fetch_soon(parts, FREEZE_BATCH if self._freezing else None)
                     await self._decide(records)
         finally:
             if ahead is not None:
                 ahead.close()  # stopping (or failing): what it reads is not processed, nor committed
+
+    def _full(self, records: dict[int, list]) -> bool:
+        """A batch of at least half the most a fetch brings: records are waiting, the next fetch goes ahead. A
+        smaller one is fetched after the batch, as a worker that keeps up did before (fetching ahead there
+        put the p50 produce -> decision at 5,000 events/s from 3-5 to 9-13 ms and the p99 from 32-80 to
+        170-205 ms, two runs each)."""
+        return sum(len(recs) for recs in records.values()) * 2 >= self.reader.max_records
 
     @staticmethod
     async def _fetched(fetch) -> dict[int, list] | None:
@@ -512,10 +519,8 @@ class Processor:
             # bookkeeping once every output of the batch is enqueued: a flush that writes these agents finds all
             # their decisions among the outputs it waits for
             now = time.monotonic()
-            mark, seen = self.flusher.mark, self.residency.seen
-            for agent, offset in touched:
-                mark(agent, offset, now)
-                seen[agent] = now
+            self.flusher.mark_events(touched, now)
+            self.residency.seen.update(dict.fromkeys([agent for agent, _ in touched], now))
         if freezes:
             # rule 3 off the reading path: the outbox and the open breaker are in memory now (any later write
             # includes them); a task waits for their write and then publishes, while the next batches are decided
@@ -561,7 +566,7 @@ class Processor:
         wall = time.time()
         mono = time.monotonic()
         valid: list = []
-        where: list = []  # (partition, offset) of each valid event
+        where: list = []  # (partition, offset, agent_id in UTF-8) of each valid event
         processed = skipped = 0
         for p, recs in records.items():
             run = self.positions.admit(p, recs, mono)
@@ -585,24 +590,25 @@ class Processor:
                     metrics.dlq(err.code)
                     continue
                 agent = ev.agent_id
-                home = home_of.get(agent)
+                home = resident = home_of.get(agent)
                 if home is None:
                     home = home_partition(agent, n_actions)
-                problem = key_problem(rec.key, agent)
+                key = agent.encode("utf-8")
+                problem = None if rec.key == key else "no_key" if not rec.key else "wrong_key"  # intake.key_problem
                 if home != p:  # never decided off its agent's home partition: copied there, decided there
-                    pub.add(t_actions, home, agent.encode("utf-8"), rec.value,
+                    pub.add(t_actions, home, key, rec.value,
                             [(REROUTED_HEADER, f"{t_actions}/{p}/{rec.offset}".encode())])
                     self._miskeyed(problem or "wrong_partition", agent, p, rec.offset, home, True)
                     continue
                 if problem is not None:
                     self._miskeyed(problem, agent, p, rec.offset, home, False)
-                if agent not in home_of:
+                if resident is None:
                     self._load(agent)
                 if rec.offset <= cursor[agent]:  # rule 2: already in the state, already decided
                     skipped += 1
                     continue
                 valid.append(ev)
-                where.append((p, rec.offset))
+                where.append((p, rec.offset, key))
         stats["events"] += processed
         stats["skipped"] += skipped
         stats["batches"] += 1
@@ -614,16 +620,27 @@ class Processor:
         touched: list = []
         duplicates = 0
         frozen = self.frozen
-        for d, (p, offset) in zip(decisions, where):
+        latest = self.watermark
+        outs: dict[int, list] = {}  # partition of agent-decisions -> its records in the publisher
+        for d, (p, offset, key) in zip(decisions, where):
             ev = d.event
             agent = ev.agent_id
             cursor[agent] = offset
             touched.append((agent, offset))
+            if ev.t > latest:
+                latest = ev.t
             if d.duplicate:
                 duplicates += 1
+                if d.episodes:
+                    self._add_episodes(d.episodes, p)
                 continue
-            key = agent.encode("utf-8")
-            pub.add(t_decisions, p if same else pub.partition_for(t_decisions, key, p), key, _encode(d.record))
+            if same:  # Publisher.add without a call per record
+                out = outs.get(p)
+                if out is None:
+                    out = outs[p] = pub.queue(t_decisions, p)
+                out.append((key, _encode(d.record), None))
+            else:
+                pub.add(t_decisions, pub.partition_for(t_decisions, key, p), key, _encode(d.record))
             if d.transition is not None:
                 old, new = d.transition
                 if new == "open":
@@ -632,11 +649,6 @@ class Processor:
                     frozen.pop(agent, None)
             if d.freeze is not None:
                 freezes.append((d, p))
-        latest = self.watermark
-        for d, (p, _offset) in zip(decisions, where):
-            t = d.event.t
-            if t > latest:
-                latest = t
             if d.episodes:
                 self._add_episodes(d.episodes, p)
         self.watermark = latest

@@ -20,8 +20,9 @@ def rec(offset: int):
 class ScriptedReader:
     """Hands out scripted fetches in order; logs fetches and seeks; stops the processor when the script ends."""
 
-    def __init__(self, batches: list[dict[int, list[int]]]) -> None:
+    def __init__(self, batches: list[dict[int, list[int]]], max_records: int = 1) -> None:
         self.batches = list(batches)
+        self.max_records = max_records  # 1: every batch is a full one, the next fetch goes ahead
         self.log: list[tuple] = []
         self.processor = None
 
@@ -60,6 +61,7 @@ def processor(reader: ScriptedReader, partitions=(0, 1)):
 
     async def on_records(records):        # the batch step, as far as ordering goes: what admit lets through
         sizes.append(sum(len(r) for r in records.values()))
+        reader.log.append(("decide", sizes[-1]))
         for p, recs in records.items():
             decided.extend((p, r.offset) for r in pr.positions.admit(p, recs, 0.0))
 
@@ -82,7 +84,7 @@ def test_records_fetched_ahead_of_a_seek_are_dropped_and_read_again_from_the_off
     assert [o for p, o in decided if p == 0] == list(range(8))
     assert [o for p, o in decided if p == 1] == [0]
     # the second fetch was started before the first batch was decided, the seek came after it landed
-    assert reader.log[:3] == [("fetch", None), ("fetch", None), ("seek", {0: 2})]
+    assert reader.log[:4] == [("fetch", None), ("fetch", None), ("decide", 3), ("seek", {0: 2})]
 
 
 @settings(max_examples=40, deadline=None)
@@ -122,6 +124,16 @@ def test_a_freeze_decided_in_a_batch_slices_the_batch_fetched_ahead_of_it():
 
     pr.on_records = on_records
     run(pr)
-    assert reader.log[1] == ("fetch", None)   # fetched ahead while the first batch was decided: a full batch
+    assert reader.log[:3] == [("fetch", None), ("fetch", None), ("decide", 10)]  # fetched ahead while the first batch was decided: a full batch
     assert steps == [10, 32, 32, 32, 4]        # decided in slices, so the freeze's steps run between them
     assert [o for _, o in decided] == list(range(110))
+
+
+def test_only_a_full_batch_fetches_ahead_a_worker_that_keeps_up_fetches_after_deciding():
+    reader = ScriptedReader([{0: list(range(200))}, {0: list(range(200, 210))}, {0: [210]}], max_records=250)
+    pr, decided, _ = processor(reader)
+    pr.positions.seek_to.clear()
+    run(pr)
+    assert reader.log == [("fetch", None), ("fetch", None), ("decide", 200), ("decide", 10), ("fetch", None),
+                          ("decide", 1), ("fetch", None)]
+    assert [o for _, o in decided] == list(range(211))
