@@ -168,25 +168,6 @@ def dlq_record(raw: bytes | None, err: EventError, topic: str, partition: int, o
     return _encode(rec)
 
 
-def _split(records: dict[int, list], n: int) -> tuple[dict[int, list], dict[int, list]]:
-    """The first ``n`` records of a batch and the rest, each partition's records in order.
-
-    >>> _split({0: [1, 2, 3], 5: [7, 8]}, 4)
-    ({0: [1, 2, 3], 5: [7]}, {5: [8]})
-    """
-    head: dict[int, list] = {}
-    rest: dict[int, list] = {}
-    for p, recs in records.items():
-        if n > 0:
-            head[p] = recs[:n]
-            n -= len(head[p])
-            if len(recs) > len(head[p]):
-                rest[p] = recs[len(head[p]):]
-        else:
-            rest[p] = recs
-    return head, rest
-
-
 def _is_utf8_prefix(data: bytes) -> bool:
     """True if ``data`` is valid UTF-8 except for a character cut at its end."""
     for cut in range(0, 4):
@@ -266,7 +247,7 @@ class Processor:
         #: freezes of decided batches being written and published (rule 3), and the first that failed
         self._freezing: set[asyncio.Future] = set()
         self._freeze_error: BaseException | None = None
-        #: the decisions of the last batch, kept until the reader waits for its next fetch
+        #: the decisions of the last batch, kept until the reader has asked for the next fetch
         self._spent: list | None = None
 
     # ------------------------------------------------------------------ views (status, streams/api)
@@ -438,80 +419,36 @@ class Processor:
     async def run_reader(self) -> None:
         """Fetch and process batches of ``agent-actions`` until the worker stops.
 
-        The next fetch is started before the batch in hand is decided (``ahead``): a fetch goes through the
-        consumer's thread and its event loop, and waiting for it after each batch left the worker idle ~3 ms a
-        batch (~15 % of a busy worker's time). What that fetch brings is what a fetch after the batch would
-        have brought, except for a partition sought meanwhile: its records are from before the seek, so a seek
-        waits for the fetch ahead and drops those (rule 4: reading resumes at the offset sought)."""
+        The last batch's records and decisions are freed while the next fetch is on its way to the consumer's
+        thread (``ActionReader.fetch_soon``), not where the batch step ends (~6 % of a busy worker's step).
+        The next fetch is not started before a batch is decided: with it on the consumer's thread meanwhile,
+        the two threads took turns with the interpreter lock every switch interval, and on this shared host a
+        worker decided fewer events per core (pre-filled 150k events, events/s per worker core, two runs
+        each: 20.5k and 23.7k against 23.8k and 29.5k without) and fell behind at 5,000 events/s."""
         positions, reader = self.positions, self.reader
-        ahead = None  # the next fetch (ActionReader.fetch_soon), on the consumer's thread already
-        try:
-            while not self._stopping:
-                # the last batch's records and decisions are freed here, while the fetch ahead is on its way (as
-                # much as ~6 % of a batch step when freed where the step ended)
+        records = None
+        while not self._stopping:
+            if positions.seek_to:
+                targets = dict(positions.seek_to)
+                for p in await reader.seek(targets):  # one not sought stays pending: its records are not admitted
+                    positions.sought(p, targets[p])
+            parts = positions.readable() if self.ready else []
+            if not parts:
                 records = self._spent = None
-                if ahead is not None:
-                    fetching, ahead = ahead, None
-                    records = await self._fetched(fetching)
-                    if records is None:
-                        if self._stopping or self.app.should_stop:
-                            return
-                        await asyncio.sleep(0.2)
-                        continue
-                if positions.seek_to:
-                    targets = dict(positions.seek_to)
-                    for p in await reader.seek(targets):  # one not sought stays pending: its records are not admitted
-                        positions.sought(p, targets[p])
-                        if records:
-                            records.pop(p, None)  # fetched ahead, before this seek
-                if records is None:
-                    parts = positions.readable() if self.ready else []
-                    if not parts:
-                        await asyncio.sleep(0.05)
-                        continue
-                    # while a freeze waits for its write, short batches: its steps run between them, sooner
-                    records = await self._fetched(reader.fetch(parts, FREEZE_BATCH if self._freezing else None))
-                    if records is None:
-                        if self._stopping or self.app.should_stop:
-                            return
-                        await asyncio.sleep(0.2)
-                        continue
-                if records and not self._stopping:
-                    parts = positions.readable() if self.ready and self._full(records) else []
-                    if parts:
-                        ahead = reader.fetch_soon(parts, FREEZE_BATCH if self._freezing else None)
-                    await self._decide(records)
-        finally:
-            if ahead is not None:
-                ahead.close()  # stopping (or failing): what it reads is not processed, nor committed
-
-    def _full(self, records: dict[int, list]) -> bool:
-        """A batch of at least half the most a fetch brings: records are waiting, the next fetch goes ahead. A
-        smaller one is fetched after the batch, as a worker that keeps up did before (fetching ahead there
-        put the p50 produce -> decision at 5,000 events/s from 3-5 to 9-13 ms and the p99 from 32-80 to
-        170-205 ms, two runs each)."""
-        return sum(len(recs) for recs in records.values()) * 2 >= self.reader.max_records
-
-    @staticmethod
-    async def _fetched(fetch) -> dict[int, list] | None:
-        """The records of a fetch (a coroutine or a future); None when the consumer is stopping or stopped."""
-        try:
-            return await fetch
-        except ReaderStopped:
-            return None
-
-    async def _decide(self, records: dict[int, list]) -> None:
-        """:meth:`on_records`, in slices of FREEZE_BATCH records while a freeze waits for its write (a batch
-        fetched ahead, before the freeze was decided, may be a full one): its steps run between the slices.
-        A partition's records stay in offset order across the slices."""
-        while records:
-            rest = None
-            if self._freezing and sum(len(recs) for recs in records.values()) > FREEZE_BATCH:
-                records, rest = _split(records, FREEZE_BATCH)
-            await self.on_records(records)
-            records = rest
-            if rest:
-                await asyncio.sleep(0)
+                await asyncio.sleep(0.05)
+                continue
+            # while a freeze waits for its write, short batches: its steps run between them, sooner
+            landed = reader.fetch_soon(parts, FREEZE_BATCH if self._freezing else None)
+            records = self._spent = None  # freed while the fetch is on its way
+            try:
+                records = await landed
+            except ReaderStopped:
+                if self._stopping or self.app.should_stop:
+                    return
+                await asyncio.sleep(0.2)
+                continue
+            if records and not self._stopping:
+                await self.on_records(records)
 
     async def on_records(self, records: dict[int, list]) -> None:
         """Decide one batch of fetched records (``{partition: [ConsumerRecord, ...]}``) and publish the results."""
@@ -663,7 +600,7 @@ class Processor:
         metrics.observe_batch(decisions, wall)
         if self.drift is not None:
             self.drift.add([d.x for d in decisions if d.x is not None])
-        self._spent = decisions  # freed by run_reader before it waits for the next fetch
+        self._spent = decisions  # freed by run_reader once it has asked for the next fetch
         return freezes, touched
 
     def _miskeyed(self, reason: str, agent: str, partition: int, offset: int, home: int, rerouted: bool) -> None:
