@@ -343,6 +343,9 @@ def main() -> None:
     ap.add_argument("--rates", default="1000,2500,5000", help="offered loads for the latency runs (events/s)")
     ap.add_argument("--seconds", type=float, default=6.0, help="length of each latency run")
     ap.add_argument("--warmup", type=float, default=8.0, help="seconds of 1,000 events/s before the latency runs")
+    ap.add_argument("--only", choices=("throughput", "latency"),
+                    help="one part: one worker against replay (no raw consumer, bare faust or two workers), or "
+                         "the latency runs alone (short A/B runs)")
     ap.add_argument("--bare-faust", nargs=3, metavar=("TOPIC", "N", "DATADIR"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.bare_faust:
@@ -367,23 +370,28 @@ def main() -> None:
         size = sum(len(v) for _, v in msgs) / len(msgs)
         print(f"generated {len(events)} events of {size:.0f} bytes on average, {len({e['agent_id'] for e in events})}"
               f" agents ({time.perf_counter() - t:.1f}s)")
-        replay = replay_rate(msgs, POLICY)
-        print(f"flowbreaker replay, same events and policy (in process): {replay:,.0f} events/s")
+        results = {}
+        throughput, latency, full = args.only != "latency", args.only != "throughput", args.only is None
+        if throughput:
+            replay = replay_rate(msgs, POLICY)
+            print(f"flowbreaker replay, same events and policy (in process): {replay:,.0f} events/s")
 
         # ------------------------------------------------------------ throughput
         prefix = f"bench-{uuid.uuid4().hex[:6]}-"
-        ensure_topics(bootstrap, 8, topic_prefix=prefix)
-        rate_in = produce_fast(bootstrap, f"{prefix}agent-actions", msgs)
-        print(f"\npre-filled {prefix}agent-actions (8 partitions) at {rate_in:,.0f} events/s (kafka-python producer)")
-        raw = asyncio.run(raw_consume(bootstrap, f"{prefix}agent-actions", len(msgs), decode=False))
-        raw_dec = asyncio.run(raw_consume(bootstrap, f"{prefix}agent-actions", len(msgs), decode=True))
-        bare = run_bare_faust(bootstrap, f"{prefix}agent-actions", len(msgs) * 9 // 10, tmp / "bare")
-        print(f"raw aiokafka consumer:              {raw:>9,.0f} events/s")
-        print(f"raw aiokafka consumer + decode:     {raw_dec:>9,.0f} events/s")
-        print(f"bare faust agent (take_events):     {bare:>9,.0f} events/s   (counts only: faust's own cost)")
+        if throughput:
+            ensure_topics(bootstrap, 8, topic_prefix=prefix)
+            rate_in = produce_fast(bootstrap, f"{prefix}agent-actions", msgs)
+            print(f"\npre-filled {prefix}agent-actions (8 partitions) at {rate_in:,.0f} events/s (kafka-python "
+                  "producer)")
+        if full:
+            raw = asyncio.run(raw_consume(bootstrap, f"{prefix}agent-actions", len(msgs), decode=False))
+            raw_dec = asyncio.run(raw_consume(bootstrap, f"{prefix}agent-actions", len(msgs), decode=True))
+            bare = run_bare_faust(bootstrap, f"{prefix}agent-actions", len(msgs) * 9 // 10, tmp / "bare")
+            print(f"raw aiokafka consumer:              {raw:>9,.0f} events/s")
+            print(f"raw aiokafka consumer + decode:     {raw_dec:>9,.0f} events/s")
+            print(f"bare faust agent (take_events):     {bare:>9,.0f} events/s   (counts only: faust's own cost)")
 
-        results = {}
-        for n_workers in (1, 2):
+        for n_workers in ((1, 2) if full else (1,) if throughput else ()):
             since = int(time.time() * 1000)
             base = end_offsets_sum(bootstrap, f"{prefix}agent-decisions")  # earlier runs' decisions
             app_id = f"{prefix}w{n_workers}"
@@ -402,9 +410,14 @@ def main() -> None:
                   f"{r['state_writes']} state writes; cores used: {show_cores(r['cores'])})")
             for w in ws:
                 w.stop(timeout=60)
-        print(f"worker / raw consumer:              {results[1]['rate'] / raw:>9.0%}   "
-              f"(worker / bare faust: {results[1]['rate'] / bare:.0%}; two workers / one: "
-              f"{results[2]['rate'] / results[1]['rate']:.2f}x)")
+        if full:
+            print(f"worker / raw consumer:              {results[1]['rate'] / raw:>9.0%}   "
+                  f"(worker / bare faust: {results[1]['rate'] / bare:.0%}; two workers / one: "
+                  f"{results[2]['rate'] / results[1]['rate']:.2f}x)")
+        if throughput:
+            print(f"\none worker / replay on the same events: {results[1]['rate'] / replay:6.2f}   (goal >= 0.70)")
+        if not latency:
+            return
 
         # ------------------------------------------------------------ latency at fixed loads
         prefix = f"bench-{uuid.uuid4().hex[:6]}-"
@@ -481,10 +494,12 @@ def main() -> None:
 
         top = max(rates)
         print(f"\nratios (issue 13), on a {os.cpu_count()}-core machine shared with other work:")
-        print(f"  one worker / replay on the same events:   {results[1]['rate'] / replay:6.2f}   (goal >= 0.70)")
         nan = float("nan")
         print(f"  p99 produce -> decision at {top:,.0f}/s:    {p99_decision.get(top, nan):6.0f} ms (goal <= 50)")
         print(f"  p99 produce -> freeze at {top:,.0f}/s:      {p99_freeze.get(top, nan):6.0f} ms (goal <= 100)")
+        if not full:
+            return
+        print(f"  one worker / replay on the same events:   {results[1]['rate'] / replay:6.2f}   (goal >= 0.70)")
         print(f"  two workers / one:                        {results[2]['rate'] / results[1]['rate']:6.2f}   "
               f"(goal >= 1.7 where the cores allow)")
 

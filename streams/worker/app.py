@@ -109,7 +109,7 @@ from detector.engine import Engine
 from detector.events import EventError
 from streams.worker.drift_monitor import DriftMonitor
 from streams.worker.flushing import Flusher
-from streams.worker.intake import (LOG_APPEND_TIME, REROUTED_HEADER, MiskeyLog, admit, home_partition, key_problem)
+from streams.worker.intake import (LOG_APPEND_TIME, REROUTED_HEADER, MiskeyLog, admit, home_partition)
 from streams.worker.null_metrics import NullMetrics
 from streams.worker.ordering import Positions
 from streams.worker.outbox import Outbox, OutboxEntry, reconcile
@@ -202,9 +202,11 @@ class Processor:
                  reader: ActionReader, publisher: Publisher, metrics: Any = None, keys: Any = None) -> None:
         self.app = app
         self.engine = engine
-        # a worker rests idle agents on its event loop (Residency.rest_idle, up to 400 a call): each trace block
-        # deflated as it fills keeps a rest at ~45 us an agent; replay's default defers deflating to rest
-        engine.traces.unpacked_bytes = 0
+        # trace blocks are deflated as replay deflates them (when the store's blocks not deflated pass 16 MB, or
+        # when their agent rests): most blocks of a busy agent leave its ring before, never deflated. Deflating
+        # each block as it filled cost the worker ~5 % of its time (1.3-1.5 us an event) that replay does not
+        # spend; resting a busy agent costs up to ~0.7 ms instead of ~45 us, and Residency.rest_idle holds a
+        # call to REST_BUDGET (20 ms) whatever the agents
         self.settings = settings
         self.metrics = metrics if metrics is not None else NullMetrics()
         self.reader = reader
@@ -245,6 +247,8 @@ class Processor:
         #: freezes of decided batches being written and published (rule 3), and the first that failed
         self._freezing: set[asyncio.Future] = set()
         self._freeze_error: BaseException | None = None
+        #: the decisions of the last batch, kept until the reader has asked for the next fetch
+        self._spent: list | None = None
 
     # ------------------------------------------------------------------ views (status, streams/api)
     @property
@@ -413,8 +417,16 @@ class Processor:
 
     # ------------------------------------------------------------------ reading and the batch step
     async def run_reader(self) -> None:
-        """Fetch and process batches of ``agent-actions`` until the worker stops."""
+        """Fetch and process batches of ``agent-actions`` until the worker stops.
+
+        The last batch's records and decisions are freed while the next fetch is on its way to the consumer's
+        thread (``ActionReader.fetch_soon``), not where the batch step ends (~6 % of a busy worker's step).
+        The next fetch is not started before a batch is decided: with it on the consumer's thread meanwhile,
+        the two threads took turns with the interpreter lock every switch interval, and on this shared host a
+        worker decided fewer events per core (pre-filled 150k events, events/s per worker core, two runs
+        each: 20.5k and 23.7k against 23.8k and 29.5k without) and fell behind at 5,000 events/s."""
         positions, reader = self.positions, self.reader
+        records = None
         while not self._stopping:
             if positions.seek_to:
                 targets = dict(positions.seek_to)
@@ -422,11 +434,14 @@ class Processor:
                     positions.sought(p, targets[p])
             parts = positions.readable() if self.ready else []
             if not parts:
+                records = self._spent = None
                 await asyncio.sleep(0.05)
                 continue
+            # while a freeze waits for its write, short batches: its steps run between them, sooner
+            landed = reader.fetch_soon(parts, FREEZE_BATCH if self._freezing else None)
+            records = self._spent = None  # freed while the fetch is on its way
             try:
-                # while a freeze waits for its write, short batches: its steps run between them, sooner
-                records = await reader.fetch(parts, FREEZE_BATCH if self._freezing else None)
+                records = await landed
             except ReaderStopped:
                 if self._stopping or self.app.should_stop:
                     return
@@ -447,10 +462,8 @@ class Processor:
             # bookkeeping once every output of the batch is enqueued: a flush that writes these agents finds all
             # their decisions among the outputs it waits for
             now = time.monotonic()
-            mark, seen = self.flusher.mark, self.residency.seen
-            for agent, offset in touched:
-                mark(agent, offset, now)
-                seen[agent] = now
+            self.flusher.mark_events(touched, now)
+            self.residency.seen.update(dict.fromkeys([agent for agent, _ in touched], now))
         if freezes:
             # rule 3 off the reading path: the outbox and the open breaker are in memory now (any later write
             # includes them); a task waits for their write and then publishes, while the next batches are decided
@@ -496,7 +509,7 @@ class Processor:
         wall = time.time()
         mono = time.monotonic()
         valid: list = []
-        where: list = []  # (partition, offset) of each valid event
+        where: list = []  # (partition, offset, agent_id in UTF-8) of each valid event
         processed = skipped = 0
         for p, recs in records.items():
             run = self.positions.admit(p, recs, mono)
@@ -520,24 +533,25 @@ class Processor:
                     metrics.dlq(err.code)
                     continue
                 agent = ev.agent_id
-                home = home_of.get(agent)
+                home = resident = home_of.get(agent)
                 if home is None:
                     home = home_partition(agent, n_actions)
-                problem = key_problem(rec.key, agent)
+                key = agent.encode("utf-8")
+                problem = None if rec.key == key else "no_key" if not rec.key else "wrong_key"  # intake.key_problem
                 if home != p:  # never decided off its agent's home partition: copied there, decided there
-                    pub.add(t_actions, home, agent.encode("utf-8"), rec.value,
+                    pub.add(t_actions, home, key, rec.value,
                             [(REROUTED_HEADER, f"{t_actions}/{p}/{rec.offset}".encode())])
                     self._miskeyed(problem or "wrong_partition", agent, p, rec.offset, home, True)
                     continue
                 if problem is not None:
                     self._miskeyed(problem, agent, p, rec.offset, home, False)
-                if agent not in home_of:
+                if resident is None:
                     self._load(agent)
                 if rec.offset <= cursor[agent]:  # rule 2: already in the state, already decided
                     skipped += 1
                     continue
                 valid.append(ev)
-                where.append((p, rec.offset))
+                where.append((p, rec.offset, key))
         stats["events"] += processed
         stats["skipped"] += skipped
         stats["batches"] += 1
@@ -549,16 +563,27 @@ class Processor:
         touched: list = []
         duplicates = 0
         frozen = self.frozen
-        for d, (p, offset) in zip(decisions, where):
+        latest = self.watermark
+        outs: dict[int, list] = {}  # partition of agent-decisions -> its records in the publisher
+        for d, (p, offset, key) in zip(decisions, where):
             ev = d.event
             agent = ev.agent_id
             cursor[agent] = offset
             touched.append((agent, offset))
+            if ev.t > latest:
+                latest = ev.t
             if d.duplicate:
                 duplicates += 1
+                if d.episodes:
+                    self._add_episodes(d.episodes, p)
                 continue
-            key = agent.encode("utf-8")
-            pub.add(t_decisions, p if same else pub.partition_for(t_decisions, key, p), key, _encode(d.record))
+            if same:  # Publisher.add without a call per record
+                out = outs.get(p)
+                if out is None:
+                    out = outs[p] = pub.queue(t_decisions, p)
+                out.append((key, _encode(d.record), None))
+            else:
+                pub.add(t_decisions, pub.partition_for(t_decisions, key, p), key, _encode(d.record))
             if d.transition is not None:
                 old, new = d.transition
                 if new == "open":
@@ -567,11 +592,6 @@ class Processor:
                     frozen.pop(agent, None)
             if d.freeze is not None:
                 freezes.append((d, p))
-        latest = self.watermark
-        for d, (p, _offset) in zip(decisions, where):
-            t = d.event.t
-            if t > latest:
-                latest = t
             if d.episodes:
                 self._add_episodes(d.episodes, p)
         self.watermark = latest
@@ -580,6 +600,7 @@ class Processor:
         metrics.observe_batch(decisions, wall)
         if self.drift is not None:
             self.drift.add([d.x for d in decisions if d.x is not None])
+        self._spent = decisions  # freed by run_reader once it has asked for the next fetch
         return freezes, touched
 
     def _miskeyed(self, reason: str, agent: str, partition: int, offset: int, home: int, rerouted: bool) -> None:

@@ -97,6 +97,18 @@ class Flusher:
             if d[2] is None:
                 d[2] = offset
 
+    def mark_events(self, events: Iterable[tuple[str, int]], now: float) -> None:
+        """:meth:`mark` of each ``(agent, offset)`` of a batch, in order (without a call per event)."""
+        dirty = self.dirty
+        for agent, offset in events:
+            d = dirty.get(agent)
+            if d is None:
+                dirty[agent] = [now, 1, offset]
+            else:
+                d[1] += 1
+                if d[2] is None:
+                    d[2] = offset
+
     @contextlib.asynccontextmanager
     async def batch(self):
         """A batch in progress: no flush snapshots until it ends (a snapshot itself never awaits, so a batch

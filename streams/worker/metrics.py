@@ -609,12 +609,59 @@ class Metrics:
         """:meth:`observe` for every decision of a batch that is not a duplicate, the latency being ``now``
         less the event's time, and :meth:`duplicate` folded into one increment."""
         observe = self.observe
+        actions, counted = self._actions.cells, self._decisions.cells
+        score_h, latency_h, volume = self._score, self._latency, self._volume
+        s_counts, s_bounds, l_counts, l_bounds = score_h.counts, score_h.bounds, latency_h.counts, latency_h.bounds
+        window, reasons_of = self._window, self._reasons
         dups = 0
         for d in decisions:
             if d.duplicate:
                 dups += 1
+                continue
+            event = d.event
+            rec = d.record
+            agent = event.agent_id
+            # observe(), inline for the common decision (no alert, no breaker change, no broken manifest clause,
+            # at most one destination class); anything else takes observe() itself
+            if (rec["action_taken"] != "none" or d.transition is not None or d.freeze is not None
+                    or len(d.dest_classes) > 1 or getattr(d, "violations", None) or agent.startswith(DRILL_PREFIX)):
+                observe(event, d, now - event.t)
+                continue
+            sens = event.sensitivity
+            key = (event.action, sens)
+            cell = actions.get(key) or self._actions.cell(key)
+            cell[0] += 1
+            key = (rec["severity"], "none")
+            cell = counted.get(key) or self._decisions.cell(key)
+            cell[0] += 1
+            score = rec["score"]
+            if not 0.0 <= score <= 1.0:  # also catches NaN
+                score = 1.0 if score > 1.0 else 0.0
+            s_counts[bisect_left(s_bounds, score)] += 1
+            score_h.sum += score
+            latency = now - event.t
+            if not latency >= 0.0:
+                latency = 0.0
+            l_counts[bisect_left(l_bounds, latency)] += 1
+            latency_h.sum += latency
+            classes = d.dest_classes
+            if classes:
+                h = self._fanout
+                h.counts[bisect_left(h.bounds, 1)] += 1
+                h.sum += 1
+                c = classes[0]
+                cell = self._dests.cells.get((c,)) or self._dests.cell((c,))
+                cell[0] += 1
+                key = (sens, c)
             else:
-                observe(d.event, d, now - d.event.t)
+                key = (sens, "none")
+            cell = volume.cells.get(key) or volume.cell(key)
+            cell[0] += event.records
+            cell[1] += event.bytes
+            if score > window.get(agent, RISK_FLOOR):
+                window[agent] = score
+            if rec["reasons"]:
+                reasons_of[agent] = rec["reasons"]
         if dups:
             self._duplicates.inc(dups)
 

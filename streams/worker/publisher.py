@@ -67,10 +67,15 @@ class Publisher:
         return (murmur2(key) & 0x7FFFFFFF) % n
 
     def add(self, topic: str, partition: int, key: bytes | None, value: bytes, headers: list | None = None) -> None:
+        self.queue(topic, partition).append((key, value, headers))
+
+    def queue(self, topic: str, partition: int) -> list:
+        """The records added for ``(topic, partition)`` and not sent yet: appending ``(key, value, headers)`` to
+        it is :meth:`add` (the batch step appends its decisions so, without a call per record)."""
         records = self.pending.get((topic, partition))
         if records is None:
             records = self.pending[(topic, partition)] = []
-        records.append((key, value, headers))
+        return records
 
     def check(self) -> None:
         if self.error is not None:

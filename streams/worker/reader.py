@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Awaitable
 
 __all__ = ["ActionReader", "ReaderStopped"]
 
@@ -111,20 +112,33 @@ class ActionReader:
     async def fetch(self, partitions: list[int], limit: int | None = None) -> dict[int, list]:
         """Records fetched for ``partitions`` (up to ``max_records``, or ``limit`` when smaller, waiting up to
         ``wait_ms`` when there are none): ``{partition: [ConsumerRecord, ...]}`` in offset order per partition."""
-        from aiokafka.errors import ConsumerStoppedError, KafkaError
+        return await self.fetch_soon(partitions, limit)
 
+    def fetch_soon(self, partitions: list[int], limit: int | None = None) -> Awaitable[dict[int, list]]:
+        """:meth:`fetch`, handed to the consumer's thread now (not when the caller's event loop next runs a task:
+        the batch step holds that loop for a whole batch), for the caller to await later."""
         try:
             thread, consumer = self._consumer()
         except Exception as exc:  # faust's ConsumerNotStarted: not yet, or no longer
-            raise ReaderStopped(str(exc)) from None
+            return self._raise(ReaderStopped(str(exc)))
         tps = [self._tp(p) for p in partitions]
         most = self.max_records if limit is None else max(1, min(limit, self.max_records))
 
         async def getmany():
             return await consumer.getmany(*tps, timeout_ms=self.wait_ms, max_records=most)
 
+        return self._landed(asyncio.run_coroutine_threadsafe(getmany(), thread.thread_loop))
+
+    @staticmethod
+    async def _raise(exc: BaseException):
+        raise exc
+
+    async def _landed(self, pending) -> dict[int, list]:
+        """The records of a getmany running on the consumer's thread (``pending``: its concurrent future)."""
+        from aiokafka.errors import ConsumerStoppedError, KafkaError
+
         try:
-            got = await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(getmany(), thread.thread_loop))
+            got = await asyncio.wrap_future(pending)
         except ConsumerStoppedError:
             raise ReaderStopped("consumer stopped") from None
         except KafkaError as exc:

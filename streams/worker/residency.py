@@ -55,6 +55,8 @@ log = logging.getLogger("flowbreaker.worker")
 ENVELOPE_VERSION = 1
 #: first byte of a resting (deflated) envelope in the in-memory store
 RESTING = b"\x00"
+#: longest a call of Residency.rest_idle rests agents for (seconds; on the event loop, between batches)
+REST_BUDGET = 0.02
 _WBITS = -15  # raw deflate: no header or checksum to store per agent
 #: envelopes that make up a process's preset dictionary (deflate looks back 32 KiB at most)
 DICT_SAMPLES = 14
@@ -227,23 +229,31 @@ class Residency:
         self.cursor.pop(agent, None)
         self.seen.pop(agent, None)
 
-    def rest_idle(self, keep, *, limit: int | None = 400) -> int:
+    def rest_idle(self, keep, *, limit: int | None = 400, budget: float | None = REST_BUDGET,
+                  timer=time.perf_counter) -> int:
         """Rest up to ``limit`` agents quiet for ``rest_after`` seconds for which ``keep(agent)`` is false
-        (unwritten changes, unconfirmed outbox); return how many rested. About 45 us an agent, on the event
-        loop: the default limit keeps one call under ~20 ms, so it never holds the stream up for long. Their
-        envelopes are deflated later, a few at a time (:meth:`compact_some`, ~80 us each): the worker calls
-        this once a second and that every tick, so up to 400 agents a second go to rest (agents acting in
-        turns, six actions each at 1,500 actions/s, go idle at 250 a second; at 200 a second the resident
-        ones piled up, and RSS keeps its peak)."""
+        (unwritten changes, unconfirmed outbox), for at most ``budget`` seconds (``timer``); return how many
+        rested. About 45 us an agent, on the event loop: the default limit keeps one call under ~20 ms, so it
+        never holds the stream up for long. An agent whose trace still holds blocks not deflated (a busy one,
+        the worker defers deflating as replay does) costs up to ~0.7 ms: the budget bounds the call whatever
+        the agents, the others rest with the next call. Their envelopes are deflated later, a few at a time
+        (:meth:`compact_some`, ~80 us each): the worker calls this once a second and that every tick, so up to
+        400 agents a second go to rest (agents acting in turns, six actions each at 1,500 actions/s, go idle at
+        250 a second; at 200 a second the resident ones piled up, and RSS keeps its peak)."""
         now = self.clock()
         cutoff = now - self.rest_after
         idle = [a for a, t in self.seen.items() if t <= cutoff and not keep(a)]
+        found = len(idle)
         if limit is not None:
             idle = idle[:limit]
-        for agent in idle:
+        deadline = None if budget is None else timer() + budget
+        for k, agent in enumerate(idle):
             self.rest(agent, deflate=False)
+            if deadline is not None and timer() >= deadline:
+                idle = idle[:k + 1]
+                break
+        quiet = len(idle) == found  # this sweep rested every idle agent there was
         self._rested_since_trim += len(idle)
-        quiet = limit is None or len(idle) < limit  # this sweep rested every idle agent there was
         if self._rested_since_trim >= 1000 and (quiet or now - self._trimmed_at > 30.0):
             # many live states freed: dicts never shrink by themselves, and freed heap pages go back to the
             # OS only when asked, so RSS shows what the worker holds

@@ -311,3 +311,28 @@ def test_drained_sends_what_the_batch_step_held_and_waits_for_its_acknowledgemen
         await asyncio.wait_for(drained, 1.0)
 
     asyncio.run(scenario())
+
+
+def test_marking_a_batchs_events_at_once_is_marking_them_one_by_one():
+    from hypothesis import given, settings, strategies as st
+
+    def bare() -> Flusher:
+        return Flusher(interval=5.0, events=1000, snapshot=lambda a: None, home=lambda a: 0, positions=Positions(),
+                       publisher=None, changelog=lambda: "cl", changelog_key=str.encode, commit=None)
+
+    agents = st.sampled_from(["a", "b", "c"])
+
+    @settings(max_examples=60, deadline=None)
+    @given(st.lists(st.tuples(agents, st.none() | st.integers(0, 50))),
+           st.lists(st.tuples(agents, st.integers(0, 50)), min_size=1))
+    def check(before, batch):
+        one, many = bare(), bare()
+        for f in (one, many):  # earlier marks: events, and manual changes (a freeze, a release: no offset)
+            for agent, offset in before:
+                f.mark(agent, offset, 1.0)
+        for agent, offset in batch:
+            one.mark(agent, offset, 2.0)
+        many.mark_events(batch, 2.0)
+        assert list(many.dirty.items()) == list(one.dirty.items())
+
+    check()

@@ -446,3 +446,33 @@ def test_observe_costs_microseconds_not_more(metrics):
 
     per_call = min(timeit.repeat(run, number=20, repeat=3)) / (20 * len(pairs))
     assert per_call < 25e-6
+
+
+def test_a_batch_observed_at_once_exports_what_observing_its_decisions_one_by_one_does():
+    """observe_batch inlines observe() for the common decision: the same fleet's decisions (alerts, freezes,
+    duplicates, drill agents, several destination classes among them) give the same /metrics either way."""
+    from detector.drill import DRILL_PREFIX
+    from detector.engine import Engine
+    from detector.events import decode_event
+    from models.simulate import simulate
+    import json
+
+    events, _ = simulate(n_agents=12, days=3, seed=4, incidents=["mass_fanout", "bulk_read_broadcast"] * 3,
+                         incident_days_from=1)
+    events = [decode_event(json.dumps(e).encode()) for e in events[:3000]]
+    events += [events[-1]]                                       # a duplicate
+    events += [e.replace(agent_id=DRILL_PREFIX + e.agent_id) for e in events[:20]]  # drill agents
+    decisions = Engine().process_batch(events)
+    assert any(d.freeze for d in decisions) and any(len(d.dest_classes) > 1 for d in decisions)
+    assert any(d.duplicate for d in decisions)
+    clock = Clock()
+    batch, single = (Metrics(CollectorRegistry(), process_metrics=False, clock=clock) for _ in range(2))
+    now = max(e.t for e in events) + 0.25
+    for k in range(0, len(decisions), 97):
+        batch.observe_batch(decisions[k:k + 97], now)
+    for d in decisions:
+        if d.duplicate:
+            single.duplicate()
+        else:
+            single.observe(d.event, d, now - d.event.t)
+    assert batch.render() == single.render()

@@ -114,3 +114,31 @@ def test_under_load_a_fetch_is_held_only_briefly_and_an_idle_worker_goes_back_to
         assert consumer.asked == 250
         asyncio.run(reader.fetch([0], 32))  # a shorter batch when the worker asks for one (a freeze in progress)
         assert consumer.asked == 32
+
+
+def test_a_fetch_soon_is_on_the_consumer_thread_before_the_callers_loop_runs_again():
+    """The worker starts the next fetch and then decides a batch without yielding to its event loop: a fetch
+    that waited for the loop to run a task would start only after the batch (and the worker would wait for it)."""
+    import threading
+
+    from aiokafka import TopicPartition
+
+    started = threading.Event()
+
+    class Consumer:
+        _fetcher = SimpleNamespace(_fetch_max_wait_ms=1500)
+
+        async def getmany(self, *tps, timeout_ms, max_records):
+            started.set()
+            return {TopicPartition("agent-actions", 3): [SimpleNamespace(offset=7)]}
+
+    with on_consumer_thread(Consumer()) as app:
+        reader = ActionReader(app, "agent-actions", max_records=250)
+
+        async def decide_meanwhile():
+            landed = reader.fetch_soon([3])
+            assert started.wait(5)  # blocks this loop, as deciding a batch does
+            return await landed
+
+        got = asyncio.run(decide_meanwhile())
+    assert [r.offset for r in got[3]] == [7]

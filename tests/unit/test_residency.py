@@ -209,3 +209,22 @@ def test_a_recovered_table_names_its_frozen_agents_longest_frozen_first_without_
     assert set(engine.agents) == {frozen[0]}, "nothing is woken"
     elsewhere = everywhere - {home_partition(frozen[1], 8)}
     assert frozen[1] not in res.open_breakers(elsewhere)
+
+
+def test_a_call_of_rest_idle_stops_at_its_budget_and_the_next_rests_the_others(events):
+    engine, store, clock = Engine(), {}, Clock()
+    res = Residency(engine, store, partitions=8, rest_after=60.0, clock=clock)
+    agents = sorted({e.agent_id for e in events})[:7]
+    for a in agents:
+        res.load(a)
+        engine.process(next(e for e in events if e.agent_id == a))
+    clock.t = 61.0
+    ticks = iter(range(100))
+
+    def timer():  # each rest takes 8 ms
+        return next(ticks) * 0.008
+
+    assert res.rest_idle(lambda a: False, budget=0.02, timer=timer) == 3
+    assert set(store) == set(agents[:3]) and set(res.home) == set(agents[3:])
+    assert res.rest_idle(lambda a: False, budget=0.02, timer=timer) == 3
+    assert res.rest_idle(lambda a: False, budget=None) == 1 and not res.home and set(store) == set(agents)
