@@ -75,6 +75,43 @@ row_float(double v)
     return PyFloat_FromDouble(v);
 }
 
+/* A kernel's row of n doubles as its result (a new reference): written into out (an array('d') of n doubles) and
+ * out itself, or a new list of floats when out is NULL, or when out is not n long and `mismatch` is NULL (with
+ * `mismatch`, a ValueError saying it); NULL with an exception set (`what` names out when it is not doubles). */
+static PyObject *
+row_result(PyObject *out, const double *vals, Py_ssize_t n, const char *what, const char *mismatch)
+{
+    if (out != NULL) {
+        Py_buffer v;
+        if (get_doubles(out, &v, 1, what) < 0)
+            return NULL;
+        int fits = v.len == n * (Py_ssize_t)sizeof(double);
+        if (fits)
+            memcpy(v.buf, vals, (size_t)n * sizeof(double));
+        PyBuffer_Release(&v);
+        if (fits) {
+            Py_INCREF(out);
+            return out;
+        }
+        if (mismatch != NULL) {
+            PyErr_SetString(PyExc_ValueError, mismatch);
+            return NULL;
+        }
+    }
+    PyObject *list = PyList_New(n);
+    if (list == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *o = row_float(vals[i]);
+        if (o == NULL) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, i, o);
+    }
+    return list;
+}
+
 /* METH_FASTCALL argument helpers (what PyArg_ParseTuple's O, d, n, p, K do, without the argument tuple) */
 static int
 fc_count(const char *fn, Py_ssize_t nargs, Py_ssize_t lo, Py_ssize_t hi)
@@ -2457,8 +2494,8 @@ deviate(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     Py_ssize_t n = row_of(x, xb, "x must be a sequence of floats");
     if (n < 0)
         return NULL;
-    Py_buffer lv, sv, fv, av, ov, zv;
-    int have_l = 0, have_s = 0, have_f = 0, have_a = 0, have_o = 0, have_z = 0;
+    Py_buffer lv, sv, fv, av;
+    int have_l = 0, have_s = 0, have_f = 0, have_a = 0;
     PyObject *xl = NULL, *z = NULL, *res = NULL;
     if (get_doubles(loc_o, &lv, 0, "loc") < 0) goto done;
     have_l = 1;
@@ -2497,42 +2534,9 @@ deviate(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         }
         by_kind = 1;
     }
-    if (xl_out != NULL) {
-        if (get_doubles(xl_out, &ov, 1, "xl_out") < 0) goto done;
-        have_o = 1;
-        if (ov.len != n * (Py_ssize_t)sizeof(double)) {
-            PyErr_SetString(PyExc_ValueError, "deviate: xl_out must be as long as the row");
-            goto done;
-        }
-        memcpy(ov.buf, xb, (size_t)n * sizeof(double));
-        xl = xl_out;
-        Py_INCREF(xl);
-    } else {
-        if ((xl = PyList_New(n)) == NULL) goto done;
-        for (Py_ssize_t i = 0; i < n; i++) {
-            PyObject *o = row_float(xb[i]);
-            if (o == NULL) goto done;
-            PyList_SET_ITEM(xl, i, o);
-        }
-    }
-    if (z_out != NULL) {
-        if (get_doubles(z_out, &zv, 1, "z_out") < 0) goto done;
-        have_z = 1;
-        if (zv.len != m * (Py_ssize_t)sizeof(double)) {
-            PyErr_SetString(PyExc_ValueError, "deviate: z_out must be as long as the deviations");
-            goto done;
-        }
-        memcpy(zv.buf, zb, (size_t)m * sizeof(double));
-        z = z_out;
-        Py_INCREF(z);
-    } else {
-        if ((z = PyList_New(m)) == NULL) goto done;
-        for (Py_ssize_t i = 0; i < m; i++) {
-            PyObject *o = row_float(zb[i]);
-            if (o == NULL) goto done;
-            PyList_SET_ITEM(z, i, o);
-        }
-    }
+    if ((xl = row_result(xl_out, xb, n, "xl_out", "deviate: xl_out must be as long as the row")) == NULL
+            || (z = row_result(z_out, zb, m, "z_out", "deviate: z_out must be as long as the deviations")) == NULL)
+        goto done;
     res = PyTuple_Pack(3, xl, z, by_kind ? Py_True : Py_False);
 done:
     Py_XDECREF(xl);
@@ -2541,8 +2545,6 @@ done:
     if (have_s) PyBuffer_Release(&sv);
     if (have_f) PyBuffer_Release(&fv);
     if (have_a) PyBuffer_Release(&av);
-    if (have_o) PyBuffer_Release(&ov);
-    if (have_z) PyBuffer_Release(&zv);
     return res;
 }
 
@@ -2702,8 +2704,8 @@ rarities(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (!PyTuple_CheckExact(quiet) || !PyTuple_CheckExact(reach_quiet))
         Py_RETURN_NONE;
     /* z: a list of floats, or a writable array of doubles (written in place) */
-    Py_buffer zv, xv, cv, tv, sv, rv;
-    int have_zv = 0, have_xv = 0, have_tv = 0, have_sv = 0, have_rv = 0;
+    Py_buffer zv, xv, cv, tv, sv;
+    int have_zv = 0, have_xv = 0, have_tv = 0, have_sv = 0;
     int z_list = PyList_CheckExact(z), x_list = PyList_CheckExact(x);
     PyObject *res = NULL, *r = NULL;
     double zb[MAX_ROW], rb[MAX_ROW];
@@ -2839,28 +2841,9 @@ rarities(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     for (Py_ssize_t i = 1; i < kr; i++)
         if (rb[i] > top)
             top = rb[i];
-    if (r_out != NULL) {
-        if (get_doubles(r_out, &rv, 1, "r_out") < 0)
-            goto done;
-        have_rv = 1;
-        if (rv.len != kr * (Py_ssize_t)sizeof(double))
-            r_out = NULL; /* not as long as r (tails of fewer features): a list, as without it */
-    }
-    if (r_out != NULL) {
-        memcpy(rv.buf, rb, (size_t)kr * sizeof(double));
-        r = r_out;
-        Py_INCREF(r);
-    } else {
-        r = PyList_New(kr);
-        if (r == NULL)
-            goto done;
-        for (Py_ssize_t i = 0; i < kr; i++) {
-            PyObject *o = row_float(rb[i]);
-            if (o == NULL)
-                goto done;
-            PyList_SET_ITEM(r, i, o);
-        }
-    }
+    /* r_out not as long as r (tails of fewer features): a list, as without it */
+    if ((r = row_result(r_out, rb, kr, "r_out", NULL)) == NULL)
+        goto done;
     for (Py_ssize_t i = 0; i < k; i++) {
         if (zset[i]) {
             if (z_list) {
@@ -2895,7 +2878,6 @@ done:
     if (have_xv) PyBuffer_Release(&xv);
     if (have_tv) PyBuffer_Release(&tv);
     if (have_sv) PyBuffer_Release(&sv);
-    if (have_rv) PyBuffer_Release(&rv);
     return res;
 }
 
