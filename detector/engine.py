@@ -42,7 +42,7 @@ from detector.features import (FEATURE_INDEX, KNOWN_REACH_QUIET, FeatureState, O
 from detector.features import _kernel as _extract
 from detector.model import Model
 from detector.native import kernels as _kernels
-from detector.policy import Policy
+from detector.policy import Policy, Thresholds
 from detector.features import FEATURE_NAMES as _FEATURE_NAMES, N_FEATURES
 from detector.habits import Habits, family_key, sends_of
 from detector.scoring import (P_FLOOR, REASON_NEGLOG, REASON_Z, Calibration, FeatureTails, explain, round4,
@@ -143,20 +143,22 @@ def _combination_reason(p_comb: float) -> list[dict]:
                        f"like this one (isolation forest rarity {p_comb:.1e})."}]
 
 
-def _py_scored(p_stat: float, p_comb: float | None, p_harm: float, bounds: tuple) -> tuple[float, float, str, bool]:
+def _py_scored(p_stat: float, p_comb: float | None, p_harm: float, th: Thresholds) -> tuple[float, float, str, bool]:
     """``(score, harm, severity, named)``: the action's score (:func:`_score`), the evidence of harm on the
-    score scale (0 without any), the score's severity by ``bounds`` (``(critical, high, medium, low, P_FLOOR)``,
-    as ``Thresholds.severity`` compares; the kernel takes score_of's floor from there, so it must be P_FLOOR), and whether the model's combination is a reason. The reference of
-    ``detector._score.scored``."""
+    score scale (0 without any), the score's severity (``th.severity``), and whether the model's combination is
+    a reason. The reference of ``detector._score.scored``, which takes ``th``'s bounds as :func:`_bounds` gives
+    them."""
     if p_comb is None:
         score, extra = score_of(p_stat), None
     else:
         score, extra = _score(p_stat, p_comb, p_harm)
     harm = score_of(p_harm) if p_harm != 1.0 else 0.0  # no evidence of harm: 0
-    critical, high, medium, low, _ = bounds
-    severity = ("critical" if score >= critical else "high" if score >= high else "medium" if score >= medium
-                else "low" if score >= low else "ok")
-    return score, harm, severity, extra is not None
+    return score, harm, th.severity(score), extra is not None
+
+
+def _bounds(th: Thresholds) -> tuple[float, float, float, float, float]:
+    """What ``detector._score.scored`` compares a score with: the severities' thresholds, then score_of's floor."""
+    return th.critical, th.high, th.medium, th.low, P_FLOOR
 
 
 class _Reading(NamedTuple):
@@ -492,12 +494,10 @@ class Engine:
         self._evidence_cal = getattr(model, "evidence_calibration", None) if model is not None else None
         # the compiled curves of both calibrations for the harm kernel, or None (the reference): a calibration
         # without one (its numbers not the kernel's to take) keeps the whole computation in Python
-        cal_curve = getattr(self._cal, "_curve", None)
-        ev_curve = getattr(self._evidence_cal, "_curve", None) if self._evidence_cal is not None else None
+        cal_curve = self._cal.compiled
+        ev_curve = self._evidence_cal.compiled if self._evidence_cal is not None else None
         self._harm_curves = ((cal_curve, ev_curve) if _harm_kernel is not None and cal_curve is not None
                              and (self._evidence_cal is None or ev_curve is not None) else None)
-        #: the compiled p-value of the rarest deviation (Calibration.pvalue without its wrapper), or None
-        self._p_stat = cal_curve.pvalue if cal_curve is not None else None
         # actions whose rarest deviation stays below this teach the baseline (score < medium)
         self._learn_raw = self._cal.inverse(10.0 ** (-6.0 * self.policy.thresholds.medium))
         for agent_id, st in self.agents.items():
@@ -585,12 +585,12 @@ class Engine:
         episodes = self.episodes
         severity_of, step, trace = th.severity, brk.step, self.traces.add
         version = self._version
-        bounds = (th.critical, th.high, th.medium, th.low, P_FLOOR)
+        bounds = _bounds(th)
         for k, (d, st, (obs, _, z, r, loc, p_stat, p_harm, xl)) in enumerate(pending):
             ev = d.event
             pc = None if p_comb is None else p_comb[k]
             got = _scored(p_stat, pc, p_harm, bounds) if _scored is not None else None
-            score, harm_score, severity, named = got if got is not None else _py_scored(p_stat, pc, p_harm, bounds)
+            score, harm_score, severity, named = got if got is not None else _py_scored(p_stat, pc, p_harm, th)
             extra = _combination_reason(pc) if named else None
             d.harm = harm_score
             effect = None
@@ -797,10 +797,7 @@ class Engine:
                     st.habits.observe(sends_of(ev.destinations, obs.dest_classes, ()))
             else:
                 self._settle(st, ev, obs, z, r, xl, learned, violations, p_harm, by_kind, new_sent, again)
-        p_stat = self._p_stat(top) if self._p_stat is not None else None  # None: a NaN, the reference's
-        if p_stat is None:
-            p_stat = self._cal.pvalue(top)
-        return _new_reading(_Reading, (obs, violations, z, r, loc, p_stat, p_harm, xl))
+        return _new_reading(_Reading, (obs, violations, z, r, loc, self._cal.pvalue(top), p_harm, xl))
 
     def _settle(self, st: AgentState, ev: ActionEvent, obs: Observation, z: list[float], r: list[float],
                 xl: list[float],

@@ -133,6 +133,12 @@ class Calibration:
             beta = max(sum(excess) / len(excess) if excess else 0.5, min_beta, 1e-3)
         return cls(tuple(thr), tuple(tails), float(beta))
 
+    @property
+    def compiled(self):
+        """The compiled curve (``detector._score.Curve``) this calibration answers with, or ``None`` (not built,
+        or numbers it does not take): for kernels that take p-values themselves."""
+        return self._curve if _score is not None else None
+
     def pvalue(self, raw: float) -> float:
         """Share of normal actions whose raw statistic is at least ``raw``."""
         if self._curve is not None and _score is not None:

@@ -414,10 +414,15 @@ _bounds = st.sampled_from([(0.9, 0.75, 0.5, 0.3, scoring.P_FLOOR), (1.0, 0.8, 0.
 @settings(max_examples=2000, deadline=None)
 @given(_p, st.one_of(st.none(), _p), _p, _bounds)
 def test_scored_equals_the_reference_bit_for_bit(p_stat, p_comb, p_harm, bounds):
-    from detector.engine import _py_scored
+    from dataclasses import replace
 
+    from detector.engine import _bounds, _py_scored
+    from detector.policy import Thresholds
+
+    th = replace(Thresholds(), critical=bounds[0], high=bounds[1], medium=bounds[2], low=bounds[3])
+    assert _bounds(th) == bounds
     got = _score.scored(p_stat, p_comb, p_harm, bounds)
-    ref = _py_scored(p_stat, p_comb, p_harm, bounds)
+    ref = _py_scored(p_stat, p_comb, p_harm, th)
     assert got is not None and bits(got[:2]) == bits(ref[:2]) and got[2:] == ref[2:]
 
 
