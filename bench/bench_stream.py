@@ -456,7 +456,7 @@ def main() -> None:
         decided = {}
         for m in dec.messages:
             decided.setdefault(json.loads(m.value)["event_id"], m.timestamp)
-        print(f"\nlatency, one worker, paced aiokafka producer (create time of the action -> of the decision):")
+        print("\nlatency, one worker, paced aiokafka producer (create time of the action -> of the decision):")
         p99_decision = {}
         for rate, achieved, ids in chunks:
             lat = [decided[i] - sent[i] for i in ids if i in decided]

@@ -44,21 +44,28 @@ def _py_log_deviations(x, loc, scale, floors) -> tuple[list[float], list[float]]
     return xl, [(v - m) / (s if s > f else f) for v, m, s, f in zip(xl, loc, scale, floors)]
 
 
+def _quantile_step(v: float, m: float, hi: float, step: float, up: float, down: float) -> tuple[float, float]:
+    """The location ``m`` (tracking the median) and ``hi`` (the 95th percentile) one step towards ``v`` by
+    stochastic approximation: sign-based, so an outlier moves them no more than an ordinary value does;
+    ``hi`` up by ``step * up`` past it, else down by ``step * down``. The one step of both references below."""
+    if v > m:
+        m += step
+    elif v < m:
+        m -= step
+    if v > hi:
+        hi += step * up
+    else:
+        hi -= step * down
+    return m, hi
+
+
 def _py_learn(xl, loc, scale, floors, a2: float, z95: float, up: float, down: float) -> tuple[array, array]:
     """One learning step of :meth:`Baseline.learn_log` with step size ``a2`` (per unit of scale), as
     new arrays. The reference of ``detector._native.learn``."""
     locs, scales = [], []
     for v, m, s, f in zip(xl, loc, scale, floors):
         step = a2 * (s if s > f else f)
-        hi = m + z95 * s
-        if v > m:
-            m += step
-        elif v < m:
-            m -= step
-        if v > hi:
-            hi += step * up
-        else:
-            hi -= step * down
+        m, hi = _quantile_step(v, m, m + z95 * s, step, up, down)
         locs.append(m)
         scales.append((hi - m) / z95 if hi > m else 0.0)
     return array("d", locs), array("d", scales)
@@ -244,14 +251,7 @@ def _py_kind_learn(kinds: array, kind: float, xl, t: float, kind_features, kind_
         v, m, hi = xl[f], a[i], a[i + 1]
         s = (hi - m) / z95
         step = 2.0 * alpha * (s if s > fl else fl)
-        if v > m:
-            m += step
-        elif v < m:
-            m -= step
-        if v > hi:
-            hi += step * up
-        else:
-            hi -= step * down
+        m, hi = _quantile_step(v, m, hi, step, up, down)
         a[i] = m
         a[i + 1] = hi if hi > m else m
         i += 2
