@@ -278,6 +278,15 @@ class Processor:
     def _changelog_topic(self) -> str:
         return self.table.changelog_topic.get_topic_name()
 
+    def unrecovered(self, partitions, recovering) -> list[int]:
+        """Which of ``partitions`` (of agent-actions) have no changelog partition among ``recovering`` (faust's
+        recovery's ``active_tps``: what its last recovery restored the table from). Empty after every
+        rebalance seen so far; a partition listed would be read with its resting agents missing from the table
+        (each decided as a new agent), so the worker says so."""
+        topic = self._changelog_topic()
+        restored = {tp.partition for tp in recovering if tp.topic == topic}
+        return sorted(p for p in partitions if p not in restored)
+
     def _changelog_key(self, agent: str) -> bytes:
         key, _ = self.table.changelog_topic.prepare_key(agent, self.table.key_serializer)
         return key
@@ -1079,6 +1088,11 @@ def create_app(settings: Settings, engine: Engine, *, partition_counts: dict[str
     async def on_ready(sender, **kwargs) -> None:
         assignment = app.consumer.assignment()
         mine = sorted(tp.partition for tp in assignment if tp.topic == topics["actions"])
+        missing = processor.unrecovered(mine, app.tables.recovery.active_tps)
+        if missing:
+            log.warning("rebalance complete, but the agent-state changelog of partitions %s was not among those "
+                        "recovered (generation %s); their resting agents are not in the table", missing,
+                        app.consumer_generation_id)
         gone = set(processor.positions.expect) - set(mine)
         if gone:
             processor.forget_partitions(gone)

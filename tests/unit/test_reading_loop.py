@@ -138,3 +138,15 @@ def test_the_last_batch_is_freed_once_the_next_fetch_is_asked_for():
     assert seen[1:] == [(True, True)] * 3         # still held when the next fetch is asked for ...
     gc.collect()
     assert [r() for r in alive] == [None, None]   # ... and not after
+
+
+def test_partitions_whose_state_changelog_was_not_recovered_are_named():
+    """on_rebalance_complete can come from a recovery of an older generation (faust sends it before checking);
+    the worker names the assigned partitions whose agent-state changelog that recovery did not restore."""
+    pr, _ = processor(ScriptedReader([]))
+    pr.table = SimpleNamespace(changelog_topic=SimpleNamespace(get_topic_name=lambda: "app-agent-state-changelog"))
+    from faust.types import TP as tp  # what faust's recovery holds: (topic, partition) named tuples
+    recovering = {tp("app-agent-state-changelog", 0), tp("app-agent-state-changelog", 2), tp("other-changelog", 1)}
+    assert pr.unrecovered([0, 1, 2, 3], recovering) == [1, 3]
+    assert pr.unrecovered([2, 0], recovering) == []
+    assert pr.unrecovered([0], set()) == [0]
