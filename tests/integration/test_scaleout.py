@@ -51,15 +51,27 @@ def _committed(bootstrap: str, group: str, topic: str, partitions) -> dict[int, 
 
 def test_two_workers_share_partitions_and_the_survivor_takes_over_a_killed_ones_agents(
         kafka_bootstrap, unique_topic_prefix, tmp_path):
+    _takeover(kafka_bootstrap, unique_topic_prefix, tmp_path)
+
+
+def test_a_worker_that_joins_during_the_takeover_and_is_killed_changes_no_decision(
+        kafka_bootstrap, unique_topic_prefix, tmp_path):
+    """Two more rebalances: a third worker joins right after the kill (the group splits the partitions again, its
+    share recovered from the changelog) and is killed itself a second after it is ready, possibly mid-batch.
+    Whoever decided an event, every decision is still replay's; a freeze it published before it died may be
+    published again by the survivor (same incident id)."""
+    _takeover(kafka_bootstrap, unique_topic_prefix, tmp_path, joiner_lives=1.0)
+
+
+def _takeover(kafka_bootstrap: str, p: str, tmp_path, joiner_lives: float | None = None) -> None:
     events = fleet(n_agents=30, days=1, incident_days_from=0)
     expected = replay(events, tmp_path / "replay")
     half = len(events) // 2
-    p = unique_topic_prefix
     app_id = f"{p}app"
     actions = f"{p}agent-actions"
     a = WorkerProc(kafka_bootstrap, p, app_id, tmp_path / "a")
     b = WorkerProc(kafka_bootstrap, p, app_id, tmp_path / "b")
-    decisions = control = None
+    decisions = control = c = None
     try:
         a.start().wait_ready(timeout=60)
         b.start().wait_ready(timeout=60)
@@ -91,6 +103,12 @@ def test_two_workers_share_partitions_and_the_survivor_takes_over_a_killed_ones_
         b.kill()  # kill -9: no goodbye to the group, no last flush
         t_kill_ms = int(time.time() * 1000)
         produce(kafka_bootstrap, actions, event_messages(events[half:]))
+        if joiner_lives is not None:
+            c = WorkerProc(kafka_bootstrap, p, app_id, tmp_path / "c").start()
+            joined = c.wait_ready(timeout=60)  # the group split the partitions with it: its share recovered
+            print(f"\njoiner: {joined}")
+            time.sleep(joiner_lives)
+            c.kill()
 
         _wait(lambda: len(a.status()["partitions"]) == 8, 60, "the survivor did not take every partition")
         got = decisions_by_event(decisions.read_until(lambda ms: len(decisions_by_event(ms)) >= len(events),
@@ -122,7 +140,7 @@ def test_two_workers_share_partitions_and_the_survivor_takes_over_a_killed_ones_
         control.drain(quiet=2.0, timeout=20)
         freezes = Counter(json.loads(m.value)["incident_id"] for m in control.messages
                           if json.loads(m.value)["command"] == "freeze")
-        assert freezes and max(freezes.values()) == 1
+        assert freezes and (max(freezes.values()) == 1 or joiner_lives is not None)
         assert len(freezes) == sum(1 for r in expected.values() if r["action_taken"] == "freeze")
 
         sa = a.status()
@@ -130,7 +148,9 @@ def test_two_workers_share_partitions_and_the_survivor_takes_over_a_killed_ones_
               f"({moved['state_writes']} state writes); survivor: {json.dumps(sa)}")
         assert a.stop(timeout=30) == 0, a.stderr_tail()
     finally:
-        b.kill()
+        for w in (b, c):
+            if w is not None:
+                w.kill()
         a.stop(timeout=30)
         for r in (decisions, control):
             if r is not None:
