@@ -75,6 +75,24 @@ row_float(double v)
     return PyFloat_FromDouble(v);
 }
 
+/* A new list of the n floats of vals (row_float's: the small ones shared); NULL with an exception set */
+static PyObject *
+float_list(const double *vals, Py_ssize_t n)
+{
+    PyObject *list = PyList_New(n);
+    if (list == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *o = row_float(vals[i]);
+        if (o == NULL) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, i, o);
+    }
+    return list;
+}
+
 /* A kernel's row of n doubles as its result (a new reference): written into out (an array('d') of n doubles) and
  * out itself, or a new list of floats when out is NULL, or when out is not n long and `mismatch` is NULL (with
  * `mismatch`, a ValueError saying it); NULL with an exception set (`what` names out when it is not doubles). */
@@ -98,18 +116,7 @@ row_result(PyObject *out, const double *vals, Py_ssize_t n, const char *what, co
             return NULL;
         }
     }
-    PyObject *list = PyList_New(n);
-    if (list == NULL)
-        return NULL;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *o = row_float(vals[i]);
-        if (o == NULL) {
-            Py_DECREF(list);
-            return NULL;
-        }
-        PyList_SET_ITEM(list, i, o);
-    }
-    return list;
+    return float_list(vals, n);
 }
 
 /* METH_FASTCALL argument helpers (what PyArg_ParseTuple's O, d, n, p, K do, without the argument tuple) */
@@ -247,22 +254,10 @@ log_deviations(PyObject *self, PyObject *args)
     Py_ssize_t m = log_row_deviations(buf, n, &lv, &sv, &fv, zb);
     if (m < 0)
         goto done;
-    xl = PyList_New(n);
-    z = PyList_New(m);
+    xl = float_list(buf, n);
+    z = float_list(zb, m);
     if (xl == NULL || z == NULL)
         goto done;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *f = row_float(buf[i]);
-        if (f == NULL)
-            goto done;
-        PyList_SET_ITEM(xl, i, f);
-    }
-    for (Py_ssize_t i = 0; i < m; i++) {
-        PyObject *o = row_float(zb[i]);
-        if (o == NULL)
-            goto done;
-        PyList_SET_ITEM(z, i, o);
-    }
     res = PyTuple_Pack(2, xl, z);
 done:
     Py_XDECREF(xl);
@@ -429,22 +424,11 @@ neglogs(PyObject *self, PyObject *args)
     if (nfeat < k)
         k = nfeat;
     const double *tables = tv.buf, *slopes = sv.buf;
-    out = PyList_New(k);
-    if (out == NULL)
-        goto done;
-    for (Py_ssize_t i = 0; i < k; i++) {
-        double r;
-        if (tail_neglog(buf[i], spz, tables + i * n, n, zmax, slopes[i], &r) < 0) {
-            Py_CLEAR(out);
+    double neg[MAX_ROW];
+    for (Py_ssize_t i = 0; i < k; i++)
+        if (tail_neglog(buf[i], spz, tables + i * n, n, zmax, slopes[i], &neg[i]) < 0)
             goto done;
-        }
-        PyObject *o = row_float(r);
-        if (o == NULL) {
-            Py_CLEAR(out);
-            goto done;
-        }
-        PyList_SET_ITEM(out, i, o);
-    }
+    out = float_list(neg, k);
 done:
     PyBuffer_Release(&tv);
     PyBuffer_Release(&sv);
@@ -1954,16 +1938,8 @@ extract(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         c[12], task_n, novel_steps, approved ? 0.0 : unfamiliar, detour, novel_tool,
         approved ? 0.0 : outsider,
     };
-    PyObject *x = PyList_New(NX);
+    PyObject *x = float_list(xs, NX);
     if (x == NULL) goto done;
-    for (int i = 0; i < NX; i++) {
-        PyObject *f = row_float(xs[i]);
-        if (f == NULL) {
-            Py_DECREF(x);
-            goto done;
-        }
-        PyList_SET_ITEM(x, i, f);
-    }
     r = xset(obs, &fa_x, x);
     Py_DECREF(x);
     if (r < 0) goto done;

@@ -738,16 +738,25 @@ strength_of(Evidence *self, PyObject *r, PyObject *moving_o, PyObject *sensitive
     return 0;
 }
 
+/* strength_of on a call's first four arguments, once the call is checked to have `want` of them (`usage` says
+ * which otherwise, as a TypeError) */
+static int
+strength_call(Evidence *self, PyObject *const *args, Py_ssize_t nargs, Py_ssize_t want, const char *usage,
+              double *solo, double *total, long *k)
+{
+    if (nargs != want) {
+        PyErr_SetString(PyExc_TypeError, usage);
+        return -1;
+    }
+    return strength_of(self, args[0], args[1], args[2], args[3], solo, total, k);
+}
+
 static PyObject *
 Evidence_strength(Evidence *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 4) {
-        PyErr_SetString(PyExc_TypeError, "strength(r, moving, sensitive, established)");
-        return NULL;
-    }
     double solo, total;
     long k;
-    int rc = strength_of(self, args[0], args[1], args[2], args[3], &solo, &total, &k);
+    int rc = strength_call(self, args, nargs, 4, "strength(r, moving, sensitive, established)", &solo, &total, &k);
     if (rc < 0)
         return NULL;
     if (rc > 0)
@@ -764,13 +773,10 @@ static int fisher_of(double total, long long k, double *out);
 static PyObject *
 Evidence_harm_pvalue(Evidence *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 6) {
-        PyErr_SetString(PyExc_TypeError, "harm_pvalue(r, moving, sensitive, established, curve, evidence_curve)");
-        return NULL;
-    }
     double solo, total;
     long k;
-    int rc = strength_of(self, args[0], args[1], args[2], args[3], &solo, &total, &k);
+    int rc = strength_call(self, args, nargs, 6,
+                           "harm_pvalue(r, moving, sensitive, established, curve, evidence_curve)", &solo, &total, &k);
     if (rc < 0)
         return NULL;
     if (rc > 0)
