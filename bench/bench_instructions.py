@@ -4,9 +4,9 @@ shared machine does not move (wall and CPU time here move 30-50 % between runs).
     python bench/bench_instructions.py [--agents 40] [--days 7] [--events 3000] [--top 25]
 
 Needs valgrind (``apt-get install valgrind``); takes about a minute. The events and the model are
-bench/bench_replay.py's (the simulator's fleet, trained on its first 60 %); the loop is its "replay, trained
-model": decode, ``Engine.process_batch`` in chunks as ``flowbreaker replay`` runs it, the decision records
-encoded. The interpreter's start, the imports and loading the model are taken out by counting two runs, one
+bench/bench_replay.py's (``workload``: the simulator's fleet, trained on its first 60 %); the loop is its "replay,
+trained model" (``replay_pass``: decode, ``Engine.process_batch`` in chunks as ``flowbreaker replay`` runs it, the
+decision records encoded). The interpreter's start, the imports and loading the model are taken out by counting two runs, one
 and three passes over the first ``--events`` events (each pass a new engine), and halving the difference
 (numpy's BLAS kept to one thread: its idle threads spin).
 ``--top`` prints that difference by C function too (the interpreter's own loop is ``_PyEval_EvalFrameDefault``:
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import os
 import re
 import shutil
@@ -33,23 +32,15 @@ sys.path.insert(0, str(ROOT))
 LOOP = """
 import sys
 sys.path.insert(0, sys.argv[1])
-import msgspec
-from detector.engine import Engine
-from detector.events import decode_event
+from bench.bench_replay import replay_pass
 from models.store import load_model
-from streams.cli.replay import _CHUNK as CHUNK
 from streams.gc_tuning import tune
 lines = open(sys.argv[2], "rb").read().splitlines()
-model, encode, m = load_model(sys.argv[3]), msgspec.json.Encoder().encode, len(lines)
+model = load_model(sys.argv[3])
 tune()
 for _ in range(int(sys.argv[4])):
-    engine = Engine(model=model)
-    for i in range(0, m, CHUNK):
-        for d in engine.process_batch([decode_event(x) for x in lines[i:i + CHUNK]]):
-            if not d.duplicate:
-                encode(d.record)
+    replay_pass(lines, model)
 """
-
 
 def counted(tmp: Path, passes: int) -> tuple[int, Path]:
     """Instructions of the loop run ``passes`` times, and callgrind's output file."""
@@ -85,16 +76,10 @@ def main() -> None:
     if shutil.which("valgrind") is None:
         sys.exit("valgrind is not installed (apt-get install valgrind)")
 
-    from detector.engine import Engine
-    from detector.events import decode_event
-    from models.simulate import simulate
+    from bench.bench_replay import workload
     from models.store import save_model
-    from models.train import fit
 
-    events, _ = simulate(n_agents=args.agents, days=args.days, seed=1)
-    lines = [json.dumps(e, separators=(",", ":")).encode() for e in events]
-    cut = int(len(lines) * 0.6)
-    card, arrays = fit([decode_event(x) for x in lines[:cut]], Engine().policy, seed=0)
+    _, lines, _, cut, card, arrays = workload(args.agents, args.days)
     test = lines[cut:][:args.events]
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)

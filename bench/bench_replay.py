@@ -92,6 +92,28 @@ def pydantic_rate(lines):
     return best_of(3, lambda: [Ev.model_validate_json(x) for x in lines])
 
 
+def workload(agents: int, days: int) -> tuple[list[dict], list[bytes], list[ActionEvent], int, dict, dict]:
+    """The events replayed here and in bench_instructions.py: the simulator's fleet (seed 1), as JSON lines, decoded,
+    and a model fitted on the first 60 %: ``(events, lines, decoded, cut, card, arrays)``, the rest (``lines[cut:]``)
+    the events replayed."""
+    events, _ = simulate(n_agents=agents, days=days, seed=1)
+    lines = [json.dumps(e, separators=(",", ":")).encode() for e in events]
+    decoded = [decode_event(x) for x in lines]
+    cut = int(len(lines) * 0.6)
+    card, arrays = fit(decoded[:cut], Engine().policy, seed=0)
+    return events, lines, decoded, cut, card, arrays
+
+
+def replay_pass(lines: list[bytes], model, encode=msgspec.json.Encoder().encode) -> None:
+    """One pass over ``lines`` as ``flowbreaker replay`` makes it (streams/cli/replay.py): decoded a chunk at a
+    time, decided by a new engine, each decision record encoded."""
+    eng = Engine(model=model)
+    for i in range(0, len(lines), CHUNK):
+        for d in eng.process_batch([decode_event(x) for x in lines[i:i + CHUNK]]):
+            if not d.duplicate:
+                encode(d.record)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--agents", type=int, default=40)
@@ -101,19 +123,14 @@ def main() -> None:
     ap.add_argument("--replay-only", action="store_true", help=argparse.SUPPRESS)  # the pure-Python rows' child
     args = ap.parse_args()
 
-    events, _ = simulate(n_agents=args.agents, days=args.days, seed=1)
-    lines = [json.dumps(e, separators=(",", ":")).encode() for e in events]
-    n = len(lines)
-    avg = sum(map(len, lines)) / n
-    decoded = [decode_event(x) for x in lines]
-    cut = int(n * 0.6)
+    # the fleet's dicts stay alive too: the collector's passes, and so the decode rates, depend on what the heap holds
+    events, lines, decoded, cut, card, arrays = workload(args.agents, args.days)
     with tempfile.TemporaryDirectory() as tmp:
-        card, arrays = fit(decoded[:cut], Engine().policy, seed=0)
         save_model(tmp, card, arrays)
         model = load_model(tmp)
     test = lines[cut:]
     m = len(test)
-    enc = msgspec.json.Encoder().encode
+    avg = sum(map(len, lines)) / len(lines)
 
     typed = msgspec.json.Decoder(ActionEvent).decode
     typed_fn = lambda: [typed(x) for x in test]  # noqa: E731
@@ -122,13 +139,6 @@ def main() -> None:
         t_dec = best_of(3, lambda: [decode_event(x) for x in test])
         t_typed = best_of(3, typed_fn)
         t_pyd = pydantic_rate(test)
-
-    def replay(model_):  # events read and decided as flowbreaker replay does (streams/cli/replay.py)
-        eng = Engine(model=model_)
-        for i in range(0, m, CHUNK):
-            for d in eng.process_batch([decode_event(x) for x in test[i:i + CHUNK]]):
-                if not d.duplicate:
-                    enc(d.record)
 
     tune()  # as flowbreaker replay and the worker
     us = lambda t: t / m * 1e6  # noqa: E731
@@ -143,8 +153,8 @@ def main() -> None:
     # this script run again with it set
     how = "compiled kernels" if native.kernels is not None else "pure Python"
     dec = lambda: [decode_event(x) for x in test]  # noqa: E731  the ratios' decodes: same moment, same load
-    online = lambda: replay(None)  # noqa: E731
-    trained = lambda: replay(model)  # noqa: E731
+    online = lambda: replay_pass(test, None)  # noqa: E731
+    trained = lambda: replay_pass(test, model)  # noqa: E731
     t_d = best_of(args.runs, dec)
     t_ty = best_of(args.runs, typed_fn)
     t_rep_online = best_of(args.runs, online)

@@ -91,13 +91,20 @@ def test_an_envelope_from_another_partition_keeps_the_state_but_not_the_offset(e
     assert res.cursor[agent] == -1 and agent in engine.agents
 
 
-def test_only_agents_quiet_for_rest_after_and_not_kept_rest(events):
+def _acted(events, n: int):
+    """A residency (rest_after 60 s, on a Clock at 0) whose first ``n`` agents were loaded and acted once:
+    ``(engine, store, clock, res, agents)``."""
     engine, store, clock = Engine(), {}, Clock()
     res = Residency(engine, store, partitions=8, rest_after=60.0, clock=clock)
-    agents = sorted({e.agent_id for e in events})[:3]
+    agents = sorted({e.agent_id for e in events})[:n]
     for a in agents:
         res.load(a)
         engine.process(next(e for e in events if e.agent_id == a))
+    return engine, store, clock, res, agents
+
+
+def test_only_agents_quiet_for_rest_after_and_not_kept_rest(events):
+    engine, store, clock, res, agents = _acted(events, 3)
     clock.t = 30.0
     res.seen[agents[2]] = 30.0  # acted just now
     assert res.rest_idle(lambda a: False) == 0
@@ -212,12 +219,7 @@ def test_a_recovered_table_names_its_frozen_agents_longest_frozen_first_without_
 
 
 def test_a_call_of_rest_idle_stops_at_its_budget_and_the_next_rests_the_others(events):
-    engine, store, clock = Engine(), {}, Clock()
-    res = Residency(engine, store, partitions=8, rest_after=60.0, clock=clock)
-    agents = sorted({e.agent_id for e in events})[:7]
-    for a in agents:
-        res.load(a)
-        engine.process(next(e for e in events if e.agent_id == a))
+    engine, store, clock, res, agents = _acted(events, 7)
     clock.t = 61.0
     ticks = iter(range(100))
 
