@@ -6,9 +6,9 @@ shared machine does not move (wall and CPU time here move 30-50 % between runs).
 Needs valgrind (``apt-get install valgrind``); takes about a minute. The events and the model are
 bench/bench_replay.py's (``workload``: the simulator's fleet, trained on its first 60 %); the loop is its "replay,
 trained model" (``replay_pass``: decode, ``Engine.process_batch`` in chunks as ``flowbreaker replay`` runs it, the
-decision records encoded). The interpreter's start, the imports and loading the model are taken out by counting two runs, one
-and three passes over the first ``--events`` events (each pass a new engine), and halving the difference
-(numpy's BLAS kept to one thread: its idle threads spin).
+decision records encoded). The interpreter's start, the imports and loading the model are taken out by counting
+two runs, one and three passes over the first ``--events`` events (each pass a new engine), and halving the
+difference (numpy's BLAS kept to one thread: its idle threads spin).
 ``--top`` prints that difference by C function too (the interpreter's own loop is ``_PyEval_EvalFrameDefault``:
 the engine's Python). Prints numbers; asserts nothing.
 """

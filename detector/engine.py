@@ -148,10 +148,7 @@ def _py_scored(p_stat: float, p_comb: float | None, p_harm: float, th: Threshold
     score scale (0 without any), the score's severity (``th.severity``), and whether the model's combination is
     a reason. The reference of ``detector._score.scored``, which takes ``th``'s bounds as :func:`_bounds` gives
     them."""
-    if p_comb is None:
-        score, extra = score_of(p_stat), None
-    else:
-        score, extra = _score(p_stat, p_comb, p_harm)
+    score, extra = _score(p_stat, p_comb, p_harm)
     harm = score_of(p_harm) if p_harm != 1.0 else 0.0  # no evidence of harm: 0
     return score, harm, th.severity(score), extra is not None
 
@@ -567,10 +564,10 @@ class Engine:
                 continue
             st.seen_pos = (pos + 1) % _DEDUPE
             reading = self._read(st, ev, book, rows=zrows)
-            obs = reading[0]
+            obs = reading.obs
             # seen == 1: the same id on a different action: never a reason to look away (reused_id)
-            d = Decision(ev, approval_refused=refused, reused_id=seen == 1, violations=reading[1],
-                         dest_classes=obs.dest_classes, z=reading[2], x=obs.x)
+            d = Decision(ev, approval_refused=refused, reused_id=seen == 1, violations=reading.violations,
+                         dest_classes=obs.dest_classes, z=reading.z, x=obs.x)
             out.append(d)
             pending.append((d, st, reading))
         if not pending:

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import zlib
 from collections import OrderedDict, deque
-from operator import attrgetter, itemgetter
+from operator import itemgetter
 
 import msgspec
 from msgspec.structs import astuple, fields
@@ -83,27 +83,31 @@ def trace_entry(item) -> dict:
     }
 
 
-_head = attrgetter("event_id", "ts", "tool", "action", "resource", "sensitivity", "records", "bytes", "destinations")
-_tail = attrgetter("task_id", "parent_event_id", "operator_id", "requested_by", "instruction_hash", "approval_id")
-
-
 #: an event's fields (msgspec's astuple, one C call), then the classes, score and severity -> a packed entry's 18
-#: values in trace order (what _row takes with two attrgetters, ~60 ns less per action; test_trace holds them equal)
+#: values in trace order
 _ITEM = [f.name for f in fields(ActionEvent)] + ["destination_classes", "score", "severity"]
 _order = itemgetter(*[_ITEM.index(k) for k in TRACE_FIELDS if k != "destination_count"])
 
 
+def _item_row(ev, score: float, severity: str, classes) -> tuple | list:
+    """The packed entry of a decided action whose ``score`` is rounded already: the values of :func:`trace_entry`
+    in field order without ``destination_count`` (read back as the length of ``destinations``: 18 values), so no
+    larger packed than the entry; an event with more than 10 destinations (its trace keeps 10) as all 19 values."""
+    row = _order(astuple(ev) + (classes if len(classes) < 2 else sorted(set(classes)), score, severity))
+    dests = row[8]
+    if len(dests) > 10:
+        row = list(row)
+        row[8:9] = dests[:10], len(dests)
+    return row
+
+
 def _row(e) -> tuple | list | dict:
-    """A packed entry: the values of :func:`trace_entry` in field order, taken from an engine item
-    ``(event, score, severity, dest_classes)`` by two C getters (about half the cost of a Python list of
-    19 attributes) and without ``destination_count`` (read back as the length of ``destinations``: 18
-    values), so no larger packed than before; an event with more than 10 destinations (its trace keeps
-    10) as all 19 values; a dict of exactly the trace fields as its values, any other dict whole."""
+    """A packed entry: of an engine item ``(event, score, severity, dest_classes)`` as :func:`_item_row` packs it
+    (the score rounded as :func:`trace_entry` rounds it); a dict of exactly the trace fields as its values, any
+    other dict whole."""
     if isinstance(e, tuple):
         ev, score, severity, classes = e
-        row = (*_head(ev), classes if len(classes) < 2 else sorted(set(classes)), *_tail(ev), round(score, 4),
-               severity)
-        return row if len(row[8]) <= 10 else [*trace_entry(e).values()]
+        return _item_row(ev, round(score, 4), severity, classes)
     return [e.get(k) for k in TRACE_FIELDS] if set(e) == _FIELD_SET else e
 
 
@@ -235,12 +239,7 @@ class TraceStore:
         else:
             ring = self._ring(agent_id)
             live = ring.live
-        row = _order(astuple(ev) + (classes if len(classes) < 2 else sorted(set(classes)), score, severity))  # _row's
-        dests = row[8]
-        if len(dests) > 10:  # the trace keeps 10 of them, and their count: all 19 values (see _row)
-            row = list(row)
-            row[8:9] = dests[:10], len(dests)
-        live.append(_encode(row))
+        live.append(_encode(_item_row(ev, score, severity, classes)))
         if len(live) >= CHUNK:
             self._seal(ring)
 
