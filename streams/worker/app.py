@@ -109,7 +109,7 @@ from detector.engine import Engine
 from detector.events import EventError
 from streams.worker.drift_monitor import DriftMonitor
 from streams.worker.flushing import Flusher
-from streams.worker.intake import (LOG_APPEND_TIME, REROUTED_HEADER, MiskeyLog, admit, home_partition)
+from streams.worker.intake import LOG_APPEND_TIME, REROUTED_HEADER, MiskeyLog, admit, home_partition, key_problem
 from streams.worker.null_metrics import NullMetrics
 from streams.worker.ordering import Positions
 from streams.worker.outbox import Outbox, OutboxEntry, reconcile
@@ -546,7 +546,7 @@ class Processor:
                 if home is None:
                     home = home_partition(agent, n_actions)
                 key = agent.encode("utf-8")
-                problem = None if rec.key == key else "no_key" if not rec.key else "wrong_key"  # intake.key_problem
+                problem = key_problem(rec.key, key)
                 if home != p:  # never decided off its agent's home partition: copied there, decided there
                     pub.add(t_actions, home, key, rec.value,
                             [(REROUTED_HEADER, f"{t_actions}/{p}/{rec.offset}".encode())])

@@ -89,22 +89,16 @@ class Flusher:
     # ------------------------------------------------------------------ marking
     def mark(self, agent: str, offset: int | None, now: float) -> None:
         """One more unwritten event of ``agent`` (at ``offset`` of its home partition; None: not an event)."""
-        d = self.dirty.get(agent)
-        if d is None:
-            self.dirty[agent] = [now, 0 if offset is None else 1, offset]
-        elif offset is not None:
-            d[1] += 1
-            if d[2] is None:
-                d[2] = offset
+        self.mark_events(((agent, offset),), now)
 
-    def mark_events(self, events: Iterable[tuple[str, int]], now: float) -> None:
-        """:meth:`mark` of each ``(agent, offset)`` of a batch, in order (without a call per event)."""
+    def mark_events(self, events: Iterable[tuple[str, int | None]], now: float) -> None:
+        """:meth:`mark` of each ``(agent, offset)`` of a batch, in order (one loop, not a call per event)."""
         dirty = self.dirty
         for agent, offset in events:
             d = dirty.get(agent)
             if d is None:
-                dirty[agent] = [now, 1, offset]
-            else:
+                dirty[agent] = [now, 0 if offset is None else 1, offset]
+            elif offset is not None:
                 d[1] += 1
                 if d[2] is None:
                     d[2] = offset

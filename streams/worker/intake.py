@@ -63,11 +63,12 @@ def home_partition(agent_id: str, partitions: int) -> int:
     return (murmur2(agent_id.encode("utf-8")) & 0x7FFFFFFF) % partitions
 
 
-def key_problem(key: bytes | None, agent_id: str) -> str | None:
-    """``None`` when the record's key is the event's ``agent_id``, else ``'no_key'`` or ``'wrong_key'``."""
+def key_problem(key: bytes | None, agent_id: str | bytes) -> str | None:
+    """``None`` when the record's key is the event's ``agent_id`` (or its UTF-8 bytes, when the caller has them
+    already), else ``'no_key'`` or ``'wrong_key'``."""
     if not key:
         return "no_key"
-    return None if key == agent_id.encode("utf-8") else "wrong_key"
+    return None if key == (agent_id if type(agent_id) is bytes else agent_id.encode("utf-8")) else "wrong_key"
 
 
 def reference_time(timestamp: float | None, timestamp_type: int | None, now: float) -> float:

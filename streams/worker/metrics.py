@@ -608,60 +608,8 @@ class Metrics:
     def observe_batch(self, decisions, now: float) -> None:
         """:meth:`observe` for every decision of a batch that is not a duplicate, the latency being ``now``
         less the event's time, and :meth:`duplicate` folded into one increment."""
-        observe = self.observe
-        actions, counted = self._actions.cells, self._decisions.cells
-        score_h, latency_h, volume = self._score, self._latency, self._volume
-        s_counts, s_bounds, l_counts, l_bounds = score_h.counts, score_h.bounds, latency_h.counts, latency_h.bounds
-        window, reasons_of = self._window, self._reasons
-        dups = 0
-        for d in decisions:
-            if d.duplicate:
-                dups += 1
-                continue
-            event = d.event
-            rec = d.record
-            agent = event.agent_id
-            # observe(), inline for the common decision (no alert, no breaker change, no broken manifest clause,
-            # at most one destination class); anything else takes observe() itself
-            if (rec["action_taken"] != "none" or d.transition is not None or d.freeze is not None
-                    or len(d.dest_classes) > 1 or getattr(d, "violations", None) or agent.startswith(DRILL_PREFIX)):
-                observe(event, d, now - event.t)
-                continue
-            sens = event.sensitivity
-            key = (event.action, sens)
-            cell = actions.get(key) or self._actions.cell(key)
-            cell[0] += 1
-            key = (rec["severity"], "none")
-            cell = counted.get(key) or self._decisions.cell(key)
-            cell[0] += 1
-            score = rec["score"]
-            if not 0.0 <= score <= 1.0:  # also catches NaN
-                score = 1.0 if score > 1.0 else 0.0
-            s_counts[bisect_left(s_bounds, score)] += 1
-            score_h.sum += score
-            latency = now - event.t
-            if not latency >= 0.0:
-                latency = 0.0
-            l_counts[bisect_left(l_bounds, latency)] += 1
-            latency_h.sum += latency
-            classes = d.dest_classes
-            if classes:
-                h = self._fanout
-                h.counts[bisect_left(h.bounds, 1)] += 1
-                h.sum += 1
-                c = classes[0]
-                cell = self._dests.cells.get((c,)) or self._dests.cell((c,))
-                cell[0] += 1
-                key = (sens, c)
-            else:
-                key = (sens, "none")
-            cell = volume.cells.get(key) or volume.cell(key)
-            cell[0] += event.records
-            cell[1] += event.bytes
-            if score > window.get(agent, RISK_FLOOR):
-                window[agent] = score
-            if rec["reasons"]:
-                reasons_of[agent] = rec["reasons"]
+        self._count((d.event, d, now - d.event.t) for d in decisions if not d.duplicate)
+        dups = sum(1 for d in decisions if d.duplicate)
         if dups:
             self._duplicates.inc(dups)
 
@@ -674,75 +622,79 @@ class Metrics:
         destination). Raises ``KeyError``/``AttributeError`` if they are
         missing: a wiring bug, not data.
         """
-        rec = decision.record
-        agent = event.agent_id
-        if agent.startswith(DRILL_PREFIX):  # a rehearsal: counted apart, never as an incident
-            self._drill(agent, rec, decision.transition)
-            return
-        sens = event.sensitivity
+        self._count(((event, decision, latency_seconds),))
 
-        key = (event.action, sens)
-        cell = self._actions.cells.get(key) or self._actions.cell(key)
-        cell[0] += 1
+    def _count(self, items) -> None:
+        """:meth:`observe` of each ``(event, decision, latency_seconds)``: one loop for a whole batch, the
+        metrics' cells and histograms looked up once (a call of observe per decision was ~4 % of the batch step)."""
+        actions, counted, volume, dests = self._actions, self._decisions, self._volume, self._dests
+        score_h, latency_h, fanout = self._score, self._latency, self._fanout
+        window, reasons_of = self._window, self._reasons
+        for event, decision, latency in items:
+            rec = decision.record
+            agent = event.agent_id
+            if agent.startswith(DRILL_PREFIX):  # a rehearsal: counted apart, never as an incident
+                self._drill(agent, rec, decision.transition)
+                continue
+            sens = event.sensitivity
 
-        taken = rec["action_taken"]
-        key = (rec["severity"], taken)
-        cell = self._decisions.cells.get(key) or self._decisions.cell(key)
-        cell[0] += 1
+            key = (event.action, sens)
+            cell = actions.cells.get(key) or actions.cell(key)
+            cell[0] += 1
 
-        score = rec["score"]
-        if not 0.0 <= score <= 1.0:  # also catches NaN
-            score = 1.0 if score > 1.0 else 0.0
-        h = self._score
-        h.counts[bisect_left(h.bounds, score)] += 1
-        h.sum += score
+            taken = rec["action_taken"]
+            key = (rec["severity"], taken)
+            cell = counted.cells.get(key) or counted.cell(key)
+            cell[0] += 1
 
-        if not latency_seconds >= 0.0:
-            latency_seconds = 0.0
-        h = self._latency
-        h.counts[bisect_left(h.bounds, latency_seconds)] += 1
-        h.sum += latency_seconds
+            score = rec["score"]
+            if not 0.0 <= score <= 1.0:  # also catches NaN
+                score = 1.0 if score > 1.0 else 0.0
+            score_h.counts[bisect_left(score_h.bounds, score)] += 1
+            score_h.sum += score
 
-        records = event.records
-        nbytes = event.bytes
-        classes = decision.dest_classes
-        n = len(classes)
-        volume = self._volume
-        if n == 0:
-            key = (sens, "none")
-            cell = volume.cells.get(key) or volume.cell(key)
-            cell[0] += records
-            cell[1] += nbytes
-        else:
-            h = self._fanout
-            h.counts[bisect_left(h.bounds, n)] += 1
-            h.sum += n
-            dests = self._dests
-            if n == 1:
-                c = classes[0]
-                cell = dests.cells.get((c,)) or dests.cell((c,))
-                cell[0] += 1
-                key = (sens, c)
+            if not latency >= 0.0:
+                latency = 0.0
+            latency_h.counts[bisect_left(latency_h.bounds, latency)] += 1
+            latency_h.sum += latency
+
+            records = event.records
+            nbytes = event.bytes
+            classes = decision.dest_classes
+            n = len(classes)
+            if n == 0:
+                key = (sens, "none")
                 cell = volume.cells.get(key) or volume.cell(key)
                 cell[0] += records
                 cell[1] += nbytes
             else:
-                self._observe_many(sens, records, nbytes, classes)
+                fanout.counts[bisect_left(fanout.bounds, n)] += 1
+                fanout.sum += n
+                if n == 1:
+                    c = classes[0]
+                    cell = dests.cells.get((c,)) or dests.cell((c,))
+                    cell[0] += 1
+                    key = (sens, c)
+                    cell = volume.cells.get(key) or volume.cell(key)
+                    cell[0] += records
+                    cell[1] += nbytes
+                else:
+                    self._observe_many(sens, records, nbytes, classes)
 
-        violations = getattr(decision, "violations", None)
-        if violations:
-            self.scope_violations("stream", violations)
-        if score > self._window.get(agent, RISK_FLOOR):
-            self._window[agent] = score
-        if rec["reasons"]:
-            self._reasons[agent] = rec["reasons"]
-        if taken != "none":
-            self._alert(rec)
-        if decision.transition is not None:
-            self._transition(agent, decision.transition, decision.freeze)
-        if decision.freeze is not None:
-            sev = rec["severity"]
-            (self._freeze_children.get(sev) or self._freezes.labels(OTHER)).inc()
+            violations = getattr(decision, "violations", None)
+            if violations:
+                self.scope_violations("stream", violations)
+            if score > window.get(agent, RISK_FLOOR):
+                window[agent] = score
+            if rec["reasons"]:
+                reasons_of[agent] = rec["reasons"]
+            if taken != "none":
+                self._alert(rec)
+            if decision.transition is not None:
+                self._transition(agent, decision.transition, decision.freeze)
+            if decision.freeze is not None:
+                sev = rec["severity"]
+                (self._freeze_children.get(sev) or self._freezes.labels(OTHER)).inc()
 
     def _observe_many(self, sens: str, records: int, nbytes: int, classes) -> None:
         dests, volume = self._dests, self._volume

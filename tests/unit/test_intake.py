@@ -30,6 +30,7 @@ def test_a_key_is_right_only_when_it_is_the_agent_id_in_utf8():
     assert key_problem("агент".encode(), "агент") is None
     assert key_problem(None, "a") == key_problem(b"", "a") == "no_key"
     assert key_problem(b"b", "a") == key_problem("cafe\u0301".encode(), "caf\u00e9") == "wrong_key"
+    assert key_problem("агент".encode(), "агент".encode()) is None and key_problem(b"b", b"a") == "wrong_key"
 
 
 def test_the_reference_time_is_the_brokers_append_time_when_the_topic_uses_it():
