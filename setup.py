@@ -7,7 +7,7 @@ it: no fast-math, no fused multiply-add, so the kernels' results equal the refer
 """
 from setuptools import Extension, setup
 
-_FLAGS = ["-O2", "-fno-fast-math", "-ffp-contract=off"]
+_FLAGS = ["-O3", "-fno-fast-math", "-ffp-contract=off"]
 
 setup(ext_modules=[
     Extension("detector._native", ["detector/_native.c"], depends=["detector/_buffers.h"], optional=True,

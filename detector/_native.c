@@ -2942,6 +2942,147 @@ done:
     return res;
 }
 
+/* content_key(values) -> int: engine._py_content_key, a non-zero 16-bit key of everything an event says,
+ *   from its values (msgspec.structs.astuple): the CRC-32 of each value as a tag byte and its bytes (a str:
+ *   1, its UTF-8 length as 4 bytes little-endian, the UTF-8 with surrogates passed; an int of 64 bits: 2, 8
+ *   bytes little-endian two's complement; None: 0; a list of str: 3, its length as 4 bytes, then each str as
+ *   above). None for a value of any other kind (or a larger int): the reference decides. */
+static int
+key_str(PyObject *s, uint32_t *crc)
+{
+    const char *p;
+    Py_ssize_t n;
+    PyObject *tmp;
+    if (utf8_of(s, &p, &n, &tmp) < 0)
+        return -1;
+    unsigned char head[5] = {1, (unsigned char)n, (unsigned char)(n >> 8), (unsigned char)(n >> 16),
+                             (unsigned char)(n >> 24)};
+    *crc = crc_update(crc_update(*crc, (const char *)head, 5), p, n);
+    Py_XDECREF(tmp);
+    return 0;
+}
+
+static PyObject *
+content_key(PyObject *self, PyObject *values)
+{
+    if (!PyTuple_Check(values)) {
+        PyErr_SetString(PyExc_TypeError, "content_key: expected the tuple of an event's values");
+        return NULL;
+    }
+    uint32_t crc = 0;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(values); i++) {
+        PyObject *v = PyTuple_GET_ITEM(values, i);
+        if (v == Py_None) {
+            crc = crc_update(crc, "\0", 1);
+        } else if (PyUnicode_CheckExact(v)) {
+            if (key_str(v, &crc) < 0)
+                return NULL;
+        } else if (PyLong_CheckExact(v)) {
+            int overflow;
+            long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
+            if (overflow)
+                Py_RETURN_NONE;
+            if (x == -1 && PyErr_Occurred())
+                return NULL;
+            unsigned long long u = (unsigned long long)x;
+            unsigned char b[9] = {2};
+            for (int k = 0; k < 8; k++)
+                b[1 + k] = (unsigned char)(u >> (8 * k));
+            crc = crc_update(crc, (const char *)b, 9);
+        } else if (PyList_CheckExact(v)) {
+            Py_ssize_t n = PyList_GET_SIZE(v);
+            for (Py_ssize_t j = 0; j < n; j++)
+                if (!PyUnicode_CheckExact(PyList_GET_ITEM(v, j)))
+                    Py_RETURN_NONE;
+            unsigned char head[5] = {3, (unsigned char)n, (unsigned char)(n >> 8), (unsigned char)(n >> 16),
+                                     (unsigned char)(n >> 24)};
+            crc = crc_update(crc, (const char *)head, 5);
+            for (Py_ssize_t j = 0; j < n; j++)
+                if (key_str(PyList_GET_ITEM(v, j), &crc) < 0)
+                    return NULL;
+        } else {
+            Py_RETURN_NONE;
+        }
+    }
+    return PyLong_FromUnsignedLong((crc & 0xFFFFu) | 1u);
+}
+
+/* trace_row(values, order, classes, score, severity) -> tuple: trace._py_trace_row, the packed trace entry of
+ *   a decided action: ``values + (classes, score, severity)`` taken in ``order`` (a tuple of indices into
+ *   that), the classes as they are when fewer than two, else sorted(set(classes)). None when the row is not
+ *   the usual one (more than 10 destinations, at ``order``'s index 8: the reference packs it). */
+static PyObject *
+trace_row(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (fc_count("trace_row", nargs, 5, 5) < 0)
+        return NULL;
+    PyObject *values = args[0], *order = args[1], *classes = args[2];
+    if (!PyTuple_Check(values) || !PyTuple_Check(order)) {
+        PyErr_SetString(PyExc_TypeError, "trace_row: values and order must be tuples");
+        return NULL;
+    }
+    Py_ssize_t nv = PyTuple_GET_SIZE(values), m = PyTuple_GET_SIZE(order);
+    Py_ssize_t len = PyObject_Length(classes);
+    if (len < 0)
+        return NULL;
+    PyObject *cls;
+    if (len < 2) {
+        Py_INCREF(classes);
+        cls = classes;
+    } else {
+        PyObject *set = PySet_New(classes);
+        if (set == NULL)
+            return NULL;
+        cls = PySequence_List(set);
+        Py_DECREF(set);
+        if (cls == NULL)
+            return NULL;
+        if (PyList_Sort(cls) < 0) {
+            Py_DECREF(cls);
+            return NULL;
+        }
+    }
+    PyObject *row = PyTuple_New(m);
+    if (row == NULL) {
+        Py_DECREF(cls);
+        return NULL;
+    }
+    for (Py_ssize_t k = 0; k < m; k++) {
+        Py_ssize_t i = PyLong_AsSsize_t(PyTuple_GET_ITEM(order, k));
+        if (i == -1 && PyErr_Occurred())
+            goto fail;
+        PyObject *v;
+        if (i >= 0 && i < nv)
+            v = PyTuple_GET_ITEM(values, i);
+        else if (i == nv)
+            v = cls;
+        else if (i == nv + 1)
+            v = args[3];
+        else if (i == nv + 2)
+            v = args[4];
+        else {
+            PyErr_SetString(PyExc_IndexError, "trace_row: an index of order is out of range");
+            goto fail;
+        }
+        Py_INCREF(v);
+        PyTuple_SET_ITEM(row, k, v);
+    }
+    Py_DECREF(cls);
+    if (m > 8) {
+        PyObject *dests = PyTuple_GET_ITEM(row, 8);
+        Py_ssize_t nd = PyList_CheckExact(dests) ? PyList_GET_SIZE(dests) : -1;
+        if (nd < 0 || nd > 10) {
+            Py_DECREF(row);
+            Py_RETURN_NONE;
+        }
+    }
+    return row;
+fail:
+    Py_DECREF(cls);
+    Py_DECREF(row);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"log_deviations", log_deviations, METH_VARARGS,
      "log_deviations(x, loc, scale, floors) -> (xl, z): log1p of a row and its robust deviations."},
@@ -2977,6 +3118,10 @@ static PyMethodDef methods[] = {
      " -> (r, raw, top)."},
     {"kind_learn", (PyCFunction)(void (*)(void))kind_learn, METH_FASTCALL,
      "kind_learn(kinds, kind, xl, t, kind_features, kind_floors, z95, up, down, alpha_min) -> bool."},
+    {"content_key", content_key, METH_O,
+     "content_key(values) -> int: engine._py_content_key of an event's values, or None for the reference."},
+    {"trace_row", (PyCFunction)(void (*)(void))trace_row, METH_FASTCALL,
+     "trace_row(values, order, classes, score, severity) -> trace._py_trace_row's tuple, or None for the reference."},
     {"remember", (PyCFunction)(void (*)(void))remember, METH_FASTCALL,
      "remember(seen, content, pos, h, hc) -> 0 new | 1 reused id | 2 duplicate (engine._py_remember)."},
     {NULL, NULL, 0, NULL},

@@ -26,6 +26,7 @@ from typing import Iterable, NamedTuple
 
 import msgspec
 import numpy as np
+from msgspec.structs import astuple
 
 from detector import breaker as brk
 from detector.baseline import _FLOORS, _KIND_FEATURES, KIND_MIN, Z95, Baseline, KindProfiles, Prior
@@ -57,7 +58,7 @@ __all__ = ["Engine", "Decision", "AgentState", "ONLINE_MODEL_VERSION"]
 
 ONLINE_MODEL_VERSION = "online-only"
 _DEDUPE = 32
-_STATE_VERSION = 5
+_STATE_VERSION = 6
 _encode = msgspec.msgpack.Encoder().encode
 _RAW_PARTS = msgspec.msgpack.Decoder(list[msgspec.Raw]).decode  # a state's parts, undecoded
 #: an agent whose profile is worth fewer observations than this is young (see the breaker's solo_trip)
@@ -296,8 +297,45 @@ _new_row = array("d", bytes(8 * N_FEATURES)).__copy__
 
 def content_key(ev: ActionEvent) -> int:
     """A non-zero 16-bit key of everything an event says, to tell a redelivered event (same id, same
-    content) from an id reused for another action (one reuse in 65,535 passes as a redelivery)."""
-    return (crc32(_encode(ev)) & 0xFFFF) | 1
+    content) from an id reused for another action (one reuse in 65,535 passes as a redelivery): of its values
+    (msgspec's ``astuple``), ``detector._native.content_key`` or :func:`_py_content_key`."""
+    values = astuple(ev)
+    key = _content_key(values) if _content_key is not None else None
+    return key if key is not None else _py_content_key(values)
+
+
+def _key_str(s: str, crc: int) -> int:
+    b = s.encode("utf-8", "surrogatepass")
+    return crc32(b, crc32(b"\x01" + (len(b) & 0xFFFFFFFF).to_bytes(4, "little"), crc))
+
+
+def _py_content_key(values: tuple) -> int:
+    """The reference of ``detector._native.content_key``: the CRC-32 of each of an event's values as a tag byte
+    and its bytes (None: 0; a str: 1, the length of its UTF-8 in 4 bytes little-endian, the UTF-8 with surrogates
+    passed; an int of 64 bits: 2, 8 bytes little-endian two's complement; a list of str: 3, its length in 4 bytes,
+    each str as above; a larger int: 5, its decimal digits; anything else: 4, its msgpack), its low 16 bits
+    made odd. (Before state version 6 the key was the CRC-32 of the event's msgpack, whose encoding cost more than
+    the rest of the dedupe: a ring of that version is read with its content keys unknown.)"""
+    crc = 0
+    for v in values:
+        if v is None:
+            crc = crc32(b"\x00", crc)
+        elif type(v) is str:
+            crc = _key_str(v, crc)
+        elif type(v) is int and -(1 << 63) <= v < (1 << 63):
+            crc = crc32(b"\x02" + v.to_bytes(8, "little", signed=True), crc)
+        elif type(v) is list and all(type(x) is str for x in v):
+            crc = crc32(b"\x03" + (len(v) & 0xFFFFFFFF).to_bytes(4, "little"), crc)
+            for x in v:
+                crc = _key_str(x, crc)
+        elif type(v) is int:
+            crc = crc32(b"\x05" + str(v).encode(), crc)
+        else:
+            crc = crc32(b"\x04" + _encode(v), crc)
+    return (crc & 0xFFFF) | 1
+
+
+_content_key = getattr(_kernels, "content_key", None)
 
 
 class AgentState:
@@ -347,9 +385,10 @@ class AgentState:
 
     @classmethod
     def load(cls, blob: bytes, hours: tuple[float, ...] | None = None) -> "AgentState":
-        """The state :meth:`dump` wrote (this version; version 4, without destination habits; version 3,
-        without pending novelty, verdict caps and kind profiles; or version 1 whose dedupe ring kept no content keys: an id from that ring counts
-        as a true duplicate, and which kept no usage)."""
+        """The state :meth:`dump` wrote (this version; version 5, whose dedupe ring's content keys were of another
+        encoding: read as unknown, so an id from that ring counts as a true duplicate; version 4, without
+        destination habits; version 3, without pending novelty, verdict caps and kind profiles; or version 1
+        whose dedupe ring kept no content keys, read as version 5's, and which kept no usage)."""
         parts = msgspec.msgpack.decode(blob)
         ver = parts[0] if isinstance(parts, list) and parts else None
         usage = None
@@ -361,8 +400,10 @@ class AgentState:
             ver, op, f, b, br, seen, pos, content, usage = parts
         elif ver == 4 and len(parts) == 12:
             ver, op, f, b, br, seen, pos, content, usage, pending, caps, kinds = parts
-        elif ver == _STATE_VERSION and len(parts) == 15:
+        elif ver in (5, _STATE_VERSION) and len(parts) == 15:
             ver, op, f, b, br, seen, pos, content, usage, pending, caps, kinds, habits, long_task, _ = parts
+            if ver == 5:  # content keys of the msgpack encoding (see _py_content_key): unknown now
+                content = bytes(2 * _DEDUPE)
         else:
             raise ValueError(f"agent state version {ver} is not {_STATE_VERSION}")
         s = cls.__new__(cls)
@@ -409,7 +450,7 @@ class AgentState:
         try:
             parts = _RAW_PARTS(blob)
             ver = msgspec.msgpack.decode(parts[0]) if parts else None
-            if (ver, len(parts)) not in ((1, 7), (3, 9), (4, 12), (_STATE_VERSION, 15)):
+            if (ver, len(parts)) not in ((1, 7), (3, 9), (4, 12), (5, 15), (_STATE_VERSION, 15)):
                 raise ValueError(f"agent state version {ver} is not {_STATE_VERSION}")
             return brk.BreakerState.from_tuple(msgspec.msgpack.decode(parts[4]))
         except (msgspec.DecodeError, TypeError) as err:
@@ -542,10 +583,10 @@ class Engine:
         th = policy.thresholds
         agents = self.agents
         out: list[Decision] = []
-        pending: list[tuple[Decision, AgentState, _Reading]] = []
+        pending: list[tuple[Decision, AgentState, _Reading, tuple]] = []
         approvals = self.approvals
         book = self.manifests
-        remember, encode = _remember, _encode
+        remember, ckey = _remember, _content_key
         zrows = bytearray() if self.model is not None else None  # the model's rows, filled by _read
         for ev in events:
             refused = None
@@ -558,7 +599,9 @@ class Engine:
                 st = agents[ev.agent_id] = AgentState(self._prior(ev.agent_id, ev.operator_id, ev.tool),
                                                       ev.operator_id)
             pos = st.seen_pos
-            seen = remember(st.seen, st.seen_content, pos, ev.event_id, (crc32(encode(ev)) & 0xFFFF) | 1)  # content_key
+            values = astuple(ev)  # content_key's, and the trace's
+            hc = ckey(values) if ckey is not None else None
+            seen = remember(st.seen, st.seen_content, pos, ev.event_id, hc if hc is not None else _py_content_key(values))
             if seen == 2:
                 out.append(Decision(ev, approval_refused=refused, duplicate=True))
                 continue
@@ -569,7 +612,7 @@ class Engine:
             d = Decision(ev, approval_refused=refused, reused_id=seen == 1, violations=reading.violations,
                          dest_classes=obs.dest_classes, z=reading.z, x=obs.x)
             out.append(d)
-            pending.append((d, st, reading))
+            pending.append((d, st, reading, values))
         if not pending:
             return out
         # the model scores the whole batch in one call (row by row, so batching changes no number)
@@ -580,10 +623,10 @@ class Engine:
         else:
             p_comb = None
         episodes = self.episodes
-        severity_of, step, trace = th.severity, brk.step, self.traces.add
+        severity_of, step, trace = th.severity, brk.step, self.traces.add_values
         version = self._version
         bounds = _bounds(th)
-        for k, (d, st, (obs, _, z, r, loc, p_stat, p_harm, xl)) in enumerate(pending):
+        for k, (d, st, (obs, _, z, r, loc, p_stat, p_harm, xl), values) in enumerate(pending):
             ev = d.event
             pc = None if p_comb is None else p_comb[k]
             got = _scored(p_stat, pc, p_harm, bounds) if _scored is not None else None
@@ -656,7 +699,7 @@ class Engine:
                 "severity": severity, "reasons": reasons, "action_taken": action, "breaker_state": b.state,
                 "model_version": version,
             }
-            trace(ev.agent_id, ev, score4, severity, obs.dest_classes)
+            trace(ev.agent_id, values, score4, severity, obs.dest_classes)
             if action == "freeze":
                 lead = reasons[0]["detail"] if reasons else f"risk budget exhausted (score {score:.2f})"
                 d.freeze = {"command": "freeze", "agent_id": ev.agent_id, "incident_id": b.incident_id,

@@ -42,6 +42,7 @@ import msgspec
 from msgspec.structs import astuple, fields
 
 from detector.events import ActionEvent
+from detector.native import kernels as _kernels
 
 __all__ = ["TraceStore", "trace_entry", "TRACE_FIELDS", "CHUNK", "UNPACKED_BYTES"]
 
@@ -83,17 +84,35 @@ def trace_entry(item) -> dict:
     }
 
 
-#: an event's fields (msgspec's astuple, one C call), then the classes, score and severity -> a packed entry's 18
+#: an event's values (msgspec's astuple, one C call), then the classes, score and severity -> a packed entry's 18
 #: values in trace order
 _ITEM = [f.name for f in fields(ActionEvent)] + ["destination_classes", "score", "severity"]
-_order = itemgetter(*[_ITEM.index(k) for k in TRACE_FIELDS if k != "destination_count"])
+_ORDER = tuple(_ITEM.index(k) for k in TRACE_FIELDS if k != "destination_count")
+_order = itemgetter(*_ORDER)
+_kernel = getattr(_kernels, "trace_row", None)
 
 
 def _item_row(ev, score: float, severity: str, classes) -> tuple | list:
-    """The packed entry of a decided action whose ``score`` is rounded already: the values of :func:`trace_entry`
-    in field order without ``destination_count`` (read back as the length of ``destinations``: 18 values), so no
-    larger packed than the entry; an event with more than 10 destinations (its trace keeps 10) as all 19 values."""
-    row = _order(astuple(ev) + (classes if len(classes) < 2 else sorted(set(classes)), score, severity))
+    """The packed entry of a decided action whose ``score`` is rounded already: :func:`_values_row` of its values."""
+    return _values_row(astuple(ev), score, severity, classes)
+
+
+def _values_row(values: tuple, score: float, severity: str, classes) -> tuple | list:
+    """The packed entry of a decided action from its event's ``values`` (msgspec's ``astuple``): the values of
+    :func:`trace_entry` in field order without ``destination_count`` (read back as the length of ``destinations``:
+    18 values), so no larger packed than the entry; an event with more than 10 destinations (its trace keeps 10)
+    as all 19 values. ``detector._native.trace_row`` when built; :func:`_py_values_row` otherwise, and for what it
+    leaves to it."""
+    if _kernel is not None:
+        row = _kernel(values, _ORDER, classes, score, severity)
+        if row is not None:
+            return row
+    return _py_values_row(values, score, severity, classes)
+
+
+def _py_values_row(values: tuple, score: float, severity: str, classes) -> tuple | list:
+    """The reference of ``detector._native.trace_row``."""
+    row = _order(values + (classes if len(classes) < 2 else sorted(set(classes)), score, severity))
     dests = row[8]
     if len(dests) > 10:
         row = list(row)
@@ -229,9 +248,14 @@ class TraceStore:
             self._seal(ring)
 
     def add(self, agent_id: str, ev, score: float, severity: str, classes) -> None:
-        """Keep one decided action, its ``score`` already rounded to 4 places and kept as given: the engine's
-        call, with its decision record's score (``round`` costs ~250 ns: once per action, not twice). The
-        entry's values are kept encoded (see :func:`_row`); the event itself is not kept alive."""
+        """Keep one decided action, its ``score`` already rounded to 4 places and kept as given (``round`` costs
+        ~250 ns: once per action, not twice). The entry's values are kept encoded (see :func:`_row`); the event
+        itself is not kept alive."""
+        self.add_values(agent_id, astuple(ev), score, severity, classes)
+
+    def add_values(self, agent_id: str, values: tuple, score: float, severity: str, classes) -> None:
+        """:meth:`add` of an event's ``values`` (msgspec's ``astuple``): the engine's call, with its decision
+        record's score and the values it took the event's content key from."""
         ring = self._rings.get(agent_id)
         if type(ring) is _Ring and ring.live is not None:  # an agent that acted since its last block: most
             self._rings.move_to_end(agent_id)
@@ -239,7 +263,8 @@ class TraceStore:
         else:
             ring = self._ring(agent_id)
             live = ring.live
-        live.append(_encode(_item_row(ev, score, severity, classes)))
+        row = _kernel(values, _ORDER, classes, score, severity) if _kernel is not None else None
+        live.append(_encode(row if row is not None else _py_values_row(values, score, severity, classes)))
         if len(live) >= CHUNK:
             self._seal(ring)
 

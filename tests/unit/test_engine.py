@@ -512,3 +512,28 @@ def test_the_duplicate_ring_keeps_each_events_content_key():
     st_ = eng.agents["a"]
     assert list(st_.seen_content[:5]) == [content_key(e) for e in evs] and len(st_.seen_content) == _DEDUPE
     assert all(k & 1 for k in st_.seen_content[:5])
+
+
+def test_a_version_5_state_reads_its_content_keys_as_unknown_so_a_redelivery_stays_a_duplicate():
+    """Version 5 kept the CRC-32 of an event's msgpack as its content key; version 6 keys its values
+    (_py_content_key). A ring written before must not make a redelivered event look like a reused id."""
+    from array import array
+
+    import msgspec
+
+    from detector.engine import _DEDUPE, _STATE_VERSION, AgentState
+
+    eng = Engine()
+    ev = decode_event({"event_id": "e1", "ts": "2026-03-02T09:00:00Z", "agent_id": "a", "operator_id": "o",
+                       "tool": "t", "action": "read", "resource": "r://x", "sensitivity": "internal"})
+    eng.process_batch([ev])
+    parts = msgspec.msgpack.decode(eng.dump_agent("a"))
+    assert parts[0] == _STATE_VERSION == 6
+    old_content = array("H", [0xBEEF | 1] + [0] * (_DEDUPE - 1)).tobytes()  # not the key version 6 would write
+    v5 = msgspec.msgpack.encode([5, *parts[1:7], old_content, *parts[8:]])
+    for blob, duplicate in ((v5, True), (msgspec.msgpack.encode([6, *parts[1:7], old_content, *parts[8:]]), False)):
+        again = Engine()
+        again.load_agent("a", blob)
+        [d] = again.process_batch([ev])
+        assert d.duplicate is duplicate and d.reused_id is not duplicate
+    assert AgentState.breaker_of(v5).to_tuple() == eng.agents["a"].breaker.to_tuple()

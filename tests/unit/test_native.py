@@ -971,3 +971,63 @@ def test_whether_a_family_is_a_habit_the_kernel_answers_as_the_reference(start, 
         assert got is h._py_habitual(family) and h.habitual(family) is got
     finally:
         habits.MIN_SENDS, habits.MIN_SHARE = old
+
+
+# ------------------------------------------------------------------------- an event's content key
+
+_value = (st.none() | st.text(max_size=12) | st.sampled_from(("lone\ud800", "ünï", ""))
+          | st.integers(-(2**64), 2**64) | st.booleans() | st.floats(allow_nan=False)
+          | st.lists(st.text(max_size=6) | st.sampled_from(("x\udfff",)), max_size=4)
+          | st.lists(st.integers(0, 3), min_size=1, max_size=2))
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_value, max_size=20).map(tuple))
+def test_the_content_key_of_any_values_equals_the_reference(values):
+    """The kernel takes None, str, 64-bit ints and lists of str, and leaves anything else to the reference
+    (None); what it answers is the reference's key."""
+    from detector.engine import _py_content_key
+
+    got = _native.content_key(values)
+    want = _py_content_key(values)
+    assert 1 <= want <= 0xFFFF and want % 2 == 1
+    assert got is None or got == want
+    plain = all(v is None or type(v) is str or type(v) is int and -(2**63) <= v < 2**63
+                or type(v) is list and all(type(x) is str for x in v) for v in values)
+    assert (got is not None) == plain
+
+
+def test_the_content_key_tells_apart_what_a_field_boundary_or_a_type_would_blur():
+    from detector.engine import _py_content_key
+
+    for fn in (_native.content_key, _py_content_key):
+        keys = {fn(v) for v in [("ab", "c"), ("a", "bc"), ("1",), (1,), (None,), ("",), ([],), ([""],),
+                                (["a", "b"],), (["ab"],), (0,), (-1,)]}
+        assert len(keys) == 12  # 16-bit keys: these twelve happen not to collide, and must stay distinct
+    with pytest.raises(TypeError):
+        _native.content_key(["not", "a", "tuple"])
+
+
+# ------------------------------------------------------------------------- the trace's packed rows
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(["https://x.example/a", "mail:b@corp", "s3://b/k"]), max_size=13),
+       st.lists(st.sampled_from(["external", "internal", "partner", "untrusted"]), max_size=4),
+       st.booleans(), st.floats(allow_nan=False), st.sampled_from(["ok", "low", "high"]))
+def test_a_trace_row_equals_the_reference(dests, classes, as_tuple, score, severity):
+    from detector.events import decode_event
+    from detector.trace import _ORDER, _py_values_row
+    from msgspec.structs import astuple
+
+    ev = decode_event({"event_id": "e", "ts": "2026-03-02T09:00:00Z", "agent_id": "a", "operator_id": "o",
+                       "tool": "t", "action": "send", "resource": "r://x", "sensitivity": "internal",
+                       "destinations": dests, "task_id": "T"})
+    cls = tuple(classes) if as_tuple else list(classes)
+    values = astuple(ev)
+    got = _native.trace_row(values, _ORDER, cls, score, severity)
+    want = _py_values_row(values, score, severity, cls)
+    assert (got is None) == (len(dests) > 10)
+    if got is not None:
+        assert type(got) is tuple and got == tuple(want) and len(got) == 18
+    with pytest.raises(IndexError):
+        _native.trace_row(values, (len(values) + 3,), cls, score, severity)
