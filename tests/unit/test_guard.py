@@ -157,19 +157,26 @@ def test_a_kafka_guard_holds_every_agent_until_it_has_read_the_log():
     assert not g.may_proceed("agent-a")
 
 
-def test_may_proceed_answers_in_well_under_a_microsecond_on_average():
+def test_may_proceed_is_one_hash_lookup_whatever_the_number_of_frozen_agents():
+    """A runtime asks before every tool call: the answer is one lookup in the frozen set (no scan of it, no
+    copy), so it costs the same with 10,000 agents frozen as with one. (Its cost, ~0.1 us, is printed by
+    ``python bench/bench_guard.py``; tests do not time it.)"""
     g = FreezeGuard()
     for i in range(10_000):
         g.apply(command("freeze", f"agent-{i}"))
-    ask = g.may_proceed
-    n = 200_000
-    best = float("inf")
-    for _ in range(3):  # best of three: a noisy neighbour should not fail the test
-        t0 = time.perf_counter()
-        for i in range(n):
-            ask("agent-x")
-        best = min(best, (time.perf_counter() - t0) / n)
-    assert best < 2e-6, f"{best * 1e9:.0f} ns per call"
+    asked = []
+
+    class Watched(type(g._frozen)):
+        def __contains__(self, key):
+            asked.append(key)
+            return super().__contains__(key)
+
+        def __iter__(self):
+            raise AssertionError("may_proceed iterated over the frozen agents")
+
+    g._frozen = Watched(g._frozen)
+    assert g.may_proceed("agent-x") and not g.may_proceed("agent-7")
+    assert asked == ["agent-x", "agent-7"]
 
 
 # ---------------------------------------------------------------------- signed commands, poison, failing closed
