@@ -2947,8 +2947,31 @@ done:
  *   1, its UTF-8 length as 4 bytes little-endian, the UTF-8 with surrogates passed; an int of 64 bits: 2, 8
  *   bytes little-endian two's complement; None: 0; a list of str: 3, its length as 4 bytes, then each str as
  *   above). None for a value of any other kind (or a larger int): the reference decides. */
+/* the bytes content_key hashes, gathered so the CRC runs over long stretches (one call per 1 KiB, not two per
+ * value: the CRC of the concatenation is the same) */
+typedef struct {
+    uint32_t crc;
+    Py_ssize_t n;
+    char buf[1024];
+} KeyBuf;
+
+static void
+key_put(KeyBuf *k, const char *p, Py_ssize_t n)
+{
+    if (k->n + n > (Py_ssize_t)sizeof k->buf) {
+        k->crc = crc_update(k->crc, k->buf, k->n);
+        k->n = 0;
+        if (n > (Py_ssize_t)sizeof k->buf) {
+            k->crc = crc_update(k->crc, p, n);
+            return;
+        }
+    }
+    memcpy(k->buf + k->n, p, n);
+    k->n += n;
+}
+
 static int
-key_str(PyObject *s, uint32_t *crc)
+key_str(PyObject *s, KeyBuf *k)
 {
     const char *p;
     Py_ssize_t n;
@@ -2957,7 +2980,8 @@ key_str(PyObject *s, uint32_t *crc)
         return -1;
     unsigned char head[5] = {1, (unsigned char)n, (unsigned char)(n >> 8), (unsigned char)(n >> 16),
                              (unsigned char)(n >> 24)};
-    *crc = crc_update(crc_update(*crc, (const char *)head, 5), p, n);
+    key_put(k, (const char *)head, 5);
+    key_put(k, p, n);
     Py_XDECREF(tmp);
     return 0;
 }
@@ -2969,13 +2993,15 @@ content_key(PyObject *self, PyObject *values)
         PyErr_SetString(PyExc_TypeError, "content_key: expected the tuple of an event's values");
         return NULL;
     }
-    uint32_t crc = 0;
+    KeyBuf k;
+    k.crc = 0;
+    k.n = 0;
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(values); i++) {
         PyObject *v = PyTuple_GET_ITEM(values, i);
         if (v == Py_None) {
-            crc = crc_update(crc, "\0", 1);
+            key_put(&k, "\0", 1);
         } else if (PyUnicode_CheckExact(v)) {
-            if (key_str(v, &crc) < 0)
+            if (key_str(v, &k) < 0)
                 return NULL;
         } else if (PyLong_CheckExact(v)) {
             int overflow;
@@ -2986,9 +3012,9 @@ content_key(PyObject *self, PyObject *values)
                 return NULL;
             unsigned long long u = (unsigned long long)x;
             unsigned char b[9] = {2};
-            for (int k = 0; k < 8; k++)
-                b[1 + k] = (unsigned char)(u >> (8 * k));
-            crc = crc_update(crc, (const char *)b, 9);
+            for (int j = 0; j < 8; j++)
+                b[1 + j] = (unsigned char)(u >> (8 * j));
+            key_put(&k, (const char *)b, 9);
         } else if (PyList_CheckExact(v)) {
             Py_ssize_t n = PyList_GET_SIZE(v);
             for (Py_ssize_t j = 0; j < n; j++)
@@ -2996,14 +3022,15 @@ content_key(PyObject *self, PyObject *values)
                     Py_RETURN_NONE;
             unsigned char head[5] = {3, (unsigned char)n, (unsigned char)(n >> 8), (unsigned char)(n >> 16),
                                      (unsigned char)(n >> 24)};
-            crc = crc_update(crc, (const char *)head, 5);
+            key_put(&k, (const char *)head, 5);
             for (Py_ssize_t j = 0; j < n; j++)
-                if (key_str(PyList_GET_ITEM(v, j), &crc) < 0)
+                if (key_str(PyList_GET_ITEM(v, j), &k) < 0)
                     return NULL;
         } else {
             Py_RETURN_NONE;
         }
     }
+    uint32_t crc = crc_update(k.crc, k.buf, k.n);
     return PyLong_FromUnsignedLong((crc & 0xFFFFu) | 1u);
 }
 
