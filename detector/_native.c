@@ -2970,6 +2970,15 @@ key_put(KeyBuf *k, const char *p, Py_ssize_t n)
     k->n += n;
 }
 
+/* a value's tag byte, then a length in 4 bytes little-endian */
+static void
+key_head(KeyBuf *k, unsigned char tag, Py_ssize_t n)
+{
+    unsigned char head[5] = {tag, (unsigned char)n, (unsigned char)(n >> 8), (unsigned char)(n >> 16),
+                             (unsigned char)(n >> 24)};
+    key_put(k, (const char *)head, 5);
+}
+
 static int
 key_str(PyObject *s, KeyBuf *k)
 {
@@ -2978,9 +2987,7 @@ key_str(PyObject *s, KeyBuf *k)
     PyObject *tmp;
     if (utf8_of(s, &p, &n, &tmp) < 0)
         return -1;
-    unsigned char head[5] = {1, (unsigned char)n, (unsigned char)(n >> 8), (unsigned char)(n >> 16),
-                             (unsigned char)(n >> 24)};
-    key_put(k, (const char *)head, 5);
+    key_head(k, 1, n);
     key_put(k, p, n);
     Py_XDECREF(tmp);
     return 0;
@@ -3020,9 +3027,7 @@ content_key(PyObject *self, PyObject *values)
             for (Py_ssize_t j = 0; j < n; j++)
                 if (!PyUnicode_CheckExact(PyList_GET_ITEM(v, j)))
                     Py_RETURN_NONE;
-            unsigned char head[5] = {3, (unsigned char)n, (unsigned char)(n >> 8), (unsigned char)(n >> 16),
-                                     (unsigned char)(n >> 24)};
-            key_put(&k, (const char *)head, 5);
+            key_head(&k, 3, n);
             for (Py_ssize_t j = 0; j < n; j++)
                 if (key_str(PyList_GET_ITEM(v, j), &k) < 0)
                     return NULL;
