@@ -314,8 +314,9 @@ def _py_content_key(values: tuple) -> int:
     and its bytes (None: 0; a str: 1, the length of its UTF-8 in 4 bytes little-endian, the UTF-8 with surrogates
     passed; an int of 64 bits: 2, 8 bytes little-endian two's complement; a list of str: 3, its length in 4 bytes,
     each str as above; a larger int: 5, its decimal digits; anything else: 4, its msgpack), its low 16 bits
-    made odd. (Before state version 6 the key was the CRC-32 of the event's msgpack, whose encoding cost more than
-    the rest of the dedupe: a ring of that version is read with its content keys unknown.)"""
+    made odd. (Before state version 6 the key was the CRC-32 of the event's msgpack (:func:`_legacy_content_key`),
+    whose encoding cost more than the rest of the dedupe: a ring of that version is checked against both keys until
+    it has turned once.)"""
     crc = 0
     for v in values:
         if v is None:
@@ -338,11 +339,26 @@ def _py_content_key(values: tuple) -> int:
 _content_key = getattr(_kernels, "content_key", None)
 
 
+def _legacy_content_key(ev: ActionEvent) -> int:
+    """The content key of state versions 1-5: of the event's msgpack (see :func:`_py_content_key`)."""
+    return (crc32(_encode(ev)) & 0xFFFF) | 1
+
+
+def _remember_either(seen: array, content: array, pos: int, h: int | str, hc: int, hc_legacy: int) -> int:
+    """:func:`_py_remember` of a ring that may still hold content keys of either encoding: the same id with the
+    legacy key ``hc_legacy`` is a true duplicate too (a redelivery of an event decided before the upgrade; nothing
+    is written); otherwise the ring answers for ``hc`` and keeps it."""
+    key = dedupe_key(h) if isinstance(h, str) else h
+    if any(seen[k] == key and content[k] == hc_legacy for k in range(len(seen))):
+        return 2
+    return _py_remember(seen, content, pos, key, hc)
+
+
 class AgentState:
     """Everything the engine keeps per agent (the trace aside). Bounded."""
 
     __slots__ = ("features", "baseline", "breaker", "seen", "seen_content", "seen_pos", "operator_id", "usage",
-                 "pending", "caps", "kinds", "habits", "long_task")
+                 "pending", "caps", "kinds", "habits", "long_task", "legacy_keys")
 
     def __init__(self, prior: Prior, operator_id: str) -> None:
         self.features = FeatureState()
@@ -355,6 +371,8 @@ class AgentState:
         self.seen = array("I", bytes(4 * _DEDUPE))
         self.seen_content = array("H", bytes(2 * _DEDUPE))
         self.seen_pos = 0
+        #: how many of the ring's content keys may still be of state version 5's encoding (_legacy_content_key)
+        self.legacy_keys = 0
         self.operator_id = operator_id
         #: records and bytes sent out per hour and day (intended-use ceilings; kept for every agent, so a
         #: manifest published later sees what the agent already sent)
@@ -376,7 +394,9 @@ class AgentState:
     def dump(self, episode: tuple | None = None) -> bytes:
         """The state as bytes (the worker's changelog value), with the agent's open alert episode
         (:meth:`detector.episodes.EpisodeBook.open_state`) when given."""
-        return msgspec.msgpack.encode((_STATE_VERSION, self.operator_id, self.features.to_tuple(),
+        # a ring that may still hold version 5's content keys is written as version 5 (the same parts): read back,
+        # it is checked against both keys again until its last such key is overwritten
+        return msgspec.msgpack.encode((5 if self.legacy_keys else _STATE_VERSION, self.operator_id, self.features.to_tuple(),
                                        self.baseline.to_tuple(), self.breaker.to_tuple(), self.seen.tobytes(),
                                        self.seen_pos, self.seen_content.tobytes(), self.usage.to_tuple(),
                                        self.pending.tobytes(), self.caps.tobytes() if self.caps is not None else None,
@@ -385,10 +405,11 @@ class AgentState:
 
     @classmethod
     def load(cls, blob: bytes, hours: tuple[float, ...] | None = None) -> "AgentState":
-        """The state :meth:`dump` wrote (this version; version 5, whose dedupe ring's content keys were of another
-        encoding: read as unknown, so an id from that ring counts as a true duplicate; version 4, without
-        destination habits; version 3, without pending novelty, verdict caps and kind profiles; or version 1
-        whose dedupe ring kept no content keys, read as version 5's, and which kept no usage)."""
+        """The state :meth:`dump` wrote (this version; version 5, whose dedupe ring's content keys are of another
+        encoding (:func:`_legacy_content_key`: an event is checked against both until the ring has turned once);
+        version 4, without destination habits; version 3, without pending novelty, verdict caps and kind profiles;
+        or version 1 whose dedupe ring kept no content keys (an id from that ring counts as a true duplicate), and
+        which kept no usage)."""
         parts = msgspec.msgpack.decode(blob)
         ver = parts[0] if isinstance(parts, list) and parts else None
         usage = None
@@ -402,8 +423,6 @@ class AgentState:
             ver, op, f, b, br, seen, pos, content, usage, pending, caps, kinds = parts
         elif ver in (5, _STATE_VERSION) and len(parts) == 15:
             ver, op, f, b, br, seen, pos, content, usage, pending, caps, kinds, habits, long_task, _ = parts
-            if ver == 5:  # content keys of the msgpack encoding (see _py_content_key): unknown now
-                content = bytes(2 * _DEDUPE)
         else:
             raise ValueError(f"agent state version {ver} is not {_STATE_VERSION}")
         s = cls.__new__(cls)
@@ -417,6 +436,7 @@ class AgentState:
         if len(s.seen) != _DEDUPE or len(s.seen_content) != _DEDUPE:
             raise ValueError("agent state has the wrong dedupe ring size")
         s.seen_pos = pos
+        s.legacy_keys = _DEDUPE if ver == 5 else 0
         s.usage = Usage.from_tuple(usage) if usage is not None else Usage()
         s.pending = array("d", pending)
         s.caps = array("d", caps) if caps is not None else None
@@ -601,7 +621,13 @@ class Engine:
             pos = st.seen_pos
             values = astuple(ev)  # content_key's, and the trace's
             hc = ckey(values) if ckey is not None else None
-            seen = remember(st.seen, st.seen_content, pos, ev.event_id, hc if hc is not None else _py_content_key(values))
+            if hc is None:
+                hc = _py_content_key(values)
+            if st.legacy_keys:  # a ring from before state version 6: the key it may hold counts too
+                seen = _remember_either(st.seen, st.seen_content, pos, ev.event_id, hc, _legacy_content_key(ev))
+                st.legacy_keys -= 1
+            else:
+                seen = remember(st.seen, st.seen_content, pos, ev.event_id, hc)
             if seen == 2:
                 out.append(Decision(ev, approval_refused=refused, duplicate=True))
                 continue

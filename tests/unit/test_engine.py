@@ -514,26 +514,41 @@ def test_the_duplicate_ring_keeps_each_events_content_key():
     assert all(k & 1 for k in st_.seen_content[:5])
 
 
-def test_a_version_5_state_reads_its_content_keys_as_unknown_so_a_redelivery_stays_a_duplicate():
+def test_a_version_5_ring_tells_a_redelivery_from_a_reused_id_across_the_upgrade():
     """Version 5 kept the CRC-32 of an event's msgpack as its content key; version 6 keys its values
-    (_py_content_key). A ring written before must not make a redelivered event look like a reused id."""
+    (_py_content_key). After the upgrade, an event decided before it and delivered again is still a duplicate,
+    an id reused for another action is still decided (the contract's dedupe), and once the ring has turned the
+    state is written as version 6."""
     from array import array
 
     import msgspec
 
-    from detector.engine import _DEDUPE, _STATE_VERSION, AgentState
+    from detector.engine import _DEDUPE, _STATE_VERSION, AgentState, _legacy_content_key
+
+    def ev(i, **kw):
+        return decode_event({"event_id": f"e{i}", "ts": f"2026-03-02T09:{i:02d}:00Z", "agent_id": "a",
+                             "operator_id": "o", "tool": "t", "action": "read", "resource": "r://x",
+                             "sensitivity": "internal", **kw})
 
     eng = Engine()
-    ev = decode_event({"event_id": "e1", "ts": "2026-03-02T09:00:00Z", "agent_id": "a", "operator_id": "o",
-                       "tool": "t", "action": "read", "resource": "r://x", "sensitivity": "internal"})
-    eng.process_batch([ev])
+    eng.process_batch([ev(1), ev(2)])
     parts = msgspec.msgpack.decode(eng.dump_agent("a"))
     assert parts[0] == _STATE_VERSION == 6
-    old_content = array("H", [0xBEEF | 1] + [0] * (_DEDUPE - 1)).tobytes()  # not the key version 6 would write
-    v5 = msgspec.msgpack.encode([5, *parts[1:7], old_content, *parts[8:]])
-    for blob, duplicate in ((v5, True), (msgspec.msgpack.encode([6, *parts[1:7], old_content, *parts[8:]]), False)):
-        again = Engine()
-        again.load_agent("a", blob)
-        [d] = again.process_batch([ev])
-        assert d.duplicate is duplicate and d.reused_id is not duplicate
+    content = array("H", parts[7])
+    content[0], content[1] = _legacy_content_key(ev(1)), _legacy_content_key(ev(2))  # as version 5 wrote them
+    v5 = msgspec.msgpack.encode([5, *parts[1:7], content.tobytes(), *parts[8:]])
     assert AgentState.breaker_of(v5).to_tuple() == eng.agents["a"].breaker.to_tuple()
+
+    up = Engine()
+    up.load_agent("a", v5)
+    redelivered, reused = up.process_batch([ev(1), ev(2, resource="r://elsewhere")])
+    assert redelivered.duplicate and not reused.duplicate and reused.reused_id
+    assert "reused_event_id" in [r["feature"] for r in reused.record["reasons"]]
+    assert msgspec.msgpack.decode(up.dump_agent("a"))[0] == 5  # the ring may still hold a version-5 key
+    up.process_batch([ev(i) for i in range(3, 3 + _DEDUPE)])
+    assert msgspec.msgpack.decode(up.dump_agent("a"))[0] == 6
+
+    same_as_v6 = Engine()  # the same ring read as version 6: its old keys are other content, so a reuse
+    same_as_v6.load_agent("a", msgspec.msgpack.encode([6, *parts[1:7], content.tobytes(), *parts[8:]]))
+    [d] = same_as_v6.process_batch([ev(1)])
+    assert not d.duplicate and d.reused_id
