@@ -396,7 +396,8 @@ class AgentState:
         (:meth:`detector.episodes.EpisodeBook.open_state`) when given."""
         # a ring that may still hold version 5's content keys is written as version 5 (the same parts): read back,
         # it is checked against both keys again until its last such key is overwritten
-        return msgspec.msgpack.encode((5 if self.legacy_keys else _STATE_VERSION, self.operator_id, self.features.to_tuple(),
+        version = 5 if self.legacy_keys else _STATE_VERSION
+        return msgspec.msgpack.encode((version, self.operator_id, self.features.to_tuple(),
                                        self.baseline.to_tuple(), self.breaker.to_tuple(), self.seen.tobytes(),
                                        self.seen_pos, self.seen_content.tobytes(), self.usage.to_tuple(),
                                        self.pending.tobytes(), self.caps.tobytes() if self.caps is not None else None,
@@ -406,8 +407,9 @@ class AgentState:
     @classmethod
     def load(cls, blob: bytes, hours: tuple[float, ...] | None = None) -> "AgentState":
         """The state :meth:`dump` wrote (this version; version 5, whose dedupe ring's content keys are of another
-        encoding (:func:`_legacy_content_key`: an event is checked against both until the ring has turned once);
-        version 4, without destination habits; version 3, without pending novelty, verdict caps and kind profiles;
+        encoding (:func:`_legacy_content_key`: an event is checked against both until the ring has turned once, as
+        for versions 3 and 4); version 4, without destination habits; version 3, without pending novelty, verdict
+        caps and kind profiles;
         or version 1 whose dedupe ring kept no content keys (an id from that ring counts as a true duplicate), and
         which kept no usage)."""
         parts = msgspec.msgpack.decode(blob)
@@ -436,7 +438,7 @@ class AgentState:
         if len(s.seen) != _DEDUPE or len(s.seen_content) != _DEDUPE:
             raise ValueError("agent state has the wrong dedupe ring size")
         s.seen_pos = pos
-        s.legacy_keys = _DEDUPE if ver == 5 else 0
+        s.legacy_keys = _DEDUPE if ver in (3, 4, 5) else 0  # keys of the msgpack encoding (version 1: none)
         s.usage = Usage.from_tuple(usage) if usage is not None else Usage()
         s.pending = array("d", pending)
         s.caps = array("d", caps) if caps is not None else None

@@ -452,7 +452,8 @@ def test_observing_routine_decisions_looks_up_no_labelled_child(metrics, monkeyp
         metrics.observe(e, d, 0.01)
     calls = []
     real = MetricWrapperBase.labels
-    monkeypatch.setattr(MetricWrapperBase, "labels", lambda self, *a, **k: calls.append(self._name) or real(self, *a, **k))
+    monkeypatch.setattr(MetricWrapperBase, "labels",
+                        lambda self, *a, **k: calls.append(self._name) or real(self, *a, **k))
     for e, d in pairs():
         metrics.observe(e, d, 0.01)
     assert calls == []
