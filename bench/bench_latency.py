@@ -1,6 +1,9 @@
 """Latency of one worker at a fixed offered load, measured apart from bench/bench_stream.py (about a minute).
 
-    python bench/bench_latency.py --bootstrap HOST:PORT [--rate 5000] [--events 30000] [--warmup 5] [--runs 1]
+    python bench/bench_latency.py [--bootstrap HOST:PORT] [--rate 5000] [--events 30000] [--warmup 5] [--runs 1]
+
+Without ``--bootstrap`` it starts its own broker with scripts/kafka.sh (free ports, fresh data dir) and stops
+it at the end.
 
 One ``flowbreaker worker`` (default settings, as bench_stream.py starts it) on
 fresh topics; a paced aiokafka producer in this process offers ``--events``
@@ -39,21 +42,14 @@ import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "tests" / "integration")]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from harness import broker, pct  # noqa: E402  bench/harness.py: sys.path, a broker of our own
 from bench_stream import produce_paced_async  # noqa: E402
 from worker_harness import TopicReader, WorkerProc  # noqa: E402
 
 KINDS = ["bulk_read_broadcast", "mass_fanout", "mass_delete", "prompt_injection", "instruction_change"]
 PLACEHOLDER = b'"@@TS@@"'
-
-
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    s = sorted(values)
-    return s[min(len(s) - 1, max(0, int(round(q / 100 * (len(s) - 1)))))]
 
 
 def stamp(now: float) -> bytes:
@@ -148,7 +144,7 @@ def one_run(bootstrap: str, events: list[dict], args, tmp: Path) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--bootstrap", required=True, help="HOST:PORT of a running broker")
+    ap.add_argument("--bootstrap", help="HOST:PORT of a running broker (default: start one here)")
     ap.add_argument("--rate", type=float, default=5000.0, help="offered load, events/s")
     ap.add_argument("--events", type=int, default=30_000, help="events offered at --rate")
     ap.add_argument("--warmup", type=float, default=5.0, help="seconds at 1,000 events/s first, not measured")
@@ -165,24 +161,29 @@ def main() -> None:
         ap.error(f"the fleet has {len(events)} events, fewer than the {need} asked for")
     events = events[:need]
     tmp = Path(tempfile.mkdtemp(prefix="fb-bench-lat-"))
-    print(f"broker {args.bootstrap}; cores {os.cpu_count()}; one worker; {args.events} events at {args.rate:,.0f}/s "
-          f"after {args.warmup:.0f} s at 1,000/s")
     try:
-        for i in range(args.runs):
-            r = one_run(args.bootstrap, events, args, tmp)
-            st = r["status"]
-            print(f"run {i + 1}: {r['achieved']:,.0f} events/s achieved, {r['decided']}/{r['offered']} decided; "
-                  f"worker: {st['events']} events in {st['batches']} batches, {st['state_writes']} state writes in "
-                  f"{st['flushes']} flushes, {st['freezes']} freezes")
-            print(line("ts of the decision -> decision on the broker", r["by_ts"]))
-            print(line("action created -> decision on the broker   ", r["by_create"]))
-            print(line("issued_at of a freeze -> freeze on the broker", r["freezes"]))
-            print("  slowest decision of each second of the run (ms): "
-                  + " ".join(f"{v:.0f}" for _, v in sorted(r["per_second"].items())))
+        with broker(args.bootstrap, tmp, 29392) as bootstrap:
+            runs(bootstrap, events, args, tmp)
     finally:
         import shutil
 
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def runs(bootstrap: str, events: list[dict], args, tmp: Path) -> None:
+    print(f"broker {bootstrap}; cores {os.cpu_count()}; one worker; {args.events} events at {args.rate:,.0f}/s "
+          f"after {args.warmup:.0f} s at 1,000/s")
+    for i in range(args.runs):
+        r = one_run(bootstrap, events, args, tmp)
+        st = r["status"]
+        print(f"run {i + 1}: {r['achieved']:,.0f} events/s achieved, {r['decided']}/{r['offered']} decided; "
+              f"worker: {st['events']} events in {st['batches']} batches, {st['state_writes']} state writes in "
+              f"{st['flushes']} flushes, {st['freezes']} freezes")
+        print(line("ts of the decision -> decision on the broker", r["by_ts"]))
+        print(line("action created -> decision on the broker   ", r["by_create"]))
+        print(line("issued_at of a freeze -> freeze on the broker", r["freezes"]))
+        print("  slowest decision of each second of the run (ms): "
+              + " ".join(f"{v:.0f}" for _, v in sorted(r["per_second"].items())))
 
 
 if __name__ == "__main__":
