@@ -217,3 +217,56 @@ def test_the_runtime_client_example_builds_its_guard_as_written_with_the_public_
     scope = {"bootstrap": "127.0.0.1:9092"}
     exec(compile(code, "docs/api.md", "exec"), scope)
     assert scope["guard"].keys is not None and not scope["guard"].keys.can_sign
+
+
+_BENCH_COMMAND = re.compile(r"python3? (bench/[a-z_]+\.py)"  # the script, then its words, a line break allowed
+                            r"((?:[ \t]*\\?\n?[ \t]*(?:--?[a-z][\w-]*|[\w.,:/@$~-]+|\[[^\]\n`]*\]))*)")
+
+
+def documented_bench_commands() -> list[tuple[str, str, list[str]]]:
+    """``(document, script, argv)`` of every ``python bench/NAME.py ...`` in the README and docs/, inline or in a
+    block, over a line break too (usage brackets read as if the optional part were given; a comment ends it)."""
+    import shlex
+
+    found = []
+    for doc in [*DOCS, "bench/public/README.md"]:
+        text = (ROOT / doc).read_text()
+        for m in _BENCH_COMMAND.finditer(text):
+            args = m.group(2).split("#")[0].replace("\\\n", " ").replace("[", " ").replace("]", " ")
+            found.append((doc, m.group(1), shlex.split(args)))
+    return found
+
+
+class _Parsed(Exception):
+    """Raised by the patched parse_args once a benchmark's arguments have parsed: nothing of it runs."""
+
+
+@pytest.mark.parametrize("doc,script,argv", [pytest.param(*c, id=f"{c[0]}: {c[1]} {' '.join(c[2])}")
+                                             for c in sorted(set((d, s, tuple(a))
+                                                                 for d, s, a in documented_bench_commands()))])
+def test_every_benchmark_command_in_the_documents_parses_as_written(doc, script, argv, monkeypatch, capsys):
+    """A benchmark named in the documents exists and takes the arguments written beside it (``python
+    bench/bench_latency.py --runs 2`` once failed as written: --bootstrap was required)."""
+    import argparse
+    import runpy
+
+    path = ROOT / script
+    assert path.is_file(), f"{doc} names {script}, which does not exist"
+    real = argparse.ArgumentParser.parse_args
+
+    def parse_then_stop(self, args=None, namespace=None):
+        real(self, args, namespace)
+        raise _Parsed
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", parse_then_stop)
+    monkeypatch.setattr("sys.argv", [str(path), *argv])
+    for where in (ROOT, ROOT / "tests" / "integration", path.parent):  # what bench/harness.py adds once
+        monkeypatch.syspath_prepend(str(where))
+    try:
+        runpy.run_path(str(path), run_name="__main__")
+    except _Parsed:
+        return
+    except SystemExit as exc:
+        pytest.fail(f"{doc}: `python {script} {' '.join(argv)}` does not parse ({exc.code}): "
+                    f"{capsys.readouterr().err.strip()[-300:]}")
+    pytest.fail(f"{script} ran to its end without parsing arguments")
