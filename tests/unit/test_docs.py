@@ -219,21 +219,27 @@ def test_the_runtime_client_example_builds_its_guard_as_written_with_the_public_
     assert scope["guard"].keys is not None and not scope["guard"].keys.can_sign
 
 
-_BENCH_COMMAND = re.compile(r"python3? (bench/[a-z_]+\.py)"  # the script, then its words, a line break allowed
-                            r"((?:[ \t]*\\?\n?[ \t]*(?:--?[a-z][\w-]*|[\w.,:/@$~-]+|\[[^\]\n`]*\]))*)")
+_BENCH_COMMAND = re.compile(r"python3? (-m bench\.[a-z_.]+|(?:bench|scripts|dashboards)/[a-z_]+\.py)\b(.*)")
 
 
 def documented_bench_commands() -> list[tuple[str, str, list[str]]]:
-    """``(document, script, argv)`` of every ``python bench/NAME.py ...`` in the README and docs/, inline or in a
-    block, over a line break too (usage brackets read as if the optional part were given; a comment ends it)."""
+    """``(document, script, argv)`` of every ``python bench/NAME.py ...`` (and ``scripts/``, ``dashboards/``,
+    ``-m bench.…``) in the README and docs/: a line of a shell block (continuations joined, a comment ends it) or
+    an inline code span (over a line break too). Usage brackets are read as if the optional part were given, and
+    ``a|b`` as its first choice."""
     import shlex
 
     found = []
     for doc in [*DOCS, "bench/public/README.md"]:
         text = (ROOT / doc).read_text()
-        for m in _BENCH_COMMAND.finditer(text):
-            args = m.group(2).split("#")[0].replace("\\\n", " ").replace("[", " ").replace("]", " ")
-            found.append((doc, m.group(1), shlex.split(args)))
+        lines = [ln for block in _SHELL_BLOCK.findall(text) for ln in re.sub(r"\\\n\s*", " ", block).splitlines()]
+        prose = re.sub(r"```.*?```", "", text, flags=re.S)  # every fenced block out: what is left pairs its backticks
+        lines += [span.replace("\n", " ") for span in re.findall(r"`([^`]+)`", prose)]
+        for line in lines:
+            m = _BENCH_COMMAND.search(line)
+            if m:
+                args = re.sub(r"(\S+)\|\S+", r"\1", m.group(2).replace("[", " ").replace("]", " "))
+                found.append((doc, m.group(1), shlex.split(args, comments=True)))
     return found
 
 
@@ -245,12 +251,14 @@ class _Parsed(Exception):
                                              for c in sorted(set((d, s, tuple(a))
                                                                  for d, s, a in documented_bench_commands()))])
 def test_every_benchmark_command_in_the_documents_parses_as_written(doc, script, argv, monkeypatch, capsys):
-    """A benchmark named in the documents exists and takes the arguments written beside it (``python
-    bench/bench_latency.py --runs 2`` once failed as written: --bootstrap was required)."""
+    """A benchmark or script named in the documents exists and takes the arguments written beside it (``python
+    bench/bench_latency.py --runs 2`` once failed as written: --bootstrap was required). Only its argument parser
+    runs: every one of them parses with argparse."""
     import argparse
     import runpy
 
-    path = ROOT / script
+    module = script[3:] if script.startswith("-m ") else None
+    path = ROOT / (module.replace(".", "/") + ".py" if module else script)
     assert path.is_file(), f"{doc} names {script}, which does not exist"
     real = argparse.ArgumentParser.parse_args
 
@@ -263,7 +271,10 @@ def test_every_benchmark_command_in_the_documents_parses_as_written(doc, script,
     for where in (ROOT, ROOT / "tests" / "integration", path.parent):  # what bench/harness.py adds once
         monkeypatch.syspath_prepend(str(where))
     try:
-        runpy.run_path(str(path), run_name="__main__")
+        if module:
+            runpy.run_module(module, run_name="__main__", alter_sys=True)
+        else:
+            runpy.run_path(str(path), run_name="__main__")
     except _Parsed:
         return
     except SystemExit as exc:
