@@ -2942,103 +2942,6 @@ done:
     return res;
 }
 
-/* content_key(values) -> int: engine._py_content_key, a non-zero 16-bit key of everything an event says,
- *   from its values (msgspec.structs.astuple): the CRC-32 of each value as a tag byte and its bytes (a str:
- *   1, its UTF-8 length as 4 bytes little-endian, the UTF-8 with surrogates passed; an int of 64 bits: 2, 8
- *   bytes little-endian two's complement; None: 0; a list of str: 3, its length as 4 bytes, then each str as
- *   above). None for a value of any other kind (or a larger int): the reference decides. */
-/* the bytes content_key hashes, gathered so the CRC runs over long stretches (one call per 1 KiB, not two per
- * value: the CRC of the concatenation is the same) */
-typedef struct {
-    uint32_t crc;
-    Py_ssize_t n;
-    char buf[1024];
-} KeyBuf;
-
-static void
-key_put(KeyBuf *k, const char *p, Py_ssize_t n)
-{
-    if (k->n + n > (Py_ssize_t)sizeof k->buf) {
-        k->crc = crc_update(k->crc, k->buf, k->n);
-        k->n = 0;
-        if (n > (Py_ssize_t)sizeof k->buf) {
-            k->crc = crc_update(k->crc, p, n);
-            return;
-        }
-    }
-    memcpy(k->buf + k->n, p, n);
-    k->n += n;
-}
-
-/* a value's tag byte, then a length in 4 bytes little-endian */
-static void
-key_head(KeyBuf *k, unsigned char tag, Py_ssize_t n)
-{
-    unsigned char head[5] = {tag, (unsigned char)n, (unsigned char)(n >> 8), (unsigned char)(n >> 16),
-                             (unsigned char)(n >> 24)};
-    key_put(k, (const char *)head, 5);
-}
-
-static int
-key_str(PyObject *s, KeyBuf *k)
-{
-    const char *p;
-    Py_ssize_t n;
-    PyObject *tmp;
-    if (utf8_of(s, &p, &n, &tmp) < 0)
-        return -1;
-    key_head(k, 1, n);
-    key_put(k, p, n);
-    Py_XDECREF(tmp);
-    return 0;
-}
-
-static PyObject *
-content_key(PyObject *self, PyObject *values)
-{
-    if (!PyTuple_Check(values)) {
-        PyErr_SetString(PyExc_TypeError, "content_key: expected the tuple of an event's values");
-        return NULL;
-    }
-    KeyBuf k;
-    k.crc = 0;
-    k.n = 0;
-    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(values); i++) {
-        PyObject *v = PyTuple_GET_ITEM(values, i);
-        if (v == Py_None) {
-            key_put(&k, "\0", 1);
-        } else if (PyUnicode_CheckExact(v)) {
-            if (key_str(v, &k) < 0)
-                return NULL;
-        } else if (PyLong_CheckExact(v)) {
-            int overflow;
-            long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
-            if (overflow)
-                Py_RETURN_NONE;
-            if (x == -1 && PyErr_Occurred())
-                return NULL;
-            unsigned long long u = (unsigned long long)x;
-            unsigned char b[9] = {2};
-            for (int j = 0; j < 8; j++)
-                b[1 + j] = (unsigned char)(u >> (8 * j));
-            key_put(&k, (const char *)b, 9);
-        } else if (PyList_CheckExact(v)) {
-            Py_ssize_t n = PyList_GET_SIZE(v);
-            for (Py_ssize_t j = 0; j < n; j++)
-                if (!PyUnicode_CheckExact(PyList_GET_ITEM(v, j)))
-                    Py_RETURN_NONE;
-            key_head(&k, 3, n);
-            for (Py_ssize_t j = 0; j < n; j++)
-                if (key_str(PyList_GET_ITEM(v, j), &k) < 0)
-                    return NULL;
-        } else {
-            Py_RETURN_NONE;
-        }
-    }
-    uint32_t crc = crc_update(k.crc, k.buf, k.n);
-    return PyLong_FromUnsignedLong((crc & 0xFFFFu) | 1u);
-}
-
 /* trace_row(values, order, classes, score, severity) -> tuple: trace._py_trace_row, the packed trace entry of
  *   a decided action: ``values + (classes, score, severity)`` taken in ``order`` (a tuple of indices into
  *   that), the classes as they are when fewer than two, else sorted(set(classes)). None when the row is not
@@ -3150,8 +3053,6 @@ static PyMethodDef methods[] = {
      " -> (r, raw, top)."},
     {"kind_learn", (PyCFunction)(void (*)(void))kind_learn, METH_FASTCALL,
      "kind_learn(kinds, kind, xl, t, kind_features, kind_floors, z95, up, down, alpha_min) -> bool."},
-    {"content_key", content_key, METH_O,
-     "content_key(values) -> int: engine._py_content_key of an event's values, or None for the reference."},
     {"trace_row", (PyCFunction)(void (*)(void))trace_row, METH_FASTCALL,
      "trace_row(values, order, classes, score, severity) -> trace._py_trace_row's tuple, or None for the reference."},
     {"remember", (PyCFunction)(void (*)(void))remember, METH_FASTCALL,

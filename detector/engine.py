@@ -298,49 +298,20 @@ _new_row = array("d", bytes(8 * N_FEATURES)).__copy__
 def content_key(ev: ActionEvent) -> int:
     """A non-zero 16-bit key of everything an event says, to tell a redelivered event (same id, same
     content) from an id reused for another action (one reuse in 65,535 passes as a redelivery): of its values
-    (msgspec's ``astuple``), ``detector._native.content_key`` or :func:`_py_content_key`."""
-    values = astuple(ev)
-    key = _content_key(values) if _content_key is not None else None
-    return key if key is not None else _py_content_key(values)
+    (msgspec's ``astuple``, which the trace's row takes too), :func:`values_key`."""
+    return values_key(astuple(ev))
 
 
-def _key_str(s: str, crc: int) -> int:
-    b = s.encode("utf-8", "surrogatepass")
-    return crc32(b, crc32(b"\x01" + (len(b) & 0xFFFFFFFF).to_bytes(4, "little"), crc))
-
-
-def _py_content_key(values: tuple) -> int:
-    """The reference of ``detector._native.content_key``: the CRC-32 of each of an event's values as a tag byte
-    and its bytes (None: 0; a str: 1, the length of its UTF-8 in 4 bytes little-endian, the UTF-8 with surrogates
-    passed; an int of 64 bits: 2, 8 bytes little-endian two's complement; a list of str: 3, its length in 4 bytes,
-    each str as above; a larger int: 5, its decimal digits; anything else: 4, its msgpack), its low 16 bits
-    made odd. (Before state version 6 the key was the CRC-32 of the event's msgpack (:func:`_legacy_content_key`),
-    whose encoding cost more than the rest of the dedupe: a ring of that version is checked against both keys until
-    it has turned once.)"""
-    crc = 0
-    for v in values:
-        if v is None:
-            crc = crc32(b"\x00", crc)
-        elif type(v) is str:
-            crc = _key_str(v, crc)
-        elif type(v) is int and -(1 << 63) <= v < (1 << 63):
-            crc = crc32(b"\x02" + v.to_bytes(8, "little", signed=True), crc)
-        elif type(v) is list and all(type(x) is str for x in v):
-            crc = crc32(b"\x03" + (len(v) & 0xFFFFFFFF).to_bytes(4, "little"), crc)
-            for x in v:
-                crc = _key_str(x, crc)
-        elif type(v) is int:
-            crc = crc32(b"\x05" + str(v).encode(), crc)
-        else:
-            crc = crc32(b"\x04" + _encode(v), crc)
-    return (crc & 0xFFFF) | 1
-
-
-_content_key = getattr(_kernels, "content_key", None)
+def values_key(values: tuple) -> int:
+    """The content key of an event's values: the CRC-32 of their msgpack (an array), its low 16 bits made odd.
+    (Before state version 6 the key was of the event's msgpack, field names included, which cost 0.45 us an action
+    against 0.29: a ring of that version is checked against both keys until it has turned once, see
+    :func:`_legacy_content_key`.)"""
+    return (crc32(_encode(values)) & 0xFFFF) | 1
 
 
 def _legacy_content_key(ev: ActionEvent) -> int:
-    """The content key of state versions 1-5: of the event's msgpack (see :func:`_py_content_key`)."""
+    """The content key of state versions 1-5: of the event's msgpack, field names included (see :func:`values_key`)."""
     return (crc32(_encode(ev)) & 0xFFFF) | 1
 
 
@@ -608,7 +579,7 @@ class Engine:
         pending: list[tuple[Decision, AgentState, _Reading, tuple]] = []
         approvals = self.approvals
         book = self.manifests
-        remember, ckey = _remember, _content_key
+        remember, encode = _remember, _encode
         zrows = bytearray() if self.model is not None else None  # the model's rows, filled by _read
         for ev in events:
             refused = None
@@ -621,10 +592,8 @@ class Engine:
                 st = agents[ev.agent_id] = AgentState(self._prior(ev.agent_id, ev.operator_id, ev.tool),
                                                       ev.operator_id)
             pos = st.seen_pos
-            values = astuple(ev)  # content_key's, and the trace's
-            hc = ckey(values) if ckey is not None else None
-            if hc is None:
-                hc = _py_content_key(values)
+            values = astuple(ev)  # the trace's row is made of them too
+            hc = (crc32(encode(values)) & 0xFFFF) | 1  # values_key
             if st.legacy_keys:  # a ring from before state version 6: the key it may hold counts too
                 seen = _remember_either(st.seen, st.seen_content, pos, ev.event_id, hc, _legacy_content_key(ev))
                 st.legacy_keys -= 1

@@ -973,41 +973,6 @@ def test_whether_a_family_is_a_habit_the_kernel_answers_as_the_reference(start, 
         habits.MIN_SENDS, habits.MIN_SHARE = old
 
 
-# ------------------------------------------------------------------------- an event's content key
-
-_value = (st.none() | st.text(max_size=12) | st.sampled_from(("lone\ud800", "ünï", ""))
-          | st.integers(-(2**64), 2**64) | st.booleans() | st.floats(allow_nan=False)
-          | st.lists(st.text(max_size=6) | st.sampled_from(("x\udfff",)), max_size=4)
-          | st.lists(st.integers(0, 3), min_size=1, max_size=2))
-
-
-@settings(max_examples=400, deadline=None)
-@given(st.lists(_value, max_size=20).map(tuple))
-def test_the_content_key_of_any_values_equals_the_reference(values):
-    """The kernel takes None, str, 64-bit ints and lists of str, and leaves anything else to the reference
-    (None); what it answers is the reference's key."""
-    from detector.engine import _py_content_key
-
-    got = _native.content_key(values)
-    want = _py_content_key(values)
-    assert 1 <= want <= 0xFFFF and want % 2 == 1
-    assert got is None or got == want
-    plain = all(v is None or type(v) is str or type(v) is int and -(2**63) <= v < 2**63
-                or type(v) is list and all(type(x) is str for x in v) for v in values)
-    assert (got is not None) == plain
-
-
-def test_the_content_key_tells_apart_what_a_field_boundary_or_a_type_would_blur():
-    from detector.engine import _py_content_key
-
-    for fn in (_native.content_key, _py_content_key):
-        keys = {fn(v) for v in [("ab", "c"), ("a", "bc"), ("1",), (1,), (None,), ("",), ([],), ([""],),
-                                (["a", "b"],), (["ab"],), (0,), (-1,)]}
-        assert len(keys) == 12  # 16-bit keys: these twelve happen not to collide, and must stay distinct
-    with pytest.raises(TypeError):
-        _native.content_key(["not", "a", "tuple"])
-
-
 # ------------------------------------------------------------------------- the trace's packed rows
 
 @settings(max_examples=300, deadline=None)
