@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -223,7 +224,7 @@ _BENCH_COMMAND = re.compile(r"python3? (-m bench\.[a-z_.]+|(?:bench|scripts|dash
 
 
 def documented_bench_commands() -> list[tuple[str, str, list[str]]]:
-    """``(document, script, argv)`` of every ``python bench/NAME.py ...`` (and ``scripts/``, ``dashboards/``,
+    """``(document, script, argv)`` of every ``python bench/<name>.py ...`` (and ``scripts/``, ``dashboards/``,
     ``-m bench.…``) in the README and docs/: a line of a shell block (continuations joined, a comment ends it) or
     an inline code span (over a line break too). Usage brackets are read as if the optional part were given, and
     ``a|b`` as its first choice."""
@@ -272,6 +273,7 @@ def test_every_benchmark_command_in_the_documents_parses_as_written(doc, script,
         monkeypatch.syspath_prepend(str(where))
     try:
         if module:
+            monkeypatch.delitem(sys.modules, module, raising=False)  # runpy warns of a module imported already
             runpy.run_module(module, run_name="__main__", alter_sys=True)
         else:
             runpy.run_path(str(path), run_name="__main__")
