@@ -2,10 +2,10 @@
 
 The loops over a row of features (log1p and robust deviations with the kind's profile, a learning step
 of the profile and of a kind's, the tail rarities with the caps and the blame), feature extraction, the
-words of a name, a destination's family, settling novelty, destination habits and the duplicate ring are
-written twice: in pure Python beside their callers (:mod:`detector.baseline`, :mod:`detector.scoring`,
-:mod:`detector.features`, :mod:`detector.habits`, :mod:`detector.engine`: ``_py_*``), which is the
-reference, and in C (``detector/_native.c``, built by ``pip install -e .`` through ``setup.py``), which is
+words of a name, a destination's family, settling novelty, destination habits, the duplicate ring and the
+trace's packed rows are written twice: in pure Python beside their callers (:mod:`detector.baseline`,
+:mod:`detector.scoring`, :mod:`detector.features`, :mod:`detector.habits`, :mod:`detector.engine`,
+:mod:`detector.trace`: ``_py_*``), which is the reference, and in C (``detector/_native.c``, built by ``pip install -e .`` through ``setup.py``), which is
 the same operations in the same order on IEEE doubles, so the two give equal numbers bit for bit
 (``tests/unit/test_native.py``) and a replay gives byte-identical decisions either way.
 
