@@ -6,8 +6,9 @@ words of a name, a destination's family, settling novelty, destination habits, t
 trace's packed rows are written twice: in pure Python beside their callers (:mod:`detector.baseline`,
 :mod:`detector.scoring`, :mod:`detector.features`, :mod:`detector.habits`, :mod:`detector.engine`,
 :mod:`detector.trace`: ``_py_*``), which is the reference, and in C (``detector/_native.c``, built by
-``pip install -e .`` through ``setup.py``), which is the same operations in the same order on IEEE doubles, so the two give equal numbers bit for bit
-(``tests/unit/test_native.py``) and a replay gives byte-identical decisions either way.
+``pip install -e .`` through ``setup.py``), which is the same operations in the same order on IEEE doubles,
+so the two give equal numbers bit for bit (``tests/unit/test_native.py``) and a replay gives byte-identical
+decisions either way.
 
 :data:`kernels` is the compiled module, or ``None`` when the references run:
 
