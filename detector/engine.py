@@ -342,7 +342,8 @@ class AgentState:
         self.seen = array("I", bytes(4 * _DEDUPE))
         self.seen_content = array("H", bytes(2 * _DEDUPE))
         self.seen_pos = 0
-        #: how many of the ring's content keys may still be of state version 5's encoding (_legacy_content_key)
+        #: how many of the ring's content keys may still be of state version 5's encoding (_legacy_content_key):
+        #: counts down as new keys overwrite them
         self.legacy_keys = 0
         self.operator_id = operator_id
         #: records and bytes sent out per hour and day (intended-use ceilings; kept for every agent, so a
@@ -380,9 +381,8 @@ class AgentState:
         """The state :meth:`dump` wrote (this version; version 5, whose dedupe ring's content keys are of another
         encoding (:func:`_legacy_content_key`: an event is checked against both until the ring has turned once, as
         for versions 3 and 4); version 4, without destination habits; version 3, without pending novelty, verdict
-        caps and kind profiles;
-        or version 1 whose dedupe ring kept no content keys (an id from that ring counts as a true duplicate), and
-        which kept no usage)."""
+        caps and kind profiles; or version 1 whose dedupe ring kept no content keys (an id from that ring counts as
+        a true duplicate), and which kept no usage)."""
         parts = msgspec.msgpack.decode(blob)
         ver = parts[0] if isinstance(parts, list) and parts else None
         usage = None
@@ -596,13 +596,14 @@ class Engine:
             hc = (crc32(encode(values)) & 0xFFFF) | 1  # values_key
             if st.legacy_keys:  # a ring from before state version 6: the key it may hold counts too
                 seen = _remember_either(st.seen, st.seen_content, pos, ev.event_id, hc, _legacy_content_key(ev))
-                st.legacy_keys -= 1
             else:
                 seen = remember(st.seen, st.seen_content, pos, ev.event_id, hc)
             if seen == 2:
                 out.append(Decision(ev, approval_refused=refused, duplicate=True))
                 continue
             st.seen_pos = (pos + 1) % _DEDUPE
+            if st.legacy_keys:  # one old key overwritten (a duplicate writes nothing)
+                st.legacy_keys -= 1
             reading = self._read(st, ev, book, rows=zrows)
             obs = reading.obs
             # seen == 1: the same id on a different action: never a reason to look away (reused_id)

@@ -263,8 +263,7 @@ class TraceStore:
         else:
             ring = self._ring(agent_id)
             live = ring.live
-        row = _kernel(values, _ORDER, classes, score, severity) if _kernel is not None else None
-        live.append(_encode(row if row is not None else _py_values_row(values, score, severity, classes)))
+        live.append(_encode(_values_row(values, score, severity, classes)))
         if len(live) >= CHUNK:
             self._seal(ring)
 

@@ -544,6 +544,7 @@ def test_a_version_5_ring_tells_a_redelivery_from_a_reused_id_across_the_upgrade
     redelivered, reused = up.process_batch([ev(1), ev(2, resource="r://elsewhere")])
     assert redelivered.duplicate and not reused.duplicate and reused.reused_id
     assert "reused_event_id" in [r["feature"] for r in reused.record["reasons"]]
+    assert up.agents["a"].legacy_keys == _DEDUPE - 1  # the duplicate wrote nothing: one old key overwritten
     assert msgspec.msgpack.decode(up.dump_agent("a"))[0] == 5  # the ring may still hold a version-5 key
     up.process_batch([ev(i) for i in range(3, 3 + _DEDUPE)])
     assert msgspec.msgpack.decode(up.dump_agent("a"))[0] == 6
