@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from harness import best_of  # noqa: E402  bench/harness.py: sys.path
 from streams.clients.guard import FreezeGuard  # noqa: E402
 
 
@@ -33,12 +33,7 @@ def main() -> None:
                  "issued_at": "2026-03-02T09:00:00Z", "reason": "bench", "issued_by": "flowbreaker"})
     ask = g.may_proceed
     for agent in ("agent-x", "agent-7"):
-        best = float("inf")
-        for _ in range(args.runs):
-            t0 = time.perf_counter()
-            for _ in range(args.calls):
-                ask(agent)
-            best = min(best, (time.perf_counter() - t0) / args.calls)
+        best = best_of(args.runs, lambda: [ask(agent) for _ in range(args.calls)]) / args.calls
         state = "frozen" if not ask(agent) else "free"
         print(f"may_proceed({agent!r}) ({state}, {args.frozen:,} frozen): {best * 1e9:6.0f} ns a call")
 

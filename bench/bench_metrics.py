@@ -13,26 +13,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from harness import best_of  # noqa: E402  bench/harness.py: sys.path
 from prometheus_client import CollectorRegistry  # noqa: E402
 
 from detector.engine import Engine  # noqa: E402
 from detector.events import decode_event  # noqa: E402
 from models.simulate import simulate  # noqa: E402
 from streams.worker.metrics import Metrics  # noqa: E402
-
-
-def best_of(runs: int, fn) -> float:
-    best = float("inf")
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def main() -> None:

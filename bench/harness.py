@@ -6,7 +6,8 @@ checkout finds ``worker_harness`` and ``conftest``. Then:
 
 - :func:`broker`: the ``--bootstrap`` broker when one is given, else a broker of its own started with
   ``scripts/kafka.sh`` on free ports (fresh data dir under ``tmp``) and stopped at the end;
-- :func:`pct`: a percentile of a list, by rank (no interpolation), ``nan`` for an empty list.
+- :func:`pct`: a percentile of a list, by rank (no interpolation), ``nan`` for an empty list;
+- :func:`best_of`: the least wall time of a few runs of a function.
 
 >>> pct([3.0, 1.0, 2.0, 4.0], 50), pct([], 99)
 (3.0, nan)
@@ -17,6 +18,7 @@ scripts/kafka.sh's reason.
 from __future__ import annotations
 
 import sys
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -26,7 +28,7 @@ for _p in (str(REPO / "tests" / "integration"), str(REPO)):
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
-__all__ = ["REPO", "broker", "pct"]
+__all__ = ["REPO", "best_of", "broker", "pct"]
 
 
 def pct(values: list[float], q: float) -> float:
@@ -34,6 +36,16 @@ def pct(values: list[float], q: float) -> float:
         return float("nan")
     s = sorted(values)
     return s[min(len(s) - 1, max(0, int(round(q / 100 * (len(s) - 1)))))]
+
+
+def best_of(runs: int, fn) -> float:
+    """The least wall time (seconds) of ``runs`` calls of ``fn``."""
+    best = float("inf")
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
 
 
 @contextmanager
