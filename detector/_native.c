@@ -3018,6 +3018,53 @@ fail:
     return NULL;
 }
 
+/* usage_add(v, t, records, nbytes) -> True | None
+ *   manifest._py_usage_add in place: v an array('d') of five numbers per period (bucket index, previous records
+ *   and bytes, current records and bytes), the hour then the day. None, changing nothing, when v is not that,
+ *   t / period is not finite or a count is not a number a double holds: the reference decides (and raises). */
+static PyObject *
+usage_add(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    static const double periods[2] = {3600.0, 86400.0};
+    double t, rec, nb;
+    if (fc_count("usage_add", nargs, 4, 4) < 0)
+        return NULL;
+    if (fc_d(args[1], &t) < 0 || fc_d(args[2], &rec) < 0 || fc_d(args[3], &nb) < 0) {
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    for (int i = 0; i < 2; i++)
+        if (!isfinite(t / periods[i]))
+            Py_RETURN_NONE;
+    Py_buffer vv;
+    if (!PyObject_CheckBuffer(args[0]) || get_doubles(args[0], &vv, 1, "v") < 0) {
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    if (vv.len != 10 * (Py_ssize_t)sizeof(double)) {
+        PyBuffer_Release(&vv);
+        Py_RETURN_NONE;
+    }
+    double *v = vv.buf;
+    for (int i = 0; i < 2; i++, v += 5) {
+        double k = floor(t / periods[i]);
+        if (k > v[0]) {
+            if (k == v[0] + 1) {
+                v[1] = v[3];
+                v[2] = v[4];
+            } else {
+                v[1] = v[2] = 0.0;
+            }
+            v[3] = v[4] = 0.0;
+            v[0] = k;
+        }
+        v[3] += rec;
+        v[4] += nb;
+    }
+    PyBuffer_Release(&vv);
+    Py_RETURN_TRUE;
+}
+
 static PyMethodDef methods[] = {
     {"log_deviations", log_deviations, METH_VARARGS,
      "log_deviations(x, loc, scale, floors) -> (xl, z): log1p of a row and its robust deviations."},
@@ -3057,6 +3104,8 @@ static PyMethodDef methods[] = {
      "trace_row(values, order, classes, score, severity) -> trace._py_trace_row's tuple, or None for the reference."},
     {"remember", (PyCFunction)(void (*)(void))remember, METH_FASTCALL,
      "remember(seen, content, pos, h, hc) -> 0 new | 1 reused id | 2 duplicate (engine._py_remember)."},
+    {"usage_add", (PyCFunction)(void (*)(void))usage_add, METH_FASTCALL,
+     "usage_add(v, t, records, nbytes) -> True (manifest._py_usage_add in place), or None for the reference."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -74,11 +74,13 @@ from __future__ import annotations
 import fnmatch
 import re
 import tomllib
+from array import array
 from dataclasses import dataclass, field
 from math import floor
 from typing import Any, Callable, Iterable, Mapping, NamedTuple
 
 from detector.events import SENSITIVITIES, ActionEvent
+from detector.native import kernels as _kernels
 
 __all__ = [
     "Manifest", "ManifestError", "ManifestBook", "Scope", "Violation", "Usage", "ManifestGate",
@@ -383,6 +385,28 @@ def _list(values: Iterable[str]) -> str:
 
 
 # --------------------------------------------------------------------------- usage (ceilings)
+def _py_usage_add(v: array, periods: tuple[float, ...], t: float, records: float, nbytes: float) -> None:
+    """:meth:`Usage.add` on its numbers ``v`` (the reference of ``detector._native.usage_add``)."""
+    for i, p in enumerate(periods):
+        o = 5 * i
+        k = float(floor(t / p))
+        if k > v[o]:
+            if k == v[o] + 1:
+                v[o + 1], v[o + 2] = v[o + 3], v[o + 4]
+            else:
+                v[o + 1] = v[o + 2] = 0.0
+            v[o + 3] = v[o + 4] = 0.0
+            v[o] = k
+        v[o + 3] += records
+        v[o + 4] += nbytes
+
+
+#: the periods :class:`Usage` keeps, the hour and the day: the only ones the compiled step takes
+_PERIODS = (3600.0, 86400.0)
+#: the compiled step when it is built (detector/native.py), else None: the reference
+_usage_add = getattr(_kernels, "usage_add", None)
+
+
 class Usage:
     """Records and bytes an agent sent out over a sliding hour and day. Fixed size (10 numbers).
 
@@ -401,27 +425,16 @@ class Usage:
     (50.0, 500.0)
     """
 
-    PERIODS = (3600.0, 86400.0)
+    PERIODS = _PERIODS
     __slots__ = ("v",)
 
     def __init__(self) -> None:
         # per period: bucket index, prev records, prev bytes, cur records, cur bytes
-        self.v = [-1.0, 0.0, 0.0, 0.0, 0.0] * len(self.PERIODS)
+        self.v = array("d", [-1.0, 0.0, 0.0, 0.0, 0.0] * len(self.PERIODS))
 
     def add(self, t: float, records: float, nbytes: float) -> None:
-        v = self.v
-        for i, p in enumerate(self.PERIODS):
-            o = 5 * i
-            k = float(floor(t / p))
-            if k > v[o]:
-                if k == v[o] + 1:
-                    v[o + 1], v[o + 2] = v[o + 3], v[o + 4]
-                else:
-                    v[o + 1] = v[o + 2] = 0.0
-                v[o + 3] = v[o + 4] = 0.0
-                v[o] = k
-            v[o + 3] += records
-            v[o + 4] += nbytes
+        if self.PERIODS is not _PERIODS or _usage_add is None or _usage_add(self.v, t, records, nbytes) is None:
+            _py_usage_add(self.v, self.PERIODS, t, records, nbytes)
 
     def estimate(self, t: float, period: int = 0) -> tuple[float, float]:
         """``(records, bytes)`` sent out in the sliding period ending at ``t`` (0: hour, 1: day)."""
@@ -445,7 +458,7 @@ class Usage:
         vals = [float(x) for x in t]
         if len(vals) != len(u.v):
             raise ValueError(f"usage state has {len(vals)} numbers, not {len(u.v)}")
-        u.v = vals
+        u.v = array("d", vals)
         return u
 
 

@@ -996,3 +996,38 @@ def test_a_trace_row_equals_the_reference(dests, classes, as_tuple, score, sever
         assert type(got) is tuple and got == tuple(want) and len(got) == 18
     with pytest.raises(IndexError):
         _native.trace_row(values, (len(values) + 3,), cls, score, severity)
+
+
+# ------------------------------------------------------------------------- a manifest's usage (ceilings)
+
+_times = st.floats(0.0, 4e9, allow_nan=False) | st.sampled_from((3599.999, 3600.0, 86400.0, 86400.0 * 3 - 1e-6))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(_times, st.integers(0, 10**6) | st.floats(0.0, 1e9), st.integers(0, 2**40)),
+                min_size=1, max_size=30))
+def test_usage_steps_in_the_kernel_equal_the_reference_bit_for_bit(steps):
+    from detector.manifest import _PERIODS, _py_usage_add
+
+    v_n = array("d", [-1.0, 0.0, 0.0, 0.0, 0.0] * 2)
+    v_p = array("d", v_n)
+    for t, records, nbytes in steps:
+        assert _native.usage_add(v_n, t, records, nbytes) is True
+        _py_usage_add(v_p, _PERIODS, t, records, nbytes)
+        assert bits(v_n) == bits(v_p)
+
+
+def test_usage_the_kernel_does_not_take_is_left_to_the_reference_untouched():
+    from detector.manifest import Usage
+
+    v = array("d", [-1.0, 0.0, 0.0, 0.0, 0.0] * 2)
+    for args in ((v, float("inf"), 1, 1), (v, float("nan"), 1, 1), (v, 5.0, 10**400, 1), (v, 5.0, "1", 1),
+                 ([-1.0, 0.0, 0.0, 0.0, 0.0] * 2, 5.0, 1, 1), (array("d", [0.0] * 5), 5.0, 1, 1),
+                 (array("f", [0.0] * 10), 5.0, 1, 1)):
+        before = bits(v)
+        assert _native.usage_add(*args) is None and bits(v) == before
+    u = Usage()
+    with pytest.raises((ValueError, OverflowError)):  # what the reference raises
+        u.add(float("inf"), 1, 1)
+    u.add(7200.0 + 5, 3, 30)
+    assert u.estimate(7200.0 + 10) == (3.0, 30.0) and Usage.from_tuple(u.to_tuple()).v == u.v
