@@ -90,13 +90,18 @@ pairwise_sum(const double *a, Py_ssize_t n, Py_ssize_t s)
 
 /* A node of the compact trees. The rows are floats (rounded as the reference rounds them), so each
  * threshold is kept as the largest float not above it (float_floor): for a float z, z > thr exactly when
- * z > float_floor(thr), and the walk compares floats and reads half the row bytes. The offsets are bytes
- * (no scaling in the walk): the feature's within a block of rows stored feature-major (feature * WALK_ROWS
- * floats), the children's from the tree's first node, so a step is node = child[z > thr]. */
-typedef struct {
+ * z > float_floor(thr), and the walk compares floats and reads half the row bytes. The feature is a byte
+ * offset within a block of rows stored feature-major (feature * WALK_ROWS floats) and the children are
+ * pointers, so a step is node = node->child[z > thr] with no arithmetic on addresses. A leaf's threshold
+ * +inf sends every row left, to itself; its right child is never read and holds its path length instead
+ * (the same 24 bytes a node and a separate path length took). */
+typedef struct FNode {
     float thr;
-    uint32_t feat;          /* feature * WALK_ROWS * sizeof(float) */
-    uint32_t child[2];      /* left, right; a leaf: itself, twice (its threshold +inf sends every row left) */
+    uint32_t feat;  /* feature * WALK_ROWS * sizeof(float) */
+    union {
+        const struct FNode *child[2];                           /* left, right */
+        struct { const struct FNode *self; double len; } leaf;  /* self = child[0] */
+    };
 } FNode;
 
 typedef struct {
@@ -105,7 +110,6 @@ typedef struct {
     Py_ssize_t need;    /* rows must have more columns than the largest feature index */
     Py_ssize_t *start;  /* tree t's nodes are nodes[start[t]:start[t + 1]] */
     FNode *nodes;
-    double *vals;       /* a leaf's path length (vals[i] for nodes[i]: at byte offset / 2 from the tree's) */
     PyObject *args;     /* (feature, threshold, path, depth): for copy and pickle */
 } CForest;
 
@@ -136,14 +140,16 @@ float_floor(double x)
  * written from `slot` on, children at *next */
 static Py_ssize_t
 compact(const int *ft, const double *tt, const double *pt, Py_ssize_t inner, Py_ssize_t node, FNode *out,
-        double *vals, Py_ssize_t slot, Py_ssize_t *next)
+        Py_ssize_t slot, Py_ssize_t *next)
 {
     if (node >= inner || left_to_bottom(tt, inner, node)) {
         while (node < inner)
             node = 2 * node + 1;
         if (out != NULL) {
-            out[slot] = (FNode){INFINITY, 0, {(uint32_t)(slot * sizeof(FNode)), (uint32_t)(slot * sizeof(FNode))}};
-            vals[slot] = pt[node - inner];
+            out[slot].thr = INFINITY;
+            out[slot].feat = 0;
+            out[slot].leaf.self = out + slot;
+            out[slot].leaf.len = pt[node - inner];
         }
         return 1;
     }
@@ -151,11 +157,13 @@ compact(const int *ft, const double *tt, const double *pt, Py_ssize_t inner, Py_
     if (out != NULL) {
         left = *next;
         *next += 2;
-        out[slot] = (FNode){float_floor(tt[node]), (uint32_t)ft[node] * WALK_ROWS * sizeof(float),
-                            {(uint32_t)(left * sizeof(FNode)), (uint32_t)((left + 1) * sizeof(FNode))}};
+        out[slot].thr = float_floor(tt[node]);
+        out[slot].feat = (uint32_t)ft[node] * WALK_ROWS * sizeof(float);
+        out[slot].child[0] = out + left;
+        out[slot].child[1] = out + left + 1;
     }
-    return 1 + compact(ft, tt, pt, inner, 2 * node + 1, out, vals, left, next)
-             + compact(ft, tt, pt, inner, 2 * node + 2, out, vals, left + 1, next);
+    return 1 + compact(ft, tt, pt, inner, 2 * node + 1, out, left, next)
+             + compact(ft, tt, pt, inner, 2 * node + 2, out, left + 1, next);
 }
 
 static void
@@ -163,7 +171,6 @@ CForest_dealloc(CForest *self)
 {
     PyMem_Free(self->start);
     PyMem_Free(self->nodes);
-    PyMem_Free(self->vals);
     Py_XDECREF(self->args);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
@@ -213,24 +220,16 @@ CForest_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     if (self->start == NULL)
         goto nomem;
     self->start[0] = 0;
-    for (Py_ssize_t t = 0; t < trees; t++) {
-        const Py_ssize_t k = compact(feat + t * inner, thr + t * inner, path + t * (inner + 1), inner, 0, NULL, NULL, 0,
-                                     NULL);
-        if ((size_t)k > UINT32_MAX / sizeof(FNode)) {  /* a tree's byte offsets must fit its nodes */
-            PyErr_SetString(PyExc_ValueError, "Forest: a tree too large");
-            goto fail;
-        }
-        self->start[t + 1] = self->start[t] + k;
-    }
+    for (Py_ssize_t t = 0; t < trees; t++)
+        self->start[t + 1] = self->start[t]
+            + compact(feat + t * inner, thr + t * inner, path + t * (inner + 1), inner, 0, NULL, 0, NULL);
     self->nodes = PyMem_Malloc(sizeof(FNode) * (size_t)self->start[trees]);
-    self->vals = PyMem_Malloc(sizeof(double) * (size_t)self->start[trees]);
-    if (self->nodes == NULL || self->vals == NULL)
+    if (self->nodes == NULL)
         goto nomem;
     for (Py_ssize_t t = 0; t < trees; t++) {
         FNode *nt = self->nodes + self->start[t];
         Py_ssize_t next = 1;
-        compact(feat + t * inner, thr + t * inner, path + t * (inner + 1), inner, 0, nt, self->vals + self->start[t], 0,
-                &next);
+        compact(feat + t * inner, thr + t * inner, path + t * (inner + 1), inner, 0, nt, 0, &next);
         for (Py_ssize_t i = 0; i < next; i++)
             if ((Py_ssize_t)(nt[i].feat / (WALK_ROWS * sizeof(float))) + 1 > self->need)
                 self->need = (Py_ssize_t)(nt[i].feat / (WALK_ROWS * sizeof(float))) + 1;
@@ -255,15 +254,19 @@ f1:
     return (PyObject *)self;
 }
 
-/* `lanes` rows of a block (zb: its first lane's first feature) down one tree (nt: its first node), depth
- * steps each, to the byte offsets of the nodes they end on. Inlined with `lanes` a constant, the lanes'
- * steps interleave: independent chains of loads the processor overlaps. */
+/* `lanes` rows of a block (zb: its first lane's first feature) down one tree (root: its first node), depth
+ * steps each, to the nodes they end on. Inlined with `lanes` a constant, the lanes' steps interleave:
+ * independent chains of loads the processor overlaps. The first step reads the root's feature and
+ * threshold once for every lane. */
 static inline __attribute__((always_inline)) void
-walk(const char *nt, const char *zb, Py_ssize_t depth, uint32_t *node, int lanes)
+walk(const FNode *root, const char *zb, Py_ssize_t depth, const FNode **node, int lanes)
 {
+    const uint32_t rf = root->feat;
+    const float rt = root->thr;
+    _Pragma("GCC unroll 16")
     for (int j = 0; j < lanes; j++)
-        node[j] = 0;
-    for (Py_ssize_t k = 0; k < depth; k++) {
+        node[j] = root->child[*(const float *)(zb + rf + j * sizeof(float)) > rt];
+    for (Py_ssize_t k = 1; k < depth; k++) {
 #if defined(__GNUC__)
         /* no instruction: hides zb's value from the optimizer in each step, which otherwise keeps the 16 lanes'
          * zb + j * 4 as 16 more pointers, spilled to the stack and reloaded every step; this way each lane's
@@ -272,7 +275,7 @@ walk(const char *nt, const char *zb, Py_ssize_t depth, uint32_t *node, int lanes
 #endif
         _Pragma("GCC unroll 16")
         for (int j = 0; j < lanes; j++) {
-            const FNode *nd = (const FNode *)(nt + node[j]);
+            const FNode *nd = node[j];
             const float v = *(const float *)(zb + nd->feat + j * sizeof(float));
             node[j] = nd->child[v > nd->thr];
         }
@@ -339,17 +342,16 @@ CForest_means(CForest *self, PyObject *args)
         }
         /* tree by tree (one tree's nodes stay in the cache while every row walks it) */
         for (Py_ssize_t t = 0; t < trees; t++) {
-            const char *nt = (const char *)(self->nodes + self->start[t]);
-            const char *vt = (const char *)(self->vals + self->start[t]);  /* node byte offset / 2: its length */
+            const FNode *root = self->nodes + self->start[t];
             /* row r's length in this tree goes to dst[r * per_row]: set, or added to a partial sum */
             double *dst = !stream ? h + t : t < body ? h + t % 8 : h + 8 + (t - body);
             const int add = stream && t >= 8 && t < body;
             Py_ssize_t r = 0;
             for (; r < full; r += WALK_ROWS) {
-                uint32_t node[WALK_ROWS];
-                walk(nt, (const char *)(zr + r * d), depth, node, WALK_ROWS);
+                const FNode *node[WALK_ROWS];
+                walk(root, (const char *)(zr + r * d), depth, node, WALK_ROWS);
                 for (int j = 0; j < WALK_ROWS; j++) {
-                    const double v = *(const double *)(vt + node[j] / 2);
+                    const double v = node[j]->leaf.len;
                     if (add)
                         dst[(r + j) * per_row] += v;
                     else
@@ -357,9 +359,9 @@ CForest_means(CForest *self, PyObject *args)
                 }
             }
             for (; r < n; r++) {  /* the partial block's lanes one by one */
-                uint32_t node;
-                walk(nt, (const char *)(zr + full * d + (r - full)), depth, &node, 1);
-                const double v = *(const double *)(vt + node / 2);
+                const FNode *node;
+                walk(root, (const char *)(zr + full * d + (r - full)), depth, &node, 1);
+                const double v = node->leaf.len;
                 if (add)
                     dst[r * per_row] += v;
                 else
