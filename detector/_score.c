@@ -282,6 +282,36 @@ walk(const FNode *root, const char *zb, Py_ssize_t depth, const FNode **node, in
     }
 }
 
+/* every row of zr (n rows of d features, in blocks as means() stores them) down one tree, each row's path
+ * length set at dst[row * per_row] or added to it. Inlined with per_row and add constants (per_row 16: the
+ * 16 lanes' slots one address apart by a fixed displacement). */
+static inline __attribute__((always_inline)) void
+walk_tree(const FNode *root, const float *zr, Py_ssize_t n, Py_ssize_t d, Py_ssize_t depth, double *dst,
+          Py_ssize_t per_row, int add)
+{
+    const Py_ssize_t full = n / WALK_ROWS * WALK_ROWS;
+    Py_ssize_t r = 0;
+    for (; r < full; r += WALK_ROWS) {
+        const FNode *node[WALK_ROWS];
+        walk(root, (const char *)(zr + r * d), depth, node, WALK_ROWS);
+        double *to = dst + r * per_row;
+        for (int j = 0; j < WALK_ROWS; j++) {
+            if (add)
+                to[j * per_row] += node[j]->leaf.len;
+            else
+                to[j * per_row] = node[j]->leaf.len;
+        }
+    }
+    for (; r < n; r++) {  /* the partial block's lanes one by one */
+        const FNode *node;
+        walk(root, (const char *)(zr + full * d + (r - full)), depth, &node, 1);
+        if (add)
+            dst[r * per_row] += node->leaf.len;
+        else
+            dst[r * per_row] = node->leaf.len;
+    }
+}
+
 static PyObject *
 CForest_means(CForest *self, PyObject *args)
 {
@@ -325,48 +355,37 @@ CForest_means(CForest *self, PyObject *args)
         }
         double *h = scratch;
         float *zr = (float *)(scratch + n * per_row);
-        const Py_ssize_t full = n / WALK_ROWS * WALK_ROWS;
         const Py_ssize_t body = trees < 8 ? 0 : trees - trees % 8;  /* trees in the eight partial sums */
         Py_BEGIN_ALLOW_THREADS
+        /* np.clip: maximum then minimum, each keeping a NaN (of the row or of clip). Written as lo > v ? lo : v
+         * and hi < v ? hi : v, the processor's own max and min (which keep v when either is NaN, so a NaN clip
+         * is taken apart: it makes every value NaN): the same number as np.clip's but for the sign of a zero at
+         * a zero clip, which no comparison sees. */
+        const double lo = -clip, hi = clip;
+        const int nan_clip = isnan(clip);
         for (Py_ssize_t r = 0; r < n; r++) {
             float *to = zr + (r / WALK_ROWS) * WALK_ROWS * d + r % WALK_ROWS;
             for (Py_ssize_t f = 0; f < d; f++) {
                 double v = z[r * d + f];
-                /* np.clip: maximum then minimum, each keeping a NaN */
-                if (!isnan(v)) {
-                    v = v > -clip ? v : -clip;
-                    v = v < clip ? v : clip;
-                }
+                v = lo > v ? lo : v;
+                v = hi < v ? hi : v;
                 to[f * WALK_ROWS] = (float)v;
             }
+            if (nan_clip)
+                for (Py_ssize_t f = 0; f < d; f++)
+                    to[f * WALK_ROWS] = NAN;
         }
         /* tree by tree (one tree's nodes stay in the cache while every row walks it) */
         for (Py_ssize_t t = 0; t < trees; t++) {
             const FNode *root = self->nodes + self->start[t];
             /* row r's length in this tree goes to dst[r * per_row]: set, or added to a partial sum */
             double *dst = !stream ? h + t : t < body ? h + t % 8 : h + 8 + (t - body);
-            const int add = stream && t >= 8 && t < body;
-            Py_ssize_t r = 0;
-            for (; r < full; r += WALK_ROWS) {
-                const FNode *node[WALK_ROWS];
-                walk(root, (const char *)(zr + r * d), depth, node, WALK_ROWS);
-                for (int j = 0; j < WALK_ROWS; j++) {
-                    const double v = node[j]->leaf.len;
-                    if (add)
-                        dst[(r + j) * per_row] += v;
-                    else
-                        dst[(r + j) * per_row] = v;
-                }
-            }
-            for (; r < n; r++) {  /* the partial block's lanes one by one */
-                const FNode *node;
-                walk(root, (const char *)(zr + full * d + (r - full)), depth, &node, 1);
-                const double v = node->leaf.len;
-                if (add)
-                    dst[r * per_row] += v;
-                else
-                    dst[r * per_row] = v;
-            }
+            if (!stream)
+                walk_tree(root, zr, n, d, depth, dst, trees, 0);
+            else if (t >= 8 && t < body)
+                walk_tree(root, zr, n, d, depth, dst, 16, 1);
+            else
+                walk_tree(root, zr, n, d, depth, dst, 16, 0);
         }
         for (Py_ssize_t r = 0; r < n; r++) {
             const double *a = h + r * per_row;

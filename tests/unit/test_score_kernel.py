@@ -219,7 +219,7 @@ def _edge_row_value(draw, thresholds):
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.data(), st.sampled_from([10.0, np.inf, 1e-30, 3.5e38]))
+@given(st.data(), st.sampled_from([10.0, np.inf, 1e-30, 3.5e38, 0.0, -0.0, -1.0, np.nan]))
 def test_thresholds_between_floats_send_every_float_row_where_the_double_comparison_does(data, clip):
     depth, T, d = data.draw(st.integers(1, 4)), data.draw(st.integers(1, 12)), data.draw(st.integers(1, 3))
     inner = 2 ** depth - 1
