@@ -41,9 +41,10 @@
  * its leftmost bottom slot: 4/5 of the trained model's nodes), so Forest keeps a compact copy: a node
  * from which every row goes left to the bottom (threshold +inf all the way down: nothing is greater than
  * +inf, not even +inf or NaN) becomes one leaf holding that bottom slot's path length, and a leaf points
- * at itself (threshold +inf), so depth rounds of node = left + (z[feature] > threshold) still end on the
+ * at itself (threshold +inf), so depth rounds of node = child[z[feature] > threshold] still end on the
  * same slot. The walk reads a third of the memory, which is what it waits for when the engine's work
- * between two batches has pushed the forest out of the cache.
+ * between two batches has pushed the forest out of the cache. The rounded rows are kept as floats and
+ * compared with float thresholds that send every float row the same way (float_floor, below).
  * ------------------------------------------------------------------------------------------------------ */
 
 #define PW_BLOCKSIZE 128
@@ -87,10 +88,20 @@ pairwise_sum(const double *a, Py_ssize_t n, Py_ssize_t s)
 #define WALK_ROWS 16
 
 
-typedef struct {
-    double thr;
-    int32_t feat;
-    int32_t left;   /* children at left and left + 1 (within the tree); a leaf: itself */
+/* A node of the compact trees. The rows are floats (rounded as the reference rounds them), so each
+ * threshold is kept as the largest float not above it (float_floor): for a float z, z > thr exactly when
+ * z > float_floor(thr), and the walk compares floats and reads half the row bytes. The feature is a byte
+ * offset within a block of rows stored feature-major (feature * WALK_ROWS floats) and the children are
+ * pointers, so a step is node = node->child[z > thr] with no arithmetic on addresses. A leaf's threshold
+ * +inf sends every row left, to itself; its right child is never read and holds its path length instead
+ * (the same 24 bytes a node and a separate path length took). */
+typedef struct FNode {
+    float thr;
+    uint32_t feat;  /* feature * WALK_ROWS * sizeof(float) */
+    union {
+        const struct FNode *child[2];                           /* left, right */
+        struct { const struct FNode *self; double len; } leaf;  /* self = child[0] */
+    };
 } FNode;
 
 typedef struct {
@@ -99,7 +110,6 @@ typedef struct {
     Py_ssize_t need;    /* rows must have more columns than the largest feature index */
     Py_ssize_t *start;  /* tree t's nodes are nodes[start[t]:start[t + 1]] */
     FNode *nodes;
-    double *vals;       /* a leaf's path length */
     PyObject *args;     /* (feature, threshold, path, depth): for copy and pickle */
 } CForest;
 
@@ -113,18 +123,33 @@ left_to_bottom(const double *tt, Py_ssize_t inner, Py_ssize_t node)
     return 1;
 }
 
+/* the largest float not above x (x itself when it is a float; NaN stays NaN). For a float z (rows are
+ * rounded to float), z > x exactly when z > float_floor(x): if z > x then z > float_floor(x) since
+ * float_floor(x) <= x; if z > float_floor(x), z is at least the next float up, which is above x (else it
+ * would be the largest float not above x). Beyond the floats' range: FLT_MAX, or -inf below -FLT_MAX. */
+static float
+float_floor(double x)
+{
+    float f = (float)x;
+    if ((double)f > x)
+        f = nextafterf(f, -INFINITY);
+    return f;
+}
+
 /* the compact nodes below complete-tree node `node` (tree arrays ft, tt, pt): how many (out == NULL), or
  * written from `slot` on, children at *next */
 static Py_ssize_t
 compact(const int *ft, const double *tt, const double *pt, Py_ssize_t inner, Py_ssize_t node, FNode *out,
-        double *vals, Py_ssize_t slot, Py_ssize_t *next)
+        Py_ssize_t slot, Py_ssize_t *next)
 {
     if (node >= inner || left_to_bottom(tt, inner, node)) {
         while (node < inner)
             node = 2 * node + 1;
         if (out != NULL) {
-            out[slot] = (FNode){INFINITY, 0, (int32_t)slot};
-            vals[slot] = pt[node - inner];
+            out[slot].thr = INFINITY;
+            out[slot].feat = 0;
+            out[slot].leaf.self = out + slot;
+            out[slot].leaf.len = pt[node - inner];
         }
         return 1;
     }
@@ -132,10 +157,13 @@ compact(const int *ft, const double *tt, const double *pt, Py_ssize_t inner, Py_
     if (out != NULL) {
         left = *next;
         *next += 2;
-        out[slot] = (FNode){tt[node], ft[node], (int32_t)left};
+        out[slot].thr = float_floor(tt[node]);
+        out[slot].feat = (uint32_t)ft[node] * WALK_ROWS * sizeof(float);
+        out[slot].child[0] = out + left;
+        out[slot].child[1] = out + left + 1;
     }
-    return 1 + compact(ft, tt, pt, inner, 2 * node + 1, out, vals, left, next)
-             + compact(ft, tt, pt, inner, 2 * node + 2, out, vals, left + 1, next);
+    return 1 + compact(ft, tt, pt, inner, 2 * node + 1, out, left, next)
+             + compact(ft, tt, pt, inner, 2 * node + 2, out, left + 1, next);
 }
 
 static void
@@ -143,7 +171,6 @@ CForest_dealloc(CForest *self)
 {
     PyMem_Free(self->start);
     PyMem_Free(self->nodes);
-    PyMem_Free(self->vals);
     Py_XDECREF(self->args);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
@@ -178,6 +205,10 @@ CForest_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
             PyErr_SetString(PyExc_ValueError, "Forest: a negative feature index");
             goto f3;
         }
+        if (feat[i] > (int)(UINT32_MAX / (WALK_ROWS * sizeof(float)))) {  /* its byte offset must fit a node */
+            PyErr_SetString(PyExc_ValueError, "Forest: a feature index too large");
+            goto f3;
+        }
     }
     self = (CForest *)type->tp_alloc(type, 0);
     if (self == NULL)
@@ -191,19 +222,17 @@ CForest_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->start[0] = 0;
     for (Py_ssize_t t = 0; t < trees; t++)
         self->start[t + 1] = self->start[t]
-            + compact(feat + t * inner, thr + t * inner, path + t * (inner + 1), inner, 0, NULL, NULL, 0, NULL);
+            + compact(feat + t * inner, thr + t * inner, path + t * (inner + 1), inner, 0, NULL, 0, NULL);
     self->nodes = PyMem_Malloc(sizeof(FNode) * (size_t)self->start[trees]);
-    self->vals = PyMem_Malloc(sizeof(double) * (size_t)self->start[trees]);
-    if (self->nodes == NULL || self->vals == NULL)
+    if (self->nodes == NULL)
         goto nomem;
     for (Py_ssize_t t = 0; t < trees; t++) {
         FNode *nt = self->nodes + self->start[t];
         Py_ssize_t next = 1;
-        compact(feat + t * inner, thr + t * inner, path + t * (inner + 1), inner, 0, nt, self->vals + self->start[t], 0,
-                &next);
+        compact(feat + t * inner, thr + t * inner, path + t * (inner + 1), inner, 0, nt, 0, &next);
         for (Py_ssize_t i = 0; i < next; i++)
-            if (nt[i].feat + 1 > self->need)
-                self->need = nt[i].feat + 1;
+            if ((Py_ssize_t)(nt[i].feat / (WALK_ROWS * sizeof(float))) + 1 > self->need)
+                self->need = (Py_ssize_t)(nt[i].feat / (WALK_ROWS * sizeof(float))) + 1;
     }
     self->args = Py_BuildValue("(OOOn)", f_o, t_o, p_o, depth);
     if (self->args == NULL)
@@ -223,6 +252,64 @@ f2:
 f1:
     PyBuffer_Release(&fv);
     return (PyObject *)self;
+}
+
+/* `lanes` rows of a block (zb: its first lane's first feature) down one tree (root: its first node), depth
+ * steps each, to the nodes they end on. Inlined with `lanes` a constant, the lanes' steps interleave:
+ * independent chains of loads the processor overlaps. The first step reads the root's feature and
+ * threshold once for every lane. */
+static inline __attribute__((always_inline)) void
+walk(const FNode *root, const char *zb, Py_ssize_t depth, const FNode **node, int lanes)
+{
+    const uint32_t rf = root->feat;
+    const float rt = root->thr;
+    _Pragma("GCC unroll 16")
+    for (int j = 0; j < lanes; j++)
+        node[j] = root->child[*(const float *)(zb + rf + j * sizeof(float)) > rt];
+    for (Py_ssize_t k = 1; k < depth; k++) {
+#if defined(__GNUC__)
+        /* no instruction: hides zb's value from the optimizer in each step, which otherwise keeps the 16 lanes'
+         * zb + j * 4 as 16 more pointers, spilled to the stack and reloaded every step; this way each lane's
+         * offset is an address displacement (800 instructions a row fewer) */
+        __asm__("" : "+r"(zb));
+#endif
+        _Pragma("GCC unroll 16")
+        for (int j = 0; j < lanes; j++) {
+            const FNode *nd = node[j];
+            const float v = *(const float *)(zb + nd->feat + j * sizeof(float));
+            node[j] = nd->child[v > nd->thr];
+        }
+    }
+}
+
+/* every row of zr (n rows of d features, in blocks as means() stores them) down one tree, each row's path
+ * length set at dst[row * per_row] or added to it. Inlined with per_row and add constants (per_row 16: the
+ * 16 lanes' slots one address apart by a fixed displacement). */
+static inline __attribute__((always_inline)) void
+walk_tree(const FNode *root, const float *zr, Py_ssize_t n, Py_ssize_t d, Py_ssize_t depth, double *dst,
+          Py_ssize_t per_row, int add)
+{
+    const Py_ssize_t full = n / WALK_ROWS * WALK_ROWS;
+    Py_ssize_t r = 0;
+    for (; r < full; r += WALK_ROWS) {
+        const FNode *node[WALK_ROWS];
+        walk(root, (const char *)(zr + r * d), depth, node, WALK_ROWS);
+        double *to = dst + r * per_row;
+        for (int j = 0; j < WALK_ROWS; j++) {
+            if (add)
+                to[j * per_row] += node[j]->leaf.len;
+            else
+                to[j * per_row] = node[j]->leaf.len;
+        }
+    }
+    for (; r < n; r++) {  /* the partial block's lanes one by one */
+        const FNode *node;
+        walk(root, (const char *)(zr + full * d + (r - full)), depth, &node, 1);
+        if (add)
+            dst[r * per_row] += node->leaf.len;
+        else
+            dst[r * per_row] = node->leaf.len;
+    }
 }
 
 static PyObject *
@@ -253,70 +340,52 @@ CForest_means(CForest *self, PyObject *args)
         double *out = ov.buf;
         if (n == 0)
             goto done;
-        /* the rounded rows (those of full blocks of WALK_ROWS feature-major: lane j's feature f at
-         * f * WALK_ROWS + j, one base pointer for the block), then where the path lengths go: up to 128
-         * trees, numpy's sum as it goes (each row's eight partial sums, and the last trees%8 lengths);
-         * beyond, every row's length in every tree, summed at the end */
+        /* where the path lengths go: up to 128 trees, numpy's sum as it goes (each row's eight partial
+         * sums, and the last trees%8 lengths); beyond, every row's length in every tree, summed at the end.
+         * Then the rounded rows as floats in blocks of WALK_ROWS feature-major (lane j's feature f at
+         * f * WALK_ROWS + j, one base pointer for the block), the last block maybe partial. */
         const int stream = trees <= PW_BLOCKSIZE;
         const Py_ssize_t per_row = stream ? 16 : trees;
-        scratch = PyMem_Malloc(sizeof(double) * (size_t)(n * d + n * per_row));
+        const Py_ssize_t blocks = (n + WALK_ROWS - 1) / WALK_ROWS;
+        scratch = PyMem_Malloc(sizeof(double) * (size_t)(n * per_row)
+                               + sizeof(float) * (size_t)(blocks * WALK_ROWS * d));
         if (scratch == NULL) {
             PyErr_NoMemory();
             goto f1;
         }
-        double *zr = scratch, *h = scratch + n * d;
-        const Py_ssize_t full = n / WALK_ROWS * WALK_ROWS;
+        double *h = scratch;
+        float *zr = (float *)(scratch + n * per_row);
         const Py_ssize_t body = trees < 8 ? 0 : trees - trees % 8;  /* trees in the eight partial sums */
         Py_BEGIN_ALLOW_THREADS
+        /* np.clip: maximum then minimum, each keeping a NaN (of the row or of clip). Written as lo > v ? lo : v
+         * and hi < v ? hi : v, the processor's own max and min (which keep v when either is NaN, so a NaN clip
+         * is taken apart: it makes every value NaN): the same number as np.clip's but for the sign of a zero at
+         * a zero clip, which no comparison sees. */
+        const double lo = -clip, hi = clip;
+        const int nan_clip = isnan(clip);
         for (Py_ssize_t r = 0; r < n; r++) {
-            double *to = r < full ? zr + (r / WALK_ROWS) * WALK_ROWS * d + r % WALK_ROWS : zr + r * d;
-            const Py_ssize_t step = r < full ? WALK_ROWS : 1;
+            float *to = zr + (r / WALK_ROWS) * WALK_ROWS * d + r % WALK_ROWS;
             for (Py_ssize_t f = 0; f < d; f++) {
                 double v = z[r * d + f];
-                /* np.clip: maximum then minimum, each keeping a NaN */
-                if (!isnan(v)) {
-                    v = v > -clip ? v : -clip;
-                    v = v < clip ? v : clip;
-                }
-                to[f * step] = (double)(float)v;
+                v = lo > v ? lo : v;
+                v = hi < v ? hi : v;
+                to[f * WALK_ROWS] = (float)v;
             }
+            if (nan_clip)
+                for (Py_ssize_t f = 0; f < d; f++)
+                    to[f * WALK_ROWS] = NAN;
         }
         /* tree by tree (one tree's nodes stay in the cache while every row walks it) */
         for (Py_ssize_t t = 0; t < trees; t++) {
-            const FNode *nt = self->nodes + self->start[t];
-            const double *vt = self->vals + self->start[t];
+            const FNode *root = self->nodes + self->start[t];
             /* row r's length in this tree goes to dst[r * per_row]: set, or added to a partial sum */
             double *dst = !stream ? h + t : t < body ? h + t % 8 : h + 8 + (t - body);
-            const int add = stream && t >= 8 && t < body;
-            Py_ssize_t r = 0;
-            for (; r < full; r += WALK_ROWS) {
-                const double *zb = zr + r * d;
-                Py_ssize_t node[WALK_ROWS];
-                for (int j = 0; j < WALK_ROWS; j++)
-                    node[j] = 0;
-                for (Py_ssize_t k = 0; k < depth; k++)
-                    _Pragma("GCC unroll 16")
-                    for (int j = 0; j < WALK_ROWS; j++) {
-                        const FNode *nd = nt + node[j];
-                        node[j] = nd->left + (zb[(Py_ssize_t)nd->feat * WALK_ROWS + j] > nd->thr);
-                    }
-                for (int j = 0; j < WALK_ROWS; j++) {
-                    if (add)
-                        dst[(r + j) * per_row] += vt[node[j]];
-                    else
-                        dst[(r + j) * per_row] = vt[node[j]];
-                }
-            }
-            for (; r < n; r++) {
-                const double *rw = zr + r * d;
-                Py_ssize_t node = 0;
-                for (Py_ssize_t k = 0; k < depth; k++)
-                    node = nt[node].left + (rw[nt[node].feat] > nt[node].thr);
-                if (add)
-                    dst[r * per_row] += vt[node];
-                else
-                    dst[r * per_row] = vt[node];
-            }
+            if (!stream)
+                walk_tree(root, zr, n, d, depth, dst, trees, 0);
+            else if (t >= 8 && t < body)
+                walk_tree(root, zr, n, d, depth, dst, 16, 1);
+            else
+                walk_tree(root, zr, n, d, depth, dst, 16, 0);
         }
         for (Py_ssize_t r = 0; r < n; r++) {
             const double *a = h + r * per_row;

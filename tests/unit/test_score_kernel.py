@@ -192,6 +192,54 @@ def test_a_deviation_equal_to_a_threshold_goes_left_in_every_lane_of_the_walk():
     assert got == want == np.where(at, 2.0, 3.0).tobytes()
 
 
+# the kernel compares the float32 rows with each threshold kept as the largest float32 not above it: thresholds
+# at a float32 value, a double step either side of one, halfway between two, in the float32 subnormals, beyond
+# the float32 range and infinite or NaN; rows at those floats and their float32 neighbours
+_f32 = st.floats(width=32, allow_nan=False, allow_infinity=False)
+
+
+@st.composite
+def _edge_threshold(draw):
+    c = float(draw(_f32))
+    with np.errstate(over="ignore"):
+        up = float(np.nextafter(np.float32(c), np.float32(np.inf)))
+    return draw(st.sampled_from([
+        c, float(np.nextafter(c, np.inf)), float(np.nextafter(c, -np.inf)), c + (up - c) / 2 if math.isfinite(up)
+        else c, 1e-320, -1e-320, 2.0 ** -149, -(2.0 ** -150), 3.4028235677973366e38, 3.5e38, -3.5e38, 1e300,
+        -1e300, np.inf, -np.inf, np.nan, 0.0, -0.0]))
+
+
+@st.composite
+def _edge_row_value(draw, thresholds):
+    t = draw(st.sampled_from(thresholds))
+    with np.errstate(over="ignore"):  # thresholds beyond the float32 range round to infinity
+        f = np.float32(t) if not math.isnan(t) else np.float32(0.0)
+        near = [float(np.nextafter(f, np.float32(np.inf))), float(np.nextafter(f, np.float32(-np.inf)))]
+    return draw(st.sampled_from([t, float(f), *near, np.nan, np.inf, -np.inf, 1e300]))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data(), st.sampled_from([10.0, np.inf, 1e-30, 3.5e38, 0.0, -0.0, -1.0, np.nan]))
+def test_thresholds_between_floats_send_every_float_row_where_the_double_comparison_does(data, clip):
+    depth, T, d = data.draw(st.integers(1, 4)), data.draw(st.integers(1, 12)), data.draw(st.integers(1, 3))
+    inner = 2 ** depth - 1
+    thresholds = data.draw(st.lists(_edge_threshold(), min_size=T * inner, max_size=T * inner))
+    threshold = np.array(thresholds, dtype=np.float64).reshape(T, inner)
+    feature = np.array(data.draw(st.lists(st.integers(0, d - 1), min_size=T * inner, max_size=T * inner)),
+                       dtype=np.int32).reshape(T, inner)
+    path = np.arange(T * (inner + 1), dtype=np.float64).reshape(T, inner + 1) * 1.5 + 0.25
+    forest = Forest(feature, threshold, path, 256)
+    n = data.draw(st.integers(1, 40))  # full blocks of 16 rows and a partial one
+    z = np.array(data.draw(st.lists(_edge_row_value(thresholds), min_size=n * d, max_size=n * d)),
+                 dtype=np.float64).reshape(n, d)
+    with np.errstate(over="ignore", invalid="ignore"):
+        zr = np.clip(z, -clip, clip).astype(np.float32).astype(np.float64)
+        want = forest.path.ravel()[forest._py_leaves(zr)].mean(axis=1)
+    h = np.empty(n)
+    compiled(forest).means(z, clip, h)
+    assert h.tobytes() == want.tobytes()
+
+
 def test_a_forest_that_does_not_fit_the_rows_is_refused():
     rng = np.random.default_rng(3)
     feature, threshold, path = np.zeros((4, 7), dtype=np.int32), np.zeros((4, 7)), rng.random((4, 8))
