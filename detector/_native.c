@@ -918,6 +918,7 @@ b128_get(const bits128 *b, unsigned k)
  * without the call). */
 static PyObject *fx_words_cache, *fx_stop;
 static PyObject *fx_policy_type, *untrusted_policy, *untrusted_memo, *pol_classes, *pol_prefixes;
+static PyObject *pol_weights, *pol_broadcast;
 static PyObject *fx_words, *fx_destination_family, *fx_is_outsider, *fx_observation, *fx_external, *fx_broadcast;
 
 static int
@@ -1060,7 +1061,8 @@ typedef struct {
     PyObject *name;       /* interned */
     PyTypeObject *type;   /* the type off was resolved for (a strong reference), or NULL */
     Py_ssize_t off;       /* -1: not a plain object slot of that type */
-    int get, set;         /* the type gets / sets attributes the generic way (no __getattribute__, __setattr__) */
+    int get, set;         /* the slot at off is read / written directly (a plain slot, generic attribute access,
+                           * and for set not read-only) */
 } fastattr;
 
 static void
@@ -1069,48 +1071,78 @@ fa_resolve(fastattr *fa, PyTypeObject *tp)
     Py_INCREF(tp);
     Py_XSETREF(fa->type, tp);
     fa->off = -1;
-    fa->get = tp->tp_getattro == PyObject_GenericGetAttr;
-    fa->set = tp->tp_setattro == PyObject_GenericSetAttr;
+    int get = tp->tp_getattro == PyObject_GenericGetAttr, set = tp->tp_setattro == PyObject_GenericSetAttr;
+    fa->get = fa->set = 0;
     PyObject *d = _PyType_Lookup(tp, fa->name);  /* borrowed */
     if (d != NULL && Py_IS_TYPE(d, &PyMemberDescr_Type)) {
         PyMemberDef *m = ((PyMemberDescrObject *)d)->d_member;
         if (m->type == T_OBJECT_EX && ((PyMemberDescrObject *)d)->d_common.d_type == tp && m->offset > 0) {
             fa->off = m->offset;
-            if (m->flags & READONLY)
-                fa->set = 0;
+            fa->get = get;
+            fa->set = set && !(m->flags & READONLY);
         }
     }
 }
 
+/* the slow paths of xget and xset: the offset resolved for another type, or the generic attribute access */
 static PyObject *
-xget(PyObject *o, fastattr *fa)
+xget_slow(PyObject *o, fastattr *fa)
 {
     PyTypeObject *tp = Py_TYPE(o);
-    if (fa->type != tp)
+    if (fa->type != tp) {
         fa_resolve(fa, tp);
-    if (fa->off >= 0 && fa->get) {
-        PyObject *v = *(PyObject **)((char *)o + fa->off);
-        if (v != NULL) {
-            Py_INCREF(v);
-            return v;
+        if (fa->get) {
+            PyObject *v = *(PyObject **)((char *)o + fa->off);
+            if (v != NULL) {
+                Py_INCREF(v);
+                return v;
+            }
         }
     }
     return PyObject_GetAttr(o, fa->name);
 }
 
 static int
-xset(PyObject *o, fastattr *fa, PyObject *v)
+xset_slow(PyObject *o, fastattr *fa, PyObject *v)
 {
     PyTypeObject *tp = Py_TYPE(o);
-    if (fa->type != tp)
+    if (fa->type != tp) {
         fa_resolve(fa, tp);
-    if (fa->off >= 0 && fa->set && v != NULL) {
+        if (fa->set && v != NULL) {
+            PyObject **slot = (PyObject **)((char *)o + fa->off);
+            Py_INCREF(v);
+            Py_XSETREF(*slot, v);
+            return 0;
+        }
+    }
+    return PyObject_SetAttr(o, fa->name, v);
+}
+
+/* o.<name> (a new reference): inlined for a plain slot of the type last seen, which extract reads some 27
+ * times an event (a call each cost more than the read) */
+static inline PyObject *
+xget(PyObject *o, fastattr *fa)
+{
+    if (fa->type == Py_TYPE(o) && fa->get) {
+        PyObject *v = *(PyObject **)((char *)o + fa->off);
+        if (v != NULL) {
+            Py_INCREF(v);
+            return v;
+        }
+    }
+    return xget_slow(o, fa);
+}
+
+static inline int
+xset(PyObject *o, fastattr *fa, PyObject *v)
+{
+    if (fa->type == Py_TYPE(o) && fa->set && v != NULL) {
         PyObject **slot = (PyObject **)((char *)o + fa->off);
         Py_INCREF(v);
         Py_XSETREF(*slot, v);
         return 0;
     }
-    return PyObject_SetAttr(o, fa->name, v);
+    return xset_slow(o, fa, v);
 }
 
 static int
@@ -1245,6 +1277,8 @@ extract_setup(PyObject *self, PyObject *args)
     Py_CLEAR(untrusted_memo);
     Py_CLEAR(pol_classes);
     Py_CLEAR(pol_prefixes);
+    Py_CLEAR(pol_weights);
+    Py_CLEAR(pol_broadcast);
     if (!PyType_Check(o)) {
         PyErr_SetString(PyExc_TypeError, "extract_setup: Observation must be a class");
         return NULL;
@@ -1275,8 +1309,11 @@ typedef struct {
 /* What extract remembers of the last policy of the class extract_setup named (policy.Policy: a frozen
  * dataclass, its fields never rebound): a memo of is_untrusted_source's answers per resource, the dict its
  * classify memoises in (pol_classes: policy._cache, read here without the call; NULL when it is not a dict),
- * and its untrusted_sources (pol_prefixes: NULL when not a tuple of str). Policies of any other class are asked
- * every time. */
+ * and its untrusted_sources (pol_prefixes: NULL when not a tuple of str); and the fields extract reads of it
+ * every event or every send (pol_weights: sensitivity_weight, pol_broadcast: broadcast; each NULL when reading
+ * it failed, and then read again each time, raising as the reference does): one lookup per policy instead of one
+ * an event. Its classify (a method of the class, which may be replaced) is not remembered. Policies of any other
+ * class are asked every time. */
 /* 1: policy is the one remembered (refreshed when it is another of the class); 0: not of the class */
 static int
 policy_memo(PyObject *policy)
@@ -1301,11 +1338,19 @@ policy_memo(PyObject *policy)
     for (Py_ssize_t i = 0; pre != NULL && i < PyTuple_GET_SIZE(pre); i++)
         if (!PyUnicode_CheckExact(PyTuple_GET_ITEM(pre, i)))
             Py_CLEAR(pre);
+    PyObject *weights = PyObject_GetAttr(policy, s_sensitivity_weight);
+    if (weights == NULL)
+        PyErr_Clear();
+    PyObject *broadcast = PyObject_GetAttr(policy, s_broadcast);
+    if (broadcast == NULL)
+        PyErr_Clear();
     Py_INCREF(policy);
     Py_XSETREF(untrusted_policy, policy);
     Py_XSETREF(untrusted_memo, d);
     Py_XSETREF(pol_classes, cache);
     Py_XSETREF(pol_prefixes, pre);
+    Py_XSETREF(pol_weights, weights);
+    Py_XSETREF(pol_broadcast, broadcast);
     return 1;
 }
 
@@ -1401,7 +1446,14 @@ extract(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     GET(operator_id, ev, &fa_operator_id); GET(approval_id, ev, &fa_approval_id); GET(ihash, ev, &fa_instruction_hash);
     GET(hours, st, &fa_hours);
     PyObject *weights, *tools_o, *res_o, *dests_o, *steps_o, *princ_o, *ra_o, *rb_o, *instr_o;
-    if ((weights = PyObject_GetAttr(policy, s_sensitivity_weight)) == NULL) goto done;
+    int pmemo = policy_memo(policy);  /* 1: the policy's attributes are the remembered pol_* */
+    if (pmemo < 0) goto done;
+    if (pmemo && pol_weights != NULL) {
+        weights = pol_weights;
+        Py_INCREF(weights);
+    } else if ((weights = PyObject_GetAttr(policy, s_sensitivity_weight)) == NULL) {
+        goto done;
+    }
     OWN(weights);
     GET(tools_o, st, &fa_tools); GET(res_o, st, &fa_resources); GET(dests_o, st, &fa_dests); GET(steps_o, st, &fa_steps);
     GET(princ_o, st, &fa_principals); GET(ra_o, st, &fa_recent_a); GET(rb_o, st, &fa_recent_b); GET(instr_o, st, &fa_instr);
@@ -1473,10 +1525,16 @@ extract(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     /* the destinations' classes (the reference classifies them in its loop; classify is memoised and pure) */
     ndests = PyList_GET_SIZE(dests);
     if (ndests > 0) {
-        if ((classify = PyObject_GetAttr(policy, s_classify)) == NULL) goto done;
-        if ((broadcast = PyObject_GetAttr(policy, s_broadcast)) == NULL) goto done;
-        if ((r = policy_memo(policy)) < 0) goto done;
-        PyObject *memo = r ? pol_classes : NULL;  /* classify's own memo: what it answers, without the call */
+        /* policy.classify is only needed when its memo does not answer (for a policy of the class, whose
+         * classify is a method: reading it cannot fail, and is left until then) */
+        if (!pmemo && (classify = PyObject_GetAttr(policy, s_classify)) == NULL) goto done;
+        if (pmemo && pol_broadcast != NULL) {
+            broadcast = pol_broadcast;
+            Py_INCREF(broadcast);
+        } else if ((broadcast = PyObject_GetAttr(policy, s_broadcast)) == NULL) {
+            goto done;
+        }
+        PyObject *memo = pmemo ? pol_classes : NULL;  /* classify's own memo: what it answers, without the call */
         if (!PyDict_CheckExact(broadcast)) goto fall;
         dc = PyMem_Calloc((size_t)ndests, sizeof(dest_class));
         if (dc == NULL) {
@@ -1491,7 +1549,9 @@ extract(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
                 PyObject *cr = memo != NULL && PyUnicode_CheckExact(d) ? PyDict_GetItemWithError(memo, d) : NULL;
                 if (cr != NULL)
                     Py_INCREF(cr);
-                else if (PyErr_Occurred() || (cr = PyObject_CallOneArg(classify, d)) == NULL)
+                else if (PyErr_Occurred()
+                         || (classify == NULL && (classify = PyObject_GetAttr(policy, s_classify)) == NULL)
+                         || (cr = PyObject_CallOneArg(classify, d)) == NULL)
                     goto done;
                 if (!PyTuple_Check(cr) || PyTuple_GET_SIZE(cr) != 2) {
                     Py_DECREF(cr);
