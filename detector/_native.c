@@ -803,6 +803,15 @@ str_hash(PyObject *s, uint32_t *h)
     return 0;
 }
 
+/* 1: the Bloom filters extract reads (non-negative ints) are read from their digits (CPython 3.11's int layout,
+ * below) */
+#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030C0000
+#define SKETCH_DIGITS 1
+#else
+#define SKETCH_DIGITS 0
+#endif
+
+#if !SKETCH_DIGITS  /* (with SKETCH_DIGITS the filters are read from their digits, and made from them) */
 /* A Bloom filter (a non-negative int) as little-endian bytes; its low `nbytes` bytes when it is longer
  * (the reference only ever tests bits below its mask). -1: an error; 1: not a non-negative int. */
 static int
@@ -838,6 +847,8 @@ bloom_bytes(PyObject *v, unsigned char *buf, Py_ssize_t nbytes, int exact)
     return 0;
 }
 
+#endif
+
 /* bloom_bytes(v, ..., nbytes, 1) will convert v: 0; 1: not a non-negative int of at most nbytes bytes; -1: error */
 static int
 bloom_fits(PyObject *v, Py_ssize_t nbytes)
@@ -860,8 +871,7 @@ bit_has(const unsigned char *b, uint32_t h, uint32_t mask)
 /* The lifetime sketches are only read by extract: on CPython 3.11 their bits are read from the int's digits
  * (a non-negative int: Py_SIZE digits of PyLong_SHIFT bits) instead of converting each to bytes first;
  * other versions convert (bloom_bytes). */
-#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030C0000
-#define SKETCH_DIGITS 1
+#if SKETCH_DIGITS
 static inline int
 long_bit(PyObject *v, uint32_t i)
 {
@@ -872,7 +882,6 @@ long_bit(PyObject *v, uint32_t i)
 }
 #define SKETCH_HAS(obj, buf, h, mask) (long_bit((obj), (h) & (mask)) && long_bit((obj), ((h) >> 16) & (mask)))
 #else
-#define SKETCH_DIGITS 0
 #define SKETCH_HAS(obj, buf, h, mask) bit_has((buf), (h), (mask))
 #endif
 
@@ -992,6 +1001,50 @@ enum { K_TOOL_ = 0, K_RES_ = 1, K_DEST_ = 2, K_STEP_ = 3, K_PRINCIPAL_ = 4 };
 #define F_STRANGER 4
 #define CLASSIFIED 1000
 #define LOOKED 64
+
+#if SKETCH_DIGITS
+/* The recent destinations' filter (512 bits, a non-negative int bloom_fits took) as digits, to test and add bits
+ * in place and make one int of at the end (instead of converting it to bytes and back). */
+#define RECENT_DIGITS ((RECENT_MASK + PyLong_SHIFT) / PyLong_SHIFT)
+
+static void
+recent_digits(PyObject *v, digit *d)
+{
+    Py_ssize_t size = Py_SIZE(v);
+    memcpy(d, ((PyLongObject *)v)->ob_digit, (size_t)size * sizeof(digit));
+    memset(d + size, 0, (size_t)(RECENT_DIGITS - size) * sizeof(digit));
+}
+
+static inline int
+digits_has(const digit *d, uint32_t h, uint32_t mask)
+{
+    uint32_t i = h & mask, j = (h >> 16) & mask;
+    return (d[i / PyLong_SHIFT] >> (i % PyLong_SHIFT) & 1) && (d[j / PyLong_SHIFT] >> (j % PyLong_SHIFT) & 1);
+}
+
+static inline void
+digits_add(digit *d, uint32_t h, uint32_t mask)
+{
+    uint32_t i = h & mask, j = (h >> 16) & mask;
+    d[i / PyLong_SHIFT] |= (digit)1 << (i % PyLong_SHIFT);
+    d[j / PyLong_SHIFT] |= (digit)1 << (j % PyLong_SHIFT);
+}
+
+/* the int of n digits (as PyLong makes it: no leading zero digits, small ints shared) */
+static PyObject *
+digits_long(const digit *d, Py_ssize_t n)
+{
+    while (n > 0 && d[n - 1] == 0)
+        n--;
+    if (n <= 1)
+        return PyLong_FromUnsignedLong(n ? (unsigned long)d[0] : 0ul);
+    PyLongObject *r = _PyLong_New(n);
+    if (r == NULL)
+        return NULL;
+    memcpy(r->ob_digit, d, (size_t)n * sizeof(digit));
+    return (PyObject *)r;
+}
+#endif
 
 /* k in adopted (a set, or None) */
 static int
@@ -1169,6 +1222,7 @@ set_float(PyObject *o, fastattr *name, double v)
     return r;
 }
 
+#if !SKETCH_DIGITS  /* (with SKETCH_DIGITS the recent filters are made from their digits) */
 static int
 set_bloom(PyObject *o, fastattr *name, const unsigned char *buf, Py_ssize_t n)
 {
@@ -1179,6 +1233,7 @@ set_bloom(PyObject *o, fastattr *name, const unsigned char *buf, Py_ssize_t n)
     Py_DECREF(v);
     return r;
 }
+#endif
 
 /* interned names */
 static PyObject *s_last_t, *s_c, *s_tools, *s_resources, *s_dests, *s_steps, *s_principals, *s_recent_a,
@@ -1423,7 +1478,10 @@ extract(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     dest_class *dc = NULL;
     Py_ssize_t ndc = 0, ndests = 0;
     PyObject *novel = NULL, *adopted_out = NULL, *dest_hashes = NULL, *new_out = NULL, *classes = NULL;
-    unsigned char b_tools[32], b_res[128], b_dests[256], b_steps[128], b_princ[32], b_ra[64], b_rb[64];
+    unsigned char b_tools[32], b_res[128], b_dests[256], b_steps[128], b_princ[32];
+#if !SKETCH_DIGITS
+    unsigned char b_ra[64], b_rb[64];
+#endif
 
     double t, last_t, gen_t, instr_t;
     int r;
@@ -1489,7 +1547,6 @@ extract(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     /* the recent destinations' filters are read (as bytes) only when a destination or a new hour needs them */
     if ((r = bloom_fits(ra_o, 64)) != 0) goto err_or_fall;
     if ((r = bloom_fits(rb_o, 64)) != 0) goto err_or_fall;
-    int recent_read = 0;
     /* windows and task slots */
     if ((c_o = xget(st, &fa_c)) == NULL) goto done;
     if ((tasks_o = xget(st, &fa_tasks)) == NULL) goto done;
@@ -1617,20 +1674,17 @@ extract(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         c[10] *= d15;
         c[11] *= d60;
     }
-    int ra_changed = 0;
     if (t - gen_t >= 3600.0) {
-        if (t - gen_t < 2 * 3600.0) {
-            if (bloom_bytes(ra_o, b_rb, 64, 1) != 0) goto fail_late;
-        } else {
-            memset(b_rb, 0, 64);
-        }
-        recent_read = 1;
-        memset(b_ra, 0, 64);
-        ra_changed = 1;
-        if (set_bloom(st, &fa_recent_b, b_rb, 64) < 0) goto done;
-        if (set_bloom(st, &fa_recent_a, b_ra, 64) < 0) goto done;
+        /* as the reference: recent_b takes recent_a's int (or 0), recent_a is 0 (ra_o and rb_o stay the
+         * filters the destinations are read against) */
+        PyObject *zero = PyLong_FromLong(0);
+        if (zero == NULL) goto done;
+        OWN(zero);
+        rb_o = t - gen_t < 2 * 3600.0 ? ra_o : zero;
+        ra_o = zero;
+        if (xset(st, &fa_recent_b, rb_o) < 0) goto done;
+        if (xset(st, &fa_recent_a, ra_o) < 0) goto done;
         if (set_float(st, &fa_gen_t, t) < 0) goto done;
-        ra_changed = 0;
     }
 
     int approved = approval_id != Py_None;
@@ -1735,10 +1789,21 @@ extract(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     int outward = 0, known = 1, any_broadcast = 0;
     if ((dest_hashes = PyList_New(0)) == NULL || (new_out = PyList_New(0)) == NULL) goto done;
     if ((classes = PyTuple_New(ndests)) == NULL) goto done;
-    if (ndests > 0 && !recent_read) {
+    int ra_changed = 0;
+#if SKETCH_DIGITS
+    /* recent_a's digits, to add to; recent_b's bits are read from its int */
+    digit ra_d[RECENT_DIGITS];
+    if (ndests > 0)
+        recent_digits(ra_o, ra_d);
+#define RECENT_HAS(h) (digits_has(ra_d, (h), RECENT_MASK) || SKETCH_HAS(rb_o, NULL, (h), RECENT_MASK))
+#define RECENT_ADD(h) digits_add(ra_d, (h), RECENT_MASK)
+#else
+    if (ndests > 0) {
         if (bloom_bytes(ra_o, b_ra, 64, 1) != 0 || bloom_bytes(rb_o, b_rb, 64, 1) != 0) goto fail_late;
-        recent_read = 1;
     }
+#define RECENT_HAS(h) (bit_has(b_ra, (h), RECENT_MASK) || bit_has(b_rb, (h), RECENT_MASK))
+#define RECENT_ADD(h) bit_add(b_ra, (h), RECENT_MASK)
+#endif
     for (Py_ssize_t i = 0; i < ndests; i++) {
         PyObject *d = dc[i].dest, *cls = dc[i].cls;
         Py_INCREF(cls);
@@ -1758,8 +1823,8 @@ extract(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         uint32_t h;
         if (str_hash(d, &h) < 0) goto done;
         if (append_key(dest_hashes, h) < 0) goto done;
-        if (!bit_has(b_ra, h, RECENT_MASK) && !bit_has(b_rb, h, RECENT_MASK)) {
-            bit_add(b_ra, h, RECENT_MASK);
+        if (!RECENT_HAS(h)) {
+            RECENT_ADD(h);
             ra_changed = 1;
             n_new_recent += 1;
             if (ext)
@@ -1812,8 +1877,18 @@ extract(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             }
         }
     }
+#undef RECENT_HAS
+#undef RECENT_ADD
     if (ndests > 0 && ra_changed) {
+#if SKETCH_DIGITS
+        PyObject *v = digits_long(ra_d, RECENT_DIGITS);
+        if (v == NULL) goto done;
+        r = xset(st, &fa_recent_a, v);
+        Py_DECREF(v);
+        if (r < 0) goto done;
+#else
         if (set_bloom(st, &fa_recent_a, b_ra, 64) < 0) goto done;
+#endif
     }
     Py_ssize_t n_new_out = PyList_GET_SIZE(new_out);
     if (n_new_out && !approved)
@@ -2110,10 +2185,12 @@ extract(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 fall_late:  /* cannot happen for an event time decode_event accepts (|t| < 2**63 hours) */
     PyErr_SetString(PyExc_OverflowError, "event time out of the kernel's range");
     goto done;
+#if !SKETCH_DIGITS
 fail_late:  /* cannot happen: a filter bloom_fits took converts (short of memory) */
     if (!PyErr_Occurred())
         PyErr_SetString(PyExc_SystemError, "a recent-destinations filter changed under extract");
     goto done;
+#endif
 err_or_fall:
     if (r < 0)
         goto done;
