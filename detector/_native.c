@@ -67,7 +67,13 @@ static PyObject *small_floats[N_SMALL_FLOATS];
 static inline PyObject *
 row_float(double v)
 {
-    if (v >= 0.0 && v < N_SMALL_FLOATS && v == (double)(int)v && !signbit(v)) {
+    uint64_t bits;
+    memcpy(&bits, &v, sizeof bits);
+    if (bits == 0) {  /* 0.0 (not -0.0), the most common value, tested first */
+        Py_INCREF(small_floats[0]);
+        return small_floats[0];
+    }
+    if (v >= 1.0 && v < N_SMALL_FLOATS && v == (double)(int)v) {
         PyObject *f = small_floats[(int)v];
         Py_INCREF(f);
         return f;
@@ -506,7 +512,7 @@ crc32_(PyObject *self, PyObject *args)
 
 /* The UTF-8 of a str as stable_hash encodes it ("surrogatepass"); *tmp holds a bytes object to release. */
 static int
-utf8_of(PyObject *s, const char **p, Py_ssize_t *n, PyObject **tmp)
+utf8_of_slow(PyObject *s, const char **p, Py_ssize_t *n, PyObject **tmp)
 {
     *tmp = NULL;
     if (!PyUnicode_Check(s)) {
@@ -525,6 +531,45 @@ utf8_of(PyObject *s, const char **p, Py_ssize_t *n, PyObject **tmp)
     *p = PyBytes_AS_STRING(*tmp);
     *n = PyBytes_GET_SIZE(*tmp);
     return 0;
+}
+
+/* utf8_of_slow, inlined for a compact ASCII str (nearly every name extract hashes): its characters are its UTF-8,
+ * which PyUnicode_AsUTF8AndSize would answer after a call and some checks */
+static inline int
+utf8_of(PyObject *s, const char **p, Py_ssize_t *n, PyObject **tmp)
+{
+    if (PyUnicode_Check(s) && PyUnicode_IS_COMPACT_ASCII(s)) {
+        *tmp = NULL;
+        *p = (const char *)PyUnicode_DATA(s);
+        *n = PyUnicode_GET_LENGTH(s);
+        return 0;
+    }
+    return utf8_of_slow(s, p, n, tmp);
+}
+
+/* a == b (1, 0; -1 with an exception) for a and b known to be str: two compact ASCII str compared here, any
+ * other pair by PyObject_RichCompareBool (the same answer: an ASCII str equals only str of the same characters) */
+static inline int
+str_eq(PyObject *a, PyObject *b)
+{
+    if (a == b)
+        return 1;
+    if (PyUnicode_CheckExact(a) && PyUnicode_CheckExact(b) && PyUnicode_IS_COMPACT_ASCII(a)
+            && PyUnicode_IS_COMPACT_ASCII(b))
+        return PyUnicode_GET_LENGTH(a) == PyUnicode_GET_LENGTH(b)
+               && memcmp(PyUnicode_DATA(a), PyUnicode_DATA(b), (size_t)PyUnicode_GET_LENGTH(a)) == 0;
+    return PyObject_RichCompareBool(a, b, Py_EQ);
+}
+
+/* s.startswith(prefix) (1, 0; -1 with an exception) for str s and prefix: compact ASCII ones compared here */
+static inline int
+str_starts(PyObject *s, PyObject *prefix)
+{
+    if (PyUnicode_IS_COMPACT_ASCII(s) && PyUnicode_IS_COMPACT_ASCII(prefix)) {
+        Py_ssize_t m = PyUnicode_GET_LENGTH(prefix);
+        return m <= PyUnicode_GET_LENGTH(s) && memcmp(PyUnicode_DATA(s), PyUnicode_DATA(prefix), (size_t)m) == 0;
+    }
+    return (int)PyUnicode_Tailmatch(s, prefix, 0, PY_SSIZE_T_MAX, -1);
 }
 
 /* The stop words (a tuple of ASCII str) are valid for scan_words: -1 with TypeError otherwise. */
@@ -1347,13 +1392,10 @@ extract_setup(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
-static int
-is_ascii(PyObject *s, const char *lit)
-{
-    size_t n = strlen(lit);
-    return PyUnicode_Check(s) && PyUnicode_IS_ASCII(s) && (size_t)PyUnicode_GET_LENGTH(s) == n
-           && memcmp(PyUnicode_DATA(s), lit, n) == 0;
-}
+/* s == lit for a str s and an ASCII string literal (a macro: the literal's length is known when compiled) */
+#define is_ascii(s, lit) \
+    (PyUnicode_Check(s) && PyUnicode_IS_ASCII(s) && (size_t)PyUnicode_GET_LENGTH(s) == sizeof(lit) - 1 \
+     && memcmp(PyUnicode_DATA(s), (lit), sizeof(lit) - 1) == 0)
 
 typedef struct {
     PyObject *dest;   /* borrowed (from the event's list) */
@@ -1423,14 +1465,14 @@ untrusted_source(PyObject *policy, PyObject *resource)
         if (pol_prefixes != NULL) {
             int under = 0;
             for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(pol_prefixes) && !under; i++) {
-                Py_ssize_t m = PyUnicode_Tailmatch(resource, PyTuple_GET_ITEM(pol_prefixes, i), 0, PY_SSIZE_T_MAX, -1);
+                int m = str_starts(resource, PyTuple_GET_ITEM(pol_prefixes, i));
                 if (m < 0)
                     return -1;
-                under = (int)m;
+                under = m;
             }
             if (!under)
                 return 0;
-            Py_ssize_t mail = PyUnicode_Tailmatch(resource, s_email, 0, PY_SSIZE_T_MAX, -1);
+            int mail = str_starts(resource, s_email);
             if (mail < 0)
                 return -1;
             if (!mail)
@@ -1564,20 +1606,33 @@ extract(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             || strcmp(tv.format, "d") != 0 || tv.len != N_TASKS * SLOT * 8)
         goto fall;
     double *c = cv.buf, *tasks = tv.buf;
-    for (int s = 0; s < N_TASKS; s++) {
-        const double *b = tasks + s * SLOT;
-        static const int ints[] = {0, 1, 4, 7, 8, 9, 10};
-        for (int k = 0; k < 7; k++) {
-            double v = b[ints[k]];
-            if (!(v >= 0.0 && v < 4294967296.0 && v == (double)(uint32_t)v))  /* an integer of 32 bits */
-                goto fall;
-        }
-        if (isnan(b[3]) || isnan(b[2]) || isnan(b[5]) || isnan(b[6]))
-            goto fall;
-    }
     int has_instr = ihash != Py_None;
     if (has_instr && !PyUnicode_Check(ihash)) goto fall;
     if (task_id != Py_None && !PyUnicode_Check(task_id)) goto fall;
+    /* the task's slot: only the slot of this task is read (a new task's, the least recently used, is reset), so
+     * only it is checked, and every slot's last time (compared to find the least recently used) */
+    uint32_t h_task = 0;
+    int task_slot = -1;  /* the slot holding this task's hash, -1: none (a new task) */
+    if (task_id != Py_None) {
+        if (str_hash(task_id, &h_task) < 0) goto done;
+        for (int i = 0; i < N_TASKS; i++) {
+            if (isnan(tasks[SLOT * i + 3]))
+                goto fall;
+            if (task_slot < 0 && tasks[SLOT * i] == (double)h_task)
+                task_slot = i;
+        }
+        if (task_slot >= 0) {
+            const double *b = tasks + task_slot * SLOT;
+            static const int ints[] = {1, 4, 7, 8, 9, 10};  /* (b[0] is h_task) */
+            for (int k = 0; k < 6; k++) {
+                double v = b[ints[k]];
+                if (!(v >= 0.0 && v < 4294967296.0 && v == (double)(uint32_t)v))  /* an integer of 32 bits */
+                    goto fall;
+            }
+            if (isnan(b[2]) || isnan(b[5]) || isnan(b[6]))
+                goto fall;
+        }
+    }
     if (who != Py_None && !PyUnicode_Check(who)) goto fall;
     /* the destinations' classes (the reference classifies them in its loop; classify is memoised and pure) */
     ndests = PyList_GET_SIZE(dests);
@@ -1750,16 +1805,8 @@ extract(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     int slot_base = -1;
     bits128 context = {0, 0};
     if (task_id != Py_None) {
-        uint32_t ht;
-        if (str_hash(task_id, &ht) < 0) goto done;
-        double hf = (double)ht;
-        int slot = -1;
-        for (int i = 0; i < N_TASKS; i++) {
-            if (tasks[SLOT * i] == hf) {
-                slot = i;
-                break;
-            }
-        }
+        double hf = (double)h_task;
+        int slot = task_slot;
         if (slot >= 0) {
             tasks[SLOT * slot + 3] = t;
         } else {
@@ -1809,7 +1856,10 @@ extract(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         Py_INCREF(cls);
         PyTuple_SET_ITEM(classes, i, cls);
         if (!any_broadcast) {
-            if ((r = PyObject_RichCompareBool(cls, fx_broadcast, Py_EQ)) < 0) goto done;
+            r = cls == fx_broadcast ? 1
+                : PyUnicode_CheckExact(cls) && PyUnicode_CheckExact(fx_broadcast) ? str_eq(cls, fx_broadcast)
+                : PyObject_RichCompareBool(cls, fx_broadcast, Py_EQ);
+            if (r < 0) goto done;
             any_broadcast = r;
         }
         int ext = cls == fx_external || cls == fx_broadcast;
@@ -1915,7 +1965,9 @@ extract(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     double unfamiliar = 0.0;
     uint32_t h_who = 0;
     if (who != Py_None) {
-        if ((r = PyObject_RichCompareBool(who, operator_id, Py_NE)) < 0) goto done;
+        r = PyUnicode_CheckExact(who) && PyUnicode_CheckExact(operator_id) ? !str_eq(who, operator_id)
+            : PyObject_RichCompareBool(who, operator_id, Py_NE);
+        if (r < 0) goto done;
         if (r) {
             if (str_hash(who, &h_who) < 0) goto done;
             if (!SKETCH_HAS(princ_o, b_princ, h_who, PRINCIPAL_MASK)) {
@@ -2037,11 +2089,26 @@ extract(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 
     double rarity = 0.0;
     if (hours != Py_None) {
-        double q = py_floordiv(t, 3600.0);
-        if (!(fabs(q) < 9e18)) goto fall_late;
-        long long hr = ((long long)q) % 24;
-        if (hr < 0)
-            hr += 24;
+        /* int(t // 3600) % 24. The hour [hour_lo, hour_lo + 3600) of the last event is remembered: for t in it
+         * t // 3600 is that hour's (for 0 <= t < 2**53, fmod(t, 3600) is exact, so t - fmod(t, 3600) is q * 3600
+         * and float floor division gives q exactly), which saves fmod and floor for nearly every event */
+        static double hour_lo = 1.0, hour_hi = 0.0;  /* (empty) */
+        static long long hour_of_day;
+        long long hr;
+        if (t >= hour_lo && t < hour_hi) {
+            hr = hour_of_day;
+        } else {
+            double q = py_floordiv(t, 3600.0);
+            if (!(fabs(q) < 9e18)) goto fall_late;
+            hr = ((long long)q) % 24;
+            if (hr < 0)
+                hr += 24;
+            if (q >= 0.0 && q < 2e12) {  /* q * 3600 < 2**53: the bounds are exact */
+                hour_lo = q * 3600.0;
+                hour_hi = (q + 1.0) * 3600.0;
+                hour_of_day = hr;
+            }
+        }
         if (hr >= PyTuple_GET_SIZE(hours)) {
             PyErr_SetString(PyExc_IndexError, "tuple index out of range");
             goto done;
