@@ -21,6 +21,13 @@
 
 #include "_buffers.h"
 
+/* for the small helpers extract calls many times an event, which -O3 leaves as calls in a function that large */
+#if defined(__GNUC__) || defined(__clang__)
+#define ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define ALWAYS_INLINE inline
+#endif
+
 /* A writable (or read-only) C-contiguous buffer of doubles (array('d')). */
 static int
 get_doubles(PyObject *obj, Py_buffer *view, int writable, const char *what)
@@ -1217,8 +1224,8 @@ xset_slow(PyObject *o, fastattr *fa, PyObject *v)
 }
 
 /* o.<name> (a new reference): inlined for a plain slot of the type last seen, which extract reads some 27
- * times an event (a call each cost more than the read) */
-static inline PyObject *
+ * times an event (a call each cost more than the read; -O3 would not inline it into extract by itself) */
+static ALWAYS_INLINE PyObject *
 xget(PyObject *o, fastattr *fa)
 {
     if (fa->type == Py_TYPE(o) && fa->get) {
@@ -1231,7 +1238,7 @@ xget(PyObject *o, fastattr *fa)
     return xget_slow(o, fa);
 }
 
-static inline int
+static ALWAYS_INLINE int
 xset(PyObject *o, fastattr *fa, PyObject *v)
 {
     if (fa->type == Py_TYPE(o) && fa->set && v != NULL) {
@@ -1243,7 +1250,7 @@ xset(PyObject *o, fastattr *fa, PyObject *v)
     return xset_slow(o, fa, v);
 }
 
-static int
+static ALWAYS_INLINE int
 float_attr(PyObject *o, fastattr *name, double *out)
 {
     PyObject *v = xget(o, name);
