@@ -542,7 +542,7 @@ utf8_of_slow(PyObject *s, const char **p, Py_ssize_t *n, PyObject **tmp)
 
 /* utf8_of_slow, inlined for a compact ASCII str (nearly every name extract hashes): its characters are its UTF-8,
  * which PyUnicode_AsUTF8AndSize would answer after a call and some checks */
-static inline int
+static ALWAYS_INLINE int
 utf8_of(PyObject *s, const char **p, Py_ssize_t *n, PyObject **tmp)
 {
     if (PyUnicode_Check(s) && PyUnicode_IS_COMPACT_ASCII(s)) {
@@ -842,7 +842,7 @@ family_hash(PyObject *self, PyObject *arg)
 }
 
 /* stable_hash(s) */
-static int
+static ALWAYS_INLINE int
 str_hash(PyObject *s, uint32_t *h)
 {
     const char *p;
@@ -902,15 +902,28 @@ bloom_bytes(PyObject *v, unsigned char *buf, Py_ssize_t nbytes, int exact)
 #endif
 
 /* bloom_bytes(v, ..., nbytes, 1) will convert v: 0; 1: not a non-negative int of at most nbytes bytes; -1: error */
-static int
+static ALWAYS_INLINE int
 bloom_fits(PyObject *v, Py_ssize_t nbytes)
 {
+#if SKETCH_DIGITS
+    /* from the digits (3.11: the sign is Py_SIZE's, |Py_SIZE| digits, the top one not 0), without the calls */
+    if (!PyLong_CheckExact(v) || Py_SIZE(v) < 0)
+        return 1;
+    Py_ssize_t n = Py_SIZE(v);
+    if (n == 0)
+        return 0;
+    size_t limit = (size_t)nbytes * 8, below = (size_t)(n - 1) * PyLong_SHIFT;
+    if (below >= limit)
+        return 1;
+    return limit - below < PyLong_SHIFT && (((PyLongObject *)v)->ob_digit[n - 1] >> (limit - below)) != 0;
+#else
     if (!PyLong_CheckExact(v) || _PyLong_Sign(v) < 0)
         return 1;
     size_t bits = _PyLong_NumBits(v);
     if (bits == (size_t)-1 && PyErr_Occurred())
         return -1;
     return bits > (size_t)nbytes * 8 ? 1 : 0;
+#endif
 }
 
 static inline int
@@ -938,13 +951,13 @@ long_bit(PyObject *v, uint32_t i)
 #endif
 
 /* bloom_bytes for a lifetime sketch: with SKETCH_DIGITS only its kind is checked (1: not a non-negative int) */
-static int
+static ALWAYS_INLINE int
 sketch_check(PyObject *v, unsigned char *buf, Py_ssize_t nbytes)
 {
 #if SKETCH_DIGITS
     (void)buf;
     (void)nbytes;
-    return PyLong_CheckExact(v) && _PyLong_Sign(v) >= 0 ? 0 : 1;
+    return PyLong_CheckExact(v) && Py_SIZE(v) >= 0 ? 0 : 1;  /* (3.11: the sign is Py_SIZE's) */
 #else
     return bloom_bytes(v, buf, nbytes, 0);
 #endif
@@ -1097,6 +1110,27 @@ digits_long(const digit *d, Py_ssize_t n)
     return (PyObject *)r;
 }
 #endif
+
+/* The int of a 32-bit hash (a new reference) for the hashes an observation hands out (pending's tool and resource
+ * family, step, principal, kind): the same ones recur (an agent's tools, kinds, steps), so each is kept in one slot
+ * of a direct-mapped table and shared (an int is immutable) instead of made again an event. */
+#define HASH_INTS 1024
+static struct { uint32_t h; PyObject *v; } hash_ints[HASH_INTS];
+
+static ALWAYS_INLINE PyObject *
+hash_int(uint32_t h)
+{
+    unsigned i = (h ^ (h >> 10) ^ (h >> 20)) & (HASH_INTS - 1);
+    PyObject *v = hash_ints[i].v;
+    if (v == NULL || hash_ints[i].h != h) {
+        if ((v = PyLong_FromUnsignedLong(h)) == NULL)
+            return NULL;
+        Py_XSETREF(hash_ints[i].v, v);
+        hash_ints[i].h = h;
+    }
+    Py_INCREF(v);
+    return v;
+}
 
 /* k in adopted (a set, or None) */
 static int
@@ -1609,8 +1643,8 @@ extract(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         goto fall;
     }
     have_tv = 1;
-    if (cv.format == NULL || strcmp(cv.format, "d") != 0 || cv.len != N_COUNTERS_ * 8 || tv.format == NULL
-            || strcmp(tv.format, "d") != 0 || tv.len != N_TASKS * SLOT * 8)
+    if (cv.format == NULL || cv.format[0] != 'd' || cv.format[1] != 0 || cv.len != N_COUNTERS_ * 8 || tv.format == NULL
+            || tv.format[0] != 'd' || tv.format[1] != 0 || tv.len != N_TASKS * SLOT * 8)
         goto fall;
     double *c = cv.buf, *tasks = tv.buf;
     int has_instr = ihash != Py_None;
@@ -2085,7 +2119,7 @@ extract(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
                 instr_t = t;
                 if (set_float(st, &fa_instr_t, t) < 0) goto done;
             }
-            PyObject *v = PyLong_FromUnsignedLong(ih);
+            PyObject *v = hash_int(ih);
             if (v == NULL) goto done;
             r = xset(st, &fa_instr, v);
             Py_DECREF(v);
@@ -2154,7 +2188,7 @@ extract(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (r < 0) goto done;
     if (xset(obs, &fa_dest_classes, classes) < 0) goto done;
     {
-        PyObject *pend = PyTuple_New(3), *v0 = PyLong_FromUnsignedLong(h_tool), *v1 = PyLong_FromUnsignedLong(h_res);
+        PyObject *pend = PyTuple_New(3), *v0 = hash_int(h_tool), *v1 = hash_int(h_res);
         if (pend == NULL || v0 == NULL || v1 == NULL) {
             Py_XDECREF(pend);
             Py_XDECREF(v0);
@@ -2177,12 +2211,12 @@ extract(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (xset(obs, &fa_adopted, adopted_out) < 0) goto done;
     if (xset(obs, &fa_known_reach, (ndests > 0 && known) ? Py_True : Py_False) < 0) goto done;
     {
-        PyObject *v = PyLong_FromUnsignedLong(step);
+        PyObject *v = hash_int(step);
         if (v == NULL) goto done;
         r = xset(obs, &fa_step, v);
         Py_DECREF(v);
         if (r < 0) goto done;
-        v = PyLong_FromUnsignedLong(h_who);
+        v = hash_int(h_who);
         if (v == NULL) goto done;
         r = xset(obs, &fa_principal, v);
         Py_DECREF(v);
@@ -2204,7 +2238,7 @@ extract(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         uint32_t kh = crc_update(crc_update(crc_update(0, p, n), ":", 1), q, e);
         Py_XDECREF(t1);
         Py_XDECREF(t2);
-        PyObject *v = PyLong_FromUnsignedLong(kh);
+        PyObject *v = hash_int(kh);
         if (v == NULL) goto done;
         r = xset(obs, &fa_kind, v);
         Py_DECREF(v);
