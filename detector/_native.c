@@ -595,11 +595,19 @@ stop_check(PyObject *stop)
 }
 
 /* The stop words scan_words was last given, packed (when there are at most 64, none longer than 8 letters):
- * a word is compared with those of its length as one 64-bit integer. */
+ * a word is one 64-bit integer and its length, looked up in an open-addressed table of 128 (a few compares a
+ * word, where comparing with each stop word cost some 20). */
 static PyObject *packed_stop;
 static int packed_n = -1;  /* -1: not packed, compared one by one */
-static uint64_t packed_word[64], packed_lens;
-static unsigned char packed_len[64];
+static uint64_t packed_lens;
+#define STOP_SLOTS 128
+static struct { uint64_t v; unsigned char len, used; } stop_slot[STOP_SLOTS];
+
+static inline unsigned
+stop_home(uint64_t v, Py_ssize_t len)
+{
+    return (unsigned)(((v ^ (uint64_t)len) * 0x9E3779B97F4A7C15ull) >> 57);  /* 0 .. STOP_SLOTS - 1 */
+}
 
 static void
 pack_stop(PyObject *stop)
@@ -611,6 +619,7 @@ pack_stop(PyObject *stop)
     Py_ssize_t n = PyTuple_GET_SIZE(stop);
     packed_n = -1;
     packed_lens = 0;
+    memset(stop_slot, 0, sizeof stop_slot);
     if (n > 64)
         return;
     for (Py_ssize_t j = 0; j < n; j++) {
@@ -620,8 +629,12 @@ pack_stop(PyObject *stop)
             return;
         uint64_t v = 0;
         memcpy(&v, PyUnicode_DATA(w), (size_t)len);
-        packed_word[j] = v;
-        packed_len[j] = (unsigned char)len;
+        unsigned i = stop_home(v, len);
+        while (stop_slot[i].used && !(stop_slot[i].v == v && stop_slot[i].len == len))
+            i = (i + 1) & (STOP_SLOTS - 1);
+        stop_slot[i].v = v;
+        stop_slot[i].len = (unsigned char)len;
+        stop_slot[i].used = 1;
         packed_lens |= (uint64_t)1 << len;
     }
     packed_n = (int)n;
@@ -636,8 +649,8 @@ is_stop(PyObject *stop, const char *w, Py_ssize_t len)
             return 0;
         uint64_t v = 0;
         memcpy(&v, w, (size_t)len);
-        for (int j = 0; j < packed_n; j++)
-            if (packed_word[j] == v && packed_len[j] == len)
+        for (unsigned i = stop_home(v, len); stop_slot[i].used; i = (i + 1) & (STOP_SLOTS - 1))
+            if (stop_slot[i].v == v && stop_slot[i].len == len)
                 return 1;
         return 0;
     }
