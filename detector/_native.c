@@ -499,6 +499,13 @@ crc_update(uint32_t crc, const char *buf, Py_ssize_t n)
         p += 8;
         n -= 8;
     }
+    if (n >= 4) {  /* (most names end in a few bytes: four of them a step too) */
+        uint32_t lo = crc ^ le32(p);
+        crc = crc_table[3][lo & 0xFF] ^ crc_table[2][(lo >> 8) & 0xFF] ^ crc_table[1][(lo >> 16) & 0xFF]
+              ^ crc_table[0][lo >> 24];
+        p += 4;
+        n -= 4;
+    }
     while (n-- > 0)
         crc = crc_table[0][(crc ^ *p++) & 0xFF] ^ (crc >> 8);
     return crc ^ 0xFFFFFFFFu;
@@ -722,11 +729,17 @@ text_local(const char *p, Py_ssize_t n, const char **lp, Py_ssize_t *ln)
         n = (p + n) - (c + 1);
         p = c + 1;
     }
+#ifdef __GLIBC__
+    const char *at = memrchr(p, '@', (size_t)n);
+    if (at != NULL)
+        n = at - p;
+#else
     for (Py_ssize_t i = n - 1; i >= 0; i--)
         if (p[i] == '@') {
             n = i;
             break;
         }
+#endif
     *lp = p;
     *ln = n;
 }
@@ -1465,14 +1478,12 @@ typedef struct {
  * it failed, and then read again each time, raising as the reference does): one lookup per policy instead of one
  * an event. Its classify (a method of the class, which may be replaced) is not remembered. Policies of any other
  * class are asked every time. */
-/* 1: policy is the one remembered (refreshed when it is another of the class); 0: not of the class */
+/* policy_memo for a policy that is not the one remembered */
 static int
-policy_memo(PyObject *policy)
+policy_memo_new(PyObject *policy)
 {
     if (fx_policy_type == NULL || (PyObject *)Py_TYPE(policy) != fx_policy_type)
         return 0;
-    if (policy == untrusted_policy && untrusted_memo != NULL)
-        return 1;
     PyObject *d = PyDict_New();
     if (d == NULL)
         return -1;
@@ -1503,6 +1514,15 @@ policy_memo(PyObject *policy)
     Py_XSETREF(pol_weights, weights);
     Py_XSETREF(pol_broadcast, broadcast);
     return 1;
+}
+
+/* 1: policy is the one remembered (refreshed when it is another of the class); 0: not of the class; -1: error */
+static ALWAYS_INLINE int
+policy_memo(PyObject *policy)
+{
+    if (policy == untrusted_policy && untrusted_memo != NULL && (PyObject *)Py_TYPE(policy) == fx_policy_type)
+        return 1;
+    return policy_memo_new(policy);
 }
 
 /* policy.is_untrusted_source(resource): for the remembered policy, a resource under none of its untrusted
@@ -2118,13 +2138,23 @@ extract(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (has_instr) {
         uint32_t ih;
         if (str_hash(ihash, &ih) < 0) goto done;
-        unsigned long long cur = PyLong_AsUnsignedLongLong(instr_o);
         int differs;
-        if (cur == (unsigned long long)-1 && PyErr_Occurred()) {
-            PyErr_Clear();
-            differs = 1;  /* a negative or huge int is not this hash */
-        } else {
-            differs = cur != ih;
+#if SKETCH_DIGITS
+        Py_ssize_t nd = Py_SIZE(instr_o);  /* (3.11: an int of up to two digits read from them) */
+        if (nd >= 0 && nd <= 2) {
+            const digit *dg = ((PyLongObject *)instr_o)->ob_digit;
+            differs = (nd == 0 ? 0ull : nd == 1 ? (unsigned long long)dg[0]
+                       : (unsigned long long)dg[0] | (unsigned long long)dg[1] << PyLong_SHIFT) != ih;
+        } else
+#endif
+        {
+            unsigned long long cur = PyLong_AsUnsignedLongLong(instr_o);
+            if (cur == (unsigned long long)-1 && PyErr_Occurred()) {
+                PyErr_Clear();
+                differs = 1;  /* a negative or huge int is not this hash */
+            } else {
+                differs = cur != ih;
+            }
         }
         if (differs) {
             if ((r = PyObject_IsTrue(instr_o)) < 0) goto done;
