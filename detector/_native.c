@@ -1228,6 +1228,9 @@ typedef struct {
     Py_ssize_t off;       /* -1: not a plain object slot of that type */
     int get, set;         /* the slot at off is read / written directly (a plain slot, generic attribute access,
                            * and for set not read-only) */
+    int dict;             /* no attribute of that name on the type, generic attribute access: read from the
+                           * instance's __dict__ (ActionEvent.t) while the type's version tag is `tag` */
+    unsigned int tag;
 } fastattr;
 
 static void
@@ -1237,8 +1240,13 @@ fa_resolve(fastattr *fa, PyTypeObject *tp)
     Py_XSETREF(fa->type, tp);
     fa->off = -1;
     int get = tp->tp_getattro == PyObject_GenericGetAttr, set = tp->tp_setattro == PyObject_GenericSetAttr;
-    fa->get = fa->set = 0;
+    fa->get = fa->set = fa->dict = 0;
     PyObject *d = _PyType_Lookup(tp, fa->name);  /* borrowed */
+    if (d == NULL && get && tp->tp_dictoffset != 0 && (tp->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG)) {
+        /* (a change to the type or its bases, such as adding the attribute, changes its version tag) */
+        fa->dict = 1;
+        fa->tag = tp->tp_version_tag;
+    }
     if (d != NULL && Py_IS_TYPE(d, &PyMemberDescr_Type)) {
         PyMemberDef *m = ((PyMemberDescrObject *)d)->d_member;
         if (m->type == T_OBJECT_EX && ((PyMemberDescrObject *)d)->d_common.d_type == tp && m->offset > 0) {
@@ -1254,15 +1262,26 @@ static PyObject *
 xget_slow(PyObject *o, fastattr *fa)
 {
     PyTypeObject *tp = Py_TYPE(o);
-    if (fa->type != tp) {
+    if (fa->type != tp || (fa->dict && tp->tp_version_tag != fa->tag))
         fa_resolve(fa, tp);
-        if (fa->get) {
-            PyObject *v = *(PyObject **)((char *)o + fa->off);
-            if (v != NULL) {
-                Py_INCREF(v);
-                return v;
-            }
+    if (fa->get) {
+        PyObject *v = *(PyObject **)((char *)o + fa->off);
+        if (v != NULL) {
+            Py_INCREF(v);
+            return v;
         }
+    } else if (fa->dict && tp->tp_version_tag == fa->tag) {
+        /* what PyObject_GenericGetAttr finds when the type has no such attribute: the instance dict's item */
+        PyObject *dict = PyObject_GenericGetDict(o, NULL);
+        if (dict == NULL) {
+            PyErr_Clear();  /* (no __dict__ after all: asked the generic way) */
+            return PyObject_GetAttr(o, fa->name);
+        }
+        PyObject *v = PyDict_CheckExact(dict) ? PyDict_GetItemWithError(dict, fa->name) : NULL;
+        Py_XINCREF(v);
+        Py_DECREF(dict);
+        if (v != NULL || PyErr_Occurred())
+            return v;
     }
     return PyObject_GetAttr(o, fa->name);
 }
