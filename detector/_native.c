@@ -1591,6 +1591,21 @@ untrusted_source(PyObject *policy, PyObject *resource)
     return r;
 }
 
+/* The weights of the last sensitivities extract looked up (policy.sensitivity_weight[ev.sensitivity] and
+ * ["confidential"]), on 3.11: the same while the dict is the same one unchanged (its ma_version_tag, PEP 509: a
+ * new value at any change, and unique to the dict: a dict made later at the same address has another) and the
+ * sensitivity an equal str (the dict's keys are str: the lookup runs no code). Two dict lookups an event saved. */
+#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030C0000
+#define DICT_VERSIONS 1
+#define WK_N 4  /* (the four sensitivities) */
+static PyObject *wk_dict;  /* compared, never read: no reference */
+static uint64_t wk_version;
+static struct { PyObject *key, *w; } wk[WK_N];  /* key NULL: empty */
+static PyObject *wk_wc;  /* ["confidential"] of that dict, when an entry is filled */
+#else
+#define DICT_VERSIONS 0
+#endif
+
 static PyObject *
 extract(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -1665,11 +1680,44 @@ extract(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     }
     if (records < 0 || nbytes_ev < 0 || records > (1LL << 53) || nbytes_ev > (1LL << 53))
         goto fall;  /* counts past 2**53 compare with floats inexactly as doubles: the reference decides */
-    PyObject *w_o = PyDict_GetItemWithError(weights, sensitivity);
-    PyObject *wc_o = PyDict_GetItemWithError(weights, s_confidential);
-    if (w_o == NULL || wc_o == NULL) {
-        if (PyErr_Occurred()) goto done;
-        goto fall;
+    PyObject *w_o = NULL, *wc_o = NULL;
+#if DICT_VERSIONS
+    int wk_at = -1;  /* the entry of the remembered weights to fill */
+    if (PyUnicode_CheckExact(sensitivity)) {
+        if (weights != wk_dict || ((PyDictObject *)weights)->ma_version_tag != wk_version) {
+            for (int i = 0; i < WK_N; i++)
+                Py_CLEAR(wk[i].key);
+            wk_dict = weights;
+            wk_version = ((PyDictObject *)weights)->ma_version_tag;
+        }
+        for (int i = 0; i < WK_N && w_o == NULL; i++) {
+            if (wk[i].key == NULL) {
+                wk_at = wk_at < 0 ? i : wk_at;
+            } else if (str_eq(sensitivity, wk[i].key) == 1) {
+                w_o = wk[i].w;
+                wc_o = wk_wc;
+            }
+        }
+    }
+    if (w_o == NULL)
+#endif
+    {
+        w_o = PyDict_GetItemWithError(weights, sensitivity);
+        wc_o = PyDict_GetItemWithError(weights, s_confidential);
+        if (w_o == NULL || wc_o == NULL) {
+            if (PyErr_Occurred()) goto done;
+            goto fall;
+        }
+#if DICT_VERSIONS
+        if (wk_at >= 0) {
+            Py_INCREF(sensitivity);
+            wk[wk_at].key = sensitivity;
+            Py_INCREF(w_o);
+            Py_XSETREF(wk[wk_at].w, w_o);
+            Py_INCREF(wc_o);
+            Py_XSETREF(wk_wc, wc_o);
+        }
+#endif
     }
     if (!PyFloat_CheckExact(w_o) || !PyFloat_CheckExact(wc_o))
         goto fall;
