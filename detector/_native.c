@@ -1342,17 +1342,6 @@ float_attr(PyObject *o, fastattr *name, double *out)
     return ok ? 0 : 1;
 }
 
-static int
-set_float(PyObject *o, fastattr *name, double v)
-{
-    PyObject *f = PyFloat_FromDouble(v);
-    if (f == NULL)
-        return -1;
-    int r = xset(o, name, f);
-    Py_DECREF(f);
-    return r;
-}
-
 #if !SKETCH_DIGITS  /* (with SKETCH_DIGITS the recent filters are made from their digits) */
 static int
 set_bloom(PyObject *o, fastattr *name, const unsigned char *buf, Py_ssize_t n)
@@ -1635,11 +1624,11 @@ extract(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 
     double t, last_t, gen_t, instr_t;
     int r;
-    PyObject *tmp;
-    if ((tmp = xget(ev, &fa_t)) == NULL) goto done;
-    OWN(tmp);
-    if (!PyFloat_CheckExact(tmp)) goto fall;
-    t = PyFloat_AS_DOUBLE(tmp);
+    PyObject *t_o;  /* ev.t: the float the state's times are set to, as the reference sets them (no new float) */
+    if ((t_o = xget(ev, &fa_t)) == NULL) goto done;
+    OWN(t_o);
+    if (!PyFloat_CheckExact(t_o)) goto fall;
+    t = PyFloat_AS_DOUBLE(t_o);
     if (isnan(t)) goto fall;
     if ((r = float_attr(st, &fa_last_t, &last_t)) != 0) goto err_or_fall;
     if ((r = float_attr(st, &fa_gen_t, &gen_t)) != 0) goto err_or_fall;
@@ -1852,7 +1841,7 @@ extract(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         dt = 0.0;
     } else {
         last_t = t;
-        if (set_float(st, &fa_last_t, t) < 0) goto done;
+        if (xset(st, &fa_last_t, t_o) < 0) goto done;
     }
     if (dt > 0.0) {
         double d1 = exp(-dt / 60.0), d15 = exp(-dt / 900.0), d60 = exp(-dt / 3600.0);
@@ -1880,7 +1869,7 @@ extract(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         ra_o = zero;
         if (xset(st, &fa_recent_b, rb_o) < 0) goto done;
         if (xset(st, &fa_recent_a, ra_o) < 0) goto done;
-        if (set_float(st, &fa_gen_t, t) < 0) goto done;
+        if (xset(st, &fa_gen_t, t_o) < 0) goto done;
     }
 
     int approved = approval_id != Py_None;
@@ -2227,7 +2216,7 @@ extract(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             if ((r = PyObject_IsTrue(instr_o)) < 0) goto done;
             if (r) {
                 instr_t = t;
-                if (set_float(st, &fa_instr_t, t) < 0) goto done;
+                if (xset(st, &fa_instr_t, t_o) < 0) goto done;
             }
             PyObject *v = hash_int(ih);
             if (v == NULL) goto done;
@@ -2345,7 +2334,24 @@ extract(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         Py_ssize_t e = 0;
         while (e < m && q[e] != '.' && q[e] != '_' && q[e] != ':' && q[e] != '/' && q[e] != '-')
             e++;
-        uint32_t kh = crc_update(crc_update(crc_update(0, p, n), ":", 1), q, e);
+        /* the CRC of action + ":" remembered for the first 8 action str met (the decoder's five verbs are shared
+         * str objects: one held is that text) */
+        static struct { PyObject *s; uint32_t crc; } verb[8];
+        uint32_t pre = 0;
+        int vi = 0;
+        while (vi < 8 && verb[vi].s != NULL && verb[vi].s != action)
+            vi++;
+        if (vi < 8 && verb[vi].s == action) {
+            pre = verb[vi].crc;
+        } else {
+            pre = crc_update(crc_update(0, p, n), ":", 1);
+            if (vi < 8) {
+                Py_INCREF(action);
+                verb[vi].s = action;
+                verb[vi].crc = pre;
+            }
+        }
+        uint32_t kh = crc_update(pre, q, e);
         Py_XDECREF(t1);
         Py_XDECREF(t2);
         PyObject *v = hash_int(kh);
