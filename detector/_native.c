@@ -563,7 +563,7 @@ utf8_of(PyObject *s, const char **p, Py_ssize_t *n, PyObject **tmp)
 
 /* a == b (1, 0; -1 with an exception) for a and b known to be str: two compact ASCII str compared here, any
  * other pair by PyObject_RichCompareBool (the same answer: an ASCII str equals only str of the same characters) */
-static inline int
+static ALWAYS_INLINE int
 str_eq(PyObject *a, PyObject *b)
 {
     if (a == b)
@@ -688,18 +688,17 @@ scan_words(const char *p, Py_ssize_t n, PyObject *stop, int lower, uint64_t *fou
     int k = 0;
     Py_ssize_t i = 0;
     while (i < n && k < 16) {
-        if (!lt[u[i]]) {
+        /* the next run of letters, copied lower-cased as it is read (a run longer than buf wraps around in it
+         * unchecked: it is hashed again from the text below) */
+        while (i < n && !lt[u[i]])
             i++;
-            continue;
-        }
-        Py_ssize_t start = i, len = 0;
+        Py_ssize_t start = i;
         unsigned char ch;
         while (i < n && (ch = lt[u[i]]) != 0) {
-            if (len < (Py_ssize_t)sizeof buf)
-                buf[len] = (char)ch;
-            len++;
+            buf[(i - start) & ((Py_ssize_t)sizeof buf - 1)] = (char)ch;
             i++;
         }
+        Py_ssize_t len = i - start;
         if (len < 2)
             continue;
         if (len > (Py_ssize_t)sizeof buf) {  /* longer than any stop word: hashed in pieces, lower-cased */
@@ -1896,11 +1895,12 @@ extract(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         PyObject *tb;
         if (utf8_of(resource, &p, &n, &tb) < 0) goto done;
         Py_ssize_t end = n;
-        for (Py_ssize_t i = 0; i + 2 < n; i++) {
-            if (p[i] == ':' && p[i + 1] == '/' && p[i + 2] == '/') {
-                end = i + 3;
-                while (end < n && p[end] != '/')
-                    end++;
+        /* resource_family: up to the first "/" after the first "://" (its ":" found with memchr) */
+        for (const char *c = memchr(p, ':', (size_t)n); c != NULL && c + 2 < p + n;
+             c = memchr(c + 1, ':', (size_t)(p + n - (c + 1)))) {
+            if (c[1] == '/' && c[2] == '/') {
+                const char *slash = memchr(c + 3, '/', (size_t)(p + n - (c + 3)));
+                end = slash != NULL ? slash - p : n;
                 break;
             }
         }
