@@ -1715,7 +1715,7 @@ extract(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     if ((r = sketch_check(dests_o, b_dests, 256)) != 0) goto err_or_fall;
     if ((r = sketch_check(steps_o, b_steps, 128)) != 0) goto err_or_fall;
     if ((r = sketch_check(princ_o, b_princ, 32)) != 0) goto err_or_fall;
-    /* the recent destinations' filters are read (as bytes) only when a destination or a new hour needs them */
+    /* the recent destinations' filters: only their kind and width checked here (read when destinations need them) */
     if ((r = bloom_fits(ra_o, 64)) != 0) goto err_or_fall;
     if ((r = bloom_fits(rb_o, 64)) != 0) goto err_or_fall;
     /* windows and task slots */
@@ -1896,10 +1896,10 @@ extract(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         if (utf8_of(resource, &p, &n, &tb) < 0) goto done;
         Py_ssize_t end = n;
         /* resource_family: up to the first "/" after the first "://" (its ":" found with memchr) */
-        for (const char *c = memchr(p, ':', (size_t)n); c != NULL && c + 2 < p + n;
-             c = memchr(c + 1, ':', (size_t)(p + n - (c + 1)))) {
-            if (c[1] == '/' && c[2] == '/') {
-                const char *slash = memchr(c + 3, '/', (size_t)(p + n - (c + 3)));
+        for (const char *colon = memchr(p, ':', (size_t)n); colon != NULL && colon + 2 < p + n;
+             colon = memchr(colon + 1, ':', (size_t)(p + n - (colon + 1)))) {
+            if (colon[1] == '/' && colon[2] == '/') {
+                const char *slash = memchr(colon + 3, '/', (size_t)(p + n - (colon + 3)));
                 end = slash != NULL ? slash - p : n;
                 break;
             }
