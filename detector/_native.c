@@ -1227,9 +1227,6 @@ typedef struct {
     Py_ssize_t off;       /* -1: not a plain object slot of that type */
     int get, set;         /* the slot at off is read / written directly (a plain slot, generic attribute access,
                            * and for set not read-only) */
-    int dict;             /* no attribute of that name on the type, generic attribute access: read from the
-                           * instance's __dict__ (ActionEvent.t) while the type's version tag is `tag` */
-    unsigned int tag;
 } fastattr;
 
 static void
@@ -1239,13 +1236,8 @@ fa_resolve(fastattr *fa, PyTypeObject *tp)
     Py_XSETREF(fa->type, tp);
     fa->off = -1;
     int get = tp->tp_getattro == PyObject_GenericGetAttr, set = tp->tp_setattro == PyObject_GenericSetAttr;
-    fa->get = fa->set = fa->dict = 0;
+    fa->get = fa->set = 0;
     PyObject *d = _PyType_Lookup(tp, fa->name);  /* borrowed */
-    if (d == NULL && get && tp->tp_dictoffset != 0 && (tp->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG)) {
-        /* (a change to the type or its bases, such as adding the attribute, changes its version tag) */
-        fa->dict = 1;
-        fa->tag = tp->tp_version_tag;
-    }
     if (d != NULL && Py_IS_TYPE(d, &PyMemberDescr_Type)) {
         PyMemberDef *m = ((PyMemberDescrObject *)d)->d_member;
         if (m->type == T_OBJECT_EX && ((PyMemberDescrObject *)d)->d_common.d_type == tp && m->offset > 0) {
@@ -1261,26 +1253,15 @@ static PyObject *
 xget_slow(PyObject *o, fastattr *fa)
 {
     PyTypeObject *tp = Py_TYPE(o);
-    if (fa->type != tp || (fa->dict && tp->tp_version_tag != fa->tag))
+    if (fa->type != tp) {
         fa_resolve(fa, tp);
-    if (fa->get) {
-        PyObject *v = *(PyObject **)((char *)o + fa->off);
-        if (v != NULL) {
-            Py_INCREF(v);
-            return v;
+        if (fa->get) {
+            PyObject *v = *(PyObject **)((char *)o + fa->off);
+            if (v != NULL) {
+                Py_INCREF(v);
+                return v;
+            }
         }
-    } else if (fa->dict && tp->tp_version_tag == fa->tag) {
-        /* what PyObject_GenericGetAttr finds when the type has no such attribute: the instance dict's item */
-        PyObject *dict = PyObject_GenericGetDict(o, NULL);
-        if (dict == NULL) {
-            PyErr_Clear();  /* (no __dict__ after all: asked the generic way) */
-            return PyObject_GetAttr(o, fa->name);
-        }
-        PyObject *v = PyDict_CheckExact(dict) ? PyDict_GetItemWithError(dict, fa->name) : NULL;
-        Py_XINCREF(v);
-        Py_DECREF(dict);
-        if (v != NULL || PyErr_Occurred())
-            return v;
     }
     return PyObject_GetAttr(o, fa->name);
 }
@@ -1579,21 +1560,6 @@ untrusted_source(PyObject *policy, PyObject *resource)
     return r;
 }
 
-/* The weights of the last sensitivities extract looked up (policy.sensitivity_weight[ev.sensitivity] and
- * ["confidential"]), on 3.11: the same while the dict is the same one unchanged (its ma_version_tag, PEP 509: a
- * new value at any change, and unique to the dict: a dict made later at the same address has another) and the
- * sensitivity an equal str (the dict's keys are str: the lookup runs no code). Two dict lookups an event saved. */
-#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030C0000
-#define DICT_VERSIONS 1
-#define WK_N 4  /* (the four sensitivities) */
-static PyObject *wk_dict;  /* compared, never read: no reference */
-static uint64_t wk_version;
-static struct { PyObject *key, *w; } wk[WK_N];  /* key NULL: empty */
-static PyObject *wk_wc;  /* ["confidential"] of that dict, when an entry is filled */
-#else
-#define DICT_VERSIONS 0
-#endif
-
 static PyObject *
 extract(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -1668,44 +1634,11 @@ extract(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     }
     if (records < 0 || nbytes_ev < 0 || records > (1LL << 53) || nbytes_ev > (1LL << 53))
         goto fall;  /* counts past 2**53 compare with floats inexactly as doubles: the reference decides */
-    PyObject *w_o = NULL, *wc_o = NULL;
-#if DICT_VERSIONS
-    int wk_at = -1;  /* the entry of the remembered weights to fill */
-    if (PyUnicode_CheckExact(sensitivity)) {
-        if (weights != wk_dict || ((PyDictObject *)weights)->ma_version_tag != wk_version) {
-            for (int i = 0; i < WK_N; i++)
-                Py_CLEAR(wk[i].key);
-            wk_dict = weights;
-            wk_version = ((PyDictObject *)weights)->ma_version_tag;
-        }
-        for (int i = 0; i < WK_N && w_o == NULL; i++) {
-            if (wk[i].key == NULL) {
-                wk_at = wk_at < 0 ? i : wk_at;
-            } else if (str_eq(sensitivity, wk[i].key) == 1) {
-                w_o = wk[i].w;
-                wc_o = wk_wc;
-            }
-        }
-    }
-    if (w_o == NULL)
-#endif
-    {
-        w_o = PyDict_GetItemWithError(weights, sensitivity);
-        wc_o = PyDict_GetItemWithError(weights, s_confidential);
-        if (w_o == NULL || wc_o == NULL) {
-            if (PyErr_Occurred()) goto done;
-            goto fall;
-        }
-#if DICT_VERSIONS
-        if (wk_at >= 0) {
-            Py_INCREF(sensitivity);
-            wk[wk_at].key = sensitivity;
-            Py_INCREF(w_o);
-            Py_XSETREF(wk[wk_at].w, w_o);
-            Py_INCREF(wc_o);
-            Py_XSETREF(wk_wc, wc_o);
-        }
-#endif
+    PyObject *w_o = PyDict_GetItemWithError(weights, sensitivity);
+    PyObject *wc_o = PyDict_GetItemWithError(weights, s_confidential);
+    if (w_o == NULL || wc_o == NULL) {
+        if (PyErr_Occurred()) goto done;
+        goto fall;
     }
     if (!PyFloat_CheckExact(w_o) || !PyFloat_CheckExact(wc_o))
         goto fall;

@@ -388,37 +388,6 @@ def test_the_kernel_reads_the_recent_destination_filters_up_to_their_512_bits(a_
     assert a.recent_a == b.recent_a and a.recent_b == b.recent_b
 
 
-def test_the_kernel_reads_the_weights_the_policy_has_now():
-    # the kernel remembers the weights it looked up while the dict is unchanged: a weight changed in place, one
-    # added and removed, and another policy's dict are each read again
-    from detector.features import FeatureState, _py_extract
-
-    kernel = _kernel_extract()
-    policies = [_policy(), _policy()]
-    evs = _events([{"tool": "mail.send", "action": "send", "resource": "mail://outbox", "sensitivity": sens,
-                    "records": 3, "bytes": 10, "destinations": [], "task_id": None, "requested_by": None,
-                    "instruction_hash": None, "approval_id": None, "dt": 5.0}
-                   for sens in ("internal", "confidential", "internal", "public", "restricted")])
-    a, b = FeatureState(), FeatureState()
-
-    def same(policy):
-        for ev in evs:
-            obs = kernel(a, ev, policy, None)
-            _same_observation(obs, _py_extract(b, ev, policy, None))
-            assert _state(a) == _state(b)
-            yield obs.x[12]
-
-    assert list(same(policies[0])) == [3.0, 15.0, 3.0, 0.0, 75.0]
-    weights = policies[0].sensitivity_weight
-    weights["internal"], weights["confidential"] = 2.0, 0.5
-    assert list(same(policies[0])) == [6.0, 1.5, 6.0, 0.0, 75.0]
-    weights["extra"] = 1.0
-    del weights["extra"]
-    weights["public"] = 4.0
-    assert list(same(policies[0])) == [6.0, 1.5, 6.0, 12.0, 75.0]
-    assert list(same(policies[1])) == [3.0, 15.0, 3.0, 0.0, 75.0]
-
-
 def test_the_kernel_reads_only_the_task_slot_of_the_action():
     # a slot of another task holding what the engine never writes (it is not read) is no reason to leave an action
     # to the reference; one that is not its task's or a new task's (a slot's last time NaN: no least recently
