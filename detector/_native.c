@@ -21,6 +21,13 @@
 
 #include "_buffers.h"
 
+/* for the small helpers extract calls many times an event, which -O3 leaves as calls in a function that large */
+#if defined(__GNUC__) || defined(__clang__)
+#define ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define ALWAYS_INLINE inline
+#endif
+
 /* A writable (or read-only) C-contiguous buffer of doubles (array('d')). */
 static int
 get_doubles(PyObject *obj, Py_buffer *view, int writable, const char *what)
@@ -67,7 +74,13 @@ static PyObject *small_floats[N_SMALL_FLOATS];
 static inline PyObject *
 row_float(double v)
 {
-    if (v >= 0.0 && v < N_SMALL_FLOATS && v == (double)(int)v && !signbit(v)) {
+    uint64_t bits;
+    memcpy(&bits, &v, sizeof bits);
+    if (bits == 0) {  /* 0.0 (not -0.0), the most common value, tested first */
+        Py_INCREF(small_floats[0]);
+        return small_floats[0];
+    }
+    if (v >= 1.0 && v < N_SMALL_FLOATS && v == (double)(int)v) {
         PyObject *f = small_floats[(int)v];
         Py_INCREF(f);
         return f;
@@ -486,6 +499,13 @@ crc_update(uint32_t crc, const char *buf, Py_ssize_t n)
         p += 8;
         n -= 8;
     }
+    if (n >= 4) {  /* (most names end in a few bytes: four of them a step too) */
+        uint32_t lo = crc ^ le32(p);
+        crc = crc_table[3][lo & 0xFF] ^ crc_table[2][(lo >> 8) & 0xFF] ^ crc_table[1][(lo >> 16) & 0xFF]
+              ^ crc_table[0][lo >> 24];
+        p += 4;
+        n -= 4;
+    }
     while (n-- > 0)
         crc = crc_table[0][(crc ^ *p++) & 0xFF] ^ (crc >> 8);
     return crc ^ 0xFFFFFFFFu;
@@ -506,7 +526,7 @@ crc32_(PyObject *self, PyObject *args)
 
 /* The UTF-8 of a str as stable_hash encodes it ("surrogatepass"); *tmp holds a bytes object to release. */
 static int
-utf8_of(PyObject *s, const char **p, Py_ssize_t *n, PyObject **tmp)
+utf8_of_slow(PyObject *s, const char **p, Py_ssize_t *n, PyObject **tmp)
 {
     *tmp = NULL;
     if (!PyUnicode_Check(s)) {
@@ -527,6 +547,45 @@ utf8_of(PyObject *s, const char **p, Py_ssize_t *n, PyObject **tmp)
     return 0;
 }
 
+/* utf8_of_slow, inlined for a compact ASCII str (nearly every name extract hashes): its characters are its UTF-8,
+ * which PyUnicode_AsUTF8AndSize would answer after a call and some checks */
+static ALWAYS_INLINE int
+utf8_of(PyObject *s, const char **p, Py_ssize_t *n, PyObject **tmp)
+{
+    if (PyUnicode_Check(s) && PyUnicode_IS_COMPACT_ASCII(s)) {
+        *tmp = NULL;
+        *p = (const char *)PyUnicode_DATA(s);
+        *n = PyUnicode_GET_LENGTH(s);
+        return 0;
+    }
+    return utf8_of_slow(s, p, n, tmp);
+}
+
+/* a == b (1, 0; -1 with an exception) for a and b known to be str: two compact ASCII str compared here, any
+ * other pair by PyObject_RichCompareBool (the same answer: an ASCII str equals only str of the same characters) */
+static ALWAYS_INLINE int
+str_eq(PyObject *a, PyObject *b)
+{
+    if (a == b)
+        return 1;
+    if (PyUnicode_CheckExact(a) && PyUnicode_CheckExact(b) && PyUnicode_IS_COMPACT_ASCII(a)
+            && PyUnicode_IS_COMPACT_ASCII(b))
+        return PyUnicode_GET_LENGTH(a) == PyUnicode_GET_LENGTH(b)
+               && memcmp(PyUnicode_DATA(a), PyUnicode_DATA(b), (size_t)PyUnicode_GET_LENGTH(a)) == 0;
+    return PyObject_RichCompareBool(a, b, Py_EQ);
+}
+
+/* s.startswith(prefix) (1, 0; -1 with an exception) for str s and prefix: compact ASCII ones compared here */
+static inline int
+str_starts(PyObject *s, PyObject *prefix)
+{
+    if (PyUnicode_IS_COMPACT_ASCII(s) && PyUnicode_IS_COMPACT_ASCII(prefix)) {
+        Py_ssize_t m = PyUnicode_GET_LENGTH(prefix);
+        return m <= PyUnicode_GET_LENGTH(s) && memcmp(PyUnicode_DATA(s), PyUnicode_DATA(prefix), (size_t)m) == 0;
+    }
+    return (int)PyUnicode_Tailmatch(s, prefix, 0, PY_SSIZE_T_MAX, -1);
+}
+
 /* The stop words (a tuple of ASCII str) are valid for scan_words: -1 with TypeError otherwise. */
 static int
 stop_check(PyObject *stop)
@@ -543,11 +602,19 @@ stop_check(PyObject *stop)
 }
 
 /* The stop words scan_words was last given, packed (when there are at most 64, none longer than 8 letters):
- * a word is compared with those of its length as one 64-bit integer. */
+ * a word is one 64-bit integer and its length, looked up in an open-addressed table of 128 (a few compares a
+ * word, where comparing with each stop word cost some 20). */
 static PyObject *packed_stop;
 static int packed_n = -1;  /* -1: not packed, compared one by one */
-static uint64_t packed_word[64], packed_lens;
-static unsigned char packed_len[64];
+static uint64_t packed_lens;
+#define STOP_SLOTS 128
+static struct { uint64_t v; unsigned char len, used; } stop_slot[STOP_SLOTS];
+
+static inline unsigned
+stop_home(uint64_t v, Py_ssize_t len)
+{
+    return (unsigned)(((v ^ (uint64_t)len) * 0x9E3779B97F4A7C15ull) >> 57);  /* 0 .. STOP_SLOTS - 1 */
+}
 
 static void
 pack_stop(PyObject *stop)
@@ -559,6 +626,7 @@ pack_stop(PyObject *stop)
     Py_ssize_t n = PyTuple_GET_SIZE(stop);
     packed_n = -1;
     packed_lens = 0;
+    memset(stop_slot, 0, sizeof stop_slot);
     if (n > 64)
         return;
     for (Py_ssize_t j = 0; j < n; j++) {
@@ -568,8 +636,12 @@ pack_stop(PyObject *stop)
             return;
         uint64_t v = 0;
         memcpy(&v, PyUnicode_DATA(w), (size_t)len);
-        packed_word[j] = v;
-        packed_len[j] = (unsigned char)len;
+        unsigned i = stop_home(v, len);
+        while (stop_slot[i].used && !(stop_slot[i].v == v && stop_slot[i].len == len))
+            i = (i + 1) & (STOP_SLOTS - 1);
+        stop_slot[i].v = v;
+        stop_slot[i].len = (unsigned char)len;
+        stop_slot[i].used = 1;
         packed_lens |= (uint64_t)1 << len;
     }
     packed_n = (int)n;
@@ -584,8 +656,8 @@ is_stop(PyObject *stop, const char *w, Py_ssize_t len)
             return 0;
         uint64_t v = 0;
         memcpy(&v, w, (size_t)len);
-        for (int j = 0; j < packed_n; j++)
-            if (packed_word[j] == v && packed_len[j] == len)
+        for (unsigned i = stop_home(v, len); stop_slot[i].used; i = (i + 1) & (STOP_SLOTS - 1))
+            if (stop_slot[i].v == v && stop_slot[i].len == len)
                 return 1;
         return 0;
     }
@@ -616,18 +688,17 @@ scan_words(const char *p, Py_ssize_t n, PyObject *stop, int lower, uint64_t *fou
     int k = 0;
     Py_ssize_t i = 0;
     while (i < n && k < 16) {
-        if (!lt[u[i]]) {
+        /* the next run of letters, copied lower-cased as it is read (a run longer than buf wraps around in it
+         * unchecked: it is hashed again from the text below) */
+        while (i < n && !lt[u[i]])
             i++;
-            continue;
-        }
-        Py_ssize_t start = i, len = 0;
+        Py_ssize_t start = i;
         unsigned char ch;
         while (i < n && (ch = lt[u[i]]) != 0) {
-            if (len < (Py_ssize_t)sizeof buf)
-                buf[len] = (char)ch;
-            len++;
+            buf[(i - start) & ((Py_ssize_t)sizeof buf - 1)] = (char)ch;
             i++;
         }
+        Py_ssize_t len = i - start;
         if (len < 2)
             continue;
         if (len > (Py_ssize_t)sizeof buf) {  /* longer than any stop word: hashed in pieces, lower-cased */
@@ -657,11 +728,17 @@ text_local(const char *p, Py_ssize_t n, const char **lp, Py_ssize_t *ln)
         n = (p + n) - (c + 1);
         p = c + 1;
     }
+#ifdef __GLIBC__
+    const char *at = memrchr(p, '@', (size_t)n);
+    if (at != NULL)
+        n = at - p;
+#else
     for (Py_ssize_t i = n - 1; i >= 0; i--)
         if (p[i] == '@') {
             n = i;
             break;
         }
+#endif
     *lp = p;
     *ln = n;
 }
@@ -790,7 +867,7 @@ family_hash(PyObject *self, PyObject *arg)
 }
 
 /* stable_hash(s) */
-static int
+static ALWAYS_INLINE int
 str_hash(PyObject *s, uint32_t *h)
 {
     const char *p;
@@ -803,6 +880,15 @@ str_hash(PyObject *s, uint32_t *h)
     return 0;
 }
 
+/* 1: the Bloom filters extract reads (non-negative ints) are read from their digits (CPython 3.11's int layout,
+ * below) */
+#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030C0000
+#define SKETCH_DIGITS 1
+#else
+#define SKETCH_DIGITS 0
+#endif
+
+#if !SKETCH_DIGITS  /* (with SKETCH_DIGITS the filters are read from their digits, and made from them) */
 /* A Bloom filter (a non-negative int) as little-endian bytes; its low `nbytes` bytes when it is longer
  * (the reference only ever tests bits below its mask). -1: an error; 1: not a non-negative int. */
 static int
@@ -838,16 +924,31 @@ bloom_bytes(PyObject *v, unsigned char *buf, Py_ssize_t nbytes, int exact)
     return 0;
 }
 
+#endif
+
 /* bloom_bytes(v, ..., nbytes, 1) will convert v: 0; 1: not a non-negative int of at most nbytes bytes; -1: error */
-static int
+static ALWAYS_INLINE int
 bloom_fits(PyObject *v, Py_ssize_t nbytes)
 {
+#if SKETCH_DIGITS
+    /* from the digits (3.11: the sign is Py_SIZE's, |Py_SIZE| digits, the top one not 0), without the calls */
+    if (!PyLong_CheckExact(v) || Py_SIZE(v) < 0)
+        return 1;
+    Py_ssize_t n = Py_SIZE(v);
+    if (n == 0)
+        return 0;
+    size_t limit = (size_t)nbytes * 8, below = (size_t)(n - 1) * PyLong_SHIFT;
+    if (below >= limit)
+        return 1;
+    return limit - below < PyLong_SHIFT && (((PyLongObject *)v)->ob_digit[n - 1] >> (limit - below)) != 0;
+#else
     if (!PyLong_CheckExact(v) || _PyLong_Sign(v) < 0)
         return 1;
     size_t bits = _PyLong_NumBits(v);
     if (bits == (size_t)-1 && PyErr_Occurred())
         return -1;
     return bits > (size_t)nbytes * 8 ? 1 : 0;
+#endif
 }
 
 static inline int
@@ -860,8 +961,7 @@ bit_has(const unsigned char *b, uint32_t h, uint32_t mask)
 /* The lifetime sketches are only read by extract: on CPython 3.11 their bits are read from the int's digits
  * (a non-negative int: Py_SIZE digits of PyLong_SHIFT bits) instead of converting each to bytes first;
  * other versions convert (bloom_bytes). */
-#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030C0000
-#define SKETCH_DIGITS 1
+#if SKETCH_DIGITS
 static inline int
 long_bit(PyObject *v, uint32_t i)
 {
@@ -872,18 +972,17 @@ long_bit(PyObject *v, uint32_t i)
 }
 #define SKETCH_HAS(obj, buf, h, mask) (long_bit((obj), (h) & (mask)) && long_bit((obj), ((h) >> 16) & (mask)))
 #else
-#define SKETCH_DIGITS 0
 #define SKETCH_HAS(obj, buf, h, mask) bit_has((buf), (h), (mask))
 #endif
 
 /* bloom_bytes for a lifetime sketch: with SKETCH_DIGITS only its kind is checked (1: not a non-negative int) */
-static int
+static ALWAYS_INLINE int
 sketch_check(PyObject *v, unsigned char *buf, Py_ssize_t nbytes)
 {
 #if SKETCH_DIGITS
     (void)buf;
     (void)nbytes;
-    return PyLong_CheckExact(v) && _PyLong_Sign(v) >= 0 ? 0 : 1;
+    return PyLong_CheckExact(v) && Py_SIZE(v) >= 0 ? 0 : 1;  /* (3.11: the sign is Py_SIZE's) */
 #else
     return bloom_bytes(v, buf, nbytes, 0);
 #endif
@@ -918,6 +1017,7 @@ b128_get(const bits128 *b, unsigned k)
  * without the call). */
 static PyObject *fx_words_cache, *fx_stop;
 static PyObject *fx_policy_type, *untrusted_policy, *untrusted_memo, *pol_classes, *pol_prefixes;
+static PyObject *pol_weights, *pol_broadcast;
 static PyObject *fx_words, *fx_destination_family, *fx_is_outsider, *fx_observation, *fx_external, *fx_broadcast;
 
 static int
@@ -992,6 +1092,71 @@ enum { K_TOOL_ = 0, K_RES_ = 1, K_DEST_ = 2, K_STEP_ = 3, K_PRINCIPAL_ = 4 };
 #define CLASSIFIED 1000
 #define LOOKED 64
 
+#if SKETCH_DIGITS
+/* The recent destinations' filter (512 bits, a non-negative int bloom_fits took) as digits, to test and add bits
+ * in place and make one int of at the end (instead of converting it to bytes and back). */
+#define RECENT_DIGITS ((RECENT_MASK + PyLong_SHIFT) / PyLong_SHIFT)
+
+static void
+recent_digits(PyObject *v, digit *d)
+{
+    Py_ssize_t size = Py_SIZE(v);
+    memcpy(d, ((PyLongObject *)v)->ob_digit, (size_t)size * sizeof(digit));
+    memset(d + size, 0, (size_t)(RECENT_DIGITS - size) * sizeof(digit));
+}
+
+static inline int
+digits_has(const digit *d, uint32_t h, uint32_t mask)
+{
+    uint32_t i = h & mask, j = (h >> 16) & mask;
+    return (d[i / PyLong_SHIFT] >> (i % PyLong_SHIFT) & 1) && (d[j / PyLong_SHIFT] >> (j % PyLong_SHIFT) & 1);
+}
+
+static inline void
+digits_add(digit *d, uint32_t h, uint32_t mask)
+{
+    uint32_t i = h & mask, j = (h >> 16) & mask;
+    d[i / PyLong_SHIFT] |= (digit)1 << (i % PyLong_SHIFT);
+    d[j / PyLong_SHIFT] |= (digit)1 << (j % PyLong_SHIFT);
+}
+
+/* the int of n digits (as PyLong makes it: no leading zero digits, small ints shared) */
+static PyObject *
+digits_long(const digit *d, Py_ssize_t n)
+{
+    while (n > 0 && d[n - 1] == 0)
+        n--;
+    if (n <= 1)
+        return PyLong_FromUnsignedLong(n ? (unsigned long)d[0] : 0ul);
+    PyLongObject *r = _PyLong_New(n);
+    if (r == NULL)
+        return NULL;
+    memcpy(r->ob_digit, d, (size_t)n * sizeof(digit));
+    return (PyObject *)r;
+}
+#endif
+
+/* The int of a 32-bit hash (a new reference) for the hashes an observation hands out (pending's tool and resource
+ * family, step, principal, kind): the same ones recur (an agent's tools, kinds, steps), so each is kept in one slot
+ * of a direct-mapped table and shared (an int is immutable) instead of made again an event. */
+#define HASH_INTS 1024
+static struct { uint32_t h; PyObject *v; } hash_ints[HASH_INTS];
+
+static ALWAYS_INLINE PyObject *
+hash_int(uint32_t h)
+{
+    unsigned i = (h ^ (h >> 10) ^ (h >> 20)) & (HASH_INTS - 1);
+    PyObject *v = hash_ints[i].v;
+    if (v == NULL || hash_ints[i].h != h) {
+        if ((v = PyLong_FromUnsignedLong(h)) == NULL)
+            return NULL;
+        Py_XSETREF(hash_ints[i].v, v);
+        hash_ints[i].h = h;
+    }
+    Py_INCREF(v);
+    return v;
+}
+
 /* k in adopted (a set, or None) */
 static int
 adopted_has(PyObject *adopted, uint64_t key)
@@ -1060,7 +1225,8 @@ typedef struct {
     PyObject *name;       /* interned */
     PyTypeObject *type;   /* the type off was resolved for (a strong reference), or NULL */
     Py_ssize_t off;       /* -1: not a plain object slot of that type */
-    int get, set;         /* the type gets / sets attributes the generic way (no __getattribute__, __setattr__) */
+    int get, set;         /* the slot at off is read / written directly (a plain slot, generic attribute access,
+                           * and for set not read-only) */
 } fastattr;
 
 static void
@@ -1069,51 +1235,81 @@ fa_resolve(fastattr *fa, PyTypeObject *tp)
     Py_INCREF(tp);
     Py_XSETREF(fa->type, tp);
     fa->off = -1;
-    fa->get = tp->tp_getattro == PyObject_GenericGetAttr;
-    fa->set = tp->tp_setattro == PyObject_GenericSetAttr;
+    int get = tp->tp_getattro == PyObject_GenericGetAttr, set = tp->tp_setattro == PyObject_GenericSetAttr;
+    fa->get = fa->set = 0;
     PyObject *d = _PyType_Lookup(tp, fa->name);  /* borrowed */
     if (d != NULL && Py_IS_TYPE(d, &PyMemberDescr_Type)) {
         PyMemberDef *m = ((PyMemberDescrObject *)d)->d_member;
         if (m->type == T_OBJECT_EX && ((PyMemberDescrObject *)d)->d_common.d_type == tp && m->offset > 0) {
             fa->off = m->offset;
-            if (m->flags & READONLY)
-                fa->set = 0;
+            fa->get = get;
+            fa->set = set && !(m->flags & READONLY);
         }
     }
 }
 
+/* the slow paths of xget and xset: the offset resolved for another type, or the generic attribute access */
 static PyObject *
-xget(PyObject *o, fastattr *fa)
+xget_slow(PyObject *o, fastattr *fa)
 {
     PyTypeObject *tp = Py_TYPE(o);
-    if (fa->type != tp)
+    if (fa->type != tp) {
         fa_resolve(fa, tp);
-    if (fa->off >= 0 && fa->get) {
-        PyObject *v = *(PyObject **)((char *)o + fa->off);
-        if (v != NULL) {
-            Py_INCREF(v);
-            return v;
+        if (fa->get) {
+            PyObject *v = *(PyObject **)((char *)o + fa->off);
+            if (v != NULL) {
+                Py_INCREF(v);
+                return v;
+            }
         }
     }
     return PyObject_GetAttr(o, fa->name);
 }
 
 static int
-xset(PyObject *o, fastattr *fa, PyObject *v)
+xset_slow(PyObject *o, fastattr *fa, PyObject *v)
 {
     PyTypeObject *tp = Py_TYPE(o);
-    if (fa->type != tp)
+    if (fa->type != tp) {
         fa_resolve(fa, tp);
-    if (fa->off >= 0 && fa->set && v != NULL) {
+        if (fa->set && v != NULL) {
+            PyObject **slot = (PyObject **)((char *)o + fa->off);
+            Py_INCREF(v);
+            Py_XSETREF(*slot, v);
+            return 0;
+        }
+    }
+    return PyObject_SetAttr(o, fa->name, v);
+}
+
+/* o.<name> (a new reference): inlined for a plain slot of the type last seen, which extract reads some 27
+ * times an event (a call each cost more than the read; -O3 would not inline it into extract by itself) */
+static ALWAYS_INLINE PyObject *
+xget(PyObject *o, fastattr *fa)
+{
+    if (fa->type == Py_TYPE(o) && fa->get) {
+        PyObject *v = *(PyObject **)((char *)o + fa->off);
+        if (v != NULL) {
+            Py_INCREF(v);
+            return v;
+        }
+    }
+    return xget_slow(o, fa);
+}
+
+static ALWAYS_INLINE int
+xset(PyObject *o, fastattr *fa, PyObject *v)
+{
+    if (fa->type == Py_TYPE(o) && fa->set && v != NULL) {
         PyObject **slot = (PyObject **)((char *)o + fa->off);
         Py_INCREF(v);
         Py_XSETREF(*slot, v);
         return 0;
     }
-    return PyObject_SetAttr(o, fa->name, v);
+    return xset_slow(o, fa, v);
 }
 
-static int
+static ALWAYS_INLINE int
 float_attr(PyObject *o, fastattr *name, double *out)
 {
     PyObject *v = xget(o, name);
@@ -1126,17 +1322,7 @@ float_attr(PyObject *o, fastattr *name, double *out)
     return ok ? 0 : 1;
 }
 
-static int
-set_float(PyObject *o, fastattr *name, double v)
-{
-    PyObject *f = PyFloat_FromDouble(v);
-    if (f == NULL)
-        return -1;
-    int r = xset(o, name, f);
-    Py_DECREF(f);
-    return r;
-}
-
+#if !SKETCH_DIGITS  /* (with SKETCH_DIGITS the recent filters are made from their digits) */
 static int
 set_bloom(PyObject *o, fastattr *name, const unsigned char *buf, Py_ssize_t n)
 {
@@ -1147,6 +1333,7 @@ set_bloom(PyObject *o, fastattr *name, const unsigned char *buf, Py_ssize_t n)
     Py_DECREF(v);
     return r;
 }
+#endif
 
 /* interned names */
 static PyObject *s_last_t, *s_c, *s_tools, *s_resources, *s_dests, *s_steps, *s_principals, *s_recent_a,
@@ -1245,6 +1432,8 @@ extract_setup(PyObject *self, PyObject *args)
     Py_CLEAR(untrusted_memo);
     Py_CLEAR(pol_classes);
     Py_CLEAR(pol_prefixes);
+    Py_CLEAR(pol_weights);
+    Py_CLEAR(pol_broadcast);
     if (!PyType_Check(o)) {
         PyErr_SetString(PyExc_TypeError, "extract_setup: Observation must be a class");
         return NULL;
@@ -1258,13 +1447,10 @@ extract_setup(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
-static int
-is_ascii(PyObject *s, const char *lit)
-{
-    size_t n = strlen(lit);
-    return PyUnicode_Check(s) && PyUnicode_IS_ASCII(s) && (size_t)PyUnicode_GET_LENGTH(s) == n
-           && memcmp(PyUnicode_DATA(s), lit, n) == 0;
-}
+/* s == lit for a str s and an ASCII string literal (a macro: the literal's length is known when compiled) */
+#define is_ascii(s, lit) \
+    (PyUnicode_Check(s) && PyUnicode_IS_ASCII(s) && (size_t)PyUnicode_GET_LENGTH(s) == sizeof(lit) - 1 \
+     && memcmp(PyUnicode_DATA(s), (lit), sizeof(lit) - 1) == 0)
 
 typedef struct {
     PyObject *dest;   /* borrowed (from the event's list) */
@@ -1275,16 +1461,17 @@ typedef struct {
 /* What extract remembers of the last policy of the class extract_setup named (policy.Policy: a frozen
  * dataclass, its fields never rebound): a memo of is_untrusted_source's answers per resource, the dict its
  * classify memoises in (pol_classes: policy._cache, read here without the call; NULL when it is not a dict),
- * and its untrusted_sources (pol_prefixes: NULL when not a tuple of str). Policies of any other class are asked
- * every time. */
-/* 1: policy is the one remembered (refreshed when it is another of the class); 0: not of the class */
+ * and its untrusted_sources (pol_prefixes: NULL when not a tuple of str); and the fields extract reads of it
+ * every event or every send (pol_weights: sensitivity_weight, pol_broadcast: broadcast; each NULL when reading
+ * it failed, and then read again each time, raising as the reference does): one lookup per policy instead of one
+ * an event. Its classify (a method of the class, which may be replaced) is not remembered. Policies of any other
+ * class are asked every time. */
+/* policy_memo for a policy that is not the one remembered */
 static int
-policy_memo(PyObject *policy)
+policy_memo_new(PyObject *policy)
 {
     if (fx_policy_type == NULL || (PyObject *)Py_TYPE(policy) != fx_policy_type)
         return 0;
-    if (policy == untrusted_policy && untrusted_memo != NULL)
-        return 1;
     PyObject *d = PyDict_New();
     if (d == NULL)
         return -1;
@@ -1301,12 +1488,29 @@ policy_memo(PyObject *policy)
     for (Py_ssize_t i = 0; pre != NULL && i < PyTuple_GET_SIZE(pre); i++)
         if (!PyUnicode_CheckExact(PyTuple_GET_ITEM(pre, i)))
             Py_CLEAR(pre);
+    PyObject *weights = PyObject_GetAttr(policy, s_sensitivity_weight);
+    if (weights == NULL)
+        PyErr_Clear();
+    PyObject *broadcast = PyObject_GetAttr(policy, s_broadcast);
+    if (broadcast == NULL)
+        PyErr_Clear();
     Py_INCREF(policy);
     Py_XSETREF(untrusted_policy, policy);
     Py_XSETREF(untrusted_memo, d);
     Py_XSETREF(pol_classes, cache);
     Py_XSETREF(pol_prefixes, pre);
+    Py_XSETREF(pol_weights, weights);
+    Py_XSETREF(pol_broadcast, broadcast);
     return 1;
+}
+
+/* 1: policy is the one remembered (refreshed when it is another of the class); 0: not of the class; -1: error */
+static ALWAYS_INLINE int
+policy_memo(PyObject *policy)
+{
+    if (policy == untrusted_policy && untrusted_memo != NULL && (PyObject *)Py_TYPE(policy) == fx_policy_type)
+        return 1;
+    return policy_memo_new(policy);
 }
 
 /* policy.is_untrusted_source(resource): for the remembered policy, a resource under none of its untrusted
@@ -1323,14 +1527,14 @@ untrusted_source(PyObject *policy, PyObject *resource)
         if (pol_prefixes != NULL) {
             int under = 0;
             for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(pol_prefixes) && !under; i++) {
-                Py_ssize_t m = PyUnicode_Tailmatch(resource, PyTuple_GET_ITEM(pol_prefixes, i), 0, PY_SSIZE_T_MAX, -1);
+                int m = str_starts(resource, PyTuple_GET_ITEM(pol_prefixes, i));
                 if (m < 0)
                     return -1;
-                under = (int)m;
+                under = m;
             }
             if (!under)
                 return 0;
-            Py_ssize_t mail = PyUnicode_Tailmatch(resource, s_email, 0, PY_SSIZE_T_MAX, -1);
+            int mail = str_starts(resource, s_email);
             if (mail < 0)
                 return -1;
             if (!mail)
@@ -1378,15 +1582,18 @@ extract(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     dest_class *dc = NULL;
     Py_ssize_t ndc = 0, ndests = 0;
     PyObject *novel = NULL, *adopted_out = NULL, *dest_hashes = NULL, *new_out = NULL, *classes = NULL;
-    unsigned char b_tools[32], b_res[128], b_dests[256], b_steps[128], b_princ[32], b_ra[64], b_rb[64];
+    unsigned char b_tools[32], b_res[128], b_dests[256], b_steps[128], b_princ[32];
+#if !SKETCH_DIGITS
+    unsigned char b_ra[64], b_rb[64];
+#endif
 
     double t, last_t, gen_t, instr_t;
     int r;
-    PyObject *tmp;
-    if ((tmp = xget(ev, &fa_t)) == NULL) goto done;
-    OWN(tmp);
-    if (!PyFloat_CheckExact(tmp)) goto fall;
-    t = PyFloat_AS_DOUBLE(tmp);
+    PyObject *t_o;  /* ev.t: the float the state's times are set to, as the reference sets them (no new float) */
+    if ((t_o = xget(ev, &fa_t)) == NULL) goto done;
+    OWN(t_o);
+    if (!PyFloat_CheckExact(t_o)) goto fall;
+    t = PyFloat_AS_DOUBLE(t_o);
     if (isnan(t)) goto fall;
     if ((r = float_attr(st, &fa_last_t, &last_t)) != 0) goto err_or_fall;
     if ((r = float_attr(st, &fa_gen_t, &gen_t)) != 0) goto err_or_fall;
@@ -1401,7 +1608,14 @@ extract(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     GET(operator_id, ev, &fa_operator_id); GET(approval_id, ev, &fa_approval_id); GET(ihash, ev, &fa_instruction_hash);
     GET(hours, st, &fa_hours);
     PyObject *weights, *tools_o, *res_o, *dests_o, *steps_o, *princ_o, *ra_o, *rb_o, *instr_o;
-    if ((weights = PyObject_GetAttr(policy, s_sensitivity_weight)) == NULL) goto done;
+    int pmemo = policy_memo(policy);  /* 1: the policy's attributes are the remembered pol_* */
+    if (pmemo < 0) goto done;
+    if (pmemo && pol_weights != NULL) {
+        weights = pol_weights;
+        Py_INCREF(weights);
+    } else if ((weights = PyObject_GetAttr(policy, s_sensitivity_weight)) == NULL) {
+        goto done;
+    }
     OWN(weights);
     GET(tools_o, st, &fa_tools); GET(res_o, st, &fa_resources); GET(dests_o, st, &fa_dests); GET(steps_o, st, &fa_steps);
     GET(princ_o, st, &fa_principals); GET(ra_o, st, &fa_recent_a); GET(rb_o, st, &fa_recent_b); GET(instr_o, st, &fa_instr);
@@ -1434,10 +1648,9 @@ extract(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     if ((r = sketch_check(dests_o, b_dests, 256)) != 0) goto err_or_fall;
     if ((r = sketch_check(steps_o, b_steps, 128)) != 0) goto err_or_fall;
     if ((r = sketch_check(princ_o, b_princ, 32)) != 0) goto err_or_fall;
-    /* the recent destinations' filters are read (as bytes) only when a destination or a new hour needs them */
+    /* the recent destinations' filters: only their kind and width checked here (read when destinations need them) */
     if ((r = bloom_fits(ra_o, 64)) != 0) goto err_or_fall;
     if ((r = bloom_fits(rb_o, 64)) != 0) goto err_or_fall;
-    int recent_read = 0;
     /* windows and task slots */
     if ((c_o = xget(st, &fa_c)) == NULL) goto done;
     if ((tasks_o = xget(st, &fa_tasks)) == NULL) goto done;
@@ -1451,32 +1664,51 @@ extract(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         goto fall;
     }
     have_tv = 1;
-    if (cv.format == NULL || strcmp(cv.format, "d") != 0 || cv.len != N_COUNTERS_ * 8 || tv.format == NULL
-            || strcmp(tv.format, "d") != 0 || tv.len != N_TASKS * SLOT * 8)
+    if (cv.format == NULL || cv.format[0] != 'd' || cv.format[1] != 0 || cv.len != N_COUNTERS_ * 8 || tv.format == NULL
+            || tv.format[0] != 'd' || tv.format[1] != 0 || tv.len != N_TASKS * SLOT * 8)
         goto fall;
     double *c = cv.buf, *tasks = tv.buf;
-    for (int s = 0; s < N_TASKS; s++) {
-        const double *b = tasks + s * SLOT;
-        static const int ints[] = {0, 1, 4, 7, 8, 9, 10};
-        for (int k = 0; k < 7; k++) {
-            double v = b[ints[k]];
-            if (!(v >= 0.0 && v < 4294967296.0 && v == (double)(uint32_t)v))  /* an integer of 32 bits */
-                goto fall;
-        }
-        if (isnan(b[3]) || isnan(b[2]) || isnan(b[5]) || isnan(b[6]))
-            goto fall;
-    }
     int has_instr = ihash != Py_None;
     if (has_instr && !PyUnicode_Check(ihash)) goto fall;
     if (task_id != Py_None && !PyUnicode_Check(task_id)) goto fall;
+    /* the task's slot: only the slot of this task is read (a new task's, the least recently used, is reset), so
+     * only it is checked, and every slot's last time (compared to find the least recently used) */
+    uint32_t h_task = 0;
+    int task_slot = -1;  /* the slot holding this task's hash, -1: none (a new task) */
+    if (task_id != Py_None) {
+        if (str_hash(task_id, &h_task) < 0) goto done;
+        for (int i = 0; i < N_TASKS; i++) {
+            if (isnan(tasks[SLOT * i + 3]))
+                goto fall;
+            if (task_slot < 0 && tasks[SLOT * i] == (double)h_task)
+                task_slot = i;
+        }
+        if (task_slot >= 0) {
+            const double *b = tasks + task_slot * SLOT;
+            static const int ints[] = {1, 4, 7, 8, 9, 10};  /* (b[0] is h_task) */
+            for (int k = 0; k < 6; k++) {
+                double v = b[ints[k]];
+                if (!(v >= 0.0 && v < 4294967296.0 && v == (double)(uint32_t)v))  /* an integer of 32 bits */
+                    goto fall;
+            }
+            if (isnan(b[2]) || isnan(b[5]) || isnan(b[6]))
+                goto fall;
+        }
+    }
     if (who != Py_None && !PyUnicode_Check(who)) goto fall;
     /* the destinations' classes (the reference classifies them in its loop; classify is memoised and pure) */
     ndests = PyList_GET_SIZE(dests);
     if (ndests > 0) {
-        if ((classify = PyObject_GetAttr(policy, s_classify)) == NULL) goto done;
-        if ((broadcast = PyObject_GetAttr(policy, s_broadcast)) == NULL) goto done;
-        if ((r = policy_memo(policy)) < 0) goto done;
-        PyObject *memo = r ? pol_classes : NULL;  /* classify's own memo: what it answers, without the call */
+        /* policy.classify is only needed when its memo does not answer (for a policy of the class, whose
+         * classify is a method: reading it cannot fail, and is left until then) */
+        if (!pmemo && (classify = PyObject_GetAttr(policy, s_classify)) == NULL) goto done;
+        if (pmemo && pol_broadcast != NULL) {
+            broadcast = pol_broadcast;
+            Py_INCREF(broadcast);
+        } else if ((broadcast = PyObject_GetAttr(policy, s_broadcast)) == NULL) {
+            goto done;
+        }
+        PyObject *memo = pmemo ? pol_classes : NULL;  /* classify's own memo: what it answers, without the call */
         if (!PyDict_CheckExact(broadcast)) goto fall;
         dc = PyMem_Calloc((size_t)ndests, sizeof(dest_class));
         if (dc == NULL) {
@@ -1491,7 +1723,9 @@ extract(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
                 PyObject *cr = memo != NULL && PyUnicode_CheckExact(d) ? PyDict_GetItemWithError(memo, d) : NULL;
                 if (cr != NULL)
                     Py_INCREF(cr);
-                else if (PyErr_Occurred() || (cr = PyObject_CallOneArg(classify, d)) == NULL)
+                else if (PyErr_Occurred()
+                         || (classify == NULL && (classify = PyObject_GetAttr(policy, s_classify)) == NULL)
+                         || (cr = PyObject_CallOneArg(classify, d)) == NULL)
                     goto done;
                 if (!PyTuple_Check(cr) || PyTuple_GET_SIZE(cr) != 2) {
                     Py_DECREF(cr);
@@ -1539,7 +1773,7 @@ extract(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         dt = 0.0;
     } else {
         last_t = t;
-        if (set_float(st, &fa_last_t, t) < 0) goto done;
+        if (xset(st, &fa_last_t, t_o) < 0) goto done;
     }
     if (dt > 0.0) {
         double d1 = exp(-dt / 60.0), d15 = exp(-dt / 900.0), d60 = exp(-dt / 3600.0);
@@ -1557,20 +1791,17 @@ extract(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         c[10] *= d15;
         c[11] *= d60;
     }
-    int ra_changed = 0;
     if (t - gen_t >= 3600.0) {
-        if (t - gen_t < 2 * 3600.0) {
-            if (bloom_bytes(ra_o, b_rb, 64, 1) != 0) goto fail_late;
-        } else {
-            memset(b_rb, 0, 64);
-        }
-        recent_read = 1;
-        memset(b_ra, 0, 64);
-        ra_changed = 1;
-        if (set_bloom(st, &fa_recent_b, b_rb, 64) < 0) goto done;
-        if (set_bloom(st, &fa_recent_a, b_ra, 64) < 0) goto done;
-        if (set_float(st, &fa_gen_t, t) < 0) goto done;
-        ra_changed = 0;
+        /* as the reference: recent_b takes recent_a's int (or 0), recent_a is 0 (ra_o and rb_o stay the
+         * filters the destinations are read against) */
+        PyObject *zero = PyLong_FromLong(0);
+        if (zero == NULL) goto done;
+        OWN(zero);
+        rb_o = t - gen_t < 2 * 3600.0 ? ra_o : zero;
+        ra_o = zero;
+        if (xset(st, &fa_recent_b, rb_o) < 0) goto done;
+        if (xset(st, &fa_recent_a, ra_o) < 0) goto done;
+        if (xset(st, &fa_gen_t, t_o) < 0) goto done;
     }
 
     int approved = approval_id != Py_None;
@@ -1597,11 +1828,12 @@ extract(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         PyObject *tb;
         if (utf8_of(resource, &p, &n, &tb) < 0) goto done;
         Py_ssize_t end = n;
-        for (Py_ssize_t i = 0; i + 2 < n; i++) {
-            if (p[i] == ':' && p[i + 1] == '/' && p[i + 2] == '/') {
-                end = i + 3;
-                while (end < n && p[end] != '/')
-                    end++;
+        /* resource_family: up to the first "/" after the first "://" (its ":" found with memchr) */
+        for (const char *colon = memchr(p, ':', (size_t)n); colon != NULL && colon + 2 < p + n;
+             colon = memchr(colon + 1, ':', (size_t)(p + n - (colon + 1)))) {
+            if (colon[1] == '/' && colon[2] == '/') {
+                const char *slash = memchr(colon + 3, '/', (size_t)(p + n - (colon + 3)));
+                end = slash != NULL ? slash - p : n;
                 break;
             }
         }
@@ -1636,16 +1868,8 @@ extract(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     int slot_base = -1;
     bits128 context = {0, 0};
     if (task_id != Py_None) {
-        uint32_t ht;
-        if (str_hash(task_id, &ht) < 0) goto done;
-        double hf = (double)ht;
-        int slot = -1;
-        for (int i = 0; i < N_TASKS; i++) {
-            if (tasks[SLOT * i] == hf) {
-                slot = i;
-                break;
-            }
-        }
+        double hf = (double)h_task;
+        int slot = task_slot;
         if (slot >= 0) {
             tasks[SLOT * slot + 3] = t;
         } else {
@@ -1675,16 +1899,30 @@ extract(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     int outward = 0, known = 1, any_broadcast = 0;
     if ((dest_hashes = PyList_New(0)) == NULL || (new_out = PyList_New(0)) == NULL) goto done;
     if ((classes = PyTuple_New(ndests)) == NULL) goto done;
-    if (ndests > 0 && !recent_read) {
+    int ra_changed = 0;
+#if SKETCH_DIGITS
+    /* recent_a's digits, to add to; recent_b's bits are read from its int */
+    digit ra_d[RECENT_DIGITS];
+    if (ndests > 0)
+        recent_digits(ra_o, ra_d);
+#define RECENT_HAS(h) (digits_has(ra_d, (h), RECENT_MASK) || SKETCH_HAS(rb_o, NULL, (h), RECENT_MASK))
+#define RECENT_ADD(h) digits_add(ra_d, (h), RECENT_MASK)
+#else
+    if (ndests > 0) {
         if (bloom_bytes(ra_o, b_ra, 64, 1) != 0 || bloom_bytes(rb_o, b_rb, 64, 1) != 0) goto fail_late;
-        recent_read = 1;
     }
+#define RECENT_HAS(h) (bit_has(b_ra, (h), RECENT_MASK) || bit_has(b_rb, (h), RECENT_MASK))
+#define RECENT_ADD(h) bit_add(b_ra, (h), RECENT_MASK)
+#endif
     for (Py_ssize_t i = 0; i < ndests; i++) {
         PyObject *d = dc[i].dest, *cls = dc[i].cls;
         Py_INCREF(cls);
         PyTuple_SET_ITEM(classes, i, cls);
         if (!any_broadcast) {
-            if ((r = PyObject_RichCompareBool(cls, fx_broadcast, Py_EQ)) < 0) goto done;
+            r = cls == fx_broadcast ? 1
+                : PyUnicode_CheckExact(cls) && PyUnicode_CheckExact(fx_broadcast) ? str_eq(cls, fx_broadcast)
+                : PyObject_RichCompareBool(cls, fx_broadcast, Py_EQ);
+            if (r < 0) goto done;
             any_broadcast = r;
         }
         int ext = cls == fx_external || cls == fx_broadcast;
@@ -1698,8 +1936,8 @@ extract(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         uint32_t h;
         if (str_hash(d, &h) < 0) goto done;
         if (append_key(dest_hashes, h) < 0) goto done;
-        if (!bit_has(b_ra, h, RECENT_MASK) && !bit_has(b_rb, h, RECENT_MASK)) {
-            bit_add(b_ra, h, RECENT_MASK);
+        if (!RECENT_HAS(h)) {
+            RECENT_ADD(h);
             ra_changed = 1;
             n_new_recent += 1;
             if (ext)
@@ -1752,8 +1990,18 @@ extract(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             }
         }
     }
+#undef RECENT_HAS
+#undef RECENT_ADD
     if (ndests > 0 && ra_changed) {
+#if SKETCH_DIGITS
+        PyObject *v = digits_long(ra_d, RECENT_DIGITS);
+        if (v == NULL) goto done;
+        r = xset(st, &fa_recent_a, v);
+        Py_DECREF(v);
+        if (r < 0) goto done;
+#else
         if (set_bloom(st, &fa_recent_a, b_ra, 64) < 0) goto done;
+#endif
     }
     Py_ssize_t n_new_out = PyList_GET_SIZE(new_out);
     if (n_new_out && !approved)
@@ -1780,7 +2028,9 @@ extract(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     double unfamiliar = 0.0;
     uint32_t h_who = 0;
     if (who != Py_None) {
-        if ((r = PyObject_RichCompareBool(who, operator_id, Py_NE)) < 0) goto done;
+        r = PyUnicode_CheckExact(who) && PyUnicode_CheckExact(operator_id) ? !str_eq(who, operator_id)
+            : PyObject_RichCompareBool(who, operator_id, Py_NE);
+        if (r < 0) goto done;
         if (r) {
             if (str_hash(who, &h_who) < 0) goto done;
             if (!SKETCH_HAS(princ_o, b_princ, h_who, PRINCIPAL_MASK)) {
@@ -1877,21 +2127,31 @@ extract(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (has_instr) {
         uint32_t ih;
         if (str_hash(ihash, &ih) < 0) goto done;
-        unsigned long long cur = PyLong_AsUnsignedLongLong(instr_o);
         int differs;
-        if (cur == (unsigned long long)-1 && PyErr_Occurred()) {
-            PyErr_Clear();
-            differs = 1;  /* a negative or huge int is not this hash */
-        } else {
-            differs = cur != ih;
+#if SKETCH_DIGITS
+        Py_ssize_t nd = Py_SIZE(instr_o);  /* (3.11: an int of up to two digits read from them) */
+        if (nd >= 0 && nd <= 2) {
+            const digit *dg = ((PyLongObject *)instr_o)->ob_digit;
+            differs = (nd == 0 ? 0ull : nd == 1 ? (unsigned long long)dg[0]
+                       : (unsigned long long)dg[0] | (unsigned long long)dg[1] << PyLong_SHIFT) != ih;
+        } else
+#endif
+        {
+            unsigned long long cur = PyLong_AsUnsignedLongLong(instr_o);
+            if (cur == (unsigned long long)-1 && PyErr_Occurred()) {
+                PyErr_Clear();
+                differs = 1;  /* a negative or huge int is not this hash */
+            } else {
+                differs = cur != ih;
+            }
         }
         if (differs) {
             if ((r = PyObject_IsTrue(instr_o)) < 0) goto done;
             if (r) {
                 instr_t = t;
-                if (set_float(st, &fa_instr_t, t) < 0) goto done;
+                if (xset(st, &fa_instr_t, t_o) < 0) goto done;
             }
-            PyObject *v = PyLong_FromUnsignedLong(ih);
+            PyObject *v = hash_int(ih);
             if (v == NULL) goto done;
             r = xset(st, &fa_instr, v);
             Py_DECREF(v);
@@ -1902,11 +2162,26 @@ extract(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 
     double rarity = 0.0;
     if (hours != Py_None) {
-        double q = py_floordiv(t, 3600.0);
-        if (!(fabs(q) < 9e18)) goto fall_late;
-        long long hr = ((long long)q) % 24;
-        if (hr < 0)
-            hr += 24;
+        /* int(t // 3600) % 24. The hour [hour_lo, hour_lo + 3600) of the last event is remembered: for t in it
+         * t // 3600 is that hour's (for 0 <= t < 2**53, fmod(t, 3600) is exact, so t - fmod(t, 3600) is q * 3600
+         * and float floor division gives q exactly), which saves fmod and floor for nearly every event */
+        static double hour_lo = 1.0, hour_hi = 0.0;  /* (empty) */
+        static long long hour_of_day;
+        long long hr;
+        if (t >= hour_lo && t < hour_hi) {
+            hr = hour_of_day;
+        } else {
+            double q = py_floordiv(t, 3600.0);
+            if (!(fabs(q) < 9e18)) goto fall_late;
+            hr = ((long long)q) % 24;
+            if (hr < 0)
+                hr += 24;
+            if (q >= 0.0 && q < 2e12) {  /* q * 3600 < 2**53: the bounds are exact */
+                hour_lo = q * 3600.0;
+                hour_hi = (q + 1.0) * 3600.0;
+                hour_of_day = hr;
+            }
+        }
         if (hr >= PyTuple_GET_SIZE(hours)) {
             PyErr_SetString(PyExc_IndexError, "tuple index out of range");
             goto done;
@@ -1945,7 +2220,7 @@ extract(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (r < 0) goto done;
     if (xset(obs, &fa_dest_classes, classes) < 0) goto done;
     {
-        PyObject *pend = PyTuple_New(3), *v0 = PyLong_FromUnsignedLong(h_tool), *v1 = PyLong_FromUnsignedLong(h_res);
+        PyObject *pend = PyTuple_New(3), *v0 = hash_int(h_tool), *v1 = hash_int(h_res);
         if (pend == NULL || v0 == NULL || v1 == NULL) {
             Py_XDECREF(pend);
             Py_XDECREF(v0);
@@ -1968,12 +2243,12 @@ extract(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (xset(obs, &fa_adopted, adopted_out) < 0) goto done;
     if (xset(obs, &fa_known_reach, (ndests > 0 && known) ? Py_True : Py_False) < 0) goto done;
     {
-        PyObject *v = PyLong_FromUnsignedLong(step);
+        PyObject *v = hash_int(step);
         if (v == NULL) goto done;
         r = xset(obs, &fa_step, v);
         Py_DECREF(v);
         if (r < 0) goto done;
-        v = PyLong_FromUnsignedLong(h_who);
+        v = hash_int(h_who);
         if (v == NULL) goto done;
         r = xset(obs, &fa_principal, v);
         Py_DECREF(v);
@@ -1992,10 +2267,27 @@ extract(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         Py_ssize_t e = 0;
         while (e < m && q[e] != '.' && q[e] != '_' && q[e] != ':' && q[e] != '/' && q[e] != '-')
             e++;
-        uint32_t kh = crc_update(crc_update(crc_update(0, p, n), ":", 1), q, e);
+        /* the CRC of action + ":" remembered for the first 8 action str met (the decoder's five verbs are shared
+         * str objects: one held is that text) */
+        static struct { PyObject *s; uint32_t crc; } verb[8];
+        uint32_t pre = 0;
+        int vi = 0;
+        while (vi < 8 && verb[vi].s != NULL && verb[vi].s != action)
+            vi++;
+        if (vi < 8 && verb[vi].s == action) {
+            pre = verb[vi].crc;
+        } else {
+            pre = crc_update(crc_update(0, p, n), ":", 1);
+            if (vi < 8) {
+                Py_INCREF(action);
+                verb[vi].s = action;
+                verb[vi].crc = pre;
+            }
+        }
+        uint32_t kh = crc_update(pre, q, e);
         Py_XDECREF(t1);
         Py_XDECREF(t2);
-        PyObject *v = PyLong_FromUnsignedLong(kh);
+        PyObject *v = hash_int(kh);
         if (v == NULL) goto done;
         r = xset(obs, &fa_kind, v);
         Py_DECREF(v);
@@ -2050,10 +2342,12 @@ extract(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 fall_late:  /* cannot happen for an event time decode_event accepts (|t| < 2**63 hours) */
     PyErr_SetString(PyExc_OverflowError, "event time out of the kernel's range");
     goto done;
+#if !SKETCH_DIGITS
 fail_late:  /* cannot happen: a filter bloom_fits took converts (short of memory) */
     if (!PyErr_Occurred())
         PyErr_SetString(PyExc_SystemError, "a recent-destinations filter changed under extract");
     goto done;
+#endif
 err_or_fall:
     if (r < 0)
         goto done;

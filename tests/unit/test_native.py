@@ -340,6 +340,7 @@ def test_feature_extraction_of_a_sequence_of_actions_equals_the_reference_bit_fo
 
 def test_extraction_outside_the_kernels_domain_is_left_to_the_reference_untouched():
     from detector.features import FeatureState, extract
+    from detector.sketch import stable_hash
 
     policy = _policy()
     ev = _events([{"tool": "bash", "action": "send", "resource": "r://x", "sensitivity": "internal", "records": 1,
@@ -350,12 +351,69 @@ def test_extraction_outside_the_kernels_domain_is_left_to_the_reference_untouche
     before = st_.to_tuple()
     assert kernel(st_, ev, policy, None) is None  # bytes past 2**53: compared exactly by the reference
     assert st_.to_tuple() == before
-    st_.tasks[1] = 0.5  # a task slot the engine never writes
+    st_.tasks[0], st_.tasks[1] = float(stable_hash("t1")), 0.5  # the task's slot as the engine never writes it
     before = st_.to_tuple()
     ev2 = ev.replace(bytes=1)
     assert kernel(st_, ev2, policy, None) is None and st_.to_tuple() == before
     obs = extract(st_, ev2, policy, None)  # the reference decides
     assert obs.x[4] == 1.0 and st_.to_tuple() != before
+
+
+@pytest.mark.parametrize("a_bits, b_bits", [(0, 0), (511, 0), (0, 511), (512, 0), (0, 512), (29, 59), (60, 1),
+                                             (300, 511)])
+@pytest.mark.parametrize("dt", [5.0, 4000.0, 8000.0])
+def test_the_kernel_reads_the_recent_destination_filters_up_to_their_512_bits(a_bits, b_bits, dt):
+    # recent_a and recent_b (ints of at most 512 bits; a wider one is left to the reference) are read and added to
+    # as their digits: their widths at and around a digit's edge, with and without a new hour
+    from detector.features import FeatureState, _py_extract
+
+    policy = _policy()
+    kernel = _kernel_extract()
+    dests = ["email:eve@evil.example", "slack:#general", "email:bob@corp.example", "sms:+15550100"]
+    evs = _events([{"tool": "mail.send", "action": "send", "resource": "mail://outbox", "sensitivity": "internal",
+                    "records": 1, "bytes": 1, "destinations": dests[:n], "task_id": None, "requested_by": None,
+                    "instruction_hash": None, "approval_id": None, "dt": dt} for n in (4, 2, 0, 4)])
+    a, b = FeatureState(), FeatureState()
+    for s in (a, b):
+        s.gen_t = 1772442000.0
+        s.recent_a = (1 << a_bits) | 0x2A if a_bits else 0
+        s.recent_b = (1 << b_bits) - 1
+    for ev in evs:
+        obs = kernel(a, ev, policy, None)
+        if obs is None:
+            assert max(a.recent_a.bit_length(), a.recent_b.bit_length()) > 512
+            obs = _py_extract(a, ev, policy, None)
+        _same_observation(obs, _py_extract(b, ev, policy, None))
+        assert _state(a) == _state(b)
+    assert a.recent_a == b.recent_a and a.recent_b == b.recent_b
+
+
+def test_the_kernel_reads_only_the_task_slot_of_the_action():
+    # a slot of another task holding what the engine never writes (it is not read) is no reason to leave an action
+    # to the reference; one that is not its task's or a new task's (a slot's last time NaN: no least recently
+    # used) is
+    from detector.features import FeatureState, _py_extract
+    from detector.sketch import stable_hash
+
+    policy = _policy()
+    kernel = _kernel_extract()
+    evs = _events([{"tool": "bash", "action": "send", "resource": "r://x", "sensitivity": "internal", "records": 1,
+                    "bytes": 1, "destinations": ["email:eve@evil.example"], "task_id": task, "requested_by": "al",
+                    "instruction_hash": None, "approval_id": None, "dt": 5.0} for task in ("t1", "t2", None)])
+    for ev in evs:
+        a, b = FeatureState(), FeatureState()
+        for s in (a, b):
+            s.tasks[0], s.tasks[3] = float(stable_hash("t1")), 7.0
+            s.tasks[11 + 1], s.tasks[11 + 7], s.tasks[11 + 4] = 0.5, 2.0**40, -3.0  # slot 1: never written so
+        obs = kernel(a, ev, policy, None)
+        assert obs is not None
+        _same_observation(obs, _py_extract(b, ev, policy, None))
+        assert _state(a) == _state(b)
+    st_ = FeatureState()
+    st_.tasks[11 + 3] = float("nan")
+    before = st_.to_tuple()
+    assert kernel(st_, evs[1], policy, None) is None and st_.to_tuple() == before
+    assert kernel(st_, evs[2], policy, None) is not None  # without a task no slot is read
 
 
 # ------------------------------------------------------------------------- replay's chunks
