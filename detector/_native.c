@@ -268,6 +268,29 @@ done:
     return res;
 }
 
+/* One learning step of a profile (loc, scale: n doubles each, in place) towards the row xl in log1p units, with
+ * step size a2 per unit of scale (baseline._py_learn_into) */
+static void
+learn_step(const double *xl, double *loc, double *scale, const double *floors, Py_ssize_t n, double a2, double z95,
+           double up, double down)
+{
+    for (Py_ssize_t i = 0; i < n; i++) {
+        double v = xl[i], m = loc[i], s = scale[i], f = floors[i];
+        double step = a2 * (s > f ? s : f);
+        double hi = m + z95 * s;
+        if (v > m)
+            m += step;
+        else if (v < m)
+            m -= step;
+        if (v > hi)
+            hi += step * up;
+        else
+            hi -= step * down;
+        loc[i] = m;
+        scale[i] = hi > m ? (hi - m) / z95 : 0.0;
+    }
+}
+
 /* learn(xl, loc, scale, floors, a2, z95, up, down) -> (loc', scale')
  *   new arrays (copies of loc and scale) moved towards xl as Baseline.learn_log does. */
 static PyObject *
@@ -310,23 +333,7 @@ learn_(PyObject *const *args, Py_ssize_t nargs, int in_place)
         PyErr_SetString(PyExc_ValueError, "learn: the row, loc, scale and floors differ in length");
         goto fail3;
     }
-    double *loc = lv.buf, *scale = sv.buf;
-    const double *floors = fv.buf;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        double v = buf[i], m = loc[i], s = scale[i], f = floors[i];
-        double step = a2 * (s > f ? s : f);
-        double hi = m + z95 * s;
-        if (v > m)
-            m += step;
-        else if (v < m)
-            m -= step;
-        if (v > hi)
-            hi += step * up;
-        else
-            hi -= step * down;
-        loc[i] = m;
-        scale[i] = hi > m ? (hi - m) / z95 : 0.0;
-    }
+    learn_step(buf, lv.buf, sv.buf, fv.buf, n, a2, z95, up, down);
     if (in_place) {
         Py_INCREF(Py_None);
         res = Py_None;
@@ -2445,6 +2452,32 @@ kind_slot(const double *a, Py_ssize_t len, Py_ssize_t w, double fk)
     return -1;
 }
 
+/* KindProfiles.compare as baseline._py_deviate takes it: where the kind fk has a profile in a (len doubles, slots of
+ * 3 + 2 nk) worth kmin actions, the deviations zb of the kind features lowered to those from it (xb: the row in log1p
+ * units; floors: nf values): 1; 0 without one; -1 with an IndexError (a kind feature beyond the floors) */
+static int
+kind_compare(const double *a, Py_ssize_t len, double fk, const Py_ssize_t *feats, Py_ssize_t nk, const double *floors,
+             Py_ssize_t nf, double kmin, double z95, const double *xb, double *zb)
+{
+    Py_ssize_t b = kind_slot(a, len, 3 + 2 * nk, fk);
+    if (b < 0 || a[b + 1] < kmin)
+        return 0;
+    for (Py_ssize_t j = 0; j < nk; j++) {
+        Py_ssize_t f = feats[j];
+        if (f >= nf) {
+            PyErr_SetString(PyExc_IndexError, "tuple index out of range");
+            return -1;
+        }
+        double mm = a[b + 3 + 2 * j], hi = a[b + 4 + 2 * j];
+        double sc = (hi - mm) / z95;
+        double fl = floors[f];
+        double zk = (xb[f] - mm) / (sc > fl ? sc : fl);
+        if (zk < zb[f])
+            zb[f] = zk;
+    }
+    return 1;
+}
+
 /* deviate(x, loc, scale, floors, kinds, kind, kind_features, kind_min, z95[, xl_out[, z_out]]) -> (xl, z, by_kind)
  *   xl_out, z_out (array('d') as long as the row and its deviations, or None): written and returned instead of
  *   lists (no float object per feature)
@@ -2491,25 +2524,9 @@ deviate(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     Py_ssize_t feats[8];
     Py_ssize_t nk = kind_features(kf_o, feats, m < n ? m : n);
     if (nk < 0) goto done;
-    Py_ssize_t w = 3 + 2 * nk;
-    const double *a = av.buf;
-    Py_ssize_t b = kind_slot(a, av.len / (Py_ssize_t)sizeof(double), w, fk);
-    if (b >= 0 && !(a[b + 1] < kmin)) {
-        for (Py_ssize_t j = 0; j < nk; j++) {
-            Py_ssize_t f = feats[j];
-            if (f >= nf) {
-                PyErr_SetString(PyExc_IndexError, "tuple index out of range");
-                goto done;
-            }
-            double mm = a[b + 3 + 2 * j], hi = a[b + 4 + 2 * j];
-            double sc = (hi - mm) / z95;
-            double fl = floors[f];
-            double zk = (xb[f] - mm) / (sc > fl ? sc : fl);
-            if (zk < zb[f])
-                zb[f] = zk;
-        }
-        by_kind = 1;
-    }
+    by_kind = kind_compare(av.buf, av.len / (Py_ssize_t)sizeof(double), fk, feats, nk, floors, nf, kmin, z95, xb, zb);
+    if (by_kind < 0)
+        goto done;
     if ((xl = row_result(xl_out, xb, n, "xl_out", "deviate: xl_out must be as long as the row")) == NULL
             || (z = row_result(z_out, zb, m, "z_out", "deviate: z_out must be as long as the deviations")) == NULL)
         goto done;
@@ -2522,6 +2539,59 @@ done:
     if (have_f) PyBuffer_Release(&fv);
     if (have_a) PyBuffer_Release(&av);
     return res;
+}
+
+/* One learning step of the kind fk's profile in a (len doubles, slots of 3 + 2 nk), in place (baseline._py_kind_learn):
+ * v, fl: the action's kind features in log1p units and their floors; a kind without a profile takes the least
+ * recently used kind's slot when all `slots` are taken: 1; else 0 (nothing changed: the caller makes a slot) */
+static int
+kind_learn_step(double *a, Py_ssize_t len, double fk, const double *v, const double *fl, Py_ssize_t nk, double t,
+                double z95, double up, double down, double amin, Py_ssize_t slots)
+{
+    Py_ssize_t w = 3 + 2 * nk;
+    Py_ssize_t b = kind_slot(a, len, w, fk);
+    if (b < 0) {
+        if (slots <= 0 || len != w * slots)
+            return 0;
+        /* all slots taken: the first least recently used kind makes room */
+        b = 0;
+        for (Py_ssize_t i = w; i < len; i += w)
+            if (a[i + 2] < a[b + 2])
+                b = i;
+        a[b] = fk;
+        a[b + 1] = 0.0;
+        for (Py_ssize_t j = 0; j < nk; j++) {
+            a[b + 3 + 2 * j] = v[j];
+            a[b + 4 + 2 * j] = v[j] + z95 * fl[j];
+        }
+    }
+    double n = a[b + 1] + 1.0;
+    a[b + 1] = n;
+    if (t > a[b + 2])
+        a[b + 2] = t;
+    if (n != 1.0) {
+        double alpha = 1.0 / n;
+        if (alpha < amin)
+            alpha = amin;
+        Py_ssize_t i = b + 3;
+        for (Py_ssize_t j = 0; j < nk; j++) {
+            double m = a[i], hi = a[i + 1];
+            double s = (hi - m) / z95;
+            double step = 2.0 * alpha * (s > fl[j] ? s : fl[j]);
+            if (v[j] > m)
+                m += step;
+            else if (v[j] < m)
+                m -= step;
+            if (v[j] > hi)
+                hi += step * up;
+            else
+                hi -= step * down;
+            a[i] = m;
+            a[i + 1] = hi > m ? hi : m;
+            i += 2;
+        }
+    }
+    return 1;
 }
 
 /* kind_learn(kinds, kind, xl, t, kind_features, kind_floors, z95, up, down, alpha_min[, slots]) -> bool | None
@@ -2584,59 +2654,69 @@ kind_learn(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     Py_buffer av;
     if (get_doubles(kinds_o, &av, 1, "kinds") < 0)
         return NULL;
-    double *a = av.buf;
-    Py_ssize_t w = 3 + 2 * nk;
-    Py_ssize_t len = av.len / (Py_ssize_t)sizeof(double);
-    Py_ssize_t b = kind_slot(a, len, w, fk);
-    if (b < 0) {
-        if (slots <= 0 || len != w * slots) {
-            PyBuffer_Release(&av);
-            Py_RETURN_FALSE;
-        }
-        /* all slots taken: the first least recently used kind makes room */
-        b = 0;
-        for (Py_ssize_t i = w; i < len; i += w)
-            if (a[i + 2] < a[b + 2])
-                b = i;
-        a[b] = fk;
-        a[b + 1] = 0.0;
-        for (Py_ssize_t j = 0; j < nk; j++) {
-            a[b + 3 + 2 * j] = v[j];
-            a[b + 4 + 2 * j] = v[j] + z95 * fl[j];
-        }
-    }
-    double n = a[b + 1] + 1.0;
-    a[b + 1] = n;
-    if (t > a[b + 2])
-        a[b + 2] = t;
-    if (n != 1.0) {
-        double alpha = 1.0 / n;
-        if (alpha < amin)
-            alpha = amin;
-        Py_ssize_t i = b + 3;
-        for (Py_ssize_t j = 0; j < nk; j++) {
-            double m = a[i], hi = a[i + 1];
-            double s = (hi - m) / z95;
-            double step = 2.0 * alpha * (s > fl[j] ? s : fl[j]);
-            if (v[j] > m)
-                m += step;
-            else if (v[j] < m)
-                m -= step;
-            if (v[j] > hi)
-                hi += step * up;
-            else
-                hi -= step * down;
-            a[i] = m;
-            a[i + 1] = hi > m ? hi : m;
-            i += 2;
-        }
-    }
+    int done = kind_learn_step(av.buf, av.len / (Py_ssize_t)sizeof(double), fk, v, fl, nk, t, z95, up, down, amin,
+                               slots);
     PyBuffer_Release(&av);
-    Py_RETURN_TRUE;
+    return PyBool_FromLong(done);
 fail_x:
     if (xl_buf)
         PyBuffer_Release(&xv);
     return NULL;
+}
+
+/* engine._py_rarities after the caps, on the deviations zb (k values): each one's tail rarity into rb (kr values: the
+ * features with a tail in tables (n values each) and slopes, nfeat of them), the largest (raw), then the blame (the
+ * indices in the tuples quiet, and reach_quiet when known_reach: zb and rb zeroed where zb > 0, zset marks them), and
+ * the largest left (top): 0; -1 with Python's error (int() of a NaN, an empty max(), an index out of range) */
+static int
+rarities_tail(double *zb, double *rb, unsigned char *zset, Py_ssize_t k, const double *tables, const double *slopes,
+              Py_ssize_t nfeat, Py_ssize_t n, double spz, double zmax, PyObject *quiet, PyObject *reach_quiet,
+              int known_reach, Py_ssize_t *kr_out, double *raw_out, double *top_out)
+{
+    Py_ssize_t kr = k < nfeat ? k : nfeat;
+    for (Py_ssize_t i = 0; i < kr; i++)
+        if (tail_neglog(zb[i], spz, tables + i * n, n, zmax, slopes[i], &rb[i]) < 0)
+            return -1;
+    if (kr == 0) {
+        PyErr_SetString(PyExc_ValueError, "max() arg is an empty sequence");
+        return -1;
+    }
+    double raw = rb[0];
+    for (Py_ssize_t i = 1; i < kr; i++)
+        if (rb[i] > raw)
+            raw = rb[i];
+    /* the blame: windows this action added nothing to, and fan-out to destinations reached before */
+    for (int pass = 0; pass < 2; pass++) {
+        PyObject *idx = pass == 0 ? quiet : reach_quiet;
+        if (pass == 1 && !known_reach)
+            break;
+        for (Py_ssize_t j = 0; j < PyTuple_GET_SIZE(idx); j++) {
+            Py_ssize_t i = PyLong_AsSsize_t(PyTuple_GET_ITEM(idx, j));
+            if (i == -1 && PyErr_Occurred())
+                return -1;
+            if (i < 0 || i >= k) {
+                PyErr_SetString(PyExc_IndexError, "list index out of range");
+                return -1;
+            }
+            if (zb[i] > 0.0) {
+                if (i >= kr) {
+                    PyErr_SetString(PyExc_IndexError, "list assignment index out of range");
+                    return -1;
+                }
+                zb[i] = 0.0;
+                zset[i] = 1;
+                rb[i] = 0.0;
+            }
+        }
+    }
+    double top = rb[0];
+    for (Py_ssize_t i = 1; i < kr; i++)
+        if (rb[i] > top)
+            top = rb[i];
+    *kr_out = kr;
+    *raw_out = raw;
+    *top_out = top;
+    return 0;
 }
 
 /* rarities((tables, slopes, n, spz, zmax, slack, reach_quiet), z, x, caps, quiet, known_reach[, rows[, r_out]])
@@ -2776,47 +2856,11 @@ rarities(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_ValueError, "rarities: tables must hold n values per slope");
         goto done;
     }
-    Py_ssize_t kr = k < nfeat ? k : nfeat;
-    const double *tables = tv.buf, *slopes = sv.buf;
-    for (Py_ssize_t i = 0; i < kr; i++)
-        if (tail_neglog(zb[i], spz, tables + i * n, n, zmax, slopes[i], &rb[i]) < 0)
-            goto done;
-    if (kr == 0) {
-        PyErr_SetString(PyExc_ValueError, "max() arg is an empty sequence");
+    Py_ssize_t kr;
+    double raw, top;
+    if (rarities_tail(zb, rb, zset, k, tv.buf, sv.buf, nfeat, n, spz, zmax, quiet, reach_quiet, known_reach, &kr, &raw,
+                      &top) < 0)
         goto done;
-    }
-    double raw = rb[0];
-    for (Py_ssize_t i = 1; i < kr; i++)
-        if (rb[i] > raw)
-            raw = rb[i];
-    /* the blame: windows this action added nothing to, and fan-out to destinations reached before */
-    for (int pass = 0; pass < 2; pass++) {
-        PyObject *idx = pass == 0 ? quiet : reach_quiet;
-        if (pass == 1 && !known_reach)
-            break;
-        for (Py_ssize_t j = 0; j < PyTuple_GET_SIZE(idx); j++) {
-            Py_ssize_t i = PyLong_AsSsize_t(PyTuple_GET_ITEM(idx, j));
-            if (i == -1 && PyErr_Occurred())
-                goto done;
-            if (i < 0 || i >= k) {
-                PyErr_SetString(PyExc_IndexError, "list index out of range");
-                goto done;
-            }
-            if (zb[i] > 0.0) {
-                if (i >= kr) {
-                    PyErr_SetString(PyExc_IndexError, "list assignment index out of range");
-                    goto done;
-                }
-                zb[i] = 0.0;
-                zset[i] = 1;
-                rb[i] = 0.0;
-            }
-        }
-    }
-    double top = rb[0];
-    for (Py_ssize_t i = 1; i < kr; i++)
-        if (rb[i] > top)
-            top = rb[i];
     /* r_out not as long as r (tails of fewer features): a list, as without it */
     if ((r = row_result(r_out, rb, kr, "r_out", NULL)) == NULL)
         goto done;
@@ -3018,36 +3062,14 @@ fail:
     return NULL;
 }
 
-/* usage_add(v, t, records, nbytes) -> True | None
- *   manifest._py_usage_add in place: v an array('d') of five numbers per period (bucket index, previous records
- *   and bytes, current records and bytes), the hour then the day. None, changing nothing, when v is not that,
- *   t / period is not finite or a count is not a number a double holds: the reference decides (and raises). */
-static PyObject *
-usage_add(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+static const double usage_periods[2] = {3600.0, 86400.0};
+
+/* manifest._py_usage_add's step on the ten numbers v (t / each period finite: the caller checks) */
+static void
+usage_step(double *v, double t, double rec, double nb)
 {
-    static const double periods[2] = {3600.0, 86400.0};
-    double t, rec, nb;
-    if (fc_count("usage_add", nargs, 4, 4) < 0)
-        return NULL;
-    if (fc_d(args[1], &t) < 0 || fc_d(args[2], &rec) < 0 || fc_d(args[3], &nb) < 0) {
-        PyErr_Clear();
-        Py_RETURN_NONE;
-    }
-    for (int i = 0; i < 2; i++)
-        if (!isfinite(t / periods[i]))
-            Py_RETURN_NONE;
-    Py_buffer vv;
-    if (!PyObject_CheckBuffer(args[0]) || get_doubles(args[0], &vv, 1, "v") < 0) {
-        PyErr_Clear();
-        Py_RETURN_NONE;
-    }
-    if (vv.len != 10 * (Py_ssize_t)sizeof(double)) {
-        PyBuffer_Release(&vv);
-        Py_RETURN_NONE;
-    }
-    double *v = vv.buf;
     for (int i = 0; i < 2; i++, v += 5) {
-        double k = floor(t / periods[i]);
+        double k = floor(t / usage_periods[i]);
         if (k > v[0]) {
             if (k == v[0] + 1) {
                 v[1] = v[3];
@@ -3061,6 +3083,35 @@ usage_add(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         v[3] += rec;
         v[4] += nb;
     }
+}
+
+/* usage_add(v, t, records, nbytes) -> True | None
+ *   manifest._py_usage_add in place: v an array('d') of five numbers per period (bucket index, previous records
+ *   and bytes, current records and bytes), the hour then the day. None, changing nothing, when v is not that,
+ *   t / period is not finite or a count is not a number a double holds: the reference decides (and raises). */
+static PyObject *
+usage_add(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    double t, rec, nb;
+    if (fc_count("usage_add", nargs, 4, 4) < 0)
+        return NULL;
+    if (fc_d(args[1], &t) < 0 || fc_d(args[2], &rec) < 0 || fc_d(args[3], &nb) < 0) {
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    for (int i = 0; i < 2; i++)
+        if (!isfinite(t / usage_periods[i]))
+            Py_RETURN_NONE;
+    Py_buffer vv;
+    if (!PyObject_CheckBuffer(args[0]) || get_doubles(args[0], &vv, 1, "v") < 0) {
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    if (vv.len != 10 * (Py_ssize_t)sizeof(double)) {
+        PyBuffer_Release(&vv);
+        Py_RETURN_NONE;
+    }
+    usage_step(vv.buf, t, rec, nb);
     PyBuffer_Release(&vv);
     Py_RETURN_TRUE;
 }
