@@ -3116,6 +3116,553 @@ usage_add(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_TRUE;
 }
 
+/* ------------------------------------------------------------------------------------------------------
+ * read_tail(consts, engine, st, ev, obs, rows) -> _Reading | None
+ *
+ * Engine._read after _extract, fused for an ordinary action (detector/engine.py): the usage step, deviate,
+ * the rarities, the learning step, the evidence of harm, the kind's step, the destination habits and the
+ * calibrated p-value of the rarest feature, each the transcription of the Python lines it replaces, the same
+ * operations in the same order on doubles. An action that is not ordinary (new destinations, novel or adopted
+ * items (so no pending item is met again), a long task crossing, an action not learned, a value of a type the
+ * engine does not write) gives None before anything changes: the reference in _read then decides. The
+ * caller takes this path only with learn=True and no manifest scope (no violations).
+ * ------------------------------------------------------------------------------------------------------ */
+
+#define RC_NAME "detector._native.read_consts"
+
+/* read_setup's tuple, parsed once per engine (Engine.swap_model: _read_consts) */
+typedef struct {
+    PyObject *keep;                       /* the tuple: holds every object below */
+    Py_buffer tv, sv, fv;                 /* the tails' tables and slopes, the floors (held: never resized) */
+    Py_ssize_t tn, nfeat, nfl, nrow;      /* values per table, tables, floors, the row's length (N_FEATURES) */
+    double spz, zmax, slack;
+    PyObject *reach_quiet;                /* KNOWN_REACH_QUIET, a tuple */
+    Py_ssize_t feats[8], nk;              /* the kind features */
+    double kfl[8];                        /* their floors */
+    double kind_min, z95, up, down, kind_alpha_min, alpha_min, reason_z, reason_neglog, learn_raw, min_rarity,
+        young_n;
+    Py_ssize_t kind_slots, i_task, i_rule2, i_detour, i_outsider;
+    PyObject *harm, *cal_curve, *ev_curve;  /* Evidence.harm_pvalue and the curves it takes (harm None: Python's) */
+    PyObject *curve_pvalue;               /* the calibration's Curve.pvalue, or None (Calibration.pvalue) */
+    PyObject *new_row;                    /* engine._new_row */
+    PyTypeObject *reading, *baseline_t, *kinds_t, *habits_t, *usage_t;
+    PyObject *periods;                    /* manifest._PERIODS (what Usage.PERIODS must be for its kernel) */
+    PyObject *ext, *bc, *family_key, *counted, *h_slots, *half_at;  /* habits: sends_of's and observe's */
+    int habits_c;                         /* habit_sends and habit_observe are what sends_of and observe call */
+    PyObject *sends_of;
+} readconsts;
+
+static void
+rc_free(PyObject *cap)
+{
+    readconsts *k = PyCapsule_GetPointer(cap, RC_NAME);
+    if (k == NULL)
+        return;
+    PyBuffer_Release(&k->tv);
+    PyBuffer_Release(&k->sv);
+    PyBuffer_Release(&k->fv);
+    Py_XDECREF(k->keep);
+    PyMem_Free(k);
+}
+
+static int
+rc_type(PyObject *o, PyTypeObject **out)
+{
+    if (!PyType_Check(o)) {
+        PyErr_SetString(PyExc_TypeError, "read_setup: a class expected");
+        return -1;
+    }
+    *out = (PyTypeObject *)o;
+    return 0;
+}
+
+/* read_setup(consts) -> the capsule read_tail takes; consts as engine._read_consts makes it */
+static PyObject *
+read_setup(PyObject *self, PyObject *arg)
+{
+    PyObject *rar, *floors, *kf, *kfl, *harm, *cal_curve, *ev_curve, *curve_pvalue, *new_row, *reading, *bl_t, *k_t,
+        *h_t, *u_t, *periods, *ext, *bc, *fam, *counted, *h_slots, *half_at, *sends_of;
+    int habits_c;
+    readconsts *k = PyMem_Calloc(1, sizeof(readconsts));
+    if (k == NULL)
+        return PyErr_NoMemory();
+    if (!PyTuple_CheckExact(arg) || !PyArg_ParseTuple(
+            arg, "O!OO!O!dddddnddddddnnnnOOOOOOOOOOOOOOOOOpO:read_setup", &PyTuple_Type, &rar, &floors,
+            &PyTuple_Type, &kf, &PyTuple_Type, &kfl, &k->kind_min, &k->z95, &k->up, &k->down, &k->kind_alpha_min,
+            &k->kind_slots, &k->alpha_min, &k->reason_z, &k->reason_neglog, &k->learn_raw, &k->min_rarity,
+            &k->young_n, &k->i_task, &k->i_rule2, &k->i_detour, &k->i_outsider, &harm, &cal_curve, &ev_curve,
+            &curve_pvalue, &new_row, &reading, &bl_t, &k_t, &h_t, &u_t, &periods, &ext, &bc, &fam, &counted,
+            &h_slots, &half_at, &habits_c, &sends_of)) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_TypeError, "read_setup: consts must be a tuple");
+        PyMem_Free(k);
+        return NULL;
+    }
+    /* the rarities' consts: (tables, slopes, n, spz, zmax, slack, reach_quiet) */
+    if (PyTuple_GET_SIZE(rar) != 7 || !PyTuple_CheckExact(PyTuple_GET_ITEM(rar, 6))) {
+        PyErr_SetString(PyExc_TypeError, "read_setup: the rarities' consts are not rarities'");
+        PyMem_Free(k);
+        return NULL;
+    }
+    int have_t = 0, have_s = 0, have_f = 0;
+    if (fc_n(PyTuple_GET_ITEM(rar, 2), &k->tn) < 0 || fc_d(PyTuple_GET_ITEM(rar, 3), &k->spz) < 0
+            || fc_d(PyTuple_GET_ITEM(rar, 4), &k->zmax) < 0 || fc_d(PyTuple_GET_ITEM(rar, 5), &k->slack) < 0)
+        goto fail;
+    if (get_doubles(PyTuple_GET_ITEM(rar, 0), &k->tv, 0, "tables") < 0)
+        goto fail;
+    have_t = 1;
+    if (get_doubles(PyTuple_GET_ITEM(rar, 1), &k->sv, 0, "slopes") < 0)
+        goto fail;
+    have_s = 1;
+    if (get_doubles(floors, &k->fv, 0, "floors") < 0)
+        goto fail;
+    have_f = 1;
+    k->nfeat = k->sv.len / (Py_ssize_t)sizeof(double);
+    k->nfl = k->fv.len / (Py_ssize_t)sizeof(double);
+    if (k->tn < 1 || k->tv.len != k->nfeat * k->tn * (Py_ssize_t)sizeof(double)) {
+        PyErr_SetString(PyExc_ValueError, "read_setup: tables must hold n values per slope");
+        goto fail;
+    }
+    k->reach_quiet = PyTuple_GET_ITEM(rar, 6);
+    {
+        PyObject *row = PyObject_CallNoArgs(new_row);
+        if (row == NULL)
+            goto fail;
+        k->nrow = PyObject_Length(row);
+        Py_DECREF(row);
+        if (k->nrow < 0)
+            goto fail;
+    }
+    if (k->nrow < 1 || k->nrow > MAX_ROW) {
+        PyErr_SetString(PyExc_ValueError, "read_setup: rows of that length are not the kernels'");
+        goto fail;
+    }
+    if ((k->nk = kind_features(kf, k->feats, k->nrow)) < 0)
+        goto fail;
+    if (PyTuple_GET_SIZE(kfl) != k->nk) {
+        PyErr_SetString(PyExc_TypeError, "kind floors must be a tuple, one per kind feature");
+        goto fail;
+    }
+    for (Py_ssize_t j = 0; j < k->nk; j++)
+        if (fc_d(PyTuple_GET_ITEM(kfl, j), &k->kfl[j]) < 0)
+            goto fail;
+    if (k->i_task < 0 || k->i_task >= k->nrow || k->i_rule2 < 0 || k->i_rule2 >= k->nrow || k->i_detour < 0
+            || k->i_detour >= k->nrow || k->i_outsider < 0 || k->i_outsider >= k->nrow) {
+        PyErr_SetString(PyExc_IndexError, "read_setup: a feature index out of range");
+        goto fail;
+    }
+    if (rc_type(reading, &k->reading) < 0 || rc_type(bl_t, &k->baseline_t) < 0 || rc_type(k_t, &k->kinds_t) < 0
+            || rc_type(h_t, &k->habits_t) < 0 || rc_type(u_t, &k->usage_t) < 0)
+        goto fail;
+    if (!PyType_IsSubtype(k->reading, &PyTuple_Type)) {
+        PyErr_SetString(PyExc_TypeError, "read_setup: _Reading must be a tuple");
+        goto fail;
+    }
+    k->harm = harm, k->cal_curve = cal_curve, k->ev_curve = ev_curve, k->curve_pvalue = curve_pvalue;
+    k->new_row = new_row, k->periods = periods, k->ext = ext, k->bc = bc, k->family_key = fam;
+    k->counted = counted, k->h_slots = h_slots, k->half_at = half_at, k->habits_c = habits_c, k->sends_of = sends_of;
+    Py_INCREF(arg);
+    k->keep = arg;
+    PyObject *cap = PyCapsule_New(k, RC_NAME, rc_free);
+    if (cap == NULL) {
+        Py_CLEAR(k->keep);
+        goto fail;
+    }
+    return cap;
+fail:
+    if (have_t) PyBuffer_Release(&k->tv);
+    if (have_s) PyBuffer_Release(&k->sv);
+    if (have_f) PyBuffer_Release(&k->fv);
+    PyMem_Free(k);
+    return NULL;
+}
+
+/* attributes read_tail reads and writes (its own: the same names on other types elsewhere would thrash) */
+static fastattr rt_baseline, rt_kinds, rt_caps, rt_usage, rt_habits, rt_loc, rt_scale, rt_n, rt_ka, rt_ha,
+    rt_v, rt_destinations, rt_t, rt_records, rt_bytes, rt_task_id, rt_action, rt_sensitivity, rt_x, rt_novel,
+    rt_adopted, rt_new_outbound, rt_approved, rt_kind, rt_quiet, rt_known_reach, rt_outbound, rt_dest_classes;
+static PyObject *s_py_harm, *s_cal, *s_pvalue, *s_learn, *s_observe, *s_py_observe, *s_periods, *empty_tuple;
+
+static int
+rt_names(void)
+{
+    static struct { fastattr *fa; const char *name; } names[] = {
+        {&rt_baseline, "baseline"}, {&rt_kinds, "kinds"}, {&rt_caps, "caps"}, {&rt_usage, "usage"},
+        {&rt_habits, "habits"}, {&rt_loc, "loc"}, {&rt_scale, "scale"}, {&rt_n, "n"},
+        {&rt_ka, "a"}, {&rt_ha, "a"}, {&rt_v, "v"}, {&rt_destinations, "destinations"}, {&rt_t, "t"},
+        {&rt_records, "records"}, {&rt_bytes, "bytes"}, {&rt_task_id, "task_id"}, {&rt_action, "action"},
+        {&rt_sensitivity, "sensitivity"}, {&rt_x, "x"}, {&rt_novel, "novel"}, {&rt_adopted, "adopted"},
+        {&rt_new_outbound, "new_outbound"}, {&rt_approved, "approved"}, {&rt_kind, "kind"}, {&rt_quiet, "quiet"},
+        {&rt_known_reach, "known_reach"}, {&rt_outbound, "outbound"}, {&rt_dest_classes, "dest_classes"},
+    };
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        if ((names[i].fa->name = PyUnicode_InternFromString(names[i].name)) == NULL)
+            return -1;
+        names[i].fa->off = -1;
+    }
+#define I(v, s) if ((v = PyUnicode_InternFromString(s)) == NULL) return -1
+    I(s_py_harm, "_py_harm_pvalue"); I(s_cal, "_cal"); I(s_pvalue, "pvalue"); I(s_learn, "learn");
+    I(s_observe, "observe"); I(s_py_observe, "_py_observe"); I(s_periods, "PERIODS");
+#undef I
+    if ((empty_tuple = PyTuple_New(0)) == NULL)
+        return -1;
+    return 0;
+}
+
+/* a new array('d') of the row's length (engine._new_row()) holding vals; NULL with an exception set */
+static PyObject *
+rt_row(const readconsts *k, const double *vals)
+{
+    PyObject *row = PyObject_CallNoArgs(k->new_row);
+    if (row == NULL)
+        return NULL;
+    Py_buffer v;
+    if (get_doubles(row, &v, 1, "row") < 0) {
+        Py_DECREF(row);
+        return NULL;
+    }
+    int fits = v.len == k->nrow * (Py_ssize_t)sizeof(double);
+    if (fits)
+        memcpy(v.buf, vals, (size_t)k->nrow * sizeof(double));
+    PyBuffer_Release(&v);
+    if (!fits) {
+        Py_DECREF(row);
+        PyErr_SetString(PyExc_SystemError, "read_tail: a new row is not a row");
+        return NULL;
+    }
+    return row;
+}
+
+/* whether a str is the ASCII literal lit (an exact str: the caller checks) */
+static inline int
+str_is(PyObject *s, const char *lit)
+{
+    return PyUnicode_IS_ASCII(s) && strcmp((const char *)PyUnicode_DATA(s), lit) == 0
+           && (Py_ssize_t)strlen(lit) == PyUnicode_GET_LENGTH(s);
+}
+
+static PyObject *
+read_tail(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (fc_count("read_tail", nargs, 6, 6) < 0)
+        return NULL;
+    readconsts *k = PyCapsule_GetPointer(args[0], RC_NAME);
+    if (k == NULL)
+        return NULL;
+    PyObject *engine = args[1], *st = args[2], *ev = args[3], *obs = args[4], *rows = args[5];
+    PyObject *held[32];  /* the attributes read (new references), released at the end */
+    int nh = 0;
+    Py_buffer lv, sv, av, cv, uv;
+    int have_l = 0, have_s = 0, have_a = 0, have_c = 0, have_u = 0;
+    PyObject *res = NULL, *xl = NULL, *z = NULL, *r = NULL, *loc = NULL, *p_harm = NULL, *p_stat = NULL;
+    PyObject *viol = NULL, *ftop = NULL;
+    const Py_ssize_t n = k->nrow;
+    double xraw[MAX_ROW], xb[MAX_ROW], zb[MAX_ROW], rb[MAX_ROW];
+    unsigned char zset[MAX_ROW];
+#define GET(var, o, fa) do { if ((var = xget(o, &fa)) == NULL) goto bail; held[nh++] = var; } while (0)
+    if (rows != Py_None && !PyByteArray_CheckExact(rows))
+        goto none;
+    PyObject *bl, *kinds, *caps, *usage, *x, *novel, *adopted, *new_out, *approved, *kind, *quiet, *reach,
+        *outbound, *dests, *t_o, *rec_o, *nb_o, *task_id, *action, *sens, *loc_o, *scale_o, *n_o, *ka;
+    /* the ordinary action the fused path takes (else the reference decides): no never-seen destination (new_sent),
+     * no novel item, no adopted one (so none pending met again: `again` is empty, whatever is pending) */
+    GET(novel, obs, rt_novel);
+    GET(adopted, obs, rt_adopted);
+    GET(new_out, obs, rt_new_outbound);
+    if (!PyList_CheckExact(novel) || PyList_GET_SIZE(novel) || !PyList_CheckExact(adopted)
+            || PyList_GET_SIZE(adopted) || !PyList_CheckExact(new_out) || PyList_GET_SIZE(new_out))
+        goto none;
+    GET(approved, obs, rt_approved);
+    GET(outbound, obs, rt_outbound);
+    if (!PyBool_Check(approved) || !PyBool_Check(outbound))
+        goto none;
+    GET(x, obs, rt_x);
+    GET(kind, obs, rt_kind);
+    GET(quiet, obs, rt_quiet);
+    GET(reach, obs, rt_known_reach);
+    if (!PyList_CheckExact(x) || PyList_GET_SIZE(x) != n || !PyTuple_CheckExact(quiet) || !PyBool_Check(reach))
+        goto none;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *o = PyList_GET_ITEM(x, i);
+        if (!PyFloat_CheckExact(o))
+            goto none;
+        xraw[i] = xb[i] = PyFloat_AS_DOUBLE(o);
+    }
+    double fk;  /* float(obs.kind) */
+    if (PyLong_CheckExact(kind)) {
+        if ((fk = PyLong_AsDouble(kind)) == -1.0 && PyErr_Occurred())
+            goto bail;
+    } else {
+        goto none;
+    }
+    GET(dests, ev, rt_destinations);
+    GET(t_o, ev, rt_t);
+    GET(task_id, ev, rt_task_id);
+    GET(action, ev, rt_action);
+    GET(sens, ev, rt_sensitivity);
+    if (!PyFloat_CheckExact(t_o) || !PyUnicode_CheckExact(action) || !PyUnicode_CheckExact(sens))
+        goto none;
+    const double t = PyFloat_AS_DOUBLE(t_o);
+    int has_dests = PyObject_IsTrue(dests);
+    if (has_dests < 0)
+        goto bail;
+    GET(bl, st, rt_baseline);
+    GET(kinds, st, rt_kinds);
+    GET(caps, st, rt_caps);
+    GET(usage, st, rt_usage);
+    if (Py_TYPE(bl) != k->baseline_t || Py_TYPE(kinds) != k->kinds_t)
+        goto none;
+    GET(loc_o, bl, rt_loc);
+    GET(scale_o, bl, rt_scale);
+    GET(n_o, bl, rt_n);
+    GET(ka, kinds, rt_ka);
+    if (!PyFloat_CheckExact(n_o))
+        goto none;
+    /* if ev.destinations: st.usage.add(ev.t, ev.records, ev.bytes): checked here, done once nothing can bail */
+    double rec = 0.0, nb = 0.0;
+    if (has_dests) {
+        GET(rec_o, ev, rt_records);
+        GET(nb_o, ev, rt_bytes);
+        if (Py_TYPE(usage) != k->usage_t || _PyType_Lookup(Py_TYPE(usage), s_periods) != k->periods
+                || fc_d(rec_o, &rec) < 0 || fc_d(nb_o, &nb) < 0 || !isfinite(t / usage_periods[0])
+                || !isfinite(t / usage_periods[1]))
+            goto bail;
+        PyObject *v;
+        GET(v, usage, rt_v);
+        if (!PyObject_CheckBuffer(v) || get_doubles(v, &uv, 1, "v") < 0)
+            goto bail;
+        have_u = 1;
+        if (uv.len != 10 * (Py_ssize_t)sizeof(double))
+            goto none;
+    }
+    /* xl, z, by_kind = _deviate(obs.x, bl.loc, bl.scale, _FLOORS, st.kinds.a, float(obs.kind), _KIND_FEATURES, KIND_MIN,
+     *                           Z95, _new_row(), _new_row()) */
+    if (get_doubles(loc_o, &lv, 1, "loc") < 0)
+        goto bail;
+    have_l = 1;
+    if (get_doubles(scale_o, &sv, 1, "scale") < 0)
+        goto bail;
+    have_s = 1;
+    if (lv.len != n * (Py_ssize_t)sizeof(double) || sv.len != lv.len || k->nfl != n || k->nfeat != n)
+        goto none;
+    if (log_row_deviations(xb, n, &lv, &sv, &k->fv, zb) < 0)
+        goto bail;
+    if (get_doubles(ka, &av, 0, "kinds") < 0)
+        goto bail;
+    have_a = 1;
+    if (kind_compare(av.buf, av.len / (Py_ssize_t)sizeof(double), fk, k->feats, k->nk, k->fv.buf, k->nfl, k->kind_min,
+                     k->z95, xb, zb) < 0)
+        goto bail;
+    PyBuffer_Release(&av);
+    have_a = 0;
+    /* if z[_I_TASK_ACTIONS] >= REASON_Z and ev.task_id is not None: _long_task(...): the reference's */
+    if (zb[k->i_task] >= k->reason_z && task_id != Py_None)
+        goto none;
+    /* caps = st.caps; if caps is not None and _injection_signs(x): caps = None */
+    if (caps != Py_None && (xraw[k->i_rule2] > 0.0 || xraw[k->i_detour] > 0.0 || xraw[k->i_outsider] > 0.0))
+        caps = Py_None;
+    /* r, raw, top = _k_rarities(rar, z, x, caps, obs.quiet, obs.known_reach, rows, _new_row()): the caps ... */
+    memset(zset, 0, (size_t)n);
+    if (caps != Py_None) {
+        if (!PyObject_CheckBuffer(caps) || get_doubles(caps, &cv, 0, "caps") < 0)
+            goto bail;
+        have_c = 1;
+        Py_ssize_t nc = cv.len / (Py_ssize_t)sizeof(double);
+        if (nc > n)
+            goto none;
+        const double *cp = cv.buf;
+        for (Py_ssize_t i = 0; i < nc; i++)
+            if (cp[i] > 0.0 && zb[i] > 0.0 && xraw[i] <= k->slack * cp[i]) {
+                zb[i] = 0.0;
+                zset[i] = 1;
+            }
+        PyBuffer_Release(&cv);
+        have_c = 0;
+    }
+    /* ... then the tails, the largest and the blame */
+    Py_ssize_t kr;
+    double raw, top;
+    if (rarities_tail(zb, rb, zset, n, k->tv.buf, k->sv.buf, k->nfeat, k->tn, k->spz, k->zmax, quiet, k->reach_quiet,
+                      reach == Py_True, &kr, &raw, &top) < 0)
+        goto bail;
+    if (kr != n)
+        goto none;
+    /* learned = raw < self._learn_raw and not violations: an action not learned goes through _settle */
+    if (!(raw < k->learn_raw))
+        goto none;
+
+    /* ---- nothing bails from here on: the state changes as the reference changes it ---- */
+    /* the rarities' rows += z (the batch's model rows) */
+    if (rows != Py_None) {
+        Py_ssize_t at = PyByteArray_GET_SIZE(rows);
+        if (PyByteArray_Resize(rows, at + n * (Py_ssize_t)sizeof(double)) < 0)
+            goto done;
+        memcpy(PyByteArray_AS_STRING(rows) + at, zb, (size_t)n * sizeof(double));
+    }
+    /* st.usage.add(ev.t, ev.records, ev.bytes) (usage_add) */
+    if (have_u) {
+        usage_step(uv.buf, t, rec, nb);
+        PyBuffer_Release(&uv);
+        have_u = 0;
+    }
+    if ((xl = rt_row(k, xb)) == NULL || (z = rt_row(k, zb)) == NULL || (r = rt_row(k, rb)) == NULL)
+        goto done;
+    /* loc = array("d", bl.loc) if raw >= REASON_NEGLOG else None */
+    if (raw >= k->reason_neglog) {
+        if ((loc = rt_row(k, lv.buf)) == NULL)
+            goto done;
+    } else {
+        loc = Py_None;
+        Py_INCREF(loc);
+    }
+    /* bl.learn_log_in_place(xl): self.n += 1.0; a = 1.0 / self.n; a = max(a, _ALPHA_MIN); _learn_into(...) */
+    double weight = PyFloat_AS_DOUBLE(n_o) + 1.0;
+    {
+        PyObject *nn = PyFloat_FromDouble(weight);
+        if (nn == NULL)
+            goto done;
+        int rc = xset(bl, &rt_n, nn);
+        Py_DECREF(nn);
+        if (rc < 0)
+            goto done;
+    }
+    double a = 1.0 / weight;
+    if (a < k->alpha_min)
+        a = k->alpha_min;
+    learn_step(xb, lv.buf, sv.buf, k->fv.buf, n, 2.0 * a, k->z95, k->up, k->down);
+    PyBuffer_Release(&lv);
+    PyBuffer_Release(&sv);
+    have_l = have_s = 0;
+    /* p_harm = 1.0 if raw < MIN_RARITY else self._harm_pvalue(ev, obs, r, weight >= YOUNG_N) */
+    if (raw < k->min_rarity) {
+        p_harm = PyFloat_FromDouble(1.0);
+    } else {
+        /* moving = obs.outbound or ev.action == "delete"; sensitive = ev.sensitivity in ("confidential",
+         * "restricted"); the kernel, then the reference for what it leaves */
+        PyObject *moving = outbound == Py_True ? Py_True : str_is(action, "delete") ? Py_True : Py_False;
+        PyObject *sensitive = str_is(sens, "confidential") || str_is(sens, "restricted") ? Py_True : Py_False;
+        PyObject *established = weight >= k->young_n ? Py_True : Py_False;
+        if (k->harm != Py_None) {
+            PyObject *hargs[6] = {r, moving, sensitive, established, k->cal_curve, k->ev_curve};
+            if ((p_harm = PyObject_Vectorcall(k->harm, hargs, 6, NULL)) == NULL)
+                goto done;
+            if (p_harm == Py_None)
+                Py_CLEAR(p_harm);
+        }
+        if (p_harm == NULL) {
+            PyObject *margs[5] = {engine, r, moving, sensitive, established};
+            p_harm = PyObject_VectorcallMethod(s_py_harm, margs, 5, NULL);
+        }
+    }
+    if (p_harm == NULL)
+        goto done;
+    /* if not obs.approved and not _kind_learn(st.kinds.a, float(obs.kind), xl, ev.t, ...):
+     *     st.kinds.learn(obs.kind, xl, ev.t) */
+    if (approved == Py_False) {
+        if (get_doubles(ka, &av, 1, "kinds") < 0)
+            goto done;
+        double v[8];
+        for (Py_ssize_t j = 0; j < k->nk; j++)
+            v[j] = xb[k->feats[j]];
+        int learnt = kind_learn_step(av.buf, av.len / (Py_ssize_t)sizeof(double), fk, v, k->kfl, k->nk, t, k->z95,
+                                     k->up, k->down, k->kind_alpha_min, k->kind_slots);
+        PyBuffer_Release(&av);
+        if (!learnt) {
+            PyObject *margs[4] = {kinds, kind, xl, t_o};
+            PyObject *got = PyObject_VectorcallMethod(s_learn, margs, 4, NULL);
+            if (got == NULL)
+                goto done;
+            Py_DECREF(got);
+        }
+    }
+    /* if obs.outbound: st.habits.observe(sends_of(ev.destinations, obs.dest_classes, ())) */
+    if (outbound == Py_True) {
+        PyObject *habits, *classes, *sends, *got;
+        if ((habits = xget(st, &rt_habits)) == NULL)
+            goto done;
+        held[nh++] = habits;
+        if ((classes = xget(obs, &rt_dest_classes)) == NULL)
+            goto done;
+        held[nh++] = classes;
+        if (k->habits_c && Py_TYPE(habits) == k->habits_t) {
+            PyObject *sargs[7] = {dests, classes, empty_tuple, k->ext, k->bc, k->family_key, k->counted};
+            if ((sends = habit_sends(NULL, sargs, 7)) == NULL)
+                goto done;
+            PyObject *ha = xget(habits, &rt_ha);
+            if (ha == NULL) {
+                Py_DECREF(sends);
+                goto done;
+            }
+            PyObject *oargs[4] = {ha, sends, k->h_slots, k->half_at};
+            got = habit_observe(NULL, oargs, 4);
+            Py_DECREF(ha);
+            if (got == Py_None) {
+                Py_DECREF(got);
+                got = PyObject_CallMethodOneArg(habits, s_py_observe, sends);
+            }
+        } else {
+            PyObject *sargs[3] = {dests, classes, empty_tuple};
+            if ((sends = PyObject_Vectorcall(k->sends_of, sargs, 3, NULL)) == NULL)
+                goto done;
+            got = PyObject_CallMethodOneArg(habits, s_observe, sends);
+        }
+        Py_DECREF(sends);
+        if (got == NULL)
+            goto done;
+        Py_DECREF(got);
+    }
+    /* self._cal.pvalue(top): the compiled curve's, else the calibration's own */
+    if ((ftop = PyFloat_FromDouble(top)) == NULL)
+        goto done;
+    if (k->curve_pvalue != Py_None) {
+        if ((p_stat = PyObject_CallOneArg(k->curve_pvalue, ftop)) == NULL)
+            goto done;
+        if (p_stat == Py_None)
+            Py_CLEAR(p_stat);
+    }
+    if (p_stat == NULL) {
+        PyObject *cal = PyObject_GetAttr(engine, s_cal);
+        if (cal == NULL)
+            goto done;
+        p_stat = PyObject_CallMethodOneArg(cal, s_pvalue, ftop);
+        Py_DECREF(cal);
+        if (p_stat == NULL)
+            goto done;
+    }
+    /* _new_reading(_Reading, (obs, violations, z, r, loc, p_stat, p_harm, xl)) */
+    if ((viol = PyList_New(0)) == NULL || (res = k->reading->tp_alloc(k->reading, 8)) == NULL)
+        goto done;
+    Py_INCREF(obs);
+    PyObject *fields[8] = {obs, viol, z, r, loc, p_stat, p_harm, xl};
+    for (int i = 0; i < 8; i++)
+        PyTuple_SET_ITEM(res, i, fields[i]);
+    viol = z = r = loc = p_stat = p_harm = xl = NULL;  /* the reading holds them */
+    goto done;
+bail:  /* an error before anything changed: the reference meets it again (and raises it) */
+    PyErr_Clear();
+none:
+    res = Py_None;
+    Py_INCREF(res);
+done:
+#undef GET
+    if (have_l) PyBuffer_Release(&lv);
+    if (have_s) PyBuffer_Release(&sv);
+    if (have_a) PyBuffer_Release(&av);
+    if (have_c) PyBuffer_Release(&cv);
+    if (have_u) PyBuffer_Release(&uv);
+    Py_XDECREF(xl);
+    Py_XDECREF(z);
+    Py_XDECREF(r);
+    Py_XDECREF(loc);
+    Py_XDECREF(p_harm);
+    Py_XDECREF(p_stat);
+    Py_XDECREF(viol);
+    Py_XDECREF(ftop);
+    while (nh > 0)
+        Py_DECREF(held[--nh]);
+    return res;
+}
+
 static PyMethodDef methods[] = {
     {"log_deviations", log_deviations, METH_VARARGS,
      "log_deviations(x, loc, scale, floors) -> (xl, z): log1p of a row and its robust deviations."},
@@ -3157,6 +3704,11 @@ static PyMethodDef methods[] = {
      "remember(seen, content, pos, h, hc) -> 0 new | 1 reused id | 2 duplicate (engine._py_remember)."},
     {"usage_add", (PyCFunction)(void (*)(void))usage_add, METH_FASTCALL,
      "usage_add(v, t, records, nbytes) -> True (manifest._py_usage_add in place), or None for the reference."},
+    {"read_setup", read_setup, METH_O,
+     "read_setup(consts) -> what read_tail takes first (engine._read_consts makes consts)."},
+    {"read_tail", (PyCFunction)(void (*)(void))read_tail, METH_FASTCALL,
+     "read_tail(consts, engine, st, ev, obs, rows) -> Engine._read's _Reading after _extract for an ordinary action, "
+     "or None (nothing changed) for the reference to decide."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -3170,7 +3722,7 @@ PyMODINIT_FUNC
 PyInit__native(void)
 {
     crc_init();
-    if (intern_names() < 0)
+    if (intern_names() < 0 || rt_names() < 0)
         return NULL;
     for (int i = 0; i < N_SMALL_FLOATS; i++)
         if ((small_floats[i] = PyFloat_FromDouble((double)i)) == NULL)
