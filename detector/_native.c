@@ -3130,6 +3130,12 @@ usage_add(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 
 #define RC_NAME "detector._native.read_consts"
 
+/* attributes read_tail reads and writes (its own: the same names on other types elsewhere would thrash) */
+static fastattr rt_baseline, rt_kinds, rt_caps, rt_usage, rt_habits, rt_loc, rt_scale, rt_n, rt_ka, rt_ha,
+    rt_v, rt_destinations, rt_t, rt_records, rt_bytes, rt_task_id, rt_action, rt_sensitivity, rt_x, rt_novel,
+    rt_adopted, rt_new_outbound, rt_approved, rt_kind, rt_quiet, rt_known_reach, rt_outbound, rt_dest_classes;
+static PyObject *s_py_harm, *s_cal, *s_pvalue, *s_learn, *s_observe, *s_py_observe, *s_periods, *s_extend, *empty_tuple;
+
 /* read_setup's tuple, parsed once per engine (Engine.swap_model: _read_consts) */
 typedef struct {
     PyObject *keep;                       /* the tuple: holds every object below */
@@ -3150,6 +3156,7 @@ typedef struct {
     PyObject *ext, *bc, *family_key, *counted, *h_slots, *half_at;  /* habits: sends_of's and observe's */
     int habits_c;                         /* habit_sends and habit_observe are what sends_of and observe call */
     PyObject *sends_of;
+    PyObject *kinds_learn;                /* KindProfiles.learn as read_setup found it (a strong reference) */
 } readconsts;
 
 static void
@@ -3161,6 +3168,7 @@ rc_free(PyObject *cap)
     PyBuffer_Release(&k->tv);
     PyBuffer_Release(&k->sv);
     PyBuffer_Release(&k->fv);
+    Py_XDECREF(k->kinds_learn);
     Py_XDECREF(k->keep);
     PyMem_Free(k);
 }
@@ -3261,11 +3269,14 @@ read_setup(PyObject *self, PyObject *arg)
     k->harm = harm, k->cal_curve = cal_curve, k->ev_curve = ev_curve, k->curve_pvalue = curve_pvalue;
     k->new_row = new_row, k->periods = periods, k->ext = ext, k->bc = bc, k->family_key = fam;
     k->counted = counted, k->h_slots = h_slots, k->half_at = half_at, k->habits_c = habits_c, k->sends_of = sends_of;
+    k->kinds_learn = _PyType_Lookup(k->kinds_t, s_learn);
+    Py_XINCREF(k->kinds_learn);
     Py_INCREF(arg);
     k->keep = arg;
     PyObject *cap = PyCapsule_New(k, RC_NAME, rc_free);
     if (cap == NULL) {
         Py_CLEAR(k->keep);
+        Py_CLEAR(k->kinds_learn);
         goto fail;
     }
     return cap;
@@ -3276,12 +3287,6 @@ fail:
     PyMem_Free(k);
     return NULL;
 }
-
-/* attributes read_tail reads and writes (its own: the same names on other types elsewhere would thrash) */
-static fastattr rt_baseline, rt_kinds, rt_caps, rt_usage, rt_habits, rt_loc, rt_scale, rt_n, rt_ka, rt_ha,
-    rt_v, rt_destinations, rt_t, rt_records, rt_bytes, rt_task_id, rt_action, rt_sensitivity, rt_x, rt_novel,
-    rt_adopted, rt_new_outbound, rt_approved, rt_kind, rt_quiet, rt_known_reach, rt_outbound, rt_dest_classes;
-static PyObject *s_py_harm, *s_cal, *s_pvalue, *s_learn, *s_observe, *s_py_observe, *s_periods, *empty_tuple;
 
 static int
 rt_names(void)
@@ -3303,6 +3308,7 @@ rt_names(void)
 #define I(v, s) if ((v = PyUnicode_InternFromString(s)) == NULL) return -1
     I(s_py_harm, "_py_harm_pvalue"); I(s_cal, "_cal"); I(s_pvalue, "pvalue"); I(s_learn, "learn");
     I(s_observe, "observe"); I(s_py_observe, "_py_observe"); I(s_periods, "PERIODS");
+    I(s_extend, "extend");
 #undef I
     if ((empty_tuple = PyTuple_New(0)) == NULL)
         return -1;
@@ -3331,6 +3337,56 @@ rt_row(const readconsts *k, const double *vals)
         return NULL;
     }
     return row;
+}
+
+/* st.kinds.learn(obs.kind, xl, ev.t) when kind_learn_step left it a free slot to take (KindProfiles.learn): the
+ * array a (ka) grows by a slot, which takes the kind with a profile of the action's values v (its loc; its hi that
+ * plus z95 times the floor), worth the one action, at t: 0; -1 with an exception set; 1 (nothing changed) for the method to
+ * do it (a learn method that is not the class's own, an array of a shape the class never makes). */
+static int
+rt_kind_new(const readconsts *k, PyObject *kinds, PyObject *ka, double fk, const double *v, double t)
+{
+    Py_ssize_t w = 3 + 2 * k->nk;
+    Py_ssize_t len = PyObject_Length(ka);
+    if (len < 0)
+        return -1;
+    if (_PyType_Lookup(Py_TYPE(kinds), s_learn) != k->kinds_learn || len % w || len >= w * k->kind_slots)
+        return 1;
+    /* b = len(a); a.extend([0.0] * _KIND_W) */
+    PyObject *zeros = PyTuple_New(w);
+    if (zeros == NULL)
+        return -1;
+    for (Py_ssize_t i = 0; i < w; i++) {
+        Py_INCREF(small_floats[0]);
+        PyTuple_SET_ITEM(zeros, i, small_floats[0]);
+    }
+    PyObject *got = PyObject_CallMethodOneArg(ka, s_extend, zeros);
+    Py_DECREF(zeros);
+    if (got == NULL)
+        return -1;
+    Py_DECREF(got);
+    Py_buffer av;
+    if (get_doubles(ka, &av, 1, "kinds") < 0)
+        return -1;
+    if (av.len != (len + w) * (Py_ssize_t)sizeof(double)) {
+        PyBuffer_Release(&av);
+        PyErr_SetString(PyExc_SystemError, "kinds: the array did not grow by one slot");
+        return -1;
+    }
+    /* a[b], a[b + 1] = float(kind), 0.0; a[b + 3 + 2 j] = xl[f]; a[b + 4 + 2 j] = xl[f] + Z95 * FLOORS[f] */
+    double *a = (double *)av.buf + len;
+    a[0] = fk;
+    a[1] = 0.0;
+    for (Py_ssize_t j = 0; j < k->nk; j++) {
+        a[3 + 2 * j] = v[j];
+        a[4 + 2 * j] = v[j] + k->z95 * k->kfl[j];
+    }
+    /* a new kind's first action: counted (a[b + 1] = 1.0; if t > a[b + 2]: a[b + 2] = t) */
+    a[1] = 1.0;
+    if (t > a[2])
+        a[2] = t;
+    PyBuffer_Release(&av);
+    return 0;
 }
 
 /* whether a str is the ASCII literal lit (an exact str: the caller checks) */
@@ -3567,7 +3623,10 @@ read_tail(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         int learnt = kind_learn_step(av.buf, av.len / (Py_ssize_t)sizeof(double), fk, v, k->kfl, k->nk, t, k->z95,
                                      k->up, k->down, k->kind_alpha_min, k->kind_slots);
         PyBuffer_Release(&av);
-        if (!learnt) {
+        int rc = learnt ? 0 : rt_kind_new(k, kinds, ka, fk, v, t);
+        if (rc < 0)
+            goto done;
+        if (rc > 0) {
             PyObject *margs[4] = {kinds, kind, xl, t_o};
             PyObject *got = PyObject_VectorcallMethod(s_learn, margs, 4, NULL);
             if (got == NULL)
