@@ -3340,9 +3340,9 @@ rt_row(const readconsts *k, const double *vals)
 }
 
 /* st.kinds.learn(obs.kind, xl, ev.t) when kind_learn_step left it a free slot to take (KindProfiles.learn): the
- * array a (ka) grows by a slot, which takes the kind with a profile of the action's values v (its loc; its hi that
- * plus z95 times the floor), worth the one action, at t: 0; -1 with an exception set; 1 (nothing changed) for the method to
- * do it (a learn method that is not the class's own, an array of a shape the class never makes). */
+ * array a (ka) grows by a slot, which takes the kind with a profile of the action's values v (its loc; its hi
+ * that plus z95 times the floor), worth the one action, at t: 0; -1 with an exception set; 1 (nothing changed)
+ * for the method to do it (a learn method that is not the class's own, an array of a shape the class never makes) */
 static int
 rt_kind_new(const readconsts *k, PyObject *kinds, PyObject *ka, double fk, const double *v, double t)
 {
@@ -3491,8 +3491,8 @@ read_tail(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         if (uv.len != 10 * (Py_ssize_t)sizeof(double))
             goto none;
     }
-    /* xl, z, by_kind = _deviate(obs.x, bl.loc, bl.scale, _FLOORS, st.kinds.a, float(obs.kind), _KIND_FEATURES, KIND_MIN,
-     *                           Z95, _new_row(), _new_row()) */
+    /* xl, z, by_kind = _deviate(obs.x, bl.loc, bl.scale, _FLOORS, st.kinds.a, float(obs.kind), _KIND_FEATURES,
+     *                           KIND_MIN, Z95, _new_row(), _new_row()) */
     if (get_doubles(loc_o, &lv, 1, "loc") < 0)
         goto bail;
     have_l = 1;
