@@ -3444,12 +3444,17 @@ read_tail(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             goto none;
         xraw[i] = xb[i] = PyFloat_AS_DOUBLE(o);
     }
-    double fk;  /* float(obs.kind) */
-    if (PyLong_CheckExact(kind)) {
+    double fk;  /* float(obs.kind): exact below 2**53 in magnitude (a kind is a 32-bit hash), else PyLong_AsDouble */
+    if (!PyLong_CheckExact(kind))
+        goto none;
+    int of;
+    long long ik = PyLong_AsLongLongAndOverflow(kind, &of);
+    if (!of && ik < (1LL << 53) && ik > -(1LL << 53)) {
+        fk = (double)ik;
+    } else {
+        PyErr_Clear();
         if ((fk = PyLong_AsDouble(kind)) == -1.0 && PyErr_Occurred())
             goto bail;
-    } else {
-        goto none;
     }
     GET(dests, ev, rt_destinations);
     GET(t_o, ev, rt_t);
