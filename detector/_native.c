@@ -3119,22 +3119,24 @@ usage_add(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 /* ------------------------------------------------------------------------------------------------------
  * read_tail(consts, engine, st, ev, obs, rows) -> _Reading | None
  *
- * Engine._read after _extract, fused for an ordinary action (detector/engine.py): the usage step, deviate,
- * the rarities, the learning step, the evidence of harm, the kind's step, the destination habits and the
- * calibrated p-value of the rarest feature, each the transcription of the Python lines it replaces, the same
- * operations in the same order on doubles. An action that is not ordinary (new destinations, novel or adopted
- * items (so no pending item is met again), a long task crossing, an action not learned, a value of a type the
- * engine does not write) gives None before anything changes: the reference in _read then decides. The
- * caller takes this path only with learn=True and no manifest scope (no violations).
+ * Engine._read after _extract, fused (detector/engine.py): the usage step, deviate, a never-seen destination of a
+ * habitual family, the caps and rarities, the learning step and what is new becoming known (commit_novel), the
+ * evidence of harm, then for an ordinary action (learned, nothing new) the kind's step and the destination habits,
+ * else Engine._settle called back, and the calibrated p-value of the rarest feature: each the transcription of
+ * the Python lines it replaces, the same operations in the same order on doubles. An item the agent's peers adopted
+ * (pending items met again), a long task crossing, or a value of a type the engine does not write gives None before
+ * anything changes: the Python lines in _read then decide. The caller takes this path only with learn=True and no
+ * manifest scope (no violations).
  * ------------------------------------------------------------------------------------------------------ */
 
 #define RC_NAME "detector._native.read_consts"
 
 /* attributes read_tail reads and writes (its own: the same names on other types elsewhere would thrash) */
-static fastattr rt_baseline, rt_kinds, rt_caps, rt_usage, rt_habits, rt_loc, rt_scale, rt_n, rt_ka, rt_ha,
+static fastattr rt_features, rt_baseline, rt_kinds, rt_caps, rt_usage, rt_habits, rt_loc, rt_scale, rt_n, rt_ka, rt_ha,
     rt_v, rt_destinations, rt_t, rt_records, rt_bytes, rt_task_id, rt_action, rt_sensitivity, rt_x, rt_novel,
     rt_adopted, rt_new_outbound, rt_approved, rt_kind, rt_quiet, rt_known_reach, rt_outbound, rt_dest_classes;
-static PyObject *s_py_harm, *s_cal, *s_pvalue, *s_learn, *s_observe, *s_py_observe, *s_periods, *s_extend, *empty_tuple;
+static PyObject *s_py_harm, *s_cal, *s_pvalue, *s_learn, *s_observe, *s_py_observe, *s_periods, *s_extend, *s_settle,
+    *s_habitual, *empty_tuple;
 
 /* read_setup's tuple, parsed once per engine (Engine.swap_model: _read_consts) */
 typedef struct {
@@ -3157,6 +3159,9 @@ typedef struct {
     int habits_c;                         /* habit_sends and habit_observe are what sends_of and observe call */
     PyObject *sends_of;
     PyObject *kinds_learn;                /* KindProfiles.learn as read_setup found it (a strong reference) */
+    double min_sends, min_share;          /* habits.MIN_SENDS, MIN_SHARE (Habits.habitual) */
+    Py_ssize_t i_novel;                   /* the novel_outbound feature */
+    PyObject *commit_novel;               /* features.commit_novel */
 } readconsts;
 
 static void
@@ -3189,18 +3194,18 @@ static PyObject *
 read_setup(PyObject *self, PyObject *arg)
 {
     PyObject *rar, *floors, *kf, *kfl, *harm, *cal_curve, *ev_curve, *curve_pvalue, *new_row, *reading, *bl_t, *k_t,
-        *h_t, *u_t, *periods, *ext, *bc, *fam, *counted, *h_slots, *half_at, *sends_of;
+        *h_t, *u_t, *periods, *ext, *bc, *fam, *counted, *h_slots, *half_at, *sends_of, *commit_novel;
     int habits_c;
     readconsts *k = PyMem_Calloc(1, sizeof(readconsts));
     if (k == NULL)
         return PyErr_NoMemory();
     if (!PyTuple_CheckExact(arg) || !PyArg_ParseTuple(
-            arg, "O!OO!O!dddddnddddddnnnnOOOOOOOOOOOOOOOOOpO:read_setup", &PyTuple_Type, &rar, &floors,
+            arg, "O!OO!O!dddddnddddddnnnnOOOOOOOOOOOOOOOOOpOddnO:read_setup", &PyTuple_Type, &rar, &floors,
             &PyTuple_Type, &kf, &PyTuple_Type, &kfl, &k->kind_min, &k->z95, &k->up, &k->down, &k->kind_alpha_min,
             &k->kind_slots, &k->alpha_min, &k->reason_z, &k->reason_neglog, &k->learn_raw, &k->min_rarity,
             &k->young_n, &k->i_task, &k->i_rule2, &k->i_detour, &k->i_outsider, &harm, &cal_curve, &ev_curve,
             &curve_pvalue, &new_row, &reading, &bl_t, &k_t, &h_t, &u_t, &periods, &ext, &bc, &fam, &counted,
-            &h_slots, &half_at, &habits_c, &sends_of)) {
+            &h_slots, &half_at, &habits_c, &sends_of, &k->min_sends, &k->min_share, &k->i_novel, &commit_novel)) {
         if (!PyErr_Occurred())
             PyErr_SetString(PyExc_TypeError, "read_setup: consts must be a tuple");
         PyMem_Free(k);
@@ -3255,7 +3260,8 @@ read_setup(PyObject *self, PyObject *arg)
         if (fc_d(PyTuple_GET_ITEM(kfl, j), &k->kfl[j]) < 0)
             goto fail;
     if (k->i_task < 0 || k->i_task >= k->nrow || k->i_rule2 < 0 || k->i_rule2 >= k->nrow || k->i_detour < 0
-            || k->i_detour >= k->nrow || k->i_outsider < 0 || k->i_outsider >= k->nrow) {
+            || k->i_detour >= k->nrow || k->i_outsider < 0 || k->i_outsider >= k->nrow || k->i_novel < 0
+            || k->i_novel >= k->nrow) {
         PyErr_SetString(PyExc_IndexError, "read_setup: a feature index out of range");
         goto fail;
     }
@@ -3269,6 +3275,7 @@ read_setup(PyObject *self, PyObject *arg)
     k->harm = harm, k->cal_curve = cal_curve, k->ev_curve = ev_curve, k->curve_pvalue = curve_pvalue;
     k->new_row = new_row, k->periods = periods, k->ext = ext, k->bc = bc, k->family_key = fam;
     k->counted = counted, k->h_slots = h_slots, k->half_at = half_at, k->habits_c = habits_c, k->sends_of = sends_of;
+    k->commit_novel = commit_novel;
     k->kinds_learn = _PyType_Lookup(k->kinds_t, s_learn);
     Py_XINCREF(k->kinds_learn);
     Py_INCREF(arg);
@@ -3292,7 +3299,8 @@ static int
 rt_names(void)
 {
     static struct { fastattr *fa; const char *name; } names[] = {
-        {&rt_baseline, "baseline"}, {&rt_kinds, "kinds"}, {&rt_caps, "caps"}, {&rt_usage, "usage"},
+        {&rt_features, "features"}, {&rt_baseline, "baseline"}, {&rt_kinds, "kinds"}, {&rt_caps, "caps"},
+        {&rt_usage, "usage"},
         {&rt_habits, "habits"}, {&rt_loc, "loc"}, {&rt_scale, "scale"}, {&rt_n, "n"},
         {&rt_ka, "a"}, {&rt_ha, "a"}, {&rt_v, "v"}, {&rt_destinations, "destinations"}, {&rt_t, "t"},
         {&rt_records, "records"}, {&rt_bytes, "bytes"}, {&rt_task_id, "task_id"}, {&rt_action, "action"},
@@ -3308,7 +3316,7 @@ rt_names(void)
 #define I(v, s) if ((v = PyUnicode_InternFromString(s)) == NULL) return -1
     I(s_py_harm, "_py_harm_pvalue"); I(s_cal, "_cal"); I(s_pvalue, "pvalue"); I(s_learn, "learn");
     I(s_observe, "observe"); I(s_py_observe, "_py_observe"); I(s_periods, "PERIODS");
-    I(s_extend, "extend");
+    I(s_extend, "extend"); I(s_settle, "_settle"); I(s_habitual, "habitual");
 #undef I
     if ((empty_tuple = PyTuple_New(0)) == NULL)
         return -1;
@@ -3389,6 +3397,78 @@ rt_kind_new(const readconsts *k, PyObject *kinds, PyObject *ka, double fk, const
     return 0;
 }
 
+/* st.habits and all(map(st.habits.habitual, map(family_key, sent))) (sent: a list): 1 or 0; 2 for the reference
+ * to decide (habits of a shape the class never makes, a family that is not an int); -1 with an exception set.
+ * Habits.habitual compiled (habit_habitual) when the class's kernels are built, the methods called otherwise. */
+static int
+rt_habitual(const readconsts *k, PyObject *habits, PyObject *sent)
+{
+    if (!k->habits_c || Py_TYPE(habits) != k->habits_t) {
+        int r = PyObject_IsTrue(habits);
+        for (Py_ssize_t i = 0; r > 0 && i < PyList_GET_SIZE(sent); i++) {
+            PyObject *fam = PyObject_CallOneArg(k->family_key, PyList_GET_ITEM(sent, i));
+            if (fam == NULL)
+                return -1;
+            PyObject *got = PyObject_CallMethodOneArg(habits, s_habitual, fam);
+            Py_DECREF(fam);
+            if (got == NULL)
+                return -1;
+            r = PyObject_IsTrue(got);
+            Py_DECREF(got);
+        }
+        return r;
+    }
+    PyObject *ha = xget(habits, &rt_ha);
+    if (ha == NULL)
+        return -1;
+    Py_buffer v;
+    if (get_doubles(ha, &v, 0, "habits") < 0) {
+        Py_DECREF(ha);
+        return -1;
+    }
+    const double *a = v.buf;
+    Py_ssize_t len = v.len / (Py_ssize_t)sizeof(double);
+    int r = len > 0;  /* Habits.__bool__: bool(self.a) */
+    if (len % 4)
+        r = 2;
+    for (Py_ssize_t i = 0; r == 1 && i < PyList_GET_SIZE(sent); i++) {
+        /* family_key(d) (family_hash_of for an ASCII str, as habit_sends), then habit_habitual's slot test */
+        PyObject *d = PyList_GET_ITEM(sent, i);
+        uint32_t fh;
+        double fk;
+        if (PyUnicode_CheckExact(d) && family_hash_of(d, &fh)) {
+            fk = (double)fh;
+        } else {
+            PyObject *fam = PyObject_CallOneArg(k->family_key, d);
+            if (fam == NULL) {
+                r = -1;
+                break;
+            }
+            if (!PyLong_CheckExact(fam)) {
+                Py_DECREF(fam);
+                r = 2;
+                break;
+            }
+            fk = PyLong_AsDouble(fam);
+            Py_DECREF(fam);
+            if (fk == -1.0 && PyErr_Occurred()) {
+                r = -1;
+                break;
+            }
+        }
+        r = 0;
+        for (Py_ssize_t b = 0; b < len; b += 4)
+            if (a[b] == fk) {
+                double sends = a[b + 1];
+                r = sends >= k->min_sends && a[b + 2] >= k->min_share * sends;
+                break;
+            }
+    }
+    PyBuffer_Release(&v);
+    Py_DECREF(ha);
+    return r;
+}
+
 /* whether a str is the ASCII literal lit (an exact str: the caller checks) */
 static inline int
 str_is(PyObject *s, const char *lit)
@@ -3419,14 +3499,14 @@ read_tail(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (rows != Py_None && !PyByteArray_CheckExact(rows))
         goto none;
     PyObject *bl, *kinds, *caps, *usage, *x, *novel, *adopted, *new_out, *approved, *kind, *quiet, *reach,
-        *outbound, *dests, *t_o, *rec_o, *nb_o, *task_id, *action, *sens, *loc_o, *scale_o, *n_o, *ka;
-    /* the ordinary action the fused path takes (else the reference decides): no never-seen destination (new_sent),
-     * no novel item, no adopted one (so none pending met again: `again` is empty, whatever is pending) */
+        *outbound, *dests, *t_o, *rec_o, *nb_o, *task_id, *action, *sens, *loc_o, *scale_o, *n_o, *ka, *habits = NULL;
+    /* the action the fused path takes (else the reference decides): no item the agent's peers adopted (so none
+     * pending met again: `again` is empty, whatever is pending) */
     GET(novel, obs, rt_novel);
     GET(adopted, obs, rt_adopted);
     GET(new_out, obs, rt_new_outbound);
-    if (!PyList_CheckExact(novel) || PyList_GET_SIZE(novel) || !PyList_CheckExact(adopted)
-            || PyList_GET_SIZE(adopted) || !PyList_CheckExact(new_out) || PyList_GET_SIZE(new_out))
+    if (!PyList_CheckExact(novel) || !PyList_CheckExact(adopted) || PyList_GET_SIZE(adopted)
+            || !PyList_CheckExact(new_out))
         goto none;
     GET(approved, obs, rt_approved);
     GET(outbound, obs, rt_outbound);
@@ -3511,14 +3591,27 @@ read_tail(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (get_doubles(ka, &av, 0, "kinds") < 0)
         goto bail;
     have_a = 1;
-    if (kind_compare(av.buf, av.len / (Py_ssize_t)sizeof(double), fk, k->feats, k->nk, k->fv.buf, k->nfl, k->kind_min,
-                     k->z95, xb, zb) < 0)
+    int by_kind = kind_compare(av.buf, av.len / (Py_ssize_t)sizeof(double), fk, k->feats, k->nk, k->fv.buf, k->nfl,
+                               k->kind_min, k->z95, xb, zb);
+    if (by_kind < 0)
         goto bail;
     PyBuffer_Release(&av);
     have_a = 0;
     /* if z[_I_TASK_ACTIONS] >= REASON_Z and ev.task_id is not None: _long_task(...): the reference's */
     if (zb[k->i_task] >= k->reason_z && task_id != Py_None)
         goto none;
+    /* new_sent = obs.new_outbound; if new_sent and st.habits and all(map(st.habits.habitual, map(family_key,
+     * new_sent))): obs.new_outbound = [] (below, once nothing bails); if z[_I_NOVEL] > 0.0: z[_I_NOVEL] = 0.0 */
+    int routine = 0;
+    if (PyList_GET_SIZE(new_out)) {
+        GET(habits, st, rt_habits);
+        if ((routine = rt_habitual(k, habits, new_out)) < 0)
+            goto bail;
+        if (routine > 1)
+            goto none;
+        if (routine && zb[k->i_novel] > 0.0)
+            zb[k->i_novel] = 0.0;
+    }
     /* caps = st.caps; if caps is not None and _injection_signs(x): caps = None */
     if (caps != Py_None && (xraw[k->i_rule2] > 0.0 || xraw[k->i_detour] > 0.0 || xraw[k->i_outsider] > 0.0))
         caps = Py_None;
@@ -3548,11 +3641,19 @@ read_tail(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         goto bail;
     if (kr != n)
         goto none;
-    /* learned = raw < self._learn_raw and not violations: an action not learned goes through _settle */
-    if (!(raw < k->learn_raw))
-        goto none;
+    /* learned = raw < self._learn_raw and not violations (none: no scope) */
+    const int learned = raw < k->learn_raw;
 
     /* ---- nothing bails from here on: the state changes as the reference changes it ---- */
+    if (routine) {  /* obs.new_outbound = [] */
+        PyObject *empty = PyList_New(0);
+        if (empty == NULL)
+            goto done;
+        int rc = xset(obs, &rt_new_outbound, empty);
+        Py_DECREF(empty);
+        if (rc < 0)
+            goto done;
+    }
     /* the rarities' rows += z (the batch's model rows) */
     if (rows != Py_None) {
         Py_ssize_t at = PyByteArray_GET_SIZE(rows);
@@ -3576,9 +3677,11 @@ read_tail(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         loc = Py_None;
         Py_INCREF(loc);
     }
-    /* bl.learn_log_in_place(xl): self.n += 1.0; a = 1.0 / self.n; a = max(a, _ALPHA_MIN); _learn_into(...) */
-    double weight = PyFloat_AS_DOUBLE(n_o) + 1.0;
-    {
+    /* weight = bl.n; if learned: bl.learn_log_in_place(xl) (self.n += 1.0; a = 1.0 / self.n; a = max(a,
+     * _ALPHA_MIN); _learn_into(...)); then what is new in it becomes known (commit_novel); weight = bl.n */
+    double weight = PyFloat_AS_DOUBLE(n_o);
+    if (learned) {
+        weight += 1.0;
         PyObject *nn = PyFloat_FromDouble(weight);
         if (nn == NULL)
             goto done;
@@ -3586,14 +3689,25 @@ read_tail(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         Py_DECREF(nn);
         if (rc < 0)
             goto done;
+        double a = 1.0 / weight;
+        if (a < k->alpha_min)
+            a = k->alpha_min;
+        learn_step(xb, lv.buf, sv.buf, k->fv.buf, n, 2.0 * a, k->z95, k->up, k->down);
     }
-    double a = 1.0 / weight;
-    if (a < k->alpha_min)
-        a = k->alpha_min;
-    learn_step(xb, lv.buf, sv.buf, k->fv.buf, n, 2.0 * a, k->z95, k->up, k->down);
     PyBuffer_Release(&lv);
     PyBuffer_Release(&sv);
     have_l = have_s = 0;
+    if (learned && PyList_GET_SIZE(novel)) {
+        PyObject *features = xget(st, &rt_features);
+        if (features == NULL)
+            goto done;
+        held[nh++] = features;
+        PyObject *cargs[2] = {features, obs};
+        PyObject *got = PyObject_Vectorcall(k->commit_novel, cargs, 2, NULL);
+        if (got == NULL)
+            goto done;
+        Py_DECREF(got);
+    }
     /* p_harm = 1.0 if raw < MIN_RARITY else self._harm_pvalue(ev, obs, r, weight >= YOUNG_N) */
     if (raw < k->min_rarity) {
         p_harm = PyFloat_FromDouble(1.0);
@@ -3617,6 +3731,19 @@ read_tail(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     }
     if (p_harm == NULL)
         goto done;
+    if ((viol = PyList_New(0)) == NULL)
+        goto done;
+    /* not learned, or something new in it: self._settle(st, ev, obs, z, r, xl, learned, violations, p_harm, by_kind,
+     * new_sent, again) (again: empty) */
+    if (!learned || PyList_GET_SIZE(novel)) {
+        PyObject *sargs[13] = {engine, st, ev, obs, z, r, xl, learned ? Py_True : Py_False, viol, p_harm,
+                               by_kind ? Py_True : Py_False, new_out, empty_tuple};
+        PyObject *got = PyObject_VectorcallMethod(s_settle, sargs, 13, NULL);
+        if (got == NULL)
+            goto done;
+        Py_DECREF(got);
+        goto stat;
+    }
     /* if not obs.approved and not _kind_learn(st.kinds.a, float(obs.kind), xl, ev.t, ...):
      *     st.kinds.learn(obs.kind, xl, ev.t) */
     if (approved == Py_False) {
@@ -3641,10 +3768,12 @@ read_tail(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     }
     /* if obs.outbound: st.habits.observe(sends_of(ev.destinations, obs.dest_classes, ())) */
     if (outbound == Py_True) {
-        PyObject *habits, *classes, *sends, *got;
-        if ((habits = xget(st, &rt_habits)) == NULL)
-            goto done;
-        held[nh++] = habits;
+        PyObject *classes, *sends, *got;
+        if (habits == NULL) {
+            if ((habits = xget(st, &rt_habits)) == NULL)
+                goto done;
+            held[nh++] = habits;
+        }
         if ((classes = xget(obs, &rt_dest_classes)) == NULL)
             goto done;
         held[nh++] = classes;
@@ -3675,6 +3804,7 @@ read_tail(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             goto done;
         Py_DECREF(got);
     }
+stat:
     /* self._cal.pvalue(top): the compiled curve's, else the calibration's own */
     if ((ftop = PyFloat_FromDouble(top)) == NULL)
         goto done;
@@ -3694,7 +3824,7 @@ read_tail(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             goto done;
     }
     /* _new_reading(_Reading, (obs, violations, z, r, loc, p_stat, p_harm, xl)) */
-    if ((viol = PyList_New(0)) == NULL || (res = k->reading->tp_alloc(k->reading, 8)) == NULL)
+    if ((res = k->reading->tp_alloc(k->reading, 8)) == NULL)
         goto done;
     Py_INCREF(obs);
     PyObject *fields[8] = {obs, viol, z, r, loc, p_stat, p_harm, xl};

@@ -268,7 +268,7 @@ def _read_consts(eng: "Engine"):
         _harm_kernel if curves is not None else None, *(curves if curves is not None else (None, None)),
         curve.pvalue if curve is not None else None, _new_row, _Reading, Baseline, KindProfiles, Habits, Usage,
         _PERIODS, _habits.EXTERNAL, _habits.BROADCAST, family_key, _habits._COUNTED, _habits.SLOTS, _habits.HALF_AT,
-        habits_c, sends_of))
+        habits_c, sends_of, _habits.MIN_SENDS, _habits.MIN_SHARE, _I_NOVEL, commit_novel))
 
 
 def _attribution(trace: list[dict], *, operator_id: str, requested_by: str | None, instruction_hash: str | None,
@@ -793,16 +793,16 @@ class Engine:
         obs = _extract(st.features, ev, self.policy, adopted) if _extract is not None else None
         if obs is None:  # no kernel, or a state or event it leaves to the reference
             obs = _py_extract(st.features, ev, self.policy, adopted)
-        # pending items met again (extract took them as known; they settle by the rule, not by this use)
-        again = [k for k in obs.adopted if k in quiet and not (peers and k in peers)] if quiet else ()
         scope = book.scope_for(ev.agent_id) if book is not None else None
-        # an ordinary action (nothing new or adopted, so no pending item met again; no manifest scope; learned): the
-        # rest in one compiled call, which leaves anything else (changing nothing) to the lines below
+        # an action with no manifest scope and nothing its peers adopted (so no pending item met again): the rest in one
+        # compiled call (detector._native.read_tail), which leaves anything else (changing nothing) to the lines below
         fused = self._fused
         if fused is not None and scope is None and learn:
             got = _read_tail(fused, self, st, ev, obs, rows)
             if got is not None:
                 return got
+        # pending items met again (extract took them as known; they settle by the rule, not by this use)
+        again = [k for k in obs.adopted if k in quiet and not (peers and k in peers)] if quiet else ()
         violations = scope.check(ev, st.usage, classify=self.policy.classify) if scope is not None else []
         if ev.destinations:  # after the check: an action is judged on the usage before it
             st.usage.add(ev.t, ev.records, ev.bytes)

@@ -93,9 +93,9 @@ def test_the_simulated_fleet_decides_the_same_with_and_without_the_fused_read(fl
     with_fused, counter = run(monkeypatch, steps, True, model=model if trained else None)
     without, _ = run(monkeypatch, steps, False, model=model if trained else None)
     assert with_fused == without
-    # the fused path is the common one (the rest: novel items, new destinations, long tasks, rare actions)
+    # the fused path is the common one (the rest: items peers adopted, long tasks crossing)
     assert counter.calls == len(later)
-    assert counter.fused >= 0.6 * len(later)
+    assert counter.fused >= 0.85 * len(later)
     decisions = [o for batch in with_fused[::2] for o in batch]
     assert any(o[1]["severity"] != "ok" for o in decisions)  # alerts are compared too
 
@@ -134,9 +134,14 @@ WHO = [None, None, None, "bob@corp.example", "mallory@evil.example"]
 
 
 def routine(agent: str, n: int) -> list[dict]:
+    """An agent's routine; b pays a new payee every tenth action (a never-seen payee is routine for it)."""
     out = []
     for i in range(n):
         send = i % 10 == 0
+        if agent == "b" and i % 10 == 5:
+            out.append({"event_id": f"{agent}-p{i}", "ts": iso_utc(T0 + 300.0 * i + 10), "agent_id": agent,
+                        "operator_id": "op-1", "tool": "mail.send", "action": "send", "resource": "crm://accounts/1",
+                        "sensitivity": "internal", "records": 1, "destinations": [f"payee:p{i}"]})
         out.append({"event_id": f"{agent}-h{i}", "ts": iso_utc(T0 + 300.0 * i), "agent_id": agent,
                     "operator_id": "op-1", "tool": "mail.send" if send else "crm.read",
                     "action": "send" if send else "read", "resource": f"crm://accounts/{i % 5}",
@@ -149,7 +154,7 @@ def routine(agent: str, n: int) -> list[dict]:
 @st.composite
 def streams(draw):
     """A routine history for agents a, b and c (c under a manifest), then a drawn stream: tools new and known,
-    sends to known and never-seen destinations, deletes, sensitive data, outsiders, a long task, big volumes,
+    sends to known and never-seen destinations (routine for b when a payee), deletes, sensitive data, outsiders, a long task, big volumes,
     and benign verdicts (caps) now and then; cut into drawn batches."""
     n = draw(st.integers(10, 80))
     t = 300.0 * 160
