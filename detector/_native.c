@@ -3119,20 +3119,20 @@ usage_add(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 /* ------------------------------------------------------------------------------------------------------
  * read_tail(consts, engine, st, ev, obs, rows) -> _Reading | None
  *
- * Engine._read after _extract, fused (detector/engine.py): the usage step, deviate, a never-seen destination of a
- * habitual family, the caps and rarities, the learning step and what is new becoming known (commit_novel), the
+ * Engine._read after _extract, fused (detector/engine.py): the usage step, deviate, a long task's crossing, a
+ * never-seen destination of a habitual family, the caps and rarities, the learning step and what is new becoming known (commit_novel), the
  * evidence of harm, then for an ordinary action (learned, nothing new) the kind's step and the destination habits,
  * else Engine._settle called back, and the calibrated p-value of the rarest feature: each the transcription of
  * the Python lines it replaces, the same operations in the same order on doubles. An item the agent's peers adopted
- * (pending items met again), a long task crossing, or a value of a type the engine does not write gives None before
- * anything changes: the Python lines in _read then decide. The caller takes this path only with learn=True and no
+ * (pending items met again) or a value of a type the engine does not write gives None before anything changes: the
+ * Python lines in _read then decide. The caller takes this path only with learn=True and no
  * manifest scope (no violations).
  * ------------------------------------------------------------------------------------------------------ */
 
 #define RC_NAME "detector._native.read_consts"
 
 /* attributes read_tail reads and writes (its own: the same names on other types elsewhere would thrash) */
-static fastattr rt_features, rt_baseline, rt_kinds, rt_caps, rt_usage, rt_habits, rt_loc, rt_scale, rt_n, rt_ka, rt_ha,
+static fastattr rt_long_task, rt_features, rt_baseline, rt_kinds, rt_caps, rt_usage, rt_habits, rt_loc, rt_scale, rt_n, rt_ka, rt_ha,
     rt_v, rt_destinations, rt_t, rt_records, rt_bytes, rt_task_id, rt_action, rt_sensitivity, rt_x, rt_novel,
     rt_adopted, rt_new_outbound, rt_approved, rt_kind, rt_quiet, rt_known_reach, rt_outbound, rt_dest_classes;
 static PyObject *s_py_harm, *s_cal, *s_pvalue, *s_learn, *s_observe, *s_py_observe, *s_periods, *s_extend, *s_settle,
@@ -3162,6 +3162,7 @@ typedef struct {
     double min_sends, min_share;          /* habits.MIN_SENDS, MIN_SHARE (Habits.habitual) */
     Py_ssize_t i_novel;                   /* the novel_outbound feature */
     PyObject *commit_novel;               /* features.commit_novel */
+    PyTypeObject *array_t;                /* array.array (a strong reference) */
 } readconsts;
 
 static void
@@ -3174,6 +3175,7 @@ rc_free(PyObject *cap)
     PyBuffer_Release(&k->sv);
     PyBuffer_Release(&k->fv);
     Py_XDECREF(k->kinds_learn);
+    Py_XDECREF(k->array_t);
     Py_XDECREF(k->keep);
     PyMem_Free(k);
 }
@@ -3242,6 +3244,8 @@ read_setup(PyObject *self, PyObject *arg)
         if (row == NULL)
             goto fail;
         k->nrow = PyObject_Length(row);
+        k->array_t = Py_TYPE(row);
+        Py_INCREF(k->array_t);
         Py_DECREF(row);
         if (k->nrow < 0)
             goto fail;
@@ -3288,6 +3292,7 @@ read_setup(PyObject *self, PyObject *arg)
     }
     return cap;
 fail:
+    Py_XDECREF(k->array_t);
     if (have_t) PyBuffer_Release(&k->tv);
     if (have_s) PyBuffer_Release(&k->sv);
     if (have_f) PyBuffer_Release(&k->fv);
@@ -3299,7 +3304,7 @@ static int
 rt_names(void)
 {
     static struct { fastattr *fa; const char *name; } names[] = {
-        {&rt_features, "features"}, {&rt_baseline, "baseline"}, {&rt_kinds, "kinds"}, {&rt_caps, "caps"},
+        {&rt_long_task, "long_task"}, {&rt_features, "features"}, {&rt_baseline, "baseline"}, {&rt_kinds, "kinds"}, {&rt_caps, "caps"},
         {&rt_usage, "usage"},
         {&rt_habits, "habits"}, {&rt_loc, "loc"}, {&rt_scale, "scale"}, {&rt_n, "n"},
         {&rt_ka, "a"}, {&rt_ha, "a"}, {&rt_v, "v"}, {&rt_destinations, "destinations"}, {&rt_t, "t"},
@@ -3597,9 +3602,35 @@ read_tail(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         goto bail;
     PyBuffer_Release(&av);
     have_a = 0;
-    /* if z[_I_TASK_ACTIONS] >= REASON_Z and ev.task_id is not None: _long_task(...): the reference's */
-    if (zb[k->i_task] >= k->reason_z && task_id != Py_None)
-        goto none;
+    /* if z[_I_TASK_ACTIONS] >= REASON_Z and ev.task_id is not None: _long_task(st, ev.task_id, obs.x[_I_TASK_ACTIONS],
+     * z, learn): lt = st.long_task; key = float(stable_hash(task_id)); if lt and lt[0] == key and n < 2.0 * lt[1]:
+     * z[_I_TASK_ACTIONS] = 0.0; elif learn: st.long_task = array("d", (key, n)) (below, once nothing bails) */
+    int new_long = 0;
+    double lt_key = 0.0, lt_n = 0.0;
+    if (zb[k->i_task] >= k->reason_z && task_id != Py_None) {
+        uint32_t h;
+        PyObject *lt;
+        Py_buffer tv;
+        if (!PyUnicode_CheckExact(task_id))
+            goto none;
+        if (str_hash(task_id, &h) < 0)
+            goto bail;
+        GET(lt, st, rt_long_task);
+        if (!PyObject_CheckBuffer(lt) || get_doubles(lt, &tv, 0, "long_task") < 0)
+            goto bail;
+        Py_ssize_t ln = tv.len / (Py_ssize_t)sizeof(double);
+        const double *l = tv.buf;
+        lt_key = (double)h;
+        lt_n = xraw[k->i_task];
+        int again_task = ln == 2 && l[0] == lt_key && lt_n < 2.0 * l[1];
+        PyBuffer_Release(&tv);
+        if (ln != 0 && ln != 2)
+            goto none;
+        if (again_task)
+            zb[k->i_task] = 0.0;
+        else
+            new_long = 1;
+    }
     /* new_sent = obs.new_outbound; if new_sent and st.habits and all(map(st.habits.habitual, map(family_key,
      * new_sent))): obs.new_outbound = [] (below, once nothing bails); if z[_I_NOVEL] > 0.0: z[_I_NOVEL] = 0.0 */
     int routine = 0;
@@ -3645,6 +3676,15 @@ read_tail(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     const int learned = raw < k->learn_raw;
 
     /* ---- nothing bails from here on: the state changes as the reference changes it ---- */
+    if (new_long) {  /* st.long_task = array("d", (key, n)) */
+        PyObject *lt = PyObject_CallFunction((PyObject *)k->array_t, "s(dd)", "d", lt_key, lt_n);
+        if (lt == NULL)
+            goto done;
+        int rc = xset(st, &rt_long_task, lt);
+        Py_DECREF(lt);
+        if (rc < 0)
+            goto done;
+    }
     if (routine) {  /* obs.new_outbound = [] */
         PyObject *empty = PyList_New(0);
         if (empty == NULL)
