@@ -281,6 +281,29 @@ done:
     return res;
 }
 
+/* One learning step of a profile (loc, scale: n doubles each, in place) towards the row xl in log1p units, with
+ * step size a2 per unit of scale (baseline._py_learn_into) */
+static void
+learn_step(const double *xl, double *loc, double *scale, const double *floors, Py_ssize_t n, double a2, double z95,
+           double up, double down)
+{
+    for (Py_ssize_t i = 0; i < n; i++) {
+        double v = xl[i], m = loc[i], s = scale[i], f = floors[i];
+        double step = a2 * (s > f ? s : f);
+        double hi = m + z95 * s;
+        if (v > m)
+            m += step;
+        else if (v < m)
+            m -= step;
+        if (v > hi)
+            hi += step * up;
+        else
+            hi -= step * down;
+        loc[i] = m;
+        scale[i] = hi > m ? (hi - m) / z95 : 0.0;
+    }
+}
+
 /* learn(xl, loc, scale, floors, a2, z95, up, down) -> (loc', scale')
  *   new arrays (copies of loc and scale) moved towards xl as Baseline.learn_log does. */
 static PyObject *
@@ -323,23 +346,7 @@ learn_(PyObject *const *args, Py_ssize_t nargs, int in_place)
         PyErr_SetString(PyExc_ValueError, "learn: the row, loc, scale and floors differ in length");
         goto fail3;
     }
-    double *loc = lv.buf, *scale = sv.buf;
-    const double *floors = fv.buf;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        double v = buf[i], m = loc[i], s = scale[i], f = floors[i];
-        double step = a2 * (s > f ? s : f);
-        double hi = m + z95 * s;
-        if (v > m)
-            m += step;
-        else if (v < m)
-            m -= step;
-        if (v > hi)
-            hi += step * up;
-        else
-            hi -= step * down;
-        loc[i] = m;
-        scale[i] = hi > m ? (hi - m) / z95 : 0.0;
-    }
+    learn_step(buf, lv.buf, sv.buf, fv.buf, n, a2, z95, up, down);
     if (in_place) {
         Py_INCREF(Py_None);
         res = Py_None;
@@ -2739,6 +2746,32 @@ kind_slot(const double *a, Py_ssize_t len, Py_ssize_t w, double fk)
     return -1;
 }
 
+/* KindProfiles.compare as baseline._py_deviate takes it: where the kind fk has a profile in a (len doubles, slots of
+ * 3 + 2 nk) worth kmin actions, the deviations zb of the kind features lowered to those from it (xb: the row in log1p
+ * units; floors: nf values): 1; 0 without one; -1 with an IndexError (a kind feature beyond the floors) */
+static int
+kind_compare(const double *a, Py_ssize_t len, double fk, const Py_ssize_t *feats, Py_ssize_t nk, const double *floors,
+             Py_ssize_t nf, double kmin, double z95, const double *xb, double *zb)
+{
+    Py_ssize_t b = kind_slot(a, len, 3 + 2 * nk, fk);
+    if (b < 0 || a[b + 1] < kmin)
+        return 0;
+    for (Py_ssize_t j = 0; j < nk; j++) {
+        Py_ssize_t f = feats[j];
+        if (f >= nf) {
+            PyErr_SetString(PyExc_IndexError, "tuple index out of range");
+            return -1;
+        }
+        double mm = a[b + 3 + 2 * j], hi = a[b + 4 + 2 * j];
+        double sc = (hi - mm) / z95;
+        double fl = floors[f];
+        double zk = (xb[f] - mm) / (sc > fl ? sc : fl);
+        if (zk < zb[f])
+            zb[f] = zk;
+    }
+    return 1;
+}
+
 /* deviate(x, loc, scale, floors, kinds, kind, kind_features, kind_min, z95[, xl_out[, z_out]]) -> (xl, z, by_kind)
  *   xl_out, z_out (array('d') as long as the row and its deviations, or None): written and returned instead of
  *   lists (no float object per feature)
@@ -2785,25 +2818,9 @@ deviate(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     Py_ssize_t feats[8];
     Py_ssize_t nk = kind_features(kf_o, feats, m < n ? m : n);
     if (nk < 0) goto done;
-    Py_ssize_t w = 3 + 2 * nk;
-    const double *a = av.buf;
-    Py_ssize_t b = kind_slot(a, av.len / (Py_ssize_t)sizeof(double), w, fk);
-    if (b >= 0 && !(a[b + 1] < kmin)) {
-        for (Py_ssize_t j = 0; j < nk; j++) {
-            Py_ssize_t f = feats[j];
-            if (f >= nf) {
-                PyErr_SetString(PyExc_IndexError, "tuple index out of range");
-                goto done;
-            }
-            double mm = a[b + 3 + 2 * j], hi = a[b + 4 + 2 * j];
-            double sc = (hi - mm) / z95;
-            double fl = floors[f];
-            double zk = (xb[f] - mm) / (sc > fl ? sc : fl);
-            if (zk < zb[f])
-                zb[f] = zk;
-        }
-        by_kind = 1;
-    }
+    by_kind = kind_compare(av.buf, av.len / (Py_ssize_t)sizeof(double), fk, feats, nk, floors, nf, kmin, z95, xb, zb);
+    if (by_kind < 0)
+        goto done;
     if ((xl = row_result(xl_out, xb, n, "xl_out", "deviate: xl_out must be as long as the row")) == NULL
             || (z = row_result(z_out, zb, m, "z_out", "deviate: z_out must be as long as the deviations")) == NULL)
         goto done;
@@ -2816,6 +2833,59 @@ done:
     if (have_f) PyBuffer_Release(&fv);
     if (have_a) PyBuffer_Release(&av);
     return res;
+}
+
+/* One learning step of the kind fk's profile in a (len doubles, slots of 3 + 2 nk), in place (baseline._py_kind_learn):
+ * v, fl: the action's kind features in log1p units and their floors; a kind without a profile takes the least
+ * recently used kind's slot when all `slots` are taken: 1; else 0 (nothing changed: the caller makes a slot) */
+static int
+kind_learn_step(double *a, Py_ssize_t len, double fk, const double *v, const double *fl, Py_ssize_t nk, double t,
+                double z95, double up, double down, double amin, Py_ssize_t slots)
+{
+    Py_ssize_t w = 3 + 2 * nk;
+    Py_ssize_t b = kind_slot(a, len, w, fk);
+    if (b < 0) {
+        if (slots <= 0 || len != w * slots)
+            return 0;
+        /* all slots taken: the first least recently used kind makes room */
+        b = 0;
+        for (Py_ssize_t i = w; i < len; i += w)
+            if (a[i + 2] < a[b + 2])
+                b = i;
+        a[b] = fk;
+        a[b + 1] = 0.0;
+        for (Py_ssize_t j = 0; j < nk; j++) {
+            a[b + 3 + 2 * j] = v[j];
+            a[b + 4 + 2 * j] = v[j] + z95 * fl[j];
+        }
+    }
+    double n = a[b + 1] + 1.0;
+    a[b + 1] = n;
+    if (t > a[b + 2])
+        a[b + 2] = t;
+    if (n != 1.0) {
+        double alpha = 1.0 / n;
+        if (alpha < amin)
+            alpha = amin;
+        Py_ssize_t i = b + 3;
+        for (Py_ssize_t j = 0; j < nk; j++) {
+            double m = a[i], hi = a[i + 1];
+            double s = (hi - m) / z95;
+            double step = 2.0 * alpha * (s > fl[j] ? s : fl[j]);
+            if (v[j] > m)
+                m += step;
+            else if (v[j] < m)
+                m -= step;
+            if (v[j] > hi)
+                hi += step * up;
+            else
+                hi -= step * down;
+            a[i] = m;
+            a[i + 1] = hi > m ? hi : m;
+            i += 2;
+        }
+    }
+    return 1;
 }
 
 /* kind_learn(kinds, kind, xl, t, kind_features, kind_floors, z95, up, down, alpha_min[, slots]) -> bool | None
@@ -2878,59 +2948,69 @@ kind_learn(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     Py_buffer av;
     if (get_doubles(kinds_o, &av, 1, "kinds") < 0)
         return NULL;
-    double *a = av.buf;
-    Py_ssize_t w = 3 + 2 * nk;
-    Py_ssize_t len = av.len / (Py_ssize_t)sizeof(double);
-    Py_ssize_t b = kind_slot(a, len, w, fk);
-    if (b < 0) {
-        if (slots <= 0 || len != w * slots) {
-            PyBuffer_Release(&av);
-            Py_RETURN_FALSE;
-        }
-        /* all slots taken: the first least recently used kind makes room */
-        b = 0;
-        for (Py_ssize_t i = w; i < len; i += w)
-            if (a[i + 2] < a[b + 2])
-                b = i;
-        a[b] = fk;
-        a[b + 1] = 0.0;
-        for (Py_ssize_t j = 0; j < nk; j++) {
-            a[b + 3 + 2 * j] = v[j];
-            a[b + 4 + 2 * j] = v[j] + z95 * fl[j];
-        }
-    }
-    double n = a[b + 1] + 1.0;
-    a[b + 1] = n;
-    if (t > a[b + 2])
-        a[b + 2] = t;
-    if (n != 1.0) {
-        double alpha = 1.0 / n;
-        if (alpha < amin)
-            alpha = amin;
-        Py_ssize_t i = b + 3;
-        for (Py_ssize_t j = 0; j < nk; j++) {
-            double m = a[i], hi = a[i + 1];
-            double s = (hi - m) / z95;
-            double step = 2.0 * alpha * (s > fl[j] ? s : fl[j]);
-            if (v[j] > m)
-                m += step;
-            else if (v[j] < m)
-                m -= step;
-            if (v[j] > hi)
-                hi += step * up;
-            else
-                hi -= step * down;
-            a[i] = m;
-            a[i + 1] = hi > m ? hi : m;
-            i += 2;
-        }
-    }
+    int done = kind_learn_step(av.buf, av.len / (Py_ssize_t)sizeof(double), fk, v, fl, nk, t, z95, up, down, amin,
+                               slots);
     PyBuffer_Release(&av);
-    Py_RETURN_TRUE;
+    return PyBool_FromLong(done);
 fail_x:
     if (xl_buf)
         PyBuffer_Release(&xv);
     return NULL;
+}
+
+/* engine._py_rarities after the caps, on the deviations zb (k values): each one's tail rarity into rb (kr values: the
+ * features with a tail in tables (n values each) and slopes, nfeat of them), the largest (raw), then the blame (the
+ * indices in the tuples quiet, and reach_quiet when known_reach: zb and rb zeroed where zb > 0, zset marks them), and
+ * the largest left (top): 0; -1 with Python's error (int() of a NaN, an empty max(), an index out of range) */
+static int
+rarities_tail(double *zb, double *rb, unsigned char *zset, Py_ssize_t k, const double *tables, const double *slopes,
+              Py_ssize_t nfeat, Py_ssize_t n, double spz, double zmax, PyObject *quiet, PyObject *reach_quiet,
+              int known_reach, Py_ssize_t *kr_out, double *raw_out, double *top_out)
+{
+    Py_ssize_t kr = k < nfeat ? k : nfeat;
+    for (Py_ssize_t i = 0; i < kr; i++)
+        if (tail_neglog(zb[i], spz, tables + i * n, n, zmax, slopes[i], &rb[i]) < 0)
+            return -1;
+    if (kr == 0) {
+        PyErr_SetString(PyExc_ValueError, "max() arg is an empty sequence");
+        return -1;
+    }
+    double raw = rb[0];
+    for (Py_ssize_t i = 1; i < kr; i++)
+        if (rb[i] > raw)
+            raw = rb[i];
+    /* the blame: windows this action added nothing to, and fan-out to destinations reached before */
+    for (int pass = 0; pass < 2; pass++) {
+        PyObject *idx = pass == 0 ? quiet : reach_quiet;
+        if (pass == 1 && !known_reach)
+            break;
+        for (Py_ssize_t j = 0; j < PyTuple_GET_SIZE(idx); j++) {
+            Py_ssize_t i = PyLong_AsSsize_t(PyTuple_GET_ITEM(idx, j));
+            if (i == -1 && PyErr_Occurred())
+                return -1;
+            if (i < 0 || i >= k) {
+                PyErr_SetString(PyExc_IndexError, "list index out of range");
+                return -1;
+            }
+            if (zb[i] > 0.0) {
+                if (i >= kr) {
+                    PyErr_SetString(PyExc_IndexError, "list assignment index out of range");
+                    return -1;
+                }
+                zb[i] = 0.0;
+                zset[i] = 1;
+                rb[i] = 0.0;
+            }
+        }
+    }
+    double top = rb[0];
+    for (Py_ssize_t i = 1; i < kr; i++)
+        if (rb[i] > top)
+            top = rb[i];
+    *kr_out = kr;
+    *raw_out = raw;
+    *top_out = top;
+    return 0;
 }
 
 /* rarities((tables, slopes, n, spz, zmax, slack, reach_quiet), z, x, caps, quiet, known_reach[, rows[, r_out]])
@@ -3070,47 +3150,11 @@ rarities(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_ValueError, "rarities: tables must hold n values per slope");
         goto done;
     }
-    Py_ssize_t kr = k < nfeat ? k : nfeat;
-    const double *tables = tv.buf, *slopes = sv.buf;
-    for (Py_ssize_t i = 0; i < kr; i++)
-        if (tail_neglog(zb[i], spz, tables + i * n, n, zmax, slopes[i], &rb[i]) < 0)
-            goto done;
-    if (kr == 0) {
-        PyErr_SetString(PyExc_ValueError, "max() arg is an empty sequence");
+    Py_ssize_t kr;
+    double raw, top;
+    if (rarities_tail(zb, rb, zset, k, tv.buf, sv.buf, nfeat, n, spz, zmax, quiet, reach_quiet, known_reach, &kr, &raw,
+                      &top) < 0)
         goto done;
-    }
-    double raw = rb[0];
-    for (Py_ssize_t i = 1; i < kr; i++)
-        if (rb[i] > raw)
-            raw = rb[i];
-    /* the blame: windows this action added nothing to, and fan-out to destinations reached before */
-    for (int pass = 0; pass < 2; pass++) {
-        PyObject *idx = pass == 0 ? quiet : reach_quiet;
-        if (pass == 1 && !known_reach)
-            break;
-        for (Py_ssize_t j = 0; j < PyTuple_GET_SIZE(idx); j++) {
-            Py_ssize_t i = PyLong_AsSsize_t(PyTuple_GET_ITEM(idx, j));
-            if (i == -1 && PyErr_Occurred())
-                goto done;
-            if (i < 0 || i >= k) {
-                PyErr_SetString(PyExc_IndexError, "list index out of range");
-                goto done;
-            }
-            if (zb[i] > 0.0) {
-                if (i >= kr) {
-                    PyErr_SetString(PyExc_IndexError, "list assignment index out of range");
-                    goto done;
-                }
-                zb[i] = 0.0;
-                zset[i] = 1;
-                rb[i] = 0.0;
-            }
-        }
-    }
-    double top = rb[0];
-    for (Py_ssize_t i = 1; i < kr; i++)
-        if (rb[i] > top)
-            top = rb[i];
     /* r_out not as long as r (tails of fewer features): a list, as without it */
     if ((r = row_result(r_out, rb, kr, "r_out", NULL)) == NULL)
         goto done;
@@ -3312,36 +3356,14 @@ fail:
     return NULL;
 }
 
-/* usage_add(v, t, records, nbytes) -> True | None
- *   manifest._py_usage_add in place: v an array('d') of five numbers per period (bucket index, previous records
- *   and bytes, current records and bytes), the hour then the day. None, changing nothing, when v is not that,
- *   t / period is not finite or a count is not a number a double holds: the reference decides (and raises). */
-static PyObject *
-usage_add(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+static const double usage_periods[2] = {3600.0, 86400.0};
+
+/* manifest._py_usage_add's step on the ten numbers v (t / each period finite: the caller checks) */
+static void
+usage_step(double *v, double t, double rec, double nb)
 {
-    static const double periods[2] = {3600.0, 86400.0};
-    double t, rec, nb;
-    if (fc_count("usage_add", nargs, 4, 4) < 0)
-        return NULL;
-    if (fc_d(args[1], &t) < 0 || fc_d(args[2], &rec) < 0 || fc_d(args[3], &nb) < 0) {
-        PyErr_Clear();
-        Py_RETURN_NONE;
-    }
-    for (int i = 0; i < 2; i++)
-        if (!isfinite(t / periods[i]))
-            Py_RETURN_NONE;
-    Py_buffer vv;
-    if (!PyObject_CheckBuffer(args[0]) || get_doubles(args[0], &vv, 1, "v") < 0) {
-        PyErr_Clear();
-        Py_RETURN_NONE;
-    }
-    if (vv.len != 10 * (Py_ssize_t)sizeof(double)) {
-        PyBuffer_Release(&vv);
-        Py_RETURN_NONE;
-    }
-    double *v = vv.buf;
     for (int i = 0; i < 2; i++, v += 5) {
-        double k = floor(t / periods[i]);
+        double k = floor(t / usage_periods[i]);
         if (k > v[0]) {
             if (k == v[0] + 1) {
                 v[1] = v[3];
@@ -3355,8 +3377,818 @@ usage_add(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         v[3] += rec;
         v[4] += nb;
     }
+}
+
+/* usage_add(v, t, records, nbytes) -> True | None
+ *   manifest._py_usage_add in place: v an array('d') of five numbers per period (bucket index, previous records
+ *   and bytes, current records and bytes), the hour then the day. None, changing nothing, when v is not that,
+ *   t / period is not finite or a count is not a number a double holds: the reference decides (and raises). */
+static PyObject *
+usage_add(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    double t, rec, nb;
+    if (fc_count("usage_add", nargs, 4, 4) < 0)
+        return NULL;
+    if (fc_d(args[1], &t) < 0 || fc_d(args[2], &rec) < 0 || fc_d(args[3], &nb) < 0) {
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    for (int i = 0; i < 2; i++)
+        if (!isfinite(t / usage_periods[i]))
+            Py_RETURN_NONE;
+    Py_buffer vv;
+    if (!PyObject_CheckBuffer(args[0]) || get_doubles(args[0], &vv, 1, "v") < 0) {
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    if (vv.len != 10 * (Py_ssize_t)sizeof(double)) {
+        PyBuffer_Release(&vv);
+        Py_RETURN_NONE;
+    }
+    usage_step(vv.buf, t, rec, nb);
     PyBuffer_Release(&vv);
     Py_RETURN_TRUE;
+}
+
+/* ------------------------------------------------------------------------------------------------------
+ * read_tail(consts, engine, st, ev, obs, rows) -> _Reading | None
+ *
+ * Engine._read after _extract, fused (detector/engine.py): the usage step, deviate, a long task's crossing, a
+ * never-seen destination of a habitual family, the caps and rarities, the learning step and what is new becoming known (commit_novel), the
+ * evidence of harm, then for an ordinary action (learned, nothing new) the kind's step and the destination habits,
+ * else Engine._settle called back, and the calibrated p-value of the rarest feature: each the transcription of
+ * the Python lines it replaces, the same operations in the same order on doubles. An item the agent's peers adopted
+ * (pending items met again) or a value of a type the engine does not write gives None before anything changes: the
+ * Python lines in _read then decide. The caller takes this path only with learn=True and no
+ * manifest scope (no violations).
+ * ------------------------------------------------------------------------------------------------------ */
+
+#define RC_NAME "detector._native.read_consts"
+
+/* attributes read_tail reads and writes (its own: the same names on other types elsewhere would thrash) */
+static fastattr rt_long_task, rt_features, rt_baseline, rt_kinds, rt_caps, rt_usage, rt_habits, rt_loc, rt_scale, rt_n, rt_ka, rt_ha,
+    rt_v, rt_destinations, rt_t, rt_records, rt_bytes, rt_task_id, rt_action, rt_sensitivity, rt_x, rt_novel,
+    rt_adopted, rt_new_outbound, rt_approved, rt_kind, rt_quiet, rt_known_reach, rt_outbound, rt_dest_classes;
+static PyObject *s_py_harm, *s_cal, *s_pvalue, *s_learn, *s_observe, *s_py_observe, *s_periods, *s_extend, *s_settle,
+    *s_habitual, *empty_tuple;
+
+/* read_setup's tuple, parsed once per engine (Engine.swap_model: _read_consts) */
+typedef struct {
+    PyObject *keep;                       /* the tuple: holds every object below */
+    Py_buffer tv, sv, fv;                 /* the tails' tables and slopes, the floors (held: never resized) */
+    Py_ssize_t tn, nfeat, nfl, nrow;      /* values per table, tables, floors, the row's length (N_FEATURES) */
+    double spz, zmax, slack;
+    PyObject *reach_quiet;                /* KNOWN_REACH_QUIET, a tuple */
+    Py_ssize_t feats[8], nk;              /* the kind features */
+    double kfl[8];                        /* their floors */
+    double kind_min, z95, up, down, kind_alpha_min, alpha_min, reason_z, reason_neglog, learn_raw, min_rarity,
+        young_n;
+    Py_ssize_t kind_slots, i_task, i_rule2, i_detour, i_outsider;
+    PyObject *harm, *cal_curve, *ev_curve;  /* Evidence.harm_pvalue and the curves it takes (harm None: Python's) */
+    PyObject *curve_pvalue;               /* the calibration's Curve.pvalue, or None (Calibration.pvalue) */
+    PyObject *new_row;                    /* engine._new_row */
+    PyTypeObject *reading, *baseline_t, *kinds_t, *habits_t, *usage_t;
+    PyObject *periods;                    /* manifest._PERIODS (what Usage.PERIODS must be for its kernel) */
+    PyObject *ext, *bc, *family_key, *counted, *h_slots, *half_at;  /* habits: sends_of's and observe's */
+    int habits_c;                         /* habit_sends and habit_observe are what sends_of and observe call */
+    PyObject *sends_of;
+    PyObject *kinds_learn;                /* KindProfiles.learn as read_setup found it (a strong reference) */
+    double min_sends, min_share;          /* habits.MIN_SENDS, MIN_SHARE (Habits.habitual) */
+    Py_ssize_t i_novel;                   /* the novel_outbound feature */
+    PyObject *commit_novel;               /* features.commit_novel */
+    PyTypeObject *array_t;                /* array.array (a strong reference) */
+} readconsts;
+
+static void
+rc_free(PyObject *cap)
+{
+    readconsts *k = PyCapsule_GetPointer(cap, RC_NAME);
+    if (k == NULL)
+        return;
+    PyBuffer_Release(&k->tv);
+    PyBuffer_Release(&k->sv);
+    PyBuffer_Release(&k->fv);
+    Py_XDECREF(k->kinds_learn);
+    Py_XDECREF(k->array_t);
+    Py_XDECREF(k->keep);
+    PyMem_Free(k);
+}
+
+static int
+rc_type(PyObject *o, PyTypeObject **out)
+{
+    if (!PyType_Check(o)) {
+        PyErr_SetString(PyExc_TypeError, "read_setup: a class expected");
+        return -1;
+    }
+    *out = (PyTypeObject *)o;
+    return 0;
+}
+
+/* read_setup(consts) -> the capsule read_tail takes; consts as engine._read_consts makes it */
+static PyObject *
+read_setup(PyObject *self, PyObject *arg)
+{
+    PyObject *rar, *floors, *kf, *kfl, *harm, *cal_curve, *ev_curve, *curve_pvalue, *new_row, *reading, *bl_t, *k_t,
+        *h_t, *u_t, *periods, *ext, *bc, *fam, *counted, *h_slots, *half_at, *sends_of, *commit_novel;
+    int habits_c;
+    readconsts *k = PyMem_Calloc(1, sizeof(readconsts));
+    if (k == NULL)
+        return PyErr_NoMemory();
+    if (!PyTuple_CheckExact(arg) || !PyArg_ParseTuple(
+            arg, "O!OO!O!dddddnddddddnnnnOOOOOOOOOOOOOOOOOpOddnO:read_setup", &PyTuple_Type, &rar, &floors,
+            &PyTuple_Type, &kf, &PyTuple_Type, &kfl, &k->kind_min, &k->z95, &k->up, &k->down, &k->kind_alpha_min,
+            &k->kind_slots, &k->alpha_min, &k->reason_z, &k->reason_neglog, &k->learn_raw, &k->min_rarity,
+            &k->young_n, &k->i_task, &k->i_rule2, &k->i_detour, &k->i_outsider, &harm, &cal_curve, &ev_curve,
+            &curve_pvalue, &new_row, &reading, &bl_t, &k_t, &h_t, &u_t, &periods, &ext, &bc, &fam, &counted,
+            &h_slots, &half_at, &habits_c, &sends_of, &k->min_sends, &k->min_share, &k->i_novel, &commit_novel)) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_TypeError, "read_setup: consts must be a tuple");
+        PyMem_Free(k);
+        return NULL;
+    }
+    /* the rarities' consts: (tables, slopes, n, spz, zmax, slack, reach_quiet) */
+    if (PyTuple_GET_SIZE(rar) != 7 || !PyTuple_CheckExact(PyTuple_GET_ITEM(rar, 6))) {
+        PyErr_SetString(PyExc_TypeError, "read_setup: the rarities' consts are not rarities'");
+        PyMem_Free(k);
+        return NULL;
+    }
+    int have_t = 0, have_s = 0, have_f = 0;
+    if (fc_n(PyTuple_GET_ITEM(rar, 2), &k->tn) < 0 || fc_d(PyTuple_GET_ITEM(rar, 3), &k->spz) < 0
+            || fc_d(PyTuple_GET_ITEM(rar, 4), &k->zmax) < 0 || fc_d(PyTuple_GET_ITEM(rar, 5), &k->slack) < 0)
+        goto fail;
+    if (get_doubles(PyTuple_GET_ITEM(rar, 0), &k->tv, 0, "tables") < 0)
+        goto fail;
+    have_t = 1;
+    if (get_doubles(PyTuple_GET_ITEM(rar, 1), &k->sv, 0, "slopes") < 0)
+        goto fail;
+    have_s = 1;
+    if (get_doubles(floors, &k->fv, 0, "floors") < 0)
+        goto fail;
+    have_f = 1;
+    k->nfeat = k->sv.len / (Py_ssize_t)sizeof(double);
+    k->nfl = k->fv.len / (Py_ssize_t)sizeof(double);
+    if (k->tn < 1 || k->tv.len != k->nfeat * k->tn * (Py_ssize_t)sizeof(double)) {
+        PyErr_SetString(PyExc_ValueError, "read_setup: tables must hold n values per slope");
+        goto fail;
+    }
+    k->reach_quiet = PyTuple_GET_ITEM(rar, 6);
+    {
+        PyObject *row = PyObject_CallNoArgs(new_row);
+        if (row == NULL)
+            goto fail;
+        k->nrow = PyObject_Length(row);
+        k->array_t = Py_TYPE(row);
+        Py_INCREF(k->array_t);
+        Py_DECREF(row);
+        if (k->nrow < 0)
+            goto fail;
+    }
+    if (k->nrow < 1 || k->nrow > MAX_ROW) {
+        PyErr_SetString(PyExc_ValueError, "read_setup: rows of that length are not the kernels'");
+        goto fail;
+    }
+    if ((k->nk = kind_features(kf, k->feats, k->nrow)) < 0)
+        goto fail;
+    if (PyTuple_GET_SIZE(kfl) != k->nk) {
+        PyErr_SetString(PyExc_TypeError, "kind floors must be a tuple, one per kind feature");
+        goto fail;
+    }
+    for (Py_ssize_t j = 0; j < k->nk; j++)
+        if (fc_d(PyTuple_GET_ITEM(kfl, j), &k->kfl[j]) < 0)
+            goto fail;
+    if (k->i_task < 0 || k->i_task >= k->nrow || k->i_rule2 < 0 || k->i_rule2 >= k->nrow || k->i_detour < 0
+            || k->i_detour >= k->nrow || k->i_outsider < 0 || k->i_outsider >= k->nrow || k->i_novel < 0
+            || k->i_novel >= k->nrow) {
+        PyErr_SetString(PyExc_IndexError, "read_setup: a feature index out of range");
+        goto fail;
+    }
+    if (rc_type(reading, &k->reading) < 0 || rc_type(bl_t, &k->baseline_t) < 0 || rc_type(k_t, &k->kinds_t) < 0
+            || rc_type(h_t, &k->habits_t) < 0 || rc_type(u_t, &k->usage_t) < 0)
+        goto fail;
+    if (!PyType_IsSubtype(k->reading, &PyTuple_Type)) {
+        PyErr_SetString(PyExc_TypeError, "read_setup: _Reading must be a tuple");
+        goto fail;
+    }
+    k->harm = harm, k->cal_curve = cal_curve, k->ev_curve = ev_curve, k->curve_pvalue = curve_pvalue;
+    k->new_row = new_row, k->periods = periods, k->ext = ext, k->bc = bc, k->family_key = fam;
+    k->counted = counted, k->h_slots = h_slots, k->half_at = half_at, k->habits_c = habits_c, k->sends_of = sends_of;
+    k->commit_novel = commit_novel;
+    k->kinds_learn = _PyType_Lookup(k->kinds_t, s_learn);
+    Py_XINCREF(k->kinds_learn);
+    Py_INCREF(arg);
+    k->keep = arg;
+    PyObject *cap = PyCapsule_New(k, RC_NAME, rc_free);
+    if (cap == NULL) {
+        Py_CLEAR(k->keep);
+        Py_CLEAR(k->kinds_learn);
+        goto fail;
+    }
+    return cap;
+fail:
+    Py_XDECREF(k->array_t);
+    if (have_t) PyBuffer_Release(&k->tv);
+    if (have_s) PyBuffer_Release(&k->sv);
+    if (have_f) PyBuffer_Release(&k->fv);
+    PyMem_Free(k);
+    return NULL;
+}
+
+static int
+rt_names(void)
+{
+    static struct { fastattr *fa; const char *name; } names[] = {
+        {&rt_long_task, "long_task"}, {&rt_features, "features"}, {&rt_baseline, "baseline"}, {&rt_kinds, "kinds"}, {&rt_caps, "caps"},
+        {&rt_usage, "usage"},
+        {&rt_habits, "habits"}, {&rt_loc, "loc"}, {&rt_scale, "scale"}, {&rt_n, "n"},
+        {&rt_ka, "a"}, {&rt_ha, "a"}, {&rt_v, "v"}, {&rt_destinations, "destinations"}, {&rt_t, "t"},
+        {&rt_records, "records"}, {&rt_bytes, "bytes"}, {&rt_task_id, "task_id"}, {&rt_action, "action"},
+        {&rt_sensitivity, "sensitivity"}, {&rt_x, "x"}, {&rt_novel, "novel"}, {&rt_adopted, "adopted"},
+        {&rt_new_outbound, "new_outbound"}, {&rt_approved, "approved"}, {&rt_kind, "kind"}, {&rt_quiet, "quiet"},
+        {&rt_known_reach, "known_reach"}, {&rt_outbound, "outbound"}, {&rt_dest_classes, "dest_classes"},
+    };
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        if ((names[i].fa->name = PyUnicode_InternFromString(names[i].name)) == NULL)
+            return -1;
+        names[i].fa->off = -1;
+    }
+#define I(v, s) if ((v = PyUnicode_InternFromString(s)) == NULL) return -1
+    I(s_py_harm, "_py_harm_pvalue"); I(s_cal, "_cal"); I(s_pvalue, "pvalue"); I(s_learn, "learn");
+    I(s_observe, "observe"); I(s_py_observe, "_py_observe"); I(s_periods, "PERIODS");
+    I(s_extend, "extend"); I(s_settle, "_settle"); I(s_habitual, "habitual");
+#undef I
+    if ((empty_tuple = PyTuple_New(0)) == NULL)
+        return -1;
+    return 0;
+}
+
+/* a new array('d') of the row's length (engine._new_row()) holding vals; NULL with an exception set */
+static PyObject *
+rt_row(const readconsts *k, const double *vals)
+{
+    PyObject *row = PyObject_CallNoArgs(k->new_row);
+    if (row == NULL)
+        return NULL;
+    Py_buffer v;
+    if (get_doubles(row, &v, 1, "row") < 0) {
+        Py_DECREF(row);
+        return NULL;
+    }
+    int fits = v.len == k->nrow * (Py_ssize_t)sizeof(double);
+    if (fits)
+        memcpy(v.buf, vals, (size_t)k->nrow * sizeof(double));
+    PyBuffer_Release(&v);
+    if (!fits) {
+        Py_DECREF(row);
+        PyErr_SetString(PyExc_SystemError, "read_tail: a new row is not a row");
+        return NULL;
+    }
+    return row;
+}
+
+/* st.kinds.learn(obs.kind, xl, ev.t) when kind_learn_step left it a free slot to take (KindProfiles.learn): the
+ * array a (ka) grows by a slot, which takes the kind with a profile of the action's values v (its loc; its hi
+ * that plus z95 times the floor), worth the one action, at t: 0; -1 with an exception set; 1 (nothing changed)
+ * for the method to do it (a learn method that is not the class's own, an array of a shape the class never makes) */
+static int
+rt_kind_new(const readconsts *k, PyObject *kinds, PyObject *ka, double fk, const double *v, double t)
+{
+    Py_ssize_t w = 3 + 2 * k->nk;
+    Py_ssize_t len = PyObject_Length(ka);
+    if (len < 0)
+        return -1;
+    if (_PyType_Lookup(Py_TYPE(kinds), s_learn) != k->kinds_learn || len % w || len >= w * k->kind_slots)
+        return 1;
+    /* b = len(a); a.extend([0.0] * _KIND_W) */
+    PyObject *zeros = PyTuple_New(w);
+    if (zeros == NULL)
+        return -1;
+    for (Py_ssize_t i = 0; i < w; i++) {
+        Py_INCREF(small_floats[0]);
+        PyTuple_SET_ITEM(zeros, i, small_floats[0]);
+    }
+    PyObject *got = PyObject_CallMethodOneArg(ka, s_extend, zeros);
+    Py_DECREF(zeros);
+    if (got == NULL)
+        return -1;
+    Py_DECREF(got);
+    Py_buffer av;
+    if (get_doubles(ka, &av, 1, "kinds") < 0)
+        return -1;
+    if (av.len != (len + w) * (Py_ssize_t)sizeof(double)) {
+        PyBuffer_Release(&av);
+        PyErr_SetString(PyExc_SystemError, "kinds: the array did not grow by one slot");
+        return -1;
+    }
+    /* a[b], a[b + 1] = float(kind), 0.0; a[b + 3 + 2 j] = xl[f]; a[b + 4 + 2 j] = xl[f] + Z95 * FLOORS[f] */
+    double *a = (double *)av.buf + len;
+    a[0] = fk;
+    a[1] = 0.0;
+    for (Py_ssize_t j = 0; j < k->nk; j++) {
+        a[3 + 2 * j] = v[j];
+        a[4 + 2 * j] = v[j] + k->z95 * k->kfl[j];
+    }
+    /* a new kind's first action: counted (a[b + 1] = 1.0; if t > a[b + 2]: a[b + 2] = t) */
+    a[1] = 1.0;
+    if (t > a[2])
+        a[2] = t;
+    PyBuffer_Release(&av);
+    return 0;
+}
+
+/* st.habits and all(map(st.habits.habitual, map(family_key, sent))) (sent: a list): 1 or 0; 2 for the reference
+ * to decide (habits of a shape the class never makes, a family that is not an int); -1 with an exception set.
+ * Habits.habitual compiled (habit_habitual) when the class's kernels are built, the methods called otherwise. */
+static int
+rt_habitual(const readconsts *k, PyObject *habits, PyObject *sent)
+{
+    if (!k->habits_c || Py_TYPE(habits) != k->habits_t) {
+        int r = PyObject_IsTrue(habits);
+        for (Py_ssize_t i = 0; r > 0 && i < PyList_GET_SIZE(sent); i++) {
+            PyObject *fam = PyObject_CallOneArg(k->family_key, PyList_GET_ITEM(sent, i));
+            if (fam == NULL)
+                return -1;
+            PyObject *got = PyObject_CallMethodOneArg(habits, s_habitual, fam);
+            Py_DECREF(fam);
+            if (got == NULL)
+                return -1;
+            r = PyObject_IsTrue(got);
+            Py_DECREF(got);
+        }
+        return r;
+    }
+    PyObject *ha = xget(habits, &rt_ha);
+    if (ha == NULL)
+        return -1;
+    Py_buffer v;
+    if (get_doubles(ha, &v, 0, "habits") < 0) {
+        Py_DECREF(ha);
+        return -1;
+    }
+    const double *a = v.buf;
+    Py_ssize_t len = v.len / (Py_ssize_t)sizeof(double);
+    int r = len > 0;  /* Habits.__bool__: bool(self.a) */
+    if (len % 4)
+        r = 2;
+    for (Py_ssize_t i = 0; r == 1 && i < PyList_GET_SIZE(sent); i++) {
+        /* family_key(d) (family_hash_of for an ASCII str, as habit_sends), then habit_habitual's slot test */
+        PyObject *d = PyList_GET_ITEM(sent, i);
+        uint32_t fh;
+        double fk;
+        if (PyUnicode_CheckExact(d) && family_hash_of(d, &fh)) {
+            fk = (double)fh;
+        } else {
+            PyObject *fam = PyObject_CallOneArg(k->family_key, d);
+            if (fam == NULL) {
+                r = -1;
+                break;
+            }
+            if (!PyLong_CheckExact(fam)) {
+                Py_DECREF(fam);
+                r = 2;
+                break;
+            }
+            fk = PyLong_AsDouble(fam);
+            Py_DECREF(fam);
+            if (fk == -1.0 && PyErr_Occurred()) {
+                r = -1;
+                break;
+            }
+        }
+        r = 0;
+        for (Py_ssize_t b = 0; b < len; b += 4)
+            if (a[b] == fk) {
+                double sends = a[b + 1];
+                r = sends >= k->min_sends && a[b + 2] >= k->min_share * sends;
+                break;
+            }
+    }
+    PyBuffer_Release(&v);
+    Py_DECREF(ha);
+    return r;
+}
+
+/* whether a str is the ASCII literal lit (an exact str: the caller checks) */
+static inline int
+str_is(PyObject *s, const char *lit)
+{
+    return PyUnicode_IS_ASCII(s) && strcmp((const char *)PyUnicode_DATA(s), lit) == 0
+           && (Py_ssize_t)strlen(lit) == PyUnicode_GET_LENGTH(s);
+}
+
+static PyObject *
+read_tail(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (fc_count("read_tail", nargs, 6, 6) < 0)
+        return NULL;
+    readconsts *k = PyCapsule_GetPointer(args[0], RC_NAME);
+    if (k == NULL)
+        return NULL;
+    PyObject *engine = args[1], *st = args[2], *ev = args[3], *obs = args[4], *rows = args[5];
+    PyObject *held[32];  /* the attributes read (new references), released at the end */
+    int nh = 0;
+    Py_buffer lv, sv, av, cv, uv;
+    int have_l = 0, have_s = 0, have_a = 0, have_c = 0, have_u = 0;
+    PyObject *res = NULL, *xl = NULL, *z = NULL, *r = NULL, *loc = NULL, *p_harm = NULL, *p_stat = NULL;
+    PyObject *viol = NULL, *ftop = NULL;
+    const Py_ssize_t n = k->nrow;
+    double xraw[MAX_ROW], xb[MAX_ROW], zb[MAX_ROW], rb[MAX_ROW];
+    unsigned char zset[MAX_ROW];
+#define GET(var, o, fa) do { if ((var = xget(o, &fa)) == NULL) goto bail; held[nh++] = var; } while (0)
+    if (rows != Py_None && !PyByteArray_CheckExact(rows))
+        goto none;
+    PyObject *bl, *kinds, *caps, *usage, *x, *novel, *adopted, *new_out, *approved, *kind, *quiet, *reach,
+        *outbound, *dests, *t_o, *rec_o, *nb_o, *task_id, *action, *sens, *loc_o, *scale_o, *n_o, *ka, *habits = NULL;
+    /* the action the fused path takes (else the reference decides): no item the agent's peers adopted (so none
+     * pending met again: `again` is empty, whatever is pending) */
+    GET(novel, obs, rt_novel);
+    GET(adopted, obs, rt_adopted);
+    GET(new_out, obs, rt_new_outbound);
+    if (!PyList_CheckExact(novel) || !PyList_CheckExact(adopted) || PyList_GET_SIZE(adopted)
+            || !PyList_CheckExact(new_out))
+        goto none;
+    GET(approved, obs, rt_approved);
+    GET(outbound, obs, rt_outbound);
+    if (!PyBool_Check(approved) || !PyBool_Check(outbound))
+        goto none;
+    GET(x, obs, rt_x);
+    GET(kind, obs, rt_kind);
+    GET(quiet, obs, rt_quiet);
+    GET(reach, obs, rt_known_reach);
+    if (!PyList_CheckExact(x) || PyList_GET_SIZE(x) != n || !PyTuple_CheckExact(quiet) || !PyBool_Check(reach))
+        goto none;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *o = PyList_GET_ITEM(x, i);
+        if (!PyFloat_CheckExact(o))
+            goto none;
+        xraw[i] = xb[i] = PyFloat_AS_DOUBLE(o);
+    }
+    double fk;  /* float(obs.kind): exact below 2**53 in magnitude (a kind is a 32-bit hash), else PyLong_AsDouble */
+    if (!PyLong_CheckExact(kind))
+        goto none;
+    int of;
+    long long ik = PyLong_AsLongLongAndOverflow(kind, &of);
+    if (!of && ik < (1LL << 53) && ik > -(1LL << 53)) {
+        fk = (double)ik;
+    } else {
+        PyErr_Clear();
+        if ((fk = PyLong_AsDouble(kind)) == -1.0 && PyErr_Occurred())
+            goto bail;
+    }
+    GET(dests, ev, rt_destinations);
+    GET(t_o, ev, rt_t);
+    GET(task_id, ev, rt_task_id);
+    GET(action, ev, rt_action);
+    GET(sens, ev, rt_sensitivity);
+    if (!PyFloat_CheckExact(t_o) || !PyUnicode_CheckExact(action) || !PyUnicode_CheckExact(sens))
+        goto none;
+    const double t = PyFloat_AS_DOUBLE(t_o);
+    int has_dests = PyObject_IsTrue(dests);
+    if (has_dests < 0)
+        goto bail;
+    GET(bl, st, rt_baseline);
+    GET(kinds, st, rt_kinds);
+    GET(caps, st, rt_caps);
+    GET(usage, st, rt_usage);
+    if (Py_TYPE(bl) != k->baseline_t || Py_TYPE(kinds) != k->kinds_t)
+        goto none;
+    GET(loc_o, bl, rt_loc);
+    GET(scale_o, bl, rt_scale);
+    GET(n_o, bl, rt_n);
+    GET(ka, kinds, rt_ka);
+    if (!PyFloat_CheckExact(n_o))
+        goto none;
+    /* if ev.destinations: st.usage.add(ev.t, ev.records, ev.bytes): checked here, done once nothing can bail */
+    double rec = 0.0, nb = 0.0;
+    if (has_dests) {
+        GET(rec_o, ev, rt_records);
+        GET(nb_o, ev, rt_bytes);
+        if (Py_TYPE(usage) != k->usage_t || _PyType_Lookup(Py_TYPE(usage), s_periods) != k->periods
+                || fc_d(rec_o, &rec) < 0 || fc_d(nb_o, &nb) < 0 || !isfinite(t / usage_periods[0])
+                || !isfinite(t / usage_periods[1]))
+            goto bail;
+        PyObject *v;
+        GET(v, usage, rt_v);
+        if (!PyObject_CheckBuffer(v) || get_doubles(v, &uv, 1, "v") < 0)
+            goto bail;
+        have_u = 1;
+        if (uv.len != 10 * (Py_ssize_t)sizeof(double))
+            goto none;
+    }
+    /* xl, z, by_kind = _deviate(obs.x, bl.loc, bl.scale, _FLOORS, st.kinds.a, float(obs.kind), _KIND_FEATURES,
+     *                           KIND_MIN, Z95, _new_row(), _new_row()) */
+    if (get_doubles(loc_o, &lv, 1, "loc") < 0)
+        goto bail;
+    have_l = 1;
+    if (get_doubles(scale_o, &sv, 1, "scale") < 0)
+        goto bail;
+    have_s = 1;
+    if (lv.len != n * (Py_ssize_t)sizeof(double) || sv.len != lv.len || k->nfl != n || k->nfeat != n)
+        goto none;
+    if (log_row_deviations(xb, n, &lv, &sv, &k->fv, zb) < 0)
+        goto bail;
+    if (get_doubles(ka, &av, 0, "kinds") < 0)
+        goto bail;
+    have_a = 1;
+    int by_kind = kind_compare(av.buf, av.len / (Py_ssize_t)sizeof(double), fk, k->feats, k->nk, k->fv.buf, k->nfl,
+                               k->kind_min, k->z95, xb, zb);
+    if (by_kind < 0)
+        goto bail;
+    PyBuffer_Release(&av);
+    have_a = 0;
+    /* if z[_I_TASK_ACTIONS] >= REASON_Z and ev.task_id is not None: _long_task(st, ev.task_id, obs.x[_I_TASK_ACTIONS],
+     * z, learn): lt = st.long_task; key = float(stable_hash(task_id)); if lt and lt[0] == key and n < 2.0 * lt[1]:
+     * z[_I_TASK_ACTIONS] = 0.0; elif learn: st.long_task = array("d", (key, n)) (below, once nothing bails) */
+    int new_long = 0;
+    double lt_key = 0.0, lt_n = 0.0;
+    if (zb[k->i_task] >= k->reason_z && task_id != Py_None) {
+        uint32_t h;
+        PyObject *lt;
+        Py_buffer tv;
+        if (!PyUnicode_CheckExact(task_id))
+            goto none;
+        if (str_hash(task_id, &h) < 0)
+            goto bail;
+        GET(lt, st, rt_long_task);
+        if (!PyObject_CheckBuffer(lt) || get_doubles(lt, &tv, 0, "long_task") < 0)
+            goto bail;
+        Py_ssize_t ln = tv.len / (Py_ssize_t)sizeof(double);
+        const double *l = tv.buf;
+        lt_key = (double)h;
+        lt_n = xraw[k->i_task];
+        int again_task = ln == 2 && l[0] == lt_key && lt_n < 2.0 * l[1];
+        PyBuffer_Release(&tv);
+        if (ln != 0 && ln != 2)
+            goto none;
+        if (again_task)
+            zb[k->i_task] = 0.0;
+        else
+            new_long = 1;
+    }
+    /* new_sent = obs.new_outbound; if new_sent and st.habits and all(map(st.habits.habitual, map(family_key,
+     * new_sent))): obs.new_outbound = [] (below, once nothing bails); if z[_I_NOVEL] > 0.0: z[_I_NOVEL] = 0.0 */
+    int routine = 0;
+    if (PyList_GET_SIZE(new_out)) {
+        GET(habits, st, rt_habits);
+        if ((routine = rt_habitual(k, habits, new_out)) < 0)
+            goto bail;
+        if (routine > 1)
+            goto none;
+        if (routine && zb[k->i_novel] > 0.0)
+            zb[k->i_novel] = 0.0;
+    }
+    /* caps = st.caps; if caps is not None and _injection_signs(x): caps = None */
+    if (caps != Py_None && (xraw[k->i_rule2] > 0.0 || xraw[k->i_detour] > 0.0 || xraw[k->i_outsider] > 0.0))
+        caps = Py_None;
+    /* r, raw, top = _k_rarities(rar, z, x, caps, obs.quiet, obs.known_reach, rows, _new_row()): the caps ... */
+    memset(zset, 0, (size_t)n);
+    if (caps != Py_None) {
+        if (!PyObject_CheckBuffer(caps) || get_doubles(caps, &cv, 0, "caps") < 0)
+            goto bail;
+        have_c = 1;
+        Py_ssize_t nc = cv.len / (Py_ssize_t)sizeof(double);
+        if (nc > n)
+            goto none;
+        const double *cp = cv.buf;
+        for (Py_ssize_t i = 0; i < nc; i++)
+            if (cp[i] > 0.0 && zb[i] > 0.0 && xraw[i] <= k->slack * cp[i]) {
+                zb[i] = 0.0;
+                zset[i] = 1;
+            }
+        PyBuffer_Release(&cv);
+        have_c = 0;
+    }
+    /* ... then the tails, the largest and the blame */
+    Py_ssize_t kr;
+    double raw, top;
+    if (rarities_tail(zb, rb, zset, n, k->tv.buf, k->sv.buf, k->nfeat, k->tn, k->spz, k->zmax, quiet, k->reach_quiet,
+                      reach == Py_True, &kr, &raw, &top) < 0)
+        goto bail;
+    if (kr != n)
+        goto none;
+    /* learned = raw < self._learn_raw and not violations (none: no scope) */
+    const int learned = raw < k->learn_raw;
+
+    /* ---- nothing bails from here on: the state changes as the reference changes it ---- */
+    if (new_long) {  /* st.long_task = array("d", (key, n)) */
+        PyObject *lt = PyObject_CallFunction((PyObject *)k->array_t, "s(dd)", "d", lt_key, lt_n);
+        if (lt == NULL)
+            goto done;
+        int rc = xset(st, &rt_long_task, lt);
+        Py_DECREF(lt);
+        if (rc < 0)
+            goto done;
+    }
+    if (routine) {  /* obs.new_outbound = [] */
+        PyObject *empty = PyList_New(0);
+        if (empty == NULL)
+            goto done;
+        int rc = xset(obs, &rt_new_outbound, empty);
+        Py_DECREF(empty);
+        if (rc < 0)
+            goto done;
+    }
+    /* the rarities' rows += z (the batch's model rows) */
+    if (rows != Py_None) {
+        Py_ssize_t at = PyByteArray_GET_SIZE(rows);
+        if (PyByteArray_Resize(rows, at + n * (Py_ssize_t)sizeof(double)) < 0)
+            goto done;
+        memcpy(PyByteArray_AS_STRING(rows) + at, zb, (size_t)n * sizeof(double));
+    }
+    /* st.usage.add(ev.t, ev.records, ev.bytes) (usage_add) */
+    if (have_u) {
+        usage_step(uv.buf, t, rec, nb);
+        PyBuffer_Release(&uv);
+        have_u = 0;
+    }
+    if ((xl = rt_row(k, xb)) == NULL || (z = rt_row(k, zb)) == NULL || (r = rt_row(k, rb)) == NULL)
+        goto done;
+    /* loc = array("d", bl.loc) if raw >= REASON_NEGLOG else None */
+    if (raw >= k->reason_neglog) {
+        if ((loc = rt_row(k, lv.buf)) == NULL)
+            goto done;
+    } else {
+        loc = Py_None;
+        Py_INCREF(loc);
+    }
+    /* weight = bl.n; if learned: bl.learn_log_in_place(xl) (self.n += 1.0; a = 1.0 / self.n; a = max(a,
+     * _ALPHA_MIN); _learn_into(...)); then what is new in it becomes known (commit_novel); weight = bl.n */
+    double weight = PyFloat_AS_DOUBLE(n_o);
+    if (learned) {
+        weight += 1.0;
+        PyObject *nn = PyFloat_FromDouble(weight);
+        if (nn == NULL)
+            goto done;
+        int rc = xset(bl, &rt_n, nn);
+        Py_DECREF(nn);
+        if (rc < 0)
+            goto done;
+        double a = 1.0 / weight;
+        if (a < k->alpha_min)
+            a = k->alpha_min;
+        learn_step(xb, lv.buf, sv.buf, k->fv.buf, n, 2.0 * a, k->z95, k->up, k->down);
+    }
+    PyBuffer_Release(&lv);
+    PyBuffer_Release(&sv);
+    have_l = have_s = 0;
+    if (learned && PyList_GET_SIZE(novel)) {
+        PyObject *features = xget(st, &rt_features);
+        if (features == NULL)
+            goto done;
+        held[nh++] = features;
+        PyObject *cargs[2] = {features, obs};
+        PyObject *got = PyObject_Vectorcall(k->commit_novel, cargs, 2, NULL);
+        if (got == NULL)
+            goto done;
+        Py_DECREF(got);
+    }
+    /* p_harm = 1.0 if raw < MIN_RARITY else self._harm_pvalue(ev, obs, r, weight >= YOUNG_N) */
+    if (raw < k->min_rarity) {
+        p_harm = PyFloat_FromDouble(1.0);
+    } else {
+        /* moving = obs.outbound or ev.action == "delete"; sensitive = ev.sensitivity in ("confidential",
+         * "restricted"); the kernel, then the reference for what it leaves */
+        PyObject *moving = outbound == Py_True ? Py_True : str_is(action, "delete") ? Py_True : Py_False;
+        PyObject *sensitive = str_is(sens, "confidential") || str_is(sens, "restricted") ? Py_True : Py_False;
+        PyObject *established = weight >= k->young_n ? Py_True : Py_False;
+        if (k->harm != Py_None) {
+            PyObject *hargs[6] = {r, moving, sensitive, established, k->cal_curve, k->ev_curve};
+            if ((p_harm = PyObject_Vectorcall(k->harm, hargs, 6, NULL)) == NULL)
+                goto done;
+            if (p_harm == Py_None)
+                Py_CLEAR(p_harm);
+        }
+        if (p_harm == NULL) {
+            PyObject *margs[5] = {engine, r, moving, sensitive, established};
+            p_harm = PyObject_VectorcallMethod(s_py_harm, margs, 5, NULL);
+        }
+    }
+    if (p_harm == NULL)
+        goto done;
+    if ((viol = PyList_New(0)) == NULL)
+        goto done;
+    /* not learned, or something new in it: self._settle(st, ev, obs, z, r, xl, learned, violations, p_harm, by_kind,
+     * new_sent, again) (again: empty) */
+    if (!learned || PyList_GET_SIZE(novel)) {
+        PyObject *sargs[13] = {engine, st, ev, obs, z, r, xl, learned ? Py_True : Py_False, viol, p_harm,
+                               by_kind ? Py_True : Py_False, new_out, empty_tuple};
+        PyObject *got = PyObject_VectorcallMethod(s_settle, sargs, 13, NULL);
+        if (got == NULL)
+            goto done;
+        Py_DECREF(got);
+        goto stat;
+    }
+    /* if not obs.approved and not _kind_learn(st.kinds.a, float(obs.kind), xl, ev.t, ...):
+     *     st.kinds.learn(obs.kind, xl, ev.t) */
+    if (approved == Py_False) {
+        if (get_doubles(ka, &av, 1, "kinds") < 0)
+            goto done;
+        double v[8];
+        for (Py_ssize_t j = 0; j < k->nk; j++)
+            v[j] = xb[k->feats[j]];
+        int learnt = kind_learn_step(av.buf, av.len / (Py_ssize_t)sizeof(double), fk, v, k->kfl, k->nk, t, k->z95,
+                                     k->up, k->down, k->kind_alpha_min, k->kind_slots);
+        PyBuffer_Release(&av);
+        int rc = learnt ? 0 : rt_kind_new(k, kinds, ka, fk, v, t);
+        if (rc < 0)
+            goto done;
+        if (rc > 0) {
+            PyObject *margs[4] = {kinds, kind, xl, t_o};
+            PyObject *got = PyObject_VectorcallMethod(s_learn, margs, 4, NULL);
+            if (got == NULL)
+                goto done;
+            Py_DECREF(got);
+        }
+    }
+    /* if obs.outbound: st.habits.observe(sends_of(ev.destinations, obs.dest_classes, ())) */
+    if (outbound == Py_True) {
+        PyObject *classes, *sends, *got;
+        if (habits == NULL) {
+            if ((habits = xget(st, &rt_habits)) == NULL)
+                goto done;
+            held[nh++] = habits;
+        }
+        if ((classes = xget(obs, &rt_dest_classes)) == NULL)
+            goto done;
+        held[nh++] = classes;
+        if (k->habits_c && Py_TYPE(habits) == k->habits_t) {
+            PyObject *sargs[7] = {dests, classes, empty_tuple, k->ext, k->bc, k->family_key, k->counted};
+            if ((sends = habit_sends(NULL, sargs, 7)) == NULL)
+                goto done;
+            PyObject *ha = xget(habits, &rt_ha);
+            if (ha == NULL) {
+                Py_DECREF(sends);
+                goto done;
+            }
+            PyObject *oargs[4] = {ha, sends, k->h_slots, k->half_at};
+            got = habit_observe(NULL, oargs, 4);
+            Py_DECREF(ha);
+            if (got == Py_None) {
+                Py_DECREF(got);
+                got = PyObject_CallMethodOneArg(habits, s_py_observe, sends);
+            }
+        } else {
+            PyObject *sargs[3] = {dests, classes, empty_tuple};
+            if ((sends = PyObject_Vectorcall(k->sends_of, sargs, 3, NULL)) == NULL)
+                goto done;
+            got = PyObject_CallMethodOneArg(habits, s_observe, sends);
+        }
+        Py_DECREF(sends);
+        if (got == NULL)
+            goto done;
+        Py_DECREF(got);
+    }
+stat:
+    /* self._cal.pvalue(top): the compiled curve's, else the calibration's own */
+    if ((ftop = PyFloat_FromDouble(top)) == NULL)
+        goto done;
+    if (k->curve_pvalue != Py_None) {
+        if ((p_stat = PyObject_CallOneArg(k->curve_pvalue, ftop)) == NULL)
+            goto done;
+        if (p_stat == Py_None)
+            Py_CLEAR(p_stat);
+    }
+    if (p_stat == NULL) {
+        PyObject *cal = PyObject_GetAttr(engine, s_cal);
+        if (cal == NULL)
+            goto done;
+        p_stat = PyObject_CallMethodOneArg(cal, s_pvalue, ftop);
+        Py_DECREF(cal);
+        if (p_stat == NULL)
+            goto done;
+    }
+    /* _new_reading(_Reading, (obs, violations, z, r, loc, p_stat, p_harm, xl)) */
+    if ((res = k->reading->tp_alloc(k->reading, 8)) == NULL)
+        goto done;
+    Py_INCREF(obs);
+    PyObject *fields[8] = {obs, viol, z, r, loc, p_stat, p_harm, xl};
+    for (int i = 0; i < 8; i++)
+        PyTuple_SET_ITEM(res, i, fields[i]);
+    viol = z = r = loc = p_stat = p_harm = xl = NULL;  /* the reading holds them */
+    goto done;
+bail:  /* an error before anything changed: the reference meets it again (and raises it) */
+    PyErr_Clear();
+none:
+    res = Py_None;
+    Py_INCREF(res);
+done:
+#undef GET
+    if (have_l) PyBuffer_Release(&lv);
+    if (have_s) PyBuffer_Release(&sv);
+    if (have_a) PyBuffer_Release(&av);
+    if (have_c) PyBuffer_Release(&cv);
+    if (have_u) PyBuffer_Release(&uv);
+    Py_XDECREF(xl);
+    Py_XDECREF(z);
+    Py_XDECREF(r);
+    Py_XDECREF(loc);
+    Py_XDECREF(p_harm);
+    Py_XDECREF(p_stat);
+    Py_XDECREF(viol);
+    Py_XDECREF(ftop);
+    while (nh > 0)
+        Py_DECREF(held[--nh]);
+    return res;
 }
 
 static PyMethodDef methods[] = {
@@ -3400,6 +4232,11 @@ static PyMethodDef methods[] = {
      "remember(seen, content, pos, h, hc) -> 0 new | 1 reused id | 2 duplicate (engine._py_remember)."},
     {"usage_add", (PyCFunction)(void (*)(void))usage_add, METH_FASTCALL,
      "usage_add(v, t, records, nbytes) -> True (manifest._py_usage_add in place), or None for the reference."},
+    {"read_setup", read_setup, METH_O,
+     "read_setup(consts) -> what read_tail takes first (engine._read_consts makes consts)."},
+    {"read_tail", (PyCFunction)(void (*)(void))read_tail, METH_FASTCALL,
+     "read_tail(consts, engine, st, ev, obs, rows) -> Engine._read's _Reading after _extract for an ordinary action, "
+     "or None (nothing changed) for the reference to decide."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -3413,7 +4250,7 @@ PyMODINIT_FUNC
 PyInit__native(void)
 {
     crc_init();
-    if (intern_names() < 0)
+    if (intern_names() < 0 || rt_names() < 0)
         return NULL;
     for (int i = 0; i < N_SMALL_FLOATS; i++)
         if ((small_floats[i] = PyFloat_FromDouble((double)i)) == NULL)

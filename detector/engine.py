@@ -30,12 +30,12 @@ from msgspec.structs import astuple
 
 from detector import breaker as brk
 from detector.baseline import _FLOORS, _KIND_FEATURES, KIND_MIN, Z95, Baseline, KindProfiles, Prior
-from detector.baseline import (_DOWN, _KIND_ALPHA_MIN, _KIND_FLOOR_VALUES, _KIND_SLOTS, _UP, _deviate,
+from detector.baseline import (_ALPHA_MIN, _DOWN, _KIND_ALPHA_MIN, _KIND_FLOOR_VALUES, _KIND_SLOTS, _UP, _deviate,
                                _kind_learn)
 from detector.events import ActionEvent
 from detector.evidence import MIN_RARITY, fisher, strength
 from detector.evidence import _compiled as _evidence_kernel
-from detector.manifest import ManifestBook, Usage, stream_effect
+from detector.manifest import _PERIODS, ManifestBook, Usage, stream_effect
 from detector.episodes import EpisodeBook
 from detector.features import (FEATURE_INDEX, KNOWN_REACH_QUIET, FeatureState, Observation, commit_novel,
                                destination_family, item_key, K_DEST, K_PRINCIPAL, K_RESOURCE, K_TOOL, resource_family,
@@ -45,6 +45,7 @@ from detector.model import Model
 from detector.native import kernels as _kernels
 from detector.policy import Policy, Thresholds
 from detector.features import FEATURE_NAMES as _FEATURE_NAMES, N_FEATURES
+from detector import habits as _habits
 from detector.habits import Habits, family_key, sends_of
 from detector.scoring import (P_FLOOR, REASON_NEGLOG, REASON_Z, Calibration, FeatureTails, explain, round4,
                               score_of)
@@ -246,6 +247,28 @@ def _rarities_kernel(tails: FeatureTails):
     rows]``), or ``None`` (see :func:`_rarities_consts`)."""
     consts = _rarities_consts(tails)
     return partial(_k_rarities, consts) if consts is not None else None
+
+
+#: detector._native.read_tail: Engine._read after _extract for an ordinary action, compiled (None: not built)
+_read_tail = getattr(_kernels, "read_tail", None)
+
+
+def _read_consts(eng: "Engine"):
+    """What ``detector._native.read_tail`` takes first for ``eng`` (its constants, parsed once by ``read_setup``),
+    or ``None``: the kernel is not built, or the rarities' tables are not its to take (``eng._rarities``)."""
+    if _read_tail is None or eng._rarities is None or _k_rarities is None:
+        return None
+    curves = eng._harm_curves
+    curve = eng._cal.compiled if type(eng._cal).pvalue is Calibration.pvalue else None
+    habits_c = _habits._k_sends is not None and _habits._k_observe is not None
+    return _kernels.read_setup((
+        eng._rarities, _FLOORS, _KIND_FEATURES, _KIND_FLOOR_VALUES, KIND_MIN, Z95, _UP, _DOWN, _KIND_ALPHA_MIN,
+        _KIND_SLOTS, _ALPHA_MIN, REASON_Z, REASON_NEGLOG, eng._learn_raw, MIN_RARITY, YOUNG_N,
+        _I_TASK_ACTIONS, _I_RULE2, _I_DETOUR, _I_OUTSIDER,
+        _harm_kernel if curves is not None else None, *(curves if curves is not None else (None, None)),
+        curve.pvalue if curve is not None else None, _new_row, _Reading, Baseline, KindProfiles, Habits, Usage,
+        _PERIODS, _habits.EXTERNAL, _habits.BROADCAST, family_key, _habits._COUNTED, _habits.SLOTS, _habits.HALF_AT,
+        habits_c, sends_of, _habits.MIN_SENDS, _habits.MIN_SHARE, _I_NOVEL, commit_novel))
 
 
 def _attribution(trace: list[dict], *, operator_id: str, requested_by: str | None, instruction_hash: str | None,
@@ -531,6 +554,8 @@ class Engine:
                              and (self._evidence_cal is None or ev_curve is not None) else None)
         # actions whose rarest deviation stays below this teach the baseline (score < medium)
         self._learn_raw = self._cal.inverse(10.0 ** (-6.0 * self.policy.thresholds.medium))
+        # the fused read's constants (detector._native.read_tail), or None: _read runs its Python lines
+        self._fused = _read_consts(self)
         for agent_id, st in self.agents.items():
             st.features.hours = self._prior(agent_id, st.operator_id, "").hours if model is not None else None
 
@@ -768,9 +793,16 @@ class Engine:
         obs = _extract(st.features, ev, self.policy, adopted) if _extract is not None else None
         if obs is None:  # no kernel, or a state or event it leaves to the reference
             obs = _py_extract(st.features, ev, self.policy, adopted)
+        scope = book.scope_for(ev.agent_id) if book is not None else None
+        # an action with no manifest scope and nothing its peers adopted (so no pending item met again): the rest in one
+        # compiled call (detector._native.read_tail), which leaves anything else (changing nothing) to the lines below
+        fused = self._fused
+        if fused is not None and scope is None and learn:
+            got = _read_tail(fused, self, st, ev, obs, rows)
+            if got is not None:
+                return got
         # pending items met again (extract took them as known; they settle by the rule, not by this use)
         again = [k for k in obs.adopted if k in quiet and not (peers and k in peers)] if quiet else ()
-        scope = book.scope_for(ev.agent_id) if book is not None else None
         violations = scope.check(ev, st.usage, classify=self.policy.classify) if scope is not None else []
         if ev.destinations:  # after the check: an action is judged on the usage before it
             st.usage.add(ev.t, ev.records, ev.bytes)
