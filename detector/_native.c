@@ -132,6 +132,29 @@ row_result(PyObject *out, const double *vals, Py_ssize_t n, const char *what, co
     return float_list(vals, n);
 }
 
+/* A new row of the n doubles of vals made by calling `make` (an array('d') of n doubles, written), or a list of
+ * floats when what it makes is not that; NULL with an exception set. */
+static PyObject *
+row_result_new(PyObject *make, const double *vals, Py_ssize_t n)
+{
+    PyObject *out = PyObject_CallNoArgs(make);
+    if (out == NULL)
+        return NULL;
+    Py_buffer v;
+    if (get_doubles(out, &v, 1, "row_new()") < 0) {
+        Py_DECREF(out);
+        return NULL;
+    }
+    int fits = v.len == n * (Py_ssize_t)sizeof(double);
+    if (fits)
+        memcpy(v.buf, vals, (size_t)n * sizeof(double));
+    PyBuffer_Release(&v);
+    if (fits)
+        return out;
+    Py_DECREF(out);
+    return float_list(vals, n);
+}
+
 /* METH_FASTCALL argument helpers (what PyArg_ParseTuple's O, d, n, p, K do, without the argument tuple) */
 static int
 fc_count(const char *fn, Py_ssize_t nargs, Py_ssize_t lo, Py_ssize_t hi)
@@ -1023,6 +1046,8 @@ b128_get(const bits128 *b, unsigned k)
  * it costs what looking it up does); any other text is answered by _words (from its cache when it is there,
  * without the call). */
 static PyObject *fx_words_cache, *fx_stop;
+/* a callable making a new array('d') of NX doubles for an observation's x (NULL: a list of floats) */
+static PyObject *fx_row_new;
 static PyObject *fx_policy_type, *untrusted_policy, *untrusted_memo, *pol_classes, *pol_prefixes;
 static PyObject *pol_weights, *pol_broadcast;
 static PyObject *fx_words, *fx_destination_family, *fx_is_outsider, *fx_observation, *fx_external, *fx_broadcast;
@@ -1423,10 +1448,18 @@ intern_names(void)
 static PyObject *
 extract_setup(PyObject *self, PyObject *args)
 {
-    PyObject *o, *w, *df, *io, *ext, *bc, *wc = NULL, *pt = NULL, *sw = NULL;
-    if (!PyArg_ParseTuple(args, "OOOOOO|O!O!O!:extract_setup", &o, &w, &df, &io, &ext, &bc, &PyDict_Type, &wc,
-                          &PyType_Type, &pt, &PyTuple_Type, &sw))
+    PyObject *o, *w, *df, *io, *ext, *bc, *wc = NULL, *pt = NULL, *sw = NULL, *rn = NULL;
+    if (!PyArg_ParseTuple(args, "OOOOOO|O!O!O!O:extract_setup", &o, &w, &df, &io, &ext, &bc, &PyDict_Type, &wc,
+                          &PyType_Type, &pt, &PyTuple_Type, &sw, &rn))
         return NULL;
+    if (rn == Py_None)
+        rn = NULL;
+    if (rn != NULL && !PyCallable_Check(rn)) {
+        PyErr_SetString(PyExc_TypeError, "extract_setup: row_new must be callable");
+        return NULL;
+    }
+    Py_XINCREF(rn);
+    Py_XSETREF(fx_row_new, rn);
     if (sw != NULL && stop_check(sw) < 0)
         return NULL;
     Py_XINCREF(sw);
@@ -2220,7 +2253,8 @@ extract(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         c[12], task_n, novel_steps, approved ? 0.0 : unfamiliar, detour, novel_tool,
         approved ? 0.0 : outsider,
     };
-    PyObject *x = float_list(xs, NX);
+    /* x: an array('d') of row_new's when extract_setup gave one (no float object per feature), else a list */
+    PyObject *x = fx_row_new != NULL ? row_result_new(fx_row_new, xs, NX) : float_list(xs, NX);
     if (x == NULL) goto done;
     r = xset(obs, &fa_x, x);
     Py_DECREF(x);
@@ -3815,13 +3849,31 @@ read_tail(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     GET(kind, obs, rt_kind);
     GET(quiet, obs, rt_quiet);
     GET(reach, obs, rt_known_reach);
-    if (!PyList_CheckExact(x) || PyList_GET_SIZE(x) != n || !PyTuple_CheckExact(quiet) || !PyBool_Check(reach))
+    if (!PyTuple_CheckExact(quiet) || !PyBool_Check(reach))
         goto none;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *o = PyList_GET_ITEM(x, i);
-        if (!PyFloat_CheckExact(o))
+    if (PyList_CheckExact(x)) {  /* the reference's list of floats */
+        if (PyList_GET_SIZE(x) != n)
             goto none;
-        xraw[i] = xb[i] = PyFloat_AS_DOUBLE(o);
+        for (Py_ssize_t i = 0; i < n; i++) {
+            PyObject *o = PyList_GET_ITEM(x, i);
+            if (!PyFloat_CheckExact(o))
+                goto none;
+            xraw[i] = xb[i] = PyFloat_AS_DOUBLE(o);
+        }
+    } else {  /* extract's array('d') */
+        Py_buffer xv;
+        if (!PyObject_CheckBuffer(x) || get_doubles(x, &xv, 0, "x") < 0) {
+            PyErr_Clear();
+            goto none;
+        }
+        int fits = xv.len == n * (Py_ssize_t)sizeof(double);
+        if (fits) {
+            memcpy(xraw, xv.buf, (size_t)n * sizeof(double));
+            memcpy(xb, xv.buf, (size_t)n * sizeof(double));
+        }
+        PyBuffer_Release(&xv);
+        if (!fits)
+            goto none;
     }
     double fk;  /* float(obs.kind): exact below 2**53 in magnitude (a kind is a 32-bit hash), else PyLong_AsDouble */
     if (!PyLong_CheckExact(kind))

@@ -495,8 +495,8 @@ class Decision(msgspec.Struct, gc=False):
     dest_classes: tuple[str, ...] = ()
     #: the deviations (an array('d'), or a list without the compiled kernel)
     z: array | list[float] | None = None
-    #: the feature values (natural units), for drift monitoring
-    x: list[float] | None = None
+    #: the feature values (natural units; an array('d'), or a list without the compiled kernel), for drift monitoring
+    x: array | list[float] | None = None
     #: the evidence of harm on the score scale (what one action needs to trip the breaker alone);
     #: :meth:`Engine.assess` gives the same number before the action
     harm: float | None = None

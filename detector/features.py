@@ -205,7 +205,8 @@ class Observation:
                  "step", "principal", "novel", "adopted", "kind", "known_reach")
 
     def __init__(self) -> None:
-        self.x: list[float] = []
+        #: the feature values (natural units): a list from the reference, an array('d') from the kernel
+        self.x: list[float] | array = []
         self.dest_classes: tuple[str, ...] = ()
         self.pending: tuple[int, int, list[int]] = (0, 0, [])
         #: the tool-to-tool step this action took inside its task (a hash, 0 without a task), and the
@@ -751,5 +752,7 @@ if _kernel is not None:  # what it calls back (names, words and classes stay in 
     # (the words of an ASCII name, and the family of an ASCII destination, are read in C: text_words and
     # family_hash, held to _py_text_words and destination_family by tests/unit/test_native.py)
     # (a kernel built before text_words takes no stop words: it asks _words)
+    # (x: an array('d') made by copying a row of zeros, no float object per feature; the reference makes a list)
     _kernels.extract_setup(Observation, _words, destination_family, _is_outsider, EXTERNAL, BROADCAST, _words_cache,
-                           Policy, *((_STOP_WORDS,) if _k_text_words is not None else ()))
+                           Policy, *((_STOP_WORDS, array("d", bytes(8 * N_FEATURES)).__copy__)
+                                     if _k_text_words is not None else ()))
