@@ -10,7 +10,10 @@ decision records encoded). The interpreter's start, the imports and loading the 
 two runs, one and three passes over the first ``--events`` events (each pass a new engine), and halving the
 difference (numpy's BLAS kept to one thread: its idle threads spin).
 ``--top`` prints that difference by C function too (the interpreter's own loop is ``_PyEval_EvalFrameDefault``:
-the engine's Python). Prints numbers; asserts nothing.
+the engine's Python). The same count of msgspec's typed decode of the same lines (issue 20's denominator, each
+decoded event freed as bench_replay.py's timing frees it) gives the ratio in instructions, which no other work
+moves; the ratio in time (bench_replay.py) is larger, as a decode runs more instructions a cycle than the engine.
+Prints numbers; asserts nothing.
 """
 
 from __future__ import annotations
@@ -42,10 +45,25 @@ for _ in range(int(sys.argv[4])):
     replay_pass(lines, model)
 """
 
-def counted(tmp: Path, passes: int) -> tuple[int, Path]:
-    """Instructions of the loop run ``passes`` times, and callgrind's output file."""
-    out = tmp / f"callgrind.{passes}"
-    run = subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, "-c", LOOP,
+#: msgspec's typed decode of the same lines (bench_replay.py's "typed decode"), run under callgrind the same way
+TYPED = """
+import sys
+sys.path.insert(0, sys.argv[1])
+import msgspec
+from detector.events import ActionEvent
+from streams.gc_tuning import tune
+lines = open(sys.argv[2], "rb").read().splitlines()
+decode = msgspec.json.Decoder(ActionEvent).decode
+tune()
+for _ in range(int(sys.argv[4])):
+    [decode(x) for x in lines]
+"""
+
+
+def counted(tmp: Path, passes: int, loop: str = LOOP) -> tuple[int, Path]:
+    """Instructions of ``loop`` run ``passes`` times, and callgrind's output file."""
+    out = tmp / f"callgrind.{passes}.{len(loop)}"
+    run = subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, "-c", loop,
                           str(ROOT), str(tmp / "events.jsonl"), str(tmp / "model"), str(passes)],
                          capture_output=True, text=True, env={**os.environ, "OPENBLAS_NUM_THREADS": "1"})
     found = re.search(r"Collected : (\d+)", run.stderr)
@@ -90,6 +108,9 @@ def main() -> None:
         per_event = (three - one) / (2 * len(test))
         print(f"trained replay, {len(test)} events of {args.agents} agents: {per_event:,.0f} instructions per event "
               f"(callgrind; one pass {one:,}, three passes {three:,})")
+        typed = (counted(tmp, 3, TYPED)[0] - counted(tmp, 1, TYPED)[0]) / (2 * len(test))
+        print(f"msgspec typed decode of the same lines: {typed:,.0f} instructions per event; trained replay "
+              f"{per_event / typed:.1f}x a typed decode in instructions (issue 20's goal: 10x, in time)")
         if args.top > 0:
             a, b = by_function(out1), by_function(out3)
             diff = {k: (b[k] - a.get(k, 0)) / (2 * len(test)) for k in b}
