@@ -4191,6 +4191,422 @@ done:
     return res;
 }
 
+/* ---------------------------------------------------------------------------------------------------------------
+ * decide: the second loop of Engine.process_batch for an ordinary decision, compiled
+ *
+ * An ordinary decision: an action scored "ok" (so no reasons), not a reused id, breaking no manifest clause, not
+ * approved, of an agent whose breaker is closed or open (half_open: probation is the Python lines') and whose
+ * step does not trip it, with no alert episode open. decide takes the batch's pending decisions from index k on,
+ * one after the other, and stops at the first one that is not ordinary, changing nothing of it: the Python lines
+ * decide that one from the start, then call decide again for the rest (so the batch's order is kept).
+ * ------------------------------------------------------------------------------------------------------------- */
+
+#define DC_NAME "detector._native.decide_consts"
+
+/* attributes decide reads and writes (its own fastattrs) */
+static fastattr dc_event, dc_reused_id, dc_violations, dc_harm, dc_record, dc_approved, dc_outbound, dc_dest_classes,
+    dc_breaker, dc_state, dc_risk, dc_risk_t, dc_baseline, dc_n, dc_t, dc_action, dc_sensitivity, dc_destinations,
+    dc_event_id, dc_agent_id, dc_ts;
+/* the decision record's keys, in the record's order */
+static PyObject *dk_keys[9];
+
+/* decide_setup's tuple, parsed once per engine and thresholds (Engine.swap_model: _decide_consts) */
+typedef struct {
+    PyObject *keep;                                   /* the tuple: holds every object below */
+    double critical, high, medium, low, p_floor;      /* engine._bounds(th) */
+    double evidence, budget_floor, half_life, risk_budget, ln2, young_n;
+    PyObject *closed, *open, *none, *ok;              /* breaker.CLOSED, OPEN, "none" (breaker._NONE[0]), "ok" */
+    PyObject *round4;                                 /* scoring.round4 (for a score round4 leaves to round()) */
+    PyObject *version;                                /* the engine's model version */
+} decideconsts;
+
+static void
+dc_free(PyObject *cap)
+{
+    decideconsts *k = PyCapsule_GetPointer(cap, DC_NAME);
+    if (k == NULL)
+        return;
+    Py_XDECREF(k->keep);
+    PyMem_Free(k);
+}
+
+/* decide_setup(consts) -> the capsule decide takes; consts as engine._decide_consts makes it */
+static PyObject *
+decide_setup(PyObject *self, PyObject *arg)
+{
+    decideconsts *k = PyMem_Calloc(1, sizeof(decideconsts));
+    if (k == NULL)
+        return PyErr_NoMemory();
+    if (!PyTuple_CheckExact(arg) || !PyArg_ParseTuple(
+            arg, "dddddddddddUUUUOO:decide_setup", &k->critical, &k->high, &k->medium, &k->low, &k->p_floor,
+            &k->evidence, &k->budget_floor, &k->half_life, &k->risk_budget, &k->ln2, &k->young_n, &k->closed,
+            &k->open, &k->none, &k->ok, &k->round4, &k->version)) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_TypeError, "decide_setup: consts must be a tuple");
+        PyMem_Free(k);
+        return NULL;
+    }
+    if (!(k->half_life > 0.0)) {  /* (the reference divides by it) */
+        PyErr_SetString(PyExc_ValueError, "decide_setup: the budget's half-life must be > 0");
+        PyMem_Free(k);
+        return NULL;
+    }
+    Py_INCREF(arg);
+    k->keep = arg;
+    PyObject *cap = PyCapsule_New(k, DC_NAME, dc_free);
+    if (cap == NULL) {
+        Py_DECREF(arg);
+        PyMem_Free(k);
+    }
+    return cap;
+}
+
+static int
+dc_names(void)
+{
+    static struct { fastattr *fa; const char *name; } names[] = {
+        {&dc_event, "event"}, {&dc_reused_id, "reused_id"}, {&dc_violations, "violations"}, {&dc_harm, "harm"},
+        {&dc_record, "record"}, {&dc_approved, "approved"}, {&dc_outbound, "outbound"},
+        {&dc_dest_classes, "dest_classes"}, {&dc_breaker, "breaker"}, {&dc_state, "state"}, {&dc_risk, "risk"},
+        {&dc_risk_t, "risk_t"}, {&dc_baseline, "baseline"}, {&dc_n, "n"}, {&dc_t, "t"}, {&dc_action, "action"},
+        {&dc_sensitivity, "sensitivity"}, {&dc_destinations, "destinations"}, {&dc_event_id, "event_id"},
+        {&dc_agent_id, "agent_id"}, {&dc_ts, "ts"},
+    };
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        if ((names[i].fa->name = PyUnicode_InternFromString(names[i].name)) == NULL)
+            return -1;
+        names[i].fa->off = -1;
+    }
+    static const char *keys[9] = {"event_id", "agent_id", "ts", "score", "severity", "reasons", "action_taken",
+                                  "breaker_state", "model_version"};
+    for (int i = 0; i < 9; i++)
+        if ((dk_keys[i] = PyUnicode_InternFromString(keys[i])) == NULL)
+            return -1;
+    return 0;
+}
+
+/* scoring.score_of(p) with the floor p_floor (detector/_score.c's score_of_, the same lines) */
+static inline double
+dc_score_of(double p, double p_floor)
+{
+    if (p >= 1.0)
+        return 0.0;
+    if (p <= p_floor)
+        return 1.0;
+    return -log10(p) / 6.0;
+}
+
+/* scoring.round4(x) of a float (detector/_score.c's round4, the same lines): a new float, or NULL with an
+ * exception set; what that leaves to round() (a tie or near one, large or not finite) goes to scoring.round4 */
+static PyObject *
+dc_round4(const decideconsts *k, double x)
+{
+    if (fabs(x) < 1e4) {
+        const double y = x * 10000.0, f = floor(y), frac = y - f;
+        if (fabs(frac - 0.5) > 1e-6) {
+            double r = (frac > 0.5 ? f + 1.0 : f) / 10000.0;
+            if (r == 0.0)
+                r = copysign(0.0, x);
+            return PyFloat_FromDouble(r);
+        }
+    }
+    PyObject *xo = PyFloat_FromDouble(x);
+    if (xo == NULL)
+        return NULL;
+    PyObject *r = PyObject_CallOneArg(k->round4, xo);
+    Py_DECREF(xo);
+    return r;
+}
+
+/* a str attribute equal to lit: 1 or 0; -1 (not an exact str: the Python lines decide) */
+static inline int
+dc_str_is(PyObject *s, const char *lit)
+{
+    if (!PyUnicode_CheckExact(s))
+        return -1;
+    return str_is(s, lit);
+}
+
+/* the breaker's state: 0 closed, 1 open, -1 anything else (half_open: the Python lines), -2 an exception */
+static inline int
+dc_state_of(const decideconsts *k, PyObject *s)
+{
+    if (s == k->closed)
+        return 0;
+    if (s == k->open)
+        return 1;
+    if (!PyUnicode_CheckExact(s))
+        return -1;
+    int c = PyUnicode_Compare(s, k->closed);
+    if (c == -1 && PyErr_Occurred())
+        return -2;
+    if (c == 0)
+        return 0;
+    c = PyUnicode_Compare(s, k->open);
+    if (c == -1 && PyErr_Occurred())
+        return -2;
+    return c == 0 ? 1 : -1;
+}
+
+/* One pending decision (d, st, reading, values) with the model's combination p-value pc (NULL: no model):
+ * 1 decided, 0 not ordinary (nothing changed: the Python lines decide it), -1 an exception. */
+static int
+decide_one(const decideconsts *k, PyObject *item, PyObject *pc, PyObject *trace, PyObject *open)
+{
+    PyObject *held[24];  /* the attributes read (new references; at most 20), released at the end */
+    int nh = 0, ret = 0;
+    PyObject *harm_o = NULL, *risk_o = NULL, *score4 = NULL, *record = NULL;
+#define DGET(var, o, fa) do { if ((var = xget(o, &fa)) == NULL) goto error; held[nh++] = var; } while (0)
+#define TRUTH(var, o) do { if ((var = PyObject_IsTrue(o)) < 0) goto error; } while (0)
+    if (!PyTuple_CheckExact(item) || PyTuple_GET_SIZE(item) != 4)
+        goto done;
+    PyObject *d = PyTuple_GET_ITEM(item, 0), *st = PyTuple_GET_ITEM(item, 1), *reading = PyTuple_GET_ITEM(item, 2),
+        *values = PyTuple_GET_ITEM(item, 3);
+    if (!PyTuple_Check(reading) || PyTuple_GET_SIZE(reading) != 8)
+        goto done;
+    PyObject *obs = PyTuple_GET_ITEM(reading, 0), *p_stat_o = PyTuple_GET_ITEM(reading, 5),
+        *p_harm_o = PyTuple_GET_ITEM(reading, 6);
+    /* score, harm_score, severity, named = _scored(p_stat, pc, p_harm, bounds) (detector/_score.c's scored) */
+    if (!PyFloat_CheckExact(p_stat_o) || !PyFloat_CheckExact(p_harm_o) || (pc != NULL && !PyFloat_CheckExact(pc)))
+        goto done;
+    const double ps = PyFloat_AS_DOUBLE(p_stat_o), ph = PyFloat_AS_DOUBLE(p_harm_o);
+    double score;
+    if (pc == NULL) {
+        score = dc_score_of(ps, k->p_floor);
+    } else {
+        /* min(1, 3 min(p_stat, p_comb, p_harm)), min() as it compares */
+        const double pcv = PyFloat_AS_DOUBLE(pc);
+        double p = ps;
+        if (pcv < p)
+            p = pcv;
+        if (ph < p)
+            p = ph;
+        p = 3.0 * p;
+        score = dc_score_of(p < 1.0 ? p : 1.0, k->p_floor);
+    }
+    const double harm_score = ph != 1.0 ? dc_score_of(ph, k->p_floor) : 0.0;
+    /* th.severity(score) == "ok": no reasons, no explain (anything else: the Python lines) */
+    if (score >= k->critical || score >= k->high || score >= k->medium || score >= k->low)
+        goto done;
+    /* if d.reused_id or d.violations: ... (the Python lines) */
+    PyObject *reused, *viol, *approved, *b, *state_o, *risk_ro, *risk_t_o, *ev, *t_o, *action, *sens, *outbound_o;
+    int truth;
+    DGET(reused, d, dc_reused_id);
+    TRUTH(truth, reused);
+    if (truth)
+        goto done;
+    DGET(viol, d, dc_violations);
+    TRUTH(truth, viol);
+    if (truth)
+        goto done;
+    /* if obs.approved and b.state != brk.OPEN: ... (an approved action: the Python lines) */
+    DGET(approved, obs, dc_approved);
+    TRUTH(truth, approved);
+    if (truth)
+        goto done;
+    /* b = st.breaker; step()'s `if state == HALF_OPEN:` (probation: the Python lines) */
+    DGET(b, st, dc_breaker);
+    DGET(state_o, b, dc_state);
+    const int is_open = dc_state_of(k, state_o);
+    if (is_open == -2)
+        goto error;
+    if (is_open < 0)
+        goto done;
+    DGET(risk_ro, b, dc_risk);
+    DGET(risk_t_o, b, dc_risk_t);
+    DGET(ev, d, dc_event);
+    DGET(t_o, ev, dc_t);
+    if (!PyFloat_CheckExact(risk_ro) || !PyFloat_CheckExact(risk_t_o) || !PyFloat_CheckExact(t_o))
+        goto done;
+    DGET(action, ev, dc_action);
+    DGET(sens, ev, dc_sensitivity);
+    DGET(outbound_o, obs, dc_outbound);
+    const int is_delete = dc_str_is(action, "delete");
+    if (is_delete < 0)
+        goto done;
+    int outbound;
+    TRUTH(outbound, outbound_o);
+    /* _harm(ev, obs):
+     *   if ev.action == "delete" or obs.outbound and ev.sensitivity != "public": return 1.0
+     *   if ev.sensitivity == "public": return 0.0
+     *   return 0.5 if ev.action == "write" or ev.destinations else 0.35 */
+    const int is_public = dc_str_is(sens, "public");
+    if (is_public < 0)
+        goto done;
+    double harm;
+    if (is_delete || (outbound && !is_public)) {
+        harm = 1.0;
+    } else if (is_public) {
+        harm = 0.0;
+    } else {
+        const int is_write = dc_str_is(action, "write");
+        if (is_write < 0)
+            goto done;
+        if (is_write) {
+            harm = 0.5;
+        } else {
+            PyObject *dests;
+            DGET(dests, ev, dc_destinations);
+            TRUTH(truth, dests);
+            harm = truth ? 0.5 : 0.35;
+        }
+    }
+    /* sensitive_out = obs.outbound and ev.sensitivity in ("confidential", "restricted")
+     * solo = (harm_score >= th.evidence and (st.baseline.n >= YOUNG_N or ev.action == "delete" or sensitive_out)) */
+    int solo = 0;
+    if (harm_score >= k->evidence) {
+        PyObject *bl, *n_o;
+        DGET(bl, st, dc_baseline);
+        DGET(n_o, bl, dc_n);
+        if (!PyFloat_CheckExact(n_o))
+            goto done;
+        if (PyFloat_AS_DOUBLE(n_o) >= k->young_n || is_delete) {
+            solo = 1;
+        } else if (outbound) {
+            const int conf = dc_str_is(sens, "confidential"), restr = dc_str_is(sens, "restricted");
+            solo = conf == 1 || restr == 1;
+        }
+    }
+    /* spend = harm_score if harm_score < score else score
+     * (effect is None) elif not effect and 0.0 > spend: spend = 0.0 */
+    double spend = harm_score < score ? harm_score : score;
+    if (0.0 > spend)
+        spend = 0.0;
+    /* step(b, t=ev.t, score=score, severity=severity, ..., solo_trip=solo, harm=_harm(ev, obs), evidence=spend),
+     * b.state closed or open, on locals (b changes only once it is known not to trip):
+     *   if t > b.risk_t:
+     *       if b.risk:
+     *           b.risk *= exp(-(t - b.risk_t) * _LN2 / th.budget_half_life_s)
+     *       b.risk_t = t
+     *   excess = (score if evidence is None else evidence) - th.budget_floor
+     *   if excess > 0 and harm > 0.0:
+     *       b.risk += excess * harm */
+    const double t = PyFloat_AS_DOUBLE(t_o), risk_t = PyFloat_AS_DOUBLE(risk_t_o);
+    double risk = PyFloat_AS_DOUBLE(risk_ro);
+    int new_risk = 0;
+    const int new_t = t > risk_t;
+    if (new_t && risk != 0.0) {
+        risk *= exp(-(t - risk_t) * k->ln2 / k->half_life);
+        new_risk = 1;
+    }
+    const double excess = spend - k->budget_floor;
+    if (excess > 0 && harm > 0.0) {
+        risk += excess * harm;
+        new_risk = 1;
+    }
+    /*   if state == OPEN or harm <= 0.0: return _ALERT if severity in _ALERTING else _NONE   ("ok": _NONE)
+     *   crit, budget = th.critical, th.risk_budget
+     *   if (solo_trip and score >= crit) or b.risk >= budget: (a freeze: the Python lines) */
+    if (!is_open && !(harm <= 0.0) && ((solo && score >= k->critical) || risk >= k->risk_budget))
+        goto done;
+    /* if alerted or ev.agent_id in episodes.open: (an open episode observes it: the Python lines) */
+    PyObject *agent_id;
+    DGET(agent_id, ev, dc_agent_id);
+    if (!PyDict_CheckExact(open))
+        goto done;
+    truth = PyDict_Contains(open, agent_id);
+    if (truth < 0)
+        goto error;
+    if (truth)
+        goto done;
+    /* the decision: nothing above changed anything, nothing below leaves it to the Python lines */
+    if ((harm_o = PyFloat_FromDouble(harm_score)) == NULL)
+        goto error;
+    if (new_risk && (risk_o = PyFloat_FromDouble(risk)) == NULL)
+        goto error;
+    if ((score4 = dc_round4(k, score)) == NULL)
+        goto error;
+    /* d.harm = harm_score */
+    if (xset(d, &dc_harm, harm_o) < 0)
+        goto error;
+    /* the breaker's step (b.risk, b.risk_t as above; d.transition stays None) */
+    if (new_risk && xset(b, &dc_risk, risk_o) < 0)
+        goto error;
+    if (new_t && xset(b, &dc_risk_t, t_o) < 0)
+        goto error;
+    /* d.record = {"event_id": ev.event_id, "agent_id": ev.agent_id, "ts": ev.ts, "score": score4,
+     *             "severity": severity, "reasons": reasons, "action_taken": action, "breaker_state": b.state,
+     *             "model_version": version} */
+    PyObject *event_id, *ts, *reasons, *classes;
+    DGET(event_id, ev, dc_event_id);
+    DGET(ts, ev, dc_ts);
+    if ((reasons = PyList_New(0)) == NULL)
+        goto error;
+    held[nh++] = reasons;
+    PyObject *vals[9] = {event_id, agent_id, ts, score4, k->ok, reasons, k->none, state_o, k->version};
+    if ((record = _PyDict_NewPresized(9)) == NULL)
+        goto error;
+    for (int i = 0; i < 9; i++)
+        if (PyDict_SetItem(record, dk_keys[i], vals[i]) < 0)
+            goto error;
+    if (xset(d, &dc_record, record) < 0)
+        goto error;
+    /* trace(ev.agent_id, values, score4, severity, obs.dest_classes) */
+    DGET(classes, obs, dc_dest_classes);
+    {
+        PyObject *args[5] = {agent_id, values, score4, k->ok, classes};
+        PyObject *r = PyObject_Vectorcall(trace, args, 5, NULL);
+        if (r == NULL)
+            goto error;
+        Py_DECREF(r);
+    }
+    ret = 1;
+    goto done;
+error:
+    ret = -1;
+done:
+    Py_XDECREF(harm_o);
+    Py_XDECREF(risk_o);
+    Py_XDECREF(score4);
+    Py_XDECREF(record);
+    while (nh > 0)
+        Py_DECREF(held[--nh]);
+    return ret;
+#undef DGET
+#undef TRUTH
+}
+
+/* decide(consts, pending, p_comb, k, trace, open) -> the index of the first pending decision from k on that is
+ * not ordinary (len(pending): all were), each one before it decided as Engine.process_batch's second loop decides
+ * it. pending: process_batch's list of (d, st, reading, values); p_comb: the model's combination p-values (a list,
+ * one per pending decision) or None; trace: the trace store's add_values; open: the episodes' open dict. */
+static PyObject *
+decide(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (fc_count("decide", nargs, 6, 6) < 0)
+        return NULL;
+    decideconsts *k = PyCapsule_GetPointer(args[0], DC_NAME);
+    if (k == NULL)
+        return NULL;
+    PyObject *pending = args[1], *p_comb = args[2], *trace = args[4], *open = args[5];
+    Py_ssize_t i;
+    if (fc_n(args[3], &i) < 0)
+        return NULL;
+    if (!PyList_CheckExact(pending) || (p_comb != Py_None && !PyList_CheckExact(p_comb))) {
+        PyErr_SetString(PyExc_TypeError, "decide: pending and p_comb must be lists");
+        return NULL;
+    }
+    for (; i >= 0 && i < PyList_GET_SIZE(pending); i++) {
+        PyObject *pc = NULL;
+        if (p_comb != Py_None) {
+            if (i >= PyList_GET_SIZE(p_comb))
+                break;
+            pc = PyList_GET_ITEM(p_comb, i);
+        }
+        PyObject *item = PyList_GET_ITEM(pending, i);
+        Py_INCREF(item);
+        Py_XINCREF(pc);
+        int r = decide_one(k, item, pc, trace, open);
+        Py_XDECREF(pc);
+        Py_DECREF(item);
+        if (r < 0)
+            return NULL;
+        if (r == 0)
+            break;
+    }
+    return PyLong_FromSsize_t(i);
+}
+
 static PyMethodDef methods[] = {
     {"log_deviations", log_deviations, METH_VARARGS,
      "log_deviations(x, loc, scale, floors) -> (xl, z): log1p of a row and its robust deviations."},
@@ -4237,6 +4653,11 @@ static PyMethodDef methods[] = {
     {"read_tail", (PyCFunction)(void (*)(void))read_tail, METH_FASTCALL,
      "read_tail(consts, engine, st, ev, obs, rows) -> Engine._read's _Reading after _extract for an ordinary action, "
      "or None (nothing changed) for the reference to decide."},
+    {"decide_setup", decide_setup, METH_O,
+     "decide_setup(consts) -> what decide takes first (engine._decide_consts makes consts)."},
+    {"decide", (PyCFunction)(void (*)(void))decide, METH_FASTCALL,
+     "decide(consts, pending, p_comb, k, trace, open) -> the index of the first pending decision from k on that "
+     "Engine.process_batch's Python lines decide (those before it decided here)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -4250,7 +4671,7 @@ PyMODINIT_FUNC
 PyInit__native(void)
 {
     crc_init();
-    if (intern_names() < 0 || rt_names() < 0)
+    if (intern_names() < 0 || rt_names() < 0 || dc_names() < 0)
         return NULL;
     for (int i = 0; i < N_SMALL_FLOATS; i++)
         if ((small_floats[i] = PyFloat_FromDouble((double)i)) == NULL)

@@ -271,6 +271,23 @@ def _read_consts(eng: "Engine"):
         habits_c, sends_of, _habits.MIN_SENDS, _habits.MIN_SHARE, _I_NOVEL, commit_novel))
 
 
+#: detector._native.decide: process_batch's second loop for an ordinary decision, compiled (None: not built)
+_decide = getattr(_kernels, "decide", None)
+
+
+def _decide_consts(eng: "Engine") -> tuple | None:
+    """``(thresholds, consts)``: the thresholds ``detector._native.decide`` was set up for and what it takes first
+    (its constants, parsed once by ``decide_setup``), or ``None``: the kernel is not built, or the thresholds are
+    not all floats (or the budget's half-life not positive) as it takes them."""
+    if _decide is None:
+        return None
+    th = eng.policy.thresholds
+    nums = (*_bounds(th), th.evidence, th.budget_floor, th.budget_half_life_s, th.risk_budget, brk._LN2, YOUNG_N)
+    if any(type(v) is not float for v in nums) or not th.budget_half_life_s > 0.0:
+        return None
+    return th, _kernels.decide_setup((*nums, brk.CLOSED, brk.OPEN, brk._NONE[0], "ok", round4, eng._version))
+
+
 def _attribution(trace: list[dict], *, operator_id: str, requested_by: str | None, instruction_hash: str | None,
                  task_id: str | None, trigger_event_id: str | None) -> dict:
     """Who and what stands behind an incident, from the agent's recent trace: the operator, requester,
@@ -556,6 +573,8 @@ class Engine:
         self._learn_raw = self._cal.inverse(10.0 ** (-6.0 * self.policy.thresholds.medium))
         # the fused read's constants (detector._native.read_tail), or None: _read runs its Python lines
         self._fused = _read_consts(self)
+        # the compiled second loop's thresholds and constants (detector._native.decide), or None: the Python lines
+        self._decided = _decide_consts(self)
         for agent_id, st in self.agents.items():
             st.features.hours = self._prior(agent_id, st.operator_id, "").hours if model is not None else None
 
@@ -649,9 +668,20 @@ class Engine:
         severity_of, step, trace = th.severity, brk.step, self.traces.add_values
         version = self._version
         bounds = _bounds(th)
-        for k, (d, st, (obs, _, z, r, loc, p_stat, p_harm, xl), values) in enumerate(pending):
+        # the ordinary decisions (scored "ok", the breaker closed or open and not tripping, no episode open) in one
+        # compiled call (detector._native.decide), which stops at the first one it leaves to the lines below
+        decided = self._decided
+        dk = decided[1] if decided is not None and decided[0] is th else None
+        k, n = 0, len(pending)
+        while k < n:
+            if dk is not None:
+                k = _decide(dk, pending, p_comb, k, trace, episodes.open)
+                if k >= n:
+                    break
+            d, st, (obs, _, z, r, loc, p_stat, p_harm, xl), values = pending[k]
             ev = d.event
             pc = None if p_comb is None else p_comb[k]
+            k += 1
             got = _scored(p_stat, pc, p_harm, bounds) if _scored is not None else None
             score, harm_score, severity, named = got if got is not None else _py_scored(p_stat, pc, p_harm, th)
             extra = _combination_reason(pc) if named else None
