@@ -4194,9 +4194,9 @@ done:
 /* ---------------------------------------------------------------------------------------------------------------
  * decide: the second loop of Engine.process_batch for an ordinary decision, compiled
  *
- * An ordinary decision: an action scored "ok" (so no reasons), not a reused id, breaking no manifest clause, not
- * approved, of an agent whose breaker is closed or open (half_open: probation is the Python lines') and whose
- * step does not trip it, with no alert episode open. decide takes the batch's pending decisions from index k on,
+ * An ordinary decision: an action scored "ok" (so no reasons), not a reused id, breaking no manifest clause, of an
+ * agent whose breaker is closed or open (half_open: probation is the Python lines') and whose step does not trip
+ * it (an approved action of a closed breaker takes no step), with no alert episode closing. decide takes the batch's pending decisions from index k on,
  * one after the other, and stops at the first one that is not ordinary, changing nothing of it: the Python lines
  * decide that one from the start, then call decide again for the rest (so the batch's order is kept).
  * ------------------------------------------------------------------------------------------------------------- */
@@ -4206,7 +4206,7 @@ done:
 /* attributes decide reads and writes (its own fastattrs) */
 static fastattr dc_event, dc_reused_id, dc_violations, dc_harm, dc_record, dc_approved, dc_outbound, dc_dest_classes,
     dc_breaker, dc_state, dc_risk, dc_risk_t, dc_baseline, dc_n, dc_t, dc_action, dc_sensitivity, dc_destinations,
-    dc_event_id, dc_agent_id, dc_ts;
+    dc_event_id, dc_agent_id, dc_ts, dc_updated, dc_episodes, dc_open, dc_quiet_s;
 /* the decision record's keys, in the record's order */
 static PyObject *dk_keys[9];
 
@@ -4270,7 +4270,8 @@ dc_names(void)
         {&dc_dest_classes, "dest_classes"}, {&dc_breaker, "breaker"}, {&dc_state, "state"}, {&dc_risk, "risk"},
         {&dc_risk_t, "risk_t"}, {&dc_baseline, "baseline"}, {&dc_n, "n"}, {&dc_t, "t"}, {&dc_action, "action"},
         {&dc_sensitivity, "sensitivity"}, {&dc_destinations, "destinations"}, {&dc_event_id, "event_id"},
-        {&dc_agent_id, "agent_id"}, {&dc_ts, "ts"},
+        {&dc_agent_id, "agent_id"}, {&dc_ts, "ts"}, {&dc_updated, "updated"}, {&dc_episodes, "episodes"},
+        {&dc_open, "open"}, {&dc_quiet_s, "quiet_s"},
     };
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         if ((names[i].fa->name = PyUnicode_InternFromString(names[i].name)) == NULL)
@@ -4348,14 +4349,15 @@ dc_state_of(const decideconsts *k, PyObject *s)
     return c == 0 ? 1 : -1;
 }
 
-/* One pending decision (d, st, reading, values) with the model's combination p-value pc (NULL: no model):
- * 1 decided, 0 not ordinary (nothing changed: the Python lines decide it), -1 an exception. */
+/* One pending decision (d, st, reading, values) with the model's combination p-value pc (NULL: no model), open
+ * and quiet_s the episodes' (EpisodeBook.open, quiet_s): 1 decided, 0 not ordinary (nothing changed: the Python
+ * lines decide it), -1 an exception. */
 static int
-decide_one(const decideconsts *k, PyObject *item, PyObject *pc, PyObject *trace, PyObject *open)
+decide_one(const decideconsts *k, PyObject *item, PyObject *pc, PyObject *trace, PyObject *open, double quiet_s)
 {
     PyObject *held[24];  /* the attributes read (new references; at most 20), released at the end */
     int nh = 0, ret = 0;
-    PyObject *harm_o = NULL, *risk_o = NULL, *score4 = NULL, *record = NULL;
+    PyObject *harm_o = NULL, *risk_o = NULL, *score4 = NULL, *record = NULL, *eps = NULL;
 #define DGET(var, o, fa) do { if ((var = xget(o, &fa)) == NULL) goto error; held[nh++] = var; } while (0)
 #define TRUTH(var, o) do { if ((var = PyObject_IsTrue(o)) < 0) goto error; } while (0)
     if (!PyTuple_CheckExact(item) || PyTuple_GET_SIZE(item) != 4)
@@ -4399,11 +4401,6 @@ decide_one(const decideconsts *k, PyObject *item, PyObject *pc, PyObject *trace,
     TRUTH(truth, viol);
     if (truth)
         goto done;
-    /* if obs.approved and b.state != brk.OPEN: ... (an approved action: the Python lines) */
-    DGET(approved, obs, dc_approved);
-    TRUTH(truth, approved);
-    if (truth)
-        goto done;
     /* b = st.breaker; step()'s `if state == HALF_OPEN:` (probation: the Python lines) */
     DGET(b, st, dc_breaker);
     DGET(state_o, b, dc_state);
@@ -4412,6 +4409,10 @@ decide_one(const decideconsts *k, PyObject *item, PyObject *pc, PyObject *trace,
         goto error;
     if (is_open < 0)
         goto done;
+    /* if obs.approved and b.state != brk.OPEN: action, transition = "none", None (severity "ok"): no step */
+    DGET(approved, obs, dc_approved);
+    TRUTH(truth, approved);
+    const int no_step = truth && !is_open;
     DGET(risk_ro, b, dc_risk);
     DGET(risk_t_o, b, dc_risk_t);
     DGET(ev, d, dc_event);
@@ -4484,31 +4485,39 @@ decide_one(const decideconsts *k, PyObject *item, PyObject *pc, PyObject *trace,
     const double t = PyFloat_AS_DOUBLE(t_o), risk_t = PyFloat_AS_DOUBLE(risk_t_o);
     double risk = PyFloat_AS_DOUBLE(risk_ro);
     int new_risk = 0;
-    const int new_t = t > risk_t;
+    const int new_t = !no_step && t > risk_t;
     if (new_t && risk != 0.0) {
         risk *= exp(-(t - risk_t) * k->ln2 / k->half_life);
         new_risk = 1;
     }
     const double excess = spend - k->budget_floor;
-    if (excess > 0 && harm > 0.0) {
+    if (!no_step && excess > 0 && harm > 0.0) {
         risk += excess * harm;
         new_risk = 1;
     }
     /*   if state == OPEN or harm <= 0.0: return _ALERT if severity in _ALERTING else _NONE   ("ok": _NONE)
      *   crit, budget = th.critical, th.risk_budget
      *   if (solo_trip and score >= crit) or b.risk >= budget: (a freeze: the Python lines) */
-    if (!is_open && !(harm <= 0.0) && ((solo && score >= k->critical) || risk >= k->risk_budget))
+    if (!no_step && !is_open && !(harm <= 0.0) && ((solo && score >= k->critical) || risk >= k->risk_budget))
         goto done;
-    /* if alerted or ev.agent_id in episodes.open: (an open episode observes it: the Python lines) */
+    /* if alerted or ev.agent_id in episodes.open: d.episodes = episodes.observe(..., alerted=False, ...), which
+     * for an action not alerted only closes the agent's episode once it is quiet (EpisodeBook.observe):
+     *   ep = self.open.get(agent_id)
+     *   if ep is not None and t - ep.updated >= self.quiet_s: (a close: the Python lines)
+     *   if not alerted: return out   (d.episodes: an empty list) */
     PyObject *agent_id;
     DGET(agent_id, ev, dc_agent_id);
-    if (!PyDict_CheckExact(open))
-        goto done;
-    truth = PyDict_Contains(open, agent_id);
-    if (truth < 0)
+    PyObject *ep = PyDict_GetItemWithError(open, agent_id);  /* borrowed */
+    if (ep == NULL && PyErr_Occurred())
         goto error;
-    if (truth)
-        goto done;
+    if (ep != NULL) {
+        PyObject *updated;
+        DGET(updated, ep, dc_updated);
+        if (!PyFloat_CheckExact(updated) || t - PyFloat_AS_DOUBLE(updated) >= quiet_s)
+            goto done;
+        if ((eps = PyList_New(0)) == NULL)
+            goto error;
+    }
     /* the decision: nothing above changed anything, nothing below leaves it to the Python lines */
     if ((harm_o = PyFloat_FromDouble(harm_score)) == NULL)
         goto error;
@@ -4550,6 +4559,8 @@ decide_one(const decideconsts *k, PyObject *item, PyObject *pc, PyObject *trace,
             goto error;
         Py_DECREF(r);
     }
+    if (eps != NULL && xset(d, &dc_episodes, eps) < 0)
+        goto error;
     ret = 1;
     goto done;
 error:
@@ -4559,6 +4570,7 @@ done:
     Py_XDECREF(risk_o);
     Py_XDECREF(score4);
     Py_XDECREF(record);
+    Py_XDECREF(eps);
     while (nh > 0)
         Py_DECREF(held[--nh]);
     return ret;
@@ -4566,10 +4578,10 @@ done:
 #undef TRUTH
 }
 
-/* decide(consts, pending, p_comb, k, trace, open) -> the index of the first pending decision from k on that is
+/* decide(consts, pending, p_comb, k, trace, episodes) -> the index of the first pending decision from k on that is
  * not ordinary (len(pending): all were), each one before it decided as Engine.process_batch's second loop decides
  * it. pending: process_batch's list of (d, st, reading, values); p_comb: the model's combination p-values (a list,
- * one per pending decision) or None; trace: the trace store's add_values; open: the episodes' open dict. */
+ * one per pending decision) or None; trace: the trace store's add_values; episodes: the engine's EpisodeBook. */
 static PyObject *
 decide(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -4578,11 +4590,25 @@ decide(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     decideconsts *k = PyCapsule_GetPointer(args[0], DC_NAME);
     if (k == NULL)
         return NULL;
-    PyObject *pending = args[1], *p_comb = args[2], *trace = args[4], *open = args[5];
+    PyObject *pending = args[1], *p_comb = args[2], *trace = args[4], *open, *quiet;
     Py_ssize_t i;
     if (fc_n(args[3], &i) < 0)
         return NULL;
+    if ((open = xget(args[5], &dc_open)) == NULL)
+        return NULL;
+    if ((quiet = xget(args[5], &dc_quiet_s)) == NULL) {
+        Py_DECREF(open);
+        return NULL;
+    }
+    const int plain = PyDict_CheckExact(open) && PyFloat_CheckExact(quiet);
+    const double quiet_s = plain ? PyFloat_AS_DOUBLE(quiet) : 0.0;
+    Py_DECREF(quiet);
+    if (!plain) {  /* (all the Python lines') */
+        Py_DECREF(open);
+        return PyLong_FromSsize_t(i);
+    }
     if (!PyList_CheckExact(pending) || (p_comb != Py_None && !PyList_CheckExact(p_comb))) {
+        Py_DECREF(open);
         PyErr_SetString(PyExc_TypeError, "decide: pending and p_comb must be lists");
         return NULL;
     }
@@ -4596,14 +4622,17 @@ decide(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         PyObject *item = PyList_GET_ITEM(pending, i);
         Py_INCREF(item);
         Py_XINCREF(pc);
-        int r = decide_one(k, item, pc, trace, open);
+        int r = decide_one(k, item, pc, trace, open, quiet_s);
         Py_XDECREF(pc);
         Py_DECREF(item);
-        if (r < 0)
+        if (r < 0) {
+            Py_DECREF(open);
             return NULL;
+        }
         if (r == 0)
             break;
     }
+    Py_DECREF(open);
     return PyLong_FromSsize_t(i);
 }
 
@@ -4656,7 +4685,7 @@ static PyMethodDef methods[] = {
     {"decide_setup", decide_setup, METH_O,
      "decide_setup(consts) -> what decide takes first (engine._decide_consts makes consts)."},
     {"decide", (PyCFunction)(void (*)(void))decide, METH_FASTCALL,
-     "decide(consts, pending, p_comb, k, trace, open) -> the index of the first pending decision from k on that "
+     "decide(consts, pending, p_comb, k, trace, episodes) -> the index of the first pending decision from k on that "
      "Engine.process_batch's Python lines decide (those before it decided here)."},
     {NULL, NULL, 0, NULL},
 };

@@ -668,14 +668,14 @@ class Engine:
         severity_of, step, trace = th.severity, brk.step, self.traces.add_values
         version = self._version
         bounds = _bounds(th)
-        # the ordinary decisions (scored "ok", the breaker closed or open and not tripping, no episode open) in one
+        # the ordinary decisions (scored "ok", the breaker closed or open and not tripping, no episode closing) in one
         # compiled call (detector._native.decide), which stops at the first one it leaves to the lines below
         decided = self._decided
-        dk = decided[1] if decided is not None and decided[0] is th else None
+        dk = decided[1] if decided is not None and decided[0] is th and type(episodes) is EpisodeBook else None
         k, n = 0, len(pending)
         while k < n:
             if dk is not None:
-                k = _decide(dk, pending, p_comb, k, trace, episodes.open)
+                k = _decide(dk, pending, p_comb, k, trace, episodes)
                 if k >= n:
                     break
             d, st, (obs, _, z, r, loc, p_stat, p_harm, xl), values = pending[k]

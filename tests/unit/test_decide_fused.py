@@ -1,0 +1,279 @@
+"""The compiled decision (detector._native.decide): Engine.process_batch's second loop for an ordinary decision (scored
+"ok", not a reused id, breaking no manifest clause, not approved, the breaker closed or open and not tripping, no alert
+episode open) in one call. The same event streams through an engine that takes it and one whose second loop runs its
+Python lines only give the same decisions (records, freezes, incidents, transitions, episodes, harm, z, x), the same
+releases, manual freezes and verdict records, the same trace and the same agent state bytes after every step; and the
+compiled step is what most events of a simulated fleet take (so the comparison is not vacuous)."""
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from detector import engine as E
+from detector.events import decode_event
+from detector.manifest import ManifestBook, parse_manifest
+from detector.policy import Policy, Thresholds, load_policy
+from detector.timestamps import iso_utc
+from detector.verdicts import Verdict
+from models import simulate as sim
+from models.store import TrainedModel
+from models.train import fit
+
+pytestmark = pytest.mark.skipif(E._decide is None or E._kernels is None, reason="the compiled kernel is not built")
+
+REPO = Path(__file__).resolve().parents[2]
+POLICY = load_policy(REPO / "examples" / "policy.toml")
+#: a budget that a few rare actions exhaust, decaying within the streams' spans, and a short probation
+TIGHT = dataclasses.replace(POLICY, thresholds=Thresholds(risk_budget=0.35, budget_half_life_s=900.0, probation_s=600.0,
+                                                          probation_min_events=2))
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc).timestamp()
+KERNEL = E._decide
+
+
+@pytest.fixture(scope="module")
+def fleet():
+    events, labels = sim.simulate(n_agents=8, days=4, seed=7)
+    history, rest = sim.split_history(events, labels)
+    card, arrays = fit([decode_event(e) for e in history], POLICY, seed=0, n_estimators=20)
+    return TrainedModel(card, arrays), [decode_event(e) for e in rest]
+
+
+class Counting:
+    """decide, counting its calls and the decisions it took."""
+
+    def __init__(self, kernel):
+        self.kernel, self.calls, self.decided = kernel, 0, 0
+
+    def __call__(self, consts, pending, p_comb, k, trace, episodes):
+        self.calls += 1
+        got = self.kernel(consts, pending, p_comb, k, trace, episodes)
+        self.decided += got - k
+        return got
+
+
+def outcome(d) -> tuple:
+    return (d.duplicate, d.record, d.freeze, d.incident, d.transition, d.episodes, d.harm, d.reused_id,
+            d.approval_refused, None if d.z is None else list(d.z), None if d.x is None else list(d.x), d.violations,
+            d.dest_classes)
+
+
+def make(monkeypatch, compiled: bool, policy=POLICY, **kw):
+    """An engine whose second loop takes the compiled decision (counted) or never does (decide not there when it
+    is made)."""
+    counter = Counting(KERNEL)
+    monkeypatch.setattr(E, "_decide", counter if compiled else None)
+    eng = E.Engine(policy=policy, **kw)
+    assert (eng._decided is not None) == compiled
+    return eng, counter
+
+
+def run(monkeypatch, steps, compiled: bool, **kw):
+    """The steps through an engine: a batch of events; ("verdict", t): a benign verdict on each open episode;
+    ("release", agent, t), ("freeze", agent, t): a human releases or freezes the agent. What each gave, with every
+    agent's state bytes and trace after it."""
+    eng, counter = make(monkeypatch, compiled, **kw)
+    out = []
+    for step in steps:
+        if isinstance(step, tuple) and step[0] == "verdict":
+            got = []
+            for agent in sorted(eng.agents):
+                ep = eng.episodes.open_of(agent)
+                if ep is not None:
+                    got.append(eng.apply_verdict(Verdict(f"v-{agent}-{step[1]}", agent, ep, "benign", step[1])))
+        elif isinstance(step, tuple) and step[0] == "release":
+            got = eng.release(step[1], at=step[2], by="alice", reason="checked")
+        elif isinstance(step, tuple) and step[0] == "freeze":
+            d = eng.freeze_manual(step[1], at=step[2], by="bob", reason="odd")
+            got = None if d is None else outcome(d)
+        else:
+            got = [outcome(d) for d in eng.process_batch(step)]
+        out.append((step, got, {a: (eng.dump_agent(a), eng.traces.snapshot(a)) for a in sorted(eng.agents)}))
+    return out, counter, eng
+
+
+def batches(events, size):
+    return [events[i:i + size] for i in range(0, len(events), size)]
+
+
+@pytest.mark.parametrize("trained", [True, False])
+def test_the_simulated_fleet_decides_the_same_with_and_without_the_compiled_decision(fleet, monkeypatch, trained):
+    model, later = fleet
+    steps = batches(later, 97)
+    with_c, counter, _ = run(monkeypatch, steps, True, model=model if trained else None)
+    without, _, _ = run(monkeypatch, steps, False, model=model if trained else None)
+    assert with_c == without
+    # the compiled decision is the common one (the rest: alerts, freezes, open episodes, duplicates)
+    decisions = [o for _, got, _ in with_c for o in got]
+    assert counter.decided >= 0.8 * sum(not o[0] for o in decisions)
+    assert any(o[1] and o[1]["severity"] != "ok" for o in decisions)  # alerts are compared too
+
+
+def test_the_compiled_decision_is_not_built_in_pure_python(monkeypatch):
+    # FLOWBREAKER_PURE_PYTHON=1: no kernels, so no compiled decision (the engine's _decided is None)
+    monkeypatch.setattr(E, "_decide", None)
+    assert E.Engine(policy=POLICY)._decided is None
+
+
+def test_thresholds_it_does_not_take_leave_the_python_lines(monkeypatch):
+    # thresholds that are not all floats (a Thresholds made in code), and thresholds other than those it was set
+    # up for (a policy swapped in later), are the Python lines'
+    eng, counter = make(monkeypatch, True)
+    assert E._decide_consts(E.Engine(policy=Policy(thresholds=Thresholds(risk_budget=2)))) is None
+    ev = decode_event({"event_id": "e1", "ts": "2026-03-02T09:00:00Z", "agent_id": "a", "operator_id": "o",
+                       "tool": "t", "action": "read", "resource": "r://x", "sensitivity": "internal"})
+    eng.policy = TIGHT
+    eng.process(ev)
+    assert counter.calls == 0
+    eng.policy = POLICY
+    eng.process(ev.replace(event_id="e2"))
+    assert counter.calls == 1
+
+
+# --------------------------------------------------------------------------- generated streams
+
+MANIFEST = """\
+version = 1
+agent = "c"
+
+[tools]
+allow = ["crm.*", "mail.send"]
+
+[destinations]
+allow = ["email:*@corp.example"]
+
+[ceilings]
+records_out_per_hour = 200
+on_violation = "needs_approval"
+"""
+
+TOOLS = ["crm.read", "crm.read", "crm.read", "docs.write", "mail.send", "newtool.run", "shell.exec"]
+ACTIONS = ["read", "read", "write", "send", "delete"]
+SENS = ["internal", "internal", "public", "confidential", "restricted"]
+EXT = ["email:kim@client.example", "payee:acme", "email:lee@client.example"]  # external, known from the history
+DESTS = EXT + ["email:bob0@corp.example", "email:ann@corp.example", "email:eve@evil.example", "payee:globex",
+               "slack:#all-hands", "https://paste.example/x"]
+RECORDS = [1, 1, 2, 5, 40, 3000]
+WHO = [None, None, None, "bob@corp.example", "mallory@evil.example"]
+
+
+def routine(agent: str, n: int) -> list[dict]:
+    out = []
+    for i in range(n):
+        send = i % 10 == 0
+        out.append({"event_id": f"{agent}-h{i}", "ts": iso_utc(T0 + 300.0 * i), "agent_id": agent,
+                    "operator_id": "op-1", "tool": "mail.send" if send else "crm.read",
+                    "action": "send" if send else "read", "resource": f"crm://accounts/{i % 5}",
+                    "sensitivity": "internal", "records": 1 + i % 3,
+                    "destinations": [EXT[i % 3] if i % 20 else f"email:bob{i % 3}@corp.example"] if send else [],
+                    "task_id": f"{agent}-t{i // 4}"})
+    return out
+
+
+@st.composite
+def streams(draw):
+    """A routine history for agents a, b and c (c under a manifest), then a drawn stream of ordinary and rare actions
+    (new tools, deletes, sensitive data, outsiders, big volumes, never-seen destinations), approved ones, events sent
+    again (duplicates) and ids reused for other actions, cut into drawn batches, with benign verdicts, releases and
+    manual freezes between them."""
+    n = draw(st.integers(10, 90))
+    t = 300.0 * 160
+    events: list = []
+    sent: list[dict] = []
+    steps: list = []
+    for i in range(n):
+        what = draw(st.integers(0, 24))
+        if what in (0, 1, 2):  # between batches: a verdict, a release, a manual freeze
+            steps.append(events)
+            events = []
+            agent = draw(st.sampled_from("abc"))
+            steps.append(("verdict", T0 + t) if what == 0 else ("release" if what == 1 else "freeze", agent, T0 + t))
+            continue
+        if what == 3 and sent:  # an event sent again: a duplicate
+            events.append(draw(st.sampled_from(sent)))
+            continue
+        agent = draw(st.sampled_from("aabc"))
+        t += draw(st.sampled_from([1.0, 30.0, 300.0, 3600.0]))
+        rare = draw(st.booleans())
+        tool = draw(st.sampled_from(TOOLS)) if rare else "crm.read"
+        dests = draw(st.lists(st.sampled_from(DESTS), max_size=3, unique=True)) if tool == "mail.send" else []
+        eid = f"{agent}-s{i}"
+        if what == 4 and sent:  # an id reused for another action
+            eid = draw(st.sampled_from(sent))["event_id"]
+        e = {"event_id": eid, "ts": iso_utc(T0 + t), "agent_id": agent, "operator_id": "op-1", "tool": tool,
+             "action": "send" if dests else (draw(st.sampled_from(ACTIONS)) if rare else "read"),
+             "resource": draw(st.sampled_from(["crm://accounts/1", "crm://accounts/2", "hr://personnel/7",
+                                               "docs://notes/1"])) if rare else "crm://accounts/1",
+             "sensitivity": draw(st.sampled_from(SENS)) if rare else "internal",
+             "records": draw(st.sampled_from(RECORDS)) if rare else 1, "destinations": dests}
+        task = draw(st.sampled_from([None, "long", f"t{i // 3}", f"t{i}"]))
+        who = draw(st.sampled_from(WHO)) if rare else None
+        if task:
+            e["task_id"] = task
+        if who:
+            e["requested_by"] = who
+        if what == 5:
+            e["approval_id"] = f"apr-{i}"
+        events.append(e)
+        sent.append(e)
+        if draw(st.integers(0, 6)) == 0:
+            steps.append(events)
+            events = []
+    steps.append(events)
+    return [[decode_event(e) for e in s] if isinstance(s, list) else s for s in steps if s]
+
+
+HISTORY = [decode_event(e) for a in "abc" for e in routine(a, 160)]
+
+
+class Reaching:
+    """What the generated streams reached, over all examples (asserted at the end of the module)."""
+    seen: set = set()
+
+
+def reached(out) -> None:
+    for step, got, _ in out:
+        if isinstance(step, list):
+            for o in got:
+                if o[0]:
+                    Reaching.seen.add("duplicate")
+                    continue
+                Reaching.seen.update(k for k, hit in (("reused", o[7]), ("violation", o[11]), ("transition", o[4]),
+                                                      ("ok while open", o[1]["breaker_state"] == "open"
+                                                       and o[1]["severity"] == "ok")) if hit)
+                if o[4]:
+                    Reaching.seen.add(o[4])
+                if o[2]:  # a freeze: of an action that is not critical, the budget's
+                    Reaching.seen.add("freeze " + ("critical" if o[1]["severity"] == "critical" else "budget"))
+                if any(r["feature"] == "approved" for r in o[1]["reasons"]):
+                    Reaching.seen.add("approved")
+        elif step[0] == "release" and got is not None:
+            Reaching.seen.add("release")
+        elif step[0] == "freeze" and got is not None:
+            Reaching.seen.add("manual freeze")
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(steps=streams(), trained=st.booleans(), tight=st.booleans())
+def test_generated_streams_decide_the_same_with_and_without_the_compiled_decision(fleet, monkeypatch, steps, trained,
+                                                                                   tight):
+    model = fleet[0] if trained else None
+    book = ManifestBook([parse_manifest(MANIFEST, "c.toml")])
+    steps = batches(HISTORY, 64) + steps
+    policy = TIGHT if tight else POLICY
+    with_c, counter, _ = run(monkeypatch, steps, True, model=model, manifests=book, policy=policy)
+    without, _, _ = run(monkeypatch, steps, False, model=model, manifests=book, policy=policy)
+    assert with_c == without
+    assert counter.decided > 0
+    reached(with_c)
+
+
+def test_the_generated_streams_reached_the_paths():
+    # (runs after the generated streams: the module's tests run in order)
+    for path in ("duplicate", "reused", "violation", "approved", "release", "manual freeze", "freeze critical",
+                 "freeze budget", ("closed", "open"), ("half_open", "closed"), ("half_open", "open"), "ok while open"):
+        assert path in Reaching.seen, path
