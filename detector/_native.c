@@ -4196,9 +4196,10 @@ done:
  *
  * An ordinary decision: an action scored "ok" (so no reasons), not a reused id, breaking no manifest clause, of an
  * agent whose breaker is closed or open (half_open: probation is the Python lines') and whose step does not trip
- * it (an approved action of a closed breaker takes no step), with no alert episode closing. decide takes the batch's pending decisions from index k on,
- * one after the other, and stops at the first one that is not ordinary, changing nothing of it: the Python lines
- * decide that one from the start, then call decide again for the rest (so the batch's order is kept).
+ * it (an approved action of a closed breaker takes no step), with no alert episode closing. decide takes the
+ * batch's pending decisions from index k on, one after the other, and stops at the first one that is not ordinary,
+ * changing nothing of it: the Python lines decide that one from the start, then call decide again for the rest
+ * (so the batch's order is kept). The trace's row is appended here too (TraceStore.add_values' common case).
  * ------------------------------------------------------------------------------------------------------------- */
 
 #define DC_NAME "detector._native.decide_consts"
@@ -4206,7 +4207,7 @@ done:
 /* attributes decide reads and writes (its own fastattrs) */
 static fastattr dc_event, dc_reused_id, dc_violations, dc_harm, dc_record, dc_approved, dc_outbound, dc_dest_classes,
     dc_breaker, dc_state, dc_risk, dc_risk_t, dc_baseline, dc_n, dc_t, dc_action, dc_sensitivity, dc_destinations,
-    dc_event_id, dc_agent_id, dc_ts, dc_updated, dc_episodes, dc_open, dc_quiet_s;
+    dc_event_id, dc_agent_id, dc_ts, dc_updated, dc_episodes, dc_open, dc_quiet_s, dc_live;
 /* the decision record's keys, in the record's order */
 static PyObject *dk_keys[9];
 
@@ -4218,6 +4219,9 @@ typedef struct {
     PyObject *closed, *open, *none, *ok;              /* breaker.CLOSED, OPEN, "none" (breaker._NONE[0]), "ok" */
     PyObject *round4;                                 /* scoring.round4 (for a score round4 leaves to round()) */
     PyObject *version;                                /* the engine's model version */
+    /* the trace: TraceStore, trace._Ring, OrderedDict, OrderedDict.move_to_end, trace._encode, trace._ORDER */
+    PyObject *store_t, *ring_t, *odict_t, *move_to_end, *encode, *order;
+    Py_ssize_t chunk;                                 /* trace.CHUNK */
 } decideconsts;
 
 static void
@@ -4238,9 +4242,11 @@ decide_setup(PyObject *self, PyObject *arg)
     if (k == NULL)
         return PyErr_NoMemory();
     if (!PyTuple_CheckExact(arg) || !PyArg_ParseTuple(
-            arg, "dddddddddddUUUUOO:decide_setup", &k->critical, &k->high, &k->medium, &k->low, &k->p_floor,
-            &k->evidence, &k->budget_floor, &k->half_life, &k->risk_budget, &k->ln2, &k->young_n, &k->closed,
-            &k->open, &k->none, &k->ok, &k->round4, &k->version)) {
+            arg, "dddddddddddUUUUOOO!O!O!OOO!n:decide_setup", &k->critical, &k->high, &k->medium, &k->low,
+            &k->p_floor, &k->evidence, &k->budget_floor, &k->half_life, &k->risk_budget, &k->ln2, &k->young_n,
+            &k->closed, &k->open, &k->none, &k->ok, &k->round4, &k->version, &PyType_Type, &k->store_t,
+            &PyType_Type, &k->ring_t, &PyType_Type, &k->odict_t, &k->move_to_end, &k->encode, &PyTuple_Type,
+            &k->order, &k->chunk)) {
         if (!PyErr_Occurred())
             PyErr_SetString(PyExc_TypeError, "decide_setup: consts must be a tuple");
         PyMem_Free(k);
@@ -4261,9 +4267,14 @@ decide_setup(PyObject *self, PyObject *arg)
     return cap;
 }
 
+static PyObject *s_rings, *s_add_values, *s_seal;
+
 static int
 dc_names(void)
 {
+#define I(v, s) if ((v = PyUnicode_InternFromString(s)) == NULL) return -1
+    I(s_rings, "_rings"); I(s_add_values, "add_values"); I(s_seal, "_seal");
+#undef I
     static struct { fastattr *fa; const char *name; } names[] = {
         {&dc_event, "event"}, {&dc_reused_id, "reused_id"}, {&dc_violations, "violations"}, {&dc_harm, "harm"},
         {&dc_record, "record"}, {&dc_approved, "approved"}, {&dc_outbound, "outbound"},
@@ -4271,7 +4282,7 @@ dc_names(void)
         {&dc_risk_t, "risk_t"}, {&dc_baseline, "baseline"}, {&dc_n, "n"}, {&dc_t, "t"}, {&dc_action, "action"},
         {&dc_sensitivity, "sensitivity"}, {&dc_destinations, "destinations"}, {&dc_event_id, "event_id"},
         {&dc_agent_id, "agent_id"}, {&dc_ts, "ts"}, {&dc_updated, "updated"}, {&dc_episodes, "episodes"},
-        {&dc_open, "open"}, {&dc_quiet_s, "quiet_s"},
+        {&dc_open, "open"}, {&dc_quiet_s, "quiet_s"}, {&dc_live, "live"},
     };
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         if ((names[i].fa->name = PyUnicode_InternFromString(names[i].name)) == NULL)
@@ -4349,11 +4360,84 @@ dc_state_of(const decideconsts *k, PyObject *s)
     return c == 0 ? 1 : -1;
 }
 
+static PyObject *trace_row(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
+
+/* traces.add_values(agent_id, values, score4, severity, classes) (TraceStore.add_values): 0, or -1 with an exception
+ * set. rings: traces._rings when traces is a TraceStore and that an OrderedDict, else NULL (the method is called):
+ *   ring = self._rings.get(agent_id)
+ *   if type(ring) is _Ring and ring.live is not None:  (else: the method)
+ *       self._rings.move_to_end(agent_id)
+ *       live = ring.live
+ *   live.append(_encode(_values_row(values, score, severity, classes)))   (trace_row; None: the method)
+ *   if len(live) >= CHUNK:
+ *       self._seal(ring) */
+static int
+dc_trace(const decideconsts *k, PyObject *traces, PyObject *rings, PyObject *const *args)
+{
+    PyObject *ring = rings != NULL ? PyDict_GetItemWithError(rings, args[0]) : NULL;  /* borrowed */
+    if (ring == NULL && PyErr_Occurred())
+        return -1;
+    if (ring != NULL && Py_TYPE(ring) == (PyTypeObject *)k->ring_t) {
+        Py_INCREF(ring);
+        PyObject *live = xget(ring, &dc_live);
+        if (live == NULL) {
+            Py_DECREF(ring);
+            return -1;
+        }
+        PyObject *row = NULL;
+        if (PyList_CheckExact(live)) {
+            PyObject *targs[5] = {args[1], k->order, args[4], args[2], args[3]};
+            if ((row = trace_row(NULL, targs, 5)) == NULL)
+                goto fail;
+        }
+        if (row != NULL && row != Py_None) {
+            PyObject *margs[2] = {rings, args[0]};
+            PyObject *r = PyObject_Vectorcall(k->move_to_end, margs, 2, NULL);
+            if (r == NULL)
+                goto fail;
+            Py_DECREF(r);
+            PyObject *enc = PyObject_Vectorcall(k->encode, &row, 1, NULL);
+            if (enc == NULL)
+                goto fail;
+            int err = PyList_Append(live, enc);
+            Py_DECREF(enc);
+            if (err < 0)
+                goto fail;
+            if (PyList_GET_SIZE(live) >= k->chunk) {
+                if ((r = PyObject_CallMethodOneArg(traces, s_seal, ring)) == NULL)
+                    goto fail;
+                Py_DECREF(r);
+            }
+            Py_DECREF(row);
+            Py_DECREF(live);
+            Py_DECREF(ring);
+            return 0;
+        }
+        Py_XDECREF(row);
+        Py_DECREF(live);
+        Py_DECREF(ring);
+        goto method;
+fail:
+        Py_XDECREF(row);
+        Py_DECREF(live);
+        Py_DECREF(ring);
+        return -1;
+    }
+method:;
+    PyObject *margs[6] = {traces, args[0], args[1], args[2], args[3], args[4]};
+    PyObject *r = PyObject_VectorcallMethod(s_add_values, margs, 6, NULL);
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
 /* One pending decision (d, st, reading, values) with the model's combination p-value pc (NULL: no model), open
  * and quiet_s the episodes' (EpisodeBook.open, quiet_s): 1 decided, 0 not ordinary (nothing changed: the Python
  * lines decide it), -1 an exception. */
 static int
-decide_one(const decideconsts *k, PyObject *item, PyObject *pc, PyObject *trace, PyObject *open, double quiet_s)
+decide_one(const decideconsts *k, PyObject *item, PyObject *pc, PyObject *traces, PyObject *rings, PyObject *open,
+           double quiet_s)
 {
     PyObject *held[24];  /* the attributes read (new references; at most 20), released at the end */
     int nh = 0, ret = 0;
@@ -4553,11 +4637,9 @@ decide_one(const decideconsts *k, PyObject *item, PyObject *pc, PyObject *trace,
     /* trace(ev.agent_id, values, score4, severity, obs.dest_classes) */
     DGET(classes, obs, dc_dest_classes);
     {
-        PyObject *args[5] = {agent_id, values, score4, k->ok, classes};
-        PyObject *r = PyObject_Vectorcall(trace, args, 5, NULL);
-        if (r == NULL)
+        PyObject *targs[5] = {agent_id, values, score4, k->ok, classes};
+        if (dc_trace(k, traces, rings, targs) < 0)
             goto error;
-        Py_DECREF(r);
     }
     if (eps != NULL && xset(d, &dc_episodes, eps) < 0)
         goto error;
@@ -4581,7 +4663,7 @@ done:
 /* decide(consts, pending, p_comb, k, trace, episodes) -> the index of the first pending decision from k on that is
  * not ordinary (len(pending): all were), each one before it decided as Engine.process_batch's second loop decides
  * it. pending: process_batch's list of (d, st, reading, values); p_comb: the model's combination p-values (a list,
- * one per pending decision) or None; trace: the trace store's add_values; episodes: the engine's EpisodeBook. */
+ * one per pending decision) or None; traces: the engine's TraceStore; episodes: the engine's EpisodeBook. */
 static PyObject *
 decide(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -4590,7 +4672,7 @@ decide(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     decideconsts *k = PyCapsule_GetPointer(args[0], DC_NAME);
     if (k == NULL)
         return NULL;
-    PyObject *pending = args[1], *p_comb = args[2], *trace = args[4], *open, *quiet;
+    PyObject *pending = args[1], *p_comb = args[2], *traces = args[4], *open, *quiet, *rings = NULL;
     Py_ssize_t i;
     if (fc_n(args[3], &i) < 0)
         return NULL;
@@ -4607,8 +4689,17 @@ decide(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         Py_DECREF(open);
         return PyLong_FromSsize_t(i);
     }
+    if ((PyObject *)Py_TYPE(traces) == k->store_t) {  /* its rings, or NULL (its add_values called) */
+        if ((rings = PyObject_GetAttr(traces, s_rings)) == NULL) {
+            Py_DECREF(open);
+            return NULL;
+        }
+        if ((PyObject *)Py_TYPE(rings) != k->odict_t)
+            Py_CLEAR(rings);
+    }
     if (!PyList_CheckExact(pending) || (p_comb != Py_None && !PyList_CheckExact(p_comb))) {
         Py_DECREF(open);
+        Py_XDECREF(rings);
         PyErr_SetString(PyExc_TypeError, "decide: pending and p_comb must be lists");
         return NULL;
     }
@@ -4622,17 +4713,19 @@ decide(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         PyObject *item = PyList_GET_ITEM(pending, i);
         Py_INCREF(item);
         Py_XINCREF(pc);
-        int r = decide_one(k, item, pc, trace, open, quiet_s);
+        int r = decide_one(k, item, pc, traces, rings, open, quiet_s);
         Py_XDECREF(pc);
         Py_DECREF(item);
         if (r < 0) {
             Py_DECREF(open);
+            Py_XDECREF(rings);
             return NULL;
         }
         if (r == 0)
             break;
     }
     Py_DECREF(open);
+    Py_XDECREF(rings);
     return PyLong_FromSsize_t(i);
 }
 
@@ -4685,7 +4778,7 @@ static PyMethodDef methods[] = {
     {"decide_setup", decide_setup, METH_O,
      "decide_setup(consts) -> what decide takes first (engine._decide_consts makes consts)."},
     {"decide", (PyCFunction)(void (*)(void))decide, METH_FASTCALL,
-     "decide(consts, pending, p_comb, k, trace, episodes) -> the index of the first pending decision from k on that "
+     "decide(consts, pending, p_comb, k, traces, episodes) -> the index of the first pending decision from k on that "
      "Engine.process_batch's Python lines decide (those before it decided here)."},
     {NULL, NULL, 0, NULL},
 };

@@ -52,6 +52,7 @@ from detector.scoring import (P_FLOOR, REASON_NEGLOG, REASON_Z, Calibration, Fea
 from detector.scoring import _score as _score_kernel
 from detector.sketch import dedupe_key, stable_hash
 from detector.timestamps import instant_or_none, iso_utc
+from detector import trace as _trace
 from detector.trace import TraceStore
 from detector.verdicts import Verdict
 
@@ -285,7 +286,9 @@ def _decide_consts(eng: "Engine") -> tuple | None:
     nums = (*_bounds(th), th.evidence, th.budget_floor, th.budget_half_life_s, th.risk_budget, brk._LN2, YOUNG_N)
     if any(type(v) is not float for v in nums) or not th.budget_half_life_s > 0.0:
         return None
-    return th, _kernels.decide_setup((*nums, brk.CLOSED, brk.OPEN, brk._NONE[0], "ok", round4, eng._version))
+    return th, _kernels.decide_setup((*nums, brk.CLOSED, brk.OPEN, brk._NONE[0], "ok", round4, eng._version,
+                                      TraceStore, _trace._Ring, OrderedDict, OrderedDict.move_to_end, _trace._encode,
+                                      _trace._ORDER, _trace.CHUNK))
 
 
 def _attribution(trace: list[dict], *, operator_id: str, requested_by: str | None, instruction_hash: str | None,
@@ -675,7 +678,7 @@ class Engine:
         k, n = 0, len(pending)
         while k < n:
             if dk is not None:
-                k = _decide(dk, pending, p_comb, k, trace, episodes)
+                k = _decide(dk, pending, p_comb, k, self.traces, episodes)
                 if k >= n:
                     break
             d, st, (obs, _, z, r, loc, p_stat, p_harm, xl), values = pending[k]

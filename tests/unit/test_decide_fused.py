@@ -1,9 +1,10 @@
 """The compiled decision (detector._native.decide): Engine.process_batch's second loop for an ordinary decision (scored
-"ok", not a reused id, breaking no manifest clause, not approved, the breaker closed or open and not tripping, no alert
-episode open) in one call. The same event streams through an engine that takes it and one whose second loop runs its
-Python lines only give the same decisions (records, freezes, incidents, transitions, episodes, harm, z, x), the same
-releases, manual freezes and verdict records, the same trace and the same agent state bytes after every step; and the
-compiled step is what most events of a simulated fleet take (so the comparison is not vacuous)."""
+"ok", not a reused id, breaking no manifest clause, the breaker closed or open and not tripping, no alert episode
+closing) in one call, its trace row appended too. The same event streams through an engine that takes it and one whose
+second loop runs its Python lines only give the same decisions (records, freezes, incidents, transitions, episodes,
+harm, z, x), the same releases, manual freezes and verdict records, the same traces (their rings as the store holds
+them) and the same agent state bytes after every step; and the compiled step is what most events of a simulated fleet
+take (so the comparison is not vacuous)."""
 from __future__ import annotations
 
 import dataclasses
@@ -29,8 +30,8 @@ pytestmark = pytest.mark.skipif(E._decide is None or E._kernels is None, reason=
 REPO = Path(__file__).resolve().parents[2]
 POLICY = load_policy(REPO / "examples" / "policy.toml")
 #: a budget that a few rare actions exhaust, decaying within the streams' spans, and a short probation
-TIGHT = dataclasses.replace(POLICY, thresholds=Thresholds(risk_budget=0.35, budget_half_life_s=900.0, probation_s=600.0,
-                                                          probation_min_events=2))
+TIGHT = dataclasses.replace(POLICY, thresholds=Thresholds(risk_budget=0.3, budget_floor=0.3, budget_half_life_s=900.0,
+                                                          probation_s=600.0, probation_min_events=2))
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc).timestamp()
 KERNEL = E._decide
 
@@ -49,9 +50,9 @@ class Counting:
     def __init__(self, kernel):
         self.kernel, self.calls, self.decided = kernel, 0, 0
 
-    def __call__(self, consts, pending, p_comb, k, trace, episodes):
+    def __call__(self, consts, pending, p_comb, k, traces, episodes):
         self.calls += 1
-        got = self.kernel(consts, pending, p_comb, k, trace, episodes)
+        got = self.kernel(consts, pending, p_comb, k, traces, episodes)
         self.decided += got - k
         return got
 
@@ -87,13 +88,21 @@ def run(monkeypatch, steps, compiled: bool, **kw):
                     got.append(eng.apply_verdict(Verdict(f"v-{agent}-{step[1]}", agent, ep, "benign", step[1])))
         elif isinstance(step, tuple) and step[0] == "release":
             got = eng.release(step[1], at=step[2], by="alice", reason="checked")
+        elif isinstance(step, tuple) and step[0] == "rest":  # the agent's trace ring rests (a worker's idle agent)
+            got = eng.traces.rest(step[1])
         elif isinstance(step, tuple) and step[0] == "freeze":
             d = eng.freeze_manual(step[1], at=step[2], by="bob", reason="odd")
             got = None if d is None else outcome(d)
         else:
             got = [outcome(d) for d in eng.process_batch(step)]
-        out.append((step, got, {a: (eng.dump_agent(a), eng.traces.snapshot(a)) for a in sorted(eng.agents)}))
+        out.append((step, got, {a: (eng.dump_agent(a), eng.traces.snapshot(a)) for a in sorted(eng.agents)},
+                    rings(eng.traces)))
     return out, counter, eng
+
+
+def rings(store) -> list:
+    """The trace store's rings as it holds them: most recently active last, each with its blocks, sealed or not."""
+    return [(a, r if type(r) is bytes else (r.blocks, r.packed, r.live)) for a, r in store._rings.items()]
 
 
 def batches(events, size):
@@ -108,7 +117,7 @@ def test_the_simulated_fleet_decides_the_same_with_and_without_the_compiled_deci
     without, _, _ = run(monkeypatch, steps, False, model=model if trained else None)
     assert with_c == without
     # the compiled decision is the common one (the rest: alerts, freezes, open episodes, duplicates)
-    decisions = [o for _, got, _ in with_c for o in got]
+    decisions = [o for _, got, _, _ in with_c for o in got]
     assert counter.decided >= 0.8 * sum(not o[0] for o in decisions)
     assert any(o[1] and o[1]["severity"] != "ok" for o in decisions)  # alerts are compared too
 
@@ -186,12 +195,13 @@ def streams(draw):
     sent: list[dict] = []
     steps: list = []
     for i in range(n):
-        what = draw(st.integers(0, 24))
-        if what in (0, 1, 2):  # between batches: a verdict, a release, a manual freeze
+        what = draw(st.integers(0, 26))
+        if what in (0, 1, 2, 25):  # between batches: a verdict, a release, a manual freeze, a trace ring resting
             steps.append(events)
             events = []
             agent = draw(st.sampled_from("abc"))
-            steps.append(("verdict", T0 + t) if what == 0 else ("release" if what == 1 else "freeze", agent, T0 + t))
+            steps.append(("verdict", T0 + t) if what == 0 else
+                         (("release", "freeze")[what - 1] if what < 25 else "rest", agent, T0 + t))
             continue
         if what == 3 and sent:  # an event sent again: a duplicate
             events.append(draw(st.sampled_from(sent)))
@@ -201,6 +211,8 @@ def streams(draw):
         rare = draw(st.booleans())
         tool = draw(st.sampled_from(TOOLS)) if rare else "crm.read"
         dests = draw(st.lists(st.sampled_from(DESTS), max_size=3, unique=True)) if tool == "mail.send" else []
+        if what == 26:  # more than the trace keeps of an action's destinations (10)
+            tool, dests = "mail.send", [f"email:p{j}@corp.example" for j in range(12)]
         eid = f"{agent}-s{i}"
         if what == 4 and sent:  # an id reused for another action
             eid = draw(st.sampled_from(sent))["event_id"]
@@ -236,7 +248,7 @@ class Reaching:
 
 
 def reached(out) -> None:
-    for step, got, _ in out:
+    for step, got, _, _ in out:
         if isinstance(step, list):
             for o in got:
                 if o[0]:
@@ -255,18 +267,21 @@ def reached(out) -> None:
             Reaching.seen.add("release")
         elif step[0] == "freeze" and got is not None:
             Reaching.seen.add("manual freeze")
+        elif step[0] == "rest" and got:
+            Reaching.seen.add("rest")
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(steps=streams(), trained=st.booleans(), tight=st.booleans())
+@settings(max_examples=80, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(steps=streams(), trained=st.booleans(), tight=st.booleans(), trace_agents=st.sampled_from([2, 5000]))
 def test_generated_streams_decide_the_same_with_and_without_the_compiled_decision(fleet, monkeypatch, steps, trained,
-                                                                                   tight):
+                                                                                   tight, trace_agents):
     model = fleet[0] if trained else None
     book = ManifestBook([parse_manifest(MANIFEST, "c.toml")])
     steps = batches(HISTORY, 64) + steps
     policy = TIGHT if tight else POLICY
-    with_c, counter, _ = run(monkeypatch, steps, True, model=model, manifests=book, policy=policy)
-    without, _, _ = run(monkeypatch, steps, False, model=model, manifests=book, policy=policy)
+    kw = dict(model=model, manifests=book, policy=policy, trace_agents=trace_agents)
+    with_c, counter, _ = run(monkeypatch, steps, True, **kw)
+    without, _, _ = run(monkeypatch, steps, False, **kw)
     assert with_c == without
     assert counter.decided > 0
     reached(with_c)
@@ -274,6 +289,6 @@ def test_generated_streams_decide_the_same_with_and_without_the_compiled_decisio
 
 def test_the_generated_streams_reached_the_paths():
     # (runs after the generated streams: the module's tests run in order)
-    for path in ("duplicate", "reused", "violation", "approved", "release", "manual freeze", "freeze critical",
+    for path in ("duplicate", "reused", "violation", "approved", "release", "manual freeze", "rest", "freeze critical",
                  "freeze budget", ("closed", "open"), ("half_open", "closed"), ("half_open", "open"), "ok while open"):
         assert path in Reaching.seen, path
