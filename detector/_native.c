@@ -4729,6 +4729,281 @@ decide(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     return PyLong_FromSsize_t(i);
 }
 
+/* ---------------------------------------------------------------------------------------------------------------
+ * admit: the first loop of Engine.process_batch for an ordinary event, compiled
+ *
+ * An ordinary event: no approval id to screen, of an agent the engine holds whose dedupe ring is of this state
+ * version (no legacy keys). admit takes the batch's events from index i on, one after the other (its duplicates
+ * and its readings, Engine._read called back), and stops at the first one that is not ordinary, changing nothing
+ * of it: the Python lines take that one from the start, then call admit again for the rest (the batch's order).
+ * ------------------------------------------------------------------------------------------------------------- */
+
+#define AD_NAME "detector._native.admit_consts"
+
+static fastattr ad_approval_id, ad_agent_id, ad_seen_pos, ad_legacy_keys, ad_seen, ad_seen_content, ad_event_id,
+    ad_dest_classes, ad_x;
+static PyObject *s_read, *s_obs, *s_violations, *s_z;
+
+/* admit_setup's tuple, parsed once (Engine.__init__: _admit_consts) */
+typedef struct {
+    PyObject *keep;                           /* the tuple: holds every object below */
+    PyObject *astuple, *encode;               /* msgspec.structs.astuple, engine._encode */
+    PyObject *decision_t, *reading_t;         /* engine.Decision, engine._Reading */
+    Py_ssize_t dedupe;                        /* engine._DEDUPE */
+    PyObject *kw_dup, *kw_dec, *kw_rows;      /* the keyword names of the calls below (owned) */
+} admitconsts;
+
+static void
+ad_free(PyObject *cap)
+{
+    admitconsts *k = PyCapsule_GetPointer(cap, AD_NAME);
+    if (k == NULL)
+        return;
+    Py_XDECREF(k->kw_dup);
+    Py_XDECREF(k->kw_dec);
+    Py_XDECREF(k->kw_rows);
+    Py_XDECREF(k->keep);
+    PyMem_Free(k);
+}
+
+/* a tuple of the n names, interned; NULL with an exception set */
+static PyObject *
+ad_names_tuple(const char **names, Py_ssize_t n)
+{
+    PyObject *t = PyTuple_New(n);
+    if (t == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *s = PyUnicode_InternFromString(names[i]);
+        if (s == NULL) {
+            Py_DECREF(t);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(t, i, s);
+    }
+    return t;
+}
+
+/* admit_setup(consts) -> the capsule admit takes; consts as engine._admit_consts makes it */
+static PyObject *
+admit_setup(PyObject *self, PyObject *arg)
+{
+    admitconsts *k = PyMem_Calloc(1, sizeof(admitconsts));
+    if (k == NULL)
+        return PyErr_NoMemory();
+    if (!PyTuple_CheckExact(arg) || !PyArg_ParseTuple(arg, "OOO!O!n:admit_setup", &k->astuple, &k->encode,
+                                                      &PyType_Type, &k->decision_t, &PyType_Type, &k->reading_t,
+                                                      &k->dedupe)) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_TypeError, "admit_setup: consts must be a tuple");
+        PyMem_Free(k);
+        return NULL;
+    }
+    if (k->dedupe < 1) {
+        PyErr_SetString(PyExc_ValueError, "admit_setup: the dedupe ring's length must be >= 1");
+        PyMem_Free(k);
+        return NULL;
+    }
+    /* (interned, as a call's keyword names in Python code are: a struct's fields are matched by identity first) */
+    k->kw_dup = ad_names_tuple((const char *[]){"approval_refused", "duplicate"}, 2);
+    k->kw_dec = ad_names_tuple((const char *[]){"approval_refused", "reused_id", "violations", "dest_classes", "z",
+                                                "x"}, 6);
+    k->kw_rows = ad_names_tuple((const char *[]){"rows"}, 1);
+    Py_INCREF(arg);
+    k->keep = arg;
+    PyObject *cap = NULL;
+    if (k->kw_dup == NULL || k->kw_dec == NULL || k->kw_rows == NULL
+            || (cap = PyCapsule_New(k, AD_NAME, ad_free)) == NULL) {
+        Py_XDECREF(k->kw_dup);
+        Py_XDECREF(k->kw_dec);
+        Py_XDECREF(k->kw_rows);
+        Py_DECREF(arg);
+        PyMem_Free(k);
+    }
+    return cap;
+}
+
+static int
+ad_names(void)
+{
+    static struct { fastattr *fa; const char *name; } names[] = {
+        {&ad_approval_id, "approval_id"}, {&ad_agent_id, "agent_id"}, {&ad_seen_pos, "seen_pos"},
+        {&ad_legacy_keys, "legacy_keys"}, {&ad_seen, "seen"}, {&ad_seen_content, "seen_content"},
+        {&ad_event_id, "event_id"}, {&ad_dest_classes, "dest_classes"}, {&ad_x, "x"},
+    };
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        if ((names[i].fa->name = PyUnicode_InternFromString(names[i].name)) == NULL)
+            return -1;
+        names[i].fa->off = -1;
+    }
+#define I(v, s) if ((v = PyUnicode_InternFromString(s)) == NULL) return -1
+    I(s_read, "_read"); I(s_obs, "obs"); I(s_violations, "violations"); I(s_z, "z");
+#undef I
+    return 0;
+}
+
+/* One event ev of the batch: 1 taken (a duplicate, or read and pending), 0 not ordinary (nothing changed: the
+ * Python lines take it), -1 an exception. engine, out, pending, rows, book, agents, approvals: process_batch's. */
+static int
+admit_one(const admitconsts *k, PyObject *engine, PyObject *ev, PyObject *out, PyObject *pending, PyObject *rows,
+          PyObject *book, PyObject *agents, PyObject *approvals)
+{
+    PyObject *held[24];  /* new references (at most 21), released at the end */
+    int nh = 0, ret = 0;
+#define AGET(var, o, fa) do { if ((var = xget(o, &fa)) == NULL) goto error; held[nh++] = var; } while (0)
+#define HOLD(var, expr) do { if ((var = (expr)) == NULL) goto error; held[nh++] = var; } while (0)
+    /* refused = None
+     * if ev.approval_id is not None and approvals is not None: (an approval to screen: the Python lines) */
+    if (approvals != Py_None) {
+        PyObject *aid;
+        AGET(aid, ev, ad_approval_id);
+        if (aid != Py_None)
+            goto done;
+    }
+    /* st = agents.get(ev.agent_id)
+     * if st is None: (a new agent: the Python lines) */
+    PyObject *agent_id, *st, *lk, *pos_o, *values, *enc, *seen_a, *content_a, *event_id, *hc_o, *seen_o;
+    AGET(agent_id, ev, ad_agent_id);
+    st = PyDict_GetItemWithError(agents, agent_id);  /* borrowed */
+    if (st == NULL) {
+        if (PyErr_Occurred())
+            goto error;
+        goto done;
+    }
+    Py_INCREF(st);
+    held[nh++] = st;
+    /* if st.legacy_keys: (a ring from before state version 6: the Python lines) */
+    AGET(lk, st, ad_legacy_keys);
+    int truth = PyObject_IsTrue(lk);
+    if (truth < 0)
+        goto error;
+    if (truth)
+        goto done;
+    /* pos = st.seen_pos
+     * values = astuple(ev)
+     * hc = (crc32(encode(values)) & 0xFFFF) | 1 */
+    AGET(pos_o, st, ad_seen_pos);
+    if (!PyLong_CheckExact(pos_o))
+        goto done;
+    const Py_ssize_t pos = PyLong_AsSsize_t(pos_o);
+    if (pos == -1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        goto done;
+    }
+    HOLD(values, PyObject_Vectorcall(k->astuple, &ev, 1, NULL));
+    HOLD(enc, PyObject_Vectorcall(k->encode, &values, 1, NULL));
+    if (!PyBytes_CheckExact(enc))
+        goto done;
+    const uint32_t hc = (crc_update(0, PyBytes_AS_STRING(enc), PyBytes_GET_SIZE(enc)) & 0xFFFFu) | 1u;
+    /* seen = remember(st.seen, st.seen_content, pos, ev.event_id, hc) */
+    AGET(seen_a, st, ad_seen);
+    AGET(content_a, st, ad_seen_content);
+    AGET(event_id, ev, ad_event_id);
+    HOLD(hc_o, PyLong_FromUnsignedLong(hc));
+    {
+        PyObject *rargs[5] = {seen_a, content_a, pos_o, event_id, hc_o};
+        HOLD(seen_o, remember(NULL, rargs, 5));
+    }
+    const long seen = PyLong_AsLong(seen_o);
+    if (seen == -1 && PyErr_Occurred())
+        goto error;
+    /* if seen == 2:
+     *     out.append(Decision(ev, approval_refused=refused, duplicate=True))
+     *     continue */
+    if (seen == 2) {
+        PyObject *d, *dargs[3] = {ev, Py_None, Py_True};
+        HOLD(d, PyObject_Vectorcall(k->decision_t, dargs, 1, k->kw_dup));
+        if (PyList_Append(out, d) < 0)
+            goto error;
+        ret = 1;
+        goto done;
+    }
+    /* st.seen_pos = (pos + 1) % _DEDUPE   (Python's modulo: never negative) */
+    {
+        Py_ssize_t np = (pos + 1) % k->dedupe;
+        if (np < 0)
+            np += k->dedupe;
+        PyObject *np_o;
+        HOLD(np_o, PyLong_FromSsize_t(np));
+        if (xset(st, &ad_seen_pos, np_o) < 0)
+            goto error;
+    }
+    /* reading = self._read(st, ev, book, rows=zrows)
+     * obs = reading.obs */
+    PyObject *reading, *obs, *viol, *z, *classes, *x, *d, *item;
+    {
+        PyObject *margs[5] = {engine, st, ev, book, rows};
+        HOLD(reading, PyObject_VectorcallMethod(s_read, margs, 4, k->kw_rows));
+    }
+    if (Py_TYPE(reading) == (PyTypeObject *)k->reading_t && PyTuple_GET_SIZE(reading) == 8) {
+        obs = PyTuple_GET_ITEM(reading, 0), viol = PyTuple_GET_ITEM(reading, 1), z = PyTuple_GET_ITEM(reading, 2);
+    } else {
+        HOLD(obs, PyObject_GetAttr(reading, s_obs));
+        HOLD(viol, PyObject_GetAttr(reading, s_violations));
+        HOLD(z, PyObject_GetAttr(reading, s_z));
+    }
+    /* d = Decision(ev, approval_refused=refused, reused_id=seen == 1, violations=reading.violations,
+     *              dest_classes=obs.dest_classes, z=reading.z, x=obs.x)
+     * out.append(d)
+     * pending.append((d, st, reading, values)) */
+    AGET(classes, obs, ad_dest_classes);
+    AGET(x, obs, ad_x);
+    {
+        PyObject *dargs[7] = {ev, Py_None, seen == 1 ? Py_True : Py_False, viol, classes, z, x};
+        HOLD(d, PyObject_Vectorcall(k->decision_t, dargs, 1, k->kw_dec));
+    }
+    if (PyList_Append(out, d) < 0)
+        goto error;
+    HOLD(item, PyTuple_Pack(4, d, st, reading, values));
+    if (PyList_Append(pending, item) < 0)
+        goto error;
+    ret = 1;
+    goto done;
+error:
+    ret = -1;
+done:
+    while (nh > 0)
+        Py_DECREF(held[--nh]);
+    return ret;
+#undef AGET
+#undef HOLD
+}
+
+/* admit(consts, engine, events, i, out, pending, rows, book, agents, approvals) -> the index of the first event from
+ * i on that is not ordinary (len(events): all were), each one before it taken as Engine.process_batch's first loop
+ * takes it. events: the batch (a list or a tuple); out, pending: process_batch's lists; rows: its model rows
+ * (zrows) or None; book: the manifests; agents: the engine's agents (a dict); approvals: the engine's or None. */
+static PyObject *
+admit(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (fc_count("admit", nargs, 10, 10) < 0)
+        return NULL;
+    admitconsts *k = PyCapsule_GetPointer(args[0], AD_NAME);
+    if (k == NULL)
+        return NULL;
+    PyObject *engine = args[1], *events = args[2], *out = args[4], *pending = args[5], *rows = args[6],
+        *book = args[7], *agents = args[8], *approvals = args[9];
+    Py_ssize_t i;
+    if (fc_n(args[3], &i) < 0)
+        return NULL;
+    if (!(PyList_CheckExact(events) || PyTuple_CheckExact(events)) || !PyList_CheckExact(out)
+            || !PyList_CheckExact(pending) || !PyDict_CheckExact(agents)) {
+        PyErr_SetString(PyExc_TypeError, "admit: events a list or tuple, out and pending lists, agents a dict");
+        return NULL;
+    }
+    for (; i >= 0 && i < PySequence_Fast_GET_SIZE(events); i++) {
+        PyObject *ev = PySequence_Fast_GET_ITEM(events, i);
+        Py_INCREF(ev);
+        int r = admit_one(k, engine, ev, out, pending, rows, book, agents, approvals);
+        Py_DECREF(ev);
+        if (r < 0)
+            return NULL;
+        if (r == 0)
+            break;
+    }
+    return PyLong_FromSsize_t(i);
+}
+
 static PyMethodDef methods[] = {
     {"log_deviations", log_deviations, METH_VARARGS,
      "log_deviations(x, loc, scale, floors) -> (xl, z): log1p of a row and its robust deviations."},
@@ -4780,6 +5055,11 @@ static PyMethodDef methods[] = {
     {"decide", (PyCFunction)(void (*)(void))decide, METH_FASTCALL,
      "decide(consts, pending, p_comb, k, traces, episodes) -> the index of the first pending decision from k on that "
      "Engine.process_batch's Python lines decide (those before it decided here)."},
+    {"admit_setup", admit_setup, METH_O,
+     "admit_setup(consts) -> what admit takes first (engine._admit_consts makes consts)."},
+    {"admit", (PyCFunction)(void (*)(void))admit, METH_FASTCALL,
+     "admit(consts, engine, events, i, out, pending, rows, book, agents, approvals) -> the index of the first event "
+     "from i on that Engine.process_batch's Python lines take (those before it taken here)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -4793,7 +5073,7 @@ PyMODINIT_FUNC
 PyInit__native(void)
 {
     crc_init();
-    if (intern_names() < 0 || rt_names() < 0 || dc_names() < 0)
+    if (intern_names() < 0 || rt_names() < 0 || dc_names() < 0 || ad_names() < 0)
         return NULL;
     for (int i = 0; i < N_SMALL_FLOATS; i++)
         if ((small_floats[i] = PyFloat_FromDouble((double)i)) == NULL)

@@ -60,6 +60,7 @@ __all__ = ["Engine", "Decision", "AgentState", "ONLINE_MODEL_VERSION"]
 
 ONLINE_MODEL_VERSION = "online-only"
 _DEDUPE = 32
+_END = object()  # (the end of an iterator)
 _STATE_VERSION = 6
 _encode = msgspec.msgpack.Encoder().encode
 _RAW_PARTS = msgspec.msgpack.Decoder(list[msgspec.Raw]).decode  # a state's parts, undecoded
@@ -525,6 +526,18 @@ class Decision(msgspec.Struct, gc=False):
     episodes: list[dict] | tuple = ()
 
 
+#: detector._native.admit: process_batch's first loop for an ordinary event, compiled (None: not built)
+_admit = getattr(_kernels, "admit", None)
+
+
+def _admit_consts():
+    """What ``detector._native.admit`` takes first (its constants, parsed once by ``admit_setup``), or ``None``: the
+    kernel is not built, or the dedupe ring's kernel is not the one it calls (``_remember``)."""
+    if _admit is None or _remember is not getattr(_kernels, "remember", None):
+        return None
+    return _kernels.admit_setup((astuple, _encode, Decision, _Reading, _DEDUPE))
+
+
 class Engine:
     """Scores actions against per-agent baselines and runs the circuit breakers.
 
@@ -554,6 +567,8 @@ class Engine:
         self._adopted: dict[str, set[int]] = {}
         self._verdicts: OrderedDict[str, None] = OrderedDict()
         self._generic = Prior.generic()
+        # the compiled first loop's constants (detector._native.admit), or None: the Python lines
+        self._admitted = _admit_consts()
         self.swap_model(model)
 
     def swap_model(self, model: Model | None) -> None:
@@ -628,7 +643,24 @@ class Engine:
         book = self.manifests
         remember, encode = _remember, _encode
         zrows = bytearray() if self.model is not None else None  # the model's rows, filled by _read
-        for ev in events:
+        # the ordinary events of a list or tuple (no approval to screen, an agent held, a ring of this state version)
+        # in one compiled call (detector._native.admit), which stops at the first one it leaves to the lines below
+        seq = type(events) is list or type(events) is tuple
+        ak = self._admitted if seq else None
+        it = None if seq else iter(events)
+        i, n_ev = 0, len(events) if seq else -1
+        while True:
+            if seq:
+                if ak is not None:
+                    i = _admit(ak, self, events, i, out, pending, zrows, book, agents, approvals)
+                if i >= n_ev:
+                    break
+                ev = events[i]
+                i += 1
+            else:
+                ev = next(it, _END)
+                if ev is _END:
+                    break
             refused = None
             if ev.approval_id is not None and approvals is not None:
                 refused = approvals.screen(ev)

@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from detector import engine as E
+from detector.approvals import ApprovalBook
 from detector.events import decode_event
 from detector.manifest import ManifestBook, parse_manifest
 from detector.policy import Policy, Thresholds, load_policy
@@ -34,6 +35,7 @@ TIGHT = dataclasses.replace(POLICY, thresholds=Thresholds(risk_budget=0.3, budge
                                                           probation_s=600.0, probation_min_events=2))
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc).timestamp()
 KERNEL = E._decide
+ADMIT = E._admit
 
 
 @pytest.fixture(scope="module")
@@ -45,15 +47,15 @@ def fleet():
 
 
 class Counting:
-    """decide, counting its calls and the decisions it took."""
+    """decide or admit, counting its calls and what it took (both take the index to start from fourth)."""
 
     def __init__(self, kernel):
-        self.kernel, self.calls, self.decided = kernel, 0, 0
+        self.kernel, self.calls, self.taken = kernel, 0, 0
 
-    def __call__(self, consts, pending, p_comb, k, traces, episodes):
+    def __call__(self, *args):
         self.calls += 1
-        got = self.kernel(consts, pending, p_comb, k, traces, episodes)
-        self.decided += got - k
+        got = self.kernel(*args)
+        self.taken += got - args[3]
         return got
 
 
@@ -63,41 +65,49 @@ def outcome(d) -> tuple:
             d.dest_classes)
 
 
-def make(monkeypatch, compiled: bool, policy=POLICY, **kw):
-    """An engine whose second loop takes the compiled decision (counted) or never does (decide not there when it
-    is made)."""
-    counter = Counting(KERNEL)
-    monkeypatch.setattr(E, "_decide", counter if compiled else None)
+def make(monkeypatch, compiled, policy=POLICY, **kw):
+    """An engine whose loops take the compiled kernels named in ``compiled`` ("decide": the second loop's, "admit":
+    the first loop's; counted), the others never (not there when it is made)."""
+    counters = {name: Counting(kernel) for name, kernel in (("decide", KERNEL), ("admit", ADMIT))}
+    for name, counter in counters.items():
+        monkeypatch.setattr(E, "_" + name, counter if name in compiled else None)
     eng = E.Engine(policy=policy, **kw)
-    assert (eng._decided is not None) == compiled
-    return eng, counter
+    assert (eng._decided is not None) == ("decide" in compiled)
+    assert (eng._admitted is not None) == ("admit" in compiled)
+    return eng, counters
 
 
-def run(monkeypatch, steps, compiled: bool, **kw):
-    """The steps through an engine: a batch of events; ("verdict", t): a benign verdict on each open episode;
-    ("release", agent, t), ("freeze", agent, t): a human releases or freezes the agent. What each gave, with every
-    agent's state bytes and trace after it."""
-    eng, counter = make(monkeypatch, compiled, **kw)
+def run(monkeypatch, steps, compiled=("decide", "admit"), **kw):
+    """The steps through an engine: a batch of events (every other one as a tuple, every fifth from an iterator);
+    ("verdict", t): a benign verdict on each open episode; ("release", agent, t), ("freeze", agent, t): a human
+    releases or freezes the agent; ("rest", agent, t): its trace ring rests; ("legacy", agent, t): its dedupe ring
+    holds keys of state version 5. What each gave, with every agent's state bytes and trace after it."""
+    eng, counters = make(monkeypatch, compiled, **kw)
     out = []
-    for step in steps:
-        if isinstance(step, tuple) and step[0] == "verdict":
+    for n, step in enumerate(steps):
+        if isinstance(step, list):
+            batch = iter(step) if n % 5 == 4 else tuple(step) if n % 2 else step
+            got = [outcome(d) for d in eng.process_batch(batch)]
+        elif step[0] == "verdict":
             got = []
             for agent in sorted(eng.agents):
                 ep = eng.episodes.open_of(agent)
                 if ep is not None:
                     got.append(eng.apply_verdict(Verdict(f"v-{agent}-{step[1]}", agent, ep, "benign", step[1])))
-        elif isinstance(step, tuple) and step[0] == "release":
+        elif step[0] == "release":
             got = eng.release(step[1], at=step[2], by="alice", reason="checked")
-        elif isinstance(step, tuple) and step[0] == "rest":  # the agent's trace ring rests (a worker's idle agent)
+        elif step[0] == "rest":  # the agent's trace ring rests (a worker's idle agent)
             got = eng.traces.rest(step[1])
-        elif isinstance(step, tuple) and step[0] == "freeze":
+        elif step[0] == "legacy":  # as if loaded from a state of version 5
+            got = step[1] in eng.agents
+            if got:
+                eng.agents[step[1]].legacy_keys = 3
+        else:
             d = eng.freeze_manual(step[1], at=step[2], by="bob", reason="odd")
             got = None if d is None else outcome(d)
-        else:
-            got = [outcome(d) for d in eng.process_batch(step)]
         out.append((step, got, {a: (eng.dump_agent(a), eng.traces.snapshot(a)) for a in sorted(eng.agents)},
                     rings(eng.traces)))
-    return out, counter, eng
+    return out, counters, eng
 
 
 def rings(store) -> list:
@@ -113,25 +123,34 @@ def batches(events, size):
 def test_the_simulated_fleet_decides_the_same_with_and_without_the_compiled_decision(fleet, monkeypatch, trained):
     model, later = fleet
     steps = batches(later, 97)
-    with_c, counter, _ = run(monkeypatch, steps, True, model=model if trained else None)
-    without, _, _ = run(monkeypatch, steps, False, model=model if trained else None)
-    assert with_c == without
-    # the compiled decision is the common one (the rest: alerts, freezes, open episodes, duplicates)
-    decisions = [o for _, got, _, _ in with_c for o in got]
-    assert counter.decided >= 0.8 * sum(not o[0] for o in decisions)
+    without, _, _ = run(monkeypatch, steps, (), model=model if trained else None)
+    for compiled in (("decide", "admit"), ("decide",), ("admit",)):
+        with_c, counters, _ = run(monkeypatch, steps, compiled, model=model if trained else None)
+        assert with_c == without
+        decisions = [o for _, got, _, _ in with_c for o in got]
+        # the compiled decision is the common one (the rest: alerts, freezes, open episodes, duplicates), and so is
+        # the compiled first loop (the rest: each agent's first event, and the batches given as an iterator: 1 in 5)
+        if "decide" in compiled:
+            assert counters["decide"].taken >= 0.8 * sum(not o[0] for o in decisions)
+        if "admit" in compiled:
+            from_iterators = sum(len(s) for n, s in enumerate(steps) if n % 5 == 4)
+            assert counters["admit"].taken >= 0.95 * (len(later) - from_iterators)
     assert any(o[1] and o[1]["severity"] != "ok" for o in decisions)  # alerts are compared too
 
 
-def test_the_compiled_decision_is_not_built_in_pure_python(monkeypatch):
-    # FLOWBREAKER_PURE_PYTHON=1: no kernels, so no compiled decision (the engine's _decided is None)
+def test_the_compiled_loops_are_not_built_in_pure_python(monkeypatch):
+    # FLOWBREAKER_PURE_PYTHON=1: no kernels, so no compiled loops (the engine's _decided and _admitted are None)
     monkeypatch.setattr(E, "_decide", None)
-    assert E.Engine(policy=POLICY)._decided is None
+    monkeypatch.setattr(E, "_admit", None)
+    eng = E.Engine(policy=POLICY)
+    assert eng._decided is None and eng._admitted is None
 
 
 def test_thresholds_it_does_not_take_leave_the_python_lines(monkeypatch):
     # thresholds that are not all floats (a Thresholds made in code), and thresholds other than those it was set
     # up for (a policy swapped in later), are the Python lines'
-    eng, counter = make(monkeypatch, True)
+    eng, counters = make(monkeypatch, ("decide",))
+    counter = counters["decide"]
     assert E._decide_consts(E.Engine(policy=Policy(thresholds=Thresholds(risk_budget=2)))) is None
     ev = decode_event({"event_id": "e1", "ts": "2026-03-02T09:00:00Z", "agent_id": "a", "operator_id": "o",
                        "tool": "t", "action": "read", "resource": "r://x", "sensitivity": "internal"})
@@ -195,13 +214,13 @@ def streams(draw):
     sent: list[dict] = []
     steps: list = []
     for i in range(n):
-        what = draw(st.integers(0, 26))
-        if what in (0, 1, 2, 25):  # between batches: a verdict, a release, a manual freeze, a trace ring resting
-            steps.append(events)
+        what = draw(st.integers(0, 27))
+        if what in (0, 1, 2, 25, 27):  # between batches: a verdict, a release, a manual freeze, a trace ring resting,
+            steps.append(events)        # a dedupe ring of state version 5
             events = []
             agent = draw(st.sampled_from("abc"))
             steps.append(("verdict", T0 + t) if what == 0 else
-                         (("release", "freeze")[what - 1] if what < 25 else "rest", agent, T0 + t))
+                         ({1: "release", 2: "freeze", 25: "rest", 27: "legacy"}[what], agent, T0 + t))
             continue
         if what == 3 and sent:  # an event sent again: a duplicate
             events.append(draw(st.sampled_from(sent)))
@@ -263,32 +282,42 @@ def reached(out) -> None:
                     Reaching.seen.add("freeze " + ("critical" if o[1]["severity"] == "critical" else "budget"))
                 if any(r["feature"] == "approved" for r in o[1]["reasons"]):
                     Reaching.seen.add("approved")
+                if o[8]:
+                    Reaching.seen.add("approval refused")
         elif step[0] == "release" and got is not None:
             Reaching.seen.add("release")
         elif step[0] == "freeze" and got is not None:
             Reaching.seen.add("manual freeze")
-        elif step[0] == "rest" and got:
-            Reaching.seen.add("rest")
+        elif step[0] in ("rest", "legacy") and got:
+            Reaching.seen.add(step[0])
 
 
 @settings(max_examples=80, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(steps=streams(), trained=st.booleans(), tight=st.booleans(), trace_agents=st.sampled_from([2, 5000]))
+@given(steps=streams(), trained=st.booleans(), tight=st.booleans(), trace_agents=st.sampled_from([2, 5000]),
+       screened=st.booleans(), compiled=st.sampled_from([("decide", "admit"), ("decide",), ("admit",)]))
 def test_generated_streams_decide_the_same_with_and_without_the_compiled_decision(fleet, monkeypatch, steps, trained,
-                                                                                   tight, trace_agents):
+                                                                                   tight, trace_agents, screened,
+                                                                                   compiled):
     model = fleet[0] if trained else None
     book = ManifestBook([parse_manifest(MANIFEST, "c.toml")])
     steps = batches(HISTORY, 64) + steps
     policy = TIGHT if tight else POLICY
-    kw = dict(model=model, manifests=book, policy=policy, trace_agents=trace_agents)
-    with_c, counter, _ = run(monkeypatch, steps, True, **kw)
-    without, _, _ = run(monkeypatch, steps, False, **kw)
+    # screened: approval ids are checked (against a book that knows one of them), or taken at their word
+    approvals = None
+    if screened:
+        approvals = ApprovalBook()
+        approvals.apply({"approval_id": "apr-5", "rev": 1, "agent_id": "a", "state": "approved"})
+    kw = dict(model=model, manifests=book, policy=policy, trace_agents=trace_agents, approvals=approvals)
+    with_c, counters, _ = run(monkeypatch, steps, compiled, **kw)
+    without, _, _ = run(monkeypatch, steps, (), **kw)
     assert with_c == without
-    assert counter.decided > 0
+    assert all(counters[name].taken > 0 for name in compiled)
     reached(with_c)
 
 
 def test_the_generated_streams_reached_the_paths():
     # (runs after the generated streams: the module's tests run in order)
-    for path in ("duplicate", "reused", "violation", "approved", "release", "manual freeze", "rest", "freeze critical",
+    for path in ("duplicate", "reused", "violation", "approved", "release", "manual freeze", "rest", "legacy",
+                 "approval refused", "freeze critical",
                  "freeze budget", ("closed", "open"), ("half_open", "closed"), ("half_open", "open"), "ok while open"):
         assert path in Reaching.seen, path
