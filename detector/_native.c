@@ -4243,6 +4243,819 @@ done:
     return res;
 }
 
+/* ---------------------------------------------------------------------------------------------------------------
+ * decide: the second loop of Engine.process_batch for an ordinary decision, compiled
+ *
+ * An ordinary decision: an action scored "ok" (so no reasons), not a reused id, breaking no manifest clause, of an
+ * agent whose breaker is closed or open (half_open: probation is the Python lines') and whose step does not trip
+ * it (an approved action of a closed breaker takes no step), with no alert episode closing. decide takes the
+ * batch's pending decisions from index k on, one after the other, and stops at the first one that is not ordinary,
+ * changing nothing of it: the Python lines decide that one from the start, then call decide again for the rest
+ * (so the batch's order is kept). The trace's row is appended here too (TraceStore.add_values' common case).
+ * ------------------------------------------------------------------------------------------------------------- */
+
+#define DC_NAME "detector._native.decide_consts"
+
+/* attributes decide reads and writes (its own fastattrs) */
+static fastattr dc_event, dc_reused_id, dc_violations, dc_harm, dc_record, dc_approved, dc_outbound, dc_dest_classes,
+    dc_breaker, dc_state, dc_risk, dc_risk_t, dc_baseline, dc_n, dc_t, dc_action, dc_sensitivity, dc_destinations,
+    dc_event_id, dc_agent_id, dc_ts, dc_updated, dc_episodes, dc_open, dc_quiet_s, dc_live;
+/* the decision record's keys, in the record's order */
+static PyObject *dk_keys[9];
+
+/* decide_setup's tuple, parsed once per engine and thresholds (Engine.swap_model: _decide_consts) */
+typedef struct {
+    PyObject *keep;                                   /* the tuple: holds every object below */
+    double critical, high, medium, low, p_floor;      /* engine._bounds(th) */
+    double evidence, budget_floor, half_life, risk_budget, ln2, young_n;
+    PyObject *closed, *open, *none, *ok;              /* breaker.CLOSED, OPEN, "none" (breaker._NONE[0]), "ok" */
+    PyObject *round4;                                 /* scoring.round4 (for a score round4 leaves to round()) */
+    PyObject *version;                                /* the engine's model version */
+    /* the trace: TraceStore, trace._Ring, OrderedDict, OrderedDict.move_to_end, trace._encode, trace._ORDER */
+    PyObject *store_t, *ring_t, *odict_t, *move_to_end, *encode, *order;
+    Py_ssize_t chunk;                                 /* trace.CHUNK */
+} decideconsts;
+
+static void
+dc_free(PyObject *cap)
+{
+    decideconsts *k = PyCapsule_GetPointer(cap, DC_NAME);
+    if (k == NULL)
+        return;
+    Py_XDECREF(k->keep);
+    PyMem_Free(k);
+}
+
+/* decide_setup(consts) -> the capsule decide takes; consts as engine._decide_consts makes it */
+static PyObject *
+decide_setup(PyObject *self, PyObject *arg)
+{
+    decideconsts *k = PyMem_Calloc(1, sizeof(decideconsts));
+    if (k == NULL)
+        return PyErr_NoMemory();
+    if (!PyTuple_CheckExact(arg) || !PyArg_ParseTuple(
+            arg, "dddddddddddUUUUOOO!O!O!OOO!n:decide_setup", &k->critical, &k->high, &k->medium, &k->low,
+            &k->p_floor, &k->evidence, &k->budget_floor, &k->half_life, &k->risk_budget, &k->ln2, &k->young_n,
+            &k->closed, &k->open, &k->none, &k->ok, &k->round4, &k->version, &PyType_Type, &k->store_t,
+            &PyType_Type, &k->ring_t, &PyType_Type, &k->odict_t, &k->move_to_end, &k->encode, &PyTuple_Type,
+            &k->order, &k->chunk)) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_TypeError, "decide_setup: consts must be a tuple");
+        PyMem_Free(k);
+        return NULL;
+    }
+    if (!(k->half_life > 0.0)) {  /* (the reference divides by it) */
+        PyErr_SetString(PyExc_ValueError, "decide_setup: the budget's half-life must be > 0");
+        PyMem_Free(k);
+        return NULL;
+    }
+    Py_INCREF(arg);
+    k->keep = arg;
+    PyObject *cap = PyCapsule_New(k, DC_NAME, dc_free);
+    if (cap == NULL) {
+        Py_DECREF(arg);
+        PyMem_Free(k);
+    }
+    return cap;
+}
+
+static PyObject *s_rings, *s_add_values, *s_seal;
+
+static int
+dc_names(void)
+{
+#define I(v, s) if ((v = PyUnicode_InternFromString(s)) == NULL) return -1
+    I(s_rings, "_rings"); I(s_add_values, "add_values"); I(s_seal, "_seal");
+#undef I
+    static struct { fastattr *fa; const char *name; } names[] = {
+        {&dc_event, "event"}, {&dc_reused_id, "reused_id"}, {&dc_violations, "violations"}, {&dc_harm, "harm"},
+        {&dc_record, "record"}, {&dc_approved, "approved"}, {&dc_outbound, "outbound"},
+        {&dc_dest_classes, "dest_classes"}, {&dc_breaker, "breaker"}, {&dc_state, "state"}, {&dc_risk, "risk"},
+        {&dc_risk_t, "risk_t"}, {&dc_baseline, "baseline"}, {&dc_n, "n"}, {&dc_t, "t"}, {&dc_action, "action"},
+        {&dc_sensitivity, "sensitivity"}, {&dc_destinations, "destinations"}, {&dc_event_id, "event_id"},
+        {&dc_agent_id, "agent_id"}, {&dc_ts, "ts"}, {&dc_updated, "updated"}, {&dc_episodes, "episodes"},
+        {&dc_open, "open"}, {&dc_quiet_s, "quiet_s"}, {&dc_live, "live"},
+    };
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        if ((names[i].fa->name = PyUnicode_InternFromString(names[i].name)) == NULL)
+            return -1;
+        names[i].fa->off = -1;
+    }
+    static const char *keys[9] = {"event_id", "agent_id", "ts", "score", "severity", "reasons", "action_taken",
+                                  "breaker_state", "model_version"};
+    for (int i = 0; i < 9; i++)
+        if ((dk_keys[i] = PyUnicode_InternFromString(keys[i])) == NULL)
+            return -1;
+    return 0;
+}
+
+/* scoring.score_of(p) with the floor p_floor (detector/_score.c's score_of_, the same lines) */
+static inline double
+dc_score_of(double p, double p_floor)
+{
+    if (p >= 1.0)
+        return 0.0;
+    if (p <= p_floor)
+        return 1.0;
+    return -log10(p) / 6.0;
+}
+
+/* scoring.round4(x) of a float (detector/_score.c's round4, the same lines): a new float, or NULL with an
+ * exception set; what that leaves to round() (a tie or near one, large or not finite) goes to scoring.round4 */
+static PyObject *
+dc_round4(const decideconsts *k, double x)
+{
+    if (fabs(x) < 1e4) {
+        const double y = x * 10000.0, f = floor(y), frac = y - f;
+        if (fabs(frac - 0.5) > 1e-6) {
+            double r = (frac > 0.5 ? f + 1.0 : f) / 10000.0;
+            if (r == 0.0)
+                r = copysign(0.0, x);
+            return PyFloat_FromDouble(r);
+        }
+    }
+    PyObject *xo = PyFloat_FromDouble(x);
+    if (xo == NULL)
+        return NULL;
+    PyObject *r = PyObject_CallOneArg(k->round4, xo);
+    Py_DECREF(xo);
+    return r;
+}
+
+/* a str attribute equal to lit: 1 or 0; -1 (not an exact str: the Python lines decide) */
+static inline int
+dc_str_is(PyObject *s, const char *lit)
+{
+    if (!PyUnicode_CheckExact(s))
+        return -1;
+    return str_is(s, lit);
+}
+
+/* the breaker's state: 0 closed, 1 open, -1 anything else (half_open: the Python lines), -2 an exception */
+static inline int
+dc_state_of(const decideconsts *k, PyObject *s)
+{
+    if (s == k->closed)
+        return 0;
+    if (s == k->open)
+        return 1;
+    if (!PyUnicode_CheckExact(s))
+        return -1;
+    int c = PyUnicode_Compare(s, k->closed);
+    if (c == -1 && PyErr_Occurred())
+        return -2;
+    if (c == 0)
+        return 0;
+    c = PyUnicode_Compare(s, k->open);
+    if (c == -1 && PyErr_Occurred())
+        return -2;
+    return c == 0 ? 1 : -1;
+}
+
+static PyObject *trace_row(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
+
+/* traces.add_values(agent_id, values, score4, severity, classes) (TraceStore.add_values): 0, or -1 with an exception
+ * set. rings: traces._rings when traces is a TraceStore and that an OrderedDict, else NULL (the method is called):
+ *   ring = self._rings.get(agent_id)
+ *   if type(ring) is _Ring and ring.live is not None:  (else: the method)
+ *       self._rings.move_to_end(agent_id)
+ *       live = ring.live
+ *   live.append(_encode(_values_row(values, score, severity, classes)))   (trace_row; None: the method)
+ *   if len(live) >= CHUNK:
+ *       self._seal(ring) */
+static int
+dc_trace(const decideconsts *k, PyObject *traces, PyObject *rings, PyObject *const *args)
+{
+    PyObject *ring = rings != NULL ? PyDict_GetItemWithError(rings, args[0]) : NULL;  /* borrowed */
+    if (ring == NULL && PyErr_Occurred())
+        return -1;
+    if (ring != NULL && Py_TYPE(ring) == (PyTypeObject *)k->ring_t) {
+        Py_INCREF(ring);
+        PyObject *live = xget(ring, &dc_live);
+        if (live == NULL) {
+            Py_DECREF(ring);
+            return -1;
+        }
+        PyObject *row = NULL;
+        if (PyList_CheckExact(live)) {
+            PyObject *targs[5] = {args[1], k->order, args[4], args[2], args[3]};
+            if ((row = trace_row(NULL, targs, 5)) == NULL)
+                goto fail;
+        }
+        if (row != NULL && row != Py_None) {
+            PyObject *margs[2] = {rings, args[0]};
+            PyObject *r = PyObject_Vectorcall(k->move_to_end, margs, 2, NULL);
+            if (r == NULL)
+                goto fail;
+            Py_DECREF(r);
+            PyObject *enc = PyObject_Vectorcall(k->encode, &row, 1, NULL);
+            if (enc == NULL)
+                goto fail;
+            int err = PyList_Append(live, enc);
+            Py_DECREF(enc);
+            if (err < 0)
+                goto fail;
+            if (PyList_GET_SIZE(live) >= k->chunk) {
+                if ((r = PyObject_CallMethodOneArg(traces, s_seal, ring)) == NULL)
+                    goto fail;
+                Py_DECREF(r);
+            }
+            Py_DECREF(row);
+            Py_DECREF(live);
+            Py_DECREF(ring);
+            return 0;
+        }
+        Py_XDECREF(row);
+        Py_DECREF(live);
+        Py_DECREF(ring);
+        goto method;
+fail:
+        Py_XDECREF(row);
+        Py_DECREF(live);
+        Py_DECREF(ring);
+        return -1;
+    }
+method:;
+    PyObject *margs[6] = {traces, args[0], args[1], args[2], args[3], args[4]};
+    PyObject *r = PyObject_VectorcallMethod(s_add_values, margs, 6, NULL);
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+/* One pending decision (d, st, reading, values) with the model's combination p-value pc (NULL: no model), open
+ * and quiet_s the episodes' (EpisodeBook.open, quiet_s): 1 decided, 0 not ordinary (nothing changed: the Python
+ * lines decide it), -1 an exception. */
+static int
+decide_one(const decideconsts *k, PyObject *item, PyObject *pc, PyObject *traces, PyObject *rings, PyObject *open,
+           double quiet_s)
+{
+    PyObject *held[24];  /* the attributes read (new references; at most 20), released at the end */
+    int nh = 0, ret = 0;
+    PyObject *harm_o = NULL, *risk_o = NULL, *score4 = NULL, *record = NULL, *eps = NULL;
+#define DGET(var, o, fa) do { if ((var = xget(o, &fa)) == NULL) goto error; held[nh++] = var; } while (0)
+#define TRUTH(var, o) do { if ((var = PyObject_IsTrue(o)) < 0) goto error; } while (0)
+    if (!PyTuple_CheckExact(item) || PyTuple_GET_SIZE(item) != 4)
+        goto done;
+    PyObject *d = PyTuple_GET_ITEM(item, 0), *st = PyTuple_GET_ITEM(item, 1), *reading = PyTuple_GET_ITEM(item, 2),
+        *values = PyTuple_GET_ITEM(item, 3);
+    if (!PyTuple_Check(reading) || PyTuple_GET_SIZE(reading) != 8)
+        goto done;
+    PyObject *obs = PyTuple_GET_ITEM(reading, 0), *p_stat_o = PyTuple_GET_ITEM(reading, 5),
+        *p_harm_o = PyTuple_GET_ITEM(reading, 6);
+    /* score, harm_score, severity, named = _scored(p_stat, pc, p_harm, bounds) (detector/_score.c's scored) */
+    if (!PyFloat_CheckExact(p_stat_o) || !PyFloat_CheckExact(p_harm_o) || (pc != NULL && !PyFloat_CheckExact(pc)))
+        goto done;
+    const double ps = PyFloat_AS_DOUBLE(p_stat_o), ph = PyFloat_AS_DOUBLE(p_harm_o);
+    double score;
+    if (pc == NULL) {
+        score = dc_score_of(ps, k->p_floor);
+    } else {
+        /* min(1, 3 min(p_stat, p_comb, p_harm)), min() as it compares */
+        const double pcv = PyFloat_AS_DOUBLE(pc);
+        double p = ps;
+        if (pcv < p)
+            p = pcv;
+        if (ph < p)
+            p = ph;
+        p = 3.0 * p;
+        score = dc_score_of(p < 1.0 ? p : 1.0, k->p_floor);
+    }
+    const double harm_score = ph != 1.0 ? dc_score_of(ph, k->p_floor) : 0.0;
+    /* th.severity(score) == "ok": no reasons, no explain (anything else: the Python lines) */
+    if (score >= k->critical || score >= k->high || score >= k->medium || score >= k->low)
+        goto done;
+    /* if d.reused_id or d.violations: ... (the Python lines) */
+    PyObject *reused, *viol, *approved, *b, *state_o, *risk_ro, *risk_t_o, *ev, *t_o, *action, *sens, *outbound_o;
+    int truth;
+    DGET(reused, d, dc_reused_id);
+    TRUTH(truth, reused);
+    if (truth)
+        goto done;
+    DGET(viol, d, dc_violations);
+    TRUTH(truth, viol);
+    if (truth)
+        goto done;
+    /* b = st.breaker; step()'s `if state == HALF_OPEN:` (probation: the Python lines) */
+    DGET(b, st, dc_breaker);
+    DGET(state_o, b, dc_state);
+    const int is_open = dc_state_of(k, state_o);
+    if (is_open == -2)
+        goto error;
+    if (is_open < 0)
+        goto done;
+    /* if obs.approved and b.state != brk.OPEN: action, transition = "none", None (severity "ok"): no step */
+    DGET(approved, obs, dc_approved);
+    TRUTH(truth, approved);
+    const int no_step = truth && !is_open;
+    DGET(risk_ro, b, dc_risk);
+    DGET(risk_t_o, b, dc_risk_t);
+    DGET(ev, d, dc_event);
+    DGET(t_o, ev, dc_t);
+    if (!PyFloat_CheckExact(risk_ro) || !PyFloat_CheckExact(risk_t_o) || !PyFloat_CheckExact(t_o))
+        goto done;
+    DGET(action, ev, dc_action);
+    DGET(sens, ev, dc_sensitivity);
+    DGET(outbound_o, obs, dc_outbound);
+    const int is_delete = dc_str_is(action, "delete");
+    if (is_delete < 0)
+        goto done;
+    int outbound;
+    TRUTH(outbound, outbound_o);
+    /* _harm(ev, obs):
+     *   if ev.action == "delete" or obs.outbound and ev.sensitivity != "public": return 1.0
+     *   if ev.sensitivity == "public": return 0.0
+     *   return 0.5 if ev.action == "write" or ev.destinations else 0.35 */
+    const int is_public = dc_str_is(sens, "public");
+    if (is_public < 0)
+        goto done;
+    double harm;
+    if (is_delete || (outbound && !is_public)) {
+        harm = 1.0;
+    } else if (is_public) {
+        harm = 0.0;
+    } else {
+        const int is_write = dc_str_is(action, "write");
+        if (is_write < 0)
+            goto done;
+        if (is_write) {
+            harm = 0.5;
+        } else {
+            PyObject *dests;
+            DGET(dests, ev, dc_destinations);
+            TRUTH(truth, dests);
+            harm = truth ? 0.5 : 0.35;
+        }
+    }
+    /* sensitive_out = obs.outbound and ev.sensitivity in ("confidential", "restricted")
+     * solo = (harm_score >= th.evidence and (st.baseline.n >= YOUNG_N or ev.action == "delete" or sensitive_out)) */
+    int solo = 0;
+    if (harm_score >= k->evidence) {
+        PyObject *bl, *n_o;
+        DGET(bl, st, dc_baseline);
+        DGET(n_o, bl, dc_n);
+        if (!PyFloat_CheckExact(n_o))
+            goto done;
+        if (PyFloat_AS_DOUBLE(n_o) >= k->young_n || is_delete) {
+            solo = 1;
+        } else if (outbound) {
+            const int conf = dc_str_is(sens, "confidential"), restr = dc_str_is(sens, "restricted");
+            solo = conf == 1 || restr == 1;
+        }
+    }
+    /* spend = harm_score if harm_score < score else score
+     * (effect is None) elif not effect and 0.0 > spend: spend = 0.0 */
+    double spend = harm_score < score ? harm_score : score;
+    if (0.0 > spend)
+        spend = 0.0;
+    /* step(b, t=ev.t, score=score, severity=severity, ..., solo_trip=solo, harm=_harm(ev, obs), evidence=spend),
+     * b.state closed or open, on locals (b changes only once it is known not to trip):
+     *   if t > b.risk_t:
+     *       if b.risk:
+     *           b.risk *= exp(-(t - b.risk_t) * _LN2 / th.budget_half_life_s)
+     *       b.risk_t = t
+     *   excess = (score if evidence is None else evidence) - th.budget_floor
+     *   if excess > 0 and harm > 0.0:
+     *       b.risk += excess * harm */
+    const double t = PyFloat_AS_DOUBLE(t_o), risk_t = PyFloat_AS_DOUBLE(risk_t_o);
+    double risk = PyFloat_AS_DOUBLE(risk_ro);
+    int new_risk = 0;
+    const int new_t = !no_step && t > risk_t;
+    if (new_t && risk != 0.0) {
+        risk *= exp(-(t - risk_t) * k->ln2 / k->half_life);
+        new_risk = 1;
+    }
+    const double excess = spend - k->budget_floor;
+    if (!no_step && excess > 0 && harm > 0.0) {
+        risk += excess * harm;
+        new_risk = 1;
+    }
+    /*   if state == OPEN or harm <= 0.0: return _ALERT if severity in _ALERTING else _NONE   ("ok": _NONE)
+     *   crit, budget = th.critical, th.risk_budget
+     *   if (solo_trip and score >= crit) or b.risk >= budget: (a freeze: the Python lines) */
+    if (!no_step && !is_open && !(harm <= 0.0) && ((solo && score >= k->critical) || risk >= k->risk_budget))
+        goto done;
+    /* if alerted or ev.agent_id in episodes.open: d.episodes = episodes.observe(..., alerted=False, ...), which
+     * for an action not alerted only closes the agent's episode once it is quiet (EpisodeBook.observe):
+     *   ep = self.open.get(agent_id)
+     *   if ep is not None and t - ep.updated >= self.quiet_s: (a close: the Python lines)
+     *   if not alerted: return out   (d.episodes: an empty list) */
+    PyObject *agent_id;
+    DGET(agent_id, ev, dc_agent_id);
+    PyObject *ep = PyDict_GetItemWithError(open, agent_id);  /* borrowed */
+    if (ep == NULL && PyErr_Occurred())
+        goto error;
+    if (ep != NULL) {
+        PyObject *updated;
+        DGET(updated, ep, dc_updated);
+        if (!PyFloat_CheckExact(updated) || t - PyFloat_AS_DOUBLE(updated) >= quiet_s)
+            goto done;
+        if ((eps = PyList_New(0)) == NULL)
+            goto error;
+    }
+    /* the decision: nothing above changed anything, nothing below leaves it to the Python lines */
+    if ((harm_o = PyFloat_FromDouble(harm_score)) == NULL)
+        goto error;
+    if (new_risk && (risk_o = PyFloat_FromDouble(risk)) == NULL)
+        goto error;
+    if ((score4 = dc_round4(k, score)) == NULL)
+        goto error;
+    /* d.harm = harm_score */
+    if (xset(d, &dc_harm, harm_o) < 0)
+        goto error;
+    /* the breaker's step (b.risk, b.risk_t as above; d.transition stays None) */
+    if (new_risk && xset(b, &dc_risk, risk_o) < 0)
+        goto error;
+    if (new_t && xset(b, &dc_risk_t, t_o) < 0)
+        goto error;
+    /* d.record = {"event_id": ev.event_id, "agent_id": ev.agent_id, "ts": ev.ts, "score": score4,
+     *             "severity": severity, "reasons": reasons, "action_taken": action, "breaker_state": b.state,
+     *             "model_version": version} */
+    PyObject *event_id, *ts, *reasons, *classes;
+    DGET(event_id, ev, dc_event_id);
+    DGET(ts, ev, dc_ts);
+    if ((reasons = PyList_New(0)) == NULL)
+        goto error;
+    held[nh++] = reasons;
+    PyObject *vals[9] = {event_id, agent_id, ts, score4, k->ok, reasons, k->none, state_o, k->version};
+    if ((record = _PyDict_NewPresized(9)) == NULL)
+        goto error;
+    for (int i = 0; i < 9; i++)
+        if (PyDict_SetItem(record, dk_keys[i], vals[i]) < 0)
+            goto error;
+    if (xset(d, &dc_record, record) < 0)
+        goto error;
+    /* trace(ev.agent_id, values, score4, severity, obs.dest_classes) */
+    DGET(classes, obs, dc_dest_classes);
+    {
+        PyObject *targs[5] = {agent_id, values, score4, k->ok, classes};
+        if (dc_trace(k, traces, rings, targs) < 0)
+            goto error;
+    }
+    if (eps != NULL && xset(d, &dc_episodes, eps) < 0)
+        goto error;
+    ret = 1;
+    goto done;
+error:
+    ret = -1;
+done:
+    Py_XDECREF(harm_o);
+    Py_XDECREF(risk_o);
+    Py_XDECREF(score4);
+    Py_XDECREF(record);
+    Py_XDECREF(eps);
+    while (nh > 0)
+        Py_DECREF(held[--nh]);
+    return ret;
+#undef DGET
+#undef TRUTH
+}
+
+/* decide(consts, pending, p_comb, k, trace, episodes) -> the index of the first pending decision from k on that is
+ * not ordinary (len(pending): all were), each one before it decided as Engine.process_batch's second loop decides
+ * it. pending: process_batch's list of (d, st, reading, values); p_comb: the model's combination p-values (a list,
+ * one per pending decision) or None; traces: the engine's TraceStore; episodes: the engine's EpisodeBook. */
+static PyObject *
+decide(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (fc_count("decide", nargs, 6, 6) < 0)
+        return NULL;
+    decideconsts *k = PyCapsule_GetPointer(args[0], DC_NAME);
+    if (k == NULL)
+        return NULL;
+    PyObject *pending = args[1], *p_comb = args[2], *traces = args[4], *open, *quiet, *rings = NULL;
+    Py_ssize_t i;
+    if (fc_n(args[3], &i) < 0)
+        return NULL;
+    if ((open = xget(args[5], &dc_open)) == NULL)
+        return NULL;
+    if ((quiet = xget(args[5], &dc_quiet_s)) == NULL) {
+        Py_DECREF(open);
+        return NULL;
+    }
+    const int plain = PyDict_CheckExact(open) && PyFloat_CheckExact(quiet);
+    const double quiet_s = plain ? PyFloat_AS_DOUBLE(quiet) : 0.0;
+    Py_DECREF(quiet);
+    if (!plain) {  /* (all the Python lines') */
+        Py_DECREF(open);
+        return PyLong_FromSsize_t(i);
+    }
+    if ((PyObject *)Py_TYPE(traces) == k->store_t) {  /* its rings, or NULL (its add_values called) */
+        if ((rings = PyObject_GetAttr(traces, s_rings)) == NULL) {
+            Py_DECREF(open);
+            return NULL;
+        }
+        if ((PyObject *)Py_TYPE(rings) != k->odict_t)
+            Py_CLEAR(rings);
+    }
+    if (!PyList_CheckExact(pending) || (p_comb != Py_None && !PyList_CheckExact(p_comb))) {
+        Py_DECREF(open);
+        Py_XDECREF(rings);
+        PyErr_SetString(PyExc_TypeError, "decide: pending and p_comb must be lists");
+        return NULL;
+    }
+    for (; i >= 0 && i < PyList_GET_SIZE(pending); i++) {
+        PyObject *pc = NULL;
+        if (p_comb != Py_None) {
+            if (i >= PyList_GET_SIZE(p_comb))
+                break;
+            pc = PyList_GET_ITEM(p_comb, i);
+        }
+        PyObject *item = PyList_GET_ITEM(pending, i);
+        Py_INCREF(item);
+        Py_XINCREF(pc);
+        int r = decide_one(k, item, pc, traces, rings, open, quiet_s);
+        Py_XDECREF(pc);
+        Py_DECREF(item);
+        if (r < 0) {
+            Py_DECREF(open);
+            Py_XDECREF(rings);
+            return NULL;
+        }
+        if (r == 0)
+            break;
+    }
+    Py_DECREF(open);
+    Py_XDECREF(rings);
+    return PyLong_FromSsize_t(i);
+}
+
+/* ---------------------------------------------------------------------------------------------------------------
+ * admit: the first loop of Engine.process_batch for an ordinary event, compiled
+ *
+ * An ordinary event: no approval id to screen, of an agent the engine holds whose dedupe ring is of this state
+ * version (no legacy keys). admit takes the batch's events from index i on, one after the other (its duplicates
+ * and its readings, Engine._read called back), and stops at the first one that is not ordinary, changing nothing
+ * of it: the Python lines take that one from the start, then call admit again for the rest (the batch's order).
+ * ------------------------------------------------------------------------------------------------------------- */
+
+#define AD_NAME "detector._native.admit_consts"
+
+static fastattr ad_approval_id, ad_agent_id, ad_seen_pos, ad_legacy_keys, ad_seen, ad_seen_content, ad_event_id,
+    ad_dest_classes, ad_x;
+static PyObject *s_read, *s_obs, *s_violations, *s_z;
+
+/* admit_setup's tuple, parsed once (Engine.__init__: _admit_consts) */
+typedef struct {
+    PyObject *keep;                           /* the tuple: holds every object below */
+    PyObject *astuple, *encode;               /* msgspec.structs.astuple, engine._encode */
+    PyObject *decision_t, *reading_t;         /* engine.Decision, engine._Reading */
+    Py_ssize_t dedupe;                        /* engine._DEDUPE */
+    PyObject *kw_dup, *kw_dec, *kw_rows;      /* the keyword names of the calls below (owned) */
+} admitconsts;
+
+static void
+ad_free(PyObject *cap)
+{
+    admitconsts *k = PyCapsule_GetPointer(cap, AD_NAME);
+    if (k == NULL)
+        return;
+    Py_XDECREF(k->kw_dup);
+    Py_XDECREF(k->kw_dec);
+    Py_XDECREF(k->kw_rows);
+    Py_XDECREF(k->keep);
+    PyMem_Free(k);
+}
+
+/* a tuple of the n names, interned; NULL with an exception set */
+static PyObject *
+ad_names_tuple(const char **names, Py_ssize_t n)
+{
+    PyObject *t = PyTuple_New(n);
+    if (t == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *s = PyUnicode_InternFromString(names[i]);
+        if (s == NULL) {
+            Py_DECREF(t);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(t, i, s);
+    }
+    return t;
+}
+
+/* admit_setup(consts) -> the capsule admit takes; consts as engine._admit_consts makes it */
+static PyObject *
+admit_setup(PyObject *self, PyObject *arg)
+{
+    admitconsts *k = PyMem_Calloc(1, sizeof(admitconsts));
+    if (k == NULL)
+        return PyErr_NoMemory();
+    if (!PyTuple_CheckExact(arg) || !PyArg_ParseTuple(arg, "OOO!O!n:admit_setup", &k->astuple, &k->encode,
+                                                      &PyType_Type, &k->decision_t, &PyType_Type, &k->reading_t,
+                                                      &k->dedupe)) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_TypeError, "admit_setup: consts must be a tuple");
+        PyMem_Free(k);
+        return NULL;
+    }
+    if (k->dedupe < 1) {
+        PyErr_SetString(PyExc_ValueError, "admit_setup: the dedupe ring's length must be >= 1");
+        PyMem_Free(k);
+        return NULL;
+    }
+    /* (interned, as a call's keyword names in Python code are: a struct's fields are matched by identity first) */
+    k->kw_dup = ad_names_tuple((const char *[]){"approval_refused", "duplicate"}, 2);
+    k->kw_dec = ad_names_tuple((const char *[]){"approval_refused", "reused_id", "violations", "dest_classes", "z",
+                                                "x"}, 6);
+    k->kw_rows = ad_names_tuple((const char *[]){"rows"}, 1);
+    Py_INCREF(arg);
+    k->keep = arg;
+    PyObject *cap = NULL;
+    if (k->kw_dup == NULL || k->kw_dec == NULL || k->kw_rows == NULL
+            || (cap = PyCapsule_New(k, AD_NAME, ad_free)) == NULL) {
+        Py_XDECREF(k->kw_dup);
+        Py_XDECREF(k->kw_dec);
+        Py_XDECREF(k->kw_rows);
+        Py_DECREF(arg);
+        PyMem_Free(k);
+    }
+    return cap;
+}
+
+static int
+ad_names(void)
+{
+    static struct { fastattr *fa; const char *name; } names[] = {
+        {&ad_approval_id, "approval_id"}, {&ad_agent_id, "agent_id"}, {&ad_seen_pos, "seen_pos"},
+        {&ad_legacy_keys, "legacy_keys"}, {&ad_seen, "seen"}, {&ad_seen_content, "seen_content"},
+        {&ad_event_id, "event_id"}, {&ad_dest_classes, "dest_classes"}, {&ad_x, "x"},
+    };
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        if ((names[i].fa->name = PyUnicode_InternFromString(names[i].name)) == NULL)
+            return -1;
+        names[i].fa->off = -1;
+    }
+#define I(v, s) if ((v = PyUnicode_InternFromString(s)) == NULL) return -1
+    I(s_read, "_read"); I(s_obs, "obs"); I(s_violations, "violations"); I(s_z, "z");
+#undef I
+    return 0;
+}
+
+/* One event ev of the batch: 1 taken (a duplicate, or read and pending), 0 not ordinary (nothing changed: the
+ * Python lines take it), -1 an exception. engine, out, pending, rows, book, agents, approvals: process_batch's. */
+static int
+admit_one(const admitconsts *k, PyObject *engine, PyObject *ev, PyObject *out, PyObject *pending, PyObject *rows,
+          PyObject *book, PyObject *agents, PyObject *approvals)
+{
+    PyObject *held[24];  /* new references (at most 21), released at the end */
+    int nh = 0, ret = 0;
+#define AGET(var, o, fa) do { if ((var = xget(o, &fa)) == NULL) goto error; held[nh++] = var; } while (0)
+#define HOLD(var, expr) do { if ((var = (expr)) == NULL) goto error; held[nh++] = var; } while (0)
+    /* refused = None
+     * if ev.approval_id is not None and approvals is not None: (an approval to screen: the Python lines) */
+    if (approvals != Py_None) {
+        PyObject *aid;
+        AGET(aid, ev, ad_approval_id);
+        if (aid != Py_None)
+            goto done;
+    }
+    /* st = agents.get(ev.agent_id)
+     * if st is None: (a new agent: the Python lines) */
+    PyObject *agent_id, *st, *lk, *pos_o, *values, *enc, *seen_a, *content_a, *event_id, *hc_o, *seen_o;
+    AGET(agent_id, ev, ad_agent_id);
+    st = PyDict_GetItemWithError(agents, agent_id);  /* borrowed */
+    if (st == NULL) {
+        if (PyErr_Occurred())
+            goto error;
+        goto done;
+    }
+    Py_INCREF(st);
+    held[nh++] = st;
+    /* if st.legacy_keys: (a ring from before state version 6: the Python lines) */
+    AGET(lk, st, ad_legacy_keys);
+    int truth = PyObject_IsTrue(lk);
+    if (truth < 0)
+        goto error;
+    if (truth)
+        goto done;
+    /* pos = st.seen_pos
+     * values = astuple(ev)
+     * hc = (crc32(encode(values)) & 0xFFFF) | 1 */
+    AGET(pos_o, st, ad_seen_pos);
+    if (!PyLong_CheckExact(pos_o))
+        goto done;
+    const Py_ssize_t pos = PyLong_AsSsize_t(pos_o);
+    if (pos == -1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        goto done;
+    }
+    HOLD(values, PyObject_Vectorcall(k->astuple, &ev, 1, NULL));
+    HOLD(enc, PyObject_Vectorcall(k->encode, &values, 1, NULL));
+    if (!PyBytes_CheckExact(enc))
+        goto done;
+    const uint32_t hc = (crc_update(0, PyBytes_AS_STRING(enc), PyBytes_GET_SIZE(enc)) & 0xFFFFu) | 1u;
+    /* seen = remember(st.seen, st.seen_content, pos, ev.event_id, hc) */
+    AGET(seen_a, st, ad_seen);
+    AGET(content_a, st, ad_seen_content);
+    AGET(event_id, ev, ad_event_id);
+    HOLD(hc_o, PyLong_FromUnsignedLong(hc));
+    {
+        PyObject *rargs[5] = {seen_a, content_a, pos_o, event_id, hc_o};
+        HOLD(seen_o, remember(NULL, rargs, 5));
+    }
+    const long seen = PyLong_AsLong(seen_o);
+    if (seen == -1 && PyErr_Occurred())
+        goto error;
+    /* if seen == 2:
+     *     out.append(Decision(ev, approval_refused=refused, duplicate=True))
+     *     continue */
+    if (seen == 2) {
+        PyObject *d, *dargs[3] = {ev, Py_None, Py_True};
+        HOLD(d, PyObject_Vectorcall(k->decision_t, dargs, 1, k->kw_dup));
+        if (PyList_Append(out, d) < 0)
+            goto error;
+        ret = 1;
+        goto done;
+    }
+    /* st.seen_pos = (pos + 1) % _DEDUPE   (Python's modulo: never negative) */
+    {
+        Py_ssize_t np = (pos + 1) % k->dedupe;
+        if (np < 0)
+            np += k->dedupe;
+        PyObject *np_o;
+        HOLD(np_o, PyLong_FromSsize_t(np));
+        if (xset(st, &ad_seen_pos, np_o) < 0)
+            goto error;
+    }
+    /* reading = self._read(st, ev, book, rows=zrows)
+     * obs = reading.obs */
+    PyObject *reading, *obs, *viol, *z, *classes, *x, *d, *item;
+    {
+        PyObject *margs[5] = {engine, st, ev, book, rows};
+        HOLD(reading, PyObject_VectorcallMethod(s_read, margs, 4, k->kw_rows));
+    }
+    if (Py_TYPE(reading) == (PyTypeObject *)k->reading_t && PyTuple_GET_SIZE(reading) == 8) {
+        obs = PyTuple_GET_ITEM(reading, 0), viol = PyTuple_GET_ITEM(reading, 1), z = PyTuple_GET_ITEM(reading, 2);
+    } else {
+        HOLD(obs, PyObject_GetAttr(reading, s_obs));
+        HOLD(viol, PyObject_GetAttr(reading, s_violations));
+        HOLD(z, PyObject_GetAttr(reading, s_z));
+    }
+    /* d = Decision(ev, approval_refused=refused, reused_id=seen == 1, violations=reading.violations,
+     *              dest_classes=obs.dest_classes, z=reading.z, x=obs.x)
+     * out.append(d)
+     * pending.append((d, st, reading, values)) */
+    AGET(classes, obs, ad_dest_classes);
+    AGET(x, obs, ad_x);
+    {
+        PyObject *dargs[7] = {ev, Py_None, seen == 1 ? Py_True : Py_False, viol, classes, z, x};
+        HOLD(d, PyObject_Vectorcall(k->decision_t, dargs, 1, k->kw_dec));
+    }
+    if (PyList_Append(out, d) < 0)
+        goto error;
+    HOLD(item, PyTuple_Pack(4, d, st, reading, values));
+    if (PyList_Append(pending, item) < 0)
+        goto error;
+    ret = 1;
+    goto done;
+error:
+    ret = -1;
+done:
+    while (nh > 0)
+        Py_DECREF(held[--nh]);
+    return ret;
+#undef AGET
+#undef HOLD
+}
+
+/* admit(consts, engine, events, i, out, pending, rows, book, agents, approvals) -> the index of the first event from
+ * i on that is not ordinary (len(events): all were), each one before it taken as Engine.process_batch's first loop
+ * takes it. events: the batch (a list or a tuple); out, pending: process_batch's lists; rows: its model rows
+ * (zrows) or None; book: the manifests; agents: the engine's agents (a dict); approvals: the engine's or None. */
+static PyObject *
+admit(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (fc_count("admit", nargs, 10, 10) < 0)
+        return NULL;
+    admitconsts *k = PyCapsule_GetPointer(args[0], AD_NAME);
+    if (k == NULL)
+        return NULL;
+    PyObject *engine = args[1], *events = args[2], *out = args[4], *pending = args[5], *rows = args[6],
+        *book = args[7], *agents = args[8], *approvals = args[9];
+    Py_ssize_t i;
+    if (fc_n(args[3], &i) < 0)
+        return NULL;
+    if (!(PyList_CheckExact(events) || PyTuple_CheckExact(events)) || !PyList_CheckExact(out)
+            || !PyList_CheckExact(pending) || !PyDict_CheckExact(agents)) {
+        PyErr_SetString(PyExc_TypeError, "admit: events a list or tuple, out and pending lists, agents a dict");
+        return NULL;
+    }
+    for (; i >= 0 && i < PySequence_Fast_GET_SIZE(events); i++) {
+        PyObject *ev = PySequence_Fast_GET_ITEM(events, i);
+        Py_INCREF(ev);
+        int r = admit_one(k, engine, ev, out, pending, rows, book, agents, approvals);
+        Py_DECREF(ev);
+        if (r < 0)
+            return NULL;
+        if (r == 0)
+            break;
+    }
+    return PyLong_FromSsize_t(i);
+}
+
 static PyMethodDef methods[] = {
     {"log_deviations", log_deviations, METH_VARARGS,
      "log_deviations(x, loc, scale, floors) -> (xl, z): log1p of a row and its robust deviations."},
@@ -4289,6 +5102,16 @@ static PyMethodDef methods[] = {
     {"read_tail", (PyCFunction)(void (*)(void))read_tail, METH_FASTCALL,
      "read_tail(consts, engine, st, ev, obs, rows) -> Engine._read's _Reading after _extract for an ordinary action, "
      "or None (nothing changed) for the reference to decide."},
+    {"decide_setup", decide_setup, METH_O,
+     "decide_setup(consts) -> what decide takes first (engine._decide_consts makes consts)."},
+    {"decide", (PyCFunction)(void (*)(void))decide, METH_FASTCALL,
+     "decide(consts, pending, p_comb, k, traces, episodes) -> the index of the first pending decision from k on that "
+     "Engine.process_batch's Python lines decide (those before it decided here)."},
+    {"admit_setup", admit_setup, METH_O,
+     "admit_setup(consts) -> what admit takes first (engine._admit_consts makes consts)."},
+    {"admit", (PyCFunction)(void (*)(void))admit, METH_FASTCALL,
+     "admit(consts, engine, events, i, out, pending, rows, book, agents, approvals) -> the index of the first event "
+     "from i on that Engine.process_batch's Python lines take (those before it taken here)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -4302,7 +5125,7 @@ PyMODINIT_FUNC
 PyInit__native(void)
 {
     crc_init();
-    if (intern_names() < 0 || rt_names() < 0)
+    if (intern_names() < 0 || rt_names() < 0 || dc_names() < 0 || ad_names() < 0)
         return NULL;
     for (int i = 0; i < N_SMALL_FLOATS; i++)
         if ((small_floats[i] = PyFloat_FromDouble((double)i)) == NULL)

@@ -52,6 +52,7 @@ from detector.scoring import (P_FLOOR, REASON_NEGLOG, REASON_Z, Calibration, Fea
 from detector.scoring import _score as _score_kernel
 from detector.sketch import dedupe_key, stable_hash
 from detector.timestamps import instant_or_none, iso_utc
+from detector import trace as _trace
 from detector.trace import TraceStore
 from detector.verdicts import Verdict
 
@@ -59,6 +60,7 @@ __all__ = ["Engine", "Decision", "AgentState", "ONLINE_MODEL_VERSION"]
 
 ONLINE_MODEL_VERSION = "online-only"
 _DEDUPE = 32
+_END = object()  # (the end of an iterator)
 _STATE_VERSION = 6
 _encode = msgspec.msgpack.Encoder().encode
 _RAW_PARTS = msgspec.msgpack.Decoder(list[msgspec.Raw]).decode  # a state's parts, undecoded
@@ -269,6 +271,25 @@ def _read_consts(eng: "Engine"):
         curve.pvalue if curve is not None else None, _new_row, _Reading, Baseline, KindProfiles, Habits, Usage,
         _PERIODS, _habits.EXTERNAL, _habits.BROADCAST, family_key, _habits._COUNTED, _habits.SLOTS, _habits.HALF_AT,
         habits_c, sends_of, _habits.MIN_SENDS, _habits.MIN_SHARE, _I_NOVEL, commit_novel))
+
+
+#: detector._native.decide: process_batch's second loop for an ordinary decision, compiled (None: not built)
+_decide = getattr(_kernels, "decide", None)
+
+
+def _decide_consts(eng: "Engine") -> tuple | None:
+    """``(thresholds, consts)``: the thresholds ``detector._native.decide`` was set up for and what it takes first
+    (its constants, parsed once by ``decide_setup``), or ``None``: the kernel is not built, or the thresholds are
+    not all floats (or the budget's half-life not positive) as it takes them."""
+    if _decide is None:
+        return None
+    th = eng.policy.thresholds
+    nums = (*_bounds(th), th.evidence, th.budget_floor, th.budget_half_life_s, th.risk_budget, brk._LN2, YOUNG_N)
+    if any(type(v) is not float for v in nums) or not th.budget_half_life_s > 0.0:
+        return None
+    return th, _kernels.decide_setup((*nums, brk.CLOSED, brk.OPEN, brk._NONE[0], "ok", round4, eng._version,
+                                      TraceStore, _trace._Ring, OrderedDict, OrderedDict.move_to_end, _trace._encode,
+                                      _trace._ORDER, _trace.CHUNK))
 
 
 def _attribution(trace: list[dict], *, operator_id: str, requested_by: str | None, instruction_hash: str | None,
@@ -505,6 +526,18 @@ class Decision(msgspec.Struct, gc=False):
     episodes: list[dict] | tuple = ()
 
 
+#: detector._native.admit: process_batch's first loop for an ordinary event, compiled (None: not built)
+_admit = getattr(_kernels, "admit", None)
+
+
+def _admit_consts():
+    """What ``detector._native.admit`` takes first (its constants, parsed once by ``admit_setup``), or ``None``: the
+    kernel is not built, or the dedupe ring's kernel is not the one it calls (``_remember``)."""
+    if _admit is None or _remember is not getattr(_kernels, "remember", None):
+        return None
+    return _kernels.admit_setup((astuple, _encode, Decision, _Reading, _DEDUPE))
+
+
 class Engine:
     """Scores actions against per-agent baselines and runs the circuit breakers.
 
@@ -534,6 +567,8 @@ class Engine:
         self._adopted: dict[str, set[int]] = {}
         self._verdicts: OrderedDict[str, None] = OrderedDict()
         self._generic = Prior.generic()
+        # the compiled first loop's constants (detector._native.admit), or None: the Python lines
+        self._admitted = _admit_consts()
         self.swap_model(model)
 
     def swap_model(self, model: Model | None) -> None:
@@ -556,6 +591,8 @@ class Engine:
         self._learn_raw = self._cal.inverse(10.0 ** (-6.0 * self.policy.thresholds.medium))
         # the fused read's constants (detector._native.read_tail), or None: _read runs its Python lines
         self._fused = _read_consts(self)
+        # the compiled second loop's thresholds and constants (detector._native.decide), or None: the Python lines
+        self._decided = _decide_consts(self)
         for agent_id, st in self.agents.items():
             st.features.hours = self._prior(agent_id, st.operator_id, "").hours if model is not None else None
 
@@ -606,7 +643,24 @@ class Engine:
         book = self.manifests
         remember, encode = _remember, _encode
         zrows = bytearray() if self.model is not None else None  # the model's rows, filled by _read
-        for ev in events:
+        # the ordinary events of a list or tuple (no approval to screen, an agent held, a ring of this state version)
+        # in one compiled call (detector._native.admit), which stops at the first one it leaves to the lines below
+        seq = type(events) is list or type(events) is tuple
+        ak = self._admitted if seq else None
+        it = None if seq else iter(events)
+        i, n_ev = 0, len(events) if seq else -1
+        while True:
+            if seq:
+                if ak is not None:
+                    i = _admit(ak, self, events, i, out, pending, zrows, book, agents, approvals)
+                if i >= n_ev:
+                    break
+                ev = events[i]
+                i += 1
+            else:
+                ev = next(it, _END)
+                if ev is _END:
+                    break
             refused = None
             if ev.approval_id is not None and approvals is not None:
                 refused = approvals.screen(ev)
@@ -649,9 +703,20 @@ class Engine:
         severity_of, step, trace = th.severity, brk.step, self.traces.add_values
         version = self._version
         bounds = _bounds(th)
-        for k, (d, st, (obs, _, z, r, loc, p_stat, p_harm, xl), values) in enumerate(pending):
+        # the ordinary decisions (scored "ok", the breaker closed or open and not tripping, no episode closing) in one
+        # compiled call (detector._native.decide), which stops at the first one it leaves to the lines below
+        decided = self._decided
+        dk = decided[1] if decided is not None and decided[0] is th and type(episodes) is EpisodeBook else None
+        k, n = 0, len(pending)
+        while k < n:
+            if dk is not None:
+                k = _decide(dk, pending, p_comb, k, self.traces, episodes)
+                if k >= n:
+                    break
+            d, st, (obs, _, z, r, loc, p_stat, p_harm, xl), values = pending[k]
             ev = d.event
             pc = None if p_comb is None else p_comb[k]
+            k += 1
             got = _scored(p_stat, pc, p_harm, bounds) if _scored is not None else None
             score, harm_score, severity, named = got if got is not None else _py_scored(p_stat, pc, p_harm, th)
             extra = _combination_reason(pc) if named else None
