@@ -3448,21 +3448,21 @@ usage_add(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
  * read_tail(consts, engine, st, ev, obs, rows) -> _Reading | None
  *
  * Engine._read after _extract, fused (detector/engine.py): the usage step, deviate, a long task's crossing, a
- * never-seen destination of a habitual family, the caps and rarities, the learning step and what is new becoming known (commit_novel), the
- * evidence of harm, then for an ordinary action (learned, nothing new) the kind's step and the destination habits,
- * else Engine._settle called back, and the calibrated p-value of the rarest feature: each the transcription of
- * the Python lines it replaces, the same operations in the same order on doubles. An item the agent's peers adopted
- * (pending items met again) or a value of a type the engine does not write gives None before anything changes: the
- * Python lines in _read then decide. The caller takes this path only with learn=True and no
- * manifest scope (no violations).
+ * never-seen destination of a habitual family, the caps and rarities, the learning step and what is new becoming
+ * known (commit_novel), the evidence of harm, then for an ordinary action (learned, nothing new) the kind's step
+ * and the destination habits, else Engine._settle called back, and the calibrated p-value of the rarest feature:
+ * each the transcription of the Python lines it replaces, the same operations in the same order on doubles. An
+ * item the agent's peers adopted (pending items met again) or a value of a type the engine does not write gives
+ * None before anything changes: the Python lines in _read then decide. The caller takes this path only with
+ * learn=True and no manifest scope (no violations).
  * ------------------------------------------------------------------------------------------------------ */
 
 #define RC_NAME "detector._native.read_consts"
 
 /* attributes read_tail reads and writes (its own: the same names on other types elsewhere would thrash) */
-static fastattr rt_long_task, rt_features, rt_baseline, rt_kinds, rt_caps, rt_usage, rt_habits, rt_loc, rt_scale, rt_n, rt_ka, rt_ha,
-    rt_v, rt_destinations, rt_t, rt_records, rt_bytes, rt_task_id, rt_action, rt_sensitivity, rt_x, rt_novel,
-    rt_adopted, rt_new_outbound, rt_approved, rt_kind, rt_quiet, rt_known_reach, rt_outbound, rt_dest_classes;
+static fastattr rt_long_task, rt_features, rt_baseline, rt_kinds, rt_caps, rt_usage, rt_habits, rt_loc, rt_scale, rt_n,
+    rt_ka, rt_ha, rt_v, rt_destinations, rt_t, rt_records, rt_bytes, rt_task_id, rt_action, rt_sensitivity, rt_x,
+    rt_novel, rt_adopted, rt_new_outbound, rt_approved, rt_kind, rt_quiet, rt_known_reach, rt_outbound, rt_dest_classes;
 static PyObject *s_py_harm, *s_cal, *s_pvalue, *s_learn, *s_observe, *s_py_observe, *s_periods, *s_extend, *s_settle,
     *s_habitual, *empty_tuple;
 
@@ -3632,8 +3632,8 @@ static int
 rt_names(void)
 {
     static struct { fastattr *fa; const char *name; } names[] = {
-        {&rt_long_task, "long_task"}, {&rt_features, "features"}, {&rt_baseline, "baseline"}, {&rt_kinds, "kinds"}, {&rt_caps, "caps"},
-        {&rt_usage, "usage"},
+        {&rt_long_task, "long_task"}, {&rt_features, "features"}, {&rt_baseline, "baseline"}, {&rt_kinds, "kinds"},
+        {&rt_caps, "caps"}, {&rt_usage, "usage"},
         {&rt_habits, "habits"}, {&rt_loc, "loc"}, {&rt_scale, "scale"}, {&rt_n, "n"},
         {&rt_ka, "a"}, {&rt_ha, "a"}, {&rt_v, "v"}, {&rt_destinations, "destinations"}, {&rt_t, "t"},
         {&rt_records, "records"}, {&rt_bytes, "bytes"}, {&rt_task_id, "task_id"}, {&rt_action, "action"},

@@ -154,8 +154,8 @@ def routine(agent: str, n: int) -> list[dict]:
 @st.composite
 def streams(draw):
     """A routine history for agents a, b and c (c under a manifest), then a drawn stream: tools new and known,
-    sends to known and never-seen destinations (routine for b when a payee), deletes, sensitive data, outsiders, a long task, big volumes,
-    and benign verdicts (caps) now and then; cut into drawn batches."""
+    sends to known and never-seen destinations (routine for b when a payee), deletes, sensitive data, outsiders, a
+    long task, big volumes, and benign verdicts (caps) now and then; cut into drawn batches."""
     n = draw(st.integers(10, 80))
     t = 300.0 * 160
     events = []
