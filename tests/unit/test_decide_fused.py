@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from detector import engine as E
@@ -261,63 +261,61 @@ def streams(draw):
 HISTORY = [decode_event(e) for a in "abc" for e in routine(a, 160)]
 
 
-class Reaching:
-    """What the generated streams reached, over all examples (asserted at the end of the module)."""
-    seen: set = set()
-
-
-def reached(out) -> None:
+def reached(out, seen: set) -> None:
+    """Add to ``seen`` the paths a generated stream's decisions and commands reached."""
     for step, got, _, _ in out:
         if isinstance(step, list):
             for o in got:
                 if o[0]:
-                    Reaching.seen.add("duplicate")
+                    seen.add("duplicate")
                     continue
-                Reaching.seen.update(k for k, hit in (("reused", o[7]), ("violation", o[11]), ("transition", o[4]),
+                seen.update(k for k, hit in (("reused", o[7]), ("violation", o[11]), ("transition", o[4]),
                                                       ("ok while open", o[1]["breaker_state"] == "open"
                                                        and o[1]["severity"] == "ok")) if hit)
                 if o[4]:
-                    Reaching.seen.add(o[4])
+                    seen.add(o[4])
                 if o[2]:  # a freeze: of an action that is not critical, the budget's
-                    Reaching.seen.add("freeze " + ("critical" if o[1]["severity"] == "critical" else "budget"))
+                    seen.add("freeze " + ("critical" if o[1]["severity"] == "critical" else "budget"))
                 if any(r["feature"] == "approved" for r in o[1]["reasons"]):
-                    Reaching.seen.add("approved")
+                    seen.add("approved")
                 if o[8]:
-                    Reaching.seen.add("approval refused")
+                    seen.add("approval refused")
         elif step[0] == "release" and got is not None:
-            Reaching.seen.add("release")
+            seen.add("release")
         elif step[0] == "freeze" and got is not None:
-            Reaching.seen.add("manual freeze")
+            seen.add("manual freeze")
         elif step[0] in ("rest", "legacy") and got:
-            Reaching.seen.add(step[0])
+            seen.add(step[0])
 
 
-@settings(max_examples=80, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(steps=streams(), trained=st.booleans(), tight=st.booleans(), trace_agents=st.sampled_from([2, 5000]),
-       screened=st.booleans(), compiled=st.sampled_from([("decide", "admit"), ("decide",), ("admit",)]))
-def test_generated_streams_decide_the_same_with_and_without_the_compiled_decision(fleet, monkeypatch, steps, trained,
-                                                                                   tight, trace_agents, screened,
-                                                                                   compiled):
-    model = fleet[0] if trained else None
-    book = ManifestBook([parse_manifest(MANIFEST, "c.toml")])
-    steps = batches(HISTORY, 64) + steps
-    policy = TIGHT if tight else POLICY
-    # screened: approval ids are checked (against a book that knows one of them), or taken at their word
-    approvals = None
-    if screened:
-        approvals = ApprovalBook()
-        approvals.apply({"approval_id": "apr-5", "rev": 1, "agent_id": "a", "state": "approved"})
-    kw = dict(model=model, manifests=book, policy=policy, trace_agents=trace_agents, approvals=approvals)
-    with_c, counters, _ = run(monkeypatch, steps, compiled, **kw)
-    without, _, _ = run(monkeypatch, steps, (), **kw)
-    assert with_c == without
-    assert all(counters[name].taken > 0 for name in compiled)
-    reached(with_c)
+def test_generated_streams_decide_the_same_with_and_without_the_compiled_decision_and_reach_every_path(fleet,
+                                                                                                   monkeypatch):
+    # one test: the paths the examples reached are asserted after them, in the same process (pytest-xdist spreads
+    # a module's tests over workers)
+    seen: set = set()
 
+    @settings(max_examples=80, deadline=None, derandomize=True)
+    @given(steps=streams(), trained=st.booleans(), tight=st.booleans(), trace_agents=st.sampled_from([2, 5000]),
+           screened=st.booleans(), compiled=st.sampled_from([("decide", "admit"), ("decide",), ("admit",)]))
+    def check(steps, trained, tight, trace_agents, screened, compiled):
+        model = fleet[0] if trained else None
+        book = ManifestBook([parse_manifest(MANIFEST, "c.toml")])
+        steps = batches(HISTORY, 64) + steps
+        policy = TIGHT if tight else POLICY
+        # screened: approval ids are checked (against a book that knows one of them), or taken at their word
+        approvals = None
+        if screened:
+            approvals = ApprovalBook()
+            approvals.apply({"approval_id": "apr-5", "rev": 1, "agent_id": "a", "state": "approved"})
+        kw = dict(model=model, manifests=book, policy=policy, trace_agents=trace_agents, approvals=approvals)
+        with_c, counters, _ = run(monkeypatch, steps, compiled, **kw)
+        without, _, _ = run(monkeypatch, steps, (), **kw)
+        assert with_c == without
+        assert all(counters[name].taken > 0 for name in compiled)
+        reached(with_c, seen)
 
-def test_the_generated_streams_reached_the_paths():
-    # (runs after the generated streams: the module's tests run in order)
+    check()
     for path in ("duplicate", "reused", "violation", "approved", "release", "manual freeze", "rest", "legacy",
                  "approval refused", "freeze critical",
                  "freeze budget", ("closed", "open"), ("half_open", "closed"), ("half_open", "open"), "ok while open"):
-        assert path in Reaching.seen, path
+        assert path in seen, path
