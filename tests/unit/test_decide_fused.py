@@ -164,29 +164,9 @@ def test_thresholds_it_does_not_take_leave_the_python_lines(monkeypatch):
 
 # --------------------------------------------------------------------------- generated streams
 
-MANIFEST = """\
-version = 1
-agent = "c"
-
-[tools]
-allow = ["crm.*", "mail.send"]
-
-[destinations]
-allow = ["email:*@corp.example"]
-
-[ceilings]
-records_out_per_hour = 200
-on_violation = "needs_approval"
-"""
-
-TOOLS = ["crm.read", "crm.read", "crm.read", "docs.write", "mail.send", "newtool.run", "shell.exec"]
-ACTIONS = ["read", "read", "write", "send", "delete"]
-SENS = ["internal", "internal", "public", "confidential", "restricted"]
-EXT = ["email:kim@client.example", "payee:acme", "email:lee@client.example"]  # external, known from the history
-DESTS = EXT + ["email:bob0@corp.example", "email:ann@corp.example", "email:eve@evil.example", "payee:globex",
-               "slack:#all-hands", "https://paste.example/x"]
-RECORDS = [1, 1, 2, 5, 40, 3000]
-WHO = [None, None, None, "bob@corp.example", "mallory@evil.example"]
+# the manifest and the values the streams draw from: test_read_fused's (tests/unit is on the path: pytest's
+# default import mode; test file names are unique, tests/unit/test_suite_layout.py)
+from test_read_fused import ACTIONS, DESTS, EXT, MANIFEST, RECORDS, SENS, TOOLS, WHO  # noqa: E402
 
 
 def routine(agent: str, n: int) -> list[dict]:
