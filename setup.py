@@ -8,11 +8,12 @@ it: no fast-math, no fused multiply-add, so the kernels' results equal the refer
 from setuptools import Extension, setup
 
 _FLAGS = ["-O3", "-fno-fast-math", "-ffp-contract=off"]
+_HEADERS = ["detector/_buffers.h", "detector/_scoring.h"]  # shared by _native.c and _score.c
 
 setup(ext_modules=[
-    Extension("detector._native", ["detector/_native.c"], depends=["detector/_buffers.h"], optional=True,
+    Extension("detector._native", ["detector/_native.c"], depends=_HEADERS, optional=True,
               extra_compile_args=_FLAGS),
-    Extension("detector._score", ["detector/_score.c"], depends=["detector/_buffers.h"], optional=True,
+    Extension("detector._score", ["detector/_score.c"], depends=_HEADERS, optional=True,
               extra_compile_args=_FLAGS),
     Extension("detector._decode", ["detector/_decode.c"], optional=True, extra_compile_args=_FLAGS),
 ])

@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "_buffers.h"
+#include "_scoring.h"
 
 /* for the small helpers extract calls many times an event, which -O3 leaves as calls in a function that large */
 #if defined(__GNUC__) || defined(__clang__)
@@ -4350,30 +4351,14 @@ dc_names(void)
 }
 
 /* scoring.score_of(p) with the floor p_floor (detector/_score.c's score_of_, the same lines) */
-static inline double
-dc_score_of(double p, double p_floor)
-{
-    if (p >= 1.0)
-        return 0.0;
-    if (p <= p_floor)
-        return 1.0;
-    return -log10(p) / 6.0;
-}
-
-/* scoring.round4(x) of a float (detector/_score.c's round4, the same lines): a new float, or NULL with an
+/* scoring.round4(x) of a float (round4_fast, as detector/_score.c's round4): a new float, or NULL with an
  * exception set; what that leaves to round() (a tie or near one, large or not finite) goes to scoring.round4 */
 static PyObject *
 dc_round4(const decideconsts *k, double x)
 {
-    if (fabs(x) < 1e4) {
-        const double y = x * 10000.0, f = floor(y), frac = y - f;
-        if (fabs(frac - 0.5) > 1e-6) {
-            double r = (frac > 0.5 ? f + 1.0 : f) / 10000.0;
-            if (r == 0.0)
-                r = copysign(0.0, x);
-            return PyFloat_FromDouble(r);
-        }
-    }
+    double r4;
+    if (round4_fast(x, &r4))
+        return PyFloat_FromDouble(r4);
     PyObject *xo = PyFloat_FromDouble(x);
     if (xo == NULL)
         return NULL;
@@ -4508,21 +4493,8 @@ decide_one(const decideconsts *k, PyObject *item, PyObject *pc, PyObject *traces
     if (!PyFloat_CheckExact(p_stat_o) || !PyFloat_CheckExact(p_harm_o) || (pc != NULL && !PyFloat_CheckExact(pc)))
         goto done;
     const double ps = PyFloat_AS_DOUBLE(p_stat_o), ph = PyFloat_AS_DOUBLE(p_harm_o);
-    double score;
-    if (pc == NULL) {
-        score = dc_score_of(ps, k->p_floor);
-    } else {
-        /* min(1, 3 min(p_stat, p_comb, p_harm)), min() as it compares */
-        const double pcv = PyFloat_AS_DOUBLE(pc);
-        double p = ps;
-        if (pcv < p)
-            p = pcv;
-        if (ph < p)
-            p = ph;
-        p = 3.0 * p;
-        score = dc_score_of(p < 1.0 ? p : 1.0, k->p_floor);
-    }
-    const double harm_score = ph != 1.0 ? dc_score_of(ph, k->p_floor) : 0.0;
+    const double score = score_from(ps, pc != NULL, pc != NULL ? PyFloat_AS_DOUBLE(pc) : 1.0, ph, k->p_floor);
+    const double harm_score = ph != 1.0 ? score_of_p(ph, k->p_floor) : 0.0;
     /* th.severity(score) == "ok": no reasons, no explain (anything else: the Python lines) */
     if (score >= k->critical || score >= k->high || score >= k->medium || score >= k->low)
         goto done;

@@ -25,6 +25,7 @@
 #include <string.h>
 
 #include "_buffers.h"
+#include "_scoring.h"
 
 
 /* ------------------------------------------------------------------------------------------------------
@@ -936,29 +937,15 @@ fisher_of(double total, long long k, double *out)
     return 0;
 }
 
-/* round4(x) -> round(x, 4) for a float, to the last bit (the decision record's and the trace's scores).
- * Python's round() takes the exact decimal value of x to 4 places (half to even) and reads it back as the
- * nearest double, through a decimal string (~2,500 instructions). When |x| < 1e4, every half k + 0.5 near
- * x * 1e4 is a double and rounding the product is monotonic, so the computed product is on the same side of
- * each half as the exact one, or on it: away from a half (by more than 1e-6, a margin) its nearest integer k
- * is the one round() takes, and k / 1e4 (both exact, the division correctly rounded) is the double nearest that
- * decimal, the one round() reads back. Anything else (a tie or near one, large or not finite, not a float)
- * goes to round() itself. */
+/* round4(x) -> round(x, 4) for a float, to the last bit (the decision record's and the trace's scores):
+ * round4_fast (detector/_scoring.h, which says why it is exact), else round() itself (a tie or near one, large or
+ * not finite, not a float; through a decimal string, ~2,500 instructions). */
 static PyObject *
 round4(PyObject *self, PyObject *arg)
 {
-    if (PyFloat_CheckExact(arg)) {
-        const double x = PyFloat_AS_DOUBLE(arg);
-        if (fabs(x) < 1e4) {
-            const double y = x * 10000.0, f = floor(y), frac = y - f;
-            if (fabs(frac - 0.5) > 1e-6) {
-                double r = (frac > 0.5 ? f + 1.0 : f) / 10000.0;
-                if (r == 0.0)
-                    r = copysign(0.0, x); /* round() keeps the sign of a zero */
-                return PyFloat_FromDouble(r);
-            }
-        }
-    }
+    double r;
+    if (PyFloat_CheckExact(arg) && round4_fast(PyFloat_AS_DOUBLE(arg), &r))
+        return PyFloat_FromDouble(r);
     static PyObject *round_ = NULL; /* the builtin round */
     if (round_ == NULL) {
         PyObject *builtins = PyImport_ImportModule("builtins");
@@ -972,16 +959,6 @@ round4(PyObject *self, PyObject *arg)
     return PyObject_CallFunction(round_, "Oi", arg, 4);
 }
 
-/* scoring.score_of(p) with the floor p_floor */
-static inline double
-score_of_(double p, double p_floor)
-{
-    if (p >= 1.0)
-        return 0.0;
-    if (p <= p_floor)
-        return 1.0;
-    return -log10(p) / 6.0;
-}
 
 static PyObject *severities[5]; /* "critical", "high", "medium", "low", "ok" */
 
@@ -1008,23 +985,11 @@ scored(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         b[i] = PyFloat_AS_DOUBLE(o);
     }
     const double ps = PyFloat_AS_DOUBLE(args[0]), ph = PyFloat_AS_DOUBLE(args[2]), p_floor = b[4];
-    double score;
-    int named = 0;
-    if (args[1] == Py_None) {
-        score = score_of_(ps, p_floor);
-    } else {
-        /* min(1, 3 min(p_stat, p_comb, p_harm)), min() as it compares */
-        const double pc = PyFloat_AS_DOUBLE(args[1]);
-        named = pc < ps && pc < 1e-3;
-        double p = ps;
-        if (pc < p)
-            p = pc;
-        if (ph < p)
-            p = ph;
-        p = 3.0 * p;
-        score = score_of_(p < 1.0 ? p : 1.0, p_floor);
-    }
-    const double harm = ph != 1.0 ? score_of_(ph, p_floor) : 0.0;
+    const int has_pc = args[1] != Py_None;
+    const double pc = has_pc ? PyFloat_AS_DOUBLE(args[1]) : 1.0;
+    const int named = has_pc && pc < ps && pc < 1e-3;
+    const double score = score_from(ps, has_pc, pc, ph, p_floor);
+    const double harm = ph != 1.0 ? score_of_p(ph, p_floor) : 0.0;
     int sev = score >= b[0] ? 0 : score >= b[1] ? 1 : score >= b[2] ? 2 : score >= b[3] ? 3 : 4;
     return Py_BuildValue("(ddOO)", score, harm, severities[sev], named ? Py_True : Py_False);
 }
