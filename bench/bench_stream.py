@@ -1,6 +1,6 @@
 """Stream benchmark on a real broker: prints numbers, asserts nothing (a few minutes).
 
-    python bench/bench_stream.py [--bootstrap HOST:PORT [--broker-pid PID]] [--events 150000] [--rates 1000,2500,5000]
+    python bench/bench_stream.py [--bootstrap HOST:PORT [--broker-pid PID]] [--events 600000] [--rates 1000,2500,5000]
 
 Without ``--bootstrap`` it starts its own broker with scripts/kafka.sh (free
 ports, fresh data dir) and stops it at the end. It measures, in one run:
@@ -49,6 +49,8 @@ sys.path[:0] = [str(REPO), str(REPO / "tests" / "integration")]
 
 from worker_harness import POLICY, TopicReader, WorkerProc, event_messages, producer  # noqa: E402
 
+#: events simulate() gives an agent over 5 days (seed 11: 174,169 of 300 agents)
+EVENTS_PER_AGENT = 580
 KINDS = ["bulk_read_broadcast", "mass_fanout", "mass_delete", "prompt_injection", "instruction_change"]
 
 
@@ -339,7 +341,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bootstrap")
     ap.add_argument("--broker-pid", type=int, help="pid of the --bootstrap broker (for the cores it used)")
-    ap.add_argument("--events", type=int, default=150_000, help="events for the throughput runs")
+    ap.add_argument("--events", type=int, default=600_000,
+                    help="events for the throughput runs (enough that two workers still share some after the "
+                         "second one joins: one worker decides ~70k events/s here)")
     ap.add_argument("--rates", default="1000,2500,5000", help="offered loads for the latency runs (events/s)")
     ap.add_argument("--seconds", type=float, default=6.0, help="length of each latency run")
     ap.add_argument("--warmup", type=float, default=8.0, help="seconds of 1,000 events/s before the latency runs")
@@ -364,7 +368,8 @@ def main() -> None:
     started: list[WorkerProc] = []
     try:
         t = time.perf_counter()
-        events, _ = simulate(n_agents=300, days=5, seed=11)
+        # the simulator gives ~580 events per agent over 5 days: as many agents as the count asks (300 at least)
+        events, _ = simulate(n_agents=max(300, -(-args.events // EVENTS_PER_AGENT)), days=5, seed=11)
         events = events[: args.events]
         msgs = event_messages(events)
         size = sum(len(v) for _, v in msgs) / len(msgs)
@@ -408,6 +413,9 @@ def main() -> None:
                   f"{r['rate']:>9,.0f} events/s  ({r['decisions_in_window']} decisions in {r['window_s']:.1f}s after "
                   f"the last rebalance; {r['decided']}/{len(msgs)} events decided; partitions {r['partitions']}; "
                   f"{r['state_writes']} state writes; cores used: {show_cores(r['cores'])})")
+            if not r["decisions_in_window"]:
+                print(f"  (every event was decided before the last worker was ready: no rate; a larger --events than "
+                      f"{len(msgs)} measures it)")
             for w in ws:
                 w.stop(timeout=60)
         if full:
