@@ -5014,23 +5014,19 @@ ad_read(const admitconsts *k, PyObject *engine, PyObject *st, PyObject *ev, PyOb
     RGET(pend, xget(st, &ad_pending));
     if (Py_TYPE(pend) != k->array_t)
         goto call;
-    {
+    if (Py_SIZE(pend) > 0) {  /* (an array's length: its size) */
         Py_buffer pv;
         if (get_doubles(pend, &pv, 0, "pending") < 0) {
             PyErr_Clear();
             goto call;
         }
-        const Py_ssize_t np = pv.len / (Py_ssize_t)sizeof(double);
-        if (np > 0)
-            quiet = quiet_of(pv.buf, np, k->pw, k->k_dest);
+        quiet = quiet_of(pv.buf, pv.len / (Py_ssize_t)sizeof(double), k->pw, k->k_dest);
         PyBuffer_Release(&pv);
-        if (np > 0) {
-            if (quiet == NULL)
-                goto error;
-            held[nh++] = quiet;
-            if (quiet == Py_None)
-                goto call;
-        }
+        if (quiet == NULL)
+            goto error;
+        held[nh++] = quiet;
+        if (quiet == Py_None)
+            goto call;
     }
     /* if quiet: adopted = quiet | peers if peers else quiet */
     adopted = peers;
