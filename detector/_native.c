@@ -4758,23 +4758,30 @@ decide(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
  *
  * An ordinary event: no approval id to screen, of an agent the engine holds whose dedupe ring is of this state
  * version (no legacy keys). admit takes the batch's events from index i on, one after the other (its duplicates
- * and its readings, Engine._read called back), and stops at the first one that is not ordinary, changing nothing
- * of it: the Python lines take that one from the start, then call admit again for the rest (the batch's order).
+ * and its readings), and stops at the first one that is not ordinary, changing nothing of it: the Python lines take
+ * that one from the start, then call admit again for the rest (the batch's order). The reading is Engine._read's:
+ * its first lines (what the agent's peers adopted and its pending items, extract, read_tail) taken here for the
+ * plain case (ad_read), Engine._read called back for anything else.
  * ------------------------------------------------------------------------------------------------------------- */
 
 #define AD_NAME "detector._native.admit_consts"
 
 static fastattr ad_approval_id, ad_agent_id, ad_seen_pos, ad_legacy_keys, ad_seen, ad_seen_content, ad_event_id,
-    ad_dest_classes, ad_x;
-static PyObject *s_read, *s_obs, *s_violations, *s_z;
+    ad_dest_classes, ad_x, ad_operator_id, ad_pending, ad_features;
+static PyObject *s_read, *s_obs, *s_violations, *s_z, *s_adopted_, *s_fused_, *s_policy, *s_extract_, *s_read_tail_;
 
-/* admit_setup's tuple, parsed once (Engine.__init__: _admit_consts) */
+/* admit_setup's tuple, parsed once per engine (Engine.__init__: _admit_consts) */
 typedef struct {
     PyObject *keep;                           /* the tuple: holds every object below */
     PyObject *astuple, *encode;               /* msgspec.structs.astuple, engine._encode */
     PyObject *decision_t, *reading_t;         /* engine.Decision, engine._Reading */
     Py_ssize_t dedupe;                        /* engine._DEDUPE */
-    PyObject *kw_dup, *kw_dec, *kw_rows;      /* the keyword names of the calls below (owned) */
+    PyObject *read_fn;                        /* Engine._read as engine.py defines it (_ENGINE_READ) */
+    PyObject *globals;                        /* engine.py's globals: _extract and _read_tail, read per event */
+    Py_ssize_t pw;                            /* engine._PW: doubles per pending item */
+    long long k_dest;                         /* features.K_DEST */
+    PyTypeObject *array_t;                    /* array.array (what AgentState.pending is) */
+    PyObject *kw_dup, *kw_dec, *kw_rows, *kw_obs;  /* the keyword names of the calls below (owned) */
 } admitconsts;
 
 static void
@@ -4786,6 +4793,7 @@ ad_free(PyObject *cap)
     Py_XDECREF(k->kw_dup);
     Py_XDECREF(k->kw_dec);
     Py_XDECREF(k->kw_rows);
+    Py_XDECREF(k->kw_obs);
     Py_XDECREF(k->keep);
     PyMem_Free(k);
 }
@@ -4815,16 +4823,17 @@ admit_setup(PyObject *self, PyObject *arg)
     admitconsts *k = PyMem_Calloc(1, sizeof(admitconsts));
     if (k == NULL)
         return PyErr_NoMemory();
-    if (!PyTuple_CheckExact(arg) || !PyArg_ParseTuple(arg, "OOO!O!n:admit_setup", &k->astuple, &k->encode,
+    if (!PyTuple_CheckExact(arg) || !PyArg_ParseTuple(arg, "OOO!O!nOO!nLO!:admit_setup", &k->astuple, &k->encode,
                                                       &PyType_Type, &k->decision_t, &PyType_Type, &k->reading_t,
-                                                      &k->dedupe)) {
+                                                      &k->dedupe, &k->read_fn, &PyDict_Type, &k->globals, &k->pw,
+                                                      &k->k_dest, &PyType_Type, &k->array_t)) {
         if (!PyErr_Occurred())
             PyErr_SetString(PyExc_TypeError, "admit_setup: consts must be a tuple");
         PyMem_Free(k);
         return NULL;
     }
-    if (k->dedupe < 1) {
-        PyErr_SetString(PyExc_ValueError, "admit_setup: the dedupe ring's length must be >= 1");
+    if (k->dedupe < 1 || k->pw < 1) {
+        PyErr_SetString(PyExc_ValueError, "admit_setup: the dedupe ring's length and the pending width must be >= 1");
         PyMem_Free(k);
         return NULL;
     }
@@ -4833,14 +4842,16 @@ admit_setup(PyObject *self, PyObject *arg)
     k->kw_dec = ad_names_tuple((const char *[]){"approval_refused", "reused_id", "violations", "dest_classes", "z",
                                                 "x"}, 6);
     k->kw_rows = ad_names_tuple((const char *[]){"rows"}, 1);
+    k->kw_obs = ad_names_tuple((const char *[]){"rows", "obs"}, 2);
     Py_INCREF(arg);
     k->keep = arg;
     PyObject *cap = NULL;
-    if (k->kw_dup == NULL || k->kw_dec == NULL || k->kw_rows == NULL
+    if (k->kw_dup == NULL || k->kw_dec == NULL || k->kw_rows == NULL || k->kw_obs == NULL
             || (cap = PyCapsule_New(k, AD_NAME, ad_free)) == NULL) {
         Py_XDECREF(k->kw_dup);
         Py_XDECREF(k->kw_dec);
         Py_XDECREF(k->kw_rows);
+        Py_XDECREF(k->kw_obs);
         Py_DECREF(arg);
         PyMem_Free(k);
     }
@@ -4854,6 +4865,7 @@ ad_names(void)
         {&ad_approval_id, "approval_id"}, {&ad_agent_id, "agent_id"}, {&ad_seen_pos, "seen_pos"},
         {&ad_legacy_keys, "legacy_keys"}, {&ad_seen, "seen"}, {&ad_seen_content, "seen_content"},
         {&ad_event_id, "event_id"}, {&ad_dest_classes, "dest_classes"}, {&ad_x, "x"},
+        {&ad_operator_id, "operator_id"}, {&ad_pending, "pending"}, {&ad_features, "features"},
     };
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         if ((names[i].fa->name = PyUnicode_InternFromString(names[i].name)) == NULL)
@@ -4862,8 +4874,214 @@ ad_names(void)
     }
 #define I(v, s) if ((v = PyUnicode_InternFromString(s)) == NULL) return -1
     I(s_read, "_read"); I(s_obs, "obs"); I(s_violations, "violations"); I(s_z, "z");
+    I(s_adopted_, "_adopted"); I(s_fused_, "_fused"); I(s_policy, "policy"); I(s_extract_, "_extract");
+    I(s_read_tail_, "_read_tail");
 #undef I
     return 0;
+}
+
+/* engine._py_pending_quiet(p) of the n doubles at p (pending items of w doubles: key, uses, first use t, tainted): a
+ * new set; Py_None (a new reference) for the reference to decide (w below 4 or n not a multiple of it, a key int()
+ * would not take to a 64-bit int: not finite, or too large); NULL with an exception set. The set is made in the
+ * reference's order (an equal set, laid out alike). */
+static PyObject *
+quiet_of(const double *p, Py_ssize_t n, Py_ssize_t w, long long k_dest)
+{
+    if (w < 4 || n % w)
+        Py_RETURN_NONE;
+    /* out = set() */
+    PyObject *out = PySet_New(NULL);
+    if (out == NULL)
+        return NULL;
+    /* for b in range(0, len(p), _PW):
+     *     if p[b + 3] == 0.0:
+     *         k = int(p[b])
+     *         if k >> 32 != K_DEST:
+     *             out.add(k) */
+    for (Py_ssize_t b = 0; b < n; b += w) {
+        if (p[b + 3] != 0.0)
+            continue;
+        const double v = p[b];
+        if (!(v > -9.0e18 && v < 9.0e18)) {  /* NaN, infinite or past a long long: the reference */
+            Py_DECREF(out);
+            Py_RETURN_NONE;
+        }
+        const long long key = (long long)v;  /* int(): towards zero */
+        const long long hi = key >= 0 ? key >> 32 : -((-(key + 1)) >> 32) - 1;  /* >>: floor division by 2**32 */
+        if (hi == k_dest)
+            continue;
+        PyObject *o = PyLong_FromLongLong(key);
+        if (o == NULL || PySet_Add(out, o) < 0) {
+            Py_XDECREF(o);
+            Py_DECREF(out);
+            return NULL;
+        }
+        Py_DECREF(o);
+    }
+    return out;
+}
+
+/* pending_quiet(p, width, k_dest) -> engine._py_pending_quiet(p) for p an array('d') of pending items of `width`
+ * doubles each and K_DEST k_dest (a set), or None for the reference to decide (see quiet_of; p not an array of
+ * doubles) */
+static PyObject *
+pending_quiet(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_ssize_t w;
+    if (fc_count("pending_quiet", nargs, 3, 3) < 0 || fc_n(args[1], &w) < 0)
+        return NULL;
+    const long long kd = PyLong_AsLongLong(args[2]);
+    if (kd == -1 && PyErr_Occurred())
+        return NULL;
+    Py_buffer pv;
+    if (!PyObject_CheckBuffer(args[0]) || get_doubles(args[0], &pv, 0, "pending") < 0) {
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    PyObject *res = quiet_of(pv.buf, pv.len / (Py_ssize_t)sizeof(double), w, kd);
+    PyBuffer_Release(&pv);
+    return res;
+}
+
+/* reading = self._read(st, ev, book, rows=zrows): a new reference, or NULL with an exception set. Engine._read's first
+ * lines (up to read_tail) are taken here in the plain case: no manifests (book None), Engine._read as engine.py
+ * defines it (not a subclass's or an instance's own), engine.py's _extract and _read_tail there (called C to C when
+ * they are this module's extract and read_tail) and a fused read set up (self._fused), and what they read of the
+ * types the engine writes. Anything else calls Engine._read (nothing changed yet: extract changes nothing when it
+ * gives None), and so does what read_tail leaves to the Python lines (it changed nothing either), with the
+ * observation extract gave: _read(st, ev, book, rows=zrows, obs=obs) runs its lines after read_tail. */
+static PyObject *
+ad_read(const admitconsts *k, PyObject *engine, PyObject *st, PyObject *ev, PyObject *book, PyObject *rows)
+{
+    PyObject *held[12];  /* new references (at most 10), released at the end */
+    int nh = 0;
+    PyObject *res = NULL, *obs = NULL;
+#define RGET(var, expr) do { if ((var = (expr)) == NULL) goto error; held[nh++] = var; } while (0)
+    if (book != Py_None)
+        goto call;
+    {  /* self._read is Engine._read */
+        PyObject *m = NULL;
+#if PY_VERSION_HEX < 0x030D0000
+        const int unbound = _PyObject_GetMethod(engine, s_read, &m);
+        if (m == NULL)
+            goto error;
+        Py_DECREF(m);  /* (k->keep holds Engine._read) */
+        if (!unbound || m != k->read_fn)
+            goto call;
+#else
+        if ((m = PyObject_GetAttr(engine, s_read)) == NULL)
+            goto error;
+        const int same = PyMethod_Check(m) && PyMethod_GET_FUNCTION(m) == k->read_fn && PyMethod_GET_SELF(m) == engine;
+        Py_DECREF(m);
+        if (!same)
+            goto call;
+#endif
+    }
+    PyObject *fx, *ft, *fused, *adopted_d, *op, *peers, *pend, *quiet = NULL, *adopted, *features, *policy;
+    /* _extract and _read_tail as engine.py holds them now (None: the Python lines) */
+    if ((fx = PyDict_GetItemWithError(k->globals, s_extract_)) == NULL
+            || (ft = PyDict_GetItemWithError(k->globals, s_read_tail_)) == NULL) {
+        if (PyErr_Occurred())
+            goto error;
+        goto call;
+    }
+    if (fx == Py_None || ft == Py_None)
+        goto call;
+    Py_INCREF(fx);
+    held[nh++] = fx;
+    Py_INCREF(ft);
+    held[nh++] = ft;
+    /* fused = self._fused (None: the Python lines, which do not take read_tail) */
+    RGET(fused, PyObject_GetAttr(engine, s_fused_));
+    if (fused == Py_None)
+        goto call;
+    /* peers = adopted = self._adopted.get(ev.operator_id) */
+    RGET(adopted_d, PyObject_GetAttr(engine, s_adopted_));
+    RGET(op, xget(ev, &ad_operator_id));
+    if (!PyDict_CheckExact(adopted_d) || !PyUnicode_CheckExact(op))
+        goto call;
+    if ((peers = PyDict_GetItemWithError(adopted_d, op)) == NULL) {
+        if (PyErr_Occurred())
+            goto error;
+        peers = Py_None;
+    } else if (!PyAnySet_CheckExact(peers)) {
+        goto call;
+    }
+    Py_INCREF(peers);
+    held[nh++] = peers;
+    /* quiet = None
+     * if st.pending: quiet = _k_quiet(st.pending, _PW, K_DEST)   (quiet_of; None: the reference's, in _read) */
+    RGET(pend, xget(st, &ad_pending));
+    if (Py_TYPE(pend) != k->array_t)
+        goto call;
+    if (Py_SIZE(pend) > 0) {  /* (an array's length: its size) */
+        Py_buffer pv;
+        if (get_doubles(pend, &pv, 0, "pending") < 0) {
+            PyErr_Clear();
+            goto call;
+        }
+        quiet = quiet_of(pv.buf, pv.len / (Py_ssize_t)sizeof(double), k->pw, k->k_dest);
+        PyBuffer_Release(&pv);
+        if (quiet == NULL)
+            goto error;
+        held[nh++] = quiet;
+        if (quiet == Py_None)
+            goto call;
+    }
+    /* if quiet: adopted = quiet | peers if peers else quiet */
+    adopted = peers;
+    if (quiet != NULL && PySet_GET_SIZE(quiet) > 0) {
+        if (peers != Py_None && PySet_GET_SIZE(peers) > 0)
+            RGET(adopted, PyNumber_Or(quiet, peers));
+        else
+            adopted = quiet;
+    }
+    /* obs = _extract(st.features, ev, self.policy, adopted)   (None: the Python lines, from the start) */
+    RGET(features, xget(st, &ad_features));
+    RGET(policy, PyObject_GetAttr(engine, s_policy));
+    {
+        PyObject *xargs[4] = {features, ev, policy, adopted};
+        obs = PyCFunction_Check(fx) && PyCFunction_GET_FUNCTION(fx) == (PyCFunction)(void (*)(void))extract
+              ? extract(NULL, xargs, 4) : PyObject_Vectorcall(fx, xargs, 4, NULL);
+    }
+    if (obs == NULL)
+        goto error;
+    if (obs == Py_None) {
+        Py_CLEAR(obs);
+        goto call;
+    }
+    /* scope = None (no manifests)
+     * if fused is not None and scope is None and learn:
+     *     got = _read_tail(fused, self, st, ev, obs, rows)
+     *     if got is not None:
+     *         return got */
+    {
+        PyObject *targs[6] = {fused, engine, st, ev, obs, rows};
+        res = PyCFunction_Check(ft) && PyCFunction_GET_FUNCTION(ft) == (PyCFunction)(void (*)(void))read_tail
+              ? read_tail(NULL, targs, 6) : PyObject_Vectorcall(ft, targs, 6, NULL);
+    }
+    if (res == NULL || res != Py_None)
+        goto done;
+    Py_CLEAR(res);
+    {  /* the lines after it: self._read(st, ev, book, rows=zrows, obs=obs) */
+        PyObject *margs[6] = {engine, st, ev, book, rows, obs};
+        res = PyObject_VectorcallMethod(s_read, margs, 4, k->kw_obs);
+    }
+    goto done;
+call:  /* reading = self._read(st, ev, book, rows=zrows) */
+    {
+        PyObject *margs[5] = {engine, st, ev, book, rows};
+        res = PyObject_VectorcallMethod(s_read, margs, 4, k->kw_rows);
+    }
+    goto done;
+error:
+    res = NULL;
+done:
+    Py_XDECREF(obs);
+    while (nh > 0)
+        Py_DECREF(held[--nh]);
+    return res;
+#undef RGET
 }
 
 /* One event ev of the batch: 1 taken (a duplicate, or read and pending), 0 not ordinary (nothing changed: the
@@ -4952,13 +5170,10 @@ admit_one(const admitconsts *k, PyObject *engine, PyObject *ev, PyObject *out, P
         if (xset(st, &ad_seen_pos, np_o) < 0)
             goto error;
     }
-    /* reading = self._read(st, ev, book, rows=zrows)
+    /* reading = self._read(st, ev, book, rows=zrows)   (its first lines here for the plain case: ad_read)
      * obs = reading.obs */
     PyObject *reading, *obs, *viol, *z, *classes, *x, *d, *item;
-    {
-        PyObject *margs[5] = {engine, st, ev, book, rows};
-        HOLD(reading, PyObject_VectorcallMethod(s_read, margs, 4, k->kw_rows));
-    }
+    HOLD(reading, ad_read(k, engine, st, ev, book, rows));
     if (Py_TYPE(reading) == (PyTypeObject *)k->reading_t && PyTuple_GET_SIZE(reading) == 8) {
         obs = PyTuple_GET_ITEM(reading, 0), viol = PyTuple_GET_ITEM(reading, 1), z = PyTuple_GET_ITEM(reading, 2);
     } else {
@@ -5079,6 +5294,8 @@ static PyMethodDef methods[] = {
     {"decide", (PyCFunction)(void (*)(void))decide, METH_FASTCALL,
      "decide(consts, pending, p_comb, k, traces, episodes) -> the index of the first pending decision from k on that "
      "Engine.process_batch's Python lines decide (those before it decided here)."},
+    {"pending_quiet", (PyCFunction)(void (*)(void))pending_quiet, METH_FASTCALL,
+     "pending_quiet(p, width, k_dest) -> engine._py_pending_quiet(p) (a set), or None for the reference to decide."},
     {"admit_setup", admit_setup, METH_O,
      "admit_setup(consts) -> what admit takes first (engine._admit_consts makes consts)."},
     {"admit", (PyCFunction)(void (*)(void))admit, METH_FASTCALL,

@@ -110,9 +110,11 @@ def _long_task(st: "AgentState", task_id: str, n: float, z: list[float], learn: 
         st.long_task = array("d", (key, n))
 
 
-def _pending_quiet(p: array) -> set[int]:
+def _py_pending_quiet(p: array) -> set[int]:
     """The untainted pending items (:data:`PENDING_SLOTS`) other than destinations: met once, not news
-    again while they settle (a never-seen destination stays one for the pre-action check until it does)."""
+    again while they settle (a never-seen destination stays one for the pre-action check until it does).
+    The reference of ``detector._native.pending_quiet`` (called with ``_PW, K_DEST``), which gives ``None`` for
+    what it leaves to it."""
     out = set()
     for b in range(0, len(p), _PW):
         if p[b + 3] == 0.0:
@@ -226,6 +228,8 @@ def _py_rarities(tails: FeatureTails, z: list[float], x: list[float], caps: arra
 
 
 _k_rarities = getattr(_kernels, "rarities", None)
+#: detector._native.pending_quiet (_py_pending_quiet compiled), or None
+_k_quiet = getattr(_kernels, "pending_quiet", None)
 #: detector._score.scored (_py_scored compiled), or None
 _scored = getattr(_score_kernel, "scored", None)
 #: detector._score.Evidence.harm_pvalue (Engine._py_harm_pvalue compiled), or None
@@ -532,10 +536,14 @@ _admit = getattr(_kernels, "admit", None)
 
 def _admit_consts():
     """What ``detector._native.admit`` takes first (its constants, parsed once by ``admit_setup``), or ``None``: the
-    kernel is not built, or the dedupe ring's kernel is not the one it calls (``_remember``)."""
+    kernel is not built, or the dedupe ring's kernel is not the one it calls (``_remember``). Beside the first loop's
+    own, those of :meth:`Engine._read`'s first lines, which it takes itself in the plain case: ``_read`` as defined
+    here (``_ENGINE_READ``: a subclass's or an instance's own is called), this module's globals (its ``_extract`` and
+    ``_read_tail`` are read there per event, as ``_read`` reads them) and the pending items' layout."""
     if _admit is None or _remember is not getattr(_kernels, "remember", None):
         return None
-    return _kernels.admit_setup((astuple, _encode, Decision, _Reading, _DEDUPE))
+    return _kernels.admit_setup((astuple, _encode, Decision, _Reading, _DEDUPE, _ENGINE_READ, globals(), _PW, K_DEST,
+                                 array))
 
 
 class Engine:
@@ -838,7 +846,7 @@ class Engine:
         return score, obs, z, st.breaker.state, score_of(p_harm)
 
     def _read(self, st: AgentState, ev: ActionEvent, book: ManifestBook | None, *,
-              learn: bool = True, rows: bytearray | None = None) -> _Reading:
+              learn: bool = True, rows: bytearray | None = None, obs: Observation | None = None) -> _Reading:
         """Read one action against its agent's state ``st``, and update that state as the stream does:
         the feature windows move, the manifest usage grows, and an action that is not rare (and breaks no
         manifest clause) teaches the profile. The one scoring pipeline: :meth:`process_batch` runs it on
@@ -849,20 +857,28 @@ class Engine:
         agent's 100th ordinary action already counts as established), which decisions have always done.
         ``learn=False`` (for a copy that is thrown away) skips the learning itself and counts the weight
         it would have added. ``rows``: the action's final deviations are appended there (native doubles: the
-        batch's rows for the model).
+        batch's rows for the model). ``obs``: the action's observation when it was extracted already (by
+        ``detector._native.admit``, which takes these first lines itself and leaves the rest here when the fused read
+        does): neither the extraction nor the fused read runs again.
         """
         peers = adopted = self._adopted.get(ev.operator_id)
-        quiet = _pending_quiet(st.pending) if st.pending else None
+        quiet = None
+        if st.pending:  # the kernel, else the reference (what the kernel leaves to it)
+            quiet = _k_quiet(st.pending, _PW, K_DEST) if _k_quiet is not None else None
+            if quiet is None:
+                quiet = _py_pending_quiet(st.pending)
         if quiet:  # a never-seen item is news once: while pending (untainted) its uses are not news again
             adopted = quiet | peers if peers else quiet
-        obs = _extract(st.features, ev, self.policy, adopted) if _extract is not None else None
-        if obs is None:  # no kernel, or a state or event it leaves to the reference
-            obs = _py_extract(st.features, ev, self.policy, adopted)
+        extracted = obs is not None
+        if not extracted:
+            obs = _extract(st.features, ev, self.policy, adopted) if _extract is not None else None
+            if obs is None:  # no kernel, or a state or event it leaves to the reference
+                obs = _py_extract(st.features, ev, self.policy, adopted)
         scope = book.scope_for(ev.agent_id) if book is not None else None
         # an action with no manifest scope and nothing its peers adopted (so no pending item met again): the rest in one
         # compiled call (detector._native.read_tail), which leaves anything else (changing nothing) to the lines below
         fused = self._fused
-        if fused is not None and scope is None and learn:
+        if fused is not None and scope is None and learn and not extracted:
             got = _read_tail(fused, self, st, ev, obs, rows)
             if got is not None:
                 return got
@@ -1232,3 +1248,8 @@ class Engine:
         issued = datetime.fromtimestamp(t, timezone.utc).isoformat().replace("+00:00", "Z")
         return {"command": "release", "agent_id": agent_id, "incident_id": incident, "issued_at": issued,
                 "reason": reason, "issued_by": by}
+
+
+#: Engine._read as defined above: detector._native.admit takes its first lines itself only for an engine whose _read
+#: this is (see _admit_consts)
+_ENGINE_READ = Engine._read
