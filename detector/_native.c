@@ -4110,7 +4110,7 @@ rt_names(void)
 #undef I
     if ((empty_tuple = PyTuple_New(0)) == NULL)
         return -1;
-    return 0;
+    return pk_names();  /* (pending_count's and peers_count's, which rt_settle takes too) */
 }
 
 /* a new array('d') of the row's length (engine._new_row()) holding vals; NULL with an exception set */
@@ -5795,7 +5795,7 @@ PyMODINIT_FUNC
 PyInit__native(void)
 {
     crc_init();
-    if (intern_names() < 0 || rt_names() < 0 || dc_names() < 0 || ad_names() < 0 || pk_names() < 0)
+    if (intern_names() < 0 || rt_names() < 0 || dc_names() < 0 || ad_names() < 0)
         return NULL;
     for (int i = 0; i < N_SMALL_FLOATS; i++)
         if ((small_floats[i] = PyFloat_FromDouble((double)i)) == NULL)
