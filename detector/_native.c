@@ -2520,6 +2520,439 @@ fail:
 }
 
 /* ------------------------------------------------------------------------------------------------------
+ * Pending novelty and peers' adoptions (detector/engine.py Engine._py_pending, Engine._py_peers): what the
+ * engine counts of the items an action met for the first time, each the transcription of its reference.
+ * ------------------------------------------------------------------------------------------------------ */
+
+#define PENDING_MAX 64  /* doubles of pending novelty the kernels take (engine.PENDING_SLOTS x _PW) */
+#define ITEMS_MAX 256   /* items of one action they take */
+
+static PyTypeObject *array_type;   /* array.array (pk_names) */
+static PyObject *s_popitem, *kw_last;  /* "popitem", ("last",) */
+
+static int
+pk_names(void)
+{
+    PyObject *mod = PyImport_ImportModule("array");
+    if (mod == NULL)
+        return -1;
+    PyObject *t = PyObject_GetAttrString(mod, "array");
+    Py_DECREF(mod);
+    if (t == NULL)
+        return -1;
+    if (!PyType_Check(t)) {
+        Py_DECREF(t);
+        PyErr_SetString(PyExc_TypeError, "array.array is not a class");
+        return -1;
+    }
+    array_type = (PyTypeObject *)t;
+    PyObject *last = PyUnicode_InternFromString("last");
+    if (last == NULL)
+        return -1;
+    kw_last = PyTuple_Pack(1, last);
+    Py_DECREF(last);
+    if (kw_last == NULL || (s_popitem = PyUnicode_InternFromString("popitem")) == NULL)
+        return -1;
+    return 0;
+}
+
+/* a threshold as Python compares it with a float: an exact float, or an exact int of at most 2**53 in magnitude
+ * (its double is exact): 1 with *v set; 0 for anything else (the reference decides) */
+static int
+exact_num(PyObject *o, double *v)
+{
+    if (PyFloat_CheckExact(o)) {
+        *v = PyFloat_AS_DOUBLE(o);
+        return 1;
+    }
+    if (!PyLong_CheckExact(o))
+        return 0;
+    int of;
+    long long i = PyLong_AsLongLongAndOverflow(o, &of);
+    if (i == -1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return 0;
+    }
+    if (of || i > (1LL << 53) || i < -(1LL << 53))
+        return 0;
+    *v = (double)i;
+    return 1;
+}
+
+/* int(v) of a threshold (an exact float or int) into *need: 1; 0 for the reference to decide (another type, a
+ * float that is not finite or an int beyond a Py_ssize_t) */
+static int
+exact_int(PyObject *o, Py_ssize_t *need)
+{
+    if (PyFloat_CheckExact(o)) {
+        double v = PyFloat_AS_DOUBLE(o);
+        if (!(fabs(v) < 4e18))
+            return 0;
+        *need = (Py_ssize_t)v;  /* truncated towards zero, as int() */
+        return 1;
+    }
+    if (!PyLong_CheckExact(o))
+        return 0;
+    Py_ssize_t i = PyLong_AsSsize_t(o);
+    if (i == -1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return 0;
+    }
+    *need = i;
+    return 1;
+}
+
+/* the items of the list keys as float(key) into out (at most ITEMS_MAX): their number; -1 when one is not an exact
+ * int in [0, 2**53) (its float exact) or there are more (the reference decides) */
+static Py_ssize_t
+item_keys(PyObject *keys, double *out)
+{
+    Py_ssize_t n = PyList_GET_SIZE(keys);
+    if (n > ITEMS_MAX)
+        return -1;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *key = PyList_GET_ITEM(keys, i);
+        if (!PyLong_CheckExact(key) || _PyLong_Sign(key) < 0 || _PyLong_NumBits(key) > 53)
+            return -1;
+        out[i] = (double)PyLong_AsUnsignedLongLong(key);
+    }
+    return n;
+}
+
+/* Engine._py_pending's loop on the pending items p (*len doubles: slots of _PW = 4 (key, uses, first use t,
+ * tainted), room for `slots` of them), in place; the index in keys of each item that settled (its slot deleted)
+ * into settled, their number returned (the caller settles them: nothing here reads the sketches). For p and t
+ * without NaN (the caller checks), which makes min()'s tuples (tainted, first t, index) compare as doubles do. */
+static Py_ssize_t
+pending_step(double *p, Py_ssize_t *len, const double *keys, Py_ssize_t nk, double t, int harmful, double uses,
+             double span, Py_ssize_t slots, Py_ssize_t *settled)
+{
+    Py_ssize_t ns = 0, n = *len;
+    for (Py_ssize_t k = 0; k < nk; k++) {
+        /* for b in range(0, len(p), _PW): if p[b] == fk: break */
+        const double fk = keys[k];
+        Py_ssize_t b = 0;
+        while (b < n && p[b] != fk)
+            b += 4;
+        if (b == n) {
+            if (n < 4 * slots) {  /* b = len(p); p.extend((fk, 0.0, t, 0.0)) */
+                n += 4;
+            } else {  /* b = min(range(0, len(p), _PW), key=lambda i: (p[i + 3], p[i + 2], i)) */
+                b = 0;
+                for (Py_ssize_t i = 4; i < n; i += 4)
+                    if (p[i + 3] < p[b + 3] || (p[i + 3] == p[b + 3] && p[i + 2] < p[b + 2]))
+                        b = i;
+            }
+            p[b] = fk;
+            p[b + 1] = 0.0;
+            p[b + 2] = t;
+            p[b + 3] = 0.0;
+        }
+        /* p[b + 1] += 1.0; if harmful: p[b + 3] = 1.0; elif p[b + 3] == 0.0 and p[b + 1] >= uses and t - p[b + 2] >=
+         * span: settle(st.features, key); del p[b:b + _PW] */
+        p[b + 1] += 1.0;
+        if (harmful) {
+            p[b + 3] = 1.0;
+        } else if (p[b + 3] == 0.0 && p[b + 1] >= uses && t - p[b + 2] >= span) {
+            settled[ns++] = k;
+            memmove(p + b, p + b + 4, (size_t)(n - b - 4) * sizeof(double));
+            n -= 4;
+        }
+    }
+    *len = n;
+    return ns;
+}
+
+/* The pending array p (an exact array('d'), `cls` its class) read into buf: its length (a whole number of slots,
+ * at most `slots` of them, at most PENDING_MAX doubles, no NaN); -2 for the reference to decide; -1 with an
+ * exception set */
+static Py_ssize_t
+pending_load(PyObject *p, PyTypeObject *cls, Py_ssize_t slots, double *buf)
+{
+    if (Py_TYPE(p) != cls || slots < 0 || 4 * slots > PENDING_MAX)
+        return -2;
+    Py_buffer v;
+    if (get_doubles(p, &v, 0, "pending") < 0) {
+        PyErr_Clear();
+        return -2;
+    }
+    Py_ssize_t len = v.len / (Py_ssize_t)sizeof(double);
+    int plain = len % 4 == 0 && len <= 4 * slots;
+    if (plain) {
+        memcpy(buf, v.buf, (size_t)len * sizeof(double));
+        for (Py_ssize_t i = 0; i < len; i++)
+            if (isnan(buf[i]))
+                plain = 0;
+    }
+    PyBuffer_Release(&v);
+    return plain ? len : -2;
+}
+
+/* The array('d') p (len0 doubles when pending_load read it) made to hold the n doubles of vals: grown by zeros or
+ * its tail deleted, then written (what the reference's extend and del leave, byte for byte): 0; -1 with an
+ * exception set */
+static int
+pending_store(PyObject *p, Py_ssize_t len0, const double *vals, Py_ssize_t n)
+{
+    if (n > len0) {
+        PyObject *zeros = PyBytes_FromStringAndSize(NULL, (n - len0) * (Py_ssize_t)sizeof(double));
+        if (zeros == NULL)
+            return -1;
+        memset(PyBytes_AS_STRING(zeros), 0, (size_t)(n - len0) * sizeof(double));
+        PyObject *got = PyObject_CallMethod(p, "frombytes", "O", zeros);
+        Py_DECREF(zeros);
+        if (got == NULL)
+            return -1;
+        Py_DECREF(got);
+    } else if (n < len0 && PySequence_DelSlice(p, n, len0) < 0) {
+        return -1;
+    }
+    Py_buffer v;
+    if (get_doubles(p, &v, 1, "pending") < 0)
+        return -1;
+    int fits = v.len == n * (Py_ssize_t)sizeof(double);
+    if (fits && n)
+        memcpy(v.buf, vals, (size_t)n * sizeof(double));
+    PyBuffer_Release(&v);
+    if (!fits) {
+        PyErr_SetString(PyExc_SystemError, "pending: the array is not of the length written");
+        return -1;
+    }
+    return 0;
+}
+
+/* The keys of `novel` at the indices `at` (n of them) as a new list; NULL with an exception set */
+static PyObject *
+keys_at(PyObject *novel, const Py_ssize_t *at, Py_ssize_t n)
+{
+    PyObject *out = PyList_New(n);
+    if (out == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *key = PyList_GET_ITEM(novel, at[i]);
+        Py_INCREF(key);
+        PyList_SET_ITEM(out, i, key);
+    }
+    return out;
+}
+
+/* pending_count(p, keys, t, harmful, uses, span, slots) -> list | None: Engine._py_pending's loop on the pending
+ * items p (an array('d')) for the list of item keys, in place; the keys that settled (in order), for the caller to
+ * settle. None (p untouched) when an argument is not what the engine passes (p of another shape or with a NaN, a
+ * key not an int in [0, 2**53), t not a float or NaN, harmful not a bool, thresholds not numbers): the reference
+ * decides. */
+static PyObject *
+pending_count(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (fc_count("pending_count", nargs, 7, 7) < 0)
+        return NULL;
+    PyObject *p = args[0], *keys = args[1];
+    double buf[PENDING_MAX], fks[ITEMS_MAX], uses, span;
+    Py_ssize_t at[ITEMS_MAX], slots, nk, len, len0;
+    if (fc_n(args[6], &slots) < 0)
+        return NULL;
+    if (!PyList_CheckExact(keys) || !PyFloat_CheckExact(args[2]) || isnan(PyFloat_AS_DOUBLE(args[2]))
+            || !PyBool_Check(args[3]) || !exact_num(args[4], &uses) || !exact_num(args[5], &span)
+            || (nk = item_keys(keys, fks)) < 0 || (len0 = len = pending_load(p, array_type, slots, buf)) == -2)
+        Py_RETURN_NONE;
+    if (len < 0)
+        return NULL;
+    Py_ssize_t ns = pending_step(buf, &len, fks, nk, PyFloat_AS_DOUBLE(args[2]), args[3] == Py_True, uses, span, slots,
+                                 at);
+    if (pending_store(p, len0, buf, len) < 0)
+        return NULL;
+    return keys_at(keys, at, ns);
+}
+
+/* Engine._py_peers's arguments checked (need: int(th.peer_adopters), above 0): 1 when the kernel takes them (items
+ * an exact OrderedDict whose entries for these keys are lists [tainted bool, agent hash ints...], adopted an exact
+ * dict whose entry for op is a set, op and agent_id exact str, keys exact ints in [0, 2**53)), with *who and *opk
+ * (stable_hash(agent_id), stable_hash(op) << 40, a new reference) set; 0 for the reference to decide; -1 with an
+ * exception set */
+static int
+peers_check(PyObject *items, PyObject *adopted, PyObject *op, PyObject *agent_id, PyObject *keys, uint32_t *who,
+            PyObject **opk)
+{
+    double fks[ITEMS_MAX];
+    uint32_t oph;
+    *opk = NULL;
+    if (!PyODict_CheckExact(items) || !PyDict_CheckExact(adopted) || !PyUnicode_CheckExact(op)
+            || !PyUnicode_CheckExact(agent_id) || !PyList_CheckExact(keys) || item_keys(keys, fks) < 0)
+        return 0;
+    PyObject *a = PyDict_GetItemWithError(adopted, op);
+    if (a == NULL && PyErr_Occurred())
+        return -1;
+    if (a != NULL && !PySet_CheckExact(a))
+        return 0;
+    if (str_hash(agent_id, who) < 0 || str_hash(op, &oph) < 0)
+        return -1;
+    PyObject *h = PyLong_FromUnsignedLong(oph), *shift = PyLong_FromLong(40);
+    *opk = h != NULL && shift != NULL ? PyNumber_Lshift(h, shift) : NULL;
+    Py_XDECREF(h);
+    Py_XDECREF(shift);
+    if (*opk == NULL)
+        return -1;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(keys); i++) {
+        PyObject *ik = PyNumber_Or(*opk, PyList_GET_ITEM(keys, i));
+        if (ik == NULL)
+            goto fail;
+        PyObject *e = PyDict_GetItemWithError(items, ik);
+        Py_DECREF(ik);
+        if (e == NULL) {
+            if (PyErr_Occurred())
+                goto fail;
+            continue;
+        }
+        if (!PyList_CheckExact(e) || PyList_GET_SIZE(e) < 1 || !PyBool_Check(PyList_GET_ITEM(e, 0)))
+            goto not_plain;
+        for (Py_ssize_t j = 1; j < PyList_GET_SIZE(e); j++)
+            if (!PyLong_CheckExact(PyList_GET_ITEM(e, j)))
+                goto not_plain;
+    }
+    return 1;
+not_plain:
+    Py_CLEAR(*opk);
+    return 0;
+fail:
+    Py_CLEAR(*opk);
+    return -1;
+}
+
+
+/* Engine._py_peers's loop for arguments peers_check took (need above 0): 0; -1 with an exception set */
+static int
+peers_run(PyObject *items, PyObject *adopted, PyObject *op, PyObject *keys, int harmful, Py_ssize_t need,
+          uint32_t who, PyObject *opk, Py_ssize_t max_items, Py_ssize_t max_adopted, Py_ssize_t max_operators)
+{
+    PyObject *who_o = PyLong_FromUnsignedLong(who);
+    if (who_o == NULL)
+        return -1;
+    int rc = -1;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(keys); i++) {
+        PyObject *key = PyList_GET_ITEM(keys, i);
+        /* e = items.get(opk | key) */
+        PyObject *ik = PyNumber_Or(opk, key);
+        if (ik == NULL)
+            goto done;
+        PyObject *e = PyDict_GetItemWithError(items, ik);
+        if (e == NULL && PyErr_Occurred()) {
+            Py_DECREF(ik);
+            goto done;
+        }
+        Py_XINCREF(e);
+        if (e == NULL) {
+            /* if len(items) >= _PEER_ITEMS: items.popitem(last=False) */
+            if (PyDict_GET_SIZE(items) >= max_items) {
+                PyObject *pargs[2] = {items, Py_False};
+                PyObject *got = PyObject_VectorcallMethod(s_popitem, pargs, 1, kw_last);
+                if (got == NULL) {
+                    Py_DECREF(ik);
+                    goto done;
+                }
+                Py_DECREF(got);
+            }
+            /* e = items[opk | key] = [False] */
+            if ((e = PyList_New(1)) == NULL) {
+                Py_DECREF(ik);
+                goto done;
+            }
+            Py_INCREF(Py_False);
+            PyList_SET_ITEM(e, 0, Py_False);
+            if (PyObject_SetItem(items, ik, e) < 0) {
+                Py_DECREF(ik);
+                Py_DECREF(e);
+                goto done;
+            }
+        }
+        Py_DECREF(ik);
+        /* if harmful: e[0] = True; continue */
+        if (harmful) {
+            Py_INCREF(Py_True);
+            int r = PyList_SetItem(e, 0, Py_True);
+            Py_DECREF(e);
+            if (r < 0)
+                goto done;
+            continue;
+        }
+        /* if e[0] or who in e[1:]: continue */
+        int skip = PyList_GET_ITEM(e, 0) == Py_True;
+        for (Py_ssize_t j = 1; !skip && j < PyList_GET_SIZE(e); j++)
+            if ((skip = PyObject_RichCompareBool(PyList_GET_ITEM(e, j), who_o, Py_EQ)) < 0) {
+                Py_DECREF(e);
+                goto done;
+            }
+        if (skip) {
+            Py_DECREF(e);
+            continue;
+        }
+        /* e.append(who) */
+        if (PyList_Append(e, who_o) < 0) {
+            Py_DECREF(e);
+            goto done;
+        }
+        Py_ssize_t have = PyList_GET_SIZE(e) - 1;
+        Py_DECREF(e);
+        if (have < need)
+            continue;
+        /* adopted = self._adopted.get(op); a new set when there is none and fewer than _PEER_OPERATORS have one */
+        PyObject *a = PyDict_GetItemWithError(adopted, op);
+        if (a == NULL && PyErr_Occurred())
+            goto done;
+        Py_XINCREF(a);
+        if (a == NULL) {
+            if (PyDict_GET_SIZE(adopted) >= max_operators)
+                continue;
+            if ((a = PySet_New(NULL)) == NULL)
+                goto done;
+            if (PyDict_SetItem(adopted, op, a) < 0) {
+                Py_DECREF(a);
+                goto done;
+            }
+        }
+        /* if len(adopted) < _PEER_ADOPTED: adopted.add(key) */
+        int r = PySet_GET_SIZE(a) < max_adopted ? PySet_Add(a, key) : 0;
+        Py_DECREF(a);
+        if (r < 0)
+            goto done;
+    }
+    rc = 0;
+done:
+    Py_DECREF(who_o);
+    return rc;
+}
+
+/* peers_count(items, adopted, op, agent_id, keys, harmful, peer_adopters, max_items, max_adopted, max_operators)
+ * -> True | None: Engine._py_peers (items: engine._peer_items, adopted: engine._adopted, op and agent_id: the
+ * event's, keys: the items it met for the first time), in place; None (nothing changed) for what peers_check
+ * leaves to the reference, harmful not a bool, or peer_adopters not an exact float or int (int() of it) */
+static PyObject *
+peers_count(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (fc_count("peers_count", nargs, 10, 10) < 0)
+        return NULL;
+    Py_ssize_t need, max_items, max_adopted, max_operators;
+    if (fc_n(args[7], &max_items) < 0 || fc_n(args[8], &max_adopted) < 0 || fc_n(args[9], &max_operators) < 0)
+        return NULL;
+    if (!PyBool_Check(args[5]) || !exact_int(args[6], &need))
+        Py_RETURN_NONE;
+    if (need <= 0)  /* if need <= 0: return */
+        Py_RETURN_TRUE;
+    uint32_t who;
+    PyObject *opk;
+    int rc = peers_check(args[0], args[1], args[2], args[3], args[4], &who, &opk);
+    if (rc < 0)
+        return NULL;
+    if (rc == 0)
+        Py_RETURN_NONE;
+    rc = peers_run(args[0], args[1], args[2], args[4], args[5] == Py_True, need, who, opk, max_items, max_adopted,
+                   max_operators);
+    Py_DECREF(opk);
+    if (rc < 0)
+        return NULL;
+    Py_RETURN_TRUE;
+}
+
+/* ------------------------------------------------------------------------------------------------------
  * Destination habits (detector/habits.py): sends_of and Habits.observe, each the transcription of its
  * reference (_py_sends_of, Habits._py_observe).
  * ------------------------------------------------------------------------------------------------------ */
@@ -3451,8 +3884,9 @@ usage_add(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
  * Engine._read after _extract, fused (detector/engine.py): the usage step, deviate, a long task's crossing, a
  * never-seen destination of a habitual family, the caps and rarities, the learning step and what is new becoming
  * known (commit_novel), the evidence of harm, then for an ordinary action (learned, nothing new) the kind's step
- * and the destination habits, else Engine._settle called back, and the calibrated p-value of the rarest feature:
- * each the transcription of the Python lines it replaces, the same operations in the same order on doubles. An
+ * and the destination habits, else Engine._settle (compiled: rt_settle; the method called back for what that leaves
+ * to it), and the calibrated p-value of the rarest feature: each the transcription of the Python lines it replaces,
+ * the same operations in the same order on doubles. An
  * item the agent's peers adopted (pending items met again) or a value of a type the engine does not write gives
  * None before anything changes: the Python lines in _read then decide. The caller takes this path only with
  * learn=True and no manifest scope (no violations).
@@ -3463,9 +3897,11 @@ usage_add(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 /* attributes read_tail reads and writes (its own: the same names on other types elsewhere would thrash) */
 static fastattr rt_long_task, rt_features, rt_baseline, rt_kinds, rt_caps, rt_usage, rt_habits, rt_loc, rt_scale, rt_n,
     rt_ka, rt_ha, rt_v, rt_destinations, rt_t, rt_records, rt_bytes, rt_task_id, rt_action, rt_sensitivity, rt_x,
-    rt_novel, rt_adopted, rt_new_outbound, rt_approved, rt_kind, rt_quiet, rt_known_reach, rt_outbound, rt_dest_classes;
+    rt_novel, rt_adopted, rt_new_outbound, rt_approved, rt_kind, rt_quiet, rt_known_reach, rt_outbound, rt_dest_classes,
+    rt_pending, rt_operator_id, rt_agent_id;
 static PyObject *s_py_harm, *s_cal, *s_pvalue, *s_learn, *s_observe, *s_py_observe, *s_periods, *s_extend, *s_settle,
-    *s_habitual, *empty_tuple;
+    *s_habitual, *empty_tuple, *s_policy, *s_thresholds, *s_gate_evidence, *s_settle_uses, *s_settle_s,
+    *s_peer_adopters, *s_peer_items, *s_adopted;
 
 /* read_setup's tuple, parsed once per engine (Engine.swap_model: _read_consts) */
 typedef struct {
@@ -3492,6 +3928,16 @@ typedef struct {
     Py_ssize_t i_novel;                   /* the novel_outbound feature */
     PyObject *commit_novel;               /* features.commit_novel */
     PyTypeObject *array_t;                /* array.array (a strong reference) */
+    /* _settle compiled (rt_settle): */
+    PyTypeObject *engine_t;               /* Engine (an engine of another class: the method), or NULL: always it */
+    double p_floor;                       /* scoring.P_FLOOR */
+    Py_ssize_t i_exfil, i_kind0, i_kind1; /* _I_EXFIL, _I_KIND */
+    Py_ssize_t pending_slots, peer_items, peer_adopted, peer_operators;  /* PENDING_SLOTS, _PEER_* */
+    PyObject *settle;                     /* features.settle */
+    PyObject *th;                         /* the thresholds last read (a strong reference), or NULL */
+    int th_plain;                         /* its numbers below are the ones _settle compares with */
+    double gate, uses, span;              /* th.gate_evidence, settle_uses, settle_s */
+    Py_ssize_t need;                      /* int(th.peer_adopters) */
 } readconsts;
 
 static void
@@ -3505,6 +3951,7 @@ rc_free(PyObject *cap)
     PyBuffer_Release(&k->fv);
     Py_XDECREF(k->kinds_learn);
     Py_XDECREF(k->array_t);
+    Py_XDECREF(k->th);
     Py_XDECREF(k->keep);
     PyMem_Free(k);
 }
@@ -3525,18 +3972,21 @@ static PyObject *
 read_setup(PyObject *self, PyObject *arg)
 {
     PyObject *rar, *floors, *kf, *kfl, *harm, *cal_curve, *ev_curve, *curve_pvalue, *new_row, *reading, *bl_t, *k_t,
-        *h_t, *u_t, *periods, *ext, *bc, *fam, *counted, *h_slots, *half_at, *sends_of, *commit_novel;
+        *h_t, *u_t, *periods, *ext, *bc, *fam, *counted, *h_slots, *half_at, *sends_of, *commit_novel, *engine_t,
+        *settle;
     int habits_c;
     readconsts *k = PyMem_Calloc(1, sizeof(readconsts));
     if (k == NULL)
         return PyErr_NoMemory();
     if (!PyTuple_CheckExact(arg) || !PyArg_ParseTuple(
-            arg, "O!OO!O!dddddnddddddnnnnOOOOOOOOOOOOOOOOOpOddnO:read_setup", &PyTuple_Type, &rar, &floors,
+            arg, "O!OO!O!dddddnddddddnnnnOOOOOOOOOOOOOOOOOpOddnOOdnnnnnnnO:read_setup", &PyTuple_Type, &rar, &floors,
             &PyTuple_Type, &kf, &PyTuple_Type, &kfl, &k->kind_min, &k->z95, &k->up, &k->down, &k->kind_alpha_min,
             &k->kind_slots, &k->alpha_min, &k->reason_z, &k->reason_neglog, &k->learn_raw, &k->min_rarity,
             &k->young_n, &k->i_task, &k->i_rule2, &k->i_detour, &k->i_outsider, &harm, &cal_curve, &ev_curve,
             &curve_pvalue, &new_row, &reading, &bl_t, &k_t, &h_t, &u_t, &periods, &ext, &bc, &fam, &counted,
-            &h_slots, &half_at, &habits_c, &sends_of, &k->min_sends, &k->min_share, &k->i_novel, &commit_novel)) {
+            &h_slots, &half_at, &habits_c, &sends_of, &k->min_sends, &k->min_share, &k->i_novel, &commit_novel,
+            &engine_t, &k->p_floor, &k->i_exfil, &k->i_kind0, &k->i_kind1, &k->pending_slots, &k->peer_items,
+            &k->peer_adopted, &k->peer_operators, &settle)) {
         if (!PyErr_Occurred())
             PyErr_SetString(PyExc_TypeError, "read_setup: consts must be a tuple");
         PyMem_Free(k);
@@ -3594,12 +4044,14 @@ read_setup(PyObject *self, PyObject *arg)
             goto fail;
     if (k->i_task < 0 || k->i_task >= k->nrow || k->i_rule2 < 0 || k->i_rule2 >= k->nrow || k->i_detour < 0
             || k->i_detour >= k->nrow || k->i_outsider < 0 || k->i_outsider >= k->nrow || k->i_novel < 0
-            || k->i_novel >= k->nrow) {
+            || k->i_novel >= k->nrow || k->i_exfil < 0 || k->i_exfil >= k->nrow || k->i_kind0 < 0
+            || k->i_kind0 >= k->nrow || k->i_kind1 < 0 || k->i_kind1 >= k->nrow) {
         PyErr_SetString(PyExc_IndexError, "read_setup: a feature index out of range");
         goto fail;
     }
     if (rc_type(reading, &k->reading) < 0 || rc_type(bl_t, &k->baseline_t) < 0 || rc_type(k_t, &k->kinds_t) < 0
-            || rc_type(h_t, &k->habits_t) < 0 || rc_type(u_t, &k->usage_t) < 0)
+            || rc_type(h_t, &k->habits_t) < 0 || rc_type(u_t, &k->usage_t) < 0
+            || (engine_t != Py_None && rc_type(engine_t, &k->engine_t) < 0))
         goto fail;
     if (!PyType_IsSubtype(k->reading, &PyTuple_Type)) {
         PyErr_SetString(PyExc_TypeError, "read_setup: _Reading must be a tuple");
@@ -3608,7 +4060,7 @@ read_setup(PyObject *self, PyObject *arg)
     k->harm = harm, k->cal_curve = cal_curve, k->ev_curve = ev_curve, k->curve_pvalue = curve_pvalue;
     k->new_row = new_row, k->periods = periods, k->ext = ext, k->bc = bc, k->family_key = fam;
     k->counted = counted, k->h_slots = h_slots, k->half_at = half_at, k->habits_c = habits_c, k->sends_of = sends_of;
-    k->commit_novel = commit_novel;
+    k->commit_novel = commit_novel, k->settle = settle;
     k->kinds_learn = _PyType_Lookup(k->kinds_t, s_learn);
     Py_XINCREF(k->kinds_learn);
     Py_INCREF(arg);
@@ -3641,6 +4093,7 @@ rt_names(void)
         {&rt_sensitivity, "sensitivity"}, {&rt_x, "x"}, {&rt_novel, "novel"}, {&rt_adopted, "adopted"},
         {&rt_new_outbound, "new_outbound"}, {&rt_approved, "approved"}, {&rt_kind, "kind"}, {&rt_quiet, "quiet"},
         {&rt_known_reach, "known_reach"}, {&rt_outbound, "outbound"}, {&rt_dest_classes, "dest_classes"},
+        {&rt_pending, "pending"}, {&rt_operator_id, "operator_id"}, {&rt_agent_id, "agent_id"},
     };
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         if ((names[i].fa->name = PyUnicode_InternFromString(names[i].name)) == NULL)
@@ -3650,11 +4103,14 @@ rt_names(void)
 #define I(v, s) if ((v = PyUnicode_InternFromString(s)) == NULL) return -1
     I(s_py_harm, "_py_harm_pvalue"); I(s_cal, "_cal"); I(s_pvalue, "pvalue"); I(s_learn, "learn");
     I(s_observe, "observe"); I(s_py_observe, "_py_observe"); I(s_periods, "PERIODS");
-    I(s_extend, "extend"); I(s_settle, "_settle"); I(s_habitual, "habitual");
+    I(s_extend, "extend"); I(s_settle, "_settle"); I(s_habitual, "habitual"); I(s_policy, "policy");
+    I(s_thresholds, "thresholds"); I(s_gate_evidence, "gate_evidence"); I(s_settle_uses, "settle_uses");
+    I(s_settle_s, "settle_s"); I(s_peer_adopters, "peer_adopters"); I(s_peer_items, "_peer_items");
+    I(s_adopted, "_adopted");
 #undef I
     if ((empty_tuple = PyTuple_New(0)) == NULL)
         return -1;
-    return 0;
+    return pk_names();  /* (pending_count's and peers_count's, which rt_settle takes too) */
 }
 
 /* a new array('d') of the row's length (engine._new_row()) holding vals; NULL with an exception set */
@@ -3809,6 +4265,287 @@ str_is(PyObject *s, const char *lit)
 {
     return PyUnicode_IS_ASCII(s) && strcmp((const char *)PyUnicode_DATA(s), lit) == 0
            && (Py_ssize_t)strlen(lit) == PyUnicode_GET_LENGTH(s);
+}
+
+/* self._harm_pvalue(ev, obs, r, established) for moving and sensitive as it computes them: the kernel's, else the
+ * reference's (a new reference; NULL with an exception set) */
+static PyObject *
+rt_harm(const readconsts *k, PyObject *engine, PyObject *r, PyObject *moving, PyObject *sensitive,
+        PyObject *established)
+{
+    PyObject *p = NULL;
+    if (k->harm != Py_None) {
+        PyObject *hargs[6] = {r, moving, sensitive, established, k->cal_curve, k->ev_curve};
+        if ((p = PyObject_Vectorcall(k->harm, hargs, 6, NULL)) == NULL)
+            return NULL;
+        if (p == Py_None)
+            Py_CLEAR(p);
+    }
+    if (p == NULL) {
+        PyObject *margs[5] = {engine, r, moving, sensitive, established};
+        p = PyObject_VectorcallMethod(s_py_harm, margs, 5, NULL);
+    }
+    return p;
+}
+
+/* if not learnt by _kind_learn: st.kinds.learn(obs.kind, xl, ev.t) (kind_learn_step, then rt_kind_new, then the
+ * method for what that leaves): 0; -1 with an exception set */
+static int
+rt_kind_learn(const readconsts *k, PyObject *kinds, PyObject *ka, PyObject *kind, double fk, const double *xb,
+              PyObject *xl, PyObject *t_o, double t)
+{
+    Py_buffer av;
+    if (get_doubles(ka, &av, 1, "kinds") < 0)
+        return -1;
+    double v[8];
+    for (Py_ssize_t j = 0; j < k->nk; j++)
+        v[j] = xb[k->feats[j]];
+    int learnt = kind_learn_step(av.buf, av.len / (Py_ssize_t)sizeof(double), fk, v, k->kfl, k->nk, t, k->z95, k->up,
+                                 k->down, k->kind_alpha_min, k->kind_slots);
+    PyBuffer_Release(&av);
+    int rc = learnt ? 0 : rt_kind_new(k, kinds, ka, fk, v, t);
+    if (rc > 0) {
+        PyObject *margs[4] = {kinds, kind, xl, t_o};
+        PyObject *got = PyObject_VectorcallMethod(s_learn, margs, 4, NULL);
+        if (got == NULL)
+            return -1;
+        Py_DECREF(got);
+        rc = 0;
+    }
+    return rc;
+}
+
+/* st.habits.observe(sends_of(ev.destinations, obs.dest_classes, new)): habit_sends and habit_observe when they are
+ * what the class calls, else the function and the method: 0; -1 with an exception set */
+static int
+rt_observe(const readconsts *k, PyObject *habits, PyObject *dests, PyObject *classes, PyObject *new)
+{
+    PyObject *sends, *got;
+    if (k->habits_c && Py_TYPE(habits) == k->habits_t) {
+        PyObject *sargs[7] = {dests, classes, new, k->ext, k->bc, k->family_key, k->counted};
+        if ((sends = habit_sends(NULL, sargs, 7)) == NULL)
+            return -1;
+        PyObject *ha = xget(habits, &rt_ha);
+        if (ha == NULL) {
+            Py_DECREF(sends);
+            return -1;
+        }
+        PyObject *oargs[4] = {ha, sends, k->h_slots, k->half_at};
+        got = habit_observe(NULL, oargs, 4);
+        Py_DECREF(ha);
+        if (got == Py_None) {
+            Py_DECREF(got);
+            got = PyObject_CallMethodOneArg(habits, s_py_observe, sends);
+        }
+    } else {
+        PyObject *sargs[3] = {dests, classes, new};
+        if ((sends = PyObject_Vectorcall(k->sends_of, sargs, 3, NULL)) == NULL)
+            return -1;
+        got = PyObject_CallMethodOneArg(habits, s_observe, sends);
+    }
+    Py_DECREF(sends);
+    if (got == NULL)
+        return -1;
+    Py_DECREF(got);
+    return 0;
+}
+
+/* score_of(self._harm_pvalue(ev, obs, r, False)) into *score: 1; 0 when the p-value is not a float (the method
+ * decides); -1 with an exception set */
+static int
+rt_harm_score(const readconsts *k, PyObject *engine, PyObject *r, PyObject *moving, PyObject *sensitive,
+              double *score)
+{
+    PyObject *p = rt_harm(k, engine, r, moving, sensitive, Py_False);
+    if (p == NULL)
+        return -1;
+    int plain = PyFloat_CheckExact(p);
+    if (plain)
+        *score = score_of_p(PyFloat_AS_DOUBLE(p), k->p_floor);
+    Py_DECREF(p);
+    return plain;
+}
+
+/* the thresholds _settle reads (th = self.policy.thresholds), remembered per thresholds object (a frozen
+ * dataclass): gate_evidence, settle_uses, settle_s as exact numbers and int(peer_adopters); th_plain 0 when one
+ * is not (the method decides) */
+static void
+rt_thresholds(readconsts *k, PyObject *th)
+{
+    PyObject *gate = PyObject_GetAttr(th, s_gate_evidence), *uses = PyObject_GetAttr(th, s_settle_uses),
+        *span = PyObject_GetAttr(th, s_settle_s), *peers = PyObject_GetAttr(th, s_peer_adopters);
+    k->th_plain = gate != NULL && uses != NULL && span != NULL && peers != NULL && exact_num(gate, &k->gate)
+                  && exact_num(uses, &k->uses) && exact_num(span, &k->span) && exact_int(peers, &k->need);
+    PyErr_Clear();
+    Py_XDECREF(gate);
+    Py_XDECREF(uses);
+    Py_XDECREF(span);
+    Py_XDECREF(peers);
+    Py_INCREF(th);
+    Py_XSETREF(k->th, th);
+}
+
+/* what read_tail hands its compiled _settle: borrowed references and its doubles */
+typedef struct {
+    PyObject *engine, *st, *ev, *obs, *kinds, *ka, *kind, *xl, *r, *p_harm, *novel, *new_out, *dests, *t_o, *action,
+        *sens;
+    PyObject *habits;          /* st.habits, or NULL when read_tail did not read it */
+    const double *x, *xb, *z;  /* obs.x, the row in log1p units, the deviations (the values of xl and z) */
+    double fk, t;              /* float(obs.kind), ev.t */
+    int learned, by_kind, outbound, approved;
+} rtsettle;
+
+/* Engine._settle(st, ev, obs, z, r, xl, learned, violations, p_harm, by_kind, new_sent, again) for an action
+ * read_tail read (violations and again empty, obs.adopted empty: its loop does nothing; learned, or not, with
+ * something new in it), compiled: each block the transcription of the lines it quotes. 1 done; 0 for the method to
+ * do it, nothing changed (an engine of another class, p_harm or the thresholds or pending novelty or the peers'
+ * counts not of the types and shapes the engine writes); -1 with an exception set */
+static int
+rt_settle(readconsts *k, const rtsettle *c)
+{
+    if (k->engine_t == NULL || Py_TYPE(c->engine) != k->engine_t || !PyFloat_CheckExact(c->p_harm))
+        return 0;
+    /* th = self.policy.thresholds */
+    PyObject *policy = PyObject_GetAttr(c->engine, s_policy);
+    if (policy == NULL)
+        return -1;
+    PyObject *th = PyObject_GetAttr(policy, s_thresholds);
+    Py_DECREF(policy);
+    if (th == NULL)
+        return -1;
+    if (th != k->th)
+        rt_thresholds(k, th);
+    Py_DECREF(th);  /* (k->th holds it) */
+    if (!k->th_plain)
+        return 0;
+    const double *x = c->x, *z = c->z;
+    const Py_ssize_t nn = PyList_GET_SIZE(c->novel);
+    /* (moving = obs.outbound or ev.action == "delete"; sensitive = ev.sensitivity in ("confidential", "restricted"):
+     * _harm_pvalue's) */
+    PyObject *moving = c->outbound || str_is(c->action, "delete") ? Py_True : Py_False;
+    PyObject *sensitive = str_is(c->sens, "confidential") || str_is(c->sens, "restricted") ? Py_True : Py_False;
+    /* harmful = (x[_I_EXFIL] > 0.0 or _injection_signs(x) or bool(violations) or score_of(p_harm) >= th.gate_evidence
+     *            and score_of(self._harm_pvalue(ev, obs, r, False)) >= th.gate_evidence) */
+    const int signs = x[k->i_rule2] > 0.0 || x[k->i_detour] > 0.0 || x[k->i_outsider] > 0.0;
+    int harmful = x[k->i_exfil] > 0.0 || signs;
+    double s;
+    if (!harmful && score_of_p(PyFloat_AS_DOUBLE(c->p_harm), k->p_floor) >= k->gate) {
+        int rc = rt_harm_score(k, c->engine, c->r, moving, sensitive, &s);
+        if (rc <= 0)
+            return rc;
+        harmful = s >= k->gate;
+    }
+    /* if not obs.approved and (learned or not harmful and (not by_kind or z[_I_KIND[0]] < 3.0
+     *                                                      and z[_I_KIND[1]] < 3.0)): st.kinds.learn(...) */
+    const int kind_learns = !c->approved && (c->learned || (!harmful && (!c->by_kind || (z[k->i_kind0] < 3.0
+                                                                                         && z[k->i_kind1] < 3.0))));
+    /* if obs.outbound and self._habit_ok(ev, obs, z, r, violations, harmful, new_sent): _habit_ok is True when not
+     * harmful; False on _injection_signs(x), violations, no new_sent, or x[_I_EXFIL] > 0.0 and z[_I_EXFIL] >=
+     * REASON_Z; else rest = list(r); rest[_I_NOVEL] = 0.0; score_of(self._harm_pvalue(ev, obs, rest, False)) <
+     * th.gate_evidence */
+    int observe = 0;
+    if (c->outbound) {
+        if (!harmful) {
+            observe = 1;
+        } else if (!signs && PyList_GET_SIZE(c->new_out) && !(x[k->i_exfil] > 0.0 && z[k->i_exfil] >= k->reason_z)) {
+            PyObject *rest = PySequence_List(c->r);
+            if (rest == NULL)
+                return -1;
+            PyObject *zero = PyFloat_FromDouble(0.0);
+            if (zero == NULL || PyList_SetItem(rest, k->i_novel, zero) < 0) {
+                Py_DECREF(rest);
+                return -1;
+            }
+            int rc = rt_harm_score(k, c->engine, rest, moving, sensitive, &s);
+            Py_DECREF(rest);
+            if (rc <= 0)
+                return rc;
+            observe = s < k->gate;
+        }
+    }
+    /* what the steps below take, checked before any of them changes anything: pending novelty (self._pending(st,
+     * novel, ev.t, harmful, th) when not learned: pending_count's checks) and the peers' counts (self._peers(ev,
+     * novel, harmful, th) when need = int(th.peer_adopters) > 0: peers_count's) */
+    double pb[PENDING_MAX], fks[ITEMS_MAX];
+    Py_ssize_t plen = 0, plen0 = 0;
+    PyObject *pending = NULL, *items = NULL, *adopted = NULL, *op = NULL, *agent = NULL, *opk = NULL;
+    PyObject *habits = NULL, *classes = NULL, *features = NULL, *keys = NULL;
+    uint32_t who = 0;
+    int rc = 0;
+    if (nn && !c->learned) {
+        if (isnan(c->t) || item_keys(c->novel, fks) < 0)
+            return 0;
+        if ((pending = xget(c->st, &rt_pending)) == NULL)
+            return -1;
+        if ((plen0 = plen = pending_load(pending, array_type, k->pending_slots, pb)) < 0) {
+            rc = plen == -2 ? 0 : -1;
+            goto out;
+        }
+    }
+    if (nn && k->need > 0) {
+        rc = -1;
+        if ((items = PyObject_GetAttr(c->engine, s_peer_items)) == NULL
+                || (adopted = PyObject_GetAttr(c->engine, s_adopted)) == NULL
+                || (op = xget(c->ev, &rt_operator_id)) == NULL || (agent = xget(c->ev, &rt_agent_id)) == NULL)
+            goto out;
+        if ((rc = peers_check(items, adopted, op, agent, c->novel, &who, &opk)) <= 0)
+            goto out;
+    }
+    /* ---- nothing bails from here on: the state changes as the method changes it ---- */
+    rc = -1;
+    if (kind_learns && rt_kind_learn(k, c->kinds, c->ka, c->kind, c->fk, c->xb, c->xl, c->t_o, c->t) < 0)
+        goto out;
+    /* st.habits.observe(sends_of(ev.destinations, obs.dest_classes, new_sent)) */
+    if (observe) {
+        if (c->habits != NULL) {
+            habits = c->habits;
+            Py_INCREF(habits);
+        } else if ((habits = xget(c->st, &rt_habits)) == NULL) {
+            goto out;
+        }
+        if ((classes = xget(c->obs, &rt_dest_classes)) == NULL || rt_observe(k, habits, c->dests, classes,
+                                                                               c->new_out) < 0)
+            goto out;
+    }
+    if (nn && !c->learned) {  /* self._pending(st, novel, ev.t, harmful, th); what settled: settle(st.features, key) */
+        Py_ssize_t at[ITEMS_MAX];
+        Py_ssize_t ns = pending_step(pb, &plen, fks, nn, c->t, harmful, k->uses, k->span, k->pending_slots, at);
+        if (pending_store(pending, plen0, pb, plen) < 0)
+            goto out;
+        if (ns) {
+            if ((features = xget(c->st, &rt_features)) == NULL || (keys = keys_at(c->novel, at, ns)) == NULL)
+                goto out;
+            PyObject *sargs[3] = {features, keys, Py_False};
+            PyObject *got = settle_keys(NULL, sargs, 3);
+            if (got == NULL)
+                goto out;
+            const int left = got == Py_None;
+            Py_DECREF(got);
+            for (Py_ssize_t i = 0; left && i < ns; i++) {  /* the kernel left them to settle() */
+                PyObject *fargs[2] = {features, PyList_GET_ITEM(keys, i)};
+                PyObject *done = PyObject_Vectorcall(k->settle, fargs, 2, NULL);
+                if (done == NULL)
+                    goto out;
+                Py_DECREF(done);
+            }
+        }
+    }
+    if (nn && k->need > 0 && peers_run(items, adopted, op, c->novel, harmful, k->need, who, opk, k->peer_items,
+                                       k->peer_adopted, k->peer_operators) < 0)
+        goto out;
+    rc = 1;
+out:
+    Py_XDECREF(pending);
+    Py_XDECREF(items);
+    Py_XDECREF(adopted);
+    Py_XDECREF(op);
+    Py_XDECREF(agent);
+    Py_XDECREF(opk);
+    Py_XDECREF(habits);
+    Py_XDECREF(classes);
+    Py_XDECREF(features);
+    Py_XDECREF(keys);
+    return rc;
 }
 
 static PyObject *
@@ -4104,58 +4841,38 @@ read_tail(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         PyObject *moving = outbound == Py_True ? Py_True : str_is(action, "delete") ? Py_True : Py_False;
         PyObject *sensitive = str_is(sens, "confidential") || str_is(sens, "restricted") ? Py_True : Py_False;
         PyObject *established = weight >= k->young_n ? Py_True : Py_False;
-        if (k->harm != Py_None) {
-            PyObject *hargs[6] = {r, moving, sensitive, established, k->cal_curve, k->ev_curve};
-            if ((p_harm = PyObject_Vectorcall(k->harm, hargs, 6, NULL)) == NULL)
-                goto done;
-            if (p_harm == Py_None)
-                Py_CLEAR(p_harm);
-        }
-        if (p_harm == NULL) {
-            PyObject *margs[5] = {engine, r, moving, sensitive, established};
-            p_harm = PyObject_VectorcallMethod(s_py_harm, margs, 5, NULL);
-        }
+        p_harm = rt_harm(k, engine, r, moving, sensitive, established);
     }
     if (p_harm == NULL)
         goto done;
     if ((viol = PyList_New(0)) == NULL)
         goto done;
     /* not learned, or something new in it: self._settle(st, ev, obs, z, r, xl, learned, violations, p_harm, by_kind,
-     * new_sent, again) (again: empty) */
+     * new_sent, again) (again: empty): compiled (rt_settle), or the method for what that leaves to it */
     if (!learned || PyList_GET_SIZE(novel)) {
-        PyObject *sargs[13] = {engine, st, ev, obs, z, r, xl, learned ? Py_True : Py_False, viol, p_harm,
-                               by_kind ? Py_True : Py_False, new_out, empty_tuple};
-        PyObject *got = PyObject_VectorcallMethod(s_settle, sargs, 13, NULL);
-        if (got == NULL)
-            goto done;
-        Py_DECREF(got);
-        goto stat;
-    }
-    /* if not obs.approved and not _kind_learn(st.kinds.a, float(obs.kind), xl, ev.t, ...):
-     *     st.kinds.learn(obs.kind, xl, ev.t) */
-    if (approved == Py_False) {
-        if (get_doubles(ka, &av, 1, "kinds") < 0)
-            goto done;
-        double v[8];
-        for (Py_ssize_t j = 0; j < k->nk; j++)
-            v[j] = xb[k->feats[j]];
-        int learnt = kind_learn_step(av.buf, av.len / (Py_ssize_t)sizeof(double), fk, v, k->kfl, k->nk, t, k->z95,
-                                     k->up, k->down, k->kind_alpha_min, k->kind_slots);
-        PyBuffer_Release(&av);
-        int rc = learnt ? 0 : rt_kind_new(k, kinds, ka, fk, v, t);
+        const rtsettle sc = {engine, st, ev, obs, kinds, ka, kind, xl, r, p_harm, novel, new_out, dests, t_o, action,
+                             sens, habits, xraw, xb, zb, fk, t, learned, by_kind, outbound == Py_True,
+                             approved == Py_True};
+        int rc = rt_settle(k, &sc);
         if (rc < 0)
             goto done;
-        if (rc > 0) {
-            PyObject *margs[4] = {kinds, kind, xl, t_o};
-            PyObject *got = PyObject_VectorcallMethod(s_learn, margs, 4, NULL);
+        if (rc == 0) {
+            PyObject *sargs[13] = {engine, st, ev, obs, z, r, xl, learned ? Py_True : Py_False, viol, p_harm,
+                                   by_kind ? Py_True : Py_False, new_out, empty_tuple};
+            PyObject *got = PyObject_VectorcallMethod(s_settle, sargs, 13, NULL);
             if (got == NULL)
                 goto done;
             Py_DECREF(got);
         }
+        goto stat;
     }
+    /* if not obs.approved and not _kind_learn(st.kinds.a, float(obs.kind), xl, ev.t, ...):
+     *     st.kinds.learn(obs.kind, xl, ev.t) */
+    if (approved == Py_False && rt_kind_learn(k, kinds, ka, kind, fk, xb, xl, t_o, t) < 0)
+        goto done;
     /* if obs.outbound: st.habits.observe(sends_of(ev.destinations, obs.dest_classes, ())) */
     if (outbound == Py_True) {
-        PyObject *classes, *sends, *got;
+        PyObject *classes;
         if (habits == NULL) {
             if ((habits = xget(st, &rt_habits)) == NULL)
                 goto done;
@@ -4164,32 +4881,8 @@ read_tail(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         if ((classes = xget(obs, &rt_dest_classes)) == NULL)
             goto done;
         held[nh++] = classes;
-        if (k->habits_c && Py_TYPE(habits) == k->habits_t) {
-            PyObject *sargs[7] = {dests, classes, empty_tuple, k->ext, k->bc, k->family_key, k->counted};
-            if ((sends = habit_sends(NULL, sargs, 7)) == NULL)
-                goto done;
-            PyObject *ha = xget(habits, &rt_ha);
-            if (ha == NULL) {
-                Py_DECREF(sends);
-                goto done;
-            }
-            PyObject *oargs[4] = {ha, sends, k->h_slots, k->half_at};
-            got = habit_observe(NULL, oargs, 4);
-            Py_DECREF(ha);
-            if (got == Py_None) {
-                Py_DECREF(got);
-                got = PyObject_CallMethodOneArg(habits, s_py_observe, sends);
-            }
-        } else {
-            PyObject *sargs[3] = {dests, classes, empty_tuple};
-            if ((sends = PyObject_Vectorcall(k->sends_of, sargs, 3, NULL)) == NULL)
-                goto done;
-            got = PyObject_CallMethodOneArg(habits, s_observe, sends);
-        }
-        Py_DECREF(sends);
-        if (got == NULL)
+        if (rt_observe(k, habits, dests, classes, empty_tuple) < 0)
             goto done;
-        Py_DECREF(got);
     }
 stat:
     /* self._cal.pvalue(top): the compiled curve's, else the calibration's own */
@@ -5265,6 +5958,11 @@ static PyMethodDef methods[] = {
      "extract(st, ev, policy, adopted) -> Observation, or None for the reference to decide (detector.features)."},
     {"settle_keys", (PyCFunction)(void (*)(void))settle_keys, METH_FASTCALL,
      "settle_keys(st, keys, novel) -> True (features.settle of each key, or commit_novel's with novel), or None for the reference."},
+    {"pending_count", (PyCFunction)(void (*)(void))pending_count, METH_FASTCALL,
+     "pending_count(p, keys, t, harmful, uses, span, slots) -> the keys that settled, or None: Engine._py_pending."},
+    {"peers_count", (PyCFunction)(void (*)(void))peers_count, METH_FASTCALL,
+     "peers_count(items, adopted, op, agent_id, keys, harmful, peer_adopters, max_items, max_adopted, max_operators)"
+     " -> True, or None: Engine._py_peers."},
     {"habit_sends", (PyCFunction)(void (*)(void))habit_sends, METH_FASTCALL,
      "habit_sends(destinations, classes, new, EXTERNAL, BROADCAST, family_key, counted) -> habits._py_sends_of."},
     {"habit_habitual", (PyCFunction)(void (*)(void))habit_habitual, METH_FASTCALL,

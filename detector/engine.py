@@ -257,6 +257,9 @@ def _rarities_kernel(tails: FeatureTails):
 
 #: detector._native.read_tail: Engine._read after _extract for an ordinary action, compiled (None: not built)
 _read_tail = getattr(_kernels, "read_tail", None)
+#: read_tail settles what it read itself (Engine._settle compiled, for an Engine; the method for what it leaves): its
+#: reference is Engine._settle (False: read_tail calls the method)
+_settle_fused = True
 
 
 def _read_consts(eng: "Engine"):
@@ -274,7 +277,14 @@ def _read_consts(eng: "Engine"):
         _harm_kernel if curves is not None else None, *(curves if curves is not None else (None, None)),
         curve.pvalue if curve is not None else None, _new_row, _Reading, Baseline, KindProfiles, Habits, Usage,
         _PERIODS, _habits.EXTERNAL, _habits.BROADCAST, family_key, _habits._COUNTED, _habits.SLOTS, _habits.HALF_AT,
-        habits_c, sends_of, _habits.MIN_SENDS, _habits.MIN_SHARE, _I_NOVEL, commit_novel))
+        habits_c, sends_of, _habits.MIN_SENDS, _habits.MIN_SHARE, _I_NOVEL, commit_novel,
+        Engine if _settle_fused else None, P_FLOOR, _I_EXFIL, *_I_KIND, PENDING_SLOTS, _PEER_ITEMS, _PEER_ADOPTED,
+        _PEER_OPERATORS, settle))
+
+
+#: detector._native.pending_count and peers_count: Engine._py_pending and Engine._py_peers compiled (None: not built)
+_k_pending = getattr(_kernels, "pending_count", None)
+_k_peers = getattr(_kernels, "peers_count", None)
 
 
 #: detector._native.decide: process_batch's second loop for an ordinary decision, compiled (None: not built)
@@ -1011,6 +1021,18 @@ class Engine:
         return score_of(self._harm_pvalue(ev, obs, rest, False)) < th.gate_evidence
 
     def _pending(self, st: AgentState, novel: list[int], t: float, harmful: bool, th) -> None:
+        """Count the items ``novel`` (met for the first time) as pending novelty of the agent, at ``t``: tainted when
+        ``harmful``; an untainted one settles (its sketch learns it, its slot goes) at ``settle_uses`` uses over
+        ``settle_s``. ``detector._native.pending_count`` counts when built (the reference: :meth:`_py_pending`)."""
+        done = (_k_pending(st.pending, novel, t, harmful, th.settle_uses, th.settle_s, PENDING_SLOTS)
+                if _k_pending is not None else None)
+        if done is None:  # no kernel, or arguments it leaves to the reference
+            self._py_pending(st, novel, t, harmful, th)
+            return
+        for key in done:  # the items that settled
+            settle(st.features, key)
+
+    def _py_pending(self, st: AgentState, novel: list[int], t: float, harmful: bool, th) -> None:
         p = st.pending
         uses, span = th.settle_uses, th.settle_s
         for key in novel:
@@ -1033,6 +1055,14 @@ class Engine:
                 del p[b:b + _PW]
 
     def _peers(self, ev: ActionEvent, novel: list[int], harmful: bool, th) -> None:
+        """Count the items ``novel`` (met for the first time by ``ev``'s agent) towards its operator's adoptions: an
+        item ``peer_adopters`` of the operator's agents took up, none of them with evidence of harm, is adopted.
+        ``detector._native.peers_count`` counts when built (the reference: :meth:`_py_peers`)."""
+        if _k_peers is None or _k_peers(self._peer_items, self._adopted, ev.operator_id, ev.agent_id, novel, harmful,
+                                        th.peer_adopters, _PEER_ITEMS, _PEER_ADOPTED, _PEER_OPERATORS) is None:
+            self._py_peers(ev, novel, harmful, th)
+
+    def _py_peers(self, ev: ActionEvent, novel: list[int], harmful: bool, th) -> None:
         op = ev.operator_id
         items = self._peer_items
         need = int(th.peer_adopters)
