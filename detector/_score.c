@@ -994,6 +994,422 @@ scored(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     return Py_BuildValue("(ddOO)", score, harm, severities[sev], named ? Py_True : Py_False);
 }
 
+
+/* ------------------------------------------------------------------------------------------------------
+ * explain(z, r, x, loc, *, extra=None, limit=5): detector.scoring._py_explain, the reasons of an alert
+ *
+ * The features at least REASON_Z robust deviations above the baseline that normal actions reach less than once
+ * in a hundred (REASON_NEGLOG), rarest first, each a dict {"feature", "value", "baseline", "detail"} built as the
+ * reference builds it: round() is the builtin's (or round3_fast's equal number), the numbers in the detail are
+ * formatted by PyObject_Format with _fmt's specs, and the sentence is the feature's template (explain_setup takes it
+ * already parsed into literals and fields). z, r, x and loc are array('d') rows (or lists or tuples of floats); any
+ * other input (an int, a short row, a negative limit, an expm1 that overflows, an argument the reference refuses)
+ * is the reference's to decide: explain calls it with the same arguments.
+ * ------------------------------------------------------------------------------------------------------ */
+
+/* explain_setup's: the reference, the builtin round, the features' names and parsed templates, the thresholds */
+static PyObject *ex_ref, *ex_round, *ex_names, *ex_parts;
+static double ex_reason_z, ex_reason_neglog;
+static Py_ssize_t ex_n;
+/* interned keys and literals (explain_setup makes them) */
+static PyObject *k_feature, *k_value, *k_baseline, *k_detail, *k_extra, *k_limit, *s_empty, *s_zero, *s_open, *s_close,
+    *spec_thousands, *spec_tenths, *spec_g2, *int_3;
+
+/* round(x, 3) without Python's decimal string when round4_fast's argument (detector/_scoring.h) holds for 3
+ * places: |x| < 1e4, so x * 1e3 < 1e7, every half k + 0.5 near it is a double and the rounded product is on the
+ * same side of it as the exact one; 0 for round() to decide (a tie or near one, large or not finite) */
+static inline int
+round3_fast(double x, double *out)
+{
+    if (!(fabs(x) < 1e4))
+        return 0;
+    const double y = x * 1000.0, f = floor(y), frac = y - f;
+    if (!(fabs(frac - 0.5) > 1e-6))
+        return 0;
+    double r = (frac > 0.5 ? f + 1.0 : f) / 1000.0;
+    if (r == 0.0)
+        r = copysign(0.0, x); /* round() keeps the sign of a zero */
+    *out = r;
+    return 1;
+}
+
+/* round(v, 3) of a float v: a new reference, NULL with an exception set */
+static PyObject *
+ex_round3(double v)
+{
+    double r;
+    if (round3_fast(v, &r))
+        return PyFloat_FromDouble(r);
+    PyObject *f = PyFloat_FromDouble(v);
+    if (f == NULL)
+        return NULL;
+    PyObject *args[2] = {f, int_3};
+    PyObject *res = PyObject_Vectorcall(ex_round, args, 2, NULL);
+    Py_DECREF(f);
+    return res;
+}
+
+/* _fmt(v): f"{v:,.0f}" from 100, f"{v:.1f}" from 10, else f"{v:.2g}" if v else "0" (NaN is true) */
+static PyObject *
+ex_fmt(double v)
+{
+    if (!(v >= 100) && !(v >= 10) && !(v != 0.0)) {
+        Py_INCREF(s_zero);
+        return s_zero;
+    }
+    PyObject *f = PyFloat_FromDouble(v);
+    if (f == NULL)
+        return NULL;
+    PyObject *s = PyObject_Format(f, v >= 100 ? spec_thousands : v >= 10 ? spec_tenths : spec_g2);
+    Py_DECREF(f);
+    return s;
+}
+
+/* The doubles of a row for explain: an array('d') (its buffer held in *view, released by the caller when
+ * view->obj is set) or a list or tuple of floats (copied into buf); n at least ex_n. 1 with *out set, 0 when it
+ * is not such a row (no exception), -1 with an exception set. */
+static int
+ex_row(PyObject *o, Py_buffer *view, double *buf, const double **out)
+{
+    view->obj = NULL;
+    if (PyList_CheckExact(o) || PyTuple_CheckExact(o)) {
+        Py_ssize_t n = PySequence_Fast_GET_SIZE(o);
+        if (n < ex_n)
+            return 0;
+        PyObject **items = PySequence_Fast_ITEMS(o);
+        for (Py_ssize_t i = 0; i < ex_n; i++) {
+            if (!PyFloat_CheckExact(items[i]))
+                return 0;
+            buf[i] = PyFloat_AS_DOUBLE(items[i]);
+        }
+        *out = buf;
+        return 1;
+    }
+    if (!PyObject_CheckBuffer(o))
+        return 0;
+    if (PyObject_GetBuffer(o, view, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS) < 0) {
+        PyErr_Clear();
+        view->obj = NULL;
+        return 0;
+    }
+    if (view->itemsize != (Py_ssize_t)sizeof(double) || view->format == NULL || strcmp(view->format, "d") != 0
+            || view->len < ex_n * (Py_ssize_t)sizeof(double)) {
+        PyBuffer_Release(view);
+        view->obj = NULL;
+        return 0;
+    }
+    *out = (const double *)view->buf;
+    return 1;
+}
+
+#define EX_MAX 64 /* features explain_setup takes at most */
+
+/* explain_setup(reference, names, parts, reason_z, reason_neglog, round) -> None: what explain needs. parts[i] is
+ * feature i's template as a tuple of literals (str) and fields (0 for {value}, 1 for {baseline}). */
+static PyObject *
+explain_setup(PyObject *self, PyObject *args)
+{
+    PyObject *ref, *names, *parts, *round_;
+    double rz, rn;
+    if (!PyArg_ParseTuple(args, "OO!O!ddO", &ref, &PyTuple_Type, &names, &PyTuple_Type, &parts, &rz, &rn, &round_))
+        return NULL;
+    Py_ssize_t n = PyTuple_GET_SIZE(names);
+    if (n > EX_MAX || PyTuple_GET_SIZE(parts) != n) {
+        PyErr_SetString(PyExc_ValueError, "explain_setup: as many templates as names, at most 64");
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *p = PyTuple_GET_ITEM(parts, i);
+        if (!PyUnicode_Check(PyTuple_GET_ITEM(names, i)) || !PyTuple_Check(p)) {
+            PyErr_SetString(PyExc_TypeError, "explain_setup: names are str, templates tuples");
+            return NULL;
+        }
+        for (Py_ssize_t j = 0; j < PyTuple_GET_SIZE(p); j++) {
+            PyObject *q = PyTuple_GET_ITEM(p, j);
+            int field = PyLong_CheckExact(q) && (PyLong_AsLong(q) == 0 || PyLong_AsLong(q) == 1);
+            if (!PyUnicode_CheckExact(q) && !field) {
+                PyErr_SetString(PyExc_TypeError, "explain_setup: a template is literals (str) and fields (0 or 1)");
+                return NULL;
+            }
+        }
+    }
+    if (k_feature == NULL) {
+        if ((k_feature = PyUnicode_InternFromString("feature")) == NULL
+                || (k_value = PyUnicode_InternFromString("value")) == NULL
+                || (k_baseline = PyUnicode_InternFromString("baseline")) == NULL
+                || (k_detail = PyUnicode_InternFromString("detail")) == NULL
+                || (k_extra = PyUnicode_InternFromString("extra")) == NULL
+                || (k_limit = PyUnicode_InternFromString("limit")) == NULL
+                || (s_empty = PyUnicode_InternFromString("")) == NULL
+                || (s_zero = PyUnicode_InternFromString("0")) == NULL
+                || (s_open = PyUnicode_InternFromString(" (")) == NULL
+                || (s_close = PyUnicode_InternFromString(" robust deviations above).")) == NULL
+                || (spec_thousands = PyUnicode_InternFromString(",.0f")) == NULL
+                || (spec_tenths = PyUnicode_InternFromString(".1f")) == NULL
+                || (spec_g2 = PyUnicode_InternFromString(".2g")) == NULL
+                || (int_3 = PyLong_FromLong(3)) == NULL)
+            return NULL;
+    }
+    Py_INCREF(ref);
+    Py_XSETREF(ex_ref, ref);
+    Py_INCREF(round_);
+    Py_XSETREF(ex_round, round_);
+    Py_INCREF(names);
+    Py_XSETREF(ex_names, names);
+    Py_INCREF(parts);
+    Py_XSETREF(ex_parts, parts);
+    ex_reason_z = rz;
+    ex_reason_neglog = rn;
+    ex_n = n;
+    Py_RETURN_NONE;
+}
+
+/* One reason: {"feature": f.name, "value": round(value, 3), "baseline": round(base, 3),
+ *              "detail": f.detail.format(value=_fmt(value), baseline=_fmt(base))
+ *                        + f" ({z[i]:.1f} robust deviations above)."} */
+static PyObject *
+ex_reason(Py_ssize_t i, double value, double base, double zi)
+{
+    PyObject *d = NULL, *vr = NULL, *br = NULL, *fv = NULL, *fb = NULL, *zf = NULL, *zs = NULL, *pieces = NULL,
+             *detail = NULL;
+    if ((vr = ex_round3(value)) == NULL || (br = ex_round3(base)) == NULL || (fv = ex_fmt(value)) == NULL
+            || (fb = ex_fmt(base)) == NULL || (zf = PyFloat_FromDouble(zi)) == NULL
+            || (zs = PyObject_Format(zf, spec_tenths)) == NULL)
+        goto done;
+    PyObject *tpl = PyTuple_GET_ITEM(ex_parts, i);
+    Py_ssize_t np = PyTuple_GET_SIZE(tpl);
+    if ((pieces = PyList_New(np + 3)) == NULL)
+        goto done;
+    for (Py_ssize_t j = 0; j < np; j++) {
+        PyObject *q = PyTuple_GET_ITEM(tpl, j);
+        if (PyLong_CheckExact(q))
+            q = PyLong_AsLong(q) == 0 ? fv : fb;
+        Py_INCREF(q);
+        PyList_SET_ITEM(pieces, j, q);
+    }
+    Py_INCREF(s_open);
+    PyList_SET_ITEM(pieces, np, s_open);
+    Py_INCREF(zs);
+    PyList_SET_ITEM(pieces, np + 1, zs);
+    Py_INCREF(s_close);
+    PyList_SET_ITEM(pieces, np + 2, s_close);
+    if ((detail = PyUnicode_Join(s_empty, pieces)) == NULL)
+        goto done;
+    if ((d = _PyDict_NewPresized(4)) == NULL)
+        goto done;
+    if (PyDict_SetItem(d, k_feature, PyTuple_GET_ITEM(ex_names, i)) < 0 || PyDict_SetItem(d, k_value, vr) < 0
+            || PyDict_SetItem(d, k_baseline, br) < 0 || PyDict_SetItem(d, k_detail, detail) < 0)
+        Py_CLEAR(d);
+done:
+    Py_XDECREF(vr);
+    Py_XDECREF(br);
+    Py_XDECREF(fv);
+    Py_XDECREF(fb);
+    Py_XDECREF(zf);
+    Py_XDECREF(zs);
+    Py_XDECREF(pieces);
+    Py_XDECREF(detail);
+    return d;
+}
+
+/* explain(z, r, x, loc, *, extra=None, limit=5) -> scoring._py_explain's list of reasons:
+ *     idx = [] if loc is None else [i for i in range(N_FEATURES) if z[i] >= REASON_Z and r[i] >= REASON_NEGLOG]
+ *     idx.sort(key=lambda i: (-r[i], -z[i]))          (stable: rarer first, then the larger deviation, then i)
+ *     for i in idx[:limit]: value = x[i]; base = expm1(loc[i]) if loc[i] > 0 else 0.0; out.append(reason)
+ *     if extra: out.extend(extra)
+ * or, for anything else, what the reference returns (or raises) for the same arguments */
+static PyObject *
+explain(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (ex_ref == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "explain: explain_setup was not called");
+        return NULL;
+    }
+    PyObject *extra = Py_None;
+    long limit = 5;
+    int ok = nargs == 4;
+    Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
+    for (Py_ssize_t j = 0; ok && j < nkw; j++) {
+        PyObject *k = PyTuple_GET_ITEM(kwnames, j), *v = args[nargs + j];
+        int is_extra = k == k_extra || PyUnicode_CompareWithASCIIString(k, "extra") == 0;
+        int is_limit = !is_extra && (k == k_limit || PyUnicode_CompareWithASCIIString(k, "limit") == 0);
+        if (is_extra && (v == Py_None || PyList_CheckExact(v))) {
+            extra = v;
+        } else if (is_limit && PyLong_CheckExact(v)) {
+            limit = PyLong_AsLong(v);
+            if (limit == -1 && PyErr_Occurred()) {
+                PyErr_Clear();
+                ok = 0;
+            }
+            ok = ok && limit >= 0;
+        } else {
+            ok = 0; /* another keyword, or a value of another type: the reference's */
+        }
+    }
+    if (!ok)
+        return PyObject_Vectorcall(ex_ref, args, nargsf, kwnames);
+    PyObject *loc_o = args[3];
+    Py_ssize_t idx[EX_MAX], m = 0;
+    double zb[EX_MAX], rb[EX_MAX], xb[EX_MAX], lb[EX_MAX];
+    const double *z = NULL, *r = NULL, *x = NULL, *loc = NULL;
+    Py_buffer vz, vr, vx, vl;
+    vz.obj = vr.obj = vx.obj = vl.obj = NULL;
+    PyObject *out = NULL;
+    int fall = 0;
+    if (loc_o != Py_None) {
+        int got;
+        if ((got = ex_row(args[0], &vz, zb, &z)) <= 0 || (got = ex_row(args[1], &vr, rb, &r)) <= 0
+                || (got = ex_row(args[2], &vx, xb, &x)) <= 0 || (got = ex_row(loc_o, &vl, lb, &loc)) <= 0) {
+            fall = got == 0;
+            goto done;
+        }
+        for (Py_ssize_t i = 0; i < ex_n; i++) {
+            if (!(z[i] >= ex_reason_z && r[i] >= ex_reason_neglog))
+                continue;
+            /* insertion after every j with key (-r[j], -z[j]) <= (-r[i], -z[i]): stable, as list.sort */
+            Py_ssize_t at = m;
+            while (at > 0) {
+                Py_ssize_t j = idx[at - 1];
+                if (r[j] > r[i] || (r[j] == r[i] && z[j] >= z[i]))
+                    break;
+                idx[at] = j;
+                at--;
+            }
+            idx[at] = i;
+            m++;
+        }
+    }
+    if (m > limit)
+        m = limit;
+    if ((out = PyList_New(0)) == NULL)
+        goto done;
+    for (Py_ssize_t k = 0; k < m; k++) {
+        Py_ssize_t i = idx[k];
+        double base = 0.0;
+        if (loc[i] > 0) {
+            base = expm1(loc[i]);
+            if (isinf(base) && isfinite(loc[i])) { /* math.expm1's OverflowError */
+                fall = 1;
+                goto done;
+            }
+        }
+        PyObject *d = ex_reason(i, x[i], base, z[i]);
+        if (d == NULL || PyList_Append(out, d) < 0) {
+            Py_XDECREF(d);
+            Py_CLEAR(out);
+            goto done;
+        }
+        Py_DECREF(d);
+    }
+    if (extra != Py_None && PyList_GET_SIZE(extra) > 0
+            && PyList_SetSlice(out, PyList_GET_SIZE(out), PyList_GET_SIZE(out), extra) < 0)
+        Py_CLEAR(out);
+done:
+    if (vz.obj != NULL)
+        PyBuffer_Release(&vz);
+    if (vr.obj != NULL)
+        PyBuffer_Release(&vr);
+    if (vx.obj != NULL)
+        PyBuffer_Release(&vx);
+    if (vl.obj != NULL)
+        PyBuffer_Release(&vl);
+    if (fall) {
+        Py_CLEAR(out);
+        return PyObject_Vectorcall(ex_ref, args, nargsf, kwnames);
+    }
+    return out;
+}
+
+
+/* ------------------------------------------------------------------------------------------------------
+ * iso_ms(t): detector.timestamps._py_iso_ms, an instant as episodes and verdicts write it:
+ *     datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+ *
+ * fromtimestamp splits a float t as CPython's _PyTime_ObjectToTimeval does (Python/pytime.c,
+ * _PyTime_DoubleToDenominator with _PyTime_ROUND_HALF_EVEN): modf, the fraction times 1e6 rounded half to even,
+ * carried into the seconds when it rounds to 1e6 or is negative; the seconds are a UTC date and time (gmtime: the
+ * proleptic Gregorian calendar, no leap seconds) and isoformat writes the microseconds' milliseconds (us // 1000,
+ * truncated). Done here for a float whose seconds fall in years 1 to 9999; anything else (an int, a datetime, NaN,
+ * infinities, an instant outside those years, where fromtimestamp or datetime raise) is the reference's.
+ * ------------------------------------------------------------------------------------------------------ */
+
+static PyObject *iso_ref; /* iso_setup's: the reference */
+
+/* 0001-01-01T00:00:00Z and 10000-01-01T00:00:00Z in seconds since the epoch */
+#define ISO_FIRST (-62135596800LL)
+#define ISO_END 253402300800LL
+
+/* iso_setup(reference) -> None */
+static PyObject *
+iso_setup(PyObject *self, PyObject *ref)
+{
+    Py_INCREF(ref);
+    Py_XSETREF(iso_ref, ref);
+    Py_RETURN_NONE;
+}
+
+/* _PyTime_RoundHalfEven (Python/pytime.c) */
+static double
+iso_round_half_even(double x)
+{
+    volatile double d = x;
+    double rounded = round(d);
+    if (fabs(d - rounded) == 0.5)
+        rounded = 2.0 * round(d / 2.0);
+    return rounded;
+}
+
+static PyObject *
+iso_ms(PyObject *self, PyObject *t)
+{
+    if (iso_ref == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "iso_ms: iso_setup was not called");
+        return NULL;
+    }
+    if (!PyFloat_CheckExact(t))
+        return PyObject_CallOneArg(iso_ref, t);
+    const double v = PyFloat_AS_DOUBLE(t);
+    if (!(v > -1e12 && v < 1e12)) /* NaN, infinities and far beyond the years 1-9999: the reference's */
+        return PyObject_CallOneArg(iso_ref, t);
+    double intpart;
+    volatile double frac = modf(v, &intpart);
+    frac = frac * 1e6;
+    frac = iso_round_half_even(frac);
+    if (frac >= 1e6) {
+        frac -= 1e6;
+        intpart += 1.0;
+    } else if (frac < 0) {
+        frac += 1e6;
+        intpart -= 1.0;
+    }
+    const long long sec = (long long)intpart;
+    const long us = (long)frac;
+    if (sec < ISO_FIRST || sec >= ISO_END)
+        return PyObject_CallOneArg(iso_ref, t);
+    /* days since 1970-01-01 and the second of the day (floor division), then the civil date of a day count
+     * (H. Hinnant's days_from_civil inverted: eras of 400 years of 146097 days from 0000-03-01) */
+    long long days = sec / 86400, sod = sec % 86400;
+    if (sod < 0) {
+        sod += 86400;
+        days -= 1;
+    }
+    const long long zd = days + 719468;
+    const long long era = (zd >= 0 ? zd : zd - 146096) / 146097;
+    const long long doe = zd - era * 146097;                                    /* [0, 146096] */
+    const long long yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365; /* [0, 399] */
+    const long long doy = doe - (365 * yoe + yoe / 4 - yoe / 100);              /* [0, 365] */
+    const long long mp = (5 * doy + 2) / 153;                                   /* [0, 11], from March */
+    const int day = (int)(doy - (153 * mp + 2) / 5 + 1);
+    const int month = (int)(mp < 10 ? mp + 3 : mp - 9);
+    const int year = (int)(yoe + era * 400 + (month <= 2));
+    char buf[40];
+    int len = snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", year, month, day, (int)(sod / 3600),
+                       (int)(sod / 60 % 60), (int)(sod % 60), (int)(us / 1000));
+    return PyUnicode_FromStringAndSize(buf, len);
+}
+
+
 static PyMethodDef methods[] = {
     {"scored", (PyCFunction)(void (*)(void))scored, METH_FASTCALL,
      "scored(p_stat, p_comb, p_harm, (critical, high, medium, low, p_floor)) -> (score, harm, severity, named), "
@@ -1001,6 +1417,13 @@ static PyMethodDef methods[] = {
     {"fisher", (PyCFunction)(void (*)(void))fisher, METH_FASTCALL,
      "fisher(total, k) -> detector.evidence.fisher(total, k), or None for the reference to decide."},
     {"round4", (PyCFunction)round4, METH_O, "round4(x) -> round(x, 4), to the last bit."},
+    {"explain_setup", explain_setup, METH_VARARGS,
+     "explain_setup(reference, names, parts, reason_z, reason_neglog, round) -> None: what explain needs."},
+    {"explain", (PyCFunction)(void (*)(void))explain, METH_FASTCALL | METH_KEYWORDS,
+     "explain(z, r, x, loc, *, extra=None, limit=5) -> detector.scoring._py_explain's reasons, to the last byte."},
+    {"iso_setup", iso_setup, METH_O, "iso_setup(reference) -> None: what iso_ms calls outside the years 1-9999."},
+    {"iso_ms", iso_ms, METH_O,
+     "iso_ms(t) -> detector.timestamps._py_iso_ms(t): 2026-03-02T09:00:00.000Z, to the last byte."},
     {NULL, NULL, 0, NULL},
 };
 

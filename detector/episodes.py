@@ -39,7 +39,7 @@ from collections import OrderedDict
 from typing import Iterable
 
 from detector.features import N_FEATURES
-from detector.timestamps import iso_utc
+from detector.timestamps import iso_ms
 
 __all__ = ["Episode", "EpisodeBook", "SCHEMA", "MAX_EVENT_IDS", "MAX_ITEMS", "MAX_ROWS"]
 
@@ -127,10 +127,10 @@ class Episode:
         """The episode's record (schema :data:`SCHEMA`), JSON-ready."""
         top = sorted(self.reasons.items(), key=lambda kv: (-kv[1], kv[0]))[:MAX_REASONS]
         rec = {"schema": SCHEMA, "episode_id": self.episode_id, "agent_id": self.agent_id,
-               "state": "open" if self.closed is None else "closed", "opened": iso_utc(self.opened),
-               "updated": iso_utc(self.updated)}
+               "state": "open" if self.closed is None else "closed", "opened": iso_ms(self.opened),
+               "updated": iso_ms(self.updated)}
         if self.closed is not None:
-            rec["closed"] = iso_utc(self.closed)
+            rec["closed"] = iso_ms(self.closed)
         rec.update({"severity": _SEVERITY[self.severity], "actions": self.actions,
                     "reasons": [{"code": c, "count": n} for c, n in top], "event_ids": list(self.event_ids),
                     "incidents": list(self.incidents)})

@@ -21,6 +21,7 @@ from array import array
 from bisect import bisect_left
 from dataclasses import dataclass
 from math import exp, expm1, log, log10
+from string import Formatter
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -311,10 +312,11 @@ def _fmt(v: float) -> str:
     return f"{v:.2g}" if v else "0"
 
 
-def explain(z: list[float], r: list[float], x: list[float], loc, *, extra: list[dict] | None = None,
-            limit: int = 5) -> list[dict]:
+def _py_explain(z: list[float], r: list[float], x: list[float], loc, *, extra: list[dict] | None = None,
+                limit: int = 5) -> list[dict]:
     """Reasons, rarest first: features at least :data:`REASON_Z` robust deviations above the
-    agent's baseline that normal actions reach less than once in a hundred."""
+    agent's baseline that normal actions reach less than once in a hundred. The reference of
+    ``detector._score.explain`` (:data:`explain`)."""
     if loc is None:
         idx = []
     else:
@@ -334,3 +336,36 @@ def explain(z: list[float], r: list[float], x: list[float], loc, *, extra: list[
     if extra:
         out.extend(extra)
     return out
+
+
+def _template_parts(detail: str) -> tuple | None:
+    """A feature's detail template as ``detector._score.explain`` fills it in: its literals (str) and fields (0 for
+    ``{value}``, 1 for ``{baseline}``), or ``None`` for a template that is more than that (a format spec, a
+    conversion, another field)."""
+    parts: list = []
+    for literal, field, spec, conversion in Formatter().parse(detail):
+        if literal:
+            parts.append(literal)
+        if field is None:
+            continue
+        if field not in ("value", "baseline") or spec or conversion is not None:
+            return None
+        parts.append(0 if field == "value" else 1)
+    return tuple(parts)
+
+
+def _explain_kernel():
+    """``detector._score.explain`` set up with the features' names and templates (None when it cannot be: no
+    kernel, or a template it does not fill in)."""
+    if _score is None or not hasattr(_score, "explain"):
+        return None
+    parts = tuple(_template_parts(f.detail) for f in FEATURES)
+    if any(p is None for p in parts):
+        return None
+    _score.explain_setup(_py_explain, tuple(f.name for f in FEATURES), parts, REASON_Z, REASON_NEGLOG, round)
+    return _score.explain
+
+
+#: :func:`_py_explain`, compiled (``detector/_score.c``: the same dicts, strings and floats; any input it does not
+#: take, the reference's), or the reference itself
+explain = _explain_kernel() or _py_explain

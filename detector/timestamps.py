@@ -229,6 +229,33 @@ def iso_utc(t: float | datetime, *, timespec: str = "milliseconds") -> str:
     return when.isoformat(timespec=timespec).replace("+00:00", "Z")
 
 
+def _py_iso_ms(t: float | datetime) -> str:
+    """``iso_utc(t)``: an instant as episodes write it (milliseconds, ``Z``). The reference of
+    ``detector._score.iso_ms`` (:data:`iso_ms`)."""
+    when = t.astimezone(timezone.utc) if isinstance(t, datetime) else datetime.fromtimestamp(t, timezone.utc)
+    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _iso_kernel():
+    """``detector._score.iso_ms`` set up with its reference, or None (no kernel: detector/native.py)."""
+    from detector.native import kernels
+    if kernels is None:
+        return None
+    try:
+        from detector import _score
+    except ImportError:  # detector/scoring.py says it once
+        return None
+    if not hasattr(_score, "iso_ms"):
+        return None
+    _score.iso_setup(_py_iso_ms)
+    return _score.iso_ms
+
+
+#: :func:`_py_iso_ms` compiled (``detector/_score.c``, for a float instant in the years 1 to 9999: the same text;
+#: anything else, the reference's), or the reference itself
+iso_ms = _iso_kernel() or _py_iso_ms
+
+
 def clock_utc(value: float | str) -> str:
     """``HH:MM:SS`` in UTC of an instant or of an RFC 3339 text (any offset), for terminal lines;
     ``?`` when the text is not a timestamp."""
