@@ -3824,6 +3824,80 @@ fail:
     return NULL;
 }
 
+/* trace_entries(rows, fields) -> list: [trace._entry(r) for r in rows], the trace entries of packed rows read back
+ * (TraceStore.snapshot; ``fields`` is TRACE_FIELDS, 19 keys):
+ *   a row that is not a list: itself;
+ *   a row of 18 values: the dict of fields[0..8] and r[0..8], "destination_count": len(r[8]), then fields[10..18]
+ *     and r[9..17] (trace._entry's dict display, in that order);
+ *   any other list: dict(zip(fields, r)).
+ * None for the reference to decide when rows is not a list, fields not 19 str, a row a list's subclass, or an
+ * 18-value row's destinations have no len(). */
+static PyObject *
+trace_entries(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (fc_count("trace_entries", nargs, 2, 2) < 0)
+        return NULL;
+    PyObject *rows = args[0], *fields = args[1];
+    if (!PyList_CheckExact(rows) || !PyTuple_CheckExact(fields) || PyTuple_GET_SIZE(fields) != 19)
+        Py_RETURN_NONE;
+    PyObject **keys = &PyTuple_GET_ITEM(fields, 0);
+    for (Py_ssize_t j = 0; j < 19; j++)
+        if (!PyUnicode_CheckExact(keys[j]))
+            Py_RETURN_NONE;
+    Py_ssize_t n = PyList_GET_SIZE(rows);
+    PyObject *out = PyList_New(n);
+    if (out == NULL)
+        return NULL;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        PyObject *r = PyList_GET_ITEM(rows, k), *d;
+        if (!PyList_Check(r)) {
+            Py_INCREF(r);
+            PyList_SET_ITEM(out, k, r);
+            continue;
+        }
+        if (!PyList_CheckExact(r))
+            goto none;
+        Py_ssize_t m = PyList_GET_SIZE(r);
+        PyObject **v = &PyList_GET_ITEM(r, 0);
+        if (m == 18) {
+            Py_ssize_t nd = PyObject_Length(v[8]);
+            if (nd < 0) {
+                PyErr_Clear();
+                goto none;
+            }
+            PyObject *count = PyLong_FromSsize_t(nd);
+            if (count == NULL || (d = _PyDict_NewPresized(19)) == NULL) {
+                Py_XDECREF(count);
+                goto fail;
+            }
+            int bad = 0;
+            for (Py_ssize_t j = 0; j < 19 && !bad; j++)
+                bad = PyDict_SetItem(d, keys[j], j < 9 ? v[j] : j == 9 ? count : v[j - 1]) < 0;
+            Py_DECREF(count);
+            if (bad) {
+                Py_DECREF(d);
+                goto fail;
+            }
+        } else {
+            if ((d = _PyDict_NewPresized(m < 19 ? m : 19)) == NULL)
+                goto fail;
+            for (Py_ssize_t j = 0; j < 19 && j < m; j++)
+                if (PyDict_SetItem(d, keys[j], v[j]) < 0) {
+                    Py_DECREF(d);
+                    goto fail;
+                }
+        }
+        PyList_SET_ITEM(out, k, d);
+    }
+    return out;
+none:
+    Py_DECREF(out);
+    Py_RETURN_NONE;
+fail:
+    Py_DECREF(out);
+    return NULL;
+}
+
 static const double usage_periods[2] = {3600.0, 86400.0};
 
 /* manifest._py_usage_add's step on the ten numbers v (t / each period finite: the caller checks) */
@@ -5978,6 +6052,8 @@ static PyMethodDef methods[] = {
      "kind_learn(kinds, kind, xl, t, kind_features, kind_floors, z95, up, down, alpha_min) -> bool."},
     {"trace_row", (PyCFunction)(void (*)(void))trace_row, METH_FASTCALL,
      "trace_row(values, order, classes, score, severity) -> trace._py_trace_row's tuple, or None for the reference."},
+    {"trace_entries", (PyCFunction)(void (*)(void))trace_entries, METH_FASTCALL,
+     "trace_entries(rows, fields) -> [trace._entry(r) for r in rows], or None for the reference."},
     {"remember", (PyCFunction)(void (*)(void))remember, METH_FASTCALL,
      "remember(seen, content, pos, h, hc) -> 0 new | 1 reused id | 2 duplicate (engine._py_remember)."},
     {"usage_add", (PyCFunction)(void (*)(void))usage_add, METH_FASTCALL,

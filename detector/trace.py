@@ -198,6 +198,19 @@ def _entry(r) -> dict:
     }
 
 
+_k_entries = getattr(_kernels, "trace_entries", None)
+
+
+def _entries(rows: list) -> list:
+    """``[_entry(r) for r in rows]``: ``detector._native.trace_entries`` when built (~0.25 us an entry against
+    ~0.8; an incident reads up to 200), the comprehension otherwise and for what the kernel leaves to it."""
+    if _k_entries is not None:
+        got = _k_entries(rows, TRACE_FIELDS)
+        if got is not None:
+            return got
+    return [_entry(r) for r in rows]
+
+
 class _Ring:
     """One agent's ring: ``blocks`` (oldest first), then ``live`` entries. A block is ``(entry count,
     deflated bytes)`` (see :class:`_Dictionary`), or ``[entry count, bytearray]`` while not deflated yet.
@@ -337,15 +350,14 @@ class TraceStore:
         if ring is None:
             return []
         if type(ring) is bytes:
-            return [_entry(r) for r in _decode(self._dictionary.inflate(ring, 1))][-self.length:]
-        live = [_entry(_decode_row(e)) for e in ring.live or ()]
+            return _entries(_decode(self._dictionary.inflate(ring, 1)))[-self.length:]
+        live = _entries([_decode_row(e) for e in ring.live or ()])
         need = self.length - len(live)
         older: list[dict] = []
         for n, block in reversed(ring.blocks):  # newest blocks first, only as many as needed
             if need <= 0:
                 break
-            older[:0] = [_entry(r) for r in _decode(block if type(block) is bytearray else
-                                                    self._dictionary.inflate(block))]
+            older[:0] = _entries(_decode(block if type(block) is bytearray else self._dictionary.inflate(block)))
             need -= n
         return (older + live)[-self.length:]
 

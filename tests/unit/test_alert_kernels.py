@@ -248,3 +248,95 @@ def test_generated_streams_decide_the_same_with_the_compiled_alert_path(fleet, m
     without, _, _ = run_with(monkeypatch, False, steps, model=model, policy=TIGHT)
     with_k, _, _ = run_with(monkeypatch, True, steps, model=model, policy=TIGHT)
     assert with_k == without
+
+
+# --------------------------------------------------------------------------- the trace's entries
+
+from detector import trace as TR  # noqa: E402
+
+try:
+    from detector import _native as NK
+except ImportError:
+    NK = None
+ENTRIES = getattr(NK, "trace_entries", None)
+needs_entries = pytest.mark.skipif(ENTRIES is None, reason="detector._native is not built")
+
+_CELL = st.one_of(st.none(), st.text(max_size=4), st.integers(-5, 10 ** 12), st.floats(), st.booleans(),
+                  st.lists(st.text(max_size=3), max_size=12), st.dictionaries(st.text(max_size=2), st.integers(),
+                                                                               max_size=2))
+
+
+@st.composite
+def packed_rows(draw):
+    """What a trace block decodes to: rows of 18 values (destinations a list, or something without len()), of 19
+    (more than 10 destinations), of any other length, and things that are not lists (a dict kept whole)."""
+    out = []
+    for _ in range(draw(st.integers(0, 12))):
+        kind = draw(st.integers(0, 9))
+        if kind < 6:
+            row = draw(st.lists(_CELL, min_size=18, max_size=18))
+            if kind < 4:
+                row[8] = draw(st.lists(st.text(max_size=3), max_size=10))
+        elif kind == 6:
+            row = draw(st.lists(_CELL, min_size=19, max_size=19))
+        elif kind == 7:
+            row = draw(st.lists(_CELL, max_size=22))
+        else:
+            row = draw(st.one_of(st.dictionaries(st.sampled_from(TR.TRACE_FIELDS), _CELL, max_size=3), st.text(),
+                                 st.tuples(st.integers())))
+        out.append(row)
+    return out
+
+
+def entries_outcome(f, rows):
+    try:
+        got = f(rows)
+    except Exception as err:  # noqa: BLE001
+        return ("raises", type(err), str(err))
+    # the dicts with their keys' order, every value as repr shows it (nan, -0.0), and which objects they are
+    return repr([list(e.items()) if isinstance(e, dict) else e for e in got]), [
+        [id(v) for v in e.values()][:9] if isinstance(e, dict) else id(e) for e in got]
+
+
+@needs_entries
+@settings(max_examples=800, deadline=None)
+@given(packed_rows())
+def test_trace_entries_is_the_reference(rows):
+    def kernel(rs):
+        got = ENTRIES(rs, TR.TRACE_FIELDS)
+        return [TR._entry(r) for r in rs] if got is None else got
+    assert entries_outcome(kernel, rows) == entries_outcome(lambda rs: [TR._entry(r) for r in rs], rows)
+
+
+@needs_entries
+def test_trace_entries_leaves_what_it_does_not_take_to_the_reference():
+    row = ["e"] * 18
+    row[8] = None  # len(None): the reference's TypeError
+    assert ENTRIES([row], TR.TRACE_FIELDS) is None
+    assert ENTRIES((row,), TR.TRACE_FIELDS) is None and ENTRIES([row], TR.TRACE_FIELDS[:-1]) is None
+    with pytest.raises(TypeError):
+        TR._entries([row])
+    row[8] = ["a", "b"]
+    (e,) = ENTRIES([row], TR.TRACE_FIELDS)
+    assert list(e) == list(TR.TRACE_FIELDS) and e["destination_count"] == 2 and e["severity"] == "e"
+
+
+@needs_entries
+@pytest.mark.parametrize("rest", [False, True])
+def test_snapshots_are_the_same_with_and_without_trace_entries(monkeypatch, rest):
+    def fill():
+        store = TR.TraceStore(length=50)
+        for i in range(130):
+            agent = f"a{i % 3}"
+            ev = decode_event({"event_id": f"e{i}", "ts": "2026-03-02T09:00:00Z", "agent_id": agent,
+                               "operator_id": "o", "tool": "mail.send", "action": "send", "resource": "r://x",
+                               "sensitivity": "internal", "destinations": [f"d{j}@x.example" for j in range(i % 14)]})
+            store.add(agent, ev, 0.25, "ok", ["external"] * (i % 3))
+            if i % 7 == 0:
+                store.append(agent, {"event_id": f"x{i}", "note": "kept whole"})
+            if rest and i % 40 == 39:
+                store.rest(agent)
+        return {a: store.snapshot(a) for a in ("a0", "a1", "a2", "none")}
+    with_k = fill()
+    monkeypatch.setattr(TR, "_k_entries", None)
+    assert repr(fill()) == repr(with_k) and any(len(s) == 50 for s in with_k.values())
