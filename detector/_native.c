@@ -3,7 +3,8 @@
  * Each function here is the transcription of a pure-Python reference kept beside it
  * (detector/baseline.py: _py_log_deviations, _py_learn, _py_learn_into, _py_deviate, _py_kind_learn;
  * detector/scoring.py: _py_neglogs; detector/engine.py: _py_rarities, _py_remember; detector/features.py:
- * _py_extract; models/store.py: Forest._py_leaves), with the same IEEE double operations in the same order,
+ * _py_extract; models/store.py: Forest._py_leaves; detector/trace.py: _entry, as trace_entries builds a snapshot's
+ * entries: tests/unit/test_alert_kernels.py), with the same IEEE double operations in the same order,
  * so the results are equal bit for bit (tests/unit/test_native.py holds them to it). The
  * build must therefore never reassociate or contract floating point: setup.py compiles this
  * file with -O2 -fno-fast-math -ffp-contract=off (no fused multiply-add).

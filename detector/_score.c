@@ -8,7 +8,10 @@
  *                   pairwise summation of each row's path lengths, divided by the number of trees);
  * - Curve.pvalue:   detector.scoring.Calibration._py_pvalue (and Curve.pvalues over an array);
  * - Evidence.strength: detector.evidence._py_strength;
- * - fisher:         detector.evidence._py_fisher.
+ * - fisher:         detector.evidence._py_fisher;
+ * - explain:        detector.scoring._py_explain (an alert's reasons: the same dicts, strings and floats);
+ * - iso_ms:         detector.timestamps._py_iso_ms (an instant as episodes write it);
+ *   tests/unit/test_alert_kernels.py holds these two to their references.
  *
  * exp and log are the C library's, which Python's math.exp and math.log call for finite arguments.
  * The build must never reassociate or contract floating point: setup.py compiles this file, like
