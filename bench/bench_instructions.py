@@ -45,18 +45,21 @@ for _ in range(int(sys.argv[4])):
     replay_pass(lines, model)
 """
 
-#: msgspec's typed decode of the same lines (bench_replay.py's "typed decode"), run under callgrind the same way
+#: msgspec's typed decode of the same lines (bench_replay.py's "typed decode": a chunk at a time, as replay reads),
+#: run under callgrind the same way
 TYPED = """
 import sys
 sys.path.insert(0, sys.argv[1])
 import msgspec
 from detector.events import ActionEvent
+from streams.cli.replay import _CHUNK
 from streams.gc_tuning import tune
 lines = open(sys.argv[2], "rb").read().splitlines()
 decode = msgspec.json.Decoder(ActionEvent).decode
 tune()
 for _ in range(int(sys.argv[4])):
-    [decode(x) for x in lines]
+    for i in range(0, len(lines), _CHUNK):
+        [decode(x) for x in lines[i:i + _CHUNK]]
 """
 
 
