@@ -1018,22 +1018,11 @@ static Py_ssize_t ex_n;
 static PyObject *k_feature, *k_value, *k_baseline, *k_detail, *k_extra, *k_limit, *s_empty, *s_zero, *s_open, *s_close,
     *spec_thousands, *spec_tenths, *spec_g2, *int_3;
 
-/* round(x, 3) without Python's decimal string when round4_fast's argument (detector/_scoring.h) holds for 3
- * places: |x| < 1e4, so x * 1e3 < 1e7, every half k + 0.5 near it is a double and the rounded product is on the
- * same side of it as the exact one; 0 for round() to decide (a tie or near one, large or not finite) */
+/* round(x, 3) without Python's decimal string: round_fast's 3 places (detector/_scoring.h says why it is exact) */
 static inline int
 round3_fast(double x, double *out)
 {
-    if (!(fabs(x) < 1e4))
-        return 0;
-    const double y = x * 1000.0, f = floor(y), frac = y - f;
-    if (!(fabs(frac - 0.5) > 1e-6))
-        return 0;
-    double r = (frac > 0.5 ? f + 1.0 : f) / 1000.0;
-    if (r == 0.0)
-        r = copysign(0.0, x); /* round() keeps the sign of a zero */
-    *out = r;
-    return 1;
+    return round_fast(x, 1000.0, out);
 }
 
 /* round(v, 3) of a float v: a new reference, NULL with an exception set */

@@ -32,26 +32,33 @@ score_from(double ps, int has_pc, double pc, double ph, double p_floor)
     return score_of_p(p < 1.0 ? p : 1.0, p_floor);
 }
 
-/* round(x, 4) when it can be taken without Python's decimal string: 1 with *out set, 0 for round() to decide.
- * Python's round() takes the exact decimal value of x to 4 places (half to even) and reads it back as the
- * nearest double. When |x| < 1e4, every half k + 0.5 near x * 1e4 is a double and rounding the product is
- * monotonic, so the computed product is on the same side of each half as the exact one, or on it: away from a
- * half (by more than 1e-6, a margin) its nearest integer k is the one round() takes, and k / 1e4 (both exact, the
- * division correctly rounded) is the double nearest that decimal, the one round() reads back. Anything else (a
- * tie or near one, large or not finite) is left to round(). */
+/* round(x, d) for d = log10(scale) places (3 or 4) when it can be taken without Python's decimal string: 1 with *out
+ * set, 0 for round() to decide. Python's round() takes the exact decimal value of x to d places (half to even) and
+ * reads it back as the nearest double. When |x| < 1e4, x * scale < 1e8: every half k + 0.5 near the product is a
+ * double and rounding the product is monotonic, so the computed product is on the same side of each half as the
+ * exact one, or on it: away from a half (by more than 1e-6, a margin) its nearest integer k is the one round()
+ * takes, and k / scale (both exact, the division correctly rounded) is the double nearest that decimal, the one
+ * round() reads back. Anything else (a tie or near one, large or not finite) is left to round(). */
 static inline int
-round4_fast(double x, double *out)
+round_fast(double x, double scale, double *out)
 {
     if (!(fabs(x) < 1e4))
         return 0;
-    const double y = x * 10000.0, f = floor(y), frac = y - f;
+    const double y = x * scale, f = floor(y), frac = y - f;
     if (!(fabs(frac - 0.5) > 1e-6))
         return 0;
-    double r = (frac > 0.5 ? f + 1.0 : f) / 10000.0;
+    double r = (frac > 0.5 ? f + 1.0 : f) / scale;
     if (r == 0.0)
         r = copysign(0.0, x); /* round() keeps the sign of a zero */
     *out = r;
     return 1;
+}
+
+/* round(x, 4): round_fast's 4 places (scoring.round4's fast path) */
+static inline int
+round4_fast(double x, double *out)
+{
+    return round_fast(x, 10000.0, out);
 }
 
 #endif

@@ -28,7 +28,8 @@ from detector.features import FEATURES, N_FEATURES
 from detector.scoring import _py_explain
 from detector.timestamps import _py_iso_ms
 # tests/unit is on the path (pytest's default import mode; test file names are unique)
-from test_decide_fused import POLICY, TIGHT, batches, run, streams
+from test_decide_fused import TIGHT, batches, run, streams
+from test_read_fused import fleet  # noqa: F401
 
 try:
     from detector import _score as K
@@ -190,18 +191,6 @@ def test_explain_names_the_rarest_first_as_the_reference_does():
 
 
 # --------------------------------------------------------------------------- the engine
-
-@pytest.fixture(scope="module")
-def fleet():
-    from models import simulate as sim
-    from models.store import TrainedModel
-    from models.train import fit
-
-    events, labels = sim.simulate(n_agents=8, days=4, seed=7)
-    history, rest = sim.split_history(events, labels)
-    card, arrays = fit([decode_event(e) for e in history], POLICY, seed=0, n_estimators=20)
-    return TrainedModel(card, arrays), [decode_event(e) for e in rest]
-
 
 class Counting:
     def __init__(self, f):

@@ -22,9 +22,6 @@ from detector.manifest import ManifestBook, parse_manifest
 from detector.policy import Policy, Thresholds, load_policy
 from detector.timestamps import iso_utc
 from detector.verdicts import Verdict
-from models import simulate as sim
-from models.store import TrainedModel
-from models.train import fit
 
 pytestmark = pytest.mark.skipif(E._decide is None or E._kernels is None, reason="the compiled kernel is not built")
 
@@ -36,14 +33,6 @@ TIGHT = dataclasses.replace(POLICY, thresholds=Thresholds(risk_budget=0.3, budge
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc).timestamp()
 KERNEL = E._decide
 ADMIT = E._admit
-
-
-@pytest.fixture(scope="module")
-def fleet():
-    events, labels = sim.simulate(n_agents=8, days=4, seed=7)
-    history, rest = sim.split_history(events, labels)
-    card, arrays = fit([decode_event(e) for e in history], POLICY, seed=0, n_estimators=20)
-    return TrainedModel(card, arrays), [decode_event(e) for e in rest]
 
 
 class Counting:
@@ -166,7 +155,7 @@ def test_thresholds_it_does_not_take_leave_the_python_lines(monkeypatch):
 
 # the manifest and the values the streams draw from: test_read_fused's (tests/unit is on the path: pytest's
 # default import mode; test file names are unique, tests/unit/test_suite_layout.py)
-from test_read_fused import ACTIONS, DESTS, EXT, MANIFEST, RECORDS, SENS, TOOLS, WHO  # noqa: E402
+from test_read_fused import ACTIONS, DESTS, EXT, MANIFEST, RECORDS, SENS, TOOLS, WHO, fleet  # noqa: E402, F401
 
 
 def routine(agent: str, n: int) -> list[dict]:

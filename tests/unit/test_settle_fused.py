@@ -17,27 +17,16 @@ from hypothesis import strategies as st
 
 from detector import engine as E
 from detector.baseline import Prior
-from detector.events import decode_event
 from detector.manifest import ManifestBook, parse_manifest
 from detector.verdicts import Verdict
-from models import simulate as sim
-from models.store import TrainedModel
-from models.train import fit
 
 # the policy, manifest, history, streams and helpers of test_read_fused (tests/unit is on the path: pytest's default
 # import mode; test file names are unique, tests/unit/test_suite_layout.py)
-from test_read_fused import HISTORY, MANIFEST, POLICY, batches, outcome, streams
+from test_read_fused import HISTORY, MANIFEST, POLICY, batches, fleet, outcome, streams  # noqa: F401
 
 pytestmark = pytest.mark.skipif(E._read_tail is None or E._k_pending is None or E._k_peers is None,
                                 reason="the compiled kernels are not built")
 
-
-@pytest.fixture(scope="module")
-def fleet():
-    events, labels = sim.simulate(n_agents=8, days=4, seed=7)
-    history, rest = sim.split_history(events, labels)
-    card, arrays = fit([decode_event(e) for e in history], POLICY, seed=0, n_estimators=20)
-    return TrainedModel(card, arrays), [decode_event(e) for e in rest]
 
 #: the example policy with peers' adoptions counted (an item two of an operator's agents took up is adopted)
 PEERS = dataclasses.replace(POLICY, thresholds=dataclasses.replace(POLICY.thresholds, peer_adopters=2.0))
