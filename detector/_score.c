@@ -1003,7 +1003,7 @@ scored(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
  *
  * The features at least REASON_Z robust deviations above the baseline that normal actions reach less than once
  * in a hundred (REASON_NEGLOG), rarest first, each a dict {"feature", "value", "baseline", "detail"} built as the
- * reference builds it: round() is the builtin's (or round3_fast's equal number), the numbers in the detail are
+ * reference builds it: round() is the builtin's (or round_fast's equal number), the numbers in the detail are
  * formatted by PyObject_Format with _fmt's specs, and the sentence is the feature's template (explain_setup takes it
  * already parsed into literals and fields). z, r, x and loc are array('d') rows (or lists or tuples of floats); any
  * other input (an int, a short row, a negative limit, an expm1 that overflows, an argument the reference refuses)
@@ -1018,19 +1018,13 @@ static Py_ssize_t ex_n;
 static PyObject *k_feature, *k_value, *k_baseline, *k_detail, *k_extra, *k_limit, *s_empty, *s_zero, *s_open, *s_close,
     *spec_thousands, *spec_tenths, *spec_g2, *int_3;
 
-/* round(x, 3) without Python's decimal string: round_fast's 3 places (detector/_scoring.h says why it is exact) */
-static inline int
-round3_fast(double x, double *out)
-{
-    return round_fast(x, 1000.0, out);
-}
-
-/* round(v, 3) of a float v: a new reference, NULL with an exception set */
+/* round(v, 3) of a float v (round_fast's 3 places, detector/_scoring.h says why it is exact; else round() itself): a
+ * new reference, NULL with an exception set */
 static PyObject *
 ex_round3(double v)
 {
     double r;
-    if (round3_fast(v, &r))
+    if (round_fast(v, 1000.0, &r))
         return PyFloat_FromDouble(r);
     PyObject *f = PyFloat_FromDouble(v);
     if (f == NULL)

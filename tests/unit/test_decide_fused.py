@@ -155,20 +155,7 @@ def test_thresholds_it_does_not_take_leave_the_python_lines(monkeypatch):
 
 # the manifest and the values the streams draw from: test_read_fused's (tests/unit is on the path: pytest's
 # default import mode; test file names are unique, tests/unit/test_suite_layout.py)
-from test_read_fused import ACTIONS, DESTS, EXT, MANIFEST, RECORDS, SENS, TOOLS, WHO, fleet  # noqa: E402, F401
-
-
-def routine(agent: str, n: int) -> list[dict]:
-    out = []
-    for i in range(n):
-        send = i % 10 == 0
-        out.append({"event_id": f"{agent}-h{i}", "ts": iso_utc(T0 + 300.0 * i), "agent_id": agent,
-                    "operator_id": "op-1", "tool": "mail.send" if send else "crm.read",
-                    "action": "send" if send else "read", "resource": f"crm://accounts/{i % 5}",
-                    "sensitivity": "internal", "records": 1 + i % 3,
-                    "destinations": [EXT[i % 3] if i % 20 else f"email:bob{i % 3}@corp.example"] if send else [],
-                    "task_id": f"{agent}-t{i // 4}"})
-    return out
+from test_read_fused import ACTIONS, DESTS, MANIFEST, RECORDS, SENS, TOOLS, WHO, fleet, routine  # noqa: E402, F401
 
 
 @st.composite
@@ -227,7 +214,7 @@ def streams(draw):
     return [[decode_event(e) for e in s] if isinstance(s, list) else s for s in steps if s]
 
 
-HISTORY = [decode_event(e) for a in "abc" for e in routine(a, 160)]
+HISTORY = [decode_event(e) for a in "abc" for e in routine(a, 160, payees=None)]
 
 
 def reached(out, seen: set) -> None:

@@ -71,15 +71,23 @@ def run(monkeypatch, steps, fused: bool, **kw):
     eng, counter = make(monkeypatch, fused, **kw)
     out = []
     for step in steps:
-        if isinstance(step, tuple):
-            for agent in sorted(eng.agents):
-                ep = eng.episodes.open_of(agent)
-                if ep is not None:
-                    out.append(eng.apply_verdict(Verdict(f"v-{agent}-{step[1]}", agent, ep, "benign", step[1])))
-        else:
-            out.append([outcome(d) for d in eng.process_batch(step)])
-        out.append({a: eng.dump_agent(a) for a in sorted(eng.agents)})
+        out += step_outputs(eng, step)
     return out, counter
+
+
+def step_outputs(eng, step) -> list:
+    """What one step gave (a batch of events: its outcomes; ("verdict", t): a benign verdict on each open episode,
+    each one's result), then every agent's state bytes after it."""
+    out = []
+    if isinstance(step, tuple):
+        for agent in sorted(eng.agents):
+            ep = eng.episodes.open_of(agent)
+            if ep is not None:
+                out.append(eng.apply_verdict(Verdict(f"v-{agent}-{step[1]}", agent, ep, "benign", step[1])))
+    else:
+        out.append([outcome(d) for d in eng.process_batch(step)])
+    out.append({a: eng.dump_agent(a) for a in sorted(eng.agents)})
+    return out
 
 
 def batches(events, size):
@@ -133,12 +141,13 @@ RECORDS = [1, 1, 2, 5, 40, 3000]
 WHO = [None, None, None, "bob@corp.example", "mallory@evil.example"]
 
 
-def routine(agent: str, n: int) -> list[dict]:
-    """An agent's routine; b pays a new payee every tenth action (a never-seen payee is routine for it)."""
+def routine(agent: str, n: int, payees: str | None = "b") -> list[dict]:
+    """An agent's routine; agent ``payees`` pays a new payee every tenth action (a never-seen payee is routine for
+    it)."""
     out = []
     for i in range(n):
         send = i % 10 == 0
-        if agent == "b" and i % 10 == 5:
+        if agent == payees and i % 10 == 5:
             out.append({"event_id": f"{agent}-p{i}", "ts": iso_utc(T0 + 300.0 * i + 10), "agent_id": agent,
                         "operator_id": "op-1", "tool": "mail.send", "action": "send", "resource": "crm://accounts/1",
                         "sensitivity": "internal", "records": 1, "destinations": [f"payee:p{i}"]})

@@ -18,11 +18,10 @@ from hypothesis import strategies as st
 from detector import engine as E
 from detector.baseline import Prior
 from detector.manifest import ManifestBook, parse_manifest
-from detector.verdicts import Verdict
 
 # the policy, manifest, history, streams and helpers of test_read_fused (tests/unit is on the path: pytest's default
 # import mode; test file names are unique, tests/unit/test_suite_layout.py)
-from test_read_fused import HISTORY, MANIFEST, POLICY, batches, fleet, outcome, streams  # noqa: F401
+from test_read_fused import HISTORY, MANIFEST, POLICY, batches, fleet, step_outputs, streams  # noqa: F401
 
 pytestmark = pytest.mark.skipif(E._read_tail is None or E._k_pending is None or E._k_peers is None,
                                 reason="the compiled kernels are not built")
@@ -58,14 +57,7 @@ def run(monkeypatch, steps, compiled: bool, cls=E.Engine, **kw):
     assert eng._fused is not None
     out = []
     for step in steps:
-        if isinstance(step, tuple):
-            for agent in sorted(eng.agents):
-                ep = eng.episodes.open_of(agent)
-                if ep is not None:
-                    out.append(eng.apply_verdict(Verdict(f"v-{agent}-{step[1]}", agent, ep, "benign", step[1])))
-        else:
-            out.append([outcome(d) for d in eng.process_batch(step)])
-        out.append({a: eng.dump_agent(a) for a in sorted(eng.agents)})
+        out += step_outputs(eng, step)
         out.append((list(eng._peer_items.items()), {op: sorted(s) for op, s in eng._adopted.items()}))
     return out, {k: v[0] for k, v in counts.items()}, eng
 
