@@ -13,7 +13,7 @@ next: a whole list of 12,000 decoded events at once, as the first lines above de
 us an event between runs of this script (the pages its arenas take and give back to the system
 cost more than the decode, more in some processes than in others), where the chunks stay at ~0.50
 us (and replay's own decode is chunked). "Replay" is
-decode + ``Engine.process_batch`` + encoding the decision record, i.e. what
+decode + ``Engine.process_batch`` + encoding the decision records (a chunk's in one call), i.e. what
 ``flowbreaker replay`` does per event, with its garbage collector thresholds
 (streams/gc_tuning.py) and the compiled kernel when it is built (detector/native.py;
 the pure-Python references are timed too, by this script run again with ``FLOWBREAKER_PURE_PYTHON=1``).
@@ -110,14 +110,13 @@ def workload(agents: int, days: int) -> tuple[list[dict], list[bytes], list[Acti
     return events, lines, decoded, cut, card, arrays
 
 
-def replay_pass(lines: list[bytes], model, encode=msgspec.json.Encoder().encode) -> None:
+def replay_pass(lines: list[bytes], model, encode_lines=msgspec.json.Encoder().encode_lines) -> None:
     """One pass over ``lines`` as ``flowbreaker replay`` makes it (streams/cli/replay.py): decoded a chunk at a
-    time, decided by a new engine, each decision record encoded."""
+    time, decided by a new engine, the chunk's decision records encoded in one call, a line each."""
     eng = Engine(model=model)
     for i in range(0, len(lines), CHUNK):
-        for d in eng.process_batch([decode_event(x) for x in lines[i:i + CHUNK]]):
-            if not d.duplicate:
-                encode(d.record)
+        encode_lines([d.record for d in eng.process_batch([decode_event(x) for x in lines[i:i + CHUNK]])
+                      if not d.duplicate])
 
 
 def main() -> None:

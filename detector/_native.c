@@ -5040,9 +5040,10 @@ typedef struct {
     PyObject *closed, *open, *none, *ok;              /* breaker.CLOSED, OPEN, "none" (breaker._NONE[0]), "ok" */
     PyObject *round4;                                 /* scoring.round4 (for a score round4 leaves to round()) */
     PyObject *version;                                /* the engine's model version */
-    /* the trace: TraceStore, trace._Ring, OrderedDict, OrderedDict.move_to_end, trace._encode, trace._ORDER */
-    PyObject *store_t, *ring_t, *odict_t, *move_to_end, *encode, *order;
+    /* the trace: TraceStore, trace._Ring, OrderedDict, OrderedDict.move_to_end, trace._encode_into, trace._ORDER */
+    PyObject *store_t, *ring_t, *odict_t, *move_to_end, *encode_into, *order;
     Py_ssize_t chunk;                                 /* trace.CHUNK */
+    PyObject *scratch;                                /* a bytearray each row is encoded into (owned) */
 } decideconsts;
 
 static void
@@ -5051,6 +5052,7 @@ dc_free(PyObject *cap)
     decideconsts *k = PyCapsule_GetPointer(cap, DC_NAME);
     if (k == NULL)
         return;
+    Py_XDECREF(k->scratch);
     Py_XDECREF(k->keep);
     PyMem_Free(k);
 }
@@ -5066,7 +5068,7 @@ decide_setup(PyObject *self, PyObject *arg)
             arg, "dddddddddddUUUUOOO!O!O!OOO!n:decide_setup", &k->critical, &k->high, &k->medium, &k->low,
             &k->p_floor, &k->evidence, &k->budget_floor, &k->half_life, &k->risk_budget, &k->ln2, &k->young_n,
             &k->closed, &k->open, &k->none, &k->ok, &k->round4, &k->version, &PyType_Type, &k->store_t,
-            &PyType_Type, &k->ring_t, &PyType_Type, &k->odict_t, &k->move_to_end, &k->encode, &PyTuple_Type,
+            &PyType_Type, &k->ring_t, &PyType_Type, &k->odict_t, &k->move_to_end, &k->encode_into, &PyTuple_Type,
             &k->order, &k->chunk)) {
         if (!PyErr_Occurred())
             PyErr_SetString(PyExc_TypeError, "decide_setup: consts must be a tuple");
@@ -5078,10 +5080,15 @@ decide_setup(PyObject *self, PyObject *arg)
         PyMem_Free(k);
         return NULL;
     }
+    if ((k->scratch = PyByteArray_FromStringAndSize(NULL, 0)) == NULL) {
+        PyMem_Free(k);
+        return NULL;
+    }
     Py_INCREF(arg);
     k->keep = arg;
     PyObject *cap = PyCapsule_New(k, DC_NAME, dc_free);
     if (cap == NULL) {
+        Py_DECREF(k->scratch);
         Py_DECREF(arg);
         PyMem_Free(k);
     }
@@ -5173,7 +5180,8 @@ static PyObject *trace_row(PyObject *self, PyObject *const *args, Py_ssize_t nar
  *   if type(ring) is _Ring and ring.live is not None:  (else: the method)
  *       self._rings.move_to_end(agent_id)
  *       live = ring.live
- *   live.append(_encode(_values_row(values, score, severity, classes)))   (trace_row; None: the method)
+ *   live.append(_encode(_values_row(values, score, severity, classes)))   (trace_row; None: the method; the row
+ *                                      encoded into k->scratch, then copied to a bytes object of its size)
  *   if len(live) >= CHUNK:
  *       self._seal(ring) */
 static int
@@ -5201,7 +5209,12 @@ dc_trace(const decideconsts *k, PyObject *traces, PyObject *rings, PyObject *con
             if (r == NULL)
                 goto fail;
             Py_DECREF(r);
-            PyObject *enc = PyObject_Vectorcall(k->encode, &row, 1, NULL);
+            PyObject *eargs[2] = {row, k->scratch};
+            if ((r = PyObject_Vectorcall(k->encode_into, eargs, 2, NULL)) == NULL)
+                goto fail;
+            Py_DECREF(r);
+            PyObject *enc = PyBytes_FromStringAndSize(PyByteArray_AS_STRING(k->scratch),
+                                                      PyByteArray_GET_SIZE(k->scratch));
             if (enc == NULL)
                 goto fail;
             int err = PyList_Append(live, enc);
@@ -5541,7 +5554,7 @@ static PyObject *s_read, *s_obs, *s_violations, *s_z, *s_adopted_, *s_fused_, *s
 /* admit_setup's tuple, parsed once per engine (Engine.__init__: _admit_consts) */
 typedef struct {
     PyObject *keep;                           /* the tuple: holds every object below */
-    PyObject *astuple, *encode;               /* msgspec.structs.astuple, engine._encode */
+    PyObject *astuple, *encode_into;          /* msgspec.structs.astuple, engine._encode_into */
     PyObject *decision_t, *reading_t;         /* engine.Decision, engine._Reading */
     Py_ssize_t dedupe;                        /* engine._DEDUPE */
     PyObject *read_fn;                        /* Engine._read as engine.py defines it (_ENGINE_READ) */
@@ -5550,6 +5563,7 @@ typedef struct {
     long long k_dest;                         /* features.K_DEST */
     PyTypeObject *array_t;                    /* array.array (what AgentState.pending is) */
     PyObject *kw_dup, *kw_dec, *kw_rows, *kw_obs;  /* the keyword names of the calls below (owned) */
+    PyObject *scratch;                        /* a bytearray the content key's values are encoded into (owned) */
 } admitconsts;
 
 static void
@@ -5562,6 +5576,7 @@ ad_free(PyObject *cap)
     Py_XDECREF(k->kw_dec);
     Py_XDECREF(k->kw_rows);
     Py_XDECREF(k->kw_obs);
+    Py_XDECREF(k->scratch);
     Py_XDECREF(k->keep);
     PyMem_Free(k);
 }
@@ -5591,7 +5606,7 @@ admit_setup(PyObject *self, PyObject *arg)
     admitconsts *k = PyMem_Calloc(1, sizeof(admitconsts));
     if (k == NULL)
         return PyErr_NoMemory();
-    if (!PyTuple_CheckExact(arg) || !PyArg_ParseTuple(arg, "OOO!O!nOO!nLO!:admit_setup", &k->astuple, &k->encode,
+    if (!PyTuple_CheckExact(arg) || !PyArg_ParseTuple(arg, "OOO!O!nOO!nLO!:admit_setup", &k->astuple, &k->encode_into,
                                                       &PyType_Type, &k->decision_t, &PyType_Type, &k->reading_t,
                                                       &k->dedupe, &k->read_fn, &PyDict_Type, &k->globals, &k->pw,
                                                       &k->k_dest, &PyType_Type, &k->array_t)) {
@@ -5611,15 +5626,17 @@ admit_setup(PyObject *self, PyObject *arg)
                                                 "x"}, 6);
     k->kw_rows = ad_names_tuple((const char *[]){"rows"}, 1);
     k->kw_obs = ad_names_tuple((const char *[]){"rows", "obs"}, 2);
+    k->scratch = PyByteArray_FromStringAndSize(NULL, 0);
     Py_INCREF(arg);
     k->keep = arg;
     PyObject *cap = NULL;
-    if (k->kw_dup == NULL || k->kw_dec == NULL || k->kw_rows == NULL || k->kw_obs == NULL
+    if (k->kw_dup == NULL || k->kw_dec == NULL || k->kw_rows == NULL || k->kw_obs == NULL || k->scratch == NULL
             || (cap = PyCapsule_New(k, AD_NAME, ad_free)) == NULL) {
         Py_XDECREF(k->kw_dup);
         Py_XDECREF(k->kw_dec);
         Py_XDECREF(k->kw_rows);
         Py_XDECREF(k->kw_obs);
+        Py_XDECREF(k->scratch);
         Py_DECREF(arg);
         PyMem_Free(k);
     }
@@ -5891,7 +5908,7 @@ admit_one(const admitconsts *k, PyObject *engine, PyObject *ev, PyObject *out, P
         goto done;
     /* pos = st.seen_pos
      * values = astuple(ev)
-     * hc = (crc32(encode(values)) & 0xFFFF) | 1 */
+     * hc = (crc32(encode(values)) & 0xFFFF) | 1   (encoded into k->scratch: no bytes object) */
     AGET(pos_o, st, ad_seen_pos);
     if (!PyLong_CheckExact(pos_o))
         goto done;
@@ -5901,10 +5918,12 @@ admit_one(const admitconsts *k, PyObject *engine, PyObject *ev, PyObject *out, P
         goto done;
     }
     HOLD(values, PyObject_Vectorcall(k->astuple, &ev, 1, NULL));
-    HOLD(enc, PyObject_Vectorcall(k->encode, &values, 1, NULL));
-    if (!PyBytes_CheckExact(enc))
-        goto done;
-    const uint32_t hc = (crc_update(0, PyBytes_AS_STRING(enc), PyBytes_GET_SIZE(enc)) & 0xFFFFu) | 1u;
+    {
+        PyObject *eargs[2] = {values, k->scratch};
+        HOLD(enc, PyObject_Vectorcall(k->encode_into, eargs, 2, NULL));
+    }
+    const uint32_t hc = (crc_update(0, PyByteArray_AS_STRING(k->scratch), PyByteArray_GET_SIZE(k->scratch))
+                         & 0xFFFFu) | 1u;
     /* seen = remember(st.seen, st.seen_content, pos, ev.event_id, hc) */
     AGET(seen_a, st, ad_seen);
     AGET(content_a, st, ad_seen_content);

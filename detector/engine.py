@@ -63,6 +63,8 @@ _DEDUPE = 32
 _END = object()  # (the end of an iterator)
 _STATE_VERSION = 6
 _encode = msgspec.msgpack.Encoder().encode
+#: the same encoding into a buffer (the compiled kernels' content key: no bytes object made, none grown)
+_encode_into = _encode.__self__.encode_into
 _RAW_PARTS = msgspec.msgpack.Decoder(list[msgspec.Raw]).decode  # a state's parts, undecoded
 #: an agent whose profile is worth fewer observations than this is young (see the breaker's solo_trip)
 YOUNG_N = 100.0
@@ -302,8 +304,8 @@ def _decide_consts(eng: "Engine") -> tuple | None:
     if any(type(v) is not float for v in nums) or not th.budget_half_life_s > 0.0:
         return None
     return th, _kernels.decide_setup((*nums, brk.CLOSED, brk.OPEN, brk._NONE[0], "ok", round4, eng._version,
-                                      TraceStore, _trace._Ring, OrderedDict, OrderedDict.move_to_end, _trace._encode,
-                                      _trace._ORDER, _trace.CHUNK))
+                                      TraceStore, _trace._Ring, OrderedDict, OrderedDict.move_to_end,
+                                      _trace._encode_into, _trace._ORDER, _trace.CHUNK))
 
 
 def _attribution(trace: list[dict], *, operator_id: str, requested_by: str | None, instruction_hash: str | None,
@@ -552,7 +554,7 @@ def _admit_consts():
     ``_read_tail`` are read there per event, as ``_read`` reads them) and the pending items' layout."""
     if _admit is None or _remember is not getattr(_kernels, "remember", None):
         return None
-    return _kernels.admit_setup((astuple, _encode, Decision, _Reading, _DEDUPE, _ENGINE_READ, globals(), _PW, K_DEST,
+    return _kernels.admit_setup((astuple, _encode_into, Decision, _Reading, _DEDUPE, _ENGINE_READ, globals(), _PW, K_DEST,
                                  array))
 
 

@@ -65,6 +65,8 @@ DICT_BYTES = 32 * 1024
 #: at most this many bytes of one block go into the dictionary
 DICT_SAMPLE = 2048
 _encode = msgspec.msgpack.Encoder().encode
+#: the same encoding into a buffer (detector._native.decide's rows: one bytes object made at its size)
+_encode_into = _encode.__self__.encode_into
 _decode = msgspec.msgpack.Decoder(list).decode
 _decode_row = msgspec.msgpack.Decoder().decode
 
