@@ -554,8 +554,8 @@ def _admit_consts():
     ``_read_tail`` are read there per event, as ``_read`` reads them) and the pending items' layout."""
     if _admit is None or _remember is not getattr(_kernels, "remember", None):
         return None
-    return _kernels.admit_setup((astuple, _encode_into, Decision, _Reading, _DEDUPE, _ENGINE_READ, globals(), _PW, K_DEST,
-                                 array))
+    return _kernels.admit_setup((astuple, _encode_into, Decision, _Reading, _DEDUPE, _ENGINE_READ, globals(), _PW,
+                                 K_DEST, array))
 
 
 class Engine:
