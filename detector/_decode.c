@@ -23,6 +23,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -175,6 +176,50 @@ decode_setup(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* What decode_plain reads of an event's type, found once per type (ev_type): where the event's schema_version
+ * and ts are (the Struct's fields: member descriptors, read at their offset; -1 when not plain slots), and whether
+ * its __dict__ is the generic one (PyObject_GenericGetDict, called directly). Anything else: the generic way. */
+static PyTypeObject *ev_type;  /* a strong reference, or NULL */
+static Py_ssize_t off_sv = -1, off_ts = -1;
+static int generic_dict;
+
+static Py_ssize_t
+member_offset(PyTypeObject *tp, PyObject *name)
+{
+    PyObject *d = _PyType_Lookup(tp, name);  /* borrowed */
+    if (d == NULL || !Py_IS_TYPE(d, &PyMemberDescr_Type) || ((PyMemberDescrObject *)d)->d_common.d_type != tp)
+        return -1;
+    PyMemberDef *m = ((PyMemberDescrObject *)d)->d_member;
+    return m->type == T_OBJECT_EX && m->offset > 0 ? m->offset : -1;
+}
+
+static void
+resolve_event_type(PyTypeObject *tp)
+{
+    Py_INCREF(tp);
+    Py_XSETREF(ev_type, tp);
+    int generic = tp->tp_getattro == PyObject_GenericGetAttr;
+    off_sv = generic ? member_offset(tp, s_schema_version) : -1;
+    off_ts = generic ? member_offset(tp, s_ts) : -1;
+    PyObject *d = _PyType_Lookup(tp, s_dict);  /* borrowed */
+    generic_dict = generic && d != NULL && Py_IS_TYPE(d, &PyGetSetDescr_Type)
+                   && ((PyGetSetDescrObject *)d)->d_getset->get == PyObject_GenericGetDict;
+}
+
+/* ev.<name> (a new reference) from its slot at off, else the generic way */
+static PyObject *
+event_field(PyObject *ev, Py_ssize_t off, PyObject *name)
+{
+    if (off > 0) {
+        PyObject *v = *(PyObject **)((char *)ev + off);
+        if (v != NULL) {
+            Py_INCREF(v);
+            return v;
+        }
+    }
+    return PyObject_GetAttr(ev, name);
+}
+
 /* decode_plain(raw) -> ActionEvent | None: decode_event's answer for the usual message, all of its shortcuts in
  * one call: bytes of at most max_bytes, plain(), decoded by the typed decoder with schema_version 1 and a ts
  * instant() reads; the event with its t. None for anything else (any error of the decoder included: decode_event
@@ -189,13 +234,16 @@ decode_plain(PyObject *self, PyObject *raw)
         PyErr_Clear();
         Py_RETURN_NONE;
     }
-    if ((sv = PyObject_GetAttr(ev, s_schema_version)) == NULL || (ts = PyObject_GetAttr(ev, s_ts)) == NULL)
+    if (Py_TYPE(ev) != ev_type)
+        resolve_event_type(Py_TYPE(ev));
+    if ((sv = event_field(ev, off_sv, s_schema_version)) == NULL || (ts = event_field(ev, off_ts, s_ts)) == NULL)
         goto none;
     if (!PyLong_CheckExact(sv) || PyLong_AsLong(sv) != 1 || !PyUnicode_Check(ts))
         goto none;
     if ((t = instant(NULL, ts)) == NULL || t == Py_None)
         goto none;
-    if ((d = PyObject_GetAttr(ev, s_dict)) == NULL || !PyDict_Check(d) || PyDict_SetItem(d, s_t, t) < 0)
+    if ((d = generic_dict ? PyObject_GenericGetDict(ev, NULL) : PyObject_GetAttr(ev, s_dict)) == NULL
+            || !PyDict_Check(d) || PyDict_SetItem(d, s_t, t) < 0)
         goto none;
     Py_DECREF(sv);
     Py_DECREF(ts);

@@ -1251,16 +1251,37 @@ directed_harm(int is_delete, int is_write, int outward, int sensitive, long long
     return 0.25;
 }
 
+/* An object's dict when the interpreter manages it (Py_TPFLAGS_MANAGED_DICT, a msgspec Struct's dict=True
+ * among them): on 3.11 a pointer three words before the object, NULL while the object keeps its attributes as
+ * values instead (the fast read is then not taken: _PyObject_GetDictPtr would make a dict of them). Other
+ * versions lay it out otherwise (3.12 tags a values pointer in the same word): not read that way there. */
+#ifdef Py_TPFLAGS_MANAGED_DICT
+#define MANAGED_DICT Py_TPFLAGS_MANAGED_DICT
+#else
+#define MANAGED_DICT 0
+#endif
+#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030C0000
+#define MANAGED_DICT_SLOT 1
+#define managed_dict(o) (((PyObject **)(o))[-3])
+#else
+#define MANAGED_DICT_SLOT 0
+#define managed_dict(o) ((PyObject *)NULL)
+#endif
+
 /* Attribute access to the plain slots (__slots__, a msgspec Struct's fields: member descriptors of objects)
  * of the objects extract reads and writes, at their offset: the same object the descriptor would give or set,
- * without the lookup. Any other attribute (a property, an instance dict's, a slot not set) goes the generic
- * way. The type each offset was found for is held. */
+ * without the lookup. An attribute the type does not have at all, of an object with an instance dict that is
+ * not managed by the interpreter (an event's t, in its msgspec Struct's __dict__), is read from that dict, as long as
+ * the type's version tag says nothing was added to the type since. Any other attribute (a property, a slot
+ * not set, a key the dict does not hold) goes the generic way. The type each offset was found for is held. */
 typedef struct {
     PyObject *name;       /* interned */
     PyTypeObject *type;   /* the type off was resolved for (a strong reference), or NULL */
     Py_ssize_t off;       /* -1: not a plain object slot of that type */
     int get, set;         /* the slot at off is read / written directly (a plain slot, generic attribute access,
                            * and for set not read-only) */
+    int in_dict;          /* no such attribute in the type: read from the instance dict (_PyObject_GetDictPtr) */
+    unsigned int version; /* the type's version tag when in_dict was set */
 } fastattr;
 
 static void
@@ -1271,7 +1292,8 @@ fa_resolve(fastattr *fa, PyTypeObject *tp)
     fa->off = -1;
     int get = tp->tp_getattro == PyObject_GenericGetAttr, set = tp->tp_setattro == PyObject_GenericSetAttr;
     fa->get = fa->set = 0;
-    PyObject *d = _PyType_Lookup(tp, fa->name);  /* borrowed */
+    fa->in_dict = 0;
+    PyObject *d = _PyType_Lookup(tp, fa->name);  /* borrowed (and the type given a version tag) */
     if (d != NULL && Py_IS_TYPE(d, &PyMemberDescr_Type)) {
         PyMemberDef *m = ((PyMemberDescrObject *)d)->d_member;
         if (m->type == T_OBJECT_EX && ((PyMemberDescrObject *)d)->d_common.d_type == tp && m->offset > 0) {
@@ -1279,6 +1301,12 @@ fa_resolve(fastattr *fa, PyTypeObject *tp)
             fa->get = get;
             fa->set = set && !(m->flags & READONLY);
         }
+    }
+    /* generic attribute access finds nothing in the type: the instance dict's value or an AttributeError */
+    if (d == NULL && get && tp->tp_dictoffset != 0 && (tp->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG)
+            && (!(tp->tp_flags & MANAGED_DICT) || MANAGED_DICT_SLOT)) {
+        fa->in_dict = 1;
+        fa->version = tp->tp_version_tag;
     }
 }
 
@@ -1295,6 +1323,19 @@ xget_slow(PyObject *o, fastattr *fa)
                 Py_INCREF(v);
                 return v;
             }
+        }
+    }
+    if (fa->in_dict && (tp->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG) && tp->tp_version_tag == fa->version) {
+        PyObject **dp = tp->tp_flags & MANAGED_DICT ? NULL : _PyObject_GetDictPtr(o);
+        PyObject *dict = tp->tp_flags & MANAGED_DICT ? managed_dict(o) : dp != NULL ? *dp : NULL;
+        if (dict != NULL && PyDict_CheckExact(dict)) {
+            PyObject *v = PyDict_GetItemWithError(dict, fa->name);  /* borrowed */
+            if (v != NULL) {
+                Py_INCREF(v);
+                return v;
+            }
+            if (PyErr_Occurred())
+                return NULL;
         }
     }
     return PyObject_GetAttr(o, fa->name);
@@ -1329,6 +1370,29 @@ xget(PyObject *o, fastattr *fa)
         }
     }
     return xget_slow(o, fa);
+}
+
+/* attr(o, name) -> o.<name> as the kernels read it (xget, one cache for every call: for the tests) */
+static PyObject *
+attr_(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    static fastattr fa;
+    if (nargs != 2 || !PyUnicode_CheckExact(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "attr(o, name): name a str");
+        return NULL;
+    }
+    PyObject *name = args[1];
+    Py_INCREF(name);
+    PyUnicode_InternInPlace(&name);
+    if (fa.name != name) {  /* another name: resolved afresh */
+        Py_XSETREF(fa.name, name);
+        Py_CLEAR(fa.type);
+        fa.off = -1;
+        fa.in_dict = 0;
+    } else {
+        Py_DECREF(name);
+    }
+    return xget(args[0], &fa);
 }
 
 static ALWAYS_INLINE int
@@ -5044,6 +5108,8 @@ typedef struct {
     PyObject *store_t, *ring_t, *odict_t, *move_to_end, *encode_into, *order;
     Py_ssize_t chunk;                                 /* trace.CHUNK */
     PyObject *scratch;                                /* a bytearray each row is encoded into (owned) */
+    PyObject *record_t;  /* an ordinary decision's record with its event's values None (owned): each record is a
+                          * copy (PyDict_Copy clones its keys, in their order), those values then replaced */
 } decideconsts;
 
 static void
@@ -5053,6 +5119,7 @@ dc_free(PyObject *cap)
     if (k == NULL)
         return;
     Py_XDECREF(k->scratch);
+    Py_XDECREF(k->record_t);
     Py_XDECREF(k->keep);
     PyMem_Free(k);
 }
@@ -5080,15 +5147,25 @@ decide_setup(PyObject *self, PyObject *arg)
         PyMem_Free(k);
         return NULL;
     }
-    if ((k->scratch = PyByteArray_FromStringAndSize(NULL, 0)) == NULL) {
+    if ((k->scratch = PyByteArray_FromStringAndSize(NULL, 0)) == NULL || (k->record_t = PyDict_New()) == NULL) {
+        Py_XDECREF(k->scratch);
         PyMem_Free(k);
         return NULL;
     }
+    PyObject *tvals[9] = {Py_None, Py_None, Py_None, Py_None, k->ok, Py_None, k->none, k->closed, k->version};
+    for (int i = 0; i < 9; i++)
+        if (PyDict_SetItem(k->record_t, dk_keys[i], tvals[i]) < 0) {
+            Py_DECREF(k->scratch);
+            Py_DECREF(k->record_t);
+            PyMem_Free(k);
+            return NULL;
+        }
     Py_INCREF(arg);
     k->keep = arg;
     PyObject *cap = PyCapsule_New(k, DC_NAME, dc_free);
     if (cap == NULL) {
         Py_DECREF(k->scratch);
+        Py_DECREF(k->record_t);
         Py_DECREF(arg);
         PyMem_Free(k);
     }
@@ -5431,11 +5508,13 @@ decide_one(const decideconsts *k, PyObject *item, PyObject *pc, PyObject *traces
     if ((reasons = PyList_New(0)) == NULL)
         goto error;
     held[nh++] = reasons;
-    PyObject *vals[9] = {event_id, agent_id, ts, score4, k->ok, reasons, k->none, state_o, k->version};
-    if ((record = _PyDict_NewPresized(9)) == NULL)
+    /* (the template's severity "ok", action_taken "none" and model_version kept; its breaker_state is CLOSED) */
+    PyObject *vals[6] = {event_id, agent_id, ts, score4, reasons, state_o};
+    static const int vkeys[6] = {0, 1, 2, 3, 5, 7};
+    if ((record = PyDict_Copy(k->record_t)) == NULL)
         goto error;
-    for (int i = 0; i < 9; i++)
-        if (PyDict_SetItem(record, dk_keys[i], vals[i]) < 0)
+    for (int i = 0; i < (state_o == k->closed ? 5 : 6); i++)
+        if (PyDict_SetItem(record, dk_keys[vkeys[i]], vals[i]) < 0)
             goto error;
     if (xset(d, &dc_record, record) < 0)
         goto error;
@@ -6042,6 +6121,8 @@ static PyMethodDef methods[] = {
     {"extract_setup", extract_setup, METH_VARARGS,
      "extract_setup(Observation, _words, destination_family, _is_outsider, EXTERNAL, BROADCAST[, words_cache[, Policy[, stop_words]]]): what extract calls back."},
     {"crc32", crc32_, METH_VARARGS, "crc32(data, crc=0) -> int: zlib.crc32, as the kernel hashes names."},
+    {"attr", (PyCFunction)(void (*)(void))attr_, METH_FASTCALL,
+     "attr(o, name) -> o.<name> as the kernels read attributes (for the tests)."},
     {"words", (PyCFunction)(void (*)(void))words, METH_FASTCALL,
      "words(local, stop) -> the CRC-32 of its words (features._py_words_of), or None when it is not ASCII."},
     {"text_words", (PyCFunction)(void (*)(void))text_words, METH_FASTCALL,

@@ -1089,3 +1089,30 @@ def test_usage_the_kernel_does_not_take_is_left_to_the_reference_untouched():
         u.add(float("inf"), 1, 1)
     u.add(7200.0 + 5, 3, 30)
     assert u.estimate(7200.0 + 10) == (3.0, 30.0) and Usage.from_tuple(u.to_tuple()).v == u.v
+
+
+def test_attributes_the_kernels_read_are_what_python_reads():
+    # xget: a plain slot at its offset; an attribute the type lacks, from the instance dict while the type's version
+    # tag says nothing was added since (an event's t); anything else the generic way
+    import msgspec
+
+    class S(msgspec.Struct, dict=True):
+        a: int
+
+    s = S(1)
+    s.__dict__["t"] = 5.0
+    assert _native.attr(s, "a") == 1
+    assert _native.attr(s, "t") == 5.0
+    s.__dict__["t"] = 6.0  # the dict is read each time
+    assert _native.attr(s, "t") == 6.0
+    S.t = property(lambda self: 7.0)  # a data descriptor added to the type wins over the dict, as in Python
+    assert s.t == 7.0 and _native.attr(s, "t") == 7.0
+    del S.t
+    assert s.t == 6.0 and _native.attr(s, "t") == 6.0
+    del s.__dict__["t"]
+    with pytest.raises(AttributeError):
+        _native.attr(s, "t")
+    ev = sim.simulate(n_agents=1, days=1, seed=3)[0][0]
+    from detector.events import decode_event
+    e = decode_event(json.dumps(ev))
+    assert _native.attr(e, "t") == e.t and _native.attr(e, "ts") == e.ts
