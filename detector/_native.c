@@ -3546,6 +3546,23 @@ rarities_tail(double *zb, double *rb, unsigned char *zset, Py_ssize_t k, const d
     return 0;
 }
 
+/* rows += n doubles from v (a bytearray: the batch's model rows), 0 or -1 with an exception set. The buffer
+ * grows by ~1.8 times its size when it must (then is set back to the size asked, which keeps that capacity:
+ * a bytearray reallocates only below half of it), where growing by bytearray's own 1/8 copied a batch's rows
+ * some forty times. */
+static int
+rows_append(PyObject *rows, const double *v, Py_ssize_t n)
+{
+    const Py_ssize_t at = PyByteArray_GET_SIZE(rows), size = at + n * (Py_ssize_t)sizeof(double);
+    if (size + 1 > ((PyByteArrayObject *)rows)->ob_alloc && size < PY_SSIZE_T_MAX / 2
+            && PyByteArray_Resize(rows, size + size / 10 * 8) < 0)
+        return -1;
+    if (PyByteArray_Resize(rows, size) < 0)
+        return -1;
+    memcpy(PyByteArray_AS_STRING(rows) + at, v, (size_t)n * sizeof(double));
+    return 0;
+}
+
 /* rarities((tables, slopes, n, spz, zmax, slack, reach_quiet), z, x, caps, quiet, known_reach[, rows[, r_out]])
  *   -> (r, raw, top); rows (a bytearray, or None/absent): the final z appended as native doubles (the batch's rows
  *   for the model); r_out (an array('d') as long as r, or None/absent): r written there and returned instead of a
@@ -3702,12 +3719,8 @@ rarities(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             }
         }
     }
-    if (rows != NULL) {
-        Py_ssize_t at = PyByteArray_GET_SIZE(rows);
-        if (PyByteArray_Resize(rows, at + k * (Py_ssize_t)sizeof(double)) < 0)
-            goto done;
-        memcpy(PyByteArray_AS_STRING(rows) + at, zb, (size_t)k * sizeof(double));
-    }
+    if (rows != NULL && rows_append(rows, zb, k) < 0)
+        goto done;
     {
         PyObject *fr = PyFloat_FromDouble(raw), *ft = PyFloat_FromDouble(top);
         if (fr != NULL && ft != NULL)
@@ -4918,12 +4931,8 @@ read_tail(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             goto done;
     }
     /* the rarities' rows += z (the batch's model rows) */
-    if (rows != Py_None) {
-        Py_ssize_t at = PyByteArray_GET_SIZE(rows);
-        if (PyByteArray_Resize(rows, at + n * (Py_ssize_t)sizeof(double)) < 0)
-            goto done;
-        memcpy(PyByteArray_AS_STRING(rows) + at, zb, (size_t)n * sizeof(double));
-    }
+    if (rows != Py_None && rows_append(rows, zb, n) < 0)
+        goto done;
     /* st.usage.add(ev.t, ev.records, ev.bytes) (usage_add) */
     if (have_u) {
         usage_step(uv.buf, t, rec, nb);
