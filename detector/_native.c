@@ -494,6 +494,10 @@ done:
  * caller then runs the reference, so the result is the reference's in every case.
  * ------------------------------------------------------------------------------------------------------ */
 
+/* zlib's CRC-32: polynomial P = x^32 + x^26 + x^23 + x^22 + x^16 + x^12 + x^11 + x^10 + x^8 + x^7 + x^5 + x^4
+ * + x^2 + x + 1, bit-reflected (bit i of a 32-bit value is the coefficient of x^(31 - i); x^32 is implied) */
+#define CRC_POLY 0xEDB88320u
+
 static uint32_t crc_table[8][256];
 
 static void
@@ -502,7 +506,7 @@ crc_init(void)
     for (uint32_t i = 0; i < 256; i++) {
         uint32_t c = i;
         for (int k = 0; k < 8; k++)
-            c = c & 1 ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+            c = c & 1 ? CRC_POLY ^ (c >> 1) : c >> 1;
         crc_table[0][i] = c;
     }
     /* slicing by 8: table k advances a byte's CRC past k more zero bytes */
@@ -517,30 +521,172 @@ le32(const unsigned char *p)
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
-/* zlib.crc32(buf, crc), eight bytes a step */
-static uint32_t
-crc_update(uint32_t crc, const char *buf, Py_ssize_t n)
+/* The CRC register s (zlib's crc ^ 0xFFFFFFFF) past n more bytes, eight bytes a step */
+static inline uint32_t
+crc_slice(uint32_t s, const unsigned char *p, Py_ssize_t n)
 {
-    const unsigned char *p = (const unsigned char *)buf;
-    crc ^= 0xFFFFFFFFu;
     while (n >= 8) {
-        uint32_t lo = crc ^ le32(p), hi = le32(p + 4);
-        crc = crc_table[7][lo & 0xFF] ^ crc_table[6][(lo >> 8) & 0xFF] ^ crc_table[5][(lo >> 16) & 0xFF]
-              ^ crc_table[4][lo >> 24] ^ crc_table[3][hi & 0xFF] ^ crc_table[2][(hi >> 8) & 0xFF]
-              ^ crc_table[1][(hi >> 16) & 0xFF] ^ crc_table[0][hi >> 24];
+        uint32_t lo = s ^ le32(p), hi = le32(p + 4);
+        s = crc_table[7][lo & 0xFF] ^ crc_table[6][(lo >> 8) & 0xFF] ^ crc_table[5][(lo >> 16) & 0xFF]
+            ^ crc_table[4][lo >> 24] ^ crc_table[3][hi & 0xFF] ^ crc_table[2][(hi >> 8) & 0xFF]
+            ^ crc_table[1][(hi >> 16) & 0xFF] ^ crc_table[0][hi >> 24];
         p += 8;
         n -= 8;
     }
     if (n >= 4) {  /* (most names end in a few bytes: four of them a step too) */
-        uint32_t lo = crc ^ le32(p);
-        crc = crc_table[3][lo & 0xFF] ^ crc_table[2][(lo >> 8) & 0xFF] ^ crc_table[1][(lo >> 16) & 0xFF]
-              ^ crc_table[0][lo >> 24];
+        uint32_t lo = s ^ le32(p);
+        s = crc_table[3][lo & 0xFF] ^ crc_table[2][(lo >> 8) & 0xFF] ^ crc_table[1][(lo >> 16) & 0xFF]
+            ^ crc_table[0][lo >> 24];
         p += 4;
         n -= 4;
     }
     while (n-- > 0)
-        crc = crc_table[0][(crc ^ *p++) & 0xFF] ^ (crc >> 8);
-    return crc ^ 0xFFFFFFFFu;
+        s = crc_table[0][(s ^ *p++) & 0xFF] ^ (s >> 8);
+    return s;
+}
+
+/* Folding with carry-less multiplication (PCLMULQDQ), for buffers of CRC_FOLD_MIN bytes or more on an x86-64
+ * CPU that has it (checked once, at import: crc_fold_ok); the tables above do the rest and every other case.
+ *
+ * Written from the algebra (as in Intel's paper "Fast CRC Computation for Generic Polynomials Using PCLMULQDQ
+ * Instruction", 2009). Reflected, a message's first byte holds its highest-degree coefficients: 16 bytes loaded
+ * into a 128-bit register give the polynomial whose x^(127 - k) coefficient is bit k of the register; its low
+ * 64-bit half H holds the degrees 127..64, its high half L the degrees 63..0 (each 64-bit half as a polynomial
+ * of degree < 64: bit i is x^(63 - i)). The register s, XORed into the first 4 bytes, adds s * x^(8n - 32) to
+ * an n-byte message M, and then the new register is (M * x^32) mod P, as the tables give it. Mod P:
+ *   - a block B = H x^64 + L followed by F more bits counts as B x^F = H x^(F+64) + L x^F
+ *     == H (x^(F+64) mod P) + L (x^F mod P): a polynomial of degree < 96, XORed into the block F bits further
+ *     ("folding" B by F: four blocks at once by F = 512, then one by F = 128, then one left);
+ *   - the carry-less product of two such halves, a and b, is a * b * x in the 128-bit register (its bit k is
+ *     the sum over i + j = k of a_i b_j: degree 63 - i + 63 - j = 126 - k, where the register says 127 - k),
+ *     so the operand for x^e is x^(e-1) mod P (crc_k(e): its degree 31..0 coefficients in bits 32..63);
+ *   - the last block B gives B x^32 = H x^96 + L x^32 == H (x^96 mod P) + L x^32 (degree < 96), whose top 32
+ *     coefficients T (x^95..x^64) fold as T (x^64 mod P) into the low 64: Z, of degree < 64, == B x^32;
+ *   - Barrett reduction: Z mod P = Z + q P with q = floor(Z / P) = floor(floor(Z / x^32) * mu / x^32), exact for
+ *     deg Z < 64 with mu = floor(x^64 / P) (degree 32, like P); the register is the degree 31..0 of Z + q P.
+ * The constants are computed from CRC_POLY at import (crc_fold_init). tests/unit/test_crc_fold.py compares the
+ * two paths with zlib. */
+#if defined(__x86_64__) && defined(__GNUC__)
+#define CRC_FOLD 1
+#include <immintrin.h>
+
+/* bytes: from 32 on, folding is as fast as the tables when each CRC waits for the one before (32 bytes: 12 ns
+ * both) and twice as fast when they overlap (3 ns against 6); below it the tables are faster (24 bytes: 8 ns
+ * against 12, waiting) */
+#define CRC_FOLD_MIN 32
+
+static int crc_fold_ok;
+/* {lo, hi} pairs of 64-bit operands, each the x^(e-1) mod P above: fold by 512, fold by 128, 128 -> 64 bits
+ * ({x^96, x^64}), and Barrett's {mu, P} as 33-bit reflected polynomials (bit j is x^(32 - j)) */
+static uint64_t crc_k512[2], crc_k128[2], crc_k96[2], crc_kmu[2];
+
+/* x^e mod P, reflected (bit i is x^(31 - i)): x^0 multiplied by x e times, as the table's bytes are */
+static uint32_t
+crc_xpow(int e)
+{
+    uint32_t v = 0x80000000u;  /* x^0 */
+    while (e-- > 0)
+        v = v & 1 ? CRC_POLY ^ (v >> 1) : v >> 1;
+    return v;
+}
+
+/* the 64-bit operand that multiplies a half by x^e mod P */
+static uint64_t
+crc_k(int e)
+{
+    return (uint64_t)crc_xpow(e - 1) << 32;
+}
+
+/* v's low w bits in the reverse order */
+static uint64_t
+crc_reflect(uint64_t v, int w)
+{
+    uint64_t r = 0;
+    for (int i = 0; i < w; i++, v >>= 1)
+        r = r << 1 | (v & 1);
+    return r;
+}
+
+static void
+crc_fold_init(void)
+{
+    __builtin_cpu_init();
+    crc_fold_ok = __builtin_cpu_supports("pclmul") && __builtin_cpu_supports("sse4.1");
+    crc_k512[0] = crc_k(512 + 64);
+    crc_k512[1] = crc_k(512);
+    crc_k128[0] = crc_k(128 + 64);
+    crc_k128[1] = crc_k(128);
+    crc_k96[0] = crc_k(96);
+    crc_k96[1] = crc_k(64);
+    /* mu = floor(x^64 / P) by long division, in the ordinary order (bit d is x^d; P's x^32 is bit 32) */
+    const uint64_t p = crc_reflect(CRC_POLY, 32) | (uint64_t)1 << 32;
+    uint64_t r = 0, mu = 0;
+    for (int d = 64; d >= 0; d--) {  /* the dividend's bits, x^64 down to x^0 (mu's bits over x^32 are 0) */
+        r = r << 1 | (d == 64);
+        mu <<= 1;
+        if (r >> 32 & 1) {
+            r ^= p;
+            mu |= 1;
+        }
+    }
+    crc_kmu[0] = crc_reflect(mu, 33);
+    crc_kmu[1] = crc_reflect(p, 33);
+}
+
+/* The register s past n bytes at p, n a multiple of 16 and at least 16 */
+__attribute__((target("pclmul,sse4.1"))) static uint32_t
+crc_fold(uint32_t s, const unsigned char *p, Py_ssize_t n)
+{
+    const __m128i k512 = _mm_loadu_si128((const __m128i *)crc_k512), k128 = _mm_loadu_si128((const __m128i *)crc_k128);
+#define FOLD(x, k) _mm_xor_si128(_mm_clmulepi64_si128(x, k, 0x00), _mm_clmulepi64_si128(x, k, 0x11))
+#define LOAD(q) _mm_loadu_si128((const __m128i *)(q))
+    __m128i x = _mm_xor_si128(LOAD(p), _mm_cvtsi32_si128((int)s));
+    p += 16;
+    n -= 16;
+    if (n >= 48) {  /* four blocks at once, 64 bytes apart */
+        __m128i x1 = LOAD(p), x2 = LOAD(p + 16), x3 = LOAD(p + 32);
+        p += 48;
+        n -= 48;
+        for (; n >= 64; p += 64, n -= 64) {
+            x = _mm_xor_si128(FOLD(x, k512), LOAD(p));
+            x1 = _mm_xor_si128(FOLD(x1, k512), LOAD(p + 16));
+            x2 = _mm_xor_si128(FOLD(x2, k512), LOAD(p + 32));
+            x3 = _mm_xor_si128(FOLD(x3, k512), LOAD(p + 48));
+        }
+        x = _mm_xor_si128(FOLD(x, k128), x1);
+        x = _mm_xor_si128(FOLD(x, k128), x2);
+        x = _mm_xor_si128(FOLD(x, k128), x3);
+    }
+    for (; n >= 16; p += 16, n -= 16)
+        x = _mm_xor_si128(FOLD(x, k128), LOAD(p));
+#undef FOLD
+#undef LOAD
+    /* 128 -> 96 -> 64 bits: H (x^96 mod P) + L x^32 (L moved to bits 32..95), then its top 32 bits (32..63) times
+     * x^64 mod P, XORed into the low 64 (bits 64..127, moved to 0..63: z) */
+    const __m128i k96 = _mm_loadu_si128((const __m128i *)crc_k96), kmu = _mm_loadu_si128((const __m128i *)crc_kmu);
+    const __m128i low32 = _mm_cvtsi32_si128(-1);
+    x = _mm_xor_si128(_mm_clmulepi64_si128(x, k96, 0x00), _mm_slli_si128(_mm_srli_si128(x, 8), 4));
+    const __m128i z = _mm_srli_si128(_mm_xor_si128(_mm_clmulepi64_si128(x, k96, 0x10), x), 8);
+    /* Barrett: floor(z / x^32) is z's bits 0..31 (x^63..x^32), times mu; its degree 63..32 (bits 0..31) are q */
+    const __m128i q = _mm_and_si128(_mm_clmulepi64_si128(_mm_and_si128(z, low32), kmu, 0x00), low32);
+    return (uint32_t)_mm_extract_epi32(_mm_xor_si128(z, _mm_clmulepi64_si128(q, kmu, 0x10)), 1);
+}
+#endif
+
+/* zlib.crc32(buf, crc) */
+static uint32_t
+crc_update(uint32_t crc, const char *buf, Py_ssize_t n)
+{
+    const unsigned char *p = (const unsigned char *)buf;
+    uint32_t s = crc ^ 0xFFFFFFFFu;
+#ifdef CRC_FOLD
+    if (n >= CRC_FOLD_MIN && crc_fold_ok) {
+        s = crc_fold(s, p, n & ~(Py_ssize_t)15);
+        p += n & ~(Py_ssize_t)15;
+        n &= 15;
+    }
+#endif
+    return crc_slice(s, p, n) ^ 0xFFFFFFFFu;
 }
 
 /* crc32(data, crc=0) -> int: zlib.crc32 (for the tests) */
@@ -552,6 +698,50 @@ crc32_(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "y*|I:crc32", &b, &crc))
         return NULL;
     uint32_t r = crc_update(crc, b.buf, b.len);
+    PyBuffer_Release(&b);
+    return PyLong_FromUnsignedLong(r);
+}
+
+/* crc32_tables(data, crc=0) -> int: zlib.crc32 by the tables alone, whatever the length (for the tests) */
+static PyObject *
+crc32_tables(PyObject *self, PyObject *args)
+{
+    Py_buffer b;
+    unsigned int crc = 0;
+    if (!PyArg_ParseTuple(args, "y*|I:crc32_tables", &b, &crc))
+        return NULL;
+    uint32_t r = crc_slice(crc ^ 0xFFFFFFFFu, b.buf, b.len) ^ 0xFFFFFFFFu;
+    PyBuffer_Release(&b);
+    return PyLong_FromUnsignedLong(r);
+}
+
+/* crc32_fold(data, crc=0) -> int: zlib.crc32 folding every whole 16 bytes when there are 16 or more (for the
+ * tests; RuntimeError where crc_folding is False) */
+static PyObject *
+crc32_fold(PyObject *self, PyObject *args)
+{
+    Py_buffer b;
+    unsigned int crc = 0;
+    if (!PyArg_ParseTuple(args, "y*|I:crc32_fold", &b, &crc))
+        return NULL;
+    uint32_t s = crc ^ 0xFFFFFFFFu;
+    const unsigned char *p = b.buf;
+    Py_ssize_t n = b.len;
+#ifdef CRC_FOLD
+    if (crc_fold_ok) {
+        if (n >= 16) {
+            s = crc_fold(s, p, n & ~(Py_ssize_t)15);
+            p += n & ~(Py_ssize_t)15;
+            n &= 15;
+        }
+    } else
+#endif
+    {
+        PyBuffer_Release(&b);
+        PyErr_SetString(PyExc_RuntimeError, "crc32_fold: this CPU (or build) has no carry-less multiplication");
+        return NULL;
+    }
+    uint32_t r = crc_slice(s, p, n) ^ 0xFFFFFFFFu;
     PyBuffer_Release(&b);
     return PyLong_FromUnsignedLong(r);
 }
@@ -6132,6 +6322,10 @@ static PyMethodDef methods[] = {
     {"crc32", crc32_, METH_VARARGS, "crc32(data, crc=0) -> int: zlib.crc32, as the kernel hashes names."},
     {"attr", (PyCFunction)(void (*)(void))attr_, METH_FASTCALL,
      "attr(o, name) -> o.<name> as the kernels read attributes (for the tests)."},
+    {"crc32_tables", crc32_tables, METH_VARARGS, "crc32_tables(data, crc=0) -> int: zlib.crc32 by the tables alone."},
+    {"crc32_fold", crc32_fold, METH_VARARGS,
+     "crc32_fold(data, crc=0) -> int: zlib.crc32 folding every whole 16 bytes "
+     "(RuntimeError where crc_folding is False)."},
     {"words", (PyCFunction)(void (*)(void))words, METH_FASTCALL,
      "words(local, stop) -> the CRC-32 of its words (features._py_words_of), or None when it is not ASCII."},
     {"text_words", (PyCFunction)(void (*)(void))text_words, METH_FASTCALL,
@@ -6198,10 +6392,27 @@ PyMODINIT_FUNC
 PyInit__native(void)
 {
     crc_init();
+#ifdef CRC_FOLD
+    crc_fold_init();
+#endif
     if (intern_names() < 0 || rt_names() < 0 || dc_names() < 0 || ad_names() < 0)
         return NULL;
     for (int i = 0; i < N_SMALL_FLOATS; i++)
         if ((small_floats[i] = PyFloat_FromDouble((double)i)) == NULL)
             return NULL;
-    return PyModule_Create(&module);
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL)
+        return NULL;
+#ifdef CRC_FOLD
+    const int folding = crc_fold_ok, fold_min = CRC_FOLD_MIN;
+#else
+    const int folding = 0, fold_min = 0;
+#endif
+    /* crc_folding: crc32 folds buffers of crc_fold_min bytes or more (tests/unit/test_crc_fold.py) */
+    if (PyModule_AddObjectRef(m, "crc_folding", folding ? Py_True : Py_False) < 0
+            || PyModule_AddIntConstant(m, "crc_fold_min", fold_min) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
 }
