@@ -1474,13 +1474,20 @@ typedef struct {
     unsigned int version; /* the type's version tag when in_dict was set */
 } fastattr;
 
+/* The setattr of a msgspec Struct type that is not frozen (engine.Decision's, taken by admit_setup), or NULL. For a
+ * type without garbage collection (gc=False, as Decision) it is PyObject_GenericSetAttr and nothing else (msgspec
+ * 0.18-0.22's Struct_setattro_default only adds tracking for types with it): its slots are written directly. */
+static setattrofunc struct_setattro;
+
 static void
 fa_resolve(fastattr *fa, PyTypeObject *tp)
 {
     Py_INCREF(tp);
     Py_XSETREF(fa->type, tp);
     fa->off = -1;
-    int get = tp->tp_getattro == PyObject_GenericGetAttr, set = tp->tp_setattro == PyObject_GenericSetAttr;
+    int get = tp->tp_getattro == PyObject_GenericGetAttr,
+        set = tp->tp_setattro == PyObject_GenericSetAttr
+              || (struct_setattro != NULL && tp->tp_setattro == struct_setattro && !(tp->tp_flags & Py_TPFLAGS_HAVE_GC));
     fa->get = fa->set = 0;
     fa->in_dict = 0;
     PyObject *d = _PyType_Lookup(tp, fa->name);  /* borrowed (and the type given a version tag) */
@@ -5827,6 +5834,8 @@ decide(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 
 static fastattr ad_approval_id, ad_agent_id, ad_seen_pos, ad_legacy_keys, ad_seen, ad_seen_content, ad_event_id,
     ad_dest_classes, ad_x, ad_operator_id, ad_pending, ad_features;
+/* a decision's fields admit_one writes (the Decision's own fastattrs: obs's dest_classes and x are another type's) */
+static fastattr ad_event, ad_reused_id, ad_violations, ad_dest_classes_d, ad_z, ad_x_d;
 static PyObject *s_read, *s_obs, *s_violations, *s_z, *s_adopted_, *s_fused_, *s_policy, *s_extract_, *s_read_tail_;
 
 /* admit_setup's tuple, parsed once per engine (Engine.__init__: _admit_consts) */
@@ -5841,6 +5850,7 @@ typedef struct {
     long long k_dest;                         /* features.K_DEST */
     PyTypeObject *array_t;                    /* array.array (what AgentState.pending is) */
     PyObject *kw_dup, *kw_dec, *kw_rows, *kw_obs;  /* the keyword names of the calls below (owned) */
+    PyObject *dcopy;  /* Decision(None).__copy__ (owned): a decision is a copy, its fields then set (see admit_one) */
     PyObject *scratch;                        /* a bytearray the content key's values are encoded into (owned) */
 } admitconsts;
 
@@ -5855,6 +5865,7 @@ ad_free(PyObject *cap)
     Py_XDECREF(k->kw_rows);
     Py_XDECREF(k->kw_obs);
     Py_XDECREF(k->scratch);
+    Py_XDECREF(k->dcopy);
     Py_XDECREF(k->keep);
     PyMem_Free(k);
 }
@@ -5905,6 +5916,22 @@ admit_setup(PyObject *self, PyObject *arg)
     k->kw_rows = ad_names_tuple((const char *[]){"rows"}, 1);
     k->kw_obs = ad_names_tuple((const char *[]){"rows", "obs"}, 2);
     k->scratch = PyByteArray_FromStringAndSize(NULL, 0);
+    /* a decision made by copying Decision(None) needs its fields written directly: a type without GC whose
+     * setattr is that of Decision's (a msgspec Struct's that is not frozen); else made by calling Decision */
+    PyTypeObject *dt = (PyTypeObject *)k->decision_t;
+    if (!(dt->tp_flags & Py_TPFLAGS_HAVE_GC) && dt->tp_setattro != PyObject_GenericSetAttr) {
+        if (struct_setattro == NULL)
+            struct_setattro = dt->tp_setattro;
+        if (struct_setattro == dt->tp_setattro) {
+            PyObject *none = Py_None, *tmpl = PyObject_Vectorcall(k->decision_t, &none, 1, NULL);
+            if (tmpl != NULL) {
+                k->dcopy = PyObject_GetAttrString(tmpl, "__copy__");
+                Py_DECREF(tmpl);
+            }
+            if (k->dcopy == NULL)
+                PyErr_Clear();
+        }
+    }
     Py_INCREF(arg);
     k->keep = arg;
     PyObject *cap = NULL;
@@ -5915,6 +5942,7 @@ admit_setup(PyObject *self, PyObject *arg)
         Py_XDECREF(k->kw_rows);
         Py_XDECREF(k->kw_obs);
         Py_XDECREF(k->scratch);
+        Py_XDECREF(k->dcopy);
         Py_DECREF(arg);
         PyMem_Free(k);
     }
@@ -5928,7 +5956,9 @@ ad_names(void)
         {&ad_approval_id, "approval_id"}, {&ad_agent_id, "agent_id"}, {&ad_seen_pos, "seen_pos"},
         {&ad_legacy_keys, "legacy_keys"}, {&ad_seen, "seen"}, {&ad_seen_content, "seen_content"},
         {&ad_event_id, "event_id"}, {&ad_dest_classes, "dest_classes"}, {&ad_x, "x"},
-        {&ad_operator_id, "operator_id"}, {&ad_pending, "pending"}, {&ad_features, "features"},
+        {&ad_operator_id, "operator_id"}, {&ad_pending, "pending"}, {&ad_features, "features"}, {&ad_event, "event"},
+        {&ad_reused_id, "reused_id"}, {&ad_violations, "violations"}, {&ad_dest_classes_d, "dest_classes"},
+        {&ad_z, "z"}, {&ad_x_d, "x"},
     };
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         if ((names[i].fa->name = PyUnicode_InternFromString(names[i].name)) == NULL)
@@ -6254,7 +6284,23 @@ admit_one(const admitconsts *k, PyObject *engine, PyObject *ev, PyObject *out, P
     AGET(x, obs, ad_x);
     {
         PyObject *dargs[7] = {ev, Py_None, seen == 1 ? Py_True : Py_False, viol, classes, z, x};
-        HOLD(d, PyObject_Vectorcall(k->decision_t, dargs, 1, k->kw_dec));
+        /* a copy of Decision(None) (one record dict shared until decide or the Python lines set the decision's own;
+         * the constructor makes one per decision, for nothing) with the fields written: when every field it sets
+         * is a slot written directly (xset's fast path for this type) */
+        d = k->dcopy != NULL ? PyObject_CallNoArgs(k->dcopy) : NULL;
+        if (d != NULL) {
+            held[nh++] = d;
+            static fastattr *const dfields[6] = {&ad_event, &ad_reused_id, &ad_violations, &ad_dest_classes_d, &ad_z,
+                                                &ad_x_d};
+            PyObject *const dvals[6] = {ev, dargs[2], viol, classes, z, x};
+            for (int i = 0; i < 6; i++)
+                if (xset(d, dfields[i], dvals[i]) < 0)
+                    goto error;
+        } else {
+            if (k->dcopy != NULL)
+                goto error;
+            HOLD(d, PyObject_Vectorcall(k->decision_t, dargs, 1, k->kw_dec));
+        }
     }
     if (PyList_Append(out, d) < 0)
         goto error;

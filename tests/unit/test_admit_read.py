@@ -273,3 +273,26 @@ def test_the_pending_items_kernel_takes_only_arrays_of_doubles():
 def test_the_engine_takes_the_kernel_when_it_is_built():
     from detector import native
     assert E._k_quiet is getattr(native.kernels, "pending_quiet", None)
+
+
+@built
+@engine_kernels
+def test_decisions_admit_makes_by_copy_are_the_constructors(fleet):
+    # admit makes a decision as a copy of Decision(None) with its fields written (one record dict shared until the
+    # decision's own is set): every field equals what the Python lines' Decision(...) gives, and no two decisions
+    # (nor the template) end up with the same record dict
+    import msgspec
+
+    model, later = fleet
+    kernel, lines = E.Engine(policy=POLICY, model=model), E.Engine(policy=POLICY, model=model)
+    lines._admitted = None  # process_batch's own loop: Decision(ev, ...) for every event
+    assert kernel._admitted is not None
+    got, want = [], []
+    for batch in batches(later, 97):
+        got += kernel.process_batch(batch)
+        want += lines.process_batch(batch)
+    decided = [d for d in got if not d.duplicate]
+    assert len(decided) > 1000
+    assert [msgspec.structs.asdict(d) for d in got] == [msgspec.structs.asdict(d) for d in want]
+    assert len({id(d.record) for d in decided}) == len(decided)
+    assert all(d.record for d in decided)
