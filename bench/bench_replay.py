@@ -176,12 +176,13 @@ def main() -> None:
     t_rep_model = best_of(args.runs, trained)
     for name, t, fn in (("online only  ", t_rep_online, online), ("trained model", t_rep_model, trained)):
         print(f"replay, {name} {m / t:>10,.0f} events/s  {us(t):6.2f} us/event"
-              f"  ({t / t_d:.1f}x bare decode of {us(t_d):.2f} us, {t / t_ty:.1f}x typed decode)  {how}"
+              f"  ({t / t_d:.1f}x bare decode of {us(t_d):.2f} us, {t / t_ty:.1f}x typed decode of {us(t_ty):.2f} us)"
+              f"  {how}"
               f"  [{load()}]")
         # CPU time is less moved by other work on a shared machine than wall time
         print(f"    in CPU time:        {m / CPU[fn]:>10,.0f} events/s  {us(CPU[fn]):6.2f} us/event"
               f"  ({CPU[fn] / CPU[dec]:.1f}x bare decode of {us(CPU[dec]):.2f} us,"
-              f" {CPU[fn] / CPU[typed_chunks]:.1f}x typed decode)")
+              f" {CPU[fn] / CPU[typed_chunks]:.1f}x typed decode of {us(CPU[typed_chunks]):.2f} us)")
     if args.replay_only:
         return
     if native.kernels is not None:
