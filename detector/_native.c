@@ -6036,62 +6036,92 @@ pending_quiet(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     return res;
 }
 
-/* reading = self._read(st, ev, book, rows=zrows): a new reference, or NULL with an exception set. Engine._read's first
- * lines (up to read_tail) are taken here in the plain case: no manifests (book None), Engine._read as engine.py
- * defines it (not a subclass's or an instance's own), engine.py's _extract and _read_tail there (called C to C when
- * they are this module's extract and read_tail) and a fused read set up (self._fused), and what they read of the
- * types the engine writes. Anything else calls Engine._read (nothing changed yet: extract changes nothing when it
- * gives None), and so does what read_tail leaves to the Python lines (it changed nothing either), with the
- * observation extract gave: _read(st, ev, book, rows=zrows, obs=obs) runs its lines after read_tail. */
-static PyObject *
-ad_read(const admitconsts *k, PyObject *engine, PyObject *st, PyObject *ev, PyObject *book, PyObject *rows)
+/* What ad_read's plain case needs of the engine, read once per call of admit (Python code the events' reads call
+ * back, a policy's classify for one, does not rebind these; process_batch calls admit again after each event it
+ * takes itself): ok when Engine._read is the engine's _read and engine.py's _extract and _read_tail and the engine's
+ * fused read are there; new references. */
+typedef struct {
+    int ok;
+    PyObject *fx, *ft, *fused, *adopted_d, *policy;
+} adplain;
+
+static void
+ad_plain_clear(adplain *pl)
 {
-    PyObject *held[12];  /* new references (at most 10), released at the end */
-    int nh = 0;
-    PyObject *res = NULL, *obs = NULL;
-#define RGET(var, expr) do { if ((var = (expr)) == NULL) goto error; held[nh++] = var; } while (0)
-    if (book != Py_None)
-        goto call;
+    Py_CLEAR(pl->fx);
+    Py_CLEAR(pl->ft);
+    Py_CLEAR(pl->fused);
+    Py_CLEAR(pl->adopted_d);
+    Py_CLEAR(pl->policy);
+    pl->ok = 0;
+}
+
+/* pl filled (ok or not), 0; -1 with an exception set */
+static int
+ad_plain(const admitconsts *k, PyObject *engine, adplain *pl)
+{
+    memset(pl, 0, sizeof *pl);
     {  /* self._read is Engine._read */
         PyObject *m = NULL;
 #if PY_VERSION_HEX < 0x030D0000
         const int unbound = _PyObject_GetMethod(engine, s_read, &m);
         if (m == NULL)
-            goto error;
+            return -1;
         Py_DECREF(m);  /* (k->keep holds Engine._read) */
         if (!unbound || m != k->read_fn)
-            goto call;
+            return 0;
 #else
         if ((m = PyObject_GetAttr(engine, s_read)) == NULL)
-            goto error;
+            return -1;
         const int same = PyMethod_Check(m) && PyMethod_GET_FUNCTION(m) == k->read_fn && PyMethod_GET_SELF(m) == engine;
         Py_DECREF(m);
         if (!same)
-            goto call;
+            return 0;
 #endif
     }
-    PyObject *fx, *ft, *fused, *adopted_d, *op, *peers, *pend, *quiet = NULL, *adopted, *features, *policy;
     /* _extract and _read_tail as engine.py holds them now (None: the Python lines) */
-    if ((fx = PyDict_GetItemWithError(k->globals, s_extract_)) == NULL
-            || (ft = PyDict_GetItemWithError(k->globals, s_read_tail_)) == NULL) {
-        if (PyErr_Occurred())
-            goto error;
-        goto call;
-    }
+    PyObject *fx = PyDict_GetItemWithError(k->globals, s_extract_), *ft = NULL;
+    if (fx != NULL)
+        ft = PyDict_GetItemWithError(k->globals, s_read_tail_);
+    if (fx == NULL || ft == NULL)
+        return PyErr_Occurred() ? -1 : 0;
     if (fx == Py_None || ft == Py_None)
-        goto call;
+        return 0;
     Py_INCREF(fx);
-    held[nh++] = fx;
+    pl->fx = fx;
     Py_INCREF(ft);
-    held[nh++] = ft;
-    /* fused = self._fused (None: the Python lines, which do not take read_tail) */
-    RGET(fused, PyObject_GetAttr(engine, s_fused_));
-    if (fused == Py_None)
+    pl->ft = ft;
+    /* fused = self._fused (None: the Python lines, which do not take read_tail); self._adopted; self.policy */
+    if ((pl->fused = PyObject_GetAttr(engine, s_fused_)) == NULL
+            || (pl->adopted_d = PyObject_GetAttr(engine, s_adopted_)) == NULL
+            || (pl->policy = PyObject_GetAttr(engine, s_policy)) == NULL) {
+        ad_plain_clear(pl);
+        return -1;
+    }
+    pl->ok = pl->fused != Py_None && PyDict_CheckExact(pl->adopted_d);
+    return 0;
+}
+
+/* reading = self._read(st, ev, book, rows=zrows): a new reference, or NULL with an exception set. Engine._read's first
+ * lines (up to read_tail) are taken here in the plain case: no manifests (book None), and pl->ok (ad_plain), and what
+ * they read of the types the engine writes. Anything else calls Engine._read (nothing changed yet: extract changes
+ * nothing when it gives None), and so does what read_tail leaves to the Python lines (it changed nothing either), with
+ * the observation extract gave: _read(st, ev, book, rows=zrows, obs=obs) runs its lines after read_tail. */
+static PyObject *
+ad_read(const admitconsts *k, const adplain *pl, PyObject *engine, PyObject *st, PyObject *ev, PyObject *book,
+        PyObject *rows)
+{
+    PyObject *held[12];  /* new references (at most 10), released at the end */
+    int nh = 0;
+    PyObject *res = NULL, *obs = NULL;
+#define RGET(var, expr) do { if ((var = (expr)) == NULL) goto error; held[nh++] = var; } while (0)
+    if (book != Py_None || !pl->ok)
         goto call;
+    PyObject *fx = pl->fx, *ft = pl->ft, *fused = pl->fused, *adopted_d = pl->adopted_d, *policy = pl->policy;
+    PyObject *op, *peers, *pend, *quiet = NULL, *adopted, *features;
     /* peers = adopted = self._adopted.get(ev.operator_id) */
-    RGET(adopted_d, PyObject_GetAttr(engine, s_adopted_));
     RGET(op, xget(ev, &ad_operator_id));
-    if (!PyDict_CheckExact(adopted_d) || !PyUnicode_CheckExact(op))
+    if (!PyUnicode_CheckExact(op))
         goto call;
     if ((peers = PyDict_GetItemWithError(adopted_d, op)) == NULL) {
         if (PyErr_Occurred())
@@ -6131,7 +6161,6 @@ ad_read(const admitconsts *k, PyObject *engine, PyObject *st, PyObject *ev, PyOb
     }
     /* obs = _extract(st.features, ev, self.policy, adopted)   (None: the Python lines, from the start) */
     RGET(features, xget(st, &ad_features));
-    RGET(policy, PyObject_GetAttr(engine, s_policy));
     {
         PyObject *xargs[4] = {features, ev, policy, adopted};
         obs = PyCFunction_Check(fx) && PyCFunction_GET_FUNCTION(fx) == (PyCFunction)(void (*)(void))extract
@@ -6180,8 +6209,8 @@ done:
 /* One event ev of the batch: 1 taken (a duplicate, or read and pending), 0 not ordinary (nothing changed: the
  * Python lines take it), -1 an exception. engine, out, pending, rows, book, agents, approvals: process_batch's. */
 static int
-admit_one(const admitconsts *k, PyObject *engine, PyObject *ev, PyObject *out, PyObject *pending, PyObject *rows,
-          PyObject *book, PyObject *agents, PyObject *approvals)
+admit_one(const admitconsts *k, const adplain *pl, PyObject *engine, PyObject *ev, PyObject *out, PyObject *pending,
+          PyObject *rows, PyObject *book, PyObject *agents, PyObject *approvals)
 {
     PyObject *held[24];  /* new references (at most 21), released at the end */
     int nh = 0, ret = 0;
@@ -6268,7 +6297,7 @@ admit_one(const admitconsts *k, PyObject *engine, PyObject *ev, PyObject *out, P
     /* reading = self._read(st, ev, book, rows=zrows)   (its first lines here for the plain case: ad_read)
      * obs = reading.obs */
     PyObject *reading, *obs, *viol, *z, *classes, *x, *d, *item;
-    HOLD(reading, ad_read(k, engine, st, ev, book, rows));
+    HOLD(reading, ad_read(k, pl, engine, st, ev, book, rows));
     if (Py_TYPE(reading) == (PyTypeObject *)k->reading_t && PyTuple_GET_SIZE(reading) == 8) {
         obs = PyTuple_GET_ITEM(reading, 0), viol = PyTuple_GET_ITEM(reading, 1), z = PyTuple_GET_ITEM(reading, 2);
     } else {
@@ -6341,16 +6370,22 @@ admit(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "admit: events a list or tuple, out and pending lists, agents a dict");
         return NULL;
     }
+    adplain pl;
+    if (ad_plain(k, engine, &pl) < 0)
+        return NULL;
     for (; i >= 0 && i < PySequence_Fast_GET_SIZE(events); i++) {
         PyObject *ev = PySequence_Fast_GET_ITEM(events, i);
         Py_INCREF(ev);
-        int r = admit_one(k, engine, ev, out, pending, rows, book, agents, approvals);
+        int r = admit_one(k, &pl, engine, ev, out, pending, rows, book, agents, approvals);
         Py_DECREF(ev);
-        if (r < 0)
+        if (r < 0) {
+            ad_plain_clear(&pl);
             return NULL;
+        }
         if (r == 0)
             break;
     }
+    ad_plain_clear(&pl);
     return PyLong_FromSsize_t(i);
 }
 
