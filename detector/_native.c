@@ -5836,7 +5836,8 @@ static fastattr ad_approval_id, ad_agent_id, ad_seen_pos, ad_legacy_keys, ad_see
     ad_dest_classes, ad_x, ad_operator_id, ad_pending, ad_features;
 /* a decision's fields admit_one writes (the Decision's own fastattrs: obs's dest_classes and x are another type's) */
 static fastattr ad_event, ad_reused_id, ad_violations, ad_dest_classes_d, ad_z, ad_x_d;
-static PyObject *s_read, *s_obs, *s_violations, *s_z, *s_adopted_, *s_fused_, *s_policy, *s_extract_, *s_read_tail_;
+static PyObject *s_read, *s_obs, *s_violations, *s_z, *s_adopted_, *s_fused_, *s_policy, *s_extract_, *s_read_tail_,
+    *s_new_agent;
 
 /* admit_setup's tuple, parsed once per engine (Engine.__init__: _admit_consts) */
 typedef struct {
@@ -5968,7 +5969,7 @@ ad_names(void)
 #define I(v, s) if ((v = PyUnicode_InternFromString(s)) == NULL) return -1
     I(s_read, "_read"); I(s_obs, "obs"); I(s_violations, "violations"); I(s_z, "z");
     I(s_adopted_, "_adopted"); I(s_fused_, "_fused"); I(s_policy, "policy"); I(s_extract_, "_extract");
-    I(s_read_tail_, "_read_tail");
+    I(s_read_tail_, "_read_tail"); I(s_new_agent, "_new_agent");
 #undef I
     return 0;
 }
@@ -6225,17 +6226,19 @@ admit_one(const admitconsts *k, const adplain *pl, PyObject *engine, PyObject *e
             goto done;
     }
     /* st = agents.get(ev.agent_id)
-     * if st is None: (a new agent: the Python lines) */
+     * if st is None:
+     *     st = self._new_agent(ev) */
     PyObject *agent_id, *st, *lk, *pos_o, *values, *enc, *seen_a, *content_a, *event_id, *hc_o, *seen_o;
     AGET(agent_id, ev, ad_agent_id);
     st = PyDict_GetItemWithError(agents, agent_id);  /* borrowed */
     if (st == NULL) {
         if (PyErr_Occurred())
             goto error;
-        goto done;
+        HOLD(st, PyObject_CallMethodOneArg(engine, s_new_agent, ev));
+    } else {
+        Py_INCREF(st);
+        held[nh++] = st;
     }
-    Py_INCREF(st);
-    held[nh++] = st;
     /* if st.legacy_keys: (a ring from before state version 6: the Python lines) */
     AGET(lk, st, ad_legacy_keys);
     int truth = PyObject_IsTrue(lk);

@@ -621,6 +621,12 @@ class Engine:
         return self._version
 
     # ------------------------------------------------------------- state I/O
+    def _new_agent(self, ev: ActionEvent) -> AgentState:
+        """The state of an agent met for the first time (its prior's), made the engine's: what process_batch does
+        before reading an agent's first event (detector._native.admit calls it too)."""
+        st = self.agents[ev.agent_id] = AgentState(self._prior(ev.agent_id, ev.operator_id, ev.tool), ev.operator_id)
+        return st
+
     def _prior(self, agent_id: str, operator_id: str, tool: str) -> Prior:
         if self.model is None:
             return self._generic
@@ -688,8 +694,7 @@ class Engine:
                     ev = ev.replace(approval_id=None)
             st = agents.get(ev.agent_id)
             if st is None:
-                st = agents[ev.agent_id] = AgentState(self._prior(ev.agent_id, ev.operator_id, ev.tool),
-                                                      ev.operator_id)
+                st = self._new_agent(ev)
             pos = st.seen_pos
             values = astuple(ev)  # the trace's row is made of them too
             hc = (crc32(encode(values)) & 0xFFFF) | 1  # values_key
