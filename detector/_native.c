@@ -1241,6 +1241,10 @@ static PyObject *fx_words_cache, *fx_stop;
 /* a callable making a new array('d') of NX doubles for an observation's x (NULL: a list of floats) */
 static PyObject *fx_row_new;
 static PyObject *fx_policy_type, *untrusted_policy, *untrusted_memo, *pol_classes, *pol_prefixes;
+/* the class's own classify (Policy.classify, taken at the first extract_setup), and whether the remembered
+ * policy has no internal domains and no internal patterns (then its classify is the broadcast table's alone) */
+static PyObject *pol_classify_fn, *pol_classify_in, *pol_internal_fn;  /* classify, _classify, _is_internal */
+static int pol_plain;
 static PyObject *pol_weights, *pol_broadcast;
 static PyObject *fx_words, *fx_destination_family, *fx_is_outsider, *fx_observation, *fx_external, *fx_broadcast;
 
@@ -1634,7 +1638,8 @@ set_bloom(PyObject *o, fastattr *name, const unsigned char *buf, Py_ssize_t n)
 static PyObject *s_last_t, *s_c, *s_tools, *s_resources, *s_dests, *s_steps, *s_principals, *s_recent_a,
     *s_recent_b, *s_gen_t, *s_tasks, *s_instr, *s_instr_t, *s_hours, *s_tool, *s_resource, *s_action,
     *s_sensitivity, *s_records, *s_bytes, *s_destinations, *s_task_id, *s_requested_by, *s_operator_id,
-    *s_approval_id, *s_instruction_hash, *s_t, *s_sensitivity_weight, *s_classify, *s_broadcast,
+    *s_approval_id, *s_instruction_hash, *s_t, *s_sensitivity_weight, *s_classify, *s__classify, *s__is_internal,
+    *s_broadcast,
     *s_is_untrusted_source, *s_untrusted_sources, *s_email, *s_confidential, *s_x, *s_dest_classes, *s_pending, *s_new_outbound,
     *s_config_change, *s_outbound, *s_approved, *s_quiet, *s_step, *s_principal, *s_novel, *s_adopted,
     *s_kind, *s_known_reach;
@@ -1653,6 +1658,7 @@ intern_names(void)
     I(s_requested_by, "requested_by"); I(s_operator_id, "operator_id"); I(s_approval_id, "approval_id");
     I(s_instruction_hash, "instruction_hash"); I(s_t, "t"); I(s_sensitivity_weight, "sensitivity_weight");
     I(s_classify, "classify"); I(s_broadcast, "broadcast"); I(s_is_untrusted_source, "is_untrusted_source");
+    I(s__classify, "_classify"); I(s__is_internal, "_is_internal");
     I(s_untrusted_sources, "untrusted_sources"); I(s_email, "email");
     I(s_confidential, "confidential"); I(s_x, "x"); I(s_dest_classes, "dest_classes"); I(s_pending, "pending");
     I(s_new_outbound, "new_outbound"); I(s_config_change, "config_change"); I(s_outbound, "outbound");
@@ -1731,6 +1737,18 @@ extract_setup(PyObject *self, PyObject *args)
     Py_XSETREF(fx_words_cache, wc);
     Py_XINCREF(pt);
     Py_XSETREF(fx_policy_type, pt);
+    /* (taken once, at the first setup: detector.features's, at import, from the class as policy.py defines it; a
+     * later setup, one a test makes with classify replaced for one, does not take the replacement for it) */
+    if (pol_classify_fn == NULL && pt != NULL && PyType_Check(pt)) {
+        pol_classify_fn = _PyType_Lookup((PyTypeObject *)pt, s_classify);  /* borrowed, then held */
+        Py_XINCREF(pol_classify_fn);
+        pol_classify_in = PyObject_GetAttrString(pt, "_classify");
+        pol_internal_fn = PyObject_GetAttrString(pt, "_is_internal");
+        if (pol_classify_in == NULL || pol_internal_fn == NULL) {
+            PyErr_Clear();
+            Py_CLEAR(pol_classify_fn);  /* (no fast classify) */
+        }
+    }
     Py_CLEAR(untrusted_policy);
     Py_CLEAR(untrusted_memo);
     Py_CLEAR(pol_classes);
@@ -1797,6 +1815,15 @@ policy_memo_new(PyObject *policy)
     PyObject *broadcast = PyObject_GetAttr(policy, s_broadcast);
     if (broadcast == NULL)
         PyErr_Clear();
+    /* plain: no internal domains and no internal patterns (empty, as __post_init__ makes them for none) */
+    pol_plain = 0;
+    PyObject *doms = PyObject_GetAttrString(policy, "_domains"), *pats = PyObject_GetAttrString(policy, "_patterns");
+    if (doms != NULL && pats != NULL && PyTuple_CheckExact(doms) && PyTuple_GET_SIZE(doms) == 0
+            && PyList_CheckExact(pats) && PyList_GET_SIZE(pats) == 0)
+        pol_plain = 1;
+    Py_XDECREF(doms);
+    Py_XDECREF(pats);
+    PyErr_Clear();
     Py_INCREF(policy);
     Py_XSETREF(untrusted_policy, policy);
     Py_XSETREF(untrusted_memo, d);
@@ -1805,6 +1832,43 @@ policy_memo_new(PyObject *policy)
     Py_XSETREF(pol_weights, weights);
     Py_XSETREF(pol_broadcast, broadcast);
     return 1;
+}
+
+/* policy.classify(dest) for the remembered policy when it is plain (pol_plain) and its class's classify is still
+ * Policy.classify (a new reference; NULL with an exception set, or NULL without one: ask classify), Policy.classify's
+ * lines on a miss of its memo (memo: its _cache):
+ *     reach = self.broadcast.get(dest); hit = (BROADCAST, reach) if reach is not None else (EXTERNAL, 1)
+ *     (_is_internal: False without domains and patterns)
+ *     if len(self._cache) > 200_000: self._cache.clear()
+ *     self._cache[dest] = hit */
+static PyObject *
+plain_classify(PyObject *policy, PyObject *memo, PyObject *broadcast, PyObject *dest)
+{
+    if (!pol_plain || memo == NULL || !PyDict_CheckExact(broadcast) || !PyUnicode_CheckExact(dest)
+            || pol_classify_fn == NULL || _PyType_Lookup(Py_TYPE(policy), s_classify) != pol_classify_fn
+            || _PyType_Lookup(Py_TYPE(policy), s__classify) != pol_classify_in
+            || _PyType_Lookup(Py_TYPE(policy), s__is_internal) != pol_internal_fn)
+        return NULL;
+    PyObject *reach = PyDict_GetItemWithError(broadcast, dest);  /* borrowed */
+    if (reach == NULL && PyErr_Occurred())
+        return NULL;
+    PyObject *hit;
+    if (reach != NULL) {
+        hit = PyTuple_Pack(2, fx_broadcast, reach);
+    } else {
+        PyObject *one = PyLong_FromLong(1);
+        hit = one != NULL ? PyTuple_Pack(2, fx_external, one) : NULL;
+        Py_XDECREF(one);
+    }
+    if (hit == NULL)
+        return NULL;
+    if (PyDict_GET_SIZE(memo) > 200000)
+        PyDict_Clear(memo);
+    if (PyDict_SetItem(memo, dest, hit) < 0) {
+        Py_DECREF(hit);
+        return NULL;
+    }
+    return hit;
 }
 
 /* 1: policy is the one remembered (refreshed when it is another of the class); 0: not of the class; -1: error */
@@ -2027,8 +2091,10 @@ extract(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
                 if (cr != NULL)
                     Py_INCREF(cr);
                 else if (PyErr_Occurred()
-                         || (classify == NULL && (classify = PyObject_GetAttr(policy, s_classify)) == NULL)
-                         || (cr = PyObject_CallOneArg(classify, d)) == NULL)
+                         || ((cr = pmemo ? plain_classify(policy, memo, broadcast, d) : NULL) == NULL
+                             && (PyErr_Occurred()
+                                 || (classify == NULL && (classify = PyObject_GetAttr(policy, s_classify)) == NULL)
+                                 || (cr = PyObject_CallOneArg(classify, d)) == NULL)))
                     goto done;
                 if (!PyTuple_Check(cr) || PyTuple_GET_SIZE(cr) != 2) {
                     Py_DECREF(cr);

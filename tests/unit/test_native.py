@@ -1116,3 +1116,54 @@ def test_attributes_the_kernels_read_are_what_python_reads():
     from detector.events import decode_event
     e = decode_event(json.dumps(ev))
     assert _native.attr(e, "t") == e.t and _native.attr(e, "ts") == e.ts
+
+
+def _sends(n: int, dests, t0: float = 1.77e9) -> list:
+    from detector.events import decode_event
+    from detector.timestamps import iso_utc
+
+    return [decode_event({"event_id": f"s{i}", "ts": iso_utc(t0 + 60.0 * i), "agent_id": "agent-1",
+                          "operator_id": "op-1", "tool": "mail.send", "action": "send", "resource": "crm://a/1",
+                          "sensitivity": "internal", "records": 1, "destinations": [dests[i % len(dests)]]})
+            for i in range(n)]
+
+
+@pytest.mark.parametrize("policy", [{}, {"broadcast": {"slack:#general": 40}},
+                                    {"internal_domains": ["corp.example"]}, {"internal": ["slack:*"]}])
+def test_the_destinations_the_kernel_classifies_are_remembered_as_the_policy_would(policy):
+    # a policy without internal domains or patterns: extract fills the policy's memo itself (broadcast or external);
+    # any other asks classify; either way the memo and the decisions are the pure policy's
+    from detector.engine import Engine
+    from detector.policy import Policy
+
+    dests = ["email:a@corp.example", "email:b@x.example", "slack:#general", "slack:#eng", "email:Ünï@Çorp.example"]
+    pol = Policy.from_dict(policy)
+    ref = Policy.from_dict(policy)
+    eng = Engine(policy=pol)
+    calls = []
+    sys.setprofile(lambda frame, event, arg: calls.append(frame.f_back.f_code.co_name) if event == "call"
+                   and frame.f_code is Policy.classify.__code__ else None)
+    try:
+        eng.process_batch(_sends(40, dests))
+    finally:
+        sys.setprofile(None)
+    # (a plain policy's classify is not called by the kernel: it remembers the answers itself)
+    plain = not policy.get("internal_domains") and not policy.get("internal")
+    assert (len(calls) == 0) == (plain and native.kernels is not None)
+    assert set(pol._cache) == set(dests)
+    assert {d: pol._cache[d] for d in dests} == {d: ref._classify(d) for d in dests}
+
+
+def test_the_kernel_clears_the_policys_memo_where_classify_does():
+    from detector.engine import Engine
+    from detector.policy import Policy
+
+    pol = Policy()
+    eng = Engine(policy=pol)
+    eng.process_batch(_sends(2, ["email:a@x.example"]))
+    assert list(pol._cache) == ["email:a@x.example"]
+    pol._cache.update((f"email:{i}@y.example", ("external", 1)) for i in range(199_999))
+    eng.process_batch(_sends(1, ["email:new@x.example"], t0=1.78e9))
+    assert len(pol._cache) == 200_001  # 200,000 before this one, not over: kept
+    eng.process_batch(_sends(1, ["email:newer@x.example"], t0=1.79e9))
+    assert list(pol._cache) == ["email:newer@x.example"]  # over it: cleared, then this one
