@@ -4496,6 +4496,9 @@ fail:
     return NULL;
 }
 
+/* 1.0, made once (rt_names) */
+static PyObject *float_one;
+
 static int
 rt_names(void)
 {
@@ -4523,7 +4526,7 @@ rt_names(void)
     I(s_settle_s, "settle_s"); I(s_peer_adopters, "peer_adopters"); I(s_peer_items, "_peer_items");
     I(s_adopted, "_adopted");
 #undef I
-    if ((empty_tuple = PyTuple_New(0)) == NULL)
+    if ((empty_tuple = PyTuple_New(0)) == NULL || (float_one = PyFloat_FromDouble(1.0)) == NULL)
         return -1;
     return pk_names();  /* (pending_count's and peers_count's, which rt_settle takes too) */
 }
@@ -5245,7 +5248,8 @@ read_tail(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     }
     /* p_harm = 1.0 if raw < MIN_RARITY else self._harm_pvalue(ev, obs, r, weight >= YOUNG_N) */
     if (raw < k->min_rarity) {
-        p_harm = PyFloat_FromDouble(1.0);
+        p_harm = float_one;  /* (the reference's constant 1.0: one object, as a code object's constant is) */
+        Py_INCREF(p_harm);
     } else {
         /* moving = obs.outbound or ev.action == "delete"; sensitive = ev.sensitivity in ("confidential",
          * "restricted"); the kernel, then the reference for what it leaves */
