@@ -42,7 +42,7 @@ import msgspec  # noqa: E402
 
 from detector import native  # noqa: E402
 from detector.engine import Engine  # noqa: E402
-from detector.events import ActionEvent, decode_event  # noqa: E402
+from detector.events import ActionEvent, decode_event, decode_lines  # noqa: E402
 from models.simulate import simulate  # noqa: E402
 from models.store import load_model, save_model  # noqa: E402
 from models.train import fit  # noqa: E402
@@ -112,11 +112,11 @@ def workload(agents: int, days: int) -> tuple[list[dict], list[bytes], list[Acti
 
 def replay_pass(lines: list[bytes], model, encode_lines=msgspec.json.Encoder().encode_lines) -> None:
     """One pass over ``lines`` as ``flowbreaker replay`` makes it (streams/cli/replay.py): decoded a chunk at a
-    time, decided by a new engine, the chunk's decision records encoded in one call, a line each."""
+    time (the usual lines in one compiled call, decode_lines, as replay's reader decodes them), decided by a new
+    engine, the chunk's decision records encoded in one call, a line each."""
     eng = Engine(model=model)
     for i in range(0, len(lines), CHUNK):
-        encode_lines([d.record for d in eng.process_batch([decode_event(x) for x in lines[i:i + CHUNK]])
-                      if not d.duplicate])
+        encode_lines([d.record for d in eng.process_batch(decode_lines(lines[i:i + CHUNK])) if not d.duplicate])
 
 
 def main() -> None:

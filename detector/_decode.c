@@ -260,12 +260,53 @@ none:
     Py_RETURN_NONE;
 }
 
+/* decode_many(lines, i, end, out) -> j: decode_plain of lines[i], lines[i + 1], ... appended to out while it gives
+ * an event, up to end: the index of the first line it gives None for (end when none): what a loop of decode_event
+ * over the lines gives for them, without a Python call a line. lines and out lists. */
+static PyObject *
+decode_many(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4 || !PyList_CheckExact(args[0]) || !PyList_CheckExact(args[3])) {
+        PyErr_SetString(PyExc_TypeError, "decode_many(lines, i, end, out): lines and out lists");
+        return NULL;
+    }
+    PyObject *lines = args[0], *out = args[3];
+    Py_ssize_t i = PyNumber_AsSsize_t(args[1], PyExc_OverflowError), end;
+    if (i == -1 && PyErr_Occurred())
+        return NULL;
+    end = PyNumber_AsSsize_t(args[2], PyExc_OverflowError);
+    if (end == -1 && PyErr_Occurred())
+        return NULL;
+    if (i < 0)
+        i = 0;
+    for (; i < end && i < PyList_GET_SIZE(lines); i++) {
+        PyObject *raw = PyList_GET_ITEM(lines, i);
+        Py_INCREF(raw);
+        PyObject *ev = decode_plain(NULL, raw);
+        Py_DECREF(raw);
+        if (ev == NULL)
+            return NULL;
+        if (ev == Py_None) {
+            Py_DECREF(ev);
+            break;
+        }
+        int rc = PyList_Append(out, ev);
+        Py_DECREF(ev);
+        if (rc < 0)
+            return NULL;
+    }
+    return PyLong_FromSsize_t(i);
+}
+
 static PyMethodDef methods[] = {
     {"instant", instant, METH_O, "rfc3339_reference(text) for a plain RFC 3339 text, else None."},
     {"plain", plain, METH_O, "ASCII bytes, no backslash or DEL, one brace (the first byte), at most one bracket."},
     {"decode_setup", decode_setup, METH_VARARGS, "decode_setup(decode, max_bytes): what decode_plain decodes with."},
     {"decode_plain", decode_plain, METH_O,
      "decode_plain(raw) -> decode_event(raw) for the usual message (all its shortcuts in one call), else None."},
+    {"decode_many", (PyCFunction)(void (*)(void))decode_many, METH_FASTCALL,
+     "decode_many(lines, i, end, out) -> the index of the first line from i that decode_plain leaves (end: none), "
+     "the events of those before it appended to out."},
     {NULL, NULL, 0, NULL},
 };
 

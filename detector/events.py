@@ -64,7 +64,7 @@ import numpy as np
 
 from detector.timestamps import compiled, rfc3339_instant
 
-__all__ = ["ActionEvent", "EventError", "decode_event", "decode_reference", "check_event_time", "ERROR_CODES",
+__all__ = ["ActionEvent", "EventError", "decode_event", "decode_lines", "decode_reference", "check_event_time", "ERROR_CODES",
            "ACTIONS", "SENSITIVITIES", "ID_FIELDS", "MAX_DEPTH", "MAX_EVENT_BYTES", "skeleton", "lookalike_of",
            "DEFAULT_IGNORABLE", "CONFUSABLES"]
 
@@ -345,9 +345,12 @@ def _normalise_ids(ev: ActionEvent) -> ActionEvent:
 _plain = compiled.plain if compiled is not None else None
 #: detector/_decode.c's decode_plain(raw): the usual message's whole path below in one call (the event, or None)
 _decode_plain = None
+#: detector/_decode.c's decode_many(lines, i, end, out): decode_plain over a run of lines in one call
+decode_many = None
 if compiled is not None and hasattr(compiled, "decode_plain"):
     compiled.decode_setup(_decoder.decode, MAX_EVENT_BYTES)
     _decode_plain = compiled.decode_plain
+    decode_many = getattr(compiled, "decode_many", None)
 
 
 def decode_event(raw: bytes | bytearray | memoryview | str | dict) -> ActionEvent:
@@ -392,6 +395,22 @@ def decode_event(raw: bytes | bytearray | memoryview | str | dict) -> ActionEven
         ev.__dict__["t"] = t
         return ev
     return decode_reference(raw)
+
+
+def decode_lines(lines: list[bytes]) -> list[ActionEvent]:
+    """``[decode_event(x) for x in lines]``: the usual messages in one compiled call (:data:`decode_many`) instead of
+    a Python call each (a replay's loop spent ~5 % of its time calling decode_event), anything else by
+    :func:`decode_event`, which raises :class:`EventError` for the first invalid line as that loop would."""
+    out: list[ActionEvent] = []
+    i, n = 0, len(lines)
+    while i < n:
+        if decode_many is not None and type(lines) is list:
+            i = decode_many(lines, i, n, out)
+            if i >= n:
+                break
+        out.append(decode_event(lines[i]))
+        i += 1
+    return out
 
 
 def decode_reference(raw: bytes | bytearray | memoryview | str | dict) -> ActionEvent:

@@ -16,7 +16,7 @@ from typing import IO
 
 import msgspec
 
-from detector.events import ActionEvent, EventError, decode_event
+from detector.events import ActionEvent, EventError, decode_event, decode_many
 from models.store import load_engine
 from streams.cli.sources import InvalidLines, input_file, open_input, read_events
 
@@ -55,12 +55,16 @@ class _Events:
     def take(self, size: int) -> list[ActionEvent]:
         """Up to ``size`` valid events, the next in the input (fewer only at its end)."""
         out: list[ActionEvent] = []
-        decode, on_error = decode_event, self._on_error
+        decode, on_error, many = decode_event, self._on_error, decode_many
         while len(out) < size:
             if self._next >= len(self._lines) and not self._fill():
                 break
             lines, i, end = self._lines, self._next, len(self._lines)
             while i < end and len(out) < size:
+                if many is not None:  # the usual lines in one compiled call (decode_event's for each), up to the next
+                    i = many(lines, i, min(end, i + size - len(out)), out)  # other line: blank, invalid, unusual
+                    if i >= end or len(out) >= size:
+                        break
                 line = lines[i]
                 i += 1
                 if line.isspace():  # a blank line (ASCII whitespace only, as bytes.strip() strips)

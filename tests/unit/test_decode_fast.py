@@ -177,3 +177,48 @@ def test_the_compiled_search_is_its_definition(body, at, insert):
 @pytest.mark.parametrize("raw", [bytearray(line()), memoryview(line()), line().decode(), json.loads(line())])
 def test_other_forms_than_bytes_take_the_reference_and_decode_alike(raw):
     assert outcome(decode_event, raw) == outcome(decode_reference, line())
+
+
+def lines_outcome(lines):
+    """decode_lines' answer: the events (as outcome gives them), or the error of the first invalid line."""
+    try:
+        evs = events.decode_lines(lines)
+    except EventError as err:
+        return "error", err.code, err.field, str(err)
+    return "events", [outcome(lambda _: ev, None) for ev in evs]
+
+
+def loop_outcome(lines):
+    """What a Python loop of decode_event over the lines answers."""
+    try:
+        evs = [decode_event(x) for x in lines]
+    except EventError as err:
+        return "error", err.code, err.field, str(err)
+    return "events", [outcome(lambda _: ev, None) for ev in evs]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(fleet_lines() | st.sampled_from([b"", b"\n", b"  \n", b"{", b"[]", line() + b"\n"]), max_size=12))
+def test_decode_lines_answers_as_a_loop_of_decode_event(lines):
+    # the usual lines in one compiled call (decode_many), the others by decode_event: the same events, or the same
+    # error for the first invalid line
+    want = loop_outcome(lines)
+    assert lines_outcome(lines) == want
+    saved = events.decode_many
+    events.decode_many = None
+    try:
+        assert lines_outcome(lines) == want
+    finally:
+        events.decode_many = saved
+
+
+@pytest.mark.skipif(events.decode_many is None, reason="the compiled decoder is not built")
+def test_decode_many_stops_at_the_first_line_it_leaves_to_decode_event():
+    usual, unusual = line(), line(agent_id="a\u200bb")
+    out: list = []
+    assert events.decode_many([usual, usual, unusual, usual], 0, 4, out) == 2 and len(out) == 2
+    assert events.decode_many([usual, usual, unusual, usual], 3, 4, out) == 4 and len(out) == 3
+    assert events.decode_many([usual] * 5, 1, 3, out) == 3 and len(out) == 5  # up to end only
+    assert [outcome(lambda _: ev, None) for ev in out] == [outcome(decode_event, usual)] * 5
+    with pytest.raises(TypeError):
+        events.decode_many((usual,), 0, 1, out)
