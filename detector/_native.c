@@ -1491,7 +1491,8 @@ fa_resolve(fastattr *fa, PyTypeObject *tp)
     fa->off = -1;
     int get = tp->tp_getattro == PyObject_GenericGetAttr,
         set = tp->tp_setattro == PyObject_GenericSetAttr
-              || (struct_setattro != NULL && tp->tp_setattro == struct_setattro && !(tp->tp_flags & Py_TPFLAGS_HAVE_GC));
+              || (struct_setattro != NULL && tp->tp_setattro == struct_setattro
+                  && !(tp->tp_flags & Py_TPFLAGS_HAVE_GC));
     fa->get = fa->set = 0;
     fa->in_dict = 0;
     PyObject *d = _PyType_Lookup(tp, fa->name);  /* borrowed (and the type given a version tag) */

@@ -64,9 +64,9 @@ import numpy as np
 
 from detector.timestamps import compiled, rfc3339_instant
 
-__all__ = ["ActionEvent", "EventError", "decode_event", "decode_lines", "decode_reference", "check_event_time", "ERROR_CODES",
-           "ACTIONS", "SENSITIVITIES", "ID_FIELDS", "MAX_DEPTH", "MAX_EVENT_BYTES", "skeleton", "lookalike_of",
-           "DEFAULT_IGNORABLE", "CONFUSABLES"]
+__all__ = ["ActionEvent", "EventError", "decode_event", "decode_lines", "decode_reference", "check_event_time",
+           "ERROR_CODES", "ACTIONS", "SENSITIVITIES", "ID_FIELDS", "MAX_DEPTH", "MAX_EVENT_BYTES", "skeleton",
+           "lookalike_of", "DEFAULT_IGNORABLE", "CONFUSABLES"]
 
 ACTIONS = ("read", "write", "delete", "send", "exec")
 SENSITIVITIES = ("public", "internal", "confidential", "restricted")
