@@ -5917,7 +5917,7 @@ typedef struct {
     PyObject *decision_t, *reading_t;         /* engine.Decision, engine._Reading */
     Py_ssize_t dedupe;                        /* engine._DEDUPE */
     PyObject *read_fn;                        /* Engine._read as engine.py defines it (_ENGINE_READ) */
-    PyObject *globals;                        /* engine.py's globals: _extract and _read_tail, read per event */
+    PyObject *globals;                        /* engine.py's globals: _extract and _read_tail (read by ad_plain) */
     Py_ssize_t pw;                            /* engine._PW: doubles per pending item */
     long long k_dest;                         /* features.K_DEST */
     PyTypeObject *array_t;                    /* array.array (what AgentState.pending is) */

@@ -551,7 +551,8 @@ def _admit_consts():
     kernel is not built, or the dedupe ring's kernel is not the one it calls (``_remember``). Beside the first loop's
     own, those of :meth:`Engine._read`'s first lines, which it takes itself in the plain case: ``_read`` as defined
     here (``_ENGINE_READ``: a subclass's or an instance's own is called), this module's globals (its ``_extract`` and
-    ``_read_tail`` are read there per event, as ``_read`` reads them) and the pending items' layout."""
+    ``_read_tail`` are read there at each call of ``admit``, with the engine's ``_fused``, ``_adopted`` and
+    ``policy``: Python the reads call back does not rebind them) and the pending items' layout."""
     if _admit is None or _remember is not getattr(_kernels, "remember", None):
         return None
     return _kernels.admit_setup((astuple, _encode_into, Decision, _Reading, _DEDUPE, _ENGINE_READ, globals(), _PW,

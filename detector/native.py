@@ -10,9 +10,9 @@ trace's packed rows are written twice: in pure Python beside their callers (:mod
 so the two give equal numbers bit for bit (``tests/unit/test_native.py``) and a replay gives byte-identical
 decisions either way. The engine's per-event loops are compiled too, for the common case: the read after
 extraction (``read_tail``), and both loops of ``Engine.process_batch`` (``admit``: the dedupe ring and the
-reading, ``Engine._read``'s first lines included; ``decide``: an ordinary decision, its breaker step and its trace row), whose references are the
-engine's own Python lines (``tests/unit/test_read_fused.py``, ``tests/unit/test_decide_fused.py``,
-``tests/unit/test_admit_read.py``).
+reading, ``Engine._read``'s first lines included; ``decide``: an ordinary decision, its breaker step and its trace
+row), whose references are the engine's own Python lines (``tests/unit/test_read_fused.py``,
+``tests/unit/test_decide_fused.py``, ``tests/unit/test_admit_read.py``).
 
 :data:`kernels` is the compiled module, or ``None`` when the references run:
 
