@@ -134,12 +134,159 @@ row_result(PyObject *out, const double *vals, Py_ssize_t n, const char *what, co
     return float_list(vals, n);
 }
 
+/* ------------------------------------------------------------------------------------------------------
+ * RowPool(template, size): a callable making rows as template.__copy__() does (an array('d'), the template's
+ * values), that hands out again an array it made before once nothing else holds it (its reference count back
+ * to the pool's own). A ring of `size` arrays: each call looks at the next slot; an array there that only the
+ * pool holds, of the template's type and length, is filled with the template's values and returned; else a
+ * new copy takes the slot (the array there, when something still holds it, is left to its holders). A batch's
+ * rows (an action's x, log1p row, deviations and rarities) are dropped with the batch: the next batch's rows
+ * are the same arrays, not four allocations and four frees an action. The kernels (row_take) skip the
+ * filling: they write every value of the row they take.
+ * ------------------------------------------------------------------------------------------------------ */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *tmpl;   /* the template (an array('d')) */
+    PyObject *copy;   /* tmpl.__copy__ */
+    Py_ssize_t size, next;
+    PyObject **ring;  /* size slots, NULL until first taken */
+} RowPool;
+
+static PyTypeObject RowPoolType;
+
+/* the next row of the pool (a new reference), its values the template's when `fill` (else whatever the row held
+ * last: the caller writes them all); NULL with an exception set */
+static PyObject *
+pool_take(RowPool *p, int fill)
+{
+    PyObject **slot = p->ring + p->next;
+    if (++p->next == p->size)
+        p->next = 0;
+    PyObject *a = *slot;
+    if (a != NULL && Py_REFCNT(a) == 1 && Py_SIZE(a) == Py_SIZE(p->tmpl)) {
+        if (fill) {
+            Py_buffer to, from;
+            if (get_doubles(a, &to, 1, "row") < 0)
+                return NULL;
+            if (get_doubles(p->tmpl, &from, 0, "template") < 0) {
+                PyBuffer_Release(&to);
+                return NULL;
+            }
+            if (to.len == from.len)
+                memcpy(to.buf, from.buf, (size_t)to.len);
+            PyBuffer_Release(&from);
+            PyBuffer_Release(&to);
+        }
+        Py_INCREF(a);
+        return a;
+    }
+    PyObject *b = PyObject_CallNoArgs(p->copy);
+    if (b == NULL)
+        return NULL;
+    if (Py_TYPE(b) == Py_TYPE(p->tmpl)) {  /* (a subclass's __copy__ could make anything: it is not kept) */
+        Py_INCREF(b);
+        Py_XSETREF(*slot, b);
+    }
+    return b;
+}
+
+/* a new row from make (a RowPool, or any callable): what make() gives */
+static inline PyObject *
+row_take(PyObject *make)
+{
+    if (Py_TYPE(make) == &RowPoolType)
+        return pool_take((RowPool *)make, 0);
+    return PyObject_CallNoArgs(make);
+}
+
+static PyObject *
+RowPool_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    PyObject *tmpl;
+    Py_ssize_t size;
+    static char *kw[] = {"template", "size", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "On:RowPool", kw, &tmpl, &size))
+        return NULL;
+    Py_buffer v;
+    if (get_doubles(tmpl, &v, 0, "template") < 0)
+        return NULL;
+    PyBuffer_Release(&v);
+    if (size < 1) {
+        PyErr_SetString(PyExc_ValueError, "RowPool: size must be at least 1");
+        return NULL;
+    }
+    PyObject *copy = PyObject_GetAttrString(tmpl, "__copy__");
+    if (copy == NULL)
+        return NULL;
+    RowPool *self = (RowPool *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        Py_DECREF(copy);
+        return NULL;
+    }
+    Py_INCREF(tmpl);
+    self->tmpl = tmpl, self->copy = copy, self->size = size, self->next = 0;  /* (dealloc's from here) */
+    if ((self->ring = PyMem_Calloc((size_t)size, sizeof(PyObject *))) == NULL) {
+        Py_DECREF(self);
+        return PyErr_NoMemory();
+    }
+    return (PyObject *)self;
+}
+
+static void
+RowPool_dealloc(RowPool *self)
+{
+    if (self->ring != NULL)
+        for (Py_ssize_t i = 0; i < self->size; i++)
+            Py_XDECREF(self->ring[i]);
+    PyMem_Free(self->ring);
+    Py_XDECREF(self->tmpl);
+    Py_XDECREF(self->copy);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *
+RowPool_call(RowPool *self, PyObject *args, PyObject *kwds)
+{
+    if (PyTuple_GET_SIZE(args) != 0 || (kwds != NULL && PyDict_GET_SIZE(kwds) != 0)) {
+        PyErr_SetString(PyExc_TypeError, "RowPool() takes no arguments");
+        return NULL;
+    }
+    return pool_take(self, 1);
+}
+
+static PyObject *
+RowPool_held(RowPool *self, void *Py_UNUSED(closure))
+{
+    Py_ssize_t n = 0;
+    for (Py_ssize_t i = 0; i < self->size; i++)
+        n += self->ring[i] != NULL;
+    return PyLong_FromSsize_t(n);
+}
+
+static PyGetSetDef RowPool_getset[] = {
+    {"held", (getter)RowPool_held, NULL, "arrays the pool holds (taken at least once, at most size)", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject RowPoolType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "detector._native.RowPool",
+    .tp_basicsize = sizeof(RowPool),
+    .tp_dealloc = (destructor)RowPool_dealloc,
+    .tp_call = (ternaryfunc)RowPool_call,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "RowPool(template, size): rows as template.__copy__() makes them, arrays nothing else holds made again.",
+    .tp_getset = RowPool_getset,
+    .tp_new = RowPool_new,
+};
+
 /* A new row of the n doubles of vals made by calling `make` (an array('d') of n doubles, written), or a list of
  * floats when what it makes is not that; NULL with an exception set. */
 static PyObject *
 row_result_new(PyObject *make, const double *vals, Py_ssize_t n)
 {
-    PyObject *out = PyObject_CallNoArgs(make);
+    PyObject *out = row_take(make);
     if (out == NULL)
         return NULL;
     Py_buffer v;
@@ -4536,7 +4683,7 @@ rt_names(void)
 static PyObject *
 rt_row(const readconsts *k, const double *vals)
 {
-    PyObject *row = PyObject_CallNoArgs(k->new_row);
+    PyObject *row = row_take(k->new_row);
     if (row == NULL)
         return NULL;
     Py_buffer v;
@@ -6555,9 +6702,15 @@ PyInit__native(void)
     for (int i = 0; i < N_SMALL_FLOATS; i++)
         if ((small_floats[i] = PyFloat_FromDouble((double)i)) == NULL)
             return NULL;
+    if (PyType_Ready(&RowPoolType) < 0)
+        return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
         return NULL;
+    if (PyModule_AddObjectRef(m, "RowPool", (PyObject *)&RowPoolType) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
 #ifdef CRC_FOLD
     const int folding = crc_fold_ok, fold_min = CRC_FOLD_MIN;
 #else

@@ -44,7 +44,7 @@ from detector.features import _kernel as _extract
 from detector.model import Model
 from detector.native import kernels as _kernels
 from detector.policy import Policy, Thresholds
-from detector.features import FEATURE_NAMES as _FEATURE_NAMES, N_FEATURES
+from detector.features import FEATURE_NAMES as _FEATURE_NAMES, N_FEATURES, new_row
 from detector import habits as _habits
 from detector.habits import Habits, family_key, sends_of
 from detector.scoring import (P_FLOOR, REASON_NEGLOG, REASON_Z, Calibration, FeatureTails, explain, round4,
@@ -352,7 +352,7 @@ def _py_remember(seen: array, content: array, pos: int, h: int | str, hc: int) -
 
 _remember = getattr(_kernels, "remember", None) or _py_remember
 #: a new row of N_FEATURES doubles (the log1p row an action teaches: an array, not a list of floats)
-_new_row = array("d", bytes(8 * N_FEATURES)).__copy__
+_new_row = new_row
 
 
 def content_key(ev: ActionEvent) -> int:

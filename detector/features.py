@@ -742,6 +742,11 @@ def _py_commit_novel(st: FeatureState, obs: Observation) -> None:
             _py_settle(st, key)
 
 
+#: a new row of N_FEATURES zeros, an array('d') (an action's x, its log1p row, deviations and rarities): the
+#: compiled pool's (detector._native.RowPool: an array nothing holds any more is made again, not allocated),
+#: else a copy of a row of zeros
+_ZERO_ROW = array("d", bytes(8 * N_FEATURES))
+new_row = _kernels.RowPool(_ZERO_ROW, 1024) if hasattr(_kernels, "RowPool") else _ZERO_ROW.__copy__
 _k_settle = getattr(_kernels, "settle_keys", None)  # settle and commit_novel compiled (None: the references)
 
 # the compiled extract (None: the reference runs; a kernel built before it had extract runs without it)
@@ -752,7 +757,7 @@ if _kernel is not None:  # what it calls back (names, words and classes stay in 
     # (the words of an ASCII name, and the family of an ASCII destination, are read in C: text_words and
     # family_hash, held to _py_text_words and destination_family by tests/unit/test_native.py)
     # (a kernel built before text_words takes no stop words: it asks _words)
-    # (x: an array('d') made by copying a row of zeros, no float object per feature; the reference makes a list)
+    # (x: an array('d') of new_row's, no float object per feature; the reference makes a list)
     _kernels.extract_setup(Observation, _words, destination_family, _is_outsider, EXTERNAL, BROADCAST, _words_cache,
-                           Policy, *((_STOP_WORDS, array("d", bytes(8 * N_FEATURES)).__copy__)
+                           Policy, *((_STOP_WORDS, new_row)
                                      if _k_text_words is not None else ()))

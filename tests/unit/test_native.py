@@ -1167,3 +1167,108 @@ def test_the_kernel_clears_the_policys_memo_where_classify_does():
     assert len(pol._cache) == 200_001  # 200,000 before this one, not over: kept
     eng.process_batch(_sends(1, ["email:newer@x.example"], t0=1.79e9))
     assert list(pol._cache) == ["email:newer@x.example"]  # over it: cleared, then this one
+
+
+# ------------------------------------------------------------------------------------------------------------
+# RowPool: rows as template.__copy__() makes them, an array nothing else holds made again
+
+
+def test_the_engine_and_the_extraction_take_their_rows_from_one_pool():
+    from detector import engine, features
+    assert engine._new_row is features.new_row
+    assert type(features.new_row) is _native.RowPool or native.kernels is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.integers(0, 15), st.floats(allow_nan=False)), max_size=80),
+       st.integers(1, 6))
+def test_a_pool_row_is_the_templates_copy_and_never_one_something_still_holds(ops, size):
+    # take (True) a row, write a value into it and keep it, or drop (False) one of the rows kept: every row taken
+    # has the template's values and is none of the rows kept; the template never changes
+    tmpl = array("d", [1.5, -0.0, 2.0])
+    pool = _native.RowPool(tmpl, size)
+    kept: list[array] = []
+    row = None
+    for take, i, v in ops:
+        if take:
+            row = pool()
+            assert type(row) is array and bits(row) == bits(tmpl)
+            assert all(row is not k for k in kept)
+            row[i % 3] = v
+            kept.append(row)
+        elif kept:
+            kept.pop(i % len(kept))
+    del row
+    assert bits(tmpl) == bits([1.5, -0.0, 2.0]) and pool.held <= size
+    kept.clear()
+    # nothing holds a row now: the pool's own arrays come back, slot after slot, as its ring goes round
+    first = [pool() for _ in range(size)]
+    ids = [id(r) for r in first]
+    for r in first:
+        r[0] = 7.0
+    del first, r
+    again = [pool() for _ in range(size)]
+    assert [id(r) for r in again] == ids and all(bits(r) == bits(tmpl) for r in again)
+
+
+def test_a_pool_never_hands_out_a_row_held_by_a_view_or_a_container():
+    pool = _native.RowPool(array("d", bytes(16)), 1)
+    a = pool()
+    a_id = id(a)
+    view = memoryview(a)
+    del a
+    b = pool()  # the one slot's row is held by the view: a new row takes the slot
+    assert id(b) != a_id or view.obj is not b
+    assert view.obj is not b
+    box = [b]
+    del b
+    c = pool()
+    assert c is not box[0]
+    c_id = id(c)
+    del c
+    d = pool()  # nothing holds the slot's row (c) now: it comes back, zeroed
+    assert id(d) == c_id and bits(d) == bits([0.0, 0.0])
+    assert bits(view.obj) == bits([0.0, 0.0]) and bits(box[0]) == bits([0.0, 0.0])
+
+
+def test_a_row_pool_refuses_a_template_that_is_not_doubles_a_size_below_one_and_arguments():
+    with pytest.raises(TypeError):
+        _native.RowPool(array("f", [1.0]), 4)
+    with pytest.raises(ValueError):
+        _native.RowPool(array("d", [1.0]), 0)
+    with pytest.raises(TypeError):
+        _native.RowPool(array("d", [1.0]), 4)(1)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(_event, min_size=1, max_size=25))
+def test_extraction_into_rows_a_pool_hands_out_again_equals_the_reference(draws):
+    # the kernels take a pool's rows without filling them (they write every value): rows given back with
+    # NaNs in them must not show in what extraction makes
+    from detector import features as f
+    from detector.features import FeatureState, _py_extract
+    from detector.policy import BROADCAST, EXTERNAL
+
+    pool = _native.RowPool(array("d", bytes(8 * N_FEATURES)), 3)
+    rows = [pool() for _ in range(3)]
+    for r in rows:
+        r[:] = array("d", [float("nan")] * N_FEATURES)
+    del rows, r
+    policy = _policy()
+    states = [FeatureState(), FeatureState()]
+    _native.extract_setup(f.Observation, f._words, f.destination_family, f._is_outsider, EXTERNAL, BROADCAST,
+                          f._words_cache, f.Policy, f._STOP_WORDS, pool)
+    try:
+        for ev in _events(draws):
+            a = _native.extract(states[0], ev, policy, None)
+            if a is None:  # only counts past 2**53 are left to the reference
+                assert max(ev.records, ev.bytes) > 2**53
+                _py_extract(states[0], ev, policy, None)
+                _py_extract(states[1], ev, policy, None)
+                continue
+            b = _py_extract(states[1], ev, policy, None)
+            assert type(a.x) is array and bits(a.x) == bits(b.x)
+            assert _state(states[0]) == _state(states[1])
+    finally:  # as detector.features sets it up
+        _native.extract_setup(f.Observation, f._words, f.destination_family, f._is_outsider, EXTERNAL, BROADCAST,
+                              f._words_cache, f.Policy, f._STOP_WORDS, f.new_row)
