@@ -30,10 +30,103 @@
 #define ALWAYS_INLINE inline
 #endif
 
+/* An array.array as CPython lays it out (Modules/arraymodule.c, the same from 3.8 to 3.13: its descriptor begins
+ * with the typecode and the item size). array_fast is set at import only when an array made then reads here as
+ * its buffer says (the same items, length, typecode, and an export counted where the buffer protocol counts it):
+ * then get_doubles takes an exact array's buffer as array_buffer_getbuf does, and buf_release gives it back as
+ * array_buffer_relbuf does, without the protocol's calls (15 an action: 2 % of a replay). The export is counted
+ * the same way, so an array a kernel holds cannot be resized under it. */
+typedef struct {
+    char typecode;
+    int itemsize;
+} fb_arraydescr;
+
+typedef struct {
+    PyObject_VAR_HEAD
+    char *ob_item;
+    Py_ssize_t allocated;
+    const fb_arraydescr *ob_descr;
+    PyObject *weakreflist;
+    Py_ssize_t ob_exports;
+} fb_array;
+
+static PyTypeObject *array_exact;  /* array.array, when array_fast */
+static int array_fast;
+static double no_doubles[1];       /* an empty array's buffer (array_buffer_getbuf's emptybuf) */
+
+/* array_fast: 1 when an array('d') made here reads as fb_array the way its buffer says it is */
+static int
+array_fast_check(void)
+{
+#if PY_VERSION_HEX >= 0x03080000 && PY_VERSION_HEX < 0x030E0000
+    PyObject *mod = PyImport_ImportModule("array");
+    if (mod == NULL)
+        return -1;
+    PyObject *t = PyObject_GetAttrString(mod, "array");
+    Py_DECREF(mod);
+    if (t == NULL)
+        return -1;
+    PyObject *a = PyType_Check(t) ? PyObject_CallFunction(t, "s(ddd)", "d", 1.0, 2.0, 3.0) : NULL;
+    if (a == NULL) {
+        Py_DECREF(t);
+        PyErr_Clear();
+        return 0;
+    }
+    const fb_array *f = (const fb_array *)a;
+    Py_buffer v;
+    int ok = 0;
+    if (Py_TYPE(a) == (PyTypeObject *)t && PyObject_GetBuffer(a, &v, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS) == 0) {
+        ok = v.buf == f->ob_item && v.len == 3 * (Py_ssize_t)sizeof(double) && Py_SIZE(a) == 3
+             && f->allocated >= 3 && f->weakreflist == NULL && f->ob_exports == 1 && f->ob_descr->typecode == 'd'
+             && f->ob_descr->itemsize == (int)sizeof(double) && ((const double *)f->ob_item)[2] == 3.0;
+        PyBuffer_Release(&v);
+        ok = ok && f->ob_exports == 0;
+    }
+    PyErr_Clear();
+    Py_DECREF(a);
+    if (ok)
+        array_exact = (PyTypeObject *)t;  /* (kept) */
+    else
+        Py_DECREF(t);
+    array_fast = ok;
+#endif
+    return 0;
+}
+
+/* PyBuffer_Release, an exact array's export given back here when array_fast */
+static ALWAYS_INLINE void
+buf_release(Py_buffer *view)
+{
+    PyObject *o = view->obj;
+    if (o != NULL && Py_TYPE(o) == array_exact && array_fast) {
+        ((fb_array *)o)->ob_exports--;
+        view->obj = NULL;
+        Py_DECREF(o);
+    } else {
+        PyBuffer_Release(view);
+    }
+}
+
 /* A writable (or read-only) C-contiguous buffer of doubles (array('d')). */
 static int
 get_doubles(PyObject *obj, Py_buffer *view, int writable, const char *what)
 {
+    if (Py_TYPE(obj) == array_exact && array_fast && ((fb_array *)obj)->ob_descr->typecode == 'd') {
+        fb_array *a = (fb_array *)obj;
+        view->buf = a->ob_item != NULL ? (void *)a->ob_item : (void *)no_doubles;
+        view->obj = Py_NewRef(obj);
+        view->len = Py_SIZE(a) * (Py_ssize_t)sizeof(double);
+        view->readonly = 0;
+        view->itemsize = sizeof(double);
+        view->format = "d";
+        view->ndim = 1;
+        view->shape = &((PyVarObject *)obj)->ob_size;
+        view->strides = &view->itemsize;
+        view->suboffsets = NULL;
+        view->internal = NULL;
+        a->ob_exports++;
+        return 0;
+    }
     int flags = PyBUF_FORMAT | PyBUF_C_CONTIGUOUS | (writable ? PyBUF_WRITABLE : 0);
     if (PyObject_GetBuffer(obj, view, flags) < 0)
         return -1;
@@ -121,7 +214,7 @@ row_result(PyObject *out, const double *vals, Py_ssize_t n, const char *what, co
         int fits = v.len == n * (Py_ssize_t)sizeof(double);
         if (fits)
             memcpy(v.buf, vals, (size_t)n * sizeof(double));
-        PyBuffer_Release(&v);
+        buf_release(&v);
         if (fits) {
             Py_INCREF(out);
             return out;
@@ -170,13 +263,13 @@ pool_take(RowPool *p, int fill)
             if (get_doubles(a, &to, 1, "row") < 0)
                 return NULL;
             if (get_doubles(p->tmpl, &from, 0, "template") < 0) {
-                PyBuffer_Release(&to);
+                buf_release(&to);
                 return NULL;
             }
             if (to.len == from.len)
                 memcpy(to.buf, from.buf, (size_t)to.len);
-            PyBuffer_Release(&from);
-            PyBuffer_Release(&to);
+            buf_release(&from);
+            buf_release(&to);
         }
         Py_INCREF(a);
         return a;
@@ -211,7 +304,7 @@ RowPool_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     Py_buffer v;
     if (get_doubles(tmpl, &v, 0, "template") < 0)
         return NULL;
-    PyBuffer_Release(&v);
+    buf_release(&v);
     if (size < 1) {
         PyErr_SetString(PyExc_ValueError, "RowPool: size must be at least 1");
         return NULL;
@@ -297,7 +390,7 @@ row_result_new(PyObject *make, const double *vals, Py_ssize_t n)
     int fits = v.len == n * (Py_ssize_t)sizeof(double);
     if (fits)
         memcpy(v.buf, vals, (size_t)n * sizeof(double));
-    PyBuffer_Release(&v);
+    buf_release(&v);
     if (fits)
         return out;
     Py_DECREF(out);
@@ -342,15 +435,15 @@ row_of(PyObject *x, double *out, const char *what)
             if (v.itemsize == (Py_ssize_t)sizeof(double) && v.format != NULL && strcmp(v.format, "d") == 0) {
                 Py_ssize_t n = v.len / (Py_ssize_t)sizeof(double);
                 if (n > MAX_ROW) {
-                    PyBuffer_Release(&v);
+                    buf_release(&v);
                     PyErr_SetString(PyExc_ValueError, "row too long for the native kernel");
                     return -1;
                 }
                 memcpy(out, v.buf, (size_t)n * sizeof(double));
-                PyBuffer_Release(&v);
+                buf_release(&v);
                 return n;
             }
-            PyBuffer_Release(&v);
+            buf_release(&v);
         } else {
             PyErr_Clear();
         }
@@ -427,12 +520,12 @@ log_deviations(PyObject *self, PyObject *args)
     if (get_doubles(loc_o, &lv, 0, "loc") < 0)
         return NULL;
     if (get_doubles(scale_o, &sv, 0, "scale") < 0) {
-        PyBuffer_Release(&lv);
+        buf_release(&lv);
         return NULL;
     }
     if (get_doubles(floors_o, &fv, 0, "floors") < 0) {
-        PyBuffer_Release(&lv);
-        PyBuffer_Release(&sv);
+        buf_release(&lv);
+        buf_release(&sv);
         return NULL;
     }
     double zb[MAX_ROW];
@@ -447,9 +540,9 @@ log_deviations(PyObject *self, PyObject *args)
 done:
     Py_XDECREF(xl);
     Py_XDECREF(z);
-    PyBuffer_Release(&lv);
-    PyBuffer_Release(&sv);
-    PyBuffer_Release(&fv);
+    buf_release(&lv);
+    buf_release(&sv);
+    buf_release(&fv);
     return res;
 }
 
@@ -526,11 +619,11 @@ learn_(PyObject *const *args, Py_ssize_t nargs, int in_place)
         res = PyTuple_Pack(2, nloc, nscale);
     }
 fail3:
-    PyBuffer_Release(&fv);
+    buf_release(&fv);
 fail2:
-    PyBuffer_Release(&sv);
+    buf_release(&sv);
 fail1:
-    PyBuffer_Release(&lv);
+    buf_release(&lv);
 fail0:
     Py_DECREF(nloc);
     Py_DECREF(nscale);
@@ -604,7 +697,7 @@ neglogs(PyObject *self, PyObject *args)
     if (get_doubles(tables_o, &tv, 0, "tables") < 0)
         return NULL;
     if (get_doubles(slopes_o, &sv, 0, "slopes") < 0) {
-        PyBuffer_Release(&tv);
+        buf_release(&tv);
         return NULL;
     }
     PyObject *out = NULL;
@@ -622,8 +715,8 @@ neglogs(PyObject *self, PyObject *args)
             goto done;
     out = float_list(neg, k);
 done:
-    PyBuffer_Release(&tv);
-    PyBuffer_Release(&sv);
+    buf_release(&tv);
+    buf_release(&sv);
     return out;
 }
 
@@ -845,7 +938,7 @@ crc32_(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "y*|I:crc32", &b, &crc))
         return NULL;
     uint32_t r = crc_update(crc, b.buf, b.len);
-    PyBuffer_Release(&b);
+    buf_release(&b);
     return PyLong_FromUnsignedLong(r);
 }
 
@@ -858,7 +951,7 @@ crc32_tables(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "y*|I:crc32_tables", &b, &crc))
         return NULL;
     uint32_t r = crc_slice(crc ^ 0xFFFFFFFFu, b.buf, b.len) ^ 0xFFFFFFFFu;
-    PyBuffer_Release(&b);
+    buf_release(&b);
     return PyLong_FromUnsignedLong(r);
 }
 
@@ -884,12 +977,12 @@ crc32_fold(PyObject *self, PyObject *args)
     } else
 #endif
     {
-        PyBuffer_Release(&b);
+        buf_release(&b);
         PyErr_SetString(PyExc_RuntimeError, "crc32_fold: this CPU (or build) has no carry-less multiplication");
         return NULL;
     }
     uint32_t r = crc_slice(s, p, n) ^ 0xFFFFFFFFu;
-    PyBuffer_Release(&b);
+    buf_release(&b);
     return PyLong_FromUnsignedLong(r);
 }
 
@@ -2873,8 +2966,8 @@ fall:
     Py_INCREF(fallback);
     res = fallback;
 done:
-    if (have_cv) PyBuffer_Release(&cv);
-    if (have_tv) PyBuffer_Release(&tv);
+    if (have_cv) buf_release(&cv);
+    if (have_tv) buf_release(&tv);
     if (dc != NULL) {
         for (Py_ssize_t i = 0; i < ndc; i++)
             Py_XDECREF(dc[i].cls);
@@ -3160,7 +3253,7 @@ pending_load(PyObject *p, PyTypeObject *cls, Py_ssize_t slots, double *buf)
             if (isnan(buf[i]))
                 plain = 0;
     }
-    PyBuffer_Release(&v);
+    buf_release(&v);
     return plain ? len : -2;
 }
 
@@ -3189,7 +3282,7 @@ pending_store(PyObject *p, Py_ssize_t len0, const double *vals, Py_ssize_t n)
     int fits = v.len == n * (Py_ssize_t)sizeof(double);
     if (fits && n)
         memcpy(v.buf, vals, (size_t)n * sizeof(double));
-    PyBuffer_Release(&v);
+    buf_release(&v);
     if (!fits) {
         PyErr_SetString(PyExc_SystemError, "pending: the array is not of the length written");
         return -1;
@@ -3538,7 +3631,7 @@ habit_habitual(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
                 break;
             }
     }
-    PyBuffer_Release(&v);
+    buf_release(&v);
     Py_INCREF(res);
     return res;
 }
@@ -3593,7 +3686,7 @@ habit_observe(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     Py_ssize_t len = v.len / (Py_ssize_t)sizeof(double);
     if (len % 4 || len > 4 * slots) {
-        PyBuffer_Release(&v);
+        buf_release(&v);
         Py_RETURN_NONE;
     }
     for (int j = 0; j < nf; j++) {
@@ -3609,7 +3702,7 @@ habit_observe(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             }
         if (b == len) {
             if (len < 4 * slots) {  /* a.extend((fk, 0.0, 0.0, -1.0)): the array grows, so its buffer is let go */
-                PyBuffer_Release(&v);
+                buf_release(&v);
                 PyObject *r = PyObject_CallMethod(arr, "extend", "((dddd))", fk, 0.0, 0.0, -1.0);
                 if (r == NULL)
                     return NULL;
@@ -3620,7 +3713,7 @@ habit_observe(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
                 b = len;
                 len += 4;
                 if (v.len != len * (Py_ssize_t)sizeof(double)) {
-                    PyBuffer_Release(&v);
+                    buf_release(&v);
                     PyErr_SetString(PyExc_SystemError, "habits: the array did not grow by one family");
                     return NULL;
                 }
@@ -3647,7 +3740,7 @@ habit_observe(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             a[b + 2] *= 0.5;
         }
     }
-    PyBuffer_Release(&v);
+    buf_release(&v);
     Py_RETURN_TRUE;
 }
 
@@ -3772,10 +3865,10 @@ deviate(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 done:
     Py_XDECREF(xl);
     Py_XDECREF(z);
-    if (have_l) PyBuffer_Release(&lv);
-    if (have_s) PyBuffer_Release(&sv);
-    if (have_f) PyBuffer_Release(&fv);
-    if (have_a) PyBuffer_Release(&av);
+    if (have_l) buf_release(&lv);
+    if (have_s) buf_release(&sv);
+    if (have_f) buf_release(&fv);
+    if (have_a) buf_release(&av);
     return res;
 }
 
@@ -3886,7 +3979,7 @@ kind_learn(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         v[j] = PyFloat_AS_DOUBLE(o);
     }
     if (xl_buf) {
-        PyBuffer_Release(&xv);
+        buf_release(&xv);
         xl_buf = 0;
     }
     Py_buffer av;
@@ -3894,11 +3987,11 @@ kind_learn(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     int done = kind_learn_step(av.buf, av.len / (Py_ssize_t)sizeof(double), fk, v, fl, nk, t, z95, up, down, amin,
                                slots);
-    PyBuffer_Release(&av);
+    buf_release(&av);
     return PyBool_FromLong(done);
 fail_x:
     if (xl_buf)
-        PyBuffer_Release(&xv);
+        buf_release(&xv);
     return NULL;
 }
 
@@ -4094,7 +4187,7 @@ rarities(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
                 zset[i] = 1;
             }
         }
-        PyBuffer_Release(&cv);
+        buf_release(&cv);
         if (bad == 1)
             goto done;
         if (bad == 2)
@@ -4145,10 +4238,10 @@ none:
     Py_INCREF(res);
 done:
     Py_XDECREF(r);
-    if (have_zv) PyBuffer_Release(&zv);
-    if (have_xv) PyBuffer_Release(&xv);
-    if (have_tv) PyBuffer_Release(&tv);
-    if (have_sv) PyBuffer_Release(&sv);
+    if (have_zv) buf_release(&zv);
+    if (have_xv) buf_release(&xv);
+    if (have_tv) buf_release(&tv);
+    if (have_sv) buf_release(&sv);
     return res;
 }
 
@@ -4189,7 +4282,7 @@ remember(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (get_items(seen_o, &sv, 1, 4, "I", "seen") < 0)
         return NULL;
     if (get_items(content_o, &cv, 1, 2, "H", "content") < 0) {
-        PyBuffer_Release(&sv);
+        buf_release(&sv);
         return NULL;
     }
     PyObject *res = NULL;
@@ -4232,8 +4325,8 @@ remember(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     }
     res = PyLong_FromLong(status);
 done:
-    PyBuffer_Release(&sv);
-    PyBuffer_Release(&cv);
+    buf_release(&sv);
+    buf_release(&cv);
     return res;
 }
 
@@ -4433,11 +4526,11 @@ usage_add(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         Py_RETURN_NONE;
     }
     if (vv.len != 10 * (Py_ssize_t)sizeof(double)) {
-        PyBuffer_Release(&vv);
+        buf_release(&vv);
         Py_RETURN_NONE;
     }
     usage_step(vv.buf, t, rec, nb);
-    PyBuffer_Release(&vv);
+    buf_release(&vv);
     Py_RETURN_TRUE;
 }
 
@@ -4509,9 +4602,9 @@ rc_free(PyObject *cap)
     readconsts *k = PyCapsule_GetPointer(cap, RC_NAME);
     if (k == NULL)
         return;
-    PyBuffer_Release(&k->tv);
-    PyBuffer_Release(&k->sv);
-    PyBuffer_Release(&k->fv);
+    buf_release(&k->tv);
+    buf_release(&k->sv);
+    buf_release(&k->fv);
     Py_XDECREF(k->kinds_learn);
     Py_XDECREF(k->array_t);
     Py_XDECREF(k->th);
@@ -4637,9 +4730,9 @@ read_setup(PyObject *self, PyObject *arg)
     return cap;
 fail:
     Py_XDECREF(k->array_t);
-    if (have_t) PyBuffer_Release(&k->tv);
-    if (have_s) PyBuffer_Release(&k->sv);
-    if (have_f) PyBuffer_Release(&k->fv);
+    if (have_t) buf_release(&k->tv);
+    if (have_s) buf_release(&k->sv);
+    if (have_f) buf_release(&k->fv);
     PyMem_Free(k);
     return NULL;
 }
@@ -4694,7 +4787,7 @@ rt_row(const readconsts *k, const double *vals)
     int fits = v.len == k->nrow * (Py_ssize_t)sizeof(double);
     if (fits)
         memcpy(v.buf, vals, (size_t)k->nrow * sizeof(double));
-    PyBuffer_Release(&v);
+    buf_release(&v);
     if (!fits) {
         Py_DECREF(row);
         PyErr_SetString(PyExc_SystemError, "read_tail: a new row is not a row");
@@ -4733,7 +4826,7 @@ rt_kind_new(const readconsts *k, PyObject *kinds, PyObject *ka, double fk, const
     if (get_doubles(ka, &av, 1, "kinds") < 0)
         return -1;
     if (av.len != (len + w) * (Py_ssize_t)sizeof(double)) {
-        PyBuffer_Release(&av);
+        buf_release(&av);
         PyErr_SetString(PyExc_SystemError, "kinds: the array did not grow by one slot");
         return -1;
     }
@@ -4749,7 +4842,7 @@ rt_kind_new(const readconsts *k, PyObject *kinds, PyObject *ka, double fk, const
     a[1] = 1.0;
     if (t > a[2])
         a[2] = t;
-    PyBuffer_Release(&av);
+    buf_release(&av);
     return 0;
 }
 
@@ -4820,7 +4913,7 @@ rt_habitual(const readconsts *k, PyObject *habits, PyObject *sent)
                 break;
             }
     }
-    PyBuffer_Release(&v);
+    buf_release(&v);
     Py_DECREF(ha);
     return r;
 }
@@ -4868,7 +4961,7 @@ rt_kind_learn(const readconsts *k, PyObject *kinds, PyObject *ka, PyObject *kind
         v[j] = xb[k->feats[j]];
     int learnt = kind_learn_step(av.buf, av.len / (Py_ssize_t)sizeof(double), fk, v, k->kfl, k->nk, t, k->z95, k->up,
                                  k->down, k->kind_alpha_min, k->kind_slots);
-    PyBuffer_Release(&av);
+    buf_release(&av);
     int rc = learnt ? 0 : rt_kind_new(k, kinds, ka, fk, v, t);
     if (rc > 0) {
         PyObject *margs[4] = {kinds, kind, xl, t_o};
@@ -5175,7 +5268,7 @@ read_tail(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             memcpy(xraw, xv.buf, (size_t)n * sizeof(double));
             memcpy(xb, xv.buf, (size_t)n * sizeof(double));
         }
-        PyBuffer_Release(&xv);
+        buf_release(&xv);
         if (!fits)
             goto none;
     }
@@ -5250,7 +5343,7 @@ read_tail(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
                                k->kind_min, k->z95, xb, zb);
     if (by_kind < 0)
         goto bail;
-    PyBuffer_Release(&av);
+    buf_release(&av);
     have_a = 0;
     /* if z[_I_TASK_ACTIONS] >= REASON_Z and ev.task_id is not None: _long_task(st, ev.task_id, obs.x[_I_TASK_ACTIONS],
      * z, learn): lt = st.long_task; key = float(stable_hash(task_id)); if lt and lt[0] == key and n < 2.0 * lt[1]:
@@ -5273,7 +5366,7 @@ read_tail(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         lt_key = (double)h;
         lt_n = xraw[k->i_task];
         int again_task = ln == 2 && l[0] == lt_key && lt_n < 2.0 * l[1];
-        PyBuffer_Release(&tv);
+        buf_release(&tv);
         if (ln != 0 && ln != 2)
             goto none;
         if (again_task)
@@ -5311,7 +5404,7 @@ read_tail(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
                 zb[i] = 0.0;
                 zset[i] = 1;
             }
-        PyBuffer_Release(&cv);
+        buf_release(&cv);
         have_c = 0;
     }
     /* ... then the tails, the largest and the blame */
@@ -5350,7 +5443,7 @@ read_tail(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     /* st.usage.add(ev.t, ev.records, ev.bytes) (usage_add) */
     if (have_u) {
         usage_step(uv.buf, t, rec, nb);
-        PyBuffer_Release(&uv);
+        buf_release(&uv);
         have_u = 0;
     }
     if ((xl = rt_row(k, xb)) == NULL || (z = rt_row(k, zb)) == NULL || (r = rt_row(k, rb)) == NULL)
@@ -5380,8 +5473,8 @@ read_tail(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             a = k->alpha_min;
         learn_step(xb, lv.buf, sv.buf, k->fv.buf, n, 2.0 * a, k->z95, k->up, k->down);
     }
-    PyBuffer_Release(&lv);
-    PyBuffer_Release(&sv);
+    buf_release(&lv);
+    buf_release(&sv);
     have_l = have_s = 0;
     if (learned && PyList_GET_SIZE(novel)) {
         PyObject *features = xget(st, &rt_features);
@@ -5482,11 +5575,11 @@ none:
     Py_INCREF(res);
 done:
 #undef GET
-    if (have_l) PyBuffer_Release(&lv);
-    if (have_s) PyBuffer_Release(&sv);
-    if (have_a) PyBuffer_Release(&av);
-    if (have_c) PyBuffer_Release(&cv);
-    if (have_u) PyBuffer_Release(&uv);
+    if (have_l) buf_release(&lv);
+    if (have_s) buf_release(&sv);
+    if (have_a) buf_release(&av);
+    if (have_c) buf_release(&cv);
+    if (have_u) buf_release(&uv);
     Py_XDECREF(xl);
     Py_XDECREF(z);
     Py_XDECREF(r);
@@ -6251,7 +6344,7 @@ pending_quiet(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         Py_RETURN_NONE;
     }
     PyObject *res = quiet_of(pv.buf, pv.len / (Py_ssize_t)sizeof(double), w, kd);
-    PyBuffer_Release(&pv);
+    buf_release(&pv);
     return res;
 }
 
@@ -6363,7 +6456,7 @@ ad_read(const admitconsts *k, const adplain *pl, PyObject *engine, PyObject *st,
             goto call;
         }
         quiet = quiet_of(pv.buf, pv.len / (Py_ssize_t)sizeof(double), k->pw, k->k_dest);
-        PyBuffer_Release(&pv);
+        buf_release(&pv);
         if (quiet == NULL)
             goto error;
         held[nh++] = quiet;
@@ -6702,12 +6795,14 @@ PyInit__native(void)
     for (int i = 0; i < N_SMALL_FLOATS; i++)
         if ((small_floats[i] = PyFloat_FromDouble((double)i)) == NULL)
             return NULL;
-    if (PyType_Ready(&RowPoolType) < 0)
+    if (PyType_Ready(&RowPoolType) < 0 || array_fast_check() < 0)
         return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
         return NULL;
-    if (PyModule_AddObjectRef(m, "RowPool", (PyObject *)&RowPoolType) < 0) {
+    /* array_fast: exact arrays' buffers taken and given back without the buffer protocol's calls */
+    if (PyModule_AddObjectRef(m, "RowPool", (PyObject *)&RowPoolType) < 0
+            || PyModule_AddObjectRef(m, "array_fast", array_fast ? Py_True : Py_False) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -1272,3 +1272,27 @@ def test_extraction_into_rows_a_pool_hands_out_again_equals_the_reference(draws)
     finally:  # as detector.features sets it up
         _native.extract_setup(f.Observation, f._words, f.destination_family, f._is_outsider, EXTERNAL, BROADCAST,
                               f._words_cache, f.Policy, f._STOP_WORDS, f.new_row)
+
+
+def test_the_kernels_read_an_exact_array_directly_and_give_its_export_back():
+    # array_fast: an exact array's buffer is taken and given back without the buffer protocol's calls, counted as
+    # the protocol counts it: after any kernel (a result or an error) the arrays resize again
+    import sys as _sys
+    assert _native.array_fast is (_sys.version_info[:2] <= (3, 13))
+    loc, scale, floors = array("d", [0.5] * 4), array("d", [1.0] * 4), array("d", [0.25] * 4)
+    view = memoryview(scale)  # an export of the protocol's, beside the kernel's
+    xl, z = _native.log_deviations([1.0, 0.0, 3.0, 7.0], loc, scale, floors)
+    assert bits(xl) == bits(_py_log_deviations([1.0, 0.0, 3.0, 7.0], loc, scale, floors)[0])
+    with pytest.raises(ValueError):
+        _native.log_deviations([-2.0, 0.0, 3.0, 7.0], loc, scale, floors)
+    with pytest.raises(TypeError):
+        _native.log_deviations([1.0], array("f", [0.5]), scale, floors)
+    with pytest.raises(BufferError):
+        scale.append(1.0)  # the view still holds it
+    view.release()
+    for a in (loc, scale, floors):
+        a.append(2.0)
+        a.pop()
+    empty = array("d")
+    assert _native.log_deviations([], empty, empty, empty) == ([], [])
+    empty.append(1.0)
