@@ -17,7 +17,8 @@
  *
  * decode_plain(raw) -> ActionEvent | None
  *     decode_event(raw) when plain(raw), the typed decode succeeds with schema_version 1 and instant() reads
- *     its ts (decode_event's usual path, in one call); None for anything else.
+ *     its ts (decode_event's usual path, in one call); None for anything else. The texts an agent repeats
+ *     (agent, operator, tool, requester, instructions) are the str an earlier event had (share_text).
  *
  * The build keeps IEEE doubles as Python has them (setup.py: -fno-fast-math -ffp-contract=off).
  */
@@ -193,6 +194,59 @@ member_offset(PyTypeObject *tp, PyObject *name)
     return m->type == T_OBJECT_EX && m->offset > 0 ? m->offset : -1;
 }
 
+/* The str fields an agent repeats from one action to the next (who acts, for whom, with what tool, under which
+ * instructions; not what it acts on, nor its task, which change too often to keep), shared: decode_plain puts in an event's slot the str an earlier event
+ * had there when the text is the same (ASCII), from a table of the last texts met. The engine looks these up in
+ * its dicts (agents, peers, the policy's classes, episodes, traces): a shared str has its hash already (no
+ * siphash of a new str each time) and is found by identity (no comparison of its characters), and the new str
+ * is dropped at once instead of with its batch. Values are unchanged: equal text, the same exact type. */
+#define N_SHARED 5
+static const char *const shared_names[N_SHARED] = {
+    "agent_id", "operator_id", "tool", "requested_by", "instruction_hash",
+};
+static Py_ssize_t shared_off[N_SHARED];  /* their slots (-1: not a plain slot, not shared) */
+#define SHARED_STRS 1024
+static PyObject *shared_strs[SHARED_STRS];
+
+/* an ASCII text's slot in shared_strs: eight bytes at a time multiplied in */
+static inline unsigned
+text_slot(const unsigned char *p, Py_ssize_t n)
+{
+    uint64_t h = (uint64_t)n * 0x9E3779B97F4A7C15ULL;
+    Py_ssize_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        memcpy(&w, p + i, 8);
+        h = (h ^ w) * 0xFF51AFD7ED558CCDULL;
+    }
+    uint64_t w = 0;
+    memcpy(&w, p + i, (size_t)(n - i));
+    h = (h ^ w) * 0xC4CEB9FE1A85EC53ULL;
+    return (unsigned)(h >> 54) & (SHARED_STRS - 1);
+}
+
+/* the str in *slot replaced by the one shared for its text, or made the shared one */
+static inline void
+share_text(PyObject **slot)
+{
+    PyObject *s = *slot;
+    if (s == NULL || !PyUnicode_CheckExact(s) || !PyUnicode_IS_COMPACT_ASCII(s))
+        return;
+    const Py_ssize_t n = PyUnicode_GET_LENGTH(s);
+    const unsigned char *p = PyUnicode_1BYTE_DATA(s);
+    PyObject **c = shared_strs + text_slot(p, n);
+    if (*c == s)
+        return;
+    if (*c != NULL && PyUnicode_GET_LENGTH(*c) == n && memcmp(PyUnicode_1BYTE_DATA(*c), p, (size_t)n) == 0) {
+        Py_INCREF(*c);
+        *slot = *c;
+        Py_DECREF(s);
+    } else {
+        Py_INCREF(s);
+        Py_XSETREF(*c, s);
+    }
+}
+
 static void
 resolve_event_type(PyTypeObject *tp)
 {
@@ -201,6 +255,12 @@ resolve_event_type(PyTypeObject *tp)
     int generic = tp->tp_getattro == PyObject_GenericGetAttr;
     off_sv = generic ? member_offset(tp, s_schema_version) : -1;
     off_ts = generic ? member_offset(tp, s_ts) : -1;
+    for (int i = 0; i < N_SHARED; i++) {
+        PyObject *name = PyUnicode_InternFromString(shared_names[i]);
+        shared_off[i] = name != NULL && generic ? member_offset(tp, name) : -1;
+        Py_XDECREF(name);
+    }
+    PyErr_Clear();
     PyObject *d = _PyType_Lookup(tp, s_dict);  /* borrowed */
     generic_dict = generic && d != NULL && Py_IS_TYPE(d, &PyGetSetDescr_Type)
                    && ((PyGetSetDescrObject *)d)->d_getset->get == PyObject_GenericGetDict;
@@ -242,6 +302,9 @@ decode_plain(PyObject *self, PyObject *raw)
         goto none;
     if ((t = instant(NULL, ts)) == NULL || t == Py_None)
         goto none;
+    for (int i = 0; i < N_SHARED; i++)
+        if (shared_off[i] > 0)
+            share_text((PyObject **)((char *)ev + shared_off[i]));
     if ((d = generic_dict ? PyObject_GenericGetDict(ev, NULL) : PyObject_GetAttr(ev, s_dict)) == NULL
             || !PyDict_Check(d) || PyDict_SetItem(d, s_t, t) < 0)
         goto none;

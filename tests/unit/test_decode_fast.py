@@ -222,3 +222,18 @@ def test_decode_many_stops_at_the_first_line_it_leaves_to_decode_event():
     assert [outcome(lambda _: ev, None) for ev in out] == [outcome(decode_event, usual)] * 5
     with pytest.raises(TypeError):
         events.decode_many((usual,), 0, 1, out)
+
+
+@pytest.mark.skipif(events._decode_plain is None, reason="the compiled decoder is not built")
+def test_the_texts_an_agent_repeats_are_one_str_and_the_rest_its_own():
+    # who acts, for whom, with what tool, for which colleague, under which instructions: the str an earlier event
+    # had (found by identity in the engine's dicts, its hash kept); the event's id, time, resource and task: new
+    a = decode_event(line(agent_id="agent-shared-a", tool="mail.send", requested_by="dana"))
+    b = decode_event(line(agent_id="agent-shared-a", tool="mail.send", requested_by="dana", event_id="ev-2"))
+    for name in ("agent_id", "operator_id", "tool", "requested_by", "instruction_hash"):
+        assert getattr(a, name) is getattr(b, name), name
+    for name in ("event_id", "ts", "resource", "task_id"):
+        assert getattr(a, name) is not getattr(b, name), name
+    c = decode_event(line(agent_id="agent-shared-c", tool="mail.send"))
+    assert c.agent_id == "agent-shared-c" and type(c.agent_id) is str and c.tool is a.tool
+    assert outcome(lambda _: c, None) == outcome(decode_reference, line(agent_id="agent-shared-c", tool="mail.send"))
