@@ -5613,6 +5613,88 @@ static fastattr dc_event, dc_reused_id, dc_violations, dc_harm, dc_record, dc_ap
 /* the decision record's keys, in the record's order */
 static PyObject *dk_keys[9];
 
+/* A record's values written in place. A dict made by PyDict_Copy of a template of str keys inserted in order (and
+ * none deleted) holds its keys in that order in one table of entries (CPython 3.11's layout of a combined dict of
+ * str keys: Objects/dictobject.c, Include/internal/pycore_dict.h); a new record's five or six values are then
+ * written into their entries instead of found by PyDict_SetItem (about 200 instructions each). Only on 3.11, and
+ * only when decide_setup's check of a copy of its template finds every key and value where this layout says;
+ * each copy's table is checked again (combined, of str keys, nine entries) before any write, and a value that is
+ * a container has the record tracked by the collector as PyDict_SetItem would. */
+typedef struct {
+    PyObject *me_key;
+    PyObject *me_value;
+} fb_ukentry;
+
+typedef struct {
+    Py_ssize_t dk_refcnt;
+    uint8_t dk_log2_size;
+    uint8_t dk_log2_index_bytes;
+    uint8_t dk_kind;  /* DICT_KEYS_UNICODE: 1 */
+    uint32_t dk_version;
+    Py_ssize_t dk_usable;
+    Py_ssize_t dk_nentries;
+    char dk_indices[];
+} fb_dictkeys;
+
+static int record_layout_ok(PyObject *template, PyObject *const *tvals);
+
+/* record_layout_ok of a template like decide_setup's (for the module's record_direct) */
+static int
+record_direct_check(void)
+{
+    PyObject *t = PyDict_New(), *tvals[9];
+    if (t == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    for (int i = 0; i < 9; i++) {
+        tvals[i] = i % 2 ? Py_None : dk_keys[8 - i];
+        if (PyDict_SetItem(t, dk_keys[i], tvals[i]) < 0) {
+            PyErr_Clear();
+            Py_DECREF(t);
+            return 0;
+        }
+    }
+    int ok = record_layout_ok(t, tvals);
+    Py_DECREF(t);
+    return ok;
+}
+
+/* the entries of d when it is a combined dict of n str keys in one table as 3.11 lays it out, else NULL */
+static inline fb_ukentry *
+record_entries(PyObject *d, Py_ssize_t n)
+{
+#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030C0000
+    PyDictObject *mp = (PyDictObject *)d;
+    if (!PyDict_CheckExact(d) || mp->ma_values != NULL || mp->ma_used != n)
+        return NULL;
+    fb_dictkeys *dk = (fb_dictkeys *)mp->ma_keys;
+    if (dk->dk_kind != 1 || dk->dk_nentries != n || dk->dk_refcnt != 1 || dk->dk_log2_index_bytes > 8)
+        return NULL;
+    return (fb_ukentry *)(dk->dk_indices + ((size_t)1 << dk->dk_log2_index_bytes));
+#else
+    (void)d, (void)n;
+    return NULL;
+#endif
+}
+
+/* 1 when a copy of template (keys dk_keys[0..8] inserted in order, values tvals) reads as record_entries says */
+static int
+record_layout_ok(PyObject *template, PyObject *const *tvals)
+{
+    PyObject *c = PyDict_Copy(template);
+    if (c == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    fb_ukentry *e = record_entries(c, 9);
+    int ok = e != NULL;
+    for (int i = 0; ok && i < 9; i++)
+        ok = e[i].me_key == dk_keys[i] && e[i].me_value == tvals[i];
+    Py_DECREF(c);
+    return ok;
+}
+
 /* decide_setup's tuple, parsed once per engine and thresholds (Engine.swap_model: _decide_consts) */
 typedef struct {
     PyObject *keep;                                   /* the tuple: holds every object below */
@@ -5627,6 +5709,7 @@ typedef struct {
     PyObject *scratch;                                /* a bytearray each row is encoded into (owned) */
     PyObject *record_t;  /* an ordinary decision's record with its event's values None (owned): each record is a
                           * copy (PyDict_Copy clones its keys, in their order), those values then replaced */
+    int record_direct;   /* record_layout_ok(record_t): the values written into the copy's entries */
 } decideconsts;
 
 static void
@@ -5677,6 +5760,7 @@ decide_setup(PyObject *self, PyObject *arg)
             PyMem_Free(k);
             return NULL;
         }
+    k->record_direct = record_layout_ok(k->record_t, tvals);
     Py_INCREF(arg);
     k->keep = arg;
     PyObject *cap = PyCapsule_New(k, DC_NAME, dc_free);
@@ -6030,9 +6114,22 @@ decide_one(const decideconsts *k, PyObject *item, PyObject *pc, PyObject *traces
     static const int vkeys[6] = {0, 1, 2, 3, 5, 7};
     if ((record = PyDict_Copy(k->record_t)) == NULL)
         goto error;
-    for (int i = 0; i < (state_o == k->closed ? 5 : 6); i++)
-        if (PyDict_SetItem(record, dk_keys[vkeys[i]], vals[i]) < 0)
-            goto error;
+    const int nv = state_o == k->closed ? 5 : 6;
+    fb_ukentry *re = k->record_direct ? record_entries(record, 9) : NULL;
+    if (re != NULL) {  /* in place (record_entries); the list of reasons makes the record a container to track */
+        for (int i = 0; i < nv; i++) {
+            fb_ukentry *e = re + vkeys[i];
+            PyObject *old = e->me_value;
+            e->me_value = Py_NewRef(vals[i]);
+            Py_XDECREF(old);
+        }
+        if (!PyObject_GC_IsTracked(record))
+            PyObject_GC_Track(record);
+    } else {
+        for (int i = 0; i < nv; i++)
+            if (PyDict_SetItem(record, dk_keys[vkeys[i]], vals[i]) < 0)
+                goto error;
+    }
     if (xset(d, &dc_record, record) < 0)
         goto error;
     /* trace(ev.agent_id, values, score4, severity, obs.dest_classes) */
@@ -6800,9 +6897,11 @@ PyInit__native(void)
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
         return NULL;
-    /* array_fast: exact arrays' buffers taken and given back without the buffer protocol's calls */
+    /* array_fast: exact arrays' buffers taken and given back without the buffer protocol's calls; record_direct:
+     * an ordinary record's values written into its entries (decide_setup's check, on this interpreter) */
     if (PyModule_AddObjectRef(m, "RowPool", (PyObject *)&RowPoolType) < 0
-            || PyModule_AddObjectRef(m, "array_fast", array_fast ? Py_True : Py_False) < 0) {
+            || PyModule_AddObjectRef(m, "array_fast", array_fast ? Py_True : Py_False) < 0
+            || PyModule_AddObjectRef(m, "record_direct", record_direct_check() ? Py_True : Py_False) < 0) {
         Py_DECREF(m);
         return NULL;
     }

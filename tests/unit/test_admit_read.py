@@ -296,3 +296,28 @@ def test_decisions_admit_makes_by_copy_are_the_constructors(fleet):
     assert [msgspec.structs.asdict(d) for d in got] == [msgspec.structs.asdict(d) for d in want]
     assert len({id(d.record) for d in decided}) == len(decided)
     assert all(d.record for d in decided)
+
+
+@built
+@engine_kernels
+def test_records_whose_values_are_written_in_place_are_the_dicts_the_lines_make(fleet):
+    # record_direct (CPython 3.11's dict layout, checked at import and at setup): an ordinary record's values are
+    # written into its entries. The records equal the lines' key for key in order, each is tracked by the collector
+    # as the lines' dict literal is (it holds a list), and each has its own list of reasons
+    import gc
+    import sys
+
+    assert _native.record_direct is (sys.version_info[:2] == (3, 11))
+    model, later = fleet
+    kernel, lines = E.Engine(policy=POLICY, model=model), E.Engine(policy=POLICY, model=model)
+    lines._admitted = lines._decided = None
+    got, want = [], []
+    for batch in batches(later[:3000], 128):
+        got += [d for d in kernel.process_batch(batch) if not d.duplicate]
+        want += [d for d in lines.process_batch(batch) if not d.duplicate]
+    ordinary = [(g.record, w.record) for g, w in zip(got, want) if w.record["severity"] == "ok"]
+    assert len(ordinary) > 1000
+    for g, w in ordinary:
+        assert list(g.items()) == list(w.items()) and gc.is_tracked(g) and gc.is_tracked(w)
+    ordinary[0][0]["reasons"].append("x")
+    assert all(g["reasons"] == [] for g, _ in ordinary[1:])
