@@ -549,8 +549,8 @@ done:
 /* One learning step of a profile (loc, scale: n doubles each, in place) towards the row xl in log1p units, with
  * step size a2 per unit of scale (baseline._py_learn_into) */
 static void
-learn_step(const double *xl, double *loc, double *scale, const double *floors, Py_ssize_t n, double a2, double z95,
-           double up, double down)
+learn_step_one(const double *xl, double *loc, double *scale, const double *floors, Py_ssize_t n, double a2,
+               double z95, double up, double down)
 {
     for (Py_ssize_t i = 0; i < n; i++) {
         double v = xl[i], m = loc[i], s = scale[i], f = floors[i];
@@ -567,6 +567,65 @@ learn_step(const double *xl, double *loc, double *scale, const double *floors, P
         loc[i] = m;
         scale[i] = hi > m ? (hi - m) / z95 : 0.0;
     }
+}
+
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#include <immintrin.h>
+#define LEARN_AVX 1
+/* learn_step_one four features at a time (AVX, where the CPU has it: learn_avx, checked at import). Every lane does
+ * what the lines above do, in the same order, without branches: the same doubles bit for bit. vmaxpd(s, f) is
+ * s > f ? s : f (f when either is NaN, as the comparison); each if is a comparison that picks between both
+ * results (ordered: false with a NaN, as C's); a scale that is not hi > m is +0.0 (the mask's and). The quotient
+ * of those lanes is computed and dropped. */
+__attribute__((target("avx"))) static void
+learn_step_avx(const double *xl, double *loc, double *scale, const double *floors, Py_ssize_t n, double a2,
+               double z95, double up, double down)
+{
+    const __m256d va2 = _mm256_set1_pd(a2), vz = _mm256_set1_pd(z95), vup = _mm256_set1_pd(up),
+                  vdown = _mm256_set1_pd(down);
+    Py_ssize_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        const __m256d v = _mm256_loadu_pd(xl + i), m = _mm256_loadu_pd(loc + i), s = _mm256_loadu_pd(scale + i),
+                      f = _mm256_loadu_pd(floors + i);
+        const __m256d step = _mm256_mul_pd(va2, _mm256_max_pd(s, f));
+        const __m256d hi = _mm256_add_pd(m, _mm256_mul_pd(vz, s));
+        const __m256d gt = _mm256_cmp_pd(v, m, _CMP_GT_OQ), lt = _mm256_cmp_pd(v, m, _CMP_LT_OQ);
+        const __m256d m2 = _mm256_blendv_pd(_mm256_blendv_pd(m, _mm256_sub_pd(m, step), lt),
+                                            _mm256_add_pd(m, step), gt);
+        const __m256d up_ = _mm256_cmp_pd(v, hi, _CMP_GT_OQ);
+        const __m256d hi2 = _mm256_blendv_pd(_mm256_sub_pd(hi, _mm256_mul_pd(step, vdown)),
+                                             _mm256_add_pd(hi, _mm256_mul_pd(step, vup)), up_);
+        const __m256d sc = _mm256_and_pd(_mm256_cmp_pd(hi2, m2, _CMP_GT_OQ),
+                                         _mm256_div_pd(_mm256_sub_pd(hi2, m2), vz));
+        _mm256_storeu_pd(loc + i, m2);
+        _mm256_storeu_pd(scale + i, sc);
+    }
+    learn_step_one(xl + i, loc + i, scale + i, floors + i, n - i, a2, z95, up, down);
+}
+#endif
+static int learn_avx;  /* learn_step_avx runs (the CPU has AVX: learn_avx_init) */
+
+static void
+learn_avx_init(void)
+{
+#ifdef LEARN_AVX
+    __builtin_cpu_init();
+    learn_avx = __builtin_cpu_supports("avx");
+#endif
+}
+
+/* learn_step_one, four features at a time where the CPU has AVX (the profile's 25: 24 and one) */
+static inline void
+learn_step(const double *xl, double *loc, double *scale, const double *floors, Py_ssize_t n, double a2, double z95,
+           double up, double down)
+{
+#ifdef LEARN_AVX
+    if (learn_avx) {
+        learn_step_avx(xl, loc, scale, floors, n, a2, z95, up, down);
+        return;
+    }
+#endif
+    learn_step_one(xl, loc, scale, floors, n, a2, z95, up, down);
 }
 
 /* learn(xl, loc, scale, floors, a2, z95, up, down) -> (loc', scale')
@@ -6884,6 +6943,7 @@ PyMODINIT_FUNC
 PyInit__native(void)
 {
     crc_init();
+    learn_avx_init();
 #ifdef CRC_FOLD
     crc_fold_init();
 #endif
@@ -6901,7 +6961,8 @@ PyInit__native(void)
      * an ordinary record's values written into its entries (decide_setup's check, on this interpreter) */
     if (PyModule_AddObjectRef(m, "RowPool", (PyObject *)&RowPoolType) < 0
             || PyModule_AddObjectRef(m, "array_fast", array_fast ? Py_True : Py_False) < 0
-            || PyModule_AddObjectRef(m, "record_direct", record_direct_check() ? Py_True : Py_False) < 0) {
+            || PyModule_AddObjectRef(m, "record_direct", record_direct_check() ? Py_True : Py_False) < 0
+            || PyModule_AddObjectRef(m, "learn_avx", learn_avx ? Py_True : Py_False) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -1296,3 +1296,19 @@ def test_the_kernels_read_an_exact_array_directly_and_give_its_export_back():
     empty = array("d")
     assert _native.log_deviations([], empty, empty, empty) == ([], [])
     empty.append(1.0)
+
+
+_any_double = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.sampled_from([0.0, -0.0, 5e-324, -5e-324]))
+_any_row = st.lists(_any_double, min_size=N_FEATURES, max_size=N_FEATURES)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_any_row, _any_row, _any_row, _any_row, _any_double, st.sampled_from([Z95, 1.0, 0.5]), _any_double, _any_double)
+def test_a_learning_step_of_any_doubles_equals_the_reference_bit_for_bit(xl, loc, scale, floors, a2, z95, up, down):
+    # learn_avx: four features at a time without branches where the CPU has AVX; NaNs, infinities, signed zeros and
+    # subnormals anywhere give what the reference's branches give (the row's length, 25, leaves one to the lines)
+    assert _native.learn_avx in (True, False)
+    loc_a, scale_a, floors_a = array("d", loc), array("d", scale), array("d", floors)
+    loc_n, scale_n = _native.learn(xl, loc_a, scale_a, floors_a, a2, z95, up, down)
+    loc_p, scale_p = _py_learn(xl, loc_a, scale_a, floors_a, a2, z95, up, down)
+    assert (loc_n.tobytes(), scale_n.tobytes()) == (loc_p.tobytes(), scale_p.tobytes())
