@@ -4054,6 +4054,19 @@ fail_x:
     return NULL;
 }
 
+/* max(r[:n]) as Python's max() takes it (n > 0): the first item, replaced by each later one that is greater. Not
+ * inlined: its loop keeps the running maximum in a register (inlined into rarities_tail, whose later calls need it
+ * kept in memory, it was a store and a load an item). */
+static __attribute__((noinline)) double
+first_max(const double *r, Py_ssize_t n)
+{
+    double m = r[0];
+    for (Py_ssize_t i = 1; i < n; i++)
+        if (r[i] > m)
+            m = r[i];
+    return m;
+}
+
 /* engine._py_rarities after the caps, on the deviations zb (k values): each one's tail rarity into rb (kr values: the
  * features with a tail in tables (n values each) and slopes, nfeat of them), the largest (raw), then the blame (the
  * indices in the tuples quiet, and reach_quiet when known_reach: zb and rb zeroed where zb > 0, zset marks them), and
@@ -4071,10 +4084,7 @@ rarities_tail(double *zb, double *rb, unsigned char *zset, Py_ssize_t k, const d
         PyErr_SetString(PyExc_ValueError, "max() arg is an empty sequence");
         return -1;
     }
-    double raw = rb[0];
-    for (Py_ssize_t i = 1; i < kr; i++)
-        if (rb[i] > raw)
-            raw = rb[i];
+    const double raw = first_max(rb, kr);
     /* the blame: windows this action added nothing to, and fan-out to destinations reached before */
     for (int pass = 0; pass < 2; pass++) {
         PyObject *idx = pass == 0 ? quiet : reach_quiet;
@@ -4099,10 +4109,7 @@ rarities_tail(double *zb, double *rb, unsigned char *zset, Py_ssize_t k, const d
             }
         }
     }
-    double top = rb[0];
-    for (Py_ssize_t i = 1; i < kr; i++)
-        if (rb[i] > top)
-            top = rb[i];
+    const double top = first_max(rb, kr);
     *kr_out = kr;
     *raw_out = raw;
     *top_out = top;
