@@ -1543,6 +1543,7 @@ static PyObject *fx_policy_type, *untrusted_policy, *untrusted_memo, *pol_classe
 /* the class's own classify (Policy.classify, taken at the first extract_setup), and whether the remembered
  * policy has no internal domains and no internal patterns (then its classify is the broadcast table's alone) */
 static PyObject *pol_classify_fn, *pol_classify_in, *pol_internal_fn;  /* classify, _classify, _is_internal */
+static PyObject *pol_untrusted_fn;  /* the class's own is_untrusted_source (taken with classify) */
 static int pol_plain;
 static PyObject *pol_weights, *pol_broadcast;
 static PyObject *fx_words, *fx_destination_family, *fx_is_outsider, *fx_observation, *fx_external, *fx_broadcast;
@@ -2044,9 +2045,10 @@ extract_setup(PyObject *self, PyObject *args)
         Py_XINCREF(pol_classify_fn);
         pol_classify_in = PyObject_GetAttrString(pt, "_classify");
         pol_internal_fn = PyObject_GetAttrString(pt, "_is_internal");
-        if (pol_classify_in == NULL || pol_internal_fn == NULL) {
+        pol_untrusted_fn = PyObject_GetAttrString(pt, "is_untrusted_source");
+        if (pol_classify_in == NULL || pol_internal_fn == NULL || pol_untrusted_fn == NULL) {
             PyErr_Clear();
-            Py_CLEAR(pol_classify_fn);  /* (no fast classify) */
+            Py_CLEAR(pol_classify_fn);  /* (no fast classify, no plain answer for mail) */
         }
     }
     Py_CLEAR(untrusted_policy);
@@ -2205,6 +2207,12 @@ untrusted_source(PyObject *policy, PyObject *resource)
             if (mail < 0)
                 return -1;
             if (!mail)
+                return 1;
+            /* mail under an untrusted source, for a plain policy whose class's is_untrusted_source and _is_internal
+             * are its own: _is_internal is False without internal domains and patterns, so it is untrusted */
+            if (pol_plain && pol_classify_fn != NULL
+                    && _PyType_Lookup(Py_TYPE(policy), s_is_untrusted_source) == pol_untrusted_fn
+                    && _PyType_Lookup(Py_TYPE(policy), s__is_internal) == pol_internal_fn)
                 return 1;
         }
         PyObject *hit = PyDict_GetItemWithError(untrusted_memo, resource);

@@ -807,6 +807,30 @@ def test_the_kernel_takes_untrusted_input_where_the_policy_says_so(sources, doma
     assert int(st_.tasks[1]) & 1 == policy.is_untrusted_source(resource)
 
 
+def test_mail_under_an_untrusted_source_is_answered_for_a_plain_policy_and_asked_of_a_replaced_method(monkeypatch):
+    # a plain policy (no internal domains or patterns) whose class's is_untrusted_source and _is_internal are its
+    # own: mail under an untrusted source is untrusted without the call; a policy with an internal pattern, or a
+    # class whose method was replaced, is asked
+    from detector import features as f
+    from detector.policy import Policy
+
+    def flag(policy, resource):
+        ev = _events([{"tool": "mail.read", "action": "read", "resource": resource, "sensitivity": "internal",
+                       "records": 1, "bytes": 1, "destinations": [], "task_id": "t1", "requested_by": None,
+                       "instruction_hash": None, "approval_id": None, "dt": 1.0}])[0]
+        st_ = f.FeatureState()
+        _kernel_extract()(st_, ev, policy, None)
+        return int(st_.tasks[1]) & 1
+
+    plain, patterned = Policy(untrusted_sources=("email",)), Policy(untrusted_sources=("email",),
+                                                                   internal=("email:*@corp.example",))
+    assert flag(plain, "email:bob@corp.example") == 1 == plain.is_untrusted_source("email:bob@corp.example")
+    assert flag(patterned, "email:bob@corp.example") == 0 == patterned.is_untrusted_source("email:bob@corp.example")
+    asked = []
+    monkeypatch.setattr(Policy, "is_untrusted_source", lambda self, r: asked.append(r) or False)
+    assert flag(plain, "email:carol@corp.example") == 0 and asked == ["email:carol@corp.example"]
+
+
 def test_the_kernel_reads_a_policys_classes_from_its_memo_as_classify_answers_them(monkeypatch):
     from detector import features as f
     from detector.policy import Policy
