@@ -5555,8 +5555,14 @@ read_tail(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         if (features == NULL)
             goto done;
         held[nh++] = features;
-        PyObject *cargs[2] = {features, obs};
-        PyObject *got = PyObject_Vectorcall(k->commit_novel, cargs, 2, NULL);
+        /* commit_novel(features, obs): its kernel's call (settle_keys(st, obs.novel, True)) here, the function
+         * for what that leaves to the reference (None: nothing changed) */
+        PyObject *sargs[3] = {features, novel, Py_True};
+        PyObject *got = settle_keys(NULL, sargs, 3);
+        if (got == Py_None) {
+            PyObject *cargs[2] = {features, obs};
+            Py_SETREF(got, PyObject_Vectorcall(k->commit_novel, cargs, 2, NULL));
+        }
         if (got == NULL)
             goto done;
         Py_DECREF(got);
