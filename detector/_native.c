@@ -5956,6 +5956,14 @@ dc_trace(const decideconsts *k, PyObject *traces, PyObject *rings, PyObject *con
             return -1;
         }
         PyObject *row = NULL;
+        if (live == Py_None) {  /* sealed since its last row: TraceStore._ring's ring.live = [] (then as below) */
+            PyObject *fresh = PyList_New(0);
+            if (fresh == NULL || xset(ring, &dc_live, fresh) < 0) {
+                Py_XDECREF(fresh);
+                goto fail;
+            }
+            Py_SETREF(live, fresh);
+        }
         if (PyList_CheckExact(live)) {
             PyObject *targs[5] = {args[1], k->order, args[4], args[2], args[3]};
             if ((row = trace_row(NULL, targs, 5)) == NULL)
