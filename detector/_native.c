@@ -138,6 +138,34 @@ get_doubles(PyObject *obj, Py_buffer *view, int writable, const char *what)
     return 0;
 }
 
+/* get_items (detector/_buffers.h) of an exact array when array_fast: its items' buffer as get_doubles takes
+ * one, when its typecode is one of kinds and its items are itemsize bytes; anything else the protocol's way */
+static int
+get_array_items(PyObject *obj, Py_buffer *view, int writable, Py_ssize_t itemsize, const char *kinds,
+                const char *what)
+{
+    if (Py_TYPE(obj) == array_exact && array_fast) {
+        fb_array *a = (fb_array *)obj;
+        const char tc = a->ob_descr->typecode;
+        if (a->ob_descr->itemsize == itemsize && tc != '\0' && strchr(kinds, tc) != NULL) {
+            view->buf = a->ob_item != NULL ? (void *)a->ob_item : (void *)no_doubles;
+            view->obj = Py_NewRef(obj);
+            view->len = Py_SIZE(a) * itemsize;
+            view->readonly = 0;
+            view->itemsize = itemsize;
+            view->format = NULL;  /* (the kernels that take these read the items only) */
+            view->ndim = 1;
+            view->shape = &((PyVarObject *)obj)->ob_size;
+            view->strides = &view->itemsize;
+            view->suboffsets = NULL;
+            view->internal = NULL;
+            a->ob_exports++;
+            return 0;
+        }
+    }
+    return get_items(obj, view, writable, itemsize, kinds, what);
+}
+
 /* The items of a row as doubles (a list or tuple: floats, or ints as float() sees them). */
 static int
 row_doubles(PyObject *seq, double *out, Py_ssize_t n)
@@ -4319,47 +4347,30 @@ done:
     return res;
 }
 
-/* remember(seen, content, pos, h, hc) -> 0 | 1 | 2   (h: a key, or an event id whose dedupe_key it takes)
- *   engine._py_remember: the agent's ring of recent event ids (array('I')) and content keys (array('H')):
- *   2 when id h is there with content hc (or an unknown content, 0): a true duplicate, nothing written;
- *   else h and hc are written at pos and the answer is 1 when the id is there with other content, 0 when
- *   it is not there. */
-static PyObject *
-remember(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+/* remember's answer for an event id or key h_o (its key as sketch.dedupe_key makes it) with content key hc, at
+ * pos of the rings seen_o and content_o: 0, 1 or 2, or -1 with an exception set (admit calls it directly) */
+static int
+remember_core(PyObject *seen_o, PyObject *content_o, Py_ssize_t pos, PyObject *h_o, unsigned long long hc)
 {
-    PyObject *seen_o, *content_o, *h_o;
-    Py_ssize_t pos;
-    unsigned long long h, hc;
-    if (fc_count("remember", nargs, 5, 5) < 0)
-        return NULL;
-    seen_o = args[0], content_o = args[1], h_o = args[3];
-    if (fc_n(args[2], &pos) < 0)
-        return NULL;
-    if (!PyLong_Check(args[4])) {
-        PyErr_SetString(PyExc_TypeError, "remember: the content key must be an int");
-        return NULL;
-    }
-    hc = PyLong_AsUnsignedLongLongMask(args[4]);
-    if (hc == (unsigned long long)-1 && PyErr_Occurred())
-        return NULL;
+    unsigned long long h;
     if (PyUnicode_Check(h_o)) {  /* an event id: its key, as sketch.dedupe_key makes it */
         uint32_t k;
         if (str_hash(h_o, &k) < 0)
-            return NULL;
+            return -1;
         h = k | 1u;
     } else {
         h = PyLong_AsUnsignedLongLong(h_o);
         if (h == (unsigned long long)-1 && PyErr_Occurred())
-            return NULL;
+            return -1;
     }
     Py_buffer sv, cv;
-    if (get_items(seen_o, &sv, 1, 4, "I", "seen") < 0)
-        return NULL;
-    if (get_items(content_o, &cv, 1, 2, "H", "content") < 0) {
+    if (get_array_items(seen_o, &sv, 1, 4, "I", "seen") < 0)
+        return -1;
+    if (get_array_items(content_o, &cv, 1, 2, "H", "content") < 0) {
         buf_release(&sv);
-        return NULL;
+        return -1;
     }
-    PyObject *res = NULL;
+    int res = -1;
     uint32_t *seen = sv.buf;
     uint16_t *content = cv.buf;
     Py_ssize_t n = sv.len / 4, nc = cv.len / 2;
@@ -4397,11 +4408,36 @@ remember(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         seen[p] = (uint32_t)h;
         content[q] = (uint16_t)hc;
     }
-    res = PyLong_FromLong(status);
+    res = status;
 done:
     buf_release(&sv);
     buf_release(&cv);
     return res;
+}
+
+/* remember(seen, content, pos, h, hc) -> 0 | 1 | 2   (h: a key, or an event id whose dedupe_key it takes)
+ *   engine._py_remember: the agent's ring of recent event ids (array('I')) and content keys (array('H')):
+ *   2 when id h is there with content hc (or an unknown content, 0): a true duplicate, nothing written;
+ *   else h and hc are written at pos and the answer is 1 when the id is there with other content, 0 when
+ *   it is not there. */
+static PyObject *
+remember(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_ssize_t pos;
+    unsigned long long hc;
+    if (fc_count("remember", nargs, 5, 5) < 0)
+        return NULL;
+    if (fc_n(args[2], &pos) < 0)
+        return NULL;
+    if (!PyLong_Check(args[4])) {
+        PyErr_SetString(PyExc_TypeError, "remember: the content key must be an int");
+        return NULL;
+    }
+    hc = PyLong_AsUnsignedLongLongMask(args[4]);
+    if (hc == (unsigned long long)-1 && PyErr_Occurred())
+        return NULL;
+    const int status = remember_core(args[0], args[1], pos, args[3], hc);
+    return status < 0 ? NULL : PyLong_FromLong(status);
 }
 
 /* trace_row(values, order, classes, score, severity) -> tuple: trace._py_trace_row, the packed trace entry of
@@ -6724,7 +6760,7 @@ admit_one(const admitconsts *k, const adplain *pl, PyObject *engine, PyObject *e
     /* st = agents.get(ev.agent_id)
      * if st is None:
      *     st = self._new_agent(ev) */
-    PyObject *agent_id, *st, *lk, *pos_o, *values, *enc, *seen_a, *content_a, *event_id, *hc_o, *seen_o;
+    PyObject *agent_id, *st, *lk, *pos_o, *values, *enc, *seen_a, *content_a, *event_id;
     AGET(agent_id, ev, ad_agent_id);
     st = PyDict_GetItemWithError(agents, agent_id);  /* borrowed */
     if (st == NULL) {
@@ -6764,13 +6800,8 @@ admit_one(const admitconsts *k, const adplain *pl, PyObject *engine, PyObject *e
     AGET(seen_a, st, ad_seen);
     AGET(content_a, st, ad_seen_content);
     AGET(event_id, ev, ad_event_id);
-    HOLD(hc_o, PyLong_FromUnsignedLong(hc));
-    {
-        PyObject *rargs[5] = {seen_a, content_a, pos_o, event_id, hc_o};
-        HOLD(seen_o, remember(NULL, rargs, 5));
-    }
-    const long seen = PyLong_AsLong(seen_o);
-    if (seen == -1 && PyErr_Occurred())
+    const int seen = remember_core(seen_a, content_a, pos, event_id, hc);
+    if (seen < 0)
         goto error;
     /* if seen == 2:
      *     out.append(Decision(ev, approval_refused=refused, duplicate=True))

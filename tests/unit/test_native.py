@@ -1320,6 +1320,12 @@ def test_the_kernels_read_an_exact_array_directly_and_give_its_export_back():
     empty = array("d")
     assert _native.log_deviations([], empty, empty, empty) == ([], [])
     empty.append(1.0)
+    seen, content = array("I", [0] * 4), array("H", [0] * 4)  # the dedupe rings (remember: exact arrays too)
+    assert _native.remember(seen, content, 1, "ev-1", 7) == 0 and _native.remember(seen, content, 2, "ev-1", 7) == 2
+    with pytest.raises(IndexError):
+        _native.remember(seen, content, 9, "ev-2", 7)
+    seen.append(0)
+    content.append(0)
 
 
 _any_double = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.sampled_from([0.0, -0.0, 5e-324, -5e-324]))
