@@ -57,6 +57,21 @@ def load() -> str:
 CPU: dict[object, float] = {}  # the least CPU time of each timed function (see best_of)
 
 
+def best_of_each(n, fns):
+    """:func:`best_of` of each of ``fns``, their runs taken in turn (``n`` rounds of one run of each): a ratio of
+    two of them compares runs made at the same moments, which a shared machine's slower seconds move alike."""
+    best = {fn: float("inf") for fn in fns}
+    for fn in fns:
+        CPU[fn] = float("inf")
+    for _ in range(n):
+        for fn in fns:
+            t0, c0 = time.perf_counter(), time.process_time()
+            fn()
+            best[fn] = min(best[fn], time.perf_counter() - t0)
+            CPU[fn] = min(CPU[fn], time.process_time() - c0)
+    return [best[fn] for fn in fns]
+
+
 def best_of(n, fn):
     """The least wall time of ``n`` runs of ``fn``; the least CPU time of this process is kept in CPU[fn]."""
     best = cpu = float("inf")
@@ -170,10 +185,7 @@ def main() -> None:
     typed_chunks = chunked(typed)
     online = lambda: replay_pass(test, None)  # noqa: E731
     trained = lambda: replay_pass(test, model)  # noqa: E731
-    t_d = best_of(args.runs, dec)
-    t_ty = best_of(args.runs, typed_chunks)
-    t_rep_online = best_of(args.runs, online)
-    t_rep_model = best_of(args.runs, trained)
+    t_d, t_ty, t_rep_online, t_rep_model = best_of_each(args.runs, [dec, typed_chunks, online, trained])
     for name, t, fn in (("online only  ", t_rep_online, online), ("trained model", t_rep_model, trained)):
         print(f"replay, {name} {m / t:>10,.0f} events/s  {us(t):6.2f} us/event"
               f"  ({t / t_d:.1f}x bare decode of {us(t_d):.2f} us, {t / t_ty:.1f}x typed decode of {us(t_ty):.2f} us)"
