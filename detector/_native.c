@@ -402,6 +402,42 @@ static PyTypeObject RowPoolType = {
     .tp_new = RowPool_new,
 };
 
+/* A new empty list, as PyList_New(0) makes one, from a ring of lists the kernels made before: a slot's list comes
+ * back when only the ring holds it and it is still empty (nothing else can see it: a list nobody holds is as new
+ * as a new one); else a new list takes the slot. An action's observation holds four lists (items met for the
+ * first time, items peers adopted, destination hashes, new destinations), its reading one (manifest violations)
+ * and its record one (reasons), nearly all empty and all dropped with the batch: the next batch's are the same
+ * lists, without an allocation, a free and the collector's bookkeeping each. The ring's lists stay tracked by the
+ * collector; held by the ring alone, they count as reachable and are never collected. */
+#define LIST_RING 2048
+static PyObject *list_ring[LIST_RING];
+static Py_ssize_t list_next;
+
+static PyObject *
+list_new(void)
+{
+    PyObject **slot = list_ring + list_next;
+    list_next = (list_next + 1) & (LIST_RING - 1);
+    PyObject *l = *slot;
+    if (l != NULL && Py_REFCNT(l) == 1 && PyList_GET_SIZE(l) == 0) {
+        Py_INCREF(l);
+        return l;
+    }
+    PyObject *fresh = PyList_New(0);
+    if (fresh == NULL)
+        return NULL;
+    Py_INCREF(fresh);
+    Py_XSETREF(*slot, fresh);
+    return fresh;
+}
+
+/* list_new() for Python: a test of the ring (tests/unit/test_native.py) */
+static PyObject *
+empty_list(PyObject *self, PyObject *Py_UNUSED(ignored))
+{
+    return list_new();
+}
+
 /* A new row of the n doubles of vals made by calling `make` (an array('d') of n doubles, written), or a list of
  * floats when what it makes is not that; NULL with an exception set. */
 static PyObject *
@@ -2523,7 +2559,7 @@ extract(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         c[3] += vol;
     }
 
-    if ((novel = PyList_New(0)) == NULL || (adopted_out = PyList_New(0)) == NULL) goto done;
+    if ((novel = list_new()) == NULL || (adopted_out = list_new()) == NULL) goto done;
     double wn = 1.0 + w / 5.0;
     uint32_t h_tool, h_res;
     if (str_hash(tool, &h_tool) < 0) goto done;
@@ -2602,7 +2638,7 @@ extract(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     double strangers = 0.0, novel_out = 0.0;
     long n_new_recent = 0, n_new_ext = 0;
     int outward = 0, known = 1, any_broadcast = 0;
-    if ((dest_hashes = PyList_New(0)) == NULL || (new_out = PyList_New(0)) == NULL) goto done;
+    if ((dest_hashes = list_new()) == NULL || (new_out = list_new()) == NULL) goto done;
     if ((classes = PyTuple_New(ndests)) == NULL) goto done;
     int ra_changed = 0;
 #if SKETCH_DIGITS
@@ -5539,7 +5575,7 @@ read_tail(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             goto done;
     }
     if (routine) {  /* obs.new_outbound = [] */
-        PyObject *empty = PyList_New(0);
+        PyObject *empty = list_new();
         if (empty == NULL)
             goto done;
         int rc = xset(obs, &rt_new_outbound, empty);
@@ -5617,7 +5653,7 @@ read_tail(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     }
     if (p_harm == NULL)
         goto done;
-    if ((viol = PyList_New(0)) == NULL)
+    if ((viol = list_new()) == NULL)
         goto done;
     /* not learned, or something new in it: self._settle(st, ev, obs, z, r, xl, learned, violations, p_harm, by_kind,
      * new_sent, again) (again: empty): compiled (rt_settle), or the method for what that leaves to it */
@@ -6230,7 +6266,7 @@ decide_one(const decideconsts *k, PyObject *item, PyObject *pc, PyObject *traces
     PyObject *event_id, *ts, *reasons, *classes;
     DGET(event_id, ev, dc_event_id);
     DGET(ts, ev, dc_ts);
-    if ((reasons = PyList_New(0)) == NULL)
+    if ((reasons = list_new()) == NULL)
         goto error;
     held[nh++] = reasons;
     /* (the template's severity "ok", action_taken "none" and model_version kept; its breaker_state is CLOSED) */
@@ -6920,6 +6956,7 @@ admit(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 }
 
 static PyMethodDef methods[] = {
+    {"empty_list", empty_list, METH_NOARGS, "empty_list() -> [] (from the kernels' ring of lists: list_new)."},
     {"log_deviations", log_deviations, METH_VARARGS,
      "log_deviations(x, loc, scale, floors) -> (xl, z): log1p of a row and its robust deviations."},
     {"learn_into", (PyCFunction)(void (*)(void))learn_into, METH_FASTCALL,

@@ -1342,3 +1342,20 @@ def test_a_learning_step_of_any_doubles_equals_the_reference_bit_for_bit(xl, loc
     loc_n, scale_n = _native.learn(xl, loc_a, scale_a, floors_a, a2, z95, up, down)
     loc_p, scale_p = _py_learn(xl, loc_a, scale_a, floors_a, a2, z95, up, down)
     assert (loc_n.tobytes(), scale_n.tobytes()) == (loc_p.tobytes(), scale_p.tobytes())
+
+
+def test_the_kernels_empty_lists_come_back_only_when_nothing_holds_them_and_they_are_still_empty():
+    # list_new: a ring of 2,048 lists; a slot's list is handed out again only when the ring alone holds it and it is
+    # empty, so no two holders ever share one and what one holder put in a list never shows in another's
+    lists = [_native.empty_list() for _ in range(2048)]
+    assert all(type(x) is list and x == [] for x in lists) and len({id(x) for x in lists}) == 2048
+    kept, appended = lists[5], lists[6]
+    appended.append(1)
+    ids = [id(x) for x in lists]
+    del lists
+    again = [_native.empty_list() for _ in range(2048)]  # the ring came round: its own lists, but kept and appended
+    assert [id(x) for x in again][:5] == ids[:5] and [id(x) for x in again][7:] == ids[7:]
+    assert again[5] is not kept and again[6] is not appended and again[5] == again[6] == []
+    assert kept == [] and appended == [1]
+    again[0].append("x")
+    assert all(x == [] for x in again[1:])
