@@ -431,6 +431,43 @@ list_new(void)
     return fresh;
 }
 
+/* PyFloat_FromDouble(v) for the floats an action leaves in its record, decision and state (its rounded score, its
+ * evidence of harm, the profile's weight): from a ring of floats the kernels made before, a slot's float written
+ * with v when only the ring holds it (nothing else can see it: a float nobody holds is as new as a new one), else a
+ * new float taking the slot. Most die with their batch, past the float free list's hundred. */
+#define FLOAT_RING 4096
+static PyObject *float_ring[FLOAT_RING];
+static Py_ssize_t float_next;
+
+static PyObject *
+float_new(double v)
+{
+    PyObject **slot = float_ring + float_next;
+    float_next = (float_next + 1) & (FLOAT_RING - 1);
+    PyObject *f = *slot;
+    if (f != NULL && Py_REFCNT(f) == 1) {
+        ((PyFloatObject *)f)->ob_fval = v;
+        Py_INCREF(f);
+        return f;
+    }
+    PyObject *fresh = PyFloat_FromDouble(v);
+    if (fresh == NULL)
+        return NULL;
+    Py_INCREF(fresh);
+    Py_XSETREF(*slot, fresh);
+    return fresh;
+}
+
+/* float_new(v) for Python: a test of the ring (tests/unit/test_native.py) */
+static PyObject *
+new_float(PyObject *self, PyObject *arg)
+{
+    const double v = PyFloat_AsDouble(arg);
+    if (v == -1.0 && PyErr_Occurred())
+        return NULL;
+    return float_new(v);
+}
+
 /* list_new() for Python: a test of the ring (tests/unit/test_native.py) */
 static PyObject *
 empty_list(PyObject *self, PyObject *Py_UNUSED(ignored))
@@ -5607,7 +5644,7 @@ read_tail(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     double weight = PyFloat_AS_DOUBLE(n_o);
     if (learned) {
         weight += 1.0;
-        PyObject *nn = PyFloat_FromDouble(weight);
+        PyObject *nn = float_new(weight);
         if (nn == NULL)
             goto done;
         int rc = xset(bl, &rt_n, nn);
@@ -5963,7 +6000,7 @@ dc_round4(const decideconsts *k, double x)
 {
     double r4;
     if (round4_fast(x, &r4))
-        return PyFloat_FromDouble(r4);
+        return float_new(r4);
     PyObject *xo = PyFloat_FromDouble(x);
     if (xo == NULL)
         return NULL;
@@ -6246,9 +6283,9 @@ decide_one(const decideconsts *k, PyObject *item, PyObject *pc, PyObject *traces
             goto error;
     }
     /* the decision: nothing above changed anything, nothing below leaves it to the Python lines */
-    if ((harm_o = PyFloat_FromDouble(harm_score)) == NULL)
+    if ((harm_o = float_new(harm_score)) == NULL)
         goto error;
-    if (new_risk && (risk_o = PyFloat_FromDouble(risk)) == NULL)
+    if (new_risk && (risk_o = float_new(risk)) == NULL)
         goto error;
     if ((score4 = dc_round4(k, score)) == NULL)
         goto error;
@@ -6957,6 +6994,7 @@ admit(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 
 static PyMethodDef methods[] = {
     {"empty_list", empty_list, METH_NOARGS, "empty_list() -> [] (from the kernels' ring of lists: list_new)."},
+    {"new_float", new_float, METH_O, "new_float(v) -> float(v) (from the kernels' ring of floats: float_new)."},
     {"log_deviations", log_deviations, METH_VARARGS,
      "log_deviations(x, loc, scale, floors) -> (xl, z): log1p of a row and its robust deviations."},
     {"learn_into", (PyCFunction)(void (*)(void))learn_into, METH_FASTCALL,

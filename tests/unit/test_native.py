@@ -1359,3 +1359,19 @@ def test_the_kernels_empty_lists_come_back_only_when_nothing_holds_them_and_they
     assert kept == [] and appended == [1]
     again[0].append("x")
     assert all(x == [] for x in again[1:])
+
+
+def test_the_kernels_floats_come_back_only_when_nothing_holds_them():
+    # float_new: a ring of 4,096 floats; a slot's float is written with a new value only when the ring alone holds
+    # it, so a float anyone holds never changes
+    made = [_native.new_float(float(i) + 0.5) for i in range(4096)]
+    assert [f for f in made] == [i + 0.5 for i in range(4096)] and all(type(f) is float for f in made)
+    kept = made[7]
+    ids = [id(f) for f in made]
+    del made
+    again = [_native.new_float(-float(i)) for i in range(4096)]
+    assert again == [-float(i) for i in range(4096)] and kept == 7.5
+    assert [id(f) for f in again][:7] == ids[:7] and again[7] is not kept and [id(f) for f in again][8:] == ids[8:]
+    assert _native.new_float(float("nan")) != _native.new_float(float("nan"))  # a NaN as float() makes one
+    with pytest.raises(TypeError):
+        _native.new_float("1.0")
