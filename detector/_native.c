@@ -5899,6 +5899,10 @@ typedef struct {
     PyObject *record_t;  /* an ordinary decision's record with its event's values None (owned): each record is a
                           * copy (PyDict_Copy clones its keys, in their order), those values then replaced */
     int record_direct;   /* record_layout_ok(record_t): the values written into the copy's entries */
+    PyObject *tvals[9];  /* record_t's values (borrowed: keep holds them) */
+#define RECORD_RING 256
+    PyObject *records[RECORD_RING];  /* record_take's ring (owned) */
+    Py_ssize_t rnext;
 } decideconsts;
 
 static void
@@ -5909,8 +5913,48 @@ dc_free(PyObject *cap)
         return;
     Py_XDECREF(k->scratch);
     Py_XDECREF(k->record_t);
+    for (int i = 0; i < RECORD_RING; i++)
+        Py_XDECREF(k->records[i]);
     Py_XDECREF(k->keep);
     PyMem_Free(k);
+}
+
+/* A new ordinary record: a copy of the template (PyDict_Copy), or, when the values are written in place
+ * (record_direct), the dict of a ring of 256 this setup made before when only the ring holds it and its table is
+ * still the template's nine keys in order (nothing else can see it: as new as a copy), its values set back to the
+ * template's. Records die with their batch: the next batches' are the same dicts, without a dict and a table
+ * allocated, tracked, untracked and freed each. (decide_one's consts are otherwise read only: the ring's position
+ * is the one field it moves.) */
+static PyObject *
+record_take(const decideconsts *kc)
+{
+    if (!kc->record_direct)
+        return PyDict_Copy(kc->record_t);
+    decideconsts *k = (decideconsts *)kc;
+    PyObject **slot = k->records + k->rnext;
+    k->rnext = (k->rnext + 1) & (RECORD_RING - 1);
+    PyObject *r = *slot;
+    fb_ukentry *e = r != NULL && Py_REFCNT(r) == 1 ? record_entries(r, 9) : NULL;
+    int same = e != NULL;
+    for (int i = 0; same && i < 9; i++)
+        same = e[i].me_key == dk_keys[i];
+    if (same) {
+        PyObject *old[9];
+        for (int i = 0; i < 9; i++) {
+            old[i] = e[i].me_value;
+            e[i].me_value = Py_NewRef(k->tvals[i]);
+        }
+        for (int i = 0; i < 9; i++)
+            Py_XDECREF(old[i]);
+        Py_INCREF(r);
+        return r;
+    }
+    PyObject *fresh = PyDict_Copy(k->record_t);
+    if (fresh == NULL)
+        return NULL;
+    Py_INCREF(fresh);
+    Py_XSETREF(*slot, fresh);
+    return fresh;
 }
 
 /* decide_setup(consts) -> the capsule decide takes; consts as engine._decide_consts makes it */
@@ -5950,6 +5994,8 @@ decide_setup(PyObject *self, PyObject *arg)
             return NULL;
         }
     k->record_direct = record_layout_ok(k->record_t, tvals);
+    for (int i = 0; i < 9; i++)
+        k->tvals[i] = tvals[i];
     Py_INCREF(arg);
     k->keep = arg;
     PyObject *cap = PyCapsule_New(k, DC_NAME, dc_free);
@@ -6309,7 +6355,7 @@ decide_one(const decideconsts *k, PyObject *item, PyObject *pc, PyObject *traces
     /* (the template's severity "ok", action_taken "none" and model_version kept; its breaker_state is CLOSED) */
     PyObject *vals[6] = {event_id, agent_id, ts, score4, reasons, state_o};
     static const int vkeys[6] = {0, 1, 2, 3, 5, 7};
-    if ((record = PyDict_Copy(k->record_t)) == NULL)
+    if ((record = record_take(k)) == NULL)
         goto error;
     const int nv = state_o == k->closed ? 5 : 6;
     fb_ukentry *re = k->record_direct ? record_entries(record, 9) : NULL;

@@ -321,3 +321,25 @@ def test_records_whose_values_are_written_in_place_are_the_dicts_the_lines_make(
         assert list(g.items()) == list(w.items()) and gc.is_tracked(g) and gc.is_tracked(w)
     ordinary[0][0]["reasons"].append("x")
     assert all(g["reasons"] == [] for g, _ in ordinary[1:])
+
+
+@built
+@engine_kernels
+def test_records_dropped_with_their_batch_come_back_as_new_ones(fleet):
+    # record_take: a record only its ring holds (its batch dropped) is made again, its values the template's before
+    # the decision's are written; one a caller still holds, or changed (a key added), never is
+    model, later = fleet
+    kernel, lines = E.Engine(policy=POLICY, model=model), E.Engine(policy=POLICY, model=model)
+    lines._admitted = lines._decided = None
+    got, want = [], []
+    held = None
+    for i, batch in enumerate(batches(later[:3000], 128)):
+        decided = [d for d in kernel.process_batch(batch) if not d.duplicate]
+        got += [list(d.record.items()) for d in decided]  # copies: the records themselves are dropped
+        if i == 2:
+            held = decided[0].record
+            held_copy = list(held.items())
+            decided[1].record["extra"] = 1  # a caller's change: that dict is not the template's any more
+        want += [list(d.record.items()) for d in lines.process_batch(batch) if not d.duplicate]
+    assert got == want
+    assert list(held.items()) == held_copy
