@@ -54,21 +54,16 @@ static PyTypeObject *array_exact;  /* array.array, when array_fast */
 static int array_fast;
 static double no_doubles[1];       /* an empty array's buffer (array_buffer_getbuf's emptybuf) */
 
-/* array_fast: 1 when an array('d') made here reads as fb_array the way its buffer says it is */
+static PyTypeObject *array_type;   /* array.array (pk_names, at import) */
+
+/* array_fast: 1 when an array('d') made here reads as fb_array the way its buffer says it is (after pk_names) */
 static int
 array_fast_check(void)
 {
 #if PY_VERSION_HEX >= 0x03080000 && PY_VERSION_HEX < 0x030E0000
-    PyObject *mod = PyImport_ImportModule("array");
-    if (mod == NULL)
-        return -1;
-    PyObject *t = PyObject_GetAttrString(mod, "array");
-    Py_DECREF(mod);
-    if (t == NULL)
-        return -1;
-    PyObject *a = PyType_Check(t) ? PyObject_CallFunction(t, "s(ddd)", "d", 1.0, 2.0, 3.0) : NULL;
+    PyObject *t = (PyObject *)array_type;
+    PyObject *a = t != NULL ? PyObject_CallFunction(t, "s(ddd)", "d", 1.0, 2.0, 3.0) : NULL;
     if (a == NULL) {
-        Py_DECREF(t);
         PyErr_Clear();
         return 0;
     }
@@ -85,9 +80,7 @@ array_fast_check(void)
     PyErr_Clear();
     Py_DECREF(a);
     if (ok)
-        array_exact = (PyTypeObject *)t;  /* (kept) */
-    else
-        Py_DECREF(t);
+        array_exact = array_type;
     array_fast = ok;
 #endif
     return 0;
@@ -107,24 +100,31 @@ buf_release(Py_buffer *view)
     }
 }
 
+/* an exact array's buffer into view as array_buffer_getbuf fills it (its items, one dimension, format fmt),
+ * its export counted */
+static ALWAYS_INLINE void
+array_view(fb_array *a, Py_buffer *view, Py_ssize_t itemsize, const char *fmt)
+{
+    view->buf = a->ob_item != NULL ? (void *)a->ob_item : (void *)no_doubles;
+    view->obj = Py_NewRef((PyObject *)a);
+    view->len = Py_SIZE(a) * itemsize;
+    view->readonly = 0;
+    view->itemsize = itemsize;
+    view->format = (char *)fmt;
+    view->ndim = 1;
+    view->shape = &((PyVarObject *)a)->ob_size;
+    view->strides = &view->itemsize;
+    view->suboffsets = NULL;
+    view->internal = NULL;
+    a->ob_exports++;
+}
+
 /* A writable (or read-only) C-contiguous buffer of doubles (array('d')). */
 static int
 get_doubles(PyObject *obj, Py_buffer *view, int writable, const char *what)
 {
     if (Py_TYPE(obj) == array_exact && array_fast && ((fb_array *)obj)->ob_descr->typecode == 'd') {
-        fb_array *a = (fb_array *)obj;
-        view->buf = a->ob_item != NULL ? (void *)a->ob_item : (void *)no_doubles;
-        view->obj = Py_NewRef(obj);
-        view->len = Py_SIZE(a) * (Py_ssize_t)sizeof(double);
-        view->readonly = 0;
-        view->itemsize = sizeof(double);
-        view->format = "d";
-        view->ndim = 1;
-        view->shape = &((PyVarObject *)obj)->ob_size;
-        view->strides = &view->itemsize;
-        view->suboffsets = NULL;
-        view->internal = NULL;
-        a->ob_exports++;
+        array_view((fb_array *)obj, view, sizeof(double), "d");
         return 0;
     }
     int flags = PyBUF_FORMAT | PyBUF_C_CONTIGUOUS | (writable ? PyBUF_WRITABLE : 0);
@@ -148,18 +148,7 @@ get_array_items(PyObject *obj, Py_buffer *view, int writable, Py_ssize_t itemsiz
         fb_array *a = (fb_array *)obj;
         const char tc = a->ob_descr->typecode;
         if (a->ob_descr->itemsize == itemsize && tc != '\0' && strchr(kinds, tc) != NULL) {
-            view->buf = a->ob_item != NULL ? (void *)a->ob_item : (void *)no_doubles;
-            view->obj = Py_NewRef(obj);
-            view->len = Py_SIZE(a) * itemsize;
-            view->readonly = 0;
-            view->itemsize = itemsize;
-            view->format = NULL;  /* (the kernels that take these read the items only) */
-            view->ndim = 1;
-            view->shape = &((PyVarObject *)obj)->ob_size;
-            view->strides = &view->itemsize;
-            view->suboffsets = NULL;
-            view->internal = NULL;
-            a->ob_exports++;
+            array_view(a, view, itemsize, NULL);  /* (the kernels that take these read the items only) */
             return 0;
         }
     }
@@ -255,6 +244,28 @@ row_result(PyObject *out, const double *vals, Py_ssize_t n, const char *what, co
     return float_list(vals, n);
 }
 
+/* The rings below (RowPool's rows, list_new's lists, float_new's floats, record_take's records) hand out again an
+ * object only the ring holds: ring_slot is a ring's next slot (its position moved on), ring_keep puts a new object
+ * in a slot whose object something else still holds (left to its holders) and gives it back. */
+static inline PyObject **
+ring_slot(PyObject **ring, Py_ssize_t *next, Py_ssize_t size)
+{
+    PyObject **slot = ring + *next;
+    if (++*next == size)
+        *next = 0;
+    return slot;
+}
+
+static inline PyObject *
+ring_keep(PyObject **slot, PyObject *fresh)
+{
+    if (fresh != NULL) {
+        Py_INCREF(fresh);
+        Py_XSETREF(*slot, fresh);
+    }
+    return fresh;
+}
+
 /* ------------------------------------------------------------------------------------------------------
  * RowPool(template, size): a callable making rows as template.__copy__() does (an array('d'), the template's
  * values), that hands out again an array it made before once nothing else holds it (its reference count back
@@ -281,9 +292,7 @@ static PyTypeObject RowPoolType;
 static PyObject *
 pool_take(RowPool *p, int fill)
 {
-    PyObject **slot = p->ring + p->next;
-    if (++p->next == p->size)
-        p->next = 0;
+    PyObject **slot = ring_slot(p->ring, &p->next, p->size);
     PyObject *a = *slot;
     if (a != NULL && Py_REFCNT(a) == 1 && Py_SIZE(a) == Py_SIZE(p->tmpl)) {
         if (fill) {
@@ -303,13 +312,9 @@ pool_take(RowPool *p, int fill)
         return a;
     }
     PyObject *b = PyObject_CallNoArgs(p->copy);
-    if (b == NULL)
-        return NULL;
-    if (Py_TYPE(b) == Py_TYPE(p->tmpl)) {  /* (a subclass's __copy__ could make anything: it is not kept) */
-        Py_INCREF(b);
-        Py_XSETREF(*slot, b);
-    }
-    return b;
+    if (b != NULL && Py_TYPE(b) != Py_TYPE(p->tmpl))  /* (a subclass's __copy__ could make anything: not kept) */
+        return b;
+    return ring_keep(slot, b);
 }
 
 /* a new row from make (a RowPool, or any callable): what make() gives */
@@ -416,19 +421,13 @@ static Py_ssize_t list_next;
 static PyObject *
 list_new(void)
 {
-    PyObject **slot = list_ring + list_next;
-    list_next = (list_next + 1) & (LIST_RING - 1);
+    PyObject **slot = ring_slot(list_ring, &list_next, LIST_RING);
     PyObject *l = *slot;
     if (l != NULL && Py_REFCNT(l) == 1 && PyList_GET_SIZE(l) == 0) {
         Py_INCREF(l);
         return l;
     }
-    PyObject *fresh = PyList_New(0);
-    if (fresh == NULL)
-        return NULL;
-    Py_INCREF(fresh);
-    Py_XSETREF(*slot, fresh);
-    return fresh;
+    return ring_keep(slot, PyList_New(0));
 }
 
 /* PyFloat_FromDouble(v) for the floats an action leaves in its record, decision and state (its rounded score, its
@@ -442,20 +441,14 @@ static Py_ssize_t float_next;
 static PyObject *
 float_new(double v)
 {
-    PyObject **slot = float_ring + float_next;
-    float_next = (float_next + 1) & (FLOAT_RING - 1);
+    PyObject **slot = ring_slot(float_ring, &float_next, FLOAT_RING);
     PyObject *f = *slot;
     if (f != NULL && Py_REFCNT(f) == 1) {
         ((PyFloatObject *)f)->ob_fval = v;
         Py_INCREF(f);
         return f;
     }
-    PyObject *fresh = PyFloat_FromDouble(v);
-    if (fresh == NULL)
-        return NULL;
-    Py_INCREF(fresh);
-    Py_XSETREF(*slot, fresh);
-    return fresh;
+    return ring_keep(slot, PyFloat_FromDouble(v));
 }
 
 /* float_new(v) for Python: a test of the ring (tests/unit/test_native.py) */
@@ -3264,7 +3257,6 @@ fail:
 #define PENDING_MAX 64  /* doubles of pending novelty the kernels take (engine.PENDING_SLOTS x _PW) */
 #define ITEMS_MAX 256   /* items of one action they take */
 
-static PyTypeObject *array_type;   /* array.array (pk_names) */
 static PyObject *s_popitem, *kw_last;  /* "popitem", ("last",) */
 
 static int
@@ -5931,8 +5923,7 @@ record_take(const decideconsts *kc)
     if (!kc->record_direct)
         return PyDict_Copy(kc->record_t);
     decideconsts *k = (decideconsts *)kc;
-    PyObject **slot = k->records + k->rnext;
-    k->rnext = (k->rnext + 1) & (RECORD_RING - 1);
+    PyObject **slot = ring_slot(k->records, &k->rnext, RECORD_RING);
     PyObject *r = *slot;
     fb_ukentry *e = r != NULL && Py_REFCNT(r) == 1 ? record_entries(r, 9) : NULL;
     int same = e != NULL;
@@ -5949,12 +5940,7 @@ record_take(const decideconsts *kc)
         Py_INCREF(r);
         return r;
     }
-    PyObject *fresh = PyDict_Copy(k->record_t);
-    if (fresh == NULL)
-        return NULL;
-    Py_INCREF(fresh);
-    Py_XSETREF(*slot, fresh);
-    return fresh;
+    return ring_keep(slot, PyDict_Copy(k->record_t));
 }
 
 /* decide_setup(consts) -> the capsule decide takes; consts as engine._decide_consts makes it */
