@@ -244,7 +244,7 @@ row_result(PyObject *out, const double *vals, Py_ssize_t n, const char *what, co
     return float_list(vals, n);
 }
 
-/* The rings below (RowPool's rows, list_new's lists, float_new's floats, record_take's records) hand out again an
+/* The rings below (RowPool's rows, list_new's lists, float_new's floats, record_new's records) hand out again an
  * object only the ring holds: ring_slot is a ring's next slot (its position moved on), ring_keep puts a new object
  * in a slot whose object something else still holds (left to its holders) and gives it back. */
 static inline PyObject **
@@ -5893,7 +5893,7 @@ typedef struct {
     int record_direct;   /* record_layout_ok(record_t): the values written into the copy's entries */
     PyObject *tvals[9];  /* record_t's values (borrowed: keep holds them) */
 #define RECORD_RING 256
-    PyObject *records[RECORD_RING];  /* record_take's ring (owned) */
+    PyObject *records[RECORD_RING];  /* record_new's ring (owned) */
     Py_ssize_t rnext;
 } decideconsts;
 
@@ -5911,36 +5911,61 @@ dc_free(PyObject *cap)
     PyMem_Free(k);
 }
 
-/* A new ordinary record: a copy of the template (PyDict_Copy), or, when the values are written in place
- * (record_direct), the dict of a ring of 256 this setup made before when only the ring holds it and its table is
- * still the template's nine keys in order (nothing else can see it: as new as a copy), its values set back to the
- * template's. Records die with their batch: the next batches' are the same dicts, without a dict and a table
- * allocated, tracked, untracked and freed each. (decide_one's consts are otherwise read only: the ring's position
- * is the one field it moves.) */
+/* A new ordinary record, the template's (record_t) with vals at event_id, agent_id, ts, score, reasons and
+ * breaker_state (decide_one's), its other values the template's: severity "ok", action_taken "none", the model's
+ * version. When the values are written in place (record_direct), the dict is the one of a ring of 256 this setup
+ * made before when only the ring holds it and its table is still the template's nine keys in order (nothing else
+ * can see it: as new as a copy), else a copy of the template taking the slot; its nine values are then set in one
+ * pass, and it is tracked by the collector as PyDict_SetItem would track it for its list of reasons. Records die
+ * with their batch: the next batches' are the same dicts, without a dict and a table allocated, tracked,
+ * untracked and freed each. Otherwise a copy whose values are set by PyDict_SetItem. (decide_one's consts are
+ * otherwise read only: the ring's position is the one field this moves.) */
 static PyObject *
-record_take(const decideconsts *kc)
+record_new(const decideconsts *kc, PyObject *const *vals)
 {
-    if (!kc->record_direct)
-        return PyDict_Copy(kc->record_t);
-    decideconsts *k = (decideconsts *)kc;
-    PyObject **slot = ring_slot(k->records, &k->rnext, RECORD_RING);
-    PyObject *r = *slot;
-    fb_ukentry *e = r != NULL && Py_REFCNT(r) == 1 ? record_entries(r, 9) : NULL;
-    int same = e != NULL;
-    for (int i = 0; same && i < 9; i++)
-        same = e[i].me_key == dk_keys[i];
-    if (same) {
+    static const int at[6] = {0, 1, 2, 3, 5, 7};
+    PyObject *v[9], *r;
+    memcpy(v, kc->tvals, sizeof v);
+    for (int i = 0; i < 6; i++)
+        v[at[i]] = vals[i];
+    fb_ukentry *e = NULL;
+    if (kc->record_direct) {
+        decideconsts *k = (decideconsts *)kc;
+        PyObject **slot = ring_slot(k->records, &k->rnext, RECORD_RING);
+        r = *slot;
+        e = r != NULL && Py_REFCNT(r) == 1 ? record_entries(r, 9) : NULL;
+        for (int i = 0; e != NULL && i < 9; i++)
+            if (e[i].me_key != dk_keys[i])
+                e = NULL;
+        if (e != NULL)
+            Py_INCREF(r);
+        else if ((r = ring_keep(slot, PyDict_Copy(k->record_t))) == NULL)
+            return NULL;
+        else
+            e = record_entries(r, 9);
+    } else if ((r = PyDict_Copy(kc->record_t)) == NULL) {
+        return NULL;
+    }
+    if (e != NULL) {
         PyObject *old[9];
-        for (int i = 0; i < 9; i++) {
-            old[i] = e[i].me_value;
-            e[i].me_value = Py_NewRef(k->tvals[i]);
-        }
+        int n = 0;
         for (int i = 0; i < 9; i++)
-            Py_XDECREF(old[i]);
-        Py_INCREF(r);
+            if (e[i].me_value != v[i]) {  /* (the template's constants mostly there already) */
+                old[n++] = e[i].me_value;
+                e[i].me_value = Py_NewRef(v[i]);
+            }
+        while (n > 0)
+            Py_XDECREF(old[--n]);
+        if (!PyObject_GC_IsTracked(r))
+            PyObject_GC_Track(r);
         return r;
     }
-    return ring_keep(slot, PyDict_Copy(k->record_t));
+    for (int i = 0; i < 6; i++)
+        if (v[at[i]] != kc->tvals[at[i]] && PyDict_SetItem(r, dk_keys[at[i]], v[at[i]]) < 0) {
+            Py_DECREF(r);
+            return NULL;
+        }
+    return r;
 }
 
 /* decide_setup(consts) -> the capsule decide takes; consts as engine._decide_consts makes it */
@@ -6338,27 +6363,9 @@ decide_one(const decideconsts *k, PyObject *item, PyObject *pc, PyObject *traces
     if ((reasons = list_new()) == NULL)
         goto error;
     held[nh++] = reasons;
-    /* (the template's severity "ok", action_taken "none" and model_version kept; its breaker_state is CLOSED) */
     PyObject *vals[6] = {event_id, agent_id, ts, score4, reasons, state_o};
-    static const int vkeys[6] = {0, 1, 2, 3, 5, 7};
-    if ((record = record_take(k)) == NULL)
+    if ((record = record_new(k, vals)) == NULL)
         goto error;
-    const int nv = state_o == k->closed ? 5 : 6;
-    fb_ukentry *re = k->record_direct ? record_entries(record, 9) : NULL;
-    if (re != NULL) {  /* in place (record_entries); the list of reasons makes the record a container to track */
-        for (int i = 0; i < nv; i++) {
-            fb_ukentry *e = re + vkeys[i];
-            PyObject *old = e->me_value;
-            e->me_value = Py_NewRef(vals[i]);
-            Py_XDECREF(old);
-        }
-        if (!PyObject_GC_IsTracked(record))
-            PyObject_GC_Track(record);
-    } else {
-        for (int i = 0; i < nv; i++)
-            if (PyDict_SetItem(record, dk_keys[vkeys[i]], vals[i]) < 0)
-                goto error;
-    }
     if (xset(d, &dc_record, record) < 0)
         goto error;
     /* trace(ev.agent_id, values, score4, severity, obs.dest_classes) */

@@ -326,8 +326,8 @@ def test_records_whose_values_are_written_in_place_are_the_dicts_the_lines_make(
 @built
 @engine_kernels
 def test_records_dropped_with_their_batch_come_back_as_new_ones(fleet):
-    # record_take: a record only its ring holds (its batch dropped) is made again, its values the template's before
-    # the decision's are written; one a caller still holds, or changed (a key added), never is
+    # record_new: a record only its ring holds (its batch dropped) is made again with the decision's values and the
+    # template's others; one a caller still holds, or changed (a key added), never is
     model, later = fleet
     kernel, lines = E.Engine(policy=POLICY, model=model), E.Engine(policy=POLICY, model=model)
     lines._admitted = lines._decided = None
