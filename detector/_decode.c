@@ -195,11 +195,14 @@ member_offset(PyTypeObject *tp, PyObject *name)
 }
 
 /* The str fields an agent repeats from one action to the next (who acts, for whom, with what tool, under which
- * instructions; not what it acts on, nor its task, which change too often to keep), shared: decode_plain puts in an event's slot the str an earlier event
- * had there when the text is the same (ASCII), from a table of the last texts met. The engine looks these up in
- * its dicts (agents, peers, the policy's classes, episodes, traces): a shared str has its hash already (no
- * siphash of a new str each time) and is found by identity (no comparison of its characters), and the new str
- * is dropped at once instead of with its batch. Values are unchanged: equal text, the same exact type. */
+ * instructions; not what it acts on, nor its task, which change too often to keep), shared: decode_plain puts in
+ * an event's slot the str an earlier event had there when the text is the same (ASCII), from a table of the last
+ * texts met. The engine looks these up in its dicts (agents, peers, the policy's classes, episodes, traces): a
+ * shared str has its hash already (no siphash of a new str each time) and is found by identity (no comparison of
+ * its characters), and the new str is dropped at once instead of with its batch. Values are unchanged: equal
+ * text, the same exact type. The table is bounded (1,024 texts of at most 1,024 characters, their fields' limits:
+ * at most about 1 MB): texts an attacker varies, or makes collide in a slot, only replace one another in it, and a
+ * text is shared only when equal byte for byte. */
 #define N_SHARED 5
 static const char *const shared_names[N_SHARED] = {
     "agent_id", "operator_id", "tool", "requested_by", "instruction_hash",

@@ -31,7 +31,7 @@
 #endif
 
 /* An array.array as CPython lays it out (Modules/arraymodule.c, the same from 3.8 to 3.13: its descriptor begins
- * with the typecode and the item size). array_fast is set at import only when an array made then reads here as
+ * with the typecode and the item size). array_exact is set at import only when an array made then reads here as
  * its buffer says (the same items, length, typecode, and an export counted where the buffer protocol counts it):
  * then get_doubles takes an exact array's buffer as array_buffer_getbuf does, and buf_release gives it back as
  * array_buffer_relbuf does, without the protocol's calls (15 an action: 2 % of a replay). The export is counted
@@ -50,13 +50,12 @@ typedef struct {
     Py_ssize_t ob_exports;
 } fb_array;
 
-static PyTypeObject *array_exact;  /* array.array, when array_fast */
-static int array_fast;
+static PyTypeObject *array_exact;  /* array.array when its layout reads as fb_array (array_fast_check), else NULL */
 static double no_doubles[1];       /* an empty array's buffer (array_buffer_getbuf's emptybuf) */
 
 static PyTypeObject *array_type;   /* array.array (pk_names, at import) */
 
-/* array_fast: 1 when an array('d') made here reads as fb_array the way its buffer says it is (after pk_names) */
+/* array_exact set when an array('d') made here reads as fb_array the way its buffer says it is (after pk_names) */
 static int
 array_fast_check(void)
 {
@@ -81,17 +80,16 @@ array_fast_check(void)
     Py_DECREF(a);
     if (ok)
         array_exact = array_type;
-    array_fast = ok;
 #endif
     return 0;
 }
 
-/* PyBuffer_Release, an exact array's export given back here when array_fast */
+/* PyBuffer_Release, an exact array's export given back here when array_exact reads it */
 static ALWAYS_INLINE void
 buf_release(Py_buffer *view)
 {
     PyObject *o = view->obj;
-    if (o != NULL && Py_TYPE(o) == array_exact && array_fast) {
+    if (o != NULL && Py_TYPE(o) == array_exact) {
         ((fb_array *)o)->ob_exports--;
         view->obj = NULL;
         Py_DECREF(o);
@@ -123,7 +121,7 @@ array_view(fb_array *a, Py_buffer *view, Py_ssize_t itemsize, const char *fmt)
 static int
 get_doubles(PyObject *obj, Py_buffer *view, int writable, const char *what)
 {
-    if (Py_TYPE(obj) == array_exact && array_fast && ((fb_array *)obj)->ob_descr->typecode == 'd') {
+    if (Py_TYPE(obj) == array_exact && ((fb_array *)obj)->ob_descr->typecode == 'd') {
         array_view((fb_array *)obj, view, sizeof(double), "d");
         return 0;
     }
@@ -138,13 +136,13 @@ get_doubles(PyObject *obj, Py_buffer *view, int writable, const char *what)
     return 0;
 }
 
-/* get_items (detector/_buffers.h) of an exact array when array_fast: its items' buffer as get_doubles takes
+/* get_items (detector/_buffers.h) of an exact array when array_exact reads it: its items' buffer as get_doubles takes
  * one, when its typecode is one of kinds and its items are itemsize bytes; anything else the protocol's way */
 static int
 get_array_items(PyObject *obj, Py_buffer *view, int writable, Py_ssize_t itemsize, const char *kinds,
                 const char *what)
 {
-    if (Py_TYPE(obj) == array_exact && array_fast) {
+    if (Py_TYPE(obj) == array_exact) {
         fb_array *a = (fb_array *)obj;
         const char tc = a->ob_descr->typecode;
         if (a->ob_descr->itemsize == itemsize && tc != '\0' && strchr(kinds, tc) != NULL) {
@@ -7134,7 +7132,7 @@ PyInit__native(void)
     /* array_fast: exact arrays' buffers taken and given back without the buffer protocol's calls; record_direct:
      * an ordinary record's values written into its entries (decide_setup's check, on this interpreter) */
     if (PyModule_AddObjectRef(m, "RowPool", (PyObject *)&RowPoolType) < 0
-            || PyModule_AddObjectRef(m, "array_fast", array_fast ? Py_True : Py_False) < 0
+            || PyModule_AddObjectRef(m, "array_fast", array_exact != NULL ? Py_True : Py_False) < 0
             || PyModule_AddObjectRef(m, "record_direct", record_direct_check() ? Py_True : Py_False) < 0
             || PyModule_AddObjectRef(m, "learn_avx", learn_avx ? Py_True : Py_False) < 0) {
         Py_DECREF(m);
